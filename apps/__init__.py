@@ -1,0 +1,1 @@
+"""Demo apps, one pattern per file."""

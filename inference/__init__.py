@@ -1,0 +1,1 @@
+"""Running models: device detection now; predictors, runtimes and batching in later issues."""

@@ -1,0 +1,253 @@
+"""What this machine can run on: CPU, memory and accelerators (CUDA GPUs, Apple MPS).
+
+Importing this module never imports torch. ``detect_cpu`` is instant and torch-free;
+``detect_accelerators`` imports torch (when installed) in the calling process; ``detect_full`` runs
+that in a child process (``python -m meshnode.inference.devices``), because importing torch takes
+seconds and hundreds of MB, and initialising CUDA can hang on a broken driver. The agent must stay
+small and keep answering its failure detector, so only worker processes ever load torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+__all__ = [
+    "Accelerator",
+    "DeviceInfo",
+    "detect_accelerators",
+    "detect_cpu",
+    "detect_full",
+]
+
+logger = logging.getLogger(__name__)
+
+AcceleratorKind = Literal["cuda", "mps"]
+DeviceKind = Literal["cuda", "mps", "cpu"]
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """One GPU-like device torch can use."""
+
+    kind: AcceleratorKind
+    index: int
+    name: str
+    memory_bytes: int
+    # CUDA compute capability as "major.minor"; None for MPS.
+    capability: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return a plain msgpack-able dict."""
+        return {
+            "kind": self.kind,
+            "index": self.index,
+            "name": self.name,
+            "memory": self.memory_bytes,
+            "capability": self.capability,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Accelerator:
+        """Rebuild from ``to_wire`` output; raises ValueError on a malformed dict."""
+        if not isinstance(wire, dict):
+            raise ValueError(f"accelerator must be a dict, not {type(wire).__name__}")
+        kind = wire.get("kind")
+        if kind not in ("cuda", "mps"):
+            raise ValueError(f"unknown accelerator kind {kind!r}")
+        capability = wire.get("capability")
+        try:
+            return cls(
+                kind=kind,
+                index=int(wire["index"]),
+                name=str(wire["name"]),
+                memory_bytes=int(wire["memory"]),
+                capability=None if capability is None else str(capability),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed accelerator {wire!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Everything the mesh needs to know about one machine's hardware."""
+
+    cpu_model: str
+    cpu_cores: int
+    memory_bytes: int
+    accelerators: tuple[Accelerator, ...]
+    torch_version: str | None
+
+    @property
+    def kind(self) -> DeviceKind:
+        """The best device class present: cuda, then mps, then cpu."""
+        kinds = {accelerator.kind for accelerator in self.accelerators}
+        if "cuda" in kinds:
+            return "cuda"
+        if "mps" in kinds:
+            return "mps"
+        return "cpu"
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return a plain msgpack-able dict for gossip and the HTTP API."""
+        return {
+            "cpu": self.cpu_model,
+            "cores": self.cpu_cores,
+            "memory": self.memory_bytes,
+            "accelerators": [accelerator.to_wire() for accelerator in self.accelerators],
+            "torch": self.torch_version,
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> DeviceInfo:
+        """Rebuild from ``to_wire`` output (``kind`` is derived, not read); ValueError if malformed."""
+        torch_version = wire.get("torch")
+        try:
+            return cls(
+                cpu_model=str(wire["cpu"]),
+                cpu_cores=int(wire["cores"]),
+                memory_bytes=int(wire["memory"]),
+                accelerators=tuple(Accelerator.from_wire(item) for item in wire["accelerators"]),
+                torch_version=None if torch_version is None else str(torch_version),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed device info: {exc}") from exc
+
+    def preferred_dtype(self) -> str:
+        """The torch dtype name models should load in on this machine's best device."""
+        return "float16" if self.kind in ("cuda", "mps") else "float32"
+
+
+def detect_cpu() -> DeviceInfo:
+    """Describe CPU and memory without torch; accelerators are left empty."""
+    return DeviceInfo(
+        cpu_model=_cpu_model(),
+        cpu_cores=psutil.cpu_count(logical=True) or 1,
+        memory_bytes=int(psutil.virtual_memory().total),
+        accelerators=(),
+        torch_version=None,
+    )
+
+
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass  # not Linux: fall through to what platform knows
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def detect_accelerators() -> tuple[tuple[Accelerator, ...], str | None]:
+    """List CUDA and MPS devices and the torch version, importing torch in this process if installed."""
+    if importlib.util.find_spec("torch") is None:
+        return (), None
+    import torch
+
+    accelerators: list[Accelerator] = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            properties = torch.cuda.get_device_properties(index)
+            accelerators.append(
+                Accelerator(
+                    kind="cuda",
+                    index=index,
+                    name=str(properties.name),
+                    memory_bytes=int(properties.total_memory),
+                    capability=f"{properties.major}.{properties.minor}",
+                )
+            )
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        # MPS shares the machine's unified memory, so its budget is the system's RAM.
+        accelerators.append(
+            Accelerator(
+                kind="mps",
+                index=0,
+                name=platform.processor() or "Apple GPU",
+                memory_bytes=int(psutil.virtual_memory().total),
+                capability=None,
+            )
+        )
+    return tuple(accelerators), str(torch.__version__)
+
+
+async def detect_full(timeout_s: float = 60.0) -> DeviceInfo:
+    """CPU info plus accelerators found by a child process; CPU-only (with a warning) if that fails."""
+    cpu = detect_cpu()
+    if importlib.util.find_spec("torch") is None:
+        return cpu
+    try:
+        accelerators, torch_version = await _detect_in_subprocess(timeout_s)
+    except (OSError, ValueError, TimeoutError) as exc:
+        logger.warning("accelerator detection failed, serving on CPU only: %s", exc)
+        return cpu
+    return DeviceInfo(
+        cpu_model=cpu.cpu_model,
+        cpu_cores=cpu.cpu_cores,
+        memory_bytes=cpu.memory_bytes,
+        accelerators=accelerators,
+        torch_version=torch_version,
+    )
+
+
+async def _detect_in_subprocess(timeout_s: float) -> tuple[tuple[Accelerator, ...], str | None]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        __name__,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        raise TimeoutError(f"device probe did not answer within {timeout_s} s") from None
+    finally:
+        # Reached on timeout and on cancellation: never leave the child running.
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    if process.returncode != 0:
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise ValueError(f"device probe exited with {process.returncode}: {tail[0]}")
+    return _parse_probe_output(stdout.decode(errors="replace"))
+
+
+def _parse_probe_output(stdout: str) -> tuple[tuple[Accelerator, ...], str | None]:
+    # The JSON is the last line: a library may print banners to stdout before it.
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("device probe printed nothing")
+    try:
+        report = json.loads(lines[-1])
+        accelerators = tuple(Accelerator.from_wire(item) for item in report["accelerators"])
+        torch_version = report["torch"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"device probe printed unexpected output: {exc}") from exc
+    return accelerators, None if torch_version is None else str(torch_version)
+
+
+def _main() -> None:
+    accelerators, torch_version = detect_accelerators()
+    report = {"accelerators": [accelerator.to_wire() for accelerator in accelerators], "torch": torch_version}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,129 @@
+"""Node metadata: what a node says about itself, versioned by its owner and gossiped with it.
+
+Only the owner changes its metadata; every change bumps ``meta_version`` in the membership core, so
+newer always wins and an old rumour never overwrites a fresh value. The fields later issues fill
+(models, hints, speeds) are already here, so the wire format does not change when they arrive.
+
+Validation happens once, when bytes arrive (``from_wire``): a node's view only ever holds metadata
+that passed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LABEL_CHARS = 128
+MAX_LIST_ITEMS = 256
+MAX_DEPTH = 4
+
+
+class MetaError(ValueError):
+    """Metadata from the wire failed validation."""
+
+
+@dataclass(frozen=True)
+class NodeMeta:
+    """One node's self-description (DESIGN.md section 5, ``GET /v1/mesh``)."""
+
+    name: str
+    http: str = ""
+    mesh: str = ""
+    region: str = ""
+    zone: str = ""
+    # Device summary from meshnode.inference.devices (cpu, cores, memory, accelerators).
+    device: dict[str, Any] = field(default_factory=dict)
+    # Load summary from meshnode.load (cpu %, memory, requests in flight).
+    load: dict[str, Any] = field(default_factory=dict)
+    # Loaded model names, routing hints and measured speeds: filled by later issues.
+    models: tuple[str, ...] = ()
+    hints: tuple[str, ...] = ()
+    speeds: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        """A msgpack-ready dict."""
+        return {
+            "name": self.name,
+            "http": self.http,
+            "mesh": self.mesh,
+            "region": self.region,
+            "zone": self.zone,
+            "device": self.device,
+            "load": self.load,
+            "models": list(self.models),
+            "hints": list(self.hints),
+            "speeds": self.speeds,
+        }
+
+    @classmethod
+    def from_wire(cls, raw: object) -> NodeMeta:
+        """Validate a decoded dict strictly; raise MetaError on anything unexpected."""
+        if not isinstance(raw, dict):
+            raise MetaError("metadata must be a map")
+        # Unknown keys from newer versions are ignored, but they must still be strings.
+        if not all(isinstance(key, str) for key in raw):
+            raise MetaError("metadata keys must be strings")
+        return cls(
+            name=_label(raw, "name", required=True),
+            http=_label(raw, "http"),
+            mesh=_label(raw, "mesh"),
+            region=_label(raw, "region"),
+            zone=_label(raw, "zone"),
+            device=_plain_map(raw, "device"),
+            load=_plain_map(raw, "load"),
+            models=_labels(raw, "models"),
+            hints=_labels(raw, "hints"),
+            speeds=_plain_map(raw, "speeds"),
+        )
+
+
+def _label(raw: dict[Any, Any], key: str, *, required: bool = False) -> str:
+    value = raw.get(key, None if required else "")
+    if not isinstance(value, str):
+        raise MetaError(f"metadata field {key!r} must be a string")
+    if len(value) > MAX_LABEL_CHARS:
+        raise MetaError(f"metadata field {key!r} is longer than {MAX_LABEL_CHARS} characters")
+    if required and not value:
+        raise MetaError(f"metadata field {key!r} must not be empty")
+    return value
+
+
+def _labels(raw: dict[Any, Any], key: str) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if not isinstance(value, list | tuple) or len(value) > MAX_LIST_ITEMS:
+        raise MetaError(f"metadata field {key!r} must be a list of at most {MAX_LIST_ITEMS} strings")
+    for item in value:
+        if not isinstance(item, str) or len(item) > MAX_LABEL_CHARS:
+            raise MetaError(f"metadata field {key!r} must hold strings of at most {MAX_LABEL_CHARS} chars")
+    return tuple(value)
+
+
+def _plain_map(raw: dict[Any, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise MetaError(f"metadata field {key!r} must be a map")
+    _check_plain(value, key, depth=1)
+    return value
+
+
+def _check_plain(value: object, where: str, depth: int) -> None:
+    """Allow only msgpack primitives, bounded in depth and width."""
+    if depth > MAX_DEPTH:
+        raise MetaError(f"metadata field {where!r} is nested too deeply")
+    if value is None or isinstance(value, bool | int | float | str):
+        return
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_LIST_ITEMS:
+            raise MetaError(f"metadata field {where!r} has too many items")
+        for item in value:
+            _check_plain(item, where, depth + 1)
+        return
+    if isinstance(value, dict):
+        if len(value) > MAX_LIST_ITEMS:
+            raise MetaError(f"metadata field {where!r} has too many keys")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MetaError(f"metadata field {where!r} has a non-string key")
+            _check_plain(item, where, depth + 1)
+        return
+    raise MetaError(f"metadata field {where!r} holds an unsupported type {type(value).__name__}")

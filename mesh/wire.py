@@ -1,0 +1,308 @@
+"""Membership wire format: msgpack, versioned, tied to one mesh, validated strictly.
+
+A packet is a msgpack array::
+
+    [PROTOCOL_VERSION, mesh_id, sender_id, sender_addr, [message, ...]]
+
+and each message an array whose first item is its kind (``Kind``). Decoding checks every type, size
+and count before anything reaches the core; a packet that fails is rejected whole with a
+``WireError`` whose ``reason`` the shell counts (``malformed``, ``oversized``, ``version``,
+``mesh``). Nothing here ever unpickles or evaluates: msgpack extension types are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Literal
+
+import msgpack
+
+from .metadata import MetaError, NodeMeta
+from .types import Address, NodeId, Status
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGES = 512
+MAX_ID_CHARS = 64
+MAX_ADDRESS_CHARS = 270
+MAX_COUNTER = 2**63 - 1
+
+RejectReason = Literal["malformed", "oversized", "version", "mesh"]
+
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class WireError(ValueError):
+    """A packet that must be dropped; ``reason`` says which counter to bump."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: RejectReason = reason
+        self.detail = detail
+
+
+class Kind(IntEnum):
+    """Message kinds on the membership socket."""
+
+    PING = 1
+    INDIRECT_PING = 2
+    ACK = 3
+    NACK = 4
+    ALIVE = 5
+    SUSPECT = 6
+    DEAD = 7
+    PUSH_PULL = 8
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Are you alive? Names the target so a reused address cannot answer for another node."""
+
+    seq: int
+    target: NodeId
+
+
+@dataclass(frozen=True)
+class IndirectPing:
+    """Please probe `target` for me and relay its ack (or a nack if it stays silent)."""
+
+    seq: int
+    target: NodeId
+    target_addr: Address
+    want_nack: bool
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Answer to a ping, direct or relayed."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Nack:
+    """Lifeguard: the relay is alive but heard nothing from the target."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Alive:
+    """A node is alive at this incarnation, with this address and metadata."""
+
+    node: NodeId
+    incarnation: int
+    addr: Address
+    meta_version: int
+    meta: NodeMeta
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """`source` suspects `node` at this incarnation."""
+
+    node: NodeId
+    incarnation: int
+    source: NodeId
+
+
+@dataclass(frozen=True)
+class Dead:
+    """`source` declares `node` dead; when source is the node itself it has left."""
+
+    node: NodeId
+    incarnation: int
+    source: NodeId
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """One row of a full state exchange."""
+
+    node: NodeId
+    addr: Address
+    incarnation: int
+    status: Status
+    meta_version: int
+    meta: NodeMeta
+
+
+@dataclass(frozen=True)
+class PushPull:
+    """Full state (anti-entropy and join). The receiver merges it and answers if asked."""
+
+    reply_wanted: bool
+    join: bool
+    states: tuple[MemberState, ...]
+
+
+Message = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull
+Gossip = Alive | Suspect | Dead
+
+
+@dataclass(frozen=True)
+class Packet:
+    """What travels in one ZeroMQ frame: a sender and its messages."""
+
+    sender: NodeId
+    sender_addr: Address
+    messages: tuple[Message, ...]
+
+
+# -- encoding ------------------------------------------------------------------------------
+
+
+def message_to_list(message: Message) -> list[Any]:
+    """The msgpack-ready form of one message."""
+    match message:
+        case Ping(seq, target):
+            return [Kind.PING, seq, target]
+        case IndirectPing(seq, target, target_addr, want_nack):
+            return [Kind.INDIRECT_PING, seq, target, target_addr, want_nack]
+        case Ack(seq):
+            return [Kind.ACK, seq]
+        case Nack(seq):
+            return [Kind.NACK, seq]
+        case Alive(node, incarnation, addr, meta_version, meta):
+            return [Kind.ALIVE, node, incarnation, addr, meta_version, meta.to_wire()]
+        case Suspect(node, incarnation, source):
+            return [Kind.SUSPECT, node, incarnation, source]
+        case Dead(node, incarnation, source):
+            return [Kind.DEAD, node, incarnation, source]
+        case PushPull(reply_wanted, join, states):
+            rows = [
+                [s.node, s.addr, s.incarnation, s.status.value, s.meta_version, s.meta.to_wire()]
+                for s in states
+            ]
+            return [Kind.PUSH_PULL, reply_wanted, join, rows]
+
+
+def encoded_size(message: Message) -> int:
+    """Bytes this message adds to a packet (used for the piggyback budget)."""
+    return len(msgpack.packb(message_to_list(message)))
+
+
+def encode(packet: Packet, mesh_id: str) -> bytes:
+    """Serialize a packet for `mesh_id`."""
+    body = [message_to_list(m) for m in packet.messages]
+    return msgpack.packb([PROTOCOL_VERSION, mesh_id, packet.sender, packet.sender_addr, body])
+
+
+# -- decoding ------------------------------------------------------------------------------
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise WireError("malformed", f"msgpack extension type {code} is not allowed")
+
+
+def decode(data: bytes, mesh_id: str, *, max_bytes: int, max_members: int) -> Packet:
+    """Parse and validate one packet; raise WireError on anything unexpected."""
+    if len(data) > max_bytes:
+        raise WireError("oversized", f"{len(data)} bytes, limit {max_bytes}")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext, use_list=True)
+    except WireError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise WireError("malformed", f"not msgpack: {type(exc).__name__}") from exc
+    if not isinstance(raw, list) or len(raw) != 5:
+        raise WireError("malformed", "packet must be a 5-item array")
+    version, packet_mesh, sender, sender_addr, body = raw
+    if version != PROTOCOL_VERSION:
+        raise WireError("version", f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
+    if packet_mesh != mesh_id:
+        raise WireError("mesh", "packet belongs to another mesh")
+    if not isinstance(body, list) or len(body) > MAX_MESSAGES:
+        raise WireError("malformed", f"messages must be an array of at most {MAX_MESSAGES}")
+    try:
+        messages = tuple(_message(item, max_members) for item in body)
+        return Packet(_node_id(sender), _address(sender_addr), messages)
+    except (MetaError, ValueError, TypeError) as exc:
+        if isinstance(exc, WireError):
+            raise
+        raise WireError("malformed", str(exc)) from exc
+
+
+def _message(item: object, max_members: int) -> Message:
+    if not isinstance(item, list) or not item:
+        raise ValueError("message must be a non-empty array")
+    kind, *fields = item
+    if not isinstance(kind, int) or isinstance(kind, bool):
+        raise ValueError("message kind must be an integer")
+    match kind, fields:
+        case Kind.PING, [seq, target]:
+            return Ping(_counter(seq), _node_id(target))
+        case Kind.INDIRECT_PING, [seq, target, target_addr, want_nack]:
+            return IndirectPing(_counter(seq), _node_id(target), _address(target_addr), _flag(want_nack))
+        case Kind.ACK, [seq]:
+            return Ack(_counter(seq))
+        case Kind.NACK, [seq]:
+            return Nack(_counter(seq))
+        case Kind.ALIVE, [node, incarnation, addr, meta_version, meta]:
+            return Alive(
+                _node_id(node),
+                _counter(incarnation),
+                _address(addr),
+                _counter(meta_version),
+                NodeMeta.from_wire(meta),
+            )
+        case Kind.SUSPECT, [node, incarnation, source]:
+            return Suspect(_node_id(node), _counter(incarnation), _node_id(source))
+        case Kind.DEAD, [node, incarnation, source]:
+            return Dead(_node_id(node), _counter(incarnation), _node_id(source))
+        case Kind.PUSH_PULL, [reply_wanted, join, rows]:
+            if not isinstance(rows, list) or len(rows) > max_members:
+                raise WireError("oversized", f"push-pull must list at most {max_members} members")
+            return PushPull(_flag(reply_wanted), _flag(join), tuple(_member_state(row) for row in rows))
+    raise ValueError(f"unknown message kind {kind} or wrong field count {len(fields)}")
+
+
+def _member_state(row: object) -> MemberState:
+    if not isinstance(row, list) or len(row) != 6:
+        raise ValueError("member state must be a 6-item array")
+    node, addr, incarnation, status, meta_version, meta = row
+    if status not in Status._value2member_map_:
+        raise ValueError(f"unknown member status {status!r}")
+    return MemberState(
+        _node_id(node),
+        _address(addr),
+        _counter(incarnation),
+        Status(status),
+        _counter(meta_version),
+        NodeMeta.from_wire(meta),
+    )
+
+
+def _counter(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNTER:
+        raise ValueError("counters must be integers in [0, 2**63)")
+    return value
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("flags must be booleans")
+    return value
+
+
+def _node_id(value: object) -> NodeId:
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+        raise ValueError("node ids must be 1-64 characters of [A-Za-z0-9_.-]")
+    return NodeId(value)
+
+
+def _address(value: object) -> Address:
+    """Accept "host:port" (IPv6 as "[::1]:port") with a valid port."""
+    if not isinstance(value, str) or not 3 <= len(value) <= MAX_ADDRESS_CHARS:
+        raise ValueError("addresses must be 'host:port' strings")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"bad address {value!r}")
+    return Address(value)
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """("host", port) from "host:port", stripping IPv6 brackets."""
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)

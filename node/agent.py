@@ -1,0 +1,374 @@
+"""The peer agent: what `meshnode join` runs on every machine.
+
+It wires the shells together, in start order: the node's identity from sqlite (``store``), the
+membership socket (``transport``) and the SWIM core running on it (``gossip``), the HTTP API
+(``http_api`` on uvicorn, in this same event loop), mDNS (``discovery``) and a metadata refresher
+that samples load and gossips it when it changes meaningfully. Nothing here blocks the loop:
+accelerator detection imports torch in a subprocess, sqlite writes go to a thread.
+
+Stopping is graceful: the node gossips that it has ``left`` (so peers do not wait for the failure
+detector), waits until that news has been sent its full count or a timeout, then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psutil
+import uvicorn
+
+from . import __version__
+from .config import AgentConfig
+from .discovery import Advert, Discovery
+from .errors import ConfigError
+from .gossip import GossipRunner
+from .http_api import create_app
+from .inference.devices import DeviceInfo, detect_cpu, detect_full
+from .load import LoadSample, LoadSampler
+from .mesh.membership import MemberChanged, Membership
+from .mesh.metadata import NodeMeta
+from .mesh.types import Address, NodeId, Status
+from .store import NodeStore
+from .transport import MembershipTransport
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class Agent:
+    """One meshnode peer: membership, discovery and the HTTP API in one event loop."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.node_id = ""
+        self.membership_config = config.membership()
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._store: NodeStore | None = None
+        # sqlite connections belong to one thread: every store call goes through this one.
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._transport: MembershipTransport | None = None
+        self._runner: GossipRunner | None = None
+        self._core: Membership | None = None
+        self._server: uvicorn.Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self._discovery: Discovery | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._sampler = LoadSampler()
+        self._device: DeviceInfo = detect_cpu()
+        self._load: LoadSample | None = None
+        self._joined = False
+        self.http_addr = ""
+        self.mesh_addr = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind sockets, start gossip and HTTP, and begin joining."""
+        config = self.config
+        self._store = await self._in_store_thread(lambda: NodeStore(config.data_dir))
+        identity = await self._in_store_thread(self._store.load_identity)
+        self.node_id = identity.node_id
+        advertise_host = _advertise_host(config.mesh_host, config.interfaces)
+
+        self._transport = MembershipTransport(
+            config.mesh_host, config.mesh_port, max_message_bytes=self.membership_config.max_packet_bytes
+        )
+        mesh_port = self._transport.bind()
+        self.mesh_addr = _join_host_port(advertise_host, mesh_port)
+
+        self._server = _http_server(self, config.http_host, config.http_port)
+        self._server_task = asyncio.create_task(self._server.serve(), name="http")
+        http_port = await _wait_http_started(self._server, self._server_task)
+        http_host = config.http_host if config.http_host not in ("0.0.0.0", "::", "") else advertise_host
+        self.http_addr = _join_host_port(http_host, http_port)
+
+        loop = asyncio.get_running_loop()
+        self._load = self._sampler.sample()
+        self._core = Membership(
+            self.membership_config,
+            NodeId(self.node_id),
+            Address(self.mesh_addr),
+            self._meta(),
+            rng=random.Random(),
+            now=loop.time(),
+            incarnation=identity.incarnation,
+            seeds=tuple(Address(seed) for seed in config.seeds),
+        )
+        self._runner = GossipRunner(
+            self._core,
+            self._transport,
+            config.mesh_id,
+            on_change=self._on_member_changed,
+            on_incarnation=self._persist_incarnation,
+        )
+        self._runner.start()
+        self._background.append(asyncio.create_task(self._refresh_meta_forever(), name="meta-refresh"))
+        self._background.append(asyncio.create_task(self._detect_devices(), name="detect-devices"))
+        if config.mdns:
+            await self._start_discovery(advertise_host)
+        log.info(
+            "node %s (%s) up: http %s, mesh %s, incarnation %d",
+            config.name,
+            self.node_id[:8],
+            self.http_addr,
+            self.mesh_addr,
+            identity.incarnation,
+        )
+
+    def request_stop(self) -> None:
+        """Ask the agent to leave and stop (safe from a signal handler)."""
+        self._stop_requested.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until a stop is requested, then stop gracefully."""
+        await self._stop_requested.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Leave the mesh gracefully, then close everything."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._discovery is not None:
+            await self._discovery.stop()
+        if self._core is not None and self._runner is not None:
+            self._runner.carry_out(self._core.leave(self._runner.now()))
+            await self._wait_leave_announced()
+            await self._runner.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._server is not None and self._server_task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server_task, timeout=5.0)
+        if self._transport is not None:
+            self._transport.close()
+        if self._store is not None:
+            await self._in_store_thread(self._store.close)
+        self._store_thread.shutdown(wait=False)
+        log.info("node %s stopped", self.node_id[:8])
+
+    # -- views for the HTTP API ------------------------------------------------------------
+
+    def mesh_view(self) -> dict[str, Any]:
+        """The body of ``GET /v1/mesh``."""
+        core = self._core
+        if core is None:
+            return {"self": self.node_id, "members": []}
+        members = []
+        for member in core.members.values():
+            meta = member.meta
+            members.append(
+                {
+                    "id": member.node,
+                    "name": meta.name,
+                    "status": member.status.value,
+                    "http": meta.http,
+                    "mesh": member.addr,
+                    "region": meta.region,
+                    "zone": meta.zone,
+                    "device": meta.device,
+                    "load": meta.load,
+                    "models": list(meta.models),
+                    "hints": list(meta.hints),
+                    "incarnation": member.incarnation,
+                }
+            )
+        members.sort(key=lambda m: (m["name"], m["id"]))
+        return {"self": self.node_id, "members": members}
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once gossip runs and, when seeds were given, one of them (or anyone) answered."""
+        if self._core is None or self._stopped.is_set():
+            return False, "starting" if not self._stopped.is_set() else "stopping"
+        if self.config.seeds and not self._joined:
+            return False, "joining: no seed has answered yet"
+        return True, "ready"
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for metrics and tests: packets, bytes, drops by reason, members by status."""
+        runner, transport, core = self._runner, self._transport, self._core
+        by_status = {status.value: 0 for status in Status}
+        if core is not None:
+            for member in core.members.values():
+                by_status[member.status.value] += 1
+        return {
+            "received": runner.received if runner else 0,
+            "bytes_in": runner.bytes_in if runner else 0,
+            "bytes_out": runner.bytes_out if runner else 0,
+            "sent": transport.sent if transport else 0,
+            "send_dropped": transport.send_dropped if transport else 0,
+            "dropped": dict(runner.dropped) if runner else {},
+            "members": by_status,
+            "incarnation": core.incarnation if core else 0,
+            "awareness": core.awareness.score if core else 0,
+        }
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _meta(self) -> NodeMeta:
+        config = self.config
+        return NodeMeta(
+            name=config.name,
+            http=self.http_addr,
+            mesh=self.mesh_addr,
+            region=config.region,
+            zone=config.zone,
+            device=self._device.to_wire(),
+            load=self._load.to_wire() if self._load else {},
+        )
+
+    def _on_member_changed(self, change: MemberChanged) -> None:
+        assert self._core is not None
+        member = self._core.members.get(change.node)
+        name = member.meta.name if member else "?"
+        log.info("member %s (%s): %s -> %s", name, change.node[:8], change.previous, change.current.value)
+        if change.current == Status.ALIVE:
+            self._joined = True
+
+    async def _in_store_thread(self, call: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, call)
+
+    def _persist_incarnation(self, incarnation: int) -> None:
+        store = self._store
+        if store is not None:
+            task = asyncio.create_task(self._in_store_thread(lambda: store.save_incarnation(incarnation)))
+            task.add_done_callback(_log_failure)
+
+    async def _refresh_meta_forever(self) -> None:
+        """Sample load; gossip it only on a meaningful change, at most every meta_min_interval_s."""
+        assert self._core is not None and self._runner is not None
+        loop = asyncio.get_running_loop()
+        published = self._load
+        last_publish = loop.time()
+        while True:
+            await asyncio.sleep(self.config.load_sample_interval_s)
+            sample = self._sampler.sample()
+            due = loop.time() - last_publish >= self.config.meta_min_interval_s
+            if due and (published is None or sample.differs_from(published)):
+                self._load = published = sample
+                last_publish = loop.time()
+                self._core.update_meta(self._meta())
+                self._runner.wake()
+
+    async def _detect_devices(self) -> None:
+        """Accelerators need torch: detect them in a subprocess, then gossip the result."""
+        device = await detect_full()
+        if device != self._device and self._core is not None and self._runner is not None:
+            self._device = device
+            self._core.update_meta(self._meta())
+            self._runner.wake()
+
+    async def _start_discovery(self, advertise_host: str) -> None:
+        interfaces = list(self.config.interfaces) or [advertise_host]
+        advert = Advert(
+            node_id=self.node_id,
+            mesh_id=self.config.mesh_id,
+            name=self.config.name,
+            mesh_addr=self.mesh_addr,
+            http_addr=self.http_addr,
+            version=__version__,
+        )
+        self._discovery = Discovery(interfaces=interfaces, advert=advert, on_found=self._on_found)
+        try:
+            await self._discovery.start()
+        except OSError as exc:
+            log.warning("mDNS disabled: %s", exc)
+            self._discovery = None
+
+    def _on_found(self, advert: Advert) -> None:
+        """mDNS is a hint: join a node we do not already count as live."""
+        core, runner = self._core, self._runner
+        if core is None or runner is None or core.leaving:
+            return
+        member = core.members.get(NodeId(advert.node_id))
+        if member is None or member.status.gone:
+            runner.carry_out(core.join([Address(advert.mesh_addr)], runner.now()))
+
+    async def _wait_leave_announced(self) -> None:
+        assert self._core is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.leave_timeout_s
+        interval = self.membership_config.gossip_interval_s
+        while not self._core.leave_announced() and loop.time() < deadline and self._core.has_peers():
+            await asyncio.sleep(interval)
+
+
+def _http_server(agent: Agent, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(agent), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+    )
+    return _QuietServer(config)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the agent owns SIGINT/SIGTERM (graceful leave)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _wait_http_started(server: uvicorn.Server, task: asyncio.Task[None]) -> int:
+    """Wait for uvicorn to bind; return its port or raise ConfigError if it could not."""
+    while not server.started:
+        if task.done():
+            raise ConfigError(f"cannot start the HTTP server on port {server.config.port} (in use?)")
+        await asyncio.sleep(0.01)
+    sockets = [sock for srv in server.servers for sock in (srv.sockets or ())]
+    return int(sockets[0].getsockname()[1]) if sockets else server.config.port
+
+
+def _advertise_host(bind_host: str, interfaces: tuple[str, ...]) -> str:
+    """The address peers should use: the bind host, else the first interface, else a local IP."""
+    if bind_host not in ("0.0.0.0", "::", "", "*"):
+        return bind_host
+    if interfaces:
+        return interfaces[0]
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    return "127.0.0.1"
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed: %s", task.exception())
+
+
+def run_agent(config: AgentConfig) -> int:
+    """Run an agent until SIGINT or SIGTERM, then leave gracefully. Returns the exit code."""
+
+    async def main() -> int:
+        agent = Agent(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, agent.request_stop)
+        try:
+            await agent.start()
+        except ConfigError as exc:
+            log.error("%s", exc)
+            await agent.stop()
+            return 2
+        await agent.wait_stopped()
+        return 0
+
+    return asyncio.run(main())
+
+
+__all__ = ["Agent", "run_agent"]

@@ -1,0 +1,73 @@
+"""The agent's knobs: one frozen dataclass, each field with what it does and why its default.
+
+The CLI (``meshnode join``) builds an ``AgentConfig`` from its flags and takes every default from
+here; membership timings live in ``meshnode.mesh.config.MembershipConfig`` and are chosen by
+``profile``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .mesh.config import PROFILES, MembershipConfig
+
+DEFAULT_HTTP_PORT = 8470
+DEFAULT_MESH_PORT = 8471
+
+
+def default_data_dir() -> Path:
+    """Where a node keeps its id and state unless told otherwise (``$MESHNODE_HOME`` or ~/.meshnode)."""
+    return Path(os.environ.get("MESHNODE_HOME", Path.home() / ".meshnode"))
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything `meshnode join` decides about one agent."""
+
+    # Human-readable node name shown in `meshnode peers`; defaults to the host name.
+    name: str
+    # HTTP API bind address. 0.0.0.0 serves every interface; the advertised address then uses
+    # the first mesh interface.
+    http_host: str = "0.0.0.0"
+    http_port: int = DEFAULT_HTTP_PORT
+    # Membership (gossip) socket bind address; data traffic gets its own socket later.
+    mesh_host: str = "0.0.0.0"
+    mesh_port: int = DEFAULT_MESH_PORT
+    # "host:port" membership addresses of nodes to join; retried with backoff while alone.
+    seeds: tuple[str, ...] = ()
+    # Announce and browse `_meshnode._tcp.local.` by mDNS. Only a hint: SWIM decides liveness.
+    mdns: bool = True
+    # Interfaces (IP addresses) for mDNS and for the advertised address. Never "all": that
+    # would send mDNS out of every network card on the machine.
+    interfaces: tuple[str, ...] = ()
+    # Locality labels used by routing and placement (zone within region).
+    region: str = ""
+    zone: str = ""
+    # Membership timing profile: "lan" (memberlist defaults) or "local" (fast, one machine).
+    profile: str = "lan"
+    # Where the node id, incarnation and (later) deployments persist across restarts.
+    data_dir: Path = field(default_factory=default_data_dir)
+    # Agents only talk to agents of the same mesh id; lets two meshes share a LAN.
+    mesh_id: str = "default"
+    # Pinned deployments NAME=APP (served by the inference runtime).
+    deploy: tuple[str, ...] = ()
+    # How often load is sampled; a change is gossiped only when meaningful (node.load) and at
+    # most once per `meta_min_interval_s`, which bounds idle gossip bytes.
+    load_sample_interval_s: float = 1.0
+    meta_min_interval_s: float = 2.0
+    # On SIGTERM/SIGINT: how long to keep gossiping our `left` before exiting.
+    leave_timeout_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
+        for port_name in ("http_port", "mesh_port"):
+            port = getattr(self, port_name)
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{port_name} must be in 0..65535, got {port}")
+
+    def membership(self) -> MembershipConfig:
+        """The membership settings of this agent's profile."""
+        return MembershipConfig.profile(self.profile)

@@ -1,0 +1,107 @@
+"""The one error tree. Each error knows its HTTP status and whether a retry may succeed.
+
+    MeshnodeError
+    ├── ConfigError            400  bad flag, config file or address (never retryable)
+    ├── BadRequest             400  malformed request body
+    │   └── PayloadTooLarge    413
+    ├── NotFound               404  unknown deployment or path
+    ├── NotReady               503  still joining or loading (retryable, with Retry-After)
+    ├── Overloaded             429  saturated (retryable, with Retry-After)
+    ├── DeadlineExceeded       504  past the request's deadline
+    ├── StoreError             500  the node's sqlite state is unreadable
+    └── PredictorError         500  the user's predictor raised (no traceback in the body)
+
+Foreign exceptions (ZMQError, OSError, sqlite3 errors) are translated where they enter with
+``raise ... from exc``; one handler in ``http_api`` turns these into JSON responses.
+"""
+
+from __future__ import annotations
+
+
+class MeshnodeError(Exception):
+    """Base of every error meshnode raises on purpose."""
+
+    status: int = 500
+    retryable: bool = False
+    kind: str = "internal"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class ConfigError(MeshnodeError):
+    """A flag, config file or address is invalid."""
+
+    status = 400
+    kind = "config"
+
+
+class BadRequest(MeshnodeError):
+    """The request body or parameters are malformed."""
+
+    status = 400
+    kind = "bad_request"
+
+
+class PayloadTooLarge(BadRequest):
+    """The request body is over the size limit."""
+
+    status = 413
+    kind = "too_large"
+
+
+class NotFound(MeshnodeError):
+    """Unknown deployment or resource."""
+
+    status = 404
+    kind = "not_found"
+
+
+class NotReady(MeshnodeError):
+    """The node or replica is still starting; try again shortly."""
+
+    status = 503
+    retryable = True
+    kind = "not_ready"
+
+
+class Overloaded(MeshnodeError):
+    """Every candidate is saturated; try again after Retry-After."""
+
+    status = 429
+    retryable = True
+    kind = "overloaded"
+
+
+class DeadlineExceeded(MeshnodeError):
+    """The request ran past its deadline."""
+
+    status = 504
+    kind = "deadline_exceeded"
+
+
+class StoreError(MeshnodeError):
+    """The node's persisted state cannot be read or written."""
+
+    status = 500
+    kind = "store"
+
+
+class PredictorError(MeshnodeError):
+    """The predictor raised; the message is safe to show, the traceback stays in the log."""
+
+    status = 500
+    kind = "predictor"
+
+
+def parse_host_port(value: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """Parse "HOST:PORT", ":PORT" or "[v6]:PORT"; raise ConfigError with the reason."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ConfigError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or default_host
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"port must be a number in 0..65535 in {value!r}")
+    return host, int(port_text)

@@ -1,0 +1,177 @@
+"""The command line with real agents on 127.0.0.1: `meshnode demo` and `meshnode peers`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+DEADLINE_S = 30.0
+# Graceful leave (AgentConfig.leave_timeout_s) plus shutdown, with slack for a slow machine.
+STOP_TIMEOUT_S = 15.0
+MESHNODE = [sys.executable, "-m", "meshnode"]
+
+
+def free_port_block(size: int) -> int:
+    """A base port whose next ``size`` ports are free right now (the demo scans on past taken ones)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + size < 65536 and all(port_is_free(port) for port in range(base, base + size)):
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def is_meshnode_process(pid: int) -> bool:
+    """Whether ``pid`` is still a running meshnode (a reused pid running something else is not)."""
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and "meshnode" in " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, a bounded wait, then SIGKILL; by pid, only for a process this test started."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def agent(tmp_path: Path, name: str, *extra: str) -> Iterator[str]:
+    """One real agent on free ports; yields its HTTP URL once it answers /v1/mesh."""
+    http_port = free_port_block(2)
+    mesh_port = http_port + 1
+    log_path = tmp_path / f"{name}.log"
+    command = [*MESHNODE, "join", "--profile", "local", "--name", name, *(extra or ["--no-mdns"])]
+    command += ["--http", f"127.0.0.1:{http_port}", "--mesh", f"127.0.0.1:{mesh_port}"]
+    command += ["--data-dir", str(tmp_path / name)]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert process.poll() is None, f"agent exited early:\n{log_path.read_text()}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/v1/mesh", timeout=1.0).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"agent did not serve in time:\n{log_path.read_text()}"
+            time.sleep(0.1)
+        yield url
+    finally:
+        stop_process(process)
+
+
+def test_peers_shows_a_running_agent(tmp_path: Path) -> None:
+    with agent(tmp_path, "itest-peer") as url:
+        result = subprocess.run(
+            [*MESHNODE, "peers", "--node", url], capture_output=True, text=True, timeout=DEADLINE_S
+        )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "itest-peer" in line]
+    assert len(rows) == 1, result.stdout
+    assert rows[0].lstrip().startswith("*")  # the node marks itself
+    assert " alive " in rows[0]
+    assert url.removeprefix("http://") in rows[0]
+
+
+def test_peers_discovers_an_agent_by_mdns(tmp_path: Path) -> None:
+    mesh_id = f"itest-{uuid.uuid4().hex[:8]}"  # keeps other tests' nodes out of the answer
+    with agent(tmp_path, "itest-mdns", "--mdns", "--interface", "127.0.0.1", "--mesh-id", mesh_id) as url:
+        result = subprocess.run(
+            [*MESHNODE, "peers", "--discover", "--interface", "127.0.0.1", "--mesh-id", mesh_id],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+        )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if "itest-mdns" in line]
+    assert len(rows) == 1, result.stdout
+    assert url.removeprefix("http://") in rows[0]
+
+
+def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
+    base_port = free_port_block(6)
+    result = subprocess.run(
+        [*MESHNODE, "demo", "--nodes", "3", "--duration", "3", "--base-port", str(base_port)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S + 3 + STOP_TIMEOUT_S + 10,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    pids = [int(pid) for pid in re.findall(r"started demo-\d \(pid (\d+)\)", result.stdout)]
+    assert len(pids) == 3, result.stdout
+    # The first table, printed once the mesh formed: three demo rows, all alive.
+    before_formed = result.stdout.split("mesh of 3 formed in")[0].splitlines()
+    header = next(index for index, line in enumerate(before_formed) if line.split()[:2] == ["NAME", "ID"])
+    rows = before_formed[header + 1 :]
+    assert len(rows) == 3, result.stdout
+    assert all(" alive " in row for row in rows), result.stdout
+    assert re.search(r"mesh of 3 formed in \d+\.\d s", result.stdout)
+    # The demo waited for its children, so they are gone already; allow only for reaping by init.
+    deadline = time.monotonic() + 5.0
+    while any(is_meshnode_process(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if is_meshnode_process(pid)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_demo_stops_its_agents_on_a_signal(signum: int) -> None:
+    base_port = free_port_block(4)
+    process = subprocess.Popen(
+        [*MESHNODE, "demo", "--nodes", "2", "--base-port", str(base_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        # Reading blocks on the demo's output; the pytest timeout bounds a demo that hangs.
+        for line in process.stdout:
+            lines.append(line)
+            if "formed in" in line:
+                break
+        assert any("formed in" in line for line in lines), "".join(lines)
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=STOP_TIMEOUT_S + 5)
+    finally:
+        stop_process(process)
+    text = "".join(lines) + output
+    assert process.returncode == 0, text
+    assert "demo stopped" in text
+    pids = [int(pid) for pid in re.findall(r"started demo-\d \(pid (\d+)\)", text)]
+    assert len(pids) == 2
+    assert not [pid for pid in pids if is_meshnode_process(pid)]

@@ -1,0 +1,130 @@
+"""The production membership core at scale, on the seeded discrete-event simulator.
+
+Each test builds its own simulation from a seed and puts the seed in every assertion message, so a
+failure is reproduced by running the same test with the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from meshnode.mesh.config import MembershipConfig
+from meshnode.mesh.simulation import Change, Simulation
+from meshnode.mesh.types import NodeId, Status
+
+N = int(os.environ.get("MESHNODE_SIM_N", "1000"))
+SEED = int(os.environ.get("MESHNODE_SIM_SEED", "20261121"))
+LOCAL = MembershipConfig.local()
+
+
+@pytest.fixture(scope="module")
+def settled() -> Simulation:
+    """A settled mesh of N nodes, shared by the read-mostly tests below (built once: ~10 s)."""
+    sim = Simulation(LOCAL, seed=SEED)
+    sim.bootstrap(N)
+    sim.run_for(2.0)
+    return sim
+
+
+def everyone_sees(sim: Simulation, node: NodeId, status: Status, observers: list[NodeId]) -> bool:
+    return all(sim.status_in_view(observer, node) == status for observer in observers)
+
+
+def test_join_reaches_every_node_within_the_dissemination_bound(settled: Simulation) -> None:
+    sim = settled
+    observers = sim.live()
+    joiner = sim.add_node(seeds=[observers[0]])
+    start = sim.now
+    # Join = one push-pull with the seed, then dissemination of the seed's news about the joiner.
+    bound = 1.0 + 3 * LOCAL.dissemination_s(N)
+    reached = sim.run_until(lambda: everyone_sees(sim, joiner, Status.ALIVE, observers), start + bound)
+    took = sim.now - start
+    assert reached, f"seed={SEED}: join reached only part of the mesh within {bound:.2f} s"
+    assert everyone_sees(sim, observers[0], Status.ALIVE, [joiner]), f"seed={SEED}: joiner lacks its seed"
+    print(f"join reached {N} nodes in {took:.3f} s (bound {bound:.2f} s)")
+
+
+def test_crash_is_seen_dead_everywhere_within_the_formula(settled: Simulation) -> None:
+    sim = settled
+    victim = sim.live()[7]
+    sim.crash(victim)
+    survivors = [n for n in sim.live() if n != victim]
+    start = sim.now
+    predicted = LOCAL.expected_detection_s(N)
+    done = sim.run_until(lambda: everyone_sees(sim, victim, Status.DEAD, survivors), start + 1.5 * predicted)
+    took = sim.now - start
+    assert done, f"seed={SEED}: crash not seen dead everywhere within 1.5 x {predicted:.2f} s"
+    print(f"crash seen dead by all {len(survivors)} survivors in {took:.2f} s (formula {predicted:.2f} s)")
+    wrongly_dead = [
+        (observer, node)
+        for observer in survivors
+        for node, member in sim.nodes[observer].core.members.items()
+        if member.status == Status.DEAD and node != victim
+    ]
+    assert not wrongly_dead, f"seed={SEED}: live nodes declared dead: {wrongly_dead[:5]}"
+
+
+def test_graceful_leave_is_seen_as_left_not_dead(settled: Simulation) -> None:
+    sim = settled
+    leaver = sim.live()[11]
+    sim.leave(leaver)
+    others = [n for n in sim.live() if n != leaver]
+    done = sim.run_until(lambda: everyone_sees(sim, leaver, Status.LEFT, others), sim.now + 3.0)
+    assert done, f"seed={SEED}: leave did not reach everyone as 'left'"
+
+
+@pytest.mark.slow
+def test_no_live_node_declared_dead_under_ten_percent_loss() -> None:
+    # 5 simulated minutes with every packet dropped with probability 0.1.
+    minutes = float(os.environ.get("MESHNODE_SIM_LOSS_MINUTES", "5"))
+    sim = Simulation(LOCAL, seed=SEED + 1, drop=0.10)
+    sim.bootstrap(N)
+    deaths: list[Change] = []
+    sim.on_change = lambda change: deaths.append(change) if change.status == Status.DEAD else None
+    sim.run_for(60 * minutes)
+    assert not deaths, f"seed={SEED + 1}: {len(deaths)} false deaths, first {deaths[:3]}"
+    assert sim.dropped > 0.05 * (sim.delivered + sim.dropped), "loss was not applied"
+
+
+def test_partition_heals_into_one_membership() -> None:
+    size = min(N, 200)  # the mechanism is size-independent; 200 keeps the test quick
+    sim = Simulation(LOCAL, seed=SEED + 2)
+    ids = sim.bootstrap(size)
+    left_half, right_half = ids[: size // 2], ids[size // 2 :]
+    sim.partition([left_half, right_half])
+    split = sim.run_until(
+        lambda: (
+            everyone_sees(sim, right_half[0], Status.DEAD, left_half)
+            and everyone_sees(sim, left_half[0], Status.DEAD, right_half)
+        ),
+        sim.now + 60.0,
+    )
+    assert split, f"seed={SEED + 2}: the halves never saw each other as dead"
+    sim.repair()
+
+    def healed() -> bool:
+        return all(
+            all(m.status == Status.ALIVE for m in sim.nodes[observer].core.members.values())
+            and len(sim.nodes[observer].core.members) == size
+            for observer in ids
+        )
+
+    start = sim.now
+    assert sim.run_until(healed, start + 120.0), f"seed={SEED + 2}: partition did not heal in 120 s"
+    print(f"{size} nodes healed {sim.now - start:.1f} s after repair")
+
+
+def test_same_seed_replays_the_same_run() -> None:
+    def run(seed: int) -> list[Change]:
+        sim = Simulation(LOCAL, seed=seed, drop=0.05)
+        ids = sim.bootstrap(30)
+        changes: list[Change] = []
+        sim.on_change = changes.append
+        sim.crash(ids[3])
+        sim.run_for(10.0)
+        return changes
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)

@@ -61,8 +61,9 @@ class MembershipConfig:
     reconnect_interval_s: float = 10.0
     # Dead and left members stay in the view (and reconnect attempts continue) this long.
     dead_retention_s: float = 3600.0
-    # Join retries against seeds while the node is alone: first wait, doubling up to the max.
+    # Join retries against seeds while the node is alone: the first wait, doubled per attempt.
     seed_retry_initial_s: float = 1.0
+    # The longest wait between join attempts; the node keeps running alone meanwhile.
     seed_retry_max_s: float = 30.0
     # Byte budget for one gossip packet (message plus piggybacked broadcasts). Keeps probe
     # packets small so they are never delayed behind big state.

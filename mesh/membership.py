@@ -174,6 +174,7 @@ class Membership:
         self._queue = BroadcastQueue()
         self._live = _PeerSet()  # alive or suspect, never self
         self._recently_dead: dict[NodeId, float] = {}
+        self._gone: set[NodeId] = set()  # dead or left, until reaped
         self._suspicions: dict[NodeId, Suspicion] = {}
         self._relays: dict[int, _Relay] = {}
         self._probe: _Probe | None = None
@@ -445,11 +446,13 @@ class Membership:
         member.status = status
         member.since = now
         if status.gone:
+            self._gone.add(member.node)
             self._live.discard(member.node)
             self._suspicions.pop(member.node, None)
             if status == Status.DEAD:
                 self._recently_dead[member.node] = now
         else:
+            self._gone.discard(member.node)
             self._add_live(member.node)
             self._recently_dead.pop(member.node, None)
             if status == Status.ALIVE:
@@ -593,11 +596,11 @@ class Membership:
         self._next_reconnect_at = now + self.config.reconnect_interval_s
         horizon = now - self.config.dead_retention_s
         dead: list[Member] = []
-        for node, member in list(self.members.items()):
-            if not member.status.gone or node == self.node_id:
-                continue
+        for node in list(self._gone):
+            member = self.members[node]
             if member.since < horizon:
                 del self.members[node]  # reap
+                self._gone.discard(node)
             elif member.status == Status.DEAD:
                 dead.append(member)
         if dead:

@@ -36,6 +36,7 @@ from .load import LoadSample, LoadSampler
 from .mesh.membership import MemberChanged, Membership
 from .mesh.metadata import NodeMeta
 from .mesh.types import Address, NodeId, Status
+from .metrics import add_metrics_route
 from .store import NodeStore
 from .transport import MembershipTransport
 
@@ -255,7 +256,10 @@ class Agent:
             await asyncio.sleep(self.config.load_sample_interval_s)
             sample = self._sampler.sample()
             due = loop.time() - last_publish >= self.config.meta_min_interval_s
-            if due and (published is None or sample.differs_from(published)):
+            changed = published is None or sample.differs_from(
+                published, cpu_points=self.config.load_cpu_change_points
+            )
+            if due and changed:
                 self._load = published = sample
                 last_publish = loop.time()
                 self._core.update_meta(self._meta())
@@ -305,9 +309,9 @@ class Agent:
 
 
 def _http_server(agent: Agent, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(
-        create_app(agent), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-    )
+    app = create_app(agent)
+    add_metrics_route(app, agent.stats)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     return _QuietServer(config)
 
 

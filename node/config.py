@@ -31,9 +31,11 @@ class AgentConfig:
     # HTTP API bind address. 0.0.0.0 serves every interface; the advertised address then uses
     # the first mesh interface.
     http_host: str = "0.0.0.0"
+    # HTTP API port (0 picks a free one).
     http_port: int = DEFAULT_HTTP_PORT
     # Membership (gossip) socket bind address; data traffic gets its own socket later.
     mesh_host: str = "0.0.0.0"
+    # Membership socket port (0 picks a free one).
     mesh_port: int = DEFAULT_MESH_PORT
     # "host:port" membership addresses of nodes to join; retried with backoff while alone.
     seeds: tuple[str, ...] = ()
@@ -42,8 +44,9 @@ class AgentConfig:
     # Interfaces (IP addresses) for mDNS and for the advertised address. Never "all": that
     # would send mDNS out of every network card on the machine.
     interfaces: tuple[str, ...] = ()
-    # Locality labels used by routing and placement (zone within region).
+    # Locality label used by routing and placement.
     region: str = ""
+    # Finer locality label within the region (a rack, a room, a cloud zone).
     zone: str = ""
     # Membership timing profile: "lan" (memberlist defaults) or "local" (fast, one machine).
     profile: str = "lan"
@@ -53,10 +56,14 @@ class AgentConfig:
     mesh_id: str = "default"
     # Pinned deployments NAME=APP (served by the inference runtime).
     deploy: tuple[str, ...] = ()
-    # How often load is sampled; a change is gossiped only when meaningful (node.load) and at
-    # most once per `meta_min_interval_s`, which bounds idle gossip bytes.
+    # How often load is sampled. Cheap (psutil, non-blocking).
     load_sample_interval_s: float = 1.0
-    meta_min_interval_s: float = 2.0
+    # Load is gossiped only on a meaningful change and at most this often, which bounds the
+    # gossip bytes a jittery node costs (each update is re-sent ~4 log10 N times by everyone).
+    meta_min_interval_s: float = 5.0
+    # A change in system CPU use of at least this many percentage points is meaningful (as is
+    # any change in requests in flight, or 5 % of memory).
+    load_cpu_change_points: float = 20.0
     # On SIGTERM/SIGINT: how long to keep gossiping our `left` before exiting.
     leave_timeout_s: float = 3.0
 

@@ -1,0 +1,67 @@
+"""Prometheus metrics (``GET /metrics``), read from the agent's counters at scrape time.
+
+A custom collector rather than counters incremented on the hot path: the gossip shell keeps plain
+integers, and a scrape turns them into metric families. Each agent has its own registry, so several
+agents in one process (tests) never share series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class _AgentCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        packets = CounterMetricFamily(
+            "meshnode_gossip_packets", "Membership packets by direction.", labels=["direction"]
+        )
+        packets.add_metric(["in"], stats["received"])
+        packets.add_metric(["out"], stats["sent"])
+        yield packets
+        traffic = CounterMetricFamily(
+            "meshnode_gossip_bytes", "Membership bytes by direction.", labels=["direction"]
+        )
+        traffic.add_metric(["in"], stats["bytes_in"])
+        traffic.add_metric(["out"], stats["bytes_out"])
+        yield traffic
+        dropped = CounterMetricFamily(
+            "meshnode_gossip_dropped",
+            "Membership packets dropped: malformed, oversized, version, mesh, multipart, error, send.",
+            labels=["reason"],
+        )
+        for reason in ("malformed", "oversized", "version", "mesh", "multipart", "error"):
+            dropped.add_metric([reason], stats["dropped"].get(reason, 0))
+        dropped.add_metric(["send"], stats["send_dropped"])
+        yield dropped
+        members = GaugeMetricFamily(
+            "meshnode_members", "Members in this node's view by status.", labels=["status"]
+        )
+        for status, count in stats["members"].items():
+            members.add_metric([status], count)
+        yield members
+        yield GaugeMetricFamily(
+            "meshnode_incarnation", "This node's incarnation.", value=stats["incarnation"]
+        )
+        yield GaugeMetricFamily(
+            "meshnode_local_health", "Lifeguard awareness score (0 = healthy).", value=stats["awareness"]
+        )
+
+
+def add_metrics_route(app: FastAPI, stats: Callable[[], dict[str, Any]]) -> None:
+    """Serve ``GET /metrics`` from `stats` in the Prometheus text format."""
+    registry = CollectorRegistry()
+    registry.register(_AgentCollector(stats))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

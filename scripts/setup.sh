@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs meshnode and what it needs into .venv on a fresh Debian machine (idempotent).
+# torch is pinned and installed first, on its own: an unpinned torch pulls a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v nft >/dev/null || missing+=(nftables)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q torch==2.13.0
+# strict editable mode lays the package out as files, so mypy and tools see `meshnode` as installed.
+.venv/bin/pip install -q -e ".[test]" --config-settings editable_mode=strict

@@ -1,0 +1,172 @@
+"""The transmit-limited broadcast queue: what gets piggybacked, in which order, and for how long."""
+
+from __future__ import annotations
+
+from meshnode.mesh.broadcast_queue import BroadcastQueue
+from meshnode.mesh.metadata import NodeMeta
+from meshnode.mesh.types import Address, NodeId
+from meshnode.mesh.wire import Alive, Dead, Gossip, Suspect, encoded_size
+
+LIMIT = 3
+BIG_BUDGET = 1 << 20
+ACCUSER = NodeId("accuser")
+
+
+def suspect(node: str, incarnation: int = 1) -> Suspect:
+    return Suspect(NodeId(node), incarnation, ACCUSER)
+
+
+def alive(node: str, incarnation: int = 1, *, padding: int = 0) -> Alive:
+    """An alive message; ``padding`` grows its metadata to make it big."""
+    meta = NodeMeta(name=node, device={"pad": "x" * padding})
+    return Alive(NodeId(node), incarnation, Address("10.0.0.1:8471"), 0, meta)
+
+
+def queue_of(*messages: Gossip) -> BroadcastQueue:
+    queue = BroadcastQueue()
+    for message in messages:
+        queue.push(message)
+    return queue
+
+
+def pop_one(queue: BroadcastQueue, limit: int = LIMIT) -> Gossip:
+    """What a packet with room for one suspect about a node of up to 3 characters carries."""
+    (message,) = queue.pop_for_packet(encoded_size(suspect("xyz")), limit)
+    return message
+
+
+# -- empty ---------------------------------------------------------------------------------
+
+
+def test_an_empty_queue_hands_out_nothing() -> None:
+    queue = BroadcastQueue()
+    assert len(queue) == 0
+    assert queue.queued() == []
+    assert queue.pop_for_packet(BIG_BUDGET, LIMIT) == []
+
+
+def test_a_queue_drained_by_its_limit_is_empty_again() -> None:
+    queue = queue_of(suspect("a"))
+    for _ in range(LIMIT):
+        queue.pop_for_packet(BIG_BUDGET, LIMIT)
+    assert len(queue) == 0
+    assert queue.pop_for_packet(BIG_BUDGET, LIMIT) == []
+
+
+# -- one message per node ------------------------------------------------------------------
+
+
+def test_newer_news_about_a_node_replaces_older() -> None:
+    refutation = alive("a", incarnation=7)
+    queue = queue_of(suspect("a", incarnation=6), refutation)
+    assert len(queue) == 1
+    assert queue.queued() == [refutation]
+    assert queue.pop_for_packet(BIG_BUDGET, LIMIT) == [refutation]
+
+
+def test_replacement_works_across_message_kinds() -> None:
+    death = Dead(NodeId("a"), 6, ACCUSER)
+    queue = queue_of(alive("a", 5), suspect("a", 6), death)
+    assert queue.queued() == [death]
+
+
+def test_news_about_other_nodes_is_kept() -> None:
+    queue = queue_of(suspect("a"), suspect("b"), suspect("a", 2))
+    assert len(queue) == 2
+    assert set(queue.queued()) == {suspect("a", 2), suspect("b")}
+
+
+def test_replacing_news_gets_a_full_transmit_allowance() -> None:
+    queue = queue_of(suspect("a", 1))
+    queue.pop_for_packet(BIG_BUDGET, LIMIT)
+    queue.pop_for_packet(BIG_BUDGET, LIMIT)
+    queue.push(alive("a", 2))
+    sent = [queue.pop_for_packet(BIG_BUDGET, LIMIT) for _ in range(LIMIT + 1)]
+    assert sent == [[alive("a", 2)]] * LIMIT + [[]]
+
+
+# -- order ---------------------------------------------------------------------------------
+
+
+def test_newest_goes_first_among_equally_transmitted() -> None:
+    queue = queue_of(suspect("a"), suspect("b"), suspect("c"))
+    assert queue.pop_for_packet(BIG_BUDGET, LIMIT) == [suspect("c"), suspect("b"), suspect("a")]
+
+
+def test_least_transmitted_goes_first() -> None:
+    queue = queue_of(suspect("a"), suspect("b"))
+    assert pop_one(queue) == suspect("b")  # both untransmitted: newest first
+    assert pop_one(queue) == suspect("a")  # a has been sent less often than b
+    assert pop_one(queue) == suspect("b")  # both sent once: newest first again
+    queue.push(suspect("c"))
+    assert pop_one(queue) == suspect("c")  # fresh news overtakes everything sent before
+
+
+# -- transmit limit ------------------------------------------------------------------------
+
+
+def test_a_message_leaves_after_limit_transmits() -> None:
+    queue = queue_of(suspect("a"))
+    for _ in range(LIMIT):
+        assert queue.pop_for_packet(BIG_BUDGET, LIMIT) == [suspect("a")]
+    assert queue.pop_for_packet(BIG_BUDGET, LIMIT) == []
+    assert len(queue) == 0
+
+
+def test_limit_one_sends_each_message_once() -> None:
+    queue = queue_of(suspect("a"), suspect("b"))
+    assert len(queue.pop_for_packet(BIG_BUDGET, 1)) == 2
+    assert len(queue) == 0
+
+
+# -- byte budget ---------------------------------------------------------------------------
+
+
+def test_messages_that_fit_the_budget_exactly_all_go() -> None:
+    messages = [suspect("a"), alive("b"), suspect("c")]
+    queue = queue_of(*messages)
+    budget = sum(encoded_size(m) for m in messages)
+    assert len(queue.pop_for_packet(budget, LIMIT)) == 3
+
+
+def test_one_byte_short_leaves_a_message_behind() -> None:
+    messages = [suspect("a"), suspect("b"), suspect("c")]
+    queue = queue_of(*messages)
+    budget = sum(encoded_size(m) for m in messages) - 1
+    assert queue.pop_for_packet(budget, LIMIT) == [suspect("c"), suspect("b")]
+
+
+def test_the_total_size_handed_out_never_exceeds_the_budget() -> None:
+    queue = queue_of(*(alive(f"n{i}", padding=i * 7) for i in range(40)))
+    for budget in (0, 1, 50, 200, 1400, 5000):
+        for _ in range(3):
+            sent = queue.pop_for_packet(budget, LIMIT)
+            assert sum(encoded_size(m) for m in sent) <= budget
+
+
+def test_a_message_that_does_not_fit_is_skipped_and_smaller_ones_still_go() -> None:
+    big = alive("big", padding=2000)
+    small = [suspect("a"), suspect("b")]
+    queue = queue_of(*small, big)  # big is newest, so it is considered first
+    budget = sum(encoded_size(m) for m in small) + 10
+    assert encoded_size(big) > budget
+    assert set(queue.pop_for_packet(budget, LIMIT)) == set(small)
+
+
+def test_a_skipped_message_is_not_counted_as_transmitted() -> None:
+    big = alive("big", padding=2000)
+    queue = queue_of(big, suspect("a"))
+    assert queue.pop_for_packet(encoded_size(suspect("a")), LIMIT) == [suspect("a")]
+    # With room, big goes first (sent less often than a) and is still sent its full LIMIT times.
+    assert queue.pop_for_packet(BIG_BUDGET, LIMIT) == [big, suspect("a")]
+    sends_of_big = 1
+    while batch := queue.pop_for_packet(BIG_BUDGET, LIMIT):
+        sends_of_big += batch.count(big)
+    assert sends_of_big == LIMIT
+
+
+def test_no_budget_sends_nothing_and_uses_up_nothing() -> None:
+    queue = queue_of(suspect("a"))
+    assert queue.pop_for_packet(0, 1) == []
+    assert queue.pop_for_packet(-10, 1) == []
+    assert queue.queued() == [suspect("a")]

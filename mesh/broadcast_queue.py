@@ -36,6 +36,9 @@ class BroadcastQueue:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
     def push(self, message: Gossip) -> None:
         """Queue news about ``message.node``, replacing anything older about that node."""
         self._counter += 1

@@ -2,7 +2,7 @@
 
 The defaults follow memberlist's ``DefaultLANConfig`` (hashicorp/memberlist config.go), which
 ``lan()`` returns unchanged. ``local()`` is the fast profile for agents on one machine or a quiet LAN
-(DESIGN.md section 3): probe every 200 ms, so a crash is seen everywhere in about 1.7 s at N = 5..10.
+(DESIGN.md section 3): probe every 200 ms, so a crash is seen everywhere in about 1.5-2 s at N <= 20.
 
 The formulas memberlist uses (all with log10) live here too, so the core, the simulator and the
 benchmark predict with the same arithmetic:
@@ -79,8 +79,8 @@ class MembershipConfig:
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, int | float) and value <= 0:
-                raise ValueError(f"{field.name} must be positive, got {value!r}")
+            if isinstance(value, int | float) and not (0 < value < math.inf):
+                raise ValueError(f"{field.name} must be positive and finite, got {value!r}")
         if self.probe_timeout_s > self.probe_interval_s:
             raise ValueError("probe_timeout_s must not exceed probe_interval_s")
 

@@ -265,23 +265,22 @@ class Membership:
 
     def next_deadline(self) -> float:
         """When `tick` must next run."""
-        deadlines = [] if self.leaving else [self._next_probe_at]
-        if self._queue:
-            deadlines.append(self._next_gossip_at)
-        if self._probe is not None:
-            deadlines.append(self._probe.fail_at)
-            if not self._probe.indirect_sent:
-                deadlines.append(self._probe.indirect_at)
+        # Called after every packet: plain comparisons, no temporary lists.
+        best = float("inf") if self.leaving else self._next_probe_at
+        if self._queue and self._next_gossip_at < best:
+            best = self._next_gossip_at
+        probe = self._probe
+        if probe is not None:
+            best = min(best, probe.fail_at if probe.indirect_sent else probe.indirect_at)
         if self._relays:
-            deadlines.append(min(relay.expires_at for relay in self._relays.values()))
+            best = min(best, min(relay.expires_at for relay in self._relays.values()))
         if self._suspicions:
-            deadlines.append(min(s.deadline for s in self._suspicions.values()))
+            best = min(best, min(s.deadline for s in self._suspicions.values()))
         if not self.leaving:
-            deadlines.append(self._next_push_pull_at)
-            deadlines.append(self._next_reconnect_at)
-            if self._next_seed_at is not None:
-                deadlines.append(self._next_seed_at)
-        return min(deadlines, default=float("inf"))
+            best = min(best, self._next_push_pull_at, self._next_reconnect_at)
+            if self._next_seed_at is not None and self._next_seed_at < best:
+                best = self._next_seed_at
+        return best
 
     # -- receiving -------------------------------------------------------------------------
 

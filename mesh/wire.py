@@ -7,7 +7,8 @@ A packet is a msgpack array::
 and each message an array whose first item is its kind (``Kind``). Decoding checks every type, size
 and count before anything reaches the core; a packet that fails is rejected whole with a
 ``WireError`` whose ``reason`` the shell counts (``malformed``, ``oversized``, ``version``,
-``mesh``). Nothing here ever unpickles or evaluates: msgpack extension types are refused.
+``mesh``). Nothing here ever unpickles or evaluates: msgpack extension types are refused (the
+built-in Timestamp decodes to an object that every type check then rejects).
 """
 
 from __future__ import annotations
@@ -209,9 +210,9 @@ def decode(data: bytes, mesh_id: str, *, max_bytes: int, max_members: int) -> Pa
     if not isinstance(raw, list) or len(raw) != 5:
         raise WireError("malformed", "packet must be a 5-item array")
     version, packet_mesh, sender, sender_addr, body = raw
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise WireError("version", f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
-    if packet_mesh != mesh_id:
+    if type(packet_mesh) is not str or packet_mesh != mesh_id:
         raise WireError("mesh", "packet belongs to another mesh")
     if not isinstance(body, list) or len(body) > MAX_MESSAGES:
         raise WireError("malformed", f"messages must be an array of at most {MAX_MESSAGES}")
@@ -252,7 +253,9 @@ def _message(item: object, max_members: int) -> Message:
         case Kind.DEAD, [node, incarnation, source]:
             return Dead(_node_id(node), _counter(incarnation), _node_id(source))
         case Kind.PUSH_PULL, [reply_wanted, join, rows]:
-            if not isinstance(rows, list) or len(rows) > max_members:
+            if not isinstance(rows, list):
+                raise ValueError("push-pull rows must be an array")
+            if len(rows) > max_members:
                 raise WireError("oversized", f"push-pull must list at most {max_members} members")
             return PushPull(_flag(reply_wanted), _flag(join), tuple(_member_state(row) for row in rows))
     raise ValueError(f"unknown message kind {kind} or wrong field count {len(fields)}")
@@ -297,7 +300,7 @@ def _address(value: object) -> Address:
     if not isinstance(value, str) or not 3 <= len(value) <= MAX_ADDRESS_CHARS:
         raise ValueError("addresses must be 'host:port' strings")
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise ValueError(f"bad address {value!r}")
     return Address(value)
 

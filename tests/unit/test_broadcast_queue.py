@@ -123,7 +123,7 @@ def test_limit_one_sends_each_message_once() -> None:
 
 
 def test_messages_that_fit_the_budget_exactly_all_go() -> None:
-    messages = [suspect("a"), alive("b"), suspect("c")]
+    messages: list[Gossip] = [suspect("a"), alive("b"), suspect("c")]
     queue = queue_of(*messages)
     budget = sum(encoded_size(m) for m in messages)
     assert len(queue.pop_for_packet(budget, LIMIT)) == 3

@@ -154,18 +154,8 @@ def member_row(**changes: object) -> list[Any]:
 
 def test_every_message_kind_round_trips() -> None:
     packet = Packet(SENDER, SENDER_ADDR, one_of_each_kind())
-    decoded = decode_default(encode(packet, MESH))
-    assert decoded == packet
-    assert {type(m) for m in decoded.messages} == {
-        Ping,
-        IndirectPing,
-        Ack,
-        Nack,
-        Alive,
-        Suspect,
-        Dead,
-        PushPull,
-    }
+    assert len({type(m) for m in packet.messages}) == len(Kind)
+    assert decode_default(encode(packet, MESH)) == packet
 
 
 def test_push_pull_rows_keep_status_and_metadata() -> None:
@@ -336,7 +326,6 @@ def test_msgpack_extension_types_are_malformed(data: bytes) -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(raw_packet([], version=msgpack.Timestamp(1, 0)), id="as-version"),
         pytest.param(raw_packet([[Kind.ACK, msgpack.Timestamp(1, 0)]]), id="as-seq"),
         pytest.param(
             raw_packet([alive_fields(meta={"name": "x", "load": {"at": msgpack.Timestamp(1, 0)}})]),

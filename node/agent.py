@@ -144,7 +144,10 @@ class Agent:
         if self._core is not None and self._runner is not None:
             self._runner.carry_out(self._core.leave(self._runner.now()))
             await self._wait_leave_announced()
-            await self._runner.stop()
+            try:
+                await asyncio.wait_for(self._runner.stop(), timeout=5.0)
+            except TimeoutError:
+                log.error("gossip tasks did not stop within 5 s; closing anyway")
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -206,7 +206,8 @@ class DemoMesh:
                     node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             for node in running:
                 if node.process.poll() is None:
-                    self._log(f"{node.name} (pid {node.process.pid}) ignored SIGTERM; killing it")
+                    late = f"{node.name} (pid {node.process.pid}) did not stop within {STOP_GRACE_S:g} s"
+                    self._log(f"{late}; killing it")
                     node.process.kill()
                     node.process.wait()
             for log_file in self._log_files:

@@ -122,7 +122,10 @@ class GossipRunner:
             # Capped so a core with nothing due (a leaving node) still re-checks now and then.
             delay = min(max(0.0, self.core.next_deadline() - self.now()), 1.0)
             if delay > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # arrives just as the event is set, and then stop() waits forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
             else:
                 await asyncio.sleep(0)

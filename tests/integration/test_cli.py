@@ -139,6 +139,8 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
     assert len(rows) == 3, result.stdout
     assert all(" alive " in row for row in rows), result.stdout
     assert re.search(r"mesh of 3 formed in \d+\.\d s", result.stdout)
+    # Every agent left gracefully on SIGTERM; none needed the SIGKILL fallback.
+    assert "killing it" not in result.stdout, result.stdout
     # The demo waited for its children, so they are gone already; allow only for reaping by init.
     deadline = time.monotonic() + 5.0
     while any(is_meshnode_process(pid) for pid in pids) and time.monotonic() < deadline:
@@ -172,6 +174,7 @@ def test_demo_stops_its_agents_on_a_signal(signum: int) -> None:
     text = "".join(lines) + output
     assert process.returncode == 0, text
     assert "demo stopped" in text
+    assert "killing it" not in text, text
     pids = [int(pid) for pid in re.findall(r"started demo-\d \(pid (\d+)\)", text)]
     assert len(pids) == 2
     assert not [pid for pid in pids if is_meshnode_process(pid)]

@@ -145,7 +145,8 @@ class Agent:
             self._runner.carry_out(self._core.leave(self._runner.now()))
             await self._wait_leave_announced()
             try:
-                await asyncio.wait_for(self._runner.stop(), timeout=5.0)
+                async with asyncio.timeout(5.0):
+                    await self._runner.stop()
             except TimeoutError:
                 log.error("gossip tasks did not stop within 5 s; closing anyway")
         for task in self._background:
@@ -154,7 +155,8 @@ class Agent:
         if self._server is not None and self._server_task is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server_task, timeout=5.0)
+                async with asyncio.timeout(5.0):
+                    await self._server_task
         if self._transport is not None:
             self._transport.close()
         if self._store is not None:

@@ -39,15 +39,24 @@ VIEW_TIMEOUT_S = 3.0
 READY_TIMEOUT_S = 60.0
 # A graceful stop gossips `left` for at most leave_timeout_s, then closes HTTP and the sockets.
 STOP_TIMEOUT_S = AgentConfig(name="test").leave_timeout_s + 12.0
+# Cleanup after a test only asks politely once; an agent still running after this is SIGKILLed.
+CLEANUP_GRACE_S = AgentConfig(name="test").leave_timeout_s + 5.0
 LOG_TAIL_LINES = 25
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_handed_out: set[int] = set()
 
 
 def free_port(host: str = HOST) -> int:
-    """A TCP port that is free on ``host`` right now (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A TCP port free on ``host`` right now (the kernel's pick), never the same one twice per run."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        # Another agent of this run may have been given this port and not have bound it yet.
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("the kernel keeps offering ports this test run already handed out")
 
 
 def wait_for(
@@ -143,7 +152,7 @@ class AgentProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                # Its own session: a Ctrl-C on the test run reaches pytest, whose cleanup stops us.
+                # Its own session: a Ctrl-C reaches only pytest, whose cleanup then stops the agent.
                 start_new_session=True,
                 preexec_fn=_die_with_parent() if sys.platform.startswith("linux") else None,
             )
@@ -360,7 +369,7 @@ def stop_processes(processes: Iterable[subprocess.Popen[bytes]]) -> None:
     for process in running:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + CLEANUP_GRACE_S
     for process in running:
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from .awareness import Awareness
 from .broadcast_queue import BroadcastQueue
 from .config import MembershipConfig
+from .effects import Effect, IncarnationChanged, MemberChanged, Send
+from .member import Member, PeerSet
 from .metadata import NodeMeta
 from .suspicion import Suspicion
 from .types import Address, NodeId, Status
@@ -58,50 +60,6 @@ from .wire import (
 _PACKET_OVERHEAD_BYTES = 160
 
 
-@dataclass(slots=True)
-class Member:
-    """One node as this node sees it."""
-
-    node: NodeId
-    addr: Address
-    incarnation: int
-    status: Status
-    meta_version: int
-    meta: NodeMeta
-    since: float  # when the status last changed (this node's clock)
-
-    def state(self) -> MemberState:
-        """This member as a push-pull row."""
-        return MemberState(self.node, self.addr, self.incarnation, self.status, self.meta_version, self.meta)
-
-
-@dataclass(frozen=True)
-class Send:
-    """Effect: send this packet to this address (best effort, like a datagram)."""
-
-    addr: Address
-    packet: Packet
-
-
-@dataclass(frozen=True)
-class MemberChanged:
-    """Effect: a member appeared or changed status (``previous`` None for a new member)."""
-
-    node: NodeId
-    previous: Status | None
-    current: Status
-
-
-@dataclass(frozen=True)
-class IncarnationChanged:
-    """Effect: this node raised its own incarnation; persist it so a restart goes higher."""
-
-    incarnation: int
-
-
-Effect = Send | MemberChanged | IncarnationChanged
-
-
 @dataclass
 class _Probe:
     target: NodeId
@@ -119,34 +77,6 @@ class _Relay:
     origin_seq: int
     expires_at: float
     want_nack: bool
-
-
-class _PeerSet:
-    """Ids with O(1) add, remove and uniform random choice."""
-
-    def __init__(self) -> None:
-        self.items: list[NodeId] = []
-        self._index: dict[NodeId, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __contains__(self, node: object) -> bool:
-        return node in self._index
-
-    def add(self, node: NodeId) -> None:
-        if node not in self._index:
-            self._index[node] = len(self.items)
-            self.items.append(node)
-
-    def discard(self, node: NodeId) -> None:
-        index = self._index.pop(node, None)
-        if index is None:
-            return
-        last = self.items.pop()
-        if index < len(self.items):
-            self.items[index] = last
-            self._index[last] = index
 
 
 class Membership:
@@ -172,7 +102,7 @@ class Membership:
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.leaving = False
         self._queue = BroadcastQueue()
-        self._live = _PeerSet()  # alive or suspect, never self
+        self._live = PeerSet()  # alive or suspect, never self
         self._recently_dead: dict[NodeId, float] = {}
         self._gone: set[NodeId] = set()  # dead or left, until reaped
         self._suspicions: dict[NodeId, Suspicion] = {}

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from . import wire
 from .config import MembershipConfig
-from .membership import Effect, MemberChanged, Membership, Send
+from .effects import Effect, MemberChanged, Send
+from .membership import Membership
 from .metadata import NodeMeta
 from .types import Address, NodeId, Status
 

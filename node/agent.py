@@ -33,7 +33,8 @@ from .gossip import GossipRunner
 from .http_api import create_app
 from .inference.devices import DeviceInfo, detect_cpu, detect_full
 from .load import LoadSample, LoadSampler
-from .mesh.membership import MemberChanged, Membership
+from .mesh.effects import MemberChanged
+from .mesh.membership import Membership
 from .mesh.metadata import NodeMeta
 from .mesh.types import Address, NodeId, Status
 from .metrics import add_metrics_route

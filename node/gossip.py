@@ -20,7 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from .mesh import wire
-from .mesh.membership import Effect, IncarnationChanged, MemberChanged, Membership, Send
+from .mesh.effects import Effect, IncarnationChanged, MemberChanged, Send
+from .mesh.membership import Membership
 from .transport import MembershipTransport
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ import pytest
 
 from meshnode.gossip import GossipRunner
 from meshnode.mesh.config import MembershipConfig
-from meshnode.mesh.membership import MemberChanged, Membership
+from meshnode.mesh.effects import MemberChanged
+from meshnode.mesh.membership import Membership
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.simulation import Change, Simulation
 from meshnode.mesh.types import Address, NodeId, Status

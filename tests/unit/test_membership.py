@@ -6,7 +6,8 @@ import itertools
 import random
 
 from meshnode.mesh.config import MembershipConfig
-from meshnode.mesh.membership import IncarnationChanged, MemberChanged, Membership, Send
+from meshnode.mesh.effects import IncarnationChanged, MemberChanged, Send
+from meshnode.mesh.membership import Membership
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.types import Address, NodeId, Status
 from meshnode.mesh.wire import (

@@ -1,0 +1,35 @@
+"""What the membership core asks its shell to do: the effects ``handle`` and ``tick`` return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .types import Address, NodeId, Status
+from .wire import Packet
+
+
+@dataclass(frozen=True)
+class Send:
+    """Effect: send this packet to this address (best effort, like a datagram)."""
+
+    addr: Address
+    packet: Packet
+
+
+@dataclass(frozen=True)
+class MemberChanged:
+    """Effect: a member appeared or changed status (``previous`` None for a new member)."""
+
+    node: NodeId
+    previous: Status | None
+    current: Status
+
+
+@dataclass(frozen=True)
+class IncarnationChanged:
+    """Effect: this node raised its own incarnation; persist it so a restart goes higher."""
+
+    incarnation: int
+
+
+Effect = Send | MemberChanged | IncarnationChanged

@@ -210,6 +210,18 @@ def idle_cost(n: int, seconds: float, root: Path) -> tuple[float, float, float]:
     return statistics.mean(cpu), statistics.mean(out), statistics.mean(inn)
 
 
+def soak(n: int, seconds: float, root: Path) -> tuple[int, int]:
+    """(suspicions, deaths) of live agents logged over an idle window: both should be 0."""
+    agents = start_mesh(n, root)
+    try:
+        started = time.time()
+        time.sleep(seconds)
+        events = [e for a in agents for e in a.log_events() if e[0] >= started]
+    finally:
+        stop_mesh(agents)
+    return sum(1 for e in events if e[2] == "suspect"), sum(1 for e in events if e[2] == "dead")
+
+
 def gossip_bytes(agent: Agent) -> tuple[float, float]:
     text = httpx.get(agent.url("/metrics"), timeout=2.0).text
     values = dict(re.findall(r'meshnode_gossip_bytes_total\{direction="(\w+)"\} (\S+)', text))
@@ -244,6 +256,10 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--idle-sizes", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--idle-s", type=float, default=30.0)
+    parser.add_argument("--soak-n", type=int, default=10)
+    parser.add_argument(
+        "--soak-s", type=float, default=0.0, help="idle soak length; 600 for the 10-minute target"
+    )
     parser.add_argument("--sim-n", type=int, default=1000)
     parser.add_argument("--sim-crashes", type=int, default=5)
     args = parser.parse_args()
@@ -275,6 +291,12 @@ def main() -> None:
         for n in args.idle_sizes:
             cpu, out, inn = idle_cost(n, args.idle_s, root / f"idle-{n}")
             print(f"| {n} | {cpu:.2f} | {out:.0f} | {inn:.0f} |", flush=True)
+        if args.soak_s > 0:
+            suspicions, deaths = soak(args.soak_n, args.soak_s, root / "soak")
+            print(f"\n## Idle soak: N = {args.soak_n} for {args.soak_s:.0f} s\n")
+            print("| suspicions of live agents | live agents declared dead |")
+            print("|---|---|")
+            print(f"| {suspicions} | {deaths} |", flush=True)
         print(f"\n## Simulator, N = {args.sim_n} (same core, seeded discrete-event loop)\n")
         started = time.monotonic()
         detections, join_s = simulate(args.sim_n, args.sim_crashes)

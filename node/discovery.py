@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import psutil
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -141,6 +144,14 @@ class _Watcher:
         return self._zeroconf
 
     async def start(self) -> None:
+        missing = [ip for ip in self._interfaces if ip not in _local_addresses()]
+        if missing:
+            # Checked before zeroconf, whose constructor leaks its socket when an address is
+            # wrong and whose message ("No such device") does not say which one.
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"cannot start mDNS: {', '.join(missing)} is not an address of this machine",
+            )
         try:
             self._zeroconf = AsyncZeroconf(
                 interfaces=self._interfaces, ip_version=_ip_version(self._interfaces)
@@ -197,6 +208,16 @@ class _Watcher:
         except Exception:
             # A failing callback must not kill discovery for every later node.
             logger.exception("discovery callback failed for %s", advert)
+
+
+def _local_addresses() -> set[str]:
+    """Every IP address configured on this machine's interfaces (in this network namespace)."""
+    return {
+        address.address.split("%")[0]
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+        if address.family in (socket.AF_INET, socket.AF_INET6)
+    }
 
 
 def _ip_version(interfaces: list[str]) -> IPVersion:

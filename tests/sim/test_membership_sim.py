@@ -76,6 +76,7 @@ def test_graceful_leave_is_seen_as_left_not_dead(settled: Simulation) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # about 5 minutes of wall time for 5 simulated minutes at N = 1000
 def test_no_live_node_declared_dead_under_ten_percent_loss() -> None:
     # 5 simulated minutes with every packet dropped with probability 0.1.
     minutes = float(os.environ.get("MESHNODE_SIM_LOSS_MINUTES", "5"))

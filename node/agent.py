@@ -242,6 +242,9 @@ class Agent:
         log.info("member %s (%s): %s -> %s", name, change.node[:8], change.previous, change.current.value)
         if change.current == Status.ALIVE:
             self._joined = True
+        elif change.current == Status.LEFT and member is not None and self._transport is not None:
+            # A node that left says goodbye for good; a dead one may be reconnected to later.
+            self._transport.forget(member.addr)
 
     async def _in_store_thread(self, call: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, call)

@@ -341,7 +341,13 @@ def _models_summary(models: object, shown: int = 3) -> str:
     show_default=True,
     help="First port to try; free ones above it are used.",
 )
-def demo(nodes: int, duration: float | None, base_port: int) -> None:
+@click.option(
+    "--failover/--no-failover",
+    default=True,
+    show_default=True,
+    help="Once formed, SIGKILL one agent, show the others detect it, restart it and show it rejoin.",
+)
+def demo(nodes: int, duration: float | None, base_port: int, failover: bool) -> None:
     """Run a local mesh of agents on this machine and show it forming."""
     from .demo import DemoError, DemoMesh, sigterm_as_interrupt
 
@@ -349,7 +355,19 @@ def demo(nodes: int, duration: float | None, base_port: int) -> None:
         with sigterm_as_interrupt(), DemoMesh(nodes, base_port, log=click.echo) as mesh:
             took_s = mesh.wait_formed(DEMO_FORM_TIMEOUT_S)
             click.echo(format_peers_table(mesh.view()))
-            click.echo(f"mesh of {nodes} formed in {took_s:.1f} s; refreshing every {DEMO_REFRESH_S:g} s")
+            click.echo(f"mesh of {nodes} formed in {took_s:.1f} s")
+            if failover and nodes >= 2:
+                victim = mesh.nodes[-1].name
+                click.echo(f"\nkill -9 {victim}: the others must notice on their own (SWIM, no leader)...")
+                report = mesh.crash_and_rejoin(nodes - 1, DEMO_FORM_TIMEOUT_S)
+                click.echo(f"every survivor marked {victim} dead {report.dead_after_s:.1f} s after SIGKILL")
+                click.echo(
+                    f"restarted {victim} on its data dir: back alive everywhere in "
+                    f"{report.rejoined_after_s:.1f} s (process start included), same id, incarnation "
+                    f"{report.incarnation_before} -> {report.incarnation_after}"
+                )
+                click.echo(format_peers_table(mesh.view()))
+            click.echo(f"refreshing every {DEMO_REFRESH_S:g} s")
             deadline = None if duration is None else time.monotonic() + duration
             while deadline is None or time.monotonic() + DEMO_REFRESH_S <= deadline:
                 time.sleep(DEMO_REFRESH_S)  # the display's cadence, not a condition being polled

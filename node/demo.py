@@ -30,7 +30,7 @@ import httpx
 
 from .config import AgentConfig
 
-__all__ = ["DemoError", "DemoMesh", "DemoNode", "find_free_ports", "sigterm_as_interrupt"]
+__all__ = ["DemoError", "DemoMesh", "DemoNode", "FailoverReport", "find_free_ports", "sigterm_as_interrupt"]
 
 HOST = "127.0.0.1"
 # An agent's graceful stop gossips `left` for leave_timeout_s, then closes its sockets and HTTP.
@@ -44,6 +44,17 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 class DemoError(Exception):
     """The demo mesh could not start, form or keep running."""
+
+
+@dataclass(frozen=True)
+class FailoverReport:
+    """What the demo's crash-and-rejoin showed."""
+
+    name: str
+    dead_after_s: float  # SIGKILL until every survivor marked it dead
+    rejoined_after_s: float  # restart until every agent saw it alive (includes process start)
+    incarnation_before: int
+    incarnation_after: int
 
 
 @dataclass
@@ -133,14 +144,50 @@ class DemoMesh:
             self.nodes.append(node)
             self._log(f"started {node.name} (pid {node.process.pid}): http {http}, mesh {mesh}")
 
-    def _spawn(self, name: str, http: str, mesh: str, seed: str | None) -> DemoNode:
+    def crash_and_rejoin(self, index: int, timeout_s: float) -> FailoverReport:
+        """SIGKILL one agent, time until every survivor sees it dead, restart it, time the rejoin."""
+        victim = self.nodes[index]
+        survivors = [node for node in self.nodes if node is not victim]
+        victim_id = self.view(index)["self"]
+        before = _member(self.view(0), victim_id)
+        killed_at = time.monotonic()
+        victim.process.kill()
+        victim.process.wait()
+        self._wait_all(survivors, victim_id, "dead", timeout_s)
+        dead_s = time.monotonic() - killed_at
+        seed = self.nodes[0].mesh if index else None
+        restarted_at = time.monotonic()
+        self.nodes[index] = self._spawn(victim.name, victim.http, victim.mesh, seed, append_log=True)
+        self._log(f"restarted {victim.name} (pid {self.nodes[index].process.pid}) on its data dir")
+        self._wait_all(self.nodes, victim_id, "alive", timeout_s)
+        after = _member(self.view(0), victim_id)
+        return FailoverReport(
+            victim.name, dead_s, time.monotonic() - restarted_at, before["incarnation"], after["incarnation"]
+        )
+
+    def _wait_all(self, observers: list[DemoNode], node_id: str, status: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            seen = []
+            for observer in observers:
+                with contextlib.suppress(DemoError, KeyError):
+                    seen.append(_member(self.view(self.nodes.index(observer)), node_id)["status"])
+            if len(seen) == len(observers) and all(s == status for s in seen):
+                return
+            if time.monotonic() >= deadline:
+                raise DemoError(f"not every agent saw {node_id[:8]} {status} within {timeout_s:g} s")
+            time.sleep(POLL_INTERVAL_S / 4)
+
+    def _spawn(
+        self, name: str, http: str, mesh: str, seed: str | None, *, append_log: bool = False
+    ) -> DemoNode:
         assert self._tempdir is not None
         data_dir = self._tempdir / name
         log_path = self._tempdir / f"{name}.log"
         command = [sys.executable, "-m", "meshnode", "join", "--profile", "local", "--no-mdns"]
         command += ["--http", http, "--mesh", mesh, "--data-dir", str(data_dir), "--name", name]
         command += ["--seed", seed] if seed else []
-        log_file = log_path.open("wb")
+        log_file = log_path.open("ab" if append_log else "wb")
         self._log_files.append(log_file)
         process = subprocess.Popen(
             command,
@@ -216,6 +263,14 @@ class DemoMesh:
             if self._tempdir is not None:
                 shutil.rmtree(self._tempdir, ignore_errors=True)
                 self._tempdir = None
+
+
+def _member(view: dict[str, Any], node_id: str) -> dict[str, Any]:
+    """One member's row in a /v1/mesh body (KeyError if absent)."""
+    for member in view["members"]:
+        if member["id"] == node_id:
+            return dict(member)
+    raise KeyError(node_id)
 
 
 def _alive_count(client: httpx.Client, url: str) -> int:

@@ -125,13 +125,22 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
         [*MESHNODE, "demo", "--nodes", "3", "--duration", "3", "--base-port", str(base_port)],
         capture_output=True,
         text=True,
-        timeout=DEADLINE_S + 3 + STOP_TIMEOUT_S + 10,
+        timeout=3 * DEADLINE_S + 3 + STOP_TIMEOUT_S + 10,  # formation, failover (dead, rejoin), duration
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     pids = [int(pid) for pid in re.findall(r"started demo-\d \(pid (\d+)\)", result.stdout)]
     assert len(pids) == 3, result.stdout
+    # The failover show: the last agent is killed, seen dead by the others, restarted, back alive.
+    assert re.search(r"every survivor marked demo-2 dead [\d.]+ s after SIGKILL", result.stdout), (
+        result.stdout[-2000:]
+    )
+    assert re.search(r"back alive everywhere .* same id, incarnation (\d+) -> (\d+)", result.stdout)
+    before, after = map(int, re.findall(r"incarnation (\d+) -> (\d+)", result.stdout)[0])
+    assert after > before
+    pids += [int(pid) for pid in re.findall(r"restarted demo-\d \(pid (\d+)\)", result.stdout)]
+    assert len(pids) == 4, result.stdout
     # The first table, printed once the mesh formed: three demo rows, all alive.
     before_formed = result.stdout.split("mesh of 3 formed in")[0].splitlines()
     header = next(index for index, line in enumerate(before_formed) if line.split()[:2] == ["NAME", "ID"])

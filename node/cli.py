@@ -362,9 +362,9 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool) -> 
                 report = mesh.crash_and_rejoin(nodes - 1, DEMO_FORM_TIMEOUT_S)
                 click.echo(f"every survivor marked {victim} dead {report.dead_after_s:.1f} s after SIGKILL")
                 click.echo(
-                    f"restarted {victim} on its data dir: back alive everywhere in "
-                    f"{report.rejoined_after_s:.1f} s (process start included), same id, incarnation "
-                    f"{report.incarnation_before} -> {report.incarnation_after}"
+                    f"restarted {victim} (pid {report.restarted_pid}) on its data dir: back alive "
+                    f"everywhere in {report.rejoined_after_s:.1f} s (process start included), same id, "
+                    f"incarnation {report.incarnation_before} -> {report.incarnation_after}"
                 )
                 click.echo(format_peers_table(mesh.view()))
             click.echo(f"refreshing every {DEMO_REFRESH_S:g} s")

@@ -55,6 +55,7 @@ class FailoverReport:
     rejoined_after_s: float  # restart until every agent saw it alive (includes process start)
     incarnation_before: int
     incarnation_after: int
+    restarted_pid: int
 
 
 @dataclass
@@ -158,11 +159,15 @@ class DemoMesh:
         seed = self.nodes[0].mesh if index else None
         restarted_at = time.monotonic()
         self.nodes[index] = self._spawn(victim.name, victim.http, victim.mesh, seed, append_log=True)
-        self._log(f"restarted {victim.name} (pid {self.nodes[index].process.pid}) on its data dir")
         self._wait_all(self.nodes, victim_id, "alive", timeout_s)
         after = _member(self.view(0), victim_id)
         return FailoverReport(
-            victim.name, dead_s, time.monotonic() - restarted_at, before["incarnation"], after["incarnation"]
+            victim.name,
+            dead_s,
+            time.monotonic() - restarted_at,
+            before["incarnation"],
+            after["incarnation"],
+            self.nodes[index].process.pid,
         )
 
     def _wait_all(self, observers: list[DemoNode], node_id: str, status: str, timeout_s: float) -> None:

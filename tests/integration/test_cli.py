@@ -130,7 +130,7 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    pids = [int(pid) for pid in re.findall(r"started demo-\d \(pid (\d+)\)", result.stdout)]
+    pids = [int(pid) for pid in re.findall(r"^started demo-\d \(pid (\d+)\)", result.stdout, re.MULTILINE)]
     assert len(pids) == 3, result.stdout
     # The failover show: the last agent is killed, seen dead by the others, restarted, back alive.
     assert re.search(r"every survivor marked demo-2 dead [\d.]+ s after SIGKILL", result.stdout), (

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
+import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -185,13 +187,23 @@ def detect_accelerators() -> tuple[tuple[Accelerator, ...], str | None]:
     return tuple(accelerators), str(torch.__version__)
 
 
-async def detect_full(timeout_s: float = 60.0) -> DeviceInfo:
-    """CPU info plus accelerators found by a child process; CPU-only (with a warning) if that fails."""
+async def detect_full(timeout_s: float = 60.0, *, cache_dir: Path | None = None) -> DeviceInfo:
+    """CPU info plus accelerators found by a child process; CPU-only (with a warning) if that fails.
+
+    With `cache_dir`, the probe's answer is kept for the rest of this boot: importing torch costs
+    seconds of CPU, and every agent on a machine (a local demo mesh, a benchmark) would pay it.
+    """
     cpu = detect_cpu()
     if importlib.util.find_spec("torch") is None:
         return cpu
+    cache = _probe_cache_path(cache_dir) if cache_dir is not None else None
     try:
-        accelerators, torch_version = await _detect_in_subprocess(timeout_s)
+        if cache is not None and cache.is_file():
+            accelerators, torch_version = _parse_probe_output(cache.read_text())
+        else:
+            accelerators, torch_version = await _detect_in_subprocess(timeout_s)
+            if cache is not None:
+                _write_probe_cache(cache, accelerators, torch_version)
     except (OSError, ValueError, TimeoutError) as exc:
         logger.warning("accelerator detection failed, serving on CPU only: %s", exc)
         return cpu
@@ -241,6 +253,28 @@ def _parse_probe_output(stdout: str) -> tuple[tuple[Accelerator, ...], str | Non
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"device probe printed unexpected output: {exc}") from exc
     return accelerators, None if torch_version is None else str(torch_version)
+
+
+def _probe_cache_path(cache_dir: Path) -> Path:
+    """One file per boot and torch install: a reboot or a new torch probes again."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    spec = importlib.util.find_spec("torch")
+    origin = spec.origin if spec is not None and spec.origin else "no-torch"
+    key = hashlib.sha256(
+        f"{boot}|{origin}|{Path(origin).stat().st_mtime if spec else 0}".encode()
+    ).hexdigest()
+    return cache_dir / f"devices-{key[:16]}.json"
+
+
+def _write_probe_cache(path: Path, accelerators: tuple[Accelerator, ...], torch_version: str | None) -> None:
+    report = {"accelerators": [accelerator.to_wire() for accelerator in accelerators], "torch": torch_version}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(report) + "\n")
+    temporary.replace(path)  # atomic: agents starting together never read half a file
 
 
 def _main() -> None:

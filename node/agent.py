@@ -15,11 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import shutil
 import signal
 import socket
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
@@ -28,16 +32,19 @@ import uvicorn
 from . import __version__
 from .config import AgentConfig
 from .discovery import Advert, Discovery
-from .errors import ConfigError
+from .errors import ConfigError, NotFound
 from .gossip import GossipRunner
 from .http_api import create_app
 from .inference.devices import DeviceInfo, detect_cpu, detect_full
 from .load import LoadSample, LoadSampler
 from .mesh.effects import MemberChanged
+from .mesh.envelope import Call, Envelope
 from .mesh.membership import Membership
 from .mesh.metadata import NodeMeta
 from .mesh.types import Address, NodeId, Status
 from .metrics import add_metrics_route
+from .predict_api import add_predict_routes
+from .replica import Replica, ReplicaSettings, ReplicaState
 from .store import NodeStore
 from .transport import MembershipTransport
 
@@ -70,6 +77,10 @@ class Agent:
         self._joined = False
         self.http_addr = ""
         self.mesh_addr = ""
+        self._replicas: dict[str, Replica] = {}
+        self._models: tuple[str, ...] = ()
+        self._hints: tuple[str, ...] = ()
+        self._run_dir: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -117,6 +128,7 @@ class Agent:
         self._background.append(asyncio.create_task(self._detect_devices(), name="detect-devices"))
         if config.mdns:
             await self._start_discovery(advertise_host)
+        await self._start_pinned_replicas()
         log.info(
             "node %s (%s) up: http %s, mesh %s, incarnation %d",
             config.name,
@@ -150,6 +162,10 @@ class Agent:
                     await self._runner.stop()
             except TimeoutError:
                 log.error("gossip tasks did not stop within 5 s; closing anyway")
+        # Drain local replicas after leaving, so peers stop routing here first.
+        await asyncio.gather(*(replica.stop() for replica in self._replicas.values()), return_exceptions=True)
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -164,6 +180,73 @@ class Agent:
             await self._in_store_thread(self._store.close)
         self._store_thread.shutdown(wait=False)
         log.info("node %s stopped", self.node_id[:8])
+
+    # -- serving -------------------------------------------------------------------------
+
+    @property
+    def route_name(self) -> str:
+        """This node's name in X-Mesh-Route."""
+        return self.config.name
+
+    @property
+    def request_limits(self) -> tuple[float, int]:
+        """(default request timeout in seconds, max request body bytes)."""
+        return self.config.request_timeout_s, self.config.max_request_bytes
+
+    async def serve(self, call: Call) -> AsyncIterator[Envelope]:
+        """Run `call` on a replica of its deployment and yield the replica's envelopes."""
+        replica = self._replicas.get(call.deployment)
+        if replica is None:
+            raise NotFound(f"no deployment named {call.deployment!r} on this node")
+        async for message in replica.call(call):
+            yield message
+
+    def replica_states(self) -> dict[str, str]:
+        """Deployment name -> this node's replica state."""
+        return {name: replica.state.value for name, replica in self._replicas.items()}
+
+    async def _start_pinned_replicas(self) -> None:
+        """`--deploy NAME=APP`: run a replica of NAME here (NAME=APP was validated by the CLI)."""
+        if not self.config.deploy:
+            return
+        self._run_dir = Path(tempfile.mkdtemp(prefix="meshnode-"))  # short: ipc paths are limited
+        config = self.config
+        settings = ReplicaSettings(
+            setup_timeout_s=config.replica_setup_timeout_s,
+            queue_size=config.replica_queue_size,
+            hang_grace_s=config.replica_hang_grace_s,
+            restart_initial_s=config.replica_restart_initial_s,
+            restart_max_s=config.replica_restart_max_s,
+            drain_timeout_s=config.replica_drain_timeout_s,
+            max_frame_bytes=config.max_frame_bytes,
+        )
+        for spec in config.deploy:
+            name, _, app = spec.partition("=")
+            replica = Replica(
+                name,
+                app,
+                replica_id=f"{name}-{self.node_id[:8]}",
+                run_dir=self._run_dir,
+                data_dir=config.data_dir,
+                settings=settings,
+                on_change=self._on_replicas_changed,
+            )
+            self._replicas[name] = replica
+            await replica.start()
+
+    def _on_replicas_changed(self) -> None:
+        """Gossip which models this node has ready and its routing hints."""
+        models: set[str] = set()
+        hints: set[str] = set()
+        for name, replica in self._replicas.items():
+            if replica.state == ReplicaState.READY:
+                models.add(name)
+                models.update(replica.models)
+                hints.update(replica.hints)
+        self._models, self._hints = tuple(sorted(models)), tuple(sorted(hints))
+        if self._core is not None and self._runner is not None:
+            self._core.update_meta(self._meta())
+            self._runner.wake()
 
     # -- views for the HTTP API ------------------------------------------------------------
 
@@ -233,6 +316,8 @@ class Agent:
             zone=config.zone,
             device=self._device.to_wire(),
             load=self._load.to_wire() if self._load else {},
+            models=self._models,
+            hints=self._hints,
         )
 
     def _on_member_changed(self, change: MemberChanged) -> None:
@@ -263,7 +348,7 @@ class Agent:
         last_publish = loop.time()
         while True:
             await asyncio.sleep(self.config.load_sample_interval_s)
-            sample = self._sampler.sample()
+            sample = self._sampler.sample(in_flight=sum(r.in_flight for r in self._replicas.values()))
             due = loop.time() - last_publish >= self.config.meta_min_interval_s
             changed = published is None or sample.differs_from(
                 published, cpu_points=self.config.load_cpu_change_points
@@ -276,7 +361,7 @@ class Agent:
 
     async def _detect_devices(self) -> None:
         """Accelerators need torch: detect them in a subprocess, then gossip the result."""
-        device = await detect_full()
+        device = await detect_full(cache_dir=_machine_cache_dir())
         if device != self._device and self._core is not None and self._runner is not None:
             self._device = device
             self._core.update_meta(self._meta())
@@ -320,6 +405,7 @@ class Agent:
 def _http_server(agent: Agent, host: str, port: int) -> uvicorn.Server:
     app = create_app(agent)
     add_metrics_route(app, agent.stats)
+    add_predict_routes(app, agent)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     return _QuietServer(config)
 
@@ -353,6 +439,12 @@ def _advertise_host(bind_host: str, interfaces: tuple[str, ...]) -> str:
             if address.family == socket.AF_INET and not address.address.startswith("127."):
                 return address.address
     return "127.0.0.1"
+
+
+def _machine_cache_dir() -> Path:
+    """Per-user cache shared by every agent on this machine ($XDG_CACHE_HOME/meshnode)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "meshnode"
 
 
 def _join_host_port(host: str, port: int) -> str:

@@ -140,12 +140,6 @@ def join(
     log_level: str,
 ) -> None:
     """Run this machine's agent and join the mesh (until Ctrl-C or SIGTERM)."""
-    if deploy:
-        _usage_exit(
-            ctx,
-            "--deploy: deployments are not available in meshnode "
-            f"{__version__} yet (the inference runtime arrives in a later version)",
-        )
     try:
         config = AgentConfig(
             name=name,
@@ -160,6 +154,7 @@ def join(
             zone=zone,
             profile=profile,
             mesh_id=mesh_id,
+            deploy=deploy,
         )
         if data_dir is not None:
             # Replaced only when given, so AgentConfig's default ($MESHNODE_HOME) decides otherwise.

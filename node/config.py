@@ -66,6 +66,24 @@ class AgentConfig:
     load_cpu_change_points: float = 20.0
     # On SIGTERM/SIGINT: how long to keep gossiping our `left` before exiting.
     leave_timeout_s: float = 3.0
+    # Deadline of a predict request unless the client sends X-Request-Timeout (seconds).
+    request_timeout_s: float = 60.0
+    # Largest accepted request body; bigger gets 413 before it is read whole.
+    max_request_bytes: int = 16 * 1024 * 1024
+    # Largest data-plane frame (a result, an image) accepted from a worker or peer.
+    max_frame_bytes: int = 64 * 1024 * 1024
+    # How long a replica's setup() and warm-up may take before the replica is reported stuck.
+    replica_setup_timeout_s: float = 600.0
+    # Requests queued per replica beyond what it runs at once; more get 429 with Retry-After.
+    replica_queue_size: int = 64
+    # A worker still busy with a request this long past the deadline is killed and restarted.
+    replica_hang_grace_s: float = 5.0
+    # Restart backoff of a crashed worker: first wait, doubled per crash up to the max.
+    replica_restart_initial_s: float = 0.5
+    # The longest wait between restarts of a worker that keeps crashing.
+    replica_restart_max_s: float = 30.0
+    # On stop or scale-down: how long in-flight requests may take to finish before the worker stops.
+    replica_drain_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

@@ -3,6 +3,7 @@
     MeshnodeError
     ├── ConfigError            400  bad flag, config file or address (never retryable)
     ├── BadRequest             400  malformed request body
+    │   ├── Unprocessable      422  well-formed but not acceptable (not a JSON object, bad fields)
     │   └── PayloadTooLarge    413
     ├── NotFound               404  unknown deployment or path
     ├── NotReady               503  still joining or loading (retryable, with Retry-After)
@@ -43,6 +44,13 @@ class BadRequest(MeshnodeError):
 
     status = 400
     kind = "bad_request"
+
+
+class Unprocessable(BadRequest):
+    """The body parsed but is not what the endpoint accepts."""
+
+    status = 422
+    kind = "unprocessable"
 
 
 class PayloadTooLarge(BadRequest):

@@ -126,11 +126,13 @@ def test_bad_join_values_exit_2_naming_the_flag(
     assert started == []
 
 
-def test_deploy_is_refused_clearly_for_now(runner: CliRunner, started: list[AgentConfig]) -> None:
-    result = runner.invoke(main, ["join", "--deploy", "sd=apps/tiny_sd.py:TinySD"])
-    assert_usage_error(result, "--deploy")
-    assert "not available" in result.output
-    assert started == []
+def test_deploy_reaches_the_agent_config(runner: CliRunner, started: list[AgentConfig]) -> None:
+    result = runner.invoke(
+        main, ["join", "--deploy", "echo=apps/echo.py:Echo", "--deploy", "s=apps.stream:Stream"]
+    )
+    assert result.exit_code == 0, result.output
+    [config] = started
+    assert config.deploy == ("echo=apps/echo.py:Echo", "s=apps.stream:Stream")
 
 
 def test_join_defaults_come_from_agent_config(runner: CliRunner, started: list[AgentConfig]) -> None:

@@ -1,0 +1,70 @@
+"""The predictor API: what a user writes to serve a model on meshnode.
+
+A predictor is a class with ``setup()`` and ``predict(request, header)`` (FedML's shape), optionally
+``async_predict(request)``, an async generator used when the request body has ``"stream": true``,
+optionally ``provide_hints()`` (fal's routing hints: the models this replica has warm), and
+optionally ``predict_batch(requests)`` for apps that run many requests at once (the replica then
+batches concurrent requests dynamically, up to ``max_batch_size`` within ``max_batch_wait_s``).
+
+Subclassing ``Predictor`` is the easy way, but any class with these methods works: the runtime checks
+for the methods, not the base class. Each replica runs in its own worker process, so ``setup`` may
+load large weights, and a crash or a leak in the predictor never reaches the agent.
+
+What ``predict`` may return: a JSON-able value (dict, list, str, number, bool, None), ``bytes``, or,
+for file responses, the path of a file (``str`` or ``pathlib.Path``) that the node returns when the
+client sends ``Accept: image/png`` (or another file type). What ``async_predict`` yields: strings or
+JSON-able values, each sent to the client as soon as it is yielded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+Request = dict[str, Any]
+
+
+class Predictor:
+    """Base class for meshnode apps. Override ``predict``; the rest is optional."""
+
+    # Dynamic batching: > 1 makes the replica gather concurrent requests into one predict_batch call.
+    max_batch_size: ClassVar[int] = 1
+    # How long the first request of a batch may wait for company before the batch runs anyway.
+    max_batch_wait_s: ClassVar[float] = 0.01
+    # Requests this replica runs at once (threads for predict, tasks for async_predict).
+    max_concurrency: ClassVar[int] = 1
+
+    def setup(self) -> None:
+        """Load weights and anything slow; runs once in the worker before the replica is ready."""
+
+    def warmup(self) -> None:
+        """Run once after setup, before the replica is ready (e.g. one dummy inference)."""
+
+    def predict(self, request: Request, header: str | None = None) -> Any:
+        """Answer one request."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict()")
+
+    def provide_hints(self) -> list[str]:
+        """Routing hints: names of what this replica has warm (fal's provide_hints)."""
+        return []
+
+
+@runtime_checkable
+class StreamingPredictor(Protocol):
+    """A predictor that can stream: ``async_predict`` is an async generator."""
+
+    def async_predict(self, request: Request) -> AsyncIterator[Any]:
+        """Yield output pieces as they are produced."""
+        ...
+
+
+@runtime_checkable
+class BatchPredictor(Protocol):
+    """A predictor that answers many requests in one call, in order."""
+
+    def predict_batch(self, requests: list[Request]) -> list[Any]:
+        """One result per request, in the same order."""
+        ...
+
+
+__all__ = ["BatchPredictor", "Predictor", "Request", "StreamingPredictor"]

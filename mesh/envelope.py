@@ -1,0 +1,178 @@
+"""Data-plane envelope: requests, streamed chunks, results and errors between processes.
+
+The agent talks to its replica workers over ZeroMQ (``ipc://``) with these messages, and agents
+forward requests to each other with the same ones (DESIGN.md section 2). One message is one msgpack
+frame::
+
+    [ENVELOPE_VERSION, kind, request_id, ...fields]
+
+Deadlines travel as the time left in milliseconds, never as a clock reading: two processes (or two
+machines) do not share a clock. Payloads are msgpack values (JSON-able data or raw bytes for files).
+Decoding validates types and sizes; a bad frame raises ``EnvelopeError`` and is dropped by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+ENVELOPE_VERSION = 1
+MAX_ID_CHARS = 128
+
+
+class EnvelopeError(ValueError):
+    """A data-plane frame that must be dropped."""
+
+
+class EnvelopeKind(IntEnum):
+    """Message kinds on the data plane."""
+
+    CALL = 1
+    CHUNK = 2
+    REPLY = 3
+    FAILURE = 4
+    CANCEL = 5
+    HELLO = 6
+    HINTS = 7
+
+
+@dataclass(frozen=True)
+class Call:
+    """Run `body` on `deployment`; stream the output when `stream` is set."""
+
+    request_id: str
+    deployment: str
+    body: dict[str, Any]
+    header: str | None
+    stream: bool
+    accept: str
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed answer, in order."""
+
+    request_id: str
+    seq: int
+    data: Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The final answer (for a stream: its end, with `data` None)."""
+
+    request_id: str
+    data: Any
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The request failed; `retryable` means it never started and may run elsewhere."""
+
+    request_id: str
+    kind: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The caller went away or the deadline passed: stop working on this request."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Hello:
+    """A worker is ready: what it can do (`info`: hints, models, concurrency, batching)."""
+
+    request_id: str  # the replica id, so every kind has an id in the same place
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hints:
+    """A worker's routing hints or loaded models changed."""
+
+    request_id: str  # the replica id
+    hints: tuple[str, ...]
+    models: tuple[str, ...]
+
+
+Envelope = Call | Chunk | Reply | Failure | Cancel | Hello | Hints
+
+
+def encode_envelope(message: Envelope) -> bytes:
+    """One msgpack frame."""
+    match message:
+        case Call(rid, deployment, body, header, stream, accept, timeout_ms):
+            fields: list[Any] = [deployment, body, header, stream, accept, timeout_ms]
+            kind = EnvelopeKind.CALL
+        case Chunk(rid, seq, data):
+            fields, kind = [seq, data], EnvelopeKind.CHUNK
+        case Reply(rid, data, content_type):
+            fields, kind = [data, content_type], EnvelopeKind.REPLY
+        case Failure(rid, failure_kind, text, retryable):
+            fields, kind = [failure_kind, text, retryable], EnvelopeKind.FAILURE
+        case Cancel(rid):
+            fields, kind = [], EnvelopeKind.CANCEL
+        case Hello(rid, info):
+            fields, kind = [info], EnvelopeKind.HELLO
+        case Hints(rid, hints, models):
+            fields, kind = [list(hints), list(models)], EnvelopeKind.HINTS
+    return msgpack.packb([ENVELOPE_VERSION, kind, rid, *fields], use_bin_type=True)
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise EnvelopeError(f"msgpack extension type {code} is not allowed")
+
+
+def decode_envelope(frame: bytes, *, max_bytes: int) -> Envelope:
+    """Parse and validate one frame; raise EnvelopeError on anything unexpected."""
+    if len(frame) > max_bytes:
+        raise EnvelopeError(f"frame of {len(frame)} bytes is over the {max_bytes} byte limit")
+    try:
+        raw = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except EnvelopeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise EnvelopeError(f"not msgpack: {type(exc).__name__}") from exc
+    if not isinstance(raw, list) or len(raw) < 3:
+        raise EnvelopeError("envelope must be an array [version, kind, id, ...]")
+    version, kind, rid, *fields = raw
+    if type(version) is not int or version != ENVELOPE_VERSION:
+        raise EnvelopeError(f"envelope version {version!r}, expected {ENVELOPE_VERSION}")
+    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_ID_CHARS:
+        raise EnvelopeError("request id must be a non-empty string")
+    match kind, fields:
+        case EnvelopeKind.CALL, [
+            str() as deployment,
+            dict() as body,
+            header,
+            bool() as stream,
+            str() as accept,
+            int() as timeout_ms,
+        ]:
+            if header is not None and not isinstance(header, str):
+                raise EnvelopeError("call header must be a string or nil")
+            return Call(rid, deployment, body, header, stream, accept, timeout_ms)
+        case EnvelopeKind.CHUNK, [int() as seq, data]:
+            return Chunk(rid, seq, data)
+        case EnvelopeKind.REPLY, [data, str() as content_type]:
+            return Reply(rid, data, content_type)
+        case EnvelopeKind.FAILURE, [str() as failure_kind, str() as text, bool() as retryable]:
+            return Failure(rid, failure_kind, text, retryable)
+        case EnvelopeKind.CANCEL, []:
+            return Cancel(rid)
+        case EnvelopeKind.HELLO, [dict() as info]:
+            return Hello(rid, info)
+        case EnvelopeKind.HINTS, [list() as hints, list() as models]:
+            if not all(isinstance(h, str) for h in hints + models):
+                raise EnvelopeError("hints and models must be strings")
+            return Hints(rid, tuple(hints), tuple(models))
+    raise EnvelopeError(f"unknown envelope kind {kind!r} or wrong fields")

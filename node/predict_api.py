@@ -1,0 +1,168 @@
+"""``POST /v1/predict/{deployment}``: JSON in; JSON, a stream or a file out.
+
+The handler turns the HTTP request into a ``Call`` envelope and hands it to the agent's ``serve``,
+which yields the replica's ``Chunk``s and its final ``Reply`` or ``Failure`` (``node/replica.py``).
+
+- ``"stream": true`` in the body streams: Server-Sent Events when the client accepts
+  ``text/event-stream``, else newline-delimited chunks; each chunk leaves as soon as the predictor
+  yields it. A failure after the stream started ends it with an error event (SSE) or line.
+- ``Accept: image/png`` (or any file type) returns the file whose path the predictor returned.
+- ``X-Request-Timeout`` (seconds) sets the deadline; past it the answer is 504.
+- When the client goes away, the request is cancelled in the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from .errors import BadRequest, MeshnodeError, NotReady, PayloadTooLarge, PredictorError, Unprocessable
+from .http_api import request_id
+from .mesh.envelope import Call, Chunk, Envelope, Failure, Reply
+
+TIMEOUT_HEADER = "X-Request-Timeout"
+ROUTE_HEADER = "X-Mesh-Route"
+MAX_TIMEOUT_S = 3600.0
+
+
+class PredictTarget(Protocol):
+    """What the endpoint needs from the agent."""
+
+    @property
+    def route_name(self) -> str:
+        """This node's name, for X-Mesh-Route."""
+        ...
+
+    @property
+    def request_limits(self) -> tuple[float, int]:
+        """(default timeout in seconds, max request bytes)."""
+        ...
+
+    def serve(self, call: Call) -> AsyncIterator[Envelope]:
+        """Run `call` and yield its envelopes."""
+        ...
+
+
+def add_predict_routes(app: FastAPI, agent: PredictTarget) -> None:
+    """Mount ``POST /v1/predict/{deployment}`` on `app`."""
+
+    @app.post("/v1/predict/{deployment}")
+    async def predict(deployment: str, request: Request) -> Response:
+        default_timeout_s, max_bytes = agent.request_limits
+        body = _parse_body(await _read_limited(request, max_bytes))
+        accept = request.headers.get("accept", "")
+        call = Call(
+            request_id=request_id(request),
+            deployment=deployment,
+            body=body,
+            header=accept or None,
+            stream=body.get("stream") is True,
+            accept=accept,
+            timeout_ms=int(_timeout_s(request, default_timeout_s) * 1000),
+        )
+        messages = agent.serve(call)
+        first = await anext(messages)  # errors before any output become proper statuses
+        headers = {ROUTE_HEADER: agent.route_name}
+        if call.stream and isinstance(first, Chunk):
+            sse = "text/event-stream" in accept
+            return StreamingResponse(
+                _stream(first, messages, sse, call.request_id),
+                media_type="text/event-stream" if sse else "application/x-ndjson",
+                headers={**headers, "Cache-Control": "no-cache"},
+            )
+        final = first
+        async for message in messages:
+            final = message
+        return _final_response(final, headers, call.request_id)
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the {max_bytes} byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body is over the {max_bytes} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Unprocessable(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _timeout_s(request: Request, default_s: float) -> float:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return default_s
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{TIMEOUT_HEADER} must be a number of seconds, not {raw!r}") from None
+    if not 0 < value <= MAX_TIMEOUT_S or math.isnan(value):
+        raise BadRequest(f"{TIMEOUT_HEADER} must be in (0, {MAX_TIMEOUT_S:g}] seconds")
+    return value
+
+
+def _final_response(message: Envelope, headers: dict[str, str], rid: str) -> Response:
+    match message:
+        case Reply(_, data, content_type) if isinstance(data, bytes):
+            return Response(content=data, media_type=content_type, headers=headers)
+        case Reply(_, data, _):
+            return JSONResponse(data, headers=headers)
+        case Failure() as failure:
+            raise _failure_error(failure)
+        case _:
+            raise PredictorError(f"the replica ended request {rid} without an answer")
+
+
+def _failure_error(failure: Failure) -> MeshnodeError:
+    if failure.retryable:
+        return NotReady(failure.message, retry_after_s=1.0)
+    return PredictorError(failure.message)
+
+
+async def _stream(first: Chunk, rest: AsyncIterator[Envelope], sse: bool, rid: str) -> AsyncIterator[bytes]:
+    yield _frame(first.data, sse)
+    try:
+        async for message in rest:
+            match message:
+                case Chunk(_, _, data):
+                    yield _frame(data, sse)
+                case Failure() as failure:
+                    yield _error_frame(_failure_error(failure), rid, sse)
+                    return
+                case Reply():
+                    if sse:
+                        yield b"event: done\ndata: {}\n\n"
+                    return
+    except MeshnodeError as exc:
+        yield _error_frame(exc, rid, sse)
+
+
+def _frame(data: Any, sse: bool) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data)
+    if not sse:
+        return (text.replace("\n", " ") + "\n").encode()
+    return ("".join(f"data: {line}\n" for line in text.split("\n")) + "\n").encode()
+
+
+def _error_frame(error: MeshnodeError, rid: str, sse: bool) -> bytes:
+    payload = json.dumps({"error": {"type": error.kind, "message": error.message, "request_id": rid}})
+    return f"event: error\ndata: {payload}\n\n".encode() if sse else (payload + "\n").encode()

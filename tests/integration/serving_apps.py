@@ -1,0 +1,99 @@
+"""Predictors for the serving tests: real classes run by real worker processes, each with one job."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+from meshnode.inference.predictor import Predictor
+
+
+class Probe(Predictor):
+    """Echoes, sleeps, raises, crashes or reports its pid, as the request says; streams numbers."""
+
+    max_concurrency = 4
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        match request.get("do"):
+            case "crash":
+                os._exit(7)
+            case "raise":
+                raise ValueError("predictor says no")
+            case "sleep":
+                if "marker" in request:
+                    Path(request["marker"]).touch()  # tells the test the request reached us
+                time.sleep(float(request["s"]))
+                return {"slept": request["s"]}
+            case "pid":
+                return {"pid": os.getpid()}
+        return {"echo": request, "header": header}
+
+    async def async_predict(self, request: dict[str, Any]) -> Any:
+        for i in range(int(request.get("n", 3))):
+            await asyncio.sleep(float(request.get("interval_s", 0.5)))
+            if request.get("fail_at") == i:
+                raise RuntimeError("stream broke")
+            yield {"i": i}
+
+
+class SlowSetup(Predictor):
+    """Takes a while to load, like a real model."""
+
+    def setup(self) -> None:
+        time.sleep(float(os.environ.get("MESHNODE_TEST_SETUP_S", "4")))
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        return {"ready": True}
+
+
+class Batchy(Predictor):
+    """Reports how many requests shared its batch."""
+
+    max_batch_size = 8
+    max_batch_wait_s = 0.05
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        return {"batch": 1}
+
+    def predict_batch(self, requests: list[dict[str, Any]]) -> list[Any]:
+        time.sleep(0.1)  # model time: requests arriving meanwhile form the next batch
+        return [{"batch": len(requests), "i": r.get("i")} for r in requests]
+
+
+class PngMaker(Predictor):
+    """Writes a small PNG (a gradient seeded by the request) and returns its path."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self.out = (data_dir or Path("/tmp")) / "outputs"
+
+    def setup(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        seed = int(request.get("seed", 0))
+        path = self.out / f"{uuid.uuid4().hex}.png"
+        path.write_bytes(_png(8, 8, seed))
+        return path
+
+
+def _png(width: int, height: int, seed: int) -> bytes:
+    rows = b"".join(
+        b"\x00" + bytes((x * 31 + y * 7 + seed) % 256 for x in range(width)) for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

@@ -1,0 +1,217 @@
+"""One node as a model server: real agent, real worker processes, real predictors.
+
+The predictors live in ``serving_apps.py``; the agent loads them by file path, as a user's app.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.integration.agents import AgentProcess, wait_for
+
+APPS = Path(__file__).with_name("serving_apps.py")
+DEPLOYMENTS = {
+    "probe": f"{APPS}:Probe",
+    "slow": f"{APPS}:SlowSetup",
+    "batchy": f"{APPS}:Batchy",
+    "png": f"{APPS}:PngMaker",
+}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    workdir = tmp_path_factory.mktemp("serving")
+    deploy = [arg for name, app in DEPLOYMENTS.items() for arg in ("--deploy", f"{name}={app}")]
+    agent = AgentProcess("server", workdir, mesh_id="serving-test", extra_args=deploy)
+    agent.start()
+    try:
+        agent.wait_ready()
+        for name in ("probe", "batchy", "png"):
+            wait_for(lambda n=name: post(agent, n, {}).status_code == 200, 60, message=f"{name} to be ready")
+        yield agent
+    finally:
+        agent.stop_all()
+
+
+def post(
+    agent: AgentProcess, deployment: str, body: object, timeout: float = 30.0, **kwargs: object
+) -> httpx.Response:
+    return httpx.post(f"{agent.url}/v1/predict/{deployment}", json=body, timeout=timeout, **kwargs)  # type: ignore[arg-type]
+
+
+def worker_pid(agent: AgentProcess) -> int:
+    return int(post(agent, "probe", {"do": "pid"}).json()["pid"])
+
+
+def test_json_round_trip_names_the_route_and_request(node: AgentProcess) -> None:
+    headers = {"X-Request-Id": "req-42", "Accept": "application/json"}
+    response = post(node, "probe", {"x": [1, 2]}, headers=headers)
+    assert response.status_code == 200
+    # The predictor's `header` argument is the client's Accept header (FedML's convention).
+    assert response.json() == {"echo": {"x": [1, 2]}, "header": "application/json"}
+    assert response.headers["X-Mesh-Route"] == "server"
+    assert response.headers["X-Request-Id"] == "req-42"
+
+
+def test_stream_arrives_chunk_by_chunk_as_server_sent_events(node: AgentProcess) -> None:
+    arrivals: list[tuple[float, dict[str, int]]] = []
+    body = {"stream": True, "n": 4, "interval_s": 0.5}
+    headers = {"Accept": "text/event-stream"}
+    with httpx.stream(
+        "POST", f"{node.url}/v1/predict/probe", json=body, headers=headers, timeout=30
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and not event:
+                arrivals.append((time.monotonic(), json.loads(line[5:])))
+    assert [data for _, data in arrivals] == [{"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}]
+    assert event == "done"
+    # The first chunk was delivered long before the last one was produced.
+    assert arrivals[-1][0] - arrivals[0][0] > 1.0
+
+
+def test_stream_without_sse_is_one_line_per_chunk(node: AgentProcess) -> None:
+    with httpx.stream(
+        "POST", f"{node.url}/v1/predict/probe", json={"stream": True, "interval_s": 0.05}
+    ) as response:
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert lines == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_a_stream_that_breaks_ends_with_an_error_event(node: AgentProcess) -> None:
+    body = {"stream": True, "n": 3, "interval_s": 0.05, "fail_at": 1}
+    response = post(node, "probe", body, headers={"Accept": "text/event-stream"})
+    assert 'data: {"i": 0}' in response.text
+    assert "event: error" in response.text
+    assert "stream broke" in response.text
+
+
+def test_accept_image_png_returns_the_file(node: AgentProcess) -> None:
+    response = post(node, "png", {"seed": 3}, headers={"Accept": "image/png"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
+    # Without asking for the file, the same image arrives base64-encoded in JSON.
+    as_json = post(node, "png", {"seed": 3}).json()
+    assert as_json["content_type"] == "image/png"
+    assert base64.b64decode(as_json["base64"]) == response.content
+
+
+@pytest.mark.parametrize(
+    ("deployment", "content", "headers", "status"),
+    [
+        ("nope", b"{}", {}, 404),
+        ("probe", b"{not json", {}, 400),
+        ("probe", b"[1, 2]", {}, 422),
+        ("probe", b"{}", {"X-Request-Timeout": "soon"}, 400),
+        ("probe", b"{}", {"X-Request-Timeout": "-1"}, 400),
+    ],
+)
+def test_bad_requests_get_their_status_and_json_error(
+    node: AgentProcess, deployment: str, content: bytes, headers: dict[str, str], status: int
+) -> None:
+    response = httpx.post(f"{node.url}/v1/predict/{deployment}", content=content, headers=headers, timeout=10)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["request_id"] == response.headers["X-Request-Id"]
+    assert error["message"]
+
+
+def test_too_large_body_gets_413(node: AgentProcess) -> None:
+    huge = b'{"x": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    response = httpx.post(f"{node.url}/v1/predict/probe", content=huge, timeout=30)
+    assert response.status_code == 413
+
+
+def test_predictor_exception_is_500_without_traceback(node: AgentProcess) -> None:
+    response = post(node, "probe", {"do": "raise"})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "predictor"
+    assert "predictor says no" in error["message"]
+    assert "Traceback" not in response.text
+
+
+def test_replica_still_loading_answers_503_with_retry_after(tmp_path: Path) -> None:
+    agent = AgentProcess(
+        "loader", tmp_path, mesh_id="loading-test", extra_args=["--deploy", f"slow={DEPLOYMENTS['slow']}"]
+    )
+    agent.start()
+    try:
+        agent.wait_ready()
+        early = post(agent, "slow", {})
+        assert early.status_code == 503
+        assert int(early.headers["Retry-After"]) >= 1
+        wait_for(lambda: post(agent, "slow", {}).status_code == 200, 60, message="the slow replica to load")
+    finally:
+        agent.stop_all()
+
+
+def test_worker_killed_mid_request_fails_it_retryably_and_comes_back(
+    node: AgentProcess, tmp_path: Path
+) -> None:
+    pid = worker_pid(node)
+    marker = tmp_path / "reached"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(post, node, "probe", {"do": "sleep", "s": 10, "marker": str(marker)})
+        wait_for(marker.exists, 10, message="the request to reach the worker")
+        psutil.Process(pid).kill()
+        response = pending.result(timeout=30)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert httpx.get(f"{node.url}/health", timeout=5).status_code == 200
+    wait_for(
+        lambda: post(node, "probe", {"do": "pid"}).status_code == 200, 60, message="the replica to come back"
+    )
+    assert worker_pid(node) != pid
+
+
+def test_predictor_crash_mid_request_leaves_the_agent_up(node: AgentProcess) -> None:
+    response = post(node, "probe", {"do": "crash"})
+    assert response.status_code == 503
+    assert httpx.get(f"{node.url}/health", timeout=5).status_code == 200
+    wait_for(lambda: post(node, "probe", {"x": 1}).status_code == 200, 60, message="the replica to come back")
+
+
+def test_hung_predictor_gets_504_in_time_and_its_worker_is_replaced(node: AgentProcess) -> None:
+    pid = worker_pid(node)
+    started = time.monotonic()
+    response = post(node, "probe", {"do": "sleep", "s": 120}, headers={"X-Request-Timeout": "1"})
+    assert response.status_code == 504
+    assert time.monotonic() - started < 5
+    # Still busy past the deadline plus the grace period: the supervisor replaces the worker.
+    wait_for(lambda: _answers_with_new_pid(node, pid), 60, message="the hung worker to be replaced")
+
+
+def test_concurrent_requests_to_a_batchable_app_form_batches(node: AgentProcess) -> None:
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda i: post(node, "batchy", {"i": i}), range(16)))
+    assert all(r.status_code == 200 for r in responses)
+    assert sorted(r.json()["i"] for r in responses) == list(range(16))
+    assert max(r.json()["batch"] for r in responses) > 1
+
+
+def test_ready_deployments_are_gossiped_as_models(node: AgentProcess) -> None:
+    wait_for(
+        lambda: {"probe", "batchy", "png"} <= set(node.members()[node.node_id]["models"]),
+        30,
+        message="models in gossip",
+    )
+
+
+def _answers_with_new_pid(node: AgentProcess, old_pid: int) -> bool:
+    response = post(node, "probe", {"do": "pid"})
+    return response.status_code == 200 and response.json()["pid"] != old_pid

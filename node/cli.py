@@ -23,13 +23,13 @@ import httpx
 
 from . import __version__
 from .cli_params import Deployment, HostPort, IPAddress, agent_default, check_name, join_host_port
-from .config import DEFAULT_HTTP_PORT, AgentConfig
+from .cli_predict import error_message, predict
+from .config import DEFAULT_NODE_URL, AgentConfig
 from .errors import MeshnodeError
 from .mesh.config import PROFILES
 
 __all__ = ["format_peers_table", "main"]
 
-DEFAULT_NODE_URL = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}"
 # A node answers /v1/mesh from memory; 5 s only ever expires for a hung or unreachable node.
 PEERS_TIMEOUT_S = 5.0
 # Long enough for mDNS announcements of every node on a quiet LAN to arrive.
@@ -172,6 +172,9 @@ def join(
     ctx.exit(code)
 
 
+main.add_command(predict)
+
+
 def _usage_exit(ctx: click.Context, message: str) -> None:
     click.echo(f"Error: {message}", err=True)
     ctx.exit(2)
@@ -234,7 +237,7 @@ def fetch_mesh(node_url: str, timeout_s: float = PEERS_TIMEOUT_S) -> dict[str, A
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach a meshnode at {base}: {exc or type(exc).__name__}") from exc
     if response.status_code != 200:
-        raise click.ClickException(f"{url} answered {response.status_code}: {_error_message(response)}")
+        raise click.ClickException(f"{url} answered {response.status_code}: {error_message(response)}")
     try:
         view = response.json()
     except ValueError as exc:
@@ -242,13 +245,6 @@ def fetch_mesh(node_url: str, timeout_s: float = PEERS_TIMEOUT_S) -> dict[str, A
     if not isinstance(view, dict) or not isinstance(view.get("members"), list):
         raise click.ClickException(f"{url} answered an unexpected body; is it a meshnode?")
     return view
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:200] or response.reason_phrase
 
 
 # -- the peers table, shared by `peers` and `demo` --------------------------------------------

@@ -15,6 +15,8 @@ from .mesh.config import PROFILES, MembershipConfig
 
 DEFAULT_HTTP_PORT = 8470
 DEFAULT_MESH_PORT = 8471
+# Where client commands (`peers`, `predict`) look for a node unless told otherwise.
+DEFAULT_NODE_URL = f"http://127.0.0.1:{DEFAULT_HTTP_PORT}"
 
 
 def default_data_dir() -> Path:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +217,24 @@ def test_ready_deployments_are_gossiped_as_models(node: AgentProcess) -> None:
 def _answers_with_new_pid(node: AgentProcess, old_pid: int) -> bool:
     response = post(node, "probe", {"do": "pid"})
     return response.status_code == 200 and response.json()["pid"] != old_pid
+
+
+def test_meshnode_predict_prints_json_streams_and_writes_files(node: AgentProcess, tmp_path: Path) -> None:
+    meshnode = [sys.executable, "-m", "meshnode", "predict", "--node", node.url]
+    answer = subprocess.run([*meshnode, "probe", '{"q": 1}'], capture_output=True, text=True, timeout=60)
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout)["echo"] == {"q": 1}
+    assert "served by server" in answer.stderr
+    streamed = subprocess.run(
+        [*meshnode, "probe", '{"interval_s": 0.05}', "--stream"], capture_output=True, text=True, timeout=60
+    )
+    assert [json.loads(line) for line in streamed.stdout.splitlines()] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    image = tmp_path / "out.png"
+    written = subprocess.run(
+        [*meshnode, "png", "--output", str(image)], capture_output=True, text=True, timeout=60
+    )
+    assert written.returncode == 0, written.stderr
+    assert image.read_bytes().startswith(b"\x89PNG")
+    missing = subprocess.run([*meshnode, "nope"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert "404" in missing.stderr and "Traceback" not in missing.stderr

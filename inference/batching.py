@@ -3,8 +3,8 @@
 The first request of a batch waits at most ``max_wait_s`` for company; the batch runs as soon as it
 holds ``max_size`` requests or the wait is over, whichever comes first. One batch runs at a time, and
 requests that arrive meanwhile form the next batch, so under load batches fill up by themselves and
-the wait only costs anything when the replica is nearly idle. A batch that raises fails every
-request in it with that error.
+the wait only costs anything when the replica is nearly idle. `run_batch` returns one result per
+item, where an exception instance fails just that item; if it raises, the whole batch fails.
 """
 
 from __future__ import annotations
@@ -69,5 +69,9 @@ class Batcher:
                         future.set_exception(exc)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)  # one bad request fails alone, not its batch
+                else:
                     future.set_result(result)

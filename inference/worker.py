@@ -153,9 +153,24 @@ class Worker:
 
     async def _run_batch(self, bodies: list[dict[str, Any]]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        results: list[Any] = await loop.run_in_executor(self._pool, self.app.predict_batch, bodies)
+        try:
+            results: list[Any] = await loop.run_in_executor(self._pool, self.app.predict_batch, bodies)
+        except Exception:
+            if len(bodies) == 1:
+                raise
+            # One bad request must not fail its neighbours: answer each on its own.
+            return await loop.run_in_executor(self._pool, self._predict_each, bodies)
         if len(results) != len(bodies):
             raise RuntimeError(f"predict_batch returned {len(results)} results for {len(bodies)} requests")
+        return results
+
+    def _predict_each(self, bodies: list[dict[str, Any]]) -> list[Any]:
+        results: list[Any] = []
+        for body in bodies:
+            try:
+                results.append(self.app.predict_batch([body])[0])
+            except Exception as exc:
+                results.append(exc)
         return results
 
     async def _maybe_send_hints(self) -> None:

@@ -19,4 +19,4 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
 # strict editable mode lays the package out as files, so mypy and tools see `meshnode` as installed.
-.venv/bin/pip install -q -e ".[test]" --config-settings editable_mode=strict
+.venv/bin/pip install -q -e ".[test,torch]" --config-settings editable_mode=strict

@@ -62,6 +62,8 @@ class Batchy(Predictor):
         return {"batch": 1}
 
     def predict_batch(self, requests: list[dict[str, Any]]) -> list[Any]:
+        if any(r.get("bad") for r in requests):
+            raise ValueError("a bad request in the batch")
         time.sleep(0.1)  # model time: requests arriving meanwhile form the next batch
         return [{"batch": len(requests), "i": r.get("i")} for r in requests]
 

@@ -206,6 +206,13 @@ def test_concurrent_requests_to_a_batchable_app_form_batches(node: AgentProcess)
     assert max(r.json()["batch"] for r in responses) > 1
 
 
+def test_one_bad_request_does_not_fail_its_batch(node: AgentProcess) -> None:
+    bodies = [{"i": i, "bad": i == 3} for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda body: post(node, "batchy", body), bodies))
+    assert [r.status_code for r in responses] == [500 if i == 3 else 200 for i in range(8)]
+
+
 def test_ready_deployments_are_gossiped_as_models(node: AgentProcess) -> None:
     wait_for(
         lambda: {"probe", "batchy", "png"} <= set(node.members()[node.node_id]["models"]),

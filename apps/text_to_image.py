@@ -1,0 +1,168 @@
+"""Text to image with diffusers: a predictor that answers with a PNG file.
+
+Shows: loading a diffusers pipeline once in ``setup`` on the best device (CUDA or MPS in float16, else
+CPU in float32), validating a request, and returning the path of a file, which the node sends as is for
+``Accept: image/png`` and as base64 JSON otherwise. The same prompt and seed give the same bytes.
+
+The model: ``model=`` or the environment variable ``MESHNODE_T2I_MODEL`` names a pipeline folder
+(``save_pretrained`` output, loaded offline) or, when it is not a path, a hub id, which is downloaded.
+With neither, the first ``setup`` builds the tiny random-weight Stable Diffusion pipeline (8 MB, its
+pictures are coloured noise) in ``<data_dir>/models/tiny-sd``, so the whole path runs offline.
+
+Run:
+
+    meshnode join --deploy t2i=apps/text_to_image.py:TextToImage
+    curl -s localhost:8470/v1/predict/t2i -H 'Content-Type: application/json' -H 'Accept: image/png' \\
+        -d '{"prompt": "a red fox in the snow", "seed": 7, "steps": 4}' -o fox.png
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from meshnode.inference.predictor import Predictor, Request
+from meshnode.inference.tiny_diffusion import build_tiny_pipeline, load_pipeline
+
+__all__ = ["MODEL_ENV", "TextToImage"]
+
+MODEL_ENV = "MESHNODE_T2I_MODEL"
+TINY_MODEL_NAME = "tiny-sd"
+MAX_PROMPT_CHARS = 1000
+MAX_STEPS = 50
+MIN_SIDE, MAX_SIDE = 32, 1024
+MAX_SEED = 2**63 - 1
+
+
+class TextToImage(Predictor):
+    """Stable Diffusion (or any diffusers text-to-image pipeline) from a local folder; returns PNG paths."""
+
+    # One image at a time: a pipeline's scheduler keeps per-call state, so calls must not overlap.
+    max_concurrency = 1
+
+    def __init__(self, model: str | Path | None = None, data_dir: Path | None = None) -> None:
+        self._model = str(model) if model is not None else os.environ.get(MODEL_ENV) or None
+        self._data_dir = data_dir
+        self._pipeline: Any = None
+        self.model_name = TINY_MODEL_NAME if self._model is None else _display_name(self._model)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where models and outputs live; a fresh temporary folder unless one was given."""
+        if self._data_dir is None:
+            self._data_dir = Path(tempfile.mkdtemp(prefix="meshnode-t2i-"))
+        return self._data_dir
+
+    def setup(self) -> None:
+        """Load the configured pipeline, building the tiny one first when none is configured."""
+        if self._model is None:
+            self._pipeline = load_pipeline(_ensure_tiny_pipeline(self.data_dir / "models" / TINY_MODEL_NAME))
+        elif Path(self._model).expanduser().is_dir():
+            self._pipeline = load_pipeline(Path(self._model).expanduser())
+        elif _looks_like_path(self._model):
+            raise FileNotFoundError(f"no pipeline folder at {self._model}")
+        else:
+            # Only an explicitly configured hub id may reach the network.
+            self._pipeline = load_pipeline(self._model, local_files_only=False)
+        (self.data_dir / "outputs").mkdir(parents=True, exist_ok=True)
+
+    def warmup(self) -> None:
+        """One small one-step image, so the first request does not pay for lazy initialisation."""
+        # 64, not the 32 minimum: real pipelines shrink the image 64 times on the way down the UNet.
+        self._generate(prompt="warmup", seed=0, steps=1, height=64, width=64)
+
+    def predict(self, request: Request, header: str | None = None) -> Path:
+        """Generate one image and return the path of its PNG under ``<data_dir>/outputs``."""
+        options = parse_request(request)
+        image = self._generate(**options)
+        path = self.data_dir / "outputs" / f"{uuid.uuid4().hex}.png"
+        image.save(path, format="PNG")
+        return path
+
+    def provide_hints(self) -> list[str]:
+        """The model this replica has loaded."""
+        return [self.model_name]
+
+    def _generate(self, *, prompt: str, seed: int, steps: int, height: int, width: int) -> Any:
+        import torch
+
+        if self._pipeline is None:
+            raise RuntimeError("TextToImage.setup() has not run")
+        # A CPU generator draws the same starting noise on every device, so a seed means one picture.
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        output = self._pipeline(
+            prompt,
+            num_inference_steps=steps,
+            height=height,
+            width=width,
+            generator=generator,
+            output_type="pil",
+        )
+        return output.images[0]
+
+
+def parse_request(request: Request) -> dict[str, Any]:
+    """Check a request and fill in defaults; raises ValueError naming the bad field."""
+    if not isinstance(request, dict):
+        raise ValueError(f"request must be a JSON object, not {type(request).__name__}")
+    prompt = request.get("prompt")
+    if not isinstance(prompt, str):
+        raise ValueError('"prompt" is required and must be a string')
+    if not prompt.strip():
+        raise ValueError('"prompt" must not be empty')
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f'"prompt" is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}')
+    height = _integer(request, "height", default=64, low=MIN_SIDE, high=MAX_SIDE)
+    width = _integer(request, "width", default=64, low=MIN_SIDE, high=MAX_SIDE)
+    for name, side in (("height", height), ("width", width)):
+        # The VAE and UNet halve the image several times; sides must divide evenly.
+        if side % 8:
+            raise ValueError(f'"{name}" must be a multiple of 8, not {side}')
+    return {
+        "prompt": prompt,
+        "seed": _integer(request, "seed", default=0, low=0, high=MAX_SEED),
+        "steps": _integer(request, "steps", default=4, low=1, high=MAX_STEPS),
+        "height": height,
+        "width": width,
+    }
+
+
+def _integer(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    value = request.get(name, default)
+    # bool is an int subclass; "seed": true is a client bug, not seed 1.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f'"{name}" must be an integer, not {type(value).__name__}')
+    if not low <= value <= high:
+        raise ValueError(f'"{name}" must be between {low} and {high}, not {value}')
+    return value
+
+
+def _ensure_tiny_pipeline(folder: Path) -> Path:
+    if (folder / "model_index.json").exists():
+        return folder
+    # Build beside the target and rename: two replicas sharing a data dir must never load a half-written
+    # folder. The loser of a race deletes its copy and uses the winner's.
+    scratch = folder.with_name(f".{folder.name}-{uuid.uuid4().hex}")
+    build_tiny_pipeline(scratch)
+    try:
+        scratch.rename(folder)
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if not (folder / "model_index.json").exists():
+            raise
+    return folder
+
+
+def _looks_like_path(model: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else with separators is meant as a folder.
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
+
+
+def _display_name(model: str) -> str:
+    # A folder is named by its last part, a hub id ("org/name") as written.
+    path = Path(model).expanduser()
+    return path.name if path.is_dir() else model

@@ -22,6 +22,7 @@ import click
 import httpx
 
 from . import __version__
+from .cli_models import models
 from .cli_params import Deployment, HostPort, IPAddress, agent_default, check_name, join_host_port
 from .cli_predict import error_message, predict
 from .config import DEFAULT_NODE_URL, AgentConfig
@@ -173,6 +174,7 @@ def join(
 
 
 main.add_command(predict)
+main.add_command(models)
 
 
 def _usage_exit(ctx: click.Context, message: str) -> None:

@@ -6,6 +6,8 @@ Each model loads once per module (2 cores: loading dominates). Skipped where the
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +261,16 @@ def test_any_model_rejects_bad_requests(request_body: dict[str, Any], message: s
 
     with pytest.raises(ValueError, match=message):
         parse_request(request_body)
+
+
+def test_meshnode_models_make_tiny_builds_a_loadable_pipeline(tmp_path: Path) -> None:
+    target = tmp_path / "tiny"
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode", "models", "make-tiny", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "built the tiny pipeline" in result.stdout
+    assert (target / "model_index.json").is_file()

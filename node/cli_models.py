@@ -27,6 +27,5 @@ def make_tiny(directory: Path, seed: int) -> None:
         raise click.ClickException(f"cannot build the pipeline in {directory}: {exc}") from exc
     size = sum(file.stat().st_size for file in Path(path).rglob("*") if file.is_file())
     click.echo(f"built the tiny pipeline in {path} ({size / 1e6:.1f} MB)")
-    click.echo(
-        f"serve it: MESHNODE_T2I_MODEL={path} meshnode join --deploy t2i=meshnode.apps.text_to_image:TextToImage"
-    )
+    app = "meshnode.apps.text_to_image:TextToImage"
+    click.echo(f"serve it: MESHNODE_T2I_MODEL={path} meshnode join --deploy t2i={app}")

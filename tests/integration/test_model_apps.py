@@ -6,9 +6,9 @@ Each model loads once per module (2 cores: loading dominates). Skipped where the
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

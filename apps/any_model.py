@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from meshnode.inference.model_cache import ModelCache
-from meshnode.inference.predictor import Predictor, Request
+from meshnode.inference.predictor import InvalidRequest, Predictor, Request
 from meshnode.inference.runtime_torch import torch_device_and_dtype
 
 __all__ = ["AnyModel"]
@@ -99,15 +99,15 @@ def _parameter_bytes(model: Any) -> int:
 def parse_request(request: Request) -> tuple[str, list[float]]:
     """The model name and input numbers; raises ValueError naming what is wrong."""
     if not isinstance(request, dict):
-        raise ValueError(f"request must be a JSON object, not {type(request).__name__}")
+        raise InvalidRequest(f"request must be a JSON object, not {type(request).__name__}")
     name = request.get("model")
     if not isinstance(name, str) or not MODEL_NAME_PATTERN.fullmatch(name):
-        raise ValueError('"model" must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -')
+        raise InvalidRequest('"model" must be a name of 1 to 64 characters from A-Z a-z 0-9 . _ -')
     values = request.get("input")
     if not isinstance(values, list) or len(values) != INPUT_SIZE:
-        raise ValueError(f'"input" must be a list of {INPUT_SIZE} numbers')
+        raise InvalidRequest(f'"input" must be a list of {INPUT_SIZE} numbers')
     for index, value in enumerate(values):
         # bool is an int subclass, and NaN or infinity would come back as invalid JSON.
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ValueError(f'"input"[{index}] must be a finite number, not {value!r}')
+            raise InvalidRequest(f'"input"[{index}] must be a finite number, not {value!r}')
     return name, [float(value) for value in values]

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from meshnode.inference.predictor import Predictor, Request
+from meshnode.inference.predictor import InvalidRequest, Predictor, Request
 from meshnode.inference.runtime_torch import torch_device_and_dtype
 
 __all__ = ["Embeddings"]
@@ -94,22 +94,24 @@ class Embeddings(Predictor):
 def parse_request(request: Request) -> list[str]:
     """The request's texts as a list; raises ValueError naming what is wrong."""
     if not isinstance(request, dict):
-        raise ValueError(f"request must be a JSON object, not {type(request).__name__}")
+        raise InvalidRequest(f"request must be a JSON object, not {type(request).__name__}")
     if "input" not in request:
-        raise ValueError('"input" is required: a string or a list of strings')
+        raise InvalidRequest('"input" is required: a string or a list of strings')
     value = request["input"]
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list):
-        raise ValueError(f'"input" must be a string or a list of strings, not {type(value).__name__}')
+        raise InvalidRequest(f'"input" must be a string or a list of strings, not {type(value).__name__}')
     if not texts:
-        raise ValueError('"input" must not be an empty list')
+        raise InvalidRequest('"input" must not be an empty list')
     if len(texts) > MAX_INPUTS:
-        raise ValueError(f'"input" has {len(texts)} items; the limit is {MAX_INPUTS}')
+        raise InvalidRequest(f'"input" has {len(texts)} items; the limit is {MAX_INPUTS}')
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise ValueError(f'"input"[{index}] must be a string, not {type(text).__name__}')
+            raise InvalidRequest(f'"input"[{index}] must be a string, not {type(text).__name__}')
         if not text:
-            raise ValueError(f'"input"[{index}] is empty')
+            raise InvalidRequest(f'"input"[{index}] is empty')
         if len(text) > MAX_INPUT_CHARS:
-            raise ValueError(f'"input"[{index}] is {len(text)} characters; the limit is {MAX_INPUT_CHARS}')
+            raise InvalidRequest(
+                f'"input"[{index}] is {len(text)} characters; the limit is {MAX_INPUT_CHARS}'
+            )
     return texts

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from meshnode.inference.predictor import Predictor, Request
+from meshnode.inference.predictor import InvalidRequest, Predictor, Request
 from meshnode.inference.tiny_diffusion import build_tiny_pipeline, load_pipeline
 
 __all__ = ["MODEL_ENV", "TextToImage"]
@@ -108,20 +108,20 @@ class TextToImage(Predictor):
 def parse_request(request: Request) -> dict[str, Any]:
     """Check a request and fill in defaults; raises ValueError naming the bad field."""
     if not isinstance(request, dict):
-        raise ValueError(f"request must be a JSON object, not {type(request).__name__}")
+        raise InvalidRequest(f"request must be a JSON object, not {type(request).__name__}")
     prompt = request.get("prompt")
     if not isinstance(prompt, str):
-        raise ValueError('"prompt" is required and must be a string')
+        raise InvalidRequest('"prompt" is required and must be a string')
     if not prompt.strip():
-        raise ValueError('"prompt" must not be empty')
+        raise InvalidRequest('"prompt" must not be empty')
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise ValueError(f'"prompt" is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}')
+        raise InvalidRequest(f'"prompt" is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}')
     height = _integer(request, "height", default=64, low=MIN_SIDE, high=MAX_SIDE)
     width = _integer(request, "width", default=64, low=MIN_SIDE, high=MAX_SIDE)
     for name, side in (("height", height), ("width", width)):
         # The VAE and UNet halve the image several times; sides must divide evenly.
         if side % 8:
-            raise ValueError(f'"{name}" must be a multiple of 8, not {side}')
+            raise InvalidRequest(f'"{name}" must be a multiple of 8, not {side}')
     return {
         "prompt": prompt,
         "seed": _integer(request, "seed", default=0, low=0, high=MAX_SEED),
@@ -135,9 +135,9 @@ def _integer(request: Request, name: str, *, default: int, low: int, high: int) 
     value = request.get(name, default)
     # bool is an int subclass; "seed": true is a client bug, not seed 1.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f'"{name}" must be an integer, not {type(value).__name__}')
+        raise InvalidRequest(f'"{name}" must be an integer, not {type(value).__name__}')
     if not low <= value <= high:
-        raise ValueError(f'"{name}" must be between {low} and {high}, not {value}')
+        raise InvalidRequest(f'"{name}" must be between {low} and {high}, not {value}')
     return value
 
 

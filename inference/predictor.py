@@ -24,6 +24,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 Request = dict[str, Any]
 
 
+class InvalidRequest(ValueError):
+    """Raise from predict for a request the app cannot accept: the client gets 422, not 500."""
+
+
 class Predictor:
     """Base class for meshnode apps. Override ``predict``; the rest is optional."""
 
@@ -67,4 +71,4 @@ class BatchPredictor(Protocol):
         ...
 
 
-__all__ = ["BatchPredictor", "Predictor", "Request", "StreamingPredictor"]
+__all__ = ["BatchPredictor", "InvalidRequest", "Predictor", "Request", "StreamingPredictor"]

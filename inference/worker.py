@@ -45,6 +45,7 @@ from ..mesh.envelope import (
     encode_envelope,
 )
 from .batching import Batcher
+from .predictor import InvalidRequest
 
 log = logging.getLogger("meshnode.worker")
 
@@ -133,6 +134,8 @@ class Worker:
                 await self._send(_reply(call, result))
         except asyncio.CancelledError:
             return  # the agent gave up on this request; nobody is listening
+        except InvalidRequest as exc:
+            await self._send(Failure(call.request_id, "invalid_request", str(exc)[:1000], False))
         except Exception as exc:
             log.error("predictor failed on %s:\n%s", call.request_id, traceback.format_exc())
             await self._send(Failure(call.request_id, "predictor", _safe_message(exc), False))
@@ -269,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s worker[{args.replica}]: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     try:
         return asyncio.run(_run(args.app, args.replica, args.endpoint, args.data_dir))
     except KeyboardInterrupt:

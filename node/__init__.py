@@ -18,6 +18,8 @@ _LAZY: dict[str, str] = {
     "MeshnodeError": "meshnode.errors",
     "MembershipConfig": "meshnode.mesh.config",
     "NodeMeta": "meshnode.mesh.metadata",
+    "Predictor": "meshnode.inference.predictor",
+    "InvalidRequest": "meshnode.inference.predictor",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

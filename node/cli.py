@@ -340,15 +340,29 @@ def _models_summary(models: object, shown: int = 3) -> str:
     show_default=True,
     help="Once formed, SIGKILL one agent, show the others detect it, restart it and show it rejoin.",
 )
-def demo(nodes: int, duration: float | None, base_port: int, failover: bool) -> None:
+@click.option(
+    "--apps/--no-apps", default=True, show_default=True, help="Deploy the demo apps and send samples."
+)
+@click.option(
+    "--image",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("meshnode-demo.png"),
+    show_default=True,
+    help="Where to save the text-to-image sample.",
+)
+def demo(nodes: int, duration: float | None, base_port: int, failover: bool, apps: bool, image: Path) -> None:
     """Run a local mesh of agents on this machine and show it forming."""
+    from . import demo_apps
     from .demo import DemoError, DemoMesh, sigterm_as_interrupt
 
     try:
-        with sigterm_as_interrupt(), DemoMesh(nodes, base_port, log=click.echo) as mesh:
+        deploy = demo_apps.plan(nodes) if apps else {}
+        with sigterm_as_interrupt(), DemoMesh(nodes, base_port, log=click.echo, deploy=deploy) as mesh:
             took_s = mesh.wait_formed(DEMO_FORM_TIMEOUT_S)
             click.echo(format_peers_table(mesh.view()))
             click.echo(f"mesh of {nodes} formed in {took_s:.1f} s")
+            if apps:
+                demo_apps.run_samples([node.url for node in mesh.nodes], image.resolve(), click.echo)
             if failover and nodes >= 2:
                 victim = mesh.nodes[-1].name
                 click.echo(f"\nkill -9 {victim}: the others must notice on their own (SWIM, no leader)...")
@@ -372,6 +386,6 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool) -> 
                 time.sleep(max(0.0, deadline - time.monotonic()))
     except KeyboardInterrupt:
         pass  # Ctrl-C (or SIGTERM) is how a demo without --duration ends
-    except DemoError as exc:
+    except (DemoError, demo_apps.DemoAppError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("demo stopped")

@@ -108,10 +108,18 @@ def _is_free(host: str, port: int) -> bool:
 class DemoMesh:
     """N local agents in a temporary directory; a context manager that always cleans up."""
 
-    def __init__(self, nodes: int, base_port: int, *, log: Callable[[str], Any] = lambda _: None) -> None:
+    def __init__(
+        self,
+        nodes: int,
+        base_port: int,
+        *,
+        log: Callable[[str], Any] = lambda _: None,
+        deploy: dict[int, list[str]] | None = None,
+    ) -> None:
         """Plan ``nodes`` agents on free ports from ``base_port``; nothing starts until ``start``."""
         if nodes < 1:
             raise ValueError("a demo needs at least one node")
+        self._deploy = deploy or {}
         self._count = nodes
         self._base_port = base_port
         self._log = log
@@ -192,6 +200,9 @@ class DemoMesh:
         command = [sys.executable, "-m", "meshnode", "join", "--profile", "local", "--no-mdns"]
         command += ["--http", http, "--mesh", mesh, "--data-dir", str(data_dir), "--name", name]
         command += ["--seed", seed] if seed else []
+        index = int(name.rsplit("-", 1)[1])
+        for spec in self._deploy.get(index, []):
+            command += ["--deploy", spec]
         log_file = log_path.open("ab" if append_log else "wb")
         self._log_files.append(log_file)
         process = subprocess.Popen(

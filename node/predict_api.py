@@ -135,6 +135,8 @@ def _final_response(message: Envelope, headers: dict[str, str], rid: str) -> Res
 def _failure_error(failure: Failure) -> MeshnodeError:
     if failure.retryable:
         return NotReady(failure.message, retry_after_s=1.0)
+    if failure.kind == "invalid_request":
+        return Unprocessable(failure.message)
     return PredictorError(failure.message)
 
 

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from meshnode.inference.predictor import Predictor
+from meshnode.inference.predictor import InvalidRequest, Predictor
 
 
 class Probe(Predictor):
@@ -25,6 +25,8 @@ class Probe(Predictor):
                 os._exit(7)
             case "raise":
                 raise ValueError("predictor says no")
+            case "invalid":
+                raise InvalidRequest('"x" must be a number')
             case "sleep":
                 if "marker" in request:
                     Path(request["marker"]).touch()  # tells the test the request reached us

@@ -132,6 +132,12 @@ def test_bad_requests_get_their_status_and_json_error(
     assert error["message"]
 
 
+def test_invalid_request_from_the_app_is_422(node: AgentProcess) -> None:
+    response = post(node, "probe", {"do": "invalid"})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == '"x" must be a number'
+
+
 def test_too_large_body_gets_413(node: AgentProcess) -> None:
     huge = b'{"x": "' + b"a" * (17 * 1024 * 1024) + b'"}'
     response = httpx.post(f"{node.url}/v1/predict/probe", content=huge, timeout=30)

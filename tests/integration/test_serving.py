@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -251,3 +252,43 @@ def test_meshnode_predict_prints_json_streams_and_writes_files(node: AgentProces
     missing = subprocess.run([*meshnode, "nope"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1
     assert "404" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_sigterm_drains_in_flight_requests_before_exiting(tmp_path: Path) -> None:
+    agent = AgentProcess(
+        "drainer", tmp_path, mesh_id="drain-test", extra_args=["--deploy", f"probe={DEPLOYMENTS['probe']}"]
+    )
+    agent.start()
+    try:
+        agent.wait_ready()
+        wait_for(lambda: post(agent, "probe", {}).status_code == 200, 60, message="the replica to load")
+        marker = tmp_path / "reached"
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(post, agent, "probe", {"do": "sleep", "s": 2, "marker": str(marker)})
+            wait_for(marker.exists, 10, message="the request to reach the worker")
+            agent.send_signal(signal.SIGTERM)
+            response = pending.result(timeout=30)
+        assert response.status_code == 200
+        assert response.json() == {"slept": 2}
+        assert agent.wait_exit() == 0
+    finally:
+        agent.stop_all()
+
+
+def test_loaded_models_of_a_multi_model_app_are_gossiped_as_hints(tmp_path: Path) -> None:
+    app = "any=meshnode.apps.any_model:AnyModel"
+    agent = AgentProcess("multi", tmp_path, mesh_id="hints-test", extra_args=["--deploy", app])
+    agent.start()
+    try:
+        agent.wait_ready()
+        body = {"model": "alpha", "input": [1, 2, 3, 4, 5, 6, 7, 8]}
+        wait_for(lambda: post(agent, "any", body).status_code == 200, 120, message="the app to load")
+        post(agent, "any", {**body, "model": "beta"})
+
+        def gossiped() -> bool:
+            me = agent.members()[agent.node_id]
+            return {"alpha", "beta"} <= set(me["hints"]) and "any" in me["models"]
+
+        wait_for(gossiped, 30, message=lambda: f"hints in gossip: {agent.members()[agent.node_id]}")
+    finally:
+        agent.stop_all()

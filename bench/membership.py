@@ -111,14 +111,22 @@ def start_mesh(n: int, root: Path) -> list[Agent]:
     root.mkdir(parents=True, exist_ok=True)
     agents: list[Agent] = []
     seed = None
-    for i in range(n):
-        agent = Agent(f"b{i}", free_port(), free_port(), root / f"b{i}", root / f"b{i}.log", seed)
-        agent.start()
-        if seed is None:
-            wait(lambda a=agent: view(a) != {}, 30, "the seed agent")
-            seed = f"127.0.0.1:{agent.mesh}"
-        agents.append(agent)
-    wait(lambda: all(list(view(a).values()).count("alive") == n for a in agents), 60, f"{n} agents to join")
+    try:
+        for i in range(n):
+            agent = Agent(f"b{i}", free_port(), free_port(), root / f"b{i}", root / f"b{i}.log", seed)
+            agents.append(agent)
+            agent.start()
+            if seed is None:
+                wait(lambda a=agent: view(a) != {}, 30, "the seed agent")
+                seed = f"127.0.0.1:{agent.mesh}"
+        wait(
+            lambda: all(list(view(a).values()).count("alive") == n for a in agents),
+            180,
+            f"{n} agents to join",
+        )
+    except BaseException:
+        stop_mesh(agents)  # never leave agents behind when the mesh fails to form
+        raise
     for agent in agents:
         agent.node_id = httpx.get(agent.url("/v1/mesh"), timeout=2.0).json()["self"][:8]
     return agents

@@ -37,6 +37,9 @@ class Predictor:
     max_batch_wait_s: ClassVar[float] = 0.01
     # Requests this replica runs at once (threads for predict, tasks for async_predict).
     max_concurrency: ClassVar[int] = 1
+    # Requests that may wait for a free slot; beyond it clients get 429 at once. None: the node's
+    # default (`replica_queue_size`). Small for slow models, so clients fail fast and go elsewhere.
+    max_queue: ClassVar[int | None] = None
 
     def setup(self) -> None:
         """Load weights and anything slow; runs once in the worker before the replica is ready."""

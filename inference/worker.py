@@ -114,6 +114,7 @@ class Worker:
             "hints": list(hints),
             "models": list(models),
             "max_concurrency": self.concurrency,
+            "max_queue": getattr(self.app, "max_queue", None),
             "max_batch_size": int(getattr(self.app, "max_batch_size", 1)),
             "streaming": _is_async_generator(getattr(self.app, "async_predict", None)),
         }

@@ -127,7 +127,9 @@ class Replica:
         """Requests admitted at once: what the worker runs concurrently plus a bounded queue."""
         info = self._worker.info if self._worker else {}
         running = int(info.get("max_concurrency", 1)) * int(info.get("max_batch_size", 1))
-        return running + self.settings.queue_size
+        app_queue = info.get("max_queue")
+        queue = self.settings.queue_size if not isinstance(app_queue, int) else max(0, app_queue)
+        return running + queue
 
     @property
     def in_flight(self) -> int:

@@ -44,6 +44,17 @@ class Probe(Predictor):
             yield {"i": i}
 
 
+class Narrow(Predictor):
+    """One request at a time and a queue of two: the fourth concurrent request is refused."""
+
+    max_concurrency = 1
+    max_queue = 2
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        time.sleep(float(request.get("s", 1.0)))
+        return {"done": True}
+
+
 class SlowSetup(Predictor):
     """Takes a while to load, like a real model."""
 

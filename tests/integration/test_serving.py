@@ -27,6 +27,7 @@ DEPLOYMENTS = {
     "slow": f"{APPS}:SlowSetup",
     "batchy": f"{APPS}:Batchy",
     "png": f"{APPS}:PngMaker",
+    "narrow": f"{APPS}:Narrow",
 }
 
 
@@ -38,7 +39,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     agent.start()
     try:
         agent.wait_ready()
-        for name in ("probe", "batchy", "png"):
+        for name in ("probe", "batchy", "png", "narrow"):
             wait_for(lambda n=name: post(agent, n, {}).status_code == 200, 60, message=f"{name} to be ready")
         yield agent
     finally:
@@ -211,6 +212,17 @@ def test_concurrent_requests_to_a_batchable_app_form_batches(node: AgentProcess)
     assert all(r.status_code == 200 for r in responses)
     assert sorted(r.json()["i"] for r in responses) == list(range(16))
     assert max(r.json()["batch"] for r in responses) > 1
+
+
+def test_a_full_replica_refuses_at_once_with_429_and_retry_after(node: AgentProcess) -> None:
+    # Capacity: one running plus a queue of two. Six at once: three served, three refused fast.
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: post(node, "narrow", {"s": 1.5}), range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    refused = [r for r in responses if r.status_code == 429]
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    assert all(r.elapsed.total_seconds() < 1.0 for r in refused)
 
 
 def test_one_bad_request_does_not_fail_its_batch(node: AgentProcess) -> None:

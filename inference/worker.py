@@ -64,7 +64,9 @@ class Worker:
         self.endpoint = endpoint
         self.concurrency = max(1, int(getattr(app, "max_concurrency", 1)))
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="predict")
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
+        self._streams: dict[str, asyncio.Task[None]] = {}  # cancellable by request id
+        self._streaming = _is_async_generator(getattr(app, "async_predict", None))
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._hints: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
@@ -91,7 +93,10 @@ class Worker:
                 case Call():
                     self._start(message)
                 case Cancel(rid):
-                    running = self._tasks.get(rid)
+                    # Only streams stop: a thread running predict cannot be interrupted, so it
+                    # finishes and its answer (which the agent discards) tells the agent the
+                    # worker is free again; a predict that never finishes gets the worker killed.
+                    running = self._streams.get(rid)
                     if running is not None:
                         running.cancel()
                 case _:
@@ -99,12 +104,11 @@ class Worker:
 
     def _start(self, call: Call) -> None:
         task = asyncio.create_task(self._answer(call))
-        self._tasks[call.request_id] = task
-
-        def forget(_: asyncio.Task[None]) -> None:
-            self._tasks.pop(call.request_id, None)
-
-        task.add_done_callback(forget)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if call.stream and self._streaming:
+            self._streams[call.request_id] = task
+            task.add_done_callback(lambda _: self._streams.pop(call.request_id, None))
 
     def _info(self) -> dict[str, Any]:
         hints, models = self._current_hints()
@@ -128,13 +132,15 @@ class Worker:
 
     async def _answer(self, call: Call) -> None:
         try:
-            if call.stream and _is_async_generator(getattr(self.app, "async_predict", None)):
+            if call.stream and self._streaming:
                 await self._stream(call)
             else:
                 result = await self._predict(call)
                 await self._send(_reply(call, result))
         except asyncio.CancelledError:
-            return  # the agent gave up on this request; nobody is listening
+            # The agent gave up on this stream; saying so ends its watch for a hung worker.
+            await self._send(Failure(call.request_id, "cancelled", "cancelled by the caller", False))
+            return
         except InvalidRequest as exc:
             await self._send(Failure(call.request_id, "invalid_request", str(exc)[:1000], False))
         except Exception as exc:

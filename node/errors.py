@@ -6,6 +6,7 @@
     │   ├── Unprocessable      422  well-formed but not acceptable (not a JSON object, bad fields)
     │   └── PayloadTooLarge    413
     ├── NotFound               404  unknown deployment or path
+    ├── Conflict               409  a request id already in flight
     ├── NotReady               503  still joining or loading (retryable, with Retry-After)
     ├── Overloaded             429  saturated (retryable, with Retry-After)
     ├── DeadlineExceeded       504  past the request's deadline
@@ -65,6 +66,13 @@ class NotFound(MeshnodeError):
 
     status = 404
     kind = "not_found"
+
+
+class Conflict(MeshnodeError):
+    """The request clashes with one in flight (the same X-Request-Id)."""
+
+    status = 409
+    kind = "conflict"
 
 
 class NotReady(MeshnodeError):

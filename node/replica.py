@@ -33,7 +33,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .errors import DeadlineExceeded, NotReady, Overloaded
+from .errors import Conflict, DeadlineExceeded, NotReady, Overloaded
 from .mesh.envelope import (
     Call,
     Cancel,
@@ -168,6 +168,8 @@ class Replica:
                 f"{self.deployment} has {len(self._in_flight)} requests in flight (capacity {self.capacity})",
                 retry_after_s=1.0,
             )
+        if call.request_id in self._in_flight:
+            raise Conflict(f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
         pending = _InFlight(asyncio.Queue(), deadline)

@@ -304,3 +304,52 @@ def test_loaded_models_of_a_multi_model_app_are_gossiped_as_hints(tmp_path: Path
         wait_for(gossiped, 30, message=lambda: f"hints in gossip: {agent.members()[agent.node_id]}")
     finally:
         agent.stop_all()
+
+
+def test_the_same_request_id_twice_at_once_is_a_conflict(node: AgentProcess, tmp_path: Path) -> None:
+    marker = tmp_path / "reached"
+    headers = {"X-Request-Id": "twice"}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            post, node, "probe", {"do": "sleep", "s": 1, "marker": str(marker)}, headers=headers
+        )
+        wait_for(marker.exists, 10, message="the first request to reach the worker")
+        second = post(node, "probe", {}, headers=headers)
+        assert first.result(timeout=30).status_code == 200
+    assert second.status_code == 409
+
+
+def test_a_request_finishing_just_past_its_deadline_does_not_get_the_worker_killed(
+    node: AgentProcess,
+) -> None:
+    pid = worker_pid(node)
+    response = post(node, "probe", {"do": "sleep", "s": 1.5}, headers={"X-Request-Timeout": "1"})
+    assert response.status_code == 504
+    # The predict finished 0.5 s late, well inside the hang grace: the same worker keeps serving.
+    window_end = time.monotonic() + 7.0  # past the 5 s grace: a wrong kill would have happened
+    while time.monotonic() < window_end:
+        assert worker_pid(node) == pid
+        time.sleep(0.5)
+
+
+def test_external_server_app_round_trips_and_is_restarted_after_it_dies(tmp_path: Path) -> None:
+    folder = Path(__file__).resolve().parents[2] / "apps" / "external_server"
+    agent = AgentProcess("ext", tmp_path, mesh_id="external-test", extra_args=["--deploy", f"ext={folder}"])
+    agent.start()
+    try:
+        agent.wait_ready()
+        wait_for(lambda: post(agent, "ext", {"a": 1}).status_code == 200, 120, message="the external app")
+        assert post(agent, "ext", {"a": 1}).json() == {"external": {"a": 1}}
+        [job] = [
+            p
+            for p in psutil.Process(agent.pid).children(recursive=True)
+            if "server.py" in " ".join(p.cmdline())
+        ]
+        job.kill()
+        job.wait(10)
+        wait_for(
+            lambda: post(agent, "ext", {"a": 2}).status_code == 200, 60, message="the job to be restarted"
+        )
+        assert post(agent, "ext", {"a": 2}).json() == {"external": {"a": 2}}
+    finally:
+        agent.stop_all()

@@ -258,6 +258,33 @@ def simulate(n: int, crashes: int, seed: int = 1) -> tuple[list[float], float]:
     return detections, join_s
 
 
+def simulate_partition(n: int, seed: int = 7) -> tuple[float, float]:
+    """Simulated seconds until two halves see each other dead, then until one membership after repair."""
+    sim = Simulation(LOCAL, seed=seed)
+    ids = sim.bootstrap(n)
+    left, right = ids[: n // 2], ids[n // 2 :]
+    sim.partition([left, right])
+
+    def split() -> bool:
+        return all(sim.status_in_view(o, right[0]) == Status.DEAD for o in left) and all(
+            sim.status_in_view(o, left[0]) == Status.DEAD for o in right
+        )
+
+    sim.run_until(split, sim.now + 300, check_every_s=0.5)
+    split_s = sim.now
+    sim.repair()
+
+    def healed() -> bool:
+        return all(
+            len(sim.nodes[o].core.members) == n
+            and all(m.status == Status.ALIVE for m in sim.nodes[o].core.members.values())
+            for o in ids
+        )
+
+    sim.run_until(healed, sim.now + 600, check_every_s=0.5)
+    return split_s, sim.now - split_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20])
@@ -270,6 +297,9 @@ def main() -> None:
     )
     parser.add_argument("--sim-n", type=int, default=1000)
     parser.add_argument("--sim-crashes", type=int, default=5)
+    parser.add_argument(
+        "--partition-n", type=int, default=0, help="also split N simulated nodes in halves and heal"
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="meshnode-bench-"))
@@ -315,6 +345,13 @@ def main() -> None:
             f"| {len(detections)} | {statistics.median(detections):.2f} | {max(detections):.2f} | {formula:.2f} | "
             f"{max(detections) / formula:.2f} | {join_s:.3f} | {time.monotonic() - started:.0f} |"
         )
+        if args.partition_n:
+            started = time.monotonic()
+            split_s, heal_s = simulate_partition(args.partition_n)
+            print(f"\n## Simulator, partition into halves at N = {args.partition_n}\n")
+            print("| halves see each other dead after s | one membership again after repair s | wall s |")
+            print("|---|---|---|")
+            print(f"| {split_s:.1f} | {heal_s:.1f} | {time.monotonic() - started:.0f} |")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -90,7 +90,9 @@ def test_no_live_node_declared_dead_under_ten_percent_loss() -> None:
 
 
 def test_partition_heals_into_one_membership() -> None:
-    size = min(N, 200)  # the mechanism is size-independent; 200 keeps the test quick
+    # The mechanism is size-independent; 200 keeps CI quick. N = 1000 takes ~7 minutes of wall time:
+    # `python bench/membership.py --partition-n 1000` (results in docs/benchmarks.md).
+    size = min(N, 200)
     sim = Simulation(LOCAL, seed=SEED + 2)
     ids = sim.bootstrap(size)
     left_half, right_half = ids[: size // 2], ids[size // 2 :]

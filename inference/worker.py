@@ -17,11 +17,15 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import ctypes
 import inspect
 import logging
 import mimetypes
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +55,7 @@ log = logging.getLogger("meshnode.worker")
 
 # Exit codes the supervisor reads: setup failed (do not hot-loop restarting), or a protocol error.
 EXIT_SETUP_FAILED = 3
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 JSON = "application/json"
 
@@ -240,6 +245,28 @@ def _safe_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:1000]
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Never outlive the agent: a SIGKILLed agent must not leave its models running and holding memory.
+
+    On Linux the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG); everywhere, a daemon
+    thread also checks once a second whether we were reparented, which covers other systems and a
+    parent that died before the signal was armed.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _is_async_generator(function: Callable[..., Any] | None) -> bool:
     return function is not None and inspect.isasyncgenfunction(function)
 
@@ -275,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replica", required=True)
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        _exit_with_parent(args.parent_pid)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s worker[{args.replica}]: %(message)s"
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -257,6 +258,7 @@ class Replica:
                 sys.executable, "-m", "meshnode.inference.worker",
                 "--app", self.app_ref, "--replica", self.replica_id,
                 "--endpoint", self._endpoint, "--data-dir", str(self._data_dir),
+                "--parent-pid", str(os.getpid()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             )  # fmt: skip
 

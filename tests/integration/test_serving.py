@@ -353,3 +353,25 @@ def test_external_server_app_round_trips_and_is_restarted_after_it_dies(tmp_path
         assert post(agent, "ext", {"a": 2}).json() == {"external": {"a": 2}}
     finally:
         agent.stop_all()
+
+
+def test_a_sigkilled_agent_leaves_no_worker_behind(tmp_path: Path) -> None:
+    agent = AgentProcess(
+        "orphan", tmp_path, mesh_id="orphan-test", extra_args=["--deploy", f"probe={DEPLOYMENTS['probe']}"]
+    )
+    agent.start()
+    try:
+        agent.wait_ready()
+        wait_for(lambda: post(agent, "probe", {}).status_code == 200, 60, message="the replica to load")
+        pid = worker_pid(agent)
+        agent.kill()
+        wait_for(lambda: not _running(pid), 20, message=f"worker {pid} outlived its SIGKILLed agent")
+    finally:
+        agent.stop_all()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

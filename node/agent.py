@@ -20,6 +20,7 @@ import random
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -209,7 +210,6 @@ class Agent:
         """`--deploy NAME=APP`: run a replica of NAME here (NAME=APP was validated by the CLI)."""
         if not self.config.deploy:
             return
-        self._run_dir = Path(tempfile.mkdtemp(prefix="meshnode-"))  # short: ipc paths are limited
         config = self.config
         settings = ReplicaSettings(
             setup_timeout_s=config.replica_setup_timeout_s,
@@ -226,13 +226,27 @@ class Agent:
                 name,
                 app,
                 replica_id=f"{name}-{self.node_id[:8]}",
-                run_dir=self._run_dir,
+                endpoint=self._replica_endpoint(name),
                 data_dir=config.data_dir,
                 settings=settings,
                 on_change=self._on_replicas_changed,
             )
             self._replicas[name] = replica
             await replica.start()
+
+    def _replica_endpoint(self, deployment: str) -> str:
+        """Where the agent and a replica's worker meet.
+
+        On Linux an abstract socket: it has no file, so an agent killed with -9 leaves nothing
+        behind. Elsewhere a socket file in a short temporary folder (ipc paths are limited to about
+        100 bytes), removed on a clean stop.
+        """
+        name = f"meshnode-{self.node_id[:12]}-{os.getpid()}-{deployment}"
+        if sys.platform.startswith("linux"):
+            return f"ipc://@{name}"
+        if self._run_dir is None:
+            self._run_dir = Path(tempfile.mkdtemp(prefix="meshnode-"))
+        return f"ipc://{self._run_dir / deployment}.sock"
 
     def _on_replicas_changed(self) -> None:
         """Gossip which models this node has ready and its routing hints."""

@@ -2,8 +2,8 @@
 
 The agent never runs model code. For each replica it hosts, a ``Replica`` starts
 ``python -m meshnode.inference.worker`` (``inference/worker.py``), binds a ZeroMQ ROUTER on an
-``ipc://`` socket for it, and relays ``Call`` envelopes in and ``Chunk``/``Reply``/``Failure``
-envelopes out (``mesh/envelope.py``).
+``ipc://`` endpoint for it (chosen by the agent), and relays ``Call`` envelopes in and
+``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``).
 
 Invariants:
 
@@ -96,7 +96,7 @@ class Replica:
         app_ref: str,
         *,
         replica_id: str,
-        run_dir: Path,
+        endpoint: str,
         data_dir: Path,
         settings: ReplicaSettings,
         on_change: Callable[[], None] = lambda: None,
@@ -110,10 +110,9 @@ class Replica:
         self.models: tuple[str, ...] = ()
         self.restarts = 0
         self.last_error = ""
-        self._run_dir = run_dir
         self._data_dir = data_dir
         self._on_change = on_change
-        self._endpoint = f"ipc://{run_dir / replica_id}.sock"
+        self._endpoint = endpoint
         self._ctx = zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
         self._worker: _Worker | None = None
@@ -139,7 +138,6 @@ class Replica:
 
     async def start(self) -> None:
         """Bind the worker socket and start supervising (returns at once; see wait_ready)."""
-        self._run_dir.mkdir(parents=True, exist_ok=True)
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)

@@ -170,6 +170,10 @@ def _construct(ref: str, module: ModuleType, class_name: str, data_dir: Path) ->
         raise AppLoadError(f"app reference {ref!r}: {module.__name__} has no {class_name!r} ({found})")
     if not inspect.isclass(cls):
         raise AppLoadError(f"app reference {ref!r}: {class_name} is a {type(cls).__name__}, not a class")
+    if issubclass(cls, Predictor) and inspect.isabstract(cls):
+        raise AppLoadError(
+            f"app reference {ref!r}: {class_name} subclasses Predictor but does not override predict"
+        )
     kwargs: dict[str, Any] = {"data_dir": data_dir} if _accepts_data_dir(cls) else {}
     try:
         return cls(**kwargs)

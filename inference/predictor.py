@@ -18,6 +18,7 @@ JSON-able values, each sent to the client as soon as it is yielded.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -28,7 +29,7 @@ class InvalidRequest(ValueError):
     """Raise from predict for a request the app cannot accept: the client gets 422, not 500."""
 
 
-class Predictor:
+class Predictor(abc.ABC):
     """Base class for meshnode apps. Override ``predict``; the rest is optional."""
 
     # Dynamic batching: > 1 makes the replica gather concurrent requests into one predict_batch call.
@@ -41,15 +42,16 @@ class Predictor:
     # default (`replica_queue_size`). Small for slow models, so clients fail fast and go elsewhere.
     max_queue: ClassVar[int | None] = None
 
-    def setup(self) -> None:
+    # Optional hooks: doing nothing is their default, so they are deliberately not abstract.
+    def setup(self) -> None:  # noqa: B027
         """Load weights and anything slow; runs once in the worker before the replica is ready."""
 
-    def warmup(self) -> None:
+    def warmup(self) -> None:  # noqa: B027
         """Run once after setup, before the replica is ready (e.g. one dummy inference)."""
 
+    @abc.abstractmethod
     def predict(self, request: Request, header: str | None = None) -> Any:
-        """Answer one request."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement predict()")
+        """Answer one request (`header` is the client's Accept header, FedML's convention)."""
 
     def provide_hints(self) -> list[str]:
         """Routing hints: names of what this replica has warm (fal's provide_hints)."""

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from tests.integration.agents import wait_for
 
 DEADLINE_S = 30.0
 # Graceful leave (AgentConfig.leave_timeout_s) plus shutdown, with slack for a slow machine.
@@ -78,14 +79,16 @@ def agent(tmp_path: Path, name: str, *extra: str) -> Iterator[str]:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
+
+        def serving() -> bool:
             assert process.poll() is None, f"agent exited early:\n{log_path.read_text()}"
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/mesh", timeout=1.0).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"agent did not serve in time:\n{log_path.read_text()}"
-            time.sleep(0.1)
+                return httpx.get(f"{url}/v1/mesh", timeout=1.0).status_code == 200
+            return False
+
+        wait_for(
+            serving, DEADLINE_S, interval=0.1, message=lambda: f"agent did not serve:\n{log_path.read_text()}"
+        )
         yield url
     finally:
         stop_process(process)
@@ -151,10 +154,12 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
     # Every agent left gracefully on SIGTERM; none needed the SIGKILL fallback.
     assert "killing it" not in result.stdout, result.stdout
     # The demo waited for its children, so they are gone already; allow only for reaping by init.
-    deadline = time.monotonic() + 5.0
-    while any(is_meshnode_process(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in pids if is_meshnode_process(pid)]
+    wait_for(
+        lambda: not any(is_meshnode_process(pid) for pid in pids),
+        5.0,
+        interval=0.1,
+        message=lambda: f"still running: {[pid for pid in pids if is_meshnode_process(pid)]}",
+    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -20,6 +20,8 @@ class Member:
     meta_version: int
     meta: NodeMeta
     since: float  # when the status last changed (this node's clock)
+    # Round-trip time of direct probes, smoothed; None until one was answered. Routing uses it.
+    rtt_s: float | None = None
 
     def state(self) -> MemberState:
         """This member as a push-pull row."""

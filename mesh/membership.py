@@ -64,6 +64,7 @@ _PACKET_OVERHEAD_BYTES = 160
 class _Probe:
     target: NodeId
     seq: int
+    sent_at: float
     indirect_at: float
     fail_at: float
     indirect_sent: bool = False
@@ -225,7 +226,7 @@ class Membership:
                 self._relays[relay_seq] = _Relay(packet.sender_addr, seq, expires, want_nack)
                 effects.append(self._send(target_addr, Ping(relay_seq, target)))
             case Ack(seq):
-                self._on_ack(seq, effects)
+                self._on_ack(seq, now, effects)
             case Nack(seq):
                 if self._probe is not None and self._probe.seq == seq:
                     self._probe.nacks += 1
@@ -239,11 +240,16 @@ class Membership:
                     reply = PushPull(False, False, self._full_state())
                     effects.append(self._send(packet.sender_addr, reply, piggyback=False))
 
-    def _on_ack(self, seq: int, effects: list[Effect]) -> None:
+    def _on_ack(self, seq: int, now: float, effects: list[Effect]) -> None:
         probe = self._probe
         if probe is not None and probe.seq == seq:
             self.awareness.apply(-1)
             self._probe = None
+            member = self.members.get(probe.target)
+            if member is not None and not probe.indirect_sent:
+                # Only a direct answer measures the path; one through relays measures two paths.
+                sample = now - probe.sent_at
+                member.rtt_s = sample if member.rtt_s is None else 0.8 * member.rtt_s + 0.2 * sample
             return
         relay = self._relays.pop(seq, None)
         if relay is not None:
@@ -426,6 +432,7 @@ class Membership:
         self._probe = _Probe(
             target,
             seq,
+            sent_at=now,
             indirect_at=now + self.awareness.scale(self.config.probe_timeout_s),
             fail_at=self._next_probe_at,
         )

@@ -29,16 +29,22 @@ class NodeMeta:
     name: str
     http: str = ""
     mesh: str = ""
+    # "host:port" of the data plane (requests forwarded between agents), separate from gossip.
+    data: str = ""
     region: str = ""
     zone: str = ""
     # Device summary from meshnode.inference.devices (cpu, cores, memory, accelerators).
     device: dict[str, Any] = field(default_factory=dict)
     # Load summary from meshnode.load (cpu %, memory, requests in flight).
     load: dict[str, Any] = field(default_factory=dict)
-    # Loaded model names, routing hints and measured speeds: filled by later issues.
+    # Loaded model names and routing hints of every ready replica here (the union).
     models: tuple[str, ...] = ()
     hints: tuple[str, ...] = ()
+    # Measured speed per deployment: {"service_ms": mean time per request, "rps": completions/s}.
     speeds: dict[str, Any] = field(default_factory=dict)
+    # Serving state per deployment hosted here: {"state", "queue", "slots", "capacity", "hints",
+    # "models"} (mesh/routing.py reads it; see node/agent.py for who writes it).
+    replicas: dict[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-ready dict."""
@@ -46,6 +52,7 @@ class NodeMeta:
             "name": self.name,
             "http": self.http,
             "mesh": self.mesh,
+            "data": self.data,
             "region": self.region,
             "zone": self.zone,
             "device": self.device,
@@ -53,6 +60,7 @@ class NodeMeta:
             "models": list(self.models),
             "hints": list(self.hints),
             "speeds": self.speeds,
+            "replicas": self.replicas,
         }
 
     @classmethod
@@ -67,6 +75,7 @@ class NodeMeta:
             name=_label(raw, "name", required=True),
             http=_label(raw, "http"),
             mesh=_label(raw, "mesh"),
+            data=_label(raw, "data"),
             region=_label(raw, "region"),
             zone=_label(raw, "zone"),
             device=_plain_map(raw, "device"),
@@ -74,6 +83,7 @@ class NodeMeta:
             models=_labels(raw, "models"),
             hints=_labels(raw, "hints"),
             speeds=_plain_map(raw, "speeds"),
+            replicas=_plain_map(raw, "replicas"),
         )
 
 

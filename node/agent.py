@@ -32,8 +32,10 @@ import uvicorn
 
 from . import __version__
 from .config import AgentConfig
+from .dataplane import DataPlaneServer
 from .discovery import Advert, Discovery
-from .errors import ConfigError, NotFound
+from .errors import ConfigError, NotReady
+from .forward import Forwarder, Served
 from .gossip import GossipRunner
 from .http_api import create_app
 from .inference.devices import DeviceInfo, detect_cpu, detect_full
@@ -42,8 +44,10 @@ from .mesh.effects import MemberChanged
 from .mesh.envelope import Call, Envelope
 from .mesh.membership import Membership
 from .mesh.metadata import NodeMeta
+from .mesh.routing import Locality
 from .mesh.types import Address, NodeId, Status
 from .metrics import add_metrics_route
+from .peer_links import PeerLinks
 from .predict_api import add_predict_routes
 from .replica import Replica, ReplicaSettings, ReplicaState
 from .store import NodeStore
@@ -78,6 +82,20 @@ class Agent:
         self._joined = False
         self.http_addr = ""
         self.mesh_addr = ""
+        self.data_addr = ""
+        self._dataplane: DataPlaneServer | None = None
+        self._links = PeerLinks(
+            max_frame_bytes=config.max_frame_bytes,
+            max_in_flight_per_peer=config.forward_max_in_flight_per_peer,
+            connect_timeout_s=config.forward_connect_timeout_s,
+        )
+        self._forwarder = Forwarder(
+            name=config.name,
+            locality=lambda: Locality(NodeId(self.node_id), config.region, config.zone),
+            members=lambda: self._core.members.values() if self._core is not None else (),
+            local_replica=self._replicas_get,
+            links=self._links,
+        )
         self._replicas: dict[str, Replica] = {}
         self._models: tuple[str, ...] = ()
         self._hints: tuple[str, ...] = ()
@@ -98,6 +116,17 @@ class Agent:
         )
         mesh_port = self._transport.bind()
         self.mesh_addr = _join_host_port(advertise_host, mesh_port)
+        self._dataplane = DataPlaneServer(
+            config.data_host,
+            config.data_port,
+            serve_local=self._serve_local,
+            max_frame_bytes=config.max_frame_bytes,
+            max_in_flight_per_peer=config.serve_max_in_flight_per_peer,
+            chunk_bytes=config.forward_chunk_bytes,
+        )
+        data_port = self._dataplane.bind()
+        data_host = config.data_host if config.data_host not in ("0.0.0.0", "::", "") else advertise_host
+        self.data_addr = _join_host_port(data_host, data_port)
 
         self._server = _http_server(self, config.http_host, config.http_port)
         self._server_task = asyncio.create_task(self._server.serve(), name="http")
@@ -163,8 +192,12 @@ class Agent:
                     await self._runner.stop()
             except TimeoutError:
                 log.error("gossip tasks did not stop within 5 s; closing anyway")
-        # Drain local replicas after leaving, so peers stop routing here first.
+        # Drain local replicas after leaving, so peers stop routing here first; peers' requests
+        # still running here finish over the data plane, which closes after them.
         await asyncio.gather(*(replica.stop() for replica in self._replicas.values()), return_exceptions=True)
+        if self._dataplane is not None:
+            await self._dataplane.close()
+        self._links.close()
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
         for task in self._background:
@@ -194,13 +227,20 @@ class Agent:
         """(default request timeout in seconds, max request body bytes)."""
         return self.config.request_timeout_s, self.config.max_request_bytes
 
-    async def serve(self, call: Call) -> AsyncIterator[Envelope]:
-        """Run `call` on a replica of its deployment and yield the replica's envelopes."""
+    async def serve(self, call: Call, hint: str | None = None) -> Served:
+        """Commit `call` to the best replica in the mesh (``node/forward.py``)."""
+        return await self._forwarder.serve(call, hint)
+
+    async def _serve_local(self, call: Call) -> AsyncIterator[Envelope]:
+        """A peer's request for a replica here (it never goes on to a third node)."""
         replica = self._replicas.get(call.deployment)
         if replica is None:
-            raise NotFound(f"no deployment named {call.deployment!r} on this node")
+            raise NotReady(f"{self.config.name} has no replica of {call.deployment}", retry_after_s=1.0)
         async for message in replica.call(call):
             yield message
+
+    def _replicas_get(self, deployment: str) -> Replica | None:
+        return self._replicas.get(deployment)
 
     def replica_states(self) -> dict[str, str]:
         """Deployment name -> this node's replica state."""
@@ -279,6 +319,7 @@ class Agent:
                     "status": member.status.value,
                     "http": meta.http,
                     "mesh": member.addr,
+                    "data": meta.data,
                     "region": meta.region,
                     "zone": meta.zone,
                     "device": meta.device,
@@ -286,6 +327,8 @@ class Agent:
                     "models": list(meta.models),
                     "hints": list(meta.hints),
                     "incarnation": member.incarnation,
+                    "replicas": meta.replicas,
+                    "speeds": meta.speeds,
                 }
             )
         members.sort(key=lambda m: (m["name"], m["id"]))
@@ -306,7 +349,10 @@ class Agent:
         if core is not None:
             for member in core.members.values():
                 by_status[member.status.value] += 1
+        dataplane = self._dataplane
         return {
+            "data_received": dataplane.received if dataplane else 0,
+            "data_dropped": {**(dataplane.dropped if dataplane else {}), **_prefixed(self._links.dropped)},
             "received": runner.received if runner else 0,
             "bytes_in": runner.bytes_in if runner else 0,
             "bytes_out": runner.bytes_out if runner else 0,
@@ -326,13 +372,21 @@ class Agent:
             name=config.name,
             http=self.http_addr,
             mesh=self.mesh_addr,
+            data=self.data_addr,
             region=config.region,
             zone=config.zone,
             device=self._device.to_wire(),
             load=self._load.to_wire() if self._load else {},
             models=self._models,
             hints=self._hints,
+            speeds=self._speeds(),
+            replicas={name: replica.gossip_state() for name, replica in self._replicas.items()},
         )
+
+    def _speeds(self) -> dict[str, Any]:
+        now = asyncio.get_running_loop().time()
+        measured = {name: replica.speed.to_wire(now) for name, replica in self._replicas.items()}
+        return {name: speed for name, speed in measured.items() if speed}
 
     def _on_member_changed(self, change: MemberChanged) -> None:
         assert self._core is not None
@@ -341,9 +395,12 @@ class Agent:
         log.info("member %s (%s): %s -> %s", name, change.node[:8], change.previous, change.current.value)
         if change.current == Status.ALIVE:
             self._joined = True
-        elif change.current == Status.LEFT and member is not None and self._transport is not None:
-            # A node that left says goodbye for good; a dead one may be reconnected to later.
-            self._transport.forget(member.addr)
+        elif change.current.gone:
+            # Requests outstanding there fail over now, not at their deadline.
+            self._links.forget(change.node, f"{name} is {change.current.value}")
+            if change.current == Status.LEFT and member is not None and self._transport is not None:
+                # A node that left says goodbye for good; a dead one may be reconnected to later.
+                self._transport.forget(member.addr)
 
     async def _in_store_thread(self, call: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, call)
@@ -463,6 +520,11 @@ def _machine_cache_dir() -> Path:
 
 def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _prefixed(counts: dict[str, int]) -> dict[str, int]:
+    """Drops on our outbound links, told apart from the inbound ones."""
+    return {f"reply_{reason}": count for reason, count in counts.items()}
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

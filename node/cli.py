@@ -51,6 +51,7 @@ def main() -> None:
 
 _HTTP_DEFAULT = join_host_port(agent_default("http_host"), agent_default("http_port"))
 _MESH_DEFAULT = join_host_port(agent_default("mesh_host"), agent_default("mesh_port"))
+_DATA_DEFAULT = join_host_port(agent_default("data_host"), agent_default("data_port"))
 
 
 @main.command()
@@ -70,6 +71,14 @@ _MESH_DEFAULT = join_host_port(agent_default("mesh_host"), agent_default("mesh_p
     default=_MESH_DEFAULT,
     show_default=True,
     help="Membership (gossip) bind address.",
+)
+@click.option(
+    "--data",
+    "data_addr",
+    type=HostPort(),
+    default=_DATA_DEFAULT,
+    show_default=True,
+    help="Data-plane bind address (requests between nodes); port 0 picks a free one.",
 )
 @click.option(
     "--seed",
@@ -129,6 +138,7 @@ def join(
     name: str,
     http_addr: tuple[str, int],
     mesh_addr: tuple[str, int],
+    data_addr: tuple[str, int],
     seeds: tuple[tuple[str, int], ...],
     mdns: bool,
     interfaces: tuple[str, ...],
@@ -148,6 +158,8 @@ def join(
             http_port=http_addr[1],
             mesh_host=mesh_addr[0],
             mesh_port=mesh_addr[1],
+            data_host=data_addr[0],
+            data_port=data_addr[1],
             seeds=tuple(join_host_port(host, port) for host, port in seeds),
             mdns=mdns,
             interfaces=interfaces,

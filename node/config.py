@@ -39,6 +39,12 @@ class AgentConfig:
     mesh_host: str = "0.0.0.0"
     # Membership socket port (0 picks a free one).
     mesh_port: int = DEFAULT_MESH_PORT
+    # Data-plane bind address: requests forwarded between agents (ZeroMQ ROUTER). Its own socket,
+    # so a large payload never delays a membership probe.
+    data_host: str = "0.0.0.0"
+    # Data-plane port. 0 (a free port, advertised in gossip) lets several agents share a machine
+    # with no flags; behind a firewall fix it (e.g. 8472) and open it between nodes.
+    data_port: int = 0
     # "host:port" membership addresses of nodes to join; retried with backoff while alone.
     seeds: tuple[str, ...] = ()
     # Announce and browse `_meshnode._tcp.local.` by mDNS. Only a hint: SWIM decides liveness.
@@ -74,6 +80,18 @@ class AgentConfig:
     max_request_bytes: int = 16 * 1024 * 1024
     # Largest data-plane frame (a result, an image) accepted from a worker or peer.
     max_frame_bytes: int = 64 * 1024 * 1024
+    # Requests this node has outstanding at one peer at most; past it the peer counts as full and
+    # the next candidate is tried. Bounds the memory a slow peer can make us hold.
+    forward_max_in_flight_per_peer: int = 256
+    # Requests one peer may have running here through the data plane at most; more are refused as
+    # full (retryable), so one busy router cannot take every slot of this node.
+    serve_max_in_flight_per_peer: int = 512
+    # How long a request waits for a data-plane connection to a peer that has not connected yet
+    # (a new peer). A peer whose connection dropped is skipped at once.
+    forward_connect_timeout_s: float = 1.0
+    # Files larger than this travel between agents as several frames, so one big image does not
+    # hold up the other requests multiplexed on the same connection.
+    forward_chunk_bytes: int = 256 * 1024
     # How long a replica's setup() and warm-up may take before the replica is reported stuck.
     replica_setup_timeout_s: float = 600.0
     # Requests queued per replica beyond what it runs at once; more get 429 with Retry-After.
@@ -90,7 +108,7 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
-        for port_name in ("http_port", "mesh_port"):
+        for port_name in ("http_port", "mesh_port", "data_port"):
             port = getattr(self, port_name)
             if not 0 <= port <= 65535:
                 raise ValueError(f"{port_name} must be in 0..65535, got {port}")

@@ -112,6 +112,32 @@ class PredictorError(MeshnodeError):
     kind = "predictor"
 
 
+# Errors that may arrive by kind from a worker or a peer.
+_BY_KIND: tuple[type[MeshnodeError], ...] = (
+    BadRequest,
+    Unprocessable,
+    PayloadTooLarge,
+    NotFound,
+    Conflict,
+    NotReady,
+    Overloaded,
+    DeadlineExceeded,
+    PredictorError,
+)
+
+
+def error_for_failure(kind: str, message: str, *, retryable: bool) -> MeshnodeError:
+    """The error a ``Failure`` envelope stands for (it crossed a process or a node as plain data)."""
+    if kind == "invalid_request":  # the predictor raised InvalidRequest
+        return Unprocessable(message)
+    for error_type in _BY_KIND:
+        if error_type.kind == kind:
+            return error_type(message, retry_after_s=1.0 if error_type.retryable else None)
+    if retryable:  # a replica crashed or a peer was lost before answering
+        return NotReady(message, retry_after_s=1.0)
+    return PredictorError(message)
+
+
 def parse_host_port(value: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
     """Parse "HOST:PORT", ":PORT" or "[v6]:PORT"; raise ConfigError with the reason."""
     host, sep, port_text = value.rpartition(":")

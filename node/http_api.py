@@ -69,6 +69,7 @@ class MemberView(BaseModel):
     status: Literal["alive", "suspect", "dead", "left"]
     http: str
     mesh: str
+    data: str  # the data-plane address peers forward requests to
     region: str
     zone: str
     device: dict[str, Any]
@@ -76,6 +77,9 @@ class MemberView(BaseModel):
     models: list[str]
     hints: list[str]
     incarnation: int
+    # Beyond the DESIGN fields: per deployment hosted there, its serving state and measured speed.
+    replicas: dict[str, Any]
+    speeds: dict[str, Any]
 
 
 class MeshResponse(BaseModel):

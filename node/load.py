@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["LoadSample", "LoadSampler"]
+__all__ = ["LoadSample", "LoadSampler", "SpeedMeter"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,45 @@ class LoadSampler:
             memory_total_bytes=int(memory.total),
             in_flight=in_flight,
         )
+
+
+class SpeedMeter:
+    """A replica's measured speed: mean service time (smoothed) and completions per second.
+
+    Routing weighs replicas by it, so a GPU twice as fast as a laptop gets about twice the traffic.
+    Time comes in as an argument (the caller's loop clock).
+    """
+
+    # Weight of the newest sample in the smoothed service time: about the last ten requests count.
+    SMOOTHING = 0.2
+    # Throughput is completions over this sliding window.
+    WINDOW_S = 10.0
+
+    def __init__(self) -> None:
+        self.service_s: float | None = None
+        self._completions: list[float] = []
+
+    def record(self, started: float, finished: float) -> None:
+        """One request was served in ``finished - started`` seconds."""
+        sample = max(finished - started, 0.0)
+        previous = self.service_s
+        self.service_s = sample if previous is None else previous + self.SMOOTHING * (sample - previous)
+        self._completions.append(finished)
+        horizon = finished - self.WINDOW_S
+        if self._completions[0] < horizon:
+            self._completions = [t for t in self._completions if t >= horizon]
+
+    def throughput(self, now: float) -> float:
+        """Completions per second over the last window."""
+        return sum(1 for t in self._completions if t >= now - self.WINDOW_S) / self.WINDOW_S
+
+    @property
+    def throughput_rps(self) -> float | None:
+        """Completions per second as of the last completion; None before the first."""
+        return self.throughput(self._completions[-1]) if self._completions else None
+
+    def to_wire(self, now: float) -> dict[str, float]:
+        """Gossip form: {"service_ms", "rps"}; empty until something was measured."""
+        if self.service_s is None:
+            return {}
+        return {"service_ms": round(self.service_s * 1000, 3), "rps": round(self.throughput(now), 3)}

@@ -43,6 +43,19 @@ class _AgentCollector(Collector):
             dropped.add_metric([reason], stats["dropped"].get(reason, 0))
         dropped.add_metric(["send"], stats["send_dropped"])
         yield dropped
+        data_frames = CounterMetricFamily(
+            "meshnode_data_frames", "Data-plane frames received from peers.", labels=["direction"]
+        )
+        data_frames.add_metric(["in"], stats["data_received"])
+        yield data_frames
+        data_dropped = CounterMetricFamily(
+            "meshnode_data_dropped",
+            "Data-plane frames dropped: frames, malformed, unexpected (requests in), reply_* (answers in).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats["data_dropped"].items()):
+            data_dropped.add_metric([reason], count)
+        yield data_dropped
         members = GaugeMetricFamily(
             "meshnode_members", "Members in this node's view by status.", labels=["status"]
         )

@@ -8,25 +8,39 @@ which yields the replica's ``Chunk``s and its final ``Reply`` or ``Failure`` (``
   yields it. A failure after the stream started ends it with an error event (SSE) or line.
 - ``Accept: image/png`` (or any file type) returns the file whose path the predictor returned.
 - ``X-Request-Timeout`` (seconds) sets the deadline; past it the answer is 504.
-- When the client goes away, the request is cancelled in the worker.
+- ``X-Mesh-Hint`` steers the request to a replica whose gossiped hints hold it (fal's hints).
+- When the client goes away, the request is cancelled in the worker, across a forwarding hop too.
+- Response headers: ``X-Mesh-Route`` (the nodes the request crossed, comma-separated),
+  ``X-Request-Id``, and ``X-Mesh-Attempts`` (replicas tried; more than 1 after a failover).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .errors import BadRequest, MeshnodeError, NotReady, PayloadTooLarge, PredictorError, Unprocessable
+from .errors import (
+    BadRequest,
+    MeshnodeError,
+    PayloadTooLarge,
+    PredictorError,
+    Unprocessable,
+    error_for_failure,
+)
+from .forward import HINT_HEADER, Served
 from .http_api import request_id
 from .mesh.envelope import Call, Chunk, Envelope, Failure, Reply
 
 TIMEOUT_HEADER = "X-Request-Timeout"
 ROUTE_HEADER = "X-Mesh-Route"
+ATTEMPTS_HEADER = "X-Mesh-Attempts"
+MAX_HINT_CHARS = 128
 MAX_TIMEOUT_S = 3600.0
 
 
@@ -43,8 +57,8 @@ class PredictTarget(Protocol):
         """(default timeout in seconds, max request bytes)."""
         ...
 
-    def serve(self, call: Call) -> AsyncIterator[Envelope]:
-        """Run `call` and yield its envelopes."""
+    async def serve(self, call: Call, hint: str | None = None) -> Served:
+        """Commit `call` to a replica; its first envelope, the rest, and its route."""
         ...
 
 
@@ -65,9 +79,10 @@ def add_predict_routes(app: FastAPI, agent: PredictTarget) -> None:
             accept=accept,
             timeout_ms=int(_timeout_s(request, default_timeout_s) * 1000),
         )
-        messages = agent.serve(call)
-        first = await anext(messages)  # errors before any output become proper statuses
-        headers = {ROUTE_HEADER: agent.route_name}
+        # Errors before any output (none ready, all full, bad input) become proper statuses here.
+        served = await agent.serve(call, _hint(request))
+        first, messages = served.first, served.rest
+        headers = {ROUTE_HEADER: ",".join(served.route), ATTEMPTS_HEADER: str(served.attempts)}
         if call.stream and isinstance(first, Chunk):
             sse = "text/event-stream" in accept
             return StreamingResponse(
@@ -107,6 +122,15 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _hint(request: Request) -> str | None:
+    raw = request.headers.get(HINT_HEADER)
+    if raw is None:
+        return None
+    if not 0 < len(raw) <= MAX_HINT_CHARS:
+        raise BadRequest(f"{HINT_HEADER} must be 1 to {MAX_HINT_CHARS} characters")
+    return raw
+
+
 def _timeout_s(request: Request, default_s: float) -> float:
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is None:
@@ -126,34 +150,30 @@ def _final_response(message: Envelope, headers: dict[str, str], rid: str) -> Res
             return Response(content=data, media_type=content_type, headers=headers)
         case Reply(_, data, _):
             return JSONResponse(data, headers=headers)
-        case Failure() as failure:
-            raise _failure_error(failure)
+        case Failure(_, kind, text, retryable):
+            raise error_for_failure(kind, text, retryable=retryable)
         case _:
             raise PredictorError(f"the replica ended request {rid} without an answer")
 
 
-def _failure_error(failure: Failure) -> MeshnodeError:
-    if failure.retryable:
-        return NotReady(failure.message, retry_after_s=1.0)
-    if failure.kind == "invalid_request":
-        return Unprocessable(failure.message)
-    return PredictorError(failure.message)
-
-
-async def _stream(first: Chunk, rest: AsyncIterator[Envelope], sse: bool, rid: str) -> AsyncIterator[bytes]:
+async def _stream(
+    first: Chunk, rest: AsyncGenerator[Envelope, None], sse: bool, rid: str
+) -> AsyncIterator[bytes]:
     yield _frame(first.data, sse)
     try:
-        async for message in rest:
-            match message:
-                case Chunk(_, _, data):
-                    yield _frame(data, sse)
-                case Failure() as failure:
-                    yield _error_frame(_failure_error(failure), rid, sse)
-                    return
-                case Reply():
-                    if sse:
-                        yield b"event: done\ndata: {}\n\n"
-                    return
+        # aclosing: a client that goes away closes `rest` now, which cancels the request upstream.
+        async with contextlib.aclosing(rest):
+            async for message in rest:
+                match message:
+                    case Chunk(_, _, data):
+                        yield _frame(data, sse)
+                    case Failure(_, kind, text, retryable):
+                        yield _error_frame(error_for_failure(kind, text, retryable=retryable), rid, sse)
+                        return
+                    case Reply():
+                        if sse:
+                            yield b"event: done\ndata: {}\n\n"
+                        return
     except MeshnodeError as exc:
         yield _error_frame(exc, rid, sse)
 

@@ -35,6 +35,7 @@ import zmq
 import zmq.asyncio
 
 from .errors import Conflict, DeadlineExceeded, NotReady, Overloaded
+from .load import SpeedMeter
 from .mesh.envelope import (
     Call,
     Cancel,
@@ -110,6 +111,7 @@ class Replica:
         self.models: tuple[str, ...] = ()
         self.restarts = 0
         self.last_error = ""
+        self.speed = SpeedMeter()
         self._data_dir = data_dir
         self._on_change = on_change
         self._endpoint = endpoint
@@ -123,13 +125,29 @@ class Replica:
         self._stopping = False
 
     @property
+    def slots(self) -> int:
+        """Requests the worker runs at once: its concurrency times its batch size."""
+        info = self._worker.info if self._worker else {}
+        return max(1, int(info.get("max_concurrency", 1)) * int(info.get("max_batch_size", 1)))
+
+    @property
     def capacity(self) -> int:
         """Requests admitted at once: what the worker runs concurrently plus a bounded queue."""
         info = self._worker.info if self._worker else {}
-        running = int(info.get("max_concurrency", 1)) * int(info.get("max_batch_size", 1))
         app_queue = info.get("max_queue")
         queue = self.settings.queue_size if not isinstance(app_queue, int) else max(0, app_queue)
-        return running + queue
+        return self.slots + queue
+
+    def gossip_state(self) -> dict[str, object]:
+        """This replica as peers' routers see it (``NodeMeta.replicas``; read by mesh/routing.py)."""
+        return {
+            "state": self.state.value,
+            "queue": self.in_flight,
+            "slots": self.slots,
+            "capacity": self.capacity,
+            "hints": list(self.hints),
+            "models": list(self.models),
+        }
 
     @property
     def in_flight(self) -> int:
@@ -170,7 +188,8 @@ class Replica:
         if call.request_id in self._in_flight:
             raise Conflict(f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + call.timeout_ms / 1000
+        started = loop.time()
+        deadline = started + call.timeout_ms / 1000
         pending = _InFlight(asyncio.Queue(), deadline)
         self._in_flight[call.request_id] = pending
         self._overdue[call.request_id] = deadline
@@ -193,6 +212,8 @@ class Replica:
                 yield message
                 if isinstance(message, Reply | Failure):
                     pending.done = True
+                    if isinstance(message, Reply):
+                        self.speed.record(started, loop.time())
                     return
         finally:
             self._in_flight.pop(call.request_id, None)

@@ -267,8 +267,12 @@ class Mesh:
         seeded: bool = True,
         profile: str = "local",
         mesh_id: str | None = None,
+        extra_args: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
-        """Plan ``size`` agents; with ``seeded`` the first is the seed of the others."""
+        """Plan ``size`` agents; with ``seeded`` the first is the seed of the others.
+
+        ``extra_args`` maps an agent's index to more ``meshnode join`` arguments (``--deploy ...``).
+        """
         if size < 1:
             raise ValueError("a mesh needs at least one agent")
         self.mesh_id = mesh_id or f"test-{uuid.uuid4().hex[:12]}"
@@ -276,7 +280,13 @@ class Mesh:
         for index in range(size):
             seeds = [self.agents[0].mesh] if seeded and index > 0 else []
             agent = AgentProcess(
-                f"n{index}", workdir, mesh_id=self.mesh_id, seeds=seeds, mdns=mdns, profile=profile
+                f"n{index}",
+                workdir,
+                mesh_id=self.mesh_id,
+                seeds=seeds,
+                mdns=mdns,
+                profile=profile,
+                extra_args=(extra_args or {}).get(index, ()),
             )
             self.agents.append(agent)
 

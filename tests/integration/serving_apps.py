@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import struct
 import time
 import uuid
@@ -37,11 +38,16 @@ class Probe(Predictor):
         return {"echo": request, "header": header}
 
     async def async_predict(self, request: dict[str, Any]) -> Any:
-        for i in range(int(request.get("n", 3))):
-            await asyncio.sleep(float(request.get("interval_s", 0.5)))
-            if request.get("fail_at") == i:
-                raise RuntimeError("stream broke")
-            yield {"i": i}
+        try:
+            for i in range(int(request.get("n", 3))):
+                await asyncio.sleep(float(request.get("interval_s", 0.5)))
+                if request.get("fail_at") == i:
+                    raise RuntimeError("stream broke")
+                yield {"i": i}
+        except asyncio.CancelledError:
+            if "cancelled_marker" in request:
+                Path(request["cancelled_marker"]).touch()  # tells the test the cancel arrived
+            raise
 
 
 class Narrow(Predictor):
@@ -92,15 +98,21 @@ class PngMaker(Predictor):
 
     def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
         seed = int(request.get("seed", 0))
+        size = int(request.get("size", 8))
         path = self.out / f"{uuid.uuid4().hex}.png"
-        path.write_bytes(_png(8, 8, seed))
+        path.write_bytes(_png(size, size, seed, noise=request.get("noise") is True))
         return path
 
 
-def _png(width: int, height: int, seed: int) -> bytes:
-    rows = b"".join(
-        b"\x00" + bytes((x * 31 + y * 7 + seed) % 256 for x in range(width)) for y in range(height)
-    )
+def _png(width: int, height: int, seed: int, noise: bool = False) -> bytes:
+    """A greyscale PNG: a gradient, or seeded noise (which does not compress: a big file)."""
+    if noise:
+        pixels = random.Random(seed).randbytes(width * height)
+        rows = b"".join(b"\x00" + pixels[y * width : (y + 1) * width] for y in range(height))
+    else:
+        rows = b"".join(
+            b"\x00" + bytes((x * 31 + y * 7 + seed) % 256 for x in range(width)) for y in range(height)
+        )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -112,3 +124,29 @@ def _png(width: int, height: int, seed: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+class Tagged(Predictor):
+    """Says which replica served; its hints and loaded models carry its tag (the routing tests)."""
+
+    tag = ""
+    max_concurrency = 4
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        if "s" in request:
+            time.sleep(float(request["s"]))
+        return {"tag": self.tag}
+
+    def provide_hints(self) -> list[str]:
+        return [f"hint-{self.tag}"]
+
+    def loaded_models(self) -> list[str]:
+        return [f"model-{self.tag}"]
+
+
+class TaggedA(Tagged):
+    tag = "a"
+
+
+class TaggedB(Tagged):
+    tag = "b"

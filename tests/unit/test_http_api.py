@@ -18,6 +18,7 @@ MEMBER_FIELDS = {
     "status",
     "http",
     "mesh",
+    "data",
     "region",
     "zone",
     "device",
@@ -25,6 +26,8 @@ MEMBER_FIELDS = {
     "models",
     "hints",
     "incarnation",
+    "replicas",
+    "speeds",
 }
 
 
@@ -35,6 +38,7 @@ def member(node_id: str, name: str, status: str = "alive", **extra: Any) -> dict
         "status": status,
         "http": "127.0.0.1:8470",
         "mesh": "127.0.0.1:8471",
+        "data": "127.0.0.1:40001",
         "region": "eu",
         "zone": "eu-1",
         "device": {"cpu": "Test CPU", "cores": 2, "memory": 1 << 34, "accelerators": [], "kind": "cpu"},
@@ -42,6 +46,8 @@ def member(node_id: str, name: str, status: str = "alive", **extra: Any) -> dict
         "models": ["tiny-sd"],
         "hints": ["lora-a"],
         "incarnation": 3,
+        "replicas": {"tiny-sd": {"state": "ready", "queue": 0, "slots": 1, "capacity": 65}},
+        "speeds": {"tiny-sd": {"service_ms": 150.0, "rps": 6.5}},
         **extra,
     }
 
@@ -113,7 +119,7 @@ async def test_health_names_the_node(client: httpx.AsyncClient, agent: FakeAgent
 
 
 async def test_mesh_has_exactly_the_design_fields(client: httpx.AsyncClient, agent: FakeAgent) -> None:
-    agent.members.append(member("c" * 32, "gamma", status="left", speeds={"sd": 1.0}))
+    agent.members.append(member("c" * 32, "gamma", status="left", rtt={"sd": 1.0}))
     response = await client.get("/v1/mesh")
     assert response.status_code == 200
     body = response.json()
@@ -121,7 +127,7 @@ async def test_mesh_has_exactly_the_design_fields(client: httpx.AsyncClient, age
     assert body["self"] == agent.node_id
     assert [item["name"] for item in body["members"]] == ["alpha", "beta", "gamma"]
     for item in body["members"]:
-        # Fields the agent keeps beyond the design (speeds here) are not part of the API.
+        # Fields the agent keeps beyond these (rtt here) are not part of the API.
         assert set(item) == MEMBER_FIELDS
     assert body["members"][0] == member(agent.node_id, "alpha")
 

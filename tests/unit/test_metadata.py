@@ -11,9 +11,9 @@ from meshnode.inference.devices import Accelerator, DeviceInfo
 from meshnode.load import LoadSample
 from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, MAX_LIST_ITEMS, MetaError, NodeMeta
 
-LABELS = ("name", "http", "mesh", "region", "zone")
+LABELS = ("name", "http", "mesh", "data", "region", "zone")
 LISTS = ("models", "hints")
-MAPS = ("device", "load", "speeds")
+MAPS = ("device", "load", "speeds", "replicas")
 
 GPU = Accelerator(kind="cuda", index=0, name="NVIDIA H100", memory_bytes=80 * 2**30, capability="9.0")
 DEVICE = DeviceInfo("AMD EPYC", 16, 128 * 2**30, (GPU,), "2.13.0")
@@ -32,6 +32,8 @@ def full_meta() -> NodeMeta:
         models=("tiny-sd", "all-MiniLM-L6-v2"),
         hints=("gpu", "fast"),
         speeds={"tiny-sd": {"images_per_s": 6.5, "warm": True}, "notes": None},
+        data="10.0.0.2:40001",
+        replicas={"tiny-sd": {"state": "ready", "queue": 2, "hints": ["a"], "models": []}},
     )
 
 

@@ -1,0 +1,289 @@
+"""Routing policy: which replicas should serve a request, best first, as ranked tiers.
+
+A pure function of (candidates from the gossiped view, the request, what this node has in flight to
+each peer, a seeded ``random.Random``). The forwarder (``node/forward.py``) walks the answer in order
+and owns retries; the policy never sends anything (STYLE.md 8, Ray Serve's ``choose_replicas``).
+
+Tiers, best first (DESIGN.md section 4):
+
+1. ``hint``: replicas whose gossiped hints hold the request's ``X-Mesh-Hint`` (fal's
+   ``provide_hints()``: the runner that already has what the request needs).
+2. ``warm``: replicas that have the request's model (``"model"`` in the body) loaded.
+3. ``any``: every other ready replica of the deployment.
+4. ``full``: replicas whose corrected queue already fills their capacity: tried only after all the
+   others, because they would most likely answer 429.
+5. ``suspect``: replicas on nodes the failure detector suspects. Dead and left nodes never appear.
+
+Inside a tier the order comes from power-of-two-choices (Mitzenmacher): draw two at random, keep the
+one with the lower expected time in system, repeat over the rest. Never a global argmin, which herds
+every router onto the same replica between two gossip rounds. The expected time is the replica's
+measured service time times ``1 + queue / slots``, where ``queue`` is its gossiped queue depth plus
+what this node has sent it since (the in-flight correction; for this node's own replicas the exact
+count), so a GPU twice as fast as a laptop takes about twice its traffic. Ties (equal loads and
+speeds, e.g. an idle mesh) break by locality: this node, then its zone, then its region, then by
+measured round-trip time in coarse buckets, so that an idle mesh serves locally and equal remote
+replicas share evenly instead of by microseconds of RTT.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from .member import Member
+from .types import NodeId, Status
+
+TierName = Literal["hint", "warm", "any", "full", "suspect"]
+TIER_ORDER: tuple[TierName, ...] = ("hint", "warm", "any", "full", "suspect")
+# Service time assumed for a replica that has not measured one yet when no replica has: only
+# ratios matter. When some have, an unmeasured one counts as their median (a new replica is neither
+# favoured nor shunned).
+DEFAULT_SERVICE_S = 0.05
+# Round-trip times within one bucket count as equal locality (LAN jitter is not a preference).
+RTT_BUCKET_S = 0.002
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One ready replica of a deployment as the gossiped view describes it."""
+
+    node: NodeId
+    name: str
+    data_addr: str  # "host:port" of the node's data plane
+    status: Status
+    is_self: bool
+    region: str = ""
+    zone: str = ""
+    rtt_s: float | None = None  # measured by this node's probes; None when unknown
+    hints: frozenset[str] = frozenset()
+    models: frozenset[str] = frozenset()
+    queue: int = 0  # requests admitted and not finished, as last gossiped (or exact for this node)
+    slots: int = 1  # requests it runs at once (concurrency times batch size)
+    capacity: int = 1  # requests it admits at once before answering 429
+    service_s: float | None = None  # measured mean time to serve one request; None when unknown
+    throughput_rps: float | None = None  # measured completions per second
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What the policy needs to know about one request."""
+
+    deployment: str
+    hint: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Locality:
+    """Where the routing node is."""
+
+    node: NodeId
+    region: str = ""
+    zone: str = ""
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Candidates of equal standing, ordered by power-of-two-choices."""
+
+    name: TierName
+    candidates: tuple[Candidate, ...]
+
+
+def rank(
+    candidates: Iterable[Candidate],
+    request: RouteRequest,
+    in_flight: Mapping[NodeId, int],
+    rng: random.Random,
+    here: Locality,
+) -> list[Tier]:
+    """Ranked tiers of replicas for `request`; empty tiers are left out."""
+    pool = list(candidates)
+    groups: dict[TierName, list[Candidate]] = {name: [] for name in TIER_ORDER}
+    for candidate in pool:
+        groups[_tier_of(candidate, request, in_flight)].append(candidate)
+    fallback = unmeasured_service_s(pool)
+    tiers = []
+    for name in TIER_ORDER:
+        if groups[name]:
+            ordered = _power_of_two_order(groups[name], in_flight, rng, here, fallback)
+            tiers.append(Tier(name, tuple(ordered)))
+    return tiers
+
+
+def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[Candidate]:
+    """The ready replicas of `deployment` on live or suspect members, from their gossiped metadata.
+
+    Gossiped metadata passed ``NodeMeta.from_wire``, so it is msgpack primitives of bounded size, but
+    its inner shape comes from peers: a malformed entry makes that replica invisible, never an error.
+    """
+    found = []
+    for member in members:
+        if member.status not in (Status.ALIVE, Status.SUSPECT):
+            continue
+        meta = member.meta
+        entry = meta.replicas.get(deployment)
+        if not isinstance(entry, dict) or entry.get("state") != "ready" or not meta.data:
+            continue
+        speed = meta.speeds.get(deployment)
+        speed = speed if isinstance(speed, dict) else {}
+        service_ms = _number(speed.get("service_ms"))
+        found.append(
+            Candidate(
+                node=member.node,
+                name=meta.name,
+                data_addr=meta.data,
+                status=member.status,
+                is_self=member.node == me,
+                region=meta.region,
+                zone=meta.zone,
+                rtt_s=member.rtt_s,
+                hints=_strings(entry.get("hints")),
+                models=_strings(entry.get("models")),
+                queue=_count(entry.get("queue"), 0),
+                slots=_count(entry.get("slots"), 1) or 1,
+                capacity=_count(entry.get("capacity"), 1),
+                service_s=service_ms / 1000 if service_ms is not None else None,
+                throughput_rps=_number(speed.get("rps")),
+            )
+        )
+    return found
+
+
+def ordered(tiers: Iterable[Tier]) -> list[Candidate]:
+    """Every candidate of `tiers`, best first: the order the forwarder tries them in."""
+    return [candidate for tier in tiers for candidate in tier.candidates]
+
+
+def corrected_queue(candidate: Candidate, in_flight: Mapping[NodeId, int]) -> int:
+    """The candidate's queue as this node best knows it (gossip plus what we sent since)."""
+    if candidate.is_self:
+        return candidate.queue  # exact: the agent counts its own replicas' requests
+    return candidate.queue + in_flight.get(candidate.node, 0)
+
+
+def unmeasured_service_s(pool: Iterable[Candidate]) -> float:
+    """The service time assumed for replicas that have not measured one: the median of those that have."""
+    known = sorted(c.service_s for c in pool if c.service_s is not None)
+    return known[len(known) // 2] if known else DEFAULT_SERVICE_S
+
+
+def expected_time_s(
+    candidate: Candidate, in_flight: Mapping[NodeId, int], unmeasured_s: float = DEFAULT_SERVICE_S
+) -> float:
+    """Expected time in system for one more request: service time, stretched by the queue ahead."""
+    service = candidate.service_s if candidate.service_s is not None else unmeasured_s
+    return service * (1 + corrected_queue(candidate, in_flight) / max(candidate.slots, 1))
+
+
+def predicted_wait_s(candidate: Candidate, in_flight: Mapping[NodeId, int]) -> float:
+    """Expected time before a new request starts running there (FedML's fail-fast rule)."""
+    ahead = corrected_queue(candidate, in_flight) - max(candidate.slots, 1) + 1
+    if ahead <= 0 or candidate.service_s is None:
+        return 0.0
+    return candidate.service_s * ahead / max(candidate.slots, 1)
+
+
+def retry_after_s(candidates: Iterable[Candidate], in_flight: Mapping[NodeId, int]) -> float:
+    """When a saturated mesh is likely to have room: the shortest predicted wait, at least 1 s."""
+    waits = [predicted_wait_s(candidate, in_flight) for candidate in candidates]
+    return max(1.0, math.ceil(min(waits))) if waits else 1.0
+
+
+def _number(value: object) -> float | None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        return None
+    return float(value)
+
+
+def _count(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+def _strings(value: object) -> frozenset[str]:
+    if not isinstance(value, list | tuple):
+        return frozenset()
+    return frozenset(item for item in value if isinstance(item, str))
+
+
+def _tier_of(candidate: Candidate, request: RouteRequest, in_flight: Mapping[NodeId, int]) -> TierName:
+    if candidate.status != Status.ALIVE:
+        return "suspect"
+    if corrected_queue(candidate, in_flight) >= candidate.capacity:
+        return "full"
+    if request.hint is not None and request.hint in candidate.hints:
+        return "hint"
+    if request.model is not None and request.model in candidate.models:
+        return "warm"
+    return "any"
+
+
+def _power_of_two_order(
+    group: list[Candidate],
+    in_flight: Mapping[NodeId, int],
+    rng: random.Random,
+    here: Locality,
+    unmeasured_s: float,
+) -> list[Candidate]:
+    remaining = list(group)
+    result: list[Candidate] = []
+    while len(remaining) > 1:
+        first, second = rng.sample(range(len(remaining)), 2)
+        first_key = _key(remaining[first], in_flight, here, unmeasured_s)
+        better = first if first_key <= _key(remaining[second], in_flight, here, unmeasured_s) else second
+        result.append(remaining.pop(better))
+    result.extend(remaining)
+    return result
+
+
+def _key(
+    candidate: Candidate, in_flight: Mapping[NodeId, int], here: Locality, unmeasured_s: float
+) -> tuple[float, int, int]:
+    # Expected time in ~10 % steps: two idle replicas of about equal speed tie (measurements jitter
+    # by a few percent), and locality decides.
+    expected = expected_time_s(candidate, in_flight, unmeasured_s)
+    rounded = round(math.log(expected), 1) if expected > 0 else -math.inf
+    return rounded, _locality(candidate, here), _rtt_bucket(candidate)
+
+
+def _locality(candidate: Candidate, here: Locality) -> int:
+    if candidate.is_self:
+        return 0
+    if here.zone and candidate.zone == here.zone and candidate.region == here.region:
+        return 1
+    if here.region and candidate.region == here.region:
+        return 2
+    return 3
+
+
+def _rtt_bucket(candidate: Candidate) -> int:
+    if candidate.rtt_s is None:
+        return 1_000_000  # unknown sorts after every measured one
+    return int(candidate.rtt_s / RTT_BUCKET_S)
+
+
+__all__ = [
+    "DEFAULT_SERVICE_S",
+    "TIER_ORDER",
+    "Candidate",
+    "Locality",
+    "RouteRequest",
+    "Tier",
+    "TierName",
+    "candidates",
+    "corrected_queue",
+    "expected_time_s",
+    "ordered",
+    "predicted_wait_s",
+    "rank",
+    "retry_after_s",
+    "unmeasured_service_s",
+]

@@ -1,0 +1,191 @@
+"""The forwarder: carries one request to the best replica anywhere in the mesh, and fails over.
+
+``Forwarder.serve(call)`` asks the routing policy (``mesh/routing.py``) for ranked candidates built
+from the gossiped view, then tries them in order: this node's own replica directly, a peer's over the
+data plane (``node/peer_links.py``). It owns retries; the policy only ranks.
+
+Retry rules (DESIGN.md section 4):
+
+- An attempt that ends before any output reached us with a *retryable* failure (no connection,
+  replica gone or restarting, full, the peer's connection dropped) moves to the next candidate,
+  with the deadline's remaining time. Dead and left peers are never candidates; suspect ones last.
+- Once output has started (the first ``Chunk`` of a stream, or the ``Reply``), the request is
+  committed to that replica and is never run again: a stream that breaks after that ends with an
+  error event (``predict_api``).
+- A request whose node died before answering may have run there: it runs again elsewhere, since its
+  answer was lost with that node (at-least-once for the model, exactly one answer for the client).
+- Before trying anyone, if every candidate's predicted wait (gossiped queue depth, measured service
+  time) exceeds the request's deadline, it fails fast with 429 and a ``Retry-After`` (FedML's rule)
+  instead of timing out later. When every attempt was refused, the answer is 429 (full) or 503 (not
+  ready), with ``Retry-After`` from the gossiped queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncGenerator, Callable, Iterable
+from dataclasses import dataclass, replace
+
+from .errors import DeadlineExceeded, MeshnodeError, NotFound, NotReady, Overloaded
+from .mesh.envelope import Call, Envelope, Failure
+from .mesh.member import Member
+from .mesh.routing import (
+    Candidate,
+    Locality,
+    RouteRequest,
+    candidates,
+    ordered,
+    predicted_wait_s,
+    rank,
+    retry_after_s,
+)
+from .mesh.types import Status
+from .peer_links import PeerLinks
+from .replica import Replica, ReplicaState
+
+__all__ = ["Forwarder", "Served"]
+
+HINT_HEADER = "X-Mesh-Hint"
+# Failure kinds that mean "full", as opposed to "not ready": they decide between 429 and 503.
+_FULL_KINDS = frozenset({"overloaded"})
+
+
+@dataclass(frozen=True)
+class Served:
+    """A request committed to one replica: its first envelope, the rest, and the nodes it crossed."""
+
+    first: Envelope
+    rest: AsyncGenerator[Envelope, None]
+    route: tuple[str, ...]
+    attempts: int
+
+
+class Forwarder:
+    """Routes a request to a replica here or on a peer, retrying what never started."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        locality: Callable[[], Locality],
+        members: Callable[[], Iterable[Member]],
+        local_replica: Callable[[str], Replica | None],
+        links: PeerLinks,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._name = name
+        self._locality = locality
+        self._members = members
+        self._local_replica = local_replica
+        self._links = links
+        self._rng = rng or random.Random()
+
+    async def serve(self, call: Call, hint: str | None = None) -> Served:
+        """Commit `call` to the best replica that accepts it (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call.timeout_ms / 1000
+        here = self._locality()
+        found = self._candidates(call.deployment, here)
+        if not found:
+            raise self._nothing_ready(call.deployment)
+        in_flight = self._links.in_flight()
+        request = RouteRequest(call.deployment, hint=hint, model=_model_of(call))
+        order = ordered(rank(found, request, in_flight, self._rng, here))
+        time_left = deadline - loop.time()
+        if all(predicted_wait_s(candidate, in_flight) > time_left for candidate in order):
+            raise Overloaded(
+                f"every replica of {call.deployment} is busy for longer than the request's deadline",
+                retry_after_s=retry_after_s(order, in_flight),
+            )
+        refusals: list[Failure] = []
+        for candidate in order:
+            remaining_ms = int((deadline - loop.time()) * 1000)
+            if remaining_ms <= 0:
+                break
+            attempt = replace(call, timeout_ms=remaining_ms)
+            messages = self._attempt(candidate, attempt)
+            try:
+                first = await anext(messages)
+            except MeshnodeError as exc:
+                if not exc.retryable:
+                    raise
+                refusals.append(Failure(call.request_id, exc.kind, exc.message, True))
+                continue
+            if isinstance(first, Failure) and first.retryable:
+                refusals.append(first)
+                with contextlib.suppress(Exception):
+                    await messages.aclose()
+                continue
+            route = (self._name,) if candidate.is_self else (self._name, candidate.name)
+            return Served(first, messages, route, len(refusals) + 1)
+        if loop.time() >= deadline:
+            raise DeadlineExceeded(
+                f"{call.deployment} found no free replica within {call.timeout_ms / 1000:g} s"
+            )
+        raise _exhausted(call, refusals, retry_after_s(order, self._links.in_flight()))
+
+    def _candidates(self, deployment: str, here: Locality) -> list[Candidate]:
+        peers = [member for member in self._members() if member.node != here.node]
+        found = candidates(peers, deployment, here.node)
+        replica = self._local_replica(deployment)
+        if replica is not None and replica.state == ReplicaState.READY:
+            found.append(_local_candidate(replica, self._name, here))
+        return found
+
+    async def _attempt(self, candidate: Candidate, call: Call) -> AsyncGenerator[Envelope, None]:
+        if candidate.is_self:
+            replica = self._local_replica(call.deployment)
+            if replica is None:
+                raise NotReady(f"the replica of {call.deployment} here stopped", retry_after_s=1.0)
+            messages = replica.call(call)
+        else:
+            messages = self._links.call(candidate.node, candidate.data_addr, call)
+        async for message in messages:
+            yield message
+
+    def _nothing_ready(self, deployment: str) -> MeshnodeError:
+        known = self._local_replica(deployment) is not None or any(
+            deployment in member.meta.replicas
+            for member in self._members()
+            if member.status in (Status.ALIVE, Status.SUSPECT)
+        )
+        if known:
+            return NotReady(f"no replica of {deployment} is ready yet", retry_after_s=2.0)
+        return NotFound(f"no deployment named {deployment!r} in the mesh")
+
+
+def _local_candidate(replica: Replica, name: str, here: Locality) -> Candidate:
+    speed = replica.speed
+    return Candidate(
+        node=here.node,
+        name=name,
+        data_addr="",
+        status=Status.ALIVE,
+        is_self=True,
+        region=here.region,
+        zone=here.zone,
+        rtt_s=0.0,
+        hints=frozenset(replica.hints),
+        models=frozenset(replica.models),
+        queue=replica.in_flight,
+        slots=replica.slots,
+        capacity=replica.capacity,
+        service_s=speed.service_s,
+        throughput_rps=speed.throughput_rps,
+    )
+
+
+def _model_of(call: Call) -> str | None:
+    model = call.body.get("model")
+    return model if isinstance(model, str) else None
+
+
+def _exhausted(call: Call, refusals: list[Failure], retry_after: float) -> MeshnodeError:
+    """Every candidate refused: 429 when any was full, else 503; the reasons go in the message."""
+    reasons = "; ".join(sorted({f.message for f in refusals})[:3]) or "the deadline passed while trying"
+    text = f"no replica of {call.deployment} could take the request ({reasons})"
+    if any(failure.kind in _FULL_KINDS for failure in refusals):
+        return Overloaded(text, retry_after_s=retry_after)
+    return NotReady(text, retry_after_s=retry_after)

@@ -1,0 +1,247 @@
+"""Any node serves any request: forwarding, routing tiers, failover and the data plane's defences.
+
+Three real agents on 127.0.0.1: ``n0`` hosts nothing (every request it takes is forwarded), ``n1``
+and ``n2`` host replicas of the same deployments. The predictors are in ``serving_apps.py``; the
+``tagged`` ones answer with their replica's tag, and gossip ``hint-<tag>`` and ``model-<tag>``.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+import zmq
+
+from tests.integration.agents import AgentProcess, Mesh, wait_for
+
+APPS = Path(__file__).with_name("serving_apps.py")
+
+
+def deploy(**apps: str) -> list[str]:
+    return [arg for name, app in apps.items() for arg in ("--deploy", f"{name}={APPS}:{app}")]
+
+
+REPLICA_ARGS = {
+    1: deploy(tagged="TaggedA", probe="Probe", png="PngMaker", narrow="Narrow"),
+    2: deploy(tagged="TaggedB", probe="Probe"),
+}
+
+
+def post(
+    agent: AgentProcess, deployment: str, body: object, timeout: float = 30.0, **kwargs: object
+) -> httpx.Response:
+    return httpx.post(f"{agent.url}/v1/predict/{deployment}", json=body, timeout=timeout, **kwargs)  # type: ignore[arg-type]
+
+
+def served_by(response: httpx.Response) -> str:
+    return response.headers["X-Mesh-Route"].split(",")[-1]
+
+
+def wait_replicas_seen(observer: AgentProcess, expected: dict[str, set[str]], timeout: float = 60.0) -> None:
+    """Wait until `observer` sees each node name's replicas of the given deployments as ready."""
+
+    def ready() -> bool:
+        members = {m["name"]: m for m in observer.view()["members"] if m["status"] == "alive"}
+        return all(
+            name in members
+            and all(members[name]["replicas"].get(d, {}).get("state") == "ready" for d in deployments)
+            for name, deployments in expected.items()
+        )
+
+    wait_for(ready, timeout, interval=0.1, message=lambda: json.dumps(observer.view(), indent=1)[:3000])
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with Mesh(tmp_path_factory.mktemp("forwarding"), 3, extra_args=REPLICA_ARGS) as started:
+        started.wait_formed()
+        wait_replicas_seen(
+            started.agents[0],
+            {"n1": {"tagged", "probe", "png", "narrow"}, "n2": {"tagged", "probe"}},
+        )
+        yield started
+
+
+def test_a_node_without_the_deployment_forwards_to_one_that_has_it(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    response = post(entry, "tagged", {}, headers={"X-Request-Id": "fwd-1"})
+    assert response.status_code == 200, response.text
+    route = response.headers["X-Mesh-Route"].split(",")
+    assert route[0] == "n0" and route[1] in ("n1", "n2")
+    assert response.json() == {"tag": "a" if route[1] == "n1" else "b"}
+    assert response.headers["X-Request-Id"] == "fwd-1"
+    assert response.headers["X-Mesh-Attempts"] == "1"
+
+
+def test_an_unknown_deployment_is_404_from_any_node(mesh: Mesh) -> None:
+    response = post(mesh.agents[0], "nowhere", {})
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found"
+
+
+def test_hinted_requests_land_on_the_replica_holding_the_hint(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    tags = collections.Counter(
+        post(entry, "tagged", {}, headers={"X-Mesh-Hint": "hint-b"}).json()["tag"] for _ in range(100)
+    )
+    assert tags["b"] >= 95, tags
+
+
+def test_warm_replicas_are_preferred_over_cold_ones(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    tags = collections.Counter(post(entry, "tagged", {"model": "model-a"}).json()["tag"] for _ in range(100))
+    assert tags["a"] >= 95, tags
+
+
+def test_equal_replicas_share_load_evenly(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+
+    def one(_: int) -> str:
+        response = post(entry, "tagged", {"s": 0.02})
+        assert response.status_code == 200, response.text
+        return str(response.json()["tag"])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        tags = collections.Counter(pool.map(one, range(200)))
+    assert 60 <= tags["a"] <= 140 and 60 <= tags["b"] <= 140, tags
+
+
+def test_a_stream_crosses_a_forwarding_hop_chunk_by_chunk(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    body = {"stream": True, "n": 4, "interval_s": 0.4}
+    arrivals: list[float] = []
+    headers = {"Accept": "text/event-stream", "X-Mesh-Hint": "hint-a"}
+    with httpx.stream("POST", f"{entry.url}/v1/predict/probe", json=body, headers=headers, timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["X-Mesh-Route"].startswith("n0,")
+        chunks = []
+        for line in r.iter_lines():
+            if line.startswith("data:") and "i" in line:
+                chunks.append(json.loads(line.removeprefix("data:")))
+                arrivals.append(time.monotonic())
+    assert chunks == [{"i": i} for i in range(4)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # Each chunk was passed on when it was produced, not all at the end.
+    assert all(gap > 0.2 for gap in gaps), gaps
+
+
+def test_a_client_going_away_cancels_the_stream_on_the_far_replica(mesh: Mesh, tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled"
+    body = {"stream": True, "n": 50, "interval_s": 0.2, "cancelled_marker": str(marker)}
+    with httpx.stream("POST", f"{mesh.agents[0].url}/v1/predict/probe", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # the first chunk arrived; now hang up
+    wait_for(marker.exists, 15, message="the replica never saw the cancel")
+
+
+def test_files_cross_the_hop_whole_even_when_split_into_frames(mesh: Mesh) -> None:
+    entry, holder = mesh.agents[0], mesh.agents[1]
+    body = {"seed": 3, "size": 800, "noise": True}  # about 640 KB: more than one data-plane frame
+    forwarded = post(entry, "png", body, headers={"Accept": "image/png"})
+    direct = post(holder, "png", body, headers={"Accept": "image/png"})
+    assert forwarded.status_code == 200 and direct.status_code == 200
+    assert forwarded.headers["X-Mesh-Route"] == "n0,n1"
+    assert forwarded.headers["content-type"] == "image/png"
+    assert len(forwarded.content) > 600_000
+    assert forwarded.content == direct.content
+
+
+def test_a_saturated_mesh_answers_429_with_retry_after(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    # narrow: one at a time plus a queue of two, on n1 only. Eight at once cannot all fit.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: post(entry, "narrow", {"s": 1.5}), range(8)))
+    statuses = collections.Counter(r.status_code for r in responses)
+    assert statuses[200] >= 1 and statuses[429] >= 1, statuses
+    assert set(statuses) <= {200, 429}, [r.text for r in responses]
+    refused = next(r for r in responses if r.status_code == 429)
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["error"]["type"] == "overloaded"
+
+
+def test_garbage_on_the_data_plane_port_leaves_the_agent_up(mesh: Mesh) -> None:
+    target = mesh.agents[1]
+    data_addr = next(m["data"] for m in mesh.agents[0].view()["members"] if m["name"] == "n1")
+    host, port = data_addr.rsplit(":", 1)
+    # Not ZeroMQ at all: random bytes on a raw TCP connection.
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(b"\xff" * 64 + b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)))
+    # ZeroMQ, but not meshnode: bad msgpack, a wrong version, a reply where a request belongs,
+    # the wrong number of frames, and a call with a field of the wrong type.
+    ctx = zmq.Context()
+    try:
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(f"tcp://{data_addr}")
+        frames = [
+            [b"\xc1\xc1\xc1"],
+            [msgpack.packb([99, 1, "x", "tagged", {}, None, False, "", 1000])],
+            [msgpack.packb([1, 3, "x", {"stolen": True}, "application/json"])],
+            [b"one", b"two"],
+            [msgpack.packb([1, 1, "x", "tagged", "not a map", None, False, "", 1000])],
+        ]
+        for frame in frames:
+            dealer.send_multipart(frame)
+        # A well-formed request on the same connection still gets its answer.
+        dealer.send(msgpack.packb([1, 1, "ok-1", "tagged", {}, None, False, "", 10_000]))
+        assert dealer.poll(15_000), "no answer to a valid request after the garbage"
+        answer = msgpack.unpackb(dealer.recv())
+        assert answer[1:4] == [3, "ok-1", {"tag": "a"}]
+        dealer.close()
+    finally:
+        ctx.term()
+    target.check_running()
+    assert post(mesh.agents[0], "tagged", {}, headers={"X-Mesh-Hint": "hint-a"}).json() == {"tag": "a"}
+    metrics = target.get("/metrics").text
+    dropped = {
+        line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("meshnode_data_dropped_total{")
+    }
+    assert dropped.get("malformed", 0) >= 3 and dropped.get("frames", 0) >= 1, dropped
+    assert dropped.get("unexpected", 0) >= 1, dropped
+
+
+def test_sigkill_of_a_replica_node_under_load_fails_no_request(tmp_path: Path) -> None:
+    with Mesh(tmp_path, 3, extra_args=REPLICA_ARGS) as started:
+        started.wait_formed()
+        entry, doomed = started.agents[0], started.agents[2]
+        wait_replicas_seen(entry, {"n1": {"tagged"}, "n2": {"tagged"}})
+        stop = threading.Event()
+        results: list[tuple[int, str]] = []
+        lock = threading.Lock()
+
+        def client() -> None:
+            with httpx.Client(timeout=30) as http:
+                for _ in range(400):  # bounded: the test stops it long before
+                    if stop.is_set():
+                        return
+                    response = http.post(f"{entry.url}/v1/predict/tagged", json={"s": 0.05})
+                    with lock:
+                        results.append((response.status_code, response.headers.get("X-Mesh-Route", "")))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: sum(route.endswith("n2") for _, route in results) >= 10, 30)
+            doomed.kill()
+            killed_at = len(results)
+            wait_for(lambda: len(results) >= killed_at + 60, 60, message=lambda: f"{len(results)} done")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        failed = [(status, route) for status, route in results if status != 200]
+        assert not failed, f"{len(failed)} of {len(results)} failed: {failed[:5]}"
+        assert all(route.endswith("n1") for _, route in results[killed_at + 20 :])

@@ -19,10 +19,12 @@ one with the lower expected time in system, repeat over the rest. Never a global
 every router onto the same replica between two gossip rounds. The expected time is the replica's
 measured service time times ``1 + queue / slots``, where ``queue`` is its gossiped queue depth plus
 what this node has sent it since (the in-flight correction; for this node's own replicas the exact
-count), so a GPU twice as fast as a laptop takes about twice its traffic. Ties (equal loads and
-speeds, e.g. an idle mesh) break by locality: this node, then its zone, then its region, then by
-measured round-trip time in coarse buckets, so that an idle mesh serves locally and equal remote
-replicas share evenly instead of by microseconds of RTT.
+count), so a GPU twice as fast as a laptop takes about twice its traffic. Between the two drawn,
+ties (equal loads and speeds) break by locality: same zone, then same region, then measured
+round-trip time in coarse buckets, so equal remote replicas share evenly instead of by microseconds
+of RTT. This node's own replica goes first whenever no other in its tier expects a shorter time:
+serving locally saves the hop, and it cannot herd (every router's own replica is a different one,
+and its queue is known exactly).
 """
 
 from __future__ import annotations
@@ -235,6 +237,12 @@ def _power_of_two_order(
 ) -> list[Candidate]:
     remaining = list(group)
     result: list[Candidate] = []
+    local = next((c for c in remaining if c.is_self), None)
+    if local is not None:
+        keys = {id(c): _key(c, in_flight, here, unmeasured_s)[0] for c in remaining}
+        if keys[id(local)] <= min(keys.values()):
+            remaining.remove(local)
+            result.append(local)
     while len(remaining) > 1:
         first, second = rng.sample(range(len(remaining)), 2)
         first_key = _key(remaining[first], in_flight, here, unmeasured_s)

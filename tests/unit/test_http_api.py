@@ -208,3 +208,23 @@ async def test_insane_request_id_is_replaced(client: httpx.AsyncClient, offered:
 async def test_every_response_gets_a_fresh_request_id(client: httpx.AsyncClient) -> None:
     ids = {(await client.get("/health")).headers["X-Request-Id"] for _ in range(3)}
     assert len(ids) == 3
+
+
+def test_a_failure_from_a_worker_or_peer_becomes_the_error_of_its_kind() -> None:
+    from meshnode.errors import (
+        Conflict,
+        NotReady,
+        Overloaded,
+        PredictorError,
+        Unprocessable,
+        error_for_failure,
+    )
+
+    assert isinstance(error_for_failure("invalid_request", "x", retryable=False), Unprocessable)
+    assert isinstance(error_for_failure("conflict", "x", retryable=False), Conflict)
+    overloaded = error_for_failure("overloaded", "full", retryable=True)
+    assert isinstance(overloaded, Overloaded) and overloaded.retry_after_s == 1.0
+    assert isinstance(error_for_failure("peer_lost", "gone", retryable=True), NotReady)
+    crashed = error_for_failure("predictor", "boom", retryable=False)
+    assert isinstance(crashed, PredictorError) and crashed.message == "boom"
+    assert isinstance(error_for_failure("from-a-newer-version", "?", retryable=False), PredictorError)

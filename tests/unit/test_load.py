@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import msgpack
 import psutil
+import pytest
 
-from meshnode.load import LoadSample, LoadSampler
+from meshnode.load import LoadSample, LoadSampler, SpeedMeter
 
 GIB = 1 << 30
 
@@ -58,3 +59,18 @@ def test_sampler_reads_this_machine() -> None:
         assert 0 < reading.memory_used_bytes <= reading.memory_total_bytes
     assert first.in_flight == 2
     assert second.in_flight == 0
+
+
+def test_speed_meter_smooths_service_time_and_counts_throughput_over_its_window() -> None:
+
+    meter = SpeedMeter()
+    assert meter.service_s is None and meter.throughput_rps is None and meter.to_wire(0.0) == {}
+    meter.record(0.0, 0.1)
+    assert meter.service_s == pytest.approx(0.1)
+    meter.record(1.0, 1.3)  # one slow request moves the mean a fifth of the way
+    assert meter.service_s == pytest.approx(0.1 + 0.2 * (0.3 - 0.1))
+    for i in range(20):
+        meter.record(2.0 + i * 0.5, 2.1 + i * 0.5)
+    assert meter.throughput(12.0) == pytest.approx(2.0)  # the last 20 completions fall in the window
+    assert meter.throughput(100.0) == 0.0
+    assert meter.to_wire(12.0)["rps"] == pytest.approx(2.0)

@@ -1,0 +1,216 @@
+"""The routing policy: tiers, power-of-two-choices, locality ties, and reading the gossiped view."""
+
+from __future__ import annotations
+
+import collections
+import random
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshnode.mesh.member import Member
+from meshnode.mesh.metadata import NodeMeta
+from meshnode.mesh.routing import (
+    Candidate,
+    Locality,
+    RouteRequest,
+    candidates,
+    ordered,
+    predicted_wait_s,
+    rank,
+    retry_after_s,
+)
+from meshnode.mesh.types import Address, NodeId, Status
+
+ME = NodeId("me")
+HERE = Locality(ME, region="eu", zone="eu-1")
+REQUEST = RouteRequest("sd")
+
+
+def replica(name: str, **fields: object) -> Candidate:
+    base = Candidate(
+        node=NodeId(name),
+        name=name,
+        data_addr=f"{name}:1",
+        status=Status.ALIVE,
+        is_self=name == ME,
+        capacity=100,
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def first_choice(pool: list[Candidate], request: RouteRequest = REQUEST, seed: int = 0, **kw: object) -> str:
+    in_flight = kw.get("in_flight", {})
+    tiers = rank(pool, request, in_flight, random.Random(seed), HERE)  # type: ignore[arg-type]
+    return ordered(tiers)[0].name
+
+
+def test_a_hint_match_comes_first_then_warm_then_the_rest() -> None:
+    pool = [
+        replica("cold", queue=0),
+        replica("warm", models=frozenset({"m1"}), queue=3),
+        replica("hinted", hints=frozenset({"lora-x"}), queue=5),
+    ]
+    tiers = rank(pool, RouteRequest("sd", hint="lora-x", model="m1"), {}, random.Random(1), HERE)
+    assert [(tier.name, [c.name for c in tier.candidates]) for tier in tiers] == [
+        ("hint", ["hinted"]),
+        ("warm", ["warm"]),
+        ("any", ["cold"]),
+    ]
+
+
+def test_suspect_replicas_are_tried_last_and_full_ones_just_before() -> None:
+    pool = [
+        replica("suspect", status=Status.SUSPECT, hints=frozenset({"h"})),
+        replica("full", queue=10, capacity=10),
+        replica("busy", queue=8, capacity=10),
+    ]
+    names = [c.name for c in ordered(rank(pool, RouteRequest("sd", hint="h"), {}, random.Random(0), HERE))]
+    assert names == ["busy", "full", "suspect"]
+
+
+def test_in_flight_to_a_peer_counts_toward_its_queue() -> None:
+    pool = [replica("a"), replica("b", queue=1)]
+    assert first_choice(pool) == "a"
+    # We already sent three to "a" since its last gossip: "b" is now the shorter queue.
+    assert first_choice(pool, in_flight={NodeId("a"): 3}) == "b"
+    # A full replica, counting what we sent, drops to the "full" tier.
+    small = [replica("a", capacity=2), replica("b", queue=1)]
+    tiers = rank(small, REQUEST, {NodeId("a"): 2}, random.Random(0), HERE)
+    assert [t.name for t in tiers] == ["any", "full"]
+
+
+def test_power_of_two_prefers_the_shorter_expected_time_of_the_two() -> None:
+    pool = [replica("slow", service_s=0.2), replica("fast", service_s=0.1, queue=1)]
+    # fast: 0.1 * (1 + 1) = 0.2 ties slow's 0.2 at queue 0; one more queued on fast and slow wins.
+    assert first_choice([*pool[:1], replace(pool[1], queue=2)]) == "slow"
+    assert first_choice([*pool[:1], replace(pool[1], queue=0)]) == "fast"
+
+
+def test_an_idle_mesh_serves_locally_and_a_busy_local_replica_yields() -> None:
+    peers = [replica(f"peer{i}", zone="eu-1", region="eu") for i in range(8)]
+    local = replica(ME, is_self=True)
+    assert all(first_choice([*peers, local], seed=seed) == ME for seed in range(50))
+    busy = replace(local, queue=3)
+    assert all(first_choice([*peers, busy], seed=seed) != ME for seed in range(50))
+
+
+def test_locality_ties_prefer_the_zone_then_the_region_then_low_rtt() -> None:
+    far = replica("far", region="us", rtt_s=0.0001)
+    region = replica("region", region="eu", zone="eu-2", rtt_s=0.05)
+    zone = replica("zone", region="eu", zone="eu-1", rtt_s=0.05)
+    for seed in range(20):
+        assert first_choice([far, zone], seed=seed) == "zone"
+        assert first_choice([region, zone], seed=seed) == "zone"
+        assert first_choice([far, region], seed=seed) == "region"
+    near, distant = replica("near", rtt_s=0.0005), replica("distant", rtt_s=0.030)
+    assert all(first_choice([near, distant], seed=seed) == "near" for seed in range(20))
+
+
+def test_equal_remote_replicas_share_evenly() -> None:
+    pool = [replica(name, rtt_s=0.0003 + i * 0.0001) for i, name in enumerate("abcd")]
+    rng = random.Random(7)
+    counts = collections.Counter(ordered(rank(pool, REQUEST, {}, rng, HERE))[0].name for _ in range(4000))
+    assert all(850 <= n <= 1150 for n in counts.values()), counts
+
+
+def test_power_of_two_never_herds_onto_one_replica() -> None:
+    # Ten equal replicas, one slightly less loaded: a global argmin would send everything there.
+    pool = [replica(f"r{i}", queue=2) for i in range(9)] + [replica("least", queue=1)]
+    rng = random.Random(3)
+    counts = collections.Counter(ordered(rank(pool, REQUEST, {}, rng, HERE))[0].name for _ in range(2000))
+    assert counts["least"] < 600, counts  # P2C: picked only when drawn, about 19 % of the time
+    assert len(counts) == 10
+
+
+def test_unmeasured_replicas_count_as_the_median_measured_one() -> None:
+    pool = [replica("new"), replica("measured", service_s=0.5)]
+    counts = collections.Counter(first_choice(pool, seed=seed) for seed in range(200))
+    assert 60 <= counts["new"] <= 140, counts  # neither favoured nor shunned
+
+
+def test_predicted_wait_and_retry_after_come_from_the_queue_and_speed() -> None:
+    busy = replica("busy", queue=9, slots=2, service_s=0.5)
+    assert predicted_wait_s(busy, {}) == 0.5 * (9 - 2 + 1) / 2
+    assert predicted_wait_s(replica("idle", service_s=1.0), {}) == 0.0
+    assert predicted_wait_s(replica("unmeasured", queue=50), {}) == 0.0
+    assert retry_after_s([busy, replace(busy, queue=20)], {}) == 2.0
+    assert retry_after_s([], {}) == 1.0
+
+
+def meta_member(name: str, status: Status = Status.ALIVE, **meta: object) -> Member:
+    fields: dict[str, object] = {"name": name, "data": f"{name}:9", **meta}
+    return Member(NodeId(name), Address(f"{name}:8471"), 1, status, 1, NodeMeta(**fields), 0.0)  # type: ignore[arg-type]
+
+
+def test_candidates_are_read_from_gossiped_metadata() -> None:
+    entry = {"state": "ready", "queue": 3, "slots": 2, "capacity": 10, "hints": ["h"], "models": ["m"]}
+    members = [
+        meta_member("a", replicas={"sd": entry}, speeds={"sd": {"service_ms": 150.0, "rps": 6.0}}, zone="z"),
+        meta_member("starting", replicas={"sd": {**entry, "state": "starting"}}),
+        meta_member("dead", Status.DEAD, replicas={"sd": entry}),
+        meta_member("left", Status.LEFT, replicas={"sd": entry}),
+        meta_member("suspect", Status.SUSPECT, replicas={"sd": entry}),
+        meta_member("other", replicas={"other": entry}),
+        meta_member("no-data", replicas={"sd": entry}, data=""),
+    ]
+    found = {c.name: c for c in candidates(members, "sd", ME)}
+    assert set(found) == {"a", "suspect"}
+    a = found["a"]
+    assert (a.queue, a.slots, a.capacity, a.zone, a.data_addr) == (3, 2, 10, "z", "a:9")
+    assert (a.hints, a.models, a.service_s, a.throughput_rps) == (
+        frozenset({"h"}),
+        frozenset({"m"}),
+        0.15,
+        6.0,
+    )
+
+
+def test_malformed_gossiped_entries_are_ignored_not_fatal() -> None:
+    members = [
+        meta_member("a", replicas={"sd": "ready"}),
+        meta_member("b", replicas={"sd": {"state": "ready", "queue": "many", "slots": -1, "hints": "h"}}),
+        meta_member("c", replicas={"sd": {"state": "ready"}}, speeds={"sd": {"service_ms": float("nan")}}),
+    ]
+    found = {c.name: c for c in candidates(members, "sd", ME)}
+    assert set(found) == {"b", "c"}
+    assert (found["b"].queue, found["b"].slots, found["b"].hints) == (0, 1, frozenset())
+    assert found["c"].service_s is None
+
+
+statuses = st.sampled_from([Status.ALIVE, Status.SUSPECT])
+pools = st.lists(
+    st.builds(
+        lambda i, status, queue, capacity, service, hinted: replica(
+            f"r{i}",
+            status=status,
+            queue=queue,
+            capacity=capacity,
+            service_s=service,
+            hints=frozenset({"h"}) if hinted else frozenset(),
+        ),
+        st.integers(0, 10**6),
+        statuses,
+        st.integers(0, 50),
+        st.integers(1, 50),
+        st.one_of(st.none(), st.floats(0.001, 10)),
+        st.booleans(),
+    ),
+    max_size=12,
+    unique_by=lambda c: c.name,
+)
+
+
+@given(
+    pools,
+    st.integers(0, 2**32),
+    st.dictionaries(st.sampled_from([f"r{i}" for i in range(5)]), st.integers(0, 9)),
+)
+def test_every_candidate_appears_exactly_once_and_suspects_last(
+    pool: list[Candidate], seed: int, in_flight: dict[str, int]
+) -> None:
+    order = ordered(rank(pool, RouteRequest("sd", hint="h"), in_flight, random.Random(seed), HERE))  # type: ignore[arg-type]
+    assert sorted(c.name for c in order) == sorted(c.name for c in pool)
+    statuses_in_order = [c.status for c in order]
+    assert statuses_in_order == sorted(statuses_in_order, key=lambda s: s == Status.SUSPECT)

@@ -46,6 +46,9 @@ TIER_ORDER: tuple[TierName, ...] = ("hint", "warm", "any", "full", "suspect")
 DEFAULT_SERVICE_S = 0.05
 # Round-trip times within one bucket count as equal locality (LAN jitter is not a preference).
 RTT_BUCKET_S = 0.002
+# Expected times below this count as equal: differences of a millisecond or two are measurement
+# noise next to one network hop, and equal replicas of a fast app should share, not race.
+NEGLIGIBLE_TIME_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,8 @@ def _key(
 ) -> tuple[float, int, int]:
     # Expected time in ~10 % steps: two idle replicas of about equal speed tie (measurements jitter
     # by a few percent), and locality decides.
-    expected = expected_time_s(candidate, in_flight, unmeasured_s)
-    rounded = round(math.log(expected), 1) if expected > 0 else -math.inf
+    expected = max(expected_time_s(candidate, in_flight, unmeasured_s), NEGLIGIBLE_TIME_S)
+    rounded = round(math.log(expected), 1)
     return rounded, _locality(candidate, here), _rtt_bucket(candidate)
 
 

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
@@ -28,6 +28,9 @@ from .cli_predict import error_message, predict
 from .config import DEFAULT_NODE_URL, AgentConfig
 from .errors import MeshnodeError
 from .mesh.config import PROFILES
+
+if TYPE_CHECKING:
+    from .demo_traffic import Traffic
 
 __all__ = ["format_peers_table", "main"]
 
@@ -331,6 +334,16 @@ def _models_summary(models: object, shown: int = 3) -> str:
 # -- demo -------------------------------------------------------------------------------------
 
 
+def _report_traffic(traffic: Traffic) -> None:
+    served = ", ".join(f"{name} {count}" for name, count in sorted(traffic.served.items()))
+    click.echo(
+        f"{traffic.total} echo requests sent to the survivors during the kill and restart: "
+        f"{len(traffic.failures)} failed (served by: {served})"
+    )
+    for failure in traffic.failures[:5]:
+        click.echo(f"  failed: {failure}")
+
+
 @main.command()
 @click.option("--nodes", type=click.IntRange(1, 32), default=3, show_default=True, help="Agents to start.")
 @click.option(
@@ -364,7 +377,7 @@ def _models_summary(models: object, shown: int = 3) -> str:
 )
 def demo(nodes: int, duration: float | None, base_port: int, failover: bool, apps: bool, image: Path) -> None:
     """Run a local mesh of agents on this machine and show it forming."""
-    from . import demo_apps
+    from . import demo_apps, demo_traffic
     from .demo import DemoError, DemoMesh, sigterm_as_interrupt
 
     try:
@@ -375,10 +388,19 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
             click.echo(f"mesh of {nodes} formed in {took_s:.1f} s")
             if apps:
                 demo_apps.run_samples([node.url for node in mesh.nodes], image.resolve(), click.echo)
+                demo_traffic.show_routing({node.name: node.url for node in mesh.nodes}, 12, click.echo)
             if failover and nodes >= 2:
                 victim = mesh.nodes[-1].name
-                click.echo(f"\nkill -9 {victim}: the others must notice on their own (SWIM, no leader)...")
-                report = mesh.crash_and_rejoin(nodes - 1, DEMO_FORM_TIMEOUT_S)
+                survivors = [node.url for node in mesh.nodes[:-1]]
+                with demo_traffic.Traffic(survivors if apps else []) as traffic:
+                    if apps:
+                        mesh.wait_until(lambda: traffic.total >= 20, DEMO_FORM_TIMEOUT_S, "traffic to start")
+                    click.echo(
+                        f"\nkill -9 {victim} mid-traffic: the others must notice on their own (SWIM)..."
+                    )
+                    report = mesh.crash_and_rejoin(nodes - 1, DEMO_FORM_TIMEOUT_S)
+                if apps:
+                    _report_traffic(traffic)
                 click.echo(f"every survivor marked {victim} dead {report.dead_after_s:.1f} s after SIGKILL")
                 click.echo(
                     f"restarted {victim} (pid {report.restarted_pid}) on its data dir: back alive "

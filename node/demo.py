@@ -178,6 +178,15 @@ class DemoMesh:
             self.nodes[index].process.pid,
         )
 
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Poll `condition` while checking the agents run; DemoError after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            self.check_running()
+            if time.monotonic() >= deadline:
+                raise DemoError(f"timed out after {timeout_s:g} s waiting for {what}")
+            time.sleep(POLL_INTERVAL_S / 4)
+
     def _wait_all(self, observers: list[DemoNode], node_id: str, status: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while True:

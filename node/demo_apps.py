@@ -36,17 +36,28 @@ class DemoAppError(Exception):
 
 
 def plan(nodes: int) -> dict[int, list[str]]:
-    """Which agent pins which app: round robin, as `--deploy NAME=APP` arguments."""
+    """Which agent pins which app, as `--deploy NAME=APP` arguments.
+
+    echo runs on every node but the first (from three nodes up), so the first forwards every echo
+    request and killing any other one leaves a replica; the other apps go round robin.
+    """
     assignment: dict[int, list[str]] = {index: [] for index in range(nodes)}
-    for position, (name, app) in enumerate(APPS):
+    (echo_name, echo_app), *others = APPS
+    for index in range(1 if nodes >= 3 else 0, nodes):
+        assignment[index].append(f"{echo_name}={echo_app}")
+    for position, (name, app) in enumerate(others):
         assignment[position % nodes].append(f"{name}={app}")
     return assignment
 
 
 def run_samples(urls: Sequence[str], image_path: Path, say: Callable[[str], Any]) -> None:
-    """Wait for every demo app, then show one request to each and where it was served."""
+    """Wait for every demo app, then show one request to each and where it was served.
+
+    Samples go to the first node whatever it hosts: any node serves any request.
+    """
     with httpx.Client(timeout=60.0) as client:
-        hosts = _wait_ready(client, urls, say)
+        _wait_ready(client, urls, say)
+        hosts = dict.fromkeys((name for name, _ in APPS), urls[0])
         _echo(client, hosts["echo"], say)
         _stream(client, hosts["stream"], say)
         _embeddings(client, hosts["embeddings"], say)

@@ -144,6 +144,17 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
     assert after > before
     pids += [int(pid) for pid in re.findall(r"restarted demo-\d \(pid (\d+)\)", result.stdout)]
     assert len(pids) == 4, result.stdout
+    # Requests went to every node; demo-0 hosts no echo replica, so the table's columns (who served)
+    # are only the nodes with one, and demo-0's row was all forwarded.
+    table = result.stdout.split("who served them (X-Mesh-Route):\n")[1].splitlines()
+    assert table[0].split()[2:] == ["demo-1", "demo-2"], table[:4]
+    assert [row.split()[0] for row in table[1:4]] == ["demo-0", "demo-1", "demo-2"]
+    assert sum(int(n) for n in table[1].split()[1:]) == 12
+    # The kill -9 happened under traffic, and no request failed.
+    traffic = re.search(
+        r"(\d+) echo requests sent to the survivors during the kill and restart: (\d+) failed", result.stdout
+    )
+    assert traffic is not None and int(traffic[1]) >= 20 and int(traffic[2]) == 0, result.stdout[-2000:]
     # The first table, printed once the mesh formed: three demo rows, all alive.
     before_formed = result.stdout.split("mesh of 3 formed in")[0].splitlines()
     header = next(index for index, line in enumerate(before_formed) if line.split()[:2] == ["NAME", "ID"])

@@ -63,11 +63,16 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Reply:
-    """The final answer (for a stream: its end, with `data` None)."""
+    """The final answer (for a stream: its end, with `data` None).
+
+    `queue`: set by a node answering a peer, its replica's other requests in flight at that moment,
+    so the peer's router learns fresh load from every answer instead of only from gossip.
+    """
 
     request_id: str
     data: Any
     content_type: str
+    queue: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Failure:
     kind: str
     message: str
     retryable: bool
+    queue: int | None = None  # as in Reply
 
 
 @dataclass(frozen=True)
@@ -115,10 +121,10 @@ def encode_envelope(message: Envelope) -> bytes:
             kind = EnvelopeKind.CALL
         case Chunk(rid, seq, data):
             fields, kind = [seq, data], EnvelopeKind.CHUNK
-        case Reply(rid, data, content_type):
-            fields, kind = [data, content_type], EnvelopeKind.REPLY
-        case Failure(rid, failure_kind, text, retryable):
-            fields, kind = [failure_kind, text, retryable], EnvelopeKind.FAILURE
+        case Reply(rid, data, content_type, queue):
+            fields, kind = [data, content_type, *_optional(queue)], EnvelopeKind.REPLY
+        case Failure(rid, failure_kind, text, retryable, queue):
+            fields, kind = [failure_kind, text, retryable, *_optional(queue)], EnvelopeKind.FAILURE
         case Cancel(rid):
             fields, kind = [], EnvelopeKind.CANCEL
         case Hello(rid, info):
@@ -126,6 +132,10 @@ def encode_envelope(message: Envelope) -> bytes:
         case Hints(rid, hints, models):
             fields, kind = [list(hints), list(models)], EnvelopeKind.HINTS
     return msgpack.packb([ENVELOPE_VERSION, kind, rid, *fields], use_bin_type=True)
+
+
+def _optional(queue: int | None) -> list[int]:
+    return [] if queue is None else [queue]
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
@@ -163,10 +173,12 @@ def decode_envelope(frame: bytes, *, max_bytes: int) -> Envelope:
             return Call(rid, deployment, body, header, stream, accept, timeout_ms)
         case EnvelopeKind.CHUNK, [int() as seq, data]:
             return Chunk(rid, seq, data)
-        case EnvelopeKind.REPLY, [data, str() as content_type]:
-            return Reply(rid, data, content_type)
-        case EnvelopeKind.FAILURE, [str() as failure_kind, str() as text, bool() as retryable]:
-            return Failure(rid, failure_kind, text, retryable)
+        case EnvelopeKind.REPLY, [data, str() as content_type, *queue] if _queue_ok(queue):
+            return Reply(rid, data, content_type, *queue)
+        case EnvelopeKind.FAILURE, [str() as failure_kind, str() as text, bool() as retryable, *queue] if (
+            _queue_ok(queue)
+        ):
+            return Failure(rid, failure_kind, text, retryable, *queue)
         case EnvelopeKind.CANCEL, []:
             return Cancel(rid)
         case EnvelopeKind.HELLO, [dict() as info]:
@@ -176,3 +188,8 @@ def decode_envelope(frame: bytes, *, max_bytes: int) -> Envelope:
                 raise EnvelopeError("hints and models must be strings")
             return Hints(rid, tuple(hints), tuple(models))
     raise EnvelopeError(f"unknown envelope kind {kind!r} or wrong fields")
+
+
+def _queue_ok(rest: list[Any]) -> bool:
+    """The optional trailing queue depth: absent, or one non-negative int (not a bool)."""
+    return not rest or (len(rest) == 1 and type(rest[0]) is int and 0 <= rest[0] < 2**31)

@@ -120,6 +120,7 @@ class Agent:
             config.data_host,
             config.data_port,
             serve_local=self._serve_local,
+            queue_of=lambda name: replica.in_flight if (replica := self._replicas.get(name)) else 0,
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight_per_peer=config.serve_max_in_flight_per_peer,
             chunk_bytes=config.forward_chunk_bytes,

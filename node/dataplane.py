@@ -39,6 +39,7 @@ from .mesh.envelope import (
 log = logging.getLogger(__name__)
 
 ServeLocal = Callable[[Call], AsyncIterator[Envelope]]
+QueueOf = Callable[[str], int]
 
 
 class DataPlaneServer:
@@ -50,6 +51,7 @@ class DataPlaneServer:
         port: int,
         *,
         serve_local: ServeLocal,
+        queue_of: QueueOf,
         max_frame_bytes: int,
         max_in_flight_per_peer: int,
         chunk_bytes: int,
@@ -57,6 +59,7 @@ class DataPlaneServer:
         self._host = host
         self._port = port
         self._serve_local = serve_local
+        self._queue_of = queue_of
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
         self._chunk_bytes = chunk_bytes
@@ -154,10 +157,14 @@ class DataPlaneServer:
         rid = call.request_id
         try:
             async for message in self._serve_local(call):
+                if isinstance(message, Reply | Failure):
+                    # The replica still counts this request: the others are one fewer.
+                    message = replace(message, queue=max(0, self._queue_of(call.deployment) - 1))
                 for frame in self._frames(message, call):
                     await self._send(peer, frame)
         except MeshnodeError as exc:
-            await self._send(peer, Failure(rid, exc.kind, exc.message, exc.retryable))
+            queue = self._queue_of(call.deployment)
+            await self._send(peer, Failure(rid, exc.kind, exc.message, exc.retryable, queue))
         except zmq.ZMQError:
             log.debug("peer of request %s went away; stopping it", rid)
         except Exception:
@@ -170,13 +177,11 @@ class DataPlaneServer:
     def _frames(self, message: Envelope, call: Call) -> list[Envelope]:
         """Split a large file answer into frames (see the module docstring)."""
         match message:
-            case Reply(rid, bytes() as data, content_type) if (
-                len(data) > self._chunk_bytes and not call.stream
-            ):
+            case Reply(rid, bytes() as data) if len(data) > self._chunk_bytes and not call.stream:
                 size = self._chunk_bytes
                 pieces = [data[i : i + size] for i in range(0, len(data), size)]
                 chunks: list[Envelope] = [Chunk(rid, seq, piece) for seq, piece in enumerate(pieces[:-1])]
-                return [*chunks, replace(message, data=pieces[-1], content_type=content_type)]
+                return [*chunks, replace(message, data=pieces[-1])]
         return [message]
 
     async def _send(self, peer: bytes, message: Envelope) -> None:

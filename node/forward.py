@@ -48,6 +48,9 @@ from .replica import Replica, ReplicaState
 __all__ = ["Forwarder", "Served"]
 
 HINT_HEADER = "X-Mesh-Hint"
+# A peer's queue as its last answer reported it replaces the gossiped one while it is this fresh
+# (gossip carries load at most every meta_min_interval_s, 5 s).
+REPORT_MAX_AGE_S = 5.0
 # Failure kinds that mean "full", as opposed to "not ready": they decide between 429 and 503.
 _FULL_KINDS = frozenset({"overloaded"})
 
@@ -128,7 +131,11 @@ class Forwarder:
 
     def _candidates(self, deployment: str, here: Locality) -> list[Candidate]:
         peers = [member for member in self._members() if member.node != here.node]
-        found = candidates(peers, deployment, here.node)
+        now = asyncio.get_running_loop().time()
+        found = []
+        for candidate in candidates(peers, deployment, here.node):
+            reported = self._links.reported_queue(candidate.node, deployment, now, REPORT_MAX_AGE_S)
+            found.append(candidate if reported is None else replace(candidate, queue=reported))
         replica = self._local_replica(deployment)
         if replica is not None and replica.state == ReplicaState.READY:
             found.append(_local_candidate(replica, self._name, here))

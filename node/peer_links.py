@@ -57,7 +57,16 @@ _SEND_HIGH_WATER_MARK = 10_000
 
 @dataclass
 class _Pending:
+    deployment: str
     queue: asyncio.Queue[Envelope] = field(default_factory=asyncio.Queue)
+
+
+@dataclass(frozen=True)
+class _Report:
+    """A peer's queue for a deployment as its last answer told it, without our own requests."""
+
+    others: int
+    at: float
 
 
 class _Link:
@@ -107,6 +116,20 @@ class PeerLinks:
         self._max_in_flight = max_in_flight_per_peer
         self._connect_timeout_s = connect_timeout_s
         self.dropped: dict[str, int] = {}
+        self._reports: dict[tuple[NodeId, str], _Report] = {}
+
+    def reported_queue(self, node: NodeId, deployment: str, now: float, max_age_s: float) -> int | None:
+        """Requests of *other* routers at the peer's replica, as of its last answer to us.
+
+        Every answer from a peer carries its replica's queue (``Reply.queue``); minus what we still
+        had outstanding there, that is the load the others put on it. Fresher than gossip whenever
+        we talk to the peer often, which is exactly when it matters. None when older than
+        `max_age_s` or never heard.
+        """
+        report = self._reports.get((node, deployment))
+        if report is None or now - report.at > max_age_s:
+            return None
+        return report.others
 
     def in_flight(self) -> dict[NodeId, int]:
         """Requests outstanding per peer: routing's in-flight correction."""
@@ -127,7 +150,7 @@ class PeerLinks:
         if refusal is not None:
             yield Failure(rid, "peer_unreachable", refusal, True)
             return
-        pending = _Pending()
+        pending = _Pending(call.deployment)
         link.pending[rid] = pending
         finished = False
         try:
@@ -166,6 +189,8 @@ class PeerLinks:
     def forget(self, node: NodeId, reason: str) -> None:
         """The peer is dead or left: fail what is outstanding there (retryable) and close the link."""
         link = self._links.pop(node, None)
+        for key in [key for key in self._reports if key[0] == node]:
+            del self._reports[key]
         if link is not None:
             link.fail_all("peer_lost", f"{reason}; the request may run elsewhere")
             link.close()
@@ -225,8 +250,13 @@ class PeerLinks:
                 self._count_drop(link, "unexpected")
                 continue
             pending = link.pending.get(message.request_id)
-            if pending is not None:
-                pending.queue.put_nowait(message)
+            if pending is None:
+                continue
+            if isinstance(message, Reply | Failure) and message.queue is not None:
+                ours = sum(1 for p in link.pending.values() if p.deployment == pending.deployment) - 1
+                report = _Report(max(0, message.queue - ours), asyncio.get_running_loop().time())
+                self._reports[(link.node, pending.deployment)] = report
+            pending.queue.put_nowait(message)
 
     async def _watch(self, link: _Link) -> None:
         while True:

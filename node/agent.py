@@ -352,6 +352,7 @@ class Agent:
                 by_status[member.status.value] += 1
         dataplane = self._dataplane
         return {
+            "routing": dict(self._forwarder.counts),
             "data_received": dataplane.received if dataplane else 0,
             "data_dropped": {**(dataplane.dropped if dataplane else {}), **_prefixed(self._links.dropped)},
             "received": runner.received if runner else 0,

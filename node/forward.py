@@ -23,6 +23,7 @@ Retry rules (DESIGN.md section 4):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -84,6 +85,9 @@ class Forwarder:
         self._local_replica = local_replica
         self._links = links
         self._rng = rng or random.Random()
+        # For /metrics: requests committed here or to a peer, attempts refused, and requests that
+        # found no replica (by the status they got).
+        self.counts: collections.Counter[str] = collections.Counter()
 
     async def serve(self, call: Call, hint: str | None = None) -> Served:
         """Commit `call` to the best replica that accepts it (see the module docstring)."""
@@ -98,6 +102,7 @@ class Forwarder:
         order = ordered(rank(found, request, in_flight, self._rng, here))
         time_left = deadline - loop.time()
         if all(predicted_wait_s(candidate, in_flight) > time_left for candidate in order):
+            self.counts["unserved_predicted_wait"] += 1
             raise Overloaded(
                 f"every replica of {call.deployment} is busy for longer than the request's deadline",
                 retry_after_s=retry_after_s(order, in_flight),
@@ -114,15 +119,19 @@ class Forwarder:
             except MeshnodeError as exc:
                 if not exc.retryable:
                     raise
+                self.counts[f"refused_{exc.kind}"] += 1
                 refusals.append(Failure(call.request_id, exc.kind, exc.message, True))
                 continue
             if isinstance(first, Failure) and first.retryable:
+                self.counts[f"refused_{first.kind}"] += 1
                 refusals.append(first)
                 with contextlib.suppress(Exception):
                     await messages.aclose()
                 continue
             route = (self._name,) if candidate.is_self else (self._name, candidate.name)
+            self.counts["served_local" if candidate.is_self else "served_peer"] += 1
             return Served(first, messages, route, len(refusals) + 1)
+        self.counts["unserved_exhausted"] += 1
         if loop.time() >= deadline:
             raise DeadlineExceeded(
                 f"{call.deployment} found no free replica within {call.timeout_ms / 1000:g} s"

@@ -56,6 +56,32 @@ class _AgentCollector(Collector):
         for reason, count in sorted(stats["data_dropped"].items()):
             data_dropped.add_metric([reason], count)
         yield data_dropped
+        routed = CounterMetricFamily(
+            "meshnode_requests_routed",
+            "Predict requests committed to a replica on this node or a peer.",
+            labels=["where"],
+        )
+        refused = CounterMetricFamily(
+            "meshnode_attempts_refused",
+            "Attempts that moved on to the next replica (full, not ready, peer lost or unreachable).",
+            labels=["kind"],
+        )
+        unserved = CounterMetricFamily(
+            "meshnode_requests_unserved",
+            "Requests no replica took: predicted wait past the deadline, or every candidate refused.",
+            labels=["reason"],
+        )
+        routing = stats["routing"]
+        for where in ("local", "peer"):
+            routed.add_metric([where], routing.get(f"served_{where}", 0))
+        for reason in ("predicted_wait", "exhausted"):
+            unserved.add_metric([reason], routing.get(f"unserved_{reason}", 0))
+        for key, count in sorted(routing.items()):
+            if key.startswith("refused_"):
+                refused.add_metric([key.removeprefix("refused_")], count)
+        yield routed
+        yield refused
+        yield unserved
         members = GaugeMetricFamily(
             "meshnode_members", "Members in this node's view by status.", labels=["status"]
         )

@@ -137,6 +137,11 @@ class Tagged(Predictor):
             time.sleep(float(request["s"]))
         return {"tag": self.tag}
 
+    async def async_predict(self, request: dict[str, Any]) -> Any:
+        for i in range(int(request.get("n", 3))):
+            await asyncio.sleep(float(request.get("interval_s", 0.1)))
+            yield {"tag": self.tag, "i": i}
+
     def provide_hints(self) -> list[str]:
         return [f"hint-{self.tag}"]
 

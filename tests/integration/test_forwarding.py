@@ -47,6 +47,16 @@ def served_by(response: httpx.Response) -> str:
     return response.headers["X-Mesh-Route"].split(",")[-1]
 
 
+def metric(agent: AgentProcess, name: str, label: str) -> dict[str, float]:
+    """One counter family of ``GET /metrics``, by the value of `label`."""
+    counts: dict[str, float] = {}
+    for line in agent.get("/metrics").text.splitlines():
+        if line.startswith(f"{name}{{"):
+            value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+            counts[value] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def wait_replicas_seen(observer: AgentProcess, expected: dict[str, set[str]], timeout: float = 60.0) -> None:
     """Wait until `observer` sees each node name's replicas of the given deployments as ready."""
 
@@ -81,6 +91,7 @@ def test_a_node_without_the_deployment_forwards_to_one_that_has_it(mesh: Mesh) -
     assert response.json() == {"tag": "a" if route[1] == "n1" else "b"}
     assert response.headers["X-Request-Id"] == "fwd-1"
     assert response.headers["X-Mesh-Attempts"] == "1"
+    assert metric(entry, "meshnode_requests_routed_total", "where").get("peer", 0) >= 1
 
 
 def test_an_unknown_deployment_is_404_from_any_node(mesh: Mesh) -> None:
@@ -202,17 +213,14 @@ def test_garbage_on_the_data_plane_port_leaves_the_agent_up(mesh: Mesh) -> None:
         ctx.term()
     target.check_running()
     assert post(mesh.agents[0], "tagged", {}, headers={"X-Mesh-Hint": "hint-a"}).json() == {"tag": "a"}
-    metrics = target.get("/metrics").text
-    dropped = {
-        line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("meshnode_data_dropped_total{")
-    }
+    dropped = metric(target, "meshnode_data_dropped_total", "reason")
     assert dropped.get("malformed", 0) >= 3 and dropped.get("frames", 0) >= 1, dropped
     assert dropped.get("unexpected", 0) >= 1, dropped
 
 
-def test_sigkill_of_a_replica_node_under_load_fails_no_request(tmp_path: Path) -> None:
+def test_sigkill_of_a_replica_node_under_load_fails_no_request_and_ends_its_stream_clearly(
+    tmp_path: Path,
+) -> None:
     with Mesh(tmp_path, 3, extra_args=REPLICA_ARGS) as started:
         started.wait_formed()
         entry, doomed = started.agents[0], started.agents[2]
@@ -235,8 +243,22 @@ def test_sigkill_of_a_replica_node_under_load_fails_no_request(tmp_path: Path) -
             thread.start()
         try:
             wait_for(lambda: sum(route.endswith("n2") for _, route in results) >= 10, 30)
-            doomed.kill()
-            killed_at = len(results)
+            # A stream from n2 is under way when n2 dies: it cannot be rerun, so it must end with
+            # a clear error event rather than hang or stop silently.
+            body = {"stream": True, "n": 200, "interval_s": 0.05}
+            headers = {"Accept": "text/event-stream", "X-Mesh-Hint": "hint-b"}
+            with httpx.stream(
+                "POST", f"{entry.url}/v1/predict/tagged", json=body, headers=headers, timeout=30
+            ) as r:
+                assert r.headers["X-Mesh-Route"] == "n0,n2"
+                lines = r.iter_lines()
+                assert next(line for line in lines if line.startswith("data:"))
+                doomed.kill()
+                killed_at = len(results)
+                rest = list(lines)
+            assert "event: error" in rest, rest[-5:]
+            error = json.loads(rest[rest.index("event: error") + 1].removeprefix("data:"))
+            assert error["error"]["type"] == "not_ready" and "dropped" in error["error"]["message"], error
             wait_for(lambda: len(results) >= killed_at + 60, 60, message=lambda: f"{len(results)} done")
         finally:
             stop.set()
@@ -245,3 +267,6 @@ def test_sigkill_of_a_replica_node_under_load_fails_no_request(tmp_path: Path) -
         failed = [(status, route) for status, route in results if status != 200]
         assert not failed, f"{len(failed)} of {len(results)} failed: {failed[:5]}"
         assert all(route.endswith("n1") for _, route in results[killed_at + 20 :])
+        # The kill did hit requests on their way: they moved to n1 instead of failing.
+        refused = metric(entry, "meshnode_attempts_refused_total", "kind")
+        assert refused.get("peer_lost", 0) + refused.get("peer_unreachable", 0) >= 1, refused

@@ -287,3 +287,19 @@ def test_a_new_member_is_probed_within_one_pass() -> None:
     effects = run_until(core, 6 * CONFIG.probe_interval_s)
     probed = {m.target for s in sends(effects) for m in s.packet.messages if isinstance(m, Ping)}
     assert newcomer in probed
+
+
+def test_a_direct_ack_measures_the_round_trip_time_for_routing() -> None:
+    core = core_with_peers(3)
+    effects = ticks(core, CONFIG.probe_interval_s)
+    sent_at, ping = next(
+        (when, message)
+        for when, batch in effects
+        for send in sends(batch)
+        for message in send.packet.messages
+        if isinstance(message, Ping)
+    )
+    target = core.members[ping.target]
+    assert target.rtt_s is None
+    core.handle(packet_from(1, Ack(ping.seq)), sent_at + 0.004)
+    assert target.rtt_s is not None and abs(target.rtt_s - 0.004) < 1e-9

@@ -15,6 +15,18 @@ __version__ = "0.1.0"
 # name -> module that defines it; resolved on first attribute access.
 _LAZY: dict[str, str] = {
     "AgentConfig": "meshnode.config",
+    "AsyncMeshClient": "meshnode.client_async",
+    "ClientError": "meshnode.client_errors",
+    "DeploymentNotFound": "meshnode.client_errors",
+    "GatewayTimeout": "meshnode.client_errors",
+    "MeshClient": "meshnode.client",
+    "NoNodeAvailable": "meshnode.client_errors",
+    "PredictorFailed": "meshnode.client_errors",
+    "RequestFailed": "meshnode.client_errors",
+    "RequestRejected": "meshnode.client_errors",
+    "RequestTimeout": "meshnode.client_errors",
+    "StreamBroken": "meshnode.client_errors",
+    "Unavailable": "meshnode.client_errors",
     "MeshnodeError": "meshnode.errors",
     "MembershipConfig": "meshnode.mesh.config",
     "NodeMeta": "meshnode.mesh.metadata",

@@ -388,6 +388,16 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
             click.echo(f"mesh of {nodes} formed in {took_s:.1f} s")
             if apps:
                 demo_apps.run_samples([node.url for node in mesh.nodes], image.resolve(), click.echo)
+                hosts = {
+                    mesh.nodes[i].name
+                    for i, specs in deploy.items()
+                    if any(s.startswith("echo=") for s in specs)
+                }
+                mesh.wait_until(
+                    lambda: demo_traffic.ready_replicas(mesh.view()) >= hosts,
+                    DEMO_FORM_TIMEOUT_S,
+                    "echo replicas",
+                )
                 demo_traffic.show_routing({node.name: node.url for node in mesh.nodes}, 12, click.echo)
             if failover and nodes >= 2:
                 victim = mesh.nodes[-1].name

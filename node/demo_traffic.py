@@ -19,12 +19,22 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Traffic", "show_routing"]
+__all__ = ["Traffic", "ready_replicas", "show_routing"]
 
 DEPLOYMENT = "echo"
 CLIENT_THREADS = 4
 # A bound on each thread's loop, so the traffic always ends even if stop() were never called.
 MAX_REQUESTS_PER_THREAD = 100_000
+
+
+def ready_replicas(view: Mapping[str, Any], deployment: str = DEPLOYMENT) -> set[str]:
+    """Names of the alive nodes whose replica of `deployment` is ready, in a ``/v1/mesh`` body."""
+    return {
+        member["name"]
+        for member in view.get("members", [])
+        if member.get("status") == "alive"
+        and member.get("replicas", {}).get(deployment, {}).get("state") == "ready"
+    }
 
 
 def show_routing(nodes: Mapping[str, str], per_node: int, say: Callable[[str], Any]) -> None:

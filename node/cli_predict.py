@@ -113,7 +113,8 @@ def _client(
     if discover:
         return MeshClient.discover(interfaces, mesh_id=mesh_id, timeout_s=DISCOVER_TIMEOUT_S, **options)
     try:
-        return MeshClient(nodes or [DEFAULT_NODE_URL], **options)
+        # The request enters the mesh at the first --node while it answers; the rest are fallbacks.
+        return MeshClient(nodes or [DEFAULT_NODE_URL], prefer_first=True, **options)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--node") from exc
 

@@ -117,6 +117,7 @@ class ClientBase(Generic[HttpT]):
         refresh_interval_s: float = _DEFAULTS.refresh_interval_s,
         node_down_s: float = _DEFAULTS.node_down_s,
         connect_timeout_s: float = _DEFAULTS.connect_timeout_s,
+        prefer_first: bool = False,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -131,7 +132,8 @@ class ClientBase(Generic[HttpT]):
         #: The routing hint (X-Mesh-Hint) sent with every request that names none.
         self.hint = hint
         seeds = [nodes] if isinstance(nodes, str) else list(nodes)
-        self._planner = Planner(NodeList(seeds, rng or random.Random()), self.options, clock)
+        nodes_list = NodeList(seeds, rng or random.Random(), prefer_first=prefer_first)
+        self._planner = Planner(nodes_list, self.options, clock)
         self._clock = clock
         self._http: HttpT = self._open_http()
 

@@ -68,8 +68,12 @@ def members_from_view(view: object, answered_by: str) -> tuple[list[str], list[s
 class NodeList:
     """Seeds, the nodes learned from the mesh, which answered last and which are down (until when)."""
 
-    def __init__(self, seeds: Iterable[str], rng: random.Random) -> None:
-        """Start from ``seeds`` (URLs or ``"host:port"``); at least one is needed."""
+    def __init__(self, seeds: Iterable[str], rng: random.Random, *, prefer_first: bool = False) -> None:
+        """Start from ``seeds`` (URLs or ``"host:port"``); at least one is needed.
+
+        With ``prefer_first`` the first seed is used while it answers (``meshnode predict --node``:
+        the user named the node to enter by), instead of a random live node.
+        """
         self._seeds = _unique(node_url(seed) for seed in seeds)
         if not self._seeds:
             raise ValueError("the client needs at least one node address (or MeshClient.discover())")
@@ -77,7 +81,7 @@ class NodeList:
         self._alive: list[str] = []
         self._suspect: list[str] = []
         self._down_until: dict[str, float] = {}
-        self._preferred: str | None = None
+        self._preferred: str | None = self._seeds[0] if prefer_first else None
         self._refreshed_at: float | None = None
 
     @property

@@ -592,3 +592,18 @@ def test_the_client_names_are_exported_lazily_from_meshnode() -> None:
     ):
         assert name in meshnode.__all__
         assert getattr(meshnode, name).__name__ == name
+
+
+def test_prefer_first_keeps_the_first_seed_first_while_it_answers() -> None:
+    nodes = NodeList(["http://a:1", "http://b:1"], random.Random(0), prefer_first=True)
+    view = {
+        "self": "b",
+        "members": [
+            {"id": "b", "http": "b:1", "status": "alive"},
+            {"id": "c", "http": "c:1", "status": "alive"},
+        ],
+    }
+    nodes.learn(view, "http://b:1", now=0.0)
+    assert nodes.order(now=0.0)[0] == "http://a:1"
+    nodes.mark_down("http://a:1", now=0.0, for_s=10.0)
+    assert nodes.order(now=1.0)[0] != "http://a:1"

@@ -15,7 +15,9 @@ Tiers, best first (DESIGN.md section 4):
 5. ``suspect``: replicas on nodes the failure detector suspects. Dead and left nodes never appear.
 
 Inside a tier the order comes from power-of-two-choices (Mitzenmacher): draw two at random, keep the
-one with the lower expected time in system, repeat over the rest. Never a global argmin, which herds
+one with the lower expected time in system, repeat over the rest. Two replicas of about the same
+measured speed (within 25 %) are compared by queue per slot alone: exact counts, so jitter in the
+measurements never decides. Never a global argmin, which herds
 every router onto the same replica between two gossip rounds. The expected time is the replica's
 measured service time times ``1 + queue / slots``, where ``queue`` is its gossiped queue depth plus
 what this node has sent it since (the in-flight correction; for this node's own replicas the exact
@@ -46,9 +48,12 @@ TIER_ORDER: tuple[TierName, ...] = ("hint", "warm", "any", "full", "suspect")
 DEFAULT_SERVICE_S = 0.05
 # Round-trip times within one bucket count as equal locality (LAN jitter is not a preference).
 RTT_BUCKET_S = 0.002
-# Expected times below this count as equal: differences of a millisecond or two are measurement
+# Service times below this count as equal: differences of a millisecond or two are measurement
 # noise next to one network hop, and equal replicas of a fast app should share, not race.
 NEGLIGIBLE_TIME_S = 0.005
+# Replicas whose measured service times are within this factor count as equally fast: they are
+# compared by queue alone (exact counts), so measurement jitter under load never decides.
+SAME_SPEED_FACTOR = 1.25
 
 
 @dataclass(frozen=True)
@@ -240,29 +245,45 @@ def _power_of_two_order(
 ) -> list[Candidate]:
     remaining = list(group)
     result: list[Candidate] = []
+
+    def at_least_as_good(a: Candidate, b: Candidate) -> bool:
+        return _key(a, b, in_flight, here, unmeasured_s) <= _key(b, a, in_flight, here, unmeasured_s)
+
     local = next((c for c in remaining if c.is_self), None)
-    if local is not None:
-        keys = {id(c): _key(c, in_flight, here, unmeasured_s)[0] for c in remaining}
-        if keys[id(local)] <= min(keys.values()):
-            remaining.remove(local)
-            result.append(local)
+    if local is not None and all(at_least_as_good(local, other) for other in remaining):
+        remaining.remove(local)
+        result.append(local)
     while len(remaining) > 1:
         first, second = rng.sample(range(len(remaining)), 2)
-        first_key = _key(remaining[first], in_flight, here, unmeasured_s)
-        better = first if first_key <= _key(remaining[second], in_flight, here, unmeasured_s) else second
+        better = first if at_least_as_good(remaining[first], remaining[second]) else second
         result.append(remaining.pop(better))
     result.extend(remaining)
     return result
 
 
 def _key(
-    candidate: Candidate, in_flight: Mapping[NodeId, int], here: Locality, unmeasured_s: float
+    candidate: Candidate,
+    rival: Candidate,
+    in_flight: Mapping[NodeId, int],
+    here: Locality,
+    unmeasured_s: float,
 ) -> tuple[float, int, int]:
-    # Expected time in ~10 % steps: two idle replicas of about equal speed tie (measurements jitter
-    # by a few percent), and locality decides.
-    expected = max(expected_time_s(candidate, in_flight, unmeasured_s), NEGLIGIBLE_TIME_S)
-    rounded = round(math.log(expected), 1)
-    return rounded, _locality(candidate, here), _rtt_bucket(candidate)
+    """How `candidate` compares with `rival` (lower is better).
+
+    Of about the same speed (measured service times within SAME_SPEED_FACTOR, or both negligible):
+    by queue per slot, exact integers, so measurement noise never decides and equal replicas share.
+    Of clearly different speeds: by expected time in system, so a faster replica takes more.
+    Then locality.
+    """
+    own, other = _service_s(candidate, unmeasured_s), _service_s(rival, unmeasured_s)
+    load = corrected_queue(candidate, in_flight) / max(candidate.slots, 1)
+    same_speed = max(own, other) <= SAME_SPEED_FACTOR * min(own, other)
+    return (load if same_speed else own * (1 + load)), _locality(candidate, here), _rtt_bucket(candidate)
+
+
+def _service_s(candidate: Candidate, unmeasured_s: float) -> float:
+    service = candidate.service_s if candidate.service_s is not None else unmeasured_s
+    return max(service, NEGLIGIBLE_TIME_S)
 
 
 def _locality(candidate: Candidate, here: Locality) -> int:

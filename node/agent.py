@@ -353,6 +353,10 @@ class Agent:
         dataplane = self._dataplane
         return {
             "routing": dict(self._forwarder.counts),
+            "forward_in_flight": {
+                (core.members[node].meta.name if core and node in core.members else node): count
+                for node, count in self._links.in_flight().items()
+            },
             "data_received": dataplane.received if dataplane else 0,
             "data_dropped": {**(dataplane.dropped if dataplane else {}), **_prefixed(self._links.dropped)},
             "received": runner.received if runner else 0,
@@ -414,20 +418,25 @@ class Agent:
             task.add_done_callback(_log_failure)
 
     async def _refresh_meta_forever(self) -> None:
-        """Sample load; gossip it only on a meaningful change, at most every meta_min_interval_s."""
+        """Sample load and speeds; gossip them on a meaningful change, at most every meta_min_interval_s."""
         assert self._core is not None and self._runner is not None
         loop = asyncio.get_running_loop()
         published = self._load
+        published_speeds = self._speeds()
         last_publish = loop.time()
         while True:
             await asyncio.sleep(self.config.load_sample_interval_s)
             sample = self._sampler.sample(in_flight=sum(r.in_flight for r in self._replicas.values()))
             due = loop.time() - last_publish >= self.config.meta_min_interval_s
-            changed = published is None or sample.differs_from(
-                published, cpu_points=self.config.load_cpu_change_points
+            speeds = self._speeds()
+            changed = (
+                published is None
+                or sample.differs_from(published, cpu_points=self.config.load_cpu_change_points)
+                or _speeds_moved(published_speeds, speeds)
             )
             if due and changed:
                 self._load = published = sample
+                published_speeds = speeds
                 last_publish = loop.time()
                 self._core.update_meta(self._meta())
                 self._runner.wake()
@@ -522,6 +531,16 @@ def _machine_cache_dir() -> Path:
 
 def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _speeds_moved(before: dict[str, Any], after: dict[str, Any], factor: float = 1.25) -> bool:
+    """Whether a replica's measured service time is new or moved by more than `factor` either way."""
+    for name, speed in after.items():
+        old = before.get(name, {}).get("service_ms")
+        new = speed.get("service_ms")
+        if not old or not new or not 1 / factor <= new / old <= factor:
+            return True
+    return False
 
 
 def _prefixed(counts: dict[str, int]) -> dict[str, int]:

@@ -82,6 +82,12 @@ class _AgentCollector(Collector):
         yield routed
         yield refused
         yield unserved
+        outstanding = GaugeMetricFamily(
+            "meshnode_forward_in_flight", "Requests this node has outstanding at each peer.", labels=["peer"]
+        )
+        for peer, count in sorted(stats["forward_in_flight"].items()):
+            outstanding.add_metric([peer], count)
+        yield outstanding
         members = GaugeMetricFamily(
             "meshnode_members", "Members in this node's view by status.", labels=["status"]
         )

@@ -124,7 +124,7 @@ def test_equal_replicas_share_load_evenly(mesh: Mesh) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         tags = collections.Counter(pool.map(one, range(200)))
-    assert 60 <= tags["a"] <= 140 and 60 <= tags["b"] <= 140, tags
+    assert 60 <= tags["a"] <= 140 and 60 <= tags["b"] <= 140, (tags, mesh.views([entry]))
 
 
 def test_a_stream_crosses_a_forwarding_hop_chunk_by_chunk(mesh: Mesh) -> None:
@@ -270,3 +270,28 @@ def test_sigkill_of_a_replica_node_under_load_fails_no_request_and_ends_its_stre
         # The kill did hit requests on their way: they moved to n1 instead of failing.
         refused = metric(entry, "meshnode_attempts_refused_total", "kind")
         assert refused.get("peer_lost", 0) + refused.get("peer_unreachable", 0) >= 1, refused
+
+
+def test_a_request_that_would_wait_past_its_deadline_fails_fast(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    # narrow runs one request at a time; its measured service time (~1 s) reaches n0 by gossip.
+    assert post(entry, "narrow", {"s": 1.0}).status_code == 200
+
+    def speed_known() -> bool:
+        n1 = next(m for m in entry.view()["members"] if m["name"] == "n1")
+        return float(n1["speeds"].get("narrow", {}).get("service_ms", 0)) >= 900
+
+    wait_for(speed_known, 30, interval=0.2, message=lambda: json.dumps(entry.view()["members"])[:2000])
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        busy = [pool.submit(post, entry, "narrow", {"s": 1.0}) for _ in range(2)]
+        wait_for(lambda: metric(entry, "meshnode_forward_in_flight", "peer").get("n1", 0) >= 2, 10)
+        started = time.monotonic()
+        hurried = post(entry, "narrow", {"s": 1.0}, headers={"X-Request-Timeout": "0.5"})
+        took = time.monotonic() - started
+        assert all(future.result().status_code == 200 for future in busy)
+    # Two ahead of it at about a second each: it could not start within 0.5 s, so it is refused
+    # at once with a Retry-After instead of timing out later.
+    assert hurried.status_code == 429, hurried.text
+    assert "deadline" in hurried.json()["error"]["message"]
+    assert int(hurried.headers["Retry-After"]) >= 1
+    assert took < 0.4, took

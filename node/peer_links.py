@@ -33,7 +33,6 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from .errors import DeadlineExceeded
 from .mesh.envelope import (
     Call,
     Cancel,
@@ -46,6 +45,7 @@ from .mesh.envelope import (
     encode_envelope,
 )
 from .mesh.types import NodeId
+from .replica import next_answer
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +162,7 @@ class PeerLinks:
                 return
             parts: list[bytes] = []  # a file answer split into frames, joined before it is yielded
             while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        message = await pending.queue.get()
-                except TimeoutError:
-                    raise DeadlineExceeded(
-                        f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-                    ) from None
+                message = await next_answer(pending.queue, deadline, call)
                 match message:
                     case Chunk(_, _, bytes() as data) if not call.stream:
                         parts.append(data)

@@ -88,6 +88,17 @@ class _Worker:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+async def next_answer(queue: asyncio.Queue[Envelope], deadline: float, call: Call) -> Envelope:
+    """The next envelope for `call`, or DeadlineExceeded once its deadline (loop time) passes."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await queue.get()
+    except TimeoutError:
+        raise DeadlineExceeded(
+            f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
+        ) from None
+
+
 class Replica:
     """One replica of one deployment on this node."""
 
@@ -202,13 +213,7 @@ class Replica:
                 pending.done = True
                 raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from exc
             while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        message = await pending.queue.get()
-                except TimeoutError:
-                    raise DeadlineExceeded(
-                        f"{self.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-                    ) from None
+                message = await next_answer(pending.queue, deadline, call)
                 yield message
                 if isinstance(message, Reply | Failure):
                     pending.done = True

@@ -35,6 +35,7 @@ from .mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
+from .peer_links import send_now
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class DataPlaneServer:
         """Bind the ROUTER and start receiving; return the bound port."""
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)
         # Sending to a peer that disconnected raises instead of dropping silently: its work stops.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A larger frame makes ZeroMQ drop that connection before the bytes are held in memory.
@@ -189,9 +191,10 @@ class DataPlaneServer:
         await self._sock.send_multipart([peer, encode_envelope(message)])
 
     def _send_soon(self, peer: bytes, message: Envelope) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            assert self._sock is not None
-            self._sock.send_multipart([peer, encode_envelope(message)], zmq.NOBLOCK)
+        assert self._sock is not None
+        error = send_now(self._sock, [peer, encode_envelope(message)])
+        if error is not None:
+            log.debug("could not refuse a request of a peer that went away: %s", error)
 
     def _drop(self, reason: str, detail: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

@@ -7,6 +7,7 @@ when a change is worth gossiping, so small jitter does not churn the membership 
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,8 @@ class SpeedMeter:
     """A replica's measured speed: mean service time (smoothed) and completions per second.
 
     Routing weighs replicas by it, so a GPU twice as fast as a laptop gets about twice the traffic.
-    Time comes in as an argument (the caller's loop clock).
+    Time comes in as an argument (the caller's loop clock). O(1) per request, amortised: routing
+    reads it for every request, so it must not scan its window.
     """
 
     # Weight of the newest sample in the smoothed service time: about the last ten requests count.
@@ -78,7 +80,7 @@ class SpeedMeter:
 
     def __init__(self) -> None:
         self.service_s: float | None = None
-        self._completions: list[float] = []
+        self._completions: collections.deque[float] = collections.deque()
 
     def record(self, started: float, finished: float) -> None:
         """One request was served in ``finished - started`` seconds."""
@@ -86,13 +88,12 @@ class SpeedMeter:
         previous = self.service_s
         self.service_s = sample if previous is None else previous + self.SMOOTHING * (sample - previous)
         self._completions.append(finished)
-        horizon = finished - self.WINDOW_S
-        if self._completions[0] < horizon:
-            self._completions = [t for t in self._completions if t >= horizon]
+        self._expire(finished)
 
     def throughput(self, now: float) -> float:
         """Completions per second over the last window."""
-        return sum(1 for t in self._completions if t >= now - self.WINDOW_S) / self.WINDOW_S
+        self._expire(now)
+        return len(self._completions) / self.WINDOW_S
 
     @property
     def throughput_rps(self) -> float | None:
@@ -104,3 +105,9 @@ class SpeedMeter:
         if self.service_s is None:
             return {}
         return {"service_ms": round(self.service_s * 1000, 3), "rps": round(self.throughput(now), 3)}
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.WINDOW_S
+        completions = self._completions
+        while completions and completions[0] < horizon:
+            completions.popleft()

@@ -81,6 +81,7 @@ class _Link:
         self.dropped = 0  # frames from this peer that failed validation
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer we are not connected to
         sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
         sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
@@ -102,6 +103,20 @@ class _Link:
             self.sock.disable_monitor()
         self.monitor.close(linger=0)
         self.sock.close(linger=0)
+
+
+def send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> zmq.ZMQError | None:
+    """Send without waiting; the error if it could not be sent at once (no connection, queue full).
+
+    An asyncio socket reports a failed non-blocking send on the future it returns, not by raising:
+    read it here, or the failure would go unseen (and be logged as never retrieved).
+    """
+    sent = sock.send_multipart(frames, zmq.NOBLOCK)
+    assert isinstance(sent, asyncio.Future)  # what zmq.asyncio returns; typed as a plain Awaitable
+    if not sent.done():
+        return None
+    error = sent.exception()
+    return error if isinstance(error, zmq.ZMQError) else None
 
 
 class PeerLinks:
@@ -154,11 +169,10 @@ class PeerLinks:
         link.pending[rid] = pending
         finished = False
         try:
-            try:
-                link.sock.send(encode_envelope(call), zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
+            error = send_now(link.sock, [encode_envelope(call)])
+            if error is not None:
                 finished = True
-                yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {exc.strerror}", True)
+                yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error.strerror}", True)
                 return
             parts: list[bytes] = []  # a file answer split into frames, joined before it is yielded
             while True:
@@ -177,8 +191,7 @@ class PeerLinks:
             link.pending.pop(rid, None)
             if not finished and not link.sock.closed:
                 # The caller went away or the deadline passed: stop the work on the peer.
-                with contextlib.suppress(zmq.ZMQError):
-                    link.sock.send(encode_envelope(Cancel(rid)), zmq.NOBLOCK)
+                send_now(link.sock, [encode_envelope(Cancel(rid))])
 
     def forget(self, node: NodeId, reason: str) -> None:
         """The peer is dead or left: fail what is outstanding there (retryable) and close the link."""

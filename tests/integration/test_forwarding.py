@@ -295,3 +295,27 @@ def test_a_request_that_would_wait_past_its_deadline_fails_fast(mesh: Mesh) -> N
     assert "deadline" in hurried.json()["error"]["message"]
     assert int(hurried.headers["Retry-After"]) >= 1
     assert took < 0.4, took
+
+
+def test_a_send_that_cannot_go_at_once_is_reported_not_lost() -> None:
+    """zmq.asyncio reports a failed non-blocking send on a future; send_now must surface it."""
+    import asyncio
+
+    import zmq.asyncio
+
+    from meshnode.peer_links import send_now
+
+    async def attempt() -> zmq.ZMQError | None:
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect("tcp://127.0.0.1:1")  # nothing listens there: no connection, nothing queued
+        try:
+            return send_now(sock, [b"frame"])
+        finally:
+            sock.close()
+            ctx.term()
+
+    error = asyncio.run(attempt())
+    assert isinstance(error, zmq.Again)

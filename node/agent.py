@@ -48,7 +48,7 @@ from .mesh.routing import Locality
 from .mesh.types import Address, NodeId, Status
 from .metrics import add_metrics_route
 from .peer_links import PeerLinks
-from .predict_api import add_predict_routes
+from .predict_api import PredictLane
 from .replica import Replica, ReplicaSettings, ReplicaState
 from .store import NodeStore
 from .transport import MembershipTransport
@@ -489,8 +489,11 @@ class Agent:
 def _http_server(agent: Agent, host: str, port: int) -> uvicorn.Server:
     app = create_app(agent)
     add_metrics_route(app, agent.stats)
-    add_predict_routes(app, agent)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    lane = PredictLane(app, agent)
+    # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.
+    config = uvicorn.Config(
+        lane, host=host, port=port, log_level="warning", access_log=False, lifespan="off", proxy_headers=False
+    )
     return _QuietServer(config)
 
 

@@ -31,7 +31,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__
 from .errors import MeshnodeError
 
-__all__ = ["MemberView", "MeshResponse", "MeshView", "create_app", "request_id"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "MemberView",
+    "MeshResponse",
+    "MeshView",
+    "create_app",
+    "error_for",
+    "error_response",
+    "request_id",
+    "request_id_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +99,19 @@ class MeshResponse(BaseModel):
     members: list[MemberView]
 
 
+def request_id_of(scope: Scope) -> str:
+    """The request's id: the client's X-Request-Id when it is a short plain token, else a new one.
+
+    Kept in the scope's state, so every layer that asks gets the same id.
+    """
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if rid is None:
+        offered = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+        rid = state["request_id"] = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    return str(rid)
+
+
 def request_id(request: Request) -> str:
     """The id of this request, as set by the request-id middleware."""
     return str(request.state.request_id)
@@ -127,17 +150,23 @@ def create_app(agent: MeshView) -> FastAPI:
     return app
 
 
-def _error_response(
+def error_response(
     status: int, kind: str, message: str, rid: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
+    """The one error shape: ``{"error": {"type", "message", "request_id"}}``."""
     body = {"error": {"type": kind, "message": message, "request_id": rid}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def error_for(exc: MeshnodeError, rid: str) -> JSONResponse:
+    """The response for a meshnode error: its status, its kind, and Retry-After when retryable."""
+    headers = None if exc.retry_after_s is None else {"Retry-After": _retry_after(exc.retry_after_s)}
+    return error_response(exc.status, exc.kind, exc.message, rid, headers)
+
+
 async def _meshnode_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MeshnodeError)
-    headers = None if exc.retry_after_s is None else {"Retry-After": _retry_after(exc.retry_after_s)}
-    return _error_response(exc.status, exc.kind, exc.message, request_id(request), headers)
+    return error_for(exc, request_id(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -150,7 +179,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
     kind = phrase.lower().replace(" ", "_").replace("-", "_")
-    return _error_response(exc.status_code, kind, message, request_id(request), exc.headers)
+    return error_response(exc.status_code, kind, message, request_id(request), exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -162,7 +191,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     message = "; ".join(problems[:_MAX_VALIDATION_PROBLEMS]) or "invalid request"
     if len(problems) > _MAX_VALIDATION_PROBLEMS:
         message += f" (and {len(problems) - _MAX_VALIDATION_PROBLEMS} more)"
-    return _error_response(422, "validation", message, request_id(request))
+    return error_response(422, "validation", message, request_id(request))
 
 
 def _retry_after(seconds: float) -> str:
@@ -185,9 +214,7 @@ class _RequestIdMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        offered = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
-        rid = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = request_id_of(scope)
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -203,4 +230,4 @@ class _RequestIdMiddleware:
             logger.exception("unhandled error in %s %s (request id %s)", scope["method"], scope["path"], rid)
             if started:
                 raise  # half a response is out: only closing the connection tells the client
-            await _error_response(500, "internal", "internal server error", rid)(scope, receive, send_with_id)
+            await error_response(500, "internal", "internal server error", rid)(scope, receive, send_with_id)

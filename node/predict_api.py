@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import (
     BadRequest,
@@ -34,9 +36,12 @@ from .errors import (
     error_for_failure,
 )
 from .forward import HINT_HEADER, Served
-from .http_api import request_id
+from .http_api import REQUEST_ID_HEADER, error_for, error_response, request_id_of
 from .mesh.envelope import Call, Chunk, Envelope, Failure, Reply
 
+log = logging.getLogger(__name__)
+
+PREDICT_PREFIX = "/v1/predict/"
 TIMEOUT_HEADER = "X-Request-Timeout"
 ROUTE_HEADER = "X-Mesh-Route"
 ATTEMPTS_HEADER = "X-Mesh-Attempts"
@@ -62,21 +67,49 @@ class PredictTarget(Protocol):
         ...
 
 
-def add_predict_routes(app: FastAPI, agent: PredictTarget) -> None:
-    """Mount ``POST /v1/predict/{deployment}`` on `app`.
+class PredictLane:
+    """``POST /v1/predict/{deployment}`` served ahead of the FastAPI app; everything else goes to it.
 
-    A plain Starlette route, not a FastAPI endpoint: this is the hot path of every request, and
-    FastAPI's per-request dependency solving and response handling cost more CPU than the whole
-    forwarding hop (bench/forwarding.py). Errors still go through the app's one error handler.
+    This is the hot path of every request, so it skips FastAPI's middleware stack, routing and
+    response wrappers, which cost more CPU than the whole forwarding hop (bench/forwarding.py). It
+    keeps the API's contract itself: the request id (``http_api.request_id_of``), the one JSON error
+    shape (``http_api.error_response``), and 405 for other methods on these paths.
     """
 
-    async def predict(request: Request) -> Response:
-        deployment = str(request.path_params["deployment"])
+    def __init__(self, app: ASGIApp, agent: PredictTarget) -> None:
+        self._app = app
+        self._agent = agent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        deployment = path[len(PREDICT_PREFIX) :] if path.startswith(PREDICT_PREFIX) else ""
+        if not deployment or "/" in deployment:
+            await self._app(scope, receive, send)
+            return
+        rid = request_id_of(scope)
+        try:
+            if scope["method"] != "POST":
+                message = f"method {scope['method']} is not allowed on {path}"
+                response: Response = error_response(
+                    405, "method_not_allowed", message, rid, {"Allow": "POST"}
+                )
+            else:
+                response = await self._predict(Request(scope, receive), deployment, rid)
+        except MeshnodeError as exc:
+            response = error_for(exc, rid)
+        except Exception:
+            log.exception("unhandled error in POST %s (request id %s)", path, rid)
+            response = error_response(500, "internal", "internal server error", rid)
+        response.headers[REQUEST_ID_HEADER] = rid
+        await response(scope, receive, send)
+
+    async def _predict(self, request: Request, deployment: str, rid: str) -> Response:
+        agent = self._agent
         default_timeout_s, max_bytes = agent.request_limits
         body = _parse_body(await _read_limited(request, max_bytes))
         accept = request.headers.get("accept", "")
         call = Call(
-            request_id=request_id(request),
+            request_id=rid,
             deployment=deployment,
             body=body,
             header=accept or None,
@@ -99,8 +132,6 @@ def add_predict_routes(app: FastAPI, agent: PredictTarget) -> None:
         async for message in messages:
             final = message
         return _final_response(final, headers, call.request_id)
-
-    app.add_route("/v1/predict/{deployment}", predict, methods=["POST"], include_in_schema=False)
 
 
 async def _read_limited(request: Request, max_bytes: int) -> bytes:

@@ -319,3 +319,18 @@ def test_a_send_that_cannot_go_at_once_is_reported_not_lost() -> None:
 
     error = asyncio.run(attempt())
     assert isinstance(error, zmq.Again)
+
+
+def test_predict_paths_keep_the_api_contract_for_other_methods_and_paths(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    wrong_method = entry.get("/v1/predict/tagged")
+    assert wrong_method.status_code == 405 and wrong_method.headers["Allow"] == "POST"
+    assert wrong_method.json()["error"]["type"] == "method_not_allowed"
+    assert wrong_method.headers["X-Request-Id"] == wrong_method.json()["error"]["request_id"]
+    nested = httpx.post(f"{entry.url}/v1/predict/tagged/extra", json={}, timeout=10)
+    assert nested.status_code == 404 and nested.json()["error"]["type"] == "not_found"
+    bad = httpx.post(
+        f"{entry.url}/v1/predict/tagged", content=b"{nope", timeout=10, headers={"X-Request-Id": "bad-1"}
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["request_id"] == "bad-1"
+    assert bad.headers["X-Request-Id"] == "bad-1"

@@ -10,8 +10,10 @@ that passed it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import msgpack
 
 MAX_LABEL_CHARS = 128
 MAX_LIST_ITEMS = 256
@@ -62,6 +64,25 @@ class NodeMeta:
             "speeds": self.speeds,
             "replicas": self.replicas,
         }
+
+    def encoded_size(self) -> int:
+        """Bytes of this metadata as msgpack, as it travels in every ``alive`` and push-pull row."""
+        return len(msgpack.packb(self.to_wire(), use_bin_type=True))
+
+    def fit(self, max_bytes: int) -> NodeMeta:
+        """This metadata, its longest lists (hints, loaded models) cut until it fits in `max_bytes`.
+
+        Lists keep their first items, and apps list their most recent (most useful) hints first, so
+        a node with too many hints to gossip keeps routing its hottest ones. Metadata larger than the
+        limit would make every packet carrying it oversized, so peers would drop it whole.
+        """
+        meta = self
+        while meta.encoded_size() > max_bytes:
+            cut = _halve_longest_lists(meta)
+            if cut == meta:
+                return meta  # nothing left to cut: the caller's labels alone are too big
+            meta = cut
+        return meta
 
     @classmethod
     def from_wire(cls, raw: object) -> NodeMeta:
@@ -137,3 +158,25 @@ def _check_plain(value: object, where: str, depth: int) -> None:
             _check_plain(item, where, depth + 1)
         return
     raise MetaError(f"metadata field {where!r} holds an unsupported type {type(value).__name__}")
+
+
+def _halve_longest_lists(meta: NodeMeta) -> NodeMeta:
+    """Halve the longest hint or model list, at node level or in one replica entry."""
+    candidates: list[tuple[int, str, str]] = [
+        (len(meta.hints), "", "hints"),
+        (len(meta.models), "", "models"),
+    ]
+    for name, entry in meta.replicas.items():
+        if isinstance(entry, dict):
+            for key in ("hints", "models"):
+                value = entry.get(key)
+                if isinstance(value, list):
+                    candidates.append((len(value), name, key))
+    length, deployment, key = max(candidates)
+    if length == 0:
+        return meta
+    if not deployment:
+        return replace(meta, **{key: getattr(meta, key)[: length // 2]})
+    entry = dict(meta.replicas[deployment])
+    entry[key] = entry[key][: length // 2]
+    return replace(meta, replicas={**meta.replicas, deployment: entry})

@@ -389,7 +389,7 @@ class Agent:
             hints=self._hints,
             speeds=self._speeds(),
             replicas={name: replica.gossip_state() for name, replica in self._replicas.items()},
-        )
+        ).fit(self.membership_config.max_meta_bytes)
 
     def _speeds(self) -> dict[str, Any]:
         now = asyncio.get_running_loop().time()

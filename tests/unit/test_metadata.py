@@ -233,3 +233,17 @@ def test_maps_must_hold_only_bounded_plain_values(key: str, value: object) -> No
 def test_widths_up_to_the_limit_are_accepted(key: str) -> None:
     value = {f"k{i}": i for i in range(MAX_LIST_ITEMS - 1)} | {"list": list(range(MAX_LIST_ITEMS))}
     assert getattr(NodeMeta.from_wire(with_field(key, value)), key) == value
+
+
+def test_metadata_too_big_to_gossip_keeps_its_first_hints_and_fits() -> None:
+    hints = tuple(f"lora-{i:04d}-{'x' * 60}" for i in range(200))
+    entry = {"state": "ready", "queue": 0, "hints": list(hints), "models": list(hints)}
+    big = NodeMeta(name="node-a", hints=hints, models=hints, replicas={"sd": entry})
+    assert big.encoded_size() > 16 * 1024
+    fitted = big.fit(16 * 1024)
+    assert fitted.encoded_size() <= 16 * 1024
+    assert fitted.hints and fitted.hints == hints[: len(fitted.hints)]  # the most recent stay
+    assert fitted.replicas["sd"]["hints"] == list(hints[: len(fitted.replicas["sd"]["hints"])])
+    assert fitted.replicas["sd"]["state"] == "ready"
+    small = NodeMeta(name="node-a", hints=("a",))
+    assert small.fit(16 * 1024) is small

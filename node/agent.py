@@ -234,13 +234,12 @@ class Agent:
         """Commit `call` to the best replica in the mesh (``node/forward.py``)."""
         return await self._forwarder.serve(call, hint)
 
-    async def _serve_local(self, call: Call) -> AsyncIterator[Envelope]:
+    def _serve_local(self, call: Call) -> AsyncIterator[Envelope]:
         """A peer's request for a replica here (it never goes on to a third node)."""
         replica = self._replicas.get(call.deployment)
         if replica is None:
             raise NotReady(f"{self.config.name} has no replica of {call.deployment}", retry_after_s=1.0)
-        async for message in replica.call(call):
-            yield message
+        return replica.call(call)
 
     def _replicas_get(self, deployment: str) -> Replica | None:
         return self._replicas.get(deployment)

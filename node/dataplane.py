@@ -15,13 +15,11 @@ rest are refused as full (retryable, so its router tries elsewhere).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import zmq
-import zmq.asyncio
 
 from .errors import MeshnodeError
 from .mesh.envelope import (
@@ -35,10 +33,12 @@ from .mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
-from .peer_links import send_now
+from .zmq_reader import FrameReader
 
 log = logging.getLogger(__name__)
 
+# A peer this many frames behind in reading its answers has gone away or stalled.
+_SEND_HIGH_WATER_MARK = 100_000
 ServeLocal = Callable[[Call], AsyncIterator[Envelope]]
 QueueOf = Callable[[str], int]
 
@@ -64,11 +64,10 @@ class DataPlaneServer:
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
         self._chunk_bytes = chunk_bytes
-        self._ctx = zmq.asyncio.Context()
-        self._sock: zmq.asyncio.Socket | None = None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._reader: FrameReader | None = None
         self._running: dict[tuple[bytes, str], asyncio.Task[None]] = {}
         self._per_peer: dict[bytes, int] = {}
-        self._receiver: asyncio.Task[None] | None = None
         self.received = 0
         self.dropped: dict[str, int] = {}
 
@@ -81,6 +80,8 @@ class DataPlaneServer:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A larger frame makes ZeroMQ drop that connection before the bytes are held in memory.
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
+        # Answers are sent without waiting; a peer this far behind in reading has gone away.
+        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
         try:
             if self._port == 0:
                 port = sock.bind_to_random_port(f"tcp://{_bracket(self._host)}")
@@ -90,8 +91,7 @@ class DataPlaneServer:
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise OSError(f"cannot bind the data plane on {self._host}:{self._port}: {exc.strerror}") from exc
-        self._sock = sock
-        self._receiver = asyncio.create_task(self._receive(), name="dataplane-recv")
+        self._reader = FrameReader(sock, self._on_frames)
         return port
 
     @property
@@ -101,37 +101,34 @@ class DataPlaneServer:
 
     async def close(self) -> None:
         """Stop receiving and cancel peers' requests still running here."""
-        tasks = [*self._running.values(), *([self._receiver] if self._receiver else [])]
+        tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._sock is not None:
-            self._sock.close(linger=0)
+        if self._reader is not None:
+            self._reader.close()
         self._ctx.term()
 
-    async def _receive(self) -> None:
-        assert self._sock is not None
-        while True:
-            frames = await self._sock.recv_multipart(copy=True)
-            self.received += 1
-            if len(frames) != 2:
-                self._drop("frames", "expected [peer, envelope]")
-                continue
-            peer, frame = frames
-            try:
-                message = decode_envelope(frame, max_bytes=self._max_frame_bytes)
-            except EnvelopeError as exc:
-                self._drop("malformed", str(exc))
-                continue
-            match message:
-                case Call():
-                    self._start(peer, message)
-                case Cancel(rid):
-                    task = self._running.get((peer, rid))
-                    if task is not None:
-                        task.cancel()
-                case _:
-                    self._drop("unexpected", f"a {type(message).__name__} is not a request")
+    def _on_frames(self, frames: list[bytes]) -> None:
+        self.received += 1
+        if len(frames) != 2:
+            self._drop("frames", "expected [peer, envelope]")
+            return
+        peer, frame = frames
+        try:
+            message = decode_envelope(frame, max_bytes=self._max_frame_bytes)
+        except EnvelopeError as exc:
+            self._drop("malformed", str(exc))
+            return
+        match message:
+            case Call():
+                self._start(peer, message)
+            case Cancel(rid):
+                task = self._running.get((peer, rid))
+                if task is not None:
+                    task.cancel()
+            case _:
+                self._drop("unexpected", f"a {type(message).__name__} is not a request")
 
     def _start(self, peer: bytes, call: Call) -> None:
         key = (peer, call.request_id)
@@ -163,18 +160,15 @@ class DataPlaneServer:
                     # The replica still counts this request: the others are one fewer.
                     message = replace(message, queue=max(0, self._queue_of(call.deployment) - 1))
                 for frame in self._frames(message, call):
-                    await self._send(peer, frame)
+                    self._send(peer, frame)
         except MeshnodeError as exc:
             queue = self._queue_of(call.deployment)
-            await self._send(peer, Failure(rid, exc.kind, exc.message, exc.retryable, queue))
+            self._send(peer, Failure(rid, exc.kind, exc.message, exc.retryable, queue))
         except zmq.ZMQError:
             log.debug("peer of request %s went away; stopping it", rid)
         except Exception:
             log.exception("request %s from a peer failed", rid)
-            with contextlib.suppress(zmq.ZMQError):
-                await self._send(
-                    peer, Failure(rid, "internal", "the serving node failed (see its log)", False)
-                )
+            self._send_soon(peer, Failure(rid, "internal", "the serving node failed (see its log)", False))
 
     def _frames(self, message: Envelope, call: Call) -> list[Envelope]:
         """Split a large file answer into frames (see the module docstring)."""
@@ -186,15 +180,18 @@ class DataPlaneServer:
                 return [*chunks, replace(message, data=pieces[-1])]
         return [message]
 
-    async def _send(self, peer: bytes, message: Envelope) -> None:
-        assert self._sock is not None
-        await self._sock.send_multipart([peer, encode_envelope(message)])
+    def _send(self, peer: bytes, message: Envelope) -> None:
+        """Send to `peer` now; ZMQError if it went away (or stopped reading): its request stops."""
+        assert self._reader is not None
+        error = self._reader.send([peer, encode_envelope(message)])
+        if error is not None:
+            raise error
 
     def _send_soon(self, peer: bytes, message: Envelope) -> None:
-        assert self._sock is not None
-        error = send_now(self._sock, [peer, encode_envelope(message)])
-        if error is not None:
-            log.debug("could not refuse a request of a peer that went away: %s", error)
+        try:
+            self._send(peer, message)
+        except zmq.ZMQError as exc:
+            log.debug("could not refuse a request of a peer that went away: %s", exc)
 
     def _drop(self, reason: str, detail: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

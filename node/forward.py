@@ -113,8 +113,8 @@ class Forwarder:
             if remaining_ms <= 0:
                 break
             attempt = replace(call, timeout_ms=remaining_ms)
-            messages = self._attempt(candidate, attempt)
             try:
+                messages = self._attempt(candidate, attempt)
                 first = await anext(messages)
             except MeshnodeError as exc:
                 if not exc.retryable:
@@ -150,16 +150,14 @@ class Forwarder:
             found.append(_local_candidate(replica, self._name, here))
         return found
 
-    async def _attempt(self, candidate: Candidate, call: Call) -> AsyncGenerator[Envelope, None]:
+    def _attempt(self, candidate: Candidate, call: Call) -> AsyncGenerator[Envelope, None]:
+        # The replica's or the link's own generator, not a wrapper: one less layer per message.
         if candidate.is_self:
             replica = self._local_replica(call.deployment)
             if replica is None:
                 raise NotReady(f"the replica of {call.deployment} here stopped", retry_after_s=1.0)
-            messages = replica.call(call)
-        else:
-            messages = self._links.call(candidate.node, candidate.data_addr, call)
-        async for message in messages:
-            yield message
+            return replica.call(call)
+        return self._links.call(candidate.node, candidate.data_addr, call)
 
     def _nothing_ready(self, deployment: str) -> MeshnodeError:
         known = self._local_replica(deployment) is not None or any(

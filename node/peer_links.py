@@ -26,11 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import zmq
-import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from .mesh.envelope import (
@@ -46,6 +45,7 @@ from .mesh.envelope import (
 )
 from .mesh.types import NodeId
 from .replica import next_answer
+from .zmq_reader import FrameReader
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ class _Report:
 class _Link:
     """The DEALER to one peer and the requests outstanding on it."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, node: NodeId, addr: str, max_frame_bytes: int) -> None:
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], node: NodeId, addr: str, max_frame_bytes: int
+    ) -> None:
         self.node = node
         self.addr = addr
         self.pending: dict[str, _Pending] = {}
@@ -90,33 +92,25 @@ class _Link:
         self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         sock.connect(f"tcp://{addr}")
         self.sock = sock
-        self.tasks: list[asyncio.Task[None]] = []
+        self.reader: FrameReader | None = None
+        self.monitor_reader: FrameReader | None = None
 
     def fail_all(self, kind: str, message: str) -> None:
         for rid, pending in self.pending.items():
             pending.queue.put_nowait(Failure(rid, kind, message, True))
 
+    def send(self, frames: list[bytes]) -> zmq.ZMQError | None:
+        assert self.reader is not None
+        return self.reader.send(frames)
+
     def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
         with contextlib.suppress(zmq.ZMQError):
             self.sock.disable_monitor()
-        self.monitor.close(linger=0)
-        self.sock.close(linger=0)
-
-
-def send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> zmq.ZMQError | None:
-    """Send without waiting; the error if it could not be sent at once (no connection, queue full).
-
-    An asyncio socket reports a failed non-blocking send on the future it returns, not by raising:
-    read it here, or the failure would go unseen (and be logged as never retrieved).
-    """
-    sent = sock.send_multipart(frames, zmq.NOBLOCK)
-    assert isinstance(sent, asyncio.Future)  # what zmq.asyncio returns; typed as a plain Awaitable
-    if not sent.done():
-        return None
-    error = sent.exception()
-    return error if isinstance(error, zmq.ZMQError) else None
+        for reader, sock in ((self.monitor_reader, self.monitor), (self.reader, self.sock)):
+            if reader is not None:
+                reader.close()
+            else:
+                sock.close(linger=0)
 
 
 class PeerLinks:
@@ -125,7 +119,7 @@ class PeerLinks:
     def __init__(
         self, *, max_frame_bytes: int, max_in_flight_per_peer: int, connect_timeout_s: float
     ) -> None:
-        self._ctx = zmq.asyncio.Context()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._links: dict[NodeId, _Link] = {}
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
@@ -155,7 +149,7 @@ class PeerLinks:
         link = self._links.get(node)
         return link is None or link.connected or not link.handshake.is_set()
 
-    async def call(self, node: NodeId, addr: str, call: Call) -> AsyncIterator[Envelope]:
+    async def call(self, node: NodeId, addr: str, call: Call) -> AsyncGenerator[Envelope, None]:
         """Send `call` to the peer; yield its envelopes (see the module docstring)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
@@ -169,7 +163,7 @@ class PeerLinks:
         link.pending[rid] = pending
         finished = False
         try:
-            error = send_now(link.sock, [encode_envelope(call)])
+            error = link.send([encode_envelope(call)])
             if error is not None:
                 finished = True
                 yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error.strerror}", True)
@@ -191,7 +185,7 @@ class PeerLinks:
             link.pending.pop(rid, None)
             if not finished and not link.sock.closed:
                 # The caller went away or the deadline passed: stop the work on the peer.
-                send_now(link.sock, [encode_envelope(Cancel(rid))])
+                link.send([encode_envelope(Cancel(rid))])
 
     def forget(self, node: NodeId, reason: str) -> None:
         """The peer is dead or left: fail what is outstanding there (retryable) and close the link."""
@@ -217,10 +211,9 @@ class PeerLinks:
             link = None
         if link is None:
             link = _Link(self._ctx, node, addr, self._max_frame_bytes)
-            link.tasks = [
-                asyncio.create_task(self._receive(link), name=f"link-recv-{addr}"),
-                asyncio.create_task(self._watch(link), name=f"link-monitor-{addr}"),
-            ]
+            bound = link  # the callbacks below belong to this link, not to the variable
+            link.reader = FrameReader(link.sock, lambda frames: self._on_frames(bound, frames))
+            link.monitor_reader = FrameReader(link.monitor, lambda frames: self._on_event(bound, frames))
             self._links[node] = link
         return link
 
@@ -241,40 +234,37 @@ class PeerLinks:
             None if link.connected else f"no connection to {link.addr} within {self._connect_timeout_s:g} s"
         )
 
-    async def _receive(self, link: _Link) -> None:
-        while True:
-            frames = await link.sock.recv_multipart()
-            if len(frames) != 1:
-                self._count_drop(link, "frames")
-                continue
-            try:
-                message = decode_envelope(frames[0], max_bytes=self._max_frame_bytes)
-            except EnvelopeError as exc:
-                self._count_drop(link, "malformed")
-                log.warning("dropped a bad data-plane frame from %s: %s", link.addr, exc)
-                continue
-            if not isinstance(message, Chunk | Reply | Failure):
-                self._count_drop(link, "unexpected")
-                continue
-            pending = link.pending.get(message.request_id)
-            if pending is None:
-                continue
-            if isinstance(message, Reply | Failure) and message.queue is not None:
-                ours = sum(1 for p in link.pending.values() if p.deployment == pending.deployment) - 1
-                report = _Report(max(0, message.queue - ours), asyncio.get_running_loop().time())
-                self._reports[(link.node, pending.deployment)] = report
-            pending.queue.put_nowait(message)
+    def _on_frames(self, link: _Link, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self._count_drop(link, "frames")
+            return
+        try:
+            message = decode_envelope(frames[0], max_bytes=self._max_frame_bytes)
+        except EnvelopeError as exc:
+            self._count_drop(link, "malformed")
+            log.warning("dropped a bad data-plane frame from %s: %s", link.addr, exc)
+            return
+        if not isinstance(message, Chunk | Reply | Failure):
+            self._count_drop(link, "unexpected")
+            return
+        pending = link.pending.get(message.request_id)
+        if pending is None:
+            return
+        if isinstance(message, Reply | Failure) and message.queue is not None:
+            ours = sum(1 for p in link.pending.values() if p.deployment == pending.deployment) - 1
+            report = _Report(max(0, message.queue - ours), asyncio.get_running_loop().time())
+            self._reports[(link.node, pending.deployment)] = report
+        pending.queue.put_nowait(message)
 
-    async def _watch(self, link: _Link) -> None:
-        while True:
-            event = parse_monitor_message(await link.monitor.recv_multipart())
-            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                link.connected = True
-                link.handshake.set()
-            elif event["event"] == zmq.EVENT_DISCONNECTED:
-                link.connected = False
-                link.handshake.set()  # it did connect once: callers stop waiting and move on
-                link.fail_all("peer_lost", f"the connection to {link.addr} dropped")
+    def _on_event(self, link: _Link, frames: list[bytes]) -> None:
+        event = parse_monitor_message(frames)
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            link.connected = True
+            link.handshake.set()
+        elif event["event"] == zmq.EVENT_DISCONNECTED:
+            link.connected = False
+            link.handshake.set()  # it did connect once: callers stop waiting and move on
+            link.fail_all("peer_lost", f"the connection to {link.addr} dropped")
 
     def _count_drop(self, link: _Link, reason: str) -> None:
         link.dropped += 1

@@ -25,7 +25,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -186,7 +186,7 @@ class Replica:
                 await self._ready.wait()
         return self._ready.is_set()
 
-    async def call(self, call: Call) -> AsyncIterator[Envelope]:
+    async def call(self, call: Call) -> AsyncGenerator[Envelope, None]:
         """Send one request; yield its chunks and then its Reply or Failure."""
         if self.state != ReplicaState.READY or self._worker is None or self._sock is None:
             reason = self.last_error or f"replica of {self.deployment} is {self.state.value}"

@@ -298,23 +298,22 @@ def test_a_request_that_would_wait_past_its_deadline_fails_fast(mesh: Mesh) -> N
 
 
 def test_a_send_that_cannot_go_at_once_is_reported_not_lost() -> None:
-    """zmq.asyncio reports a failed non-blocking send on a future; send_now must surface it."""
+    """FrameReader.send returns ZeroMQ's refusal instead of dropping the message silently."""
     import asyncio
 
-    import zmq.asyncio
-
-    from meshnode.peer_links import send_now
+    from meshnode.zmq_reader import FrameReader
 
     async def attempt() -> zmq.ZMQError | None:
-        ctx = zmq.asyncio.Context()
+        ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect("tcp://127.0.0.1:1")  # nothing listens there: no connection, nothing queued
+        reader = FrameReader(sock, lambda frames: None)
         try:
-            return send_now(sock, [b"frame"])
+            return reader.send([b"frame"])
         finally:
-            sock.close()
+            reader.close()
             ctx.term()
 
     error = asyncio.run(attempt())

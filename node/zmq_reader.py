@@ -1,0 +1,65 @@
+"""A plain ZeroMQ socket driven by the event loop, without a future per message.
+
+pyzmq's asyncio sockets wrap every send and receive in a future and re-arm their poller after each
+one; on the data plane's hot path that bookkeeping cost about as much as the rest of the hop
+(a DEALER-ROUTER round trip: 110-170 µs p50 through ``zmq.asyncio``, 67-72 µs this way, both ends
+on one core). ``FrameReader`` instead registers the socket's file descriptor with the loop and, when
+it fires, takes every message that is ready and hands each to a callback.
+
+ZeroMQ's descriptor is edge-triggered and only means "look at ``ZMQ_EVENTS``", and any operation on
+the socket, a send included, may consume that edge. So every send goes through ``send``, which
+schedules another look, and a look always drains until ``EVENTS`` says nothing is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import zmq
+
+__all__ = ["FrameReader"]
+
+
+class FrameReader:
+    """Calls `on_frames` with every message `sock` receives; sends without blocking."""
+
+    def __init__(self, sock: zmq.Socket[bytes], on_frames: Callable[[list[bytes]], None]) -> None:
+        self._sock = sock
+        self._on_frames = on_frames
+        self._loop = asyncio.get_running_loop()
+        self._fd = int(sock.getsockopt(zmq.FD))
+        self._look_scheduled = False
+        self._loop.add_reader(self._fd, self._drain)
+        self._look_soon()  # messages may have arrived before the descriptor was registered
+
+    def send(self, frames: list[bytes]) -> zmq.ZMQError | None:
+        """Send at once; the error if ZeroMQ could not take it now (no connection, queue full)."""
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            return exc
+        finally:
+            self._look_soon()
+        return None
+
+    def close(self) -> None:
+        """Stop watching and close the socket."""
+        if not self._sock.closed:
+            self._loop.remove_reader(self._fd)
+            self._sock.close(linger=0)
+
+    def _look_soon(self) -> None:
+        if not self._look_scheduled:
+            self._look_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._look_scheduled = False
+        sock = self._sock
+        while not sock.closed and int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_frames(frames)

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,6 +46,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()  # ASGI header names arrive lower-cased
 # A client's request id is echoed into our headers and logs, so only short, plain tokens are reused.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 # While joining the node expects to be ready within a probe round or two; clients poll this often.
@@ -107,7 +108,7 @@ def request_id_of(scope: Scope) -> str:
     state = scope.setdefault("state", {})
     rid = state.get("request_id")
     if rid is None:
-        offered = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+        offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == _REQUEST_ID_KEY), "")
         rid = state["request_id"] = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
     return str(rid)
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from .errors import DeadlineExceeded
 from .mesh.envelope import (
     Call,
     Cancel,
@@ -44,7 +45,6 @@ from .mesh.envelope import (
     encode_envelope,
 )
 from .mesh.types import NodeId
-from .replica import next_answer
 from .zmq_reader import FrameReader
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ _SEND_HIGH_WATER_MARK = 10_000
 @dataclass
 class _Pending:
     deployment: str
-    queue: asyncio.Queue[Envelope] = field(default_factory=asyncio.Queue)
+    # Answers in order; None when the deadline passed (one timer per request, not one per wait).
+    queue: asyncio.Queue[Envelope | None] = field(default_factory=asyncio.Queue)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class PeerLinks:
             yield Failure(rid, "peer_unreachable", refusal, True)
             return
         pending = _Pending(call.deployment)
+        timer = loop.call_at(deadline, pending.queue.put_nowait, None)
         link.pending[rid] = pending
         finished = False
         try:
@@ -170,7 +172,11 @@ class PeerLinks:
                 return
             parts: list[bytes] = []  # a file answer split into frames, joined before it is yielded
             while True:
-                message = await next_answer(pending.queue, deadline, call)
+                message = await pending.queue.get()
+                if message is None:
+                    raise DeadlineExceeded(
+                        f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
+                    )
                 match message:
                     case Chunk(_, _, bytes() as data) if not call.stream:
                         parts.append(data)
@@ -182,6 +188,7 @@ class PeerLinks:
                 if finished:
                     return
         finally:
+            timer.cancel()
             link.pending.pop(rid, None)
             if not finished and not link.sock.closed:
                 # The caller went away or the deadline passed: stop the work on the peer.

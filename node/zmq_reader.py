@@ -20,6 +20,11 @@ import zmq
 
 __all__ = ["FrameReader"]
 
+# pyzmq's constants are enums; plain ints keep enum arithmetic off the per-message path.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+
 
 class FrameReader:
     """Calls `on_frames` with every message `sock` receives; sends without blocking."""
@@ -36,7 +41,7 @@ class FrameReader:
     def send(self, frames: list[bytes]) -> zmq.ZMQError | None:
         """Send at once; the error if ZeroMQ could not take it now (no connection, queue full)."""
         try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            self._sock.send_multipart(frames, _NOBLOCK)
         except zmq.ZMQError as exc:
             return exc
         finally:
@@ -57,9 +62,9 @@ class FrameReader:
     def _drain(self) -> None:
         self._look_scheduled = False
         sock = self._sock
-        while not sock.closed and int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        while not sock.closed and int(sock.getsockopt(_EVENTS)) & _POLLIN:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 return
             self._on_frames(frames)

@@ -333,3 +333,12 @@ def test_predict_paths_keep_the_api_contract_for_other_methods_and_paths(mesh: M
     )
     assert bad.status_code == 400 and bad.json()["error"]["request_id"] == "bad-1"
     assert bad.headers["X-Request-Id"] == "bad-1"
+
+
+def test_the_deadline_holds_across_a_hop(mesh: Mesh) -> None:
+    started = time.monotonic()
+    response = post(mesh.agents[0], "probe", {"do": "sleep", "s": 2.0}, headers={"X-Request-Timeout": "0.5"})
+    took = time.monotonic() - started
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["type"] == "deadline_exceeded"
+    assert took < 1.5, took

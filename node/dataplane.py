@@ -33,6 +33,7 @@ from .mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
+from .transport import bind_tcp
 from .zmq_reader import FrameReader
 
 log = logging.getLogger(__name__)
@@ -82,15 +83,7 @@ class DataPlaneServer:
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
         # Answers are sent without waiting; a peer this far behind in reading has gone away.
         sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
-        try:
-            if self._port == 0:
-                port = sock.bind_to_random_port(f"tcp://{_bracket(self._host)}")
-            else:
-                sock.bind(f"tcp://{_bracket(self._host)}:{self._port}")
-                port = self._port
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise OSError(f"cannot bind the data plane on {self._host}:{self._port}: {exc.strerror}") from exc
+        port = bind_tcp(sock, self._host, self._port, "the data plane")
         self._reader = FrameReader(sock, self._on_frames)
         return port
 
@@ -196,10 +189,6 @@ class DataPlaneServer:
     def _drop(self, reason: str, detail: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         log.debug("dropped a data-plane frame (%s): %s", reason, detail)
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 __all__ = ["DataPlaneServer"]

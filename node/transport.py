@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -61,15 +62,7 @@ class MembershipTransport:
         pull.setsockopt(zmq.RCVHWM, 10_000)
         pull.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
         pull.setsockopt(zmq.IPV6, 1)
-        try:
-            if self._port == 0:
-                port = pull.bind_to_random_port(f"tcp://{_bind_host(self._host)}")
-            else:
-                pull.bind(f"tcp://{_bind_host(self._host)}:{self._port}")
-                port = self._port
-        except zmq.ZMQError as exc:
-            pull.close()
-            raise ConfigError(f"cannot bind the mesh socket on {self._host}:{self._port}: {exc}") from exc
+        port = bind_tcp(pull, self._host, self._port, "the mesh socket")
         self._pull = pull
         self._port = port
         return port
@@ -133,6 +126,18 @@ class MembershipTransport:
             _, oldest = self._peers.popitem(last=False)
             oldest.close(linger=0)
         return sock
+
+
+def bind_tcp(sock: zmq.Socket[Any], host: str, port: int, what: str) -> int:
+    """Bind `sock` on host:port (port 0: a free one) and return the port; ConfigError if it cannot."""
+    try:
+        if port == 0:
+            return int(sock.bind_to_random_port(f"tcp://{_bind_host(host)}"))
+        sock.bind(f"tcp://{_bind_host(host)}:{port}")
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise ConfigError(f"cannot bind {what} on {host}:{port}: {exc.strerror} (in use?)") from exc
+    return port
 
 
 def _bind_host(host: str) -> str:

@@ -203,3 +203,17 @@ def test_demo_stops_its_agents_on_a_signal(signum: int) -> None:
     pids = [int(pid) for pid in re.findall(r"started demo-\d \(pid (\d+)\)", text)]
     assert len(pids) == 2
     assert not [pid for pid in pids if is_meshnode_process(pid)]
+
+
+def test_join_on_a_data_port_in_use_exits_with_a_clear_error(tmp_path: Path) -> None:
+    http_port = free_port_block(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", http_port + 2))
+        taken.listen()
+        command = [*MESHNODE, "join", "--profile", "local", "--name", "busy", "--no-mdns"]
+        command += ["--http", f"127.0.0.1:{http_port}", "--mesh", f"127.0.0.1:{http_port + 1}"]
+        command += ["--data", f"127.0.0.1:{http_port + 2}", "--data-dir", str(tmp_path / "busy")]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=DEADLINE_S)
+    assert result.returncode != 0
+    assert f"cannot bind the data plane on 127.0.0.1:{http_port + 2}" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

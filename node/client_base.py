@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Self, TypedDict, TypeVar, Unpack
@@ -76,12 +77,12 @@ class FileOptions(CallOptions, total=False):
     accept: str
 
 
-class Closing:
+class Closing(ABC):
     """``with`` support for an object with ``close()``."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release what the object holds."""
-        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self
@@ -90,12 +91,12 @@ class Closing:
         self.close()
 
 
-class AsyncClosing:
+class AsyncClosing(ABC):
     """``async with`` support for an object with ``aclose()``."""
 
+    @abstractmethod
     async def aclose(self) -> None:
         """Release what the object holds."""
-        raise NotImplementedError
 
     async def __aenter__(self) -> Self:
         return self
@@ -104,7 +105,7 @@ class AsyncClosing:
         await self.aclose()
 
 
-class ClientBase(Generic[HttpT]):
+class ClientBase(ABC, Generic[HttpT]):
     """Options, nodes and request building; subclasses add the HTTP client and the I/O."""
 
     def __init__(
@@ -137,8 +138,9 @@ class ClientBase(Generic[HttpT]):
         self._clock = clock
         self._http: HttpT = self._open_http()
 
+    @abstractmethod
     def _open_http(self) -> HttpT:
-        raise NotImplementedError
+        """The HTTP client (sync or async) this client sends with."""
 
     @property
     def nodes(self) -> list[str]:

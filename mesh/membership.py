@@ -100,6 +100,9 @@ class Membership:
         self.rng = rng
         self.me = Member(node_id, addr, incarnation, Status.ALIVE, 0, meta, now)
         self.members: dict[NodeId, Member] = {node_id: self.me}
+        # Raised whenever a member joins, leaves the table, changes status, address or metadata:
+        # views derived from the members (routing candidates) are cached against it.
+        self.view_version = 0
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.leaving = False
         self._queue = BroadcastQueue()
@@ -148,6 +151,7 @@ class Membership:
             return []
         self.leaving = True
         self.me.status = Status.LEFT
+        self.view_version += 1
         self.me.since = now
         self._probe = None
         self._queue.push(Dead(self.node_id, self.me.incarnation, self.node_id))
@@ -165,6 +169,7 @@ class Membership:
             return
         self.me.meta = meta
         self.me.meta_version += 1
+        self.view_version += 1
         self._queue.push(self._alive_of_self())
 
     def clear_broadcasts(self) -> None:
@@ -314,6 +319,7 @@ class Membership:
                 alive.node, alive.addr, alive.incarnation, Status.ALIVE, alive.meta_version, alive.meta, now
             )
             self.members[alive.node] = member
+            self.view_version += 1
             self._add_live(alive.node)
             self._queue.push(alive)
             effects.append(MemberChanged(alive.node, None, Status.ALIVE))
@@ -330,6 +336,7 @@ class Membership:
         member.incarnation = alive.incarnation
         member.meta_version = alive.meta_version
         member.meta = alive.meta
+        self.view_version += 1
         self._queue.push(alive)
         if newer and member.status != Status.ALIVE:
             self._set_status(member, Status.ALIVE, now, effects)
@@ -380,6 +387,7 @@ class Membership:
         previous = member.status
         member.status = status
         member.since = now
+        self.view_version += 1
         if status.gone:
             self._gone.add(member.node)
             self._live.discard(member.node)
@@ -536,6 +544,7 @@ class Membership:
             member = self.members[node]
             if member.since < horizon:
                 del self.members[node]  # reap
+                self.view_version += 1
                 self._gone.discard(node)
             elif member.status == Status.DEAD:
                 dead.append(member)

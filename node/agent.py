@@ -93,6 +93,7 @@ class Agent:
             name=config.name,
             locality=lambda: Locality(NodeId(self.node_id), config.region, config.zone),
             members=lambda: self._core.members.values() if self._core is not None else (),
+            view_version=lambda: self._core.view_version if self._core is not None else 0,
             local_replica=self._replicas_get,
             links=self._links,
         )

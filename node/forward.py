@@ -42,7 +42,7 @@ from .mesh.routing import (
     rank,
     retry_after_s,
 )
-from .mesh.types import Status
+from .mesh.types import NodeId, Status
 from .peer_links import PeerLinks
 from .replica import Replica, ReplicaState
 
@@ -52,6 +52,7 @@ HINT_HEADER = "X-Mesh-Hint"
 # A peer's queue as its last answer reported it replaces the gossiped one while it is this fresh
 # (gossip carries load at most every meta_min_interval_s, 5 s).
 REPORT_MAX_AGE_S = 5.0
+CANDIDATES_MAX_AGE_S = 1.0
 # Failure kinds that mean "full", as opposed to "not ready": they decide between 429 and 503.
 _FULL_KINDS = frozenset({"overloaded"})
 
@@ -75,6 +76,7 @@ class Forwarder:
         name: str,
         locality: Callable[[], Locality],
         members: Callable[[], Iterable[Member]],
+        view_version: Callable[[], int],
         local_replica: Callable[[str], Replica | None],
         links: PeerLinks,
         rng: random.Random | None = None,
@@ -82,6 +84,10 @@ class Forwarder:
         self._name = name
         self._locality = locality
         self._members = members
+        self._view_version = view_version
+        # Peers' candidates per deployment, rebuilt when the view changes and at least every
+        # CANDIDATES_MAX_AGE_S (round-trip times move without a view change): not per request.
+        self._peer_candidates: dict[str, tuple[tuple[int, int], list[Candidate]]] = {}
         self._local_replica = local_replica
         self._links = links
         self._rng = rng or random.Random()
@@ -139,16 +145,26 @@ class Forwarder:
         raise _exhausted(call, refusals, retry_after_s(order, self._links.in_flight()))
 
     def _candidates(self, deployment: str, here: Locality) -> list[Candidate]:
-        peers = [member for member in self._members() if member.node != here.node]
         now = asyncio.get_running_loop().time()
         found = []
-        for candidate in candidates(peers, deployment, here.node):
+        for candidate in self._peers_of(deployment, here.node, now):
             reported = self._links.reported_queue(candidate.node, deployment, now, REPORT_MAX_AGE_S)
             found.append(candidate if reported is None else replace(candidate, queue=reported))
         replica = self._local_replica(deployment)
         if replica is not None and replica.state == ReplicaState.READY:
             found.append(_local_candidate(replica, self._name, here))
         return found
+
+    def _peers_of(self, deployment: str, me: NodeId, now: float) -> list[Candidate]:
+        key = (self._view_version(), int(now / CANDIDATES_MAX_AGE_S))
+        cached = self._peer_candidates.get(deployment)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        peers = [member for member in self._members() if member.node != me]
+        built = candidates(peers, deployment, me)
+        if built:  # only deployments that exist: a client's made-up names must not fill memory
+            self._peer_candidates[deployment] = (key, built)
+        return built
 
     def _attempt(self, candidate: Candidate, call: Call) -> AsyncGenerator[Envelope, None]:
         # The replica's or the link's own generator, not a wrapper: one less layer per message.

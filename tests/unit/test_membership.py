@@ -303,3 +303,21 @@ def test_a_direct_ack_measures_the_round_trip_time_for_routing() -> None:
     assert target.rtt_s is None
     core.handle(packet_from(1, Ack(ping.seq)), sent_at + 0.004)
     assert target.rtt_s is not None and abs(target.rtt_s - 0.004) < 1e-9
+
+
+def test_the_view_version_moves_with_every_change_routing_caches_on() -> None:
+    core = core_with_peers(2)
+    start = core.view_version
+    node, addr = peer(1)
+    member = core.members[node]
+    core.handle(
+        packet_from(1, Alive(node, member.incarnation, addr, member.meta_version + 1, meta("p1", zone="z"))),
+        1.0,
+    )
+    after_meta = core.view_version
+    assert after_meta > start
+    core.handle(packet_from(2, Suspect(node, member.incarnation, peer(2)[0])), 1.1)
+    assert core.view_version > after_meta
+    unchanged = core.view_version
+    core.handle(packet_from(1, Ping(7, ME)), 1.2)
+    assert core.view_version == unchanged

@@ -1,0 +1,89 @@
+"""Placement by weighted rendezvous hashing: one answer everywhere, little movement, fair shares."""
+
+from __future__ import annotations
+
+import collections
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshnode.mesh.placement import HostNode, Requirements, ineligible_reason, place, rank
+from meshnode.mesh.types import NodeId
+
+ANY = Requirements()
+
+
+def nodes(count: int, **fields: object) -> list[HostNode]:
+    return [HostNode(NodeId(f"node-{i:04d}"), **fields) for i in range(count)]  # type: ignore[arg-type]
+
+
+@given(st.permutations(nodes(12)), st.text(min_size=1, max_size=20))
+def test_every_node_computes_the_same_order_whatever_order_it_lists_the_nodes_in(
+    shuffled: list[HostNode], deployment: str
+) -> None:
+    assert rank(deployment, shuffled) == rank(deployment, nodes(12))
+
+
+def test_a_join_moves_about_one_nth_of_the_replicas() -> None:
+    pool = nodes(100)
+    deployments = [f"deployment-{i}" for i in range(1000)]
+    before = {d: set(place(d, 2, pool, ANY).hosts) for d in deployments}
+    joined = [*pool, HostNode(NodeId("newcomer"))]
+    after = {d: set(place(d, 2, joined, ANY).hosts) for d in deployments}
+    moved = sum(len(after[d] - before[d]) for d in deployments)
+    ideal = 2 * len(deployments) / len(joined)  # the newcomer's fair share of 2000 replicas
+    assert moved <= 1.5 * ideal, (moved, ideal)
+    # Everything that moved went to the newcomer: no other replica changed hands.
+    assert all(after[d] - before[d] <= {"newcomer"} for d in deployments)
+
+
+def test_a_leave_hands_only_the_leavers_replicas_to_the_next_in_rank() -> None:
+    pool = nodes(50)
+    leaver = pool[7].node
+    rest = [c for c in pool if c.node != leaver]
+    for i in range(300):
+        deployment = f"deployment-{i}"
+        before = place(deployment, 3, pool, ANY).hosts
+        after = place(deployment, 3, rest, ANY).hosts
+        if leaver in before:
+            assert set(before) - {leaver} < set(after)
+            assert after[2] == rank(deployment, rest)[2]
+        else:
+            assert after == before
+
+
+def test_weights_share_deployments_in_proportion() -> None:
+    pool = [*nodes(4), HostNode(NodeId("big"), weight=2.0)]
+    wins = collections.Counter(rank(f"d{i}", pool)[0] for i in range(12000))
+    share = wins["big"] / 12000
+    assert 0.28 <= share <= 0.38, wins  # 2 / (4 + 2) = 1/3
+
+
+def test_requirements_filter_nodes_and_say_why() -> None:
+    gpu = HostNode(NodeId("gpu"), device_kind="cuda", memory_bytes=80 << 30, accelerators=1)
+    laptop = HostNode(NodeId("laptop"), device_kind="cpu", memory_bytes=16 << 30)
+    cuda_only = Requirements(device_kinds=frozenset({"cuda"}), accelerator=True)
+    assert ineligible_reason(laptop, cuda_only) == "device cpu is not one of cuda"
+    assert ineligible_reason(gpu, cuda_only) is None
+    assert ineligible_reason(laptop, Requirements(min_memory_bytes=32 << 30)) is not None
+    placed = place("sd", 1, [gpu, laptop], cuda_only)
+    assert placed.hosts == ("gpu",) and placed.unschedulable is None
+    nowhere = place("sd", 1, [laptop], cuda_only)
+    assert nowhere.hosts == ()
+    assert nowhere.unschedulable is not None and "device cpu is not one of cuda" in nowhere.unschedulable
+
+
+def test_fewer_eligible_nodes_than_desired_places_what_it_can_and_reports_it() -> None:
+    placed = place("sd", 3, nodes(2), ANY)
+    assert len(placed.hosts) == 2
+    assert placed.unschedulable == "2 of 2 live nodes can host it, 3 wanted"
+
+
+def test_placement_is_spread_across_nodes() -> None:
+    pool = nodes(10)
+    rng = random.Random(1)
+    load = collections.Counter(
+        host for i in range(2000) for host in place(f"d{rng.random()}", 2, pool, ANY).hosts
+    )
+    assert min(load.values()) > 0.7 * 400 and max(load.values()) < 1.3 * 400, load

@@ -31,7 +31,6 @@ return effects (packets to send, membership changes) for the shell to carry out,
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 from .awareness import Awareness
 from .broadcast_queue import BroadcastQueue
@@ -39,6 +38,7 @@ from .config import MembershipConfig
 from .effects import Effect, IncarnationChanged, MemberChanged, Send
 from .member import Member, PeerSet
 from .metadata import NodeMeta
+from .probe import Probe, Relay
 from .suspicion import Suspicion
 from .types import Address, NodeId, Status
 from .wire import (
@@ -58,26 +58,6 @@ from .wire import (
 
 # Bytes reserved in a packet for its own message before piggybacking broadcasts.
 _PACKET_OVERHEAD_BYTES = 160
-
-
-@dataclass
-class _Probe:
-    target: NodeId
-    seq: int
-    sent_at: float
-    indirect_at: float
-    fail_at: float
-    indirect_sent: bool = False
-    expected_nacks: int = 0
-    nacks: int = 0
-
-
-@dataclass(frozen=True)
-class _Relay:
-    origin_addr: Address
-    origin_seq: int
-    expires_at: float
-    want_nack: bool
 
 
 class Membership:
@@ -110,8 +90,8 @@ class Membership:
         self._recently_dead: dict[NodeId, float] = {}
         self._gone: set[NodeId] = set()  # dead or left, until reaped
         self._suspicions: dict[NodeId, Suspicion] = {}
-        self._relays: dict[int, _Relay] = {}
-        self._probe: _Probe | None = None
+        self._relays: dict[int, Relay] = {}
+        self._probe: Probe | None = None
         self._probe_order: list[NodeId] = []
         self._probe_index = 0
         self._seq = rng.randrange(1 << 31)
@@ -228,7 +208,7 @@ class Membership:
             case IndirectPing(seq, target, target_addr, want_nack):
                 relay_seq = self._next_seq()
                 expires = now + self.awareness.scale(self.config.probe_timeout_s)
-                self._relays[relay_seq] = _Relay(packet.sender_addr, seq, expires, want_nack)
+                self._relays[relay_seq] = Relay(packet.sender_addr, seq, expires, want_nack)
                 effects.append(self._send(target_addr, Ping(relay_seq, target)))
             case Ack(seq):
                 self._on_ack(seq, now, effects)
@@ -437,7 +417,7 @@ class Membership:
             return
         member = self.members[target]
         seq = self._next_seq()
-        self._probe = _Probe(
+        self._probe = Probe(
             target,
             seq,
             sent_at=now,
@@ -463,7 +443,7 @@ class Membership:
             self._probe_index = 0
         return None
 
-    def _probe_indirectly(self, probe: _Probe, effects: list[Effect]) -> None:
+    def _probe_indirectly(self, probe: Probe, effects: list[Effect]) -> None:
         probe.indirect_sent = True
         member = self.members.get(probe.target)
         if member is None:
@@ -477,7 +457,7 @@ class Membership:
         # a second direct ping is the same second chance, and cuts false suspicions on lossy links.
         effects.append(self._send(member.addr, Ping(probe.seq, probe.target)))
 
-    def _probe_failed(self, probe: _Probe, now: float, effects: list[Effect]) -> None:
+    def _probe_failed(self, probe: Probe, now: float, effects: list[Effect]) -> None:
         if probe.expected_nacks > 0:
             self.awareness.apply(max(probe.expected_nacks - probe.nacks, 0))
         else:

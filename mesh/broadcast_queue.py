@@ -5,7 +5,8 @@ times, ``retransmit_mult * ceil(log10(N + 1))``, which is enough for epidemic sp
 node with high probability. Invariants:
 
 - at most one queued message per node: newer news about a node replaces older news (an ``alive``
-  at incarnation 7 makes a queued ``suspect`` at incarnation 6 pointless);
+  at incarnation 7 makes a queued ``suspect`` at incarnation 6 pointless); likewise one per
+  deployment record (``records.py``);
 - the least transmitted messages go first, and among equals the newest;
 - a message transmitted ``limit`` times leaves the queue.
 """
@@ -14,8 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .records import Record
 from .types import NodeId
 from .wire import Gossip, encoded_size
+
+# Queue slots: a node's id, or ("deployment", name) for a deployment record.
+_Key = NodeId | tuple[str, str]
 
 
 @dataclass
@@ -30,7 +35,7 @@ class BroadcastQueue:
     """Queued gossip about nodes, handed out newest and least transmitted first."""
 
     def __init__(self) -> None:
-        self._entries: dict[NodeId, _Entry] = {}
+        self._entries: dict[_Key, _Entry] = {}
         self._counter = 0
 
     def __len__(self) -> int:
@@ -40,9 +45,10 @@ class BroadcastQueue:
         return bool(self._entries)
 
     def push(self, message: Gossip) -> None:
-        """Queue news about ``message.node``, replacing anything older about that node."""
+        """Queue news about a node (or a deployment), replacing anything older about it."""
         self._counter += 1
-        self._entries[message.node] = _Entry(message, -1, 0, self._counter)
+        key: _Key = ("deployment", message.name) if isinstance(message, Record) else message.node
+        self._entries[key] = _Entry(message, -1, 0, self._counter)
 
     def pop_for_packet(self, budget_bytes: int, limit: int) -> list[Gossip]:
         """Messages that fit in ``budget_bytes``; each handed out counts as one transmit."""
@@ -51,7 +57,7 @@ class BroadcastQueue:
         chosen: list[Gossip] = []
         used = 0
         ranked = sorted(self._entries.items(), key=lambda item: (item[1].transmits, -item[1].order))
-        for node, entry in ranked:
+        for key, entry in ranked:
             if entry.size < 0:
                 entry.size = encoded_size(entry.message)
             if used + entry.size > budget_bytes:
@@ -60,7 +66,7 @@ class BroadcastQueue:
             chosen.append(entry.message)
             entry.transmits += 1
             if entry.transmits >= limit:
-                del self._entries[node]
+                del self._entries[key]
         return chosen
 
     def queued(self) -> list[Gossip]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .records import Record
 from .types import Address, NodeId, Status
 from .wire import Packet
 
@@ -32,4 +33,11 @@ class IncarnationChanged:
     incarnation: int
 
 
-Effect = Send | MemberChanged | IncarnationChanged
+@dataclass(frozen=True)
+class RecordChanged:
+    """Effect: a deployment record won (a new one, or one written here); persist it, re-plan."""
+
+    record: Record
+
+
+Effect = Send | MemberChanged | IncarnationChanged | RecordChanged

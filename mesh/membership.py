@@ -20,6 +20,9 @@ Theory of operation (Das et al., "SWIM", 2002; Dadgar et al., "Lifeguard", 2018;
   what gossip missed; every reconnect interval one with a random dead member lets a healed
   partition merge back. Remote ``dead`` rows merge as suspicions, so a live node wrongly declared
   dead hears of it and refutes instead of staying dead (memberlist's mergeState).
+- Deployment records. The deployment table (``records.py``) rides along: a record that wins is
+  queued like membership news, and every push-pull carries the whole table, so declarations reach
+  every node and a healed partition merges both sides' writes.
 - Local health. A node that misses nacks or must refute raises its awareness score, which stretches
   its own probe interval and timeout (``awareness.py``).
 
@@ -35,17 +38,18 @@ import random
 from .awareness import Awareness
 from .broadcast_queue import BroadcastQueue
 from .config import MembershipConfig
-from .effects import Effect, IncarnationChanged, MemberChanged, Send
+from .deployment import DeploymentSpec
+from .effects import Effect, IncarnationChanged, MemberChanged, RecordChanged, Send
 from .member import Member, PeerSet
 from .metadata import NodeMeta
 from .probe import Probe, Relay
+from .records import DeploymentTable, Record
 from .suspicion import Suspicion
 from .types import Address, NodeId, Status
 from .wire import (
     Ack,
     Alive,
     Dead,
-    Gossip,
     IndirectPing,
     MemberState,
     Message,
@@ -85,6 +89,7 @@ class Membership:
         self.view_version = 0
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.leaving = False
+        self.deployments = DeploymentTable()
         self._queue = BroadcastQueue()
         self._live = PeerSet()  # alive or suspect, never self
         self._recently_dead: dict[NodeId, float] = {}
@@ -122,8 +127,8 @@ class Membership:
 
     def join(self, addrs: tuple[Address, ...] | list[Address], now: float) -> list[Effect]:
         """Start a full state exchange with each address (seeds, or nodes found by mDNS)."""
-        state = self._full_state()
-        return [self._send(addr, PushPull(True, True, state), piggyback=False) for addr in addrs]
+        exchange = self._push_pull(reply_wanted=True, join=True)
+        return [self._send(addr, exchange, piggyback=False) for addr in addrs]
 
     def leave(self, now: float) -> list[Effect]:
         """Leave gracefully: tell peers we are `left`, stop probing and refuting."""
@@ -151,6 +156,18 @@ class Membership:
         self.me.meta_version += 1
         self.view_version += 1
         self._queue.push(self._alive_of_self())
+
+    def declare(self, name: str, spec: DeploymentSpec | None, wall_ms: int) -> list[Effect]:
+        """Write a deployment record here (spec None removes it) and gossip it."""
+        return self.merge_record(self.deployments.write(name, spec, self.node_id, wall_ms))
+
+    def merge_record(self, record: Record) -> list[Effect]:
+        """Take a record (from the wire, the node's database or a local write); gossip it if it wins."""
+        held = self.deployments.get(record.name)
+        if held is record or self.deployments.merge(record):
+            self._queue.push(record)
+            return [RecordChanged(record)]
+        return []
 
     def clear_broadcasts(self) -> None:
         """Drop queued gossip; the simulator uses it to start from an already settled mesh."""
@@ -218,12 +235,16 @@ class Membership:
             case Alive() | Suspect() | Dead():
                 self._on_gossip(message, now, effects)
                 self._correct_stale(message, packet.sender_addr, effects)
-            case PushPull(reply_wanted, _join, states):
+            case PushPull(reply_wanted, _join, states, records):
                 for state in states:
                     self._merge(state, packet.sender, now, effects)
+                for record in records:
+                    effects.extend(self.merge_record(record))
                 if reply_wanted and not self.leaving:
-                    reply = PushPull(False, False, self._full_state())
+                    reply = self._push_pull(reply_wanted=False, join=False)
                     effects.append(self._send(packet.sender_addr, reply, piggyback=False))
+            case Record():
+                effects.extend(self.merge_record(message))
 
     def _on_ack(self, seq: int, now: float, effects: list[Effect]) -> None:
         probe = self._probe
@@ -240,7 +261,7 @@ class Membership:
         if relay is not None:
             effects.append(self._send(relay.origin_addr, Ack(relay.origin_seq)))
 
-    def _on_gossip(self, message: Gossip, now: float, effects: list[Effect]) -> None:
+    def _on_gossip(self, message: Alive | Suspect | Dead, now: float, effects: list[Effect]) -> None:
         match message:
             case Alive():
                 self._on_alive(message, now, effects)
@@ -249,7 +270,9 @@ class Membership:
             case Dead():
                 self._on_dead(message, now, effects)
 
-    def _correct_stale(self, message: Gossip, sender_addr: Address, effects: list[Effect]) -> None:
+    def _correct_stale(
+        self, message: Alive | Suspect | Dead, sender_addr: Address, effects: list[Effect]
+    ) -> None:
         """Answer an outdated accusation with the newer `alive` we hold.
 
         Epidemic spread can miss a node now and then (one in ~10^4 per rumour at N = 1000). A node
@@ -512,7 +535,8 @@ class Membership:
         alive = [node for node in self._random_live(3) if self.members[node].status == Status.ALIVE]
         if alive:
             peer = self.members[alive[0]]
-            effects.append(self._send(peer.addr, PushPull(True, False, self._full_state()), piggyback=False))
+            exchange = self._push_pull(reply_wanted=True, join=False)
+            effects.append(self._send(peer.addr, exchange, piggyback=False))
 
     def _tick_reconnect(self, now: float, effects: list[Effect]) -> None:
         if now < self._next_reconnect_at:
@@ -530,7 +554,7 @@ class Membership:
                 dead.append(member)
         if dead:
             target = self.rng.choice(dead)
-            exchange = PushPull(True, False, self._full_state())
+            exchange = self._push_pull(reply_wanted=True, join=False)
             effects.append(self._send(target.addr, exchange, piggyback=False))
 
     def _tick_seeds(self, now: float, effects: list[Effect]) -> None:
@@ -557,6 +581,9 @@ class Membership:
 
     def _full_state(self) -> tuple[MemberState, ...]:
         return tuple(member.state() for member in self.members.values())
+
+    def _push_pull(self, *, reply_wanted: bool, join: bool) -> PushPull:
+        return PushPull(reply_wanted, join, self._full_state(), tuple(self.deployments.all()))
 
     def _random_live(self, count: int, exclude: NodeId | None = None) -> list[NodeId]:
         items = self._live.items

@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 import msgpack
 
+from .deployment import DeploymentSpec, SpecError, check_name
 from .metadata import MetaError, NodeMeta
+from .records import Record
 from .types import Address, NodeId, Status
 
 PROTOCOL_VERSION = 1
@@ -28,6 +30,7 @@ MAX_MESSAGES = 512
 MAX_ID_CHARS = 64
 MAX_ADDRESS_CHARS = 270
 MAX_COUNTER = 2**63 - 1
+MAX_RECORDS = 10_000
 
 RejectReason = Literal["malformed", "oversized", "version", "mesh"]
 
@@ -54,6 +57,7 @@ class Kind(IntEnum):
     SUSPECT = 6
     DEAD = 7
     PUSH_PULL = 8
+    RECORD = 9
 
 
 @dataclass(frozen=True)
@@ -136,10 +140,13 @@ class PushPull:
     reply_wanted: bool
     join: bool
     states: tuple[MemberState, ...]
+    # Every deployment record the sender holds (``records.py``), tombstones included.
+    records: tuple[Record, ...] = ()
 
 
-Message = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull
-Gossip = Alive | Suspect | Dead
+# A deployment Record travels as a message of its own too (``Kind.RECORD``), piggybacked like news.
+Message = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull | Record
+Gossip = Alive | Suspect | Dead | Record
 
 
 @dataclass(frozen=True)
@@ -171,12 +178,19 @@ def message_to_list(message: Message) -> list[Any]:
             return [Kind.SUSPECT, node, incarnation, source]
         case Dead(node, incarnation, source):
             return [Kind.DEAD, node, incarnation, source]
-        case PushPull(reply_wanted, join, states):
+        case PushPull(reply_wanted, join, states, records):
             rows = [
                 [s.node, s.addr, s.incarnation, s.status.value, s.meta_version, s.meta.to_wire()]
                 for s in states
             ]
-            return [Kind.PUSH_PULL, reply_wanted, join, rows]
+            return [Kind.PUSH_PULL, reply_wanted, join, rows, [_record_row(r) for r in records]]
+        case Record():
+            return [Kind.RECORD, *_record_row(message)]
+
+
+def _record_row(record: Record) -> list[Any]:
+    spec = None if record.spec is None else record.spec.to_wire()
+    return [record.name, record.stamp, record.origin, spec]
 
 
 def encoded_size(message: Message) -> int:
@@ -252,12 +266,24 @@ def _message(item: object, max_members: int) -> Message:
             return Suspect(_node_id(node), _counter(incarnation), _node_id(source))
         case Kind.DEAD, [node, incarnation, source]:
             return Dead(_node_id(node), _counter(incarnation), _node_id(source))
-        case Kind.PUSH_PULL, [reply_wanted, join, rows]:
+        case Kind.PUSH_PULL, [reply_wanted, join, rows, *more] if len(more) <= 1:
             if not isinstance(rows, list):
                 raise ValueError("push-pull rows must be an array")
             if len(rows) > max_members:
                 raise WireError("oversized", f"push-pull must list at most {max_members} members")
-            return PushPull(_flag(reply_wanted), _flag(join), tuple(_member_state(row) for row in rows))
+            records = more[0] if more else []
+            if not isinstance(records, list):
+                raise ValueError("push-pull records must be an array")
+            if len(records) > MAX_RECORDS:
+                raise WireError("oversized", f"push-pull must carry at most {MAX_RECORDS} records")
+            return PushPull(
+                _flag(reply_wanted),
+                _flag(join),
+                tuple(_member_state(row) for row in rows),
+                tuple(_record(row) for row in records),
+            )
+        case Kind.RECORD, [name, stamp, origin, spec]:
+            return _record([name, stamp, origin, spec])
     raise ValueError(f"unknown message kind {kind} or wrong field count {len(fields)}")
 
 
@@ -275,6 +301,21 @@ def _member_state(row: object) -> MemberState:
         _counter(meta_version),
         NodeMeta.from_wire(meta),
     )
+
+
+def _record(row: object) -> Record:
+    if not isinstance(row, list) or len(row) != 4:
+        raise ValueError("a deployment record must be a 4-item array")
+    name, stamp, origin, spec = row
+    try:
+        return Record(
+            check_name(name),
+            _counter(stamp),
+            _node_id(origin),
+            None if spec is None else DeploymentSpec.from_wire(spec),
+        )
+    except SpecError as exc:
+        raise ValueError(f"deployment record {name!r}: {exc}") from exc
 
 
 def _counter(value: object) -> int:

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshnode.mesh.deployment import Autoscaling, DeploymentSpec, Resources
 from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, NodeMeta
+from meshnode.mesh.records import Record
 from meshnode.mesh.types import Address, NodeId, Status
 from meshnode.mesh.wire import (
     MAX_COUNTER,
@@ -91,8 +93,26 @@ def one_of_each_kind() -> tuple[Message, ...]:
         Alive(node=PEER, incarnation=5, addr=PEER_ADDR, meta_version=6, meta=node_meta()),
         Suspect(node=PEER, incarnation=7, source=SENDER),
         Dead(node=PEER, incarnation=8, source=PEER),
-        PushPull(reply_wanted=True, join=False, states=rows),
+        PushPull(reply_wanted=True, join=False, states=rows, records=(RECORD, TOMBSTONE)),
+        RECORD,
     )
+
+
+RECORD = Record(
+    "echo",
+    (1_700_000_000_000 << 16) | 3,
+    PEER,
+    DeploymentSpec(
+        "apps/echo.py:Echo",
+        min_replicas=0,
+        max_replicas=4,
+        resources=Resources(("cpu", "cuda"), 1.5, True),
+        autoscaling=Autoscaling(3.0, 2.0, 1.0, 4.0, 30.0),
+        backups=1,
+        spread="zone",
+    ),
+)
+TOMBSTONE = Record("gone", 5, SENDER, None)
 
 
 def encode_messages(*messages: Message) -> bytes:
@@ -159,7 +179,7 @@ def test_every_message_kind_round_trips() -> None:
 
 
 def test_push_pull_rows_keep_status_and_metadata() -> None:
-    (push_pull,) = decode_default(encode_messages(one_of_each_kind()[-1])).messages
+    (push_pull,) = decode_default(encode_messages(one_of_each_kind()[-2])).messages
     assert isinstance(push_pull, PushPull)
     assert [row.status for row in push_pull.states] == list(Status)
     assert push_pull.states[0].meta.device["accelerators"][0]["name"] == "H100"
@@ -194,7 +214,7 @@ def test_packet_layout_is_the_documented_one() -> None:
         SENDER_ADDR,
         [[1, 9, PEER], [3, 9]],
     ]
-    assert [int(kind) for kind in Kind] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [int(kind) for kind in Kind] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 
 def test_encoded_size_is_what_the_message_adds_to_a_packet() -> None:
@@ -400,6 +420,31 @@ def test_push_pull_rows_are_validated_like_messages(row: object) -> None:
     assert_rejected(raw_packet([[Kind.PUSH_PULL, False, False, [member_row(), row]]]), "malformed")
 
 
+def test_a_push_pull_from_before_deployment_records_still_decodes() -> None:
+    (push_pull,) = decode_default(raw_packet([[Kind.PUSH_PULL, False, True, [member_row()]]])).messages
+    assert isinstance(push_pull, PushPull) and push_pull.records == ()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        ["bad name!", 1, PEER, None],
+        ["echo", -1, PEER, None],
+        ["echo", 1, "", None],
+        ["echo", 1, PEER, {"app": ""}],
+        ["echo", 1, PEER, {"app": "a.py:A", "min_replicas": 3, "max_replicas": 2}],
+        ["echo", 1, PEER, {"app": "a.py:A", "surprise": 1}],
+        ["echo", 1, PEER],
+        "echo",
+    ],
+    ids=["name", "stamp", "origin", "app", "bounds", "unknown-field", "short", "not-array"],
+)
+def test_bad_deployment_records_are_malformed_alone_or_in_a_push_pull(row: object) -> None:
+    single = [Kind.RECORD, *row] if isinstance(row, list) else [Kind.RECORD, row]
+    assert_rejected(raw_packet([single]), "malformed")
+    assert_rejected(raw_packet([[Kind.PUSH_PULL, False, False, [], [row]]]), "malformed")
+
+
 @pytest.mark.parametrize("rows", [{}, "rows", None, 3], ids=["map", "str", "nil", "integer"])
 def test_push_pull_rows_that_are_not_an_array_are_malformed(rows: object) -> None:
     """Not a list at all is a broken packet, not a big one."""
@@ -504,7 +549,9 @@ def test_unknown_kinds_and_shapes_are_malformed(message: object) -> None:
         pytest.param([Kind.SUSPECT, PEER, 1], id="suspect-short"),
         pytest.param([Kind.DEAD, PEER, 1, SENDER, SENDER], id="dead-long"),
         pytest.param([Kind.PUSH_PULL, True, False], id="push-pull-short"),
-        pytest.param([Kind.PUSH_PULL, True, False, [], []], id="push-pull-long"),
+        pytest.param([Kind.PUSH_PULL, True, False, [], [], []], id="push-pull-long"),
+        pytest.param([Kind.RECORD, "echo", 1, PEER], id="record-short"),
+        pytest.param([Kind.RECORD, "echo", 1, PEER, None, None], id="record-long"),
     ],
 )
 def test_wrong_field_counts_are_malformed(message: list[Any]) -> None:

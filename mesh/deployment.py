@@ -1,0 +1,208 @@
+"""Deployment specs: what a user declares once, on any node, for the whole mesh.
+
+A spec is validated in one place, here, whether it arrives as a ``PUT /v1/deployments/{name}`` body
+or as bytes on the membership socket: a node's table only ever holds specs that passed, and a bad
+one is refused with a ``SpecError`` naming the field and the reason (422 at the HTTP edge).
+
+Defaults and where they come from (Ray Serve's autoscaling config and FedML's deployment knobs):
+
+- ``target_concurrency`` 2: requests in flight per replica the autoscaler aims for (Ray Serve's
+  ``target_ongoing_requests`` default).
+- ``window_s`` 10: demand is averaged over this window before it moves ``desired``, so one burst does
+  not start a replica.
+- ``scale_up_delay_s`` 5 and ``scale_down_delay_s`` 60: demand must call for more (fewer) replicas
+  this long before the change. Starting is cheap to undo, stopping a warm model is not, so down is
+  slower (Ray Serve uses 30 s and 600 s for replicas that take minutes to load).
+- ``idle_timeout_s`` 300: with ``min_replicas`` 0, a deployment with no request for this long scales
+  to zero; the next request waits for a cold start (``node/cold_start.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+__all__ = [
+    "Autoscaling",
+    "DeploymentSpec",
+    "Resources",
+    "SpecError",
+    "check_name",
+]
+
+MAX_REPLICAS = 1000
+MAX_APP_CHARS = 512
+MAX_DEVICE_KINDS = 16
+# Long enough for an hour-long model download; anything larger is a typo.
+MAX_DELAY_S = 86_400.0
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+DEVICE_KINDS = ("cpu", "cuda", "mps", "rocm", "xpu")
+Spread = Literal["zone", "region"]
+
+
+class SpecError(ValueError):
+    """A deployment spec that cannot be accepted: ``field`` says where (dotted), the message why."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a node must have to host a replica."""
+
+    # Device kinds allowed ("cpu", "cuda", "mps", ...); empty allows every kind.
+    device_kinds: tuple[str, ...] = ()
+    # Memory the node must have in total (GB, 1e9 bytes); 0: no minimum.
+    min_memory_gb: float = 0.0
+    # Whether the node must have at least one accelerator (GPU, MPS).
+    accelerator: bool = False
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """How `desired` follows demand (see the module docstring for the defaults' reasons)."""
+
+    target_concurrency: float = 2.0
+    window_s: float = 10.0
+    scale_up_delay_s: float = 5.0
+    scale_down_delay_s: float = 60.0
+    idle_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment as declared: its app, replica bounds, needs, scaling and spreading."""
+
+    app: str
+    min_replicas: int = 1
+    max_replicas: int = 1
+    resources: Resources = field(default_factory=Resources)
+    autoscaling: Autoscaling = field(default_factory=Autoscaling)
+    # Nodes next in rank after the hosts that load the model and wait warm, not routed to, so a
+    # failover needs no model load.
+    backups: int = 0
+    # Spread replicas over distinct zones (or regions) first, when enough are eligible.
+    spread: Spread | None = None
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """Whether the deployment may have no replica while idle."""
+        return self.min_replicas == 0
+
+    def to_wire(self) -> dict[str, Any]:
+        """A JSON- and msgpack-ready dict (the body ``PUT /v1/deployments/{name}`` takes)."""
+        wire = asdict(self)
+        wire["resources"]["device_kinds"] = list(self.resources.device_kinds)
+        return wire
+
+    @classmethod
+    def from_wire(cls, raw: object) -> DeploymentSpec:
+        """Validate a decoded body strictly; raise SpecError naming the first bad field."""
+        body = _map(raw, "spec")
+        _no_unknown(body, cls, "")
+        app = body.get("app")
+        if not isinstance(app, str) or not app.strip():
+            raise SpecError("app", "required: an app reference such as apps/echo.py:Echo")
+        if len(app) > MAX_APP_CHARS:
+            raise SpecError("app", f"longer than {MAX_APP_CHARS} characters")
+        min_replicas = _int(body, "min_replicas", 1, 0, MAX_REPLICAS)
+        max_replicas = _int(body, "max_replicas", max(min_replicas, 1), 0, MAX_REPLICAS)
+        if max_replicas < min_replicas:
+            raise SpecError("max_replicas", f"{max_replicas} is below min_replicas {min_replicas}")
+        spread = body.get("spread")
+        if spread not in (None, "zone", "region"):
+            raise SpecError("spread", "must be null, 'zone' or 'region'")
+        return cls(
+            app=app.strip(),
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            resources=_resources(body.get("resources", {})),
+            autoscaling=_autoscaling(body.get("autoscaling", {})),
+            backups=_int(body, "backups", 0, 0, MAX_REPLICAS),
+            spread=spread,
+        )
+
+    def with_replicas(self, min_replicas: int, max_replicas: int) -> DeploymentSpec:
+        """This spec with other replica bounds."""
+        return replace(self, min_replicas=min_replicas, max_replicas=max_replicas)
+
+
+def check_name(name: object) -> str:
+    """A valid deployment name, or SpecError: 1-64 of [A-Za-z0-9_.-], starting alphanumeric."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SpecError("name", "must be 1-64 of A-Z a-z 0-9 _ . - and start with a letter or digit")
+    return name
+
+
+def _resources(raw: object) -> Resources:
+    body = _map(raw, "resources")
+    _no_unknown(body, Resources, "resources.")
+    kinds = body.get("device_kinds", [])
+    if not isinstance(kinds, list | tuple) or len(kinds) > MAX_DEVICE_KINDS:
+        raise SpecError("resources.device_kinds", f"must be a list of at most {MAX_DEVICE_KINDS} kinds")
+    for kind in kinds:
+        if kind not in DEVICE_KINDS:
+            raise SpecError("resources.device_kinds", f"{kind!r} is not one of {', '.join(DEVICE_KINDS)}")
+    accelerator = body.get("accelerator", False)
+    if not isinstance(accelerator, bool):
+        raise SpecError("resources.accelerator", "must be true or false")
+    return Resources(
+        device_kinds=tuple(sorted(set(kinds))),
+        min_memory_gb=_float(body, "min_memory_gb", 0.0, 0.0, 1e6, prefix="resources."),
+        accelerator=accelerator,
+    )
+
+
+def _autoscaling(raw: object) -> Autoscaling:
+    body = _map(raw, "autoscaling")
+    _no_unknown(body, Autoscaling, "autoscaling.")
+    defaults = Autoscaling()
+    target = _float(body, "target_concurrency", defaults.target_concurrency, 0.01, 1e6, prefix="autoscaling.")
+    return Autoscaling(
+        target_concurrency=target,
+        window_s=_float(body, "window_s", defaults.window_s, 0.1, MAX_DELAY_S, prefix="autoscaling."),
+        scale_up_delay_s=_float(
+            body, "scale_up_delay_s", defaults.scale_up_delay_s, 0.0, MAX_DELAY_S, prefix="autoscaling."
+        ),
+        scale_down_delay_s=_float(
+            body, "scale_down_delay_s", defaults.scale_down_delay_s, 0.0, MAX_DELAY_S, prefix="autoscaling."
+        ),
+        idle_timeout_s=_float(
+            body, "idle_timeout_s", defaults.idle_timeout_s, 0.0, MAX_DELAY_S, prefix="autoscaling."
+        ),
+    )
+
+
+def _map(raw: object, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict) or not all(isinstance(key, str) for key in raw):
+        raise SpecError(where, "must be a JSON object")
+    return raw
+
+
+def _no_unknown(body: dict[str, Any], cls: type, prefix: str) -> None:
+    known = {f.name for f in fields(cls)}
+    for key in body:
+        if key not in known:
+            raise SpecError(f"{prefix}{key}", f"unknown field (known: {', '.join(sorted(known))})")
+
+
+def _int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise SpecError(key, f"must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _float(
+    body: dict[str, Any], key: str, default: float, low: float, high: float, *, prefix: str = ""
+) -> float:
+    value = body.get(key, default)
+    valid = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not valid or not low <= value <= high:
+        raise SpecError(f"{prefix}{key}", f"must be a number from {low:g} to {high:g}, got {value!r}")
+    return float(value)

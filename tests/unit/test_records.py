@@ -1,0 +1,79 @@
+"""The deployment table: last writer wins by hybrid logical clock, tombstones, one table everywhere."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshnode.mesh.deployment import DeploymentSpec
+from meshnode.mesh.records import COUNTER_BITS, DeploymentTable, HybridClock, Record
+from meshnode.mesh.types import NodeId
+
+A, B = NodeId("node-a"), NodeId("node-b")
+
+
+def spec(app: str = "a.py:A", replicas: int = 1) -> DeploymentSpec:
+    return DeploymentSpec(app, min_replicas=replicas, max_replicas=replicas)
+
+
+def test_the_clock_never_runs_backwards_and_passes_what_it_observed() -> None:
+    clock = HybridClock()
+    first = clock.stamp(1000)
+    assert clock.stamp(999) > first  # wall clock stepped back: still forward
+    clock.observe((5000 << COUNTER_BITS) | 7)  # a peer whose clock is ahead
+    assert clock.stamp(1001) > (5000 << COUNTER_BITS) | 7
+
+
+def test_a_write_after_seeing_a_record_wins_even_with_a_slow_wall_clock() -> None:
+    fast, slow = DeploymentTable(), DeploymentTable()
+    first = fast.write("echo", spec(replicas=1), A, wall_ms=10_000)
+    slow.merge(first)
+    second = slow.write("echo", spec(replicas=3), B, wall_ms=2_000)  # B's clock is 8 s behind
+    fast.merge(second)
+    for table in (fast, slow):
+        record = table.get("echo")
+        assert record is not None and record.spec == spec(replicas=3)
+
+
+def test_a_removal_is_a_tombstone_that_wins_then_expires() -> None:
+    table = DeploymentTable()
+    declared = table.write("echo", spec(), A, wall_ms=1_000)
+    table.write("echo", None, A, wall_ms=2_000)
+    assert table.live() == []
+    assert not table.merge(declared)  # the old declaration, arriving late, cannot resurrect it
+    assert table.expire(wall_ms=2_000 + 59_000, tombstone_ttl_s=60) == []
+    assert table.expire(wall_ms=2_000 + 61_000, tombstone_ttl_s=60) == ["echo"]
+    assert table.get("echo") is None
+
+
+def test_stamp_zero_loses_to_any_real_declaration() -> None:
+    table = DeploymentTable()
+    real = Record("echo", table.clock.stamp(1), B, spec(replicas=2))
+    pinned = Record("echo", 0, NodeId("zzzz"), spec(replicas=0))
+    assert table.merge(pinned) and table.merge(real)
+    assert not table.merge(pinned)
+
+
+records = st.builds(
+    Record,
+    st.sampled_from(["echo", "sd", "embed"]),
+    st.integers(0, 50),
+    st.sampled_from([A, B]),
+    st.one_of(st.none(), st.integers(1, 3).map(lambda n: spec(replicas=n))),
+)
+
+
+@given(st.lists(records, max_size=30), st.randoms())
+def test_every_order_of_the_same_records_gives_the_same_table(
+    batch: list[Record], rng: random.Random
+) -> None:
+    one, other = DeploymentTable(), DeploymentTable()
+    for record in batch:
+        one.merge(record)
+    shuffled = batch * 2  # duplicates too: merging is idempotent
+    rng.shuffle(shuffled)
+    for record in shuffled:
+        other.merge(record)
+    assert one.records == other.records

@@ -14,18 +14,44 @@ scores host it. Properties the rest of the mesh relies on:
 
 Eligibility (device kind, memory, accelerator) filters nodes before ranking; when too few nodes are
 eligible the result says why, so ``GET /v1/deployments`` can report the deployment unschedulable.
+
+``plan`` turns the ranking into what every node acts on: pinned replicas (``--deploy``) count first,
+the next eligible nodes in rank host the rest, and the ones after them are warm backups. With
+``spread`` the first pass takes the best node of each distinct zone (or region), so replicas land
+in as many failure domains as there are, and the ranking still decides within each.
+
+Weights come from device capability (``weight_of``): a node's CPU cores, plus much more for each
+accelerator. They never depend on load, which changes by the second: placement must stay put.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .types import NodeId
 
-__all__ = ["HostNode", "Placement", "Requirements", "ineligible_reason", "place", "rank", "score"]
+__all__ = [
+    "HostNode",
+    "Placement",
+    "Plan",
+    "Requirements",
+    "host_of",
+    "ineligible_reason",
+    "place",
+    "plan",
+    "rank",
+    "score",
+    "weight_of",
+]
+
+# Relative capacity per device: one 8-core CPU counts 1, a CUDA GPU 8 (16 GB) to 16, an MPS GPU 4.
+_CPU_CORES_PER_WEIGHT = 8
+_CUDA_WEIGHT_PER_16_GB = 8.0
+_MPS_WEIGHT = 4.0
 
 _HASH_SPAN = float(1 << 64)
 
@@ -36,9 +62,11 @@ class HostNode:
 
     node: NodeId
     weight: float = 1.0  # relative capacity (device capability); must be > 0 to host anything
-    device_kind: str = "cpu"  # "cpu", "cuda", "mps", ...
+    device_kind: str = "cpu"  # the best device: "cpu", "cuda", "mps" (every node also has a CPU)
     memory_bytes: int = 0
     accelerators: int = 0
+    zone: str = ""
+    region: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,7 +103,7 @@ def rank(deployment: str, candidates: Iterable[HostNode]) -> list[NodeId]:
 
 def ineligible_reason(candidate: HostNode, needs: Requirements) -> str | None:
     """Why `candidate` cannot host a deployment with these needs, or None if it can."""
-    if needs.device_kinds and candidate.device_kind not in needs.device_kinds:
+    if needs.device_kinds and not needs.device_kinds & {candidate.device_kind, "cpu"}:
         kinds = ", ".join(sorted(needs.device_kinds))
         return f"device {candidate.device_kind} is not one of {kinds}"
     if needs.accelerator and candidate.accelerators == 0:
@@ -104,3 +132,83 @@ def place(deployment: str, desired: int, candidates: Iterable[HostNode], needs: 
     why = "; ".join(f"{count} node(s): {reason}" for reason, count in sorted(reasons.items()))
     summary = f"{len(eligible)} of {len(pool)} live nodes can host it, {desired} wanted"
     return Placement(hosts, f"{summary} ({why})" if why else summary)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One deployment's placement: who serves, who waits warm, and why anything is missing."""
+
+    hosts: tuple[NodeId, ...]  # pinned nodes first, then the best-ranked eligible nodes
+    backups: tuple[NodeId, ...]
+    unschedulable: str | None
+
+
+def plan(
+    deployment: str,
+    desired: int,
+    candidates: Iterable[HostNode],
+    needs: Requirements,
+    *,
+    pinned: Iterable[NodeId] = (),
+    backups: int = 0,
+    spread: str | None = None,
+) -> Plan:
+    """Where `desired` replicas of the deployment (and `backups` warm spares) go on this view."""
+    pool = list(candidates)
+    live = {candidate.node for candidate in pool}
+    fixed = tuple(sorted(node for node in set(pinned) if node in live))
+    extra = max(desired - len(fixed), 0)
+    others = [candidate for candidate in pool if candidate.node not in fixed]
+    chosen = place(deployment, len(others), others, needs)
+    order = _spread(chosen.hosts, pool, spread) if spread else list(chosen.hosts)
+    hosts = (*fixed, *order[:extra])
+    reason = None
+    if len(order) < extra:
+        reason = place(deployment, extra, others, needs).unschedulable
+    return Plan(hosts, tuple(order[extra : extra + backups]), reason)
+
+
+def _spread(ranked: Iterable[NodeId], pool: list[HostNode], level: str) -> list[NodeId]:
+    """The ranking reordered: the best node of each distinct zone (region) first, then the rest."""
+    label = {c.node: (c.region, c.zone) if level == "zone" else (c.region,) for c in pool}
+    first: list[NodeId] = []
+    rest: list[NodeId] = []
+    seen: set[tuple[str, ...]] = set()
+    for node in ranked:
+        (rest if label[node] in seen else first).append(node)
+        seen.add(label[node])
+    return first + rest
+
+
+def weight_of(device: Mapping[str, Any]) -> float:
+    """A node's placement weight from its gossiped device summary (``NodeMeta.device``)."""
+    cores = device.get("cores")
+    weight = max(cores, 1) / _CPU_CORES_PER_WEIGHT if isinstance(cores, int) else 1.0
+    accelerators = device.get("accelerators")
+    for accelerator in accelerators if isinstance(accelerators, list) else ():
+        if not isinstance(accelerator, dict):
+            continue
+        if accelerator.get("kind") == "cuda":
+            memory = accelerator.get("memory")
+            gigabytes = memory / 1e9 if isinstance(memory, int) and memory > 0 else 16.0
+            weight += _CUDA_WEIGHT_PER_16_GB * min(max(gigabytes / 16, 1.0), 2.0)
+        elif accelerator.get("kind") == "mps":
+            weight += _MPS_WEIGHT
+    return weight
+
+
+def host_of(node: NodeId, device: Mapping[str, Any], region: str = "", zone: str = "") -> HostNode:
+    """How placement sees a live node, from its gossiped device summary and locality labels."""
+    accelerators = device.get("accelerators")
+    count = len(accelerators) if isinstance(accelerators, list) else 0
+    kind = device.get("kind")
+    memory = device.get("memory")
+    return HostNode(
+        node=node,
+        weight=weight_of(device),
+        device_kind=kind if isinstance(kind, str) else "cpu",
+        memory_bytes=memory if isinstance(memory, int) else 0,
+        accelerators=count,
+        zone=zone,
+        region=region,
+    )

@@ -8,7 +8,16 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshnode.mesh.placement import HostNode, Requirements, ineligible_reason, place, rank
+from meshnode.mesh.placement import (
+    HostNode,
+    Requirements,
+    host_of,
+    ineligible_reason,
+    place,
+    plan,
+    rank,
+    weight_of,
+)
 from meshnode.mesh.types import NodeId
 
 ANY = Requirements()
@@ -87,3 +96,55 @@ def test_placement_is_spread_across_nodes() -> None:
         host for i in range(2000) for host in place(f"d{rng.random()}", 2, pool, ANY).hosts
     )
     assert min(load.values()) > 0.7 * 400 and max(load.values()) < 1.3 * 400, load
+
+
+def test_plan_counts_pinned_replicas_first_then_fills_from_the_ranking_then_backups() -> None:
+    pool = nodes(8)
+    ranked = rank("echo", pool)
+    pinned = ranked[5]
+    result = plan("echo", 3, pool, ANY, pinned=[pinned, NodeId("gone")], backups=2)
+    others = [node for node in ranked if node != pinned]
+    assert result.hosts == (pinned, *others[:2])
+    assert result.backups == tuple(others[2:4])
+    assert result.unschedulable is None
+
+
+def test_plan_says_why_a_cuda_only_deployment_cannot_run_on_cpu_nodes() -> None:
+    cpu_nodes = [
+        host_of(NodeId(f"cpu-{i}"), {"cores": 8, "memory": 16 << 30, "kind": "cpu"}) for i in range(3)
+    ]
+    result = plan("sd", 1, cpu_nodes, Requirements(device_kinds=frozenset({"cuda"})))
+    assert result.hosts == ()
+    assert (
+        result.unschedulable is not None
+        and "cuda" in result.unschedulable
+        and "3 node(s)" in result.unschedulable
+    )
+
+
+def test_a_gpu_node_can_also_host_cpu_deployments() -> None:
+    gpu = host_of(
+        NodeId("gpu"), {"cores": 16, "kind": "cuda", "accelerators": [{"kind": "cuda", "memory": 80 << 30}]}
+    )
+    assert ineligible_reason(gpu, Requirements(device_kinds=frozenset({"cpu"}))) is None
+    assert gpu.accelerators == 1
+
+
+def test_weights_follow_device_capability() -> None:
+    laptop = weight_of({"cores": 8, "accelerators": []})
+    mac = weight_of({"cores": 8, "accelerators": [{"kind": "mps"}]})
+    a100 = weight_of({"cores": 32, "accelerators": [{"kind": "cuda", "memory": 80 * 10**9}]})
+    assert laptop < mac < a100
+    assert weight_of({}) == 1.0 and weight_of({"cores": "many", "accelerators": ["junk"]}) == 1.0
+
+
+def test_spread_puts_replicas_in_distinct_zones_before_doubling_up() -> None:
+    pool = [HostNode(NodeId(f"n{i}"), zone=f"z{i % 3}") for i in range(12)]
+    for deployment in (f"d{i}" for i in range(50)):
+        hosts = plan(deployment, 3, pool, ANY, spread="zone").hosts
+        assert len({node_zone(pool, node) for node in hosts}) == 3
+        assert len(plan(deployment, 3, pool, ANY).hosts) == 3
+
+
+def node_zone(pool: list[HostNode], node: NodeId) -> str:
+    return next(c.zone for c in pool if c.node == node)

@@ -4,13 +4,19 @@ Today it holds the node's identity (table ``identity``, a single row with id 1):
 the life of the data directory, and the last incarnation number used. SWIM orders a node's claims about
 itself by incarnation, so every start must come back with a number higher than any it gossiped before;
 ``load_identity`` therefore bumps the stored value on every call, inside one write transaction so two
-processes opening the same directory never hand out the same number. Later tables (deployments) live
-in the same file, one table per concept.
+processes opening the same directory never hand out the same number.
+
+Table ``deployments`` holds the node's copy of the mesh-wide deployment table (``mesh/records.py``):
+one row per name, the winning record, tombstones included, so a restarted node comes back knowing
+every deployment (and every removal) it knew, before it hears from anyone. A row that no longer
+validates is skipped with a warning, never fatal: gossip brings the record back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -20,10 +26,14 @@ from pathlib import Path
 import sqlite_utils
 
 from .errors import StoreError
+from .mesh.deployment import DeploymentSpec, SpecError, check_name
+from .mesh.records import Record
+from .mesh.types import NodeId
 
 __all__ = ["DB_FILENAME", "Identity", "NodeStore", "StoreError"]
 
 DB_FILENAME = "meshnode.db"
+log = logging.getLogger(__name__)
 
 # The identity table always holds exactly this one row.
 _IDENTITY_ROW_ID = 1
@@ -56,6 +66,12 @@ class NodeStore:
                 {"id": int, "node_id": str, "incarnation": int},
                 pk="id",
                 not_null=["node_id", "incarnation"],
+                if_not_exists=True,
+            )
+            self._db.table("deployments").create(
+                {"name": str, "stamp": int, "origin": str, "spec": str},
+                pk="name",
+                not_null=["stamp", "origin"],
                 if_not_exists=True,
             )
         except sqlite3.Error as exc:
@@ -100,6 +116,40 @@ class NodeStore:
             raise StoreError(f"cannot save incarnation to {self.path}: {exc}") from exc
         if cursor.rowcount == 0:
             raise StoreError(f"no identity in {self.path} yet: call load_identity() first")
+
+    def save_record(self, record: Record) -> None:
+        """Keep the winning record of one deployment (a tombstone has no spec)."""
+        spec = None if record.spec is None else json.dumps(record.spec.to_wire())
+        row = {"name": record.name, "stamp": record.stamp, "origin": record.origin, "spec": spec}
+        try:
+            self._db.table("deployments").upsert(row, pk="name")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save deployment {record.name!r} to {self.path}: {exc}") from exc
+
+    def forget_records(self, names: list[str]) -> None:
+        """Drop expired tombstones."""
+        try:
+            for name in names:
+                self._db.execute("delete from deployments where name = ?", [name])
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot delete deployments from {self.path}: {exc}") from exc
+
+    def load_records(self) -> list[Record]:
+        """Every deployment record saved here; rows that no longer validate are skipped."""
+        try:
+            rows = list(self._db.query("select name, stamp, origin, spec from deployments order by name"))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read deployments from {self.path}: {exc}") from exc
+        records = []
+        for row in rows:
+            try:
+                spec = None if row["spec"] is None else DeploymentSpec.from_wire(json.loads(row["spec"]))
+                records.append(
+                    Record(check_name(row["name"]), int(row["stamp"]), NodeId(row["origin"]), spec)
+                )
+            except (SpecError, ValueError, TypeError) as exc:
+                log.warning("skipping saved deployment %r: %s", row["name"], exc)
+        return records
 
     def close(self) -> None:
         """Close the database file."""

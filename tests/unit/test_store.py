@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from meshnode.mesh.deployment import DeploymentSpec
+from meshnode.mesh.records import Record
+from meshnode.mesh.types import NodeId
 from meshnode.store import DB_FILENAME, Identity, NodeStore, StoreError
 
 
@@ -75,3 +79,37 @@ def test_data_dir_that_is_a_file_raises_store_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match="data directory"):
         NodeStore(blocker)
+
+
+def test_deployment_records_and_tombstones_survive_a_reopen(tmp_path: Path) -> None:
+    spec = DeploymentSpec("apps/echo.py:Echo", min_replicas=2, max_replicas=3, spread="zone")
+    store = NodeStore(tmp_path)
+    store.save_record(Record("echo", 7 << 16, NodeId("a"), spec))
+    store.save_record(Record("gone", 5 << 16, NodeId("b"), None))
+    store.save_record(Record("echo", 9 << 16, NodeId("b"), spec.with_replicas(1, 1)))  # newer wins the row
+    store.close()
+    store = NodeStore(tmp_path)
+    try:
+        assert store.load_records() == [
+            Record("echo", 9 << 16, NodeId("b"), spec.with_replicas(1, 1)),
+            Record("gone", 5 << 16, NodeId("b"), None),
+        ]
+        store.forget_records(["gone"])
+        assert [r.name for r in store.load_records()] == ["echo"]
+    finally:
+        store.close()
+
+
+def test_a_saved_deployment_that_no_longer_validates_is_skipped_not_fatal(tmp_path: Path) -> None:
+    store = NodeStore(tmp_path)
+    store.save_record(Record("echo", 1, NodeId("a"), DeploymentSpec("a.py:A")))
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_FILENAME)
+    with db:
+        db.execute("""insert into deployments values ('bad', 2, 'a', '{"app": ""}')""")
+    db.close()
+    store = NodeStore(tmp_path)
+    try:
+        assert [r.name for r in store.load_records()] == ["echo"]
+    finally:
+        store.close()

@@ -56,7 +56,6 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
-from meshnode.config import AgentConfig
 from meshnode.forward import REPORT_MAX_AGE_S
 from meshnode.mesh.config import MembershipConfig
 from meshnode.mesh.routing import (
@@ -75,8 +74,8 @@ DEPLOYMENT = "bench"
 # "Capacity large": no replica ever answers 429 in part A.
 UNBOUNDED = 1 << 30
 BALANCE_LOADS = (0.7, 0.9)
-# The agent gossips its queues at most this often (5 s): the production setting.
-PRODUCTION_GOSSIP_S = AgentConfig.meta_min_interval_s
+# The agent gossips its queues at most this often (5 s on the lan profile): the production setting.
+PRODUCTION_GOSSIP_S = MembershipConfig.lan().meta_min_interval_s
 GOSSIP_PERIODS_S = (0.1, 1.0, PRODUCTION_GOSSIP_S)
 AFFINITY_LOADS = (0.3, 0.4, 0.5, 0.6)
 

@@ -70,6 +70,10 @@ class MembershipConfig:
     packet_budget_bytes: int = 1400
     # Hard limit for one encoded packet, push-pull included; anything larger is dropped.
     max_packet_bytes: int = 4 * 1024 * 1024
+    # A node's load and replica queues are gossiped only on a meaningful change and at most this
+    # often, which bounds the gossip bytes a jittery node costs (each update is re-sent
+    # ~4 log10 N times by everyone). The autoscaler's view of demand is this stale at worst.
+    meta_min_interval_s: float = 5.0
     # Limit on one node's encoded metadata (device, load, models, hints, speeds).
     max_meta_bytes: int = 16 * 1024
     # Limit on members listed in one push-pull, so a hostile peer cannot make us allocate
@@ -105,6 +109,7 @@ class MembershipConfig:
             reconnect_interval_s=2.0,
             seed_retry_initial_s=0.5,
             seed_retry_max_s=5.0,
+            meta_min_interval_s=1.0,
         )
 
     @classmethod

@@ -47,6 +47,9 @@ class NodeMeta:
     # Serving state per deployment hosted here: {"state", "queue", "slots", "capacity", "hints",
     # "models"} (mesh/routing.py reads it; see node/agent.py for who writes it).
     replicas: dict[str, Any] = field(default_factory=dict)
+    # Requests this node holds per deployment while waiting for a replica to cold-start: demand
+    # the autoscalers count even though no replica has it yet.
+    waiting: dict[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-ready dict."""
@@ -63,6 +66,7 @@ class NodeMeta:
             "hints": list(self.hints),
             "speeds": self.speeds,
             "replicas": self.replicas,
+            "waiting": self.waiting,
         }
 
     def encoded_size(self) -> int:
@@ -105,6 +109,7 @@ class NodeMeta:
             hints=_labels(raw, "hints"),
             speeds=_plain_map(raw, "speeds"),
             replicas=_plain_map(raw, "replicas"),
+            waiting=_plain_map(raw, "waiting"),
         )
 
 

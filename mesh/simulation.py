@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from . import wire
 from .config import MembershipConfig
+from .deployment import DeploymentSpec
 from .effects import Effect, MemberChanged, Send
 from .membership import Membership
 from .metadata import NodeMeta
@@ -122,6 +123,11 @@ class Simulation:
     def leave(self, node_id: NodeId) -> None:
         """Graceful leave (SIGTERM)."""
         self._carry_out(node_id, self.nodes[node_id].core.leave(self.now))
+        self._schedule_wake(node_id)
+
+    def declare(self, node_id: NodeId, name: str, spec: DeploymentSpec | None, wall_ms: int) -> None:
+        """A deployment declared (spec None: removed) on `node_id`, as ``PUT /v1/deployments`` does."""
+        self._carry_out(node_id, self.nodes[node_id].core.declare(name, spec, wall_ms))
         self._schedule_wake(node_id)
 
     def partition(self, groups: Iterable[Iterable[NodeId]]) -> None:

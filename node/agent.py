@@ -33,6 +33,8 @@ import uvicorn
 from . import __version__
 from .config import AgentConfig
 from .dataplane import DataPlaneServer
+from .deployments import Deployments
+from .deployments_api import add_deployment_routes
 from .discovery import Advert, Discovery
 from .errors import ConfigError, NotReady
 from .forward import Forwarder, Served
@@ -49,7 +51,7 @@ from .mesh.types import Address, NodeId, Status
 from .metrics import add_metrics_route
 from .peer_links import PeerLinks
 from .predict_api import PredictLane
-from .replica import Replica, ReplicaSettings, ReplicaState
+from .replica import Replica, ReplicaSettings
 from .store import NodeStore
 from .transport import MembershipTransport
 
@@ -96,8 +98,10 @@ class Agent:
             view_version=lambda: self._core.view_version if self._core is not None else 0,
             local_replica=self._replicas_get,
             links=self._links,
+            cold_start=self._wait_for_replica,
         )
         self._replicas: dict[str, Replica] = {}
+        self.deployments: Deployments | None = None
         self._models: tuple[str, ...] = ()
         self._hints: tuple[str, ...] = ()
         self._run_dir: Path | None = None
@@ -148,19 +152,36 @@ class Agent:
             incarnation=identity.incarnation,
             seeds=tuple(Address(seed) for seed in config.seeds),
         )
+        store = self._store
+        self.deployments = Deployments(
+            node_id=NodeId(self.node_id),
+            pinned=dict(spec.partition("=")[::2] for spec in config.deploy),
+            replicas=self._replicas,
+            make_replica=self._make_replica,
+            core=lambda: self._core,
+            carry_out=lambda effects: self._runner.carry_out(effects) if self._runner else None,
+            publish=self._publish_meta,
+            persist=lambda record: self._in_store_background(lambda: store.save_record(record)),
+            forget=lambda names: self._in_store_background(lambda: store.forget_records(names)),
+            interval_s=config.placement_interval_s,
+            queue_size=config.cold_start_queue_size,
+            tombstone_ttl_s=config.deployment_tombstone_ttl_s,
+        )
         self._runner = GossipRunner(
             self._core,
             self._transport,
             config.mesh_id,
             on_change=self._on_member_changed,
             on_incarnation=self._persist_incarnation,
+            on_record=self.deployments.on_record,
+            on_view=self.deployments.on_view,
         )
         self._runner.start()
         self._background.append(asyncio.create_task(self._refresh_meta_forever(), name="meta-refresh"))
         self._background.append(asyncio.create_task(self._detect_devices(), name="detect-devices"))
         if config.mdns:
             await self._start_discovery(advertise_host)
-        await self._start_pinned_replicas()
+        await self.deployments.start(await self._in_store_thread(store.load_records))
         log.info(
             "node %s (%s) up: http %s, mesh %s, data %s, incarnation %d, event loop %s",
             config.name,
@@ -196,6 +217,8 @@ class Agent:
                     await self._runner.stop()
             except TimeoutError:
                 log.error("gossip tasks did not stop within 5 s; closing anyway")
+        if self.deployments is not None:
+            await self.deployments.stop()
         # Drain local replicas after leaving, so peers stop routing here first; peers' requests
         # still running here finish over the data plane, which closes after them.
         await asyncio.gather(*(replica.stop() for replica in self._replicas.values()), return_exceptions=True)
@@ -242,17 +265,20 @@ class Agent:
             raise NotReady(f"{self.config.name} has no replica of {call.deployment}", retry_after_s=1.0)
         return replica.call(call)
 
+    async def _wait_for_replica(self, deployment: str, deadline: float) -> None:
+        if self.deployments is None:
+            raise NotReady("the agent is starting", retry_after_s=1.0)
+        await self.deployments.wait_for_replica(deployment, deadline)
+
     def _replicas_get(self, deployment: str) -> Replica | None:
         return self._replicas.get(deployment)
 
     def replica_states(self) -> dict[str, str]:
         """Deployment name -> this node's replica state."""
-        return {name: replica.state.value for name, replica in self._replicas.items()}
+        return {name: replica.status for name, replica in self._replicas.items()}
 
-    async def _start_pinned_replicas(self) -> None:
-        """`--deploy NAME=APP`: run a replica of NAME here (NAME=APP was validated by the CLI)."""
-        if not self.config.deploy:
-            return
+    def _make_replica(self, name: str, app: str, pinned: bool) -> Replica:
+        """A replica of `name` on this node (not started yet)."""
         config = self.config
         settings = ReplicaSettings(
             setup_timeout_s=config.replica_setup_timeout_s,
@@ -263,19 +289,16 @@ class Agent:
             drain_timeout_s=config.replica_drain_timeout_s,
             max_frame_bytes=config.max_frame_bytes,
         )
-        for spec in config.deploy:
-            name, _, app = spec.partition("=")
-            replica = Replica(
-                name,
-                app,
-                replica_id=f"{name}-{self.node_id[:8]}",
-                endpoint=self._replica_endpoint(name),
-                data_dir=config.data_dir,
-                settings=settings,
-                on_change=self._on_replicas_changed,
-            )
-            self._replicas[name] = replica
-            await replica.start()
+        return Replica(
+            name,
+            app,
+            replica_id=f"{name}-{self.node_id[:8]}",
+            endpoint=self._replica_endpoint(name),
+            data_dir=config.data_dir,
+            settings=settings,
+            on_change=self._on_replicas_changed,
+            pinned=pinned,
+        )
 
     def _replica_endpoint(self, deployment: str) -> str:
         """Where the agent and a replica's worker meet.
@@ -296,11 +319,15 @@ class Agent:
         models: set[str] = set()
         hints: set[str] = set()
         for name, replica in self._replicas.items():
-            if replica.state == ReplicaState.READY:
+            if replica.serving:
                 models.add(name)
                 models.update(replica.models)
                 hints.update(replica.hints)
         self._models, self._hints = tuple(sorted(models)), tuple(sorted(hints))
+        self._publish_meta()
+
+    def _publish_meta(self) -> None:
+        """Gossip this node's metadata now (replicas, waiting requests, models and hints)."""
         if self._core is not None and self._runner is not None:
             self._core.update_meta(self._meta())
             self._runner.wake()
@@ -389,6 +416,7 @@ class Agent:
             hints=self._hints,
             speeds=self._speeds(),
             replicas={name: replica.gossip_state() for name, replica in self._replicas.items()},
+            waiting=dict(self.deployments.waiting) if self.deployments is not None else {},
         ).fit(self.membership_config.max_meta_bytes)
 
     def _speeds(self) -> dict[str, Any]:
@@ -416,8 +444,12 @@ class Agent:
     def _persist_incarnation(self, incarnation: int) -> None:
         store = self._store
         if store is not None:
-            task = asyncio.create_task(self._in_store_thread(lambda: store.save_incarnation(incarnation)))
-            task.add_done_callback(_log_failure)
+            self._in_store_background(lambda: store.save_incarnation(incarnation))
+
+    def _in_store_background(self, call: Callable[[], object]) -> None:
+        """A store write that nobody waits for (failures are logged)."""
+        task = asyncio.create_task(self._in_store_thread(call))
+        task.add_done_callback(_log_failure)
 
     async def _refresh_meta_forever(self) -> None:
         """Sample load and speeds; gossip them on a meaningful change, at most every meta_min_interval_s."""
@@ -429,7 +461,7 @@ class Agent:
         while True:
             await asyncio.sleep(self.config.load_sample_interval_s)
             sample = self._sampler.sample(in_flight=sum(r.in_flight for r in self._replicas.values()))
-            due = loop.time() - last_publish >= self.config.meta_min_interval_s
+            due = loop.time() - last_publish >= self.membership_config.meta_min_interval_s
             speeds = self._speeds()
             changed = (
                 published is None
@@ -488,6 +520,7 @@ class Agent:
 
 def _http_server(agent: Agent, host: str, port: int) -> uvicorn.Server:
     app = create_app(agent)
+    add_deployment_routes(app, agent)
     add_metrics_route(app, agent.stats)
     lane = PredictLane(app, agent)
     # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.

@@ -22,6 +22,7 @@ import click
 import httpx
 
 from . import __version__
+from .cli_deploy import deploy, deployments, undeploy
 from .cli_models import models
 from .cli_params import Deployment, HostPort, IPAddress, agent_default, check_name, join_host_port
 from .cli_predict import error_message, predict
@@ -190,6 +191,9 @@ def join(
 
 main.add_command(predict)
 main.add_command(models)
+main.add_command(deploy)
+main.add_command(undeploy)
+main.add_command(deployments)
 
 
 def _usage_exit(ctx: click.Context, message: str) -> None:

@@ -66,9 +66,6 @@ class AgentConfig:
     deploy: tuple[str, ...] = ()
     # How often load is sampled. Cheap (psutil, non-blocking).
     load_sample_interval_s: float = 1.0
-    # Load is gossiped only on a meaningful change and at most this often, which bounds the
-    # gossip bytes a jittery node costs (each update is re-sent ~4 log10 N times by everyone).
-    meta_min_interval_s: float = 5.0
     # A change in system CPU use of at least this many percentage points is meaningful (as is
     # any change in requests in flight, or 5 % of memory).
     load_cpu_change_points: float = 20.0
@@ -107,6 +104,15 @@ class AgentConfig:
     replica_restart_max_s: float = 30.0
     # On stop or scale-down: how long in-flight requests may take to finish before the worker stops.
     replica_drain_timeout_s: float = 30.0
+    # How often placement and the autoscaler re-run without a trigger (a declaration, a member
+    # joining or dying, a request waiting for a cold start re-run them at once).
+    placement_interval_s: float = 1.0
+    # Requests one node holds for one deployment while a replica cold-starts; more get 503 with
+    # Retry-After. Each waits at most until its own deadline.
+    cold_start_queue_size: int = 256
+    # A removed deployment's tombstone is kept this long, so a node that missed the removal cannot
+    # bring it back; a node offline for longer may (it then needs `meshnode undeploy` again).
+    deployment_tombstone_ttl_s: float = 7 * 86400.0
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

@@ -14,6 +14,9 @@ Retry rules (DESIGN.md section 4):
   error event (``predict_api``).
 - A request whose node died before answering may have run there: it runs again elsewhere, since its
   answer was lost with that node (at-least-once for the model, exactly one answer for the client).
+- When no replica is ready but one is coming (starting, or scaling up from zero), the request
+  waits for it within its deadline (``node/deployments.py``, bounded per deployment) instead of
+  failing: a cold start queues requests.
 - Before trying anyone, if every candidate's predicted wait (gossiped queue depth, measured service
   time) exceeds the request's deadline, it fails fast with 429 and a ``Retry-After`` (FedML's rule)
   instead of timing out later. When every attempt was refused, the answer is 429 (full) or 503 (not
@@ -26,7 +29,7 @@ import asyncio
 import collections
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
 from .errors import DeadlineExceeded, MeshnodeError, NotFound, NotReady, Overloaded
@@ -44,13 +47,13 @@ from .mesh.routing import (
 )
 from .mesh.types import NodeId, Status
 from .peer_links import PeerLinks
-from .replica import Replica, ReplicaState
+from .replica import Replica
 
 __all__ = ["Forwarder", "Served"]
 
 HINT_HEADER = "X-Mesh-Hint"
 # A peer's queue as its last answer reported it replaces the gossiped one while it is this fresh
-# (gossip carries load at most every meta_min_interval_s, 5 s).
+# (gossip carries load at most every meta_min_interval_s: 5 s on the lan profile).
 REPORT_MAX_AGE_S = 5.0
 CANDIDATES_MAX_AGE_S = 1.0
 # Failure kinds that mean "full", as opposed to "not ready": they decide between 429 and 503.
@@ -79,6 +82,7 @@ class Forwarder:
         view_version: Callable[[], int],
         local_replica: Callable[[str], Replica | None],
         links: PeerLinks,
+        cold_start: Callable[[str, float], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._name = name
@@ -90,6 +94,8 @@ class Forwarder:
         self._peer_candidates: dict[str, tuple[tuple[int, int], list[Candidate]]] = {}
         self._local_replica = local_replica
         self._links = links
+        # Holds a request while no replica is ready but one is starting (or scaling up from zero).
+        self._cold_start = cold_start
         self._rng = rng or random.Random()
         # For /metrics: requests committed here or to a peer, attempts refused, and requests that
         # found no replica (by the status they got).
@@ -101,6 +107,10 @@ class Forwarder:
         deadline = loop.time() + call.timeout_ms / 1000
         here = self._locality()
         found = self._candidates(call.deployment, here)
+        if not found and self._cold_start is not None:
+            self.counts["cold_start_waits"] += 1
+            await self._cold_start(call.deployment, deadline)
+            found = self._candidates(call.deployment, here)
         if not found:
             raise self._nothing_ready(call.deployment)
         in_flight = self._links.in_flight()
@@ -151,7 +161,7 @@ class Forwarder:
             reported = self._links.reported_queue(candidate.node, deployment, now, REPORT_MAX_AGE_S)
             found.append(candidate if reported is None else replace(candidate, queue=reported))
         replica = self._local_replica(deployment)
-        if replica is not None and replica.state == ReplicaState.READY:
+        if replica is not None and replica.serving:
             found.append(_local_candidate(replica, self._name, here))
         return found
 

@@ -7,8 +7,9 @@ It makes no protocol decisions. Two tasks share the core (one event loop, so no 
 - the timer calls ``Membership.tick`` and then sleeps until ``next_deadline``, or until woken
   because a packet or a local change made something due sooner.
 
-Effects are carried out here: packets are encoded and sent, membership changes are logged and
-passed on, and a raised incarnation is persisted (off the event loop).
+Effects are carried out here: packets are encoded and sent, membership changes and deployment
+records are passed on, a raised incarnation is persisted (off the event loop), and a changed view
+is announced (``on_view``) so placement and requests waiting for a cold start look again.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from .mesh import wire
-from .mesh.effects import Effect, IncarnationChanged, MemberChanged, Send
+from .mesh.effects import Effect, IncarnationChanged, MemberChanged, RecordChanged, Send
 from .mesh.membership import Membership
+from .mesh.records import Record
 from .transport import MembershipTransport
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,17 @@ class GossipRunner:
         *,
         on_change: Callable[[MemberChanged], None],
         on_incarnation: Callable[[int], None],
+        on_record: Callable[[Record], None] = lambda record: None,
+        on_view: Callable[[], None] = lambda: None,
     ) -> None:
         self.core = core
         self.transport = transport
         self.mesh_id = mesh_id
         self._on_change = on_change
         self._on_incarnation = on_incarnation
+        self._on_record = on_record
+        self._on_view = on_view
+        self._seen_view = core.view_version
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.received = 0
@@ -81,6 +88,12 @@ class GossipRunner:
                     self._on_change(change)
                 case IncarnationChanged(incarnation):
                     self._on_incarnation(incarnation)
+                case RecordChanged(record):
+                    self._on_record(record)
+        if self.core.view_version != self._seen_view:
+            # Members or their metadata changed (a replica became ready somewhere): tell waiters.
+            self._seen_view = self.core.view_version
+            self._on_view()
         self._wake.set()
 
     def wake(self) -> None:

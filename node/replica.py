@@ -51,6 +51,9 @@ from .mesh.envelope import (
 
 log = logging.getLogger(__name__)
 
+# A replica's last error travels in gossip (``GET /v1/deployments`` shows it): keep it short.
+_MAX_GOSSIPED_ERROR_CHARS = 200
+
 
 class ReplicaState(StrEnum):
     """Where a replica is in its life (``GET /v1/deployments`` shows these)."""
@@ -112,8 +115,13 @@ class Replica:
         data_dir: Path,
         settings: ReplicaSettings,
         on_change: Callable[[], None] = lambda: None,
+        pinned: bool = False,
     ) -> None:
         self.deployment = deployment
+        # Pinned by `--deploy` on this node (placement never stops it), or started by placement.
+        self.pinned = pinned
+        # A warm backup: loaded and ready, but not routed to until placement promotes it.
+        self.standby = False
         self.app_ref = app_ref
         self.replica_id = replica_id
         self.settings = settings
@@ -149,10 +157,28 @@ class Replica:
         queue = self.settings.queue_size if not isinstance(app_queue, int) else max(0, app_queue)
         return self.slots + queue
 
+    @property
+    def serving(self) -> bool:
+        """Ready and routed to (not a standby backup)."""
+        return self.state == ReplicaState.READY and not self.standby
+
+    def set_standby(self, standby: bool) -> None:
+        """Make this replica a warm backup (not routed to) or promote it to serving."""
+        if standby != self.standby:
+            self.standby = standby
+            self._on_change()
+
+    @property
+    def status(self) -> str:
+        """The state ``GET /v1/deployments`` shows: ``standby`` for a warm backup."""
+        return "standby" if self.standby and self.state == ReplicaState.READY else self.state.value
+
     def gossip_state(self) -> dict[str, object]:
         """This replica as peers' routers see it (``NodeMeta.replicas``; read by mesh/routing.py)."""
         return {
-            "state": self.state.value,
+            "state": self.status,
+            "pinned": self.pinned,
+            "error": self.last_error[:_MAX_GOSSIPED_ERROR_CHARS],
             "queue": self.in_flight,
             "slots": self.slots,
             "capacity": self.capacity,
@@ -188,8 +214,8 @@ class Replica:
 
     async def call(self, call: Call) -> AsyncGenerator[Envelope, None]:
         """Send one request; yield its chunks and then its Reply or Failure."""
-        if self.state != ReplicaState.READY or self._worker is None or self._sock is None:
-            reason = self.last_error or f"replica of {self.deployment} is {self.state.value}"
+        if not self.serving or self._worker is None or self._sock is None:
+            reason = self.last_error or f"replica of {self.deployment} is {self.status}"
             raise NotReady(reason, retry_after_s=2.0)
         if len(self._in_flight) >= self.capacity:
             raise Overloaded(

@@ -155,17 +155,22 @@ def test_predictor_exception_is_500_without_traceback(node: AgentProcess) -> Non
     assert "Traceback" not in response.text
 
 
-def test_replica_still_loading_answers_503_with_retry_after(tmp_path: Path) -> None:
+def test_a_request_waits_for_a_loading_replica_within_its_deadline_else_503(tmp_path: Path) -> None:
     agent = AgentProcess(
         "loader", tmp_path, mesh_id="loading-test", extra_args=["--deploy", f"slow={DEPLOYMENTS['slow']}"]
     )
     agent.start()
     try:
         agent.wait_ready()
-        early = post(agent, "slow", {})
-        assert early.status_code == 503
-        assert int(early.headers["Retry-After"]) >= 1
-        wait_for(lambda: post(agent, "slow", {}).status_code == 200, 60, message="the slow replica to load")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            patient = pool.submit(post, agent, "slow", {}, 90.0, headers={"X-Request-Timeout": "60"})
+            hasty = post(agent, "slow", {}, headers={"X-Request-Timeout": "0.5"})
+            assert hasty.status_code == 503, hasty.text
+            assert int(hasty.headers["Retry-After"]) >= 1
+            assert "within the request's deadline" in hasty.json()["error"]["message"]
+            # The other request was held while the replica loaded, not failed: a cold start queues.
+            answer = patient.result(timeout=90)
+        assert answer.status_code == 200, answer.text
     finally:
         agent.stop_all()
 

@@ -153,3 +153,58 @@ class Bridge:
             _ip("-n", host, "addr", "add", f"{address}/{self.prefix_length}", "dev", "eth0")
             _ip("-n", host, "link", "set", "eth0", "multicast", "on", "up")
             _ip("-n", host, "route", "add", "224.0.0.0/4", "dev", "eth0")
+
+    # The nftables table (family bridge, in the bridge namespace) that ``partition`` writes.
+    partition_table = "meshnode_partition"
+
+    def partition(self, groups: list[list[str]]) -> None:
+        """Drop IPv4 between hosts of different ``groups`` at the bridge until ``repair``; replaces any."""
+        if len(groups) < 2:
+            raise ValueError("a partition needs at least two groups")
+        named = [host for group in groups for host in group]
+        if len(set(named)) != len(named) or any(host not in self.hosts for host in named):
+            raise ValueError("each group must hold distinct hosts of this bridge")
+        table = self.partition_table
+        # Declaring the table first makes the delete valid when none exists, so one script
+        # atomically replaces an earlier partition.
+        lines = [f"table bridge {table}", f"delete table bridge {table}", f"table bridge {table} {{"]
+        for index, group in enumerate(groups):
+            elements = ", ".join(self.address_of(host) for host in group)
+            lines.append(f"  set side{index} {{ type ipv4_addr; elements = {{ {elements} }}; }}")
+        # A bridge-family forward hook sees every frame br0 switches between two veth ports.
+        lines.append("  chain forward {")
+        lines.append("    type filter hook forward priority 0; policy accept;")
+        for source in range(len(groups)):
+            for target in range(len(groups)):
+                if source != target:
+                    lines.append(f"    ip saddr @side{source} ip daddr @side{target} counter drop")
+        lines += ["  }", "}"]
+        self._nft("\n".join(lines) + "\n")
+
+    def repair(self) -> None:
+        """Delete the partition's table so every host reaches every other again; safe without one."""
+        table = self.partition_table
+        self._nft(f"table bridge {table}\ndelete table bridge {table}\n")
+
+    def partition_rules(self) -> str:
+        """The partition table as ``nft list`` prints it (with drop counters), for diagnostics."""
+        result = self._nft_run(["list", "table", "bridge", self.partition_table], None)
+        # The table not existing is the usual reason for a failure here, and all a diagnosis needs.
+        return result.stdout if result.returncode == 0 else "(no partition table)"
+
+    def _nft(self, script: str) -> None:
+        """Run an nft script inside the bridge namespace, raising with its stderr if it fails."""
+        result = self._nft_run(["-f", "-"], script)
+        if result.returncode != 0:
+            raise RuntimeError(f"nft failed ({result.returncode}): {result.stderr.strip()}\n{script}")
+
+    def _nft_run(self, args: list[str], script: str | None) -> subprocess.CompletedProcess[str]:
+        """Run ``nft args`` inside the bridge namespace with ``script`` on stdin."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.bridge_namespace, "nft", *args],
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )

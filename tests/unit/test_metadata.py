@@ -13,7 +13,7 @@ from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, MAX_LIST_ITEMS, M
 
 LABELS = ("name", "http", "mesh", "data", "region", "zone")
 LISTS = ("models", "hints")
-MAPS = ("device", "load", "speeds", "replicas")
+MAPS = ("device", "load", "speeds", "replicas", "waiting")
 
 GPU = Accelerator(kind="cuda", index=0, name="NVIDIA H100", memory_bytes=80 * 2**30, capability="9.0")
 DEVICE = DeviceInfo("AMD EPYC", 16, 128 * 2**30, (GPU,), "2.13.0")
@@ -34,6 +34,7 @@ def full_meta() -> NodeMeta:
         speeds={"tiny-sd": {"images_per_s": 6.5, "warm": True}, "notes": None},
         data="10.0.0.2:40001",
         replicas={"tiny-sd": {"state": "ready", "queue": 2, "hints": ["a"], "models": []}},
+        waiting={"embed": 3},
     )
 
 

@@ -1,0 +1,461 @@
+"""Leaderless placement on this node: runs the autoscaler and placement, starts and stops its replicas.
+
+Every node runs the same loop over the same gossiped view (``mesh/records.py`` for the deployment
+table, member metadata for devices, replicas and demand) and acts only on itself:
+
+1. the autoscaler (``mesh/autoscale.py``) turns the deployment's gossiped demand into ``desired``;
+2. placement (``mesh/placement.py``) ranks the live eligible nodes: pinned replicas first, then
+   the top of the ranking host, the next ``backups`` wait warm;
+3. this node starts a replica when it is among the hosts or backups and has none, promotes its
+   backup when it becomes a host, and stops (drains) a replica it no longer should run, but only
+   once every current host reports ready: make before break, so a join, a scale-down or a healed
+   partition never leaves the deployment with fewer serving replicas than it had.
+
+The loop runs every ``placement_interval_s`` and at once on a trigger (a record, a view change, a
+request waiting for a cold start). It also answers ``GET /v1/deployments`` and holds requests that
+arrive while no replica is ready (``wait_for_replica``): bounded per deployment, each within its own
+deadline, and counted in this node's gossiped ``waiting`` so every autoscaler sees the demand.
+
+Pinned replicas (``--deploy NAME=APP``) are started at once and never stopped here; the name is
+declared at stamp 0 (``records.py``) with min and max 0, so pinned replicas alone serve it until
+someone declares it deliberately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import NotFound, NotReady, Overloaded
+from .mesh.autoscale import Autoscaler, Decision
+from .mesh.deployment import DeploymentSpec
+from .mesh.effects import Effect
+from .mesh.member import Member
+from .mesh.membership import Membership
+from .mesh.placement import HostNode, Plan, Requirements, host_of, plan
+from .mesh.records import Record
+from .mesh.types import NodeId, Status
+from .replica import Replica
+
+__all__ = ["Deployments"]
+
+log = logging.getLogger(__name__)
+
+_LIVE = (Status.ALIVE, Status.SUSPECT)
+# Gossiped replica states that hold requests (the autoscaler's demand) and that can serve soon.
+_BUSY_STATES = ("ready", "draining")
+_COMING_STATES = ("starting", "ready", "standby")
+# Expired tombstones are swept this often.
+_SWEEP_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """The last decision for one deployment, kept for ``GET /v1/deployments``."""
+
+    decision: Decision
+    plan: Plan
+
+
+class Deployments:
+    """This node's share of leaderless placement, and the view of every deployment."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        pinned: dict[str, str],
+        replicas: dict[str, Replica],
+        make_replica: Callable[[str, str, bool], Replica],
+        core: Callable[[], Membership | None],
+        carry_out: Callable[[list[Effect]], None],
+        publish: Callable[[], None],
+        persist: Callable[[Record], None],
+        forget: Callable[[list[str]], None],
+        interval_s: float,
+        queue_size: int,
+        tombstone_ttl_s: float,
+    ) -> None:
+        self.node_id = node_id
+        self.pinned = pinned
+        self.replicas = replicas
+        # Requests held here per deployment until a replica is ready (gossiped as NodeMeta.waiting).
+        self.waiting: collections.Counter[str] = collections.Counter()
+        self._make_replica = make_replica
+        self._core = core
+        self._carry_out = carry_out
+        self._publish = publish
+        self._persist = persist
+        self._forget = forget
+        self._interval_s = interval_s
+        self._queue_size = queue_size
+        self._tombstone_ttl_s = tombstone_ttl_s
+        self._scalers: dict[str, Autoscaler] = {}
+        self._outcomes: dict[str, _Outcome] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._due = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._next_sweep = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, saved: Iterable[Record]) -> None:
+        """Restore saved records, declare and start pinned replicas, then run the loop."""
+        core = self._core()
+        assert core is not None
+        for record in saved:
+            core.merge_record(record)
+        for name, app in self.pinned.items():
+            # Stamp 0 loses to any deliberate declaration, here or anywhere in the mesh.
+            implicit = Record(name, 0, self.node_id, DeploymentSpec(app, min_replicas=0, max_replicas=0))
+            self._carry_out(core.merge_record(implicit))
+            replica = self._make_replica(name, app, True)
+            self.replicas[name] = replica
+            await replica.start()
+        self._task = asyncio.create_task(self._run(), name="placement")
+
+    async def stop(self) -> None:
+        """Stop the loop (replicas are stopped by the agent, after it has left)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+
+    # -- triggers --------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Re-run placement now."""
+        self._due.set()
+
+    def on_record(self, record: Record) -> None:
+        """A deployment record won here: persist it and re-plan."""
+        self._persist(record)
+        self.poke()
+
+    def on_view(self) -> None:
+        """Members or their metadata changed: wake cold-start waiters, re-plan."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self.poke()
+
+    # -- declarations ----------------------------------------------------------------------
+
+    def declare(self, name: str, spec: DeploymentSpec | None) -> Record | None:
+        """Declare, change or (spec None) remove a deployment mesh-wide; None if unknown to remove."""
+        core = self._core()
+        if core is None:
+            raise NotReady("the agent is starting", retry_after_s=1.0)
+        held = core.deployments.get(name)
+        if spec is None and (held is None or held.removed):
+            return None
+        self._carry_out(core.declare(name, spec, int(time.time() * 1000)))
+        return core.deployments.get(name)
+
+    def record(self, name: str) -> Record | None:
+        """The winning record of `name`, tombstone or not."""
+        core = self._core()
+        return core.deployments.get(name) if core is not None else None
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._due.wait()
+            self._due.clear()
+            try:
+                await self.reconcile(loop.time())
+            except Exception:
+                # A bug here must not stop placement for good: log it and try again next round.
+                log.exception("placement round failed")
+
+    async def reconcile(self, now: float) -> None:
+        """One round: decide every deployment, then start, promote, demote or stop replicas here."""
+        core = self._core()
+        if core is None:
+            return
+        table = core.deployments
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_INTERVAL_S
+            expired = table.expire(int(time.time() * 1000), self._tombstone_ttl_s)
+            if expired:
+                self._forget(expired)
+        live_members = [m for m in core.members.values() if m.status in _LIVE]
+        if core.leaving:
+            live_members = [m for m in live_members if m.node != self.node_id]
+        hosts = [host_of(m.node, m.meta.device, m.meta.region, m.meta.zone) for m in live_members]
+        records = {record.name: record for record in table.live()}
+        for name in [name for name in self._scalers if name not in records]:
+            del self._scalers[name]
+            self._outcomes.pop(name, None)
+        for name, record in records.items():
+            assert record.spec is not None
+            outcome = self._decide(name, record.spec, live_members, hosts, now)
+            self._outcomes[name] = outcome
+            await self._act(name, record.spec, outcome.plan, live_members)
+        for name, replica in list(self.replicas.items()):
+            if name not in records and not replica.pinned:
+                self._stop(name, "its deployment was removed")
+
+    def _decide(
+        self, name: str, spec: DeploymentSpec, members: list[Member], hosts: list[HostNode], now: float
+    ) -> _Outcome:
+        scaler = self._scalers.get(name)
+        if scaler is None:
+            scaler = self._scalers[name] = Autoscaler(spec, now)
+        elif scaler.spec != spec:
+            scaler.respec(spec)
+        concurrency, waiting = self._demand(name, members)
+        decision = scaler.observe(now, concurrency, waiting)
+        placed = plan(
+            name,
+            decision.desired,
+            hosts,
+            _needs(spec),
+            pinned=self._pinned_nodes(name, members),
+            backups=spec.backups,
+            spread=spec.spread,
+        )
+        return _Outcome(decision, placed)
+
+    async def _act(self, name: str, spec: DeploymentSpec, placed: Plan, members: list[Member]) -> None:
+        me = self.node_id
+        local = self.replicas.get(name)
+        if name in self._stopping:
+            return  # wait for the old replica to be gone before starting another
+        if local is not None and not local.pinned and local.app_ref != spec.app:
+            self._stop(name, f"its app changed to {spec.app}")
+            return
+        wanted = me in placed.hosts or me in placed.backups
+        if wanted and local is None:
+            replica = self._make_replica(name, spec.app, False)
+            replica.standby = me in placed.backups
+            self.replicas[name] = replica
+            log.info("placement: starting %s here (%s)", name, "backup" if replica.standby else "host")
+            await replica.start()
+            self._publish()
+        elif wanted and local is not None:
+            if me in placed.hosts:
+                local.set_standby(False)
+            elif not local.pinned and self._hosts_ready(name, placed, members):
+                local.set_standby(True)
+        elif local is not None and not local.pinned and self._hosts_ready(name, placed, members):
+            self._stop(name, "placement moved it elsewhere or scaled it down")
+
+    def _stop(self, name: str, why: str) -> None:
+        replica = self.replicas.get(name)
+        if replica is None or name in self._stopping:
+            return
+        log.info("placement: stopping %s here: %s", name, why)
+
+        async def drain_and_remove() -> None:
+            try:
+                await replica.stop()
+            finally:
+                if self.replicas.get(name) is replica:
+                    del self.replicas[name]
+                self._stopping.pop(name, None)
+                self._publish()
+                self.poke()
+
+        self._stopping[name] = asyncio.create_task(drain_and_remove(), name=f"stop-{name}")
+
+    # -- reading the view ------------------------------------------------------------------
+
+    def _hosts_ready(self, name: str, placed: Plan, members: list[Member]) -> bool:
+        """Whether every other host of the plan serves already (so this replica may go)."""
+        ready = {m.node for m in members if _gossiped_state(m, name) == "ready"}
+        return all(node in ready for node in placed.hosts if node != self.node_id)
+
+    def _pinned_nodes(self, name: str, members: list[Member]) -> set[NodeId]:
+        pinned = {m.node for m in members if m.node != self.node_id and _entry(m, name).get("pinned") is True}
+        local = self.replicas.get(name)
+        if local is not None and local.pinned:
+            pinned.add(self.node_id)
+        return pinned
+
+    def _demand(self, name: str, members: list[Member]) -> tuple[float, int]:
+        """Requests in flight at every replica, and requests held for a cold start, mesh-wide."""
+        concurrency = 0.0
+        waiting = self.waiting[name]
+        for member in members:
+            if member.node == self.node_id:
+                continue
+            entry = _entry(member, name)
+            if entry.get("state") in _BUSY_STATES and isinstance(entry.get("queue"), int):
+                concurrency += entry["queue"]
+            held = member.meta.waiting.get(name)
+            if isinstance(held, int) and held > 0:
+                waiting += held
+        local = self.replicas.get(name)
+        if local is not None:
+            concurrency += local.in_flight
+        return concurrency, waiting
+
+    def _has_serving(self, name: str) -> bool:
+        local = self.replicas.get(name)
+        if local is not None and local.serving:
+            return True
+        core = self._core()
+        return core is not None and any(
+            m.status in _LIVE and m.node != self.node_id and _gossiped_state(m, name) == "ready"
+            for m in core.members.values()
+        )
+
+    # -- cold start ------------------------------------------------------------------------
+
+    async def wait_for_replica(self, name: str, deadline: float) -> None:
+        """Hold a request until some replica of `name` serves, or raise why it cannot wait."""
+        if self._has_serving(name):
+            return
+        self._check_can_start(name)
+        if self.waiting[name] >= self._queue_size:
+            raise Overloaded(
+                f"{self.waiting[name]} requests already wait here for {name} to start", retry_after_s=2.0
+            )
+        loop = asyncio.get_running_loop()
+        self.waiting[name] += 1
+        if self.waiting[name] == 1:
+            self._publish()  # tell every autoscaler there is demand
+            self.poke()
+        try:
+            while not self._has_serving(name):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise NotReady(
+                        f"no replica of {name} became ready within the request's deadline", retry_after_s=2.0
+                    )
+                changed = self._changed
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
+        finally:
+            self.waiting[name] -= 1
+            if self.waiting[name] <= 0:
+                del self.waiting[name]
+                self._publish()
+
+    def _check_can_start(self, name: str) -> None:
+        """Raise NotFound or NotReady when no replica of `name` is coming; return when one is."""
+        core = self._core()
+        record = core.deployments.get(name) if core is not None else None
+        coming = any(
+            m.status in _LIVE and _gossiped_state(m, name) in _COMING_STATES
+            for m in (core.members.values() if core is not None else ())
+        ) or (name in self.replicas)
+        if coming:
+            return
+        if record is None or record.spec is None:
+            raise NotFound(f"no deployment named {name!r} in the mesh")
+        if record.spec.max_replicas == 0:
+            raise NotReady(
+                f"{name} runs only where it is pinned, and no pinned replica is running", retry_after_s=5.0
+            )
+        outcome = self._outcomes.get(name)
+        if outcome is not None and outcome.plan.unschedulable and not outcome.plan.hosts:
+            raise NotReady(f"{name} is unschedulable: {outcome.plan.unschedulable}", retry_after_s=30.0)
+
+    # -- the view for GET /v1/deployments --------------------------------------------------
+
+    def views(self) -> list[dict[str, Any]]:
+        """Every declared deployment: spec, desired and actual replicas, where, and what is missing."""
+        core = self._core()
+        if core is None:
+            return []
+        return [self._view(record, core) for record in core.deployments.live()]
+
+    def view(self, name: str) -> dict[str, Any] | None:
+        """One deployment's view, or None when it is not declared."""
+        core = self._core()
+        record = core.deployments.get(name) if core is not None else None
+        if core is None or record is None or record.spec is None:
+            return None
+        return self._view(record, core)
+
+    def _view(self, record: Record, core: Membership) -> dict[str, Any]:
+        spec = record.spec
+        assert spec is not None
+        names = {m.node: m.meta.name for m in core.members.values()}
+        replicas = []
+        for member in sorted(core.members.values(), key=lambda m: m.meta.name):
+            if member.status not in _LIVE:
+                continue
+            if member.node == self.node_id:
+                local = self.replicas.get(record.name)
+                if local is not None:
+                    replicas.append(
+                        {"node": member.meta.name, "status": local.status, "pinned": local.pinned}
+                    )
+                continue
+            entry = _entry(member, record.name)
+            if isinstance(entry.get("state"), str):
+                replicas.append(
+                    {"node": member.meta.name, "status": entry["state"], "pinned": bool(entry.get("pinned"))}
+                )
+        outcome = self._outcomes.get(record.name)
+        hosts = outcome.plan.hosts if outcome else ()
+        desired = max(outcome.decision.desired, len(hosts)) if outcome else spec.min_replicas
+        serving = sum(1 for r in replicas if r["status"] == "ready")
+        missing = outcome.plan.unschedulable if outcome else None
+        if missing is None and serving < desired:
+            missing = _why_short(serving, desired, replicas)
+        return {
+            "name": record.name,
+            "app": spec.app,
+            "min_replicas": spec.min_replicas,
+            "max_replicas": spec.max_replicas,
+            "desired": desired,
+            "ready": serving,
+            "replicas": replicas,
+            "unschedulable": outcome.plan.unschedulable if outcome else None,
+            "missing": missing,
+            "placement": {
+                "hosts": [names.get(node, node) for node in hosts],
+                "backups": [names.get(node, node) for node in (outcome.plan.backups if outcome else ())],
+            },
+            "autoscaling": {
+                **spec.to_wire()["autoscaling"],
+                "mean_concurrency": round(outcome.decision.mean_concurrency, 3) if outcome else 0.0,
+                "proposal": outcome.decision.proposal if outcome else spec.min_replicas,
+                "waiting": self.waiting[record.name],
+            },
+            "spec": spec.to_wire(),
+            "declared_by": names.get(record.origin, record.origin),
+            "implicit": record.stamp == 0,
+        }
+
+
+def _why_short(serving: int, desired: int, replicas: list[dict[str, Any]]) -> str:
+    starting = [r for r in replicas if r["status"] == "starting"]
+    text = f"{serving} of {desired} ready"
+    if starting:
+        text += f"; {len(starting)} starting"
+    errors = sorted({f"{r['node']}: {r['error']}" for r in replicas if r.get("error")})
+    return f"{text} ({'; '.join(errors[:3])})" if errors else text
+
+
+def _needs(spec: DeploymentSpec) -> Requirements:
+    resources = spec.resources
+    return Requirements(
+        device_kinds=frozenset(resources.device_kinds),
+        min_memory_bytes=int(resources.min_memory_gb * 1e9),
+        accelerator=resources.accelerator,
+    )
+
+
+def _entry(member: Member, name: str) -> dict[str, Any]:
+    entry = member.meta.replicas.get(name)
+    return entry if isinstance(entry, dict) else {}
+
+
+def _gossiped_state(member: Member, name: str) -> object:
+    return _entry(member, name).get("state")

@@ -29,11 +29,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from .deployments_view import Outcome, deployment_view, entry_of, gossiped_state
 from .errors import NotFound, NotReady, Overloaded
-from .mesh.autoscale import Autoscaler, Decision
+from .mesh.autoscale import Autoscaler
 from .mesh.deployment import DeploymentSpec
 from .mesh.effects import Effect
 from .mesh.member import Member
@@ -53,14 +53,6 @@ _BUSY_STATES = ("ready", "draining")
 _COMING_STATES = ("starting", "ready", "standby")
 # Expired tombstones are swept this often.
 _SWEEP_INTERVAL_S = 60.0
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """The last decision for one deployment, kept for ``GET /v1/deployments``."""
-
-    decision: Decision
-    plan: Plan
 
 
 class Deployments:
@@ -97,7 +89,7 @@ class Deployments:
         self._queue_size = queue_size
         self._tombstone_ttl_s = tombstone_ttl_s
         self._scalers: dict[str, Autoscaler] = {}
-        self._outcomes: dict[str, _Outcome] = {}
+        self._outcomes: dict[str, Outcome] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._due = asyncio.Event()
         self._changed = asyncio.Event()
@@ -208,7 +200,7 @@ class Deployments:
 
     def _decide(
         self, name: str, spec: DeploymentSpec, members: list[Member], hosts: list[HostNode], now: float
-    ) -> _Outcome:
+    ) -> Outcome:
         scaler = self._scalers.get(name)
         if scaler is None:
             scaler = self._scalers[name] = Autoscaler(spec, now)
@@ -225,7 +217,7 @@ class Deployments:
             backups=spec.backups,
             spread=spec.spread,
         )
-        return _Outcome(decision, placed)
+        return Outcome(decision, placed)
 
     async def _act(self, name: str, spec: DeploymentSpec, placed: Plan, members: list[Member]) -> None:
         me = self.node_id
@@ -273,11 +265,13 @@ class Deployments:
 
     def _hosts_ready(self, name: str, placed: Plan, members: list[Member]) -> bool:
         """Whether every other host of the plan serves already (so this replica may go)."""
-        ready = {m.node for m in members if _gossiped_state(m, name) == "ready"}
+        ready = {m.node for m in members if gossiped_state(m, name) == "ready"}
         return all(node in ready for node in placed.hosts if node != self.node_id)
 
     def _pinned_nodes(self, name: str, members: list[Member]) -> set[NodeId]:
-        pinned = {m.node for m in members if m.node != self.node_id and _entry(m, name).get("pinned") is True}
+        pinned = {
+            m.node for m in members if m.node != self.node_id and entry_of(m, name).get("pinned") is True
+        }
         local = self.replicas.get(name)
         if local is not None and local.pinned:
             pinned.add(self.node_id)
@@ -290,7 +284,7 @@ class Deployments:
         for member in members:
             if member.node == self.node_id:
                 continue
-            entry = _entry(member, name)
+            entry = entry_of(member, name)
             if entry.get("state") in _BUSY_STATES and isinstance(entry.get("queue"), int):
                 concurrency += entry["queue"]
             held = member.meta.waiting.get(name)
@@ -307,7 +301,7 @@ class Deployments:
             return True
         core = self._core()
         return core is not None and any(
-            m.status in _LIVE and m.node != self.node_id and _gossiped_state(m, name) == "ready"
+            m.status in _LIVE and m.node != self.node_id and gossiped_state(m, name) == "ready"
             for m in core.members.values()
         )
 
@@ -349,7 +343,7 @@ class Deployments:
         core = self._core()
         record = core.deployments.get(name) if core is not None else None
         coming = any(
-            m.status in _LIVE and _gossiped_state(m, name) in _COMING_STATES
+            m.status in _LIVE and gossiped_state(m, name) in _COMING_STATES
             for m in (core.members.values() if core is not None else ())
         ) or (name in self.replicas)
         if coming:
@@ -382,65 +376,14 @@ class Deployments:
         return self._view(record, core)
 
     def _view(self, record: Record, core: Membership) -> dict[str, Any]:
-        spec = record.spec
-        assert spec is not None
-        names = {m.node: m.meta.name for m in core.members.values()}
-        replicas = []
-        for member in sorted(core.members.values(), key=lambda m: m.meta.name):
-            if member.status not in _LIVE:
-                continue
-            if member.node == self.node_id:
-                local = self.replicas.get(record.name)
-                if local is not None:
-                    replicas.append(
-                        {"node": member.meta.name, "status": local.status, "pinned": local.pinned}
-                    )
-                continue
-            entry = _entry(member, record.name)
-            if isinstance(entry.get("state"), str):
-                replicas.append(
-                    {"node": member.meta.name, "status": entry["state"], "pinned": bool(entry.get("pinned"))}
-                )
-        outcome = self._outcomes.get(record.name)
-        hosts = outcome.plan.hosts if outcome else ()
-        desired = max(outcome.decision.desired, len(hosts)) if outcome else spec.min_replicas
-        serving = sum(1 for r in replicas if r["status"] == "ready")
-        missing = outcome.plan.unschedulable if outcome else None
-        if missing is None and serving < desired:
-            missing = _why_short(serving, desired, replicas)
-        return {
-            "name": record.name,
-            "app": spec.app,
-            "min_replicas": spec.min_replicas,
-            "max_replicas": spec.max_replicas,
-            "desired": desired,
-            "ready": serving,
-            "replicas": replicas,
-            "unschedulable": outcome.plan.unschedulable if outcome else None,
-            "missing": missing,
-            "placement": {
-                "hosts": [names.get(node, node) for node in hosts],
-                "backups": [names.get(node, node) for node in (outcome.plan.backups if outcome else ())],
-            },
-            "autoscaling": {
-                **spec.to_wire()["autoscaling"],
-                "mean_concurrency": round(outcome.decision.mean_concurrency, 3) if outcome else 0.0,
-                "proposal": outcome.decision.proposal if outcome else spec.min_replicas,
-                "waiting": self.waiting[record.name],
-            },
-            "spec": spec.to_wire(),
-            "declared_by": names.get(record.origin, record.origin),
-            "implicit": record.stamp == 0,
-        }
-
-
-def _why_short(serving: int, desired: int, replicas: list[dict[str, Any]]) -> str:
-    starting = [r for r in replicas if r["status"] == "starting"]
-    text = f"{serving} of {desired} ready"
-    if starting:
-        text += f"; {len(starting)} starting"
-    errors = sorted({f"{r['node']}: {r['error']}" for r in replicas if r.get("error")})
-    return f"{text} ({'; '.join(errors[:3])})" if errors else text
+        return deployment_view(
+            record,
+            core.members.values(),
+            me=self.node_id,
+            local=self.replicas.get(record.name),
+            outcome=self._outcomes.get(record.name),
+            waiting=self.waiting[record.name],
+        )
 
 
 def _needs(spec: DeploymentSpec) -> Requirements:
@@ -450,12 +393,3 @@ def _needs(spec: DeploymentSpec) -> Requirements:
         min_memory_bytes=int(resources.min_memory_gb * 1e9),
         accelerator=resources.accelerator,
     )
-
-
-def _entry(member: Member, name: str) -> dict[str, Any]:
-    entry = member.meta.replicas.get(name)
-    return entry if isinstance(entry, dict) else {}
-
-
-def _gossiped_state(member: Member, name: str) -> object:
-    return _entry(member, name).get("state")

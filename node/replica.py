@@ -35,6 +35,7 @@ import zmq
 import zmq.asyncio
 
 from .errors import Conflict, DeadlineExceeded, NotReady, Overloaded
+from .inference.worker import EXIT_SETUP_FAILED
 from .load import SpeedMeter
 from .mesh.envelope import (
     Call,
@@ -292,6 +293,9 @@ class Replica:
                 return
             self.restarts += 1
             self.last_error = f"worker exited with code {code}; restarting"
+            if code == EXIT_SETUP_FAILED:
+                reason = await asyncio.to_thread(_last_line, self._log_path())
+                self.last_error = f"setup failed ({reason}); retrying" if reason else "setup failed; retrying"
             log.warning(
                 "%s replica %s exited (%s); restart %d", self.deployment, self.replica_id, code, self.restarts
             )
@@ -300,10 +304,13 @@ class Replica:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.restart_max_s)
 
+    def _log_path(self) -> Path:
+        return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
+
     async def _spawn(self) -> asyncio.subprocess.Process:
-        log_dir = self._data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / f"{self.deployment}-{self.replica_id}.log").open("ab") as log_file:
+        log_path = self._log_path()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log_file:
             return await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "meshnode.inference.worker",
                 "--app", self.app_ref, "--replica", self.replica_id,
@@ -388,3 +395,14 @@ class Replica:
             return
         with contextlib.suppress(zmq.ZMQError):
             await self._sock.send_multipart([worker.identity, encode_envelope(message)])
+
+
+def _last_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last non-empty line of a worker's log (its setup error), at most 200 characters."""
+    try:
+        with path.open("rb") as log_file:
+            log_file.seek(max(0, path.stat().st_size - max_bytes))
+            lines = log_file.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip()[:_MAX_GOSSIPED_ERROR_CHARS] if lines else ""

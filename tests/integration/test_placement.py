@@ -316,3 +316,16 @@ def test_the_cli_deploys_lists_and_undeploys(mesh: Mesh) -> None:
     assert cli("undeploy", "via-cli", *node).returncode == 0
     wait_for(lambda: not any(all_replicas(a, "via-cli") for a in mesh.agents), 60, message="undeploy")
     assert cli("undeploy", "via-cli", *node).returncode == 1
+
+
+def test_a_replica_that_cannot_start_is_reported_with_its_setup_error(mesh: Mesh, cleanup: list[str]) -> None:
+    cleanup.append("broken")
+    assert put(mesh.agents[0], "broken", {"app": "meshnode.apps.no_such_app:Nope"}).status_code == 201
+
+    def reported() -> str | None:
+        response = mesh.agents[2].get("/v1/deployments/broken")
+        missing = response.json().get("missing") if response.status_code == 200 else None
+        return missing if isinstance(missing, str) and "no_such_app" in missing else None
+
+    wait_for(reported, 60, interval=0.2, message=lambda: mesh.agents[2].get("/v1/deployments/broken").text)
+    assert "setup failed" in (reported() or "")

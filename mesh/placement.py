@@ -115,13 +115,23 @@ def ineligible_reason(candidate: HostNode, needs: Requirements) -> str | None:
     return None
 
 
-def place(deployment: str, desired: int, candidates: Iterable[HostNode], needs: Requirements) -> Placement:
-    """The top `desired` eligible nodes for the deployment, and the reason if there are fewer."""
+def place(
+    deployment: str,
+    desired: int,
+    candidates: Iterable[HostNode],
+    needs: Requirements,
+    excluded: Mapping[NodeId, str] | None = None,
+) -> Placement:
+    """The top `desired` eligible nodes for the deployment, and the reason if there are fewer.
+
+    ``excluded`` names nodes that must not host it this time, with the reason (a replica that
+    failed to start there).
+    """
     pool = list(candidates)
     reasons: dict[str, int] = {}
     eligible = []
     for candidate in pool:
-        reason = ineligible_reason(candidate, needs)
+        reason = (excluded or {}).get(candidate.node) or ineligible_reason(candidate, needs)
         if reason is None:
             eligible.append(candidate)
         else:
@@ -152,6 +162,7 @@ def plan(
     pinned: Iterable[NodeId] = (),
     backups: int = 0,
     spread: str | None = None,
+    excluded: Mapping[NodeId, str] | None = None,
 ) -> Plan:
     """Where `desired` replicas of the deployment (and `backups` warm spares) go on this view."""
     pool = list(candidates)
@@ -159,12 +170,12 @@ def plan(
     fixed = tuple(sorted(node for node in set(pinned) if node in live))
     extra = max(desired - len(fixed), 0)
     others = [candidate for candidate in pool if candidate.node not in fixed]
-    chosen = place(deployment, len(others), others, needs)
+    chosen = place(deployment, len(others), others, needs, excluded)
     order = _spread(chosen.hosts, pool, spread) if spread else list(chosen.hosts)
     hosts = (*fixed, *order[:extra])
     reason = None
     if len(order) < extra:
-        reason = place(deployment, extra, others, needs).unschedulable
+        reason = place(deployment, extra, others, needs, excluded).unschedulable
     return Plan(hosts, tuple(order[extra : extra + backups]), reason)
 
 

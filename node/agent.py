@@ -166,6 +166,8 @@ class Agent:
             interval_s=config.placement_interval_s,
             queue_size=config.cold_start_queue_size,
             tombstone_ttl_s=config.deployment_tombstone_ttl_s,
+            setup_attempts=config.replica_setup_attempts,
+            failed_hold_s=config.replica_failed_hold_s,
         )
         self._runner = GossipRunner(
             self._core,
@@ -395,6 +397,7 @@ class Agent:
             "send_dropped": transport.send_dropped if transport else 0,
             "dropped": dict(runner.dropped) if runner else {},
             "members": by_status,
+            "deployments": self.deployments.stats() if self.deployments else {"by_name": {}, "actions": {}},
             "incarnation": core.incarnation if core else 0,
             "awareness": core.awareness.score if core else 0,
         }
@@ -415,7 +418,10 @@ class Agent:
             models=self._models,
             hints=self._hints,
             speeds=self._speeds(),
-            replicas={name: replica.gossip_state() for name, replica in self._replicas.items()},
+            replicas={
+                **(self.deployments.failed_entries() if self.deployments is not None else {}),
+                **{name: replica.gossip_state() for name, replica in self._replicas.items()},
+            },
             waiting=dict(self.deployments.waiting) if self.deployments is not None else {},
         ).fit(self.membership_config.max_meta_bytes)
 

@@ -107,6 +107,12 @@ class AgentConfig:
     # How often placement and the autoscaler re-run without a trigger (a declaration, a member
     # joining or dying, a request waiting for a cold start re-run them at once).
     placement_interval_s: float = 1.0
+    # A placed replica whose setup() fails this many times in a row is stopped and its node sits out
+    # that deployment for `replica_failed_hold_s`, so placement tries the next node in rank.
+    # Pinned replicas are never moved; they keep restarting with backoff.
+    replica_setup_attempts: int = 3
+    # How long a node sits out a deployment whose replica failed to start there.
+    replica_failed_hold_s: float = 300.0
     # Requests one node holds for one deployment while a replica cold-starts; more get 503 with
     # Retry-After. Each waits at most until its own deadline.
     cold_start_queue_size: int = 256

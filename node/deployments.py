@@ -29,6 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .deployments_view import Outcome, deployment_view, entry_of, gossiped_state
@@ -55,6 +56,15 @@ _COMING_STATES = ("starting", "ready", "standby")
 _SWEEP_INTERVAL_S = 60.0
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """A deployment this node sits out for a while: its app would not start here."""
+
+    app: str
+    until: float
+    error: str
+
+
 class Deployments:
     """This node's share of leaderless placement, and the view of every deployment."""
 
@@ -73,6 +83,8 @@ class Deployments:
         interval_s: float,
         queue_size: int,
         tombstone_ttl_s: float,
+        setup_attempts: int = 3,
+        failed_hold_s: float = 300.0,
     ) -> None:
         self.node_id = node_id
         self.pinned = pinned
@@ -88,6 +100,12 @@ class Deployments:
         self._interval_s = interval_s
         self._queue_size = queue_size
         self._tombstone_ttl_s = tombstone_ttl_s
+        self._setup_attempts = setup_attempts
+        self._failed_hold_s = failed_hold_s
+        # Deployments whose replica failed to start here: this node sits them out until `until`.
+        self._failed: dict[str, _Failed] = {}
+        # What placement did here, for /metrics: start, promote, demote, stop, give_up.
+        self.actions: collections.Counter[str] = collections.Counter()
         self._scalers: dict[str, Autoscaler] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
@@ -181,6 +199,11 @@ class Deployments:
             expired = table.expire(int(time.time() * 1000), self._tombstone_ttl_s)
             if expired:
                 self._forget(expired)
+        expired = [name for name, failed in self._failed.items() if failed.until <= now]
+        for name in expired:
+            del self._failed[name]  # try this node again
+        if expired:
+            self._publish()
         live_members = [m for m in core.members.values() if m.status in _LIVE]
         if core.leaving:
             live_members = [m for m in live_members if m.node != self.node_id]
@@ -216,6 +239,7 @@ class Deployments:
             pinned=self._pinned_nodes(name, members),
             backups=spec.backups,
             spread=spec.spread,
+            excluded=self._excluded(name, spec, members),
         )
         return Outcome(decision, placed)
 
@@ -227,19 +251,29 @@ class Deployments:
         if local is not None and not local.pinned and local.app_ref != spec.app:
             self._stop(name, f"its app changed to {spec.app}")
             return
+        if local is not None and not local.pinned and local.setup_failures >= self._setup_attempts:
+            # It serves nothing, so it goes at once; the next node in rank gets its turn.
+            until = asyncio.get_running_loop().time() + self._failed_hold_s
+            self._failed[name] = _Failed(spec.app, until, local.last_error)
+            self.actions["give_up"] += 1
+            self._stop(name, f"its setup failed {local.setup_failures} times: {local.last_error}")
+            return
         wanted = me in placed.hosts or me in placed.backups
         if wanted and local is None:
             replica = self._make_replica(name, spec.app, False)
             replica.standby = me in placed.backups
             self.replicas[name] = replica
             log.info("placement: starting %s here (%s)", name, "backup" if replica.standby else "host")
+            self.actions["start"] += 1
             await replica.start()
             self._publish()
         elif wanted and local is not None:
-            if me in placed.hosts:
+            if me in placed.hosts and local.standby:
                 local.set_standby(False)
-            elif not local.pinned and self._hosts_ready(name, placed, members):
+                self.actions["promote"] += 1
+            elif self._may_demote(local, placed, members):
                 local.set_standby(True)
+                self.actions["demote"] += 1
         elif local is not None and not local.pinned and self._hosts_ready(name, placed, members):
             self._stop(name, "placement moved it elsewhere or scaled it down")
 
@@ -248,6 +282,7 @@ class Deployments:
         if replica is None or name in self._stopping:
             return
         log.info("placement: stopping %s here: %s", name, why)
+        self.actions["stop"] += 1
 
         async def drain_and_remove() -> None:
             try:
@@ -263,10 +298,30 @@ class Deployments:
 
     # -- reading the view ------------------------------------------------------------------
 
+    def _may_demote(self, local: Replica, placed: Plan, members: list[Member]) -> bool:
+        """A serving replica here that is now a backup steps back once every host serves."""
+        is_backup = self.node_id in placed.backups and not local.standby and not local.pinned
+        return is_backup and self._hosts_ready(local.deployment, placed, members)
+
     def _hosts_ready(self, name: str, placed: Plan, members: list[Member]) -> bool:
         """Whether every other host of the plan serves already (so this replica may go)."""
         ready = {m.node for m in members if gossiped_state(m, name) == "ready"}
         return all(node in ready for node in placed.hosts if node != self.node_id)
+
+    def _excluded(self, name: str, spec: DeploymentSpec, members: list[Member]) -> dict[NodeId, str]:
+        """Nodes sitting out `name` because its replica failed to start there."""
+        reason = "its replica failed to start there"
+        excluded = {
+            m.node: reason for m in members if m.node != self.node_id and gossiped_state(m, name) == "failed"
+        }
+        failed = self._failed.get(name)
+        if failed is not None and failed.app == spec.app:
+            excluded[self.node_id] = reason
+        return excluded
+
+    def failed_entries(self) -> dict[str, dict[str, Any]]:
+        """Gossiped replica entries for deployments this node sits out (``NodeMeta.replicas``)."""
+        return {name: {"state": "failed", "error": f.error[:200]} for name, f in self._failed.items()}
 
     def _pinned_nodes(self, name: str, members: list[Member]) -> set[NodeId]:
         pinned = {
@@ -358,6 +413,17 @@ class Deployments:
         if outcome is not None and outcome.plan.unschedulable and not outcome.plan.hosts:
             raise NotReady(f"{name} is unschedulable: {outcome.plan.unschedulable}", retry_after_s=30.0)
 
+    def stats(self) -> dict[str, Any]:
+        """Numbers for /metrics: per deployment desired, ready and waiting; placement actions."""
+        by_name = {}
+        for view in self.views():
+            by_name[view["name"]] = {
+                "desired": view["desired"],
+                "ready": view["ready"],
+                "waiting": view["autoscaling"]["waiting"],
+            }
+        return {"by_name": by_name, "actions": dict(self.actions)}
+
     # -- the view for GET /v1/deployments --------------------------------------------------
 
     def views(self) -> list[dict[str, Any]]:
@@ -381,6 +447,7 @@ class Deployments:
             core.members.values(),
             me=self.node_id,
             local=self.replicas.get(record.name),
+            failed=self.failed_entries().get(record.name),
             outcome=self._outcomes.get(record.name),
             waiting=self.waiting[record.name],
         )

@@ -36,6 +36,7 @@ def deployment_view(
     *,
     me: NodeId,
     local: Replica | None,
+    failed: dict[str, Any] | None,
     outcome: Outcome | None,
     waiting: int,
 ) -> dict[str, Any]:
@@ -48,11 +49,9 @@ def deployment_view(
         if member.status not in _LIVE:
             continue
         if member.node == me:  # our own replica, fresher than what we last gossiped
-            entry = (
-                {}
-                if local is None
-                else {"state": local.status, "pinned": local.pinned, "error": local.last_error}
-            )
+            entry = failed or {}
+            if local is not None:
+                entry = {"state": local.status, "pinned": local.pinned, "error": local.last_error}
         else:
             entry = entry_of(member, record.name)
         if isinstance(entry.get("state"), str):
@@ -71,6 +70,9 @@ def deployment_view(
     missing = unschedulable
     if missing is None and serving < desired:
         missing = _why_short(serving, desired, replicas)
+    errors = sorted({f"{r['node']}: {r['error']}" for r in replicas if r.get("error")})
+    if missing is not None and errors:
+        missing += f" ({'; '.join(errors[:3])})"
     return {
         "name": record.name,
         "app": spec.app,
@@ -99,12 +101,8 @@ def deployment_view(
 
 
 def _why_short(serving: int, desired: int, replicas: list[dict[str, Any]]) -> str:
-    starting = [r for r in replicas if r["status"] == "starting"]
-    text = f"{serving} of {desired} ready"
-    if starting:
-        text += f"; {len(starting)} starting"
-    errors = sorted({f"{r['node']}: {r['error']}" for r in replicas if r.get("error")})
-    return f"{text} ({'; '.join(errors[:3])})" if errors else text
+    starting = sum(1 for r in replicas if r["status"] == "starting")
+    return f"{serving} of {desired} ready" + (f"; {starting} starting" if starting else "")
 
 
 def entry_of(member: Member, name: str) -> dict[str, Any]:

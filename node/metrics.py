@@ -94,12 +94,40 @@ class _AgentCollector(Collector):
         for status, count in stats["members"].items():
             members.add_metric([status], count)
         yield members
+        yield from _deployment_metrics(stats["deployments"])
         yield GaugeMetricFamily(
             "meshnode_incarnation", "This node's incarnation.", value=stats["incarnation"]
         )
         yield GaugeMetricFamily(
             "meshnode_local_health", "Lifeguard awareness score (0 = healthy).", value=stats["awareness"]
         )
+
+
+def _deployment_metrics(deployments: dict[str, Any]) -> Iterator[Metric]:
+    """Per deployment as this node sees it, and what placement did here."""
+    desired = GaugeMetricFamily(
+        "meshnode_deployment_desired_replicas", "Replicas the autoscaler wants.", labels=["deployment"]
+    )
+    ready = GaugeMetricFamily(
+        "meshnode_deployment_ready_replicas", "Replicas serving, mesh-wide.", labels=["deployment"]
+    )
+    waiting = GaugeMetricFamily(
+        "meshnode_cold_start_waiting",
+        "Requests held on this node until a replica of the deployment serves.",
+        labels=["deployment"],
+    )
+    for name, numbers in sorted(deployments["by_name"].items()):
+        desired.add_metric([name], numbers["desired"])
+        ready.add_metric([name], numbers["ready"])
+        waiting.add_metric([name], numbers["waiting"])
+    actions = CounterMetricFamily(
+        "meshnode_placement_actions",
+        "Replicas this node started, promoted from backup, demoted, stopped, or gave up on.",
+        labels=["action"],
+    )
+    for action in ("start", "promote", "demote", "stop", "give_up"):
+        actions.add_metric([action], deployments["actions"].get(action, 0))
+    yield from (desired, ready, waiting, actions)
 
 
 def add_metrics_route(app: FastAPI, stats: Callable[[], dict[str, Any]]) -> None:

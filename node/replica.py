@@ -130,6 +130,9 @@ class Replica:
         self.hints: tuple[str, ...] = ()
         self.models: tuple[str, ...] = ()
         self.restarts = 0
+        # setup() failures in a row (reset once the worker is ready): placement moves a replica
+        # that keeps failing to another node.
+        self.setup_failures = 0
         self.last_error = ""
         self.speed = SpeedMeter()
         self._data_dir = data_dir
@@ -294,6 +297,7 @@ class Replica:
             self.restarts += 1
             self.last_error = f"worker exited with code {code}; restarting"
             if code == EXIT_SETUP_FAILED:
+                self.setup_failures += 1
                 reason = await asyncio.to_thread(_last_line, self._log_path())
                 self.last_error = f"setup failed ({reason}); retrying" if reason else "setup failed; retrying"
             log.warning(
@@ -337,6 +341,7 @@ class Replica:
                     self._set_hints(tuple(info.get("hints", ())), tuple(info.get("models", ())))
                     self.state = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
                     self.last_error = ""
+                    self.setup_failures = 0
                     self._ready.set()
                     self._on_change()
                 case Hints(_, hints, models):

@@ -30,7 +30,7 @@ import httpx
 
 from meshnode.config import AgentConfig
 
-__all__ = ["HOST", "AgentProcess", "Mesh", "free_port", "statuses", "stop_processes", "wait_for"]
+__all__ = ["HOST", "AgentProcess", "Mesh", "free_port", "metric", "statuses", "stop_processes", "wait_for"]
 
 HOST = "127.0.0.1"
 # /v1/mesh is served from memory; only an overloaded or hung agent takes seconds to answer.
@@ -85,6 +85,16 @@ def wait_for(
 def statuses(view: Mapping[str, Any]) -> dict[str, str]:
     """``{node id: status}`` from a ``/v1/mesh`` body."""
     return {member["id"]: member["status"] for member in view["members"]}
+
+
+def metric(agent: AgentProcess, name: str, label: str) -> dict[str, float]:
+    """One counter family of ``GET /metrics``, by the value of `label`."""
+    counts: dict[str, float] = {}
+    for line in agent.get("/metrics").text.splitlines():
+        if line.startswith(f"{name}{{"):
+            value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+            counts[value] = float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 class AgentProcess:

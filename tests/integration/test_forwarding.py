@@ -22,7 +22,7 @@ import msgpack
 import pytest
 import zmq
 
-from tests.integration.agents import AgentProcess, Mesh, wait_for
+from tests.integration.agents import AgentProcess, Mesh, metric, wait_for
 
 APPS = Path(__file__).with_name("serving_apps.py")
 
@@ -45,16 +45,6 @@ def post(
 
 def served_by(response: httpx.Response) -> str:
     return response.headers["X-Mesh-Route"].split(",")[-1]
-
-
-def metric(agent: AgentProcess, name: str, label: str) -> dict[str, float]:
-    """One counter family of ``GET /metrics``, by the value of `label`."""
-    counts: dict[str, float] = {}
-    for line in agent.get("/metrics").text.splitlines():
-        if line.startswith(f"{name}{{"):
-            value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
-            counts[value] = float(line.rsplit(" ", 1)[1])
-    return counts
 
 
 def wait_replicas_seen(observer: AgentProcess, expected: dict[str, set[str]], timeout: float = 60.0) -> None:

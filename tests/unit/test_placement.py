@@ -148,3 +148,17 @@ def test_spread_puts_replicas_in_distinct_zones_before_doubling_up() -> None:
 
 def node_zone(pool: list[HostNode], node: NodeId) -> str:
     return next(c.zone for c in pool if c.node == node)
+
+
+def test_excluded_nodes_are_skipped_and_named_when_nobody_is_left() -> None:
+    pool = nodes(3)
+    best = rank("broken", pool)[0]
+    reason = "its replica failed to start there"
+    assert best not in plan("broken", 1, pool, ANY, excluded={best: reason}).hosts
+    everyone = {c.node: reason for c in pool}
+    result = plan("broken", 1, pool, ANY, excluded=everyone)
+    assert (
+        result.hosts == ()
+        and result.unschedulable is not None
+        and f"3 node(s): {reason}" in result.unschedulable
+    )

@@ -381,7 +381,7 @@ def _report_traffic(traffic: Traffic) -> None:
 )
 def demo(nodes: int, duration: float | None, base_port: int, failover: bool, apps: bool, image: Path) -> None:
     """Run a local mesh of agents on this machine and show it forming."""
-    from . import demo_apps, demo_traffic
+    from . import demo_apps, demo_placement, demo_traffic
     from .demo import DemoError, DemoMesh, sigterm_as_interrupt
 
     try:
@@ -403,6 +403,8 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
                     "echo replicas",
                 )
                 demo_traffic.show_routing({node.name: node.url for node in mesh.nodes}, 12, click.echo)
+                demo_placement.declare([node.url for node in mesh.nodes], DEMO_FORM_TIMEOUT_S, click.echo)
+                demo_placement.show([node.url for node in mesh.nodes], DEMO_FORM_TIMEOUT_S, click.echo)
             if failover and nodes >= 2:
                 victim = mesh.nodes[-1].name
                 survivors = [node.url for node in mesh.nodes[:-1]]
@@ -422,6 +424,11 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
                     f"incarnation {report.incarnation_before} -> {report.incarnation_after}"
                 )
                 click.echo(format_peers_table(mesh.view()))
+                if apps:
+                    click.echo(
+                        f"\n{demo_placement.NAME!r} after the kill and restart (placement re-converged):"
+                    )
+                    demo_placement.show([node.url for node in mesh.nodes], DEMO_FORM_TIMEOUT_S, click.echo)
             click.echo(f"refreshing every {DEMO_REFRESH_S:g} s")
             deadline = None if duration is None else time.monotonic() + duration
             while deadline is None or time.monotonic() + DEMO_REFRESH_S <= deadline:

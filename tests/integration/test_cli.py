@@ -155,6 +155,13 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
         r"(\d+) echo requests sent to the survivors during the kill and restart: (\d+) failed", result.stdout
     )
     assert traffic is not None and int(traffic[1]) >= 20 and int(traffic[2]) == 0, result.stdout[-2000:]
+    # One deployment declared on one node, placed on two by every node alike, and served again after
+    # the kill and restart.
+    assert re.search(r"placement chose demo-\d, demo-\d \(every node computed the same\)", result.stdout)
+    after_restart = result.stdout.split("'placed' after the kill and restart")[1]
+    assert re.search(r"^placed\s+meshnode.apps.echo:Echo\s+2\s+2\s+2\s+2\s", after_restart, re.MULTILINE), (
+        after_restart
+    )
     # The first table, printed once the mesh formed: three demo rows, all alive.
     before_formed = result.stdout.split("mesh of 3 formed in")[0].splitlines()
     header = next(index for index, line in enumerate(before_formed) if line.split()[:2] == ["NAME", "ID"])

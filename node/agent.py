@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,15 +31,14 @@ import psutil
 import uvicorn
 
 from . import __version__
+from .agent_http import http_server, wait_http_started
 from .config import AgentConfig
 from .dataplane import DataPlaneServer
 from .deployments import Deployments
-from .deployments_api import add_deployment_routes
 from .discovery import Advert, Discovery
-from .errors import ConfigError, NotReady
+from .errors import ConfigError, NotReady, join_host_port
 from .forward import Forwarder, Served
 from .gossip import GossipRunner
-from .http_api import create_app
 from .inference.devices import DeviceInfo, detect_cpu, detect_full
 from .load import LoadSample, LoadSampler
 from .mesh.effects import MemberChanged
@@ -48,9 +47,7 @@ from .mesh.membership import Membership
 from .mesh.metadata import NodeMeta
 from .mesh.routing import Locality
 from .mesh.types import Address, NodeId, Status
-from .metrics import add_metrics_route
 from .peer_links import PeerLinks
-from .predict_api import PredictLane
 from .replica import Replica, ReplicaSettings
 from .store import NodeStore
 from .transport import MembershipTransport
@@ -120,7 +117,7 @@ class Agent:
             config.mesh_host, config.mesh_port, max_message_bytes=self.membership_config.max_packet_bytes
         )
         mesh_port = self._transport.bind()
-        self.mesh_addr = _join_host_port(advertise_host, mesh_port)
+        self.mesh_addr = join_host_port(advertise_host, mesh_port)
         self._dataplane = DataPlaneServer(
             config.data_host,
             config.data_port,
@@ -132,13 +129,13 @@ class Agent:
         )
         data_port = self._dataplane.bind()
         data_host = config.data_host if config.data_host not in ("0.0.0.0", "::", "") else advertise_host
-        self.data_addr = _join_host_port(data_host, data_port)
+        self.data_addr = join_host_port(data_host, data_port)
 
-        self._server = _http_server(self, config.http_host, config.http_port)
+        self._server = http_server(self, config.http_host, config.http_port)
         self._server_task = asyncio.create_task(self._server.serve(), name="http")
-        http_port = await _wait_http_started(self._server, self._server_task)
+        http_port = await wait_http_started(self._server, self._server_task)
         http_host = config.http_host if config.http_host not in ("0.0.0.0", "::", "") else advertise_host
-        self.http_addr = _join_host_port(http_host, http_port)
+        self.http_addr = join_host_port(http_host, http_port)
 
         loop = asyncio.get_running_loop()
         self._load = self._sampler.sample()
@@ -524,36 +521,6 @@ class Agent:
             await asyncio.sleep(interval)
 
 
-def _http_server(agent: Agent, host: str, port: int) -> uvicorn.Server:
-    app = create_app(agent)
-    add_deployment_routes(app, agent)
-    add_metrics_route(app, agent.stats)
-    lane = PredictLane(app, agent)
-    # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.
-    config = uvicorn.Config(
-        lane, host=host, port=port, log_level="warning", access_log=False, lifespan="off", proxy_headers=False
-    )
-    return _QuietServer(config)
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the agent owns SIGINT/SIGTERM (graceful leave)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _wait_http_started(server: uvicorn.Server, task: asyncio.Task[None]) -> int:
-    """Wait for uvicorn to bind; return its port or raise ConfigError if it could not."""
-    while not server.started:
-        if task.done():
-            raise ConfigError(f"cannot start the HTTP server on port {server.config.port} (in use?)")
-        await asyncio.sleep(0.01)
-    sockets = [sock for srv in server.servers for sock in (srv.sockets or ())]
-    return int(sockets[0].getsockname()[1]) if sockets else server.config.port
-
-
 def _advertise_host(bind_host: str, interfaces: tuple[str, ...]) -> str:
     """The address peers should use: the bind host, else the first interface, else a local IP."""
     if bind_host not in ("0.0.0.0", "::", "", "*"):
@@ -571,10 +538,6 @@ def _machine_cache_dir() -> Path:
     """Per-user cache shared by every agent on this machine ($XDG_CACHE_HOME/meshnode)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "meshnode"
-
-
-def _join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _speeds_moved(before: dict[str, Any], after: dict[str, Any], factor: float = 1.25) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .config import AgentConfig
-from .errors import ConfigError, parse_host_port
+from .errors import ConfigError, join_host_port, parse_host_port
 from .mesh.metadata import MAX_LABEL_CHARS
 
 __all__ = ["Deployment", "HostPort", "IPAddress", "agent_default", "check_name", "join_host_port"]
@@ -31,11 +31,6 @@ def agent_default(field_name: str) -> Any:
     if field.default is dataclasses.MISSING:
         raise LookupError(f"AgentConfig.{field_name} has no plain default")
     return field.default
-
-
-def join_host_port(host: str, port: int) -> str:
-    """Format an address as "host:port", bracketing IPv6 hosts."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class HostPort(click.ParamType):

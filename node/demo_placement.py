@@ -26,9 +26,7 @@ def declare(urls: Sequence[str], timeout_s: float, say: Callable[[str], Any]) ->
         response = client.put(f"{urls[0]}/v1/deployments/{NAME}", json=SPEC)
         if response.status_code not in (200, 201):
             raise DemoAppError(f"PUT /v1/deployments/{NAME} answered {response.status_code}: {response.text}")
-        say(
-            f"\ndeclared {NAME!r} ({SPEC['min_replicas']} replicas of echo) on one node, naming no host..."
-        )
+        say(f"\ndeclared {NAME!r} ({SPEC['min_replicas']} replicas of echo) on one node, naming no host...")
         view = wait_served(client, urls[-1], timeout_s)
         say(f"placement chose {', '.join(sorted(view['placement']['hosts']))} (every node computed the same)")
 

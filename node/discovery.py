@@ -30,6 +30,8 @@ import psutil
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from .errors import join_host_port
+
 __all__ = ["SERVICE_TYPE", "Advert", "Discovery", "browse_once"]
 
 logger = logging.getLogger(__name__)
@@ -303,8 +305,8 @@ def _advert_from_info(info: AsyncServiceInfo) -> Advert | None:
         node_id=fields["id"],
         mesh_id=fields["mesh"],
         name=fields["name"],
-        mesh_addr=_join_host_port(address, mesh_port),
-        http_addr=_join_host_port(http_host, http_port),
+        mesh_addr=join_host_port(address, mesh_port),
+        http_addr=join_host_port(http_host, http_port),
         version=fields["version"],
     )
 
@@ -322,10 +324,6 @@ def _split_host_port(address: str) -> tuple[str, int | None]:
     if not separator:
         return address, None
     return host.removeprefix("[").removesuffix("]"), _port(port)
-
-
-def _join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _port(text: str) -> int | None:

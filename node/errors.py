@@ -138,6 +138,11 @@ def error_for_failure(kind: str, message: str, *, retryable: bool) -> MeshnodeEr
     return PredictorError(message)
 
 
+def join_host_port(host: str, port: int) -> str:
+    """Format an address as "host:port", bracketing IPv6 hosts (the inverse of parse_host_port)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_host_port(value: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
     """Parse "HOST:PORT", ":PORT" or "[v6]:PORT"; raise ConfigError with the reason."""
     host, sep, port_text = value.rpartition(":")

@@ -32,8 +32,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .cold_start import ColdStarts
 from .deployments_view import Outcome, deployment_view, entry_of, gossiped_state
-from .errors import NotFound, NotReady, Overloaded
+from .errors import NotFound, NotReady
 from .mesh.autoscale import Autoscaler
 from .mesh.deployment import DeploymentSpec
 from .mesh.effects import Effect
@@ -89,8 +90,14 @@ class Deployments:
         self.node_id = node_id
         self.pinned = pinned
         self.replicas = replicas
-        # Requests held here per deployment until a replica is ready (gossiped as NodeMeta.waiting).
-        self.waiting: collections.Counter[str] = collections.Counter()
+        # Requests held here until a replica is ready (gossiped as NodeMeta.waiting).
+        self.cold_starts = ColdStarts(
+            queue_size=queue_size,
+            serving=self._has_serving,
+            check_coming=self._check_coming,
+            on_demand=self._on_demand,
+        )
+        self.waiting = self.cold_starts.waiting
         self._make_replica = make_replica
         self._core = core
         self._carry_out = carry_out
@@ -98,7 +105,6 @@ class Deployments:
         self._persist = persist
         self._forget = forget
         self._interval_s = interval_s
-        self._queue_size = queue_size
         self._tombstone_ttl_s = tombstone_ttl_s
         self._setup_attempts = setup_attempts
         self._failed_hold_s = failed_hold_s
@@ -110,7 +116,6 @@ class Deployments:
         self._outcomes: dict[str, Outcome] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._due = asyncio.Event()
-        self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
 
@@ -151,8 +156,7 @@ class Deployments:
 
     def on_view(self) -> None:
         """Members or their metadata changed: wake cold-start waiters, re-plan."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.cold_starts.view_changed()
         self.poke()
 
     # -- declarations ----------------------------------------------------------------------
@@ -363,37 +367,15 @@ class Deployments:
     # -- cold start ------------------------------------------------------------------------
 
     async def wait_for_replica(self, name: str, deadline: float) -> None:
-        """Hold a request until some replica of `name` serves, or raise why it cannot wait."""
-        if self._has_serving(name):
-            return
-        self._check_can_start(name)
-        if self.waiting[name] >= self._queue_size:
-            raise Overloaded(
-                f"{self.waiting[name]} requests already wait here for {name} to start", retry_after_s=2.0
-            )
-        loop = asyncio.get_running_loop()
-        self.waiting[name] += 1
-        if self.waiting[name] == 1:
-            self._publish()  # tell every autoscaler there is demand
-            self.poke()
-        try:
-            while not self._has_serving(name):
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise NotReady(
-                        f"no replica of {name} became ready within the request's deadline", retry_after_s=2.0
-                    )
-                changed = self._changed
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await changed.wait()
-        finally:
-            self.waiting[name] -= 1
-            if self.waiting[name] <= 0:
-                del self.waiting[name]
-                self._publish()
+        """Hold a request until some replica of `name` serves (``cold_start.py``)."""
+        await self.cold_starts.wait(name, deadline)
 
-    def _check_can_start(self, name: str) -> None:
+    def _on_demand(self) -> None:
+        """The first request started waiting, or the last stopped: gossip it, re-plan."""
+        self._publish()
+        self.poke()
+
+    def _check_coming(self, name: str) -> None:
         """Raise NotFound or NotReady when no replica of `name` is coming; return when one is."""
         core = self._core()
         record = core.deployments.get(name) if core is not None else None

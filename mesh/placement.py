@@ -30,15 +30,18 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from .types import NodeId
 
 __all__ = [
+    "Action",
     "HostNode",
     "Placement",
     "Plan",
     "Requirements",
+    "action_for",
     "host_of",
     "ineligible_reason",
     "place",
@@ -223,3 +226,43 @@ def host_of(node: NodeId, device: Mapping[str, Any], region: str = "", zone: str
         zone=zone,
         region=region,
     )
+
+
+class Action(StrEnum):
+    """What one node does about its own replica of a deployment, given the plan."""
+
+    NONE = "none"
+    START = "start"  # a host without a replica starts one
+    START_BACKUP = "start_backup"  # a backup without a replica loads one and waits warm
+    PROMOTE = "promote"  # a warm backup that became a host serves
+    DEMOTE = "demote"  # a serving replica that is now a backup steps back
+    STOP = "stop"  # a replica placement no longer wants drains and stops
+
+
+def action_for(
+    me: NodeId,
+    placed: Plan,
+    *,
+    has_replica: bool,
+    standby: bool = False,
+    pinned: bool = False,
+    ready: Iterable[NodeId] = (),
+) -> Action:
+    """This node's move for one deployment; `ready` lists the nodes whose replica serves.
+
+    Make before break: a replica leaves (stops, or steps back to backup) only once every other host
+    of the plan serves, so no change of plan ever lowers the number of replicas serving. A pinned
+    replica is this node's own business and is never stopped or demoted.
+    """
+    host, backup = me in placed.hosts, me in placed.backups
+    if not has_replica:
+        return Action.START if host else Action.START_BACKUP if backup else Action.NONE
+    if standby and (host or pinned):
+        return Action.PROMOTE
+    if pinned or host:
+        return Action.NONE
+    serving = set(ready)
+    others_ready = all(node in serving for node in placed.hosts if node != me)
+    if backup:
+        return Action.DEMOTE if not standby and others_ready else Action.NONE
+    return Action.STOP if others_ready else Action.NONE

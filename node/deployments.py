@@ -40,7 +40,7 @@ from .mesh.deployment import DeploymentSpec
 from .mesh.effects import Effect
 from .mesh.member import Member
 from .mesh.membership import Membership
-from .mesh.placement import HostNode, Plan, Requirements, host_of, plan
+from .mesh.placement import Action, HostNode, Plan, Requirements, action_for, host_of, plan
 from .mesh.records import Record
 from .mesh.types import NodeId, Status
 from .replica import Replica
@@ -262,26 +262,36 @@ class Deployments:
             self.actions["give_up"] += 1
             self._stop(name, f"its setup failed {local.setup_failures} times: {local.last_error}")
             return
-        wanted = me in placed.hosts or me in placed.backups
-        if wanted and local is None:
-            replica = self._make_replica(name, spec.app, False)
-            replica.standby = me in placed.backups
-            self.replicas[name] = replica
-            log.info("placement: starting %s here (%s)", name, "backup" if replica.standby else "host")
-            self.actions["start"] += 1
-            await replica.start()
-            self._publish()
-        elif wanted and local is not None:
-            if me in placed.hosts and local.standby:
+        ready = {m.node for m in members if gossiped_state(m, name) == "ready"}
+        action = action_for(
+            me,
+            placed,
+            has_replica=local is not None,
+            standby=local is not None and local.standby,
+            pinned=local is not None and local.pinned,
+            ready=ready,
+        )
+        match action:
+            case Action.START | Action.START_BACKUP:
+                replica = self._make_replica(name, spec.app, False)
+                replica.standby = action == Action.START_BACKUP
+                self.replicas[name] = replica
+                log.info("placement: starting %s here (%s)", name, "backup" if replica.standby else "host")
+                await replica.start()
+                self._publish()
+            case Action.PROMOTE if local is not None:
                 local.set_standby(False)
-                self.actions["promote"] += 1
-            elif self._may_demote(local, placed, members):
+            case Action.DEMOTE if local is not None:
                 local.set_standby(True)
-                self.actions["demote"] += 1
-        elif local is not None and not local.pinned and self._hosts_ready(name, placed, members):
-            self._stop(name, "placement moved it elsewhere or scaled it down")
+            case Action.STOP:
+                self._stop(name, "placement moved it elsewhere or scaled it down")
+                return
+            case _:
+                return
+        self.actions[action.value.removesuffix("_backup")] += 1
 
     def _stop(self, name: str, why: str) -> None:
+        """Drain and stop this node's replica of `name` in the background."""
         replica = self.replicas.get(name)
         if replica is None or name in self._stopping:
             return
@@ -301,16 +311,6 @@ class Deployments:
         self._stopping[name] = asyncio.create_task(drain_and_remove(), name=f"stop-{name}")
 
     # -- reading the view ------------------------------------------------------------------
-
-    def _may_demote(self, local: Replica, placed: Plan, members: list[Member]) -> bool:
-        """A serving replica here that is now a backup steps back once every host serves."""
-        is_backup = self.node_id in placed.backups and not local.standby and not local.pinned
-        return is_backup and self._hosts_ready(local.deployment, placed, members)
-
-    def _hosts_ready(self, name: str, placed: Plan, members: list[Member]) -> bool:
-        """Whether every other host of the plan serves already (so this replica may go)."""
-        ready = {m.node for m in members if gossiped_state(m, name) == "ready"}
-        return all(node in ready for node in placed.hosts if node != self.node_id)
 
     def _excluded(self, name: str, spec: DeploymentSpec, members: list[Member]) -> dict[NodeId, str]:
         """Nodes sitting out `name` because its replica failed to start there."""

@@ -5,12 +5,16 @@ from __future__ import annotations
 import collections
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from meshnode.mesh.placement import (
+    Action,
     HostNode,
+    Plan,
     Requirements,
+    action_for,
     host_of,
     ineligible_reason,
     place,
@@ -162,3 +166,33 @@ def test_excluded_nodes_are_skipped_and_named_when_nobody_is_left() -> None:
         and result.unschedulable is not None
         and f"3 node(s): {reason}" in result.unschedulable
     )
+
+
+ME, A, B = NodeId("me"), NodeId("a"), NodeId("b")
+
+
+@pytest.mark.parametrize(
+    ("placed", "replica", "ready", "expected"),
+    [
+        (Plan((ME, A), (), None), None, set(), Action.START),
+        (Plan((A,), (ME,), None), None, set(), Action.START_BACKUP),
+        (Plan((A, B), (), None), None, set(), Action.NONE),
+        (Plan((ME,), (), None), {"standby": True}, set(), Action.PROMOTE),
+        (Plan((ME, A), (), None), {}, set(), Action.NONE),
+        # Make before break: it leaves only once every other host serves.
+        (Plan((A, B), (), None), {}, {A}, Action.NONE),
+        (Plan((A, B), (), None), {}, {A, B}, Action.STOP),
+        (Plan((), (), None), {}, set(), Action.STOP),  # scaled to zero
+        (Plan((A,), (ME,), None), {}, set(), Action.NONE),
+        (Plan((A,), (ME,), None), {}, {A}, Action.DEMOTE),
+        (Plan((A,), (ME,), None), {"standby": True}, {A}, Action.NONE),
+        # A pinned replica is never stopped or demoted.
+        (Plan((A, B), (), None), {"pinned": True}, {A, B}, Action.NONE),
+    ],
+)
+def test_each_node_acts_only_on_itself_and_makes_before_it_breaks(
+    placed: Plan, replica: dict[str, bool] | None, ready: set[NodeId], expected: Action
+) -> None:
+    flags = replica or {}
+    action = action_for(ME, placed, has_replica=replica is not None, ready=ready, **flags)
+    assert action == expected

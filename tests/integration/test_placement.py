@@ -347,3 +347,32 @@ def test_a_replica_that_cannot_start_moves_on_and_is_finally_reported_with_its_e
     response = post(mesh.agents[4], "broken", {"x": 1}, timeout=30)
     assert response.status_code == 503 and "failed to start" in response.json()["error"]["message"]
     assert time.monotonic() - started < 10
+
+
+def test_a_pinned_replica_declares_its_deployment_and_counts_toward_an_explicit_one(tmp_path: Path) -> None:
+    with Mesh(tmp_path, 3, extra_args={0: ["--deploy", f"edge={PROBE}"]}) as small:
+        small.wait_formed(timeout=60)
+        pinner, other = small.agents[0], small.agents[2]
+
+        def edge() -> dict[str, Any]:
+            response = other.get("/v1/deployments/edge")
+            return response.json() if response.status_code == 200 else {}
+
+        wait_for(lambda: edge().get("ready") == 1, 60, interval=0.2, message=lambda: str(edge()))
+        implicit = edge()
+        assert implicit["implicit"] is True and implicit["max_replicas"] == 0, implicit
+        assert implicit["replicas"] == [{"node": pinner.name, "status": "ready", "pinned": True}]
+        # A deliberate declaration wins over the implicit one; the pinned replica counts toward it.
+        assert put(other, "edge", {"app": PROBE, "min_replicas": 2, "max_replicas": 2}).status_code == 201
+        wait_for(lambda: edge().get("ready") == 2, 60, interval=0.2, message=lambda: str(edge()))
+        declared = edge()
+        assert declared["implicit"] is False and pinner.name in declared["placement"]["hosts"], declared
+        # Removed mesh-wide, the placed replica stops; the pinned one is its node's and stays.
+        assert delete(other, "edge").status_code == 200
+        wait_for(
+            lambda: all_replicas(other, "edge") == {pinner.name},
+            60,
+            interval=0.2,
+            message=lambda: str(other.view()),
+        )
+        assert post(other, "edge", {"x": 1}).status_code == 200

@@ -165,6 +165,7 @@ class Agent:
             tombstone_ttl_s=config.deployment_tombstone_ttl_s,
             setup_attempts=config.replica_setup_attempts,
             failed_hold_s=config.replica_failed_hold_s,
+            startup_grace_s=config.placement_startup_grace_s,
         )
         self._runner = GossipRunner(
             self._core,

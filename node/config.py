@@ -113,6 +113,9 @@ class AgentConfig:
     replica_setup_attempts: int = 3
     # How long a node sits out a deployment whose replica failed to start there.
     replica_failed_hold_s: float = 300.0
+    # A node with no peers yet waits this long before placing replicas on itself, so a node that
+    # restarts does not start a replica of every deployment it remembers before it rejoins.
+    placement_startup_grace_s: float = 5.0
     # Requests one node holds for one deployment while a replica cold-starts; more get 503 with
     # Retry-After. Each waits at most until its own deadline.
     cold_start_queue_size: int = 256

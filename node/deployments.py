@@ -86,6 +86,7 @@ class Deployments:
         tombstone_ttl_s: float,
         setup_attempts: int = 3,
         failed_hold_s: float = 300.0,
+        startup_grace_s: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.pinned = pinned
@@ -107,6 +108,8 @@ class Deployments:
         self._interval_s = interval_s
         self._tombstone_ttl_s = tombstone_ttl_s
         self._setup_attempts = setup_attempts
+        self._startup_grace_s = startup_grace_s
+        self._started_at: float | None = None
         self._failed_hold_s = failed_hold_s
         # Deployments whose replica failed to start here: this node sits them out until `until`.
         self._failed: dict[str, _Failed] = {}
@@ -134,6 +137,7 @@ class Deployments:
             replica = self._make_replica(name, app, True)
             self.replicas[name] = replica
             await replica.start()
+        self._started_at = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="placement")
 
     async def stop(self) -> None:
@@ -216,11 +220,15 @@ class Deployments:
         for name in [name for name in self._scalers if name not in records]:
             del self._scalers[name]
             self._outcomes.pop(name, None)
+        # A node alone right after it started (its peers not heard from yet) decides but does not
+        # act: otherwise a restarting node would start a replica of every deployment it knows.
+        settled = core.has_peers() or now - (self._started_at or now) >= self._startup_grace_s
         for name, record in records.items():
             assert record.spec is not None
             outcome = self._decide(name, record.spec, live_members, hosts, now)
             self._outcomes[name] = outcome
-            await self._act(name, record.spec, outcome.plan, live_members)
+            if settled:
+                await self._act(name, record.spec, outcome.plan, live_members)
         for name, replica in list(self.replicas.items()):
             if name not in records and not replica.pinned:
                 self._stop(name, "its deployment was removed")

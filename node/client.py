@@ -36,6 +36,7 @@ from .client_base import (
     CallOptions,
     ClientBase,
     Closing,
+    DeploymentSpec,
     FileOptions,
     SavePath,
     discover_seeds,
@@ -89,6 +90,21 @@ class MeshClient(ClientBase[httpx.Client], Closing):
         if path is not None:
             save_file(path, content)
         return content
+
+    def deploy(self, name: str, app: str, **spec: Unpack[DeploymentSpec]) -> dict[str, Any]:
+        """Declare (or change) deployment ``name`` running ``app`` mesh-wide; returns its view."""
+        view: dict[str, Any] = self._run(self._deploy(name, app, spec))
+        return view
+
+    def undeploy(self, name: str) -> None:
+        """Remove deployment ``name`` mesh-wide (``DeploymentNotFound`` if the mesh does not know it)."""
+        self._run(self._undeploy(name))
+
+    def deployments(self) -> list[dict[str, Any]]:
+        """Every deployment as one node sees it: desired and actual replicas, where, what is missing."""
+        body = self._run(self._deployments())
+        listed: list[dict[str, Any]] = body["deployments"]
+        return listed
 
     def refresh(self) -> list[str]:
         """Ask the mesh for its live nodes now; returns the nodes known afterwards."""

@@ -26,6 +26,7 @@ from .client_base import (
     Body,
     CallOptions,
     ClientBase,
+    DeploymentSpec,
     FileOptions,
     SavePath,
     discover_seeds,
@@ -77,6 +78,21 @@ class AsyncMeshClient(ClientBase[httpx.AsyncClient], AsyncClosing):
         if path is not None:
             await asyncio.to_thread(save_file, path, content)
         return content
+
+    async def deploy(self, name: str, app: str, **spec: Unpack[DeploymentSpec]) -> dict[str, Any]:
+        """Declare (or change) deployment ``name`` running ``app`` mesh-wide; returns its view."""
+        view: dict[str, Any] = await self._run(self._deploy(name, app, spec))
+        return view
+
+    async def undeploy(self, name: str) -> None:
+        """Remove deployment ``name`` mesh-wide (``DeploymentNotFound`` if the mesh does not know it)."""
+        await self._run(self._undeploy(name))
+
+    async def deployments(self) -> list[dict[str, Any]]:
+        """Every deployment as one node sees it: desired and actual replicas, where, what is missing."""
+        body = await self._run(self._deployments())
+        listed: list[dict[str, Any]] = body["deployments"]
+        return listed
 
     async def refresh(self) -> list[str]:
         """Ask the mesh for its live nodes now; returns the nodes known afterwards."""

@@ -32,6 +32,7 @@ __all__ = [
     "CallOptions",
     "ClientBase",
     "Closing",
+    "DeploymentSpec",
     "FileOptions",
     "SavePath",
     "discover_seeds",
@@ -103,6 +104,23 @@ class AsyncClosing(ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class DeploymentSpec(TypedDict, total=False):
+    """The optional fields of a deployment spec (docs/deployments.md); ``app`` is an argument."""
+
+    min_replicas: int
+    max_replicas: int
+    resources: Mapping[str, Any]  # device_kinds, min_memory_gb, accelerator
+    autoscaling: Mapping[str, Any]  # target_concurrency, window_s, scale_up_delay_s, ...
+    backups: int
+    spread: str  # "zone" or "region"
+
+
+def _deployment_path(name: str) -> str:
+    if not name:
+        raise ValueError("deployment name must not be empty")
+    return f"/v1/deployments/{quote(name, safe='')}"
 
 
 class ClientBase(ABC, Generic[HttpT]):
@@ -200,6 +218,16 @@ class ClientBase(ABC, Generic[HttpT]):
     def _open_stream(self, deployment: str, body: Body, **options: Unpack[CallOptions]) -> Steps[Opened]:
         """The steps of a streamed request, up to its first bytes."""
         return self._planner.exchange(self._request(deployment, body, SSE_TYPE, stream=True, **options))
+
+    def _deploy(self, name: str, app: str, spec: Mapping[str, Any]) -> Steps[Any]:
+        body = {"app": app, **{key: value for key, value in spec.items() if value is not None}}
+        return self._planner.control("PUT", _deployment_path(name), body, self._refresh_deadline())
+
+    def _undeploy(self, name: str) -> Steps[Any]:
+        return self._planner.control("DELETE", _deployment_path(name), None, self._refresh_deadline())
+
+    def _deployments(self) -> Steps[Any]:
+        return self._planner.control("GET", "/v1/deployments", None, self._refresh_deadline())
 
     def _refresh_deadline(self) -> float:
         return self._clock() + self.options.timeout_s

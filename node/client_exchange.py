@@ -211,6 +211,40 @@ class Planner:
         # Nobody gave a view: go on with the nodes known; a failing request asks again sooner.
         self.nodes.postpone_refresh(self._clock())
 
+    def control(self, method: str, path: str, body: Mapping[str, Any] | None, deadline: float) -> Steps[Any]:
+        """A deployments call (``/v1/deployments``) on the first node that answers: its JSON body.
+
+        A node that is unreachable or not ready (503) passes the call to the next one; any other
+        error answer is raised (a 422 says which field of a spec is wrong).
+        """
+        failures: list[str] = []
+        last_failure: httpx.RequestError | None = None
+        for node in self.nodes.order(self._clock()):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            timeout = _timeout(remaining, 0, self.options.connect_timeout_s)
+            try:
+                response = yield Send(method, f"{node}{path}", {"Accept": JSON_TYPE}, body, timeout)
+                content = yield Read(response)
+            except httpx.RequestError as exc:
+                failures.append(f"{node} ({_describe(exc)})")
+                last_failure = exc
+                self._unreachable(node)
+                continue
+            if response.status_code >= 400:
+                error = error_from_answer(response.status_code, response.headers, content, node)
+                if error.status != 503:
+                    raise error
+                failures.append(f"{node} (503: {error.message})")
+                self.nodes.mark_down(node, self._clock(), self.options.node_down_s)
+                continue
+            self.nodes.mark_good(node)
+            return _json_or_none(content)
+        raise NoNodeAvailable(
+            f"no node took {method} {path}: {', '.join(failures) or 'none known'}"
+        ) from last_failure
+
     def _round(self, request: PredictRequest, deadline: float) -> Steps[Opened | ClientError]:
         """Try each node once; the answer, or the retryable error that ended the round."""
         failures: list[str] = []

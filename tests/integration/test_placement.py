@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meshnode import AsyncMeshClient, DeploymentNotFound, MeshClient, RequestRejected
 from meshnode.mesh.placement import host_of, rank
 from meshnode.mesh.types import NodeId
 from tests.integration.agents import AgentProcess, Mesh, metric, wait_for
@@ -376,3 +377,28 @@ def test_a_pinned_replica_declares_its_deployment_and_counts_toward_an_explicit_
             message=lambda: str(other.view()),
         )
         assert post(other, "edge", {"x": 1}).status_code == 200
+
+
+def test_the_python_client_declares_lists_and_removes_deployments(mesh: Mesh) -> None:
+    # The first node is down: the client passes the call to the next one.
+    nodes = ["127.0.0.1:1", *(agent.url for agent in mesh.agents[:2])]
+    with MeshClient(nodes, prefer_first=True, connect_timeout_s=1) as client:
+        view = client.deploy("from-client", PROBE, min_replicas=1, autoscaling={"target_concurrency": 4})
+        assert view["name"] == "from-client" and view["spec"]["autoscaling"]["target_concurrency"] == 4
+        with pytest.raises(RequestRejected) as refused:
+            client.deploy("from-client", PROBE, min_replicas=2, max_replicas=1)
+        assert refused.value.status == 422 and refused.value.message.startswith("max_replicas:")
+        wait_for(lambda: client.predict("from-client", {"x": 5})["echo"] == {"x": 5}, 60, interval=0.2)
+        assert "from-client" in {d["name"] for d in client.deployments()}
+        client.undeploy("from-client")
+        with pytest.raises(DeploymentNotFound):
+            client.undeploy("from-client")
+
+
+async def test_the_async_client_declares_and_removes_deployments(mesh: Mesh) -> None:
+    async with AsyncMeshClient([mesh.agents[3].url]) as client:
+        view = await client.deploy("from-async", PROBE, backups=1)
+        assert view["spec"]["backups"] == 1
+        assert "from-async" in {d["name"] for d in await client.deployments()}
+        await client.undeploy("from-async")
+        assert "from-async" not in {d["name"] for d in await client.deployments()}

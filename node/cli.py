@@ -29,6 +29,7 @@ from .cli_predict import error_message, predict
 from .config import DEFAULT_NODE_URL, AgentConfig
 from .errors import MeshnodeError
 from .mesh.config import PROFILES
+from .text_table import format_table
 
 if TYPE_CHECKING:
     from .demo_traffic import Traffic
@@ -290,11 +291,7 @@ def format_peers_table(view: Mapping[str, Any]) -> str:
         )
         for member in members
     ]
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
+    lines = format_table(header, rows)
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import httpx
 from .cli_predict import error_message
 from .config import DEFAULT_NODE_URL
 from .mesh.deployment import DEVICE_KINDS, Autoscaling
+from .text_table import format_table
 
 _DEFAULTS = Autoscaling()
 
@@ -166,11 +167,7 @@ def format_deployments_table(body: Mapping[str, Any]) -> str:
         )
         for item in items
     ]
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
+    lines = format_table(header, rows)
     for item in items:
         reason = item.get("unschedulable") or item.get("missing")
         if reason:

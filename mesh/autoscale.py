@@ -41,9 +41,15 @@ class Decision:
 class Autoscaler:
     """Desired replicas of one deployment, from a stream of concurrency samples."""
 
-    def __init__(self, spec: DeploymentSpec, now: float) -> None:
+    def __init__(self, spec: DeploymentSpec, now: float, current: int | None = None) -> None:
+        """Start at `current` within the bounds, or at ``min_replicas``.
+
+        `current` is what the mesh runs now: a node that joins a scaled-up mesh must not pull the
+        count back down while its own window fills.
+        """
         self.spec = spec
-        self.desired = spec.min_replicas
+        start = spec.min_replicas if current is None else current
+        self.desired = min(max(start, spec.min_replicas), spec.max_replicas)
         self._samples: deque[tuple[float, float]] = deque()
         self._proposals: deque[tuple[float, int]] = deque()
         self._last_demand_at = now

@@ -238,7 +238,8 @@ class Deployments:
     ) -> Outcome:
         scaler = self._scalers.get(name)
         if scaler is None:
-            scaler = self._scalers[name] = Autoscaler(spec, now)
+            running = sum(1 for m in members if gossiped_state(m, name) in ("ready", "starting"))
+            scaler = self._scalers[name] = Autoscaler(spec, now, current=running or None)
         elif scaler.spec != spec:
             scaler.respec(spec)
         concurrency, waiting = self._demand(name, members)

@@ -84,3 +84,9 @@ def test_the_same_samples_give_the_same_decisions_on_every_node() -> None:
     assert [one.observe(i * 0.7, c).desired for i, c in enumerate(load)] == [
         other.observe(i * 0.7, c).desired for i, c in enumerate(load)
     ]
+
+
+def test_a_node_that_joins_a_scaled_mesh_starts_from_the_replicas_running_there() -> None:
+    assert Autoscaler(spec(), now=0, current=3).desired == 3
+    assert Autoscaler(spec(), now=0, current=9).desired == 4  # still bounded by max
+    assert Autoscaler(spec(min_replicas=2), now=0, current=None).desired == 2

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -55,6 +56,11 @@ _BUSY_STATES = ("ready", "draining")
 _COMING_STATES = ("starting", "ready", "standby")
 # Expired tombstones are swept this often.
 _SWEEP_INTERVAL_S = 60.0
+# Placement runs at most this often, however many triggers arrive (a large mesh changes its view
+# many times a second as load reports come in).
+_MIN_ROUND_GAP_S = 0.1
+# Plans remembered (deployments x recent views).
+_PLAN_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class Deployments:
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
+        self._hosts: _HostSet | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -195,6 +202,7 @@ class Deployments:
             except Exception:
                 # A bug here must not stop placement for good: log it and try again next round.
                 log.exception("placement round failed")
+            await asyncio.sleep(_MIN_ROUND_GAP_S)  # triggers meanwhile coalesce into the next round
 
     async def reconcile(self, now: float) -> None:
         """One round: decide every deployment, then start, promote, demote or stop replicas here."""
@@ -215,7 +223,16 @@ class Deployments:
         live_members = [m for m in core.members.values() if m.status in _LIVE]
         if core.leaving:
             live_members = [m for m in live_members if m.node != self.node_id]
-        hosts = [host_of(m.node, m.meta.device, m.meta.region, m.meta.zone) for m in live_members]
+        # Sorted, so the same live set is the same tuple; kept as one object while it does not
+        # change, so the plan cache below recognises it without hashing every node again.
+        hosts = tuple(
+            sorted(
+                (host_of(m.node, m.meta.device, m.meta.region, m.meta.zone) for m in live_members),
+                key=lambda host: host.node,
+            )
+        )
+        if self._hosts is None or self._hosts.hosts != hosts:
+            self._hosts = _HostSet(hosts)
         records = {record.name: record for record in table.live()}
         for name in [name for name in self._scalers if name not in records]:
             del self._scalers[name]
@@ -225,7 +242,7 @@ class Deployments:
         settled = core.has_peers() or now - (self._started_at or now) >= self._startup_grace_s
         for name, record in records.items():
             assert record.spec is not None
-            outcome = self._decide(name, record.spec, live_members, hosts, now)
+            outcome = self._decide(name, record.spec, live_members, self._hosts, now)
             self._outcomes[name] = outcome
             if settled:
                 await self._act(name, record.spec, outcome.plan, live_members)
@@ -234,7 +251,7 @@ class Deployments:
                 self._stop(name, "its deployment was removed")
 
     def _decide(
-        self, name: str, spec: DeploymentSpec, members: list[Member], hosts: list[HostNode], now: float
+        self, name: str, spec: DeploymentSpec, members: list[Member], hosts: _HostSet, now: float
     ) -> Outcome:
         scaler = self._scalers.get(name)
         if scaler is None:
@@ -244,15 +261,15 @@ class Deployments:
             scaler.respec(spec)
         concurrency, waiting = self._demand(name, members)
         decision = scaler.observe(now, concurrency, waiting)
-        placed = plan(
+        placed = _plan(
             name,
             decision.desired,
             hosts,
             _needs(spec),
-            pinned=self._pinned_nodes(name, members),
-            backups=spec.backups,
-            spread=spec.spread,
-            excluded=self._excluded(name, spec, members),
+            frozenset(self._pinned_nodes(name, members)),
+            spec.backups,
+            spec.spread,
+            tuple(sorted(self._excluded(name, spec, members).items())),
         )
         return Outcome(decision, placed)
 
@@ -442,6 +459,50 @@ class Deployments:
             outcome=self._outcomes.get(record.name),
             waiting=self.waiting[record.name],
         )
+
+
+class _HostSet:
+    """The live hosts, hashed once: the plan cache's key part that is expensive to hash."""
+
+    __slots__ = ("_hash", "hosts")
+
+    def __init__(self, hosts: tuple[HostNode, ...]) -> None:
+        self.hosts = hosts
+        self._hash = hash(hosts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _HostSet) and (other is self or other.hosts == self.hosts)
+
+
+@functools.lru_cache(maxsize=_PLAN_CACHE_SIZE)
+def _plan(
+    name: str,
+    desired: int,
+    hosts: _HostSet,
+    needs: Requirements,
+    pinned: frozenset[NodeId],
+    backups: int,
+    spread: str | None,
+    excluded: tuple[tuple[NodeId, str], ...],
+) -> Plan:
+    """``plan``, remembered.
+
+    It hashes every live node per deployment, and its inputs change only when a member joins,
+    leaves or changes device, not with every load report.
+    """
+    return plan(
+        name,
+        desired,
+        hosts.hosts,
+        needs,
+        pinned=pinned,
+        backups=backups,
+        spread=spread,
+        excluded=dict(excluded),
+    )
 
 
 def _needs(spec: DeploymentSpec) -> Requirements:

@@ -286,6 +286,8 @@ def test_bad_specs_get_422_naming_the_field_and_unknown_names_404(mesh: Mesh) ->
     assert put(entry, "bad name", {"app": PROBE}).status_code == 422
     not_json = httpx.put(f"{entry.url}/v1/deployments/bad", content=b"{", timeout=10)
     assert not_json.status_code == 400
+    too_big = put(entry, "bad", {"app": PROBE, "padding": "x" * 70_000})
+    assert too_big.status_code == 413, too_big.text
     assert delete(entry, "never-declared").status_code == 404
     assert entry.get("/v1/deployments/never-declared").status_code == 404
     assert entry.get("/v1/deployments/bad").status_code == 404  # nothing was declared
@@ -402,3 +404,26 @@ async def test_the_async_client_declares_and_removes_deployments(mesh: Mesh) -> 
         assert "from-async" in {d["name"] for d in await client.deployments()}
         await client.undeploy("from-async")
         assert "from-async" not in {d["name"] for d in await client.deployments()}
+
+
+def test_spread_places_replicas_in_distinct_zones(tmp_path: Path) -> None:
+    zones = {i: ["--zone", f"zone-{i % 2}", "--region", "lab"] for i in range(4)}
+    with Mesh(tmp_path, 4, extra_args=zones) as small:
+        small.wait_formed(timeout=60)
+        entry = small.agents[0]
+
+        def zone(node_name: str) -> int:
+            return int(node_name.removeprefix("n")) % 2
+
+        # Names whose two best-ranked nodes share a zone: without spread they would land there.
+        crowded = [
+            name
+            for name in (f"spread-{index}" for index in range(40))
+            if len({zone(node) for node in ranking(entry, name)[:2]}) == 1
+        ][:2]
+        assert len(crowded) == 2
+        for name in crowded:
+            assert put(entry, name, {"app": PROBE, "min_replicas": 2, "spread": "zone"}).status_code == 201
+        for name in crowded:
+            placed = wait_ready_on(entry, name, 2)
+            assert {zone(node) for node in placed} == {0, 1}, (name, placed, ranking(entry, name))

@@ -166,6 +166,7 @@ class Agent:
             setup_attempts=config.replica_setup_attempts,
             failed_hold_s=config.replica_failed_hold_s,
             startup_grace_s=config.placement_startup_grace_s,
+            unknown_grace_s=config.unknown_deployment_grace_s,
         )
         self._runner = GossipRunner(
             self._core,

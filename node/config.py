@@ -119,6 +119,10 @@ class AgentConfig:
     # Requests one node holds for one deployment while a replica cold-starts; more get 503 with
     # Retry-After. Each waits at most until its own deadline.
     cold_start_queue_size: int = 256
+    # A request for a deployment this node has not heard of waits this long for its declaration to
+    # arrive by gossip before the 404, so declaring on one node and calling another at once works.
+    # The cost: a request for a misspelt name takes this long to fail.
+    unknown_deployment_grace_s: float = 1.0
     # A removed deployment's tombstone is kept this long, so a node that missed the removal cannot
     # bring it back; a node offline for longer may (it then needs `meshnode undeploy` again).
     deployment_tombstone_ttl_s: float = 7 * 86400.0

@@ -93,6 +93,7 @@ class Deployments:
         setup_attempts: int = 3,
         failed_hold_s: float = 300.0,
         startup_grace_s: float = 0.0,
+        unknown_grace_s: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.pinned = pinned
@@ -100,6 +101,7 @@ class Deployments:
         # Requests held here until a replica is ready (gossiped as NodeMeta.waiting).
         self.cold_starts = ColdStarts(
             queue_size=queue_size,
+            unknown_grace_s=unknown_grace_s,
             serving=self._has_serving,
             check_coming=self._check_coming,
             on_demand=self._on_demand,
@@ -163,6 +165,7 @@ class Deployments:
     def on_record(self, record: Record) -> None:
         """A deployment record won here: persist it and re-plan."""
         self._persist(record)
+        self.cold_starts.view_changed()  # a request may be waiting for this very declaration
         self.poke()
 
     def on_view(self) -> None:

@@ -2,7 +2,7 @@
 
 Theory of operation (Das et al., "SWIM", 2002; Dadgar et al., "Lifeguard", 2018; hashicorp/memberlist):
 
-- Probing. Once per probe interval this node pings one peer, taken in a shuffled round-robin order
+- Probing (``probe.py``). Once per probe interval this node pings one peer, taken in a shuffled round-robin order
   so every peer is probed within one pass. No ack within the probe timeout: ``indirect_checks``
   random peers are asked to ping it for us. No ack by the end of the interval: we suspect it.
 - Suspicion. A suspect has until its Lifeguard timeout (``suspicion.py``) to refute by gossiping
@@ -42,7 +42,7 @@ from .deployment import DeploymentSpec
 from .effects import Effect, IncarnationChanged, MemberChanged, RecordChanged, Send
 from .member import Member, PeerSet
 from .metadata import NodeMeta
-from .probe import Probe, Relay
+from .probe import Probe, ProbeRounds, Relay
 from .records import DeploymentTable, Record
 from .suspicion import Suspicion
 from .types import Address, NodeId, Status
@@ -64,7 +64,7 @@ from .wire import (
 _PACKET_OVERHEAD_BYTES = 160
 
 
-class Membership:
+class Membership(ProbeRounds):
     """One node's membership core. Feed it packets and ticks; carry out what it returns."""
 
     def __init__(
@@ -246,21 +246,6 @@ class Membership:
             case Record():
                 effects.extend(self.merge_record(message))
 
-    def _on_ack(self, seq: int, now: float, effects: list[Effect]) -> None:
-        probe = self._probe
-        if probe is not None and probe.seq == seq:
-            self.awareness.apply(-1)
-            self._probe = None
-            member = self.members.get(probe.target)
-            if member is not None and not probe.indirect_sent:
-                # Only a direct answer measures the path; one through relays measures two paths.
-                sample = now - probe.sent_at
-                member.rtt_s = sample if member.rtt_s is None else 0.8 * member.rtt_s + 0.2 * sample
-            return
-        relay = self._relays.pop(seq, None)
-        if relay is not None:
-            effects.append(self._send(relay.origin_addr, Ack(relay.origin_seq)))
-
     def _on_gossip(self, message: Alive | Suspect | Dead, now: float, effects: list[Effect]) -> None:
         match message:
             case Alive():
@@ -422,85 +407,6 @@ class Membership:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _tick_probe(self, now: float, effects: list[Effect]) -> None:
-        probe = self._probe
-        if probe is not None:
-            if not probe.indirect_sent and now >= probe.indirect_at:
-                self._probe_indirectly(probe, effects)
-            if now >= probe.fail_at:
-                self._probe = None
-                self._probe_failed(probe, now, effects)
-        if now >= self._next_probe_at:
-            self._next_probe_at = now + self.awareness.scale(self.config.probe_interval_s)
-            self._start_probe(now, effects)
-
-    def _start_probe(self, now: float, effects: list[Effect]) -> None:
-        target = self._next_probe_target()
-        if target is None:
-            return
-        member = self.members[target]
-        seq = self._next_seq()
-        self._probe = Probe(
-            target,
-            seq,
-            sent_at=now,
-            indirect_at=now + self.awareness.scale(self.config.probe_timeout_s),
-            fail_at=self._next_probe_at,
-        )
-        messages: list[Message] = [Ping(seq, target)]
-        if member.status == Status.SUSPECT:
-            # Tell the suspect first: it can refute before anyone else acts on the rumour.
-            messages.append(Suspect(target, member.incarnation, self.node_id))
-        effects.append(self._send_many(member.addr, messages))
-
-    def _next_probe_target(self) -> NodeId | None:
-        for _ in range(2):
-            while self._probe_index < len(self._probe_order):
-                node = self._probe_order[self._probe_index]
-                self._probe_index += 1
-                if node in self._live:
-                    return node
-            # A pass is over: reshuffle the live members for the next one.
-            self._probe_order = list(self._live.items)
-            self.rng.shuffle(self._probe_order)
-            self._probe_index = 0
-        return None
-
-    def _probe_indirectly(self, probe: Probe, effects: list[Effect]) -> None:
-        probe.indirect_sent = True
-        member = self.members.get(probe.target)
-        if member is None:
-            return
-        relays = self._random_live(self.config.indirect_checks, exclude=probe.target)
-        probe.expected_nacks = len(relays)
-        request = IndirectPing(probe.seq, probe.target, member.addr, want_nack=True)
-        for relay in relays:
-            effects.append(self._send(self.members[relay].addr, request))
-        # memberlist also retries the target directly over its reliable channel at this point;
-        # a second direct ping is the same second chance, and cuts false suspicions on lossy links.
-        effects.append(self._send(member.addr, Ping(probe.seq, probe.target)))
-
-    def _probe_failed(self, probe: Probe, now: float, effects: list[Effect]) -> None:
-        if probe.expected_nacks > 0:
-            self.awareness.apply(max(probe.expected_nacks - probe.nacks, 0))
-        else:
-            self.awareness.apply(1)
-        member = self.members.get(probe.target)
-        if member is not None and not member.status.gone:
-            accusation = Suspect(probe.target, member.incarnation, self.node_id)
-            self._on_suspect(accusation, now, effects)
-            # Tell the suspect first (Lifeguard's buddy system): it can refute at once.
-            effects.append(Send(member.addr, Packet(self.node_id, self.me.addr, (accusation,))))
-
-    def _tick_relays(self, now: float, effects: list[Effect]) -> None:
-        if not self._relays:
-            return
-        for seq, relay in list(self._relays.items()):
-            if now >= relay.expires_at:
-                del self._relays[seq]
-                if relay.want_nack:
-                    effects.append(self._send(relay.origin_addr, Nack(relay.origin_seq)))
-
     def _tick_suspicions(self, now: float, effects: list[Effect]) -> None:
         for node, suspicion in list(self._suspicions.items()):
             if now >= suspicion.deadline:
@@ -571,10 +477,6 @@ class Membership:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) % (1 << 62)
-        return self._seq
-
     def _alive_of_self(self) -> Alive:
         me = self.me
         return Alive(me.node, me.incarnation, me.addr, me.meta_version, me.meta)
@@ -584,13 +486,6 @@ class Membership:
 
     def _push_pull(self, *, reply_wanted: bool, join: bool) -> PushPull:
         return PushPull(reply_wanted, join, self._full_state(), tuple(self.deployments.all()))
-
-    def _random_live(self, count: int, exclude: NodeId | None = None) -> list[NodeId]:
-        items = self._live.items
-        if not items:
-            return []
-        picked = self.rng.sample(items, min(count + 1, len(items)))
-        return [node for node in picked if node != exclude][:count]
 
     def _gossip_targets(self, fanout: int) -> list[NodeId]:
         live = self._live.items

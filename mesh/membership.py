@@ -2,9 +2,10 @@
 
 Theory of operation (Das et al., "SWIM", 2002; Dadgar et al., "Lifeguard", 2018; hashicorp/memberlist):
 
-- Probing (``probe.py``). Once per probe interval this node pings one peer, taken in a shuffled round-robin order
-  so every peer is probed within one pass. No ack within the probe timeout: ``indirect_checks``
-  random peers are asked to ping it for us. No ack by the end of the interval: we suspect it.
+- Probing (``probe.py``). Once per probe interval this node pings one peer, taken in a shuffled
+  round-robin order so every peer is probed within one pass. No ack within the probe timeout:
+  ``indirect_checks`` random peers are asked to ping it for us. No ack by the end of the interval:
+  we suspect it.
 - Suspicion. A suspect has until its Lifeguard timeout (``suspicion.py``) to refute by gossiping
   ``alive`` with a higher incarnation; independent confirmations shorten the wait. We tell the
   suspect first, by piggybacking the accusation on the next ping we send it. Past the timeout it

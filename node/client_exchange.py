@@ -228,9 +228,7 @@ class Planner:
                 response = yield Send(method, f"{node}{path}", {"Accept": JSON_TYPE}, body, timeout)
                 content = yield Read(response)
             except httpx.RequestError as exc:
-                failures.append(f"{node} ({_describe(exc)})")
-                last_failure = exc
-                self._unreachable(node)
+                last_failure = self._failed(node, exc, failures)
                 continue
             if response.status_code >= 400:
                 error = error_from_answer(response.status_code, response.headers, content, node)
@@ -265,9 +263,7 @@ class Planner:
                 content = yield Read(response)
             except httpx.RequestError as exc:
                 # No byte of an answer arrived: the request may go to another node.
-                failures.append(f"{node} ({_describe(exc)})")
-                last_failure = exc
-                self._unreachable(node)
+                last_failure = self._failed(node, exc, failures)
                 continue
             error = error_from_answer(response.status_code, response.headers, content, node)
             if error.status != 503:
@@ -285,6 +281,12 @@ class Planner:
         unreachable = NoNodeAvailable(f"no node answered: {', '.join(failures) or 'none known'}")
         unreachable.__cause__ = last_failure
         return unreachable
+
+    def _failed(self, node: str, exc: httpx.RequestError, failures: list[str]) -> httpx.RequestError:
+        """`node` did not answer: note why, try it last for a while; the error, for chaining."""
+        failures.append(f"{node} ({_describe(exc)})")
+        self._unreachable(node)
+        return exc
 
     def _unreachable(self, node: str) -> None:
         self.nodes.mark_down(node, self._clock(), self.options.node_down_s)

@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -109,6 +109,17 @@ class Bridge:
         process = subprocess.Popen(["ip", "netns", "exec", host, *argv], **popen_kwargs)
         self._processes.append(process)
         return process
+
+    def exec_logged(self, host: str, argv: list[str], log: IO[bytes]) -> subprocess.Popen[Any]:
+        """Start ``argv`` inside ``host`` (no stdin, unbuffered), its output going to ``log``."""
+        return self.exec(
+            host,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
     def close(self) -> None:
         """Kill started processes and delete every namespace created; safe to call twice."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -61,14 +60,7 @@ def test_agents_in_three_namespaces_find_each_other_by_mdns(tmp_path: Path) -> N
             command += ["--profile", "local", "--mdns", "--interface", address, "--mesh-id", mesh_id]
             command += ["--http", f"{address}:{HTTP_PORT}", "--mesh", f"{address}:{MESH_PORT}"]
             command += ["--data-dir", str(tmp_path / f"host{index}")]
-            processes[host] = net.exec(
-                host,
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+            processes[host] = net.exec_logged(host, command, log)
         views: dict[str, dict[str, Any] | None] = dict.fromkeys(net.hosts)
 
         def everyone_sees_three_alive() -> bool:

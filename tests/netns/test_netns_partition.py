@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -176,16 +175,7 @@ class Agents:
             command += ["--data", f"{address}:0", "--no-mdns", "--mesh-id", mesh_id]
             command += ["--data-dir", str(workdir / name)]
             command += ["--seed", seed] if index else []
-            self.processes.append(
-                net.exec(
-                    host,
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-            )
+            self.processes.append(net.exec_logged(host, command, log))
 
     def log_path(self, index: int) -> Path:
         """Where agent ``index`` writes its output."""
@@ -317,13 +307,16 @@ def test_placement_serves_on_both_sides_of_a_partition_and_converges_after_repai
         names = agents.names
         everyone_alive = dict.fromkeys(names, "alive")
 
+        def wait_all_alive() -> float:
+            return wait_for(
+                lambda: all(sees(view, everyone_alive) for view in agents.look()),
+                PHASE_TIMEOUT_S,
+                interval=POLL_INTERVAL_S,
+                message=agents.diagnosis,
+            )
+
         # 1. Four agents form one mesh through the seed.
-        took = wait_for(
-            lambda: all(sees(view, everyone_alive) for view in agents.look()),
-            PHASE_TIMEOUT_S,
-            interval=POLL_INTERVAL_S,
-            message=agents.diagnosis,
-        )
+        took = wait_all_alive()
         print(f"four agents formed a mesh in {took:.1f} s")
 
         # 2. Declared once, on one node; every node places the same two replicas.
@@ -356,12 +349,7 @@ def test_placement_serves_on_both_sides_of_a_partition_and_converges_after_repai
             net.repair()
         repaired_at = time.monotonic()
 
-        took = wait_for(
-            lambda: all(sees(view, everyone_alive) for view in agents.look()),
-            PHASE_TIMEOUT_S,
-            interval=POLL_INTERVAL_S,
-            message=agents.diagnosis,
-        )
+        took = wait_all_alive()
         print(f"every agent sees four alive {took:.1f} s after the repair")
         agreed: list[set[str]] = []
 

@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
-from meshnode.forward import REPORT_MAX_AGE_S
+from meshnode.dataplane.forward import REPORT_MAX_AGE_S
 from meshnode.mesh.config import MembershipConfig
 from meshnode.mesh.routing import (
     Candidate,

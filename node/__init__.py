@@ -1,32 +1,54 @@
 """meshnode: a leaderless model-serving mesh.
 
 Every machine runs the same peer agent (``meshnode join``). This module stays light: importing
-``meshnode.mesh`` runs it first, so it never imports torch, zmq or fastapi at import time; public
-names are re-exported lazily.
+``meshnode.mesh`` runs it first, so it never imports torch, zmq, fastapi or httpx at import time;
+public names are re-exported lazily. Type checkers see the real classes through the
+``TYPE_CHECKING`` imports below, which must name every entry of ``_LAZY``
+(tests/unit/test_public_api.py checks both).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meshnode.client.aio import AsyncMeshClient as AsyncMeshClient
+    from meshnode.client.errors import ClientError as ClientError
+    from meshnode.client.errors import DeploymentNotFound as DeploymentNotFound
+    from meshnode.client.errors import GatewayTimeout as GatewayTimeout
+    from meshnode.client.errors import NoNodeAvailable as NoNodeAvailable
+    from meshnode.client.errors import PredictorFailed as PredictorFailed
+    from meshnode.client.errors import RequestFailed as RequestFailed
+    from meshnode.client.errors import RequestRejected as RequestRejected
+    from meshnode.client.errors import RequestTimeout as RequestTimeout
+    from meshnode.client.errors import StreamBroken as StreamBroken
+    from meshnode.client.errors import Unavailable as Unavailable
+    from meshnode.client.sync import MeshClient as MeshClient
+    from meshnode.config import AgentConfig as AgentConfig
+    from meshnode.errors import MeshnodeError as MeshnodeError
+    from meshnode.inference.predictor import InvalidRequest as InvalidRequest
+    from meshnode.inference.predictor import Predictor as Predictor
+    from meshnode.mesh.config import MembershipConfig as MembershipConfig
+    from meshnode.mesh.metadata import NodeMeta as NodeMeta
 
 __version__ = "0.1.0"
 
 # name -> module that defines it; resolved on first attribute access.
 _LAZY: dict[str, str] = {
     "AgentConfig": "meshnode.config",
-    "AsyncMeshClient": "meshnode.client_async",
-    "ClientError": "meshnode.client_errors",
-    "DeploymentNotFound": "meshnode.client_errors",
-    "GatewayTimeout": "meshnode.client_errors",
-    "MeshClient": "meshnode.client",
-    "NoNodeAvailable": "meshnode.client_errors",
-    "PredictorFailed": "meshnode.client_errors",
-    "RequestFailed": "meshnode.client_errors",
-    "RequestRejected": "meshnode.client_errors",
-    "RequestTimeout": "meshnode.client_errors",
-    "StreamBroken": "meshnode.client_errors",
-    "Unavailable": "meshnode.client_errors",
+    "AsyncMeshClient": "meshnode.client.aio",
+    "ClientError": "meshnode.client.errors",
+    "DeploymentNotFound": "meshnode.client.errors",
+    "GatewayTimeout": "meshnode.client.errors",
+    "MeshClient": "meshnode.client.sync",
+    "NoNodeAvailable": "meshnode.client.errors",
+    "PredictorFailed": "meshnode.client.errors",
+    "RequestFailed": "meshnode.client.errors",
+    "RequestRejected": "meshnode.client.errors",
+    "RequestTimeout": "meshnode.client.errors",
+    "StreamBroken": "meshnode.client.errors",
+    "Unavailable": "meshnode.client.errors",
     "MeshnodeError": "meshnode.errors",
     "MembershipConfig": "meshnode.mesh.config",
     "NodeMeta": "meshnode.mesh.metadata",

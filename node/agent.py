@@ -31,26 +31,26 @@ import psutil
 import uvicorn
 
 from . import __version__
-from .agent_http import http_server, wait_http_started
 from .config import AgentConfig
-from .dataplane import DataPlaneServer
-from .deployments import Deployments
-from .discovery import Advert, Discovery
+from .dataplane.forward import Forwarder, Served
+from .dataplane.links import PeerLinks
+from .dataplane.server import DataPlaneServer
 from .errors import ConfigError, NotReady, join_host_port
-from .forward import Forwarder, Served
-from .gossip import GossipRunner
+from .http.server import http_server, wait_http_started
 from .inference.devices import DeviceInfo, detect_cpu, detect_full
 from .load import LoadSample, LoadSampler
+from .membership.discovery import Advert, Discovery
+from .membership.runner import GossipRunner
+from .membership.transport import MembershipTransport
 from .mesh.effects import MemberChanged
 from .mesh.envelope import Call, Envelope
 from .mesh.membership import Membership
 from .mesh.metadata import NodeMeta
 from .mesh.routing import Locality
 from .mesh.types import Address, NodeId, Status
-from .peer_links import PeerLinks
-from .replica import Replica, ReplicaSettings
+from .serving.deployments import Deployments
+from .serving.replica import Replica, ReplicaSettings
 from .store import NodeStore
-from .transport import MembershipTransport
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

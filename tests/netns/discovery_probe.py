@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 
-from meshnode.discovery import Advert, Discovery
+from meshnode.membership.discovery import Advert, Discovery
 
 
 def emit(record: dict[str, str]) -> None:

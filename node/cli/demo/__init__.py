@@ -1,0 +1,7 @@
+"""``meshnode demo``: a local mesh on this machine, with demo apps and traffic.
+
+- ``mesh.py``: ``DemoMesh``, starts N agents as child processes and stops them all
+- ``apps.py``: the demo apps, where they are pinned, and sample requests
+- ``placement.py``: one deployment declared once, placed by every node alike
+- ``traffic.py``: requests to every node, who served them, and a kill -9 under load
+"""

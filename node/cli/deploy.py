@@ -1,0 +1,201 @@
+"""``meshnode deploy``, ``undeploy`` and ``deployments``: declare and inspect deployments from a shell.
+
+Each is one HTTP call to any node (``--node``, default the local agent): ``PUT``, ``DELETE`` and
+``GET /v1/deployments``. Flags left out keep the spec's defaults (``mesh/deployment.py``), so a flag
+never restates one; a spec the node refuses prints its one-line reason and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+import httpx
+
+from ..config import DEFAULT_NODE_URL
+from ..mesh.deployment import DEVICE_KINDS, Autoscaling
+from .predict import error_message
+from .text_table import format_table
+
+_DEFAULTS = Autoscaling()
+
+__all__ = ["deploy", "deployments", "format_deployments_table", "undeploy"]
+
+TIMEOUT_S = 10.0
+
+_node_option = click.option(
+    "--node",
+    "node_url",
+    metavar="URL",
+    default=DEFAULT_NODE_URL,
+    show_default=True,
+    help="Any node's HTTP address.",
+)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("app")
+@click.option(
+    "--min-replicas",
+    type=click.IntRange(0),
+    default=None,
+    help="Replicas kept at least (0: scale to zero) [1].",
+)
+@click.option("--max-replicas", type=click.IntRange(0), default=None, help="Replicas at most [min].")
+@click.option(
+    "--device",
+    "device_kinds",
+    type=click.Choice(DEVICE_KINDS),
+    multiple=True,
+    help="Device kind allowed to host it; repeatable [any].",
+)
+@click.option("--min-memory-gb", type=click.FloatRange(0), default=None, help="Memory a host needs.")
+@click.option("--accelerator/--no-accelerator", default=None, help="Only nodes with a GPU or MPS.")
+@click.option(
+    "--target-concurrency",
+    type=float,
+    default=None,
+    help=f"Requests in flight per replica [{_DEFAULTS.target_concurrency:g}].",
+)
+@click.option(
+    "--window",
+    "window_s",
+    type=float,
+    default=None,
+    help=f"Demand averaging window, s [{_DEFAULTS.window_s:g}].",
+)
+@click.option(
+    "--scale-up-delay",
+    "scale_up_delay_s",
+    type=float,
+    default=None,
+    help=f"Seconds [{_DEFAULTS.scale_up_delay_s:g}].",
+)
+@click.option(
+    "--scale-down-delay",
+    "scale_down_delay_s",
+    type=float,
+    default=None,
+    help=f"Seconds [{_DEFAULTS.scale_down_delay_s:g}].",
+)
+@click.option(
+    "--idle-timeout",
+    "idle_timeout_s",
+    type=float,
+    default=None,
+    help=f"With --min-replicas 0: to zero after, s [{_DEFAULTS.idle_timeout_s:g}].",
+)
+@click.option("--backups", type=click.IntRange(0), default=None, help="Warm backups (not routed to) [0].")
+@click.option("--spread", type=click.Choice(["zone", "region"]), default=None, help="Spread over zones.")
+@_node_option
+def deploy(name: str, app: str, node_url: str, **options: Any) -> None:
+    """Declare deployment NAME running APP mesh-wide (or change it); placement picks the nodes."""
+    spec = build_spec(app, options)
+    response = _call("PUT", node_url, f"/v1/deployments/{name}", json=spec)
+    view = response.json()
+    verb = "declared" if response.status_code == 201 else "updated"
+    click.echo(f"{verb} {name}: {view.get('min_replicas')}..{view.get('max_replicas')} replicas of {app}")
+
+
+@click.command()
+@click.argument("name")
+@_node_option
+def undeploy(name: str, node_url: str) -> None:
+    """Remove deployment NAME mesh-wide; its replicas drain and stop (pinned ones stay)."""
+    _call("DELETE", node_url, f"/v1/deployments/{name}")
+    click.echo(f"removed {name}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw /v1/deployments body.")
+@_node_option
+def deployments(as_json: bool, node_url: str) -> None:
+    """Show every deployment: desired and actual replicas, where they run, what is missing."""
+    body = _call("GET", node_url, "/v1/deployments").json()
+    click.echo(json.dumps(body, indent=2) if as_json else format_deployments_table(body))
+
+
+def build_spec(app: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The PUT body from the flags that were given (the rest keep the node's defaults)."""
+    spec: dict[str, Any] = {"app": app}
+    for key in ("min_replicas", "max_replicas", "backups", "spread"):
+        if options.get(key) is not None:
+            spec[key] = options[key]
+    resources: dict[str, Any] = {}
+    if options.get("device_kinds"):
+        resources["device_kinds"] = list(options["device_kinds"])
+    if options.get("min_memory_gb") is not None:
+        resources["min_memory_gb"] = options["min_memory_gb"]
+    if options.get("accelerator") is not None:
+        resources["accelerator"] = options["accelerator"]
+    autoscaling = {
+        key: options[key]
+        for key in (
+            "target_concurrency",
+            "window_s",
+            "scale_up_delay_s",
+            "scale_down_delay_s",
+            "idle_timeout_s",
+        )
+        if options.get(key) is not None
+    }
+    if resources:
+        spec["resources"] = resources
+    if autoscaling:
+        spec["autoscaling"] = autoscaling
+    return spec
+
+
+def format_deployments_table(body: Mapping[str, Any]) -> str:
+    """Render a ``GET /v1/deployments`` body: one row per deployment, then what is missing."""
+    items = [item for item in body.get("deployments", []) if isinstance(item, Mapping)]
+    if not items:
+        return "no deployments"
+    header = ("NAME", "APP", "MIN", "MAX", "DESIRED", "READY", "REPLICAS")
+    rows = [
+        (
+            str(item.get("name")),
+            str(item.get("app")),
+            str(item.get("min_replicas")),
+            str(item.get("max_replicas")),
+            str(item.get("desired")),
+            str(item.get("ready")),
+            _replicas_summary(item.get("replicas")),
+        )
+        for item in items
+    ]
+    lines = format_table(header, rows)
+    for item in items:
+        reason = item.get("unschedulable") or item.get("missing")
+        if reason:
+            lines.append(f"{item.get('name')}: {reason}")
+    return "\n".join(lines)
+
+
+def _replicas_summary(replicas: object) -> str:
+    if not isinstance(replicas, Sequence) or not replicas:
+        return "-"
+    parts = []
+    for replica in replicas:
+        if isinstance(replica, Mapping):
+            pin = " pinned" if replica.get("pinned") else ""
+            parts.append(f"{replica.get('node')} ({replica.get('status')}{pin})")
+    return ", ".join(parts)
+
+
+def _call(method: str, node_url: str, path: str, **kwargs: Any) -> httpx.Response:
+    base = node_url.rstrip("/")
+    if "://" not in base:
+        base = f"http://{base}"
+    try:
+        response = httpx.request(method, f"{base}{path}", timeout=TIMEOUT_S, **kwargs)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach a meshnode at {base}: {exc or type(exc).__name__}") from exc
+    if response.status_code >= 400:
+        raise click.ClickException(
+            f"{method} {path} answered {response.status_code}: {error_message(response)}"
+        )
+    return response

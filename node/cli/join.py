@@ -1,0 +1,163 @@
+"""``meshnode join``: run this machine's agent and join the mesh.
+
+Every default comes from ``AgentConfig`` (no default is written twice); a bad value ends with exit
+code 2 and one line naming the flag. The agent is imported inside the command so ``--help`` stays
+instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+from pathlib import Path
+
+import click
+
+from ..config import AgentConfig
+from ..errors import MeshnodeError
+from ..mesh.config import PROFILES
+from .params import Deployment, HostPort, IPAddress, agent_default, check_name, join_host_port
+
+__all__ = ["join"]
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_HTTP_DEFAULT = join_host_port(agent_default("http_host"), agent_default("http_port"))
+_MESH_DEFAULT = join_host_port(agent_default("mesh_host"), agent_default("mesh_port"))
+_DATA_DEFAULT = join_host_port(agent_default("data_host"), agent_default("data_port"))
+
+
+@click.command()
+@click.option("--name", default=socket.gethostname, show_default="host name", callback=check_name)
+@click.option(
+    "--http",
+    "http_addr",
+    type=HostPort(),
+    default=_HTTP_DEFAULT,
+    show_default=True,
+    help="HTTP API bind address.",
+)
+@click.option(
+    "--mesh",
+    "mesh_addr",
+    type=HostPort(),
+    default=_MESH_DEFAULT,
+    show_default=True,
+    help="Membership (gossip) bind address.",
+)
+@click.option(
+    "--data",
+    "data_addr",
+    type=HostPort(),
+    default=_DATA_DEFAULT,
+    show_default=True,
+    help="Data-plane bind address (requests between nodes); port 0 picks a free one.",
+)
+@click.option(
+    "--seed",
+    "seeds",
+    type=HostPort(seed=True),
+    multiple=True,
+    help="Mesh address of a node to join; repeatable.",
+)
+@click.option(
+    "--mdns/--no-mdns",
+    default=agent_default("mdns"),
+    show_default=True,
+    help="Find and announce nodes on the LAN by mDNS.",
+)
+@click.option(
+    "--interface",
+    "interfaces",
+    type=IPAddress(),
+    multiple=True,
+    help="Interface address for mDNS and the advertised address; repeatable.",
+)
+@click.option("--region", default=agent_default("region"), help="Locality label: region.")
+@click.option("--zone", default=agent_default("zone"), help="Locality label: zone within the region.")
+@click.option(
+    "--profile",
+    type=click.Choice(PROFILES),
+    default=agent_default("profile"),
+    show_default=True,
+    help="Membership timings: lan (memberlist defaults) or local (fast, one machine).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    show_default="$MESHNODE_HOME or ~/.meshnode",
+    help="Where the node keeps its id and state.",
+)
+@click.option(
+    "--deploy",
+    "deploy",
+    type=Deployment(),
+    multiple=True,
+    help="Pin a replica of deployment NAME running APP on this node; repeatable.",
+)
+@click.option(
+    "--mesh-id",
+    default=agent_default("mesh_id"),
+    show_default=True,
+    help="Only nodes with the same mesh id talk to each other.",
+)
+@click.option(
+    "--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False), default="info", show_default=True
+)
+@click.pass_context
+def join(
+    ctx: click.Context,
+    name: str,
+    http_addr: tuple[str, int],
+    mesh_addr: tuple[str, int],
+    data_addr: tuple[str, int],
+    seeds: tuple[tuple[str, int], ...],
+    mdns: bool,
+    interfaces: tuple[str, ...],
+    region: str,
+    zone: str,
+    profile: str,
+    data_dir: Path | None,
+    deploy: tuple[str, ...],
+    mesh_id: str,
+    log_level: str,
+) -> None:
+    """Run this machine's agent and join the mesh (until Ctrl-C or SIGTERM)."""
+    try:
+        config = AgentConfig(
+            name=name,
+            http_host=http_addr[0],
+            http_port=http_addr[1],
+            mesh_host=mesh_addr[0],
+            mesh_port=mesh_addr[1],
+            data_host=data_addr[0],
+            data_port=data_addr[1],
+            seeds=tuple(join_host_port(host, port) for host, port in seeds),
+            mdns=mdns,
+            interfaces=interfaces,
+            region=region,
+            zone=zone,
+            profile=profile,
+            mesh_id=mesh_id,
+            deploy=deploy,
+        )
+        if data_dir is not None:
+            # Replaced only when given, so AgentConfig's default ($MESHNODE_HOME) decides otherwise.
+            config = dataclasses.replace(config, data_dir=data_dir)
+    except ValueError as exc:
+        _usage_exit(ctx, str(exc))
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..agent import run_agent
+
+    try:
+        code = run_agent(config)
+    except (MeshnodeError, OSError) as exc:
+        # Startup failures such as a port in use are the user's to fix, not a crash to report.
+        raise click.ClickException(str(exc)) from exc
+    ctx.exit(code)
+
+
+def _usage_exit(ctx: click.Context, message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    ctx.exit(2)

@@ -1,0 +1,29 @@
+"""The ``meshnode`` command group: one command module each, registered here.
+
+Heavy modules (the agent, zeroconf, torch) are imported inside the commands, so ``meshnode --help``
+stays instant.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .demo.command import demo
+from .deploy import deploy, deployments, undeploy
+from .join import join
+from .models import models
+from .peers import peers
+from .predict import predict
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="meshnode")
+def main() -> None:
+    """meshnode: a leaderless model-serving mesh; every machine runs the same peer agent."""
+
+
+for _command in (join, peers, predict, deploy, undeploy, deployments, models, demo):
+    main.add_command(_command)

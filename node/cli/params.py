@@ -1,0 +1,113 @@
+"""Click parameter types for the ``meshnode`` commands: addresses, interfaces, deployments.
+
+Each type fails with click's usage error (exit code 2, one line naming the flag), never a traceback.
+``agent_default`` reads a default from ``AgentConfig`` so a flag never restates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from typing import Any
+
+import click
+
+from ..config import AgentConfig
+from ..errors import ConfigError, join_host_port, parse_host_port
+from ..mesh.metadata import MAX_LABEL_CHARS
+
+__all__ = ["Deployment", "HostPort", "IPAddress", "agent_default", "check_name", "join_host_port"]
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def agent_default(field_name: str) -> Any:
+    """The ``AgentConfig`` default of one field, so flags never restate it."""
+    field = AgentConfig.__dataclass_fields__[field_name]
+    if field.default is dataclasses.MISSING:
+        raise LookupError(f"AgentConfig.{field_name} has no plain default")
+    return field.default
+
+
+class HostPort(click.ParamType):
+    """``HOST:PORT`` as ``(host, port)``; ``seed=True`` also demands a real host and a non-zero port."""
+
+    name = "HOST:PORT"
+
+    def __init__(self, *, seed: bool = False) -> None:
+        self._seed = seed
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, int]:
+        """Parse and check one address."""
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        try:
+            host, port = parse_host_port(text)
+        except ConfigError as exc:
+            self.fail(exc.message, param, ctx)
+        given_host = text.rpartition(":")[0].strip("[]")
+        if given_host and not _is_host(given_host):
+            self.fail(f"{given_host!r} is neither an IP address nor a host name", param, ctx)
+        if self._seed and (not given_host or _is_unspecified(given_host)):
+            self.fail(f"a seed needs the host to reach it, got {text!r}", param, ctx)
+        if self._seed and port == 0:
+            self.fail(f"a seed needs a port in 1..65535, got {text!r}", param, ctx)
+        return host, port
+
+
+class IPAddress(click.ParamType):
+    """An IPv4 or IPv6 address, returned in its canonical text form."""
+
+    name = "IP"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """Check one address."""
+        try:
+            return str(ipaddress.ip_address(str(value).strip()))
+        except ValueError:
+            self.fail(f"{value!r} is not an IP address", param, ctx)
+
+
+class Deployment(click.ParamType):
+    """A pinned deployment ``NAME=APP``."""
+
+    name = "NAME=APP"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """Check the ``NAME=APP`` shape."""
+        name, sep, app = str(value).partition("=")
+        if not sep or not app.strip():
+            self.fail(f"expected NAME=APP, got {value!r}", param, ctx)
+        if not _DEPLOYMENT_NAME.fullmatch(name):
+            self.fail(f"deployment name {name!r} must be letters, digits, '.', '_' or '-'", param, ctx)
+        return f"{name}={app.strip()}"
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def check_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Click callback for --name: 1..MAX_LABEL_CHARS characters, trimmed."""
+    # The name travels in gossiped metadata, which refuses empty or overlong labels.
+    if not value.strip() or len(value) > MAX_LABEL_CHARS:
+        raise click.BadParameter(f"must be 1..{MAX_LABEL_CHARS} characters", ctx, param)
+    return value.strip()

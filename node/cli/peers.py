@@ -1,0 +1,153 @@
+"""``meshnode peers``: the members of the mesh as one node sees them, as a table or JSON.
+
+The table (``format_peers_table``) is shared with ``meshnode demo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+import httpx
+
+from ..config import DEFAULT_NODE_URL
+from .params import IPAddress, agent_default
+from .predict import error_message
+from .text_table import format_table
+
+__all__ = ["fetch_mesh", "format_peers_table", "peers"]
+
+# A node answers /v1/mesh from memory; 5 s only ever expires for a hung or unreachable node.
+PEERS_TIMEOUT_S = 5.0
+# Long enough for mDNS announcements of every node on a quiet LAN to arrive.
+DISCOVER_TIMEOUT_S = 2.0
+
+
+@click.command()
+@click.option(
+    "--node",
+    "node_url",
+    metavar="URL",
+    default=None,
+    show_default=DEFAULT_NODE_URL,
+    help="Any node's HTTP address.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw /v1/mesh body.")
+@click.option("--discover", is_flag=True, help="Without --node, find a node by mDNS on --interface.")
+@click.option(
+    "--interface",
+    "interfaces",
+    type=IPAddress(),
+    multiple=True,
+    help="Interface address to browse mDNS on (with --discover); repeatable.",
+)
+@click.option("--mesh-id", default=agent_default("mesh_id"), show_default=True, help="Mesh to discover.")
+def peers(
+    node_url: str | None, as_json: bool, discover: bool, interfaces: tuple[str, ...], mesh_id: str
+) -> None:
+    """Show the members of the mesh as one node sees them."""
+    if node_url is None:
+        node_url = _discover_node(interfaces, mesh_id) if discover else DEFAULT_NODE_URL
+    view = fetch_mesh(node_url)
+    click.echo(json.dumps(view, indent=2) if as_json else format_peers_table(view))
+
+
+def _discover_node(interfaces: Sequence[str], mesh_id: str) -> str:
+    if not interfaces:
+        raise click.UsageError("--discover needs at least one --interface to browse mDNS on")
+    from ..membership.discovery import browse_once
+
+    try:
+        found = asyncio.run(browse_once(list(interfaces), mesh_id, DISCOVER_TIMEOUT_S))
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not found:
+        raise click.ClickException(
+            f"no node of mesh {mesh_id!r} answered mDNS on {', '.join(interfaces)} "
+            f"within {DISCOVER_TIMEOUT_S:g} s"
+        )
+    return f"http://{found[0].http_addr}"
+
+
+def fetch_mesh(node_url: str, timeout_s: float = PEERS_TIMEOUT_S) -> dict[str, Any]:
+    """GET ``/v1/mesh`` from a node; a ``ClickException`` naming the URL if that fails."""
+    base = node_url.rstrip("/")
+    if "://" not in base:
+        base = f"http://{base}"
+    url = f"{base}/v1/mesh"
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach a meshnode at {base}: {exc or type(exc).__name__}") from exc
+    if response.status_code != 200:
+        raise click.ClickException(f"{url} answered {response.status_code}: {error_message(response)}")
+    try:
+        view = response.json()
+    except ValueError as exc:
+        raise click.ClickException(f"{url} did not answer JSON; is it a meshnode?") from exc
+    if not isinstance(view, dict) or not isinstance(view.get("members"), list):
+        raise click.ClickException(f"{url} answered an unexpected body; is it a meshnode?")
+    return view
+
+
+def format_peers_table(view: Mapping[str, Any]) -> str:
+    """Render a ``/v1/mesh`` body as a table, this node first and marked with ``*``."""
+    self_id = view.get("self")
+    members = [member for member in view.get("members", []) if isinstance(member, Mapping)]
+    members.sort(key=lambda m: (m.get("id") != self_id, str(m.get("name", "")), str(m.get("id", ""))))
+    header = ("", "NAME", "ID", "STATUS", "HTTP", "DEVICE", "LOAD", "MODELS")
+    rows = [
+        (
+            "*" if member.get("id") == self_id else "",
+            str(member.get("name") or "-"),
+            str(member.get("id") or "-")[:8],
+            str(member.get("status") or "-"),
+            str(member.get("http") or "-"),
+            _device_summary(member.get("device")),
+            _load_summary(member.get("load")),
+            _models_summary(member.get("models")),
+        )
+        for member in members
+    ]
+    lines = format_table(header, rows)
+    return "\n".join(lines)
+
+
+def _device_summary(device: object) -> str:
+    if not isinstance(device, Mapping):
+        return "-"
+    listed = device.get("accelerators")
+    accelerators = [item for item in listed if isinstance(item, Mapping)] if isinstance(listed, list) else []
+    if accelerators:
+        name = str(accelerators[0].get("name") or accelerators[0].get("kind") or "accelerator")
+        return name if len(accelerators) == 1 else f"{len(accelerators)}x {name}"
+    kind, cores, memory = device.get("kind"), device.get("cores"), device.get("memory")
+    parts = [str(kind)] if isinstance(kind, str) and kind else []
+    if isinstance(cores, int):
+        parts.append(f"{cores}c")
+    if isinstance(memory, int | float):
+        parts.append(f"{memory / 2**30:.1f}G")
+    return " ".join(parts) or "-"
+
+
+def _load_summary(load: object) -> str:
+    if not isinstance(load, Mapping):
+        return "-"
+    parts = []
+    cpu, in_flight = load.get("cpu"), load.get("in_flight")
+    if isinstance(cpu, int | float):
+        parts.append(f"{cpu:.0f}%")
+    if isinstance(in_flight, int):
+        parts.append(f"{in_flight} in flight")
+    return " ".join(parts) or "-"
+
+
+def _models_summary(models: object, shown: int = 3) -> str:
+    if not isinstance(models, list | tuple) or not models:
+        return "-"
+    names = [str(model) for model in models]
+    more = f" +{len(names) - shown}" if len(names) > shown else ""
+    return ",".join(names[:shown]) + more

@@ -1,0 +1,162 @@
+"""``meshnode predict``: send one request to a deployment through any node, with the Python client.
+
+JSON in (an argument, ``-`` for standard input, or none for ``{}``); the answer printed as JSON, the
+chunks of a stream printed as they arrive (one line each: JSON, or the text itself), or a file answer
+written to ``--output``. Where the answer came from (``X-Mesh-Route``) and its request id go to
+standard error, so standard output stays the answer alone.
+
+Nodes: ``--node URL`` (repeatable: the client fails over between them and to the other live nodes
+the mesh names), ``http://127.0.0.1:8470`` when none is given, or ``--discover`` to find the mesh by
+mDNS on ``--interface`` (default: this machine's LAN address, as an agent started with defaults
+announces on) for ``--mesh-id``. An HTTP error prints ``STATUS: message`` and exits with 1.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from ..client.base import DISCOVER_TIMEOUT_S
+from ..client.errors import ClientError, error_fields
+from ..client.sync import MeshClient
+from ..config import DEFAULT_NODE_URL
+from .params import IPAddress, agent_default
+
+__all__ = ["error_message", "predict"]
+
+
+@click.command()
+@click.argument("deployment")
+@click.argument("body", required=False, default=None, metavar="[JSON]")
+@click.option("--stream", is_flag=True, help='Stream the answer (adds "stream": true to the body).')
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Ask for a file answer (Accept from the extension, e.g. .png) and write it here.",
+)
+@click.option(
+    "--node",
+    "nodes",
+    metavar="URL",
+    multiple=True,
+    show_default=DEFAULT_NODE_URL,
+    help="A node to send to; repeatable (the others are fallbacks).",
+)
+@click.option("--discover", is_flag=True, help="Find the mesh by mDNS instead of --node.")
+@click.option(
+    "--interface",
+    "interfaces",
+    type=IPAddress(),
+    multiple=True,
+    help="Interface address to browse mDNS on (with --discover; default: this machine's LAN address).",
+)
+@click.option("--mesh-id", default=agent_default("mesh_id"), show_default=True, help="Mesh to discover.")
+@click.option("--hint", default=None, help="Routing hint (X-Mesh-Hint): prefer replicas that hold it.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds the request may take in all, failovers included.",
+)
+def predict(
+    deployment: str,
+    body: str | None,
+    stream: bool,
+    output: Path | None,
+    nodes: tuple[str, ...],
+    discover: bool,
+    interfaces: tuple[str, ...],
+    mesh_id: str,
+    hint: str | None,
+    timeout_s: float,
+) -> None:
+    """Run one request on DEPLOYMENT anywhere in the mesh."""
+    request = _parse_body(body)
+    if stream and output is not None:
+        raise click.UsageError("--stream and --output do not go together")
+    if discover and nodes:
+        raise click.UsageError("--discover and --node do not go together")
+    try:
+        with _client(nodes, discover, interfaces, mesh_id, timeout_s, hint) as client:
+            if stream:
+                _print_stream(client, deployment, request)
+            elif output is not None:
+                _write_file(client, deployment, request, output)
+            else:
+                result = client.call(deployment, request)
+                _report_route(result.route, result.request_id)
+                click.echo(json.dumps(result.data, indent=2))
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # a bad --interface, or --output not writable
+        raise click.ClickException(str(exc)) from exc
+
+
+def _client(
+    nodes: tuple[str, ...],
+    discover: bool,
+    interfaces: tuple[str, ...],
+    mesh_id: str,
+    timeout_s: float,
+    hint: str | None,
+) -> MeshClient:
+    options: dict[str, Any] = {"timeout": timeout_s, "hint": hint}
+    if discover:
+        return MeshClient.discover(interfaces, mesh_id=mesh_id, timeout_s=DISCOVER_TIMEOUT_S, **options)
+    try:
+        # The request enters the mesh at the first --node while it answers; the rest are fallbacks.
+        return MeshClient(nodes or [DEFAULT_NODE_URL], prefer_first=True, **options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--node") from exc
+
+
+def _print_stream(client: MeshClient, deployment: str, request: dict[str, Any]) -> None:
+    with client.stream(deployment, request) as chunks:
+        _report_route(chunks.route, chunks.request_id)
+        for chunk in chunks:
+            click.echo(chunk if isinstance(chunk, str) else json.dumps(chunk))
+            sys.stdout.flush()
+
+
+def _write_file(client: MeshClient, deployment: str, request: dict[str, Any], output: Path) -> None:
+    result = client.call(deployment, request, accept=_accept_for(output))
+    _report_route(result.route, result.request_id)
+    # A predictor that answered JSON where a file was asked for: its JSON is what gets written.
+    content = result.data if isinstance(result.data, bytes) else json.dumps(result.data).encode()
+    output.write_bytes(content)
+    click.echo(f"wrote {output} ({len(content)} bytes)", err=True)
+
+
+def _parse_body(body: str | None) -> dict[str, Any]:
+    if body is None:
+        return {}
+    text = sys.stdin.read() if body == "-" else body
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="JSON") from exc
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="JSON")
+    return parsed
+
+
+def _accept_for(output: Path) -> str:
+    return mimetypes.guess_type(output.name)[0] or "application/octet-stream"
+
+
+def _report_route(route: tuple[str, ...], request_id: str) -> None:
+    click.echo(f"served by {','.join(route) or '?'} (request {request_id or '?'})", err=True)
+
+
+def error_message(response: httpx.Response) -> str:
+    """The message of a meshnode JSON error, or the start of the body (used by ``peers`` too)."""
+    return error_fields(response.content, response.headers, response.status_code)[1]

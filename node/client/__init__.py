@@ -1,0 +1,16 @@
+"""The Python client: ``from meshnode import MeshClient, AsyncMeshClient``.
+
+One core, two faces. Every client method is a plan, written once: a generator that yields the I/O it
+needs (``Send``, ``Read``, ``NextLine``, ``Close``, ``Pause``, ``Save``) and is sent what came of it.
+Each face only carries plans out with its I/O library, and its public methods are one line each.
+
+- ``base.py``: the core's front: options, the node list, checking arguments, the plan of every method
+- ``exchange.py``: the steps a plan may ask for, and one request's way through the mesh (which
+  node, fail over, retry, give up) as a plan
+- ``answers.py``: decoding answers, results and Server-Sent Events; the plan of a stream's next chunk
+- ``nodes.py``: the nodes a client may send to, best first
+- ``errors.py``: the client's error tree under ``ClientError``
+- ``sync.py``: the blocking face: ``MeshClient``, ``ChunkStream``, and ``BlockingDriver`` (httpx.Client)
+- ``aio.py``: the asyncio face: ``AsyncMeshClient``, ``AsyncChunkStream``, and ``AsyncDriver``
+  (httpx.AsyncClient)
+"""

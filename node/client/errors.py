@@ -1,0 +1,188 @@
+"""What the Python client raises: one small tree under ``ClientError``, each error retryable or not.
+
+    MeshnodeError                  (meshnode.errors: the base of everything meshnode raises)
+    └── ClientError                the client gave up on a request
+        ├── NoNodeAvailable        no node answered at all (none known, or every one unreachable)
+        ├── RequestTimeout         no answer within the request's timeout
+        ├── RequestFailed          the mesh answered with an HTTP error: .status .kind .message
+        │   │                      .request_id .node .retry_after_s
+        │   ├── RequestRejected    400, 413, 422: the body, a header or its size was refused
+        │   ├── DeploymentNotFound 404: no deployment of that name in the mesh
+        │   ├── Unavailable        429, 503: saturated or still loading (retryable, Retry-After)
+        │   ├── GatewayTimeout     504: the mesh gave up at the deadline (also a RequestTimeout)
+        │   └── PredictorFailed    500: the predictor raised (or the node failed; see .kind)
+        └── StreamBroken           an answer that had started broke off: an error event in a
+                                   stream, or the connection dropped mid-answer (never retried)
+
+``ClientError`` derives from ``MeshnodeError`` so that ``except MeshnodeError`` still catches
+everything meshnode raises on purpose, as the one error tree drawn in ``meshnode.errors`` promises.
+It is its own branch rather than reusing the server's classes (``NotFound``...) because a client
+error describes a remote answer (its request id, the node that gave it) and, for the transport
+failures, no answer at all; a server class raised in a client would read as if this process had
+refused the request.
+
+``.kind`` is the ``type`` field of the JSON error body (``"not_found"``, ``"predictor"``...), the same
+name the server's errors use for it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from ..errors import MeshnodeError
+
+__all__ = [
+    "ClientError",
+    "DeploymentNotFound",
+    "GatewayTimeout",
+    "NoNodeAvailable",
+    "PredictorFailed",
+    "RequestFailed",
+    "RequestRejected",
+    "RequestTimeout",
+    "StreamBroken",
+    "Unavailable",
+    "error_fields",
+    "error_from_answer",
+]
+
+# How much of a body that is not a meshnode JSON error goes into a message.
+_MAX_TEXT_CHARS = 200
+
+
+class ClientError(MeshnodeError):
+    """Base of every error the client raises."""
+
+    kind = "client"
+
+
+class NoNodeAvailable(ClientError):
+    """No node answered: none was known, or every one refused or dropped the connection."""
+
+    retryable = True
+    kind = "no_node"
+
+
+class RequestTimeout(ClientError):
+    """No answer arrived within the request's timeout."""
+
+    kind = "timeout"
+
+
+class RequestFailed(ClientError):
+    """The mesh answered with an HTTP error; ``str()`` is ``"STATUS: message"``."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        *,
+        request_id: str = "",
+        node: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
+        """An error answer: its status, ``type``, message, request id and the node that gave it."""
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.status = status
+        self.kind = kind
+        self.request_id = request_id
+        self.node = node
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.message}"
+
+
+class RequestRejected(RequestFailed):
+    """400, 413 or 422: the request itself was refused; sending it again will not help."""
+
+
+class DeploymentNotFound(RequestFailed):
+    """404: the mesh has no deployment of that name."""
+
+
+class Unavailable(RequestFailed):
+    """429 or 503: every replica is busy, or the deployment is still loading; retry after a while."""
+
+    retryable = True
+
+
+class GatewayTimeout(RequestFailed, RequestTimeout):
+    """504: the mesh gave up on the request at its deadline."""
+
+
+class PredictorFailed(RequestFailed):
+    """500: the predictor raised (``kind == "predictor"``) or the node failed (``"internal"``)."""
+
+
+class StreamBroken(ClientError):
+    """An answer that had started broke off; it is never sent again, as its work may have run."""
+
+    kind = "stream_broken"
+
+    def __init__(
+        self, message: str, *, kind: str = "stream_broken", request_id: str = "", node: str = ""
+    ) -> None:
+        """A broken answer: why (``kind``, from the error event when there was one) and which request."""
+        super().__init__(message)
+        self.kind = kind
+        self.request_id = request_id
+        self.node = node
+
+
+_BY_STATUS: dict[int, type[RequestFailed]] = {
+    400: RequestRejected,
+    404: DeploymentNotFound,
+    413: RequestRejected,
+    422: RequestRejected,
+    429: Unavailable,
+    500: PredictorFailed,
+    503: Unavailable,
+    504: GatewayTimeout,
+}
+
+
+def error_fields(content: bytes, headers: Mapping[str, str], status: int) -> tuple[str, str, str]:
+    """``(type, message, request id)`` of an error answer, also when it is not meshnode's JSON."""
+    try:
+        error = json.loads(content)["error"]
+        return str(error["type"]), str(error["message"]), str(error.get("request_id") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    text = content.decode("utf-8", errors="replace").strip()[:_MAX_TEXT_CHARS]
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    return "http_error", text or phrase, headers.get("x-request-id", "")
+
+
+def error_from_answer(
+    status: int, headers: Mapping[str, str], content: bytes, node: str, *, now: float | None = None
+) -> RequestFailed:
+    """The client error for an HTTP error answer (status >= 400) from ``node``."""
+    kind, message, request_id = error_fields(content, headers, status)
+    error_class = _BY_STATUS.get(status, RequestFailed)
+    retry_after_s = parse_retry_after(headers.get("retry-after"), time.time() if now is None else now)
+    return error_class(status, kind, message, request_id=request_id, node=node, retry_after_s=retry_after_s)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (a number of seconds or an HTTP date, RFC 9110), else None."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)

@@ -1,0 +1,9 @@
+"""The data plane: requests between nodes, over ZeroMQ, apart from gossip.
+
+In the order a request meets them:
+
+- ``forward.py``: ``Forwarder``, asks routing for candidates and carries a request to one, failing over
+- ``links.py``: ``PeerLinks``, one multiplexed DEALER per peer (links out)
+- ``server.py``: ``DataPlaneServer``, the ROUTER where peers' requests arrive (server in)
+- ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per message
+"""

@@ -1,0 +1,231 @@
+"""The forwarder: carries one request to the best replica anywhere in the mesh, and fails over.
+
+``Forwarder.serve(call)`` asks the routing policy (``mesh/routing.py``) for ranked candidates built
+from the gossiped view, then tries them in order: this node's own replica directly, a peer's over the
+data plane (``node/peer_links.py``). It owns retries; the policy only ranks.
+
+Retry rules (DESIGN.md section 4):
+
+- An attempt that ends before any output reached us with a *retryable* failure (no connection,
+  replica gone or restarting, full, the peer's connection dropped) moves to the next candidate,
+  with the deadline's remaining time. Dead and left peers are never candidates; suspect ones last.
+- Once output has started (the first ``Chunk`` of a stream, or the ``Reply``), the request is
+  committed to that replica and is never run again: a stream that breaks after that ends with an
+  error event (``predict_api``).
+- A request whose node died before answering may have run there: it runs again elsewhere, since its
+  answer was lost with that node (at-least-once for the model, exactly one answer for the client).
+- When no replica is ready but one is coming (starting, or scaling up from zero), the request
+  waits for it within its deadline (``node/deployments.py``, bounded per deployment) instead of
+  failing: a cold start queues requests.
+- Before trying anyone, if every candidate's predicted wait (gossiped queue depth, measured service
+  time) exceeds the request's deadline, it fails fast with 429 and a ``Retry-After`` (FedML's rule)
+  instead of timing out later. When every attempt was refused, the answer is 429 (full) or 503 (not
+  ready), with ``Retry-After`` from the gossiped queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+
+from ..errors import DeadlineExceeded, MeshnodeError, NotFound, NotReady, Overloaded
+from ..mesh.envelope import Call, Envelope, Failure
+from ..mesh.member import Member
+from ..mesh.routing import (
+    Candidate,
+    Locality,
+    RouteRequest,
+    candidates,
+    ordered,
+    predicted_wait_s,
+    rank,
+    retry_after_s,
+)
+from ..mesh.types import NodeId, Status
+from ..serving.replica import Replica
+from .links import PeerLinks
+
+__all__ = ["Forwarder", "Served"]
+
+HINT_HEADER = "X-Mesh-Hint"
+# A peer's queue as its last answer reported it replaces the gossiped one while it is this fresh
+# (gossip carries load at most every meta_min_interval_s: 5 s on the lan profile).
+REPORT_MAX_AGE_S = 5.0
+CANDIDATES_MAX_AGE_S = 1.0
+# Failure kinds that mean "full", as opposed to "not ready": they decide between 429 and 503.
+_FULL_KINDS = frozenset({"overloaded"})
+
+
+@dataclass(frozen=True)
+class Served:
+    """A request committed to one replica: its first envelope, the rest, and the nodes it crossed."""
+
+    first: Envelope
+    rest: AsyncGenerator[Envelope, None]
+    route: tuple[str, ...]
+    attempts: int
+
+
+class Forwarder:
+    """Routes a request to a replica here or on a peer, retrying what never started."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        locality: Callable[[], Locality],
+        members: Callable[[], Iterable[Member]],
+        view_version: Callable[[], int],
+        local_replica: Callable[[str], Replica | None],
+        links: PeerLinks,
+        cold_start: Callable[[str, float], Awaitable[None]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._name = name
+        self._locality = locality
+        self._members = members
+        self._view_version = view_version
+        # Peers' candidates per deployment, rebuilt when the view changes and at least every
+        # CANDIDATES_MAX_AGE_S (round-trip times move without a view change): not per request.
+        self._peer_candidates: dict[str, tuple[tuple[int, int], list[Candidate]]] = {}
+        self._local_replica = local_replica
+        self._links = links
+        # Holds a request while no replica is ready but one is starting (or scaling up from zero).
+        self._cold_start = cold_start
+        self._rng = rng or random.Random()
+        # For /metrics: requests committed here or to a peer, attempts refused, and requests that
+        # found no replica (by the status they got).
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    async def serve(self, call: Call, hint: str | None = None) -> Served:
+        """Commit `call` to the best replica that accepts it (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call.timeout_ms / 1000
+        here = self._locality()
+        found = self._candidates(call.deployment, here)
+        if not found and self._cold_start is not None:
+            self.counts["cold_start_waits"] += 1
+            await self._cold_start(call.deployment, deadline)
+            found = self._candidates(call.deployment, here)
+        if not found:
+            raise self._nothing_ready(call.deployment)
+        in_flight = self._links.in_flight()
+        request = RouteRequest(call.deployment, hint=hint, model=_model_of(call))
+        order = ordered(rank(found, request, in_flight, self._rng, here))
+        time_left = deadline - loop.time()
+        if all(predicted_wait_s(candidate, in_flight) > time_left for candidate in order):
+            self.counts["unserved_predicted_wait"] += 1
+            raise Overloaded(
+                f"every replica of {call.deployment} is busy for longer than the request's deadline",
+                retry_after_s=retry_after_s(order, in_flight),
+            )
+        refusals: list[Failure] = []
+        for candidate in order:
+            remaining_ms = int((deadline - loop.time()) * 1000)
+            if remaining_ms <= 0:
+                break
+            attempt = replace(call, timeout_ms=remaining_ms)
+            try:
+                messages = self._attempt(candidate, attempt)
+                first = await anext(messages)
+            except MeshnodeError as exc:
+                if not exc.retryable:
+                    raise
+                self.counts[f"refused_{exc.kind}"] += 1
+                refusals.append(Failure(call.request_id, exc.kind, exc.message, True))
+                continue
+            if isinstance(first, Failure) and first.retryable:
+                self.counts[f"refused_{first.kind}"] += 1
+                refusals.append(first)
+                with contextlib.suppress(Exception):
+                    await messages.aclose()
+                continue
+            route = (self._name,) if candidate.is_self else (self._name, candidate.name)
+            self.counts["served_local" if candidate.is_self else "served_peer"] += 1
+            return Served(first, messages, route, len(refusals) + 1)
+        self.counts["unserved_exhausted"] += 1
+        if loop.time() >= deadline:
+            raise DeadlineExceeded(
+                f"{call.deployment} found no free replica within {call.timeout_ms / 1000:g} s"
+            )
+        raise _exhausted(call, refusals, retry_after_s(order, self._links.in_flight()))
+
+    def _candidates(self, deployment: str, here: Locality) -> list[Candidate]:
+        now = asyncio.get_running_loop().time()
+        found = []
+        for candidate in self._peers_of(deployment, here.node, now):
+            reported = self._links.reported_queue(candidate.node, deployment, now, REPORT_MAX_AGE_S)
+            found.append(candidate if reported is None else replace(candidate, queue=reported))
+        replica = self._local_replica(deployment)
+        if replica is not None and replica.serving:
+            found.append(_local_candidate(replica, self._name, here))
+        return found
+
+    def _peers_of(self, deployment: str, me: NodeId, now: float) -> list[Candidate]:
+        key = (self._view_version(), int(now / CANDIDATES_MAX_AGE_S))
+        cached = self._peer_candidates.get(deployment)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        peers = [member for member in self._members() if member.node != me]
+        built = candidates(peers, deployment, me)
+        if built:  # only deployments that exist: a client's made-up names must not fill memory
+            self._peer_candidates[deployment] = (key, built)
+        return built
+
+    def _attempt(self, candidate: Candidate, call: Call) -> AsyncGenerator[Envelope, None]:
+        # The replica's or the link's own generator, not a wrapper: one less layer per message.
+        if candidate.is_self:
+            replica = self._local_replica(call.deployment)
+            if replica is None:
+                raise NotReady(f"the replica of {call.deployment} here stopped", retry_after_s=1.0)
+            return replica.call(call)
+        return self._links.call(candidate.node, candidate.data_addr, call)
+
+    def _nothing_ready(self, deployment: str) -> MeshnodeError:
+        known = self._local_replica(deployment) is not None or any(
+            deployment in member.meta.replicas
+            for member in self._members()
+            if member.status in (Status.ALIVE, Status.SUSPECT)
+        )
+        if known:
+            return NotReady(f"no replica of {deployment} is ready yet", retry_after_s=2.0)
+        return NotFound(f"no deployment named {deployment!r} in the mesh")
+
+
+def _local_candidate(replica: Replica, name: str, here: Locality) -> Candidate:
+    speed = replica.speed
+    return Candidate(
+        node=here.node,
+        name=name,
+        data_addr="",
+        status=Status.ALIVE,
+        is_self=True,
+        region=here.region,
+        zone=here.zone,
+        rtt_s=0.0,
+        hints=frozenset(replica.hints),
+        models=frozenset(replica.models),
+        queue=replica.in_flight,
+        slots=replica.slots,
+        capacity=replica.capacity,
+        service_s=speed.service_s,
+        throughput_rps=speed.throughput_rps,
+    )
+
+
+def _model_of(call: Call) -> str | None:
+    model = call.body.get("model")
+    return model if isinstance(model, str) else None
+
+
+def _exhausted(call: Call, refusals: list[Failure], retry_after: float) -> MeshnodeError:
+    """Every candidate refused: 429 when any was full, else 503; the reasons go in the message."""
+    reasons = "; ".join(sorted({f.message for f in refusals})[:3]) or "the deadline passed while trying"
+    text = f"no replica of {call.deployment} could take the request ({reasons})"
+    if any(failure.kind in _FULL_KINDS for failure in refusals):
+        return Overloaded(text, retry_after_s=retry_after)
+    return NotReady(text, retry_after_s=retry_after)

@@ -1,0 +1,281 @@
+"""Outbound data plane: one multiplexed ZeroMQ DEALER per peer, carrying many requests at once.
+
+``PeerLinks.call(node, addr, call)`` sends a ``Call`` envelope to the peer's data-plane ROUTER
+(``node/dataplane.py``) and yields what comes back for that request id: ``Chunk``s, then a ``Reply``
+or a ``Failure``. Requests share the peer's one connection; their frames interleave, and a large file
+arrives as several frames that are joined here, so one image never stalls the others.
+
+What the caller (``node/forward.py``) relies on:
+
+- A request that could not reach the peer (no connection yet within the connect timeout, the
+  connection dropped, too many requests already outstanding there) ends with a *retryable*
+  ``Failure`` before anything was sent or answered: it may run elsewhere.
+- A connection that drops while a request is outstanding ends it with a retryable ``peer_lost``
+  failure; the caller knows whether output had already started and must not be repeated.
+- The request's deadline bounds the wait: past it the call raises ``DeadlineExceeded``.
+- A caller that stops iterating early (the HTTP client went away) makes the link send ``Cancel``, so
+  the work stops on the replica.
+
+Connection state comes from the socket monitor (handshake done, disconnected), and ZeroMQ heartbeats
+detect a peer that vanished without closing its connection (a machine unplugged) in seconds, before
+the failure detector's verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from ..errors import DeadlineExceeded
+from ..mesh.envelope import (
+    Call,
+    Cancel,
+    Chunk,
+    Envelope,
+    EnvelopeError,
+    Failure,
+    Reply,
+    decode_envelope,
+    encode_envelope,
+)
+from ..mesh.types import NodeId
+from .frames import FrameReader
+
+log = logging.getLogger(__name__)
+
+# ZeroMQ heartbeats: a peer silent this long (no FIN, e.g. a cut cable) counts as disconnected.
+_HEARTBEAT_INTERVAL_MS = 1000
+_HEARTBEAT_TIMEOUT_MS = 3000
+_SEND_HIGH_WATER_MARK = 10_000
+
+
+@dataclass
+class _Pending:
+    deployment: str
+    # Answers in order; None when the deadline passed (one timer per request, not one per wait).
+    queue: asyncio.Queue[Envelope | None] = field(default_factory=asyncio.Queue)
+
+
+@dataclass(frozen=True)
+class _Report:
+    """A peer's queue for a deployment as its last answer told it, without our own requests."""
+
+    others: int
+    at: float
+
+
+class _Link:
+    """The DEALER to one peer and the requests outstanding on it."""
+
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], node: NodeId, addr: str, max_frame_bytes: int
+    ) -> None:
+        self.node = node
+        self.addr = addr
+        self.pending: dict[str, _Pending] = {}
+        self.connected = False
+        self.handshake = asyncio.Event()
+        self.dropped = 0  # frames from this peer that failed validation
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer we are not connected to
+        sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
+        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_INTERVAL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        sock.connect(f"tcp://{addr}")
+        self.sock = sock
+        self.reader: FrameReader | None = None
+        self.monitor_reader: FrameReader | None = None
+
+    def fail_all(self, kind: str, message: str) -> None:
+        for rid, pending in self.pending.items():
+            pending.queue.put_nowait(Failure(rid, kind, message, True))
+
+    def send(self, frames: list[bytes]) -> zmq.ZMQError | None:
+        assert self.reader is not None
+        return self.reader.send(frames)
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.disable_monitor()
+        for reader, sock in ((self.monitor_reader, self.monitor), (self.reader, self.sock)):
+            if reader is not None:
+                reader.close()
+            else:
+                sock.close(linger=0)
+
+
+class PeerLinks:
+    """Every outbound data-plane connection of this agent, keyed by peer node id."""
+
+    def __init__(
+        self, *, max_frame_bytes: int, max_in_flight_per_peer: int, connect_timeout_s: float
+    ) -> None:
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._links: dict[NodeId, _Link] = {}
+        self._max_frame_bytes = max_frame_bytes
+        self._max_in_flight = max_in_flight_per_peer
+        self._connect_timeout_s = connect_timeout_s
+        self.dropped: dict[str, int] = {}
+        self._reports: dict[tuple[NodeId, str], _Report] = {}
+
+    def reported_queue(self, node: NodeId, deployment: str, now: float, max_age_s: float) -> int | None:
+        """Requests of *other* routers at the peer's replica, as of its last answer to us.
+
+        Every answer from a peer carries its replica's queue (``Reply.queue``); minus what we still
+        had outstanding there, that is the load the others put on it. Fresher than gossip whenever
+        we talk to the peer often, which is exactly when it matters. None when older than
+        `max_age_s` or never heard.
+        """
+        report = self._reports.get((node, deployment))
+        if report is None or now - report.at > max_age_s:
+            return None
+        return report.others
+
+    def in_flight(self) -> dict[NodeId, int]:
+        """Requests outstanding per peer: routing's in-flight correction."""
+        return {node: len(link.pending) for node, link in self._links.items() if link.pending}
+
+    def reachable(self, node: NodeId) -> bool:
+        """False only for a peer whose data-plane connection was up and dropped."""
+        link = self._links.get(node)
+        return link is None or link.connected or not link.handshake.is_set()
+
+    async def call(self, node: NodeId, addr: str, call: Call) -> AsyncGenerator[Envelope, None]:
+        """Send `call` to the peer; yield its envelopes (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call.timeout_ms / 1000
+        link = self._link(node, addr)
+        rid = call.request_id
+        refusal = await self._refusal(link, call, deadline)
+        if refusal is not None:
+            yield Failure(rid, "peer_unreachable", refusal, True)
+            return
+        pending = _Pending(call.deployment)
+        timer = loop.call_at(deadline, pending.queue.put_nowait, None)
+        link.pending[rid] = pending
+        finished = False
+        try:
+            error = link.send([encode_envelope(call)])
+            if error is not None:
+                finished = True
+                yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error.strerror}", True)
+                return
+            parts: list[bytes] = []  # a file answer split into frames, joined before it is yielded
+            while True:
+                message = await pending.queue.get()
+                if message is None:
+                    raise DeadlineExceeded(
+                        f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
+                    )
+                match message:
+                    case Chunk(_, _, bytes() as data) if not call.stream:
+                        parts.append(data)
+                        continue
+                    case Reply(_, bytes() as data, content_type) if parts:
+                        message = Reply(rid, b"".join([*parts, data]), content_type)
+                finished = isinstance(message, Reply | Failure)
+                yield message
+                if finished:
+                    return
+        finally:
+            timer.cancel()
+            link.pending.pop(rid, None)
+            if not finished and not link.sock.closed:
+                # The caller went away or the deadline passed: stop the work on the peer.
+                link.send([encode_envelope(Cancel(rid))])
+
+    def forget(self, node: NodeId, reason: str) -> None:
+        """The peer is dead or left: fail what is outstanding there (retryable) and close the link."""
+        link = self._links.pop(node, None)
+        for key in [key for key in self._reports if key[0] == node]:
+            del self._reports[key]
+        if link is not None:
+            link.fail_all("peer_lost", f"{reason}; the request may run elsewhere")
+            link.close()
+
+    def close(self) -> None:
+        """Close every link (requests outstanding fail as retryable)."""
+        for node in list(self._links):
+            self.forget(node, "this node is stopping")
+        self._ctx.term()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _link(self, node: NodeId, addr: str) -> _Link:
+        link = self._links.get(node)
+        if link is not None and link.addr != addr:
+            self.forget(node, f"peer moved from {link.addr} to {addr}")  # restarted on another port
+            link = None
+        if link is None:
+            link = _Link(self._ctx, node, addr, self._max_frame_bytes)
+            bound = link  # the callbacks below belong to this link, not to the variable
+            link.reader = FrameReader(link.sock, lambda frames: self._on_frames(bound, frames))
+            link.monitor_reader = FrameReader(link.monitor, lambda frames: self._on_event(bound, frames))
+            self._links[node] = link
+        return link
+
+    async def _refusal(self, link: _Link, call: Call, deadline: float) -> str | None:
+        """Why `call` cannot be sent on `link` now, or None when it can."""
+        if len(link.pending) >= self._max_in_flight:
+            return f"{len(link.pending)} requests already outstanding at {link.addr}"
+        if link.connected:
+            return None
+        if link.handshake.is_set():
+            return f"the connection to {link.addr} dropped"
+        loop = asyncio.get_running_loop()
+        wait_until = min(deadline, loop.time() + self._connect_timeout_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(wait_until):
+                await link.handshake.wait()
+        return (
+            None if link.connected else f"no connection to {link.addr} within {self._connect_timeout_s:g} s"
+        )
+
+    def _on_frames(self, link: _Link, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self._count_drop(link, "frames")
+            return
+        try:
+            message = decode_envelope(frames[0], max_bytes=self._max_frame_bytes)
+        except EnvelopeError as exc:
+            self._count_drop(link, "malformed")
+            log.warning("dropped a bad data-plane frame from %s: %s", link.addr, exc)
+            return
+        if not isinstance(message, Chunk | Reply | Failure):
+            self._count_drop(link, "unexpected")
+            return
+        pending = link.pending.get(message.request_id)
+        if pending is None:
+            return
+        if isinstance(message, Reply | Failure) and message.queue is not None:
+            ours = sum(1 for p in link.pending.values() if p.deployment == pending.deployment) - 1
+            report = _Report(max(0, message.queue - ours), asyncio.get_running_loop().time())
+            self._reports[(link.node, pending.deployment)] = report
+        pending.queue.put_nowait(message)
+
+    def _on_event(self, link: _Link, frames: list[bytes]) -> None:
+        event = parse_monitor_message(frames)
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            link.connected = True
+            link.handshake.set()
+        elif event["event"] == zmq.EVENT_DISCONNECTED:
+            link.connected = False
+            link.handshake.set()  # it did connect once: callers stop waiting and move on
+            link.fail_all("peer_lost", f"the connection to {link.addr} dropped")
+
+    def _count_drop(self, link: _Link, reason: str) -> None:
+        link.dropped += 1
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+__all__ = ["PeerLinks"]

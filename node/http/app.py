@@ -1,0 +1,234 @@
+"""The HTTP API every node serves: liveness, readiness and this node's view of the mesh.
+
+``create_app(agent)`` builds the FastAPI app; the agent runs it under uvicorn on its own event loop, so
+handlers are ``async def`` and read the agent's state without locks. Later modules add
+``/v1/predict`` and ``/v1/deployments`` routers to the same app.
+
+Every response carries ``X-Request-Id`` (the client's, when it sent a sane one), and every error,
+whether raised on purpose (``MeshnodeError``), by routing (404, 405), by validation (422) or by a bug
+(500), has one JSON shape: ``{"error": {"type", "message", "request_id"}}``. A traceback goes to the
+log with the request id, never into a body.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, Literal, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import MeshnodeError
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "MemberView",
+    "MeshResponse",
+    "MeshView",
+    "create_app",
+    "error_for",
+    "error_response",
+    "request_id",
+    "request_id_of",
+]
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()  # ASGI header names arrive lower-cased
+# A client's request id is echoed into our headers and logs, so only short, plain tokens are reused.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+# While joining the node expects to be ready within a probe round or two; clients poll this often.
+_NOT_READY_RETRY_AFTER_S = 1.0
+# Validation messages name at most this many problems, so a huge bad body gives a short answer.
+_MAX_VALIDATION_PROBLEMS = 3
+
+
+class MeshView(Protocol):
+    """What the HTTP API needs from the agent (a fake in tests)."""
+
+    @property
+    def node_id(self) -> str:
+        """This node's id."""
+        ...
+
+    def mesh_view(self) -> dict[str, Any]:
+        """The ``GET /v1/mesh`` body."""
+        ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the node can serve or forward, and why not."""
+        ...
+
+
+class MemberView(BaseModel):
+    """One member as this node sees it (DESIGN.md section 5)."""
+
+    id: str
+    name: str
+    status: Literal["alive", "suspect", "dead", "left"]
+    http: str
+    mesh: str
+    data: str  # the data-plane address peers forward requests to
+    region: str
+    zone: str
+    device: dict[str, Any]
+    load: dict[str, Any]
+    models: list[str]
+    hints: list[str]
+    incarnation: int
+    # Beyond the DESIGN fields: per deployment hosted there, its serving state and measured speed.
+    replicas: dict[str, Any]
+    speeds: dict[str, Any]
+
+
+class MeshResponse(BaseModel):
+    """The ``GET /v1/mesh`` body: this node's id and every member it knows."""
+
+    self: str
+    members: list[MemberView]
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request's id: the client's X-Request-Id when it is a short plain token, else a new one.
+
+    Kept in the scope's state, so every layer that asks gets the same id.
+    """
+    state = scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if rid is None:
+        offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == _REQUEST_ID_KEY), "")
+        rid = state["request_id"] = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    return str(rid)
+
+
+def request_id(request: Request) -> str:
+    """The id of this request, as set by the request-id middleware."""
+    return str(request.state.request_id)
+
+
+def create_app(agent: MeshView) -> FastAPI:
+    """Build the node's FastAPI app around ``agent``."""
+    app = FastAPI(title="meshnode", version=__version__, docs_url=None, redoc_url=None)
+    app.add_middleware(_RequestIdMiddleware)
+    app.add_exception_handler(MeshnodeError, _meshnode_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: 200 whenever the process answers."""
+        return {"status": "ok", "node": agent.node_id}
+
+    @app.get("/ready", responses={503: {"description": "still joining or unable to serve"}})
+    async def ready() -> JSONResponse:
+        """Readiness: 200 once joined and able to serve or forward, else 503 with the reason."""
+        is_ready, reason = agent.readiness()
+        if is_ready:
+            return JSONResponse({"ready": True})
+        return JSONResponse(
+            {"ready": False, "reason": reason},
+            status_code=503,
+            headers={"Retry-After": _retry_after(_NOT_READY_RETRY_AFTER_S)},
+        )
+
+    @app.get("/v1/mesh", response_model=MeshResponse)
+    async def mesh() -> dict[str, Any]:
+        """This node's view of the mesh."""
+        return agent.mesh_view()
+
+    return app
+
+
+def error_response(
+    status: int, kind: str, message: str, rid: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The one error shape: ``{"error": {"type", "message", "request_id"}}``."""
+    body = {"error": {"type": kind, "message": message, "request_id": rid}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_for(exc: MeshnodeError, rid: str) -> JSONResponse:
+    """The response for a meshnode error: its status, its kind, and Retry-After when retryable."""
+    headers = None if exc.retry_after_s is None else {"Retry-After": _retry_after(exc.retry_after_s)}
+    return error_response(exc.status, exc.kind, exc.message, rid, headers)
+
+
+async def _meshnode_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MeshnodeError)
+    return error_for(exc, request_id(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    phrase = HTTPStatus(exc.status_code).phrase
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else phrase
+    # Starlette's own 404 and 405 say only the phrase; name what was asked for instead.
+    if exc.status_code == 404 and message == phrase:
+        message = f"no such path: {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    kind = phrase.lower().replace(" ", "_").replace("-", "_")
+    return error_response(exc.status_code, kind, message, request_id(request), exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    ]
+    message = "; ".join(problems[:_MAX_VALIDATION_PROBLEMS]) or "invalid request"
+    if len(problems) > _MAX_VALIDATION_PROBLEMS:
+        message += f" (and {len(problems) - _MAX_VALIDATION_PROBLEMS} more)"
+    return error_response(422, "validation", message, request_id(request))
+
+
+def _retry_after(seconds: float) -> str:
+    # Retry-After is whole seconds; rounding down to 0 would invite an immediate retry storm.
+    return str(max(1, math.ceil(seconds)))
+
+
+class _RequestIdMiddleware:
+    """Tags each request with an id, echoes it as a header and turns unexpected exceptions into 500s.
+
+    The 500 is produced here rather than by an ``Exception`` handler because Starlette sends that
+    handler's response from its outermost middleware, which bypasses this one and so would lose the
+    request-id header.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        rid = request_id_of(scope)
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error in %s %s (request id %s)", scope["method"], scope["path"], rid)
+            if started:
+                raise  # half a response is out: only closing the connection tells the client
+            await error_response(500, "internal", "internal server error", rid)(scope, receive, send_with_id)

@@ -1,0 +1,125 @@
+"""``/v1/deployments``: declare, change, remove and inspect deployments from any node.
+
+The body of ``PUT /v1/deployments/{name}`` is a deployment spec (``mesh/deployment.py``, the one
+validator shared with the wire); a bad one gets 422 naming the field and the reason. The declaration
+is stamped by this node's hybrid logical clock and gossiped; every node then places it the same way
+(``node/deployments.py``). ``GET`` answers from this node's view, so right after a ``PUT`` a node
+far away may not list it for a gossip round or two.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ..errors import BadRequest, NotFound, NotReady, PayloadTooLarge, Unprocessable
+from ..inference.app_ref import AppLoadError, parse_app_ref
+from ..mesh.deployment import DeploymentSpec, SpecError, check_name
+from ..mesh.records import Record
+
+__all__ = ["add_deployment_routes"]
+
+# A spec is a few hundred bytes; anything this large is not one.
+MAX_SPEC_BYTES = 64 * 1024
+
+
+class DeploymentsView(Protocol):
+    """What the routes need from the agent's placement shell (``node/deployments.py``)."""
+
+    def views(self) -> list[dict[str, Any]]:
+        """Every declared deployment."""
+        ...
+
+    def view(self, name: str) -> dict[str, Any] | None:
+        """One deployment, or None."""
+        ...
+
+    def record(self, name: str) -> Record | None:
+        """The winning record of `name`."""
+        ...
+
+    def declare(self, name: str, spec: DeploymentSpec | None) -> Record | None:
+        """Declare, change or remove `name` mesh-wide."""
+        ...
+
+
+class HasDeployments(Protocol):
+    """The agent, as far as these routes are concerned."""
+
+    @property
+    def deployments(self) -> DeploymentsView | None:
+        """The placement shell, once started."""
+        ...
+
+
+def add_deployment_routes(app: FastAPI, agent: HasDeployments) -> None:
+    """Mount ``GET /v1/deployments`` and ``GET/PUT/DELETE /v1/deployments/{name}``."""
+
+    def shell() -> DeploymentsView:
+        deployments = agent.deployments
+        if deployments is None:
+            raise NotReady("the agent is starting", retry_after_s=1.0)
+        return deployments
+
+    @app.get("/v1/deployments")
+    async def list_deployments() -> dict[str, Any]:
+        """Every deployment: desired and actual replicas, where they run, why any are missing."""
+        return {"deployments": shell().views()}
+
+    @app.get("/v1/deployments/{name}")
+    async def get_deployment(name: str) -> dict[str, Any]:
+        """One deployment's view (404 when it is not declared)."""
+        view = shell().view(name)
+        if view is None:
+            raise NotFound(f"no deployment named {name!r}")
+        return view
+
+    @app.put("/v1/deployments/{name}", status_code=200)
+    async def put_deployment(name: str, request: Request) -> JSONResponse:
+        """Declare or change a deployment mesh-wide (201 when it is new)."""
+        deployments = shell()
+        spec = _spec_of(name, await _body(request))
+        held = deployments.record(name)
+        created = held is None or held.removed or held.stamp == 0
+        deployments.declare(name, spec)
+        view = deployments.view(name) or {"name": name, "spec": spec.to_wire()}
+        return JSONResponse(view, status_code=201 if created else 200)
+
+    @app.delete("/v1/deployments/{name}")
+    async def delete_deployment(name: str) -> dict[str, Any]:
+        """Remove a deployment mesh-wide; its placed replicas drain and stop (pinned ones stay)."""
+        if shell().declare(name, None) is None:
+            raise NotFound(f"no deployment named {name!r}")
+        return {"name": name, "removed": True}
+
+
+async def _body(request: Request) -> object:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_SPEC_BYTES:
+        raise PayloadTooLarge(f"a deployment spec is at most {MAX_SPEC_BYTES} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_SPEC_BYTES:
+            raise PayloadTooLarge(f"a deployment spec is at most {MAX_SPEC_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from exc
+
+
+def _spec_of(name: str, body: object) -> DeploymentSpec:
+    """The validated spec, or 422 naming the field and the reason."""
+    try:
+        check_name(name)
+        spec = DeploymentSpec.from_wire(body)
+    except SpecError as exc:
+        raise Unprocessable(f"{exc.field}: {exc.reason}") from exc
+    try:
+        parse_app_ref(spec.app)
+    except AppLoadError as exc:
+        raise Unprocessable(f"app: {exc}") from exc
+    return spec

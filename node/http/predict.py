@@ -1,0 +1,228 @@
+"""``POST /v1/predict/{deployment}``: JSON in; JSON, a stream or a file out.
+
+The handler turns the HTTP request into a ``Call`` envelope and hands it to the agent's ``serve``,
+which yields the replica's ``Chunk``s and its final ``Reply`` or ``Failure`` (``node/replica.py``).
+
+- ``"stream": true`` in the body streams: Server-Sent Events when the client accepts
+  ``text/event-stream``, else newline-delimited chunks; each chunk leaves as soon as the predictor
+  yields it. A failure after the stream started ends it with an error event (SSE) or line.
+- ``Accept: image/png`` (or any file type) returns the file whose path the predictor returned.
+- ``X-Request-Timeout`` (seconds) sets the deadline; past it the answer is 504.
+- ``X-Mesh-Hint`` steers the request to a replica whose gossiped hints hold it (fal's hints).
+- When the client goes away, the request is cancelled in the worker, across a forwarding hop too.
+- Response headers: ``X-Mesh-Route`` (the nodes the request crossed, comma-separated),
+  ``X-Request-Id``, and ``X-Mesh-Attempts`` (replicas tried; more than 1 after a failover).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..dataplane.forward import HINT_HEADER, Served
+from ..errors import (
+    BadRequest,
+    MeshnodeError,
+    PayloadTooLarge,
+    PredictorError,
+    Unprocessable,
+    error_for_failure,
+)
+from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply
+from .app import REQUEST_ID_HEADER, error_for, error_response, request_id_of
+
+log = logging.getLogger(__name__)
+
+PREDICT_PREFIX = "/v1/predict/"
+TIMEOUT_HEADER = "X-Request-Timeout"
+ROUTE_HEADER = "X-Mesh-Route"
+ATTEMPTS_HEADER = "X-Mesh-Attempts"
+MAX_HINT_CHARS = 128
+MAX_TIMEOUT_S = 3600.0
+
+
+class PredictTarget(Protocol):
+    """What the endpoint needs from the agent."""
+
+    @property
+    def route_name(self) -> str:
+        """This node's name, for X-Mesh-Route."""
+        ...
+
+    @property
+    def request_limits(self) -> tuple[float, int]:
+        """(default timeout in seconds, max request bytes)."""
+        ...
+
+    async def serve(self, call: Call, hint: str | None = None) -> Served:
+        """Commit `call` to a replica; its first envelope, the rest, and its route."""
+        ...
+
+
+class PredictLane:
+    """``POST /v1/predict/{deployment}`` served ahead of the FastAPI app; everything else goes to it.
+
+    This is the hot path of every request, so it skips FastAPI's middleware stack, routing and
+    response wrappers, which cost more CPU than the whole forwarding hop (bench/forwarding.py). It
+    keeps the API's contract itself: the request id (``http_api.request_id_of``), the one JSON error
+    shape (``http_api.error_response``), and 405 for other methods on these paths.
+    """
+
+    def __init__(self, app: ASGIApp, agent: PredictTarget) -> None:
+        self._app = app
+        self._agent = agent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        deployment = path[len(PREDICT_PREFIX) :] if path.startswith(PREDICT_PREFIX) else ""
+        if not deployment or "/" in deployment:
+            await self._app(scope, receive, send)
+            return
+        rid = request_id_of(scope)
+        try:
+            if scope["method"] != "POST":
+                message = f"method {scope['method']} is not allowed on {path}"
+                response: Response = error_response(
+                    405, "method_not_allowed", message, rid, {"Allow": "POST"}
+                )
+            else:
+                response = await self._predict(Request(scope, receive), deployment, rid)
+        except MeshnodeError as exc:
+            response = error_for(exc, rid)
+        except Exception:
+            log.exception("unhandled error in POST %s (request id %s)", path, rid)
+            response = error_response(500, "internal", "internal server error", rid)
+        response.headers[REQUEST_ID_HEADER] = rid
+        await response(scope, receive, send)
+
+    async def _predict(self, request: Request, deployment: str, rid: str) -> Response:
+        agent = self._agent
+        default_timeout_s, max_bytes = agent.request_limits
+        body = _parse_body(await _read_limited(request, max_bytes))
+        accept = request.headers.get("accept", "")
+        call = Call(
+            request_id=rid,
+            deployment=deployment,
+            body=body,
+            header=accept or None,
+            stream=body.get("stream") is True,
+            accept=accept,
+            timeout_ms=int(_timeout_s(request, default_timeout_s) * 1000),
+        )
+        # Errors before any output (none ready, all full, bad input) become proper statuses here.
+        served = await agent.serve(call, _hint(request))
+        first, messages = served.first, served.rest
+        headers = {ROUTE_HEADER: ",".join(served.route), ATTEMPTS_HEADER: str(served.attempts)}
+        if call.stream and isinstance(first, Chunk):
+            sse = "text/event-stream" in accept
+            return StreamingResponse(
+                _stream(first, messages, sse, call.request_id),
+                media_type="text/event-stream" if sse else "application/x-ndjson",
+                headers={**headers, "Cache-Control": "no-cache"},
+            )
+        final = first
+        async for message in messages:
+            final = message
+        return _final_response(final, headers, call.request_id)
+
+
+async def _read_limited(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the {max_bytes} byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body is over the {max_bytes} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Unprocessable(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _hint(request: Request) -> str | None:
+    raw = request.headers.get(HINT_HEADER)
+    if raw is None:
+        return None
+    if not 0 < len(raw) <= MAX_HINT_CHARS:
+        raise BadRequest(f"{HINT_HEADER} must be 1 to {MAX_HINT_CHARS} characters")
+    return raw
+
+
+def _timeout_s(request: Request, default_s: float) -> float:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return default_s
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{TIMEOUT_HEADER} must be a number of seconds, not {raw!r}") from None
+    if not 0 < value <= MAX_TIMEOUT_S or math.isnan(value):
+        raise BadRequest(f"{TIMEOUT_HEADER} must be in (0, {MAX_TIMEOUT_S:g}] seconds")
+    return value
+
+
+def _final_response(message: Envelope, headers: dict[str, str], rid: str) -> Response:
+    match message:
+        case Reply(_, data, content_type) if isinstance(data, bytes):
+            return Response(content=data, media_type=content_type, headers=headers)
+        case Reply(_, data, _):
+            return JSONResponse(data, headers=headers)
+        case Failure(_, kind, text, retryable):
+            raise error_for_failure(kind, text, retryable=retryable)
+        case _:
+            raise PredictorError(f"the replica ended request {rid} without an answer")
+
+
+async def _stream(
+    first: Chunk, rest: AsyncGenerator[Envelope, None], sse: bool, rid: str
+) -> AsyncIterator[bytes]:
+    yield _frame(first.data, sse)
+    try:
+        # aclosing: a client that goes away closes `rest` now, which cancels the request upstream.
+        async with contextlib.aclosing(rest):
+            async for message in rest:
+                match message:
+                    case Chunk(_, _, data):
+                        yield _frame(data, sse)
+                    case Failure(_, kind, text, retryable):
+                        yield _error_frame(error_for_failure(kind, text, retryable=retryable), rid, sse)
+                        return
+                    case Reply():
+                        if sse:
+                            yield b"event: done\ndata: {}\n\n"
+                        return
+    except MeshnodeError as exc:
+        yield _error_frame(exc, rid, sse)
+
+
+def _frame(data: Any, sse: bool) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data)
+    if not sse:
+        return (text.replace("\n", " ") + "\n").encode()
+    return ("".join(f"data: {line}\n" for line in text.split("\n")) + "\n").encode()
+
+
+def _error_frame(error: MeshnodeError, rid: str, sse: bool) -> bytes:
+    payload = json.dumps({"error": {"type": error.kind, "message": error.message, "request_id": rid}})
+    return f"event: error\ndata: {payload}\n\n".encode() if sse else (payload + "\n").encode()

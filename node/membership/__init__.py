@@ -1,0 +1,6 @@
+"""Membership: the shells that run the SWIM core (``meshnode.mesh.membership``) on real sockets.
+
+- ``runner.py``: ``GossipRunner``, receive -> core.handle -> carry out effects -> sleep until due
+- ``transport.py``: ``MembershipTransport``, datagram-like messages over ZeroMQ (never blocks)
+- ``discovery.py``: mDNS announcements and browsing (python-zeroconf), a hint for joining
+"""

@@ -1,0 +1,145 @@
+"""The asyncio shell around the membership core: receive, handle, carry out, sleep until due.
+
+It makes no protocol decisions. Two tasks share the core (one event loop, so no locks):
+
+- the receiver decodes each frame (``wire.decode``, which validates everything) and hands the
+  packet to ``Membership.handle``; anything malformed is counted by reason and dropped;
+- the timer calls ``Membership.tick`` and then sleeps until ``next_deadline``, or until woken
+  because a packet or a local change made something due sooner.
+
+Effects are carried out here: packets are encoded and sent, membership changes and deployment
+records are passed on, a raised incarnation is persisted (off the event loop), and a changed view
+is announced (``on_view``) so placement and requests waiting for a cold start look again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from ..mesh import wire
+from ..mesh.effects import Effect, IncarnationChanged, MemberChanged, RecordChanged, Send
+from ..mesh.membership import Membership
+from ..mesh.records import Record
+from .transport import MembershipTransport
+
+log = logging.getLogger(__name__)
+
+
+class GossipRunner:
+    """Runs one Membership core over a MembershipTransport."""
+
+    def __init__(
+        self,
+        core: Membership,
+        transport: MembershipTransport,
+        mesh_id: str,
+        *,
+        on_change: Callable[[MemberChanged], None],
+        on_incarnation: Callable[[int], None],
+        on_record: Callable[[Record], None] = lambda record: None,
+        on_view: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.core = core
+        self.transport = transport
+        self.mesh_id = mesh_id
+        self._on_change = on_change
+        self._on_incarnation = on_incarnation
+        self._on_record = on_record
+        self._on_view = on_view
+        self._seen_view = core.view_version
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.received = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.dropped: Counter[str] = Counter()
+
+    def start(self) -> None:
+        """Start the receiver and the timer."""
+        self._tasks = [
+            asyncio.create_task(self._receive_forever(), name="gossip-receive"),
+            asyncio.create_task(self._tick_forever(), name="gossip-tick"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop both tasks (the transport is closed by its owner)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def now(self) -> float:
+        """The core's clock: the event loop's monotonic time."""
+        return asyncio.get_running_loop().time()
+
+    def carry_out(self, effects: Iterable[Effect]) -> None:
+        """Perform the core's effects, then let the timer recompute its deadline."""
+        for effect in effects:
+            match effect:
+                case Send(addr, packet):
+                    data = wire.encode(packet, self.mesh_id)
+                    if self.transport.send(addr, data):
+                        self.bytes_out += len(data)
+                case MemberChanged() as change:
+                    self._on_change(change)
+                case IncarnationChanged(incarnation):
+                    self._on_incarnation(incarnation)
+                case RecordChanged(record):
+                    self._on_record(record)
+        if self.core.view_version != self._seen_view:
+            # Members or their metadata changed (a replica became ready somewhere): tell waiters.
+            self._seen_view = self.core.view_version
+            self._on_view()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Something local changed (metadata, a join): re-run the timer now."""
+        self._wake.set()
+
+    async def _receive_forever(self) -> None:
+        config = self.core.config
+        while True:
+            data = await self.transport.recv()
+            if data is None:
+                self.dropped["multipart"] += 1
+                continue
+            self.bytes_in += len(data)
+            try:
+                packet = wire.decode(
+                    data, self.mesh_id, max_bytes=config.max_packet_bytes, max_members=config.max_members
+                )
+            except wire.WireError as exc:
+                self.dropped[exc.reason] += 1
+                log.debug("dropped a membership packet: %s", exc)
+                continue
+            self.received += 1
+            try:
+                self.carry_out(self.core.handle(packet, self.now()))
+            except Exception:
+                # A core bug must not take the agent down; the packet is lost like a datagram.
+                self.dropped["error"] += 1
+                log.exception("membership core failed on a packet from %s", packet.sender_addr)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                self.carry_out(self.core.tick(self.now()))
+            except Exception:
+                log.exception("membership tick failed")
+                await asyncio.sleep(0.1)  # a core bug must not spin the CPU
+            self._wake.clear()
+            # Capped so a core with nothing due (a leaving node) still re-checks now and then.
+            delay = min(max(0.0, self.core.next_deadline() - self.now()), 1.0)
+            if delay > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # arrives just as the event is set, and then stop() waits forever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+            else:
+                await asyncio.sleep(0)

@@ -1,0 +1,100 @@
+"""Cold starts: requests held until a replica of their deployment serves, instead of failed.
+
+When a request finds no ready replica but one is coming (starting, or about to be started because
+the deployment scaled to zero), the node it reached holds it here: at most ``queue_size`` per
+deployment, each until a replica serves or its own deadline passes (then 503 with Retry-After).
+The count held is demand the autoscalers must see, so the first one held and the last one released
+are announced (``on_demand``): the agent gossips ``waiting`` in its metadata. A request for a name
+this node has not heard of waits ``unknown_grace_s`` for its declaration to arrive before the 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Callable
+
+from ..errors import NotFound, NotReady, Overloaded
+
+__all__ = ["ColdStarts"]
+
+
+class ColdStarts:
+    """Requests waiting here per deployment, and the wake-up when the view changes."""
+
+    def __init__(
+        self,
+        *,
+        queue_size: int,
+        unknown_grace_s: float = 0.0,
+        serving: Callable[[str], bool],
+        check_coming: Callable[[str], None],
+        on_demand: Callable[[], None],
+    ) -> None:
+        self.waiting: collections.Counter[str] = collections.Counter()
+        self._queue_size = queue_size
+        self._unknown_grace_s = unknown_grace_s
+        self._serving = serving
+        self._check_coming = check_coming
+        self._on_demand = on_demand
+        self._changed = asyncio.Event()
+
+    def view_changed(self) -> None:
+        """Something in the view changed: every waiter looks again."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait(self, name: str, deadline: float) -> None:
+        """Hold a request until some replica of `name` serves; raise why it cannot wait or did not."""
+        if self._serving(name):
+            return
+        loop = asyncio.get_running_loop()
+        await self._known(name, min(deadline, loop.time() + self._unknown_grace_s))
+        if self._serving(name):
+            return
+        self._check_coming(name)  # raises NotFound or NotReady when nothing is coming
+        if self.waiting[name] >= self._queue_size:
+            raise Overloaded(
+                f"{self.waiting[name]} requests already wait here for {name} to start", retry_after_s=2.0
+            )
+        self.waiting[name] += 1
+        if self.waiting[name] == 1:
+            self._on_demand()
+        try:
+            while not self._serving(name):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise NotReady(
+                        f"no replica of {name} became ready within the request's deadline", retry_after_s=2.0
+                    )
+                await self._next_change(remaining)
+        finally:
+            self.waiting[name] -= 1
+            if self.waiting[name] <= 0:
+                del self.waiting[name]
+                self._on_demand()
+
+    async def _known(self, name: str, until: float) -> None:
+        """Wait until `name` is known here, at most until `until`.
+
+        A deployment declared on another node a moment ago reaches this one by gossip within a few
+        rounds; a request for it in between waits for the record rather than getting a 404.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self._check_coming(name)
+                return
+            except NotFound:
+                if loop.time() >= until:
+                    raise
+            except NotReady:
+                return  # known, and nothing is coming: the caller's check says why
+            await self._next_change(until - loop.time())
+
+    async def _next_change(self, timeout_s: float) -> None:
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                await changed.wait()

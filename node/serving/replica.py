@@ -1,0 +1,413 @@
+"""Replica supervisor: runs one replica's worker process and carries requests to it.
+
+The agent never runs model code. For each replica it hosts, a ``Replica`` starts
+``python -m meshnode.inference.worker`` (``inference/worker.py``), binds a ZeroMQ ROUTER on an
+``ipc://`` endpoint for it (chosen by the agent), and relays ``Call`` envelopes in and
+``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``).
+
+Invariants:
+
+- A replica is ``ready`` only after the worker said ``Hello``, i.e. after ``setup()`` and warm-up.
+- The worker is restarted with exponential backoff whenever it exits: crash, SIGKILL, OOM kill, or
+  our own kill of a worker that hangs past a request's deadline. The agent and other replicas go on.
+- Requests in flight when the worker dies fail with a retryable error (they may run again
+  elsewhere); a request past its deadline fails with 504 and is cancelled in the worker.
+- At most ``capacity`` requests are admitted (the worker's concurrency times its batch size, plus a
+  bounded queue); more are refused at once with 429 rather than queued without bound.
+- Stopping drains: no new requests, in-flight ones finish (bounded), then the worker is terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from ..errors import Conflict, DeadlineExceeded, NotReady, Overloaded
+from ..inference.worker import EXIT_SETUP_FAILED
+from ..load import SpeedMeter
+from ..mesh.envelope import (
+    Call,
+    Cancel,
+    Envelope,
+    EnvelopeError,
+    Failure,
+    Hello,
+    Hints,
+    Reply,
+    decode_envelope,
+    encode_envelope,
+)
+
+log = logging.getLogger(__name__)
+
+# A replica's last error travels in gossip (``GET /v1/deployments`` shows it): keep it short.
+_MAX_GOSSIPED_ERROR_CHARS = 200
+
+
+class ReplicaState(StrEnum):
+    """Where a replica is in its life (``GET /v1/deployments`` shows these)."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """Supervision knobs, taken from AgentConfig."""
+
+    setup_timeout_s: float
+    queue_size: int
+    hang_grace_s: float
+    restart_initial_s: float
+    restart_max_s: float
+    drain_timeout_s: float
+    max_frame_bytes: int
+
+
+@dataclass
+class _InFlight:
+    queue: asyncio.Queue[Envelope]
+    deadline: float
+    done: bool = False
+
+
+@dataclass
+class _Worker:
+    process: asyncio.subprocess.Process
+    identity: bytes
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+async def next_answer(queue: asyncio.Queue[Envelope], deadline: float, call: Call) -> Envelope:
+    """The next envelope for `call`, or DeadlineExceeded once its deadline (loop time) passes."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await queue.get()
+    except TimeoutError:
+        raise DeadlineExceeded(
+            f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
+        ) from None
+
+
+class Replica:
+    """One replica of one deployment on this node."""
+
+    def __init__(
+        self,
+        deployment: str,
+        app_ref: str,
+        *,
+        replica_id: str,
+        endpoint: str,
+        data_dir: Path,
+        settings: ReplicaSettings,
+        on_change: Callable[[], None] = lambda: None,
+        pinned: bool = False,
+    ) -> None:
+        self.deployment = deployment
+        # Pinned by `--deploy` on this node (placement never stops it), or started by placement.
+        self.pinned = pinned
+        # A warm backup: loaded and ready, but not routed to until placement promotes it.
+        self.standby = False
+        self.app_ref = app_ref
+        self.replica_id = replica_id
+        self.settings = settings
+        self.state = ReplicaState.STARTING
+        self.hints: tuple[str, ...] = ()
+        self.models: tuple[str, ...] = ()
+        self.restarts = 0
+        # setup() failures in a row (reset once the worker is ready): placement moves a replica
+        # that keeps failing to another node.
+        self.setup_failures = 0
+        self.last_error = ""
+        self.speed = SpeedMeter()
+        self._data_dir = data_dir
+        self._on_change = on_change
+        self._endpoint = endpoint
+        self._ctx = zmq.asyncio.Context()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._worker: _Worker | None = None
+        self._ready = asyncio.Event()
+        self._in_flight: dict[str, _InFlight] = {}
+        self._overdue: dict[str, float] = {}  # request id -> deadline, until the worker answers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def slots(self) -> int:
+        """Requests the worker runs at once: its concurrency times its batch size."""
+        info = self._worker.info if self._worker else {}
+        return max(1, int(info.get("max_concurrency", 1)) * int(info.get("max_batch_size", 1)))
+
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once: what the worker runs concurrently plus a bounded queue."""
+        info = self._worker.info if self._worker else {}
+        app_queue = info.get("max_queue")
+        queue = self.settings.queue_size if not isinstance(app_queue, int) else max(0, app_queue)
+        return self.slots + queue
+
+    @property
+    def serving(self) -> bool:
+        """Ready and routed to (not a standby backup)."""
+        return self.state == ReplicaState.READY and not self.standby
+
+    def set_standby(self, standby: bool) -> None:
+        """Make this replica a warm backup (not routed to) or promote it to serving."""
+        if standby != self.standby:
+            self.standby = standby
+            self._on_change()
+
+    @property
+    def status(self) -> str:
+        """The state ``GET /v1/deployments`` shows: ``standby`` for a warm backup."""
+        return "standby" if self.standby and self.state == ReplicaState.READY else self.state.value
+
+    def gossip_state(self) -> dict[str, object]:
+        """This replica as peers' routers see it (``NodeMeta.replicas``; read by mesh/routing.py)."""
+        return {
+            "state": self.status,
+            "pinned": self.pinned,
+            "error": self.last_error[:_MAX_GOSSIPED_ERROR_CHARS],
+            "queue": self.in_flight,
+            "slots": self.slots,
+            "capacity": self.capacity,
+            "hints": list(self.hints),
+            "models": list(self.models),
+        }
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not finished."""
+        return len(self._in_flight)
+
+    async def start(self) -> None:
+        """Bind the worker socket and start supervising (returns at once; see wait_ready)."""
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes)
+        sock.bind(self._endpoint)
+        self._sock = sock
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name=f"replica-{self.replica_id}"),
+            asyncio.create_task(self._receive(), name=f"replica-recv-{self.replica_id}"),
+            asyncio.create_task(self._watch_hangs(), name=f"replica-hang-{self.replica_id}"),
+        ]
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the worker is set up; False on timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._ready.wait()
+        return self._ready.is_set()
+
+    async def call(self, call: Call) -> AsyncGenerator[Envelope, None]:
+        """Send one request; yield its chunks and then its Reply or Failure."""
+        if not self.serving or self._worker is None or self._sock is None:
+            reason = self.last_error or f"replica of {self.deployment} is {self.status}"
+            raise NotReady(reason, retry_after_s=2.0)
+        if len(self._in_flight) >= self.capacity:
+            raise Overloaded(
+                f"{self.deployment} has {len(self._in_flight)} requests in flight (capacity {self.capacity})",
+                retry_after_s=1.0,
+            )
+        if call.request_id in self._in_flight:
+            raise Conflict(f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + call.timeout_ms / 1000
+        pending = _InFlight(asyncio.Queue(), deadline)
+        self._in_flight[call.request_id] = pending
+        self._overdue[call.request_id] = deadline
+        worker = self._worker
+        try:
+            try:
+                await self._sock.send_multipart([worker.identity, encode_envelope(call)])
+            except zmq.ZMQError as exc:
+                # The worker vanished between admission and send: it never started, so retryable.
+                pending.done = True
+                raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from exc
+            while True:
+                message = await next_answer(pending.queue, deadline, call)
+                yield message
+                if isinstance(message, Reply | Failure):
+                    pending.done = True
+                    if isinstance(message, Reply):
+                        self.speed.record(started, loop.time())
+                    return
+        finally:
+            self._in_flight.pop(call.request_id, None)
+            if not pending.done:
+                # The client went away or the deadline passed: stop the work in the worker.
+                await self._send_quietly(worker, Cancel(call.request_id))
+
+    async def stop(self) -> None:
+        """Drain in-flight requests (bounded), then stop the worker."""
+        self._stopping = True
+        if self.state == ReplicaState.READY:
+            self.state = ReplicaState.DRAINING
+            self._on_change()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout_s
+        while self._in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self._terminate_worker()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._ctx.term()
+        self.state = ReplicaState.STOPPED
+        self._on_change()
+
+    # -- supervision -----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = self.settings.restart_initial_s
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            started = loop.time()
+            self.state = ReplicaState.STARTING
+            self._ready.clear()
+            self._on_change()
+            process = await self._spawn()
+            self._worker = _Worker(process, self.replica_id.encode())
+            code = await process.wait()
+            self._worker = None
+            self._ready.clear()
+            self._fail_in_flight(f"the replica's worker exited with code {code}")
+            if self._stopping:
+                return
+            self.restarts += 1
+            self.last_error = f"worker exited with code {code}; restarting"
+            if code == EXIT_SETUP_FAILED:
+                self.setup_failures += 1
+                reason = await asyncio.to_thread(_last_line, self._log_path())
+                self.last_error = f"setup failed ({reason}); retrying" if reason else "setup failed; retrying"
+            log.warning(
+                "%s replica %s exited (%s); restart %d", self.deployment, self.replica_id, code, self.restarts
+            )
+            if loop.time() - started > 60:
+                backoff = self.settings.restart_initial_s  # it ran for a while: not a crash loop
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.settings.restart_max_s)
+
+    def _log_path(self) -> Path:
+        return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        log_path = self._log_path()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log_file:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "meshnode.inference.worker",
+                "--app", self.app_ref, "--replica", self.replica_id,
+                "--endpoint", self._endpoint, "--data-dir", str(self._data_dir),
+                "--parent-pid", str(os.getpid()),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            )  # fmt: skip
+
+    async def _receive(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart()
+            if len(frames) != 2:
+                continue
+            try:
+                message = decode_envelope(frames[1], max_bytes=self.settings.max_frame_bytes)
+            except EnvelopeError as exc:
+                log.warning("dropped a bad frame from replica %s: %s", self.replica_id, exc)
+                continue
+            match message:
+                case Hello(_, info):
+                    if self._worker is not None:
+                        self._worker.info = info
+                    self._set_hints(tuple(info.get("hints", ())), tuple(info.get("models", ())))
+                    self.state = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
+                    self.last_error = ""
+                    self.setup_failures = 0
+                    self._ready.set()
+                    self._on_change()
+                case Hints(_, hints, models):
+                    self._set_hints(hints, models)
+                case _:
+                    if isinstance(message, Reply | Failure):
+                        self._overdue.pop(message.request_id, None)
+                    pending = self._in_flight.get(message.request_id)
+                    if pending is not None:
+                        pending.queue.put_nowait(message)
+
+    async def _watch_hangs(self) -> None:
+        """Kill a worker still busy with a request `hang_grace_s` past its deadline."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.25)
+            now = loop.time()
+            hung = [
+                rid for rid, deadline in self._overdue.items() if now > deadline + self.settings.hang_grace_s
+            ]
+            if hung and self._worker is not None:
+                log.warning(
+                    "%s replica %s hangs on %s; killing it", self.deployment, self.replica_id, hung[0]
+                )
+                self.last_error = "the worker hung past a request's deadline and was restarted"
+                self._overdue.clear()
+                with contextlib.suppress(ProcessLookupError):
+                    self._worker.process.kill()
+
+    def _fail_in_flight(self, reason: str) -> None:
+        self._overdue.clear()
+        for rid, pending in list(self._in_flight.items()):
+            pending.queue.put_nowait(Failure(rid, "replica_crashed", reason, True))
+
+    def _set_hints(self, hints: tuple[str, ...], models: tuple[str, ...]) -> None:
+        if (hints, models) != (self.hints, self.models):
+            self.hints, self.models = hints, models
+            self._on_change()
+
+    async def _terminate_worker(self) -> None:
+        worker = self._worker
+        if worker is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(5.0):
+                await worker.process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+            await worker.process.wait()
+
+    async def _send_quietly(self, worker: _Worker | None, message: Envelope) -> None:
+        if worker is None or self._sock is None or self._sock.closed:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            await self._sock.send_multipart([worker.identity, encode_envelope(message)])
+
+
+def _last_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last non-empty line of a worker's log (its setup error), at most 200 characters."""
+    try:
+        with path.open("rb") as log_file:
+            log_file.seek(max(0, path.stat().st_size - max_bytes))
+            lines = log_file.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip()[:_MAX_GOSSIPED_ERROR_CHARS] if lines else ""

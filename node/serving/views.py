@@ -1,0 +1,116 @@
+"""What ``GET /v1/deployments`` shows: one deployment as this node sees it, built from its view.
+
+Pure functions over the gossiped members and this node's own replica, kept apart from the placement
+loop (``deployments.py``) so the loop reads as decisions and this reads as the API's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..mesh.autoscale import Decision
+from ..mesh.member import Member
+from ..mesh.placement import Plan
+from ..mesh.records import Record
+from ..mesh.types import NodeId, Status
+from .replica import Replica
+
+__all__ = ["Outcome", "deployment_view", "entry_of", "gossiped_state"]
+
+_LIVE = (Status.ALIVE, Status.SUSPECT)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The last decision for one deployment on this node: the autoscaler's and placement's."""
+
+    decision: Decision
+    plan: Plan
+
+
+def deployment_view(
+    record: Record,
+    members: Iterable[Member],
+    *,
+    me: NodeId,
+    local: Replica | None,
+    failed: dict[str, Any] | None,
+    outcome: Outcome | None,
+    waiting: int,
+) -> dict[str, Any]:
+    """One deployment as ``GET /v1/deployments`` shows it, from this node's view."""
+    spec = record.spec
+    assert spec is not None
+    names = {m.node: m.meta.name for m in members}
+    replicas = []
+    for member in sorted(members, key=lambda m: m.meta.name):
+        if member.status not in _LIVE:
+            continue
+        if member.node == me:  # our own replica, fresher than what we last gossiped
+            entry = failed or {}
+            if local is not None:
+                entry = {"state": local.status, "pinned": local.pinned, "error": local.last_error}
+        else:
+            entry = entry_of(member, record.name)
+        if isinstance(entry.get("state"), str):
+            replica = {
+                "node": member.meta.name,
+                "status": entry["state"],
+                "pinned": bool(entry.get("pinned")),
+            }
+            if isinstance(entry.get("error"), str) and entry["error"]:
+                replica["error"] = entry["error"]
+            replicas.append(replica)
+    hosts = outcome.plan.hosts if outcome else ()
+    desired = max(outcome.decision.desired, len(hosts)) if outcome else spec.min_replicas
+    serving = sum(1 for r in replicas if r["status"] == "ready")
+    unschedulable = outcome.plan.unschedulable if outcome else None
+    missing = unschedulable
+    if missing is None and serving < desired:
+        missing = _why_short(serving, desired, replicas)
+    errors = sorted({f"{r['node']}: {r['error']}" for r in replicas if r.get("error")})
+    if missing is not None and errors:
+        missing += f" ({'; '.join(errors[:3])})"
+    return {
+        "name": record.name,
+        "app": spec.app,
+        "min_replicas": spec.min_replicas,
+        "max_replicas": spec.max_replicas,
+        "desired": desired,
+        "ready": serving,
+        "replicas": replicas,
+        "unschedulable": unschedulable,
+        "missing": missing,
+        "placement": {
+            "hosts": [names.get(node, node) for node in hosts],
+            "backups": [names.get(node, node) for node in (outcome.plan.backups if outcome else ())],
+        },
+        "autoscaling": {
+            **spec.to_wire()["autoscaling"],
+            "mean_concurrency": round(outcome.decision.mean_concurrency, 3) if outcome else 0.0,
+            "proposal": outcome.decision.proposal if outcome else spec.min_replicas,
+            "waiting": waiting,
+        },
+        "spec": spec.to_wire(),
+        "declared_by": names.get(record.origin, record.origin),
+        # Declared by --deploy at stamp 0 (pinned replicas only) rather than by a deliberate PUT.
+        "implicit": record.stamp == 0,
+    }
+
+
+def _why_short(serving: int, desired: int, replicas: list[dict[str, Any]]) -> str:
+    starting = sum(1 for r in replicas if r["status"] == "starting")
+    return f"{serving} of {desired} ready" + (f"; {starting} starting" if starting else "")
+
+
+def entry_of(member: Member, name: str) -> dict[str, Any]:
+    """The gossiped replica entry of deployment `name` on `member` (empty when it has none)."""
+    entry = member.meta.replicas.get(name)
+    return entry if isinstance(entry, dict) else {}
+
+
+def gossiped_state(member: Member, name: str) -> object:
+    """The gossiped state of `member`'s replica of `name` (None when it has none)."""
+    return entry_of(member, name).get("state")

@@ -1,8 +1,8 @@
 """Node metadata: what a node says about itself, versioned by its owner and gossiped with it.
 
 Only the owner changes its metadata; every change bumps ``meta_version`` in the membership core, so
-newer always wins and an old rumour never overwrites a fresh value. The fields later issues fill
-(models, hints, speeds) are already here, so the wire format does not change when they arrive.
+newer always wins and an old rumour never overwrites a fresh value. Keys this version does not know
+(a newer node's) are ignored, so nodes of different versions read each other.
 
 Validation happens once, when bytes arrive (``from_wire``): a node's view only ever holds metadata
 that passed it.
@@ -15,6 +15,8 @@ from typing import Any
 
 import msgpack
 
+from .replica_state import ReplicaEntry
+
 MAX_LABEL_CHARS = 128
 MAX_LIST_ITEMS = 256
 MAX_DEPTH = 4
@@ -26,7 +28,7 @@ class MetaError(ValueError):
 
 @dataclass(frozen=True)
 class NodeMeta:
-    """One node's self-description (DESIGN.md section 5, ``GET /v1/mesh``)."""
+    """One node's self-description, as ``GET /v1/mesh`` lists it (README.md, "HTTP")."""
 
     name: str
     http: str = ""
@@ -44,9 +46,9 @@ class NodeMeta:
     hints: tuple[str, ...] = ()
     # Measured speed per deployment: {"service_ms": mean time per request, "rps": completions/s}.
     speeds: dict[str, Any] = field(default_factory=dict)
-    # Serving state per deployment hosted here: {"state", "queue", "slots", "capacity", "hints",
-    # "models"} (mesh/routing.py reads it; see node/agent.py for who writes it).
-    replicas: dict[str, Any] = field(default_factory=dict)
+    # Serving state per deployment hosted here (``replica_state.py``): built by the node's replica
+    # supervisor, read by routing, placement and the deployments API.
+    replicas: dict[str, ReplicaEntry] = field(default_factory=dict)
     # Requests this node holds per deployment while waiting for a replica to cold-start: demand
     # the autoscalers count even though no replica has it yet.
     waiting: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +67,7 @@ class NodeMeta:
             "models": list(self.models),
             "hints": list(self.hints),
             "speeds": self.speeds,
-            "replicas": self.replicas,
+            "replicas": {name: entry.to_wire() for name, entry in self.replicas.items()},
             "waiting": self.waiting,
         }
 
@@ -108,9 +110,19 @@ class NodeMeta:
             models=_labels(raw, "models"),
             hints=_labels(raw, "hints"),
             speeds=_plain_map(raw, "speeds"),
-            replicas=_plain_map(raw, "replicas"),
+            replicas=_replica_entries(raw),
             waiting=_plain_map(raw, "waiting"),
         )
+
+
+def _replica_entries(raw: dict[Any, Any]) -> dict[str, ReplicaEntry]:
+    """Bounded like any map; an entry that is malformed or in an unknown state is left out."""
+    entries = {}
+    for name, entry in _plain_map(raw, "replicas").items():
+        decoded = ReplicaEntry.from_wire(entry)
+        if decoded is not None:
+            entries[name] = decoded
+    return entries
 
 
 def _label(raw: dict[Any, Any], key: str, *, required: bool = False) -> str:
@@ -172,16 +184,13 @@ def _halve_longest_lists(meta: NodeMeta) -> NodeMeta:
         (len(meta.models), "", "models"),
     ]
     for name, entry in meta.replicas.items():
-        if isinstance(entry, dict):
-            for key in ("hints", "models"):
-                value = entry.get(key)
-                if isinstance(value, list):
-                    candidates.append((len(value), name, key))
+        candidates.append((len(entry.hints), name, "hints"))
+        candidates.append((len(entry.models), name, "models"))
     length, deployment, key = max(candidates)
     if length == 0:
         return meta
     if not deployment:
         return replace(meta, **{key: getattr(meta, key)[: length // 2]})
-    entry = dict(meta.replicas[deployment])
-    entry[key] = entry[key][: length // 2]
-    return replace(meta, replicas={**meta.replicas, deployment: entry})
+    entry = meta.replicas[deployment]
+    cut = replace(entry, **{key: getattr(entry, key)[: length // 2]})
+    return replace(meta, replicas={**meta.replicas, deployment: cut})

@@ -237,6 +237,8 @@ class Action(StrEnum):
     PROMOTE = "promote"  # a warm backup that became a host serves
     DEMOTE = "demote"  # a serving replica that is now a backup steps back
     STOP = "stop"  # a replica placement no longer wants drains and stops
+    REPLACE = "replace"  # a placed replica runs an app the deployment no longer names: it goes first
+    GIVE_UP = "give_up"  # a placed replica whose setup keeps failing goes, and the node sits out
 
 
 def action_for(
@@ -247,14 +249,24 @@ def action_for(
     standby: bool = False,
     pinned: bool = False,
     ready: Iterable[NodeId] = (),
+    app_changed: bool = False,
+    setup_failures: int = 0,
+    setup_attempts: int = 0,
 ) -> Action:
     """This node's move for one deployment; `ready` lists the nodes whose replica serves.
 
     Make before break: a replica leaves (stops, or steps back to backup) only once every other host
     of the plan serves, so no change of plan ever lowers the number of replicas serving. A pinned
-    replica is this node's own business and is never stopped or demoted.
+    replica is this node's own business and is never stopped or demoted. A placed replica of an app
+    the deployment no longer names goes at once (the new app starts after it), and so does one whose
+    setup failed `setup_attempts` times in a row (0: never give up): it serves nothing.
     """
     host, backup = me in placed.hosts, me in placed.backups
+    if has_replica and not pinned:
+        if app_changed:
+            return Action.REPLACE
+        if 0 < setup_attempts <= setup_failures:
+            return Action.GIVE_UP
     if not has_replica:
         return Action.START if host else Action.START_BACKUP if backup else Action.NONE
     if standby and (host or pinned):

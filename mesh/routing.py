@@ -1,10 +1,11 @@
 """Routing policy: which replicas should serve a request, best first, as ranked tiers.
 
 A pure function of (candidates from the gossiped view, the request, what this node has in flight to
-each peer, a seeded ``random.Random``). The forwarder (``node/forward.py``) walks the answer in order
-and owns retries; the policy never sends anything (STYLE.md 8, Ray Serve's ``choose_replicas``).
+each peer, a seeded ``random.Random``). The forwarder (``node/dataplane/forward.py``) walks the answer
+in order and owns retries; the policy never sends anything (a policy returns decisions and a mechanism
+carries them out, as Ray Serve's ``choose_replicas``).
 
-Tiers, best first (DESIGN.md section 4):
+Tiers, best first:
 
 1. ``hint``: replicas whose gossiped hints hold the request's ``X-Mesh-Hint`` (fal's
    ``provide_hints()``: the runner that already has what the request needs).
@@ -127,8 +128,8 @@ def rank(
 def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[Candidate]:
     """The ready replicas of `deployment` on live or suspect members, from their gossiped metadata.
 
-    Gossiped metadata passed ``NodeMeta.from_wire``, so it is msgpack primitives of bounded size, but
-    its inner shape comes from peers: a malformed entry makes that replica invisible, never an error.
+    Gossiped metadata passed ``NodeMeta.from_wire``: a replica entry that was malformed is not there,
+    and the speeds map, shaped by peers, is read leniently (a bad figure counts as unmeasured).
     """
     found = []
     for member in members:
@@ -136,7 +137,7 @@ def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[C
             continue
         meta = member.meta
         entry = meta.replicas.get(deployment)
-        if not isinstance(entry, dict) or entry.get("state") != "ready" or not meta.data:
+        if entry is None or not entry.state.serving or not meta.data:
             continue
         speed = meta.speeds.get(deployment)
         speed = speed if isinstance(speed, dict) else {}
@@ -151,11 +152,11 @@ def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[C
                 region=meta.region,
                 zone=meta.zone,
                 rtt_s=member.rtt_s,
-                hints=_strings(entry.get("hints")),
-                models=_strings(entry.get("models")),
-                queue=_count(entry.get("queue"), 0),
-                slots=_count(entry.get("slots"), 1) or 1,
-                capacity=_count(entry.get("capacity"), 1),
+                hints=frozenset(entry.hints),
+                models=frozenset(entry.models),
+                queue=entry.queue,
+                slots=entry.slots,
+                capacity=entry.capacity,
                 service_s=service_ms / 1000 if service_ms is not None else None,
                 throughput_rps=_number(speed.get("rps")),
             )
@@ -212,16 +213,6 @@ def _number(value: object) -> float | None:
     ):
         return None
     return float(value)
-
-
-def _count(value: object, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
-
-
-def _strings(value: object) -> frozenset[str]:
-    if not isinstance(value, list | tuple):
-        return frozenset()
-    return frozenset(item for item in value if isinstance(item, str))
 
 
 def _tier_of(candidate: Candidate, request: RouteRequest, in_flight: Mapping[NodeId, int]) -> TierName:

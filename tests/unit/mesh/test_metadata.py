@@ -10,10 +10,13 @@ import pytest
 from meshnode.inference.devices import Accelerator, DeviceInfo
 from meshnode.load import LoadSample
 from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, MAX_LIST_ITEMS, MetaError, NodeMeta
+from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
 
 LABELS = ("name", "http", "mesh", "data", "region", "zone")
 LISTS = ("models", "hints")
 MAPS = ("device", "load", "speeds", "replicas", "waiting")
+# Maps whose values are free-form (bounded) rather than typed entries like ``replicas``.
+PLAIN_MAPS = tuple(key for key in MAPS if key != "replicas")
 
 GPU = Accelerator(kind="cuda", index=0, name="NVIDIA H100", memory_bytes=80 * 2**30, capability="9.0")
 DEVICE = DeviceInfo("AMD EPYC", 16, 128 * 2**30, (GPU,), "2.13.0")
@@ -33,7 +36,7 @@ def full_meta() -> NodeMeta:
         hints=("gpu", "fast"),
         speeds={"tiny-sd": {"images_per_s": 6.5, "warm": True}, "notes": None},
         data="10.0.0.2:40001",
-        replicas={"tiny-sd": {"state": "ready", "queue": 2, "hints": ["a"], "models": []}},
+        replicas={"tiny-sd": ReplicaEntry(ReplicaState.READY, queue=2, hints=("a",))},
         waiting={"embed": 3},
     )
 
@@ -179,7 +182,7 @@ def test_lists_must_hold_few_short_strings(key: str, value: object) -> None:
 # -- device, load, speeds ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", MAPS)
+@pytest.mark.parametrize("key", PLAIN_MAPS)
 def test_maps_of_plain_values_are_accepted(key: str) -> None:
     value = {
         "nil": None,
@@ -197,7 +200,10 @@ def test_maps_of_plain_values_are_accepted(key: str) -> None:
 def test_nesting_up_to_max_depth_is_accepted_one_more_level_is_refused(key: str) -> None:
     # The field's own map is level 1, so the deepest value allowed sits at level MAX_DEPTH.
     deepest_allowed = nested(MAX_DEPTH - 1)
-    assert getattr(NodeMeta.from_wire(with_field(key, deepest_allowed)), key) == deepest_allowed
+    if key in PLAIN_MAPS:
+        assert getattr(NodeMeta.from_wire(with_field(key, deepest_allowed)), key) == deepest_allowed
+    else:
+        NodeMeta.from_wire(with_field(key, deepest_allowed))  # accepted (an entry without a state)
     rejected(with_field(key, nested(MAX_DEPTH)))
     rejected(with_field(key, {"list": [[[1]]]}))
 
@@ -230,7 +236,7 @@ def test_maps_must_hold_only_bounded_plain_values(key: str, value: object) -> No
     rejected(with_field(key, value))
 
 
-@pytest.mark.parametrize("key", MAPS)
+@pytest.mark.parametrize("key", PLAIN_MAPS)
 def test_widths_up_to_the_limit_are_accepted(key: str) -> None:
     value = {f"k{i}": i for i in range(MAX_LIST_ITEMS - 1)} | {"list": list(range(MAX_LIST_ITEMS))}
     assert getattr(NodeMeta.from_wire(with_field(key, value)), key) == value
@@ -238,13 +244,39 @@ def test_widths_up_to_the_limit_are_accepted(key: str) -> None:
 
 def test_metadata_too_big_to_gossip_keeps_its_first_hints_and_fits() -> None:
     hints = tuple(f"lora-{i:04d}-{'x' * 60}" for i in range(200))
-    entry = {"state": "ready", "queue": 0, "hints": list(hints), "models": list(hints)}
+    entry = ReplicaEntry(ReplicaState.READY, hints=hints, models=hints)
     big = NodeMeta(name="node-a", hints=hints, models=hints, replicas={"sd": entry})
     assert big.encoded_size() > 16 * 1024
     fitted = big.fit(16 * 1024)
     assert fitted.encoded_size() <= 16 * 1024
     assert fitted.hints and fitted.hints == hints[: len(fitted.hints)]  # the most recent stay
-    assert fitted.replicas["sd"]["hints"] == list(hints[: len(fitted.replicas["sd"]["hints"])])
-    assert fitted.replicas["sd"]["state"] == "ready"
+    assert fitted.replicas["sd"].hints == hints[: len(fitted.replicas["sd"].hints)]
+    assert fitted.replicas["sd"].state == ReplicaState.READY
     small = NodeMeta(name="node-a", hints=("a",))
     assert small.fit(16 * 1024) is small
+
+
+def test_replica_entries_in_an_unknown_state_or_malformed_are_left_out() -> None:
+    """A newer node's state, or a peer's garbage, makes that replica invisible, never an error."""
+    ready = {"state": "ready", "queue": 2, "slots": 1, "capacity": 4, "hints": [], "models": []}
+    raw = with_field(
+        "replicas", {"ok": ready, "future": {"state": "hibernating"}, "junk": "ready", "none": {}}
+    )
+    assert set(NodeMeta.from_wire(raw).replicas) == {"ok"}
+    assert NodeMeta.from_wire(raw).replicas["ok"] == ReplicaEntry(ReplicaState.READY, queue=2, capacity=4)
+
+
+def test_replica_entries_on_the_wire_are_the_maps_older_nodes_read() -> None:
+    """The gossiped entry kept its keys when it became a type: old and new nodes read each other."""
+    entry = ReplicaEntry(ReplicaState.STANDBY, pinned=True, error="e", queue=1, slots=2, capacity=3)
+    assert full_meta().to_wire()["replicas"]["tiny-sd"]["state"] == "ready"
+    assert entry.to_wire() == {
+        "state": "standby",
+        "pinned": True,
+        "error": "e",
+        "queue": 1,
+        "slots": 2,
+        "capacity": 3,
+        "hints": [],
+        "models": [],
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -196,3 +197,30 @@ def test_each_node_acts_only_on_itself_and_makes_before_it_breaks(
     flags = replica or {}
     action = action_for(ME, placed, has_replica=replica is not None, ready=ready, **flags)
     assert action == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        # A placed replica of an app the deployment no longer names goes, host or not.
+        ({"app_changed": True}, Action.REPLACE),
+        ({"app_changed": True, "setup_failures": 5, "setup_attempts": 3}, Action.REPLACE),
+        # One whose setup failed `setup_attempts` times in a row is given up; fewer keep trying.
+        ({"setup_failures": 3, "setup_attempts": 3}, Action.GIVE_UP),
+        ({"setup_failures": 2, "setup_attempts": 3}, Action.NONE),
+        ({"setup_failures": 9, "setup_attempts": 0}, Action.NONE),  # 0: never give up
+        # Pinned replicas are the node's own business: neither replaced nor given up here.
+        ({"pinned": True, "app_changed": True}, Action.NONE),
+        ({"pinned": True, "setup_failures": 3, "setup_attempts": 3}, Action.NONE),
+    ],
+)
+def test_a_replica_of_a_changed_or_failing_app_goes_before_anything_else(
+    flags: dict[str, Any], expected: Action
+) -> None:
+    assert action_for(ME, Plan((ME,), (), None), has_replica=True, **flags) == expected
+
+
+def test_without_a_replica_there_is_nothing_to_replace_or_give_up() -> None:
+    placed = Plan((ME,), (), None)
+    flags: dict[str, Any] = {"app_changed": True, "setup_failures": 3, "setup_attempts": 3}
+    assert action_for(ME, placed, has_replica=False, **flags) == Action.START

@@ -140,8 +140,9 @@ def test_predicted_wait_and_retry_after_come_from_the_queue_and_speed() -> None:
 
 
 def meta_member(name: str, status: Status = Status.ALIVE, **meta: object) -> Member:
-    fields: dict[str, object] = {"name": name, "data": f"{name}:9", **meta}
-    return Member(NodeId(name), Address(f"{name}:8471"), 1, status, 1, NodeMeta(**fields), 0.0)  # type: ignore[arg-type]
+    """A member whose metadata arrived by gossip: through ``NodeMeta.from_wire``, as peers' does."""
+    wire: dict[str, object] = {"name": name, "data": f"{name}:9", **meta}
+    return Member(NodeId(name), Address(f"{name}:8471"), 1, status, 1, NodeMeta.from_wire(wire), 0.0)
 
 
 def test_candidates_are_read_from_gossiped_metadata() -> None:

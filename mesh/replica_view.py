@@ -1,0 +1,180 @@
+"""What the gossiped view says about one deployment's replicas: the inputs of this node's decisions.
+
+Every node reads the same members (their gossiped ``ReplicaEntry`` per deployment, and the requests
+each holds for a cold start) and decides for itself: how much demand the autoscaler sees, which
+nodes sit a deployment out, which replicas are pinned, whether a request may wait for a replica
+that is coming. All pure: the placement shell (``node/serving/deployments.py``) passes in the live
+members, this node's id and what it knows of its own replica, which is fresher than what it last
+gossiped, so its own gossiped entry is never read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .deployment import DeploymentSpec
+from .member import Member
+from .placement import Plan
+from .replica_state import ReplicaEntry, ReplicaState
+from .types import NodeId, Status
+
+__all__ = [
+    "SITTING_OUT",
+    "Demand",
+    "LocalReplica",
+    "Prospect",
+    "demand",
+    "entry_of",
+    "excluded",
+    "live",
+    "pinned_nodes",
+    "prospect",
+    "ready_nodes",
+    "running_count",
+    "serving_anywhere",
+]
+
+_LIVE = (Status.ALIVE, Status.SUSPECT)
+# Why placement passes over a node whose replica would not start (``GET /v1/deployments`` shows it).
+SITTING_OUT = "its replica failed to start there"
+
+
+@dataclass(frozen=True)
+class LocalReplica:
+    """This node's own replica of a deployment, as the decisions need it."""
+
+    state: ReplicaState
+    pinned: bool = False
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A deployment's demand mesh-wide: requests in its replicas, and requests held for a cold start."""
+
+    concurrency: float
+    waiting: int
+
+
+class Prospect(StrEnum):
+    """Whether a request that found no ready replica may wait for one."""
+
+    COMING = "coming"  # some replica is starting, ready or a warm backup: wait for it
+    UNKNOWN = "unknown"  # no such deployment (yet): 404 once the grace for gossip has passed
+    PINNED_ONLY = "pinned_only"  # declared only by --deploy, and no pinned replica runs: 503
+    UNSCHEDULABLE = "unschedulable"  # no node may host it: 503, with placement's reason
+    SCALING_UP = "scaling_up"  # declared, none coming yet, placement will start one: wait
+
+
+def live(members: Iterable[Member]) -> list[Member]:
+    """Members that may hold replicas: alive or suspect."""
+    return [member for member in members if member.status in _LIVE]
+
+
+def entry_of(member: Member, name: str) -> ReplicaEntry | None:
+    """`member`'s gossiped replica of deployment `name`, or None when it has none."""
+    return member.meta.replicas.get(name)
+
+
+def _peer_states(members: Iterable[Member], name: str, me: NodeId) -> Iterable[tuple[Member, ReplicaEntry]]:
+    for member in members:
+        if member.node != me and member.status in _LIVE:
+            entry = member.meta.replicas.get(name)
+            if entry is not None:
+                yield member, entry
+
+
+def demand(
+    name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None, waiting_here: int
+) -> Demand:
+    """Requests in flight at every replica of `name` and requests held for its cold start, mesh-wide."""
+    concurrency = 0.0
+    waiting = waiting_here
+    for member in members:
+        if member.node == me or member.status not in _LIVE:
+            continue
+        entry = member.meta.replicas.get(name)
+        if entry is not None and entry.state.holds_requests:
+            concurrency += entry.queue
+        held = member.meta.waiting.get(name)
+        if isinstance(held, int) and not isinstance(held, bool) and held > 0:
+            waiting += held
+    if local is not None:
+        concurrency += local.in_flight
+    return Demand(concurrency, waiting)
+
+
+def excluded(name: str, members: Iterable[Member], me: NodeId, sitting_out_here: bool) -> dict[NodeId, str]:
+    """Nodes that sit `name` out because its replica would not start there (this one included)."""
+    sitting_out = {
+        member.node: SITTING_OUT
+        for member, entry in _peer_states(members, name, me)
+        if entry.state is ReplicaState.FAILED
+    }
+    if sitting_out_here:
+        sitting_out[me] = SITTING_OUT
+    return sitting_out
+
+
+def pinned_nodes(
+    name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None
+) -> frozenset[NodeId]:
+    """Nodes whose replica of `name` is pinned by ``--deploy``: placement counts them first."""
+    pinned = {member.node for member, entry in _peer_states(members, name, me) if entry.pinned}
+    if local is not None and local.pinned:
+        pinned.add(me)
+    return frozenset(pinned)
+
+
+def ready_nodes(
+    name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None
+) -> frozenset[NodeId]:
+    """Nodes whose replica of `name` serves (make before break waits for these)."""
+    ready = {member.node for member, entry in _peer_states(members, name, me) if entry.state.serving}
+    if local is not None and local.state.serving:
+        ready.add(me)
+    return frozenset(ready)
+
+
+def running_count(name: str, members: Iterable[Member]) -> int:
+    """Replicas of `name` running or starting anywhere: where a new autoscaler starts counting."""
+    return sum(
+        1
+        for member in members
+        if member.status in _LIVE
+        and (entry := member.meta.replicas.get(name)) is not None
+        and entry.state.counts_as_running
+    )
+
+
+def serving_anywhere(name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None) -> bool:
+    """Whether some replica of `name` serves, here or on a live peer."""
+    if local is not None and local.state.serving:
+        return True
+    return any(entry.state.serving for _, entry in _peer_states(members, name, me))
+
+
+def prospect(
+    name: str,
+    spec: DeploymentSpec | None,
+    members: Iterable[Member],
+    me: NodeId,
+    local: LocalReplica | None,
+    placed: Plan | None,
+) -> Prospect:
+    """Whether a request for `name` that found no ready replica should wait, and if not, why.
+
+    `spec` is the deployment's live declaration (None when unknown or removed) and `placed` this
+    node's last plan for it (None before the first).
+    """
+    if local is not None or any(entry.state.coming for _, entry in _peer_states(members, name, me)):
+        return Prospect.COMING
+    if spec is None:
+        return Prospect.UNKNOWN
+    if spec.max_replicas == 0:
+        return Prospect.PINNED_ONLY
+    if placed is not None and placed.unschedulable and not placed.hosts:
+        return Prospect.UNSCHEDULABLE
+    return Prospect.SCALING_UP

@@ -1,0 +1,66 @@
+"""The replica lifecycle and its gossiped entry: every state read one way, bad entries invisible."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshnode.mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState
+
+
+def test_each_state_says_whether_it_serves_holds_requests_is_coming_or_counts_as_running() -> None:
+    table = {
+        # state: (serving, holds requests, coming, counts as running)
+        ReplicaState.STARTING: (False, False, True, True),
+        ReplicaState.READY: (True, True, True, True),
+        ReplicaState.STANDBY: (False, False, True, False),
+        ReplicaState.DRAINING: (False, True, False, False),
+        ReplicaState.FAILED: (False, False, False, False),
+        ReplicaState.STOPPED: (False, False, False, False),
+    }
+    assert set(table) == set(ReplicaState)
+    for state, expected in table.items():
+        assert (state.serving, state.holds_requests, state.coming, state.counts_as_running) == expected
+
+
+def test_an_entry_survives_the_wire() -> None:
+    entry = ReplicaEntry(ReplicaState.READY, True, "", 3, 2, 10, ("h",), ("m1", "m2"))
+    assert ReplicaEntry.from_wire(entry.to_wire()) == entry
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, "ready", [], {}, {"state": None}, {"state": "hibernating"}, {"state": ["ready"]}, {"state": 1}],
+)
+def test_a_malformed_entry_or_an_unknown_state_is_invisible(raw: object) -> None:
+    assert ReplicaEntry.from_wire(raw) is None
+
+
+def test_bad_fields_fall_back_to_their_defaults_and_the_error_is_cut() -> None:
+    raw = {
+        "state": "ready",
+        "pinned": "yes",
+        "queue": "many",
+        "slots": 0,
+        "capacity": 2**40,
+        "hints": "h",
+        "models": ["ok", 3, "x" * 500],
+        "error": "e" * 1000,
+    }
+    entry = ReplicaEntry.from_wire(raw)
+    assert entry is not None
+    assert (entry.pinned, entry.queue, entry.slots, entry.capacity) == (False, 0, 1, 1)
+    assert (entry.hints, entry.models) == ((), ("ok",))
+    assert len(entry.error) == MAX_ERROR_CHARS
+    assert ReplicaEntry.failed("x" * 1000) == ReplicaEntry(ReplicaState.FAILED, error="x" * MAX_ERROR_CHARS)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["state", "queue", "slots", "capacity", "hints", "pinned"]), st.from_type(object)
+    )
+)
+def test_any_map_from_a_peer_decodes_or_is_invisible_never_raises(raw: dict[str, object]) -> None:
+    entry = ReplicaEntry.from_wire(raw)
+    assert entry is None or (entry.slots >= 1 and entry.queue >= 0 and entry.capacity >= 0)

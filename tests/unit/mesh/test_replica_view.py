@@ -1,0 +1,159 @@
+"""What the gossiped view says about a deployment's replicas: the pure inputs of a node's decisions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshnode.mesh.deployment import DeploymentSpec
+from meshnode.mesh.member import Member
+from meshnode.mesh.metadata import NodeMeta
+from meshnode.mesh.placement import Plan
+from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
+from meshnode.mesh.replica_view import (
+    SITTING_OUT,
+    Demand,
+    LocalReplica,
+    Prospect,
+    demand,
+    excluded,
+    pinned_nodes,
+    prospect,
+    ready_nodes,
+    running_count,
+    serving_anywhere,
+)
+from meshnode.mesh.types import Address, NodeId, Status
+
+ME = NodeId("me")
+A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
+SPEC = DeploymentSpec("apps/echo.py:Echo", min_replicas=1, max_replicas=3)
+
+
+def member(
+    node: NodeId,
+    entry: ReplicaEntry | None = None,
+    status: Status = Status.ALIVE,
+    waiting: int | None = None,
+) -> Member:
+    meta = NodeMeta(
+        name=str(node),
+        data=f"{node}:9",
+        replicas={"sd": entry} if entry is not None else {},
+        waiting={"sd": waiting} if waiting is not None else {},
+    )
+    return Member(node, Address(f"{node}:8471"), 1, status, 1, meta, 0.0)
+
+
+def entry(state: ReplicaState, **fields: object) -> ReplicaEntry:
+    return ReplicaEntry(state, **fields)  # type: ignore[arg-type]
+
+
+def test_demand_counts_queues_of_replicas_that_hold_requests_and_waiting_requests_mesh_wide() -> None:
+    members = [
+        member(A, entry(ReplicaState.READY, queue=3)),
+        member(B, entry(ReplicaState.DRAINING, queue=2)),
+        member(C, entry(ReplicaState.STARTING, queue=7), waiting=4),  # starting: its queue is no demand
+        member(NodeId("d"), entry(ReplicaState.READY, queue=5), Status.DEAD, waiting=9),  # dead: nothing
+        member(ME, entry(ReplicaState.READY, queue=100), waiting=100),  # own gossip: stale, never read
+    ]
+    local = LocalReplica(ReplicaState.READY, in_flight=1)
+    assert demand("sd", members, ME, local, waiting_here=2) == Demand(concurrency=6.0, waiting=6)
+    assert demand("sd", members, ME, None, waiting_here=0) == Demand(concurrency=5.0, waiting=4)
+    assert demand("other", members, ME, None, waiting_here=0) == Demand(0.0, 0)
+
+
+def test_nodes_whose_replica_failed_sit_out_this_node_too_when_it_failed_here() -> None:
+    members = [
+        member(A, entry(ReplicaState.FAILED, error="boom")),
+        member(B, entry(ReplicaState.READY)),
+        member(C, entry(ReplicaState.FAILED), Status.LEFT),
+    ]
+    assert excluded("sd", members, ME, sitting_out_here=False) == {A: SITTING_OUT}
+    assert excluded("sd", members, ME, sitting_out_here=True) == {A: SITTING_OUT, ME: SITTING_OUT}
+
+
+def test_pinned_and_ready_nodes_take_this_nodes_own_replica_from_what_it_knows_now() -> None:
+    members = [
+        member(A, entry(ReplicaState.READY, pinned=True)),
+        member(B, entry(ReplicaState.STANDBY)),
+        member(ME, entry(ReplicaState.STARTING, pinned=False)),  # gossiped before it became ready
+    ]
+    local = LocalReplica(ReplicaState.READY, pinned=True)
+    assert pinned_nodes("sd", members, ME, local) == {A, ME}
+    assert pinned_nodes("sd", members, ME, None) == {A}
+    assert ready_nodes("sd", members, ME, local) == {A, ME}
+    assert ready_nodes("sd", members, ME, LocalReplica(ReplicaState.STANDBY)) == {A}
+
+
+def test_an_autoscaler_starts_from_the_replicas_running_or_starting_on_live_nodes() -> None:
+    members = [
+        member(A, entry(ReplicaState.READY)),
+        member(B, entry(ReplicaState.STARTING)),
+        member(C, entry(ReplicaState.STANDBY)),
+        member(ME, entry(ReplicaState.READY)),
+        member(NodeId("d"), entry(ReplicaState.READY), Status.DEAD),
+    ]
+    assert running_count("sd", members) == 3
+
+
+def test_serving_anywhere_sees_ready_replicas_here_or_on_live_peers_only() -> None:
+    assert serving_anywhere("sd", [member(A, entry(ReplicaState.READY))], ME, None)
+    assert serving_anywhere("sd", [], ME, LocalReplica(ReplicaState.READY))
+    assert not serving_anywhere("sd", [member(A, entry(ReplicaState.READY), Status.DEAD)], ME, None)
+    assert not serving_anywhere("sd", [member(A, entry(ReplicaState.STANDBY))], ME, None)
+    assert not serving_anywhere("sd", [], ME, LocalReplica(ReplicaState.STARTING))
+
+
+@pytest.mark.parametrize(
+    ("spec", "members", "local", "placed", "expected"),
+    [
+        (SPEC, [member(A, entry(ReplicaState.STARTING))], None, None, Prospect.COMING),
+        (SPEC, [member(A, entry(ReplicaState.STANDBY))], None, None, Prospect.COMING),
+        (SPEC, [], LocalReplica(ReplicaState.STARTING), None, Prospect.COMING),
+        # A replica coming counts even before the declaration arrived here.
+        (None, [member(A, entry(ReplicaState.READY))], None, None, Prospect.COMING),
+        (None, [], None, None, Prospect.UNKNOWN),
+        (None, [member(A, entry(ReplicaState.DRAINING))], None, None, Prospect.UNKNOWN),
+        (DeploymentSpec("x.py:X", min_replicas=0, max_replicas=0), [], None, None, Prospect.PINNED_ONLY),
+        (SPEC, [], None, Plan((), (), "no node has a GPU"), Prospect.UNSCHEDULABLE),
+        # Some nodes can host it even though others cannot: the replica is about to start.
+        (SPEC, [], None, Plan((A,), (), "1 node(s): no GPU"), Prospect.SCALING_UP),
+        (SPEC, [member(A, entry(ReplicaState.FAILED))], None, None, Prospect.SCALING_UP),
+        (SPEC, [member(A, entry(ReplicaState.READY), Status.DEAD)], None, None, Prospect.SCALING_UP),
+    ],
+)
+def test_a_request_waits_only_for_a_replica_that_is_coming_or_about_to_be_placed(
+    spec: DeploymentSpec | None,
+    members: list[Member],
+    local: LocalReplica | None,
+    placed: Plan | None,
+    expected: Prospect,
+) -> None:
+    assert prospect("sd", spec, members, ME, local, placed) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(ReplicaState)),
+            st.integers(0, 50),
+            st.sampled_from([Status.ALIVE, Status.SUSPECT, Status.DEAD, Status.LEFT]),
+        ),
+        max_size=8,
+    )
+)
+def test_demand_never_counts_a_node_that_is_gone_or_a_replica_that_holds_nothing(
+    rows: list[tuple[ReplicaState, int, Status]],
+) -> None:
+    members = [
+        member(NodeId(f"n{i}"), entry(state, queue=queue), status)
+        for i, (state, queue, status) in enumerate(rows)
+    ]
+    expected = sum(
+        queue
+        for state, queue, status in rows
+        if status in (Status.ALIVE, Status.SUSPECT) and state in (ReplicaState.READY, ReplicaState.DRAINING)
+    )
+    assert demand("sd", members, ME, None, 0).concurrency == expected

@@ -1,11 +1,11 @@
 """Outbound data plane: one multiplexed ZeroMQ DEALER per peer, carrying many requests at once.
 
 ``PeerLinks.call(node, addr, call)`` sends a ``Call`` envelope to the peer's data-plane ROUTER
-(``node/dataplane.py``) and yields what comes back for that request id: ``Chunk``s, then a ``Reply``
+(``server.py``) and yields what comes back for that request id: ``Chunk``s, then a ``Reply``
 or a ``Failure``. Requests share the peer's one connection; their frames interleave, and a large file
 arrives as several frames that are joined here, so one image never stalls the others.
 
-What the caller (``node/forward.py``) relies on:
+What the caller (``forward.py``) relies on:
 
 - A request that could not reach the peer (no connection yet within the connect timeout, the
   connection dropped, too many requests already outstanding there) ends with a *retryable*
@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -145,11 +145,6 @@ class PeerLinks:
         """Requests outstanding per peer: routing's in-flight correction."""
         return {node: len(link.pending) for node, link in self._links.items() if link.pending}
 
-    def reachable(self, node: NodeId) -> bool:
-        """False only for a peer whose data-plane connection was up and dropped."""
-        link = self._links.get(node)
-        return link is None or link.connected or not link.handshake.is_set()
-
     async def call(self, node: NodeId, addr: str, call: Call) -> AsyncGenerator[Envelope, None]:
         """Send `call` to the peer; yield its envelopes (see the module docstring)."""
         loop = asyncio.get_running_loop()
@@ -181,8 +176,8 @@ class PeerLinks:
                     case Chunk(_, _, bytes() as data) if not call.stream:
                         parts.append(data)
                         continue
-                    case Reply(_, bytes() as data, content_type) if parts:
-                        message = Reply(rid, b"".join([*parts, data]), content_type)
+                    case Reply(_, bytes() as data) if parts:
+                        message = replace(message, data=b"".join([*parts, data]))
                 finished = isinstance(message, Reply | Failure)
                 yield message
                 if finished:

@@ -1,0 +1,228 @@
+"""The real data-plane pair beyond the shared contract: what only ZeroMQ frames and peers' ids show.
+
+``PeerLinks`` and ``DataPlaneServer`` run in this event loop on 127.0.0.1, serving fake replicas
+(``meshnode.testing``). Where a test needs frames no meshnode part would send, or to see the frames
+themselves, a bare ZeroMQ socket stands in for the other end. The contract both the fake and the
+real links keep is in ``test_links_conformance.py``; the real agents' defences against garbage on the
+server's port are in ``tests/integration/dataplane/test_forwarding.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import zmq
+
+from meshnode.dataplane.frames import FrameReader
+from meshnode.dataplane.links import PeerLinks
+from meshnode.dataplane.server import DataPlaneServer
+from meshnode.mesh.envelope import (
+    Call,
+    Cancel,
+    Chunk,
+    Envelope,
+    Failure,
+    Reply,
+    decode_envelope,
+    encode_envelope,
+)
+from meshnode.testing import JSON, FakeReplica, FakeReplicas, echoes, make_call, peer_id, replies
+
+PEER = peer_id("n1")
+MAX_FRAME_BYTES = 1 << 20
+
+
+class RawSocket:
+    """A bare ZeroMQ socket read by this event loop, for frames no meshnode part would send."""
+
+    def __init__(self, kind: int) -> None:
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = self._ctx.socket(kind)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self._received: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self._reader = FrameReader(self.sock, self._received.put_nowait)
+
+    def send(self, frames: list[bytes]) -> None:
+        error = self._reader.send(frames)
+        assert error is None, error
+
+    async def receive(self) -> list[bytes]:
+        async with asyncio.timeout(5.0):
+            return await self._received.get()
+
+    def close(self) -> None:
+        self._reader.close()
+        self._ctx.term()
+
+
+@contextlib.asynccontextmanager
+async def serving(replicas: FakeReplicas, **limits: int) -> AsyncIterator[tuple[DataPlaneServer, str]]:
+    """A data-plane server on 127.0.0.1 serving `replicas`, and its address."""
+    server = DataPlaneServer(
+        "127.0.0.1",
+        0,
+        serve_local=replicas.serve_local,
+        queue_of=replicas.queue_of,
+        max_frame_bytes=MAX_FRAME_BYTES,
+        max_in_flight_per_peer=limits.get("max_in_flight_per_peer", 64),
+        chunk_bytes=limits.get("chunk_bytes", 4096),
+    )
+    addr = f"127.0.0.1:{server.bind()}"
+    try:
+        yield server, addr
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def links_out(max_in_flight_per_peer: int = 64) -> AsyncIterator[PeerLinks]:
+    links = PeerLinks(
+        max_frame_bytes=MAX_FRAME_BYTES, max_in_flight_per_peer=max_in_flight_per_peer, connect_timeout_s=5.0
+    )
+    try:
+        yield links
+    finally:
+        links.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_dealer(addr: str) -> AsyncIterator[RawSocket]:
+    dealer = RawSocket(zmq.DEALER)
+    dealer.sock.connect(f"tcp://{addr}")
+    try:
+        yield dealer
+    finally:
+        dealer.close()
+
+
+def held_or_echoed(tag: str) -> FakeReplica:
+    """A replica that holds requests whose id starts with ``hold`` and answers the others at once."""
+
+    async def answer(call: Call) -> AsyncIterator[Envelope]:
+        if call.request_id.startswith("hold"):
+            await asyncio.Event().wait()
+        yield Reply(call.request_id, {"tag": tag}, JSON)
+
+    return FakeReplica(answer, capacity=64)
+
+
+async def settled(condition: Callable[[], bool], turns: int = 100) -> bool:
+    """Whether `condition` holds within a few turns of the event loop (the server signals no change)."""
+    for _ in range(turns):
+        if condition():
+            return True
+        await asyncio.sleep(0)  # one turn of the loop, never a wait on the clock
+    return condition()
+
+
+async def answer_to(dealer: RawSocket) -> Envelope:
+    [frame] = await dealer.receive()
+    return decode_envelope(frame, max_bytes=MAX_FRAME_BYTES)
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+
+async def test_the_server_sends_a_large_file_as_chunk_frames_then_a_reply_with_the_last_piece() -> None:
+    data = bytes(range(256)) * 40  # 10,240 bytes: two full frames of 4,096 and the rest
+    replicas = FakeReplicas({"png": FakeReplica(replies(data, "image/png"))})
+    async with serving(replicas, chunk_bytes=4096) as (_, addr), raw_dealer(addr) as dealer:
+        dealer.send([encode_envelope(make_call("png", request_id="f-1"))])
+        frames = [await answer_to(dealer) for _ in range(3)]
+        # A stream's answer is not a file to join: it leaves as it is.
+        dealer.send([encode_envelope(make_call("png", request_id="f-2", stream=True))])
+        streamed = await answer_to(dealer)
+
+    assert frames == [
+        Chunk("f-1", 0, data[:4096]),
+        Chunk("f-1", 1, data[4096:8192]),
+        Reply("f-1", data[8192:], "image/png", 0),
+    ]
+    assert streamed == Reply("f-2", data, "image/png", 0)
+
+
+async def test_the_server_refuses_a_peer_over_its_limit_as_full_and_serves_other_peers() -> None:
+    replica = held_or_echoed("n1")
+    replicas = FakeReplicas({"echo": replica})
+    async with (
+        serving(replicas, max_in_flight_per_peer=2) as (server, addr),
+        links_out() as busy,
+        links_out() as other,
+    ):
+        held = [busy.call(PEER, addr, make_call("echo", request_id=f"hold-{i}")) for i in range(2)]
+        waiting = [asyncio.create_task(anext(messages)) for messages in held]
+        await replica.until(lambda: replica.in_flight == 2)
+        assert server.running == 2
+
+        refused = [message async for message in busy.call(PEER, addr, make_call("echo", request_id="r-3"))]
+        served = [message async for message in other.call(PEER, addr, make_call("echo", request_id="r-4"))]
+
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await replica.until(lambda: replica.in_flight == 0)
+
+    [failure] = refused
+    assert isinstance(failure, Failure)
+    assert (failure.kind, failure.retryable) == ("overloaded", True)
+    assert "already runs 2 requests for that peer" in failure.message
+    assert served == [Reply("r-4", {"tag": "n1"}, JSON, 2)]  # its queue: the two held ones
+
+
+async def test_the_server_refuses_a_request_id_already_running_for_that_peer_and_cancel_stops_it() -> None:
+    replica = held_or_echoed("n1")
+    async with serving(FakeReplicas({"echo": replica})) as (server, addr), raw_dealer(addr) as dealer:
+        call = encode_envelope(make_call("echo", request_id="hold-1"))
+        dealer.send([call])
+        await replica.until(lambda: replica.running("hold-1"))
+        dealer.send([call])
+        conflict = await answer_to(dealer)
+        dealer.send([encode_envelope(Cancel("hold-1"))])
+        await replica.until(lambda: replica.cancelled == ["hold-1"])
+        assert await settled(lambda: server.running == 0)
+
+    assert conflict == Failure("hold-1", "conflict", "request id already running", False)
+
+
+# -- the links -------------------------------------------------------------------------------------
+
+
+async def test_the_links_drop_and_count_bad_frames_from_a_peer_and_still_take_the_answer() -> None:
+    router = RawSocket(zmq.ROUTER)
+    port = router.sock.bind_to_random_port("tcp://127.0.0.1")
+    call = make_call("echo", request_id="g-1")
+    try:
+        async with links_out() as links:
+            messages = links.call(PEER, f"127.0.0.1:{port}", call)
+            first = asyncio.create_task(anext(messages))
+            identity, frame = await router.receive()
+            assert decode_envelope(frame, max_bytes=MAX_FRAME_BYTES) == call
+            for garbage in (
+                [b"\xc1\xc1"],  # not msgpack
+                [encode_envelope(call)[:-3]],  # cut short
+                [b"one", b"two"],  # two frames where one envelope belongs
+                [encode_envelope(call)],  # a request, where answers belong
+                [encode_envelope(Reply("nobody-waits", 1, JSON))],  # for no request of ours
+            ):
+                router.send([identity, *garbage])
+            router.send([identity, encode_envelope(Reply("g-1", "ok", JSON, 0))])
+            answer = await first
+            await messages.aclose()
+            dropped = dict(links.dropped)
+    finally:
+        router.close()
+
+    assert answer == Reply("g-1", "ok", JSON, 0)
+    assert dropped == {"malformed": 2, "frames": 1, "unexpected": 1}  # an answer nobody waits for is no fault
+
+
+async def test_a_peer_that_moved_to_another_address_is_reached_there() -> None:
+    old = FakeReplicas({"echo": FakeReplica(echoes("old"))})
+    new = FakeReplicas({"echo": FakeReplica(echoes("new"))})
+    async with serving(old) as (_, old_addr), serving(new) as (_, new_addr), links_out() as links:
+        before = [m async for m in links.call(PEER, old_addr, make_call("echo"))]
+        after = [m async for m in links.call(PEER, new_addr, make_call("echo"))]
+
+    assert [message.data["tag"] for message in before + after] == ["old", "new"]  # type: ignore[union-attr]

@@ -35,7 +35,8 @@ class AgentConfig:
     http_host: str = "0.0.0.0"
     # HTTP API port (0 picks a free one).
     http_port: int = DEFAULT_HTTP_PORT
-    # Membership (gossip) socket bind address; data traffic gets its own socket later.
+    # Membership (gossip) socket bind address; data traffic has its own (`data_host`), so a large
+    # payload never delays a probe.
     mesh_host: str = "0.0.0.0"
     # Membership socket port (0 picks a free one).
     mesh_port: int = DEFAULT_MESH_PORT
@@ -58,7 +59,8 @@ class AgentConfig:
     zone: str = ""
     # Membership timing profile: "lan" (memberlist defaults) or "local" (fast, one machine).
     profile: str = "lan"
-    # Where the node id, incarnation and (later) deployments persist across restarts.
+    # Where the node keeps its state across restarts: node id, incarnation and deployment records
+    # (meshnode.db), replica logs, and files apps write.
     data_dir: Path = field(default_factory=default_data_dir)
     # Agents only talk to agents of the same mesh id; lets two meshes share a LAN.
     mesh_id: str = "default"
@@ -107,6 +109,9 @@ class AgentConfig:
     # How often placement and the autoscaler re-run without a trigger (a declaration, a member
     # joining or dying, a request waiting for a cold start re-run them at once).
     placement_interval_s: float = 1.0
+    # Placement runs at most this often however many triggers arrive: a large mesh changes its view
+    # many times a second as load reports come in, and triggers meanwhile coalesce into one round.
+    placement_min_round_gap_s: float = 0.1
     # A placed replica whose setup() fails this many times in a row is stopped and its node sits out
     # that deployment for `replica_failed_hold_s`, so placement tries the next node in rank.
     # Pinned replicas are never moved; they keep restarting with backoff.
@@ -126,6 +131,8 @@ class AgentConfig:
     # A removed deployment's tombstone is kept this long, so a node that missed the removal cannot
     # bring it back; a node offline for longer may (it then needs `meshnode undeploy` again).
     deployment_tombstone_ttl_s: float = 7 * 86400.0
+    # How often expired tombstones are swept from the table and the store (sweeping is a full scan).
+    deployment_tombstone_sweep_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

@@ -14,7 +14,7 @@
     └── PredictorError         500  the user's predictor raised (no traceback in the body)
 
 Foreign exceptions (ZMQError, OSError, sqlite3 errors) are translated where they enter with
-``raise ... from exc``; one handler in ``http_api`` turns these into JSON responses.
+``raise ... from exc``; one handler in ``node/http/app.py`` turns these into JSON responses.
 """
 
 from __future__ import annotations
@@ -136,19 +136,3 @@ def error_for_failure(kind: str, message: str, *, retryable: bool) -> MeshnodeEr
     if retryable:  # a replica crashed or a peer was lost before answering
         return NotReady(message, retry_after_s=1.0)
     return PredictorError(message)
-
-
-def join_host_port(host: str, port: int) -> str:
-    """Format an address as "host:port", bracketing IPv6 hosts (the inverse of parse_host_port)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_host_port(value: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
-    """Parse "HOST:PORT", ":PORT" or "[v6]:PORT"; raise ConfigError with the reason."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep:
-        raise ConfigError(f"expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or default_host
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"port must be a number in 0..65535 in {value!r}")
-    return host, int(port_text)

@@ -29,7 +29,8 @@ SWIM + Lifeguard timings. `meshnode join --profile lan` (default) uses memberlis
 `DefaultLANConfig`; `--profile local` overrides a few fields for agents on one machine or a quiet LAN.
 Derived values at a given mesh size N come from memberlist's formulas:
 suspicion min = `suspicion_mult * max(1, log10 N) * probe_interval_s`,
-max = `suspicion_max_timeout_mult * min`, retransmits = `retransmit_mult * ceil(log10(N + 1))`.
+max = `suspicion_max_timeout_mult * min`, retransmits = `retransmit_mult * ceil(log10(N + 1))`
+([membership.md](membership.md) derives the detection time from them).
 
 """
 
@@ -37,8 +38,10 @@ AGENT_HEADER = """
 ## Agent (`meshnode.config.AgentConfig`)
 
 What `meshnode join` decides about one agent. The CLI flags map onto these fields
-(`--http HOST:PORT` sets `http_host` and `http_port`, `--mesh` likewise, `--seed` is repeatable,
-`--interface` is repeatable, `--data-dir`, `--mesh-id`, `--deploy NAME=APP`).
+(`--http HOST:PORT` sets `http_host` and `http_port`, `--mesh` and `--data` likewise; `--name`,
+`--seed` and `--interface` (both repeatable), `--mdns/--no-mdns`, `--region`, `--zone`, `--profile`,
+`--data-dir`, `--mesh-id` and `--deploy NAME=APP` (repeatable) set the field of that name). The
+fields from `load_sample_interval_s` on have no flag: `meshnode join` runs with their defaults.
 
 """
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
+from ..addresses import join_host_port, parse_host_port
 from ..config import AgentConfig
-from ..errors import ConfigError, join_host_port, parse_host_port
+from ..errors import ConfigError
 from ..mesh.metadata import MAX_LABEL_CHARS
 
 __all__ = ["Deployment", "HostPort", "IPAddress", "agent_default", "check_name", "join_host_port"]

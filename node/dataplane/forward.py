@@ -2,20 +2,22 @@
 
 ``Forwarder.serve(call)`` asks the routing policy (``mesh/routing.py``) for ranked candidates built
 from the gossiped view, then tries them in order: this node's own replica directly, a peer's over the
-data plane (``node/peer_links.py``). It owns retries; the policy only ranks.
+data plane (``links.py``). It owns retries; the policy only ranks. What it reads and calls is typed
+as protocols (``MeshView``, ``LocalReplicas``, ``Links``), so the fakes of ``meshnode.testing`` fit
+where the agent passes the gossip runner, its replicas and ``PeerLinks``.
 
-Retry rules (DESIGN.md section 4):
+Retry rules:
 
 - An attempt that ends before any output reached us with a *retryable* failure (no connection,
   replica gone or restarting, full, the peer's connection dropped) moves to the next candidate,
   with the deadline's remaining time. Dead and left peers are never candidates; suspect ones last.
 - Once output has started (the first ``Chunk`` of a stream, or the ``Reply``), the request is
   committed to that replica and is never run again: a stream that breaks after that ends with an
-  error event (``predict_api``).
+  error event (``http/predict.py``).
 - A request whose node died before answering may have run there: it runs again elsewhere, since its
   answer was lost with that node (at-least-once for the model, exactly one answer for the client).
 - When no replica is ready but one is coming (starting, or scaling up from zero), the request
-  waits for it within its deadline (``node/deployments.py``, bounded per deployment) instead of
+  waits for it within its deadline (``serving/cold_start.py``, bounded per deployment) instead of
   failing: a cold start queues requests.
 - Before trying anyone, if every candidate's predicted wait (gossiped queue depth, measured service
   time) exceeds the request's deadline, it fails fast with 429 and a ``Retry-After`` (FedML's rule)
@@ -31,8 +33,10 @@ import contextlib
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from ..errors import DeadlineExceeded, MeshnodeError, NotFound, NotReady, Overloaded
+from ..load import SpeedMeter
 from ..mesh.envelope import Call, Envelope, Failure
 from ..mesh.member import Member
 from ..mesh.routing import (
@@ -46,10 +50,8 @@ from ..mesh.routing import (
     retry_after_s,
 )
 from ..mesh.types import NodeId, Status
-from ..serving.replica import Replica
-from .links import PeerLinks
 
-__all__ = ["Forwarder", "Served"]
+__all__ = ["Forwarder", "Links", "LocalReplicas", "MeshView", "Served", "ServingReplica"]
 
 HINT_HEADER = "X-Mesh-Hint"
 # A peer's queue as its last answer reported it replaces the gossiped one while it is this fresh
@@ -58,6 +60,86 @@ REPORT_MAX_AGE_S = 5.0
 CANDIDATES_MAX_AGE_S = 1.0
 # Failure kinds that mean "full", as opposed to "not ready": they decide between 429 and 503.
 _FULL_KINDS = frozenset({"overloaded"})
+
+
+class MeshView(Protocol):
+    """The members as this node sees them (the gossip runner)."""
+
+    def members(self) -> Iterable[Member]:
+        """Every member, in any state."""
+        ...
+
+    @property
+    def view_version(self) -> int:
+        """Bumped whenever a member or its metadata changes."""
+        ...
+
+
+class ServingReplica(Protocol):
+    """One replica here, as the forwarder reads it (``serving/replica.py``'s ``Replica``)."""
+
+    @property
+    def serving(self) -> bool:
+        """Ready and routed to."""
+        ...
+
+    @property
+    def speed(self) -> SpeedMeter:
+        """Its measured service time and throughput."""
+        ...
+
+    @property
+    def hints(self) -> tuple[str, ...]:
+        """Its routing hints."""
+        ...
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models it has loaded."""
+        ...
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not finished."""
+        ...
+
+    @property
+    def slots(self) -> int:
+        """Requests it runs at once."""
+        ...
+
+    @property
+    def capacity(self) -> int:
+        """Requests it admits at once."""
+        ...
+
+    def call(self, call: Call) -> AsyncGenerator[Envelope, None]:
+        """Run one request; yield its chunks, then its Reply or Failure."""
+        ...
+
+
+class LocalReplicas(Protocol):
+    """This node's replicas (``serving/replicas.py``)."""
+
+    def get(self, name: str) -> ServingReplica | None:
+        """This node's replica of `name`, whatever its state."""
+        ...
+
+
+class Links(Protocol):
+    """The data plane's links to peers: ``PeerLinks`` (``links.py``), or ``meshnode.testing``'s fake."""
+
+    def call(self, node: NodeId, addr: str, call: Call) -> AsyncGenerator[Envelope, None]:
+        """Send `call` to the peer at `addr`; yield its chunks, then its Reply or Failure."""
+        ...
+
+    def in_flight(self) -> dict[NodeId, int]:
+        """Requests outstanding per peer."""
+        ...
+
+    def reported_queue(self, node: NodeId, deployment: str, now: float, max_age_s: float) -> int | None:
+        """Other routers' requests at the peer's replica, as of its last answer; None when stale."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -77,22 +159,20 @@ class Forwarder:
         self,
         *,
         name: str,
-        locality: Callable[[], Locality],
-        members: Callable[[], Iterable[Member]],
-        view_version: Callable[[], int],
-        local_replica: Callable[[str], Replica | None],
-        links: PeerLinks,
+        locality: Locality,
+        view: MeshView,
+        replicas: LocalReplicas,
+        links: Links,
         cold_start: Callable[[str, float], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._name = name
-        self._locality = locality
-        self._members = members
-        self._view_version = view_version
+        self._here = locality
+        self._view = view
         # Peers' candidates per deployment, rebuilt when the view changes and at least every
         # CANDIDATES_MAX_AGE_S (round-trip times move without a view change): not per request.
         self._peer_candidates: dict[str, tuple[tuple[int, int], list[Candidate]]] = {}
-        self._local_replica = local_replica
+        self._replicas = replicas
         self._links = links
         # Holds a request while no replica is ready but one is starting (or scaling up from zero).
         self._cold_start = cold_start
@@ -105,7 +185,7 @@ class Forwarder:
         """Commit `call` to the best replica that accepts it (see the module docstring)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
-        here = self._locality()
+        here = self._here
         found = self._candidates(call.deployment, here)
         if not found and self._cold_start is not None:
             self.counts["cold_start_waits"] += 1
@@ -160,17 +240,17 @@ class Forwarder:
         for candidate in self._peers_of(deployment, here.node, now):
             reported = self._links.reported_queue(candidate.node, deployment, now, REPORT_MAX_AGE_S)
             found.append(candidate if reported is None else replace(candidate, queue=reported))
-        replica = self._local_replica(deployment)
+        replica = self._replicas.get(deployment)
         if replica is not None and replica.serving:
             found.append(_local_candidate(replica, self._name, here))
         return found
 
     def _peers_of(self, deployment: str, me: NodeId, now: float) -> list[Candidate]:
-        key = (self._view_version(), int(now / CANDIDATES_MAX_AGE_S))
+        key = (self._view.view_version, int(now / CANDIDATES_MAX_AGE_S))
         cached = self._peer_candidates.get(deployment)
         if cached is not None and cached[0] == key:
             return cached[1]
-        peers = [member for member in self._members() if member.node != me]
+        peers = [member for member in self._view.members() if member.node != me]
         built = candidates(peers, deployment, me)
         if built:  # only deployments that exist: a client's made-up names must not fill memory
             self._peer_candidates[deployment] = (key, built)
@@ -179,16 +259,16 @@ class Forwarder:
     def _attempt(self, candidate: Candidate, call: Call) -> AsyncGenerator[Envelope, None]:
         # The replica's or the link's own generator, not a wrapper: one less layer per message.
         if candidate.is_self:
-            replica = self._local_replica(call.deployment)
+            replica = self._replicas.get(call.deployment)
             if replica is None:
                 raise NotReady(f"the replica of {call.deployment} here stopped", retry_after_s=1.0)
             return replica.call(call)
         return self._links.call(candidate.node, candidate.data_addr, call)
 
     def _nothing_ready(self, deployment: str) -> MeshnodeError:
-        known = self._local_replica(deployment) is not None or any(
+        known = self._replicas.get(deployment) is not None or any(
             deployment in member.meta.replicas
-            for member in self._members()
+            for member in self._view.members()
             if member.status in (Status.ALIVE, Status.SUSPECT)
         )
         if known:
@@ -196,7 +276,7 @@ class Forwarder:
         return NotFound(f"no deployment named {deployment!r} in the mesh")
 
 
-def _local_candidate(replica: Replica, name: str, here: Locality) -> Candidate:
+def _local_candidate(replica: ServingReplica, name: str, here: Locality) -> Candidate:
     speed = replica.speed
     return Candidate(
         node=here.node,

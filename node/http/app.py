@@ -1,8 +1,9 @@
 """The HTTP API every node serves: liveness, readiness and this node's view of the mesh.
 
-``create_app(agent)`` builds the FastAPI app; the agent runs it under uvicorn on its own event loop, so
-handlers are ``async def`` and read the agent's state without locks. Later modules add
-``/v1/predict`` and ``/v1/deployments`` routers to the same app.
+``create_app(node)`` builds the FastAPI app; the agent runs it under uvicorn on its own event loop, so
+handlers are ``async def`` and read the node's state without locks. ``server.py`` adds
+``/v1/deployments`` (``deployments.py``) and ``/metrics`` (``metrics.py``) to the same app and puts
+the ``/v1/predict`` lane (``predict.py``) in front of it.
 
 Every response carries ``X-Request-Id`` (the client's, when it sent a sane one), and every error,
 whether raised on purpose (``MeshnodeError``), by routing (404, 405), by validation (422) or by a bug
@@ -16,7 +17,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import MeshnodeError
+from ..mesh.member import Member
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -39,6 +41,7 @@ __all__ = [
     "create_app",
     "error_for",
     "error_response",
+    "mesh_body",
     "request_id",
     "request_id_of",
 ]
@@ -73,7 +76,7 @@ class MeshView(Protocol):
 
 
 class MemberView(BaseModel):
-    """One member as this node sees it (DESIGN.md section 5)."""
+    """One member as this node sees it: an entry of ``GET /v1/mesh`` (README.md, "HTTP")."""
 
     id: str
     name: str
@@ -88,7 +91,7 @@ class MemberView(BaseModel):
     models: list[str]
     hints: list[str]
     incarnation: int
-    # Beyond the DESIGN fields: per deployment hosted there, its serving state and measured speed.
+    # Per deployment hosted there: its serving state, and its measured speed.
     replicas: dict[str, Any]
     speeds: dict[str, Any]
 
@@ -98,6 +101,34 @@ class MeshResponse(BaseModel):
 
     self: str
     members: list[MemberView]
+
+
+def mesh_body(self_id: str, members: Iterable[Member]) -> dict[str, Any]:
+    """The body of ``GET /v1/mesh``: every member as `self_id` sees it, sorted by name."""
+    listed = []
+    for member in members:
+        meta = member.meta
+        listed.append(
+            {
+                "id": member.node,
+                "name": meta.name,
+                "status": member.status.value,
+                "http": meta.http,
+                "mesh": member.addr,
+                "data": meta.data,
+                "region": meta.region,
+                "zone": meta.zone,
+                "device": meta.device,
+                "load": meta.load,
+                "models": list(meta.models),
+                "hints": list(meta.hints),
+                "incarnation": member.incarnation,
+                "replicas": {name: entry.to_wire() for name, entry in meta.replicas.items()},
+                "speeds": meta.speeds,
+            }
+        )
+    listed.sort(key=lambda m: (m["name"], m["id"]))
+    return {"self": self_id, "members": listed}
 
 
 def request_id_of(scope: Scope) -> str:
@@ -119,7 +150,7 @@ def request_id(request: Request) -> str:
 
 
 def create_app(agent: MeshView) -> FastAPI:
-    """Build the node's FastAPI app around ``agent``."""
+    """Build the node's FastAPI app around ``agent`` (what it reads of the node)."""
     app = FastAPI(title="meshnode", version=__version__, docs_url=None, redoc_url=None)
     app.add_middleware(_RequestIdMiddleware)
     app.add_exception_handler(MeshnodeError, _meshnode_error)

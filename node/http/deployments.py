@@ -3,7 +3,7 @@
 The body of ``PUT /v1/deployments/{name}`` is a deployment spec (``mesh/deployment.py``, the one
 validator shared with the wire); a bad one gets 422 naming the field and the reason. The declaration
 is stamped by this node's hybrid logical clock and gossiped; every node then places it the same way
-(``node/deployments.py``). ``GET`` answers from this node's view, so right after a ``PUT`` a node
+(``serving/deployments.py``). ``GET`` answers from this node's view, so right after a ``PUT`` a node
 far away may not list it for a gossip round or two.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ..errors import BadRequest, NotFound, NotReady, PayloadTooLarge, Unprocessable
+from ..errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from ..inference.app_ref import AppLoadError, parse_app_ref
 from ..mesh.deployment import DeploymentSpec, SpecError, check_name
 from ..mesh.records import Record
@@ -27,7 +27,7 @@ MAX_SPEC_BYTES = 64 * 1024
 
 
 class DeploymentsView(Protocol):
-    """What the routes need from the agent's placement shell (``node/deployments.py``)."""
+    """What the routes need from the agent's placement shell (``serving/deployments.py``)."""
 
     def views(self) -> list[dict[str, Any]]:
         """Every declared deployment."""
@@ -46,33 +46,18 @@ class DeploymentsView(Protocol):
         ...
 
 
-class HasDeployments(Protocol):
-    """The agent, as far as these routes are concerned."""
-
-    @property
-    def deployments(self) -> DeploymentsView | None:
-        """The placement shell, once started."""
-        ...
-
-
-def add_deployment_routes(app: FastAPI, agent: HasDeployments) -> None:
+def add_deployment_routes(app: FastAPI, deployments: DeploymentsView) -> None:
     """Mount ``GET /v1/deployments`` and ``GET/PUT/DELETE /v1/deployments/{name}``."""
-
-    def shell() -> DeploymentsView:
-        deployments = agent.deployments
-        if deployments is None:
-            raise NotReady("the agent is starting", retry_after_s=1.0)
-        return deployments
 
     @app.get("/v1/deployments")
     async def list_deployments() -> dict[str, Any]:
         """Every deployment: desired and actual replicas, where they run, why any are missing."""
-        return {"deployments": shell().views()}
+        return {"deployments": deployments.views()}
 
     @app.get("/v1/deployments/{name}")
     async def get_deployment(name: str) -> dict[str, Any]:
         """One deployment's view (404 when it is not declared)."""
-        view = shell().view(name)
+        view = deployments.view(name)
         if view is None:
             raise NotFound(f"no deployment named {name!r}")
         return view
@@ -80,7 +65,6 @@ def add_deployment_routes(app: FastAPI, agent: HasDeployments) -> None:
     @app.put("/v1/deployments/{name}", status_code=200)
     async def put_deployment(name: str, request: Request) -> JSONResponse:
         """Declare or change a deployment mesh-wide (201 when it is new)."""
-        deployments = shell()
         spec = _spec_of(name, await _body(request))
         held = deployments.record(name)
         created = held is None or held.removed or held.stamp == 0
@@ -91,7 +75,7 @@ def add_deployment_routes(app: FastAPI, agent: HasDeployments) -> None:
     @app.delete("/v1/deployments/{name}")
     async def delete_deployment(name: str) -> dict[str, Any]:
         """Remove a deployment mesh-wide; its placed replicas drain and stop (pinned ones stay)."""
-        if shell().declare(name, None) is None:
+        if deployments.declare(name, None) is None:
             raise NotFound(f"no deployment named {name!r}")
         return {"name": name, "removed": True}
 

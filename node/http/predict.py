@@ -1,7 +1,8 @@
 """``POST /v1/predict/{deployment}``: JSON in; JSON, a stream or a file out.
 
-The handler turns the HTTP request into a ``Call`` envelope and hands it to the agent's ``serve``,
-which yields the replica's ``Chunk``s and its final ``Reply`` or ``Failure`` (``node/replica.py``).
+The handler turns the HTTP request into a ``Call`` envelope and hands it to the forwarder
+(``Forwarder.serve`` in ``dataplane/forward.py``), which yields the replica's ``Chunk``s and its final
+``Reply`` or ``Failure``.
 
 - ``"stream": true`` in the body streams: Server-Sent Events when the client accepts
   ``text/event-stream``, else newline-delimited chunks; each chunk leaves as soon as the predictor
@@ -21,6 +22,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -49,22 +51,18 @@ MAX_HINT_CHARS = 128
 MAX_TIMEOUT_S = 3600.0
 
 
-class PredictTarget(Protocol):
-    """What the endpoint needs from the agent."""
+class Serve(Protocol):
+    """Commits a call to a replica somewhere in the mesh (``Forwarder.serve``)."""
 
-    @property
-    def route_name(self) -> str:
-        """This node's name, for X-Mesh-Route."""
-        ...
+    async def __call__(self, call: Call, hint: str | None = None) -> Served: ...
 
-    @property
-    def request_limits(self) -> tuple[float, int]:
-        """(default timeout in seconds, max request bytes)."""
-        ...
 
-    async def serve(self, call: Call, hint: str | None = None) -> Served:
-        """Commit `call` to a replica; its first envelope, the rest, and its route."""
-        ...
+@dataclass(frozen=True)
+class PredictLimits:
+    """The limits on every request this node takes."""
+
+    default_timeout_s: float
+    max_request_bytes: int
 
 
 class PredictLane:
@@ -72,13 +70,14 @@ class PredictLane:
 
     This is the hot path of every request, so it skips FastAPI's middleware stack, routing and
     response wrappers, which cost more CPU than the whole forwarding hop (bench/forwarding.py). It
-    keeps the API's contract itself: the request id (``http_api.request_id_of``), the one JSON error
-    shape (``http_api.error_response``), and 405 for other methods on these paths.
+    keeps the API's contract itself: the request id (``app.request_id_of``), the one JSON error
+    shape (``app.error_response``), and 405 for other methods on these paths.
     """
 
-    def __init__(self, app: ASGIApp, agent: PredictTarget) -> None:
+    def __init__(self, app: ASGIApp, serve: Serve, limits: PredictLimits) -> None:
         self._app = app
-        self._agent = agent
+        self._serve = serve
+        self._limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -104,9 +103,8 @@ class PredictLane:
         await response(scope, receive, send)
 
     async def _predict(self, request: Request, deployment: str, rid: str) -> Response:
-        agent = self._agent
-        default_timeout_s, max_bytes = agent.request_limits
-        body = _parse_body(await _read_limited(request, max_bytes))
+        limits = self._limits
+        body = _parse_body(await _read_limited(request, limits.max_request_bytes))
         accept = request.headers.get("accept", "")
         call = Call(
             request_id=rid,
@@ -115,10 +113,10 @@ class PredictLane:
             header=accept or None,
             stream=body.get("stream") is True,
             accept=accept,
-            timeout_ms=int(_timeout_s(request, default_timeout_s) * 1000),
+            timeout_ms=int(_timeout_s(request, limits.default_timeout_s) * 1000),
         )
         # Errors before any output (none ready, all full, bad input) become proper statuses here.
-        served = await agent.serve(call, _hint(request))
+        served = await self._serve(call, _hint(request))
         first, messages = served.first, served.rest
         headers = {ROUTE_HEADER: ",".join(served.route), ATTEMPTS_HEADER: str(served.attempts)}
         if call.stream and isinstance(first, Chunk):

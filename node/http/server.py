@@ -1,37 +1,73 @@
-"""The agent's HTTP server: the FastAPI app and the predict lane, on uvicorn in the agent's own loop."""
+"""The agent's HTTP server: the FastAPI app and the predict lane, on uvicorn in the agent's own loop.
+
+The socket is bound first (``bind_http``), before the node builds anything else, so its address is
+known when the node's metadata is; uvicorn then serves on that socket.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 
 from ..errors import ConfigError
-from .app import create_app
-from .deployments import add_deployment_routes
+from .app import MeshView, create_app
+from .deployments import DeploymentsView, add_deployment_routes
 from .metrics import add_metrics_route
-from .predict import PredictLane
+from .predict import PredictLane, PredictLimits, Serve
 
-if TYPE_CHECKING:
-    from ..agent import Agent
-
-__all__ = ["http_server", "wait_http_started"]
+__all__ = ["bind_http", "http_server", "serve_http"]
 
 
-def http_server(agent: Agent, host: str, port: int) -> uvicorn.Server:
-    """uvicorn serving every route of `agent`, not started yet."""
-    app = create_app(agent)
-    add_deployment_routes(app, agent)
-    add_metrics_route(app, agent.stats)
-    lane = PredictLane(app, agent)
+def bind_http(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on (host, port); ConfigError when the address is taken."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot start the HTTP server on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot start the HTTP server on port {port} (in use?): {exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def http_server(
+    *,
+    node: MeshView,
+    deployments: DeploymentsView,
+    stats: Callable[[], dict[str, Any]],
+    serve: Serve,
+    limits: PredictLimits,
+) -> uvicorn.Server:
+    """uvicorn serving every route of this node, not started yet."""
+    app = create_app(node)
+    add_deployment_routes(app, deployments)
+    add_metrics_route(app, stats)
+    lane = PredictLane(app, serve, limits)
     # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.
-    config = uvicorn.Config(
-        lane, host=host, port=port, log_level="warning", access_log=False, lifespan="off", proxy_headers=False
-    )
+    config = uvicorn.Config(lane, log_level="warning", access_log=False, lifespan="off", proxy_headers=False)
     return _QuietServer(config)
+
+
+async def serve_http(server: uvicorn.Server, sock: socket.socket) -> asyncio.Task[None]:
+    """Start `server` on the bound `sock`; return its task once it accepts connections."""
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    while not server.started:
+        if task.done():
+            raise ConfigError(f"cannot start the HTTP server on {sock.getsockname()}")
+        await asyncio.sleep(0.01)
+    return task
 
 
 class _QuietServer(uvicorn.Server):
@@ -40,13 +76,3 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-async def wait_http_started(server: uvicorn.Server, task: asyncio.Task[None]) -> int:
-    """Wait for uvicorn to bind; return its port or raise ConfigError if it could not."""
-    while not server.started:
-        if task.done():
-            raise ConfigError(f"cannot start the HTTP server on port {server.config.port} (in use?)")
-        await asyncio.sleep(0.01)
-    sockets = [sock for srv in server.servers for sock in (srv.sockets or ())]
-    return int(sockets[0].getsockname()[1]) if sockets else server.config.port

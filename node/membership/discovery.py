@@ -30,9 +30,9 @@ import psutil
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from ..errors import join_host_port
+from ..addresses import join_host_port
 
-__all__ = ["SERVICE_TYPE", "Advert", "Discovery", "browse_once"]
+__all__ = ["SERVICE_TYPE", "Advert", "Discovery", "browse_once", "start_discovery"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,19 @@ class Discovery:
         if advert.node_id == self._advert.node_id or advert.mesh_id != self._advert.mesh_id:
             return
         self._on_found(advert)
+
+
+async def start_discovery(
+    interfaces: list[str], advert: Advert, on_found: Callable[[Advert], None]
+) -> Discovery | None:
+    """Advertise and browse on `interfaces`; None (with a warning) when they cannot carry mDNS."""
+    discovery = Discovery(interfaces=interfaces, advert=advert, on_found=on_found)
+    try:
+        await discovery.start()
+    except OSError as exc:
+        logger.warning("mDNS disabled: %s", exc)
+        return None
+    return discovery
 
 
 async def browse_once(interfaces: list[str], mesh_id: str | None, timeout_s: float) -> list[Advert]:

@@ -10,6 +10,9 @@ It makes no protocol decisions. Two tasks share the core (one event loop, so no 
 Effects are carried out here: packets are encoded and sent, membership changes and deployment
 records are passed on, a raised incarnation is persisted (off the event loop), and a changed view
 is announced (``on_view``) so placement and requests waiting for a cold start look again.
+
+The runner owns the core: the rest of the agent reads the view and makes its changes (metadata,
+declarations, join and leave) through the runner's methods, which carry out what the core answers.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from ..mesh import wire
+from ..mesh.deployment import DeploymentSpec
 from ..mesh.effects import Effect, IncarnationChanged, MemberChanged, RecordChanged, Send
+from ..mesh.member import Member
 from ..mesh.membership import Membership
+from ..mesh.metadata import NodeMeta
 from ..mesh.records import Record
+from ..mesh.types import Address, NodeId
 from .transport import MembershipTransport
 
 log = logging.getLogger(__name__)
@@ -99,6 +106,67 @@ class GossipRunner:
     def wake(self) -> None:
         """Something local changed (metadata, a join): re-run the timer now."""
         self._wake.set()
+
+    # -- the view, read ------------------------------------------------------------------------
+
+    def members(self) -> Iterable[Member]:
+        """Every member this node knows, itself included, in any state."""
+        return self.core.members.values()
+
+    def member(self, node: NodeId) -> Member | None:
+        """One member, or None when unknown."""
+        return self.core.members.get(node)
+
+    @property
+    def view_version(self) -> int:
+        """Bumped whenever a member or its metadata changes."""
+        return self.core.view_version
+
+    @property
+    def leaving(self) -> bool:
+        """Whether this node has started to leave."""
+        return self.core.leaving
+
+    def has_peers(self) -> bool:
+        """Whether any other member is alive or suspect."""
+        return self.core.has_peers()
+
+    def record(self, name: str) -> Record | None:
+        """The winning deployment record of `name`, tombstone or not."""
+        return self.core.deployments.get(name)
+
+    def live_records(self) -> list[Record]:
+        """Every declared deployment (no tombstones)."""
+        return self.core.deployments.live()
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def publish_meta(self, meta: NodeMeta) -> None:
+        """Gossip this node's new metadata."""
+        self.core.update_meta(meta)
+        self.wake()
+
+    def join(self, addrs: Iterable[Address]) -> None:
+        """Contact `addrs` to join (or rejoin) the mesh through them."""
+        if not self.core.leaving:
+            self.carry_out(self.core.join(list(addrs), self.now()))
+
+    def leave(self) -> None:
+        """Announce that this node leaves."""
+        self.carry_out(self.core.leave(self.now()))
+
+    def declare(self, name: str, spec: DeploymentSpec | None, wall_ms: int) -> Record | None:
+        """Declare, change or (spec None) remove a deployment mesh-wide; the winning record after."""
+        self.carry_out(self.core.declare(name, spec, wall_ms))
+        return self.core.deployments.get(name)
+
+    def merge_record(self, record: Record) -> None:
+        """Take a record as if gossiped (restored from disk, or a pinned replica's declaration)."""
+        self.carry_out(self.core.merge_record(record))
+
+    def expire_records(self, wall_ms: int, tombstone_ttl_s: float) -> list[str]:
+        """Forget tombstones older than the TTL; the names forgotten."""
+        return self.core.deployments.expire(wall_ms, tombstone_ttl_s)
 
     async def _receive_forever(self) -> None:
         config = self.core.config

@@ -8,7 +8,7 @@ messages are dropped instead of piling up. ``LINGER=0`` means closing never wait
 
 Membership traffic has its own socket so that a large data-plane payload never delays a probe or
 an ack. Oversized frames are cut by libzmq itself (``MAXMSGSIZE``) before they are allocated;
-multi-frame messages are counted and dropped here.
+multi-frame messages are dropped here (the runner counts them).
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ class MembershipTransport:
         self._peers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
         self.sent = 0
         self.send_dropped = 0
-        self.multipart_dropped = 0
 
     def bind(self) -> int:
         """Bind the receiving socket; return the port (useful when asked for port 0)."""
@@ -68,11 +67,10 @@ class MembershipTransport:
         return port
 
     async def recv(self) -> bytes | None:
-        """The next single-frame message; None for a multi-frame one (counted and dropped)."""
+        """The next single-frame message; None for a multi-frame one (the caller counts the drop)."""
         assert self._pull is not None, "bind() first"
         frames = await self._pull.recv_multipart(copy=True)
         if len(frames) != 1:
-            self.multipart_dropped += 1
             return None
         return bytes(frames[0])
 

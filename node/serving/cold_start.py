@@ -15,7 +15,7 @@ import collections
 import contextlib
 from collections.abc import Callable
 
-from ..errors import NotFound, NotReady, Overloaded
+from ..errors import MeshnodeError, NotFound, NotReady, Overloaded
 
 __all__ = ["ColdStarts"]
 
@@ -29,14 +29,14 @@ class ColdStarts:
         queue_size: int,
         unknown_grace_s: float = 0.0,
         serving: Callable[[str], bool],
-        check_coming: Callable[[str], None],
+        refusal: Callable[[str], MeshnodeError | None],
         on_demand: Callable[[], None],
     ) -> None:
         self.waiting: collections.Counter[str] = collections.Counter()
         self._queue_size = queue_size
         self._unknown_grace_s = unknown_grace_s
         self._serving = serving
-        self._check_coming = check_coming
+        self._refusal = refusal
         self._on_demand = on_demand
         self._changed = asyncio.Event()
 
@@ -53,7 +53,9 @@ class ColdStarts:
         await self._known(name, min(deadline, loop.time() + self._unknown_grace_s))
         if self._serving(name):
             return
-        self._check_coming(name)  # raises NotFound or NotReady when nothing is coming
+        refusal = self._refusal(name)
+        if refusal is not None:
+            raise refusal  # nothing is coming: unknown, pinned elsewhere only, or unschedulable
         if self.waiting[name] >= self._queue_size:
             raise Overloaded(
                 f"{self.waiting[name]} requests already wait here for {name} to start", retry_after_s=2.0
@@ -82,15 +84,9 @@ class ColdStarts:
         rounds; a request for it in between waits for the record rather than getting a 404.
         """
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                self._check_coming(name)
-                return
-            except NotFound:
-                if loop.time() >= until:
-                    raise
-            except NotReady:
-                return  # known, and nothing is coming: the caller's check says why
+        while isinstance(refusal := self._refusal(name), NotFound):
+            if loop.time() >= until:
+                raise refusal
             await self._next_change(until - loop.time())
 
     async def _next_change(self, timeout_s: float) -> None:

@@ -14,10 +14,10 @@ from ..mesh.autoscale import Decision
 from ..mesh.member import Member
 from ..mesh.placement import Plan
 from ..mesh.records import Record
+from ..mesh.replica_state import ReplicaEntry, ReplicaState
 from ..mesh.types import NodeId, Status
-from .replica import Replica
 
-__all__ = ["Outcome", "deployment_view", "entry_of", "gossiped_state"]
+__all__ = ["Outcome", "deployment_view"]
 
 _LIVE = (Status.ALIVE, Status.SUSPECT)
 
@@ -35,12 +35,15 @@ def deployment_view(
     members: Iterable[Member],
     *,
     me: NodeId,
-    local: Replica | None,
-    failed: dict[str, Any] | None,
+    local: ReplicaEntry | None,
     outcome: Outcome | None,
     waiting: int,
 ) -> dict[str, Any]:
-    """One deployment as ``GET /v1/deployments`` shows it, from this node's view."""
+    """One deployment as ``GET /v1/deployments`` shows it, from this node's view.
+
+    `local` is this node's own entry for it, fresher than what it last gossiped: its replica's, or
+    ``failed`` when it sits the deployment out.
+    """
     spec = record.spec
     assert spec is not None
     names = {m.node: m.meta.name for m in members}
@@ -48,24 +51,20 @@ def deployment_view(
     for member in sorted(members, key=lambda m: m.meta.name):
         if member.status not in _LIVE:
             continue
-        if member.node == me:  # our own replica, fresher than what we last gossiped
-            entry = failed or {}
-            if local is not None:
-                entry = {"state": local.status, "pinned": local.pinned, "error": local.last_error}
-        else:
-            entry = entry_of(member, record.name)
-        if isinstance(entry.get("state"), str):
-            replica = {
-                "node": member.meta.name,
-                "status": entry["state"],
-                "pinned": bool(entry.get("pinned")),
-            }
-            if isinstance(entry.get("error"), str) and entry["error"]:
-                replica["error"] = entry["error"]
-            replicas.append(replica)
+        entry = local if member.node == me else member.meta.replicas.get(record.name)
+        if entry is None:
+            continue
+        replica: dict[str, Any] = {
+            "node": member.meta.name,
+            "status": entry.state.value,
+            "pinned": entry.pinned,
+        }
+        if entry.error:
+            replica["error"] = entry.error
+        replicas.append(replica)
     hosts = outcome.plan.hosts if outcome else ()
     desired = max(outcome.decision.desired, len(hosts)) if outcome else spec.min_replicas
-    serving = sum(1 for r in replicas if r["status"] == "ready")
+    serving = sum(1 for r in replicas if r["status"] == ReplicaState.READY)
     unschedulable = outcome.plan.unschedulable if outcome else None
     missing = unschedulable
     if missing is None and serving < desired:
@@ -101,16 +100,5 @@ def deployment_view(
 
 
 def _why_short(serving: int, desired: int, replicas: list[dict[str, Any]]) -> str:
-    starting = sum(1 for r in replicas if r["status"] == "starting")
+    starting = sum(1 for r in replicas if r["status"] == ReplicaState.STARTING)
     return f"{serving} of {desired} ready" + (f"; {starting} starting" if starting else "")
-
-
-def entry_of(member: Member, name: str) -> dict[str, Any]:
-    """The gossiped replica entry of deployment `name` on `member` (empty when it has none)."""
-    entry = member.meta.replicas.get(name)
-    return entry if isinstance(entry, dict) else {}
-
-
-def gossiped_state(member: Member, name: str) -> object:
-    """The gossiped state of `member`'s replica of `name` (None when it has none)."""
-    return entry_of(member, name).get("state")

@@ -1,4 +1,4 @@
-"""Real hosts for tests: network namespaces joined by a Linux bridge (DESIGN.md section 6).
+"""Real hosts for tests: network namespaces joined by a Linux bridge (docs/testing.md).
 
 ``Bridge(prefix, count)`` builds, per test::
 

@@ -31,8 +31,8 @@ def test_lan_is_memberlists_default_lan_config() -> None:
     assert LAN.awareness_max_multiplier == 8
 
 
-def test_local_has_the_design_timings() -> None:
-    """DESIGN.md section 3: PI 200 ms, probe timeout 100 ms, SM 4, SMT 6, GI 50 ms, f 3."""
+def test_local_has_the_documented_timings() -> None:
+    """docs/membership.md: PI 200 ms, probe timeout 100 ms, SM 4, SMT 6, GI 50 ms, f 3."""
     assert LOCAL.probe_interval_s == 0.2
     assert LOCAL.probe_timeout_s == 0.1
     assert LOCAL.suspicion_mult == 4
@@ -127,12 +127,12 @@ def test_dissemination_takes_at_least_one_gossip_round() -> None:
 
 
 @pytest.mark.parametrize("cluster_size", [5, 10, 20])
-def test_local_detects_a_crash_everywhere_within_the_design_range(cluster_size: int) -> None:
-    """DESIGN.md section 3: with the local profile a crash is seen everywhere in about 1.4-2.0 s."""
+def test_local_detects_a_crash_everywhere_within_the_documented_range(cluster_size: int) -> None:
+    """docs/membership.md: with the local profile a crash is seen everywhere in about 1.4-2.0 s."""
     assert 1.4 <= LOCAL.expected_detection_s(cluster_size) <= 2.0
 
 
-def test_expected_detection_is_the_sum_of_its_design_terms() -> None:
+def test_expected_detection_is_the_sum_of_its_documented_terms() -> None:
     # first detection 1.58 PI + probe round PI + suspicion min + dissemination, at N = 10.
     expected = 1.58 * 0.2 + 0.2 + 0.8 + 0.05 * math.log(99) / 1.5
     assert LOCAL.expected_detection_s(10) == pytest.approx(expected)

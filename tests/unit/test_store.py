@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,15 +84,16 @@ def test_data_dir_that_is_a_file_raises_store_error(tmp_path: Path) -> None:
 
 def test_deployment_records_and_tombstones_survive_a_reopen(tmp_path: Path) -> None:
     spec = DeploymentSpec("apps/echo.py:Echo", min_replicas=2, max_replicas=3, spread="zone")
+    newer = replace(spec, min_replicas=1, max_replicas=1)
     store = NodeStore(tmp_path)
     store.save_record(Record("echo", 7 << 16, NodeId("a"), spec))
     store.save_record(Record("gone", 5 << 16, NodeId("b"), None))
-    store.save_record(Record("echo", 9 << 16, NodeId("b"), spec.with_replicas(1, 1)))  # newer wins the row
+    store.save_record(Record("echo", 9 << 16, NodeId("b"), newer))  # newer wins the row
     store.close()
     store = NodeStore(tmp_path)
     try:
         assert store.load_records() == [
-            Record("echo", 9 << 16, NodeId("b"), spec.with_replicas(1, 1)),
+            Record("echo", 9 << 16, NodeId("b"), newer),
             Record("gone", 5 << 16, NodeId("b"), None),
         ]
         store.forget_records(["gone"])

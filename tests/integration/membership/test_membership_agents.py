@@ -28,7 +28,7 @@ from tests.integration.agents import AgentProcess, Mesh, wait_for
 
 # The local profile forms a mesh in about a second; the rest is process start-up on a busy machine.
 FORM_TIMEOUT_S = 45.0
-# Expected ~1.7 s (DESIGN.md section 3); generous for a loaded 2-core machine.
+# Expected ~1.4 s at N = 5 (docs/membership.md); generous for a loaded 2-core machine.
 DEAD_TIMEOUT_S = 20.0
 # A leave is gossiped at once; it should arrive long before a failure detector could act.
 LEFT_TIMEOUT_S = 10.0

@@ -1,6 +1,6 @@
 """One scenario on two networks: the simulator and real ZeroMQ stacks must reach the same outcomes.
 
-STYLE.md point 4: the fake network ships in the package, and this test keeps it honest. Three nodes
+The fake network ships in the package (docs/testing.md), and this test keeps it honest. Three nodes
 join through a seed, one crashes, one leaves; after each step the surviving views are compared with
 one expected table. It runs on
 

@@ -80,14 +80,6 @@ def test_kind_prefers_cuda_then_mps() -> None:
 
 
 @pytest.mark.parametrize(
-    ("device", "dtype"),
-    [(info(), "float32"), (info(CUDA), "float16"), (info(MPS), "float16")],
-)
-def test_preferred_dtype(device: DeviceInfo, dtype: str) -> None:
-    assert device.preferred_dtype() == dtype
-
-
-@pytest.mark.parametrize(
     "wire",
     [
         {},

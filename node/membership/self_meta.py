@@ -1,0 +1,112 @@
+"""What this node says about itself in gossip, kept current: ``NodeMeta`` built from its parts.
+
+The metadata carries the node's addresses and labels (fixed), its device (detected once, in a
+subprocess, since accelerators need torch), its load (sampled every ``load_sample_interval_s``),
+and what it serves: every replica's entry, loaded models, hints, measured speeds, and requests held
+for a cold start. A change in what it serves is published at once (``publish``); load and speeds
+only when they moved meaningfully, and at most every ``meta_min_interval_s``, since each change
+costs gossip on every node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..inference.devices import DeviceInfo, detect_full
+from ..load import LoadSample, LoadSampler
+from ..mesh.metadata import NodeMeta
+from ..serving.replicas import Replicas
+from .runner import GossipRunner
+
+__all__ = ["SelfMeta"]
+
+
+class SelfMeta:
+    """Builds this node's metadata from its parts and gossips it when it changes."""
+
+    def __init__(
+        self,
+        base: NodeMeta,
+        *,
+        runner: GossipRunner,
+        replicas: Replicas,
+        waiting: Mapping[str, int],
+        device: DeviceInfo,
+        sampler: LoadSampler,
+        load: LoadSample,
+        max_bytes: int,
+    ) -> None:
+        self._base = base
+        self._runner = runner
+        self._replicas = replicas
+        self._waiting = waiting
+        self._device = device
+        self._sampler = sampler
+        self._load = load
+        self._max_bytes = max_bytes
+
+    def build(self) -> NodeMeta:
+        """The metadata as of now, cut to fit ``max_meta_bytes``."""
+        replicas = self._replicas
+        return replace(
+            self._base,
+            device=self._device.to_wire(),
+            load=self._load.to_wire(),
+            models=replicas.models,
+            hints=replicas.hints,
+            speeds=replicas.speeds(asyncio.get_running_loop().time()),
+            replicas=replicas.entries(),
+            waiting=dict(self._waiting),
+        ).fit(self._max_bytes)
+
+    def publish(self) -> None:
+        """Gossip the metadata now (what this node serves changed)."""
+        self._runner.publish_meta(self.build())
+
+    async def refresh_forever(self, interval_s: float, min_gap_s: float, cpu_points: float) -> None:
+        """Sample load and speeds every `interval_s`; gossip a real change, at most every `min_gap_s`."""
+        loop = asyncio.get_running_loop()
+        published = self._load
+        published_speeds = self._replicas.speeds(loop.time())
+        last_publish = loop.time()
+        while True:
+            await asyncio.sleep(interval_s)
+            sample = self._sampler.sample(in_flight=self._replicas.in_flight)
+            speeds = self._replicas.speeds(loop.time())
+            due = loop.time() - last_publish >= min_gap_s
+            moved = sample.differs_from(published, cpu_points=cpu_points) or _speeds_moved(
+                published_speeds, speeds
+            )
+            if due and moved:
+                self._load = published = sample
+                published_speeds = speeds
+                last_publish = loop.time()
+                self.publish()
+
+    async def detect_devices(self) -> None:
+        """Accelerators need torch: detect them in a subprocess, then gossip the result."""
+        device = await detect_full(cache_dir=_machine_cache_dir())
+        if device != self._device:
+            self._device = device
+            self.publish()
+
+
+def _machine_cache_dir() -> Path:
+    """Per-user cache shared by every agent on this machine ($XDG_CACHE_HOME/meshnode)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "meshnode"
+
+
+def _speeds_moved(before: dict[str, Any], after: dict[str, Any], factor: float = 1.25) -> bool:
+    """Whether a replica's measured service time is new or moved by more than `factor` either way."""
+    for name, speed in after.items():
+        old = before.get(name, {}).get("service_ms")
+        new = speed.get("service_ms")
+        if not old or not new or not 1 / factor <= new / old <= factor:
+            return True
+    return False

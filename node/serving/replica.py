@@ -1,15 +1,18 @@
 """Replica supervisor: runs one replica's worker process and carries requests to it.
 
 The agent never runs model code. For each replica it hosts, a ``Replica`` starts
-``python -m meshnode.inference.worker`` (``inference/worker.py``), binds a ZeroMQ ROUTER on an
-``ipc://`` endpoint for it (chosen by the agent), and relays ``Call`` envelopes in and
-``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``).
+``python -m meshnode.serving.worker`` (``worker.py``, the shell around ``inference/worker.py``),
+binds a ZeroMQ ROUTER on a local ``ipc://`` endpoint for it (chosen by the agent), and relays
+``Call`` envelopes in and ``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``). Both
+ends read their socket with the data plane's ``FrameReader`` (``dataplane/frames.py``): no future
+per message on this hop.
 
 Invariants:
 
 - A replica is ``ready`` only after the worker said ``Hello``, i.e. after ``setup()`` and warm-up.
-- The worker is restarted with exponential backoff whenever it exits: crash, SIGKILL, OOM kill, or
-  our own kill of a worker that hangs past a request's deadline. The agent and other replicas go on.
+- The worker is restarted with exponential backoff (``mesh/backoff.py``) whenever it exits: crash,
+  SIGKILL, OOM kill, or our own kill of a worker that hangs past a request's deadline. The agent and
+  other replicas go on.
 - Requests in flight when the worker dies fail with a retryable error (they may run again
   elsewhere); a request past its deadline fails with 504 and is cancelled in the worker.
 - At most ``capacity`` requests are admitted (the worker's concurrency times its batch size, plus a
@@ -32,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
+from ..dataplane.frames import FrameReader
 from ..errors import Conflict, DeadlineExceeded, NotReady, Overloaded
 from ..inference.worker import EXIT_SETUP_FAILED
 from ..load import SpeedMeter
+from ..mesh.backoff import Backoff
 from ..mesh.envelope import (
     Call,
     Cancel,
@@ -49,8 +53,14 @@ from ..mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
+from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry
+from ..mesh.replica_state import ReplicaState as GossipedState
 
 log = logging.getLogger(__name__)
+
+# Calls and cancels are sent without waiting; admission bounds them to about `capacity`, so this
+# is only reached when the worker stopped reading, and then a send fails as if it were gone.
+_SEND_HIGH_WATER_MARK = 100_000
 
 # A replica's last error travels in gossip (``GET /v1/deployments`` shows it): keep it short.
 _MAX_GOSSIPED_ERROR_CHARS = 200
@@ -138,8 +148,9 @@ class Replica:
         self._data_dir = data_dir
         self._on_change = on_change
         self._endpoint = endpoint
-        self._ctx = zmq.asyncio.Context()
-        self._sock: zmq.asyncio.Socket | None = None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._reader: FrameReader | None = None
+        self._backoff = Backoff(settings.restart_initial_s, settings.restart_max_s)
         self._worker: _Worker | None = None
         self._ready = asyncio.Event()
         self._in_flight: dict[str, _InFlight] = {}
@@ -177,18 +188,18 @@ class Replica:
         """The state ``GET /v1/deployments`` shows: ``standby`` for a warm backup."""
         return "standby" if self.standby and self.state == ReplicaState.READY else self.state.value
 
-    def gossip_state(self) -> dict[str, object]:
-        """This replica as peers' routers see it (``NodeMeta.replicas``; read by mesh/routing.py)."""
-        return {
-            "state": self.status,
-            "pinned": self.pinned,
-            "error": self.last_error[:_MAX_GOSSIPED_ERROR_CHARS],
-            "queue": self.in_flight,
-            "slots": self.slots,
-            "capacity": self.capacity,
-            "hints": list(self.hints),
-            "models": list(self.models),
-        }
+    def entry(self) -> ReplicaEntry:
+        """This replica as the mesh sees it (``NodeMeta.replicas``; read by routing and placement)."""
+        return ReplicaEntry(
+            state=GossipedState(self.status),
+            pinned=self.pinned,
+            error=self.last_error[:MAX_ERROR_CHARS],
+            queue=self.in_flight,
+            slots=self.slots,
+            capacity=self.capacity,
+            hints=self.hints,
+            models=self.models,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -199,13 +210,15 @@ class Replica:
         """Bind the worker socket and start supervising (returns at once; see wait_ready)."""
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        # Sending to a worker that is gone raises instead of dropping silently: the call fails at once.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A larger frame makes ZeroMQ drop that connection before the bytes are held in memory.
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes)
+        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
         sock.bind(self._endpoint)
-        self._sock = sock
+        self._reader = FrameReader(sock, self._on_frames)
         self._tasks = [
             asyncio.create_task(self._supervise(), name=f"replica-{self.replica_id}"),
-            asyncio.create_task(self._receive(), name=f"replica-recv-{self.replica_id}"),
             asyncio.create_task(self._watch_hangs(), name=f"replica-hang-{self.replica_id}"),
         ]
 
@@ -218,7 +231,7 @@ class Replica:
 
     async def call(self, call: Call) -> AsyncGenerator[Envelope, None]:
         """Send one request; yield its chunks and then its Reply or Failure."""
-        if not self.serving or self._worker is None or self._sock is None:
+        if not self.serving or self._worker is None or self._reader is None:
             reason = self.last_error or f"replica of {self.deployment} is {self.status}"
             raise NotReady(reason, retry_after_s=2.0)
         if len(self._in_flight) >= self.capacity:
@@ -236,12 +249,11 @@ class Replica:
         self._overdue[call.request_id] = deadline
         worker = self._worker
         try:
-            try:
-                await self._sock.send_multipart([worker.identity, encode_envelope(call)])
-            except zmq.ZMQError as exc:
+            error = self._reader.send([worker.identity, encode_envelope(call)])
+            if error is not None:
                 # The worker vanished between admission and send: it never started, so retryable.
                 pending.done = True
-                raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from exc
+                raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from error
             while True:
                 message = await next_answer(pending.queue, deadline, call)
                 yield message
@@ -254,7 +266,7 @@ class Replica:
             self._in_flight.pop(call.request_id, None)
             if not pending.done:
                 # The client went away or the deadline passed: stop the work in the worker.
-                await self._send_quietly(worker, Cancel(call.request_id))
+                self._send_quietly(worker, Cancel(call.request_id))
 
     async def stop(self) -> None:
         """Drain in-flight requests (bounded), then stop the worker."""
@@ -270,8 +282,8 @@ class Replica:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._sock is not None:
-            self._sock.close(linger=0)
+        if self._reader is not None:
+            self._reader.close()
         self._ctx.term()
         self.state = ReplicaState.STOPPED
         self._on_change()
@@ -279,7 +291,6 @@ class Replica:
     # -- supervision -----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        backoff = self.settings.restart_initial_s
         loop = asyncio.get_running_loop()
         while not self._stopping:
             started = loop.time()
@@ -303,10 +314,7 @@ class Replica:
             log.warning(
                 "%s replica %s exited (%s); restart %d", self.deployment, self.replica_id, code, self.restarts
             )
-            if loop.time() - started > 60:
-                backoff = self.settings.restart_initial_s  # it ran for a while: not a crash loop
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.settings.restart_max_s)
+            await asyncio.sleep(self._backoff.after_exit(started, loop.time()))
 
     def _log_path(self) -> Path:
         return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
@@ -316,42 +324,40 @@ class Replica:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log_file:
             return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "meshnode.inference.worker",
+                sys.executable, "-m", "meshnode.serving.worker",
                 "--app", self.app_ref, "--replica", self.replica_id,
                 "--endpoint", self._endpoint, "--data-dir", str(self._data_dir),
+                "--max-frame-bytes", str(self.settings.max_frame_bytes),
                 "--parent-pid", str(os.getpid()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             )  # fmt: skip
 
-    async def _receive(self) -> None:
-        assert self._sock is not None
-        while True:
-            frames = await self._sock.recv_multipart()
-            if len(frames) != 2:
-                continue
-            try:
-                message = decode_envelope(frames[1], max_bytes=self.settings.max_frame_bytes)
-            except EnvelopeError as exc:
-                log.warning("dropped a bad frame from replica %s: %s", self.replica_id, exc)
-                continue
-            match message:
-                case Hello(_, info):
-                    if self._worker is not None:
-                        self._worker.info = info
-                    self._set_hints(tuple(info.get("hints", ())), tuple(info.get("models", ())))
-                    self.state = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
-                    self.last_error = ""
-                    self.setup_failures = 0
-                    self._ready.set()
-                    self._on_change()
-                case Hints(_, hints, models):
-                    self._set_hints(hints, models)
-                case _:
-                    if isinstance(message, Reply | Failure):
-                        self._overdue.pop(message.request_id, None)
-                    pending = self._in_flight.get(message.request_id)
-                    if pending is not None:
-                        pending.queue.put_nowait(message)
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            return
+        try:
+            message = decode_envelope(frames[1], max_bytes=self.settings.max_frame_bytes)
+        except EnvelopeError as exc:
+            log.warning("dropped a bad frame from replica %s: %s", self.replica_id, exc)
+            return
+        match message:
+            case Hello(_, info):
+                if self._worker is not None:
+                    self._worker.info = info
+                self._set_hints(tuple(info.get("hints", ())), tuple(info.get("models", ())))
+                self.state = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
+                self.last_error = ""
+                self.setup_failures = 0
+                self._ready.set()
+                self._on_change()
+            case Hints(_, hints, models):
+                self._set_hints(hints, models)
+            case _:
+                if isinstance(message, Reply | Failure):
+                    self._overdue.pop(message.request_id, None)
+                pending = self._in_flight.get(message.request_id)
+                if pending is not None:
+                    pending.queue.put_nowait(message)
 
     async def _watch_hangs(self) -> None:
         """Kill a worker still busy with a request `hang_grace_s` past its deadline."""
@@ -395,11 +401,10 @@ class Replica:
                 worker.process.kill()
             await worker.process.wait()
 
-    async def _send_quietly(self, worker: _Worker | None, message: Envelope) -> None:
-        if worker is None or self._sock is None or self._sock.closed:
+    def _send_quietly(self, worker: _Worker | None, message: Envelope) -> None:
+        if worker is None or self._reader is None:
             return
-        with contextlib.suppress(zmq.ZMQError):
-            await self._sock.send_multipart([worker.identity, encode_envelope(message)])
+        self._reader.send([worker.identity, encode_envelope(message)])  # a worker gone needs no cancel
 
 
 def _last_line(path: Path, max_bytes: int = 4096) -> str:

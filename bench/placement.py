@@ -2,7 +2,7 @@
 
 Usage:  python bench/placement.py [--rounds 3] [--nodes 100] [--deployments 1000] [--skip-agents]
 
-Three parts, each measured against its own baseline in the same run (DESIGN.md section 7):
+Three parts, each measured against its own baseline in the same run (as docs/benchmarks.md describes):
 
 A. Movement (pure, ``mesh/placement.py``): ``--deployments`` deployments of 2 replicas on ``--nodes``
    nodes, equal weights and mixed (CPU, MPS and CUDA nodes). A node joins, then a node leaves; the

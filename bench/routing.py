@@ -11,11 +11,12 @@ and every router sees the record at once) plus its *own* requests in flight to e
 sees another router's in-flight requests, as in the real mesh. Every policy of one seed sees the same
 arrivals, routers, request sizes and models (common random numbers), so differences are the policy's.
 
-The production variant models what node/forward.py feeds ``rank``: router r runs on replica r's node
-(co-location) and sees that replica exactly (``is_self``, queue = its requests in flight); a peer's
-queue is the one its latest answer to this router reported (other routers' requests only,
-node/peer_links.py) while younger than ``REPORT_MAX_AGE_S``, else the gossiped one; the in-flight
-correction goes on top. Answers and refusals (429) both report. Network delays are not modelled.
+The production variant models what node/dataplane/forward.py feeds ``rank``: router r runs on
+replica r's node (co-location) and sees that replica exactly (``is_self``, queue = its requests in
+flight); a peer's queue is the one its latest answer to this router reported (other routers'
+requests only, node/dataplane/links.py) while younger than ``REPORT_MAX_AGE_S``, else the gossiped
+one; the in-flight correction goes on top. Answers and refusals (429) both report. Network delays
+are not modelled.
 
 Part A, load balancing: four replicas, one twice as slow, Poisson arrivals at 70 % and 90 % of the
 total capacity, exponential service times. Policies: uniform random, speed-weighted random (the
@@ -34,10 +35,10 @@ request's model as ``X-Mesh-Hint``, each replica's loaded models as its hints) a
 policy blind to models and against gossip + in-flight routing with hints; beside them a reference
 that knows queues and loaded models exactly and adds the cold load to the expected delay, and a
 what-if (not production) that keeps a request on the replicas with its hint. A replica refuses a
-request when its queue is at capacity (node/replica.py: one slot plus a queue of 64) and the router
-tries the next candidate, as the forwarder does; refused by every replica = rejected.
+request when its queue is at capacity (node/serving/replica.py: one slot plus a queue of 64) and the
+router tries the next candidate, as the forwarder does; refused by every replica = rejected.
 
-It measures and prints; it never asserts (DESIGN.md section 7). Each figure is the median over seeds
+It measures and prints; it never asserts (docs/benchmarks.md). Each figure is the median over seeds
 of per-seed figures, ratios included. Runs are spread over a process pool (``--jobs``); results do
 not depend on it.
 """
@@ -192,7 +193,7 @@ class Mesh:
             [deque() for _ in service_s] for _ in range(routers)
         ]
         # Per router, per replica: (others, at) from that replica's latest answer to this router, as
-        # node/peer_links.py keeps it: the replica's queue then, minus this router's requests still
+        # node/dataplane/links.py keeps it: the replica's queue then, minus this router's requests still
         # outstanding there.
         self.reports: list[dict[int, tuple[int, float]]] = [{} for _ in range(routers)]
         self.heres = [Locality(NodeId(f"router-{r}")) for r in range(routers)]
@@ -219,7 +220,7 @@ class Mesh:
         return made
 
     def live_candidate(self, i: int, now: float) -> Candidate:
-        """Replica `i` as its own node sees it (node/forward.py's local candidate): exact and is_self."""
+        """Replica `i` as its own node sees it (the forwarder's local candidate): exact and is_self."""
         return self.candidate(i, self.queue(i, now), frozenset(self.loaded[i]), is_self=True)
 
     def queue(self, i: int, now: float) -> int:
@@ -283,8 +284,8 @@ class Mesh:
             last = sent.popleft()[1]
         if last is None:
             return
-        # The replica's other requests when it answered (node/dataplane.py: in flight minus the one
-        # answered), less this router's own still outstanding then (node/peer_links.py).
+        # The replica's other requests when it answered (node/dataplane/server.py: in flight minus the one
+        # answered), less this router's own still outstanding then (node/dataplane/links.py).
         admitted, finished = self.admitted_at[i], self.finished_at[i]
         queued = bisect.bisect_left(admitted, last) - bisect.bisect_right(finished, last)
         ours = bisect.bisect_left(sent, last, key=lambda entry: entry[0])
@@ -339,14 +340,14 @@ def production(
     """The production `rank` and `ordered`, fed what a router of the simulated mesh would know.
 
     `view`: "gossip" (every queue as last gossiped), "own" (router r runs on replica r's node and
-    sees that replica exactly, as node/forward.py's local candidate: is_self, queue = its requests in
-    flight, its loaded models) or "exact" (every queue exact).
+    sees that replica exactly, as node/dataplane/forward.py's local candidate: is_self, queue = its
+    requests in flight, its loaded models) or "exact" (every queue exact).
     `in_flight`: "none" (an empty map), "all" (every request this router has outstanding at each
-    replica, as node/forward.py passes it) or "since" (only those sent since that replica's last
-    gossip).
+    replica, as node/dataplane/forward.py passes it) or "since" (only those sent since that
+    replica's last gossip).
     `feedback`: a peer's queue as its latest answer to this router reported it (other routers'
     requests only) replaces the gossiped one while younger than REPORT_MAX_AGE_S, as
-    node/forward.py's `_candidates` does.
+    node/dataplane/forward.py's `_candidates` does.
     `walk`: how the tiers become one order (production: `ordered`; a what-if may reorder a tier).
     """
 
@@ -457,7 +458,7 @@ def hinted_only(
 RANDOM = "random"
 WEIGHTED = "random, speed-weighted"
 GOSSIP_ONLY = "P2C, gossip only"
-IN_FLIGHT = "P2C, gossip + in-flight (as node/forward.py)"
+IN_FLIGHT = "P2C, gossip + in-flight (as node/dataplane/forward.py)"
 IN_FLIGHT_SINCE = "P2C, gossip + in-flight since gossip"
 OWN_EXACT = "P2C, gossip + in-flight, own replica exact"
 FEEDBACK = "P2C, gossip + reply feedback + in-flight"

@@ -1,1 +1,15 @@
-"""Running models: device detection now; predictors, runtimes and batching in later issues."""
+"""Running models: the predictor API and everything a replica's worker process needs to serve one.
+
+- ``predictor.py``: ``Predictor``, what a user writes (``setup``, ``predict``, streaming, batching, hints)
+- ``app_ref.py``: from an app reference (``--deploy NAME=APP``) to a checked predictor instance
+- ``worker.py``: the worker process's core, one predictor answering ``Call`` envelopes
+- ``batching.py``: dynamic batching of concurrent requests into one ``predict_batch``
+- ``model_cache.py``: an LRU of loaded models, for apps that serve many from one replica
+- ``external.py``, ``external_config.py``, ``process_group.py``: apps that are an HTTP server
+  started from a ``config.yaml``, and the process group that runs it
+- ``devices.py``: CPU, memory and accelerators of this machine (torch only in a child process)
+- ``runtime_torch.py``: which device and dtype a model loads in
+- ``tiny_diffusion.py``: the tiny offline Stable Diffusion pipeline, and the loader for real ones
+
+Nothing here imports ``meshnode``'s agent (``node/``); torch is imported only where a model needs it.
+"""

@@ -126,10 +126,6 @@ class DeviceInfo:
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed device info: {exc}") from exc
 
-    def preferred_dtype(self) -> str:
-        """The torch dtype name models should load in on this machine's best device."""
-        return "float16" if self.kind in ("cuda", "mps") else "float32"
-
 
 def detect_cpu() -> DeviceInfo:
     """Describe CPU and memory without torch; accelerators are left empty."""

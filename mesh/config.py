@@ -2,7 +2,7 @@
 
 The defaults follow memberlist's ``DefaultLANConfig`` (hashicorp/memberlist config.go), which
 ``lan()`` returns unchanged. ``local()`` is the fast profile for agents on one machine or a quiet LAN
-(DESIGN.md section 3): probe every 200 ms, so a crash is seen everywhere in about 1.5-2 s at N <= 20.
+(docs/membership.md): probe every 200 ms, so a crash is seen everywhere in about 1.4-2 s at N <= 20.
 
 The formulas memberlist uses (all with log10) live here too, so the core, the simulator and the
 benchmark predict with the same arithmetic:
@@ -95,7 +95,7 @@ class MembershipConfig:
 
     @classmethod
     def local(cls) -> MembershipConfig:
-        """Fast timings for one machine or a quiet LAN (DESIGN.md section 3)."""
+        """Fast timings for one machine or a quiet LAN (docs/membership.md, "Two profiles")."""
         return replace(
             cls(),
             probe_interval_s=0.2,
@@ -151,7 +151,7 @@ class MembershipConfig:
         return self.gossip_interval_s * max(rounds, 1.0)
 
     def expected_detection_s(self, cluster_size: int) -> float:
-        """Predicted time from a crash until every node sees it dead (DESIGN.md section 3)."""
+        """Predicted time from a crash until every node sees it dead (docs/membership.md explains it)."""
         first_detection = 1.58 * self.probe_interval_s
         probe_round = self.probe_interval_s
         # Lifeguard shrinks the timeout to its minimum once independent confirmations arrive,

@@ -14,14 +14,14 @@ Defaults and where they come from (Ray Serve's autoscaling config and FedML's de
   this long before the change. Starting is cheap to undo, stopping a warm model is not, so down is
   slower (Ray Serve uses 30 s and 600 s for replicas that take minutes to load).
 - ``idle_timeout_s`` 300: with ``min_replicas`` 0, a deployment with no request for this long scales
-  to zero; the next request waits for a cold start (``node/cold_start.py``).
+  to zero; the next request waits for a cold start (``node/serving/cold_start.py``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
@@ -126,10 +126,6 @@ class DeploymentSpec:
             backups=_int(body, "backups", 0, 0, MAX_REPLICAS),
             spread=spread,
         )
-
-    def with_replicas(self, min_replicas: int, max_replicas: int) -> DeploymentSpec:
-        """This spec with other replica bounds."""
-        return replace(self, min_replicas=min_replicas, max_replicas=max_replicas)
 
 
 def check_name(name: object) -> str:

@@ -1,8 +1,8 @@
 """Data-plane envelope: requests, streamed chunks, results and errors between processes.
 
 The agent talks to its replica workers over ZeroMQ (``ipc://``) with these messages, and agents
-forward requests to each other with the same ones (DESIGN.md section 2). One message is one msgpack
-frame::
+forward requests to each other with the same ones (docs/architecture.md walks the request path).
+One message is one msgpack frame::
 
     [ENVELOPE_VERSION, kind, request_id, ...fields]
 

@@ -344,9 +344,3 @@ def _address(value: object) -> Address:
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise ValueError(f"bad address {value!r}")
     return Address(value)
-
-
-def split_address(addr: str) -> tuple[str, int]:
-    """("host", port) from "host:port", stripping IPv6 brackets."""
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)

@@ -94,7 +94,8 @@ class AgentConfig:
     # Files larger than this travel between agents as several frames, so one big image does not
     # hold up the other requests multiplexed on the same connection.
     forward_chunk_bytes: int = 256 * 1024
-    # How long a replica's setup() and warm-up may take before the replica is reported stuck.
+    # How long a replica's setup() and warm-up may take: a worker past it is killed and counts as a
+    # failed setup (restarted with backoff; after `replica_setup_attempts` placement moves it on).
     replica_setup_timeout_s: float = 600.0
     # Requests queued per replica beyond what it runs at once; more get 429 with Retry-After.
     replica_queue_size: int = 64

@@ -25,12 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import sys
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -53,26 +49,14 @@ from ..mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
-from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry
-from ..mesh.replica_state import ReplicaState as GossipedState
+from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState
+from .worker_process import last_line, spawn_worker, terminate
 
 log = logging.getLogger(__name__)
 
 # Calls and cancels are sent without waiting; admission bounds them to about `capacity`, so this
 # is only reached when the worker stopped reading, and then a send fails as if it were gone.
 _SEND_HIGH_WATER_MARK = 100_000
-
-# A replica's last error travels in gossip (``GET /v1/deployments`` shows it): keep it short.
-_MAX_GOSSIPED_ERROR_CHARS = 200
-
-
-class ReplicaState(StrEnum):
-    """Where a replica is in its life (``GET /v1/deployments`` shows these)."""
-
-    STARTING = "starting"
-    READY = "ready"
-    DRAINING = "draining"
-    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -136,7 +120,8 @@ class Replica:
         self.app_ref = app_ref
         self.replica_id = replica_id
         self.settings = settings
-        self.state = ReplicaState.STARTING
+        # Where the worker process is: starting, ready, draining or stopped (``state`` adds standby).
+        self._phase = ReplicaState.STARTING
         self.hints: tuple[str, ...] = ()
         self.models: tuple[str, ...] = ()
         self.restarts = 0
@@ -152,7 +137,7 @@ class Replica:
         self._reader: FrameReader | None = None
         self._backoff = Backoff(settings.restart_initial_s, settings.restart_max_s)
         self._worker: _Worker | None = None
-        self._ready = asyncio.Event()
+        self._ready = asyncio.Event()  # set by the worker's Hello, cleared when it exits
         self._in_flight: dict[str, _InFlight] = {}
         self._overdue: dict[str, float] = {}  # request id -> deadline, until the worker answers
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,9 +158,16 @@ class Replica:
         return self.slots + queue
 
     @property
+    def state(self) -> ReplicaState:
+        """Where this replica is in its life: ``standby`` for a warm backup whose worker is ready."""
+        if self._phase is ReplicaState.READY and self.standby:
+            return ReplicaState.STANDBY
+        return self._phase
+
+    @property
     def serving(self) -> bool:
         """Ready and routed to (not a standby backup)."""
-        return self.state == ReplicaState.READY and not self.standby
+        return self.state.serving
 
     def set_standby(self, standby: bool) -> None:
         """Make this replica a warm backup (not routed to) or promote it to serving."""
@@ -183,15 +175,10 @@ class Replica:
             self.standby = standby
             self._on_change()
 
-    @property
-    def status(self) -> str:
-        """The state ``GET /v1/deployments`` shows: ``standby`` for a warm backup."""
-        return "standby" if self.standby and self.state == ReplicaState.READY else self.state.value
-
     def entry(self) -> ReplicaEntry:
         """This replica as the mesh sees it (``NodeMeta.replicas``; read by routing and placement)."""
         return ReplicaEntry(
-            state=GossipedState(self.status),
+            state=self.state,
             pinned=self.pinned,
             error=self.last_error[:MAX_ERROR_CHARS],
             queue=self.in_flight,
@@ -207,7 +194,7 @@ class Replica:
         return len(self._in_flight)
 
     async def start(self) -> None:
-        """Bind the worker socket and start supervising (returns at once; see wait_ready)."""
+        """Bind the worker socket and start supervising (returns at once, before the worker is ready)."""
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         # Sending to a worker that is gone raises instead of dropping silently: the call fails at once.
@@ -222,17 +209,10 @@ class Replica:
             asyncio.create_task(self._watch_hangs(), name=f"replica-hang-{self.replica_id}"),
         ]
 
-    async def wait_ready(self, timeout_s: float) -> bool:
-        """Wait until the worker is set up; False on timeout."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._ready.wait()
-        return self._ready.is_set()
-
     async def call(self, call: Call) -> AsyncGenerator[Envelope, None]:
         """Send one request; yield its chunks and then its Reply or Failure."""
         if not self.serving or self._worker is None or self._reader is None:
-            reason = self.last_error or f"replica of {self.deployment} is {self.status}"
+            reason = self.last_error or f"replica of {self.deployment} is {self.state.value}"
             raise NotReady(reason, retry_after_s=2.0)
         if len(self._in_flight) >= self.capacity:
             raise Overloaded(
@@ -271,8 +251,8 @@ class Replica:
     async def stop(self) -> None:
         """Drain in-flight requests (bounded), then stop the worker."""
         self._stopping = True
-        if self.state == ReplicaState.READY:
-            self.state = ReplicaState.DRAINING
+        if self._phase is ReplicaState.READY:
+            self._phase = ReplicaState.DRAINING
             self._on_change()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout_s
@@ -285,7 +265,7 @@ class Replica:
         if self._reader is not None:
             self._reader.close()
         self._ctx.term()
-        self.state = ReplicaState.STOPPED
+        self._phase = ReplicaState.STOPPED
         self._on_change()
 
     # -- supervision -----------------------------------------------------------------------
@@ -294,12 +274,22 @@ class Replica:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             started = loop.time()
-            self.state = ReplicaState.STARTING
+            self._phase = ReplicaState.STARTING
             self._ready.clear()
             self._on_change()
-            process = await self._spawn()
+            process = await spawn_worker(
+                self.app_ref,
+                self.replica_id,
+                self._endpoint,
+                self._data_dir,
+                self._log_path(),
+                max_frame_bytes=self.settings.max_frame_bytes,
+            )
             self._worker = _Worker(process, self.replica_id.encode())
+            watch = asyncio.create_task(self._kill_if_setup_overruns(process))
             code = await process.wait()
+            watch.cancel()
+            overran = await asyncio.gather(watch, return_exceptions=True) == [True]
             self._worker = None
             self._ready.clear()
             self._fail_in_flight(f"the replica's worker exited with code {code}")
@@ -307,30 +297,35 @@ class Replica:
                 return
             self.restarts += 1
             self.last_error = f"worker exited with code {code}; restarting"
-            if code == EXIT_SETUP_FAILED:
+            if overran:
                 self.setup_failures += 1
-                reason = await asyncio.to_thread(_last_line, self._log_path())
+                self.last_error = f"setup did not finish within {self.settings.setup_timeout_s:g} s; retrying"
+            elif code == EXIT_SETUP_FAILED:
+                self.setup_failures += 1
+                reason = await asyncio.to_thread(last_line, self._log_path())
                 self.last_error = f"setup failed ({reason}); retrying" if reason else "setup failed; retrying"
             log.warning(
                 "%s replica %s exited (%s); restart %d", self.deployment, self.replica_id, code, self.restarts
             )
             await asyncio.sleep(self._backoff.after_exit(started, loop.time()))
 
+    async def _kill_if_setup_overruns(self, process: asyncio.subprocess.Process) -> bool:
+        """Kill a worker whose setup takes longer than ``setup_timeout_s``; whether it did."""
+        try:
+            async with asyncio.timeout(self.settings.setup_timeout_s):
+                await self._ready.wait()
+        except TimeoutError:
+            log.warning(
+                "%s replica %s: setup did not finish within %g s; killing it",
+                *(self.deployment, self.replica_id, self.settings.setup_timeout_s),
+            )
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            return True
+        return False
+
     def _log_path(self) -> Path:
         return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
-
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        log_path = self._log_path()
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log_file:
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "meshnode.serving.worker",
-                "--app", self.app_ref, "--replica", self.replica_id,
-                "--endpoint", self._endpoint, "--data-dir", str(self._data_dir),
-                "--max-frame-bytes", str(self.settings.max_frame_bytes),
-                "--parent-pid", str(os.getpid()),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-            )  # fmt: skip
 
     def _on_frames(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
@@ -345,7 +340,7 @@ class Replica:
                 if self._worker is not None:
                     self._worker.info = info
                 self._set_hints(tuple(info.get("hints", ())), tuple(info.get("models", ())))
-                self.state = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
+                self._phase = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
                 self.last_error = ""
                 self.setup_failures = 0
                 self._ready.set()
@@ -388,31 +383,10 @@ class Replica:
             self._on_change()
 
     async def _terminate_worker(self) -> None:
-        worker = self._worker
-        if worker is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            worker.process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(5.0):
-                await worker.process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.kill()
-            await worker.process.wait()
+        if self._worker is not None:
+            await terminate(self._worker.process)
 
     def _send_quietly(self, worker: _Worker | None, message: Envelope) -> None:
         if worker is None or self._reader is None:
             return
         self._reader.send([worker.identity, encode_envelope(message)])  # a worker gone needs no cancel
-
-
-def _last_line(path: Path, max_bytes: int = 4096) -> str:
-    """The last non-empty line of a worker's log (its setup error), at most 200 characters."""
-    try:
-        with path.open("rb") as log_file:
-            log_file.seek(max(0, path.stat().st_size - max_bytes))
-            lines = log_file.read().decode(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1].strip()[:_MAX_GOSSIPED_ERROR_CHARS] if lines else ""

@@ -1,0 +1,62 @@
+"""A replica's worker as an operating-system process: start it, stop it, read why it failed.
+
+The worker is ``python -m meshnode.serving.worker`` with the app reference, its ipc endpoint and the
+agent's frame limit; its output goes to a log file per replica under the data dir, whose last line
+is the setup error the supervisor reports. It dies with the agent (``--parent-pid``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ..mesh.replica_state import MAX_ERROR_CHARS
+
+__all__ = ["last_line", "spawn_worker", "terminate"]
+
+# A worker asked to stop (SIGTERM) that is still running after this long is killed.
+_TERMINATE_GRACE_S = 5.0
+
+
+async def spawn_worker(
+    app_ref: str, replica_id: str, endpoint: str, data_dir: Path, log_path: Path, *, max_frame_bytes: int
+) -> asyncio.subprocess.Process:
+    """Start a worker process for one replica, its output appended to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "meshnode.serving.worker",
+            "--app", app_ref, "--replica", replica_id,
+            "--endpoint", endpoint, "--data-dir", str(data_dir),
+            "--max-frame-bytes", str(max_frame_bytes),
+            "--parent-pid", str(os.getpid()),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+        )  # fmt: skip
+
+
+async def terminate(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL if it is still running after a grace period; wait until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(_TERMINATE_GRACE_S):
+            await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+def last_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last non-empty line of a worker's log (its setup error), cut to gossip's error length."""
+    try:
+        with path.open("rb") as log_file:
+            log_file.seek(max(0, path.stat().st_size - max_bytes))
+            lines = log_file.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip()[:MAX_ERROR_CHARS] if lines else ""

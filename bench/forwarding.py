@@ -9,7 +9,7 @@ Three paths to the same replica of ``apps/echo.py``, measured in one run:
 - nginx: ``POST`` to an nginx ``proxy_pass`` in front of n1's HTTP port (keepalive upstream), the
   reference cost of one well-made hop;
 - forwarded: ``POST`` to n0, an agent with no replica, which forwards over the ZeroMQ data plane to
-  n1 (``X-Mesh-Route: n0,n1``; DESIGN.md section 2).
+  n1 (``X-Mesh-Route: n0,n1``; the request path of docs/architecture.md).
 
 Both agents (``--profile local``), n1's worker process and nginx run on ``--agents-cpu``; the load
 generator, ``wrk`` (one thread, keepalive connections, a Lua script for the POST), runs on
@@ -21,8 +21,9 @@ own counters; "others" is the share of each core that processes outside this ben
 "Requests/s per core" is 1 / (CPU time per request on the agents' core): what that core would serve
 with nothing else on it, the throughput figure that a shared, noisy machine moves least.
 
-Targets (issue 4): one forwarding hop adds at most 0.3 ms p50 at concurrency 1; forwarded throughput at
-least 60 % of direct on the same cores. It measures and prints; it never asserts (DESIGN.md section 7).
+Targets: one forwarding hop adds at most 0.3 ms p50 at concurrency 1; forwarded throughput at least
+60 % of direct on the same cores. It measures and prints; it never asserts (docs/benchmarks.md says how
+the benchmarks measure, and keeps the latest results).
 Needs the Debian packages nginx and wrk.
 """
 
@@ -191,6 +192,17 @@ def answers(url: str, route: str, body: str) -> bool:
     except httpx.HTTPError:
         return False
     return response.status_code == 200 and response.headers.get("x-mesh-route") == route
+
+
+def code_under_test(n1: Started) -> str:
+    """Which meshnode the agents run: the package this interpreter and environment import (as the
+    agents, started the same way, do) and the command line of n1's running worker process."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import meshnode; print(meshnode.__file__)"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    workers = [" ".join(p.cmdline()[1:4]) for p in n1.processes()[1:]]
+    return f"meshnode from {where}; n1's worker: {', '.join(workers) or 'none'}"
 
 
 def n0_hosts_nothing(n0_url: str) -> bool:
@@ -420,11 +432,13 @@ def main() -> None:
             crossed = functools.partial(answers, predict[path], ROUTES[path], args.body)
             wait(crossed, 60, f"a 200 through the {path} path", started)
 
+        code = code_under_test(started[0])
         load = " ".join(f"{x:.2f}" for x in load_before)
         print(
             f"# meshnode forwarding benchmark: direct vs nginx hop vs meshnode hop, {os.cpu_count()} cores\n"
         )
         print(f"Command: python {' '.join(sys.argv)}\n")
+        print(f"Code under test: {code}.\n")
         print(
             f"Agents n0 and n1, n1's echo worker and nginx on CPU {args.agents_cpu}; wrk (1 thread) on CPU "
             f"{args.load_cpu}. {args.rounds} rounds x {len(PATHS)} paths x {len(args.concurrency)} concurrencies "

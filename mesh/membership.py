@@ -1,22 +1,19 @@
 """SWIM membership with the Lifeguard extensions, as a pure state machine.
 
-Theory of operation (Das et al., "SWIM", 2002; Dadgar et al., "Lifeguard", 2018; hashicorp/memberlist):
+Theory of operation (Das et al., "SWIM", 2002; Dadgar et al., "Lifeguard", 2018; hashicorp/memberlist).
+This module holds one node's view of the mesh and the rules that change it; the parts it drives
+each own their state in a module of their own:
 
-- Probing (``probe.py``). Once per probe interval this node pings one peer, taken in a shuffled
-  round-robin order so every peer is probed within one pass. No ack within the probe timeout:
-  ``indirect_checks`` random peers are asked to ping it for us. No ack by the end of the interval:
-  we suspect it.
-- Suspicion. A suspect has until its Lifeguard timeout (``suspicion.py``) to refute by gossiping
-  ``alive`` with a higher incarnation; independent confirmations shorten the wait. We tell the
-  suspect first, by piggybacking the accusation on the next ping we send it. Past the timeout it
-  is declared dead.
+- Failure detection (``probe.py``, ``Prober``): one peer probed per interval, directly and then
+  through ``indirect_checks`` relays; a target nobody reached comes back here as an accusation.
+- Suspicion (``suspicion.py``). A suspect has until its Lifeguard timeout to refute by gossiping
+  ``alive`` with a higher incarnation; independent confirmations shorten the wait. Then it is dead.
 - Incarnations. Only a node raises its own incarnation, and only to refute an accusation (or on
   restart). For the same node, news with a higher incarnation wins; at equal incarnation
   ``dead``/``left`` beats ``suspect`` beats ``alive``. Metadata changes do not touch the
   incarnation: they raise ``meta_version``, which orders ``alive`` messages at equal incarnation.
-- Dissemination. Every change is queued once per node in a transmit-limited queue and piggybacked on
-  pings, acks and gossip rounds (``gossip_nodes`` random peers every gossip interval while anything
-  is queued) until sent ``retransmit_limit(N)`` times.
+- Dissemination (``broadcast_queue.py``, ``Dissemination``). Every change is queued once per node
+  and piggybacked on every packet, and gossiped in rounds, until sent ``retransmit_limit(N)`` times.
 - Anti-entropy. Every push-pull interval a full state exchange with one random live peer repairs
   what gossip missed; every reconnect interval one with a random dead member lets a healed
   partition merge back. Remote ``dead`` rows merge as suspicions, so a live node wrongly declared
@@ -37,35 +34,20 @@ from __future__ import annotations
 import random
 
 from .awareness import Awareness
-from .broadcast_queue import BroadcastQueue
+from .broadcast_queue import Dissemination
 from .config import MembershipConfig
 from .deployment import DeploymentSpec
 from .effects import Effect, IncarnationChanged, MemberChanged, RecordChanged, Send
 from .member import Member, PeerSet
 from .metadata import NodeMeta
-from .probe import Probe, ProbeRounds, Relay
+from .probe import Prober, random_peers
 from .records import DeploymentTable, Record
-from .suspicion import Suspicion
+from .suspicion import Suspicions
 from .types import Address, NodeId, Status
-from .wire import (
-    Ack,
-    Alive,
-    Dead,
-    IndirectPing,
-    MemberState,
-    Message,
-    Nack,
-    Packet,
-    Ping,
-    PushPull,
-    Suspect,
-)
-
-# Bytes reserved in a packet for its own message before piggybacking broadcasts.
-_PACKET_OVERHEAD_BYTES = 160
+from .wire import Ack, Alive, Dead, IndirectPing, MemberState, Message, Nack, Packet, Ping, PushPull, Suspect
 
 
-class Membership(ProbeRounds):
+class Membership:
     """One node's membership core. Feed it packets and ticks; carry out what it returns."""
 
     def __init__(
@@ -91,25 +73,22 @@ class Membership(ProbeRounds):
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.leaving = False
         self.deployments = DeploymentTable()
-        self._queue = BroadcastQueue()
         self._live = PeerSet()  # alive or suspect, never self
-        self._recently_dead: dict[NodeId, float] = {}
-        self._gone: set[NodeId] = set()  # dead or left, until reaped
-        self._suspicions: dict[NodeId, Suspicion] = {}
-        self._relays: dict[int, Relay] = {}
-        self._probe: Probe | None = None
-        self._probe_order: list[NodeId] = []
-        self._probe_index = 0
-        self._seq = rng.randrange(1 << 31)
-        # Timers start at random phases so that agents started together do not probe in lockstep.
-        self._next_probe_at = now + rng.random() * config.probe_interval_s
-        self._next_gossip_at = now
+        # Dead or left, until reaped. Not a set: a set's order follows per-process string hashing.
+        self._gone: dict[NodeId, None] = {}
+        self._suspicions = Suspicions(config)
+        self._gossip = Dissemination(config, node_id, addr, self.members, self._live, rng, now)
+        self._prober = Prober(
+            config, node_id, addr, self.members, self._live, self.awareness, rng, now,
+            send=self._gossip.send, suspect=self._on_suspect,
+        )  # fmt: skip
+        # Timers start at random phases so that agents started together do not exchange in lockstep.
         self._next_push_pull_at = now + config.push_pull_interval_s * (0.5 + rng.random())
         self._next_reconnect_at = now + config.reconnect_interval_s * (0.5 + rng.random())
         self._seeds = seeds
         self._seed_wait_s = config.seed_retry_initial_s
         self._next_seed_at: float | None = now if seeds else None
-        self._queue.push(self._alive_of_self())
+        self._gossip.push(self._alive_of_self())
 
     # -- public surface --------------------------------------------------------------------
 
@@ -128,8 +107,7 @@ class Membership(ProbeRounds):
 
     def join(self, addrs: tuple[Address, ...] | list[Address], now: float) -> list[Effect]:
         """Start a full state exchange with each address (seeds, or nodes found by mDNS)."""
-        exchange = self._push_pull(reply_wanted=True, join=True)
-        return [self._send(addr, exchange, piggyback=False) for addr in addrs]
+        return [self._exchange(addr, join=True) for addr in addrs]
 
     def leave(self, now: float) -> list[Effect]:
         """Leave gracefully: tell peers we are `left`, stop probing and refuting."""
@@ -139,15 +117,13 @@ class Membership(ProbeRounds):
         self.me.status = Status.LEFT
         self.view_version += 1
         self.me.since = now
-        self._probe = None
-        self._queue.push(Dead(self.node_id, self.me.incarnation, self.node_id))
-        effects: list[Effect] = []
-        self._gossip_round(effects, fanout=max(self.config.gossip_nodes, 2 * self.config.gossip_nodes))
-        return effects
+        self._prober.stop()
+        self._gossip.push(Dead(self.node_id, self.me.incarnation, self.node_id))
+        return self._gossip.round(2 * self.config.gossip_nodes)  # twice the fanout: our last word
 
     def leave_announced(self) -> bool:
         """True once our `left` message has been piggybacked its full count."""
-        return not any(isinstance(m, Dead) and m.node == self.node_id for m in self._queue.queued())
+        return not any(isinstance(m, Dead) and m.node == self.node_id for m in self._gossip.queue.queued())
 
     def update_meta(self, meta: NodeMeta) -> None:
         """Replace this node's metadata and gossip it (raises meta_version, not incarnation)."""
@@ -156,23 +132,25 @@ class Membership(ProbeRounds):
         self.me.meta = meta
         self.me.meta_version += 1
         self.view_version += 1
-        self._queue.push(self._alive_of_self())
+        self._gossip.push(self._alive_of_self())
 
     def declare(self, name: str, spec: DeploymentSpec | None, wall_ms: int) -> list[Effect]:
         """Write a deployment record here (spec None removes it) and gossip it."""
-        return self.merge_record(self.deployments.write(name, spec, self.node_id, wall_ms))
+        record = self.deployments.write(name, spec, self.node_id, wall_ms)  # a local write always wins
+        self._gossip.push(record)
+        return [RecordChanged(record)]
 
     def merge_record(self, record: Record) -> list[Effect]:
-        """Take a record (from the wire, the node's database or a local write); gossip it if it wins."""
-        held = self.deployments.get(record.name)
-        if held is record or self.deployments.merge(record):
-            self._queue.push(record)
-            return [RecordChanged(record)]
-        return []
+        """Take a record (from the wire or the node's database); gossip it if it wins."""
+        # Equal to what we hold: nothing new. Checked first, as merge's tie-break encodes both specs.
+        if self.deployments.get(record.name) == record or not self.deployments.merge(record):
+            return []
+        self._gossip.push(record)
+        return [RecordChanged(record)]
 
     def clear_broadcasts(self) -> None:
         """Drop queued gossip; the simulator uses it to start from an already settled mesh."""
-        self._queue = BroadcastQueue()
+        self._gossip.clear()
 
     def handle(self, packet: Packet, now: float) -> list[Effect]:
         """Process one validated packet from the wire."""
@@ -186,11 +164,10 @@ class Membership(ProbeRounds):
     def tick(self, now: float) -> list[Effect]:
         """Run every timer that is due."""
         effects: list[Effect] = []
-        if not self.leaving:
-            self._tick_probe(now, effects)
-        self._tick_relays(now, effects)
-        self._tick_suspicions(now, effects)
-        self._tick_gossip(now, effects)
+        self._prober.tick(now, effects)
+        for node in self._suspicions.due(now):
+            self._on_dead(Dead(node, self.members[node].incarnation, self.node_id), now, effects)
+        self._gossip.tick(now, effects)
         if not self.leaving:
             self._tick_push_pull(now, effects)
             self._tick_reconnect(now, effects)
@@ -200,16 +177,9 @@ class Membership(ProbeRounds):
     def next_deadline(self) -> float:
         """When `tick` must next run."""
         # Called after every packet: plain comparisons, no temporary lists.
-        best = float("inf") if self.leaving else self._next_probe_at
-        if self._queue and self._next_gossip_at < best:
-            best = self._next_gossip_at
-        probe = self._probe
-        if probe is not None:
-            best = min(best, probe.fail_at if probe.indirect_sent else probe.indirect_at)
-        if self._relays:
-            best = min(best, min(relay.expires_at for relay in self._relays.values()))
-        if self._suspicions:
-            best = min(best, min(s.deadline for s in self._suspicions.values()))
+        best = min(
+            self._prober.next_deadline(), self._gossip.next_deadline(), self._suspicions.next_deadline()
+        )
         if not self.leaving:
             best = min(best, self._next_push_pull_at, self._next_reconnect_at)
             if self._next_seed_at is not None and self._next_seed_at < best:
@@ -219,59 +189,40 @@ class Membership(ProbeRounds):
     # -- receiving -------------------------------------------------------------------------
 
     def _dispatch(self, message: Message, packet: Packet, now: float, effects: list[Effect]) -> None:
+        # Gossip first: it is most of what arrives.
         match message:
-            case Ping(seq, target):
-                if target == self.node_id and not self.leaving:
-                    effects.append(self._send(packet.sender_addr, Ack(seq)))
-            case IndirectPing(seq, target, target_addr, want_nack):
-                relay_seq = self._next_seq()
-                expires = now + self.awareness.scale(self.config.probe_timeout_s)
-                self._relays[relay_seq] = Relay(packet.sender_addr, seq, expires, want_nack)
-                effects.append(self._send(target_addr, Ping(relay_seq, target)))
-            case Ack(seq):
-                self._on_ack(seq, now, effects)
-            case Nack(seq):
-                if self._probe is not None and self._probe.seq == seq:
-                    self._probe.nacks += 1
-            case Alive() | Suspect() | Dead():
-                self._on_gossip(message, now, effects)
+            case Alive():
+                self._on_alive(message, now, effects)
+            case Suspect():
+                self._on_suspect(message, now, effects)
                 self._correct_stale(message, packet.sender_addr, effects)
+            case Dead():
+                self._on_dead(message, now, effects)
+                self._correct_stale(message, packet.sender_addr, effects)
+            case Ping() | Ack() | Nack() | IndirectPing():
+                self._prober.handle(message, packet.sender_addr, now, effects)
             case PushPull(reply_wanted, _join, states, records):
                 for state in states:
                     self._merge(state, packet.sender, now, effects)
                 for record in records:
                     effects.extend(self.merge_record(record))
                 if reply_wanted and not self.leaving:
-                    reply = self._push_pull(reply_wanted=False, join=False)
-                    effects.append(self._send(packet.sender_addr, reply, piggyback=False))
+                    effects.append(self._exchange(packet.sender_addr, reply_wanted=False))
             case Record():
                 effects.extend(self.merge_record(message))
 
-    def _on_gossip(self, message: Alive | Suspect | Dead, now: float, effects: list[Effect]) -> None:
-        match message:
-            case Alive():
-                self._on_alive(message, now, effects)
-            case Suspect():
-                self._on_suspect(message, now, effects)
-            case Dead():
-                self._on_dead(message, now, effects)
-
-    def _correct_stale(
-        self, message: Alive | Suspect | Dead, sender_addr: Address, effects: list[Effect]
-    ) -> None:
+    def _correct_stale(self, message: Suspect | Dead, sender_addr: Address, effects: list[Effect]) -> None:
         """Answer an outdated accusation with the newer `alive` we hold.
 
         Epidemic spread can miss a node now and then (one in ~10^4 per rumour at N = 1000). A node
         that missed a refutation keeps gossiping the stale suspicion; whoever receives it sends the
         refutation straight back, so the laggard catches up long before its suspicion times out.
         """
-        if isinstance(message, Alive):
-            return
         member = self.members.get(message.node)
         if member is None or message.incarnation >= member.incarnation or member.status != Status.ALIVE:
             return
         news = Alive(member.node, member.incarnation, member.addr, member.meta_version, member.meta)
-        effects.append(Send(sender_addr, Packet(self.node_id, self.me.addr, (news,))))
+        effects.append(self._alone(sender_addr, news))
 
     def _merge(self, state: MemberState, sender: NodeId, now: float, effects: list[Effect]) -> None:
         known = self.members.get(state.node)
@@ -310,7 +261,7 @@ class Membership(ProbeRounds):
             self.members[alive.node] = member
             self.view_version += 1
             self._add_live(alive.node)
-            self._queue.push(alive)
+            self._gossip.push(alive)
             effects.append(MemberChanged(alive.node, None, Status.ALIVE))
             return
         newer = alive.incarnation > member.incarnation
@@ -326,7 +277,7 @@ class Membership(ProbeRounds):
         member.meta_version = alive.meta_version
         member.meta = alive.meta
         self.view_version += 1
-        self._queue.push(alive)
+        self._gossip.push(alive)
         if newer and member.status != Status.ALIVE:
             self._set_status(member, Status.ALIVE, now, effects)
 
@@ -340,19 +291,12 @@ class Membership(ProbeRounds):
                 self._refute(suspect.incarnation, effects)
             return
         if member.status == Status.SUSPECT:
-            suspicion = self._suspicions.get(suspect.node)
-            if suspicion is not None and suspicion.confirm(suspect.source):
-                self._queue.push(suspect)
+            if self._suspicions.confirm(suspect.node, suspect.source):
+                self._gossip.push(suspect)
             return
         member.incarnation = suspect.incarnation
-        n = self.live_count()
-        expected = self.config.suspicion_mult - 2
-        if n - 2 < expected:
-            expected = 0
-        self._suspicions[suspect.node] = Suspicion(
-            suspect.source, expected, self.config.suspicion_min_s(n), self.config.suspicion_max_s(n), now
-        )
-        self._queue.push(suspect)
+        self._suspicions.start(suspect.node, suspect.source, self.live_count(), now)
+        self._gossip.push(suspect)
         self._set_status(member, Status.SUSPECT, now, effects)
 
     def _on_dead(self, dead: Dead, now: float, effects: list[Effect]) -> None:
@@ -364,12 +308,12 @@ class Membership(ProbeRounds):
                 self._refute(dead.incarnation, effects)
             return
         member.incarnation = dead.incarnation
-        self._queue.push(dead)
+        self._gossip.push(dead)
         self._set_status(member, Status.LEFT if dead.source == dead.node else Status.DEAD, now, effects)
 
     def _refute(self, accused_incarnation: int, effects: list[Effect]) -> None:
         self.me.incarnation = max(self.me.incarnation, accused_incarnation) + 1
-        self._queue.push(self._alive_of_self())
+        self._gossip.push(self._alive_of_self())
         effects.append(IncarnationChanged(self.me.incarnation))
 
     def _set_status(self, member: Member, status: Status, now: float, effects: list[Effect]) -> None:
@@ -378,72 +322,36 @@ class Membership(ProbeRounds):
         member.since = now
         self.view_version += 1
         if status.gone:
-            self._gone.add(member.node)
+            self._gone[member.node] = None
             self._live.discard(member.node)
-            self._suspicions.pop(member.node, None)
+            self._suspicions.discard(member.node)
             if status == Status.DEAD:
-                self._recently_dead[member.node] = now
+                self._gossip.declared_dead(member.node, now)
         else:
-            self._gone.discard(member.node)
+            self._gone.pop(member.node, None)
             self._add_live(member.node)
-            self._recently_dead.pop(member.node, None)
+            self._gossip.revived(member.node)
             if status == Status.ALIVE:
-                self._suspicions.pop(member.node, None)
+                self._suspicions.discard(member.node)
         effects.append(MemberChanged(member.node, previous, status))
 
     def _add_live(self, node: NodeId) -> None:
         if node in self._live:
             return
         self._live.add(node)
-        # A newcomer joins the current probe pass at a random later position (memberlist); the
-        # node it displaces moves to the end, which keeps this O(1).
-        order = self._probe_order
-        low = min(self._probe_index, len(order))
-        position = low + int(self.rng.random() * (len(order) - low + 1))
-        if position == len(order):
-            order.append(node)
-        else:
-            order.append(order[position])
-            order[position] = node
+        self._prober.admit(node)
 
     # -- timers ----------------------------------------------------------------------------
-
-    def _tick_suspicions(self, now: float, effects: list[Effect]) -> None:
-        for node, suspicion in list(self._suspicions.items()):
-            if now >= suspicion.deadline:
-                member = self.members[node]
-                self._on_dead(Dead(node, member.incarnation, self.node_id), now, effects)
-
-    def _tick_gossip(self, now: float, effects: list[Effect]) -> None:
-        if now < self._next_gossip_at:
-            return
-        self._next_gossip_at = now + self.config.gossip_interval_s
-        if self._queue:
-            self._gossip_round(effects, self.config.gossip_nodes)
-        horizon = now - self.config.gossip_to_the_dead_s
-        for node, since in list(self._recently_dead.items()):
-            if since < horizon:
-                del self._recently_dead[node]
-
-    def _gossip_round(self, effects: list[Effect], fanout: int) -> None:
-        limit = self.config.retransmit_limit(self.live_count())
-        budget = self.config.packet_budget_bytes - _PACKET_OVERHEAD_BYTES
-        for node in self._gossip_targets(fanout):
-            messages = self._queue.pop_for_packet(budget, limit)
-            if not messages:
-                return
-            effects.append(Send(self.members[node].addr, Packet(self.node_id, self.me.addr, tuple(messages))))
 
     def _tick_push_pull(self, now: float, effects: list[Effect]) -> None:
         if now < self._next_push_pull_at:
             return
         interval = self.config.push_pull_scaled_s(self.live_count())
         self._next_push_pull_at = now + interval * (0.75 + 0.5 * self.rng.random())
-        alive = [node for node in self._random_live(3) if self.members[node].status == Status.ALIVE]
-        if alive:
-            peer = self.members[alive[0]]
-            exchange = self._push_pull(reply_wanted=True, join=False)
-            effects.append(self._send(peer.addr, exchange, piggyback=False))
+        for node in random_peers(self.rng, self._live, 3):
+            if self.members[node].status == Status.ALIVE:
+                effects.append(self._exchange(self.members[node].addr))
+                return
 
     def _tick_reconnect(self, now: float, effects: list[Effect]) -> None:
         if now < self._next_reconnect_at:
@@ -456,13 +364,11 @@ class Membership(ProbeRounds):
             if member.since < horizon:
                 del self.members[node]  # reap
                 self.view_version += 1
-                self._gone.discard(node)
+                del self._gone[node]
             elif member.status == Status.DEAD:
                 dead.append(member)
         if dead:
-            target = self.rng.choice(dead)
-            exchange = self._push_pull(reply_wanted=True, join=False)
-            effects.append(self._send(target.addr, exchange, piggyback=False))
+            effects.append(self._exchange(self.rng.choice(dead).addr))
 
     def _tick_seeds(self, now: float, effects: list[Effect]) -> None:
         if self._next_seed_at is None:
@@ -482,26 +388,11 @@ class Membership(ProbeRounds):
         me = self.me
         return Alive(me.node, me.incarnation, me.addr, me.meta_version, me.meta)
 
-    def _full_state(self) -> tuple[MemberState, ...]:
-        return tuple(member.state() for member in self.members.values())
+    def _exchange(self, addr: Address, *, reply_wanted: bool = True, join: bool = False) -> Send:
+        """Our full state (push-pull) for `addr`; it travels alone, as memberlist sends it over TCP."""
+        states = tuple(member.state() for member in self.members.values())
+        return self._alone(addr, PushPull(reply_wanted, join, states, tuple(self.deployments.all())))
 
-    def _push_pull(self, *, reply_wanted: bool, join: bool) -> PushPull:
-        return PushPull(reply_wanted, join, self._full_state(), tuple(self.deployments.all()))
-
-    def _gossip_targets(self, fanout: int) -> list[NodeId]:
-        live = self._live.items
-        dead = list(self._recently_dead)
-        total = len(live) + len(dead)
-        indices = self.rng.sample(range(total), min(fanout, total))
-        return [live[i] if i < len(live) else dead[i - len(live)] for i in indices]
-
-    def _send(self, addr: Address, message: Message, *, piggyback: bool = True) -> Send:
-        return self._send_many(addr, [message], piggyback=piggyback)
-
-    def _send_many(self, addr: Address, messages: list[Message], *, piggyback: bool = True) -> Send:
-        if piggyback and self._queue:
-            limit = self.config.retransmit_limit(self.live_count())
-            messages = messages + list(
-                self._queue.pop_for_packet(self.config.packet_budget_bytes - _PACKET_OVERHEAD_BYTES, limit)
-            )
-        return Send(addr, Packet(self.node_id, self.me.addr, tuple(messages)))
+    def _alone(self, addr: Address, message: Message) -> Send:
+        """A packet with `message` and nothing piggybacked (an urgent correction, or a full state)."""
+        return Send(addr, Packet(self.node_id, self.me.addr, (message,)))

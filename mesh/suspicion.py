@@ -6,15 +6,21 @@ A suspicion starts at ``max_s`` and shrinks toward ``min_s`` as independent peer
 
 where ``c`` is the number of distinct confirmers so far and ``k`` the number expected. A lone
 accuser therefore waits long (giving a slow-but-alive node time to refute), while a node many peers
-independently fail to reach is declared dead quickly. With ``k == 0`` (tiny meshes) the minimum
-applies at once.
+independently fail to reach is declared dead quickly. As in memberlist, ``k = suspicion_mult - 2``,
+or 0 when the mesh has fewer than ``k + 2`` members; with ``k == 0`` the minimum applies at once.
+
+``Suspicions`` holds the open suspicions of one node's view, one per suspected node, and keeps the
+earliest deadline at hand: the core asks for it after every packet.
 """
 
 from __future__ import annotations
 
 import math
 
+from .config import MembershipConfig
 from .types import NodeId
+
+INFINITY = float("inf")
 
 
 class Suspicion:
@@ -42,3 +48,69 @@ class Suspicion:
         self.confirmers.add(source)
         self.deadline = self.start + self._timeout()
         return True
+
+
+class Suspicions:
+    """The open suspicions, one per node, and the earliest of their deadlines."""
+
+    def __init__(self, config: MembershipConfig) -> None:
+        self._config = config
+        self._by_node: dict[NodeId, Suspicion] = {}
+        # The earliest deadline, or None when it must be recomputed (after a removal).
+        self._earliest: float | None = INFINITY
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._by_node
+
+    def __getitem__(self, node: NodeId) -> Suspicion:
+        return self._by_node[node]
+
+    def __len__(self) -> int:
+        return len(self._by_node)
+
+    def start(self, node: NodeId, accuser: NodeId, cluster_size: int, now: float) -> None:
+        """Open a suspicion of `node`, sized for a mesh of `cluster_size` (memberlist's k and bounds)."""
+        if node in self._by_node:
+            self._earliest = None  # replaced: its old deadline may have been the earliest
+        expected = self._config.suspicion_mult - 2
+        if cluster_size - 2 < expected:
+            expected = 0
+        suspicion = Suspicion(
+            accuser,
+            expected,
+            self._config.suspicion_min_s(cluster_size),
+            self._config.suspicion_max_s(cluster_size),
+            now,
+        )
+        self._by_node[node] = suspicion
+        self._lowered(suspicion.deadline)
+
+    def confirm(self, node: NodeId, source: NodeId) -> bool:
+        """Count `source`'s accusation of `node`; True if it was a new, independent one."""
+        suspicion = self._by_node.get(node)
+        if suspicion is None or not suspicion.confirm(source):
+            return False
+        self._lowered(suspicion.deadline)
+        return True
+
+    def discard(self, node: NodeId) -> None:
+        """Forget the suspicion of `node`, if any (refuted, or the node is gone)."""
+        suspicion = self._by_node.pop(node, None)
+        if suspicion is not None and suspicion.deadline == self._earliest:
+            self._earliest = None
+
+    def due(self, now: float) -> list[NodeId]:
+        """Nodes whose suspicion has timed out, oldest suspicion first."""
+        if now < self.next_deadline():
+            return []
+        return [node for node, suspicion in self._by_node.items() if now >= suspicion.deadline]
+
+    def next_deadline(self) -> float:
+        """The earliest deadline (infinity when nobody is suspected)."""
+        if self._earliest is None:
+            self._earliest = min((s.deadline for s in self._by_node.values()), default=INFINITY)
+        return self._earliest
+
+    def _lowered(self, deadline: float) -> None:
+        if self._earliest is not None and deadline < self._earliest:
+            self._earliest = deadline

@@ -1,7 +1,11 @@
 """Serving: this node's replicas, and its share of leaderless placement.
 
+- ``replicas.py``: ``Replicas``, the one table of this node's replicas and what others ask of it
 - ``replica.py``: ``Replica``, supervises one worker process and carries requests to it
+- ``worker_process.py``: the worker as an operating-system process: start, stop, why it failed
+- ``worker.py``: the worker process's own shell (``python -m meshnode.serving.worker``)
 - ``deployments.py``: ``Deployments``, runs the autoscaler and placement, starts and stops replicas here
+- ``plans.py``: placement plans, cached per live host set
 - ``cold_start.py``: ``ColdStarts``, requests held until a replica of their deployment serves
 - ``views.py``: what ``GET /v1/deployments`` shows, built from the gossiped view
 """

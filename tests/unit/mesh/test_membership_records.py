@@ -49,3 +49,16 @@ def test_push_pull_carries_the_whole_table_both_ways() -> None:
     _, addr = peer(1)
     replies = [m for m in messages_to(effects, addr) if isinstance(m, PushPull)]
     assert replies and {r.name for r in replies[0].records} == {"mine", "theirs"}
+
+
+def test_a_record_already_held_is_not_passed_on_again() -> None:
+    core = core_with_peers(3)
+    record = Record("echo", (5_000 << 16), peer(1)[0], SPEC)
+    assert core.handle(packet_from(1, record), now=0.1) == [RecordChanged(record)]
+    core.clear_broadcasts()
+    # An equal copy, as from the wire, and the very same object, as the simulator hands it over.
+    copy = Record(record.name, record.stamp, record.origin, SPEC)
+    assert core.handle(packet_from(2, copy), now=0.2) == []
+    assert core.handle(packet_from(2, record), now=0.3) == []
+    sent = run_until(core, until=1.0, start=0.3)
+    assert not any(isinstance(m, Record) for s in sends(sent) for m in s.packet.messages)

@@ -11,7 +11,8 @@ import math
 
 import pytest
 
-from meshnode.mesh.suspicion import Suspicion
+from meshnode.mesh.config import MembershipConfig
+from meshnode.mesh.suspicion import Suspicion, Suspicions
 from meshnode.mesh.types import NodeId
 
 START = 100.0
@@ -116,3 +117,56 @@ def test_the_deadline_never_drops_below_the_minimum_and_never_grows(expected: in
         assert START + MIN_S <= suspected.deadline <= previous
         previous = suspected.deadline
     assert suspected.deadline == pytest.approx(START + MIN_S)
+
+
+# -- the table of open suspicions (Suspicions) ------------------------------------------------
+
+CONFIG = MembershipConfig.local()  # suspicion_mult 4: memberlist expects k = 4 - 2 = 2 confirmations
+
+
+def test_a_suspicion_in_a_big_mesh_expects_confirmations_and_waits_the_maximum() -> None:
+    table = Suspicions(CONFIG)
+    table.start(NodeId("a"), ACCUSER, 100, START)
+    assert table["a"].expected == CONFIG.suspicion_mult - 2
+    assert table.next_deadline() == START + CONFIG.suspicion_max_s(100)
+
+
+def test_a_mesh_too_small_for_confirmations_gets_the_minimum_at_once() -> None:
+    # memberlist: k = 0 when fewer than k + 2 members exist.
+    table = Suspicions(CONFIG)
+    table.start(NodeId("a"), ACCUSER, CONFIG.suspicion_mult - 1, START)
+    assert table["a"].expected == 0
+    assert table.next_deadline() == START + CONFIG.suspicion_min_s(CONFIG.suspicion_mult - 1)
+
+
+def test_the_table_reports_its_earliest_deadline_as_suspicions_come_and_go() -> None:
+    table = Suspicions(CONFIG)
+    assert table.next_deadline() == math.inf
+    table.start(NodeId("early"), ACCUSER, 100, START)
+    table.start(NodeId("late"), ACCUSER, 100, START + 1.0)
+    assert table.next_deadline() == table["early"].deadline
+    table.discard(NodeId("early"))
+    assert table.next_deadline() == table["late"].deadline
+    assert table.confirm(NodeId("late"), NodeId("peer-0"))
+    assert table.next_deadline() == table["late"].deadline < START + 1.0 + CONFIG.suspicion_max_s(100)
+    table.discard(NodeId("late"))
+    assert table.next_deadline() == math.inf and len(table) == 0
+
+
+def test_only_suspicions_past_their_deadline_are_due() -> None:
+    table = Suspicions(CONFIG)
+    table.start(NodeId("a"), ACCUSER, 100, START)
+    table.start(NodeId("b"), ACCUSER, 100, START + 1.0)
+    deadline_a = table["a"].deadline
+    assert table.due(deadline_a - 0.001) == []
+    assert table.due(deadline_a) == ["a"]
+    assert table.due(table["b"].deadline) == ["a", "b"]
+
+
+def test_confirming_an_unknown_or_repeated_accusation_changes_nothing() -> None:
+    table = Suspicions(CONFIG)
+    assert not table.confirm(NodeId("nobody"), NodeId("peer-0"))
+    table.start(NodeId("a"), ACCUSER, 100, START)
+    assert table.confirm(NodeId("a"), NodeId("peer-0"))
+    assert not table.confirm(NodeId("a"), NodeId("peer-0"))
+    assert "a" in table and "nobody" not in table

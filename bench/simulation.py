@@ -128,8 +128,8 @@ def recording(update: Callable[[bytes], object]) -> Iterator[None]:
     """Feed every packet a core handles, and every tick's effects, to `update` (a digest's)."""
     handle, tick = Membership.handle, Membership.tick
 
-    def recorded_handle(self: Membership, packet: Packet, now: float) -> list[Effect]:
-        effects = handle(self, packet, now)
+    def recorded_handle(self: Membership, packet: Packet, now: float, wall_ms: int) -> list[Effect]:
+        effects = handle(self, packet, now, wall_ms)
         update(repr((now, self.node_id, packet, effects)).encode())
         return effects
 

@@ -2,6 +2,7 @@
 
 - ``predictor.py``: ``Predictor``, what a user writes (``setup``, ``predict``, streaming, batching, hints)
 - ``app_ref.py``: from an app reference (``--deploy NAME=APP``) to a checked predictor instance
+- ``app_policy.py``: which app references this node may run (its environment, ``--app-dir``), unimported
 - ``worker.py``: the worker process's core, one predictor answering ``Call`` envelopes
 - ``batching.py``: dynamic batching of concurrent requests into one ``predict_batch``
 - ``model_cache.py``: an LRU of loaded models, for apps that serve many from one replica

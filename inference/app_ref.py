@@ -9,6 +9,10 @@ Three shapes, told apart by their text alone (``parse_app_ref`` never touches th
 - ``path/to/folder``: a folder with a ``config.yaml`` that runs an external HTTP server
   (``ExternalServer``, FedML's custom-image shape).
 
+Which references a node may run at all (its Python environment, its ``--app-dir`` folders,
+``config.yaml`` apps only with ``--allow-external-apps``) is ``app_policy.refusal``'s to say, before
+anything here imports them: the agent checks, the worker loads.
+
 ``load_app`` constructs the instance but does not call ``setup``: the worker does that, so a slow
 load is reported as loading, not as a broken reference. Everything wrong with the reference itself
 (missing file, missing class, no ``predict``, bad batching knobs) raises ``AppLoadError`` at once.
@@ -28,7 +32,7 @@ from typing import Any, Literal
 
 from meshnode.inference.predictor import Predictor
 
-__all__ = ["AppLoadError", "AppRef", "describe", "load_app", "parse_app_ref"]
+__all__ = ["CONFIG_FILE", "AppLoadError", "AppRef", "describe", "load_app", "parse_app_ref", "resolve_target"]
 
 CONFIG_FILE = "config.yaml"
 _SHAPES = "expected path/to/file.py:Class, package.module:Class, or a folder holding config.yaml"
@@ -75,11 +79,11 @@ def load_app(ref: str, *, data_dir: Path, base_dir: Path | None = None) -> Any:
     parsed = parse_app_ref(ref)
     base = base_dir if base_dir is not None else Path.cwd()
     if parsed.kind == "folder":
-        instance = _load_folder(ref, _resolve(parsed.target, base), data_dir)
+        instance = _load_folder(ref, resolve_target(parsed.target, base), data_dir)
     else:
         assert parsed.class_name is not None  # parse_app_ref guarantees it for files and modules
         if parsed.kind == "file":
-            module = _import_file(ref, _resolve(parsed.target, base))
+            module = _import_file(ref, resolve_target(parsed.target, base))
         else:
             module = _import_module(ref, parsed.target)
         instance = _construct(ref, module, parsed.class_name, data_dir)
@@ -107,7 +111,8 @@ def describe(instance: Any) -> dict[str, Any]:
     return info
 
 
-def _resolve(target: str, base: Path) -> Path:
+def resolve_target(target: str, base: Path) -> Path:
+    """Where a file or folder reference points: `target` as is when absolute, else under `base`."""
     path = Path(target).expanduser()
     return path if path.is_absolute() else base / path
 

@@ -24,8 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 
+from .access import ApiKey
 from .config import MembershipConfig
 from .effects import Effect, Send
+from .keyring_record import KeyringRecord
 from .member import Member, PeerSet
 from .records import Record
 from .types import Address, NodeId
@@ -33,7 +35,8 @@ from .wire import Gossip, Message, Packet, encoded_size
 
 __all__ = ["BroadcastQueue", "Dissemination"]
 
-# Queue slots: a node's id, or ("deployment", name) for a deployment record.
+# Queue slots: a node's id; ("deployment", name) for a deployment record; ("key", id) for an API key;
+# ("keyring", "") for the keyring.
 _Key = NodeId | tuple[str, str]
 
 # Bytes reserved in a packet for its own message before piggybacking broadcasts.
@@ -70,7 +73,15 @@ class BroadcastQueue:
 
     def push(self, message: Gossip) -> None:
         """Queue news about a node (or a deployment), replacing anything older about it."""
-        key: _Key = ("deployment", message.name) if isinstance(message, Record) else message.node
+        key: _Key
+        if isinstance(message, Record):
+            key = ("deployment", message.name)
+        elif isinstance(message, ApiKey):
+            key = ("key", message.id)
+        elif isinstance(message, KeyringRecord):
+            key = ("keyring", "")
+        else:
+            key = message.node
         replaced = self._entries.pop(key, None)
         if replaced is None or replaced.size >= 0:
             self._unmeasured += 1

@@ -79,6 +79,13 @@ class MembershipConfig:
     # Limit on members listed in one push-pull, so a hostile peer cannot make us allocate
     # without bound.
     max_members: int = 20_000
+    # A deployment record stamped more than this ahead of this node's wall clock is refused (not
+    # merged, stored or passed on), as CockroachDB bounds clock offset: one record stamped in the
+    # far future would otherwise win over every later write. The mesh's clocks must agree within
+    # it. Five minutes, Kerberos' tolerance for machines that share no time server, lets laptops
+    # without time sync (seconds of drift a day) declare; its cost: a node whose clock runs that
+    # far ahead wins over writes made meanwhile.
+    max_clock_offset_s: float = 300.0
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .access import ApiKey
+from .keyring_record import KeyringRecord
 from .records import Record
 from .types import Address, NodeId, Status
 from .wire import Packet
@@ -40,4 +42,18 @@ class RecordChanged:
     record: Record
 
 
-Effect = Send | MemberChanged | IncarnationChanged | RecordChanged
+@dataclass(frozen=True)
+class KeyChanged:
+    """Effect: an API key was added or revoked (here or by gossip); persist it."""
+
+    key: ApiKey
+
+
+@dataclass(frozen=True)
+class KeyringChanged:
+    """Effect: a newer keyring (a token rotation's step) won; seal, open and connect with it."""
+
+    record: KeyringRecord
+
+
+Effect = Send | MemberChanged | IncarnationChanged | RecordChanged | KeyChanged | KeyringChanged

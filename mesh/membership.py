@@ -12,15 +12,14 @@ each own their state in a module of their own:
   restart). For the same node, news with a higher incarnation wins; at equal incarnation
   ``dead``/``left`` beats ``suspect`` beats ``alive``. Metadata changes do not touch the
   incarnation: they raise ``meta_version``, which orders ``alive`` messages at equal incarnation.
+  Claims are cut to the bounds first (``bounds.py``, ``admission.py``): no view nears the maximum.
 - Dissemination (``broadcast_queue.py``, ``Dissemination``). Every change is queued once per node
   and piggybacked on every packet, and gossiped in rounds, until sent ``retransmit_limit(N)`` times.
 - Anti-entropy. Every push-pull interval a full state exchange with one random live peer repairs
   what gossip missed; every reconnect interval one with a random dead member lets a healed
   partition merge back. Remote ``dead`` rows merge as suspicions, so a live node wrongly declared
   dead hears of it and refutes instead of staying dead (memberlist's mergeState).
-- Deployment records. The deployment table (``records.py``) rides along: a record that wins is
-  queued like membership news, and every push-pull carries the whole table, so declarations reach
-  every node and a healed partition merges both sides' writes.
+- Shared tables (``shared_tables.py``): deployments, API keys and the keyring ride along with gossip.
 - Local health. A node that misses nacks or must refute raises its awareness score, which stretches
   its own probe interval and timeout (``awareness.py``).
 
@@ -33,15 +32,20 @@ from __future__ import annotations
 
 import random
 
+from .access import ApiKey
+from .admission import Admission
 from .awareness import Awareness
 from .broadcast_queue import Dissemination
 from .config import MembershipConfig
 from .deployment import DeploymentSpec
-from .effects import Effect, IncarnationChanged, MemberChanged, RecordChanged, Send
+from .effects import Effect, IncarnationChanged, MemberChanged, Send
+from .keyring_record import KeyringRecord
 from .member import Member, PeerSet
 from .metadata import NodeMeta
 from .probe import Prober, random_peers
-from .records import DeploymentTable, Record
+from .records import Record
+from .seeds import SeedRetry
+from .shared_tables import SharedTables
 from .suspicion import Suspicions
 from .types import Address, NodeId, Status
 from .wire import Ack, Alive, Dead, IndirectPing, MemberState, Message, Nack, Packet, Ping, PushPull, Suspect
@@ -72,12 +76,15 @@ class Membership:
         self.view_version = 0
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.leaving = False
-        self.deployments = DeploymentTable()
+        self._admission = Admission(node_id, config.max_clock_offset_s)
+        self.refused = self._admission.refused  # what the bounds cut or refused, by reason
         self._live = PeerSet()  # alive or suspect, never self
         # Dead or left, until reaped. Not a set: a set's order follows per-process string hashing.
         self._gone: dict[NodeId, None] = {}
         self._suspicions = Suspicions(config)
         self._gossip = Dissemination(config, node_id, addr, self.members, self._live, rng, now)
+        self.tables = SharedTables(node_id, self._admission, self._gossip.push)
+        self.deployments, self.keys = self.tables.deployments, self.tables.keys
         self._prober = Prober(
             config, node_id, addr, self.members, self._live, self.awareness, rng, now,
             send=self._gossip.send, suspect=self._on_suspect,
@@ -85,9 +92,7 @@ class Membership:
         # Timers start at random phases so that agents started together do not exchange in lockstep.
         self._next_push_pull_at = now + config.push_pull_interval_s * (0.5 + rng.random())
         self._next_reconnect_at = now + config.reconnect_interval_s * (0.5 + rng.random())
-        self._seeds = seeds
-        self._seed_wait_s = config.seed_retry_initial_s
-        self._next_seed_at: float | None = now if seeds else None
+        self._seed_retry = SeedRetry(seeds, config, now)
         self._gossip.push(self._alive_of_self())
 
     # -- public surface --------------------------------------------------------------------
@@ -136,29 +141,28 @@ class Membership:
 
     def declare(self, name: str, spec: DeploymentSpec | None, wall_ms: int) -> list[Effect]:
         """Write a deployment record here (spec None removes it) and gossip it."""
-        record = self.deployments.write(name, spec, self.node_id, wall_ms)  # a local write always wins
-        self._gossip.push(record)
-        return [RecordChanged(record)]
+        return self.tables.declare(name, spec, wall_ms)
 
-    def merge_record(self, record: Record) -> list[Effect]:
-        """Take a record (from the wire or the node's database); gossip it if it wins."""
-        # Equal to what we hold: nothing new. Checked first, as merge's tie-break encodes both specs.
-        if self.deployments.get(record.name) == record or not self.deployments.merge(record):
-            return []
-        self._gossip.push(record)
-        return [RecordChanged(record)]
+    def merge_record(self, record: Record, wall_ms: int) -> list[Effect]:
+        """Take a record (from the wire or the node's database) unless stamped too far past `wall_ms`."""
+        return self.tables.merge_record(record, wall_ms)
 
     def clear_broadcasts(self) -> None:
         """Drop queued gossip; the simulator uses it to start from an already settled mesh."""
         self._gossip.clear()
 
-    def handle(self, packet: Packet, now: float) -> list[Effect]:
-        """Process one validated packet from the wire."""
+    def handle(self, packet: Packet, now: float, wall_ms: int) -> list[Effect]:
+        """Process one validated packet from the wire; `wall_ms`: the wall clock, to bound stamps."""
         if packet.sender == self.node_id:
             return []
         effects: list[Effect] = []
         for message in packet.messages:
-            self._dispatch(message, packet, now, effects)
+            self._dispatch(message, packet, now, wall_ms, effects)
+        held = self.members.get(packet.sender)
+        if held is not None and held.status != Status.ALIVE and any(type(m) is Ping for m in packet.messages):
+            # It probes us, so it runs: tell it, so it refutes now (our word may miss its address).
+            news = Suspect(held.node, held.incarnation, self.node_id)
+            effects.append(self._alone(packet.sender_addr, news))
         return effects
 
     def tick(self, now: float) -> list[Effect]:
@@ -171,7 +175,8 @@ class Membership:
         if not self.leaving:
             self._tick_push_pull(now, effects)
             self._tick_reconnect(now, effects)
-            self._tick_seeds(now, effects)
+            if self._seed_retry.due(now, alone=not self.has_peers()):
+                effects.extend(self.join(self._seed_retry.seeds, now))
         return effects
 
     def next_deadline(self) -> float:
@@ -181,14 +186,16 @@ class Membership:
             self._prober.next_deadline(), self._gossip.next_deadline(), self._suspicions.next_deadline()
         )
         if not self.leaving:
-            best = min(best, self._next_push_pull_at, self._next_reconnect_at)
-            if self._next_seed_at is not None and self._next_seed_at < best:
-                best = self._next_seed_at
+            best = min(best, self._next_push_pull_at, self._next_reconnect_at, self._seed_retry.next_at)
         return best
 
     # -- receiving -------------------------------------------------------------------------
 
-    def _dispatch(self, message: Message, packet: Packet, now: float, effects: list[Effect]) -> None:
+    def _dispatch(
+        self, message: Message, packet: Packet, now: float, wall_ms: int, effects: list[Effect]
+    ) -> None:
+        if isinstance(message, Alive | Suspect | Dead):
+            message = self._admission.gossip(message, self.members.get(message.node))
         # Gossip first: it is most of what arrives.
         match message:
             case Alive():
@@ -201,15 +208,14 @@ class Membership:
                 self._correct_stale(message, packet.sender_addr, effects)
             case Ping() | Ack() | Nack() | IndirectPing():
                 self._prober.handle(message, packet.sender_addr, now, effects)
-            case PushPull(reply_wanted, _join, states, records):
+            case PushPull(reply_wanted, _join, states, records, keys, keyring):
                 for state in states:
                     self._merge(state, packet.sender, now, effects)
-                for record in records:
-                    effects.extend(self.merge_record(record))
+                effects.extend(self.tables.take((*records, *keys, *([keyring] if keyring else [])), wall_ms))
                 if reply_wanted and not self.leaving:
                     effects.append(self._exchange(packet.sender_addr, reply_wanted=False))
-            case Record():
-                effects.extend(self.merge_record(message))
+            case Record() | ApiKey() | KeyringRecord():
+                effects.extend(self.tables.merge(message, wall_ms))
 
     def _correct_stale(self, message: Suspect | Dead, sender_addr: Address, effects: list[Effect]) -> None:
         """Answer an outdated accusation with the newer `alive` we hold.
@@ -226,6 +232,7 @@ class Membership:
 
     def _merge(self, state: MemberState, sender: NodeId, now: float, effects: list[Effect]) -> None:
         known = self.members.get(state.node)
+        state = self._admission.row(state, known)
         if (
             known is not None
             and known.incarnation == state.incarnation
@@ -370,18 +377,6 @@ class Membership:
         if dead:
             effects.append(self._exchange(self.rng.choice(dead).addr))
 
-    def _tick_seeds(self, now: float, effects: list[Effect]) -> None:
-        if self._next_seed_at is None:
-            return
-        if self.has_peers():
-            self._seed_wait_s = self.config.seed_retry_initial_s
-            self._next_seed_at = now + self._seed_wait_s
-            return
-        if now >= self._next_seed_at:
-            effects.extend(self.join(self._seeds, now))
-            self._next_seed_at = now + self._seed_wait_s
-            self._seed_wait_s = min(self._seed_wait_s * 2, self.config.seed_retry_max_s)
-
     # -- helpers ---------------------------------------------------------------------------
 
     def _alive_of_self(self) -> Alive:
@@ -391,7 +386,7 @@ class Membership:
     def _exchange(self, addr: Address, *, reply_wanted: bool = True, join: bool = False) -> Send:
         """Our full state (push-pull) for `addr`; it travels alone, as memberlist sends it over TCP."""
         states = tuple(member.state() for member in self.members.values())
-        return self._alone(addr, PushPull(reply_wanted, join, states, tuple(self.deployments.all())))
+        return self._alone(addr, PushPull(reply_wanted, join, states, *self.tables.snapshot()))
 
     def _alone(self, addr: Address, message: Message) -> Send:
         """A packet with `message` and nothing piggybacked (an urgent correction, or a full state)."""

@@ -35,8 +35,17 @@ class NodeMeta:
     mesh: str = ""
     # "host:port" of the data plane (requests forwarded between agents), separate from gossip.
     data: str = ""
+    # The data plane's CURVE public key (Z85, 40 characters): peers connect only to a node whose key
+    # they learned from authenticated gossip, and it admits only members' keys. "" from old nodes.
+    data_key: str = ""
+    # Fingerprints of the mesh tokens this node holds, primary first (``trust/keyring.py``): how a
+    # token rotation sees that every node has a new key before making it primary.
+    key_ids: tuple[str, ...] = ()
     region: str = ""
     zone: str = ""
+    # Whether `http` serves HTTPS (`meshnode join --tls-cert`); False (or absent, from older nodes)
+    # is plain HTTP. Clients build https:// URLs from it.
+    tls: bool = False
     # Device summary from meshnode.inference.devices (cpu, cores, memory, accelerators).
     device: dict[str, Any] = field(default_factory=dict)
     # Load summary from meshnode.load (cpu %, memory, requests in flight).
@@ -60,8 +69,11 @@ class NodeMeta:
             "http": self.http,
             "mesh": self.mesh,
             "data": self.data,
+            "data_key": self.data_key,
+            "key_ids": list(self.key_ids),
             "region": self.region,
             "zone": self.zone,
+            "tls": self.tls,
             "device": self.device,
             "load": self.load,
             "models": list(self.models),
@@ -103,8 +115,11 @@ class NodeMeta:
             http=_label(raw, "http"),
             mesh=_label(raw, "mesh"),
             data=_label(raw, "data"),
+            data_key=_label(raw, "data_key"),
+            key_ids=_labels(raw, "key_ids"),
             region=_label(raw, "region"),
             zone=_label(raw, "zone"),
+            tls=_flag(raw, "tls"),
             device=_plain_map(raw, "device"),
             load=_plain_map(raw, "load"),
             models=_labels(raw, "models"),
@@ -133,6 +148,13 @@ def _label(raw: dict[Any, Any], key: str, *, required: bool = False) -> str:
         raise MetaError(f"metadata field {key!r} is longer than {MAX_LABEL_CHARS} characters")
     if required and not value:
         raise MetaError(f"metadata field {key!r} must not be empty")
+    return value
+
+
+def _flag(raw: dict[Any, Any], key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise MetaError(f"metadata field {key!r} must be true or false")
     return value
 
 

@@ -16,7 +16,10 @@ with the highest ``(stamp, origin)``. Invariants:
   declaration anywhere in the mesh wins over it.
 
 A stamp is one integer: wall milliseconds shifted left 16 bits, plus a counter for events within the
-same millisecond.
+same millisecond. It never exceeds ``bounds.MAX_STAMP`` (an int64): the clock refuses to go past it,
+and the membership core refuses records stamped further ahead of its wall clock than
+``max_clock_offset_s`` (``bounds.py`` has the arithmetic), so only a wall clock reading past the
+year 6429 could bring a clock near the maximum.
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ from dataclasses import dataclass
 
 import msgpack
 
+from .bounds import MAX_STAMP
 from .deployment import DeploymentSpec
 from .types import NodeId
 
 __all__ = ["COUNTER_BITS", "DeploymentTable", "HybridClock", "Record"]
 
 COUNTER_BITS = 16
-_COUNTER_MASK = (1 << COUNTER_BITS) - 1
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,13 @@ class HybridClock:
 
     def stamp(self, wall_ms: int) -> int:
         """A stamp for a write now, greater than every stamp issued or observed."""
-        last_wall, counter = self.last >> COUNTER_BITS, self.last & _COUNTER_MASK
-        if wall_ms > last_wall:
-            self.last = wall_ms << COUNTER_BITS
-        elif counter < _COUNTER_MASK:
-            self.last = (last_wall << COUNTER_BITS) | (counter + 1)
-        else:  # 65536 writes in one millisecond: borrow the next one
-            self.last = (last_wall + 1) << COUNTER_BITS
-        return self.last
+        # Otherwise the counter's + 1: after 65536 writes in one millisecond it carries into the next.
+        stamp = wall_ms << COUNTER_BITS if wall_ms > self.last >> COUNTER_BITS else self.last + 1
+        if stamp > MAX_STAMP:
+            # Never a stamp no peer could decode: the write fails here instead.
+            raise OverflowError(f"the hybrid clock cannot stamp past {MAX_STAMP} (wall clock {wall_ms} ms)")
+        self.last = stamp
+        return stamp
 
     def observe(self, stamp: int) -> None:
         """Move past a stamp seen in a remote record."""

@@ -2,10 +2,11 @@
 
 Every node reads the same members (their gossiped ``ReplicaEntry`` per deployment, and the requests
 each holds for a cold start) and decides for itself: how much demand the autoscaler sees, which
-nodes sit a deployment out, which replicas are pinned, whether a request may wait for a replica
-that is coming. All pure: the placement shell (``node/serving/deployments.py``) passes in the live
-members, this node's id and what it knows of its own replica, which is fresher than what it last
-gossiped, so its own gossiped entry is never read here.
+nodes sit a deployment out (its replica failed to start there, or the node may not run its app),
+which replicas are pinned, whether a request may wait for a replica that is coming. All pure: the
+placement shell (``node/serving/deployments.py``) passes in the live members, this node's id and
+what it knows of its own replica, which is fresher than what it last gossiped, so its own gossiped
+entry is never read here.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from .replica_state import ReplicaEntry, ReplicaState
 from .types import NodeId, Status
 
 __all__ = [
+    "CANNOT_RUN",
     "SITTING_OUT",
     "Demand",
     "LocalReplica",
     "Prospect",
+    "cannot_run_here",
     "demand",
     "entry_of",
     "excluded",
@@ -39,6 +42,11 @@ __all__ = [
 _LIVE = (Status.ALIVE, Status.SUSPECT)
 # Why placement passes over a node whose replica would not start (``GET /v1/deployments`` shows it).
 SITTING_OUT = "its replica failed to start there"
+# Why placement passes over a node that may not run the app at all (not in its Python environment
+# or its --app-dir folders, or a config.yaml app without --allow-external-apps): it never tried.
+CANNOT_RUN = "it may not run the app there"
+# How such a node's gossiped ``failed`` entry tells the two apart: its error starts with this.
+_CANNOT_RUN_PREFIX = "cannot run here: "
 
 
 @dataclass(frozen=True)
@@ -106,16 +114,28 @@ def demand(
     return Demand(concurrency, waiting)
 
 
-def excluded(name: str, members: Iterable[Member], me: NodeId, sitting_out_here: bool) -> dict[NodeId, str]:
-    """Nodes that sit `name` out because its replica would not start there (this one included)."""
+def cannot_run_here(reason: str) -> str:
+    """The error a node gossips for a deployment whose app it may not run (``reason`` says why)."""
+    return f"{_CANNOT_RUN_PREFIX}{reason}"
+
+
+def excluded(
+    name: str, members: Iterable[Member], me: NodeId, sitting_out_here: str | None
+) -> dict[NodeId, str]:
+    """Nodes that sit `name` out, each with why: its replica would not start there, or the node may
+    not run its app. `sitting_out_here` is this node's own sit-out error, None when it takes part."""
     sitting_out = {
-        member.node: SITTING_OUT
+        member.node: _why_out(entry.error)
         for member, entry in _peer_states(members, name, me)
         if entry.state is ReplicaState.FAILED
     }
-    if sitting_out_here:
-        sitting_out[me] = SITTING_OUT
+    if sitting_out_here is not None:
+        sitting_out[me] = _why_out(sitting_out_here)
     return sitting_out
+
+
+def _why_out(error: str) -> str:
+    return CANNOT_RUN if error.startswith(_CANNOT_RUN_PREFIX) else SITTING_OUT
 
 
 def pinned_nodes(

@@ -75,6 +75,7 @@ class Candidate:
     slots: int = 1  # requests it runs at once (concurrency times batch size)
     capacity: int = 1  # requests it admits at once before answering 429
     service_s: float | None = None  # measured mean time to serve one request; None when unknown
+    data_key: str = ""  # the node's data-plane CURVE public key, as it gossiped it
     throughput_rps: float | None = None  # measured completions per second
 
 
@@ -147,6 +148,7 @@ def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[C
                 node=member.node,
                 name=meta.name,
                 data_addr=meta.data,
+                data_key=meta.data_key,
                 status=member.status,
                 is_self=member.node == me,
                 region=meta.region,

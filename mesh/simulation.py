@@ -9,6 +9,10 @@ its seed and that seed reproduces it.
 With ``encode=True`` every packet goes through ``wire.encode``/``wire.decode`` as on the real network
 (slower; the conformance tests use it). By default packets are handed over as objects.
 
+Every node reads the same wall clock, ``wall_ms()``: ``wall_epoch_ms`` plus the simulated time, which
+the cores need to bound record stamps (``bounds.py``). ``inject`` hands a node any packet, sender
+forged or not, as a buggy or compromised member would send it.
+
 Speed: the event loop is the inner loop of every large test, so it avoids per-event function calls
 and repeated lookups where that costs no clarity; ``bench/simulation.py`` measures it. Everything
 a run does goes through the same calls to the cores in the same order, so the seed alone decides it.
@@ -65,10 +69,14 @@ class Simulation:
     encode: bool = False
     mesh_id: str = "sim"
     now: float = 0.0
+    # What the nodes' wall clocks read at simulated time 0, in milliseconds since the epoch.
+    wall_epoch_ms: int = 1_700_000_000_000
     nodes: dict[NodeId, SimNode] = field(default_factory=dict)
     on_change: Callable[[Change], None] | None = None
     delivered: int = 0
     dropped: int = 0
+    # Packets that failed to decode (``encode=True``): dropped, as the shell drops them.
+    malformed: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -112,7 +120,7 @@ class Simulation:
                 packet = wire.Packet(
                     sender, self.nodes[sender].core.me.addr, (wire.PushPull(False, False, states),)
                 )
-                effects = self.nodes[node_id].core.handle(packet, self.now)
+                effects = self.nodes[node_id].core.handle(packet, self.now, self.wall_ms())
                 if self.on_change is not None:
                     changes: list[Effect] = [e for e in effects if not isinstance(e, Send)]
                     self._carry_out(node_id, self.nodes[node_id], changes)
@@ -145,6 +153,15 @@ class Simulation:
         node = self.nodes[node_id]
         self._carry_out(node_id, node, node.core.declare(name, spec, wall_ms))
         self._schedule_wake(node_id)
+
+    def inject(self, node_id: NodeId, packet: wire.Packet, delay_s: float = 0.0) -> None:
+        """Deliver `packet` to `node_id` after `delay_s`, whoever it claims to come from.
+
+        Only with ``encode=True`` does it pass the wire's checks, as a real packet would.
+        """
+        payload: wire.Packet | bytes = wire.encode(packet, self.mesh_id) if self.encode else packet
+        self._counter += 1
+        heapq.heappush(self._events, (self.now + delay_s, self._counter, node_id, payload))
 
     def partition(self, groups: Iterable[Iterable[NodeId]]) -> None:
         """Split the network: packets only flow between nodes in the same group."""
@@ -188,6 +205,10 @@ class Simulation:
         self.now = max(self.now, deadline)
         return done()
 
+    def wall_ms(self) -> int:
+        """The nodes' wall clock now, in milliseconds since the epoch."""
+        return self.wall_epoch_ms + int(self.now * 1000)
+
     def live(self) -> list[NodeId]:
         """Nodes neither crashed nor left."""
         return [n for n, node in self.nodes.items() if not node.crashed and not node.core.leaving]
@@ -229,14 +250,18 @@ class Simulation:
             self.dropped += 1
             return
         if isinstance(packet, bytes):
-            packet = wire.decode(
-                packet,
-                self.mesh_id,
-                max_bytes=self.config.max_packet_bytes,
-                max_members=self.config.max_members,
-            )
+            try:
+                packet = wire.decode(
+                    packet,
+                    self.mesh_id,
+                    max_bytes=self.config.max_packet_bytes,
+                    max_members=self.config.max_members,
+                )
+            except wire.WireError:
+                self.malformed += 1
+                return
         self.delivered += 1
-        self._carry_out(node_id, node, node.core.handle(packet, self.now))
+        self._carry_out(node_id, node, node.core.handle(packet, self.now, self.wall_ms()))
         self._schedule_wake(node_id, node)
 
     def _carry_out(self, node_id: NodeId, sender: SimNode, effects: list[Effect]) -> None:

@@ -8,7 +8,9 @@ and each message an array whose first item is its kind (``Kind``). Decoding chec
 and count before anything reaches the core; a packet that fails is rejected whole with a
 ``WireError`` whose ``reason`` the shell counts (``malformed``, ``oversized``, ``version``,
 ``mesh``). Nothing here ever unpickles or evaluates: msgpack extension types are refused (the
-built-in Timestamp decodes to an object that every type check then rejects).
+built-in Timestamp decodes to an object that every type check then rejects). Incarnations, metadata
+versions and record stamps must lie within their documented maxima (``bounds.py``), sequence
+numbers within an int64; past them a packet is ``malformed``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from typing import Any, Literal
 
 import msgpack
 
+from .access import MAX_KEYS, ApiKey
+from .bounds import INT64_MAX, MAX_INCARNATION, MAX_META_VERSION, MAX_STAMP, in_range
 from .deployment import DeploymentSpec, SpecError, check_name
+from .keyring_record import KeyringRecord
 from .metadata import MetaError, NodeMeta
 from .records import Record
 from .types import Address, NodeId, Status
@@ -29,7 +34,7 @@ PROTOCOL_VERSION = 1
 MAX_MESSAGES = 512
 MAX_ID_CHARS = 64
 MAX_ADDRESS_CHARS = 270
-MAX_COUNTER = 2**63 - 1
+MAX_COUNTER = INT64_MAX  # sequence numbers
 MAX_RECORDS = 10_000
 
 RejectReason = Literal["malformed", "oversized", "version", "mesh"]
@@ -58,6 +63,8 @@ class Kind(IntEnum):
     DEAD = 7
     PUSH_PULL = 8
     RECORD = 9
+    KEY = 10
+    KEYRING = 11
 
 
 @dataclass(frozen=True)
@@ -142,11 +149,17 @@ class PushPull:
     states: tuple[MemberState, ...]
     # Every deployment record the sender holds (``records.py``), tombstones included.
     records: tuple[Record, ...] = ()
+    # Every API key the sender holds (``access.py``), revoked ones included.
+    keys: tuple[ApiKey, ...] = ()
+    # The mesh's tokens as the last rotation wrote them (``keyring_record.py``); None before any.
+    keyring: KeyringRecord | None = None
 
 
 # A deployment Record travels as a message of its own too (``Kind.RECORD``), piggybacked like news.
-Message = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull | Record
-Gossip = Alive | Suspect | Dead | Record
+Message = (
+    Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull | Record | ApiKey | KeyringRecord
+)
+Gossip = Alive | Suspect | Dead | Record | ApiKey | KeyringRecord
 
 
 @dataclass(frozen=True)
@@ -178,14 +191,23 @@ def message_to_list(message: Message) -> list[Any]:
             return [Kind.SUSPECT, node, incarnation, source]
         case Dead(node, incarnation, source):
             return [Kind.DEAD, node, incarnation, source]
-        case PushPull(reply_wanted, join, states, records):
+        case PushPull(reply_wanted, join, states, records, keys, keyring):
             rows = [
                 [s.node, s.addr, s.incarnation, s.status.value, s.meta_version, s.meta.to_wire()]
                 for s in states
             ]
-            return [Kind.PUSH_PULL, reply_wanted, join, rows, [_record_row(r) for r in records]]
+            tables: list[Any] = [[_record_row(r) for r in records], [k.to_wire() for k in keys]]
+            if keyring is not None:
+                tables.append(keyring.to_wire())
+            elif not keys:
+                tables.pop()  # what nodes before API keys send
+            return [Kind.PUSH_PULL, reply_wanted, join, rows, *tables]
         case Record():
             return [Kind.RECORD, *_record_row(message)]
+        case ApiKey():
+            return [Kind.KEY, *message.to_wire()]
+        case KeyringRecord():
+            return [Kind.KEYRING, *message.to_wire()]
 
 
 def _record_row(record: Record) -> list[Any]:
@@ -247,43 +269,52 @@ def _message(item: object, max_members: int) -> Message:
         raise ValueError("message kind must be an integer")
     match kind, fields:
         case Kind.PING, [seq, target]:
-            return Ping(_counter(seq), _node_id(target))
+            return Ping(_counter(seq, MAX_COUNTER), _node_id(target))
         case Kind.INDIRECT_PING, [seq, target, target_addr, want_nack]:
-            return IndirectPing(_counter(seq), _node_id(target), _address(target_addr), _flag(want_nack))
+            return IndirectPing(
+                _counter(seq, MAX_COUNTER), _node_id(target), _address(target_addr), _flag(want_nack)
+            )
         case Kind.ACK, [seq]:
-            return Ack(_counter(seq))
+            return Ack(_counter(seq, MAX_COUNTER))
         case Kind.NACK, [seq]:
-            return Nack(_counter(seq))
+            return Nack(_counter(seq, MAX_COUNTER))
         case Kind.ALIVE, [node, incarnation, addr, meta_version, meta]:
             return Alive(
                 _node_id(node),
-                _counter(incarnation),
+                _counter(incarnation, MAX_INCARNATION),
                 _address(addr),
-                _counter(meta_version),
+                _counter(meta_version, MAX_META_VERSION),
                 NodeMeta.from_wire(meta),
             )
         case Kind.SUSPECT, [node, incarnation, source]:
-            return Suspect(_node_id(node), _counter(incarnation), _node_id(source))
+            return Suspect(_node_id(node), _counter(incarnation, MAX_INCARNATION), _node_id(source))
         case Kind.DEAD, [node, incarnation, source]:
-            return Dead(_node_id(node), _counter(incarnation), _node_id(source))
-        case Kind.PUSH_PULL, [reply_wanted, join, rows, *more] if len(more) <= 1:
+            return Dead(_node_id(node), _counter(incarnation, MAX_INCARNATION), _node_id(source))
+        case Kind.PUSH_PULL, [reply_wanted, join, rows, *more] if len(more) <= 3:
             if not isinstance(rows, list):
                 raise ValueError("push-pull rows must be an array")
             if len(rows) > max_members:
                 raise WireError("oversized", f"push-pull must list at most {max_members} members")
             records = more[0] if more else []
-            if not isinstance(records, list):
-                raise ValueError("push-pull records must be an array")
-            if len(records) > MAX_RECORDS:
-                raise WireError("oversized", f"push-pull must carry at most {MAX_RECORDS} records")
+            keys = more[1] if len(more) >= 2 else []
+            if not isinstance(records, list) or not isinstance(keys, list):
+                raise ValueError("push-pull records and keys must be arrays")
+            if len(records) > MAX_RECORDS or len(keys) > MAX_KEYS:
+                raise WireError("oversized", f"push-pull carries at most {MAX_RECORDS} records and keys each")
             return PushPull(
                 _flag(reply_wanted),
                 _flag(join),
                 tuple(_member_state(row) for row in rows),
                 tuple(_record(row) for row in records),
+                tuple(ApiKey.from_wire(row) for row in keys),
+                KeyringRecord.from_wire(more[2]) if len(more) == 3 else None,
             )
         case Kind.RECORD, [name, stamp, origin, spec]:
             return _record([name, stamp, origin, spec])
+        case Kind.KEY, row:
+            return ApiKey.from_wire(row)
+        case Kind.KEYRING, row:
+            return KeyringRecord.from_wire(row)
     raise ValueError(f"unknown message kind {kind} or wrong field count {len(fields)}")
 
 
@@ -296,9 +327,9 @@ def _member_state(row: object) -> MemberState:
     return MemberState(
         _node_id(node),
         _address(addr),
-        _counter(incarnation),
+        _counter(incarnation, MAX_INCARNATION),
         Status(status),
-        _counter(meta_version),
+        _counter(meta_version, MAX_META_VERSION),
         NodeMeta.from_wire(meta),
     )
 
@@ -310,7 +341,7 @@ def _record(row: object) -> Record:
     try:
         return Record(
             check_name(name),
-            _counter(stamp),
+            _counter(stamp, MAX_STAMP),
             _node_id(origin),
             None if spec is None else DeploymentSpec.from_wire(spec),
         )
@@ -318,9 +349,9 @@ def _record(row: object) -> Record:
         raise ValueError(f"deployment record {name!r}: {exc}") from exc
 
 
-def _counter(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNTER:
-        raise ValueError("counters must be integers in [0, 2**63)")
+def _counter(value: object, maximum: int) -> int:
+    if not in_range(value, maximum):
+        raise ValueError(f"counters must be integers in [0, {maximum}]")
     return value
 
 

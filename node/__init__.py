@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from meshnode.client.errors import RequestRejected as RequestRejected
     from meshnode.client.errors import RequestTimeout as RequestTimeout
     from meshnode.client.errors import StreamBroken as StreamBroken
+    from meshnode.client.errors import TLSError as TLSError
+    from meshnode.client.errors import Unauthorized as Unauthorized
     from meshnode.client.errors import Unavailable as Unavailable
     from meshnode.client.sync import MeshClient as MeshClient
     from meshnode.config import AgentConfig as AgentConfig
@@ -48,6 +50,8 @@ _LAZY: dict[str, str] = {
     "RequestRejected": "meshnode.client.errors",
     "RequestTimeout": "meshnode.client.errors",
     "StreamBroken": "meshnode.client.errors",
+    "TLSError": "meshnode.client.errors",
+    "Unauthorized": "meshnode.client.errors",
     "Unavailable": "meshnode.client.errors",
     "MeshnodeError": "meshnode.errors",
     "MembershipConfig": "meshnode.mesh.config",

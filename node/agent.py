@@ -42,7 +42,8 @@ from .dataplane.server import DataPlaneServer
 from .errors import ConfigError
 from .http.app import mesh_body
 from .http.predict import PredictLimits
-from .http.server import bind_http, http_server, serve_http
+from .http.server import bind_http, http_server, serve_http, tls_context
+from .http.stats import Parts
 from .inference.devices import detect_cpu
 from .load import LoadSampler
 from .membership.discovery import Advert, start_discovery
@@ -58,6 +59,9 @@ from .mesh.types import Address, NodeId, Status
 from .serving.deployments import Deployments
 from .serving.replicas import Replicas
 from .store import NodeStore
+from .trust.keyring import SEAL_OVERHEAD_BYTES
+from .trust.mesh_trust import announce, load_trust
+from .trust.rotation import Rotation
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -87,17 +91,21 @@ class Agent:
         self._closers.append(lambda: self._in_store_thread(store.close))
         identity = await self._in_store_thread(store.load_identity)
         self.node_id = node_id = identity.node_id
+        self._trust = trust = await self._in_store_thread(lambda: load_trust(config))
+        rotation = Rotation(trust, config.mesh_id, config.data_dir, self._in_store_background)
         host = advertise_host(config.mesh_host, config.interfaces)
         membership_config = config.membership()
 
         # 2. Sockets first: a port in use fails the start before anything runs.
         self._replicas = replicas = Replicas(node_id=node_id, config=config, on_change=self._serving_changed)
         self._transport = MembershipTransport(
-            config.mesh_host, config.mesh_port, max_message_bytes=membership_config.max_packet_bytes
+            config.mesh_host,
+            config.mesh_port,
+            max_message_bytes=membership_config.max_packet_bytes + SEAL_OVERHEAD_BYTES,
         )
         self._closers.append(self._transport.close)
         self.mesh_addr = join_host_port(host, self._transport.bind())
-        self._dataplane = DataPlaneServer(
+        self._dataplane = dataplane = DataPlaneServer(
             config.data_host,
             config.data_port,
             serve_local=replicas.serve_local,
@@ -105,6 +113,8 @@ class Agent:
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight_per_peer=config.serve_max_in_flight_per_peer,
             chunk_bytes=config.forward_chunk_bytes,
+            keys=trust.server_keys,
+            tokens=trust.tokens,
         )
         self._closers.append(self._dataplane.close)
         self.data_addr = join_host_port(public_host(config.data_host, host), self._dataplane.bind())
@@ -120,8 +130,10 @@ class Agent:
             http=self.http_addr,
             mesh=self.mesh_addr,
             data=self.data_addr,
+            data_key=self._dataplane.public_key,
             region=config.region,
             zone=config.zone,
+            tls=config.tls_cert is not None,
         )
         device = detect_cpu()
         core = Membership(
@@ -138,11 +150,14 @@ class Agent:
             core,
             self._transport,
             config.mesh_id,
+            trust.keyring,
             on_change=self._on_member_changed,
             on_incarnation=lambda incarnation: self._in_store_background(
                 lambda: store.save_incarnation(incarnation)
             ),
             on_record=self._on_record,
+            on_key=lambda key: self._in_store_background(lambda: store.save_key(key)),
+            on_keyring=rotation.adopt,
             on_view=self._on_view,
         )
         self.deployments = deployments = Deployments(
@@ -156,6 +171,7 @@ class Agent:
             forget=lambda names: self._in_store_background(lambda: store.forget_records(names)),
         )
         self._links = PeerLinks(
+            client=trust.client,
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight_per_peer=config.forward_max_in_flight_per_peer,
             connect_timeout_s=config.forward_connect_timeout_s,
@@ -179,12 +195,17 @@ class Agent:
             max_bytes=membership_config.max_meta_bytes,
         )
         runner.publish_meta(self._meta.build())
+        rotation.connect(runner, dataplane.client_check, self._links, self._serving_changed)
         self._server = http_server(
             node=self,
             deployments=deployments,
-            stats=self.stats,
+            stats=Parts(runner, self._transport, dataplane, self._links, self._forwarder, deployments).stats,
             serve=self._forwarder.serve,
             limits=PredictLimits(config.request_timeout_s, config.max_request_bytes),
+            keys=runner,
+            rotation=rotation,
+            insecure=config.insecure_http,
+            tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here
         )
 
         # 4. Running.
@@ -202,9 +223,15 @@ class Agent:
             ),
             asyncio.create_task(self._meta.detect_devices(), name="detect-devices"),
         ]
-        advert = Advert(node_id, config.mesh_id, config.name, self.mesh_addr, self.http_addr, __version__)
+        advert = Advert(
+            node_id, config.mesh_id, config.name, self.mesh_addr, self.http_addr, __version__, tls=base.tls
+        )
         interfaces = list(config.interfaces) or [host]
         self._discovery = await start_discovery(interfaces, advert, self._on_found) if config.mdns else None
+        for key in await self._in_store_thread(store.load_keys):
+            runner.merge_key(key)
+        if trust.saved_ring is not None:  # gossiped on, so nodes that missed the rotation catch up
+            runner.merge_keyring(trust.saved_ring)
         await deployments.start(await self._in_store_thread(store.load_records))
         log.info(
             "node %s (%s) up: http %s, mesh %s, data %s, incarnation %d, event loop %s",
@@ -216,6 +243,7 @@ class Agent:
             identity.incarnation,
             type(loop).__module__.split(".")[0],
         )
+        announce(trust, config, self.mesh_addr, self.http_addr)
 
     async def close_after_failed_start(self) -> None:
         """Close what a start that raised had opened (sockets, the store)."""
@@ -279,34 +307,6 @@ class Agent:
         if self.config.seeds and not self._joined:
             return False, "joining: no seed has answered yet"
         return True, "ready"
-
-    def stats(self) -> dict[str, Any]:
-        """Counters for metrics and tests: packets, bytes, drops by reason, members by status."""
-        runner, dataplane = self._runner, self._dataplane
-        by_status = {status.value: 0 for status in Status}
-        names = {}
-        for member in runner.members():
-            by_status[member.status.value] += 1
-            names[member.node] = member.meta.name
-        return {
-            "routing": dict(self._forwarder.counts),
-            "forward_in_flight": {names.get(node, node): n for node, n in self._links.in_flight().items()},
-            "data_received": dataplane.received,
-            "data_dropped": {
-                **dataplane.dropped,
-                **{f"reply_{k}": n for k, n in self._links.dropped.items()},
-            },
-            "received": runner.received,
-            "bytes_in": runner.bytes_in,
-            "bytes_out": runner.bytes_out,
-            "sent": self._transport.sent,
-            "send_dropped": self._transport.send_dropped,
-            "dropped": dict(runner.dropped),
-            "members": by_status,
-            "deployments": self.deployments.stats(),
-            "incarnation": runner.core.incarnation,
-            "awareness": runner.core.awareness.score,
-        }
 
     # -- reactions that join parts ---------------------------------------------------------
 

@@ -35,6 +35,13 @@ class AgentConfig:
     http_host: str = "0.0.0.0"
     # HTTP API port (0 picks a free one).
     http_port: int = DEFAULT_HTTP_PORT
+    # PEM certificate (chain) and its unencrypted private key: set both to serve HTTPS on the HTTP
+    # port, so API keys and payloads never cross the network in clear. Gossiped as the node's
+    # `tls` flag, so clients and peers build https:// URLs. None: plain HTTP (loopback, a trusted
+    # LAN, or TLS ended by a proxy in front).
+    tls_cert: Path | None = None
+    # The private key of `tls_cert` (PEM, not passphrase-protected: the agent starts unattended).
+    tls_key: Path | None = None
     # Membership (gossip) socket bind address; data traffic has its own (`data_host`), so a large
     # payload never delays a probe.
     mesh_host: str = "0.0.0.0"
@@ -64,8 +71,28 @@ class AgentConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     # Agents only talk to agents of the same mesh id; lets two meshes share a LAN.
     mesh_id: str = "default"
+    # The mesh's join token (at least 32 characters): every gossip packet and data-plane connection
+    # is authenticated and encrypted with keys derived from it, so only holders are members. None:
+    # `token_file`, then $MESHNODE_TOKEN, then the data dir's or the meshnode home's `token` file,
+    # else a new one is made there (node/trust/token.py). Never shown in logs or repr.
+    token: str | None = field(default=None, repr=False)
+    # A file holding the token (one line, e.g. a mounted secret); read at start.
+    token_file: Path | None = None
+    # Serve HTTP to every client without an API key, not only to loopback ones. Off by default: an
+    # open HTTP port lets anyone who reaches it run any deployment and read the mesh. For a trusted
+    # lab network, or a proxy that checks keys itself; the agent says so loudly at start.
+    insecure_http: bool = False
     # Pinned deployments NAME=APP (served by the inference runtime).
     deploy: tuple[str, ...] = ()
+    # Folders app files may come from besides the node's Python environment: a `path/file.py:Class`
+    # or config.yaml folder runs here only if it lies inside one (symlinks and `..` resolved). None
+    # by default, so no declaration from the network makes the node import an arbitrary file;
+    # `--deploy` of a file adds that file's folder for this node (docs/apps.md).
+    app_dirs: tuple[Path, ...] = ()
+    # Run config.yaml apps, whose bootstrap and job are shell commands run as the agent's user. Off
+    # by default: whoever may declare a deployment could otherwise run any command here. A folder
+    # pinned with `--deploy` runs without it: the node's owner typed it.
+    allow_external_apps: bool = False
     # How often load is sampled. Cheap (psutil, non-blocking).
     load_sample_interval_s: float = 1.0
     # A change in system CPU use of at least this many percentage points is meaningful (as is
@@ -136,6 +163,8 @@ class AgentConfig:
     deployment_tombstone_sweep_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("HTTPS needs both --tls-cert and --tls-key (or neither, for plain HTTP)")
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
         for port_name in ("http_port", "mesh_port", "data_port"):

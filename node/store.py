@@ -10,6 +10,14 @@ Table ``deployments`` holds the node's copy of the mesh-wide deployment table (`
 one row per name, the winning record, tombstones included, so a restarted node comes back knowing
 every deployment (and every removal) it knew, before it hears from anyone. A row that no longer
 validates is skipped with a warning, never fatal: gossip brings the record back.
+
+Table ``api_keys`` holds the mesh's API keys (``mesh/access.py``): their digests, names, scopes and
+whether they are revoked, never a secret; revoked keys stay, so a restarted node cannot bring one back.
+
+Incarnations and stamps are sqlite ``INTEGER`` (an int64), which holds every value up to their
+documented maxima (``mesh/bounds.py``). A value outside them is refused with ``StoreError`` before
+anything is written; at the maximum incarnation a restart keeps it rather than overflow (peers hold
+a node's incarnation far below it: see ``bounds.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from pathlib import Path
 import sqlite_utils
 
 from .errors import StoreError
+from .mesh.access import ApiKey
+from .mesh.bounds import MAX_INCARNATION, MAX_STAMP, in_range
 from .mesh.deployment import DeploymentSpec, SpecError, check_name
 from .mesh.records import Record
 from .mesh.types import NodeId
@@ -95,7 +105,12 @@ class NodeStore:
                         {"id": _IDENTITY_ROW_ID, "node_id": identity.node_id, "incarnation": 0}
                     )
                     return identity
-                identity = Identity(node_id=rows[0]["node_id"], incarnation=rows[0]["incarnation"] + 1)
+                saved = rows[0]["incarnation"]
+                if not in_range(saved, MAX_INCARNATION):
+                    raise StoreError(
+                        f"{self.path} holds incarnation {saved!r}, outside [0, {MAX_INCARNATION}]"
+                    )
+                identity = Identity(node_id=rows[0]["node_id"], incarnation=min(saved + 1, MAX_INCARNATION))
                 self._db.execute(
                     "update identity set incarnation = ? where id = ?",
                     [identity.incarnation, _IDENTITY_ROW_ID],
@@ -106,6 +121,8 @@ class NodeStore:
 
     def save_incarnation(self, incarnation: int) -> None:
         """Record an incarnation reached while running (refuting a suspicion); never lowers the value."""
+        if not in_range(incarnation, MAX_INCARNATION):
+            raise StoreError(f"incarnation {incarnation!r} is outside [0, {MAX_INCARNATION}]: not saved")
         try:
             # max() in SQL keeps the raise-only rule atomic against a concurrent writer.
             cursor = self._db.execute(
@@ -119,6 +136,10 @@ class NodeStore:
 
     def save_record(self, record: Record) -> None:
         """Keep the winning record of one deployment (a tombstone has no spec)."""
+        if not in_range(record.stamp, MAX_STAMP):
+            raise StoreError(
+                f"deployment {record.name!r} is stamped {record.stamp!r}, outside [0, {MAX_STAMP}]"
+            )
         spec = None if record.spec is None else json.dumps(record.spec.to_wire())
         row = {"name": record.name, "stamp": record.stamp, "origin": record.origin, "spec": spec}
         try:
@@ -143,13 +164,54 @@ class NodeStore:
         records = []
         for row in rows:
             try:
+                if not in_range(row["stamp"], MAX_STAMP):
+                    raise ValueError(f"stamp {row['stamp']!r} is outside [0, {MAX_STAMP}]")
                 spec = None if row["spec"] is None else DeploymentSpec.from_wire(json.loads(row["spec"]))
-                records.append(
-                    Record(check_name(row["name"]), int(row["stamp"]), NodeId(row["origin"]), spec)
-                )
+                records.append(Record(check_name(row["name"]), row["stamp"], NodeId(row["origin"]), spec))
             except (SpecError, ValueError, TypeError) as exc:
                 log.warning("skipping saved deployment %r: %s", row["name"], exc)
         return records
+
+    def save_key(self, key: ApiKey) -> None:
+        """Keep one API key (its digest, never a secret), revoked or not."""
+        row = {
+            "id": key.id,
+            "name": key.name,
+            "scope": key.scope.value,
+            "digest": key.digest.hex(),
+            "created_ms": key.created_ms,
+            "revoked": int(key.revoked),
+        }
+        try:
+            self._db.table("api_keys").upsert(row, pk="id")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save API key {key.id} to {self.path}: {exc}") from exc
+
+    def load_keys(self) -> list[ApiKey]:
+        """Every API key saved here; rows that no longer validate are skipped."""
+        if not self._db.table("api_keys").exists():
+            return []
+        query = "select id, name, scope, digest, created_ms, revoked from api_keys order by id"
+        try:
+            rows = list(self._db.query(query))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read API keys from {self.path}: {exc}") from exc
+        keys = []
+        for row in rows:
+            try:
+                digest = bytes.fromhex(row["digest"])
+                fields = [
+                    row["id"],
+                    row["name"],
+                    row["scope"],
+                    digest,
+                    row["created_ms"],
+                    row["revoked"] == 1,
+                ]
+                keys.append(ApiKey.from_wire(fields))
+            except (ValueError, TypeError) as exc:
+                log.warning("skipping saved API key %r: %s", row["id"], exc)
+        return keys
 
     def close(self) -> None:
         """Close the database file."""

@@ -1,8 +1,9 @@
 """``meshnode deploy``, ``undeploy`` and ``deployments``: declare and inspect deployments from a shell.
 
-Each is one HTTP call to any node (``--node``, default the local agent): ``PUT``, ``DELETE`` and
-``GET /v1/deployments``. Flags left out keep the spec's defaults (``mesh/deployment.py``), so a flag
-never restates one; a spec the node refuses prints its one-line reason and exits 1.
+Each is one HTTP call to any node (``--node``, default the local agent; ``https://`` verified against
+``--ca-cert`` when given): ``PUT``, ``DELETE`` and ``GET /v1/deployments``. Flags left out keep the
+spec's defaults (``mesh/deployment.py``), so a flag never restates one; a spec the node refuses
+prints its one-line reason and exits 1.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from typing import Any
 import click
 import httpx
 
-from ..config import DEFAULT_NODE_URL
 from ..mesh.deployment import DEVICE_KINDS, Autoscaling
-from .predict import error_message
+from .node_http import NodeAccess, access_options, node_option, request_node
 from .text_table import format_table
 
 _DEFAULTS = Autoscaling()
@@ -24,15 +24,6 @@ _DEFAULTS = Autoscaling()
 __all__ = ["deploy", "deployments", "format_deployments_table", "undeploy"]
 
 TIMEOUT_S = 10.0
-
-_node_option = click.option(
-    "--node",
-    "node_url",
-    metavar="URL",
-    default=DEFAULT_NODE_URL,
-    show_default=True,
-    help="Any node's HTTP address.",
-)
 
 
 @click.command()
@@ -90,11 +81,12 @@ _node_option = click.option(
 )
 @click.option("--backups", type=click.IntRange(0), default=None, help="Warm backups (not routed to) [0].")
 @click.option("--spread", type=click.Choice(["zone", "region"]), default=None, help="Spread over zones.")
-@_node_option
-def deploy(name: str, app: str, node_url: str, **options: Any) -> None:
+@node_option
+@access_options
+def deploy(name: str, app: str, node_url: str, access: NodeAccess, **options: Any) -> None:
     """Declare deployment NAME running APP mesh-wide (or change it); placement picks the nodes."""
     spec = build_spec(app, options)
-    response = _call("PUT", node_url, f"/v1/deployments/{name}", json=spec)
+    response = _call("PUT", node_url, access, f"/v1/deployments/{name}", json=spec)
     view = response.json()
     verb = "declared" if response.status_code == 201 else "updated"
     click.echo(f"{verb} {name}: {view.get('min_replicas')}..{view.get('max_replicas')} replicas of {app}")
@@ -102,19 +94,21 @@ def deploy(name: str, app: str, node_url: str, **options: Any) -> None:
 
 @click.command()
 @click.argument("name")
-@_node_option
-def undeploy(name: str, node_url: str) -> None:
+@node_option
+@access_options
+def undeploy(name: str, node_url: str, access: NodeAccess) -> None:
     """Remove deployment NAME mesh-wide; its replicas drain and stop (pinned ones stay)."""
-    _call("DELETE", node_url, f"/v1/deployments/{name}")
+    _call("DELETE", node_url, access, f"/v1/deployments/{name}")
     click.echo(f"removed {name}")
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /v1/deployments body.")
-@_node_option
-def deployments(as_json: bool, node_url: str) -> None:
+@node_option
+@access_options
+def deployments(as_json: bool, node_url: str, access: NodeAccess) -> None:
     """Show every deployment: desired and actual replicas, where they run, what is missing."""
-    body = _call("GET", node_url, "/v1/deployments").json()
+    body = _call("GET", node_url, access, "/v1/deployments").json()
     click.echo(json.dumps(body, indent=2) if as_json else format_deployments_table(body))
 
 
@@ -186,16 +180,5 @@ def _replicas_summary(replicas: object) -> str:
     return ", ".join(parts)
 
 
-def _call(method: str, node_url: str, path: str, **kwargs: Any) -> httpx.Response:
-    base = node_url.rstrip("/")
-    if "://" not in base:
-        base = f"http://{base}"
-    try:
-        response = httpx.request(method, f"{base}{path}", timeout=TIMEOUT_S, **kwargs)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach a meshnode at {base}: {exc or type(exc).__name__}") from exc
-    if response.status_code >= 400:
-        raise click.ClickException(
-            f"{method} {path} answered {response.status_code}: {error_message(response)}"
-        )
-    return response
+def _call(method: str, node_url: str, access: NodeAccess, path: str, **kwargs: Any) -> httpx.Response:
+    return request_node(method, node_url, path, access, timeout_s=TIMEOUT_S, **kwargs)

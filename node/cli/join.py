@@ -15,8 +15,9 @@ from pathlib import Path
 import click
 
 from ..config import AgentConfig
-from ..errors import MeshnodeError
+from ..errors import ConfigError, MeshnodeError
 from ..mesh.config import PROFILES
+from ..trust.token import TOKEN_ENV, check_token
 from .params import Deployment, HostPort, IPAddress, agent_default, check_name, join_host_port
 
 __all__ = ["join"]
@@ -36,6 +37,18 @@ _DATA_DEFAULT = join_host_port(agent_default("data_host"), agent_default("data_p
     default=_HTTP_DEFAULT,
     show_default=True,
     help="HTTP API bind address.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    default=agent_default("tls_cert"),
+    help="PEM certificate (chain): serve HTTPS on --http (with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    default=agent_default("tls_key"),
+    help="PEM private key of --tls-cert (unencrypted).",
 )
 @click.option(
     "--mesh",
@@ -97,10 +110,42 @@ _DATA_DEFAULT = join_host_port(agent_default("data_host"), agent_default("data_p
     help="Pin a replica of deployment NAME running APP on this node; repeatable.",
 )
 @click.option(
+    "--app-dir",
+    "app_dirs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    multiple=True,
+    help="Folder that app files and config.yaml apps may come from (besides installed modules); repeatable.",
+)
+@click.option(
+    "--allow-external-apps",
+    is_flag=True,
+    default=agent_default("allow_external_apps"),
+    help="Run config.yaml apps declared by others (their commands run in a shell as this user).",
+)
+@click.option(
     "--mesh-id",
     default=agent_default("mesh_id"),
     show_default=True,
     help="Only nodes with the same mesh id talk to each other.",
+)
+@click.option(
+    "--token",
+    default=None,
+    metavar="TOKEN",
+    help=f"The mesh's join token (or ${TOKEN_ENV}); without one, the token file of the data dir or "
+    "the meshnode home is used, else a new one is made and printed.",
+)
+@click.option(
+    "--insecure-http",
+    is_flag=True,
+    default=agent_default("insecure_http"),
+    help="Serve HTTP to every client with no API key, not only loopback ones (a trusted lab only).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A file holding the mesh's join token.",
 )
 @click.option(
     "--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False), default="info", show_default=True
@@ -110,6 +155,8 @@ def join(
     ctx: click.Context,
     name: str,
     http_addr: tuple[str, int],
+    tls_cert: Path | None,
+    tls_key: Path | None,
     mesh_addr: tuple[str, int],
     data_addr: tuple[str, int],
     seeds: tuple[tuple[str, int], ...],
@@ -120,7 +167,12 @@ def join(
     profile: str,
     data_dir: Path | None,
     deploy: tuple[str, ...],
+    app_dirs: tuple[Path, ...],
+    allow_external_apps: bool,
     mesh_id: str,
+    token: str | None,
+    token_file: Path | None,
+    insecure_http: bool,
     log_level: str,
 ) -> None:
     """Run this machine's agent and join the mesh (until Ctrl-C or SIGTERM)."""
@@ -129,6 +181,8 @@ def join(
             name=name,
             http_host=http_addr[0],
             http_port=http_addr[1],
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             mesh_host=mesh_addr[0],
             mesh_port=mesh_addr[1],
             data_host=data_addr[0],
@@ -141,11 +195,16 @@ def join(
             profile=profile,
             mesh_id=mesh_id,
             deploy=deploy,
+            app_dirs=app_dirs,
+            allow_external_apps=allow_external_apps,
+            token=None if token is None else check_token(token, "--token"),
+            token_file=token_file,
+            insecure_http=insecure_http,
         )
         if data_dir is not None:
             # Replaced only when given, so AgentConfig's default ($MESHNODE_HOME) decides otherwise.
             config = dataclasses.replace(config, data_dir=data_dir)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         _usage_exit(ctx, str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..agent import run_agent

@@ -12,9 +12,11 @@ from .. import __version__
 from .demo.command import demo
 from .deploy import deploy, deployments, undeploy
 from .join import join
+from .keys import keys
 from .models import models
 from .peers import peers
 from .predict import predict
+from .token import token
 
 __all__ = ["main"]
 
@@ -25,5 +27,5 @@ def main() -> None:
     """meshnode: a leaderless model-serving mesh; every machine runs the same peer agent."""
 
 
-for _command in (join, peers, predict, deploy, undeploy, deployments, models, demo):
+for _command in (join, peers, predict, deploy, undeploy, deployments, models, demo, token, keys):
     main.add_command(_command)

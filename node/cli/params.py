@@ -1,7 +1,8 @@
-"""Click parameter types for the ``meshnode`` commands: addresses, interfaces, deployments.
+"""Click parameter types for the ``meshnode`` commands: addresses, interfaces, deployments, CA files.
 
 Each type fails with click's usage error (exit code 2, one line naming the flag), never a traceback.
-``agent_default`` reads a default from ``AgentConfig`` so a flag never restates it.
+``agent_default`` reads a default from ``AgentConfig`` so a flag never restates it. ``ca_cert_option``
+is the ``--ca-cert`` flag of every command that talks to a node.
 """
 
 from __future__ import annotations
@@ -9,16 +10,27 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import ssl
 from typing import Any
 
 import click
 
 from ..addresses import join_host_port, parse_host_port
+from ..client.tls import CA_ENV, ca_context
 from ..config import AgentConfig
 from ..errors import ConfigError
 from ..mesh.metadata import MAX_LABEL_CHARS
 
-__all__ = ["Deployment", "HostPort", "IPAddress", "agent_default", "check_name", "join_host_port"]
+__all__ = [
+    "CACert",
+    "Deployment",
+    "HostPort",
+    "IPAddress",
+    "agent_default",
+    "ca_cert_option",
+    "check_name",
+    "join_host_port",
+]
 
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -89,6 +101,33 @@ class Deployment(click.ParamType):
         if not _DEPLOYMENT_NAME.fullmatch(name):
             self.fail(f"deployment name {name!r} must be letters, digits, '.', '_' or '-'", param, ctx)
         return f"{name}={app.strip()}"
+
+
+class CACert(click.ParamType):
+    """A PEM file of CA certificates, as the ``ssl.SSLContext`` that trusts only them."""
+
+    name = "FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> ssl.SSLContext:
+        """Read and check the file once, before any request."""
+        if isinstance(value, ssl.SSLContext):
+            return value
+        try:
+            return ca_context(str(value), source="CA file")
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+#: ``--ca-cert FILE`` (or $MESHNODE_CA_CERT): trust the nodes' HTTPS certificates a private CA signed.
+ca_cert_option = click.option(
+    "--ca-cert",
+    "ca_cert",
+    type=CACert(),
+    envvar=CA_ENV,
+    show_envvar=True,
+    default=None,
+    help="PEM CA certificate(s) that signed the nodes' HTTPS certificates [default: the public CAs].",
+)
 
 
 def _is_host(host: str) -> bool:

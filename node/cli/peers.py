@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
-import httpx
 
 from ..config import DEFAULT_NODE_URL
+from .node_http import NodeAccess, access_options, request_node
 from .params import IPAddress, agent_default
-from .predict import error_message
 from .text_table import format_table
 
 __all__ = ["fetch_mesh", "format_peers_table", "peers"]
@@ -33,8 +32,9 @@ DISCOVER_TIMEOUT_S = 2.0
     metavar="URL",
     default=None,
     show_default=DEFAULT_NODE_URL,
-    help="Any node's HTTP address.",
+    help="Any node's HTTP address (https://HOST:PORT for a node with a certificate).",
 )
+@access_options
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /v1/mesh body.")
 @click.option("--discover", is_flag=True, help="Without --node, find a node by mDNS on --interface.")
 @click.option(
@@ -46,12 +46,17 @@ DISCOVER_TIMEOUT_S = 2.0
 )
 @click.option("--mesh-id", default=agent_default("mesh_id"), show_default=True, help="Mesh to discover.")
 def peers(
-    node_url: str | None, as_json: bool, discover: bool, interfaces: tuple[str, ...], mesh_id: str
+    node_url: str | None,
+    access: NodeAccess,
+    as_json: bool,
+    discover: bool,
+    interfaces: tuple[str, ...],
+    mesh_id: str,
 ) -> None:
     """Show the members of the mesh as one node sees them."""
     if node_url is None:
         node_url = _discover_node(interfaces, mesh_id) if discover else DEFAULT_NODE_URL
-    view = fetch_mesh(node_url)
+    view = fetch_mesh(node_url, access=access)
     click.echo(json.dumps(view, indent=2) if as_json else format_peers_table(view))
 
 
@@ -69,27 +74,20 @@ def _discover_node(interfaces: Sequence[str], mesh_id: str) -> str:
             f"no node of mesh {mesh_id!r} answered mDNS on {', '.join(interfaces)} "
             f"within {DISCOVER_TIMEOUT_S:g} s"
         )
-    return f"http://{found[0].http_addr}"
+    return found[0].http_url
 
 
-def fetch_mesh(node_url: str, timeout_s: float = PEERS_TIMEOUT_S) -> dict[str, Any]:
+def fetch_mesh(
+    node_url: str, timeout_s: float = PEERS_TIMEOUT_S, *, access: NodeAccess | None = None
+) -> dict[str, Any]:
     """GET ``/v1/mesh`` from a node; a ``ClickException`` naming the URL if that fails."""
-    base = node_url.rstrip("/")
-    if "://" not in base:
-        base = f"http://{base}"
-    url = f"{base}/v1/mesh"
-    try:
-        response = httpx.get(url, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach a meshnode at {base}: {exc or type(exc).__name__}") from exc
-    if response.status_code != 200:
-        raise click.ClickException(f"{url} answered {response.status_code}: {error_message(response)}")
+    response = request_node("GET", node_url, "/v1/mesh", access or NodeAccess(), timeout_s=timeout_s)
     try:
         view = response.json()
     except ValueError as exc:
-        raise click.ClickException(f"{url} did not answer JSON; is it a meshnode?") from exc
+        raise click.ClickException(f"{node_url} did not answer JSON; is it a meshnode?") from exc
     if not isinstance(view, dict) or not isinstance(view.get("members"), list):
-        raise click.ClickException(f"{url} answered an unexpected body; is it a meshnode?")
+        raise click.ClickException(f"{node_url} answered an unexpected body; is it a meshnode?")
     return view
 
 

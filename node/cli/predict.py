@@ -8,7 +8,9 @@ standard error, so standard output stays the answer alone.
 Nodes: ``--node URL`` (repeatable: the client fails over between them and to the other live nodes
 the mesh names), ``http://127.0.0.1:8470`` when none is given, or ``--discover`` to find the mesh by
 mDNS on ``--interface`` (default: this machine's LAN address, as an agent started with defaults
-announces on) for ``--mesh-id``. An HTTP error prints ``STATUS: message`` and exits with 1.
+announces on) for ``--mesh-id``. ``https://`` nodes are verified against the public CAs, or only
+``--ca-cert FILE`` (``$MESHNODE_CA_CERT``) for a private CA. An HTTP error prints ``STATUS: message``
+and exits with 1.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from ..client.base import DISCOVER_TIMEOUT_S
-from ..client.errors import ClientError, error_fields
+from ..client.errors import ClientError
 from ..client.sync import MeshClient
 from ..config import DEFAULT_NODE_URL
+from .node_http import NodeAccess, access_options
 from .params import IPAddress, agent_default
 
-__all__ = ["error_message", "predict"]
+__all__ = ["predict"]
 
 
 @click.command()
@@ -47,8 +49,9 @@ __all__ = ["error_message", "predict"]
     metavar="URL",
     multiple=True,
     show_default=DEFAULT_NODE_URL,
-    help="A node to send to; repeatable (the others are fallbacks).",
+    help="A node to send to (https://HOST:PORT for a node with a certificate); repeatable.",
 )
+@access_options
 @click.option("--discover", is_flag=True, help="Find the mesh by mDNS instead of --node.")
 @click.option(
     "--interface",
@@ -73,6 +76,7 @@ def predict(
     stream: bool,
     output: Path | None,
     nodes: tuple[str, ...],
+    access: NodeAccess,
     discover: bool,
     interfaces: tuple[str, ...],
     mesh_id: str,
@@ -85,8 +89,14 @@ def predict(
         raise click.UsageError("--stream and --output do not go together")
     if discover and nodes:
         raise click.UsageError("--discover and --node do not go together")
+    options: dict[str, Any] = {
+        "timeout": timeout_s,
+        "hint": hint,
+        "verify": access.verify,
+        "api_key": access.api_key,
+    }
     try:
-        with _client(nodes, discover, interfaces, mesh_id, timeout_s, hint) as client:
+        with _client(nodes, discover, interfaces, mesh_id, options) as client:
             if stream:
                 _print_stream(client, deployment, request)
             elif output is not None:
@@ -106,10 +116,8 @@ def _client(
     discover: bool,
     interfaces: tuple[str, ...],
     mesh_id: str,
-    timeout_s: float,
-    hint: str | None,
+    options: dict[str, Any],
 ) -> MeshClient:
-    options: dict[str, Any] = {"timeout": timeout_s, "hint": hint}
     if discover:
         return MeshClient.discover(interfaces, mesh_id=mesh_id, timeout_s=DISCOVER_TIMEOUT_S, **options)
     try:
@@ -155,8 +163,3 @@ def _accept_for(output: Path) -> str:
 
 def _report_route(route: tuple[str, ...], request_id: str) -> None:
     click.echo(f"served by {','.join(route) or '?'} (request {request_id or '?'})", err=True)
-
-
-def error_message(response: httpx.Response) -> str:
-    """The message of a meshnode JSON error, or the start of the body (used by ``peers`` too)."""
-    return error_fields(response.content, response.headers, response.status_code)[1]

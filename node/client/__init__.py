@@ -10,6 +10,8 @@ Each face only carries plans out with its I/O library, and its public methods ar
 - ``answers.py``: decoding answers, results and Server-Sent Events; the plan of a stream's next chunk
 - ``nodes.py``: the nodes a client may send to, best first
 - ``errors.py``: the client's error tree under ``ClientError``
+- ``tls.py``: which HTTPS certificates a client trusts (``verify``, ``$MESHNODE_CA_CERT``) and how
+  a failed TLS handshake is put in words
 - ``sync.py``: the blocking face: ``MeshClient``, ``ChunkStream``, and ``BlockingDriver`` (httpx.Client)
 - ``aio.py``: the asyncio face: ``AsyncMeshClient``, ``AsyncChunkStream``, and ``AsyncDriver``
   (httpx.AsyncClient)

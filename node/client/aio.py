@@ -21,7 +21,6 @@ import httpx
 from .answers import Result, StreamedAnswer
 from .base import (
     DISCOVER_TIMEOUT_S,
-    HTTP_SETTINGS,
     AsyncClosing,
     Body,
     CallOptions,
@@ -111,7 +110,7 @@ class AsyncMeshClient(ClientBase["AsyncDriver"], AsyncClosing):
         await self._driver.http.aclose()
 
     def _open_driver(self) -> AsyncDriver:
-        return AsyncDriver(httpx.AsyncClient(**HTTP_SETTINGS))
+        return AsyncDriver(httpx.AsyncClient(**self._http_settings))
 
 
 class AsyncChunkStream(StreamedAnswer, AsyncClosing):

@@ -24,6 +24,7 @@ from .answers import SSE_TYPE, Result, fetch
 from .errors import ClientError, NoNodeAvailable
 from .exchange import JSON_TYPE, MAX_TIMEOUT_S, ClientOptions, Opened, Planner, PredictRequest, Save, Steps
 from .nodes import NodeList, default_interfaces
+from .tls import Verify, ssl_verify
 
 if TYPE_CHECKING:
     from ..membership.discovery import Advert
@@ -48,6 +49,8 @@ DriverT = TypeVar("DriverT")
 DISCOVER_TIMEOUT_S = 2.0
 # The mesh is reached directly: proxies from the environment are ignored (a LAN proxy would see
 # every request), and a node never redirects.
+# The API key clients send unless given one (`api_key=`, `--api-key`).
+API_KEY_ENV = "MESHNODE_API_KEY"
 HTTP_SETTINGS: dict[str, Any] = {
     "trust_env": False,
     "follow_redirects": False,
@@ -140,10 +143,18 @@ class ClientBase(ABC, Generic[DriverT]):
         node_down_s: float = _DEFAULTS.node_down_s,
         connect_timeout_s: float = _DEFAULTS.connect_timeout_s,
         prefer_first: bool = False,
+        verify: Verify = True,
+        api_key: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Send to the mesh that ``nodes`` (URLs or ``"host:port"``) belong to; see docs/client.md."""
+        """Send to the mesh that ``nodes`` (URLs or ``"host:port"``) belong to; see docs/client.md.
+
+        ``verify`` says which HTTPS certificates to trust (``tls.py``): True (public CAs, or the file
+        in ``$MESHNODE_CA_CERT``), a CA file's path, an ``ssl.SSLContext``, or False (none checked).
+        ``api_key`` (default ``$MESHNODE_API_KEY``) goes with every request as
+        ``Authorization: Bearer KEY``; nodes ask for one from clients on other machines.
+        """
         self.options = ClientOptions(
             timeout_s=timeout,
             retries=retries,
@@ -157,6 +168,16 @@ class ClientBase(ABC, Generic[DriverT]):
         nodes_list = NodeList(seeds, rng or random.Random(), prefer_first=prefer_first)
         self._planner = Planner(nodes_list, self.options, clock)
         self._clock = clock
+        #: What the face's httpx client verifies certificates with (a CA file is read once, here).
+        self._verify = ssl_verify(verify)
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        if key is not None and (not key.isprintable() or not key.strip() or len(key) > 256):
+            raise ValueError("api_key must be a short printable string (a meshnode API key)")
+        headers = dict(HTTP_SETTINGS["headers"])
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key.strip()}"
+        #: What the face's httpx client is made with: timeouts, limits, headers (the key included).
+        self._http_settings: dict[str, Any] = {**HTTP_SETTINGS, "headers": headers, "verify": self._verify}
         self._driver: DriverT = self._open_driver()
 
     @abstractmethod
@@ -276,7 +297,7 @@ async def discover_seeds(
 
 
 def discovered_seeds(adverts: Sequence[Advert], mesh_id: str | None, interfaces: Sequence[str]) -> list[str]:
-    """The HTTP URLs of the nodes mDNS found: of one mesh only, or an error that says why not."""
+    """The base URLs (https:// for TLS nodes) of the nodes mDNS found, of one mesh, or why not."""
     meshes = sorted({advert.mesh_id for advert in adverts if mesh_id is None or advert.mesh_id == mesh_id})
     where = f"on {', '.join(interfaces)}"
     if not meshes:
@@ -286,7 +307,7 @@ def discovered_seeds(adverts: Sequence[Advert], mesh_id: str | None, interfaces:
         raise ClientError(
             f"nodes of several meshes answered mDNS {where} ({', '.join(meshes)}): pass mesh_id"
         )
-    return [f"http://{advert.http_addr}" for advert in adverts if advert.mesh_id == meshes[0]]
+    return [advert.http_url for advert in adverts if advert.mesh_id == meshes[0]]
 
 
 def save_file(path: str | os.PathLike[str], content: bytes) -> None:

@@ -3,10 +3,13 @@
     MeshnodeError                  (meshnode.errors: the base of everything meshnode raises)
     └── ClientError                the client gave up on a request
         ├── NoNodeAvailable        no node answered at all (none known, or every one unreachable)
+        ├── TLSError               no node could be reached over TLS: a certificate that did not
+        │                          verify, or a node that does not speak HTTPS (never retried)
         ├── RequestTimeout         no answer within the request's timeout
         ├── RequestFailed          the mesh answered with an HTTP error: .status .kind .message
         │   │                      .request_id .node .retry_after_s
         │   ├── RequestRejected    400, 413, 422: the body, a header or its size was refused
+        │   ├── Unauthorized       401, 403: no valid API key, or one of too small a scope
         │   ├── DeploymentNotFound 404: no deployment of that name in the mesh
         │   ├── Unavailable        429, 503: saturated or still loading (retryable, Retry-After)
         │   ├── GatewayTimeout     504: the mesh gave up at the deadline (also a RequestTimeout)
@@ -45,6 +48,8 @@ __all__ = [
     "RequestRejected",
     "RequestTimeout",
     "StreamBroken",
+    "TLSError",
+    "Unauthorized",
     "Unavailable",
     "error_fields",
     "error_from_answer",
@@ -65,6 +70,16 @@ class NoNodeAvailable(ClientError):
 
     retryable = True
     kind = "no_node"
+
+
+class TLSError(ClientError):
+    """Every node tried failed its TLS handshake; the message names each node and why.
+
+    A certificate the client does not trust (its private CA not given, or a name the certificate
+    does not hold), or a node that does not serve HTTPS. Not retryable: waiting changes neither.
+    """
+
+    kind = "tls"
 
 
 class RequestTimeout(ClientError):
@@ -99,6 +114,10 @@ class RequestFailed(ClientError):
 
 class RequestRejected(RequestFailed):
     """400, 413 or 422: the request itself was refused; sending it again will not help."""
+
+
+class Unauthorized(RequestFailed):
+    """401 or 403: the node wants an API key (``api_key=``, ``$MESHNODE_API_KEY``), or a bigger scope."""
 
 
 class DeploymentNotFound(RequestFailed):
@@ -136,6 +155,8 @@ class StreamBroken(ClientError):
 
 _BY_STATUS: dict[int, type[RequestFailed]] = {
     400: RequestRejected,
+    401: Unauthorized,
+    403: Unauthorized,
     404: DeploymentNotFound,
     413: RequestRejected,
     422: RequestRejected,

@@ -33,6 +33,9 @@ Rules (the forwarder's, ``node/dataplane/forward.py``, applied between the clien
 - The deadline covers everything (refresh, failovers, pauses, the answer itself). The node is told
   the time left (``X-Request-Timeout``), so it answers 504 at the deadline; the client waits
   ``deadline_grace_s`` longer for that answer before giving up with ``RequestTimeout``.
+- A node whose TLS handshake fails is failed over like one that refused the connection; a round in
+  which every node failed that way raises ``TLSError`` at once (``tls.py``): no wait fixes a
+  certificate.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from .errors import ClientError, NoNodeAvailable, RequestFailed, RequestTimeout, error_from_answer
+from .errors import ClientError, NoNodeAvailable, RequestFailed, RequestTimeout, TLSError, error_from_answer
 from .nodes import NodeList
+from .tls import describe_failure, tls_failure
 
 __all__ = [
     "JSON_TYPE",
@@ -256,6 +260,7 @@ class Planner:
         """
         failures: list[str] = []
         last_failure: httpx.RequestError | None = None
+        tls_failures = 0
         for node in self.nodes.order(self._clock()):
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -266,6 +271,7 @@ class Planner:
                 content = yield Read(response)
             except httpx.RequestError as exc:
                 last_failure = self._failed(node, exc, failures)
+                tls_failures += tls_failure(exc) is not None
                 continue
             if response.status_code >= 400:
                 error = error_from_answer(response.status_code, response.headers, content, node)
@@ -276,6 +282,7 @@ class Planner:
                 continue
             self.nodes.mark_good(node)
             return _json_or_none(content)
+        _raise_if_only_tls(failures, tls_failures, last_failure)
         raise NoNodeAvailable(
             f"no node took {method} {path}: {', '.join(failures) or 'none known'}"
         ) from last_failure
@@ -285,6 +292,7 @@ class Planner:
         failures: list[str] = []
         last_failure: httpx.RequestError | None = None
         not_ready: RequestFailed | None = None
+        tls_failures = 0
         url_path = f"/v1/predict/{request.deployment}"
         for node in self.nodes.order(self._clock()):
             remaining = deadline - self._clock()
@@ -301,6 +309,7 @@ class Planner:
             except httpx.RequestError as exc:
                 # No byte of an answer arrived: the request may go to another node.
                 last_failure = self._failed(node, exc, failures)
+                tls_failures += tls_failure(exc) is not None
                 continue
             error = error_from_answer(response.status_code, response.headers, content, node)
             if error.status != 503:
@@ -315,13 +324,14 @@ class Planner:
             raise RequestTimeout(_timed_out(request, failures)) from last_failure
         if not_ready is not None:
             return not_ready
+        _raise_if_only_tls(failures, tls_failures, last_failure)
         unreachable = NoNodeAvailable(f"no node answered: {', '.join(failures) or 'none known'}")
         unreachable.__cause__ = last_failure
         return unreachable
 
     def _failed(self, node: str, exc: httpx.RequestError, failures: list[str]) -> httpx.RequestError:
         """`node` did not answer: note why, try it last for a while; the error, for chaining."""
-        failures.append(f"{node} ({_describe(exc)})")
+        failures.append(f"{node} ({describe_failure(exc, node)})")
         self._unreachable(node)
         return exc
 
@@ -351,8 +361,10 @@ def _timed_out(request: PredictRequest, failures: list[str]) -> str:
     return f"no answer from the mesh within {request.timeout_s:g} s{detail}"
 
 
-def _describe(exc: httpx.RequestError) -> str:
-    return str(exc) or type(exc).__name__
+def _raise_if_only_tls(failures: list[str], tls_failures: int, last: httpx.RequestError | None) -> None:
+    """TLSError when every failure of a round was a TLS handshake (not retried: see the docstring)."""
+    if failures and tls_failures == len(failures):
+        raise TLSError(f"no node could be reached over TLS: {', '.join(failures)}") from last
 
 
 def _json_or_none(content: bytes) -> object:

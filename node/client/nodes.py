@@ -12,6 +12,10 @@ Pure logic (no sockets, no clocks: ``now`` comes in as an argument), shared by `
   come in random order, so many clients spread over the mesh instead of herding on one node.
 - A node that did not answer is marked down for a while and put last: still tried when nothing else
   is left, since "down" is only a guess (a restarting node answers again within seconds).
+- A member's URL is ``https://`` when the view says it serves TLS (``"tls": true``), ``http://``
+  when it says not; a view from a node that predates the flag lends every member its own scheme.
+  A view that came over HTTPS never yields a plain-HTTP member: a client that reached the mesh
+  over TLS does not send its requests and keys in clear to a node that would take them so.
 """
 
 from __future__ import annotations
@@ -48,8 +52,8 @@ def node_url(address: str, *, scheme: str = "http") -> str:
 def members_from_view(view: object, answered_by: str) -> tuple[list[str], list[str]] | None:
     """Base URLs of a ``/v1/mesh`` body's ``(alive, suspect)`` members; None if the body is malformed.
 
-    ``answered_by`` is the URL the view came from: its scheme is used for every member, and it stands
-    for the node itself, which may advertise an unspecified address (``0.0.0.0``).
+    ``answered_by`` is the URL the view came from: it stands for the node itself, which may advertise
+    an unspecified address (``0.0.0.0``); its scheme is the members' when the view does not say theirs.
     """
     if not isinstance(view, Mapping) or not isinstance(view.get("members"), list):
         return None
@@ -60,7 +64,7 @@ def members_from_view(view: object, answered_by: str) -> tuple[list[str], list[s
         if not isinstance(member, Mapping) or member.get("status") not in ("alive", "suspect"):
             continue
         url = answered_by if member.get("id") == view.get("self") else _member_url(member, scheme)
-        if url is not None:
+        if url is not None and not (scheme == "https" and url.startswith("http://")):
             (alive if member["status"] == "alive" else suspect).append(url)
     return _unique(alive), _unique(suspect)
 
@@ -159,10 +163,12 @@ def default_interfaces() -> list[str]:
     return [next(addresses, _LOOPBACK)]
 
 
-def _member_url(member: Mapping[str, Any], scheme: str) -> str | None:
+def _member_url(member: Mapping[str, Any], default_scheme: str) -> str | None:
     address = member.get("http")
     if not isinstance(address, str) or _unspecified_host(address):
         return None
+    tls = member.get("tls")
+    scheme = default_scheme if not isinstance(tls, bool) else "https" if tls else "http"
     try:
         return node_url(address, scheme=scheme)
     except ValueError:

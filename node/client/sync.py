@@ -31,7 +31,6 @@ import httpx
 from .answers import Result, StreamedAnswer
 from .base import (
     DISCOVER_TIMEOUT_S,
-    HTTP_SETTINGS,
     Body,
     CallOptions,
     ClientBase,
@@ -122,7 +121,7 @@ class MeshClient(ClientBase["BlockingDriver"], Closing):
         self._driver.http.close()
 
     def _open_driver(self) -> BlockingDriver:
-        return BlockingDriver(httpx.Client(**HTTP_SETTINGS))
+        return BlockingDriver(httpx.Client(**self._http_settings))
 
 
 class ChunkStream(StreamedAnswer, Closing):

@@ -129,8 +129,8 @@ class LocalReplicas(Protocol):
 class Links(Protocol):
     """The data plane's links to peers: ``PeerLinks`` (``links.py``), or ``meshnode.testing``'s fake."""
 
-    def call(self, node: NodeId, addr: str, call: Call) -> AsyncGenerator[Envelope, None]:
-        """Send `call` to the peer at `addr`; yield its chunks, then its Reply or Failure."""
+    def call(self, node: NodeId, addr: str, key: str, call: Call) -> AsyncGenerator[Envelope, None]:
+        """Send `call` to the peer at `addr` (CURVE key `key`); yield its chunks, then Reply or Failure."""
         ...
 
     def in_flight(self) -> dict[NodeId, int]:
@@ -263,7 +263,7 @@ class Forwarder:
             if replica is None:
                 raise NotReady(f"the replica of {call.deployment} here stopped", retry_after_s=1.0)
             return replica.call(call)
-        return self._links.call(candidate.node, candidate.data_addr, call)
+        return self._links.call(candidate.node, candidate.data_addr, candidate.data_key, call)
 
     def _nothing_ready(self, deployment: str) -> MeshnodeError:
         known = self._replicas.get(deployment) is not None or any(

@@ -45,14 +45,24 @@ from ..mesh.envelope import (
     encode_envelope,
 )
 from ..mesh.types import NodeId
+from ..trust.curve import CurveKeys
 from .frames import FrameReader
 
 log = logging.getLogger(__name__)
+
+_Z85_KEY_CHARS = 40
 
 # ZeroMQ heartbeats: a peer silent this long (no FIN, e.g. a cut cable) counts as disconnected.
 _HEARTBEAT_INTERVAL_MS = 1000
 _HEARTBEAT_TIMEOUT_MS = 3000
 _SEND_HIGH_WATER_MARK = 10_000
+# A refused handshake is final: libzmq does not reconnect after one.
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_MONITORED_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 
 
 @dataclass
@@ -74,10 +84,17 @@ class _Link:
     """The DEALER to one peer and the requests outstanding on it."""
 
     def __init__(
-        self, ctx: zmq.Context[zmq.Socket[bytes]], node: NodeId, addr: str, max_frame_bytes: int
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        node: NodeId,
+        addr: str,
+        server_key: bytes,
+        client: CurveKeys,
+        max_frame_bytes: int,
     ) -> None:
         self.node = node
         self.addr = addr
+        self.server_key = server_key
         self.pending: dict[str, _Pending] = {}
         self.connected = False
         self.handshake = asyncio.Event()
@@ -90,7 +107,11 @@ class _Link:
         sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
         sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_INTERVAL_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
-        self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        # CURVE: we talk only to the key the peer announced in gossip, as a holder of the token.
+        sock.curve_serverkey = server_key
+        sock.curve_publickey = client.public
+        sock.curve_secretkey = client.secret
+        self.monitor = sock.get_monitor_socket(_MONITORED_EVENTS)
         sock.connect(f"tcp://{addr}")
         self.sock = sock
         self.reader: FrameReader | None = None
@@ -118,8 +139,15 @@ class PeerLinks:
     """Every outbound data-plane connection of this agent, keyed by peer node id."""
 
     def __init__(
-        self, *, max_frame_bytes: int, max_in_flight_per_peer: int, connect_timeout_s: float
+        self,
+        *,
+        client: CurveKeys,
+        max_frame_bytes: int,
+        max_in_flight_per_peer: int,
+        connect_timeout_s: float,
     ) -> None:
+        # Replaced whole when the mesh's primary token changes; links made after use the new one.
+        self.client = client
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._links: dict[NodeId, _Link] = {}
         self._max_frame_bytes = max_frame_bytes
@@ -145,11 +173,14 @@ class PeerLinks:
         """Requests outstanding per peer: routing's in-flight correction."""
         return {node: len(link.pending) for node, link in self._links.items() if link.pending}
 
-    async def call(self, node: NodeId, addr: str, call: Call) -> AsyncGenerator[Envelope, None]:
-        """Send `call` to the peer; yield its envelopes (see the module docstring)."""
+    async def call(self, node: NodeId, addr: str, key: str, call: Call) -> AsyncGenerator[Envelope, None]:
+        """Send `call` to the peer at `addr` with CURVE key `key`; yield its envelopes (see above)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
-        link = self._link(node, addr)
+        if len(key) != _Z85_KEY_CHARS:
+            yield Failure(call.request_id, "peer_unreachable", f"{addr} announced no data-plane key", True)
+            return
+        link = self._link(node, addr, key.encode("ascii"))
         rid = call.request_id
         refusal = await self._refusal(link, call, deadline)
         if refusal is not None:
@@ -206,13 +237,14 @@ class PeerLinks:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _link(self, node: NodeId, addr: str) -> _Link:
+    def _link(self, node: NodeId, addr: str, key: bytes) -> _Link:
         link = self._links.get(node)
-        if link is not None and link.addr != addr:
-            self.forget(node, f"peer moved from {link.addr} to {addr}")  # restarted on another port
+        if link is not None and (link.addr, link.server_key) != (addr, key):
+            # Restarted: on another port, and always with a new key.
+            self.forget(node, f"peer restarted ({link.addr} -> {addr})")
             link = None
         if link is None:
-            link = _Link(self._ctx, node, addr, self._max_frame_bytes)
+            link = _Link(self._ctx, node, addr, key, self.client, self._max_frame_bytes)
             bound = link  # the callbacks below belong to this link, not to the variable
             link.reader = FrameReader(link.sock, lambda frames: self._on_frames(bound, frames))
             link.monitor_reader = FrameReader(link.monitor, lambda frames: self._on_event(bound, frames))
@@ -267,6 +299,14 @@ class PeerLinks:
             link.connected = False
             link.handshake.set()  # it did connect once: callers stop waiting and move on
             link.fail_all("peer_lost", f"the connection to {link.addr} dropped")
+        elif event["event"] & _HANDSHAKE_FAILED:
+            # Not the key gossip announced, or our token is not one it holds (mid-rotation). The
+            # next call makes a fresh link, with whatever key and token are current by then.
+            self._count_drop(link, "handshake")
+            link.handshake.set()  # callers waiting for it move on now
+            log.warning("data-plane handshake with %s failed (event %s)", link.addr, event["event"])
+            if self._links.get(link.node) is link:
+                self.forget(link.node, f"the data-plane handshake with {link.addr} failed")
 
     def _count_drop(self, link: _Link, reason: str) -> None:
         link.dropped += 1

@@ -6,17 +6,20 @@ Each frame is one envelope (``mesh/envelope.py``). A ``Call`` from a peer runs o
 request. A file answer larger than ``chunk_bytes`` leaves as several frames (``Chunk``s of bytes,
 then a ``Reply`` with the last piece), so it does not hold up other requests on that connection.
 
-Hostile or broken input never takes the agent down: frames are validated like membership packets
-(size, msgpack, version, field types) and bad ones are dropped and counted by reason on
-``/metrics``; each peer may have at most ``max_in_flight_per_peer`` requests running here, the
-rest are refused as full (retryable, so its router tries elsewhere).
+Only members get this far: the socket is a CURVE server whose handshake admits only client keys
+derived from the mesh's tokens (``trust/curve.py``); anyone else's connection is refused before
+any frame of it is read. Hostile or broken input from members never takes the agent down: frames
+are validated like membership packets (size, msgpack, version, field types) and bad ones are
+dropped and counted by reason on ``/metrics``; each peer may have at most
+``max_in_flight_per_peer`` requests running here, the rest are refused as full (retryable, so its
+router tries elsewhere).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
 import zmq
@@ -34,6 +37,7 @@ from ..mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
+from ..trust.curve import ClientCheck, CurveKeys
 from .frames import FrameReader
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,8 @@ class DataPlaneServer:
         max_frame_bytes: int,
         max_in_flight_per_peer: int,
         chunk_bytes: int,
+        keys: CurveKeys,
+        tokens: Sequence[str],
     ) -> None:
         self._host = host
         self._port = port
@@ -66,6 +72,9 @@ class DataPlaneServer:
         self._max_in_flight = max_in_flight_per_peer
         self._chunk_bytes = chunk_bytes
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._keys = keys
+        # Admits only members' client keys, before a byte of theirs reaches _on_frames.
+        self.client_check = ClientCheck(self._ctx, tokens)
         self._reader: FrameReader | None = None
         self._running: dict[tuple[bytes, str], asyncio.Task[None]] = {}
         self._per_peer: dict[bytes, int] = {}
@@ -74,9 +83,13 @@ class DataPlaneServer:
 
     def bind(self) -> int:
         """Bind the ROUTER and start receiving; return the bound port."""
+        self.client_check.start()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IPV6, 1)
+        sock.curve_server = True
+        sock.curve_secretkey = self._keys.secret
+        sock.curve_publickey = self._keys.public
         # Sending to a peer that disconnected raises instead of dropping silently: its work stops.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         # A larger frame makes ZeroMQ drop that connection before the bytes are held in memory.
@@ -86,6 +99,11 @@ class DataPlaneServer:
         port = bind_tcp(sock, self._host, self._port, "the data plane")
         self._reader = FrameReader(sock, self._on_frames)
         return port
+
+    @property
+    def public_key(self) -> str:
+        """This node's data-plane CURVE public key, gossiped in its metadata."""
+        return self._keys.public.decode("ascii")
 
     @property
     def running(self) -> int:
@@ -100,6 +118,7 @@ class DataPlaneServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._reader is not None:
             self._reader.close()
+        self.client_check.stop()
         self._ctx.term()
 
     def _on_frames(self, frames: list[bytes]) -> None:

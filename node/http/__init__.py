@@ -1,8 +1,11 @@
 """The HTTP API every node serves, on uvicorn in the agent's own event loop.
 
-- ``server.py``: builds the uvicorn server from the app and the predict lane
+- ``server.py``: builds the uvicorn server: the gate, then the predict lane, then the app
+- ``gate.py``: ``Gate``, API keys for every request from another machine (``mesh/access.py``)
 - ``app.py``: ``create_app``, liveness, readiness, ``/v1/mesh``, the one error-to-response handler
 - ``predict.py``: ``PredictLane``, ``POST /v1/predict/{deployment}`` (JSON, streams, files)
 - ``deployments.py``: ``/v1/deployments``, declare, change, remove, inspect
-- ``metrics.py``: ``/metrics`` and Prometheus service discovery
+- ``keys.py``: ``/v1/keys``, make, list and revoke API keys
+- ``keyring.py``: ``/v1/keyring``, the steps of a mesh token rotation
+- ``metrics.py``: ``/metrics`` and Prometheus service discovery; ``stats.py``: the counters it reads
 """

@@ -13,6 +13,7 @@ log with the request id, never into a body.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -30,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import MeshnodeError
+from ..errors import BadRequest, MeshnodeError, PayloadTooLarge
 from ..mesh.member import Member
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "error_for",
     "error_response",
     "mesh_body",
+    "read_json",
     "request_id",
     "request_id_of",
 ]
@@ -82,8 +84,11 @@ class MemberView(BaseModel):
     name: str
     status: Literal["alive", "suspect", "dead", "left"]
     http: str
+    tls: bool  # whether `http` serves HTTPS
     mesh: str
     data: str  # the data-plane address peers forward requests to
+    data_key: str  # its CURVE public key (Z85); only holders of the mesh token can use it
+    key_ids: list[str]  # fingerprints of the mesh tokens it holds, primary first (rotation)
     region: str
     zone: str
     device: dict[str, Any]
@@ -114,8 +119,12 @@ def mesh_body(self_id: str, members: Iterable[Member]) -> dict[str, Any]:
                 "name": meta.name,
                 "status": member.status.value,
                 "http": meta.http,
+                "tls": meta.tls,
                 "mesh": member.addr,
                 "data": meta.data,
+                # The data plane's CURVE public key: public, but useless without the mesh token.
+                "data_key": meta.data_key,
+                "key_ids": list(meta.key_ids),
                 "region": meta.region,
                 "zone": meta.zone,
                 "device": meta.device,
@@ -263,3 +272,19 @@ class _RequestIdMiddleware:
             if started:
                 raise  # half a response is out: only closing the connection tells the client
             await error_response(500, "internal", "internal server error", rid)(scope, receive, send_with_id)
+
+
+async def read_json(request: Request, max_bytes: int, what: str) -> object:
+    """The request's JSON body, read at most `max_bytes` far (413 past it, 400 if not JSON)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"{what} is at most {max_bytes} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise PayloadTooLarge(f"{what} is at most {max_bytes} bytes")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from exc

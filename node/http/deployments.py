@@ -1,24 +1,26 @@
 """``/v1/deployments``: declare, change, remove and inspect deployments from any node.
 
 The body of ``PUT /v1/deployments/{name}`` is a deployment spec (``mesh/deployment.py``, the one
-validator shared with the wire); a bad one gets 422 naming the field and the reason. The declaration
-is stamped by this node's hybrid logical clock and gossiped; every node then places it the same way
-(``serving/deployments.py``). ``GET`` answers from this node's view, so right after a ``PUT`` a node
-far away may not list it for a gossip round or two.
+validator shared with the wire); a bad one gets 422 naming the field and the reason, and so does an
+app this node may not run (``inference/app_policy.py``: not in its Python environment or its
+``--app-dir`` folders, or a ``config.yaml`` app without ``--allow-external-apps``), which is then
+neither imported nor gossiped. The declaration is stamped by this node's hybrid logical clock and
+gossiped; every node then places it the same way (``serving/deployments.py``). ``GET`` answers from
+this node's view, so right after a ``PUT`` a node far away may not list it for a gossip round or two.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ..errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
+from ..errors import NotFound, Unprocessable
 from ..inference.app_ref import AppLoadError, parse_app_ref
 from ..mesh.deployment import DeploymentSpec, SpecError, check_name
 from ..mesh.records import Record
+from .app import read_json
 
 __all__ = ["add_deployment_routes"]
 
@@ -45,6 +47,10 @@ class DeploymentsView(Protocol):
         """Declare, change or remove `name` mesh-wide."""
         ...
 
+    def refusal(self, app: str) -> str | None:
+        """Why this node may not run `app`, or None when it may (checked without importing it)."""
+        ...
+
 
 def add_deployment_routes(app: FastAPI, deployments: DeploymentsView) -> None:
     """Mount ``GET /v1/deployments`` and ``GET/PUT/DELETE /v1/deployments/{name}``."""
@@ -64,8 +70,11 @@ def add_deployment_routes(app: FastAPI, deployments: DeploymentsView) -> None:
 
     @app.put("/v1/deployments/{name}", status_code=200)
     async def put_deployment(name: str, request: Request) -> JSONResponse:
-        """Declare or change a deployment mesh-wide (201 when it is new)."""
+        """Declare or change a deployment mesh-wide (201 when it is new; 422 for an app not allowed here)."""
         spec = _spec_of(name, await _body(request))
+        why = deployments.refusal(spec.app)
+        if why is not None:
+            raise Unprocessable(f"app: {why}")
         held = deployments.record(name)
         created = held is None or held.removed or held.stamp == 0
         deployments.declare(name, spec)
@@ -81,18 +90,7 @@ def add_deployment_routes(app: FastAPI, deployments: DeploymentsView) -> None:
 
 
 async def _body(request: Request) -> object:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_SPEC_BYTES:
-        raise PayloadTooLarge(f"a deployment spec is at most {MAX_SPEC_BYTES} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_SPEC_BYTES:
-            raise PayloadTooLarge(f"a deployment spec is at most {MAX_SPEC_BYTES} bytes")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from exc
+    return await read_json(request, MAX_SPEC_BYTES, "a deployment spec")
 
 
 def _spec_of(name: str, body: object) -> DeploymentSpec:

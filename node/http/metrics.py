@@ -15,6 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..mesh.bounds import REFUSAL_REASONS
+
 
 class _AgentCollector(Collector):
     def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
@@ -36,13 +38,32 @@ class _AgentCollector(Collector):
         yield traffic
         dropped = CounterMetricFamily(
             "meshnode_gossip_dropped",
-            "Membership packets dropped: malformed, oversized, version, mesh, multipart, error, send.",
+            "Membership packets dropped: not sealed by this mesh's token (unsealed, unknown_key, forged), "
+            "malformed, oversized, version, mesh, multipart, error, send.",
             labels=["reason"],
         )
-        for reason in ("malformed", "oversized", "version", "mesh", "multipart", "error"):
+        reasons = ("unsealed", "unknown_key", "forged", "malformed", "oversized", "version", "mesh")
+        for reason in (*reasons, "multipart", "error"):
             dropped.add_metric([reason], stats["dropped"].get(reason, 0))
         dropped.add_metric(["send"], stats["send_dropped"])
         yield dropped
+        refused = CounterMetricFamily(
+            "meshnode_gossip_refused",
+            "Gossiped values past this node's bounds (docs/membership.md, Bounds): claims cut to the "
+            "step (incarnation, meta_version), records stamped too far ahead dropped (stamp_ahead).",
+            labels=["reason"],
+        )
+        for reason in REFUSAL_REASONS:
+            refused.add_metric([reason], stats["refused"].get(reason, 0))
+        yield refused
+        http_refused = CounterMetricFamily(
+            "meshnode_http_refused",
+            "HTTP requests refused for their API key: unauthenticated (401), forbidden (403, scope).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.get("http_refused", {}).items()):
+            http_refused.add_metric([reason], count)
+        yield http_refused
         data_frames = CounterMetricFamily(
             "meshnode_data_frames", "Data-plane frames received from peers.", labels=["direction"]
         )

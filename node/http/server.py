@@ -1,7 +1,9 @@
 """The agent's HTTP server: the FastAPI app and the predict lane, on uvicorn in the agent's own loop.
 
 The socket is bound first (``bind_http``), before the node builds anything else, so its address is
-known when the node's metadata is; uvicorn then serves on that socket.
+known when the node's metadata is; uvicorn then serves on that socket, with TLS when the node has a
+certificate (``tls_context``: loaded and checked before the node joins, so a wrong file stops the
+start with one line saying which file and why).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -17,10 +21,13 @@ import uvicorn
 from ..errors import ConfigError
 from .app import MeshView, create_app
 from .deployments import DeploymentsView, add_deployment_routes
+from .gate import Gate
+from .keyring import RotationView, add_keyring_routes
+from .keys import KeysView, add_key_routes
 from .metrics import add_metrics_route
 from .predict import PredictLane, PredictLimits, Serve
 
-__all__ = ["bind_http", "http_server", "serve_http"]
+__all__ = ["bind_http", "http_server", "serve_http", "tls_context"]
 
 
 def bind_http(host: str, port: int) -> socket.socket:
@@ -42,6 +49,27 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """HTTPS from a PEM certificate (chain) and its key, None for plain HTTP; ConfigError: which file."""
+    if cert is None or key is None:
+        return None
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path}: cannot read it: {exc.strerror or exc}") from exc
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # uvicorn's h11 protocol speaks HTTP/1.1 only; saying so lets HTTP/2 clients settle at once.
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        # A passphrase would be asked on the terminal by OpenSSL, hanging an unattended agent.
+        context.load_cert_chain(cert, key, password=_no_passphrase(key))
+    except ssl.SSLError as exc:
+        raise ConfigError(_tls_problem(cert, key, exc)) from exc
+    return context
+
+
 def http_server(
     *,
     node: MeshView,
@@ -49,14 +77,26 @@ def http_server(
     stats: Callable[[], dict[str, Any]],
     serve: Serve,
     limits: PredictLimits,
+    keys: KeysView,
+    rotation: RotationView,
+    insecure: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> uvicorn.Server:
-    """uvicorn serving every route of this node, not started yet."""
+    """uvicorn serving every route of this node (HTTPS with ``tls``), not started yet."""
     app = create_app(node)
     add_deployment_routes(app, deployments)
-    add_metrics_route(app, stats)
-    lane = PredictLane(app, serve, limits)
+    add_key_routes(app, keys)
+    add_keyring_routes(app, rotation)
+    # Outermost: no route, the predict lane's included, is reached without passing the gate.
+    gate = Gate(PredictLane(app, serve, limits), keys.key, insecure=insecure)
+    add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)})
     # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.
-    config = uvicorn.Config(lane, log_level="warning", access_log=False, lifespan="off", proxy_headers=False)
+    # With TLS: the context checked at start (tls_context), not one uvicorn would build from the
+    # files again. ssl_context_factory is uvicorn 0.47's; plain HTTP does not need it.
+    https: dict[str, Any] = {} if tls is None else {"ssl_context_factory": lambda _config, _default: tls}
+    config = uvicorn.Config(
+        gate, log_level="warning", access_log=False, lifespan="off", proxy_headers=False, **https
+    )
     return _QuietServer(config)
 
 
@@ -76,3 +116,25 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _no_passphrase(key: Path) -> Callable[[], bytes]:
+    def refuse() -> bytes:
+        raise ConfigError(
+            f"--tls-key {key} is protected by a passphrase; give the agent an unencrypted copy, "
+            f"readable only by its user (openssl pkey -in {key} -out key.pem)"
+        )
+
+    return refuse
+
+
+def _tls_problem(cert: Path, key: Path, exc: ssl.SSLError) -> str:
+    """Which of the two files is wrong, from OpenSSL's terse reason."""
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"--tls-key {key} is not the private key of the certificate in --tls-cert {cert}"
+    detail = f" ({exc.reason})" if exc.reason else ""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        return f"--tls-cert {cert} holds no PEM certificate{detail}"
+    return f"--tls-key {key} holds no PEM private key{detail}"

@@ -1,9 +1,10 @@
 """Finding other nodes on the LAN by mDNS (python-zeroconf, asyncio API).
 
 Each agent registers one ``_meshnode._tcp.local.`` service whose TXT record carries its node id, mesh
-id, ports and version, and browses for the others. A found node is only a hint handed to the caller
-(``on_found``), who joins it through SWIM: python-zeroconf keeps PTR records for at least 1125 s, so a
-node killed with -9 stays "present" in mDNS long after it is gone, and liveness is SWIM's job alone.
+id, ports and version (and ``tls=1`` when its HTTP port serves HTTPS), and browses for the others. A
+found node is only a hint handed to the caller (``on_found``), who joins it through SWIM:
+python-zeroconf keeps PTR records for at least 1125 s, so a node killed with -9 stays "present" in
+mDNS long after it is gone, and liveness is SWIM's job alone.
 That is why there is no removal callback.
 
 Interfaces are always explicit: zeroconf's default (every interface) would send our multicast out of
@@ -57,6 +58,12 @@ class Advert:
     mesh_addr: str  # "host:port" of the gossip socket
     http_addr: str  # "host:port" of the HTTP API
     version: str
+    tls: bool = False  # the HTTP API serves HTTPS (TXT "tls=1"; absent from older nodes: plain HTTP)
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the node's HTTP API."""
+        return f"{'https' if self.tls else 'http'}://{self.http_addr}"
 
 
 class Discovery:
@@ -267,6 +274,7 @@ def _service_info(advert: Advert, interfaces: list[str]) -> AsyncServiceInfo:
             "mesh_port": str(mesh_port),
             "version": advert.version,
             "name": _truncate_utf8(advert.name, _MAX_TXT_VALUE_BYTES),
+            **({"tls": "1"} if advert.tls else {}),
         },
         # Host names must be unique per node, even for several nodes on one machine.
         server=f"meshnode-{advert.node_id[:16]}.local.",
@@ -321,6 +329,7 @@ def _advert_from_info(info: AsyncServiceInfo) -> Advert | None:
         mesh_addr=join_host_port(address, mesh_port),
         http_addr=join_host_port(http_host, http_port),
         version=fields["version"],
+        tls=info.properties.get(b"tls") == b"1",
     )
 
 

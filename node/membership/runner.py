@@ -2,12 +2,13 @@
 
 It makes no protocol decisions. Two tasks share the core (one event loop, so no locks):
 
-- the receiver decodes each frame (``wire.decode``, which validates everything) and hands the
-  packet to ``Membership.handle``; anything malformed is counted by reason and dropped;
+- the receiver opens each frame with the mesh's keyring (``trust/keyring.py``: a packet sealed by
+  no key of this mesh is dropped unread), decodes it (``wire.decode``, which validates everything)
+  and hands the packet to ``Membership.handle``; anything else is counted by reason and dropped;
 - the timer calls ``Membership.tick`` and then sleeps until ``next_deadline``, or until woken
   because a packet or a local change made something due sooner.
 
-Effects are carried out here: packets are encoded and sent, membership changes and deployment
+Effects are carried out here: packets are encoded, sealed and sent, membership changes and deployment
 records are passed on, a raised incarnation is persisted (off the event loop), and a changed view
 is announced (``on_view``) so placement and requests waiting for a cold start look again.
 
@@ -20,17 +21,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
 from ..mesh import wire
+from ..mesh.access import ApiKey
 from ..mesh.deployment import DeploymentSpec
-from ..mesh.effects import Effect, IncarnationChanged, MemberChanged, RecordChanged, Send
+from ..mesh.effects import (
+    Effect,
+    IncarnationChanged,
+    KeyChanged,
+    KeyringChanged,
+    MemberChanged,
+    RecordChanged,
+    Send,
+)
+from ..mesh.keyring_record import KeyringRecord
 from ..mesh.member import Member
 from ..mesh.membership import Membership
 from ..mesh.metadata import NodeMeta
 from ..mesh.records import Record
 from ..mesh.types import Address, NodeId
+from ..trust.keyring import Keyring, SealError
 from .transport import MembershipTransport
 
 log = logging.getLogger(__name__)
@@ -44,18 +57,25 @@ class GossipRunner:
         core: Membership,
         transport: MembershipTransport,
         mesh_id: str,
+        keyring: Keyring,
         *,
         on_change: Callable[[MemberChanged], None],
         on_incarnation: Callable[[int], None],
         on_record: Callable[[Record], None] = lambda record: None,
+        on_key: Callable[[ApiKey], None] = lambda key: None,
+        on_keyring: Callable[[KeyringRecord], None] = lambda record: None,
         on_view: Callable[[], None] = lambda: None,
     ) -> None:
         self.core = core
         self.transport = transport
         self.mesh_id = mesh_id
+        # Replaced whole when the mesh's tokens change (rotation); never mutated in place.
+        self.keyring = keyring
         self._on_change = on_change
         self._on_incarnation = on_incarnation
         self._on_record = on_record
+        self._on_key = on_key
+        self._on_keyring = on_keyring
         self._on_view = on_view
         self._seen_view = core.view_version
         self._wake = asyncio.Event()
@@ -88,7 +108,7 @@ class GossipRunner:
         for effect in effects:
             match effect:
                 case Send(addr, packet):
-                    data = wire.encode(packet, self.mesh_id)
+                    data = self.keyring.seal(wire.encode(packet, self.mesh_id))
                     if self.transport.send(addr, data):
                         self.bytes_out += len(data)
                 case MemberChanged() as change:
@@ -97,6 +117,10 @@ class GossipRunner:
                     self._on_incarnation(incarnation)
                 case RecordChanged(record):
                     self._on_record(record)
+                case KeyChanged(key):
+                    self._on_key(key)
+                case KeyringChanged(ring):
+                    self._on_keyring(ring)
         if self.core.view_version != self._seen_view:
             # Members or their metadata changed (a replica became ready somewhere): tell waiters.
             self._seen_view = self.core.view_version
@@ -162,7 +186,31 @@ class GossipRunner:
 
     def merge_record(self, record: Record) -> None:
         """Take a record as if gossiped (restored from disk, or a pinned replica's declaration)."""
-        self.carry_out(self.core.merge_record(record))
+        self.carry_out(self.core.merge_record(record, int(time.time() * 1000)))
+
+    def key(self, key_id: str) -> ApiKey | None:
+        """The API key with this id, revoked or not (what the HTTP gate asks on every request)."""
+        return self.core.keys.get(key_id)
+
+    def all_keys(self) -> list[ApiKey]:
+        """Every API key, revoked ones included."""
+        return self.core.keys.all()
+
+    def merge_key(self, key: ApiKey) -> None:
+        """Take an API key made or revoked here, or restored from disk, and gossip it if new."""
+        self.carry_out(self.core.tables.merge_key(key))
+
+    def keyring_record(self) -> KeyringRecord | None:
+        """The mesh's tokens as the last rotation step wrote them (None before any)."""
+        return self.core.tables.keyring
+
+    def write_keyring(self, tokens: tuple[str, ...]) -> None:
+        """A rotation step: the tokens every node should hold, primary first, gossiped mesh-wide."""
+        self.carry_out(self.core.tables.write_keyring(tokens, int(time.time() * 1000)))
+
+    def merge_keyring(self, record: KeyringRecord) -> None:
+        """Take a keyring record restored from disk (gossiped on if it is news)."""
+        self.carry_out(self.core.tables.merge_keyring(record, int(time.time() * 1000)))
 
     def expire_records(self, wall_ms: int, tombstone_ttl_s: float) -> list[str]:
         """Forget tombstones older than the TTL; the names forgotten."""
@@ -177,8 +225,14 @@ class GossipRunner:
                 continue
             self.bytes_in += len(data)
             try:
+                # Opened before anything decodes it: a non-member's bytes reach no parser.
+                plain = self.keyring.open(data)
+            except SealError as exc:
+                self.dropped[exc.reason] += 1
+                continue
+            try:
                 packet = wire.decode(
-                    data, self.mesh_id, max_bytes=config.max_packet_bytes, max_members=config.max_members
+                    plain, self.mesh_id, max_bytes=config.max_packet_bytes, max_members=config.max_members
                 )
             except wire.WireError as exc:
                 self.dropped[exc.reason] += 1
@@ -186,7 +240,7 @@ class GossipRunner:
                 continue
             self.received += 1
             try:
-                self.carry_out(self.core.handle(packet, self.now()))
+                self.carry_out(self.core.handle(packet, self.now(), int(time.time() * 1000)))
             except Exception:
                 # A core bug must not take the agent down; the packet is lost like a datagram.
                 self.dropped["error"] += 1

@@ -62,6 +62,7 @@ class SelfMeta:
             speeds=replicas.speeds(asyncio.get_running_loop().time()),
             replicas=replicas.entries(),
             waiting=dict(self._waiting),
+            key_ids=tuple(self._runner.keyring.key_ids),
         ).fit(self._max_bytes)
 
     def publish(self) -> None:

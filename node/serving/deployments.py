@@ -10,7 +10,9 @@ table, member metadata for devices, replicas and demand) and acts only on itself
 3. ``placement.action_for`` says what this node does about its own replica: start, promote,
    demote, stop (make before break: only once every current host serves), replace it when the app
    changed, or give up on it when its setup keeps failing, and this shell carries that out through
-   the replica table (``replicas.py``).
+   the replica table (``replicas.py``). Before a start it checks that this node may run the app
+   at all (``inference/app_policy.py``); one it may not run is never imported here: the node sits
+   the deployment out, gossiped as ``failed`` with the reason, and the next node in rank takes it.
 
 The loop runs every ``placement_interval_s`` and at once on a trigger (a record, a view change, a
 request waiting for a cold start), at most every ``placement_min_round_gap_s``. It also holds
@@ -34,6 +36,7 @@ from typing import Any
 
 from ..config import AgentConfig
 from ..errors import MeshnodeError, NotFound, NotReady
+from ..inference.app_policy import AppPolicy, refusal
 from ..membership.runner import GossipRunner
 from ..mesh import replica_view
 from ..mesh.autoscale import Autoscaler
@@ -76,6 +79,8 @@ class Deployments:
         self._publish = publish
         self._persist = persist
         self._forget = forget
+        # Which apps may run here (``inference/app_policy.py``): checked on PUT and before a start.
+        self.app_policy = AppPolicy.build(config.app_dirs, config.allow_external_apps, pinned=pinned.values())
         # Requests held here until a replica is ready (gossiped as NodeMeta.waiting).
         self.cold_starts = ColdStarts(
             queue_size=config.cold_start_queue_size,
@@ -144,6 +149,10 @@ class Deployments:
     def record(self, name: str) -> Record | None:
         """The winning record of `name`, tombstone or not."""
         return self._membership.record(name)
+
+    def refusal(self, app: str) -> str | None:
+        """Why this node may not run `app` (it is then never imported here), or None when it may."""
+        return refusal(app, self.app_policy)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -214,7 +223,9 @@ class Deployments:
             scaler.respec(spec)
         demand = replica_view.demand(name, members, self.node_id, local, self.waiting[name])
         decision = scaler.observe(now, demand.concurrency, demand.waiting)
-        sitting_out = self._replicas.sits_out(name, spec.app)
+        # This node's sit-out, by its error: a failed setup, or an app it may not run.
+        here = self._replicas.entry(name) if self._replicas.sits_out(name, spec.app) else None
+        sat_out = here.error if here is not None else None
         placed = cached_plan(
             name,
             decision.desired,
@@ -223,7 +234,7 @@ class Deployments:
             replica_view.pinned_nodes(name, members, self.node_id, local),
             spec.backups,
             spec.spread,
-            tuple(sorted(replica_view.excluded(name, members, self.node_id, sitting_out).items())),
+            tuple(sorted(replica_view.excluded(name, members, self.node_id, sat_out).items())),
         )
         return Outcome(decision, placed)
 
@@ -245,6 +256,16 @@ class Deployments:
         )
         match action:
             case Action.START | Action.START_BACKUP:
+                if (why := self.refusal(spec.app)) is not None:
+                    # Never imported here: sit it out like a failed setup, so the next node in rank
+                    # takes it; checked again after the hold (an app folder may gain the file).
+                    log.warning("placement: %s cannot run here: %s", name, why)
+                    until = asyncio.get_running_loop().time() + self._config.replica_failed_hold_s
+                    self._replicas.sit_out(name, spec.app, until, replica_view.cannot_run_here(why))
+                    self.actions["give_up"] += 1
+                    self._publish()
+                    self.poke()
+                    return
                 backup = action == Action.START_BACKUP
                 log.info("placement: starting %s here (%s)", name, "backup" if backup else "host")
                 await self._replicas.start(name, spec.app, standby=backup)

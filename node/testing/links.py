@@ -117,7 +117,7 @@ class FakeLinks:
         """Requests outstanding per peer."""
         return {node: len(pending) for node, pending in self._pending.items() if pending}
 
-    async def call(self, node: NodeId, addr: str, call: Call) -> AsyncGenerator[Envelope, None]:
+    async def call(self, node: NodeId, addr: str, key: str, call: Call) -> AsyncGenerator[Envelope, None]:
         """Run `call` on the peer; yield its envelopes (see the module docstring)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -106,14 +108,26 @@ class AgentProcess:
         workdir: Path,
         *,
         mesh_id: str,
+        token: str | None = None,
         seeds: Sequence[str] = (),
         mdns: bool = False,
         profile: str = "local",
         extra_args: Sequence[str] = (),
+        ca: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        """Plan the agent; nothing runs until ``start``."""
+        """Plan the agent; nothing runs until ``start``.
+
+        An agent whose ``extra_args`` hold ``--tls-cert`` serves HTTPS: the harness then talks to it
+        over https://, verifying its certificate against the CA file ``ca``. ``env`` adds to (or
+        replaces) the agent's environment variables.
+        """
         self.name = name
         self.mesh_id = mesh_id
+        # The mesh's join token (MESHNODE_TOKEN); a fresh one per agent when None. "" gives none: the
+        # agent finds or makes its own (its data dir, then $MESHNODE_HOME; node/trust/token.py).
+        self.token = secrets.token_urlsafe(32) if token is None else token
+        self.env = dict(env or {})
         self.http = f"{HOST}:{free_port()}"
         self.mesh = f"{HOST}:{free_port()}"
         self.data_dir = workdir / name
@@ -125,6 +139,8 @@ class AgentProcess:
         for seed in seeds:
             command += ["--seed", seed]
         self.command = [*command, *extra_args]
+        self.scheme = "https" if "--tls-cert" in extra_args else "http"
+        self.verify: ssl.SSLContext | bool = True if ca is None else ssl.create_default_context(cafile=ca)
         self.node_id = ""
         self.process: subprocess.Popen[bytes] | None = None
         # Every process ever started for this agent (restarts included): cleanup goes by these pids.
@@ -133,7 +149,7 @@ class AgentProcess:
     @property
     def url(self) -> str:
         """Base URL of the agent's HTTP API."""
-        return f"http://{self.http}"
+        return f"{self.scheme}://{self.http}"
 
     @property
     def pid(self) -> int:
@@ -152,6 +168,11 @@ class AgentProcess:
         """Start the process (output appended to the log); does not wait for it to serve."""
         assert not self.running, f"{self.name} is already running"
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # The token this agent was planned with (none for ""), never one from the test's environment.
+        env.pop("MESHNODE_TOKEN", None)
+        if self.token:
+            env["MESHNODE_TOKEN"] = self.token
         with self.log_path.open("ab") as log:
             log.write(f"--- test harness: starting {' '.join(self.command)}\n".encode())
             log.flush()
@@ -161,7 +182,7 @@ class AgentProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=env,
                 # Its own session: a Ctrl-C reaches only pytest, whose cleanup then stops the agent.
                 start_new_session=True,
                 preexec_fn=_die_with_parent() if sys.platform.startswith("linux") else None,
@@ -223,7 +244,7 @@ class AgentProcess:
 
     def get(self, path: str, timeout: float = VIEW_TIMEOUT_S) -> httpx.Response:
         """GET a path of the agent's HTTP API (no proxies from the environment)."""
-        return httpx.get(f"{self.url}{path}", timeout=timeout, trust_env=False)
+        return httpx.get(f"{self.url}{path}", timeout=timeout, trust_env=False, verify=self.verify)
 
     def view(self) -> dict[str, Any]:
         """The agent's ``/v1/mesh`` body; fails with its log tail if it cannot be read."""
@@ -277,15 +298,20 @@ class Mesh:
         seeded: bool = True,
         profile: str = "local",
         mesh_id: str | None = None,
+        token: str | None = None,
         extra_args: Mapping[int, Sequence[str]] | None = None,
+        ca: Path | None = None,
     ) -> None:
         """Plan ``size`` agents; with ``seeded`` the first is the seed of the others.
 
-        ``extra_args`` maps an agent's index to more ``meshnode join`` arguments (``--deploy ...``).
+        ``extra_args`` maps an agent's index to more ``meshnode join`` arguments (``--deploy ...``);
+        ``ca`` is the CA file that agents given ``--tls-cert`` there are verified against.
         """
         if size < 1:
             raise ValueError("a mesh needs at least one agent")
         self.mesh_id = mesh_id or f"test-{uuid.uuid4().hex[:12]}"
+        # Every mesh has a token of its own, as two meshes on one network segment would.
+        self.token = token or secrets.token_urlsafe(32)
         self.agents: list[AgentProcess] = []
         for index in range(size):
             seeds = [self.agents[0].mesh] if seeded and index > 0 else []
@@ -293,10 +319,12 @@ class Mesh:
                 f"n{index}",
                 workdir,
                 mesh_id=self.mesh_id,
+                token=self.token,
                 seeds=seeds,
                 mdns=mdns,
                 profile=profile,
                 extra_args=(extra_args or {}).get(index, ()),
+                ca=ca,
             )
             self.agents.append(agent)
 

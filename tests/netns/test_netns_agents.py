@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import subprocess
 import sys
 import uuid
@@ -51,6 +52,8 @@ def test_agents_in_three_namespaces_find_each_other_by_mdns(tmp_path: Path) -> N
     require_netns()
     # Its own mesh id, though nothing outside these namespaces could hear them anyway.
     mesh_id = f"netns-{uuid.uuid4().hex[:12]}"
+    # One token for the mesh: only nodes holding it can read each other's gossip.
+    token = secrets.token_urlsafe(32)
     with Bridge("mna", 3) as net, contextlib.ExitStack() as logs:
         processes = {}
         for index, host in enumerate(net.hosts):
@@ -58,7 +61,10 @@ def test_agents_in_three_namespaces_find_each_other_by_mdns(tmp_path: Path) -> N
             log = logs.enter_context((tmp_path / f"host{index}.log").open("wb"))
             command = [sys.executable, "-m", "meshnode", "join", "--name", f"host{index}"]
             command += ["--profile", "local", "--mdns", "--interface", address, "--mesh-id", mesh_id]
-            command += ["--http", f"{address}:{HTTP_PORT}", "--mesh", f"{address}:{MESH_PORT}"]
+            command += ["--token", token]
+            # HTTP from another machine needs an API key; from the agent's own machine it is open, so
+            # it serves every address and the test asks over the namespace's loopback.
+            command += ["--http", f"0.0.0.0:{HTTP_PORT}", "--mesh", f"{address}:{MESH_PORT}"]
             command += ["--data-dir", str(tmp_path / f"host{index}")]
             processes[host] = net.exec_logged(host, command, log)
         views: dict[str, dict[str, Any] | None] = dict.fromkeys(net.hosts)
@@ -69,7 +75,7 @@ def test_agents_in_three_namespaces_find_each_other_by_mdns(tmp_path: Path) -> N
                 assert code is None, (
                     f"host{index} exited with {code}:\n{log_tail(tmp_path / f'host{index}.log')}"
                 )
-                views[host] = view_inside(host, f"http://{net.address_of(host)}:{HTTP_PORT}/v1/mesh")
+                views[host] = view_inside(host, f"http://127.0.0.1:{HTTP_PORT}/v1/mesh")
             selves = {view["self"] for view in views.values() if view is not None}
             return len(selves) == 3 and all(
                 view is not None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -166,13 +167,17 @@ class Agents:
         self.views = [View() for _ in net.hosts]
         self.processes: list[subprocess.Popen[bytes]] = []
         mesh_id = f"netns-{uuid.uuid4().hex[:12]}"
+        # One token for the mesh: only nodes holding it can read each other's gossip.
+        token = secrets.token_urlsafe(32)
         seed = f"{net.addresses[0]}:{MESH_PORT}"
         for index, (host, name) in enumerate(zip(net.hosts, self.names, strict=True)):
             address = net.address_of(host)
             log = logs.enter_context(self.log_path(index).open("wb"))
             command = [sys.executable, "-m", "meshnode", "join", "--name", name, "--profile", "local"]
-            command += ["--http", f"{address}:{HTTP_PORT}", "--mesh", f"{address}:{MESH_PORT}"]
-            command += ["--data", f"{address}:0", "--no-mdns", "--mesh-id", mesh_id]
+            # HTTP from another machine needs an API key; from the agent's own machine it is open, so
+            # it serves every address and each call goes over its caller's loopback (``url``).
+            command += ["--http", f"0.0.0.0:{HTTP_PORT}", "--mesh", f"{address}:{MESH_PORT}"]
+            command += ["--data", f"{address}:0", "--no-mdns", "--mesh-id", mesh_id, "--token", token]
             command += ["--data-dir", str(workdir / name)]
             command += ["--seed", seed] if index else []
             self.processes.append(net.exec_logged(host, command, log))
@@ -183,7 +188,8 @@ class Agents:
 
     def url(self, index: int, path: str) -> str:
         """A URL on agent ``index``'s HTTP API."""
-        return f"http://{self.net.addresses[index]}:{HTTP_PORT}{path}"
+        # Every call is made from inside agent ``index``'s own namespace (``ask``), where it is local.
+        return f"http://127.0.0.1:{HTTP_PORT}{path}"
 
     def check_running(self) -> None:
         """Fail at once, with its log, if any agent has exited."""

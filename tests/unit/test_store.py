@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.mesh.access import ApiKey, Scope
+from meshnode.mesh.bounds import MAX_INCARNATION, MAX_STAMP
 from meshnode.mesh.deployment import DeploymentSpec
 from meshnode.mesh.records import Record
 from meshnode.mesh.types import NodeId
@@ -115,3 +117,97 @@ def test_a_saved_deployment_that_no_longer_validates_is_skipped_not_fatal(tmp_pa
         assert [r.name for r in store.load_records()] == ["echo"]
     finally:
         store.close()
+
+
+# -- bounds (mesh/bounds.py): every value the wire accepts is stored; nothing else ever is --------
+
+
+def test_the_maximum_incarnation_round_trips_and_a_restart_there_keeps_it(tmp_path: Path) -> None:
+    store = NodeStore(tmp_path)
+    first = store.load_identity()
+    store.save_incarnation(MAX_INCARNATION)
+    store.close()
+    store = NodeStore(tmp_path)
+    try:
+        # One more would be past what any peer decodes: the restart keeps the maximum.
+        assert store.load_identity() == Identity(first.node_id, MAX_INCARNATION)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("value", [MAX_INCARNATION + 1, 2**64 - 1, -1, True])
+def test_an_incarnation_past_the_maximum_is_refused_before_any_write(tmp_path: Path, value: int) -> None:
+    store = NodeStore(tmp_path)
+    try:
+        store.load_identity()
+        store.save_incarnation(12)
+        with pytest.raises(StoreError, match="outside"):
+            store.save_incarnation(value)
+    finally:
+        store.close()
+    store = NodeStore(tmp_path)
+    try:
+        assert store.load_identity().incarnation == 13
+    finally:
+        store.close()
+
+
+def test_a_record_stamped_at_the_maximum_round_trips(tmp_path: Path) -> None:
+    record = Record("echo", MAX_STAMP, NodeId("a"), DeploymentSpec("a.py:A"))
+    store = NodeStore(tmp_path)
+    store.save_record(record)
+    store.close()
+    store = NodeStore(tmp_path)
+    try:
+        assert store.load_records() == [record]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("stamp", [MAX_STAMP + 1, 2**64 - 1, -1])
+def test_a_record_stamped_past_the_maximum_is_refused_before_any_write(tmp_path: Path, stamp: int) -> None:
+    held = Record("echo", 5 << 16, NodeId("a"), None)
+    store = NodeStore(tmp_path)
+    try:
+        store.save_record(held)
+        with pytest.raises(StoreError, match="outside"):
+            store.save_record(Record("echo", stamp, NodeId("b"), DeploymentSpec("a.py:A")))
+        assert store.load_records() == [held]
+    finally:
+        store.close()
+
+
+def test_a_saved_row_outside_the_bounds_is_skipped_and_an_identity_outside_them_is_an_error(
+    tmp_path: Path,
+) -> None:
+    store = NodeStore(tmp_path)
+    store.load_identity()
+    store.close()
+    db = sqlite3.connect(tmp_path / DB_FILENAME)
+    with db:  # as only a hand edit could leave them
+        db.execute("insert into deployments values ('negative', -1, 'a', null)")
+        db.execute("update identity set incarnation = -5")
+    db.close()
+    store = NodeStore(tmp_path)
+    try:
+        assert store.load_records() == []
+        with pytest.raises(StoreError, match="outside"):
+            store.load_identity()
+    finally:
+        store.close()
+
+
+def test_api_keys_and_revocations_survive_a_reopen_and_bad_rows_are_skipped(tmp_path: Path) -> None:
+    active = ApiKey("0123456789ab", "ci", Scope.INVOKE, bytes(range(32)), 1_800_000_000_000)
+    gone = ApiKey("ba9876543210", "", Scope.ADMIN, bytes(32), 1_800_000_000_001, revoked=True)
+    store = NodeStore(tmp_path)
+    assert store.load_keys() == []
+    store.save_key(active)
+    store.save_key(gone)
+    store.save_key(replace(active, name="renamed"))  # one row per id
+    store.close()
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        db.execute("insert into api_keys values ('zzzz', 'x', 'root', '00', 1, 0)")
+    reopened = NodeStore(tmp_path)
+    assert reopened.load_keys() == [replace(active, name="renamed"), gone]
+    reopened.close()

@@ -29,6 +29,7 @@ from typing import IO, Any
 import httpx
 
 from ...config import AgentConfig
+from ...trust.token import TOKEN_ENV, make_token
 
 __all__ = ["DemoError", "DemoMesh", "DemoNode", "FailoverReport", "find_free_ports", "sigterm_as_interrupt"]
 
@@ -120,6 +121,9 @@ class DemoMesh:
         if nodes < 1:
             raise ValueError("a demo needs at least one node")
         self._deploy = deploy or {}
+        # The demo's mesh is its own: a token of its own, kept nowhere, so it never joins (or
+        # writes the token of) a mesh this machine already belongs to.
+        self._token = make_token()
         self._count = nodes
         self._base_port = base_port
         self._log = log
@@ -219,7 +223,7 @@ class DemoMesh:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", TOKEN_ENV: self._token},
             start_new_session=True,
             preexec_fn=_exit_with_parent(os.getpid()) if sys.platform.startswith("linux") else None,
         )

@@ -22,6 +22,7 @@ import msgpack
 import pytest
 import zmq
 
+from meshnode.trust.curve import client_keys
 from tests.integration.agents import AgentProcess, Mesh, metric, wait_for
 
 APPS = Path(__file__).parents[1] / "serving_apps.py"
@@ -172,17 +173,22 @@ def test_a_saturated_mesh_answers_429_with_retry_after(mesh: Mesh) -> None:
 
 def test_garbage_on_the_data_plane_port_leaves_the_agent_up(mesh: Mesh) -> None:
     target = mesh.agents[1]
-    data_addr = next(m["data"] for m in mesh.agents[0].view()["members"] if m["name"] == "n1")
+    member = next(m for m in mesh.agents[0].view()["members"] if m["name"] == "n1")
+    data_addr, server_key = member["data"], member["data_key"]
     host, port = data_addr.rsplit(":", 1)
     # Not ZeroMQ at all: random bytes on a raw TCP connection.
     with socket.create_connection((host, int(port)), timeout=5) as raw:
         raw.sendall(b"\xff" * 64 + b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)))
-    # ZeroMQ, but not meshnode: bad msgpack, a wrong version, a reply where a request belongs,
-    # the wrong number of frames, and a call with a field of the wrong type.
+    # ZeroMQ from a member gone wrong (it holds the token): bad msgpack, a wrong version, a reply
+    # where a request belongs, the wrong number of frames, and a call with a field of the wrong type.
     ctx = zmq.Context()
     try:
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
+        client = client_keys(mesh.token)
+        dealer.curve_serverkey = server_key.encode()
+        dealer.curve_publickey = client.public
+        dealer.curve_secretkey = client.secret
         dealer.connect(f"tcp://{data_addr}")
         frames = [
             [b"\xc1\xc1\xc1"],
@@ -206,6 +212,33 @@ def test_garbage_on_the_data_plane_port_leaves_the_agent_up(mesh: Mesh) -> None:
     dropped = metric(target, "meshnode_data_dropped_total", "reason")
     assert dropped.get("malformed", 0) >= 3 and dropped.get("frames", 0) >= 1, dropped
     assert dropped.get("unexpected", 0) >= 1, dropped
+
+
+def test_a_non_member_on_the_data_plane_port_gets_nothing_and_runs_nothing(mesh: Mesh) -> None:
+    member = next(m for m in mesh.agents[0].view()["members"] if m["name"] == "n1")
+    request = msgpack.packb([1, 1, "stolen-1", "probe", {}, None, False, "", 10_000])
+    frames_before = metric(mesh.agents[1], "meshnode_data_frames_total", "direction").get("in", 0)
+    ctx = zmq.Context()
+    try:
+        for who in ("plain", "another mesh's token"):
+            dealer = ctx.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            if who != "plain":  # knows the server's key, but holds another token
+                client = client_keys("another mesh's token, 32 characters or more")
+                dealer.curve_serverkey = member["data_key"].encode()
+                dealer.curve_publickey = client.public
+                dealer.curve_secretkey = client.secret
+            dealer.connect(f"tcp://{member['data']}")
+            dealer.send(request)
+            assert not dealer.poll(1000), f"a {who} DEALER got an answer"
+            dealer.close()
+    finally:
+        ctx.term()
+    # Not one of their frames reached the parser, let alone a replica.
+    frames_after = metric(mesh.agents[1], "meshnode_data_frames_total", "direction").get("in", 0)
+    assert frames_after == frames_before
+    dropped = metric(mesh.agents[1], "meshnode_data_dropped_total", "reason")
+    assert dropped.get("unauthenticated", 0) >= 1, dropped
 
 
 def test_sigkill_of_a_replica_node_under_load_fails_no_request_and_ends_its_stream_clearly(

@@ -6,25 +6,30 @@ expected figures because this machine has two cores shared with other test runs.
 
 from __future__ import annotations
 
-import itertools
 import random
-import re
 import signal
 import socket
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import zmq
 
-from meshnode.membership.transport import zmq_endpoint
 from meshnode.mesh import wire
-from meshnode.mesh.config import MembershipConfig
 from meshnode.mesh.metadata import NodeMeta
-from meshnode.mesh.types import Address, NodeId
+from meshnode.mesh.types import NodeId
+from meshnode.trust.keyring import SEAL_OVERHEAD_BYTES, Keyring
 from tests.integration.agents import AgentProcess, Mesh, wait_for
+from tests.integration.membership.intruder import (
+    INTRUDER,
+    LIMITS,
+    Intruder,
+    dropped_by_reason,
+    drops_since,
+    pack,
+)
 
 # The local profile forms a mesh in about a second; the rest is process start-up on a busy machine.
 FORM_TIMEOUT_S = 45.0
@@ -32,8 +37,6 @@ FORM_TIMEOUT_S = 45.0
 DEAD_TIMEOUT_S = 20.0
 # A leave is gossiped at once; it should arrive long before a failure detector could act.
 LEFT_TIMEOUT_S = 10.0
-# A ping sent after the garbage is answered once everything before it on that connection was handled.
-ACK_TIMEOUT_S = 15.0
 
 START_MESH = Callable[..., Mesh]
 
@@ -123,86 +126,36 @@ def test_agents_on_mdns_without_seeds_find_each_other(start_mesh: START_MESH) ->
 
 # -- garbage on the mesh port -----------------------------------------------------------------
 
-INTRUDER = NodeId("intruder")
 OTHER_MESH = "not-this-mesh"
-LIMITS = MembershipConfig.local()
+OTHER_TOKEN = "the token of some other mesh, 32 characters or more"
+# The largest frame an agent's mesh socket reads: a packet at the limit, sealed (node/agent.py).
+MAX_FRAME_BYTES = LIMITS.max_packet_bytes + SEAL_OVERHEAD_BYTES
 
 
-class Intruder:
-    """Speaks to an agent's mesh port as a peer would, and receives its answers on its own socket."""
+@dataclass(frozen=True)
+class Sender:
+    """Who throws the garbage: how it seals each frame, and why the agent drops what it sends."""
 
-    def __init__(self, mesh_id: str) -> None:
-        self.mesh_id = mesh_id
-        self.context = zmq.Context()
-        self.inbox = self.context.socket(zmq.PULL)
-        self.inbox.setsockopt(zmq.LINGER, 0)
-        self.addr = Address(f"127.0.0.1:{self.inbox.bind_to_random_port('tcp://127.0.0.1')}")
-        self._seqs = itertools.count(1)
-
-    def close(self) -> None:
-        self.inbox.close()
-        self.context.term()
-
-    def packet(self, messages: list[Any], *, mesh_id: str | None = None, version: int | None = None) -> bytes:
-        """A packet from the intruder, with any version and mesh id; messages as wire lists."""
-        version = wire.PROTOCOL_VERSION if version is None else version
-        return _pack([version, mesh_id or self.mesh_id, INTRUDER, self.addr, messages])
-
-    def send_and_confirm(self, target: AgentProcess, messages: list[list[bytes]]) -> None:
-        """Send the messages, then a ping, on one connection; the ack proves all were handled.
-
-        ZeroMQ keeps the order of one connection and the agent handles packets one at a time, so
-        when the ping's ack is back every message before it has been decoded (and dropped).
-        """
-        seq = next(self._seqs)
-        ping = wire.encode(
-            wire.Packet(INTRUDER, self.addr, (wire.Ping(seq, NodeId(target.node_id)),)), self.mesh_id
-        )
-        with closing(self.context.socket(zmq.PUSH)) as push:
-            push.setsockopt(zmq.LINGER, 0)
-            push.connect(zmq_endpoint(target.mesh))
-            for frames in messages:
-                push.send_multipart(frames)
-            push.send(ping)
-            self.wait_ack(seq, target)
-
-    def wait_ack(self, seq: int, target: AgentProcess) -> None:
-        def acked() -> bool:
-            while self.inbox.poll(0):
-                packet = wire.decode(
-                    self.inbox.recv(), self.mesh_id, max_bytes=LIMITS.max_packet_bytes, max_members=10
-                )
-                if wire.Ack(seq) in packet.messages:
-                    return True
-            target.check_running()
-            return False
-
-        wait_for(acked, ACK_TIMEOUT_S, message=lambda: f"no ack for ping {seq}\n{target.describe()}")
-
-    def send_oversized(self, target: AgentProcess, size: int) -> None:
-        """Send one frame of ``size`` bytes and wait until the agent's libzmq cuts the connection."""
-        with closing(self.context.socket(zmq.PUSH)) as push:
-            push.setsockopt(zmq.LINGER, 0)
-            monitor = push.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-            try:
-                push.connect(zmq_endpoint(target.mesh))
-                push.send(b"\0" * size)
-                assert monitor.poll(int(ACK_TIMEOUT_S * 1000)), (
-                    f"the agent kept a connection that sent a {size}-byte frame\n{target.describe()}"
-                )
-            finally:
-                push.disable_monitor()
-                monitor.close()
+    name: str
+    seal: Callable[[bytes], bytes]
+    # The seal-level reason every single-frame message of a non-member is dropped for; None for a
+    # member gone wrong, whose frames open and meet the decoder.
+    dropped_as: str | None
 
 
-def _pack(value: object) -> bytes:
-    packed = msgpack.packb(value)
-    assert isinstance(packed, bytes)
-    return packed
+def senders(mesh: Mesh) -> list[Sender]:
+    """A non-member (plain bytes), a node of another mesh, and a member gone wrong (it holds the token)."""
+    return [
+        Sender("a non-member", lambda frame: frame, "unsealed"),
+        Sender("a node with another token", Keyring([OTHER_TOKEN], mesh.mesh_id).seal, "unknown_key"),
+        Sender("a member gone wrong", Keyring([mesh.token], mesh.mesh_id).seal, None),
+    ]
 
 
-def send_garbage(intruder: Intruder, target: AgentProcess, bystander: dict[str, Any]) -> Counter[str]:
-    """Throw every kind of bad input at ``target``; return how many drops of each reason to expect.
+def send_garbage(
+    intruder: Intruder, target: AgentProcess, bystander: dict[str, Any], sender: Sender
+) -> Counter[str]:
+    """Throw every kind of bad packet at ``target`` as ``sender``; return the drops to expect by reason.
 
     ``bystander`` is another member as the target sees it. Hostile packets make claims about it (and
     about the target itself) that would show in the views if they were believed: a higher
@@ -228,8 +181,9 @@ def send_garbage(intruder: Intruder, target: AgentProcess, bystander: dict[str, 
     too_many_rows = [wire.Kind.PUSH_PULL, False, False, [row] * (LIMITS.max_members + 1)]
 
     # A whole packet whose mesh id (a msgpack str) is not UTF-8.
-    bad_utf8 = b"\x95\x01\xa3\xff\xfe\xfd" + _pack([INTRUDER, intruder.addr, []])[1:]
+    bad_utf8 = b"\x95\x01\xa3\xff\xfe\xfd" + pack([INTRUDER, intruder.addr, []])[1:]
 
+    # What a member's decoder makes of each packet; a non-member's never get that far.
     cases: list[tuple[str, list[bytes], str]] = [
         # 0xc1 is never used by msgpack, so these random bytes cannot happen to parse.
         ("random bytes", [b"\xc1" + rng.randbytes(512)], "malformed"),
@@ -243,21 +197,40 @@ def send_garbage(intruder: Intruder, target: AgentProcess, bystander: dict[str, 
         ("alive with a 10 KB name", [intruder.packet([huge_name])], "malformed"),
         ("boolean as a counter", [intruder.packet([flag_as_counter])], "malformed"),
         ("node id that is a path", [intruder.packet([path_as_id])], "malformed"),
-        ("msgpack extension type", [_pack(msgpack.ExtType(1, b"\0" * 8))], "malformed"),
+        ("msgpack extension type", [pack(msgpack.ExtType(1, b"\0" * 8))], "malformed"),
         ("arrays nested 100 000 deep", [b"\x91" * 100_000 + b"\xc0"], "malformed"),
         ("map header claiming 4 billion entries", [b"\xdf\xff\xff\xff\xff"], "malformed"),
         ("invalid UTF-8 where a string belongs", [bad_utf8], "malformed"),
         ("push-pull over max_members", [intruder.packet([too_many_rows])], "oversized"),
     ]
+    sent: list[tuple[list[bytes], str]] = []
+    for _, frames, reason in cases:
+        # ZeroMQ drops a multi-frame message before anything opens it, sealed or not.
+        if sender.dropped_as is not None and len(frames) == 1:
+            reason = sender.dropped_as
+        sent.append(([sender.seal(frame) for frame in frames], reason))
+    if sender.dropped_as is None:
+        # Only a key holder can seal; what fails the tag is forged: tampered, or sealed for another
+        # mesh id (the mesh id is authenticated with every packet).
+        sealed_kill = bytearray(sender.seal(valid_kill))
+        sealed_kill[-1] ^= 0x01
+        other_mesh_seal = Keyring([intruder.token], OTHER_MESH).seal(valid_kill)
+        sent += [([bytes(sealed_kill)], "forged"), ([other_mesh_seal], "forged")]
 
-    # A port scanner's bytes, not ZMTP. libzmq takes a peer without the ZMTP 3 greeting for a
-    # ZMTP 1.0 one, so some of these bytes reach the decoder as frames: the counts they add vary.
+    intruder.send_and_confirm(target, [frames for frames, _ in sent])
+    return Counter(reason for _, reason in sent)
+
+
+def scan(target: AgentProcess) -> None:
+    """A port scanner's bytes, not ZMTP, on a raw TCP connection.
+
+    libzmq takes a peer without the ZMTP 3 greeting for a ZMTP 1.0 one, so some of these bytes
+    reach the agent as frames: how many varies, and they all fail the seal (``unsealed`` or
+    ``unknown_key``), so tests that count drops do not send them.
+    """
+    rng = random.Random(20240612)
     with socket.create_connection(_host_port(target.mesh), timeout=5) as raw:
         raw.sendall(rng.randbytes(4096))
-    # libzmq cuts a frame over MAXMSGSIZE before allocating it; the agent never sees it to count it.
-    intruder.send_oversized(target, LIMITS.max_packet_bytes + 1)
-    intruder.send_and_confirm(target, [frames for _, frames, _ in cases])
-    return Counter(reason for _, _, reason in cases)
 
 
 def _host_port(addr: str) -> tuple[str, int]:
@@ -284,39 +257,51 @@ def test_garbage_on_the_mesh_port_leaves_the_agent_up_and_its_view_unchanged(
     target, bystander = mesh.agents[1], mesh.agents[2]
     before = view_snapshot(mesh)
 
-    with closing(Intruder(mesh.mesh_id)) as intruder:
-        send_garbage(intruder, target, target.members()[bystander.node_id])
+    with closing(Intruder(mesh.mesh_id, mesh.token)) as intruder:
+        scan(target)
+        # libzmq cuts a frame over MAXMSGSIZE before allocating it; the agent never sees it.
+        intruder.send_oversized(target, MAX_FRAME_BYTES + 1)
+        for sender in senders(mesh):
+            send_garbage(intruder, target, target.members()[bystander.node_id], sender)
 
     assert target.get("/health").status_code == 200, target.describe()
     assert view_snapshot(mesh) == before, mesh.describe()
     assert "Traceback" not in target.log_tail(1000), target.describe()
 
 
-def dropped_by_reason(agent: AgentProcess) -> dict[str, float]:
-    """``meshnode_gossip_dropped_total`` by its ``reason`` label, from ``GET /metrics``."""
-    response = agent.get("/metrics")
-    assert response.status_code == 200, f"GET /metrics answered {response.status_code}\n{agent.describe()}"
-    counts: dict[str, float] = {}
-    for line in response.text.splitlines():
-        match = re.fullmatch(r"meshnode_gossip_dropped_total\{([^}]*)\}\s+(\S+)(\s+\d+)?", line.strip())
-        if match:
-            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match[1]))
-            counts[labels["reason"]] = counts.get(labels["reason"], 0.0) + float(match[2])
-    return counts
+def check_counted(counted: dict[str, float], expected: Counter[str], who: str) -> None:
+    """Every drop counted by the reason expected, and no other.
+
+    ``unknown_key`` may count more: any agent of another run on this machine that still gossips to
+    a port this agent now has (a port reused after its agent died) is sealed with another token.
+    """
+    extra = counted.get("unknown_key", 0.0) - expected.get("unknown_key", 0)
+    assert extra >= 0, f"{who}: expected {dict(expected)}, counted {counted}"
+    exact = {reason: count for reason, count in counted.items() if reason != "unknown_key"}
+    wanted = {reason: float(count) for reason, count in expected.items() if reason != "unknown_key"}
+    assert exact == wanted, f"{who}: expected {dict(expected)}, counted {counted}"
 
 
 def test_garbage_drops_are_counted_by_reason(start_mesh: START_MESH) -> None:
     mesh = start_mesh(2)
     mesh.wait_formed(FORM_TIMEOUT_S)
     target, bystander = mesh.agents
-    before = dropped_by_reason(target)
 
-    with closing(Intruder(mesh.mesh_id)) as intruder:
-        expected = send_garbage(intruder, target, target.members()[bystander.node_id])
+    with closing(Intruder(mesh.mesh_id, mesh.token)) as intruder:
+        for sender in senders(mesh):
+            before = dropped_by_reason(target)
+            expected = send_garbage(intruder, target, target.members()[bystander.node_id], sender)
+            # A non-member's packets fail the seal, so none of them reaches the decoder.
+            check_counted(drops_since(target, before), expected, sender.name)
 
-    after = dropped_by_reason(target)
-    counted = {reason: after.get(reason, 0.0) - before.get(reason, 0.0) for reason in {*before, *after}}
-    # At least: the raw TCP bytes add drops of their own (malformed, multipart) in varying numbers.
-    for reason, count in expected.items():
-        assert counted.get(reason, 0.0) >= count, f"{reason}: expected {count}, counted {counted}"
-    assert counted.get("error", 0.0) == 0, f"the membership core failed on a packet: {counted}"
+        # The frame limit leaves room for the seal: a sealed packet at max_packet_bytes is read and
+        # opened (here it is not msgpack), while one byte more is cut by libzmq, unread and uncounted.
+        before = dropped_by_reason(target)
+        full = intruder.keyring.seal(b"\xc1" * LIMITS.max_packet_bytes)
+        assert len(full) == MAX_FRAME_BYTES
+        intruder.send_and_confirm(target, [[full]])
+        check_counted(drops_since(target, before), Counter(malformed=1), "a sealed packet at the limit")
+        before = dropped_by_reason(target)
+        intruder.send_oversized(target, MAX_FRAME_BYTES + 1)
+        intruder.send_and_confirm(target, [])
+        check_counted(drops_since(target, before), Counter(), "a frame one byte over the limit")

@@ -31,9 +31,11 @@ from meshnode.mesh.membership import Membership
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.simulation import Change, Simulation
 from meshnode.mesh.types import Address, NodeId, Status
+from meshnode.trust.keyring import SEAL_OVERHEAD_BYTES, Keyring
 
 CONFIG = MembershipConfig.local()
 SEED = 1234
+TOKEN = "the token of this conformance mesh, 32+ chars"
 # Per step. The simulator needs ~2 simulated seconds; real stacks share 2 busy cores with others.
 STEP_TIMEOUT_S = 20.0
 # GossipRunner.stop() only cancels two tasks: anything longer means a task ignored its cancellation.
@@ -148,7 +150,9 @@ class ZeroMQStacks:
         self.runners: dict[str, GossipRunner] = {}
 
     def start(self, name: str, seeds: tuple[Address, ...]) -> None:
-        transport = MembershipTransport("127.0.0.1", 0, max_message_bytes=CONFIG.max_packet_bytes)
+        transport = MembershipTransport(
+            "127.0.0.1", 0, max_message_bytes=CONFIG.max_packet_bytes + SEAL_OVERHEAD_BYTES
+        )
         addr = Address(f"127.0.0.1:{transport.bind()}")
         core = Membership(
             CONFIG,
@@ -163,7 +167,10 @@ class ZeroMQStacks:
         def record(change: MemberChanged) -> None:
             self.changes.append((name, core.members[change.node].meta.name, change.current.value))
 
-        runner = GossipRunner(core, transport, self.mesh_id, on_change=record, on_incarnation=lambda _: None)
+        keyring = Keyring([TOKEN], self.mesh_id)
+        runner = GossipRunner(
+            core, transport, self.mesh_id, keyring, on_change=record, on_incarnation=lambda _: None
+        )
         runner.start()
         self.cores[name], self.runners[name] = core, runner
 

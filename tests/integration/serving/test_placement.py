@@ -2,7 +2,8 @@
 
 Five agents on 127.0.0.1 share one mesh for the module. Each test declares its own deployment (its
 own name, so tests do not see each other's replicas) through ``PUT /v1/deployments`` or the CLI, and
-removes it at the end. The predictors are in ``serving_apps.py``.
+removes it at the end. The predictors are in ``serving_apps.py``, declared by file path, so every
+agent that may host them is started with their folder as an ``--app-dir``.
 """
 
 from __future__ import annotations
@@ -26,15 +27,22 @@ from tests.integration.agents import AgentProcess, Mesh, metric, wait_for
 
 APPS = Path(__file__).parents[1] / "serving_apps.py"
 PROBE = f"{APPS}:Probe"
+# Where declared file apps may come from: without it a node refuses them (docs/apps.md).
+APP_DIR = ("--app-dir", str(APPS.parent))
 # Quick knobs for tests: decisions within seconds, not the production minutes.
 FAST = {"window_s": 1.0, "scale_up_delay_s": 0.5, "scale_down_delay_s": 3.0, "idle_timeout_s": 3.0}
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with Mesh(tmp_path_factory.mktemp("placement"), 5) as started:
+    with Mesh(tmp_path_factory.mktemp("placement"), 5, extra_args=everywhere(5)) as started:
         started.wait_formed(timeout=60)
         yield started
+
+
+def everywhere(size: int) -> dict[int, list[str]]:
+    """``extra_args`` that give each of `size` agents the app folder."""
+    return {index: list(APP_DIR) for index in range(size)}
 
 
 def put(agent: AgentProcess, name: str, spec: object) -> httpx.Response:
@@ -230,7 +238,7 @@ def test_load_scales_up_to_max_and_quiet_scales_down_after_the_delay_without_fai
 def test_sigkill_a_host_and_the_next_in_rank_starts_a_replacement_that_serves(
     tmp_path: Path,
 ) -> None:
-    with Mesh(tmp_path, 4) as small:
+    with Mesh(tmp_path, 4, extra_args=everywhere(4)) as small:
         small.wait_formed(timeout=60)
         entry = small.agents[0]
         assert put(entry, "sturdy", {"app": PROBE, "min_replicas": 2, "max_replicas": 2}).status_code == 201
@@ -252,7 +260,7 @@ def test_sigkill_a_host_and_the_next_in_rank_starts_a_replacement_that_serves(
 
 
 def test_a_restarted_node_restores_its_deployments_before_hearing_from_anyone(tmp_path: Path) -> None:
-    alone = AgentProcess("solo", tmp_path, mesh_id="restore-test")
+    alone = AgentProcess("solo", tmp_path, mesh_id="restore-test", extra_args=APP_DIR)
     alone.start()
     try:
         alone.wait_ready()
@@ -330,7 +338,11 @@ def test_a_replica_that_cannot_start_moves_on_and_is_finally_reported_with_its_e
     mesh: Mesh, cleanup: list[str]
 ) -> None:
     cleanup.append("broken")
-    assert put(mesh.agents[0], "broken", {"app": "meshnode.apps.no_such_app:Nope"}).status_code == 201
+    # A module this node's environment lacks is refused at once; one that exists but lacks the class
+    # passes the check (nothing is imported for it) and fails where it is loaded.
+    missing = put(mesh.agents[0], "broken", {"app": "meshnode.apps.no_such_app:Nope"})
+    assert missing.status_code == 422 and "no_such_app" in missing.json()["error"]["message"]
+    assert put(mesh.agents[0], "broken", {"app": "meshnode.apps.echo:NoSuchApp"}).status_code == 201
     observer = mesh.agents[2]
 
     def view() -> dict[str, Any]:
@@ -345,7 +357,7 @@ def test_a_replica_that_cannot_start_moves_on_and_is_finally_reported_with_its_e
         message=lambda: str(view()),
     )
     final = view()
-    assert "no_such_app" in final["missing"], final
+    assert "NoSuchApp" in final["missing"], final
     assert {r["status"] for r in final["replicas"]} == {"failed"} and len(final["replicas"]) == 5, final
     started = time.monotonic()
     response = post(mesh.agents[4], "broken", {"x": 1}, timeout=30)
@@ -354,7 +366,9 @@ def test_a_replica_that_cannot_start_moves_on_and_is_finally_reported_with_its_e
 
 
 def test_a_pinned_replica_declares_its_deployment_and_counts_toward_an_explicit_one(tmp_path: Path) -> None:
-    with Mesh(tmp_path, 3, extra_args={0: ["--deploy", f"edge={PROBE}"]}) as small:
+    # The pinner needs no --app-dir: --deploy of a file makes its folder one on that node.
+    pinning = {0: ["--deploy", f"edge={PROBE}"], 1: list(APP_DIR), 2: list(APP_DIR)}
+    with Mesh(tmp_path, 3, extra_args=pinning) as small:
         small.wait_formed(timeout=60)
         pinner, other = small.agents[0], small.agents[2]
 
@@ -408,7 +422,7 @@ async def test_the_async_client_declares_and_removes_deployments(mesh: Mesh) -> 
 
 
 def test_spread_places_replicas_in_distinct_zones(tmp_path: Path) -> None:
-    zones = {i: ["--zone", f"zone-{i % 2}", "--region", "lab"] for i in range(4)}
+    zones = {i: [*APP_DIR, "--zone", f"zone-{i % 2}", "--region", "lab"] for i in range(4)}
     with Mesh(tmp_path, 4, extra_args=zones) as small:
         small.wait_formed(timeout=60)
         entry = small.agents[0]

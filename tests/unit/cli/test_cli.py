@@ -73,19 +73,6 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-@pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> list[AgentConfig]:
-    """Replaces run_agent: records the config `join` built instead of running an agent."""
-    configs: list[AgentConfig] = []
-
-    def fake_run_agent(config: AgentConfig) -> int:
-        configs.append(config)
-        return 0
-
-    monkeypatch.setattr(meshnode.agent, "run_agent", fake_run_agent)
-    return configs
-
-
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -189,12 +176,13 @@ def test_peers_discover_needs_an_interface(runner: CliRunner) -> None:
 def fake_get(monkeypatch: pytest.MonkeyPatch, response: httpx.Response) -> list[str]:
     urls: list[str] = []
 
-    def get(url: str, **kwargs: Any) -> httpx.Response:
+    def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        assert method == "GET"
         urls.append(url)
         response.request = httpx.Request("GET", url)
         return response
 
-    monkeypatch.setattr(httpx, "get", get)
+    monkeypatch.setattr(httpx, "request", request)
     return urls
 
 

@@ -339,7 +339,7 @@ async def test_what_it_has_in_flight_to_a_peer_counts_on_top_of_that_peers_gossi
     gate = asyncio.Event()
     first = FakeReplica(gated(gate, echoes("n1")), capacity=10)
     mesh = two_peers(first)  # equal in gossip: both queues 0
-    held = [mesh.links.call(N1, "n1.invalid:9", make_call("echo")) for _ in range(2)]
+    held = [mesh.links.call(N1, "n1.invalid:9", "", make_call("echo")) for _ in range(2)]
     waiting = [asyncio.create_task(anext(call)) for call in held]
     await mesh.links.until(lambda: mesh.links.in_flight() == {N1: 2})
 
@@ -366,7 +366,7 @@ async def test_a_peers_queue_from_its_last_answer_overrides_its_gossiped_one() -
     others = [busy.call(make_call("echo", request_id=f"other-{i}")) for i in range(3)]
     holding = [asyncio.create_task(anext(call)) for call in others]
     await busy.until(lambda: busy.in_flight == 3)
-    answer = [message async for message in mesh.links.call(N1, "n1.invalid:9", make_call("echo"))]
+    answer = [message async for message in mesh.links.call(N1, "n1.invalid:9", "", make_call("echo"))]
     assert answer == [Reply(answer[0].request_id, {"tag": "n1"}, JSON, queue=3)]
 
     for seed in range(10):

@@ -38,11 +38,13 @@ from meshnode.testing import (
     replies,
     streams,
 )
+from meshnode.trust.curve import client_keys, node_keys
 
 PEER = peer_id("n1")
 MAX_FRAME_BYTES = 1 << 20
 LINK_LIMIT = 2  # requests outstanding per peer before the links refuse (max_in_flight_per_peer)
 CHUNK_BYTES = 4096  # the real server splits larger files into frames of this size
+TOKEN = "a test token of this mesh, long enough"
 
 
 class Side(Protocol):
@@ -50,6 +52,7 @@ class Side(Protocol):
 
     links: Links
     addr: str
+    key: str  # the peer's data-plane CURVE key, as gossip would announce it
     replicas: FakeReplicas
 
     async def call_unreachable(self, call: Call) -> list[Envelope]:
@@ -69,11 +72,14 @@ class FakeSide:
     def __init__(self, replicas: FakeReplicas) -> None:
         self.replicas = replicas
         self.addr = "n1.invalid:9"
+        self.key = node_keys().public.decode()
         self.fake = FakeLinks({PEER: replicas}, max_in_flight_per_peer=LINK_LIMIT)
         self.links: Links = self.fake
 
     async def call_unreachable(self, call: Call) -> list[Envelope]:
-        return [message async for message in self.fake.call(peer_id("nobody"), "nobody.invalid:9", call)]
+        return [
+            message async for message in self.fake.call(peer_id("nobody"), "nobody.invalid:9", self.key, call)
+        ]
 
     async def vanish(self) -> None:
         self.fake.drop(PEER)
@@ -96,18 +102,29 @@ class RealSide:
             max_frame_bytes=MAX_FRAME_BYTES,
             max_in_flight_per_peer=64,
             chunk_bytes=CHUNK_BYTES,
+            keys=node_keys(),
+            tokens=[TOKEN],
         )
         self.addr = f"127.0.0.1:{self.server.bind()}"
+        self.key = self.server.public_key
         self.peer_links = PeerLinks(
-            max_frame_bytes=MAX_FRAME_BYTES, max_in_flight_per_peer=LINK_LIMIT, connect_timeout_s=5.0
+            client=client_keys(TOKEN),
+            max_frame_bytes=MAX_FRAME_BYTES,
+            max_in_flight_per_peer=LINK_LIMIT,
+            connect_timeout_s=5.0,
         )
         self.links: Links = self.peer_links
         self._server_closed = False
 
     async def call_unreachable(self, call: Call) -> list[Envelope]:
-        links = PeerLinks(max_frame_bytes=MAX_FRAME_BYTES, max_in_flight_per_peer=4, connect_timeout_s=0.2)
+        links = PeerLinks(
+            client=client_keys(TOKEN),
+            max_frame_bytes=MAX_FRAME_BYTES,
+            max_in_flight_per_peer=4,
+            connect_timeout_s=0.2,
+        )
         try:  # nothing listens on port 1
-            return [message async for message in links.call(peer_id("nobody"), "127.0.0.1:1", call)]
+            return [message async for message in links.call(peer_id("nobody"), "127.0.0.1:1", self.key, call)]
         finally:
             links.close()
 
@@ -135,7 +152,7 @@ async def side(request: pytest.FixtureRequest) -> AsyncIterator[FakeSide | RealS
 
 
 async def transcript(side: Side, call: Call) -> list[Envelope]:
-    return [message async for message in side.links.call(PEER, side.addr, call)]
+    return [message async for message in side.links.call(PEER, side.addr, side.key, call)]
 
 
 async def test_a_request_gets_its_answer_with_the_replicas_other_requests(side: Side) -> None:
@@ -156,7 +173,7 @@ async def test_a_stream_arrives_chunk_by_chunk_as_the_replica_produces_it(side: 
         yield Reply(call.request_id, None, STREAM)
 
     side.replicas["echo"].answer = two_parts
-    messages = side.links.call(PEER, side.addr, make_call("echo", request_id="s-1", stream=True))
+    messages = side.links.call(PEER, side.addr, side.key, make_call("echo", request_id="s-1", stream=True))
 
     assert await anext(messages) == Chunk("s-1", 0, {"i": 0})  # before the replica went on
     gate.set()
@@ -211,7 +228,7 @@ async def test_a_caller_that_stops_early_cancels_the_work_on_the_peer(side: Side
 
     replica = side.replicas["echo"]
     replica.answer = one_chunk_then_forever
-    messages = side.links.call(PEER, side.addr, make_call("echo", request_id="x-1", stream=True))
+    messages = side.links.call(PEER, side.addr, side.key, make_call("echo", request_id="x-1", stream=True))
     assert await anext(messages) == Chunk("x-1", 0, "first")
 
     await messages.aclose()
@@ -234,7 +251,7 @@ async def test_past_its_deadline_a_call_raises_and_the_work_on_the_peer_stops(si
 async def test_too_many_requests_outstanding_at_a_peer_are_refused_before_sending(side: Side) -> None:
     replica = side.replicas["echo"]
     replica.answer = hangs()
-    held = [side.links.call(PEER, side.addr, make_call("echo")) for _ in range(LINK_LIMIT)]
+    held = [side.links.call(PEER, side.addr, side.key, make_call("echo")) for _ in range(LINK_LIMIT)]
     waiting = [asyncio.create_task(anext(messages)) for messages in held]
     await replica.until(lambda: replica.in_flight == LINK_LIMIT)
 
@@ -261,7 +278,7 @@ async def test_a_peers_answer_reports_the_requests_of_other_routers(side: Side) 
     replica.answer = others_wait
     # Two requests of other routers run there, and one more of ours.
     others = [replica.call(make_call("echo", request_id=f"other-{i}")) for i in range(2)]
-    ours = side.links.call(PEER, side.addr, make_call("echo", request_id="ours-1"))
+    ours = side.links.call(PEER, side.addr, side.key, make_call("echo", request_id="ours-1"))
     waiting = [asyncio.create_task(anext(messages)) for messages in [*others, ours]]
     await replica.until(lambda: replica.in_flight == 3)
 
@@ -286,7 +303,7 @@ async def test_a_peer_nobody_serves_is_refused_as_retryable(side: Side) -> None:
 async def test_a_peer_that_vanishes_fails_what_was_outstanding_there_as_retryable(side: Side) -> None:
     replica = side.replicas["echo"]
     replica.answer = hangs()
-    messages = side.links.call(PEER, side.addr, make_call("echo", request_id="v-1"))
+    messages = side.links.call(PEER, side.addr, side.key, make_call("echo", request_id="v-1"))
     waiting = asyncio.create_task(anext(messages))
     await replica.until(lambda: replica.running("v-1"))
 
@@ -306,7 +323,7 @@ async def test_forgetting_a_peer_fails_its_outstanding_requests_as_retryable_and
     now = asyncio.get_running_loop().time()
     assert side.links.reported_queue(PEER, "echo", now, 5.0) == 0
     replica.answer = hangs()
-    messages = side.links.call(PEER, side.addr, make_call("echo", request_id="h-1"))
+    messages = side.links.call(PEER, side.addr, side.key, make_call("echo", request_id="h-1"))
     waiting = asyncio.create_task(anext(messages))
     await replica.until(lambda: replica.running("h-1"))
 

@@ -29,9 +29,13 @@ from meshnode.mesh.envelope import (
     encode_envelope,
 )
 from meshnode.testing import JSON, FakeReplica, FakeReplicas, echoes, make_call, peer_id, replies
+from meshnode.trust.curve import client_keys, node_keys
 
 PEER = peer_id("n1")
 MAX_FRAME_BYTES = 1 << 20
+TOKEN = "a test token of this mesh, long enough"
+SERVER_KEYS = node_keys()
+KEY = SERVER_KEYS.public.decode()
 
 
 class RawSocket:
@@ -68,6 +72,8 @@ async def serving(replicas: FakeReplicas, **limits: int) -> AsyncIterator[tuple[
         max_frame_bytes=MAX_FRAME_BYTES,
         max_in_flight_per_peer=limits.get("max_in_flight_per_peer", 64),
         chunk_bytes=limits.get("chunk_bytes", 4096),
+        keys=SERVER_KEYS,
+        tokens=[TOKEN],
     )
     addr = f"127.0.0.1:{server.bind()}"
     try:
@@ -79,7 +85,10 @@ async def serving(replicas: FakeReplicas, **limits: int) -> AsyncIterator[tuple[
 @contextlib.asynccontextmanager
 async def links_out(max_in_flight_per_peer: int = 64) -> AsyncIterator[PeerLinks]:
     links = PeerLinks(
-        max_frame_bytes=MAX_FRAME_BYTES, max_in_flight_per_peer=max_in_flight_per_peer, connect_timeout_s=5.0
+        client=client_keys(TOKEN),
+        max_frame_bytes=MAX_FRAME_BYTES,
+        max_in_flight_per_peer=max_in_flight_per_peer,
+        connect_timeout_s=5.0,
     )
     try:
         yield links
@@ -88,8 +97,13 @@ async def links_out(max_in_flight_per_peer: int = 64) -> AsyncIterator[PeerLinks
 
 
 @contextlib.asynccontextmanager
-async def raw_dealer(addr: str) -> AsyncIterator[RawSocket]:
+async def raw_dealer(addr: str, token: str = TOKEN) -> AsyncIterator[RawSocket]:
+    """A bare DEALER holding the client key of `token` (a member's, unless told otherwise)."""
     dealer = RawSocket(zmq.DEALER)
+    client = client_keys(token)
+    dealer.sock.curve_serverkey = SERVER_KEYS.public
+    dealer.sock.curve_publickey = client.public
+    dealer.sock.curve_secretkey = client.secret
     dealer.sock.connect(f"tcp://{addr}")
     try:
         yield dealer
@@ -151,13 +165,17 @@ async def test_the_server_refuses_a_peer_over_its_limit_as_full_and_serves_other
         links_out() as busy,
         links_out() as other,
     ):
-        held = [busy.call(PEER, addr, make_call("echo", request_id=f"hold-{i}")) for i in range(2)]
+        held = [busy.call(PEER, addr, KEY, make_call("echo", request_id=f"hold-{i}")) for i in range(2)]
         waiting = [asyncio.create_task(anext(messages)) for messages in held]
         await replica.until(lambda: replica.in_flight == 2)
         assert server.running == 2
 
-        refused = [message async for message in busy.call(PEER, addr, make_call("echo", request_id="r-3"))]
-        served = [message async for message in other.call(PEER, addr, make_call("echo", request_id="r-4"))]
+        refused = [
+            message async for message in busy.call(PEER, addr, KEY, make_call("echo", request_id="r-3"))
+        ]
+        served = [
+            message async for message in other.call(PEER, addr, KEY, make_call("echo", request_id="r-4"))
+        ]
 
         for task in waiting:
             task.cancel()
@@ -191,11 +209,14 @@ async def test_the_server_refuses_a_request_id_already_running_for_that_peer_and
 
 async def test_the_links_drop_and_count_bad_frames_from_a_peer_and_still_take_the_answer() -> None:
     router = RawSocket(zmq.ROUTER)
+    router.sock.curve_server = True  # the peer a member would reach: the key gossip announced
+    router.sock.curve_secretkey = SERVER_KEYS.secret
+    router.sock.curve_publickey = SERVER_KEYS.public
     port = router.sock.bind_to_random_port("tcp://127.0.0.1")
     call = make_call("echo", request_id="g-1")
     try:
         async with links_out() as links:
-            messages = links.call(PEER, f"127.0.0.1:{port}", call)
+            messages = links.call(PEER, f"127.0.0.1:{port}", KEY, call)
             first = asyncio.create_task(anext(messages))
             identity, frame = await router.receive()
             assert decode_envelope(frame, max_bytes=MAX_FRAME_BYTES) == call
@@ -222,7 +243,7 @@ async def test_a_peer_that_moved_to_another_address_is_reached_there() -> None:
     old = FakeReplicas({"echo": FakeReplica(echoes("old"))})
     new = FakeReplicas({"echo": FakeReplica(echoes("new"))})
     async with serving(old) as (_, old_addr), serving(new) as (_, new_addr), links_out() as links:
-        before = [m async for m in links.call(PEER, old_addr, make_call("echo"))]
-        after = [m async for m in links.call(PEER, new_addr, make_call("echo"))]
+        before = [m async for m in links.call(PEER, old_addr, KEY, make_call("echo"))]
+        after = [m async for m in links.call(PEER, new_addr, KEY, make_call("echo"))]
 
     assert [message.data["tag"] for message in before + after] == ["old", "new"]  # type: ignore[union-attr]

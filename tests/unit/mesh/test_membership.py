@@ -25,6 +25,8 @@ from meshnode.mesh.wire import (
 )
 
 CONFIG = MembershipConfig.local()
+# The wall clock (ms since the epoch) packets arrive at; record stamps in these tests are below it.
+WALL_MS = 1_700_000_000_000
 ME = NodeId("me")
 ME_ADDR = Address("10.0.0.1:7946")
 
@@ -42,7 +44,7 @@ def core_with_peers(count: int, *, now: float = 0.0, seed: int = 1, me: NodeId =
     core = Membership(CONFIG, me, addr, meta(me), rng=random.Random(seed), now=now)
     states = tuple(MemberState(*peer(i), 0, Status.ALIVE, 0, meta(f"peer{i}")) for i in range(count))
     sender, sender_addr = peer(0)
-    core.handle(Packet(sender, sender_addr, (PushPull(False, False, states),)), now)
+    core.handle(Packet(sender, sender_addr, (PushPull(False, False, states),)), now, WALL_MS)
     core.clear_broadcasts()
     return core
 
@@ -74,14 +76,14 @@ def run_until(core: Membership, until: float, start: float = 0.0) -> list:
 
 def test_ping_for_me_is_acked_with_its_sequence_number() -> None:
     core = core_with_peers(2)
-    effects = core.handle(packet_from(1, Ping(42, ME)), 1.0)
+    effects = core.handle(packet_from(1, Ping(42, ME)), 1.0, WALL_MS)
     assert Ack(42) in messages_to(effects, peer(1)[1])
 
 
 def test_ping_for_another_node_is_ignored() -> None:
     # After an address is reused by a new node, pings for the old one must not be answered.
     core = core_with_peers(2)
-    assert core.handle(packet_from(1, Ping(42, NodeId("someone-else"))), 1.0) == []
+    assert core.handle(packet_from(1, Ping(42, NodeId("someone-else"))), 1.0, WALL_MS) == []
 
 
 def test_probe_without_ack_goes_indirect_then_suspects() -> None:
@@ -105,7 +107,7 @@ def test_ack_ends_the_probe_and_improves_local_health() -> None:
     core.awareness.apply(2)
     effects = run_until(core, CONFIG.probe_interval_s)
     ping = next(m for s in sends(effects) for m in s.packet.messages if isinstance(m, Ping))
-    core.handle(packet_from(1, Ack(ping.seq)), CONFIG.probe_interval_s)
+    core.handle(packet_from(1, Ack(ping.seq)), CONFIG.probe_interval_s, WALL_MS)
     later = run_until(core, 3 * CONFIG.probe_interval_s, start=CONFIG.probe_interval_s)
     assert core.awareness.score == 1
     assert not any(isinstance(e, MemberChanged) and e.current == Status.SUSPECT for e in later[:1])
@@ -115,29 +117,29 @@ def test_relay_forwards_the_ack_or_sends_a_nack() -> None:
     core = core_with_peers(3)
     _, origin_addr = peer(1)
     target, target_addr = peer(2)
-    effects = core.handle(packet_from(1, IndirectPing(7, target, target_addr, True)), 0.0)
+    effects = core.handle(packet_from(1, IndirectPing(7, target, target_addr, True)), 0.0, WALL_MS)
     relay_ping = next(m for m in messages_to(effects, target_addr) if isinstance(m, Ping))
-    forwarded = core.handle(packet_from(2, Ack(relay_ping.seq)), 0.05)
+    forwarded = core.handle(packet_from(2, Ack(relay_ping.seq)), 0.05, WALL_MS)
     assert Ack(7) in messages_to(forwarded, origin_addr)
     # A second request that the target never answers ends in a nack to the origin.
-    core.handle(packet_from(1, IndirectPing(8, target, target_addr, True)), 0.1)
+    core.handle(packet_from(1, IndirectPing(8, target, target_addr, True)), 0.1, WALL_MS)
     expired = core.tick(0.1 + CONFIG.probe_timeout_s + 0.001)
     assert Nack(8) in messages_to(expired, origin_addr)
 
 
 def test_suspicion_of_self_is_refuted_with_a_higher_incarnation() -> None:
     core = core_with_peers(3)
-    effects = core.handle(packet_from(1, Suspect(ME, 0, peer(1)[0])), 1.0)
+    effects = core.handle(packet_from(1, Suspect(ME, 0, peer(1)[0])), 1.0, WALL_MS)
     assert core.incarnation == 1
     assert IncarnationChanged(1) in effects
     # The refutation goes out with the next packet.
-    reply = core.handle(packet_from(2, Ping(5, ME)), 1.1)
+    reply = core.handle(packet_from(2, Ping(5, ME)), 1.1, WALL_MS)
     assert Alive(ME, 1, ME_ADDR, 0, core.me.meta) in messages_to(reply, peer(2)[1])
 
 
 def test_dead_about_self_is_refuted_too() -> None:
     core = core_with_peers(3)
-    core.handle(packet_from(1, Dead(ME, 0, peer(1)[0])), 1.0)
+    core.handle(packet_from(1, Dead(ME, 0, peer(1)[0])), 1.0, WALL_MS)
     assert core.incarnation == 1
     assert core.me.status == Status.ALIVE
 
@@ -145,9 +147,9 @@ def test_dead_about_self_is_refuted_too() -> None:
 def test_alive_with_higher_incarnation_clears_a_suspicion() -> None:
     core = core_with_peers(3)
     node, addr = peer(2)
-    core.handle(packet_from(1, Suspect(node, 0, peer(1)[0])), 1.0)
+    core.handle(packet_from(1, Suspect(node, 0, peer(1)[0])), 1.0, WALL_MS)
     assert core.members[node].status == Status.SUSPECT
-    effects = core.handle(packet_from(2, Alive(node, 1, addr, 0, meta("peer2"))), 1.1)
+    effects = core.handle(packet_from(2, Alive(node, 1, addr, 0, meta("peer2"))), 1.1, WALL_MS)
     assert core.members[node].status == Status.ALIVE
     assert MemberChanged(node, Status.SUSPECT, Status.ALIVE) in effects
     # ... and the suspicion timer is gone: it does not die when the old suspicion would have
@@ -161,15 +163,15 @@ def test_alive_with_higher_incarnation_clears_a_suspicion() -> None:
 def test_alive_at_the_same_incarnation_does_not_clear_a_suspicion() -> None:
     core = core_with_peers(3)
     node, addr = peer(2)
-    core.handle(packet_from(1, Suspect(node, 0, peer(1)[0])), 1.0)
-    core.handle(packet_from(2, Alive(node, 0, addr, 0, meta("peer2"))), 1.1)
+    core.handle(packet_from(1, Suspect(node, 0, peer(1)[0])), 1.0, WALL_MS)
+    core.handle(packet_from(2, Alive(node, 0, addr, 0, meta("peer2"))), 1.1, WALL_MS)
     assert core.members[node].status == Status.SUSPECT
 
 
 def test_unrefuted_suspicion_becomes_dead_within_the_lifeguard_bounds() -> None:
     core = core_with_peers(6)
     node, _ = peer(3)
-    core.handle(packet_from(1, Suspect(node, 0, peer(1)[0])), 0.0)
+    core.handle(packet_from(1, Suspect(node, 0, peer(1)[0])), 0.0, WALL_MS)
     n = core.live_count()
     changes = [e for e in run_until(core, CONFIG.suspicion_max_s(n) + 0.01) if isinstance(e, MemberChanged)]
     assert core.members[node].status in (Status.DEAD, Status.SUSPECT)
@@ -182,9 +184,9 @@ def test_independent_confirmations_shorten_the_suspicion() -> None:
     def time_to_dead(confirmers: int) -> float:
         core = core_with_peers(8)
         node, _ = peer(5)
-        core.handle(packet_from(1, Suspect(node, 0, peer(1)[0])), 0.0)
+        core.handle(packet_from(1, Suspect(node, 0, peer(1)[0])), 0.0, WALL_MS)
         for i in range(2, 2 + confirmers):
-            core.handle(packet_from(i, Suspect(node, 0, peer(i)[0])), 0.0)
+            core.handle(packet_from(i, Suspect(node, 0, peer(i)[0])), 0.0, WALL_MS)
         return core._suspicions[node].deadline
 
     assert time_to_dead(2) < time_to_dead(1) < time_to_dead(0)
@@ -197,11 +199,13 @@ def test_metadata_change_raises_meta_version_not_incarnation() -> None:
     assert core.me.meta_version == 1
     # A peer accepts it at the same incarnation.
     other = core_with_peers(2, me=NodeId("observer"))
-    other.handle(Packet(ME, ME_ADDR, (Alive(ME, 0, ME_ADDR, 0, meta("me")),)), 0.0)
-    other.handle(Packet(ME, ME_ADDR, (Alive(ME, 0, ME_ADDR, 1, meta("me", load={"cpu": 50.0})),)), 0.1)
+    other.handle(Packet(ME, ME_ADDR, (Alive(ME, 0, ME_ADDR, 0, meta("me")),)), 0.0, WALL_MS)
+    other.handle(
+        Packet(ME, ME_ADDR, (Alive(ME, 0, ME_ADDR, 1, meta("me", load={"cpu": 50.0})),)), 0.1, WALL_MS
+    )
     assert other.members[ME].meta.load == {"cpu": 50.0}
     # An older rumour does not undo it.
-    other.handle(Packet(ME, ME_ADDR, (Alive(ME, 0, ME_ADDR, 0, meta("me")),)), 0.2)
+    other.handle(Packet(ME, ME_ADDR, (Alive(ME, 0, ME_ADDR, 0, meta("me")),)), 0.2, WALL_MS)
     assert other.members[ME].meta.load == {"cpu": 50.0}
 
 
@@ -214,12 +218,12 @@ def test_unchanged_metadata_is_not_gossiped() -> None:
 def test_dead_and_left_are_final_for_an_incarnation() -> None:
     core = core_with_peers(3)
     node, addr = peer(1)
-    core.handle(packet_from(2, Dead(node, 0, peer(2)[0])), 1.0)
+    core.handle(packet_from(2, Dead(node, 0, peer(2)[0])), 1.0, WALL_MS)
     assert core.members[node].status == Status.DEAD
-    core.handle(packet_from(2, Alive(node, 0, addr, 5, meta("peer1"))), 1.1)
+    core.handle(packet_from(2, Alive(node, 0, addr, 5, meta("peer1"))), 1.1, WALL_MS)
     assert core.members[node].status == Status.DEAD
     # A restart comes back with a higher incarnation and is alive again.
-    core.handle(packet_from(1, Alive(node, 1, addr, 0, meta("peer1"))), 1.2)
+    core.handle(packet_from(1, Alive(node, 1, addr, 0, meta("peer1"))), 1.2, WALL_MS)
     assert core.members[node].status == Status.ALIVE
 
 
@@ -232,8 +236,8 @@ def test_leave_is_announced_as_left_and_stops_probing() -> None:
     assert not any(isinstance(m, Ping) for m in announced)
     # A peer receiving it records `left`, not `dead`.
     other = core_with_peers(2, me=NodeId("observer"))
-    other.handle(Packet(ME, ME_ADDR, (Alive(ME, 0, ME_ADDR, 0, meta("me")),)), 0.0)
-    other.handle(Packet(ME, ME_ADDR, (Dead(ME, 0, ME),)), 5.1)
+    other.handle(Packet(ME, ME_ADDR, (Alive(ME, 0, ME_ADDR, 0, meta("me")),)), 0.0, WALL_MS)
+    other.handle(Packet(ME, ME_ADDR, (Dead(ME, 0, ME),)), 5.1, WALL_MS)
     assert other.members[ME].status == Status.LEFT
 
 
@@ -241,7 +245,7 @@ def test_push_pull_merges_remote_dead_as_suspect_and_answers() -> None:
     core = core_with_peers(3)
     node, addr = peer(2)
     states = (MemberState(node, addr, 0, Status.DEAD, 0, meta("peer2")),)
-    effects = core.handle(packet_from(1, PushPull(True, False, states)), 1.0)
+    effects = core.handle(packet_from(1, PushPull(True, False, states)), 1.0, WALL_MS)
     assert core.members[node].status == Status.SUSPECT
     replies = [m for m in messages_to(effects, peer(1)[1]) if isinstance(m, PushPull)]
     assert replies and not replies[0].reply_wanted
@@ -251,8 +255,8 @@ def test_push_pull_merges_remote_dead_as_suspect_and_answers() -> None:
 def test_stale_accusation_is_answered_with_the_newer_alive() -> None:
     core = core_with_peers(3)
     node, addr = peer(2)
-    core.handle(packet_from(2, Alive(node, 3, addr, 0, meta("peer2"))), 1.0)
-    effects = core.handle(packet_from(1, Suspect(node, 1, peer(1)[0])), 1.1)
+    core.handle(packet_from(2, Alive(node, 3, addr, 0, meta("peer2"))), 1.0, WALL_MS)
+    effects = core.handle(packet_from(1, Suspect(node, 1, peer(1)[0])), 1.1, WALL_MS)
     assert Alive(node, 3, addr, 0, meta("peer2")) in messages_to(effects, peer(1)[1])
 
 
@@ -283,7 +287,7 @@ def ticks(core: Membership, until: float) -> list[tuple[float, list]]:
 def test_a_new_member_is_probed_within_one_pass() -> None:
     core = core_with_peers(4)
     newcomer, addr = peer(9)
-    core.handle(packet_from(9, Alive(newcomer, 0, addr, 0, meta("peer9"))), 0.0)
+    core.handle(packet_from(9, Alive(newcomer, 0, addr, 0, meta("peer9"))), 0.0, WALL_MS)
     effects = run_until(core, 6 * CONFIG.probe_interval_s)
     probed = {m.target for s in sends(effects) for m in s.packet.messages if isinstance(m, Ping)}
     assert newcomer in probed
@@ -301,7 +305,7 @@ def test_a_direct_ack_measures_the_round_trip_time_for_routing() -> None:
     )
     target = core.members[ping.target]
     assert target.rtt_s is None
-    core.handle(packet_from(1, Ack(ping.seq)), sent_at + 0.004)
+    core.handle(packet_from(1, Ack(ping.seq)), sent_at + 0.004, WALL_MS)
     assert target.rtt_s is not None and abs(target.rtt_s - 0.004) < 1e-9
 
 
@@ -313,11 +317,12 @@ def test_the_view_version_moves_with_every_change_routing_caches_on() -> None:
     core.handle(
         packet_from(1, Alive(node, member.incarnation, addr, member.meta_version + 1, meta("p1", zone="z"))),
         1.0,
+        WALL_MS,
     )
     after_meta = core.view_version
     assert after_meta > start
-    core.handle(packet_from(2, Suspect(node, member.incarnation, peer(2)[0])), 1.1)
+    core.handle(packet_from(2, Suspect(node, member.incarnation, peer(2)[0])), 1.1, WALL_MS)
     assert core.view_version > after_meta
     unchanged = core.view_version
-    core.handle(packet_from(1, Ping(7, ME)), 1.2)
+    core.handle(packet_from(1, Ping(7, ME)), 1.2, WALL_MS)
     assert core.view_version == unchanged

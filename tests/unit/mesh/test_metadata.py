@@ -12,8 +12,9 @@ from meshnode.load import LoadSample
 from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, MAX_LIST_ITEMS, MetaError, NodeMeta
 from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
 
-LABELS = ("name", "http", "mesh", "data", "region", "zone")
-LISTS = ("models", "hints")
+LABELS = ("name", "http", "mesh", "data", "data_key", "region", "zone")
+LISTS = ("models", "hints", "key_ids")
+FLAGS = ("tls",)
 MAPS = ("device", "load", "speeds", "replicas", "waiting")
 # Maps whose values are free-form (bounded) rather than typed entries like ``replicas``.
 PLAIN_MAPS = tuple(key for key in MAPS if key != "replicas")
@@ -75,7 +76,7 @@ def test_round_trip_through_msgpack() -> None:
 
 def test_wire_keys_are_the_documented_fields() -> None:
     """Older and newer peers read these names; renaming one is a wire format change."""
-    assert set(full_meta().to_wire()) == {*LABELS, *LISTS, *MAPS}
+    assert set(full_meta().to_wire()) == {*LABELS, *LISTS, *FLAGS, *MAPS}
 
 
 def test_only_a_name_is_required() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshnode.mesh.bounds import MAX_STAMP
 from meshnode.mesh.deployment import DeploymentSpec
 from meshnode.mesh.records import COUNTER_BITS, DeploymentTable, HybridClock, Record
 from meshnode.mesh.types import NodeId
@@ -24,6 +26,48 @@ def test_the_clock_never_runs_backwards_and_passes_what_it_observed() -> None:
     assert clock.stamp(999) > first  # wall clock stepped back: still forward
     clock.observe((5000 << COUNTER_BITS) | 7)  # a peer whose clock is ahead
     assert clock.stamp(1001) > (5000 << COUNTER_BITS) | 7
+
+
+def test_65536_writes_in_one_millisecond_borrow_the_next_one() -> None:
+    clock = HybridClock()
+    stamps = [clock.stamp(1000) for _ in range(1 << COUNTER_BITS)]
+    assert stamps[-1] == (1000 << COUNTER_BITS) | 0xFFFF
+    assert clock.stamp(1000) == 1001 << COUNTER_BITS
+
+
+def test_the_clock_stamps_up_to_the_maximum_and_never_past_it() -> None:
+    clock = HybridClock()
+    clock.observe(MAX_STAMP - 1)
+    assert clock.stamp(0) == MAX_STAMP
+    with pytest.raises(OverflowError):
+        clock.stamp(0)
+    assert clock.last == MAX_STAMP  # the failed write left the clock as it was
+    with pytest.raises(OverflowError):
+        HybridClock().stamp(1 << 47)  # a wall clock past the year 6429
+
+
+# Wall clocks as a broken machine could read them, and stamps anywhere in the documented range.
+WALLS = st.integers(-(2**63), 2**63) | st.sampled_from([0, (1 << 47) - 2, (1 << 47) - 1, 1 << 47])
+STAMPS = st.integers(0, MAX_STAMP) | st.sampled_from([0, MAX_STAMP - 0xFFFF, MAX_STAMP - 1, MAX_STAMP])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.tuples(st.booleans(), WALLS, STAMPS), max_size=30))
+def test_the_clock_never_issues_a_stamp_past_the_maximum(steps: list[tuple[bool, int, int]]) -> None:
+    clock = HybridClock()
+    for write, wall_ms, seen in steps:
+        if not write:
+            clock.observe(seen)
+            continue
+        before = clock.last
+        try:
+            stamp = clock.stamp(wall_ms)
+        except OverflowError:
+            # Only when no stamp up to the maximum is both later than the last and the wall clock.
+            assert before == MAX_STAMP or wall_ms << COUNTER_BITS > MAX_STAMP
+            assert clock.last == before
+            continue
+        assert before < stamp <= MAX_STAMP and clock.last == stamp
 
 
 def test_a_write_after_seeing_a_record_wins_even_with_a_slow_wall_clock() -> None:

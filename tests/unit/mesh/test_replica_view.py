@@ -9,13 +9,15 @@ from hypothesis import strategies as st
 from meshnode.mesh.deployment import DeploymentSpec
 from meshnode.mesh.member import Member
 from meshnode.mesh.metadata import NodeMeta
-from meshnode.mesh.placement import Plan
+from meshnode.mesh.placement import HostNode, Plan, Requirements, plan
 from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
 from meshnode.mesh.replica_view import (
+    CANNOT_RUN,
     SITTING_OUT,
     Demand,
     LocalReplica,
     Prospect,
+    cannot_run_here,
     demand,
     excluded,
     pinned_nodes,
@@ -70,8 +72,31 @@ def test_nodes_whose_replica_failed_sit_out_this_node_too_when_it_failed_here() 
         member(B, entry(ReplicaState.READY)),
         member(C, entry(ReplicaState.FAILED), Status.LEFT),
     ]
-    assert excluded("sd", members, ME, sitting_out_here=False) == {A: SITTING_OUT}
-    assert excluded("sd", members, ME, sitting_out_here=True) == {A: SITTING_OUT, ME: SITTING_OUT}
+    assert excluded("sd", members, ME, sitting_out_here=None) == {A: SITTING_OUT}
+    assert excluded("sd", members, ME, sitting_out_here="") == {A: SITTING_OUT, ME: SITTING_OUT}
+
+
+def test_nodes_that_may_not_run_the_app_sit_out_and_say_so_apart_from_failed_setups() -> None:
+    refused = cannot_run_here("app 'x.py:X': x.py is outside this node's app folders")
+    members = [
+        member(A, entry(ReplicaState.FAILED, error=refused)),
+        member(B, entry(ReplicaState.FAILED, error="ImportError: no torch")),
+        member(C, entry(ReplicaState.READY, error=refused)),  # serving: not sitting out, whatever it says
+    ]
+    assert excluded("sd", members, ME, sitting_out_here=None) == {A: CANNOT_RUN, B: SITTING_OUT}
+    assert excluded("sd", members, ME, sitting_out_here=refused)[ME] == CANNOT_RUN
+    assert excluded("sd", members, ME, sitting_out_here="setup timed out")[ME] == SITTING_OUT
+    # The reason survives gossip's cut to MAX_ERROR_CHARS: the marker is at the front.
+    long = ReplicaEntry.failed(cannot_run_here("x" * 1000))
+    assert excluded("sd", [member(A, long)], ME, sitting_out_here=None) == {A: CANNOT_RUN}
+
+
+def test_unschedulable_names_nodes_that_may_not_run_the_app() -> None:
+    members = [member(A, entry(ReplicaState.FAILED, error=cannot_run_here("no module named 'x'")))]
+    pool = [HostNode(A), HostNode(B)]
+    placed = plan("sd", 2, pool, Requirements(), excluded=excluded("sd", members, ME, sitting_out_here=None))
+    assert placed.hosts == (B,)
+    assert placed.unschedulable is not None and f"1 node(s): {CANNOT_RUN}" in placed.unschedulable
 
 
 def test_pinned_and_ready_nodes_take_this_nodes_own_replica_from_what_it_knows_now() -> None:

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshnode.mesh.access import ApiKey, Scope
 from meshnode.mesh.deployment import Autoscaling, DeploymentSpec, Resources
+from meshnode.mesh.keyring_record import KeyringRecord
 from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, NodeMeta
 from meshnode.mesh.records import Record
 from meshnode.mesh.types import Address, NodeId, Status
@@ -93,8 +95,10 @@ def one_of_each_kind() -> tuple[Message, ...]:
         Alive(node=PEER, incarnation=5, addr=PEER_ADDR, meta_version=6, meta=node_meta()),
         Suspect(node=PEER, incarnation=7, source=SENDER),
         Dead(node=PEER, incarnation=8, source=PEER),
-        PushPull(reply_wanted=True, join=False, states=rows, records=(RECORD, TOMBSTONE)),
+        PushPull(True, False, rows, records=(RECORD, TOMBSTONE), keys=(KEY, REVOKED), keyring=RING),
         RECORD,
+        KEY,
+        RING,
     )
 
 
@@ -113,6 +117,9 @@ RECORD = Record(
     ),
 )
 TOMBSTONE = Record("gone", 5, SENDER, None)
+RING = KeyringRecord(("a" * 32, "b" * 43), 7 << 16, SENDER)
+KEY = ApiKey("0123456789ab", "ci runner", Scope.INVOKE, bytes(range(32)), 1_700_000_000_000)
+REVOKED = ApiKey("ba9876543210", "", Scope.ADMIN, bytes(32), 1_700_000_000_001, revoked=True)
 
 
 def encode_messages(*messages: Message) -> bytes:
@@ -179,8 +186,9 @@ def test_every_message_kind_round_trips() -> None:
 
 
 def test_push_pull_rows_keep_status_and_metadata() -> None:
-    (push_pull,) = decode_default(encode_messages(one_of_each_kind()[-2])).messages
+    (push_pull,) = decode_default(encode_messages(one_of_each_kind()[-4])).messages
     assert isinstance(push_pull, PushPull)
+    assert push_pull.keys == (KEY, REVOKED)
     assert [row.status for row in push_pull.states] == list(Status)
     assert push_pull.states[0].meta.device["accelerators"][0]["name"] == "H100"
     assert push_pull.states[0].meta.load["in_flight"] == 2
@@ -214,7 +222,7 @@ def test_packet_layout_is_the_documented_one() -> None:
         SENDER_ADDR,
         [[1, 9, PEER], [3, 9]],
     ]
-    assert [int(kind) for kind in Kind] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [int(kind) for kind in Kind] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
 
 
 def test_encoded_size_is_what_the_message_adds_to_a_packet() -> None:
@@ -549,7 +557,9 @@ def test_unknown_kinds_and_shapes_are_malformed(message: object) -> None:
         pytest.param([Kind.SUSPECT, PEER, 1], id="suspect-short"),
         pytest.param([Kind.DEAD, PEER, 1, SENDER, SENDER], id="dead-long"),
         pytest.param([Kind.PUSH_PULL, True, False], id="push-pull-short"),
-        pytest.param([Kind.PUSH_PULL, True, False, [], [], []], id="push-pull-long"),
+        pytest.param([Kind.PUSH_PULL, True, False, [], [], [], None, []], id="push-pull-long"),
+        pytest.param([Kind.KEYRING, 1, SENDER], id="keyring-short"),
+        pytest.param([Kind.KEY, "0123456789ab"], id="key-short"),
         pytest.param([Kind.RECORD, "echo", 1, PEER], id="record-short"),
         pytest.param([Kind.RECORD, "echo", 1, PEER, None, None], id="record-long"),
     ],
@@ -756,3 +766,29 @@ MESSAGES: st.SearchStrategy[Message] = st.one_of(
 def test_every_valid_packet_round_trips(sender: NodeId, addr: Address, messages: tuple[Message, ...]) -> None:
     packet = Packet(sender, addr, messages)
     assert decode_default(encode(packet, MESH)) == packet
+
+
+def test_a_push_pull_from_a_node_without_keys_still_decodes() -> None:
+    """Nodes of the version before API keys send four fields; theirs has no keys, not an error."""
+    old = [Kind.PUSH_PULL, False, False, [], []]
+    body = msgpack.packb([PROTOCOL_VERSION, MESH, SENDER, "127.0.0.1:1", [old]])
+    (push_pull,) = decode_default(body).messages
+    assert isinstance(push_pull, PushPull) and push_pull.keys == ()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        ["0123456789AB", "n", "invoke", bytes(32), 1, False],  # upper-case id
+        ["0123456789ab", "n", "root", bytes(32), 1, False],  # unknown scope
+        ["0123456789ab", "n", "invoke", bytes(31), 1, False],  # short digest
+        ["0123456789ab", "n", "invoke", bytes(32), -1, False],  # negative time
+        ["0123456789ab", "n", "invoke", bytes(32), 1, 1],  # revoked not a bool
+        ["0123456789ab", "x" * 65, "invoke", bytes(32), 1, False],  # long name
+    ],
+)
+def test_a_malformed_key_drops_the_packet(row: list[object]) -> None:
+    body = msgpack.packb([PROTOCOL_VERSION, MESH, SENDER, "127.0.0.1:1", [[Kind.KEY, *row]]])
+    with pytest.raises(WireError) as refused:
+        decode_default(body)
+    assert refused.value.reason == "malformed"

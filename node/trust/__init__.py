@@ -1,0 +1,6 @@
+"""Trust: who belongs to the mesh, and the keys that prove it (docs/security.md).
+
+- ``token.py``: the mesh's join token: made on first use, kept in a 0600 file, found by one rule
+- ``keyring.py``: keys derived from tokens; seals and opens every gossip packet (AEAD)
+- ``curve.py``: the data plane's CURVE keys, and which peers' keys may connect
+"""

@@ -82,7 +82,10 @@ def describe_failure(exc: httpx.RequestError, url: str) -> str:
         reason = failure.reason or str(failure)
         return f"the TLS handshake failed: {reason}; does it serve HTTPS on that port?"
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.RemoteProtocolError) and url.startswith("http://"):
-        # What a plain request to an HTTPS port looks like from here: the node hangs up.
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError) and url.startswith(
+        "http://"
+    ):
+        # What a plain request to an HTTPS port looks like from here: the node hangs up, cleanly
+        # or with a reset, depending on when its TLS layer gives up on the bytes.
         return f"{text} (if the node serves HTTPS, use an https:// URL)"
     return text

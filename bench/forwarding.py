@@ -1,30 +1,33 @@
-"""Forwarding benchmark: one request direct, through an nginx hop and through a meshnode hop, side by side.
+"""Forwarding benchmark: direct, an nginx hop and a meshnode hop, with security on and off, side by side.
 
 Usage:  python bench/forwarding.py [--rounds 5] [--duration-s 3] [--concurrency 1 32]
-                                   [--agents-cpu 0] [--load-cpu 1]
+                                   [--agents-cpu 0] [--load-cpu 1] [--baseline-commit 9588113]
 
-Three paths to the same replica of ``apps/echo.py``, measured in one run:
+Two meshes of two agents each serve one replica of ``apps/echo.py``: one runs this checkout with its
+security on (a mesh token: sealed gossip, the data plane on CURVE, the HTTP gate), the other the code
+just before security existed (bench/baseline.py says how, and why there is no "off" switch). Five
+paths to a replica, measured in one run:
 
-- direct: ``POST`` to n1, the agent that hosts the replica (``X-Mesh-Route: n1``);
-- nginx: ``POST`` to an nginx ``proxy_pass`` in front of n1's HTTP port (keepalive upstream), the
-  reference cost of one well-made hop;
-- forwarded: ``POST`` to n0, an agent with no replica, which forwards over the ZeroMQ data plane to
-  n1 (``X-Mesh-Route: n0,n1``; the request path of docs/architecture.md).
+- direct on / direct off: ``POST`` to n1, the agent that hosts the replica (``X-Mesh-Route: n1``);
+- forwarded on / forwarded off: ``POST`` to n0, an agent with no replica, which forwards over the
+  ZeroMQ data plane to n1 (``X-Mesh-Route: n0,n1``; the request path of docs/architecture.md);
+- nginx: ``POST`` to an nginx ``proxy_pass`` in front of n1 of the "on" mesh (keepalive upstream),
+  the reference cost of one well-made hop.
 
-Both agents (``--profile local``), n1's worker process and nginx run on ``--agents-cpu``; the load
+The agents (``--profile local``), n1's worker processes and nginx run on ``--agents-cpu``; the load
 generator, ``wrk`` (one thread, keepalive connections, a Lua script for the POST), runs on
 ``--load-cpu``, both pinned with ``taskset``. Every round measures each path at each concurrency for
 ``--duration-s``, rotating the order of the paths from round to round so that noise hits them alike.
 Absolute figures are medians over rounds; differences and ratios are taken within a round, then their
-median is quoted. CPU time per request of every process on the agents' core comes from the processes'
+median is quoted. CPU time per request of the processes that serve a path comes from the processes'
 own counters; "others" is the share of each core that processes outside this benchmark took meanwhile.
 "Requests/s per core" is 1 / (CPU time per request on the agents' core): what that core would serve
 with nothing else on it, the throughput figure that a shared, noisy machine moves least.
 
 Targets: one forwarding hop adds at most 0.3 ms p50 at concurrency 1; forwarded throughput at least
-60 % of direct on the same cores. It measures and prints; it never asserts (docs/benchmarks.md says how
-the benchmarks measure, and keeps the latest results).
-Needs the Debian packages nginx and wrk.
+60 % of direct on the same cores; security adds at most 0.05 ms to the hop's p50. It measures and
+prints; it never asserts (docs/benchmarks.md says how the benchmarks measure, and keeps the latest
+results). Needs git, and the Debian packages nginx and wrk.
 """
 
 from __future__ import annotations
@@ -32,38 +35,24 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import resource
+import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
+from baseline import BEFORE_SECURITY, Variant, commit_of, security_off, security_on
+from procs import Started, free_port, start, stop, wait
+from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
 
-PATHS = ("direct", "nginx", "forwarded")
+VARIANTS = ("on", "off")
+PATHS = ("direct on", "forwarded on", "nginx", "direct off", "forwarded off")
 ROUTES = {"direct": "n1", "nginx": "n1", "forwarded": "n0,n1"}
 DEPLOYMENT = "echo"
 APP = "meshnode.apps.echo:Echo"
-WRK_TIMEOUT = "10s"
-# wrk prints this line from the script's done(): requests, duration µs, p50 µs, p99 µs, non-2xx, socket errors.
-WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.body = [[{body}]]
-wrk.headers["Content-Type"] = "application/json"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
 NGINX_CONF = """\
 worker_processes 1;
 master_process off;
@@ -94,81 +83,26 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Started:
-    """A process this benchmark started (pinned with taskset), with its log."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def processes(self) -> list[psutil.Process]:
-        """It and its descendants (an agent's worker), for CPU accounting and cleanup."""
-        try:
-            proc = psutil.Process(self.process.pid)
-            return [proc, *proc.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-
-def start(name: str, args: list[str], cpu: int, root: Path) -> Started:
-    log_path = root / f"{name}.log"
-    with log_path.open("ab") as log:
-        # Its own session: a Ctrl-C reaches only this script, whose finally stops everything in order.
-        process = subprocess.Popen(
-            ["taskset", "-c", str(cpu), *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Started(name, process, log_path)
-
-
-def stop(started: list[Started]) -> None:
-    """SIGTERM every process (agents leave gracefully), SIGKILL what lingers, then its leftover children."""
-    children = {s.name: s.processes()[1:] for s in started}
-    for s in started:
-        if s.process.poll() is None:
-            s.process.send_signal(signal.SIGTERM)
-    for s in started:
-        try:
-            s.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            s.process.kill()
-            s.process.wait()
-        for child in children[s.name]:
-            try:
-                child.wait(timeout=5)
-            except psutil.TimeoutExpired:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
-
-
-def agent_args(name: str, http: int, mesh: int, root: Path, mesh_id: str, *extra: str) -> list[str]:
+def agent_args(name: str, variant: str, ports: dict[str, int], root: Path, *extra: str) -> list[str]:
+    """`meshnode join` for agent `name` (n0 or n1) of the mesh of `variant`."""
+    http, mesh = ports[f"{name} {variant} http"], ports[f"{name} {variant} mesh"]
     return [
         sys.executable, "-m", "meshnode", "join", "--name", name, "--profile", "local", "--no-mdns",
         "--http", f"127.0.0.1:{http}", "--mesh", f"127.0.0.1:{mesh}", "--data", "127.0.0.1:0",
-        "--data-dir", str(root / name), "--mesh-id", mesh_id, "--log-level", "warning", *extra,
+        "--data-dir", str(root / f"{name}-{variant}"), "--mesh-id", f"bench-forwarding-{variant}-{os.getpid()}",
+        "--log-level", "warning", *extra,
     ]  # fmt: skip
 
 
-def wait(predicate: Callable[[], bool], timeout: float, what: str, started: list[Started]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for s in started:
-            if s.process.poll() is not None:
-                tail = s.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(
-                    f"{s.name} exited with {s.process.returncode} while waiting for {what}:\n{tail}"
-                )
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
+def route(path: str) -> str:
+    """The X-Mesh-Route a request on `path` answers with."""
+    return ROUTES[path.split()[0]]
+
+
+def serving(path: str, started: list[Started]) -> list[Started]:
+    """The processes that serve a request on `path`: its mesh's agents (and their workers), and nginx."""
+    variant = "on" if path == "nginx" else path.split()[1]
+    return [s for s in started if s.name.endswith(f" {variant}") or (path == "nginx" and s.name == "nginx")]
 
 
 def replica_ready(n0_url: str) -> bool:
@@ -194,15 +128,9 @@ def answers(url: str, route: str, body: str) -> bool:
     return response.status_code == 200 and response.headers.get("x-mesh-route") == route
 
 
-def code_under_test(n1: Started) -> str:
-    """Which meshnode the agents run: the package this interpreter and environment import (as the
-    agents, started the same way, do) and the command line of n1's running worker process."""
-    where = subprocess.run(
-        [sys.executable, "-c", "import meshnode; print(meshnode.__file__)"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
-    workers = [" ".join(p.cmdline()[1:4]) for p in n1.processes()[1:]]
-    return f"meshnode from {where}; n1's worker: {', '.join(workers) or 'none'}"
+def workers_of(n1: Started) -> str:
+    """The command line of n1's running worker process(es)."""
+    return ", ".join(" ".join(p.cmdline()[1:4]) for p in n1.processes()[1:]) or "none"
 
 
 def n0_hosts_nothing(n0_url: str) -> bool:
@@ -212,111 +140,25 @@ def n0_hosts_nothing(n0_url: str) -> bool:
     return not me["replicas"]
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One wrk run on one path at one concurrency, and the CPU it cost."""
-
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    cpu_us: dict[str, float]  # CPU µs per request of each process on the agents' core
-    others_agents_core: float  # share of the agents' core that processes outside this benchmark took
-    others_load_core: float  # the same on the load generator's core (besides wrk)
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
-
-    @property
-    def cpu_total_us(self) -> float:
-        return sum(self.cpu_us.values())
-
-    @property
-    def rps_per_core(self) -> float:
-        """Requests per second the agents' core would serve with nothing else on it."""
-        return 1e6 / self.cpu_total_us if self.cpu_total_us > 0 else float("nan")
-
-
-def cpu_seconds(started: list[Started]) -> dict[str, float]:
-    """CPU seconds (user + system) so far of each started process, its worker counted as its own entry."""
-    out: dict[str, float] = {}
-    for s in started:
-        for i, proc in enumerate(s.processes()):
-            try:
-                times = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            name = s.name if i == 0 else f"{s.name} worker"
-            out[name] = out.get(name, 0.0) + times.user + times.system
-    return out
-
-
-def core_busy_s(cpu: int) -> float:
-    """CPU seconds processes have run on `cpu` so far (interrupts and steal left out, as in process times)."""
-    times = psutil.cpu_times(percpu=True)[cpu]
-    return times.user + times.nice + times.system
-
-
-def wrk_seconds() -> float:
-    """CPU seconds of every finished child of this script: the wrk runs (taskset execs wrk)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_wrk(
-    url: str, concurrency: int, seconds: int, script: Path, load_cpu: int
-) -> tuple[int, float, float, float, int]:
-    command = [
-        "taskset", "-c", str(load_cpu), "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s",
-        "--timeout", WRK_TIMEOUT, "-s", str(script), url,
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    requests, duration_us, p50_us, p99_us, status_errors, socket_errors = map(int, line.split()[1:])
-    return requests, duration_us / 1e6, p50_us / 1000, p99_us / 1000, status_errors + socket_errors
-
-
-def measure(
-    url: str, concurrency: int, seconds: int, script: Path, args: argparse.Namespace, started: list[Started]
-) -> Sample:
-    def snapshot() -> tuple[dict[str, float], float, float, float]:
-        ours = cpu_seconds(started)
-        return ours, core_busy_s(args.agents_cpu), core_busy_s(args.load_cpu), wrk_seconds()
-
-    ours_before, agents_before, load_before, wrk_before = snapshot()
-    requests, elapsed, p50, p99, errors = run_wrk(url, concurrency, seconds, script, args.load_cpu)
-    ours_after, agents_after, load_after, wrk_after = snapshot()
-    ours = {name: ours_after[name] - ours_before.get(name, 0.0) for name in ours_after}
-    # All this benchmark runs is pinned: `started` on the agents' core, wrk on the load core.
-    others_agents = agents_after - agents_before - sum(ours.values())
-    others_load = load_after - load_before - (wrk_after - wrk_before)
-    return Sample(
-        requests,
-        elapsed,
-        p50,
-        p99,
-        errors,
-        {name: value / max(requests, 1) * 1e6 for name, value in ours.items()},
-        # Clamped: process and per-core counters tick separately, so a share can read a little outside 0..1.
-        min(1.0, max(0.0, others_agents / elapsed)),
-        min(1.0, max(0.0, others_load / elapsed)),
-    )
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(results: dict[tuple[str, int], list[Sample]], args: argparse.Namespace) -> None:
+Results = dict[tuple[str, int], list[Sample]]
+
+
+def paired(results: Results, c: int, digits: int, value: Callable[..., float], *paths: str) -> str:
+    """Median (range) over rounds of `value` applied to the samples of `paths` taken in the same round."""
+    values = [value(*samples) for samples in zip(*(results[(p, c)] for p in paths), strict=True)]
+    return f"{median(values):.{digits}f} ({min(values):.{digits}f}..{max(values):.{digits}f})"
+
+
+def report(results: Results, args: argparse.Namespace) -> None:
     rounds, high = args.rounds, max(args.concurrency)
     print(f"\n## Latency and throughput (median of {rounds} rounds of {args.duration_s} s)\n")
     print(
         "Requests/s per core: what the agents' core would serve if it were ours alone "
-        "(1 / CPU time per request of every process on it), which noise from other processes barely moves.\n"
+        "(1 / CPU time per request of the processes that serve the path), which noise barely moves.\n"
     )
     print("| path | concurrency | p50 ms | p99 ms | requests/s | requests/s per core | errors |")
     print("|---|---|---|---|---|---|---|")
@@ -329,61 +171,92 @@ def report(results: dict[tuple[str, int], list[Sample]], args: argparse.Namespac
                 f"{sum(s.errors for s in samples)} |"
             )
 
-    def per_round(path: str, c: int, value: Callable[[Sample, Sample], float]) -> tuple[float, float, float]:
-        values = [value(s, d) for s, d in zip(results[(path, c)], results[("direct", c)], strict=True)]
-        return median(values), min(values), max(values)
-
-    def row(
-        figure: str, c: int, value: Callable[[Sample, Sample], float], digits: int, target: str = ""
-    ) -> None:
-        cells = []
-        for path in ("forwarded", "nginx"):
-            mid, lo, hi = per_round(path, c, value)
-            cells.append(f"{mid:.{digits}f} ({lo:.{digits}f}..{hi:.{digits}f})")
-        print(f"| {figure.format(c=c)} | {cells[0]} | {cells[1]} | {target} |")
-
+    figures: list[tuple[str, Callable[[Sample, Sample], float], int]] = [
+        ("p50 added at c={c}, ms", lambda s, d: s.p50_ms - d.p50_ms, 3),
+        ("p99 added at c={c}, ms", lambda s, d: s.p99_ms - d.p99_ms, 2),
+        ("CPU per request added at c={c}, µs", lambda s, d: s.cpu_total_us - d.cpu_total_us, 0),
+        ("requests/s at c={c} / direct", lambda s, d: s.rps / d.rps, 2),
+        ("requests/s per core at c={c} / direct", lambda s, d: s.rps_per_core / d.rps_per_core, 2),
+    ]
+    targets = {("p50 added at c={c}, ms", min(args.concurrency)): "<= 0.300"}
+    targets |= {(f, high): ">= 0.60" for f, _, _ in figures[3:]}
     print("\n## Each hop against direct (median of per-round figures, range over rounds in brackets)\n")
-    print("| figure | meshnode hop (n0 -> n1) | nginx hop | target (meshnode) |")
-    print("|---|---|---|---|")
+    print(
+        "| figure | meshnode hop, security on | meshnode hop, security off | nginx hop | target (meshnode) |"
+    )
+    print("|---|---|---|---|---|")
+    for figure, value, digits in figures:
+        for c in args.concurrency:
+            cells = [
+                paired(results, c, digits, value, "forwarded on", "direct on"),
+                paired(results, c, digits, value, "forwarded off", "direct off"),
+                paired(results, c, digits, value, "nginx", "direct on"),
+            ]
+            print(f"| {figure.format(c=c)} | {' | '.join(cells)} | {targets.get((figure, c), '')} |")
+
+    def difference(field: Callable[[Sample], float]) -> Callable[[Sample, Sample], float]:
+        return lambda on, off: field(on) - field(off)
+
+    def hop(field: Callable[[Sample], float]) -> Callable[[Sample, Sample, Sample, Sample], float]:
+        """What security adds to the hop: (forwarded - direct) with it, less the same without."""
+        return lambda fon, don, foff, doff: (field(fon) - field(don)) - (field(foff) - field(doff))
+
+    print("\n## What security costs: on - off, per round (median, range over rounds in brackets)\n")
+    print("| figure | direct path | forwarded path | the hop (forwarded - direct) | target |")
+    print("|---|---|---|---|---|")
+    costs: list[tuple[str, Callable[[Sample], float], int]] = [
+        ("p50 at c={c}, ms", lambda s: s.p50_ms, 3),
+        ("p99 at c={c}, ms", lambda s: s.p99_ms, 2),
+        ("CPU per request at c={c}, µs", lambda s: s.cpu_total_us, 0),
+    ]
+    hop_paths = ("forwarded on", "direct on", "forwarded off", "direct off")
+    for figure, field, digits in costs:
+        for c in args.concurrency:
+            cells = [
+                paired(results, c, digits, difference(field), "direct on", "direct off"),
+                paired(results, c, digits, difference(field), "forwarded on", "forwarded off"),
+                paired(results, c, digits, hop(field), *hop_paths),
+            ]
+            target = "<= 0.050 (the hop)" if figure.startswith("p50") and c == min(args.concurrency) else ""
+            print(f"| {figure.format(c=c)} | {' | '.join(cells)} | {target} |")
     for c in args.concurrency:
-        row("p50 added at c={c}, ms", c, lambda s, d: s.p50_ms - d.p50_ms, 3, "<= 0.300" if c == 1 else "")
-    for c in args.concurrency:
-        row("p99 added at c={c}, ms", c, lambda s, d: s.p99_ms - d.p99_ms, 2)
-    for c in args.concurrency:
-        row("CPU per request added at c={c}, µs", c, lambda s, d: s.cpu_total_us - d.cpu_total_us, 0)
-    for c in args.concurrency:
-        row("requests/s at c={c} / direct", c, lambda s, d: s.rps / d.rps, 2, ">= 0.60" if c == high else "")
-    for c in args.concurrency:
-        row(
-            "requests/s per core at c={c} / direct",
-            c,
-            lambda s, d: s.rps_per_core / d.rps_per_core,
-            2,
-            ">= 0.60" if c == high else "",
-        )
+        ratio = [
+            paired(results, c, 2, lambda on, off: on.rps_per_core / off.rps_per_core, f"{p} on", f"{p} off")
+            for p in ("direct", "forwarded")
+        ]
+        print(f"| requests/s per core at c={c}, on / off | {' | '.join(ratio)} | | |")
 
     names = sorted({n for samples in results.values() for s in samples for n in s.cpu_us})
-    print(f"\n## CPU per request on the agents' core, µs (median of {rounds} rounds)\n")
+    print(f"\n## CPU per request of the processes that serve each path, µs (median of {rounds} rounds)\n")
     print(
         "Last two columns: share of each core that processes outside this benchmark (the machine's other "
         "work) took during the same runs.\n"
     )
     print(
-        f"| path | concurrency | {' | '.join(names)} | all of ours | others on agents' core | others on wrk's core |"
+        f"| path | concurrency | {' | '.join(names)} | all | others on agents' core | others on wrk's core |"
     )
     print(f"|---|---|{'---|' * len(names)}---|---|---|")
     for c in args.concurrency:
         for path in PATHS:
             samples = results[(path, c)]
             cells = [median([s.cpu_us.get(n, 0.0) for s in samples]) for n in names]
-            others = (
-                median([s.others_agents_core for s in samples]),
-                median([s.others_load_core for s in samples]),
-            )
             print(
                 f"| {path} | {c} | {' | '.join(f'{v:.0f}' for v in cells)} | {median([s.cpu_total_us for s in samples]):.0f} | "
-                f"{others[0]:.0%} | {others[1]:.0%} |"
+                f"{median([s.others_agents_core for s in samples]):.0%} | {median([s.others_load_core for s in samples]):.0%} |"
             )
+
+
+def start_mesh(
+    variant: Variant, args: argparse.Namespace, root: Path, ports: dict[str, int]
+) -> list[Started]:
+    """n1 hosting the echo replica and n0 joined to it by a seed, both of `variant`."""
+    v = variant.name
+    n1 = agent_args("n1", v, ports, root, "--deploy", f"{DEPLOYMENT}={APP}", *variant.join_args)
+    n0 = agent_args("n0", v, ports, root, "--seed", f"127.0.0.1:{ports[f'n1 {v} mesh']}", *variant.join_args)
+    return [
+        start(f"n1 {variant.name}", n1, args.agents_cpu, root, variant.env),
+        start(f"n0 {variant.name}", n0, args.agents_cpu, root, variant.env),
+    ]
 
 
 def main() -> None:
@@ -392,74 +265,85 @@ def main() -> None:
     parser.add_argument("--duration-s", type=int, default=3, help="length of one wrk run (whole seconds)")
     parser.add_argument("--warmup-s", type=int, default=2, help="wrk run per path before round 1 (0: none)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--agents-cpu", type=int, default=0, help="CPU for the agents, the worker and nginx")
+    parser.add_argument("--agents-cpu", type=int, default=0, help="CPU for the agents, the workers and nginx")
     parser.add_argument("--load-cpu", type=int, default=1, help="CPU for wrk")
     parser.add_argument("--body", default='{"text": "hello"}', help="JSON body of every request")
+    parser.add_argument(
+        "--baseline-commit", default=BEFORE_SECURITY, help="the code whose agents run with security off"
+    )
     args = parser.parse_args()
-    for tool in ("nginx", "wrk", "taskset"):
+    for tool in ("nginx", "wrk", "taskset", "git"):
         if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found: apt-get install -y nginx wrk util-linux")
+            sys.exit(f"{tool} not found: apt-get install -y nginx wrk util-linux git")
 
     root = Path(tempfile.mkdtemp(prefix="meshnode-bench-forwarding-"))
     script = root / "post.lua"
     script.write_text(WRK_SCRIPT.format(body=args.body))
-    ports = {name: free_port() for name in ("n1-http", "n1-mesh", "n0-http", "n0-mesh", "nginx")}
-    urls = {
-        "direct": f"http://127.0.0.1:{ports['n1-http']}",
-        "nginx": f"http://127.0.0.1:{ports['nginx']}",
-        "forwarded": f"http://127.0.0.1:{ports['n0-http']}",
+    ports = {
+        f"{n} {v} {kind}": free_port() for n in ("n0", "n1") for v in VARIANTS for kind in ("http", "mesh")
     }
+    ports["nginx"] = free_port()
+    urls = {
+        f"{kind} {v}": f"http://127.0.0.1:{ports[f'{n} {v} http']}"
+        for kind, n in (("direct", "n1"), ("forwarded", "n0"))
+        for v in VARIANTS
+    }
+    urls["nginx"] = f"http://127.0.0.1:{ports['nginx']}"
     predict = {path: f"{url}/v1/predict/{DEPLOYMENT}" for path, url in urls.items()}
     (root / "nginx.conf").write_text(
-        NGINX_CONF.format(root=root, upstream=ports["n1-http"], port=ports["nginx"])
+        NGINX_CONF.format(root=root, upstream=ports["n1 on http"], port=ports["nginx"])
     )
-    mesh_id = f"bench-forwarding-{os.getpid()}"
     started: list[Started] = []
     load_before = os.getloadavg()
     try:
-        deploy = ("--deploy", f"{DEPLOYMENT}={APP}")
-        n1 = agent_args("n1", ports["n1-http"], ports["n1-mesh"], root, mesh_id, *deploy)
-        started.append(start("n1", n1, args.agents_cpu, root))
-        seed = ("--seed", f"127.0.0.1:{ports['n1-mesh']}")
-        n0 = agent_args("n0", ports["n0-http"], ports["n0-mesh"], root, mesh_id, *seed)
-        started.append(start("n0", n0, args.agents_cpu, root))
+        variants = [security_on(secrets.token_urlsafe(32)), security_off(root, args.baseline_commit)]
+        for variant in variants:
+            started += start_mesh(variant, args, root, ports)
         # Its own config and prefix in the temp dir: nothing under /etc or /var is read or written.
         conf, log = str(root / "nginx.conf"), str(root / "nginx-error.log")
-        nginx = ["nginx", "-c", conf, "-p", str(root), "-e", log]
-        started.append(start("nginx", nginx, args.agents_cpu, root))
-        wait(lambda: replica_ready(urls["forwarded"]), 120, "n0 to see n1's echo replica ready", started)
+        started.append(
+            start("nginx", ["nginx", "-c", conf, "-p", str(root), "-e", log], args.agents_cpu, root)
+        )
+        for v in VARIANTS:
+            ready = functools.partial(replica_ready, urls[f"forwarded {v}"])
+            wait(ready, 120, f"n0 {v} to see n1's echo replica ready", started)
         for path in PATHS:
-            crossed = functools.partial(answers, predict[path], ROUTES[path], args.body)
+            crossed = functools.partial(answers, predict[path], route(path), args.body)
             wait(crossed, 60, f"a 200 through the {path} path", started)
 
-        code = code_under_test(started[0])
         load = " ".join(f"{x:.2f}" for x in load_before)
         print(
-            f"# meshnode forwarding benchmark: direct vs nginx hop vs meshnode hop, {os.cpu_count()} cores\n"
+            "# meshnode forwarding benchmark: direct vs nginx hop vs meshnode hop, security on and off, "
+            f"{os.cpu_count()} cores\n"
         )
         print(f"Command: python {' '.join(sys.argv)}\n")
-        print(f"Code under test: {code}.\n")
         print(
-            f"Agents n0 and n1, n1's echo worker and nginx on CPU {args.agents_cpu}; wrk (1 thread) on CPU "
+            f"Code under test: HEAD {commit_of('HEAD')} (working tree as checked out), against {commit_of(args.baseline_commit)}."
+        )
+        for variant, n1 in zip(variants, (started[0], started[2]), strict=True):
+            print(f"- {variant.describe()}; n1's worker: {workers_of(n1)}")
+        print(
+            f"\nAgents, n1's echo workers and nginx on CPU {args.agents_cpu}; wrk (1 thread) on CPU "
             f"{args.load_cpu}. {args.rounds} rounds x {len(PATHS)} paths x {len(args.concurrency)} concurrencies "
             f"x {args.duration_s} s, path order rotated each round. Load average before: {load}.",
             flush=True,
         )
         for path in PATHS if args.warmup_s > 0 else ():
             run_wrk(predict[path], max(args.concurrency), args.warmup_s, script, args.load_cpu)
-        results: dict[tuple[str, int], list[Sample]] = {(p, c): [] for p in PATHS for c in args.concurrency}
+        run = Run(args.agents_cpu, args.load_cpu, args.duration_s)
+        results: Results = {(p, c): [] for p in PATHS for c in args.concurrency}
         for r in range(args.rounds):
             order = PATHS[r % len(PATHS) :] + PATHS[: r % len(PATHS)]
             for c in args.concurrency:
                 for path in order:
-                    results[(path, c)].append(
-                        measure(predict[path], c, args.duration_s, script, args, started)
-                    )
+                    sample = measure(predict[path], c, script, run, serving(path, started), started)
+                    results[(path, c)].append(sample)
             print(f"round {r + 1} of {args.rounds} done", file=sys.stderr, flush=True)
-        if not n0_hosts_nothing(urls["forwarded"]):
-            print(
-                "\nWARNING: n0 started a replica of its own; some 'forwarded' requests did not cross the hop."
-            )
+        for v in VARIANTS:
+            if not n0_hosts_nothing(urls[f"forwarded {v}"]):
+                print(
+                    f"\nWARNING: n0 {v} started a replica of its own; some forwarded requests did not cross the hop."
+                )
         report(results, args)
         print(f"\nLoad average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}.")
     finally:

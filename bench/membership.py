@@ -1,8 +1,11 @@
 """Membership benchmark: failure detection, join spread and idle cost of real agents, plus the simulator.
 
 Usage:  python bench/membership.py [--sizes 5 10 20] [--kills 10] [--idle-s 30] [--sim-n 1000]
+                                   [--security on off] [--baseline-commit 9588113]
 
-For each N, starts N real agents on 127.0.0.1 (local profile, joined by a seed) and repeats: SIGKILL
+Each real-agent figure is measured with security on (this checkout, one mesh token: sealed gossip)
+and off (the code just before security existed; bench/baseline.py says how), one after the other at
+each size, and printed side by side with the ratio on / off. For each N, starts N real agents on 127.0.0.1 (local profile, joined by a seed) and repeats: SIGKILL
 one, measure the time until every survivor logs it dead, restart it on its data dir, and measure the
 time until every other agent logs it alive (a join). Times come from the agents' own log lines
 (millisecond timestamps), so measuring adds no load. Each figure is printed beside the formula's
@@ -18,136 +21,25 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import httpx
 import psutil
+from baseline import BEFORE_SECURITY, Variant, commit_of, security_off, security_on
+from mesh_agents import Agent, first_event_after, start_mesh, stop_mesh, wait
 
 from meshnode.mesh.config import MembershipConfig
 from meshnode.mesh.simulation import Simulation
 from meshnode.mesh.types import Status
 
 LOCAL = MembershipConfig.local()
-LINE = re.compile(r"^(\S+ \S+) INFO meshnode\.agent: member \S+ \((\w{8})\): (\S+) -> (\w+)")
-UP = re.compile(r"^(\S+ \S+) INFO meshnode\.agent: node \S+ \((\w{8})\) up")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stamp(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-
-
-@dataclass
-class Agent:
-    name: str
-    http: int
-    mesh: int
-    data_dir: Path
-    log_path: Path
-    seed: str | None
-    process: subprocess.Popen[bytes] | None = None
-    node_id: str = ""
-
-    def start(self) -> None:
-        args = [
-            sys.executable, "-m", "meshnode", "join", "--name", self.name, "--profile", "local", "--no-mdns",
-            "--http", f"127.0.0.1:{self.http}", "--mesh", f"127.0.0.1:{self.mesh}",
-            "--data-dir", str(self.data_dir),
-        ]  # fmt: skip
-        if self.seed:
-            args += ["--seed", self.seed]
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.http}{path}"
-
-    def log_events(self) -> list[tuple[float, str, str]]:
-        """(time, node id prefix, new status) for every membership change this agent logged."""
-        events = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            match = LINE.match(line)
-            if match:
-                events.append((stamp(match.group(1)), match.group(2), match.group(4)))
-        return events
-
-    def up_times(self) -> list[float]:
-        return [stamp(m.group(1)) for line in self.log_path.read_text().splitlines() if (m := UP.match(line))]
-
-
-def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def view(agent: Agent) -> dict[str, str]:
-    try:
-        body = httpx.get(agent.url("/v1/mesh"), timeout=2.0).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
-    return {m["id"][:8]: m["status"] for m in body["members"]}
-
-
-def start_mesh(n: int, root: Path) -> list[Agent]:
-    root.mkdir(parents=True, exist_ok=True)
-    agents: list[Agent] = []
-    seed = None
-    try:
-        for i in range(n):
-            agent = Agent(f"b{i}", free_port(), free_port(), root / f"b{i}", root / f"b{i}.log", seed)
-            agents.append(agent)
-            agent.start()
-            if seed is None:
-                wait(lambda a=agent: view(a) != {}, 30, "the seed agent")
-                seed = f"127.0.0.1:{agent.mesh}"
-        wait(
-            lambda: all(list(view(a).values()).count("alive") == n for a in agents),
-            180,
-            f"{n} agents to join",
-        )
-    except BaseException:
-        stop_mesh(agents)  # never leave agents behind when the mesh fails to form
-        raise
-    for agent in agents:
-        agent.node_id = httpx.get(agent.url("/v1/mesh"), timeout=2.0).json()["self"][:8]
-    return agents
-
-
-def stop_mesh(agents: list[Agent]) -> None:
-    for agent in agents:
-        if agent.process and agent.process.poll() is None:
-            agent.process.send_signal(signal.SIGTERM)
-    for agent in agents:
-        if agent.process:
-            try:
-                agent.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                agent.process.kill()
-                agent.process.wait()
-
-
-def first_event_after(agent: Agent, node: str, status: str, since: float) -> float | None:
-    times = [t for t, who, new in agent.log_events() if who == node and new == status and t >= since]
-    return min(times) if times else None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -155,10 +47,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def kills_and_joins(n: int, kills: int, root: Path) -> tuple[list[float], list[float]]:
-    agents = start_mesh(n, root)
+def kills_and_joins(n: int, kills: int, root: Path, variant: Variant) -> tuple[list[float], list[float], int]:
+    """Detection and rejoin times of `kills` SIGKILLs and restarts, and the false suspicions of the
+    restarted agents (a survivor marking one suspect or dead again after it came back)."""
+    agents = start_mesh(n, root, variant)
     detections: list[float] = []
     joins: list[float] = []
+    false_suspicions = 0
     try:
         for k in range(kills):
             victim = agents[1 + k % (n - 1)]  # never the seed, so restarts can rejoin through it
@@ -172,31 +67,39 @@ def kills_and_joins(n: int, kills: int, root: Path) -> tuple[list[float], list[f
                 return all(first_event_after(a, v.node_id, "dead", t) is not None for a in s)
 
             wait(all_dead, 60, "every survivor to see the kill")
-            detections.append(
-                max(first_event_after(a, victim.node_id, "dead", killed_at) or 0 for a in survivors)
-                - killed_at
-            )
+            dead_at = max(first_event_after(a, victim.node_id, "dead", killed_at) or 0 for a in survivors)
+            detections.append(dead_at - killed_at)
 
             victim.start()
             wait(lambda v=victim, t=killed_at: any(u > t for u in v.up_times()), 60, "the restart")
-            up_at = max(victim.up_times())
+            # Its gossip starts a moment before it logs "up": its first view change may come first.
+            own = [t for t, _, _ in victim.log_events() if t > killed_at]
+            up_at = min([max(victim.up_times()), *own])
 
-            def all_alive(v: Agent = victim, s: list[Agent] = survivors, t: float = up_at) -> bool:
-                return all(first_event_after(a, v.node_id, "alive", t - 0.001) is not None for a in s)
+            def all_alive(v: Agent = victim, s: list[Agent] = survivors, t: float = dead_at) -> bool:
+                return all(first_event_after(a, v.node_id, "alive", t + 0.001) is not None for a in s)
 
             wait(all_alive, 60, "the rejoin to reach everyone")
-            joins.append(
-                max(first_event_after(a, victim.node_id, "alive", up_at - 0.001) or 0 for a in survivors)
-                - up_at
+            back_at = max(
+                first_event_after(a, victim.node_id, "alive", dead_at + 0.001) or 0 for a in survivors
+            )
+            joins.append(max(0.0, back_at - up_at))
+            # A restarted agent must stay alive: watch for as long as a false death would take.
+            time.sleep(2 * LOCAL.expected_detection_s(n))
+            false_suspicions += sum(
+                1
+                for a in survivors
+                for t, who, new in a.log_events()
+                if who == victim.node_id and new in ("suspect", "dead") and t > back_at
             )
     finally:
         stop_mesh(agents)
-    return detections, joins
+    return detections, joins, false_suspicions
 
 
-def idle_cost(n: int, seconds: float, root: Path) -> tuple[float, float, float]:
+def idle_cost(n: int, seconds: float, root: Path, variant: Variant) -> tuple[float, float, float]:
     """Mean CPU (% of one core), bytes out/s and bytes in/s per agent over an idle window."""
-    agents = start_mesh(n, root)
+    agents = start_mesh(n, root, variant)
     try:
         time.sleep(3.0)  # let the join's gossip settle before measuring idle
         procs = [psutil.Process(a.process.pid) for a in agents if a.process]
@@ -218,9 +121,9 @@ def idle_cost(n: int, seconds: float, root: Path) -> tuple[float, float, float]:
     return statistics.mean(cpu), statistics.mean(out), statistics.mean(inn)
 
 
-def soak(n: int, seconds: float, root: Path) -> tuple[int, int]:
+def soak(n: int, seconds: float, root: Path, variant: Variant) -> tuple[int, int]:
     """(suspicions, deaths) of live agents logged over an idle window: both should be 0."""
-    agents = start_mesh(n, root)
+    agents = start_mesh(n, root, variant)
     try:
         started = time.time()
         time.sleep(seconds)
@@ -285,6 +188,10 @@ def simulate_partition(n: int, seed: int = 7) -> tuple[float, float]:
     return split_s, sim.now - split_s
 
 
+def ratio(on: float, off: float) -> str:
+    return f"{on / off:.2f}" if off else "n/a"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20])
@@ -300,42 +207,73 @@ def main() -> None:
     parser.add_argument(
         "--partition-n", type=int, default=0, help="also split N simulated nodes in halves and heal"
     )
+    parser.add_argument("--security", nargs="+", choices=("on", "off"), default=["on", "off"])
+    parser.add_argument(
+        "--baseline-commit", default=BEFORE_SECURITY, help="the code whose agents run with security off"
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="meshnode-bench-"))
     try:
+        made = {
+            "on": lambda: security_on(secrets.token_urlsafe(32)),
+            "off": lambda: security_off(root, args.baseline_commit),
+        }
+        variants = [made[name]() for name in args.security]
+        both = len(variants) == 2
         print(f"# meshnode membership benchmark, local profile, {os.cpu_count()} cores\n")
+        print(f"Command: python {' '.join(sys.argv)}\n")
         print(
-            "## Real agents on 127.0.0.1: SIGKILL until every survivor sees dead; rejoin until everyone sees alive\n"
+            f"Code under test: HEAD {commit_of('HEAD')} (working tree as checked out), against {commit_of(args.baseline_commit)}."
+        )
+        for variant in variants:
+            print(f"- {variant.describe()}")
+        print(
+            "\n## Real agents on 127.0.0.1: SIGKILL until every survivor sees dead; rejoin until everyone sees alive\n"
         )
         print(
-            "| N | kills | dead p50 s | dead p99 s | formula s | p50/formula | join p50 s | join p99 s | join formula s |"
+            "| N | security | kills | dead p50 s | dead p99 s | formula s | p50/formula | join p50 s | join p99 s | join formula s | false suspicions after rejoin |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for n in args.sizes:
-            detections, joins = kills_and_joins(n, args.kills, root / f"kills-{n}")
-            formula = LOCAL.expected_detection_s(n)
-            join_formula = LOCAL.dissemination_s(n)
-            p50 = statistics.median(detections)
-            print(
-                f"| {n} | {len(detections)} | {p50:.2f} | {percentile(detections, 0.99):.2f} | {formula:.2f} | "
-                f"{p50 / formula:.2f} | {statistics.median(joins):.3f} | {percentile(joins, 0.99):.3f} | "
-                f"{join_formula:.3f} |",
-                flush=True,
-            )
+            p50s = {}
+            for variant in variants:
+                detections, joins, false_suspicions = kills_and_joins(
+                    n, args.kills, root / f"kills-{n}-{variant.name}", variant
+                )
+                formula = LOCAL.expected_detection_s(n)
+                p50s[variant.name] = p50 = statistics.median(detections)
+                print(
+                    f"| {n} | {variant.name} | {len(detections)} | {p50:.2f} | {percentile(detections, 0.99):.2f} | "
+                    f"{formula:.2f} | {p50 / formula:.2f} | {statistics.median(joins):.3f} | "
+                    f"{percentile(joins, 0.99):.3f} | {LOCAL.dissemination_s(n):.3f} | {false_suspicions} |",
+                    flush=True,
+                )
+            if both:
+                print(f"| {n} | on / off | | {ratio(p50s['on'], p50s['off'])} | | | | | | | |", flush=True)
         print("\n## Idle cost per agent\n")
-        print("| N | CPU % of one core | gossip bytes out/s | gossip bytes in/s |")
-        print("|---|---|---|---|")
+        print("| N | security | CPU % of one core | gossip bytes out/s | gossip bytes in/s |")
+        print("|---|---|---|---|---|")
         for n in args.idle_sizes:
-            cpu, out, inn = idle_cost(n, args.idle_s, root / f"idle-{n}")
-            print(f"| {n} | {cpu:.2f} | {out:.0f} | {inn:.0f} |", flush=True)
+            costs = {}
+            for variant in variants:
+                costs[variant.name] = cpu, out, inn = idle_cost(
+                    n, args.idle_s, root / f"idle-{n}-{variant.name}", variant
+                )
+                print(f"| {n} | {variant.name} | {cpu:.2f} | {out:.0f} | {inn:.0f} |", flush=True)
+            if both:
+                cells = " | ".join(ratio(on, off) for on, off in zip(costs["on"], costs["off"], strict=True))
+                print(f"| {n} | on / off | {cells} |", flush=True)
         if args.soak_s > 0:
-            suspicions, deaths = soak(args.soak_n, args.soak_s, root / "soak")
             print(f"\n## Idle soak: N = {args.soak_n} for {args.soak_s:.0f} s\n")
-            print("| suspicions of live agents | live agents declared dead |")
-            print("|---|---|")
-            print(f"| {suspicions} | {deaths} |", flush=True)
-        print(f"\n## Simulator, N = {args.sim_n} (same core, seeded discrete-event loop)\n")
+            print("| security | suspicions of live agents | live agents declared dead |")
+            print("|---|---|---|")
+            for variant in variants:
+                suspicions, deaths = soak(args.soak_n, args.soak_s, root / f"soak-{variant.name}", variant)
+                print(f"| {variant.name} | {suspicions} | {deaths} |", flush=True)
+        print(
+            f"\n## Simulator, N = {args.sim_n} (same core, seeded discrete-event loop; no sockets, so no security)\n"
+        )
         started = time.monotonic()
         detections, join_s = simulate(args.sim_n, args.sim_crashes)
         formula = LOCAL.expected_detection_s(args.sim_n)

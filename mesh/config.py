@@ -169,3 +169,12 @@ class MembershipConfig:
             + self.suspicion_min_s(cluster_size)
             + self.dissemination_s(cluster_size)
         )
+
+    def heal_bound_s(self, cluster_size: int) -> float:
+        """Longest expected time from a repaired partition until one membership again.
+
+        Every node tries a full-state exchange with a random dead member each reconnect interval;
+        in a partition every dead member is across it, so the first try after the repair merges two
+        nodes' views, and the refutations it provokes spread by gossip.
+        """
+        return self.reconnect_interval_s + self.dissemination_s(cluster_size)

@@ -17,8 +17,8 @@ each own their state in a module of their own:
   and piggybacked on every packet, and gossiped in rounds, until sent ``retransmit_limit(N)`` times.
 - Anti-entropy. Every push-pull interval a full state exchange with one random live peer repairs
   what gossip missed; every reconnect interval one with a random dead member lets a healed
-  partition merge back. Remote ``dead`` rows merge as suspicions, so a live node wrongly declared
-  dead hears of it and refutes instead of staying dead (memberlist's mergeState).
+  partition merge back. A remote ``dead`` row merges as a suspicion (memberlist's mergeState), or,
+  for a node alive here at that incarnation (a partition's stale verdict), goes to it alone to refute.
 - Shared tables (``shared_tables.py``): deployments, API keys and the keyring ride along with gossip.
 - Local health. A node that misses nacks or must refute raises its awareness score, which stretches
   its own probe interval and timeout (``awareness.py``).
@@ -247,8 +247,12 @@ class Membership:
             case Status.LEFT:
                 self._on_dead(Dead(state.node, state.incarnation, state.node), now, effects)
             case Status.SUSPECT | Status.DEAD:
-                # A remote "dead" only makes us suspect: if the node lives it gets to refute.
-                self._on_suspect(Suspect(state.node, state.incarnation, sender), now, effects)
+                accusation = Suspect(state.node, state.incarnation, sender)
+                stale = (Status.ALIVE, state.incarnation)
+                if known and (known.status, known.incarnation) == stale and known.node != self.node_id:
+                    effects.append(self._alone(known.addr, accusation))  # it refutes; we keep it
+                else:
+                    self._on_suspect(accusation, now, effects)
 
     def _on_alive(self, alive: Alive, now: float, effects: list[Effect]) -> None:
         if alive.node == self.node_id:

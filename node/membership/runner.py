@@ -42,11 +42,15 @@ from ..mesh.member import Member
 from ..mesh.membership import Membership
 from ..mesh.metadata import NodeMeta
 from ..mesh.records import Record
-from ..mesh.types import Address, NodeId
+from ..mesh.types import Address, NodeId, Status
+from ..mesh.wire import PushPull
 from ..trust.keyring import Keyring, SealError
 from .transport import MembershipTransport
 
 log = logging.getLogger(__name__)
+
+# Statuses from which a member coming back alive may have a stale connection of ours behind it.
+_BACK = frozenset({Status.SUSPECT, Status.DEAD, Status.LEFT})
 
 
 class GossipRunner:
@@ -84,6 +88,8 @@ class GossipRunner:
         self.bytes_in = 0
         self.bytes_out = 0
         self.dropped: Counter[str] = Counter()
+        # Addresses of members we hold dead (``_renew_connections``).
+        self._dead_addrs: set[Address] = set()
 
     def start(self) -> None:
         """Start the receiver and the timer."""
@@ -105,6 +111,8 @@ class GossipRunner:
 
     def carry_out(self, effects: Iterable[Effect]) -> None:
         """Perform the core's effects, then let the timer recompute its deadline."""
+        effects = list(effects)
+        self._renew_connections(effects)
         for effect in effects:
             match effect:
                 case Send(addr, packet):
@@ -215,6 +223,33 @@ class GossipRunner:
     def expire_records(self, wall_ms: int, tombstone_ttl_s: float) -> list[str]:
         """Forget tombstones older than the TTL; the names forgotten."""
         return self.core.deployments.expire(wall_ms, tombstone_ttl_s)
+
+    def _renew_connections(self, effects: list[Effect]) -> None:
+        """Drop our connection to a peer where an old one would stall what these effects send.
+
+        This is about TCP under ZeroMQ, not the protocol. A member back from suspicion or the dead
+        (a restart, a healed partition) may sit behind a connection of ours that waits out ZeroMQ's
+        reconnect backoff (up to 2 s): our answers would wait, and the member be suspected again. A
+        full-state exchange with a dead member (a reconnect attempt, or the answer to one) would
+        queue behind data a partition left unacknowledged, which TCP retransmits with exponential
+        backoff (after a 30 s cut the next try can be 20 s away): it goes on a new connection, so a
+        healed network is used at once.
+        """
+        for effect in effects:
+            match effect:
+                case MemberChanged(node, previous, status):
+                    member = self.core.members.get(node)
+                    if member is None:
+                        continue
+                    if status == Status.DEAD:
+                        self._dead_addrs.add(member.addr)
+                    else:
+                        self._dead_addrs.discard(member.addr)
+                    if status == Status.ALIVE and previous in _BACK:
+                        self.transport.forget(member.addr)
+                case Send(addr, packet) if addr in self._dead_addrs:
+                    if any(isinstance(message, PushPull) for message in packet.messages):
+                        self.transport.forget(addr)
 
     async def _receive_forever(self) -> None:
         config = self.core.config

@@ -244,12 +244,29 @@ def test_leave_is_announced_as_left_and_stops_probing() -> None:
 def test_push_pull_merges_remote_dead_as_suspect_and_answers() -> None:
     core = core_with_peers(3)
     node, addr = peer(2)
-    states = (MemberState(node, addr, 0, Status.DEAD, 0, meta("peer2")),)
+    # Newer than what we hold (incarnation 0): news of a later accusation.
+    states = (MemberState(node, addr, 1, Status.DEAD, 0, meta("peer2")),)
     effects = core.handle(packet_from(1, PushPull(True, False, states)), 1.0, WALL_MS)
     assert core.members[node].status == Status.SUSPECT
     replies = [m for m in messages_to(effects, peer(1)[1]) if isinstance(m, PushPull)]
     assert replies and not replies[0].reply_wanted
     assert {s.node for s in replies[0].states} == set(core.members)
+
+
+def test_push_pull_passes_a_stale_dead_row_to_the_accused_alone() -> None:
+    """A healed partition's verdict on a node we hold alive at that incarnation accuses nobody here:
+    the node hears it and refutes (before, every node briefly suspected its own side at a merge)."""
+    core = core_with_peers(3)
+    node, addr = peer(2)
+    states = (MemberState(node, addr, 0, Status.DEAD, 0, meta("peer2")),)
+    effects = core.handle(packet_from(1, PushPull(True, False, states)), 1.0, WALL_MS)
+    assert core.members[node].status == Status.ALIVE
+    assert not [e for e in effects if isinstance(e, MemberChanged)]
+    assert Suspect(node, 0, peer(1)[0]) in messages_to(effects, addr)
+    # The accused refutes it: a higher incarnation that wins everywhere, the far side included.
+    accused = core_with_peers(3, me=node)
+    refuted = accused.handle(packet_from(0, Suspect(node, 0, peer(1)[0])), 1.1, WALL_MS)
+    assert IncarnationChanged(1) in refuted
 
 
 def test_stale_accusation_is_answered_with_the_newer_alive() -> None:

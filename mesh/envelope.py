@@ -21,6 +21,9 @@ import msgpack
 
 ENVELOPE_VERSION = 1
 MAX_ID_CHARS = 128
+# A call's deadline, in milliseconds: the most any node's HTTP edge accepts (X-Request-Timeout up to
+# an hour), so a frame from the wire never asks a replica to hold a request longer than that.
+MAX_CALL_TIMEOUT_MS = 3_600_000
 
 
 class EnvelopeError(ValueError):
@@ -170,6 +173,8 @@ def decode_envelope(frame: bytes, *, max_bytes: int) -> Envelope:
         ]:
             if header is not None and not isinstance(header, str):
                 raise EnvelopeError("call header must be a string or nil")
+            if not 0 < timeout_ms <= MAX_CALL_TIMEOUT_MS:
+                raise EnvelopeError(f"call timeout must be 1 to {MAX_CALL_TIMEOUT_MS} ms")
             return Call(rid, deployment, body, header, stream, accept, timeout_ms)
         case EnvelopeKind.CHUNK, [int() as seq, data]:
             return Chunk(rid, seq, data)

@@ -64,6 +64,11 @@ def test_the_queue_field_is_left_out_when_unset() -> None:
         pytest.param(
             msgpack.packb([1, 1, "r", "sd", [], None, False, "", 1]), "wrong fields", id="body-list"
         ),
+        pytest.param(msgpack.packb([1, 1, "r", "sd", {}, None, False, "", 0]), "timeout", id="zero-timeout"),
+        pytest.param(msgpack.packb([1, 1, "r", "sd", {}, None, False, "", -5]), "timeout", id="past-timeout"),
+        pytest.param(
+            msgpack.packb([1, 1, "r", "sd", {}, None, False, "", 2**64 - 1]), "timeout", id="endless-timeout"
+        ),
         pytest.param(msgpack.packb([1, 3, "r", 1, "json", -1]), "wrong fields", id="negative-queue"),
         pytest.param(msgpack.packb([1, 3, "r", 1, "json", True]), "wrong fields", id="bool-queue"),
         pytest.param(msgpack.packb([1, 3, "r", 1, "json", 1, 2]), "wrong fields", id="extra-field"),

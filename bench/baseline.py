@@ -10,7 +10,8 @@ interpreter, the dependencies, the machine, the run) is shared, so the differenc
 columns is what security costs, plus whatever else changed between the two commits: the commits in
 between (``git log BEFORE_SECURITY..HEAD``) are the security work itself.
 
-``--baseline-commit`` in the scripts takes another commit to compare with.
+``--baseline-commit`` in the scripts takes another commit to compare with, and ``at_commit`` serves
+benchmarks that compare this checkout with any commit (bench/admission.py).
 """
 
 from __future__ import annotations
@@ -59,8 +60,14 @@ def security_on(token: str) -> Variant:
 
 
 def security_off(root: Path, commit: str = BEFORE_SECURITY) -> Variant:
-    """The agents of `commit`, installed under `root` (about 10 s: an archive, a wheel build, no downloads)."""
-    source, site = root / "baseline-source", root / "baseline-site"
+    """The agents of `commit` (by default the last before security), installed under `root`."""
+    return at_commit(root, commit, "off")
+
+
+def at_commit(root: Path, commit: str, name: str, join_args: tuple[str, ...] = ()) -> Variant:
+    """Agents running the code of `commit`, installed under `root` (about 10 s: an archive, a wheel
+    build, no downloads)."""
+    source, site = root / f"{name}-source", root / f"{name}-site"
     source.mkdir(parents=True)
     archive = subprocess.run(
         ["git", "-C", str(REPOSITORY), "archive", "--format=tar", commit], capture_output=True, check=True
@@ -73,4 +80,4 @@ def security_off(root: Path, commit: str = BEFORE_SECURITY) -> Variant:
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MESHNODE_TOKEN"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    return Variant("off", env)
+    return Variant(name, env, join_args)

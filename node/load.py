@@ -82,11 +82,12 @@ class SpeedMeter:
         self.service_s: float | None = None
         self._completions: collections.deque[float] = collections.deque()
 
-    def record(self, started: float, finished: float) -> None:
-        """One request was served in ``finished - started`` seconds."""
-        sample = max(finished - started, 0.0)
-        previous = self.service_s
-        self.service_s = sample if previous is None else previous + self.SMOOTHING * (sample - previous)
+    def record(self, started: float, finished: float, *, service: bool = True) -> None:
+        """One request finished; with `service`, ``finished - started`` was all service (no queue)."""
+        if service:
+            sample = max(finished - started, 0.0)
+            previous = self.service_s
+            self.service_s = sample if previous is None else previous + self.SMOOTHING * (sample - previous)
         self._completions.append(finished)
         self._expire(finished)
 

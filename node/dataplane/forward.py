@@ -19,10 +19,11 @@ Retry rules:
 - When no replica is ready but one is coming (starting, or scaling up from zero), the request
   waits for it within its deadline (``serving/cold_start.py``, bounded per deployment) instead of
   failing: a cold start queues requests.
-- Before trying anyone, if every candidate's predicted wait (gossiped queue depth, measured service
-  time) exceeds the request's deadline, it fails fast with 429 and a ``Retry-After`` (FedML's rule)
-  instead of timing out later. When every attempt was refused, the answer is 429 (full) or 503 (not
-  ready), with ``Retry-After`` from the gossiped queues.
+- Admission under the deadline is the replica's decision (``mesh/queueing.py``): it alone knows
+  its queue exactly, while the router's copy (gossip, what answers reported) can be seconds old.
+  A replica that is full, or would finish the request after its deadline, refuses it at once, and
+  the next candidate is tried. When every attempt was refused, the answer is 429 (full or busy past
+  the deadline) or 503 (not ready), with ``Retry-After`` from the refusals and the gossiped queues.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from ..mesh.routing import (
     RouteRequest,
     candidates,
     ordered,
-    predicted_wait_s,
     rank,
     retry_after_s,
 )
@@ -196,13 +196,6 @@ class Forwarder:
         in_flight = self._links.in_flight()
         request = RouteRequest(call.deployment, hint=hint, model=_model_of(call))
         order = ordered(rank(found, request, in_flight, self._rng, here))
-        time_left = deadline - loop.time()
-        if all(predicted_wait_s(candidate, in_flight) > time_left for candidate in order):
-            self.counts["unserved_predicted_wait"] += 1
-            raise Overloaded(
-                f"every replica of {call.deployment} is busy for longer than the request's deadline",
-                retry_after_s=retry_after_s(order, in_flight),
-            )
         refusals: list[Failure] = []
         for candidate in order:
             remaining_ms = int((deadline - loop.time()) * 1000)

@@ -89,13 +89,13 @@ class _AgentCollector(Collector):
         )
         unserved = CounterMetricFamily(
             "meshnode_requests_unserved",
-            "Requests no replica took: predicted wait past the deadline, or every candidate refused.",
+            "Requests no replica took: every candidate refused (full, or busy past the deadline).",
             labels=["reason"],
         )
         routing = stats["routing"]
         for where in ("local", "peer"):
             routed.add_metric([where], routing.get(f"served_{where}", 0))
-        for reason in ("predicted_wait", "exhausted"):
+        for reason in ("exhausted",):
             unserved.add_metric([reason], routing.get(f"unserved_{reason}", 0))
         for key, count in sorted(routing.items()):
             if key.startswith("refused_"):

@@ -49,6 +49,7 @@ from ..mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
+from ..mesh.queueing import QueueState, admit, counts_as_service
 from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState
 from .worker_process import last_line, spawn_worker, terminate
 
@@ -214,11 +215,11 @@ class Replica:
         if not self.serving or self._worker is None or self._reader is None:
             reason = self.last_error or f"replica of {self.deployment} is {self.state.value}"
             raise NotReady(reason, retry_after_s=2.0)
-        if len(self._in_flight) >= self.capacity:
-            raise Overloaded(
-                f"{self.deployment} has {len(self._in_flight)} requests in flight (capacity {self.capacity})",
-                retry_after_s=1.0,
-            )
+        found = len(self._in_flight)
+        queue = QueueState(found, self.slots, self.capacity, self.speed.service_s)
+        refusal = admit(queue, call.timeout_ms / 1000)
+        if refusal is not None:
+            raise Overloaded(refusal.explain(self.deployment, queue), retry_after_s=refusal.retry_after_s)
         if call.request_id in self._in_flight:
             raise Conflict(f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id")
         loop = asyncio.get_running_loop()
@@ -240,7 +241,8 @@ class Replica:
                 if isinstance(message, Reply | Failure):
                     pending.done = True
                     if isinstance(message, Reply):
-                        self.speed.record(started, loop.time())
+                        measured = counts_as_service(found, self.slots)
+                        self.speed.record(started, loop.time(), service=measured)
                     return
         finally:
             self._in_flight.pop(call.request_id, None)

@@ -235,27 +235,6 @@ async def test_a_peer_that_never_answers_ends_the_request_at_its_deadline() -> N
 # -- when nothing can take it --------------------------------------------------------------------
 
 
-async def test_it_fails_fast_with_429_when_every_predicted_wait_exceeds_the_deadline() -> None:
-    mesh = FakeMesh()
-    for name in ("n1", "n2"):
-        mesh.add_peer(name, {"echo": FakeReplica(service_s=1.0, capacity=10)})
-        spec = mesh.view.spec(name)  # three requests ahead of it, a second each
-        mesh.view.put(replace(spec, replicas={"echo": replace(spec.replicas["echo"], queue=3)}))
-    forwarder = mesh.forwarder()
-
-    with pytest.raises(Overloaded) as refused:
-        await forwarder.serve(make_call("echo", timeout_ms=500))
-
-    assert "deadline" in refused.value.message
-    assert refused.value.retry_after_s == 3.0  # the shortest predicted wait, rounded up
-    assert mesh.links.sent == []  # refused before trying anyone
-    assert forwarder.counts["unserved_predicted_wait"] == 1
-
-    served = await forwarder.serve(make_call("echo", timeout_ms=5_000))  # time enough: it is tried
-    assert served.attempts == 1
-    assert await rest_of(served) == []
-
-
 @pytest.mark.parametrize(
     ("kinds", "error", "status"),
     [

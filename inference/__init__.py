@@ -4,6 +4,7 @@
 - ``app_ref.py``: from an app reference (``--deploy NAME=APP``) to a checked predictor instance
 - ``app_policy.py``: which app references this node may run (its environment, ``--app-dir``), unimported
 - ``worker.py``: the worker process's core, one predictor answering ``Call`` envelopes
+- ``negotiation.py``: a file answer in a type the client's ``Accept`` allows (images converted)
 - ``batching.py``: dynamic batching of concurrent requests into one ``predict_batch``
 - ``model_cache.py``: an LRU of loaded models, for apps that serve many from one replica
 - ``external.py``, ``external_config.py``, ``process_group.py``: apps that are an HTTP server

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..mesh.envelope import Call, Cancel, Chunk, Envelope, Failure, Hello, Hints, Reply
 from .batching import Batcher
+from .negotiation import NotAcceptable, choose, convert_image
 from .predictor import InvalidRequest
 
 __all__ = ["EXIT_SETUP_FAILED", "Send", "Worker", "set_up"]
@@ -149,6 +150,8 @@ class Worker:
             return
         except InvalidRequest as exc:
             self._send(Failure(call.request_id, "invalid_request", str(exc)[:1000], False))
+        except NotAcceptable as exc:
+            self._send(Failure(call.request_id, "not_acceptable", str(exc)[:1000], False))
         except Exception as exc:
             log.error("predictor failed on %s:\n%s", call.request_id, traceback.format_exc())
             self._send(Failure(call.request_id, "predictor", _safe_message(exc), False))
@@ -197,11 +200,14 @@ class Worker:
 
 
 def _reply(call: Call, result: Any) -> Reply:
-    """Turn a predictor's return value into the final envelope, honouring the client's Accept."""
+    """Turn a predictor's return value into the final envelope, honouring the client's Accept
+    (``negotiation.py``: a file in an acceptable type, an image converted, or NotAcceptable)."""
     if isinstance(result, str | Path) and _wants_file(call.accept) and Path(result).is_file():
         path = Path(result)
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return Reply(call.request_id, path.read_bytes(), content_type)
+        target = choose(call.accept, content_type)  # NotAcceptable: a 406 for the client
+        data = path.read_bytes()
+        return Reply(call.request_id, data if target == content_type else convert_image(data, target), target)
     if isinstance(result, Path):
         # A file the client did not ask for as a file: base64 in JSON, so it still arrives.
         content_type = mimetypes.guess_type(result.name)[0] or "application/octet-stream"

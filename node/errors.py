@@ -6,6 +6,7 @@
     │   ├── Unprocessable      422  well-formed but not acceptable (not a JSON object, bad fields)
     │   └── PayloadTooLarge    413
     ├── NotFound               404  unknown deployment or path
+    ├── NotAcceptable          406  no answer in a type the request's Accept allows
     ├── Conflict               409  a request id already in flight
     ├── NotReady               503  still joining or loading (retryable, with Retry-After)
     ├── Overloaded             429  saturated (retryable, with Retry-After)
@@ -68,6 +69,13 @@ class NotFound(MeshnodeError):
     kind = "not_found"
 
 
+class NotAcceptable(MeshnodeError):
+    """The answer exists in no type the request's Accept header allows."""
+
+    status = 406
+    kind = "not_acceptable"
+
+
 class Conflict(MeshnodeError):
     """The request clashes with one in flight (the same X-Request-Id)."""
 
@@ -114,6 +122,7 @@ class PredictorError(MeshnodeError):
 
 # Errors that may arrive by kind from a worker or a peer.
 _BY_KIND: tuple[type[MeshnodeError], ...] = (
+    NotAcceptable,
     BadRequest,
     Unprocessable,
     PayloadTooLarge,

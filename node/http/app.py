@@ -13,7 +13,6 @@ log with the request id, never into a body.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -31,8 +30,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import BadRequest, MeshnodeError, PayloadTooLarge
+from ..errors import MeshnodeError
 from ..mesh.member import Member
+from .body import parse_json, read_body
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -275,16 +275,5 @@ class _RequestIdMiddleware:
 
 
 async def read_json(request: Request, max_bytes: int, what: str) -> object:
-    """The request's JSON body, read at most `max_bytes` far (413 past it, 400 if not JSON)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"{what} is at most {max_bytes} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise PayloadTooLarge(f"{what} is at most {max_bytes} bytes")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from exc
+    """The request's JSON body, read at most `max_bytes` far (413 past it; 400/422 as ``body.parse_json``)."""
+    return parse_json(await read_body(request, max_bytes, f"{what} is at most {max_bytes} bytes"), what)

@@ -4,12 +4,16 @@ The handler turns the HTTP request into a ``Call`` envelope and hands it to the 
 (``Forwarder.serve`` in ``dataplane/forward.py``), which yields the replica's ``Chunk``s and its final
 ``Reply`` or ``Failure``.
 
+- The body is JSON the mesh can carry (``body.py``): 400 for what is not JSON (``NaN``, ``1e400``),
+  422 for what msgpack cannot hold (integers past 64 bits, lone surrogates, deep nesting), 413 past
+  the size limit (the rest of the body read, so the client gets the answer).
 - ``"stream": true`` in the body streams: Server-Sent Events when the client accepts
   ``text/event-stream``, else newline-delimited chunks; each chunk leaves as soon as the predictor
   yields it. A failure after the stream started ends it with an error event (SSE) or line.
 - ``Accept: image/png`` (or any file type) returns the file whose path the predictor returned.
 - ``X-Request-Timeout`` (seconds) sets the deadline; past it the answer is 504.
-- ``X-Mesh-Hint`` steers the request to a replica whose gossiped hints hold it (fal's hints).
+- ``X-Mesh-Hint`` (or fal's ``X-Fal-Runner-Hint``) steers the request to a replica whose gossiped
+  hints hold it (fal's hints).
 - When the client goes away, the request is cancelled in the worker, across a forwarding hop too.
 - Response headers: ``X-Mesh-Route`` (the nodes the request crossed, comma-separated),
   ``X-Request-Id``, and ``X-Mesh-Attempts`` (replicas tried; more than 1 after a failover).
@@ -33,13 +37,12 @@ from ..dataplane.forward import HINT_HEADER, Served
 from ..errors import (
     BadRequest,
     MeshnodeError,
-    PayloadTooLarge,
     PredictorError,
-    Unprocessable,
     error_for_failure,
 )
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply
 from .app import REQUEST_ID_HEADER, error_for, error_response, request_id_of
+from .body import parse_json_object, read_body
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ TIMEOUT_HEADER = "X-Request-Timeout"
 ROUTE_HEADER = "X-Mesh-Route"
 ATTEMPTS_HEADER = "X-Mesh-Attempts"
 MAX_HINT_CHARS = 128
+# fal's name for the same hint (its ``provide_hints``): fal users' code steers meshnode unchanged.
+FAL_HINT_HEADER = "X-Fal-Runner-Hint"
 MAX_TIMEOUT_S = 3600.0
 
 
@@ -104,7 +109,10 @@ class PredictLane:
 
     async def _predict(self, request: Request, deployment: str, rid: str) -> Response:
         limits = self._limits
-        body = _parse_body(await _read_limited(request, limits.max_request_bytes))
+        raw = await read_body(
+            request, limits.max_request_bytes, _too_large(request, limits.max_request_bytes)
+        )
+        body = parse_json_object(raw)
         accept = request.headers.get("accept", "")
         call = Call(
             request_id=rid,
@@ -132,39 +140,20 @@ class PredictLane:
         return _final_response(final, headers, call.request_id)
 
 
-async def _read_limited(request: Request, max_bytes: int) -> bytes:
+def _too_large(request: Request, max_bytes: int) -> str:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the {max_bytes} byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body is over the {max_bytes} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise Unprocessable(f"request body must be a JSON object, not {type(body).__name__}")
-    return body
+    size = f"of {declared} bytes " if declared is not None and declared.isdigit() else ""
+    return f"request body {size}is over the {max_bytes} byte limit"
 
 
 def _hint(request: Request) -> str | None:
-    raw = request.headers.get(HINT_HEADER)
-    if raw is None:
-        return None
-    if not 0 < len(raw) <= MAX_HINT_CHARS:
-        raise BadRequest(f"{HINT_HEADER} must be 1 to {MAX_HINT_CHARS} characters")
-    return raw
+    for header in (HINT_HEADER, FAL_HINT_HEADER):
+        raw = request.headers.get(header)
+        if raw is not None:
+            if not 0 < len(raw) <= MAX_HINT_CHARS:
+                raise BadRequest(f"{header} must be 1 to {MAX_HINT_CHARS} characters")
+            return raw
+    return None
 
 
 def _timeout_s(request: Request, default_s: float) -> float:

@@ -120,6 +120,30 @@ def test_accept_image_png_returns_the_file(node: AgentProcess) -> None:
 
 
 @pytest.mark.parametrize(
+    ("accept", "content_type", "magic"),
+    [
+        pytest.param("image/jpeg", "image/jpeg", b"\xff\xd8\xff", id="jpeg-converted"),
+        pytest.param("image/webp, image/gif;q=0.5", "image/webp", b"RIFF", id="webp-preferred"),
+        pytest.param("image/*", "image/png", b"\x89PNG", id="any-image-as-made"),
+        pytest.param("image/png;q=0, image/bmp", "image/bmp", b"BM", id="png-refused-bmp-taken"),
+    ],
+)
+def test_an_image_answer_comes_in_a_type_the_client_accepts(
+    node: AgentProcess, accept: str, content_type: str, magic: bytes
+) -> None:
+    response = post(node, "png", {"seed": 3}, headers={"Accept": accept})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == content_type
+    assert response.content.startswith(magic)
+
+
+def test_an_answer_in_no_acceptable_type_is_a_406(node: AgentProcess) -> None:
+    response = post(node, "png", {"seed": 3}, headers={"Accept": "text/csv"})
+    assert response.status_code == 406, response.text
+    assert "image/png" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
     ("deployment", "content", "headers", "status"),
     [
         ("nope", b"{}", {}, 404),

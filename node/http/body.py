@@ -1,0 +1,146 @@
+"""JSON request bodies: parsed once, refused clearly when the mesh cannot carry them.
+
+Python's ``json`` accepts more than JSON (``NaN``, ``Infinity``) and more than the mesh can carry
+onwards: every body crosses msgpack (to a worker, to a peer), which holds integers from -2^63 to
+2^64 - 1 only, no lone UTF-16 surrogates in strings, and nesting only so deep. Each of those used
+to surface as a 500 from deep inside the request path. Here they are answered at the edge:
+
+- not JSON (``NaN``, ``Infinity``, a number that overflows to infinity such as ``1e400``, broken
+  syntax, nesting past the parser's recursion) -> 400 ``bad_request``;
+- JSON the mesh cannot represent (an integer outside msgpack's range, a lone surrogate such as
+  ``"\\ud800"``, nesting deeper than ``MAX_DEPTH``) -> 422 ``unprocessable``, naming where (``$.a[2]``).
+
+The hot path stays cheap: the walk over the parsed body runs only when the raw bytes could hold
+one of those (a long digit run, a ``\\u`` escape, more brackets than ``MAX_DEPTH``).
+
+``read_body`` reads a body up to a size limit, 413 past it. A body it refuses is still read to its
+end (up to ``DRAIN_MAX_BYTES``): a server that answers while the client still sends closes the
+connection on unread bytes, the kernel resets it, and the client sees "connection reset" instead of
+the 413.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+
+from ..errors import BadRequest, PayloadTooLarge, Unprocessable
+
+__all__ = ["DRAIN_MAX_BYTES", "MAX_DEPTH", "parse_json", "parse_json_object", "read_body"]
+
+# A refused body up to this size is read to its end so that the client can read the 413.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+
+# Deeper JSON than any model's request needs, and far inside msgpack's own limit.
+MAX_DEPTH = 64
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack carries
+# An integer of 19 digits or more may fall outside the range; shorter ones never do.
+_LONG_INTEGER = re.compile(rb"\d{19,}")
+
+
+async def read_body(request: Request, max_bytes: int, too_large: str) -> bytes:
+    """The body, or PayloadTooLarge(`too_large`) once it is past `max_bytes` (declared or counted)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        await _drain(request, int(declared))
+        raise PayloadTooLarge(too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            await _drain(request, DRAIN_MAX_BYTES)
+            raise PayloadTooLarge(too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes, what: str = "request body") -> Any:
+    """`raw` as JSON the mesh can carry; BadRequest or Unprocessable saying what is wrong."""
+    try:
+        value = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH or b"\\u" in raw or _LONG_INTEGER.search(raw):
+        _check(value, "$", 1, what)
+    return value
+
+
+def parse_json_object(raw: bytes, what: str = "request body") -> dict[str, Any]:
+    """`raw` as a JSON object ({} when empty), as ``parse_json`` checks it."""
+    if not raw.strip():
+        return {}
+    value = parse_json(raw, what)
+    if not isinstance(value, dict):
+        raise Unprocessable(f"{what} must be a JSON object, not {_json_type(value)}")
+    return value
+
+
+async def _drain(request: Request, declared: int) -> None:
+    if declared > DRAIN_MAX_BYTES:
+        return  # not worth reading: a reset it is
+    with contextlib.suppress(ClientDisconnect):
+        async for _ in request.stream():
+            pass
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is too large for a double")
+    return number
+
+
+def _check(value: Any, path: str, depth: int, what: str) -> None:
+    """Refuse what msgpack cannot carry, naming where it is."""
+    if depth > MAX_DEPTH:
+        raise Unprocessable(f"{what} is nested deeper than {MAX_DEPTH} levels at {path}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"{path} (a key)", what)
+            _check(
+                item, f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]", depth + 1, what
+            )
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]", depth + 1, what)
+    elif isinstance(value, str):
+        _check_text(value, path, what)
+    elif isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+        raise Unprocessable(
+            f"the integer at {path} is outside the range -2^63 .. 2^64-1 that the mesh carries"
+        )
+
+
+def _check_text(text: str, path: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Unprocessable(
+            f"{what} has a lone UTF-16 surrogate (such as \\ud800) in the string at {path}"
+        ) from None
+
+
+def _json_type(value: Any) -> str:
+    match value:
+        case list():
+            return "an array"
+        case str():
+            return "a string"
+        case bool():
+            return "a boolean"
+        case None:
+            return "null"
+        case _:
+            return "a number"

@@ -3,6 +3,8 @@
 For FedML-style custom-image folders (``config.yaml`` with ``bootstrap`` and ``job``, read by
 ``external_config.py``): ``setup`` runs the bootstrap once, starts the job (a ``ProcessGroup``) with
 ``$PORT`` set, and waits, bounded by ``startup_timeout_s``, for its readiness path to answer 2xx.
+A failed step raises one line: what failed (``bootstrap timed out after N s``, ``job exited with
+code N``) and the command's last output lines.
 ``predict`` POSTs the request as JSON to the predict path; ``async_predict`` streams the answer,
 unwrapping Server-Sent Events. The job is kept alive: a watchdog thread restarts it with exponential
 backoff when it exits, and a request that finds it dead restarts it at once rather than failing.
@@ -53,6 +55,9 @@ WATCH_POLL_S = 0.2
 # Non-JSON answers become files for the node's file-response path. The worker reads a file as soon
 # as the answer is sent, so files older than this are garbage and are deleted by the next write.
 RESPONSE_FILE_TTL_S = 600.0
+# How much of a failed command's output its error carries (the full output is in the worker's log).
+LAST_OUTPUT_LINES = 3
+LAST_OUTPUT_CHARS = 160
 # Plain http to 127.0.0.1 only: loading the CA bundle would cost ~40 ms per client for nothing.
 _CLIENT_OPTIONS: dict[str, Any] = {"verify": False, "trust_env": False}
 
@@ -165,8 +170,8 @@ class ExternalServer:
                     raise ExternalServerError(f"{self._label}: closed during bootstrap")
                 if time.monotonic() >= deadline:
                     raise ExternalServerError(
-                        f"{self._label}: bootstrap still running after {timeout_s:g} s; "
-                        f"output:\n{bootstrap.tail()}"
+                        f"{self._label}: bootstrap timed out after {timeout_s:g} s; "
+                        f"last output: {_last_output(bootstrap.tail())}"
                     )
                 self._closed.wait(READY_POLL_S)
         finally:
@@ -175,7 +180,8 @@ class ExternalServer:
                 self._job = None
         if bootstrap.poll() != 0:
             raise ExternalServerError(
-                f"{self._label}: bootstrap exited with code {bootstrap.poll()}; output:\n{bootstrap.tail()}"
+                f"{self._label}: bootstrap exited with code {bootstrap.poll()}; "
+                f"last output: {_last_output(bootstrap.tail())}"
             )
 
     def _start_job(self) -> ProcessGroup:
@@ -205,7 +211,7 @@ class ExternalServer:
                 if job.poll() is not None:
                     raise ExternalServerError(
                         f"{self._label}: job exited with code {job.poll()} before it was ready; "
-                        f"output:\n{job.tail()}"
+                        f"last output: {_last_output(job.tail())}"
                     )
                 for path in paths:
                     with contextlib.suppress(httpx.HTTPError):
@@ -214,7 +220,7 @@ class ExternalServer:
                 if time.monotonic() >= deadline:
                     raise ExternalServerError(
                         f"{self._label}: job not ready at {' or '.join(paths)} after {timeout_s:g} s; "
-                        f"output:\n{job.tail()}"
+                        f"last output: {_last_output(job.tail())}"
                     )
                 self._closed.wait(READY_POLL_S)
 
@@ -356,6 +362,17 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
+
+
+def _last_output(tail: str) -> str:
+    """A command's last output lines on one line, the end kept when long.
+
+    A failed start is reported as one line (the worker's last log line, gossiped and shown in the
+    503 of every request): its cause comes first, then what the command printed last.
+    """
+    lines = [line.strip() for line in tail.splitlines() if line.strip()][-LAST_OUTPUT_LINES:]
+    text = " | ".join(lines)
+    return text if len(text) <= LAST_OUTPUT_CHARS else "..." + text[-(LAST_OUTPUT_CHARS - 3) :]
 
 
 def _brief(exc: BaseException) -> str:

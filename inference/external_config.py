@@ -82,7 +82,7 @@ def load_external_config(folder: Path) -> ExternalConfig:
     except OSError as exc:
         raise AppLoadError(f"{path}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise AppLoadError(f"{path}: not valid YAML: {exc}") from exc
+        raise AppLoadError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise AppLoadError(f"{path}: expected a mapping of keys, found {type(raw).__name__}")
     config = _parse(path, raw)
@@ -90,6 +90,19 @@ def load_external_config(folder: Path) -> ExternalConfig:
     if not workspace.is_dir():
         raise AppLoadError(f"{path}: workspace {config.workspace!r} is not a folder inside {folder}")
     return config
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """The parser's complaint on one line, with where it is (line and column counted from 1).
+
+    PyYAML's own text spans several lines (an excerpt with a caret under the spot), and a failed
+    start is reported by its last line alone.
+    """
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def _default(name: str) -> Any:

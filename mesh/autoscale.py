@@ -11,7 +11,9 @@ follows Ray Serve's policy (``ray.serve.autoscaling_policy``), as state in and s
 - Down: likewise after ``scale_down_delay_s``, to the largest proposal of that span. Never below one
   replica while requests arrive.
 - Zero: with ``min_replicas`` 0, after ``idle_timeout_s`` without any demand. From zero, the first
-  waiting request brings ``desired`` to one at once: a cold start must not wait for a delay.
+  waiting request brings ``desired`` to one at once: a cold start must not wait for a delay. Never
+  above ``max_replicas``: a deployment with max 0 (declared only by ``--deploy``, served by its
+  pinned replicas alone) stays at zero whatever its demand, so placement never adds a replica of it.
 
 No clock is read here: ``observe`` takes ``now``. Nodes that saw the same gossip at about the same
 time agree; a brief disagreement only means one node starts (or stops) a replica a moment early,
@@ -78,7 +80,7 @@ class Autoscaler:
         while self._proposals and self._proposals[0][0] < now - horizon:
             self._proposals.popleft()
 
-        if self.desired == 0 and demand > 0:
+        if self.desired == 0 and demand > 0 and spec.max_replicas > 0:
             self._move(max(proposal, 1), now)
         elif proposal > self.desired and self._held_for(knobs.scale_up_delay_s, now, above=True):
             self._move(min(p for t, p in self._proposals if t >= now - knobs.scale_up_delay_s), now)

@@ -14,7 +14,10 @@ The lifecycle, in the order a replica lives it::
       failed    draining ──▶ stopped
 
 ``failed`` is gossiped for a deployment this node sits out because its replica would not start
-here; ``stopped`` is the last state of a replica that is being removed.
+here (placement gave it up, or a pinned replica failed its setup ``replica_setup_attempts`` times
+and waits before its next try); ``stopped`` is the last state of a replica that is being removed.
+A replica ``starting`` again after a failed setup says so (``setup_failures``): a request does not
+wait for it as it would for a first start (``replica_view.prospect``).
 
 Wire format: a map with the keys of ``ReplicaEntry`` (unchanged since the entries were plain maps,
 so older nodes and this one read each other). Entries come from peers, so decoding is lenient per
@@ -31,8 +34,10 @@ from typing import Any
 
 __all__ = ["MAX_ERROR_CHARS", "ReplicaEntry", "ReplicaState"]
 
-# A replica's last error travels in gossip (``GET /v1/deployments`` shows it): kept short.
-MAX_ERROR_CHARS = 200
+# A replica's last error travels in gossip (``GET /v1/deployments`` and the 503 of a deployment that
+# cannot start show it): one line, room for the cause (a file path, a parser's line and column, a
+# command's last output) but no tracebacks.
+MAX_ERROR_CHARS = 300
 # Queue, slots and capacity above this are not believed (a replica admits far fewer requests).
 _MAX_COUNT = 1 << 31
 _MAX_NAMES = 256
@@ -97,6 +102,16 @@ class ReplicaEntry:
     capacity: int = 1
     hints: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
+    # Setups failed in a row (0 once its worker is ready): a replica starting again after one
+    # failed is no cold start worth waiting for.
+    setup_failures: int = 0
+
+    @property
+    def failing(self) -> bool:
+        """It failed to start: held as ``failed``, or starting again after its setup failed."""
+        return self.state is ReplicaState.FAILED or (
+            self.state is ReplicaState.STARTING and self.setup_failures > 0
+        )
 
     @classmethod
     def failed(cls, error: str) -> ReplicaEntry:
@@ -104,8 +119,8 @@ class ReplicaEntry:
         return cls(ReplicaState.FAILED, error=error[:MAX_ERROR_CHARS])
 
     def to_wire(self) -> dict[str, Any]:
-        """A msgpack-ready map."""
-        return {
+        """A msgpack-ready map (``setup_failures`` only when there are any: older nodes lack it)."""
+        wire: dict[str, Any] = {
             "state": self.state.value,
             "pinned": self.pinned,
             "error": self.error,
@@ -115,6 +130,9 @@ class ReplicaEntry:
             "hints": list(self.hints),
             "models": list(self.models),
         }
+        if self.setup_failures:
+            wire["setup_failures"] = self.setup_failures
+        return wire
 
     @classmethod
     def from_wire(cls, raw: object) -> ReplicaEntry | None:
@@ -133,6 +151,7 @@ class ReplicaEntry:
             queue=_count(raw.get("queue"), 0),
             slots=_count(raw.get("slots"), 1) or 1,
             capacity=_count(raw.get("capacity"), 1),
+            setup_failures=_count(raw.get("setup_failures"), 0),
             hints=_names(raw.get("hints")),
             models=_names(raw.get("models")),
         )

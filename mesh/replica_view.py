@@ -3,7 +3,8 @@
 Every node reads the same members (their gossiped ``ReplicaEntry`` per deployment, and the requests
 each holds for a cold start) and decides for itself: how much demand the autoscaler sees, which
 nodes sit a deployment out (its replica failed to start there, or the node may not run its app),
-which replicas are pinned, whether a request may wait for a replica that is coming. All pure: the
+which replicas are pinned, whether a request may wait for a replica that is coming or should fail
+at once because every replica that could serve failed to start (``prospect``). All pure: the
 placement shell (``node/serving/deployments.py``) passes in the live members, this node's id and
 what it knows of its own replica, which is fresher than what it last gossiped, so its own gossiped
 entry is never read here.
@@ -23,6 +24,7 @@ from .types import NodeId, Status
 
 __all__ = [
     "CANNOT_RUN",
+    "FAILED_RETRY_AFTER_S",
     "SITTING_OUT",
     "Demand",
     "LocalReplica",
@@ -31,6 +33,7 @@ __all__ = [
     "demand",
     "entry_of",
     "excluded",
+    "failure",
     "live",
     "pinned_nodes",
     "prospect",
@@ -47,6 +50,10 @@ SITTING_OUT = "its replica failed to start there"
 CANNOT_RUN = "it may not run the app there"
 # How such a node's gossiped ``failed`` entry tells the two apart: its error starts with this.
 _CANNOT_RUN_PREFIX = "cannot run here: "
+# Retry-After of a request refused because every replica failed to start: the next try of a failed
+# setup comes within seconds (backoff) to minutes (``replica_failed_hold_s``), and a fixed
+# declaration takes effect at once, so clients come back soon but do not hammer.
+FAILED_RETRY_AFTER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class Prospect(StrEnum):
     PINNED_ONLY = "pinned_only"  # declared only by --deploy, and no pinned replica runs: 503
     UNSCHEDULABLE = "unschedulable"  # no node may host it: 503, with placement's reason
     SCALING_UP = "scaling_up"  # declared, none coming yet, placement will start one: wait
+    FAILED_TO_START = "failed_to_start"  # every replica it could have failed to start: 503 at once
 
 
 def live(members: Iterable[Member]) -> list[Member]:
@@ -181,20 +189,51 @@ def prospect(
     spec: DeploymentSpec | None,
     members: Iterable[Member],
     me: NodeId,
-    local: LocalReplica | None,
+    local: ReplicaEntry | None,
     placed: Plan | None,
 ) -> Prospect:
     """Whether a request for `name` that found no ready replica should wait, and if not, why.
 
-    `spec` is the deployment's live declaration (None when unknown or removed) and `placed` this
-    node's last plan for it (None before the first).
+    `spec` is the deployment's live declaration (None when unknown or removed), `local` this node's
+    own entry (its replica's, or ``failed`` when it sits the deployment out) and `placed` this
+    node's last plan for it (None before the first). A replica starting for the first time is worth
+    waiting for; one starting again after its setup failed is not (``ReplicaEntry.failing``). When
+    no replica is coming and every host of the plan has a failing replica (or there is no plan, or
+    no host), the request fails at once with the error (``failure``) instead of at its deadline.
     """
-    if local is not None or any(entry.state.coming for _, entry in _peer_states(members, name, me)):
+    entries = _entries(members, name, me, local)
+    if any(entry.state.coming and not entry.failing for entry in entries.values()):
         return Prospect.COMING
     if spec is None:
         return Prospect.UNKNOWN
+    failing = {node for node, entry in entries.items() if entry.failing}
+    if failing and (placed is None or failing.issuperset(placed.hosts)):
+        return Prospect.FAILED_TO_START
     if spec.max_replicas == 0:
         return Prospect.PINNED_ONLY
     if placed is not None and placed.unschedulable and not placed.hosts:
         return Prospect.UNSCHEDULABLE
     return Prospect.SCALING_UP
+
+
+def failure(name: str, members: Iterable[Member], me: NodeId, local: ReplicaEntry | None) -> str:
+    """Why `name` failed to start, for the answer to a request (``Prospect.FAILED_TO_START``).
+
+    The error of a failing replica, this node's first, then by node id; a failed setup (which says
+    what is wrong with the app) before a node that may not run the app at all.
+    """
+    entries = _entries(members, name, me, local)
+    order = sorted(entries, key=lambda node: (node != me, node))
+    errors = [entries[node].error for node in order if entries[node].failing and entries[node].error]
+    setup_errors = [error for error in errors if not error.startswith(_CANNOT_RUN_PREFIX)]
+    return f"{name} failed to start: {(setup_errors or errors or ['no error given'])[0]}"
+
+
+def _entries(
+    members: Iterable[Member], name: str, me: NodeId, local: ReplicaEntry | None
+) -> dict[NodeId, ReplicaEntry]:
+    """Every live node's entry for `name`, this node's own from `local` (fresher than its gossip)."""
+    entries = {member.node: entry for member, entry in _peer_states(members, name, me)}
+    if local is not None:
+        entries[me] = local
+    return entries

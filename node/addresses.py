@@ -1,16 +1,19 @@
-"""Addresses: "host:port" strings, and which host this node tells its peers to use."""
+"""Addresses: "host:port" strings, the host this node tells its peers to use, why one cannot be bound."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 import psutil
 
 from .errors import ConfigError
 
-__all__ = ["advertise_host", "join_host_port", "parse_host_port", "public_host"]
+__all__ = ["advertise_host", "bind_failure", "join_host_port", "parse_host_port", "public_host"]
 
 _WILDCARDS = ("0.0.0.0", "::", "", "*")
+# What each bind flag of `meshnode join` is for, as a start-up error names it.
+_BIND_ROLES = {"--http": "the HTTP API", "--mesh": "the mesh socket", "--data": "the data plane"}
 
 
 def join_host_port(host: str, port: int) -> str:
@@ -45,3 +48,28 @@ def advertise_host(bind_host: str, interfaces: tuple[str, ...]) -> str:
 def public_host(bind_host: str, advertised: str) -> str:
     """The host peers reach a socket bound to `bind_host` at: itself, or `advertised` for a wildcard."""
     return advertised if bind_host in _WILDCARDS else bind_host
+
+
+def bind_failure(flag: str, host: str, port: int, code: int | None, reason: str) -> str:
+    """One line for an address of `flag` that cannot be bound: which, why, and what to do.
+
+    `code` is the errno of the failed bind (an ``OSError`` or a ``ZMQError``), None when `host`
+    did not resolve; `reason` is the error's own text, for the cases not named here.
+    """
+    if code is None or code == errno.ENODEV:  # ZeroMQ says ENODEV for a host it cannot resolve
+        why = f"{host!r} is neither an address of this machine nor a host name it resolves"
+        fix = f"give {flag} one of this machine's addresses (0.0.0.0 for all of them)"
+    elif code == errno.EADDRINUSE:
+        why = f"port {port} is in use there (another meshnode, or another program)"
+        fix = f"stop that program, or give {flag} a free port"
+    elif code == errno.EACCES:
+        why = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        fix = f"give {flag} a port above 1023"
+    elif code == errno.EADDRNOTAVAIL:
+        why = f"no interface of this machine has the address {host}"
+        fix = f"give {flag} one of its addresses (0.0.0.0 for all of them)"
+    else:
+        why = reason
+        fix = f"check {flag}"
+    role = _BIND_ROLES.get(flag, "a socket")
+    return f"cannot bind {role} on {join_host_port(host, port)} ({flag}): {why}; {fix}"

@@ -39,15 +39,16 @@ from .config import AgentConfig
 from .dataplane.forward import Forwarder
 from .dataplane.links import PeerLinks
 from .dataplane.server import DataPlaneServer
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .http.app import mesh_body
 from .http.predict import PredictLimits
 from .http.server import bind_http, http_server, serve_http, tls_context
 from .http.stats import Parts
 from .inference.devices import detect_cpu
-from .load import LoadSampler
+from .load import LoadGossip, LoadSampler
 from .membership.discovery import Advert, start_discovery
 from .membership.runner import GossipRunner
+from .membership.seed_watch import watch_seeds
 from .membership.self_meta import SelfMeta
 from .membership.transport import MembershipTransport
 from .mesh.effects import MemberChanged
@@ -214,14 +215,11 @@ class Agent:
         self._http_task = await serve_http(self._server, http_socket)
         self._background += [
             asyncio.create_task(
-                self._meta.refresh_forever(
-                    config.load_sample_interval_s,
-                    membership_config.meta_min_interval_s,
-                    config.load_cpu_change_points,
-                ),
+                self._meta.refresh_forever(config.load_sample_interval_s, LoadGossip.of(config)),
                 name="meta-refresh",
             ),
             asyncio.create_task(self._meta.detect_devices(), name="detect-devices"),
+            asyncio.create_task(watch_seeds(config, runner), name="seed-watch"),
         ]
         advert = Advert(
             node_id, config.mesh_id, config.name, self.mesh_addr, self.http_addr, __version__, tls=base.tls
@@ -372,7 +370,7 @@ def run_agent(config: AgentConfig) -> int:
             loop.add_signal_handler(signum, agent.request_stop)
         try:
             await agent.start()
-        except ConfigError as exc:
+        except (ConfigError, StoreError) as exc:  # the user's to fix: one line, exit code 2
             log.error("%s", exc)
             await agent.close_after_failed_start()
             return 2

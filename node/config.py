@@ -55,6 +55,17 @@ class AgentConfig:
     data_port: int = 0
     # "host:port" membership addresses of nodes to join; retried with backoff while alone.
     seeds: tuple[str, ...] = ()
+    # A node alone this long after contacting its seeds logs a warning per seed saying why (the host
+    # does not resolve, nothing listens, no answer, or an answer that is not gossip). A seed on a
+    # working network answers within a round trip; a few seconds leaves room for a seed that starts
+    # at the same moment, so a mesh started all at once logs no false alarm.
+    seed_warn_after_s: float = 3.0
+    # The warning repeats while the node stays alone, each gap twice the one before up to this, so
+    # a node left alone all night writes about one line per seed a minute, not one per retry.
+    seed_warn_max_interval_s: float = 60.0
+    # How long a warning's diagnosis waits for the seed's host name to resolve and its port to take
+    # a TCP connection. Longer only delays the warning; a LAN answers in milliseconds.
+    seed_probe_timeout_s: float = 2.0
     # Announce and browse `_meshnode._tcp.local.` by mDNS. Only a hint: SWIM decides liveness.
     mdns: bool = True
     # Interfaces (IP addresses) for mDNS and for the advertised address. Never "all": that
@@ -95,9 +106,16 @@ class AgentConfig:
     allow_external_apps: bool = False
     # How often load is sampled. Cheap (psutil, non-blocking).
     load_sample_interval_s: float = 1.0
-    # A change in system CPU use of at least this many percentage points is meaningful (as is
-    # any change in requests in flight, or 5 % of memory).
-    load_cpu_change_points: float = 20.0
+    # A change in system CPU use of at least this many percentage points is gossiped as soon as
+    # meta_min_interval_s allows (as is any change in requests in flight, or 5 % of memory). Lower
+    # costs gossip on a machine whose CPU swings; higher leaves every node's LOAD column that far off.
+    load_cpu_change_points: float = 10.0
+    # A gossiped load this old is replaced by one that drifted load_cpu_drift_points (or 1 % of
+    # memory), so a small lasting change is shown within this time instead of never.
+    load_max_age_s: float = 15.0
+    # Smaller CPU moves are jitter between one-second samples: never gossiped, so an idle node
+    # stays silent.
+    load_cpu_drift_points: float = 3.0
     # On SIGTERM/SIGINT: how long to keep gossiping our `left` before exiting.
     leave_timeout_s: float = 3.0
     # Run the agent's event loop on uvloop when it is installed: less CPU per request on the
@@ -142,9 +160,12 @@ class AgentConfig:
     placement_min_round_gap_s: float = 0.1
     # A placed replica whose setup() fails this many times in a row is stopped and its node sits out
     # that deployment for `replica_failed_hold_s`, so placement tries the next node in rank.
-    # Pinned replicas are never moved; they keep restarting with backoff.
+    # Pinned replicas are never moved: they turn `failed` and try again after the hold, instead of
+    # restarting every `replica_restart_max_s` forever. 0 never gives up (backoff alone).
     replica_setup_attempts: int = 3
-    # How long a node sits out a deployment whose replica failed to start there.
+    # How long a node sits out a deployment whose replica failed to start there (for a pinned
+    # replica: the wait before its next try). Long, since the app most likely needs a fix first;
+    # declaring the deployment with another app places it at once.
     replica_failed_hold_s: float = 300.0
     # A node with no peers yet waits this long before placing replicas on itself, so a node that
     # restarts does not start a replica of every deployment it remembers before it rejoins.

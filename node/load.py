@@ -1,19 +1,26 @@
 """How busy this node is, sampled with psutil for gossip.
 
 A sample is cheap and never blocks: CPU percent is measured since the previous sample (psutil's
-``interval=None``), so the sampler primes the counter once at construction. ``differs_from`` decides
-when a change is worth gossiping, so small jitter does not churn the membership metadata.
+``interval=None``), so the sampler primes the counter once at construction. ``LoadGossip`` decides
+when a sample is worth gossiping: a real move goes out as soon as ``meta_min_interval_s`` allows,
+a small drift only once the gossiped value has aged, and jitter never, so an idle node costs
+almost no gossip while the load every node shows (``meshnode peers``) stays within seconds of the
+truth. Comparing only against a fixed threshold froze the shown load for as long as it moved less
+than that threshold, for minutes.
 """
 
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-__all__ = ["LoadSample", "LoadSampler", "SpeedMeter"]
+if TYPE_CHECKING:
+    from .config import AgentConfig
+
+__all__ = ["LoadGossip", "LoadSample", "LoadSampler", "SpeedMeter"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,48 @@ class LoadSample:
             return True
         total = max(self.memory_total_bytes, other.memory_total_bytes)
         return total > 0 and abs(self.memory_used_bytes - other.memory_used_bytes) >= memory_fraction * total
+
+
+@dataclass(frozen=True)
+class LoadGossip:
+    """When this node gossips a new load sample; pure (the age of the gossiped one comes in).
+
+    The knobs come from ``AgentConfig`` and ``MembershipConfig``, which say what each costs.
+    """
+
+    min_gap_s: float  # never more often (meta_min_interval_s: every update costs gossip everywhere)
+    cpu_points: float  # a CPU move at least this big goes out as soon as min_gap_s allows
+    max_age_s: float  # past this age, a drift of drift_cpu_points or more goes out too
+    drift_cpu_points: float  # below this, a move is sampling jitter and never goes out
+    # Memory moves by these fractions of the total count as a move and a drift (as the CPU points).
+    memory_fraction: float = 0.05
+    drift_memory_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 < self.drift_cpu_points <= self.cpu_points:
+            raise ValueError("drift_cpu_points must be positive and at most cpu_points")
+        if not 0 < self.min_gap_s <= self.max_age_s:
+            raise ValueError("max_age_s must be at least min_gap_s, and both positive")
+
+    @classmethod
+    def of(cls, config: AgentConfig) -> LoadGossip:
+        """The rule an agent started with `config` follows."""
+        return cls(
+            min_gap_s=config.membership().meta_min_interval_s,
+            cpu_points=config.load_cpu_change_points,
+            max_age_s=config.load_max_age_s,
+            drift_cpu_points=config.load_cpu_drift_points,
+        )
+
+    def due(self, published: LoadSample, sample: LoadSample, age_s: float) -> bool:
+        """Whether to gossip `sample`, `age_s` seconds after `published` went out."""
+        if age_s < self.min_gap_s:
+            return False
+        if sample.differs_from(published, cpu_points=self.cpu_points, memory_fraction=self.memory_fraction):
+            return True
+        return age_s >= self.max_age_s and sample.differs_from(
+            published, cpu_points=self.drift_cpu_points, memory_fraction=self.drift_memory_fraction
+        )
 
 
 class LoadSampler:

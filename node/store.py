@@ -14,6 +14,13 @@ validates is skipped with a warning, never fatal: gossip brings the record back.
 Table ``api_keys`` holds the mesh's API keys (``mesh/access.py``): their digests, names, scopes and
 whether they are revoked, never a secret; revoked keys stay, so a restarted node cannot bring one back.
 
+The file is checked before anything is written to it (``_check_file``): a data directory without a
+``meshnode.db`` is a new node, but a file that is there and cannot be read as this node's state (zero
+bytes after a crash or a full disk, garbage, a damaged image, another program's database, or one
+written by a newer meshnode, ``PRAGMA user_version`` above ``SCHEMA_VERSION``) stops the start with
+``StoreError`` naming the file: starting over would silently forget the node's identity and
+deployments, so only the user may decide that, by moving the file aside.
+
 Incarnations and stamps are sqlite ``INTEGER`` (an int64), which holds every value up to their
 documented maxima (``mesh/bounds.py``). A value outside them is refused with ``StoreError`` before
 anything is written; at the maximum incarnation a restart keeps it rather than overflow (peers hold
@@ -40,13 +47,22 @@ from .mesh.deployment import DeploymentSpec, SpecError, check_name
 from .mesh.records import Record
 from .mesh.types import NodeId
 
-__all__ = ["DB_FILENAME", "Identity", "NodeStore", "StoreError"]
+__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "Identity", "NodeStore", "StoreError"]
 
 DB_FILENAME = "meshnode.db"
+#: ``PRAGMA user_version`` of the tables below; raised by a change an older meshnode cannot read.
+#: Files from before it was kept say 0 and hold the same tables.
+SCHEMA_VERSION = 1
 log = logging.getLogger(__name__)
 
 # The identity table always holds exactly this one row.
 _IDENTITY_ROW_ID = 1
+# The columns each table of ours needs, to tell this node's file from another program's.
+_COLUMNS = {
+    "identity": {"id", "node_id", "incarnation"},
+    "deployments": {"name", "stamp", "origin", "spec"},
+    "api_keys": {"id", "name", "scope", "digest", "created_ms", "revoked"},
+}
 
 
 @dataclass(frozen=True)
@@ -67,10 +83,21 @@ class NodeStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create data directory {self.path.parent}: {exc}") from exc
+        if self.path.exists() and self.path.stat().st_size == 0:
+            # sqlite would take an empty file for a new database: the node would forget who it was.
+            raise StoreError(self._refusal("is empty (0 bytes; a crash or a full disk?)"))
         try:
             self._db = sqlite_utils.Database(self.path)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open node database {self.path}: {exc}") from exc
+        try:
+            self._check_file()
+        except sqlite3.Error as exc:  # not an sqlite file, or a damaged one
+            self._db.close()
+            raise StoreError(self._refusal(f"is unreadable ({exc})")) from exc
+        except StoreError:
+            self._db.close()
+            raise
         try:
             self._db.table("identity").create(
                 {"id": int, "node_id": str, "incarnation": int},
@@ -84,11 +111,11 @@ class NodeStore:
                 not_null=["stamp", "origin"],
                 if_not_exists=True,
             )
-        except sqlite3.Error as exc:
+            # Marks a file from before versions were kept (0) as this layout, which it is.
+            self._db.execute(f"pragma user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:  # a read-only file or directory, a full disk
             self._db.close()
-            raise StoreError(
-                f"node database {self.path} is unreadable ({exc}); move it away to start as a new node"
-            ) from exc
+            raise StoreError(f"cannot write node database {self.path}: {exc}") from exc
 
     def load_identity(self) -> Identity:
         """Return the node id and a fresh incarnation, higher than any returned before for this file."""
@@ -230,3 +257,32 @@ class NodeStore:
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def _check_file(self) -> None:
+        """Raise StoreError for a file that is not this node's state in a layout this meshnode reads."""
+        problems = [row[0] for row in self._db.execute("pragma quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise StoreError(self._refusal(f"is damaged ({'; '.join(map(str, problems[:3]))})"))
+        version = self._db.execute("pragma user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            newer = (
+                f"was written by a newer meshnode (schema {version}; this one reads up to {SCHEMA_VERSION})"
+            )
+            raise StoreError(self._refusal(newer, first_way="run the meshnode that wrote it, or "))
+        tables = set(self._db.table_names())
+        for table in sorted(tables & _COLUMNS.keys()):
+            missing = _COLUMNS[table] - set(self._db[table].columns_dict)
+            if missing:
+                raise StoreError(self._refusal(f"has a table {table!r} without {', '.join(sorted(missing))}"))
+        if tables and "identity" not in tables:
+            raise StoreError(
+                self._refusal(f"holds no node identity (its tables: {', '.join(sorted(tables))})")
+            )
+
+    def _refusal(self, problem: str, *, first_way: str = "") -> str:
+        """Why the node does not start on this file, and the way out, which is the user's to take."""
+        return (
+            f"node database {self.path} {problem}. The node did not start and changed nothing: "
+            f"{first_way}to start as a new node (a new id, no saved deployments) move the file aside, "
+            f"e.g. mv {self.path} {self.path}.broken"
+        )

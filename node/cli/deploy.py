@@ -148,13 +148,16 @@ def format_deployments_table(body: Mapping[str, Any]) -> str:
     items = [item for item in body.get("deployments", []) if isinstance(item, Mapping)]
     if not items:
         return "no deployments"
-    header = ("NAME", "APP", "MIN", "MAX", "DESIRED", "READY", "REPLICAS")
+    # PINNED sits between the bounds and DESIRED because it is the other input: DESIRED is the
+    # autoscaler's count within MIN..MAX, or the pinned replicas when there are more of them.
+    header = ("NAME", "APP", "MIN", "MAX", "PINNED", "DESIRED", "READY", "REPLICAS")
     rows = [
         (
             str(item.get("name")),
             str(item.get("app")),
             str(item.get("min_replicas")),
             str(item.get("max_replicas")),
+            str(item.get("pinned", "-")),
             str(item.get("desired")),
             str(item.get("ready")),
             _replicas_summary(item.get("replicas")),
@@ -166,6 +169,13 @@ def format_deployments_table(body: Mapping[str, Any]) -> str:
         reason = item.get("unschedulable") or item.get("missing")
         if reason:
             lines.append(f"{item.get('name')}: {reason}")
+    # A note explains the numbers (why DESIRED is above MAX) in words shared by every deployment in
+    # that case, so it is said once for all of them.
+    notes: dict[str, list[str]] = {}
+    for item in items:
+        if item.get("note"):
+            notes.setdefault(str(item["note"]), []).append(str(item.get("name")))
+    lines += [f"{', '.join(names)}: {note}" for note, names in notes.items()]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -208,6 +209,12 @@ def join(
         _usage_exit(ctx, str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..agent import run_agent
+    from ..serving.worker_process import inheritable_fds
+
+    # What this process was started with (a lock file of flock, a pipe of a shell) stays its own:
+    # workers and other children would otherwise hold it open as long as they run.
+    for fd in inheritable_fds():
+        os.set_inheritable(fd, False)
 
     try:
         code = run_agent(config)

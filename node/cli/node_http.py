@@ -1,8 +1,10 @@
 """How client commands reach a node over HTTP: one set of access flags and one request helper.
 
-``access_options`` adds ``--ca-cert`` (``params.py``) and ``--api-key`` (env ``MESHNODE_API_KEY``)
-to a command and hands it one ``NodeAccess``; ``request_node`` sends one request with them and turns
-every failure (unreachable, a certificate, an HTTP error) into one ``Error:`` line.
+``node_option`` is ``--node URL``, checked before any request leaves (``params.NodeURL``: ``--node
+8470`` is a usage error, not a host named 8470). ``access_options`` adds ``--ca-cert``
+(``params.py``) and ``--api-key`` (env ``MESHNODE_API_KEY``) to a command and hands it one
+``NodeAccess``; ``request_node`` sends one request with them and turns every failure (unreachable, a
+certificate, an HTTP error) into one ``Error:`` line.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ..client.base import API_KEY_ENV
 from ..client.errors import error_fields
 from ..client.tls import describe_failure
 from ..config import DEFAULT_NODE_URL
-from .params import ca_cert_option
+from .params import NodeURL, ca_cert_option
 
 __all__ = ["NodeAccess", "access_options", "error_message", "node_option", "request_node"]
 
@@ -28,7 +30,7 @@ __all__ = ["NodeAccess", "access_options", "error_message", "node_option", "requ
 node_option = click.option(
     "--node",
     "node_url",
-    metavar="URL",
+    type=NodeURL(),
     default=DEFAULT_NODE_URL,
     show_default=True,
     help="Any node's HTTP address (https://HOST:PORT for a node with a certificate).",

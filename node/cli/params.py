@@ -2,7 +2,7 @@
 
 Each type fails with click's usage error (exit code 2, one line naming the flag), never a traceback.
 ``agent_default`` reads a default from ``AgentConfig`` so a flag never restates it. ``ca_cert_option``
-is the ``--ca-cert`` flag of every command that talks to a node.
+is the ``--ca-cert`` flag of every command that talks to a node, ``NodeURL`` the type of its ``--node``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import ipaddress
 import re
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
 from ..addresses import join_host_port, parse_host_port
 from ..client.tls import CA_ENV, ca_context
-from ..config import AgentConfig
+from ..config import DEFAULT_NODE_URL, AgentConfig
 from ..errors import ConfigError
 from ..mesh.metadata import MAX_LABEL_CHARS
 
@@ -26,6 +27,7 @@ __all__ = [
     "Deployment",
     "HostPort",
     "IPAddress",
+    "NodeURL",
     "agent_default",
     "ca_cert_option",
     "check_name",
@@ -36,6 +38,7 @@ _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
 _DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_DIGITS_AND_DOTS = re.compile(r"[\d.]+")
 
 
 def agent_default(field_name: str) -> Any:
@@ -103,6 +106,49 @@ class Deployment(click.ParamType):
         return f"{name}={app.strip()}"
 
 
+class NodeURL(click.ParamType):
+    """A node's base URL, ``http(s)://HOST[:PORT][/PREFIX]`` (``HOST:PORT`` alone means http://)."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """Check one URL before any request leaves; the URL without a trailing slash."""
+        try:
+            return check_node_url(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def check_node_url(value: str) -> str:
+    """`value` as a node's base URL; ValueError saying what is wrong and what a URL looks like."""
+    text = value.strip()
+    if re.fullmatch(r":?\d+", text):
+        # Taken as a host name, a bare port would send the request off this machine to "8470".
+        raise ValueError(
+            f"{value!r} is a port, not a node: give a URL such as http://127.0.0.1:{text.lstrip(':')}"
+        )
+    bare = "://" not in text
+    parts = urlsplit(f"http://{text}" if bare else text)
+    expected = f"expected a node's URL such as {DEFAULT_NODE_URL}"
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL; {expected}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    host = parts.hostname or ""
+    if not host or "@" in parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"{value!r} is not a node's address; {expected}")
+    if bare and port is None:
+        example = f"http://{join_host_port(host, agent_default('http_port'))}"
+        raise ValueError(f"{value!r} has no scheme and no port: give a URL such as {example}")
+    if port == 0:
+        raise ValueError(f"{value!r} needs a port in 1..65535; {expected}")
+    if not _is_host(host):
+        raise ValueError(f"{host!r} in {value!r} is neither an IP address nor a host name; {expected}")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
 class CACert(click.ParamType):
     """A PEM file of CA certificates, as the ``ssl.SSLContext`` that trusts only them."""
 
@@ -134,7 +180,8 @@ def _is_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return _HOSTNAME.fullmatch(host) is not None
+        # Digits and dots that are no IP address ("8470", "10.0.0") are a slip, not a name to look up.
+        return _HOSTNAME.fullmatch(host) is not None and not _DIGITS_AND_DOTS.fullmatch(host)
     return True
 
 

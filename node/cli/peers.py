@@ -1,6 +1,7 @@
 """``meshnode peers``: the members of the mesh as one node sees them, as a table or JSON.
 
-The table (``format_peers_table``) is shared with ``meshnode demo``.
+The table (``format_peers_table``) is shared with ``meshnode demo``, as is ``peer_changes``, the
+lines a live view prints instead of the whole table where stdout is not a terminal.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import click
 
 from ..config import DEFAULT_NODE_URL
 from .node_http import NodeAccess, access_options, request_node
-from .params import IPAddress, agent_default
+from .params import IPAddress, NodeURL, agent_default
 from .text_table import format_table
 
-__all__ = ["fetch_mesh", "format_peers_table", "peers"]
+__all__ = ["fetch_mesh", "format_peers_table", "peer_changes", "peers"]
 
 # A node answers /v1/mesh from memory; 5 s only ever expires for a hung or unreachable node.
 PEERS_TIMEOUT_S = 5.0
@@ -29,7 +30,7 @@ DISCOVER_TIMEOUT_S = 2.0
 @click.option(
     "--node",
     "node_url",
-    metavar="URL",
+    type=NodeURL(),
     default=None,
     show_default=DEFAULT_NODE_URL,
     help="Any node's HTTP address (https://HOST:PORT for a node with a certificate).",
@@ -72,7 +73,7 @@ def _discover_node(interfaces: Sequence[str], mesh_id: str) -> str:
     if not found:
         raise click.ClickException(
             f"no node of mesh {mesh_id!r} answered mDNS on {', '.join(interfaces)} "
-            f"within {DISCOVER_TIMEOUT_S:g} s"
+            f"within {DISCOVER_TIMEOUT_S:g} s; name any node of the mesh with --node URL instead"
         )
     return found[0].http_url
 
@@ -112,6 +113,41 @@ def format_peers_table(view: Mapping[str, Any]) -> str:
     ]
     lines = format_table(header, rows)
     return "\n".join(lines)
+
+
+def peer_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """One line per member that joined, went, changed status or changed models between two views.
+
+    Load is left out: it moves every few seconds, and a line per move would be the whole table again.
+    """
+    old, new = _members_by_id(before), _members_by_id(after)
+    lines = []
+    for node_id, member in new.items():
+        name = str(member.get("name") or node_id[:8])
+        previous = old.get(node_id)
+        if previous is None:
+            lines.append(f"{name} joined ({member.get('status') or '-'})")
+            continue
+        if previous.get("status") != member.get("status"):
+            lines.append(f"{name}: {previous.get('status') or '-'} -> {member.get('status') or '-'}")
+        models, were = _models_summary(member.get("models")), _models_summary(previous.get("models"))
+        if models != were:
+            lines.append(f"{name}: models {were} -> {models}")
+    lines += [
+        f"{member.get('name') or node_id[:8]} no longer listed"
+        for node_id, member in old.items()
+        if node_id not in new
+    ]
+    return lines
+
+
+def _members_by_id(view: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    members = view.get("members")
+    return {
+        str(member["id"]): member
+        for member in (members if isinstance(members, list) else [])
+        if isinstance(member, Mapping) and member.get("id")
+    }
 
 
 def _device_summary(device: object) -> str:

@@ -28,7 +28,7 @@ from ..client.errors import ClientError
 from ..client.sync import MeshClient
 from ..config import DEFAULT_NODE_URL
 from .node_http import NodeAccess, access_options
-from .params import IPAddress, agent_default
+from .params import IPAddress, NodeURL, agent_default
 
 __all__ = ["predict"]
 
@@ -46,7 +46,7 @@ __all__ = ["predict"]
 @click.option(
     "--node",
     "nodes",
-    metavar="URL",
+    type=NodeURL(),
     multiple=True,
     show_default=DEFAULT_NODE_URL,
     help="A node to send to (https://HOST:PORT for a node with a certificate); repeatable.",

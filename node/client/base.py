@@ -293,16 +293,27 @@ async def discover_seeds(
 
     chosen = list(interfaces) if interfaces else default_interfaces()
     adverts = await browse_once(chosen, mesh_id, timeout_s)
-    return discovered_seeds(adverts, mesh_id, chosen)
+    return discovered_seeds(adverts, mesh_id, chosen, timeout_s)
 
 
-def discovered_seeds(adverts: Sequence[Advert], mesh_id: str | None, interfaces: Sequence[str]) -> list[str]:
+def discovered_seeds(
+    adverts: Sequence[Advert],
+    mesh_id: str | None,
+    interfaces: Sequence[str],
+    timeout_s: float = DISCOVER_TIMEOUT_S,
+) -> list[str]:
     """The base URLs (https:// for TLS nodes) of the nodes mDNS found, of one mesh, or why not."""
     meshes = sorted({advert.mesh_id for advert in adverts if mesh_id is None or advert.mesh_id == mesh_id})
     where = f"on {', '.join(interfaces)}"
     if not meshes:
         named = "no meshnode" if mesh_id is None else f"no node of mesh {mesh_id!r}"
-        raise NoNodeAvailable(f"{named} answered mDNS {where}")
+        # Said in full because discovery is the fallback of a user who named no node: what was
+        # tried, and the ways out (mDNS does not cross routers, and many networks drop it).
+        raise NoNodeAvailable(
+            f"{named} answered mDNS {where} within {timeout_s:g} s. Name a node instead: "
+            'MeshClient(["http://HOST:8470"]), or --node URL on the command line; any node of the '
+            "mesh serves as a seed. Or browse where the nodes announce: interfaces=[IP] (--interface IP)"
+        )
     if len(meshes) > 1:
         raise ClientError(
             f"nodes of several meshes answered mDNS {where} ({', '.join(meshes)}): pass mesh_id"

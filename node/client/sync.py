@@ -193,6 +193,12 @@ def _run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False
+    else:
+        running = True
+    # Run outside the except block: an error of the coroutine (NoNodeAvailable) would otherwise
+    # carry "no running event loop" as its context, a cause that has nothing to do with it.
+    if not running:
         return asyncio.run(coroutine)
     # A running loop (a notebook, an async framework) cannot be re-entered: use a loop of our own.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="meshnode-discover") as pool:

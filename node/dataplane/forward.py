@@ -18,7 +18,10 @@ Retry rules:
   answer was lost with that node (at-least-once for the model, exactly one answer for the client).
 - When no replica is ready but one is coming (starting, or scaling up from zero), the request
   waits for it within its deadline (``serving/cold_start.py``, bounded per deployment) instead of
-  failing: a cold start queues requests.
+  failing: a cold start queues requests. When none is coming because every replica failed to start
+  (``mesh/replica_view.prospect``: the failure and its error travel in each replica's gossiped
+  entry, so every node knows), the request fails at once, and so does one already waiting: 503 with
+  ``Retry-After`` and the error, never a wait until the deadline.
 - Admission under the deadline is the replica's decision (``mesh/queueing.py``): it alone knows
   its queue exactly, while the router's copy (gossip, what answers reported) can be seconds old.
   A replica that is full, or would finish the request after its deadline, refuses it at once, and

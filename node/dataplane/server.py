@@ -96,7 +96,7 @@ class DataPlaneServer:
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
         # Answers are sent without waiting; a peer this far behind in reading has gone away.
         sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
-        port = bind_tcp(sock, self._host, self._port, "the data plane")
+        port = bind_tcp(sock, self._host, self._port, "--data")
         self._reader = FrameReader(sock, self._on_frames)
         return port
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from ..addresses import bind_failure
 from ..errors import ConfigError
 from .app import MeshView, create_app
 from .deployments import DeploymentsView, add_deployment_routes
@@ -29,23 +30,31 @@ from .predict import PredictLane, PredictLimits, Serve
 
 __all__ = ["bind_http", "http_server", "serve_http", "tls_context"]
 
+# uvicorn's default backlog: connections the kernel queues before the agent accepts them.
+_BACKLOG = 2048
+
 
 def bind_http(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on (host, port); ConfigError when the address is taken."""
+    """A listening TCP socket on (host, port); ConfigError naming --http when it cannot be had."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(bind_failure("--http", host, port, None, str(exc))) from exc
+    try:
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise ConfigError(f"cannot start the HTTP server on {host}:{port}: {exc}") from exc
+        raise ConfigError(bind_failure("--http", host, port, exc.errno, str(exc))) from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        # Listening now, not when uvicorn starts: with SO_REUSEADDR two agents can both bind a port
+        # that neither listens on yet, and uvloop's server then takes the second socket without a word.
+        sock.listen(_BACKLOG)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot start the HTTP server on port {port} (in use?): {exc}") from exc
-    sock.set_inheritable(True)
+        raise ConfigError(bind_failure("--http", host, port, exc.errno, str(exc))) from exc
     return sock
 
 

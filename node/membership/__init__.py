@@ -3,4 +3,5 @@
 - ``runner.py``: ``GossipRunner``, receive -> core.handle -> carry out effects -> sleep until due
 - ``transport.py``: ``MembershipTransport``, datagram-like messages over ZeroMQ (never blocks)
 - ``discovery.py``: mDNS announcements and browsing (python-zeroconf), a hint for joining
+- ``seed_watch.py``: warnings naming each ``--seed`` that has not answered and why, then who did
 """

@@ -4,8 +4,8 @@ The metadata carries the node's addresses and labels (fixed), its device (detect
 subprocess, since accelerators need torch), its load (sampled every ``load_sample_interval_s``),
 and what it serves: every replica's entry, loaded models, hints, measured speeds, and requests held
 for a cold start. A change in what it serves is published at once (``publish``); load and speeds
-only when they moved meaningfully, and at most every ``meta_min_interval_s``, since each change
-costs gossip on every node.
+only when they moved (``load.LoadGossip`` says when), and at most every ``meta_min_interval_s``,
+since each change costs gossip on every node.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inference.devices import DeviceInfo, detect_full
-from ..load import LoadSample, LoadSampler
+from ..load import LoadGossip, LoadSample, LoadSampler
 from ..mesh.metadata import NodeMeta
 from ..serving.replicas import Replicas
 from .runner import GossipRunner
@@ -69,8 +69,8 @@ class SelfMeta:
         """Gossip the metadata now (what this node serves changed)."""
         self._runner.publish_meta(self.build())
 
-    async def refresh_forever(self, interval_s: float, min_gap_s: float, cpu_points: float) -> None:
-        """Sample load and speeds every `interval_s`; gossip a real change, at most every `min_gap_s`."""
+    async def refresh_forever(self, interval_s: float, rule: LoadGossip) -> None:
+        """Sample load and speeds every `interval_s`; gossip them when `rule` says (``load.py``)."""
         loop = asyncio.get_running_loop()
         published = self._load
         published_speeds = self._replicas.speeds(loop.time())
@@ -79,11 +79,11 @@ class SelfMeta:
             await asyncio.sleep(interval_s)
             sample = self._sampler.sample(in_flight=self._replicas.in_flight)
             speeds = self._replicas.speeds(loop.time())
-            due = loop.time() - last_publish >= min_gap_s
-            moved = sample.differs_from(published, cpu_points=cpu_points) or _speeds_moved(
-                published_speeds, speeds
+            age_s = loop.time() - last_publish
+            due = rule.due(published, sample, age_s) or (
+                age_s >= rule.min_gap_s and _speeds_moved(published_speeds, speeds)
             )
-            if due and moved:
+            if due:
                 self._load = published = sample
                 published_speeds = speeds
                 last_publish = loop.time()

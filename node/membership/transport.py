@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from ..addresses import bind_failure
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class MembershipTransport:
         pull.setsockopt(zmq.RCVHWM, 10_000)
         pull.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
         pull.setsockopt(zmq.IPV6, 1)
-        port = bind_tcp(pull, self._host, self._port, "the mesh socket")
+        port = bind_tcp(pull, self._host, self._port, "--mesh")
         self._pull = pull
         self._port = port
         return port
@@ -126,15 +127,15 @@ class MembershipTransport:
         return sock
 
 
-def bind_tcp(sock: zmq.Socket[Any], host: str, port: int, what: str) -> int:
-    """Bind `sock` on host:port (port 0: a free one) and return the port; ConfigError if it cannot."""
+def bind_tcp(sock: zmq.Socket[Any], host: str, port: int, flag: str) -> int:
+    """Bind `sock` on host:port (port 0: a free one) and return the port; ConfigError naming `flag` if not."""
     try:
         if port == 0:
             return int(sock.bind_to_random_port(f"tcp://{_bind_host(host)}"))
         sock.bind(f"tcp://{_bind_host(host)}:{port}")
     except zmq.ZMQError as exc:
         sock.close(linger=0)
-        raise ConfigError(f"cannot bind {what} on {host}:{port}: {exc.strerror} (in use?)") from exc
+        raise ConfigError(bind_failure(flag, host, port, exc.errno, exc.strerror)) from exc
     return port
 
 

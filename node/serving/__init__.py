@@ -3,6 +3,7 @@
 - ``replicas.py``: ``Replicas``, the one table of this node's replicas and what others ask of it
 - ``replica.py``: ``Replica``, supervises one worker process and carries requests to it
 - ``worker_process.py``: the worker as an operating-system process: start, stop, why it failed
+- ``worker_run.py``: one run of a worker until it exits, and how it ended (a failed start or not)
 - ``worker.py``: the worker process's own shell (``python -m meshnode.serving.worker``)
 - ``deployments.py``: ``Deployments``, runs the autoscaler and placement, starts and stops replicas here
 - ``plans.py``: placement plans, cached per live host set

@@ -2,7 +2,8 @@
 
 When a request finds no ready replica but one is coming (starting, or about to be started because
 the deployment scaled to zero), the node it reached holds it here: at most ``queue_size`` per
-deployment, each until a replica serves or its own deadline passes (then 503 with Retry-After).
+deployment, each until a replica serves or its own deadline passes (then 503 with Retry-After), or
+until nothing is coming any more (every replica failed to start: 503 at once with the error).
 The count held is demand the autoscalers must see, so the first one held and the last one released
 are announced (``on_demand``): the agent gossips ``waiting`` in its metadata. A request for a name
 this node has not heard of waits ``unknown_grace_s`` for its declaration to arrive before the 404.
@@ -65,6 +66,8 @@ class ColdStarts:
             self._on_demand()
         try:
             while not self._serving(name):
+                if (refusal := self._refusal(name)) is not None:
+                    raise refusal  # what it waited for failed to start (or went away): say why now
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise NotReady(

@@ -315,17 +315,21 @@ class Deployments:
         """Why a request for `name` cannot wait for a replica, or None when it may."""
         record = self._membership.record(name)
         outcome = self._outcomes.get(name)
+        members, local = self._membership.members(), self._replicas.entry(name)
         prospect = replica_view.prospect(
             name,
             record.spec if record is not None else None,
-            self._membership.members(),
+            members,
             self.node_id,
-            self._replicas.local(name),
+            local,
             outcome.plan if outcome is not None else None,
         )
         match prospect:
             case Prospect.COMING | Prospect.SCALING_UP:
                 return None
+            case Prospect.FAILED_TO_START:
+                why = replica_view.failure(name, members, self.node_id, local)
+                return NotReady(why, retry_after_s=replica_view.FAILED_RETRY_AFTER_S)
             case Prospect.UNKNOWN:
                 return NotFound(f"no deployment named {name!r} in the mesh")
             case Prospect.PINNED_ONLY:

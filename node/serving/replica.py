@@ -12,7 +12,10 @@ Invariants:
 - A replica is ``ready`` only after the worker said ``Hello``, i.e. after ``setup()`` and warm-up.
 - The worker is restarted with exponential backoff (``mesh/backoff.py``) whenever it exits: crash,
   SIGKILL, OOM kill, or our own kill of a worker that hangs past a request's deadline. The agent and
-  other replicas go on.
+  other replicas go on. A worker that exits before it is ready failed to start: its error is
+  gossiped at once (requests stop waiting for it), logged once per distinct error, and after
+  ``setup_attempts`` failed starts in a row the replica is ``failed`` until ``failed_hold_s`` passed
+  (``mesh/restarts.py``).
 - Requests in flight when the worker dies fail with a retryable error (they may run again
   elsewhere); a request past its deadline fails with 504 and is cancelled in the worker.
 - At most ``capacity`` requests are admitted (the worker's concurrency times its batch size, plus a
@@ -34,7 +37,6 @@ import zmq
 
 from ..dataplane.frames import FrameReader
 from ..errors import Conflict, DeadlineExceeded, NotReady, Overloaded
-from ..inference.worker import EXIT_SETUP_FAILED
 from ..load import SpeedMeter
 from ..mesh.backoff import Backoff
 from ..mesh.envelope import (
@@ -51,7 +53,9 @@ from ..mesh.envelope import (
 )
 from ..mesh.queueing import QueueState, admit, counts_as_service
 from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState
-from .worker_process import last_line, spawn_worker, terminate
+from ..mesh.restarts import NextStart, next_start
+from .worker_process import spawn_worker, terminate
+from .worker_run import wait_exit
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ class ReplicaSettings:
     hang_grace_s: float
     restart_initial_s: float
     restart_max_s: float
+    setup_attempts: int
+    failed_hold_s: float
     drain_timeout_s: float
     max_frame_bytes: int
 
@@ -130,6 +136,7 @@ class Replica:
         # that keeps failing to another node.
         self.setup_failures = 0
         self.last_error = ""
+        self._reported = ""  # the failed start last logged (logged again only when it changes)
         self.speed = SpeedMeter()
         self._data_dir = data_dir
         self._on_change = on_change
@@ -182,6 +189,7 @@ class Replica:
             state=self.state,
             pinned=self.pinned,
             error=self.last_error[:MAX_ERROR_CHARS],
+            setup_failures=self.setup_failures,
             queue=self.in_flight,
             slots=self.slots,
             capacity=self.capacity,
@@ -288,43 +296,40 @@ class Replica:
                 max_frame_bytes=self.settings.max_frame_bytes,
             )
             self._worker = _Worker(process, self.replica_id.encode())
-            watch = asyncio.create_task(self._kill_if_setup_overruns(process))
-            code = await process.wait()
-            watch.cancel()
-            overran = await asyncio.gather(watch, return_exceptions=True) == [True]
+            timeout_s, label = self.settings.setup_timeout_s, f"{self.deployment} replica {self.replica_id}"
+            exited = await wait_exit(label, process, self._ready, timeout_s, self._log_path())
             self._worker = None
             self._ready.clear()
-            self._fail_in_flight(f"the replica's worker exited with code {code}")
+            self._fail_in_flight(f"the replica's worker exited with code {exited.code}")
             if self._stopping:
                 return
+            step = next_start(
+                exited,
+                setup_failures=self.setup_failures,
+                backoff_s=self._backoff.after_exit(started, loop.time()),
+                attempts=self.settings.setup_attempts,
+                hold_s=self.settings.failed_hold_s,
+            )
             self.restarts += 1
-            self.last_error = f"worker exited with code {code}; restarting"
-            if overran:
-                self.setup_failures += 1
-                self.last_error = f"setup did not finish within {self.settings.setup_timeout_s:g} s; retrying"
-            elif code == EXIT_SETUP_FAILED:
-                self.setup_failures += 1
-                reason = await asyncio.to_thread(last_line, self._log_path())
-                self.last_error = f"setup failed ({reason}); retrying" if reason else "setup failed; retrying"
-            log.warning(
-                "%s replica %s exited (%s); restart %d", self.deployment, self.replica_id, code, self.restarts
-            )
-            await asyncio.sleep(self._backoff.after_exit(started, loop.time()))
+            self.setup_failures += step.setup_failed
+            self.last_error = step.error
+            if step.held:
+                self._phase = ReplicaState.FAILED
+            self._on_change()  # gossiped now: requests anywhere stop waiting for this replica
+            self._report(exited.code, step)
+            await asyncio.sleep(step.delay_s)
 
-    async def _kill_if_setup_overruns(self, process: asyncio.subprocess.Process) -> bool:
-        """Kill a worker whose setup takes longer than ``setup_timeout_s``; whether it did."""
-        try:
-            async with asyncio.timeout(self.settings.setup_timeout_s):
-                await self._ready.wait()
-        except TimeoutError:
-            log.warning(
-                "%s replica %s: setup did not finish within %g s; killing it",
-                *(self.deployment, self.replica_id, self.settings.setup_timeout_s),
-            )
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            return True
-        return False
+    def _report(self, code: int, step: NextStart) -> None:
+        """Log every crash, but a failed start once per distinct error, not on every restart."""
+        name = self.deployment
+        if not step.setup_failed:
+            log.warning("%s replica %s exited (%s); restart %d", name, self.replica_id, code, self.restarts)
+        elif step.error != self._reported:
+            log.error("%s: its replica cannot start here: %s", name, step.error)
+        if step.held:
+            failures, delay = self.setup_failures, step.delay_s
+            log.warning("%s: %d failed starts in a row; next try in %g s", name, failures, delay)
+        self._reported = step.error if step.setup_failed else ""
 
     def _log_path(self) -> Path:
         return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
@@ -343,7 +348,7 @@ class Replica:
                     self._worker.info = info
                 self._set_hints(tuple(info.get("hints", ())), tuple(info.get("models", ())))
                 self._phase = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
-                self.last_error = ""
+                self.last_error = self._reported = ""
                 self.setup_failures = 0
                 self._ready.set()
                 self._on_change()

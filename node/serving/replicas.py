@@ -70,6 +70,8 @@ class Replicas:
             hang_grace_s=config.replica_hang_grace_s,
             restart_initial_s=config.replica_restart_initial_s,
             restart_max_s=config.replica_restart_max_s,
+            setup_attempts=config.replica_setup_attempts,
+            failed_hold_s=config.replica_failed_hold_s,
             drain_timeout_s=config.replica_drain_timeout_s,
             max_frame_bytes=config.max_frame_bytes,
         )

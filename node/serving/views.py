@@ -17,9 +17,11 @@ from ..mesh.records import Record
 from ..mesh.replica_state import ReplicaEntry, ReplicaState
 from ..mesh.types import NodeId, Status
 
-__all__ = ["Outcome", "deployment_view"]
+__all__ = ["PINNED_ONLY_DOWN", "Outcome", "deployment_view"]
 
 _LIVE = (Status.ALIVE, Status.SUSPECT)
+# Why a deployment declared only by `--deploy` serves nowhere (the 503 its requests get says so too).
+PINNED_ONLY_DOWN = "runs only where it is pinned (meshnode join --deploy), and no pinned replica is running"
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,17 @@ def deployment_view(
             replica["error"] = entry.error
         replicas.append(replica)
     hosts = outcome.plan.hosts if outcome else ()
-    desired = max(outcome.decision.desired, len(hosts)) if outcome else spec.min_replicas
+    pinned = sum(1 for r in replicas if r["pinned"])
+    # Pinned replicas count toward the replicas (placement hosts the rest), and placement never
+    # stops them: `desired` is the autoscaler's count within min..max, or the pinned ones if more.
+    desired = max(outcome.decision.desired if outcome else spec.min_replicas, len(hosts), pinned)
     serving = sum(1 for r in replicas if r["status"] == ReplicaState.READY)
     unschedulable = outcome.plan.unschedulable if outcome else None
     missing = unschedulable
     if missing is None and serving < desired:
         missing = _why_short(serving, desired, replicas)
+    if missing is None and spec.max_replicas == 0 and not pinned and not serving:
+        missing = PINNED_ONLY_DOWN
     errors = sorted({f"{r['node']}: {r['error']}" for r in replicas if r.get("error")})
     if missing is not None and errors:
         missing += f" ({'; '.join(errors[:3])})"
@@ -79,6 +86,8 @@ def deployment_view(
         "max_replicas": spec.max_replicas,
         "desired": desired,
         "ready": serving,
+        "pinned": pinned,
+        "note": _pinned_note(spec.max_replicas, pinned, desired),
         "replicas": replicas,
         "unschedulable": unschedulable,
         "missing": missing,
@@ -97,6 +106,20 @@ def deployment_view(
         # Declared by --deploy at stamp 0 (pinned replicas only) rather than by a deliberate PUT.
         "implicit": record.stamp == 0,
     }
+
+
+def _pinned_note(max_replicas: int, pinned: int, desired: int) -> str | None:
+    """Why `desired` is above ``max_replicas``, when pinned replicas make it so.
+
+    The counts are fields of their own, so deployments in the same case share the same words.
+    """
+    if desired <= max_replicas or not pinned:
+        return None
+    if max_replicas == 0:
+        return (
+            "pinned only (join --deploy): desired counts the pinned replicas; max 0 lets placement add none"
+        )
+    return "more pinned replicas than max: placement never stops a pinned one, and desired counts them all"
 
 
 def _why_short(serving: int, desired: int, replicas: list[dict[str, Any]]) -> str:

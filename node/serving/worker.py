@@ -42,6 +42,7 @@ from zmq.utils.monitor import parse_monitor_message
 from ..dataplane.frames import FrameReader
 from ..inference.worker import EXIT_SETUP_FAILED, Worker, set_up
 from ..mesh.envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
+from .worker_process import inheritable_fds
 
 __all__ = ["EXIT_AGENT_GONE", "AgentLink", "FrameTooLarge", "main"]
 
@@ -180,6 +181,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a replica worker process."""
+    for fd in inheritable_fds():  # leaked to us by the agent's spawn (worker_process.py says how)
+        os.close(fd)
     parser = argparse.ArgumentParser(prog="meshnode-worker")
     parser.add_argument("--app", required=True, help="app reference: file.py:Class, module:Class, folder")
     parser.add_argument("--replica", required=True, help="replica id, also the socket identity")

@@ -3,6 +3,15 @@
 The worker is ``python -m meshnode.serving.worker`` with the app reference, its ipc endpoint and the
 agent's frame limit; its output goes to a log file per replica under the data dir, whose last line
 is the setup error the supervisor reports. It dies with the agent (``--parent-pid``).
+
+A worker holds only what it needs: its standard streams, and what it opens itself. Descriptors that
+would pass through ``exec`` are the inheritable ones (``inheritable_fds``; Python opens every one of
+its own non-inheritable, PEP 446), and they only come from outside: one the agent was started with
+(the lock file of ``flock LOCK meshnode join``, held by every worker, was never released while the
+mesh ran) or the duplicates uvloop makes of a child's standard streams, which it leaves open in the
+child (uvloop ignores ``close_fds``). So ``meshnode join`` marks what it inherited close-on-exec as
+it starts, and the worker closes whatever inheritable descriptor it still finds first thing, before
+it starts anything of its own (an external server, for one).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from pathlib import Path
 
 from ..mesh.replica_state import MAX_ERROR_CHARS
 
-__all__ = ["last_line", "spawn_worker", "terminate"]
+__all__ = ["inheritable_fds", "last_line", "spawn_worker", "terminate"]
 
 # A worker asked to stop (SIGTERM) that is still running after this long is killed.
 _TERMINATE_GRACE_S = 5.0
@@ -35,6 +44,7 @@ async def spawn_worker(
             "--max-frame-bytes", str(max_frame_bytes),
             "--parent-pid", str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            close_fds=True,  # asyncio's default, said aloud; uvloop ignores it (see the docstring)
         )  # fmt: skip
 
 
@@ -60,3 +70,15 @@ def last_line(path: Path, max_bytes: int = 4096) -> str:
     except OSError:
         return ""
     return lines[-1].strip()[:MAX_ERROR_CHARS] if lines else ""
+
+
+def inheritable_fds() -> list[int]:
+    """This process's descriptors above standard error that an ``exec`` would pass on, in order."""
+    listing = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    found = []
+    for name in os.listdir(listing):
+        fd = int(name)
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+    return sorted(found)

@@ -71,6 +71,16 @@ class SlowSetup(Predictor):
         return {"ready": True}
 
 
+class BrokenSetup(Predictor):
+    """Cannot load its model: setup() raises, as it would with its weights missing."""
+
+    def setup(self) -> None:
+        raise RuntimeError("no weights at /models/missing.safetensors")
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        return {"never": True}
+
+
 class Batchy(Predictor):
     """Reports how many requests shared its batch."""
 

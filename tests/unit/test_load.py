@@ -1,4 +1,4 @@
-"""LoadSample wire form and change detection; LoadSampler against the real machine."""
+"""LoadSample wire form and change detection, when load is gossiped; LoadSampler on the real machine."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import msgpack
 import psutil
 import pytest
 
-from meshnode.load import LoadSample, LoadSampler, SpeedMeter
+from meshnode.config import AgentConfig
+from meshnode.load import LoadGossip, LoadSample, LoadSampler, SpeedMeter
 
 GIB = 1 << 30
 
@@ -74,3 +75,42 @@ def test_speed_meter_smooths_service_time_and_counts_throughput_over_its_window(
     assert meter.throughput(12.0) == pytest.approx(2.0)  # the last 20 completions fall in the window
     assert meter.to_wire(12.0)["rps"] == pytest.approx(2.0)
     assert meter.throughput(100.0) == 0.0  # time only moves forward: the window is empty now
+
+
+def shown_cpu(rule: LoadGossip, readings: list[float], start: float = 0.0) -> tuple[list[float], int]:
+    """The CPU every node shows after each one-second sample, and how many samples were gossiped."""
+    published, published_at, shown, gossiped = sample(cpu=start), 0.0, [], 0
+    for second, cpu in enumerate(readings, start=1):
+        if rule.due(published, sample(cpu=cpu), second - published_at):
+            published, published_at, gossiped = sample(cpu=cpu), float(second), gossiped + 1
+        shown.append(published.cpu_percent)
+    return shown, gossiped
+
+
+# The rule an agent runs with by default (the lan profile: at most one load update per 5 s).
+LAN = LoadGossip.of(AgentConfig(name="t"))
+
+
+def test_idle_jitter_is_never_gossiped_and_a_lasting_move_is_shown_within_the_min_gap() -> None:
+    idle = [2.0, 3.5, 1.0, 0.5, 2.5, 4.0, 1.5, 2.0] * 75  # ten minutes of an idle machine
+    # Measured: 63.8 % gossiped under load, then a steady 51 % for minutes that nobody was shown.
+    shown, gossiped = shown_cpu(LAN, [*idle, *[63.8] * 10, *[51.0] * 120], start=2.0)
+    assert set(shown[: len(idle)]) == {2.0}, "idle jitter was gossiped"
+    after = shown[len(idle) + 10 :]
+    assert 51.0 in after, "the lasting 51 % was never shown"
+    assert after.index(51.0) + 1 <= LAN.min_gap_s + 1
+    assert gossiped == 2
+
+
+def test_a_small_lasting_drift_is_shown_once_the_gossiped_load_has_aged() -> None:
+    shown, gossiped = shown_cpu(LAN, [25.0] * 120, start=20.0)
+    assert 25.0 in shown, "the drift was never shown"
+    assert shown.index(25.0) + 1 <= LAN.max_age_s + 1
+    assert gossiped == 1
+
+
+def test_the_rule_refuses_thresholds_that_contradict_each_other() -> None:
+    with pytest.raises(ValueError, match="drift_cpu_points"):
+        LoadGossip(min_gap_s=1, cpu_points=5, max_age_s=10, drift_cpu_points=8)
+    with pytest.raises(ValueError, match="max_age_s"):
+        LoadGossip(min_gap_s=10, cpu_points=5, max_age_s=5, drift_cpu_points=2)

@@ -13,7 +13,7 @@ from meshnode.mesh.bounds import MAX_INCARNATION, MAX_STAMP
 from meshnode.mesh.deployment import DeploymentSpec
 from meshnode.mesh.records import Record
 from meshnode.mesh.types import NodeId
-from meshnode.store import DB_FILENAME, Identity, NodeStore, StoreError
+from meshnode.store import DB_FILENAME, SCHEMA_VERSION, Identity, NodeStore, StoreError
 
 
 def test_first_load_creates_directory_id_and_incarnation_zero(tmp_path: Path) -> None:
@@ -211,3 +211,94 @@ def test_api_keys_and_revocations_survive_a_reopen_and_bad_rows_are_skipped(tmp_
     reopened = NodeStore(tmp_path)
     assert reopened.load_keys() == [replace(active, name="renamed"), gone]
     reopened.close()
+
+
+# -- a file that is there but cannot be this node's state stops the start; nothing is lost silently --
+
+
+def refused(tmp_path: Path, match: str) -> str:
+    """Open the store on `tmp_path` expecting a refusal; the message, checked to say what to do."""
+    path = tmp_path / DB_FILENAME
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=match) as caught:
+        NodeStore(tmp_path)
+    message = caught.value.message
+    assert str(path) in message and "move the file aside" in message, message
+    assert path.read_bytes() == before, "the refused file was changed"
+    return message
+
+
+def saved_node(tmp_path: Path) -> Identity:
+    """A data dir with an identity and one deployment, as a node that ran leaves it."""
+    store = NodeStore(tmp_path)
+    identity = store.load_identity()
+    store.save_record(Record("echo", 1, NodeId("a"), DeploymentSpec("a.py:A")))
+    store.close()
+    return identity
+
+
+def test_a_zero_length_file_is_refused_not_taken_for_a_new_node(tmp_path: Path) -> None:
+    (tmp_path / DB_FILENAME).write_bytes(b"")
+    refused(tmp_path, "is empty")
+
+
+def test_garbage_bytes_are_refused(tmp_path: Path) -> None:
+    (tmp_path / DB_FILENAME).write_bytes(bytes(range(256)) * 40)
+    refused(tmp_path, "unreadable")
+
+
+def test_a_truncated_file_is_refused(tmp_path: Path) -> None:
+    saved_node(tmp_path)
+    path = tmp_path / DB_FILENAME
+    path.write_bytes(path.read_bytes()[:5000])  # past the header, short of its pages
+    refused(tmp_path, "unreadable|damaged")
+
+
+def test_a_file_from_a_newer_schema_is_refused_and_says_so(tmp_path: Path) -> None:
+    saved_node(tmp_path)
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        db.execute(f"pragma user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    message = refused(tmp_path, "newer meshnode")
+    assert "run the meshnode that wrote it" in message
+
+
+def test_another_programs_database_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        db.execute("create table photos (id integer primary key, path text)")
+    db.close()
+    refused(tmp_path, "no node identity")
+
+
+def test_an_identity_table_of_another_layout_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        db.execute("create table identity (id integer primary key, name text)")
+    db.close()
+    refused(tmp_path, "without incarnation, node_id")
+
+
+def test_a_new_data_dir_and_an_interrupted_first_start_are_new_nodes(tmp_path: Path) -> None:
+    for _ in range(2):  # the second open finds the empty tables the first one made
+        store = NodeStore(tmp_path)
+        store.close()
+    store = NodeStore(tmp_path)
+    try:
+        assert store.load_identity().incarnation == 0
+    finally:
+        store.close()
+
+
+def test_a_file_from_before_schema_versions_opens_and_is_marked(tmp_path: Path) -> None:
+    identity = saved_node(tmp_path)
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        db.execute("pragma user_version = 0")
+    db.close()
+    store = NodeStore(tmp_path)
+    try:
+        assert store.load_identity() == Identity(identity.node_id, 1)
+        assert [record.name for record in store.load_records()] == ["echo"]
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / DB_FILENAME) as db:
+        assert db.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()

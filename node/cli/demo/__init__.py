@@ -4,4 +4,5 @@
 - ``apps.py``: the demo apps, where they are pinned, and sample requests
 - ``placement.py``: one deployment declared once, placed by every node alike
 - ``traffic.py``: requests to every node, who served them, and a kill -9 under load
+- ``live.py``: the live view at the end, redrawn in a terminal, only its changes elsewhere
 """

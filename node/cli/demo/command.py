@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +68,7 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
     from . import apps as demo_apps
     from . import placement as demo_placement
     from . import traffic as demo_traffic
+    from .live import live_view
     from .mesh import DemoError, DemoMesh, sigterm_as_interrupt
 
     try:
@@ -110,20 +112,12 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
                 )
                 click.echo(format_peers_table(mesh.view()))
                 if apps:
-                    click.echo(
-                        f"\n{demo_placement.NAME!r} after the kill and restart (placement re-converged):"
-                    )
-                    demo_placement.show([node.url for node in mesh.nodes], DEMO_FORM_TIMEOUT_S, click.echo)
-            click.echo(f"refreshing every {DEMO_REFRESH_S:g} s")
+                    # Restarted replicas load for a while: the table waits for them (bounded).
+                    urls = [node.url for node in mesh.nodes]
+                    demo_placement.show_reconverged(urls, DEMO_FORM_TIMEOUT_S, click.echo)
             deadline = None if duration is None else time.monotonic() + duration
-            while deadline is None or time.monotonic() + DEMO_REFRESH_S <= deadline:
-                time.sleep(DEMO_REFRESH_S)  # the display's cadence, not a condition being polled
-                mesh.check_running()
-                click.clear()  # does nothing when stdout is not a terminal
-                click.echo(f"\n{mesh.nodes[0].name}'s view at {time.strftime('%H:%M:%S')} (Ctrl-C stops)")
-                click.echo(format_peers_table(mesh.view()))
-            if deadline is not None:
-                time.sleep(max(0.0, deadline - time.monotonic()))
+            terminal = sys.stdout.isatty()
+            live_view(mesh, mesh.nodes[0].name, DEMO_REFRESH_S, deadline, terminal=terminal)
     except KeyboardInterrupt:
         pass  # Ctrl-C (or SIGTERM) is how a demo without --duration ends
     except (DemoError, demo_apps.DemoAppError) as exc:

@@ -17,9 +17,12 @@ import httpx
 import psutil
 import pytest
 
+from meshnode.cli.demo.command import DEMO_FORM_TIMEOUT_S, DEMO_REFRESH_S
 from tests.integration.agents import wait_for
 
 DEADLINE_S = 30.0
+# The demo's live view runs this long: a few of its refreshes (DEMO_REFRESH_S).
+LIVE_S = 3 * DEMO_REFRESH_S + 1
 # Graceful leave (AgentConfig.leave_timeout_s) plus shutdown, with slack for a slow machine.
 STOP_TIMEOUT_S = 15.0
 MESHNODE = [sys.executable, "-m", "meshnode"]
@@ -125,10 +128,11 @@ def test_peers_discovers_an_agent_by_mdns(tmp_path: Path) -> None:
 def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
     base_port = free_port_block(6)
     result = subprocess.run(
-        [*MESHNODE, "demo", "--nodes", "3", "--duration", "3", "--base-port", str(base_port)],
+        [*MESHNODE, "demo", "--nodes", "3", "--duration", str(LIVE_S), "--base-port", str(base_port)],
         capture_output=True,
         text=True,
-        timeout=3 * DEADLINE_S + 3 + STOP_TIMEOUT_S + 10,  # formation, failover (dead, rejoin), duration
+        # Formation, failover (dead, rejoin), the wait for restarted replicas, the live view.
+        timeout=3 * DEADLINE_S + DEMO_FORM_TIMEOUT_S + LIVE_S + STOP_TIMEOUT_S + 10,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -158,10 +162,23 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
     # One deployment declared on one node, placed on two by every node alike, and served again after
     # the kill and restart.
     assert re.search(r"placement chose demo-\d, demo-\d \(every node computed the same\)", result.stdout)
-    after_restart = result.stdout.split("'placed' after the kill and restart")[1]
-    assert re.search(r"^placed\s+meshnode.apps.echo:Echo\s+2\s+2\s+2\s+2\s", after_restart, re.MULTILINE), (
-        after_restart
-    )
+    # Re-converged is said only above a table that shows it: every replica ready, as many as desired.
+    after_restart = result.stdout.split("after the kill and restart, placement re-converged")[1]
+    table = after_restart.split("\nwatching every")[0].splitlines()[1:]
+    header = table[0].split()
+    assert header[:8] == ["NAME", "APP", "MIN", "MAX", "PINNED", "DESIRED", "READY", "REPLICAS"], table
+    # Rows name an app (module:Class) second; the lines after them are reasons and notes.
+    rows = [line.split(None, 7) for line in table[1:] if ":" in line.split()[1]]
+    assert {row[0] for row in rows} == {"echo", "embeddings", "placed", "stream", "t2i"}, table
+    for _name, _app, _min, _max, _pinned, desired, ready, replicas in rows:
+        assert ready == desired and "starting" not in replicas, table
+    assert re.search(
+        r"^placed\s+meshnode.apps.echo:Echo\s+2\s+2\s+0\s+2\s+2\s", after_restart, re.MULTILINE
+    ), after_restart
+    # Not a terminal: the live view printed its table once, then only changes (none while it ran).
+    live = result.stdout.split("not a terminal, so after this table only changes are printed")[1]
+    assert len(re.findall(r"demo-0's view at", live)) == 1, live
+    assert len([line for line in live.splitlines() if line.split()[:2] == ["NAME", "ID"]]) == 1, live
     # The first table, printed once the mesh formed: three demo rows, all alive.
     before_formed = result.stdout.split("mesh of 3 formed in")[0].splitlines()
     header = next(index for index, line in enumerate(before_formed) if line.split()[:2] == ["NAME", "ID"])

@@ -6,12 +6,14 @@ either can answer any request. The client finds them by mDNS as a user on a LAN 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +105,29 @@ def test_discover_finds_both_agents_by_mdns_and_predicts(mesh: Mesh) -> None:
 def test_discover_of_an_unknown_mesh_finds_no_node() -> None:
     with pytest.raises(NoNodeAvailable, match="no node of mesh"):
         MeshClient.discover([HOST], mesh_id="no-such-mesh", timeout_s=0.5)
+
+
+def assert_says_what_was_tried(exc: BaseException, browse_s: float) -> None:
+    """A NoNodeAvailable of its own: where and how long mDNS browsed, and what to do instead."""
+    message = str(exc)
+    assert f"mDNS on {HOST} within {browse_s:g} s" in message, message
+    assert "MeshClient([" in message and "--node URL" in message and "seed" in message, message
+    # Nothing unrelated chained: a traceback shows this error alone.
+    assert exc.__cause__ is None and exc.__context__ is None, repr(exc.__context__)
+
+
+def test_discover_with_no_node_answering_says_what_was_tried_and_chains_nothing() -> None:
+    lonely = f"no-such-mesh-{uuid.uuid4().hex[:8]}"  # other tests' agents on 127.0.0.1 stay out
+    with pytest.raises(NoNodeAvailable) as raised:
+        MeshClient.discover([HOST], mesh_id=lonely, timeout_s=0.5)
+    assert_says_what_was_tried(raised.value, 0.5)
+
+    async def discover() -> None:
+        await AsyncMeshClient.discover([HOST], mesh_id=lonely, timeout_s=0.5)
+
+    with pytest.raises(NoNodeAvailable) as raised:
+        asyncio.run(discover())
+    assert_says_what_was_tried(raised.value, 0.5)
 
 
 def test_client_fails_over_when_the_node_it_talks_to_is_killed(tmp_path: Path) -> None:

@@ -139,9 +139,24 @@ def test_bootstrap_failure_fails_setup_with_its_output(
     server = servers(folder)
     with pytest.raises(ExternalServerError, match="bootstrap exited with code 3") as caught:
         server.setup()
-    assert "fetching weights" in str(caught.value)
-    assert "disk full" in str(caught.value)
+    assert "last output: fetching weights | disk full" in str(caught.value)
     assert server.pid is None  # the job never started
+
+
+def test_a_bootstrap_past_its_timeout_fails_setup_saying_so_in_one_line(
+    servers: Callable[..., ExternalServer], tmp_path: Path
+) -> None:
+    folder = app_folder(
+        tmp_path, 'bootstrap: "echo fetching weights; sleep 600"\nbootstrap_timeout_s: 1\njob: sleep 60\n'
+    )
+    server = servers(folder)
+    started = time.monotonic()
+    with pytest.raises(ExternalServerError, match="bootstrap timed out after 1 s") as caught:
+        server.setup()
+    assert time.monotonic() - started < 1 + process_group.STOP_GRACE_S
+    # One line: the worker's last log line is what the agent reports.
+    assert str(caught.value).endswith("; last output: fetching weights") and "\n" not in str(caught.value)
+    assert server.pid is None
 
 
 def test_a_job_that_never_gets_ready_fails_within_the_timeout(
@@ -162,9 +177,17 @@ def test_a_job_that_never_gets_ready_fails_within_the_timeout(
 
 def test_a_job_that_exits_at_once_fails_setup(servers: Callable[..., ExternalServer], tmp_path: Path) -> None:
     server = servers(app_folder(tmp_path, 'job: "echo no GPU here; exit 2"\n'))
-    with pytest.raises(ExternalServerError, match="exited with code 2 before it was ready") as caught:
+    with pytest.raises(ExternalServerError, match="job exited with code 2 before it was ready") as caught:
         server.setup()
-    assert "no GPU here" in str(caught.value)
+    assert str(caught.value).endswith("; last output: no GPU here") and "\n" not in str(caught.value)
+
+
+def test_a_long_output_keeps_its_last_lines_and_their_end() -> None:
+    tail = "\n".join(f"line {i} " + "x" * 80 for i in range(10)) + "\nValueError: the cause"
+    short = external._last_output(tail)
+    assert short.startswith("...") and short.endswith("line 9 " + "x" * 80 + " | ValueError: the cause")
+    assert len(short) == external.LAST_OUTPUT_CHARS
+    assert external._last_output("one\n\n  two  \n") == "one | two"
 
 
 def test_error_status_is_reported_with_its_code(

@@ -26,6 +26,8 @@ def settings(setup_timeout_s: float) -> ReplicaSettings:
         hang_grace_s=5.0,
         restart_initial_s=0.1,
         restart_max_s=0.5,
+        setup_attempts=3,
+        failed_hold_s=60.0,
         drain_timeout_s=1.0,
         max_frame_bytes=1 << 20,
     )

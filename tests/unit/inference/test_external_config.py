@@ -103,3 +103,22 @@ def test_bad_fields_are_named(tmp_path: Path, text: str, complaint: str) -> None
     with pytest.raises(AppLoadError, match=complaint) as caught:
         load_external_config(folder_with(tmp_path, text))
     assert "config.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("job: [unclosed\nbootstrap: x\n", "line 2, column 10: expected ',' or ']', but got ':'"),
+        ("job: x\n  bad: : y\n", "line 2, column 6: mapping values are not allowed here"),
+        ("job: x\n\tport: 1\n", "line 2, column 1: found character '\\t' that cannot start any token"),
+    ],
+)
+def test_invalid_yaml_says_what_the_parser_found_and_where_on_one_line(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    with pytest.raises(AppLoadError) as caught:
+        load_external_config(folder_with(tmp_path, text))
+    message = str(caught.value)
+    assert f"config.yaml: not valid YAML: {where}" in message
+    # A failed start is reported by the worker log's last line: the whole complaint must be on it.
+    assert "\n" not in message and "^" not in message

@@ -65,6 +65,15 @@ def test_scale_to_zero_after_the_idle_timeout_and_back_to_one_on_the_first_waiti
     assert zero - 5 >= KNOBS.idle_timeout_s - 0.5
 
 
+def test_a_pinned_only_deployment_stays_at_zero_whatever_its_demand() -> None:
+    # `join --deploy` declares max 0: its pinned replicas serve it, placement must add none, even
+    # when requests arrive (at the pinned replica) or wait (its host died).
+    scaler = Autoscaler(spec(min_replicas=0, max_replicas=0), now=0, current=1)
+    assert scaler.desired == 0
+    assert scaler.observe(1.0, concurrency=3, waiting=2).desired == 0
+    assert max(drive(scaler, 1.5, 120, concurrency=5)) == 0
+
+
 def test_a_deployment_without_scale_to_zero_keeps_one_replica_while_idle() -> None:
     scaler = Autoscaler(spec(min_replicas=1), now=0)
     assert min(drive(scaler, 0, 200, concurrency=0, step=2)) == 1

@@ -29,6 +29,16 @@ def test_an_entry_survives_the_wire() -> None:
     assert ReplicaEntry.from_wire(entry.to_wire()) == entry
 
 
+def test_failed_setups_travel_only_when_there_are_some_and_a_bad_count_means_none() -> None:
+    retrying = ReplicaEntry(ReplicaState.STARTING, error="setup failed: boom", setup_failures=2)
+    assert ReplicaEntry.from_wire(retrying.to_wire()) == retrying
+    assert "setup_failures" not in ReplicaEntry(ReplicaState.STARTING).to_wire()  # as older nodes sent it
+    for bad in (-1, "2", True, 2**40):
+        raw = {**retrying.to_wire(), "setup_failures": bad}
+        decoded = ReplicaEntry.from_wire(raw)
+        assert decoded is not None and decoded.setup_failures == 0 and not decoded.failing
+
+
 @pytest.mark.parametrize(
     "raw",
     [None, "ready", [], {}, {"state": None}, {"state": "hibernating"}, {"state": ["ready"]}, {"state": 1}],
@@ -58,9 +68,12 @@ def test_bad_fields_fall_back_to_their_defaults_and_the_error_is_cut() -> None:
 
 @given(
     st.dictionaries(
-        st.sampled_from(["state", "queue", "slots", "capacity", "hints", "pinned"]), st.from_type(object)
+        st.sampled_from(["state", "queue", "slots", "capacity", "hints", "pinned", "setup_failures"]),
+        st.from_type(object),
     )
 )
 def test_any_map_from_a_peer_decodes_or_is_invisible_never_raises(raw: dict[str, object]) -> None:
     entry = ReplicaEntry.from_wire(raw)
-    assert entry is None or (entry.slots >= 1 and entry.queue >= 0 and entry.capacity >= 0)
+    assert entry is None or (
+        entry.slots >= 1 and entry.queue >= 0 and entry.capacity >= 0 and entry.setup_failures >= 0
+    )

@@ -20,6 +20,7 @@ from meshnode.mesh.replica_view import (
     cannot_run_here,
     demand,
     excluded,
+    failure,
     pinned_nodes,
     prospect,
     ready_nodes,
@@ -136,7 +137,7 @@ def test_serving_anywhere_sees_ready_replicas_here_or_on_live_peers_only() -> No
     [
         (SPEC, [member(A, entry(ReplicaState.STARTING))], None, None, Prospect.COMING),
         (SPEC, [member(A, entry(ReplicaState.STANDBY))], None, None, Prospect.COMING),
-        (SPEC, [], LocalReplica(ReplicaState.STARTING), None, Prospect.COMING),
+        (SPEC, [], entry(ReplicaState.STARTING), None, Prospect.COMING),
         # A replica coming counts even before the declaration arrived here.
         (None, [member(A, entry(ReplicaState.READY))], None, None, Prospect.COMING),
         (None, [], None, None, Prospect.UNKNOWN),
@@ -145,18 +146,83 @@ def test_serving_anywhere_sees_ready_replicas_here_or_on_live_peers_only() -> No
         (SPEC, [], None, Plan((), (), "no node has a GPU"), Prospect.UNSCHEDULABLE),
         # Some nodes can host it even though others cannot: the replica is about to start.
         (SPEC, [], None, Plan((A,), (), "1 node(s): no GPU"), Prospect.SCALING_UP),
-        (SPEC, [member(A, entry(ReplicaState.FAILED))], None, None, Prospect.SCALING_UP),
+        # A failed node is no prospect, but placement has another host about to start one.
+        (SPEC, [member(A, entry(ReplicaState.FAILED))], None, Plan((B,), (), None), Prospect.SCALING_UP),
         (SPEC, [member(A, entry(ReplicaState.READY), Status.DEAD)], None, None, Prospect.SCALING_UP),
     ],
 )
 def test_a_request_waits_only_for_a_replica_that_is_coming_or_about_to_be_placed(
     spec: DeploymentSpec | None,
     members: list[Member],
-    local: LocalReplica | None,
+    local: ReplicaEntry | None,
     placed: Plan | None,
     expected: Prospect,
 ) -> None:
     assert prospect("sd", spec, members, ME, local, placed) == expected
+
+
+RETRYING = entry(ReplicaState.STARTING, setup_failures=1, error="setup failed: AppLoadError: no 'Ecko'")
+PINNED_ONLY = DeploymentSpec("x.py:X", min_replicas=0, max_replicas=0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "members", "local", "placed", "expected"),
+    [
+        # Starting again after a failed setup is no cold start: fail at once, here or anywhere.
+        (SPEC, [member(A, RETRYING)], None, None, Prospect.FAILED_TO_START),
+        (SPEC, [member(A, RETRYING)], None, Plan((A,), (), None), Prospect.FAILED_TO_START),
+        (SPEC, [], RETRYING, Plan((ME,), (), None), Prospect.FAILED_TO_START),
+        (SPEC, [member(A, entry(ReplicaState.FAILED, error="held"))], None, None, Prospect.FAILED_TO_START),
+        # A pinned replica that keeps failing: the cause, not "no pinned replica is running".
+        (PINNED_ONLY, [member(A, RETRYING)], None, Plan((A,), (), None), Prospect.FAILED_TO_START),
+        # Every node sat it out: the cause beats placement's "0 of N nodes can host it".
+        (
+            SPEC,
+            [member(A, ReplicaEntry.failed("e"))],
+            ReplicaEntry.failed("e"),
+            Plan((), (), "0 of 2"),
+            Prospect.FAILED_TO_START,
+        ),
+        # But a request waits while any replica starts for the first time, or another host will.
+        (SPEC, [member(A, RETRYING), member(B, entry(ReplicaState.STARTING))], None, None, Prospect.COMING),
+        (SPEC, [member(A, RETRYING)], entry(ReplicaState.STANDBY), None, Prospect.COMING),
+        (SPEC, [member(A, RETRYING)], None, Plan((A, B), (), None), Prospect.SCALING_UP),
+        # A failing replica on a node that is gone says nothing; an unknown name stays unknown.
+        (SPEC, [member(A, RETRYING, Status.DEAD)], None, Plan((B,), (), None), Prospect.SCALING_UP),
+        (None, [member(A, RETRYING)], None, None, Prospect.UNKNOWN),
+    ],
+)
+def test_a_request_fails_at_once_when_every_replica_it_could_wait_for_failed_to_start(
+    spec: DeploymentSpec | None,
+    members: list[Member],
+    local: ReplicaEntry | None,
+    placed: Plan | None,
+    expected: Prospect,
+) -> None:
+    assert prospect("sd", spec, members, ME, local, placed) == expected
+
+
+def test_the_failure_names_a_setup_error_this_nodes_first_before_a_node_that_may_not_run_the_app() -> None:
+    refused = ReplicaEntry.failed(cannot_run_here("x.py is outside this node's app folders"))
+    members = [
+        member(A, refused),
+        member(C, entry(ReplicaState.STARTING, setup_failures=2, error="setup failed: C's error")),
+        member(B, entry(ReplicaState.FAILED, error="setup failed: B's error")),
+        member(NodeId("d"), entry(ReplicaState.READY, error="worker exited with code 9; restarting")),
+    ]
+    assert failure("sd", members, ME, None) == "sd failed to start: setup failed: B's error"
+    assert failure("sd", members, ME, RETRYING) == f"sd failed to start: {RETRYING.error}"
+    assert failure("sd", [member(A, refused)], ME, None) == f"sd failed to start: {refused.error}"
+    assert (
+        failure("sd", [member(A, entry(ReplicaState.FAILED))], ME, None)
+        == "sd failed to start: no error given"
+    )
+
+
+def test_a_retrying_replica_is_failing_a_first_start_or_a_serving_one_is_not() -> None:
+    assert RETRYING.failing and ReplicaEntry.failed("e").failing
+    assert not entry(ReplicaState.STARTING).failing
+    assert not entry(ReplicaState.READY, setup_failures=1).failing  # a serving replica serves
 
 
 @given(

@@ -1,0 +1,71 @@
+"""What GET /v1/deployments shows: desired, min, max and pinned replicas agree, or a note says why."""
+
+from __future__ import annotations
+
+from meshnode.mesh.autoscale import Autoscaler
+from meshnode.mesh.deployment import DeploymentSpec
+from meshnode.mesh.member import Member
+from meshnode.mesh.metadata import NodeMeta
+from meshnode.mesh.placement import Plan
+from meshnode.mesh.records import Record
+from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
+from meshnode.mesh.types import Address, NodeId, Status
+from meshnode.serving.views import PINNED_ONLY_DOWN, Outcome, deployment_view
+
+ME, EDGE = NodeId("me"), NodeId("edge")
+ECHO = "meshnode.apps.echo:Echo"
+# What `meshnode join --deploy NAME=APP` declares when the mesh does not know NAME (stamp 0).
+PINNED_ONLY = Record("echo", 0, EDGE, DeploymentSpec(ECHO, min_replicas=0, max_replicas=0))
+
+
+def member(node: NodeId, status: Status, replicas: dict[str, ReplicaEntry]) -> Member:
+    meta = NodeMeta(name=str(node), replicas=replicas)
+    return Member(node, Address(f"{node}:1"), 0, status, 1, meta, since=0.0)
+
+
+def outcome_after_demand(record: Record, pinned: tuple[NodeId, ...]) -> Outcome:
+    """This node's decision after requests reached the pinned replica (demand seen by the autoscaler)."""
+    assert record.spec is not None
+    scaler = Autoscaler(record.spec, now=0.0, current=len(pinned))
+    decision = scaler.observe(1.0, concurrency=1.0)
+    extra = max(decision.desired - len(pinned), 0)
+    hosts = (*pinned, *([ME] if extra else []))
+    return Outcome(decision, Plan(hosts, (), None))
+
+
+def view(record: Record, members: list[Member], pinned: tuple[NodeId, ...]) -> dict[str, object]:
+    outcome = outcome_after_demand(record, pinned)
+    return deployment_view(record, members, me=ME, local=None, outcome=outcome, waiting=0)
+
+
+def test_a_pinned_only_deployment_counts_its_pinned_replica_and_says_why_desired_is_above_max() -> None:
+    edge = member(EDGE, Status.ALIVE, {"echo": ReplicaEntry(ReplicaState.READY, pinned=True)})
+    shown = view(PINNED_ONLY, [member(ME, Status.ALIVE, {}), edge], pinned=(EDGE,))
+    assert (shown["min_replicas"], shown["max_replicas"], shown["pinned"]) == (0, 0, 1)
+    assert (shown["desired"], shown["ready"], shown["missing"]) == (1, 1, None)
+    assert shown["placement"] == {"hosts": ["edge"], "backups": []}
+    assert "pinned only" in str(shown["note"]) and "max 0" in str(shown["note"])
+
+
+def test_a_pinned_only_deployment_whose_host_died_wants_no_replacement_and_says_so() -> None:
+    edge = member(EDGE, Status.DEAD, {"echo": ReplicaEntry(ReplicaState.READY, pinned=True)})
+    shown = view(PINNED_ONLY, [member(ME, Status.ALIVE, {}), edge], pinned=())
+    assert (shown["desired"], shown["pinned"], shown["ready"], shown["replicas"]) == (0, 0, 0, [])
+    assert shown["placement"] == {"hosts": [], "backups": []}
+    assert shown["missing"] == PINNED_ONLY_DOWN
+    assert shown["note"] is None
+
+
+def test_pinned_replicas_within_the_bounds_need_no_note() -> None:
+    declared = Record("echo", 5, ME, DeploymentSpec(ECHO, min_replicas=2, max_replicas=2))
+    edge = member(EDGE, Status.ALIVE, {"echo": ReplicaEntry(ReplicaState.READY, pinned=True)})
+    mine = member(ME, Status.ALIVE, {})
+    shown = deployment_view(
+        declared,
+        [mine, edge],
+        me=ME,
+        local=ReplicaEntry(ReplicaState.READY),
+        outcome=outcome_after_demand(declared, (EDGE,)),
+        waiting=0,
+    )
+    assert (shown["desired"], shown["pinned"], shown["ready"], shown["note"]) == (2, 1, 2, None)

@@ -3,6 +3,7 @@
 - ``server.py``: builds the uvicorn server: the gate, then the predict lane, then the app
 - ``gate.py``: ``Gate``, API keys for every request from another machine (``mesh/access.py``)
 - ``app.py``: ``create_app``, liveness, readiness, ``/v1/mesh``, the one error-to-response handler
+- ``openapi.py``: ``/openapi.json`` completed with the predict route, self-read bodies and errors
 - ``predict.py``: ``PredictLane``, ``POST /v1/predict/{deployment}`` (JSON, streams, files)
 - ``body.py``: reading JSON bodies: size limit (413), JSON only (400), what the mesh carries (422)
 - ``deployments.py``: ``/v1/deployments``, declare, change, remove, inspect

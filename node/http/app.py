@@ -24,14 +24,17 @@ from typing import Any, Literal, Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import MeshnodeError
 from ..mesh.member import Member
+from . import openapi
 from .body import parse_json, read_body
 
 __all__ = [
@@ -165,6 +168,7 @@ def create_app(agent: MeshView) -> FastAPI:
     app.add_exception_handler(MeshnodeError, _meshnode_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    openapi.install(app)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -217,10 +221,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     # Starlette's own 404 and 405 say only the phrase; name what was asked for instead.
     if exc.status_code == 404 and message == phrase:
         message = f"no such path: {request.url.path}"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
+        # Starlette names only the first route's methods; the path may have several routes.
+        headers["Allow"] = ", ".join(_allowed(request))
     kind = phrase.lower().replace(" ", "_").replace("-", "_")
-    return error_response(exc.status_code, kind, message, request_id(request), exc.headers)
+    return error_response(exc.status_code, kind, message, request_id(request), headers)
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method some route serves on this request's path."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

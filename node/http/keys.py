@@ -89,7 +89,7 @@ def _fields(body: object) -> tuple[Scope, str]:
     if not isinstance(body, dict) or not set(body) <= {"scope", "name"}:
         raise Unprocessable('a key request is {"scope": "invoke" or "admin", "name": "..."}')
     scope = body.get("scope")
-    if scope not in _SCOPES:
+    if not isinstance(scope, str) or scope not in _SCOPES:
         raise Unprocessable('scope: must be "invoke" or "admin"')
     name = body.get("name", "")
     if not isinstance(name, str) or len(name) > MAX_KEY_NAME_CHARS or not name.isprintable():

@@ -43,6 +43,7 @@ def test_schemathesis_finds_nothing_wrong(tmp_path: Path) -> None:
             "--max-examples", str(EXAMPLES), "--seed", str(SEED), "--request-timeout", "30",
             "--generation-deterministic", "--no-color",
         ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        # Its own working directory: st keeps a .schemathesis folder of run data there.
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
         assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
         assert "Traceback" not in agent.log_tail(100_000), agent.describe()

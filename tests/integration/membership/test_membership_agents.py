@@ -291,8 +291,29 @@ def test_garbage_on_the_mesh_port_leaves_the_agent_up_and_its_view_unchanged(
             send_garbage(intruder, target, target.members()[bystander.node_id], sender)
 
     assert target.get("/health").status_code == 200, target.describe()
-    assert view_snapshot(mesh) == before, mesh.describe()
+    after = view_snapshot(mesh)
+    # A refutation may raise an incarnation by one (a probe missed on two busy cores); a forged claim
+    # that got through would move it by thousands (bounds.CLAIM_STEP) or change a status or address.
+    assert _without_incarnations(after) == _without_incarnations(before), mesh.describe()
+    for agent, members in after.items():
+        for node, row in members.items():
+            assert row[1] < before[agent][node][1] + REFUTATIONS_TOLERATED, (
+                agent,
+                node,
+                row,
+                mesh.describe(),
+            )
     assert "Traceback" not in target.log_tail(1000), target.describe()
+
+
+REFUTATIONS_TOLERATED = 8
+
+
+def _without_incarnations(snapshot: dict[str, dict[str, tuple[str, int, str, str]]]) -> dict[str, object]:
+    return {
+        agent: {node: (row[0], row[2], row[3]) for node, row in members.items()}
+        for agent, members in snapshot.items()
+    }
 
 
 def check_counted(counted: dict[str, float], expected: Counter[str], who: str) -> None:

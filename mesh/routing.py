@@ -25,9 +25,12 @@ what this node has sent it since (the in-flight correction; for this node's own 
 count), so a GPU twice as fast as a laptop takes about twice its traffic. Between the two drawn,
 ties (equal loads and speeds) break by locality: same zone, then same region, then measured
 round-trip time in coarse buckets, so equal remote replicas share evenly instead of by microseconds
-of RTT. This node's own replica goes first whenever no other in its tier expects a shorter time:
-serving locally saves the hop, and it cannot herd (every router's own replica is a different one,
-and its queue is known exactly).
+of RTT. Before any of that, a replica in this node's region with a free slot (its corrected queue
+below its slots) goes before every replica outside the region: a request that can start at once
+nearby never crosses to another region, and only when the region's replicas are all busy does the
+comparison by load let it spill over. This node's own replica goes first whenever no other in its
+tier expects a shorter time: serving locally saves the hop, and it cannot herd (every router's own
+replica is a different one, and its queue is known exactly).
 """
 
 from __future__ import annotations
@@ -260,9 +263,10 @@ def _key(
     in_flight: Mapping[NodeId, int],
     here: Locality,
     unmeasured_s: float,
-) -> tuple[float, int, int]:
+) -> tuple[int, float, int, int]:
     """How `candidate` compares with `rival` (lower is better).
 
+    First, a replica in this node's region with a free slot beats any other (the region rule).
     Of about the same speed (measured service times within SAME_SPEED_FACTOR, or both negligible):
     by queue per slot, exact integers, so measurement noise never decides and equal replicas share.
     Of clearly different speeds: by expected time in system, so a faster replica takes more.
@@ -271,7 +275,21 @@ def _key(
     own, other = _service_s(candidate, unmeasured_s), _service_s(rival, unmeasured_s)
     load = corrected_queue(candidate, in_flight) / max(candidate.slots, 1)
     same_speed = max(own, other) <= SAME_SPEED_FACTOR * min(own, other)
-    return (load if same_speed else own * (1 + load)), _locality(candidate, here), _rtt_bucket(candidate)
+    compared = load if same_speed else own * (1 + load)
+    return (
+        _region_room(candidate, in_flight, here),
+        compared,
+        _locality(candidate, here),
+        _rtt_bucket(candidate),
+    )
+
+
+def _region_room(candidate: Candidate, in_flight: Mapping[NodeId, int], here: Locality) -> int:
+    """0 for a replica in this node's region that can start a request at once, else 1."""
+    # This node's own replica is in its region whatever its entry says.
+    if not here.region or not (candidate.is_self or candidate.region == here.region):
+        return 1
+    return 0 if corrected_queue(candidate, in_flight) < max(candidate.slots, 1) else 1
 
 
 def _service_s(candidate: Candidate, unmeasured_s: float) -> float:

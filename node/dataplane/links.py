@@ -8,8 +8,9 @@ arrives as several frames that are joined here, so one image never stalls the ot
 What the caller (``forward.py``) relies on:
 
 - A request that could not reach the peer (no connection yet within the connect timeout, the
-  connection dropped, too many requests already outstanding there) ends with a *retryable*
-  ``Failure`` before anything was sent or answered: it may run elsewhere.
+  connection dropped, too many requests already outstanding there, no socket to be had, this agent
+  stopping) ends with a *retryable* ``Failure`` before anything was sent or answered: it may run
+  elsewhere.
 - A connection that drops while a request is outstanding ends it with a retryable ``peer_lost``
   failure; the caller knows whether output had already started and must not be repeated.
 - The request's deadline bounds the wait: past it the call raises ``DeadlineExceeded``.
@@ -155,6 +156,8 @@ class PeerLinks:
         self._connect_timeout_s = connect_timeout_s
         self.dropped: dict[str, int] = {}
         self._reports: dict[tuple[NodeId, str], _Report] = {}
+        # Set by ``close``: the context is gone, so no link can be made any more.
+        self._closed = False
 
     def reported_queue(self, node: NodeId, deployment: str, now: float, max_age_s: float) -> int | None:
         """Requests of *other* routers at the peer's replica, as of its last answer to us.
@@ -180,7 +183,18 @@ class PeerLinks:
         if len(key) != _Z85_KEY_CHARS:
             yield Failure(call.request_id, "peer_unreachable", f"{addr} announced no data-plane key", True)
             return
-        link = self._link(node, addr, key.encode("ascii"))
+        if self._closed:
+            # Requests still arriving over HTTP while the agent stops: none may start here.
+            yield Failure(call.request_id, "peer_unreachable", "this node is stopping", True)
+            return
+        try:
+            link = self._link(node, addr, key.encode("ascii"))
+        except zmq.ZMQError as exc:
+            # No socket for the peer now (descriptors exhausted, ...): nothing was sent.
+            yield Failure(
+                call.request_id, "peer_unreachable", f"cannot connect to {addr}: {exc.strerror}", True
+            )
+            return
         rid = call.request_id
         refusal = await self._refusal(link, call, deadline)
         if refusal is not None:
@@ -230,7 +244,8 @@ class PeerLinks:
             link.close()
 
     def close(self) -> None:
-        """Close every link (requests outstanding fail as retryable)."""
+        """Close every link (requests outstanding fail as retryable, later ones too)."""
+        self._closed = True
         for node in list(self._links):
             self.forget(node, "this node is stopping")
         self._ctx.term()

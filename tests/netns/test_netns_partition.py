@@ -13,13 +13,13 @@ between {h0, h1} and {h2, h3}. This proves that:
 - the mesh still serves afterwards.
 
 The test cannot reach into a namespace itself, so every HTTP call runs a tiny stdlib client inside
-the caller's namespace (``CLIENT``), which also makes "a request from a node on this side" literal.
+the caller's namespace (``chaos_client.ask``), which also makes "a request from a node on this side"
+literal. The same partition under load is in ``test_netns_chaos_network.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import subprocess
 import sys
@@ -33,6 +33,7 @@ import pytest
 
 from meshnode.mesh.config import MembershipConfig
 from tests.integration.agents import wait_for
+from tests.netns.chaos_client import Answer, Call, ask, log_tail
 from tests.netns.netns import Bridge, require_netns
 
 pytestmark = pytest.mark.netns
@@ -52,85 +53,7 @@ PARTITION_HOLD_S = 30.0
 HEAL_SLACK_S = 8.0
 # A predict during the detection window may be forwarded into the cut; it fails within this.
 PREDICT_DEADLINE_S = 5.0
-LOG_TAIL_LINES = 20
 REPLICA_STATES = ("starting", "ready", "draining", "standby")
-# Runs inside a namespace: makes each call of a JSON list in turn, prints one JSON answer per call.
-CLIENT = """
-import json, sys, urllib.error, urllib.request
-answers = []
-for call in json.loads(sys.argv[1]):
-    data = None if call["body"] is None else json.dumps(call["body"]).encode()
-    request = urllib.request.Request(call["url"], data=data, method=call["method"], headers=call["headers"])
-    try:
-        with urllib.request.urlopen(request, timeout=call["timeout"]) as response:
-            answer = {"status": response.status, "route": response.headers.get("X-Mesh-Route"),
-                      "body": response.read().decode(errors="replace")}
-    except urllib.error.HTTPError as exc:
-        answer = {"status": exc.code, "route": None, "body": exc.read().decode(errors="replace")}
-    except OSError as exc:
-        answer = {"status": None, "route": None, "body": repr(exc)}
-    answers.append(answer)
-print(json.dumps(answers))
-"""
-
-
-@dataclass(frozen=True)
-class Call:
-    """One HTTP request for ``CLIENT`` to make."""
-
-    method: str
-    url: str
-    body: object = None
-    timeout_s: float = 5.0
-    headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
-
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON form ``CLIENT`` reads."""
-        return {
-            "method": self.method,
-            "url": self.url,
-            "body": self.body,
-            "timeout": self.timeout_s,
-            "headers": dict(self.headers),
-        }
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What ``CLIENT`` got back: status None when the request never got an HTTP answer."""
-
-    status: int | None
-    route: str | None
-    body: str
-
-    def json(self) -> Any:
-        """The body parsed as JSON, or None when it is not JSON."""
-        try:
-            return json.loads(self.body)
-        except json.JSONDecodeError:
-            return None
-
-
-def ask(host: str, calls: list[Call]) -> list[Answer]:
-    """Make ``calls`` in turn from inside namespace ``host``; every answer, failed ones included."""
-    budget = sum(call.timeout_s for call in calls) + 20
-    result = subprocess.run(
-        ["ip", "netns", "exec", host, sys.executable, "-c", CLIENT, json.dumps([c.to_wire() for c in calls])],
-        capture_output=True,
-        text=True,
-        timeout=budget,
-        check=False,
-    )
-    if result.returncode != 0:
-        failed = Answer(None, None, f"client exited with {result.returncode}: {result.stderr.strip()}")
-        return [failed] * len(calls)
-    return [Answer(**answer) for answer in json.loads(result.stdout)]
-
-
-def log_tail(path: Path) -> str:
-    """The last lines of a log file, for assertion messages."""
-    lines = path.read_text(errors="replace").rstrip().splitlines()
-    return "\n".join(lines[-LOG_TAIL_LINES:]) or "(empty log)"
 
 
 def replica_states(mesh: dict[str, Any]) -> dict[str, str]:

@@ -108,6 +108,20 @@ def test_locality_ties_prefer_the_zone_then_the_region_then_low_rtt() -> None:
     assert all(first_choice([near, distant], seed=seed) == "near" for seed in range(20))
 
 
+def test_a_free_slot_in_the_region_goes_before_an_idler_replica_elsewhere_until_the_region_is_busy() -> None:
+    home = replica("home", region="eu", zone="eu-2", slots=2, queue=1)
+    away = replica("away", region="us", slots=2, queue=0)
+    # One of two slots busy at home, none away: the request stays in the region (issue 12).
+    assert all(first_choice([home, away], seed=seed) == "home" for seed in range(20))
+    # Both home slots busy (one gossiped, one sent from here since): it spills to the idle one away.
+    spill = {NodeId("home"): 1}
+    assert all(first_choice([home, away], seed=seed, in_flight=spill) == "away" for seed in range(20))
+    # A node with no region label compares by load alone, as before.
+    unlabelled = Locality(ME)
+    for seed in range(20):
+        assert ordered(rank([home, away], REQUEST, {}, random.Random(seed), unlabelled))[0].name == "away"
+
+
 def test_equal_remote_replicas_share_evenly() -> None:
     pool = [replica(name, rtt_s=0.0003 + i * 0.0001) for i, name in enumerate("abcd")]
     rng = random.Random(7)

@@ -3,6 +3,7 @@
 Usage:  python bench/chaos.py [--load-s 30] [--overload-s 30] [--partition-s 30] [--loss-s 120]
                              [--only kill pause restart overload partition loss clock regions]
                              [--soak-minutes 30] [--seed 1] [--workdir DIR]
+        python bench/chaos.py --only --soak-minutes 30 --partition-s 10   # the soak alone
 
 Runs the scenarios of ``tests/netns/chaos_*.py`` (real agents in network namespaces, so root only;
 docs/testing.md, "Chaos") with the durations given, and prints for each load phase: requests,
@@ -88,7 +89,9 @@ def main() -> None:
     parser.add_argument("--overload-s", type=float, default=30.0)
     parser.add_argument("--partition-s", type=float, default=30.0)
     parser.add_argument("--loss-s", type=float, default=120.0)
-    parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument(
+        "--only", nargs="*", choices=sorted(SCENARIOS), default=list(SCENARIOS), help="none: the soak alone"
+    )
     parser.add_argument("--soak-minutes", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=1, help="the soak's sequence of faults")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the agents' logs here")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .metadata import NodeMeta
 from .types import Address, NodeId, Status
-from .wire import MemberState
+from .wire import Alive, MemberState
 
 
 @dataclass(slots=True)
@@ -22,6 +22,17 @@ class Member:
     since: float  # when the status last changed (this node's clock)
     # Round-trip time of direct probes, smoothed; None until one was answered. Routing uses it.
     rtt_s: float | None = None
+
+    def newer_alive(self, accused_incarnation: int) -> Alive | None:
+        """Our `alive` of this member if it refutes an accusation at `accused_incarnation`, else None.
+
+        Epidemic spread can miss a node now and then (one in ~10^4 per rumour at N = 1000). A node
+        that missed a refutation keeps gossiping the stale suspicion; whoever receives it sends the
+        refutation straight back, so the laggard catches up long before its suspicion times out.
+        """
+        if accused_incarnation >= self.incarnation or self.status != Status.ALIVE:
+            return None
+        return Alive(self.node, self.incarnation, self.addr, self.meta_version, self.meta)
 
     def state(self) -> MemberState:
         """This member as a push-pull row."""

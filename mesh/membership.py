@@ -8,6 +8,7 @@ each own their state in a module of their own:
   through ``indirect_checks`` relays; a target nobody reached comes back here as an accusation.
 - Suspicion (``suspicion.py``). A suspect has until its Lifeguard timeout to refute by gossiping
   ``alive`` with a higher incarnation; independent confirmations shorten the wait. Then it is dead.
+  Another node's verdict is taken only on a suspicion this node vouches for; else it confirms one.
 - Incarnations. Only a node raises its own incarnation, and only to refute an accusation (or on
   restart). For the same node, news with a higher incarnation wins; at equal incarnation
   ``dead``/``left`` beats ``suspect`` beats ``alive``. Metadata changes do not touch the
@@ -218,17 +219,11 @@ class Membership:
                 effects.extend(self.tables.merge(message, wall_ms))
 
     def _correct_stale(self, message: Suspect | Dead, sender_addr: Address, effects: list[Effect]) -> None:
-        """Answer an outdated accusation with the newer `alive` we hold.
-
-        Epidemic spread can miss a node now and then (one in ~10^4 per rumour at N = 1000). A node
-        that missed a refutation keeps gossiping the stale suspicion; whoever receives it sends the
-        refutation straight back, so the laggard catches up long before its suspicion times out.
-        """
+        """Answer an outdated accusation with the newer `alive` we hold (see ``Member.newer_alive``)."""
         member = self.members.get(message.node)
-        if member is None or message.incarnation >= member.incarnation or member.status != Status.ALIVE:
-            return
-        news = Alive(member.node, member.incarnation, member.addr, member.meta_version, member.meta)
-        effects.append(self._alone(sender_addr, news))
+        news = member.newer_alive(message.incarnation) if member is not None else None
+        if news is not None:
+            effects.append(self._alone(sender_addr, news))
 
     def _merge(self, state: MemberState, sender: NodeId, now: float, effects: list[Effect]) -> None:
         known = self.members.get(state.node)
@@ -317,6 +312,11 @@ class Membership:
         if dead.node == self.node_id:
             if not self.leaving:
                 self._refute(dead.incarnation, effects)
+            return
+        if dead.source not in (dead.node, self.node_id) and not self._suspicions.vouches(dead.node, now):
+            accusation = Suspect(member.node, dead.incarnation, dead.source)
+            self._on_suspect(accusation, now, effects)
+            effects.append(self._alone(member.addr, accusation))  # it refutes now if it runs
             return
         member.incarnation = dead.incarnation
         self._gossip.push(dead)

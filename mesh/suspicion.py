@@ -11,6 +11,14 @@ or 0 when the mesh has fewer than ``k + 2`` members; with ``k == 0`` the minimum
 
 ``Suspicions`` holds the open suspicions of one node's view, one per suspected node, and keeps the
 earliest deadline at hand: the core asks for it after every packet.
+
+Vouching (meshnode's, not memberlist's). A node takes another's ``dead`` verdict only once it has
+suspected the accused itself for half the shortest suspicion (``suspicion_mult * probe_interval``,
+Lifeguard's minimum for N <= 10). A real death's verdict comes a whole suspicion timeout after the
+suspicion began, and the suspicion reaches every node within a dissemination time, so it is always
+vouched for. A verdict from across a partition just repaired is not: the accused's own side never
+suspected it, or only since the moment of the repair. Such a verdict is held as a confirmed
+suspicion and the accused is asked to refute, so nobody declares dead a node it could reach.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ class Suspicions:
 
     def __init__(self, config: MembershipConfig) -> None:
         self._config = config
+        self._vouching_s = config.suspicion_mult * config.probe_interval_s / 2
         self._by_node: dict[NodeId, Suspicion] = {}
         # The earliest deadline, or None when it must be recomputed (after a removal).
         self._earliest: float | None = INFINITY
@@ -92,6 +101,11 @@ class Suspicions:
             return False
         self._lowered(suspicion.deadline)
         return True
+
+    def vouches(self, node: NodeId, now: float) -> bool:
+        """Whether `node` has been suspected here long enough to take another node's verdict on it."""
+        suspicion = self._by_node.get(node)
+        return suspicion is not None and now - suspicion.start >= self._vouching_s
 
     def discard(self, node: NodeId) -> None:
         """Forget the suspicion of `node`, if any (refuted, or the node is gone)."""

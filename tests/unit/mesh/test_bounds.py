@@ -312,7 +312,8 @@ def test_a_dead_at_the_int64_maximum_no_longer_evicts_a_live_node() -> None:
     core = core_with_peers(3)
     victim, victim_addr = peer(1)
     core.handle(Packet(*peer(2), (Dead(victim, MAX_INCARNATION, peer(2)[0]),)), 1.0, WALL_MS)
-    assert core.members[victim].status == Status.DEAD
+    # Never suspected here, so the verdict is held as a suspicion, the victim asked to refute.
+    assert core.members[victim].status == Status.SUSPECT
     assert core.members[victim].incarnation == CLAIM_STEP  # held 0, cut to the step
     # The victim refutes what it heard, the maximum less one, with the maximum itself:
     refutation = Alive(victim, MAX_INCARNATION, victim_addr, 0, NodeMeta(name="peer1"))

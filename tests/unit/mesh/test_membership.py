@@ -25,6 +25,8 @@ from meshnode.mesh.wire import (
 )
 
 CONFIG = MembershipConfig.local()
+# How long this node must have suspected a peer itself before it takes another node's verdict on it.
+VOUCHING_S = CONFIG.suspicion_mult * CONFIG.probe_interval_s / 2
 # The wall clock (ms since the epoch) packets arrive at; record stamps in these tests are below it.
 WALL_MS = 1_700_000_000_000
 ME = NodeId("me")
@@ -218,7 +220,8 @@ def test_unchanged_metadata_is_not_gossiped() -> None:
 def test_dead_and_left_are_final_for_an_incarnation() -> None:
     core = core_with_peers(3)
     node, addr = peer(1)
-    core.handle(packet_from(2, Dead(node, 0, peer(2)[0])), 1.0, WALL_MS)
+    core.handle(packet_from(2, Suspect(node, 0, peer(2)[0])), 1.0, WALL_MS)
+    core.handle(packet_from(2, Dead(node, 0, peer(2)[0])), 1.01 + VOUCHING_S, WALL_MS)
     assert core.members[node].status == Status.DEAD
     core.handle(packet_from(2, Alive(node, 0, addr, 5, meta("peer1"))), 1.1, WALL_MS)
     assert core.members[node].status == Status.DEAD
@@ -343,3 +346,40 @@ def test_the_view_version_moves_with_every_change_routing_caches_on() -> None:
     unchanged = core.view_version
     core.handle(packet_from(1, Ping(7, ME)), 1.2, WALL_MS)
     assert core.view_version == unchanged
+
+
+def test_a_verdict_on_a_peer_this_node_never_suspected_is_a_suspicion_it_may_refute() -> None:
+    """A partition repaired mid-verdict: the far side's `dead` reaches the accused's own side."""
+    core = core_with_peers(3)
+    node, addr = peer(1)
+    effects = core.handle(packet_from(2, Dead(node, 0, peer(2)[0])), 1.0, WALL_MS)
+    assert core.members[node].status == Status.SUSPECT
+    assert Send(addr, Packet(ME, ME_ADDR, (Suspect(node, 0, peer(2)[0]),))) in effects
+    core.handle(packet_from(1, Alive(node, 1, addr, 0, meta("peer1"))), 1.01, WALL_MS)
+    assert core.members[node].status == Status.ALIVE
+
+
+def test_a_verdict_soon_after_this_node_took_the_suspicion_only_confirms_it() -> None:
+    core = core_with_peers(3)
+    node, addr = peer(1)
+    core.handle(packet_from(0, Suspect(node, 0, peer(0)[0])), 1.0, WALL_MS)
+    effects = core.handle(packet_from(2, Dead(node, 0, peer(2)[0])), 1.0 + VOUCHING_S / 2, WALL_MS)
+    assert core.members[node].status == Status.SUSPECT
+    assert Send(addr, Packet(ME, ME_ADDR, (Suspect(node, 0, peer(2)[0]),))) in effects
+
+
+def test_a_verdict_on_a_peer_suspected_here_long_enough_is_taken_at_once() -> None:
+    """A real death: the verdict arrives a suspicion timeout after the suspicion spread."""
+    core = core_with_peers(3)
+    node, _ = peer(1)
+    core.handle(packet_from(0, Suspect(node, 0, peer(0)[0])), 1.0, WALL_MS)
+    effects = core.handle(packet_from(2, Dead(node, 0, peer(2)[0])), 1.01 + VOUCHING_S, WALL_MS)
+    assert core.members[node].status == Status.DEAD
+    assert MemberChanged(node, Status.SUSPECT, Status.DEAD) in effects
+
+
+def test_a_peer_leaving_is_taken_at_once_even_unsuspected() -> None:
+    core = core_with_peers(3)
+    node, addr = peer(1)
+    core.handle(Packet(node, addr, (Dead(node, 0, node),)), 1.0, WALL_MS)
+    assert core.members[node].status == Status.LEFT

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible API (issue 13): routes, and one module per kind of request."""

@@ -39,6 +39,9 @@ def node_url(address: str, *, scheme: str = "http") -> str:
     text = address.strip()
     if not text:
         raise ValueError("a node address must not be empty")
+    if text.lstrip(":").isdigit():
+        # Taken as a host name, a bare port would send the request off this machine to "8470".
+        raise ValueError(f"{address!r} is a port, not a node: give host:port, such as 127.0.0.1:8470")
     if "://" not in text:
         text = f"{scheme}://{text}"
     parts = urlsplit(text)

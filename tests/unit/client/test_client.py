@@ -136,7 +136,7 @@ def test_node_urls_are_normalized(given: str, url: str) -> None:
     assert node_url(given) == url
 
 
-@pytest.mark.parametrize("bad", ["", "ftp://host:1", "http://", "http://h:1/?q=1"])
+@pytest.mark.parametrize("bad", ["", "ftp://host:1", "http://", "http://h:1/?q=1", "8470", ":8470"])
 def test_bad_node_addresses_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         node_url(bad)

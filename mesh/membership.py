@@ -8,7 +8,7 @@ each own their state in a module of their own:
   through ``indirect_checks`` relays; a target nobody reached comes back here as an accusation.
 - Suspicion (``suspicion.py``). A suspect has until its Lifeguard timeout to refute by gossiping
   ``alive`` with a higher incarnation; independent confirmations shorten the wait. Then it is dead.
-  Another node's verdict is taken only on a suspicion this node vouches for; else it confirms one.
+  Another node's verdict is taken only on a suspicion this node vouches for; else the accused gets it.
 - Incarnations. Only a node raises its own incarnation, and only to refute an accusation (or on
   restart). For the same node, news with a higher incarnation wins; at equal incarnation
   ``dead``/``left`` beats ``suspect`` beats ``alive``. Metadata changes do not touch the
@@ -315,7 +315,8 @@ class Membership:
             return
         if dead.source not in (dead.node, self.node_id) and not self._suspicions.vouches(dead.node, now):
             accusation = Suspect(member.node, dead.incarnation, dead.source)
-            self._on_suspect(accusation, now, effects)
+            if member.status != Status.ALIVE:
+                self._on_suspect(accusation, now, effects)
             effects.append(self._alone(member.addr, accusation))  # it refutes now if it runs
             return
         member.incarnation = dead.incarnation

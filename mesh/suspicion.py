@@ -17,8 +17,10 @@ suspected the accused itself for half the shortest suspicion (``suspicion_mult *
 Lifeguard's minimum for N <= 10). A real death's verdict comes a whole suspicion timeout after the
 suspicion began, and the suspicion reaches every node within a dissemination time, so it is always
 vouched for. A verdict from across a partition just repaired is not: the accused's own side never
-suspected it, or only since the moment of the repair. Such a verdict is held as a confirmed
-suspicion and the accused is asked to refute, so nobody declares dead a node it could reach.
+suspected it, or only since the moment of the repair. Such a verdict goes to the accused, which
+refutes it, and changes nothing here but to confirm a suspicion already held; so nobody declares
+dead a node it could reach. (A node that missed a real death's suspicion learns of the death from
+its own probe instead, a probe round and a suspicion later: rare, and slower, never wrong.)
 """
 
 from __future__ import annotations

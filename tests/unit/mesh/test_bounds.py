@@ -30,6 +30,7 @@ from meshnode.mesh.bounds import (
 )
 from meshnode.mesh.config import MembershipConfig
 from meshnode.mesh.deployment import DeploymentSpec
+from meshnode.mesh.effects import Send
 from meshnode.mesh.membership import Membership
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.records import COUNTER_BITS, Record
@@ -51,7 +52,7 @@ from meshnode.mesh.wire import (
 )
 from meshnode.store import NodeStore
 
-from .test_membership import CONFIG, ME, WALL_MS, core_with_peers, peer
+from .test_membership import CONFIG, ME, ME_ADDR, WALL_MS, core_with_peers, peer
 from .test_wire import MESH, RECORD, alive_fields, decode_default, member_row, raw_packet
 
 INT64_MIN = -(2**63)
@@ -311,10 +312,10 @@ def test_a_dead_at_the_int64_maximum_no_longer_evicts_a_live_node() -> None:
     """The attack from issue 11, in one core: the victim's answer wins over the accusation."""
     core = core_with_peers(3)
     victim, victim_addr = peer(1)
-    core.handle(Packet(*peer(2), (Dead(victim, MAX_INCARNATION, peer(2)[0]),)), 1.0, WALL_MS)
-    # Never suspected here, so the verdict is held as a suspicion, the victim asked to refute.
-    assert core.members[victim].status == Status.SUSPECT
-    assert core.members[victim].incarnation == CLAIM_STEP  # held 0, cut to the step
+    effects = core.handle(Packet(*peer(2), (Dead(victim, MAX_INCARNATION, peer(2)[0]),)), 1.0, WALL_MS)
+    # Never suspected here, so the verdict goes to the victim alone, cut to the step (held 0).
+    assert core.members[victim].status == Status.ALIVE
+    assert Send(victim_addr, Packet(ME, ME_ADDR, (Suspect(victim, CLAIM_STEP, peer(2)[0]),))) in effects
     # The victim refutes what it heard, the maximum less one, with the maximum itself:
     refutation = Alive(victim, MAX_INCARNATION, victim_addr, 0, NodeMeta(name="peer1"))
     core.handle(Packet(victim, victim_addr, (refutation,)), 1.1, WALL_MS)

@@ -348,12 +348,13 @@ def test_the_view_version_moves_with_every_change_routing_caches_on() -> None:
     assert core.view_version == unchanged
 
 
-def test_a_verdict_on_a_peer_this_node_never_suspected_is_a_suspicion_it_may_refute() -> None:
+def test_a_verdict_on_a_peer_this_node_holds_alive_goes_to_that_peer_alone() -> None:
     """A partition repaired mid-verdict: the far side's `dead` reaches the accused's own side."""
     core = core_with_peers(3)
     node, addr = peer(1)
     effects = core.handle(packet_from(2, Dead(node, 0, peer(2)[0])), 1.0, WALL_MS)
-    assert core.members[node].status == Status.SUSPECT
+    assert core.members[node].status == Status.ALIVE
+    assert not [e for e in effects if isinstance(e, MemberChanged)]
     assert Send(addr, Packet(ME, ME_ADDR, (Suspect(node, 0, peer(2)[0]),))) in effects
     core.handle(packet_from(1, Alive(node, 1, addr, 0, meta("peer1"))), 1.01, WALL_MS)
     assert core.members[node].status == Status.ALIVE

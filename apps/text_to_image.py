@@ -3,6 +3,7 @@
 Shows: loading a diffusers pipeline once in ``setup`` on the best device (CUDA or MPS in float16, else
 CPU in float32), validating a request, and returning the path of a file, which the node sends as is for
 ``Accept: image/png`` and as base64 JSON otherwise. The same prompt and seed give the same bytes.
+It serves ``"images"`` (``Predictor.serves``), so ``POST /v1/images/generations`` reaches it too.
 
 The model: ``model=`` or the environment variable ``MESHNODE_T2I_MODEL`` names a pipeline folder
 (``save_pretrained`` output, loaded offline) or, when it is not a path, a hub id, which is downloaded.
@@ -41,6 +42,7 @@ MAX_SEED = 2**63 - 1
 class TextToImage(Predictor):
     """Stable Diffusion (or any diffusers text-to-image pipeline) from a local folder; returns PNG paths."""
 
+    serves = ("images",)
     # One image at a time: a pipeline's scheduler keeps per-call state, so calls must not overlap.
     max_concurrency = 1
 

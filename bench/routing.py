@@ -38,6 +38,10 @@ what-if (not production) that keeps a request on the replicas with its hint. A r
 request when its queue is at capacity (node/serving/replica.py: one slot plus a queue of 64) and the
 router tries the next candidate, as the forwarder does; refused by every replica = rejected.
 
+Part C, prefix affinity: chat conversations of several turns, routed by ``rank`` with and without
+their conversation key (``meshnode.mesh.affinity``); it lives in ``bench/prefix_affinity.py``, which
+runs alone too (``--no-prefix-affinity`` skips it here).
+
 It measures and prints; it never asserts (docs/benchmarks.md). Each figure is the median over seeds
 of per-seed figures, ratios included. Runs are spread over a process pool (``--jobs``); results do
 not depend on it.
@@ -797,6 +801,12 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="3 seeds x 5000 requests, no gossip sweep")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument(
+        "--prefix-affinity",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run part C (bench/prefix_affinity.py) too",
+    )
     args = parser.parse_args()
     requests = args.requests or (5_000 if args.quick else BalanceSetup.requests)
     plan = Plan(
@@ -812,6 +822,13 @@ def main() -> None:
         gossip_sweep(plan, results)
     affinity = affinity_table(plan, results)
     targets(plan, balance, affinity)
+    if args.prefix_affinity:
+        # Imported here: bench/ is a folder of scripts, on the path only when one runs as a script.
+        import prefix_affinity
+
+        print()
+        turns = prefix_affinity.QUICK_TURNS if args.quick else prefix_affinity.Setup.turns
+        prefix_affinity.table(plan.seeds, turns)
     print(f"\n{len(results)} runs, wall {time.perf_counter() - started:.1f} s with {args.jobs} processes")
 
 

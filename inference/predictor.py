@@ -6,6 +6,15 @@ optionally ``provide_hints()`` (fal's routing hints: the models this replica has
 optionally ``predict_batch(requests)`` for apps that run many requests at once (the replica then
 batches concurrent requests dynamically, up to ``max_batch_size`` within ``max_batch_wait_s``).
 
+An app declares what it serves in ``serves``, a tuple of kinds (``KINDS``), each the request shape
+of one OpenAI route: ``"embeddings"`` (``/v1/embeddings``), ``"images"``
+(``/v1/images/generations``), ``"chat"`` (``/v1/chat/completions``) and ``"completions"``
+(``/v1/completions``). The replica gossips it with its state, so every node's OpenAI routes know
+which deployments answer which route; ``/v1/predict`` reaches every app whatever it declares. An
+unknown kind fails the replica's setup with a message naming it, rather than a route that stays
+silently empty. The kinds are defined with the gossiped entry (``mesh/replica_state.py``, which
+cannot import this package) and re-exported here.
+
 Subclassing ``Predictor`` is the easy way, but any class with these methods works: the runtime checks
 for the methods, not the base class. Each replica runs in its own worker process, so ``setup`` may
 load large weights, and a crash or a leak in the predictor never reaches the agent.
@@ -21,6 +30,8 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from ..mesh.replica_state import KINDS, Kind
 
 Request = dict[str, Any]
 
@@ -41,6 +52,9 @@ class Predictor(abc.ABC):
     # Requests that may wait for a free slot; beyond it clients get 429 at once. None: the node's
     # default (`replica_queue_size`). Small for slow models, so clients fail fast and go elsewhere.
     max_queue: ClassVar[int | None] = None
+    # The kinds of request this app answers (``KINDS``), e.g. ``("chat", "completions")``: which
+    # OpenAI routes reach it. Empty: only ``/v1/predict`` and jobs do.
+    serves: ClassVar[tuple[str, ...]] = ()
 
     # Optional hooks: doing nothing is their default, so they are deliberately not abstract.
     def setup(self) -> None:  # noqa: B027
@@ -76,4 +90,30 @@ class BatchPredictor(Protocol):
         ...
 
 
-__all__ = ["BatchPredictor", "InvalidRequest", "Predictor", "Request", "StreamingPredictor"]
+def declared_kinds(app: object) -> tuple[str, ...]:
+    """The kinds `app` declares in ``serves`` (any class, not only ``Predictor``s), checked.
+
+    Raises ``ValueError`` naming a kind this version does not know, and ``TypeError`` when
+    ``serves`` is not a tuple or list of strings (a bare string would read as its letters).
+    """
+    declared = getattr(app, "serves", ())
+    if declared is None:
+        return ()
+    if not isinstance(declared, tuple | list) or not all(isinstance(k, str) for k in declared):
+        raise TypeError(f"serves must be a tuple of kinds from {KINDS}, not {declared!r}")
+    unknown = [kind for kind in declared if kind not in KINDS]
+    if unknown:
+        raise ValueError(f"serves names unknown kinds {unknown}; known: {', '.join(KINDS)}")
+    return tuple(dict.fromkeys(declared))
+
+
+__all__ = [
+    "KINDS",
+    "BatchPredictor",
+    "InvalidRequest",
+    "Kind",
+    "Predictor",
+    "Request",
+    "StreamingPredictor",
+    "declared_kinds",
+]

@@ -35,7 +35,7 @@ from typing import Any
 from ..mesh.envelope import Call, Cancel, Chunk, Envelope, Failure, Hello, Hints, Reply
 from .batching import Batcher
 from .negotiation import NotAcceptable, choose, convert_image
-from .predictor import InvalidRequest
+from .predictor import InvalidRequest, declared_kinds
 
 __all__ = ["EXIT_SETUP_FAILED", "Send", "Worker", "set_up"]
 
@@ -55,6 +55,7 @@ def set_up(app_ref: str, data_dir: Path) -> Any | None:
 
     try:
         app = load_app(app_ref, data_dir=data_dir)
+        declared_kinds(app)  # a wrong `serves` fails now, before setup loads any weights
         for step in ("setup", "warmup"):
             method = getattr(app, step, None)
             if callable(method):
@@ -77,6 +78,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
         self._streams: dict[str, asyncio.Task[None]] = {}  # cancellable by request id
         self._streaming = _is_async_generator(getattr(app, "async_predict", None))
+        self.serves = declared_kinds(app)
         self._hints: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         batch_size = int(getattr(app, "max_batch_size", 1))
         self._batcher: Batcher | None = None
@@ -96,6 +98,7 @@ class Worker:
             "max_queue": getattr(self.app, "max_queue", None),
             "max_batch_size": int(getattr(self.app, "max_batch_size", 1)),
             "streaming": self._streaming,
+            "serves": list(self.serves),
         }
         return Hello(self.replica_id, info)
 

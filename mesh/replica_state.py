@@ -19,10 +19,14 @@ and waits before its next try); ``stopped`` is the last state of a replica that 
 A replica ``starting`` again after a failed setup says so (``setup_failures``): a request does not
 wait for it as it would for a first start (``replica_view.prospect``).
 
-Wire format: a map with the keys of ``ReplicaEntry`` (unchanged since the entries were plain maps,
-so older nodes and this one read each other). Entries come from peers, so decoding is lenient per
-field and strict on the state: an unknown state (a newer node's) or a malformed entry makes that
-replica invisible, never an error; numbers out of range fall back to their defaults.
+An entry also says which kinds of request its app serves (``Kind``: embeddings, images, chat,
+completions; ``Predictor.serves`` in ``inference/predictor.py`` declares them), so the OpenAI routes
+of any node know which deployments answer which route without asking the replicas.
+
+Wire format: a map with the keys of ``ReplicaEntry`` (unchanged since the entries were plain maps, so older
+nodes and this one read each other; ``serves`` is sent only when there is one). Entries come from peers, so
+decoding is lenient per field and strict on the state: an unknown state (a newer node's) or a malformed
+entry makes that replica invisible, never an error; numbers out of range fall back to their defaults.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["MAX_ERROR_CHARS", "ReplicaEntry", "ReplicaState"]
+__all__ = ["KINDS", "MAX_ERROR_CHARS", "Kind", "ReplicaEntry", "ReplicaState", "known_kinds"]
 
 # A replica's last error travels in gossip (``GET /v1/deployments`` and the 503 of a deployment that
 # cannot start show it): one line, room for the cause (a file path, a parser's line and column, a
@@ -42,6 +46,25 @@ MAX_ERROR_CHARS = 300
 _MAX_COUNT = 1 << 31
 _MAX_NAMES = 256
 _MAX_NAME_CHARS = 128
+
+
+class Kind(StrEnum):
+    """A kind of request an app serves, named after the OpenAI route that sends it."""
+
+    EMBEDDINGS = "embeddings"
+    IMAGES = "images"
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+
+
+KINDS: tuple[str, ...] = tuple(kind.value for kind in Kind)
+
+
+def known_kinds(value: object) -> tuple[str, ...]:
+    """The known kinds in `value`, in order, without repeats; a newer node's kinds are dropped."""
+    if not isinstance(value, list | tuple) or len(value) > _MAX_NAMES:
+        return ()
+    return tuple(dict.fromkeys(item for item in value if isinstance(item, str) and item in KINDS))
 
 
 class ReplicaState(StrEnum):
@@ -105,6 +128,8 @@ class ReplicaEntry:
     # Setups failed in a row (0 once its worker is ready): a replica starting again after one
     # failed is no cold start worth waiting for.
     setup_failures: int = 0
+    # The kinds of request its app serves (``Kind`` values), as its app declared them.
+    serves: tuple[str, ...] = ()
 
     @property
     def failing(self) -> bool:
@@ -119,7 +144,7 @@ class ReplicaEntry:
         return cls(ReplicaState.FAILED, error=error[:MAX_ERROR_CHARS])
 
     def to_wire(self) -> dict[str, Any]:
-        """A msgpack-ready map (``setup_failures`` only when there are any: older nodes lack it)."""
+        """A msgpack-ready map (``setup_failures`` and ``serves`` only when set: older nodes lack them)."""
         wire: dict[str, Any] = {
             "state": self.state.value,
             "pinned": self.pinned,
@@ -132,6 +157,8 @@ class ReplicaEntry:
         }
         if self.setup_failures:
             wire["setup_failures"] = self.setup_failures
+        if self.serves:
+            wire["serves"] = list(self.serves)
         return wire
 
     @classmethod
@@ -154,6 +181,7 @@ class ReplicaEntry:
             setup_failures=_count(raw.get("setup_failures"), 0),
             hints=_names(raw.get("hints")),
             models=_names(raw.get("models")),
+            serves=known_kinds(raw.get("serves")),
         )
 
 

@@ -31,6 +31,18 @@ nearby never crosses to another region, and only when the region's replicas are 
 comparison by load let it spill over. This node's own replica goes first whenever no other in its
 tier expects a shorter time: serving locally saves the hop, and it cannot herd (every router's own
 replica is a different one, and its queue is known exactly).
+
+Prefix affinity (``affinity.py``): a request with an ``affinity`` key (a chat conversation's) has a
+preferred replica, the key's rendezvous choice, and that replica goes first in its tier whenever it
+has a free slot (corrected queue below its slots), ahead of power-of-two-choices and of this node's
+own replica: the next turn of a conversation runs where its prompt's KV cache already is. When it
+has no free slot (or is full or suspect) the order is power-of-two-choices as without a key, so
+affinity never queues a request behind a busy replica while others are idle. It stays within the
+tiers: a hint is stronger (the preferred replica is first only in its own tier, so replicas with the
+hint still go before it), and so is a warm model (loading one costs more than a missed cache). The
+region rule holds by choosing among this node's region's replicas when the region has any: a
+conversation that enters in one region stays there while a replica there has room. Every node
+computes the same choice from the same candidates, with no shared state.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from .affinity import preferred
 from .member import Member
 from .types import NodeId, Status
 
@@ -89,6 +102,8 @@ class RouteRequest:
     deployment: str
     hint: str | None = None
     model: str | None = None
+    # An opaque key (a conversation's, ``affinity.py``) whose requests prefer one replica.
+    affinity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,10 +136,14 @@ def rank(
     for candidate in pool:
         groups[_tier_of(candidate, request, in_flight)].append(candidate)
     fallback = unmeasured_service_s(pool)
+    first = _affinity_choice(pool, request, in_flight, here)
     tiers = []
     for name in TIER_ORDER:
         if groups[name]:
             ordered = _power_of_two_order(groups[name], in_flight, rng, here, fallback)
+            if first is not None and any(candidate is first for candidate in ordered):
+                # Moved after the draw: the random stream is the same with or without a key.
+                ordered = [first, *(candidate for candidate in ordered if candidate is not first)]
             tiers.append(Tier(name, tuple(ordered)))
     return tiers
 
@@ -230,6 +249,20 @@ def _tier_of(candidate: Candidate, request: RouteRequest, in_flight: Mapping[Nod
     if request.model is not None and request.model in candidate.models:
         return "warm"
     return "any"
+
+
+def _affinity_choice(
+    pool: list[Candidate], request: RouteRequest, in_flight: Mapping[NodeId, int], here: Locality
+) -> Candidate | None:
+    """The request's preferred replica when it can start the request at once, else None."""
+    if request.affinity is None:
+        return None
+    # The region rule: this node's region's replicas, when it has any, so the choice never leaves it.
+    nearby = [c for c in pool if c.is_self or c.region == here.region] if here.region else []
+    choice = preferred(request.affinity, nearby or pool)
+    if choice is None or _tier_of(choice, request, in_flight) in ("full", "suspect"):
+        return None
+    return choice if corrected_queue(choice, in_flight) < max(choice.slots, 1) else None
 
 
 def _power_of_two_order(

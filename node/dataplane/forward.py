@@ -184,8 +184,12 @@ class Forwarder:
         # found no replica (by the status they got).
         self.counts: collections.Counter[str] = collections.Counter()
 
-    async def serve(self, call: Call, hint: str | None = None) -> Served:
-        """Commit `call` to the best replica that accepts it (see the module docstring)."""
+    async def serve(self, call: Call, hint: str | None = None, *, affinity: str | None = None) -> Served:
+        """Commit `call` to the best replica that accepts it (see the module docstring).
+
+        `hint` prefers replicas holding it in their hints; `affinity`, an opaque key such as a
+        conversation's (``mesh/affinity.py``), prefers one replica for every request with that key.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
         here = self._here
@@ -197,7 +201,7 @@ class Forwarder:
         if not found:
             raise self._nothing_ready(call.deployment)
         in_flight = self._links.in_flight()
-        request = RouteRequest(call.deployment, hint=hint, model=_model_of(call))
+        request = RouteRequest(call.deployment, hint=hint, model=_model_of(call), affinity=affinity)
         order = ordered(rank(found, request, in_flight, self._rng, here))
         refusals: list[Failure] = []
         for candidate in order:

@@ -59,7 +59,9 @@ MAX_TIMEOUT_S = 3600.0
 class Serve(Protocol):
     """Commits a call to a replica somewhere in the mesh (``Forwarder.serve``)."""
 
-    async def __call__(self, call: Call, hint: str | None = None) -> Served: ...
+    async def __call__(self, call: Call, hint: str | None = None, *, affinity: str | None = None) -> Served:
+        """Commit `call`; `hint` steers by replicas' hints, `affinity` (a conversation) by hashing."""
+        ...
 
 
 @dataclass(frozen=True)

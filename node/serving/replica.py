@@ -1,21 +1,19 @@
 """Replica supervisor: runs one replica's worker process and carries requests to it.
 
-The agent never runs model code. For each replica it hosts, a ``Replica`` starts
-``python -m meshnode.serving.worker`` (``worker.py``, the shell around ``inference/worker.py``),
-binds a ZeroMQ ROUTER on a local ``ipc://`` endpoint for it (chosen by the agent), and relays
-``Call`` envelopes in and ``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``). Both
-ends read their socket with the data plane's ``FrameReader`` (``dataplane/frames.py``): no future
-per message on this hop.
+The agent never runs model code. For each replica it hosts, a ``Replica`` starts ``python -m
+meshnode.serving.worker`` (``worker.py``, the shell around ``inference/worker.py``), binds a ZeroMQ ROUTER
+on a local ``ipc://`` endpoint for it (chosen by the agent), and relays ``Call`` envelopes in and
+``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``). Both ends read their socket with the
+data plane's ``FrameReader`` (``dataplane/frames.py``): no future per message.
 
 Invariants:
 
 - A replica is ``ready`` only after the worker said ``Hello``, i.e. after ``setup()`` and warm-up.
-- The worker is restarted with exponential backoff (``mesh/backoff.py``) whenever it exits: crash,
-  SIGKILL, OOM kill, or our own kill of a worker that hangs past a request's deadline. The agent and
-  other replicas go on. A worker that exits before it is ready failed to start: its error is
-  gossiped at once (requests stop waiting for it), logged once per distinct error, and after
-  ``setup_attempts`` failed starts in a row the replica is ``failed`` until ``failed_hold_s`` passed
-  (``mesh/restarts.py``).
+- The worker is restarted with exponential backoff (``mesh/backoff.py``) whenever it exits (crash, SIGKILL,
+  OOM kill, our kill of a worker hung past a deadline); the agent and other replicas go on. A worker that
+  exits before it is ready failed to start: its error is gossiped at once (requests stop waiting for it),
+  logged once per distinct error, and after ``setup_attempts`` failed starts in a row the replica is
+  ``failed`` until ``failed_hold_s`` passed (``mesh/restarts.py``).
 - Requests in flight when the worker dies fail with a retryable error (they may run again
   elsewhere); a request past its deadline fails with 504 and is cancelled in the worker.
 - At most ``capacity`` requests are admitted (the worker's concurrency times its batch size, plus a
@@ -52,15 +50,14 @@ from ..mesh.envelope import (
     encode_envelope,
 )
 from ..mesh.queueing import QueueState, admit, counts_as_service
-from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState
+from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState, known_kinds
 from ..mesh.restarts import NextStart, next_start
 from .worker_process import spawn_worker, terminate
 from .worker_run import wait_exit
 
 log = logging.getLogger(__name__)
 
-# Calls and cancels are sent without waiting; admission bounds them to about `capacity`, so this
-# is only reached when the worker stopped reading, and then a send fails as if it were gone.
+# Admission bounds sends to about `capacity`: only a stalled worker reaches this; its sends then fail.
 _SEND_HIGH_WATER_MARK = 100_000
 
 
@@ -131,6 +128,7 @@ class Replica:
         self._phase = ReplicaState.STARTING
         self.hints: tuple[str, ...] = ()
         self.models: tuple[str, ...] = ()
+        self.serves: tuple[str, ...] = ()  # what its app declared (kept while a worker restarts)
         self.restarts = 0
         # setup() failures in a row (reset once the worker is ready): placement moves a replica
         # that keeps failing to another node.
@@ -195,6 +193,7 @@ class Replica:
             capacity=self.capacity,
             hints=self.hints,
             models=self.models,
+            serves=self.serves,
         )
 
     @property
@@ -347,6 +346,7 @@ class Replica:
                 if self._worker is not None:
                     self._worker.info = info
                 self._set_hints(tuple(info.get("hints", ())), tuple(info.get("models", ())))
+                self.serves = known_kinds(info.get("serves"))
                 self._phase = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
                 self.last_error = self._reported = ""
                 self.setup_failures = 0

@@ -63,6 +63,8 @@ def deployment_view(
         }
         if entry.error:
             replica["error"] = entry.error
+        if entry.serves:  # the OpenAI routes that reach it (``Predictor.serves``)
+            replica["serves"] = list(entry.serves)
         replicas.append(replica)
     hosts = outcome.plan.hosts if outcome else ()
     pinned = sum(1 for r in replicas if r["pinned"])

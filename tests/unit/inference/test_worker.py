@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from meshnode.inference.predictor import InvalidRequest
+from meshnode.inference.predictor import InvalidRequest, Predictor, declared_kinds
 from meshnode.inference.worker import EXIT_SETUP_FAILED, Worker, set_up
 from meshnode.mesh.envelope import (
     Call,
@@ -194,3 +194,50 @@ def test_close_closes_the_app() -> None:
 def test_set_up_returns_none_when_the_app_cannot_load(tmp_path: Path) -> None:
     assert set_up(f"{tmp_path / 'missing.py'}:Nothing", tmp_path) is None
     assert EXIT_SETUP_FAILED == 3  # the supervisor reads this exit code
+
+
+class Chat(Predictor):
+    serves = ("chat", "completions")
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        return {}
+
+
+class Misspelt:
+    serves = ("embedding",)  # no such kind: "embeddings"
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        return {}
+
+
+class Lettered:
+    serves = "chat"  # a bare string, not a tuple
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        return {}
+
+
+async def test_hello_says_what_the_app_serves_subclass_or_not() -> None:
+    for app, expected in ((Chat(), ["chat", "completions"]), (Echo(), [])):
+        worker = Worker(app, "r1", Sent())
+        assert worker.hello().info["serves"] == expected
+        worker.close()
+
+
+@pytest.mark.parametrize(("app", "error"), [(Misspelt, ValueError), (Lettered, TypeError)])
+def test_a_wrong_serves_declaration_is_refused_naming_it(app: type, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"embedding|chat"):
+        declared_kinds(app())
+
+
+def test_set_up_fails_an_app_with_an_unknown_kind_before_its_setup(tmp_path: Path) -> None:
+    source = tmp_path / "misspelt.py"
+    source.write_text(
+        "class Misspelt:\n"
+        "    serves = ('embedding',)\n"
+        "    def setup(self):\n"
+        "        raise AssertionError('setup must not run')\n"
+        "    def predict(self, request, header=None):\n"
+        "        return {}\n"
+    )
+    assert set_up(f"{source}:Misspelt", tmp_path) is None

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshnode.mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState
+from meshnode.mesh.replica_state import (
+    KINDS,
+    MAX_ERROR_CHARS,
+    Kind,
+    ReplicaEntry,
+    ReplicaState,
+    known_kinds,
+)
 
 
 def test_each_state_says_whether_it_serves_holds_requests_is_coming_or_counts_as_running() -> None:
@@ -68,7 +75,9 @@ def test_bad_fields_fall_back_to_their_defaults_and_the_error_is_cut() -> None:
 
 @given(
     st.dictionaries(
-        st.sampled_from(["state", "queue", "slots", "capacity", "hints", "pinned", "setup_failures"]),
+        st.sampled_from(
+            ["state", "queue", "slots", "capacity", "hints", "pinned", "setup_failures", "serves"]
+        ),
         st.from_type(object),
     )
 )
@@ -77,3 +86,29 @@ def test_any_map_from_a_peer_decodes_or_is_invisible_never_raises(raw: dict[str,
     assert entry is None or (
         entry.slots >= 1 and entry.queue >= 0 and entry.capacity >= 0 and entry.setup_failures >= 0
     )
+    assert entry is None or set(entry.serves) <= set(KINDS)
+
+
+def test_the_kinds_an_app_serves_travel_and_only_when_there_are_some() -> None:
+    chat = ReplicaEntry(ReplicaState.READY, serves=("chat", "completions"))
+    assert chat.to_wire()["serves"] == ["chat", "completions"]
+    assert ReplicaEntry.from_wire(chat.to_wire()) == chat
+    assert "serves" not in ReplicaEntry(ReplicaState.READY).to_wire()  # as older nodes sent it
+    assert KINDS == ("embeddings", "images", "chat", "completions") == tuple(Kind)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (["chat", "speech"], ("chat",)),  # a newer node's kind is dropped, the rest kept
+        (["images", "images", 3, None], ("images",)),
+        ("chat", ()),  # a bare string is not a list of kinds
+        ({"chat": 1}, ()),
+        (["chat"] * 1000, ()),  # more than any entry may hold: none believed
+        (None, ()),
+    ],
+)
+def test_served_kinds_from_a_peer_are_read_leniently(raw: object, expected: tuple[str, ...]) -> None:
+    decoded = ReplicaEntry.from_wire({**ReplicaEntry(ReplicaState.READY).to_wire(), "serves": raw})
+    assert decoded is not None and decoded.serves == expected
+    assert known_kinds(raw) == expected

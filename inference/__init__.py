@@ -12,6 +12,12 @@
 - ``devices.py``: CPU, memory and accelerators of this machine (torch only in a child process)
 - ``runtime_torch.py``: which device and dtype a model loads in
 - ``tiny_diffusion.py``: the tiny offline Stable Diffusion pipeline, and the loader for real ones
+- ``tiny_lm.py``: the tiny offline causal language model (and its chat template), and the loader
+  for real checkpoints
+- ``generation.py``: the text-generation engine (its own thread, batching concurrent requests),
+  with ``generation_request.py`` (a request's bounded fields), ``batch_decode.py`` (one batch
+  through the model, step by step, on the KV cache), ``sampling.py`` and ``stops.py`` (the next
+  token, incremental detokenizing and stop strings)
 
 Nothing here imports ``meshnode``'s agent (``node/``); torch is imported only where a model needs it.
 """

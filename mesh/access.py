@@ -11,7 +11,11 @@ A pure core (stdlib only); ``node/http/gate.py`` carries the decision out for ev
   metrics. ``admin``: everything ``invoke`` may, plus declaring and removing deployments and
   managing keys. ``need_for`` names the scope of every path; a path it does not know needs
   ``invoke`` (new routes are closed until someone opens them on purpose). Liveness and readiness
-  (``/health``, ``/ready``) and the public key that signs webhooks are open to all.
+  (``/health``, ``/ready``) and the public key that signs webhooks are open to all, and so are the
+  images behind the URLs of ``POST /v1/images/generations`` (``GET /v1/images/files/<token>.png``):
+  each URL holds 128 random bits, so the URL itself is the permission to read that one image (a
+  capability URL, as OpenAI's signed links are), made only by a request that needed ``invoke``; a
+  key would keep the link from ``<img src>`` and other programs that cannot send one.
 - The decision (``decide``). Loopback clients need no key (the CLI, the demo and local tools keep
   working with nothing to set up); so does everyone on a node started with ``--insecure-http``.
   Anyone else: no key or an unknown, revoked or wrong one is 401; a valid key of too small a scope
@@ -57,6 +61,8 @@ _DIGEST_BYTES = 32
 _KEY_PATTERN = re.compile(rf"{KEY_PREFIX}([0-9a-f]{{{KEY_ID_CHARS}}})_([A-Za-z0-9_\-]{{43}})")
 _OPEN_PATHS = frozenset({"/health", "/ready", "/.well-known/meshnode/jwks.json"})
 _ADMIN_PREFIXES = ("/v1/keys", "/v1/keyring")
+# Capability URLs (see the module docstring): the path's token is the permission.
+_CAPABILITY_PREFIXES = ("/v1/images/files/",)
 
 
 class Scope(enum.Enum):
@@ -175,7 +181,7 @@ def split_key(text: str) -> tuple[str, str] | None:
 
 def need_for(method: str, path: str) -> Scope | None:
     """The scope a request needs; None when it is open to everyone."""
-    if path in _OPEN_PATHS and method in ("GET", "HEAD"):
+    if method in ("GET", "HEAD") and (path in _OPEN_PATHS or path.startswith(_CAPABILITY_PREFIXES)):
         return None
     if path.startswith(_ADMIN_PREFIXES):
         return Scope.ADMIN

@@ -41,6 +41,7 @@ from .dataplane.links import PeerLinks
 from .dataplane.server import DataPlaneServer
 from .errors import ConfigError, StoreError
 from .http.app import mesh_body
+from .http.openai.image_store import ImageStore
 from .http.predict import PredictLimits
 from .http.server import bind_http, http_server, serve_http, tls_context
 from .http.stats import Parts
@@ -205,6 +206,9 @@ class Agent:
             limits=PredictLimits(config.request_timeout_s, config.max_request_bytes),
             keys=runner,
             rotation=rotation,
+            members=runner,
+            mesh_id=config.mesh_id,
+            images=await ImageStore.of_node(config),
             insecure=config.insecure_http,
             tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here
         )

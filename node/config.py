@@ -125,6 +125,13 @@ class AgentConfig:
     request_timeout_s: float = 60.0
     # Largest accepted request body; bigger gets 413 before it is read whole.
     max_request_bytes: int = 16 * 1024 * 1024
+    # How long an image URL of `POST /v1/images/generations` (`response_format: "url"`) stays
+    # valid: OpenAI's own links live an hour, so clients written for it fetch well within that.
+    openai_image_ttl_s: float = 3600.0
+    # Disk the images behind those URLs take at most (in `<data_dir>/openai-images`); past it the
+    # oldest go first, so a burst of requests shortens older links' lives but never fills the disk.
+    # 256 MiB holds ~200 1024x1024 PNGs, more than a node makes in its TTL at CPU speed.
+    openai_image_store_bytes: int = 256 * 1024 * 1024
     # Largest data-plane frame (a result, an image) accepted from a worker or peer.
     max_frame_bytes: int = 64 * 1024 * 1024
     # Requests this node has outstanding at one peer at most; past it the peer counts as full and

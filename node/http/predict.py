@@ -112,7 +112,7 @@ class PredictLane:
     async def _predict(self, request: Request, deployment: str, rid: str) -> Response:
         limits = self._limits
         raw = await read_body(
-            request, limits.max_request_bytes, _too_large(request, limits.max_request_bytes)
+            request, limits.max_request_bytes, too_large_message(request, limits.max_request_bytes)
         )
         body = parse_json_object(raw)
         accept = request.headers.get("accept", "")
@@ -123,10 +123,10 @@ class PredictLane:
             header=accept or None,
             stream=body.get("stream") is True,
             accept=accept,
-            timeout_ms=int(_timeout_s(request, limits.default_timeout_s) * 1000),
+            timeout_ms=int(timeout_of(request, limits.default_timeout_s) * 1000),
         )
         # Errors before any output (none ready, all full, bad input) become proper statuses here.
-        served = await self._serve(call, _hint(request))
+        served = await self._serve(call, hint_of(request))
         first, messages = served.first, served.rest
         headers = {ROUTE_HEADER: ",".join(served.route), ATTEMPTS_HEADER: str(served.attempts)}
         if call.stream and isinstance(first, Chunk):
@@ -142,13 +142,15 @@ class PredictLane:
         return _final_response(final, headers, call.request_id)
 
 
-def _too_large(request: Request, max_bytes: int) -> str:
+def too_large_message(request: Request, max_bytes: int) -> str:
+    """The 413's words: the declared size when the client gave one, and the limit."""
     declared = request.headers.get("content-length")
     size = f"of {declared} bytes " if declared is not None and declared.isdigit() else ""
     return f"request body {size}is over the {max_bytes} byte limit"
 
 
-def _hint(request: Request) -> str | None:
+def hint_of(request: Request) -> str | None:
+    """The client's routing hint (X-Mesh-Hint, or fal's header), checked; None without one."""
     for header in (HINT_HEADER, FAL_HINT_HEADER):
         raw = request.headers.get(header)
         if raw is not None:
@@ -158,7 +160,8 @@ def _hint(request: Request) -> str | None:
     return None
 
 
-def _timeout_s(request: Request, default_s: float) -> float:
+def timeout_of(request: Request, default_s: float) -> float:
+    """The request's deadline in seconds: X-Request-Timeout, checked, else `default_s`."""
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is None:
         return default_s

@@ -26,6 +26,10 @@ from .gate import Gate
 from .keyring import RotationView, add_keyring_routes
 from .keys import KeysView, add_key_routes
 from .metrics import add_metrics_route
+from .openai.edge import Edge
+from .openai.image_store import ImageStore
+from .openai.models import Catalog, Members
+from .openai.routes import add_openai_routes
 from .predict import PredictLane, PredictLimits, Serve
 
 __all__ = ["bind_http", "http_server", "serve_http", "tls_context"]
@@ -88,12 +92,20 @@ def http_server(
     limits: PredictLimits,
     keys: KeysView,
     rotation: RotationView,
+    members: Members,
+    mesh_id: str,
+    images: ImageStore | None = None,
     insecure: bool = False,
     tls: ssl.SSLContext | None = None,
 ) -> uvicorn.Server:
-    """uvicorn serving every route of this node (HTTPS with ``tls``), not started yet."""
+    """uvicorn serving every route of this node (HTTPS with ``tls``), not started yet.
+
+    The OpenAI routes read the gossiped `members` and the `deployments` to find a request's
+    deployment, name the mesh (`mesh_id`) as their models' owner, and keep ``url`` images in `images`.
+    """
     app = create_app(node)
     add_deployment_routes(app, deployments)
+    add_openai_routes(app, Edge(serve, limits, Catalog(members, deployments, mesh_id)), images)
     add_key_routes(app, keys)
     add_keyring_routes(app, rotation)
     # Outermost: no route, the predict lane's included, is reached without passing the gate.

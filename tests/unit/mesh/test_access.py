@@ -67,6 +67,12 @@ def test_malformed_key_text_is_no_key(text: str) -> None:
         ("POST", "/v1/keys", Scope.ADMIN),
         ("DELETE", "/v1/keys/0123456789ab", Scope.ADMIN),
         ("GET", "/v1/a-route-added-next-year", Scope.INVOKE),
+        ("GET", "/v1/models", Scope.INVOKE),
+        ("POST", "/v1/chat/completions", Scope.INVOKE),
+        ("POST", "/v1/images/generations", Scope.INVOKE),
+        # An image URL's token is its own permission (a capability URL); only reading it is open.
+        ("GET", "/v1/images/files/0123456789abcdefghijkl.png", None),
+        ("DELETE", "/v1/images/files/0123456789abcdefghijkl.png", Scope.INVOKE),
     ],
 )
 def test_every_path_needs_a_scope_unless_it_is_liveness(method: str, path: str, needed: Scope | None) -> None:

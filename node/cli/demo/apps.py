@@ -1,9 +1,10 @@
-"""The demo's apps and sample traffic: echo, stream, embeddings and the tiny text-to-image model.
+"""The demo's apps and sample traffic: echo, stream, embeddings, the tiny text-to-image model and
+the tiny chat model.
 
-``plan`` spreads the four deployments over the demo's agents (pinned with ``--deploy``); ``run_samples``
+``plan`` spreads the five deployments over the demo's agents (pinned with ``--deploy``); ``run_samples``
 waits until each is ready and sends it a sample request, printing the answer and the node that
 served it (the ``X-Mesh-Route`` header): similarity of related and unrelated sentences, a stream as it
-arrives, and a PNG saved to disk.
+arrives, a PNG saved to disk, and a chat completion streamed through the ``openai`` SDK (``chat.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from typing import Any
 
 import httpx
 
+from .chat import chat_sample
+
 APPS: tuple[tuple[str, str], ...] = (
     ("echo", "meshnode.apps.echo:Echo"),
+    ("chat", "meshnode.apps.text_generation:TextGeneration"),
     ("stream", "meshnode.apps.stream:Stream"),
     ("embeddings", "meshnode.apps.embeddings:Embeddings"),
     ("t2i", "meshnode.apps.text_to_image:TextToImage"),
@@ -39,13 +43,15 @@ def plan(nodes: int) -> dict[int, list[str]]:
     """Which agent pins which app, as `--deploy NAME=APP` arguments.
 
     echo runs on every node but the first (from three nodes up), so the first forwards every echo
-    request and killing any other one leaves a replica; the other apps go round robin.
+    request and killing any other one leaves a replica; the other apps go round robin, starting at
+    the second node, so that chat (first of them) is off the first node: the samples enter at the
+    first node, and the chat sample shows a hop.
     """
     assignment: dict[int, list[str]] = {index: [] for index in range(nodes)}
     (echo_name, echo_app), *others = APPS
     for index in range(1 if nodes >= 3 else 0, nodes):
         assignment[index].append(f"{echo_name}={echo_app}")
-    for position, (name, app) in enumerate(others):
+    for position, (name, app) in enumerate(others, start=1):
         assignment[position % nodes].append(f"{name}={app}")
     return assignment
 
@@ -62,11 +68,12 @@ def run_samples(urls: Sequence[str], image_path: Path, say: Callable[[str], Any]
         _stream(client, hosts["stream"], say)
         _embeddings(client, hosts["embeddings"], say)
         _image(client, hosts["t2i"], image_path, say)
+    chat_sample(urls[0], "chat", say)
 
 
 def _wait_ready(client: httpx.Client, urls: Sequence[str], say: Callable[[str], Any]) -> dict[str, str]:
     """Deployment name -> URL of the node that serves it, once each answers."""
-    say("loading apps (first start builds the tiny diffusion pipeline and loads MiniLM)...")
+    say("loading apps (first start builds the tiny diffusion and language models, loads MiniLM)...")
     deadline = time.monotonic() + READY_TIMEOUT_S
     hosts: dict[str, str] = {}
     warmups = {
@@ -74,6 +81,7 @@ def _wait_ready(client: httpx.Client, urls: Sequence[str], say: Callable[[str], 
         "stream": {"interval_s": 0},
         "embeddings": {"input": "warm"},
         "t2i": {"prompt": "warm"},
+        "chat": {"prompt": "warm", "max_tokens": 1},
     }
     while len(hosts) < len(APPS):
         for name, _ in APPS:

@@ -154,6 +154,11 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
     assert set(table[0].split()[2:]) <= {"demo-1", "demo-2"}, table[:4]
     assert [row.split()[0] for row in table[1:4]] == ["demo-0", "demo-1", "demo-2"]
     assert sum(int(n) for n in table[1].split()[1:]) == 12
+    # A chat completion streamed through the openai SDK, entering demo-0 and generated on demo-1.
+    chat = re.search(r"chat +-> openai SDK, stream=True, entering \S+ +\[route demo-0,demo-1]", result.stdout)
+    assert chat is not None, result.stdout[:4000]
+    pieces = re.search(r"(\d+) pieces, first after \d+ ms", result.stdout)
+    assert pieces is not None and int(pieces[1]) > 1, result.stdout[:4000]
     # The kill -9 happened under traffic, and no request failed.
     traffic = re.search(
         r"(\d+) echo requests sent to the survivors during the kill and restart: (\d+) failed", result.stdout
@@ -169,7 +174,7 @@ def test_demo_forms_a_mesh_and_leaves_nothing_behind() -> None:
     assert header[:8] == ["NAME", "APP", "MIN", "MAX", "PINNED", "DESIRED", "READY", "REPLICAS"], table
     # Rows name an app (module:Class) second; the lines after them are reasons and notes.
     rows = [line.split(None, 7) for line in table[1:] if ":" in line.split()[1]]
-    assert {row[0] for row in rows} == {"echo", "embeddings", "placed", "stream", "t2i"}, table
+    assert {row[0] for row in rows} == {"chat", "echo", "embeddings", "placed", "stream", "t2i"}, table
     for _name, _app, _min, _max, _pinned, desired, ready, replicas in rows:
         assert ready == desired and "starting" not in replicas, table
     assert re.search(

@@ -132,7 +132,9 @@ class TextGeneration(Predictor):
             prompt_ids = self.engine.encode_chat(parsed["messages"])
         else:
             prompt_ids = self.engine.encode_prompt(parsed["prompt"])
-        return GenerationRequest(prompt_ids, parsed["max_tokens"], parsed["sampling"], parsed["stop"])
+        return GenerationRequest(
+            prompt_ids, parsed["max_tokens"], parsed["sampling"], parsed["stop"], parsed["ignore_eos"]
+        )
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

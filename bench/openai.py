@@ -16,7 +16,8 @@ model unless ``--model`` names a checkpoint folder), greedy, ``--max-tokens`` to
   the hop (two meshes: the replica's batching set by ``MESHNODE_LM_MAX_BATCH``). Target: batched at
   c = 32 at least 3x unbatched.
 
-Rounds alternate the variants; medians over rounds are printed. It measures and prints; it never
+Part A alternates the two paths request by request, before any of Part B runs; medians over rounds
+are printed. It measures and prints; it never
 asserts. The machine is shared and noisy: compare within a run. (This file never imports the
 ``openai`` package, which its name would shadow for scripts run from this folder.)
 """
@@ -31,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,13 @@ class Stream:
 def request_body(max_tokens: int, index: int) -> dict[str, object]:
     """The predictor's chat body (the contract of the OpenAI layer), greedy, ignoring stop tokens."""
     messages = [*MESSAGES[:-1], {"role": "user", "content": f"{MESSAGES[-1]['content']} ({index})"}]
-    return {"messages": messages, "max_tokens": max_tokens, "temperature": 0.0, "stream": True}
+    return {
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "ignore_eos": True,  # every answer exactly max_tokens long, as vLLM's benchmarks do
+        "stream": True,
+    }
 
 
 async def timed(pieces: AsyncIterator[str]) -> Stream:
@@ -152,10 +159,6 @@ async def through_hop(client: httpx.AsyncClient, base: str, max_tokens: int, ind
 # -- the runs --------------------------------------------------------------------------------
 
 
-async def sequential(run: object, requests: int) -> list[Stream]:
-    return [await run(index) for index in range(requests)]  # type: ignore[operator]
-
-
 async def concurrent(run: object, concurrency: int, requests: int) -> float:
     """Completion tokens per second with `concurrency` streams at once, `requests` in all."""
     queue = list(range(requests))
@@ -197,25 +200,27 @@ def main() -> None:
 
             async def rounds() -> None:
                 async with httpx.AsyncClient(timeout=120) as client:
+                    paths: dict[str, Callable[..., Awaitable[Stream]]] = {
+                        "in-process": lambda i, b=32: in_process(apps[b], args.max_tokens, i),
+                        "hop": lambda i, b=32: through_hop(client, meshes[b][1], args.max_tokens, i),
+                    }
+                    # Part A first, the two paths alternating request by request: side by side in
+                    # the same conditions (no batch of Part B still settling on either side).
                     for _ in range(args.rounds):
-                        for name in ("in-process", "hop"):
-                            if name == "in-process":
-
-                                def run(i: int, batch: int = 32) -> object:
-                                    return in_process(apps[batch], args.max_tokens, i)
-                            else:
-
-                                def run(i: int, batch: int = 32) -> object:
-                                    return through_hop(client, meshes[batch][1], args.max_tokens, i)
-
-                            streams = await sequential(run, args.requests)
-                            first[name].append(statistics.median(s.first_s for s in streams))
-                            rate[name].append(statistics.median(s.tokens_per_s for s in streams))
+                        streams: dict[str, list[Stream]] = {name: [] for name in paths}
+                        for index in range(args.requests):
+                            for name, run in paths.items():
+                                streams[name].append(await run(index))
+                        for name, measured in streams.items():
+                            first[name].append(statistics.median(s.first_s for s in measured))
+                            rate[name].append(statistics.median(s.tokens_per_s for s in measured))
+                    for _ in range(args.rounds):
+                        for name, run in paths.items():
                             for batch in (32, 1):
                                 for c in args.concurrency:
                                     runner = lambda i, b=batch, r=run: r(i, b)  # noqa: E731
-                                    measured = await concurrent(runner, c, max(args.requests, 2 * c))
-                                    throughput.setdefault((name, batch, c), []).append(measured)
+                                    measured_tps = await concurrent(runner, c, max(args.requests, 2 * c))
+                                    throughput.setdefault((name, batch, c), []).append(measured_tps)
 
             asyncio.run(rounds())
         finally:

@@ -55,6 +55,8 @@ class GenerationRequest:
     max_tokens: int
     sampling: SamplingParams = GREEDY
     stop: tuple[str, ...] = ()
+    # vLLM's extra: run to max_tokens past the end-of-sequence token (fixed-length benchmarks, tests).
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ class Row:
     def advance(self, token: int, eos_ids: frozenset[int]) -> FinishReason | None:
         """Take the chosen token: emit the text it makes final; the finish reason once it ends."""
         self.completion_tokens += 1
-        if token in eos_ids:
+        if token in eos_ids and not self.request.ignore_eos:
             self._say(self.stops.push(self.detokenizer.flush()) + self.stops.flush())
             return "stop"
         self._say(self.stops.push(self.detokenizer.push(token)))

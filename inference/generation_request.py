@@ -2,10 +2,11 @@
 
 The shapes are the contract of the kinds ``"chat"`` and ``"completions"`` (``predictor.py``): exactly
 one of ``messages`` (a list of ``{"role", "content"}``, written with the model's chat template) and
-``prompt`` (raw text), then optional ``max_tokens``, ``temperature`` (0: greedy), ``top_p``, ``seed``
-and ``stop`` (a string or a list). ``stream`` and ``model`` are the caller's business and ignored
-here. A bad field raises ``InvalidRequest`` naming it, which the client gets as a 422; the token
-bounds (prompt length, the model's context) are checked later by the engine, which knows the model.
+``prompt`` (raw text), then optional ``max_tokens``, ``temperature`` (0: greedy), ``top_p``,
+``seed``, ``stop`` (a string or a list) and ``ignore_eos`` (vLLM's: generate to ``max_tokens``
+regardless). ``stream`` and ``model`` are the caller's business and ignored here. A bad field
+raises ``InvalidRequest`` naming it, which the client gets as a 422; the token bounds (prompt
+length, the model's context) are checked later by the engine, which knows the model.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def parse_request(request: Request, limits: GenerationLimits = DEFAULT_LIMITS) -
     seed = None if request.get("seed") is None else _integer(request, "seed", 0, *SEED_RANGE)
     parsed["sampling"] = SamplingParams(temperature, top_p, seed)
     parsed["stop"] = _stops(request.get("stop"), limits)
+    ignore_eos = request.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise InvalidRequest(f'"ignore_eos" must be true or false, not {type(ignore_eos).__name__}')
+    parsed["ignore_eos"] = ignore_eos
     return parsed
 
 

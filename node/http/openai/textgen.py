@@ -90,6 +90,8 @@ class SamplingParams(BaseModel):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=1024)
+    # vLLM's extra parameter (the SDK's extra_body): generate to max_tokens past end-of-sequence.
+    ignore_eos: bool | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -126,6 +128,7 @@ def sampling_body(params: SamplingParams, max_tokens: int, index: int) -> dict[s
         "top_p": 1.0 if params.top_p is None else params.top_p,
         "seed": None if params.seed is None else params.seed + index,
         "stop": stops,
+        "ignore_eos": bool(params.ignore_eos),
         "stream": bool(params.stream),
         "model": params.model,
     }

@@ -239,18 +239,29 @@ async def test_the_async_client_completes_whole_and_streamed(entry: AgentProcess
 
 
 def test_the_text_generation_app_streams_what_it_answers_whole(client: openai.OpenAI) -> None:
-    whole = client.chat.completions.create(model="lm", messages=said("hello"), max_tokens=12, seed=5)
+    # ignore_eos (vLLM's extra, passed through): exactly max_tokens, whatever the tiny model draws.
+    fixed: dict[str, object] = {"ignore_eos": True}
+    whole = client.chat.completions.create(
+        model="lm", messages=said("hello"), max_tokens=12, seed=5, extra_body=fixed
+    )
     text = whole.choices[0].message.content or ""
     assert len(text) > 0 and whole.choices[0].finish_reason == "length"
+    assert whole.usage is not None and whole.usage.completion_tokens == 12
     stream = client.chat.completions.create(
-        model="lm", messages=said("hello"), max_tokens=12, seed=5, stream=True
+        model="lm", messages=said("hello"), max_tokens=12, seed=5, stream=True, extra_body=fixed
     )
     with stream:
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
     # The model's own name inside the deployment routes there too, and a stop string cuts the text.
-    free = client.completions.create(model="tiny-lm", prompt="hello", max_tokens=12, seed=5).choices[0].text
+    free = (
+        client.completions.create(model="tiny-lm", prompt="hello", max_tokens=12, seed=5, extra_body=fixed)
+        .choices[0]
+        .text
+    )
     stop = free[len(free) // 2 :][:2]
-    cut = client.completions.create(model="tiny-lm", prompt="hello", max_tokens=12, seed=5, stop=stop)
+    cut = client.completions.create(
+        model="tiny-lm", prompt="hello", max_tokens=12, seed=5, stop=stop, extra_body=fixed
+    )
     assert (cut.choices[0].text, cut.choices[0].finish_reason) == (free[: free.index(stop)], "stop")
 
 

@@ -112,12 +112,13 @@ def test_stop_strings_and_bad_input_through_a_hop(mesh: Mesh) -> None:
 
 def test_a_client_that_disconnects_mid_stream_frees_the_model(mesh: Mesh) -> None:
     host, entry = mesh.agents
-    long_body = {"prompt": "x", "max_tokens": 2000, "temperature": 0}
+    # ignore_eos: the tiny model may end early on some builds, and the test needs a long generation.
+    long_body = {"prompt": "x", "max_tokens": 2000, "temperature": 0, "ignore_eos": True}
     # How long the whole 2000 tokens take here: what a stream left running would hold the model for.
     started = time.monotonic()
     whole = predict(entry, long_body).json()
     full_s = time.monotonic() - started
-    assert whole["usage"]["completion_tokens"] > 200, whole  # long enough to cancel in the middle
+    assert whole["usage"]["completion_tokens"] == 2000, whole  # long enough to cancel in the middle
 
     headers = {"Accept": "text/event-stream"}
     with httpx.stream(

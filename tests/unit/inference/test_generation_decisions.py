@@ -142,6 +142,12 @@ def test_a_row_ends_with_stop_on_eos_and_releases_held_text() -> None:
     assert events == [Delta("a")]
 
 
+def test_ignore_eos_runs_past_the_end_of_sequence_to_max_tokens() -> None:
+    request = GenerationRequest((1,), 3, ignore_eos=True)
+    row = Row(Handle(1), request, lambda _: None, IncrementalDetokenizer(lambda ids: ""), StopMatcher(()))
+    assert [row.advance(0, frozenset({0})) for _ in range(3)] == [None, None, "length"]
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -163,6 +169,7 @@ def test_a_row_ends_with_stop_on_eos_and_releases_held_text() -> None:
         ({"prompt": "x", "stop": ["a", "b", "c"]}, '"stop" has 3'),
         ({"prompt": "x", "stop": "x" * 9}, '"stop" strings'),
         ({"prompt": "x", "stop": [""]}, '"stop"'),
+        ({"prompt": "x", "ignore_eos": "yes"}, '"ignore_eos"'),
     ],
 )
 def test_bad_bodies_are_refused_naming_the_field(body: dict[str, Any], message: str) -> None:

@@ -29,9 +29,10 @@ from meshnode.http.openai.image_store import ImageStore
 from meshnode.http.openai.models import Catalog
 from meshnode.http.openai.routes import add_openai_routes
 from meshnode.http.predict import PredictLimits
-from meshnode.mesh.access import ApiKey, KeyTable
 from meshnode.mesh.member import Member
 from meshnode.mesh.records import Record
+
+from .test_gate import Keys
 
 REMOTE = ("10.0.0.5", 40000)
 LOCAL = ("127.0.0.1", 40000)
@@ -60,20 +61,6 @@ class EmptyMesh:
 
     def record(self, name: str) -> Record | None:
         return None
-
-
-class Keys:
-    def __init__(self) -> None:
-        self.table = KeyTable()
-
-    def key(self, key_id: str) -> ApiKey | None:
-        return self.table.get(key_id)
-
-    def all_keys(self) -> list[ApiKey]:
-        return self.table.all()
-
-    def merge_key(self, key: ApiKey) -> None:
-        self.table.merge(key)
 
 
 async def never_served(*_: object, **__: object) -> Any:

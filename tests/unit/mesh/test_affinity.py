@@ -10,23 +10,12 @@ import pytest
 
 from meshnode.mesh.affinity import MAX_KEY_CHARS, conversation_key, preferred
 from meshnode.mesh.routing import Candidate, Locality, RouteRequest, ordered, rank
-from meshnode.mesh.types import NodeId, Status
+from meshnode.mesh.types import Status
 
-ME = NodeId("me")
+from .test_routing import ME, replica
+
 HERE = Locality(ME)
 KEYS = [f"conversation-{i}" for i in range(4000)]
-
-
-def replica(name: str, **fields: object) -> Candidate:
-    base = Candidate(
-        node=NodeId(name),
-        name=name,
-        data_addr=f"{name}:1",
-        status=Status.ALIVE,
-        is_self=name == ME,
-        capacity=100,
-    )
-    return replace(base, **fields)  # type: ignore[arg-type]
 
 
 def first(pool: list[Candidate], request: RouteRequest, seed: int = 0, here: Locality = HERE) -> str:

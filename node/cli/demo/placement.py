@@ -77,8 +77,9 @@ def unsettled(body: Mapping[str, Any]) -> list[str]:
         waiting = [f"{r.get('node')} {r.get('status')}" for r in replicas if r.get("status") != "ready"]
         if waiting:
             pending.append(f"{item.get('name')} on {', '.join(waiting)}")
-        elif item.get("ready", 0) < item.get("desired", 0):
-            pending.append(f"{item.get('name')}: {item.get('ready')} of {item.get('desired')} ready")
+        elif item.get("ready", 0) != item.get("desired", 0):
+            # Fewer: a replacement still coming; more: a stand-in not yet drained after the restart.
+            pending.append(f"{item.get('name')}: {item.get('ready')} ready of {item.get('desired')} desired")
     return pending
 
 

@@ -45,13 +45,17 @@ def test_the_deployments_table_shows_pinned_and_says_a_shared_note_once() -> Non
     assert lines[3:] == [f"echo, t2i: {PINNED_NOTE}"]
 
 
-def test_the_demo_is_settled_only_when_every_replica_is_ready_and_as_many_as_desired() -> None:
+def test_the_demo_is_settled_only_when_every_replica_is_ready_and_exactly_as_many_as_desired() -> None:
     settled = {"deployments": [deployment("echo", ("a", "ready", True))]}
     assert unsettled(settled) == []
     restarting = {"deployments": [deployment("t2i", ("a", "starting", False), ("b", "starting", True))]}
     assert unsettled(restarting) == ["t2i on a starting, b starting"]
     short = {"deployments": [deployment("placed", ("a", "ready", False), desired=2)]}
-    assert unsettled(short) == ["placed: 1 of 2 ready"]
+    assert unsettled(short) == ["placed: 1 ready of 2 desired"]
+    # After a restart the stand-in replica is still ready until it drains: not converged yet.
+    three = [(node, "ready", False) for node in "abc"]
+    extra = deployment("placed", *three, desired=2)
+    assert unsettled({"deployments": [extra]}) == ["placed: 3 ready of 2 desired"]
 
 
 def member(node_id: str, name: str, status: str, models: list[str], cpu: float = 5.0) -> dict[str, Any]:

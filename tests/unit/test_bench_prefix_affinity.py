@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
+from .bench_scripts import load_bench
 
-
-def _load_bench() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the file under a name of its own.
-    path = Path(__file__).resolve().parents[2] / "bench" / "prefix_affinity.py"
-    spec = importlib.util.spec_from_file_location("bench_prefix_affinity", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("prefix_affinity")
 
 
 def test_the_no_cache_service_time_averages_the_history_each_turn_reads() -> None:

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from .bench_scripts import load_bench
 
-def _load_bench() -> ModuleType:
-    # bench/ is a folder of scripts, not a package: load the file under a name of its own.
-    path = Path(__file__).resolve().parents[2] / "bench" / "routing.py"
-    spec = importlib.util.spec_from_file_location("bench_routing", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("routing")
 
 
 def mesh(service_s=(1.0, 2.0), routers=2, gossip_s=1.0, capacity=100, loaded_max=2):

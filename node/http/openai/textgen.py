@@ -25,6 +25,7 @@ away closes every call's stream, which cancels the requests where they run.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -173,7 +174,7 @@ def usage_of(results: Sequence[tuple[int, int, int]]) -> dict[str, int]:
     }
 
 
-class Shape:
+class Shape(abc.ABC):
     """How one route's stream chunks look; chat and completions fill in the choice parts."""
 
     object = ""
@@ -188,13 +189,13 @@ class Shape:
         """The choice part of a chunk before the first token (chat: the role), or None."""
         return None
 
+    @abc.abstractmethod
     def delta(self, index: int, text: str) -> dict[str, Any]:
         """The choice part of a chunk carrying `text`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def closing(self, index: int, finish_reason: str) -> dict[str, Any]:
         """The choice part of a choice's last chunk."""
-        raise NotImplementedError
 
     def chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
         """One SSE event."""

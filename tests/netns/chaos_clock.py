@@ -34,6 +34,11 @@ WITHIN_S = 120
 # Declared with no replica, so the records under test start nothing.
 IDLE = {"app": ECHO_APP, "min_replicas": 0, "max_replicas": 1}
 REFUSED = ("meshnode_gossip_refused_total", "reason")
+# Each client pauses this long after an answer: about 150 requests/s with 4 clients. The subject is
+# the clock, and the assertion is that no member changes state at all; a saturating load on two
+# shared cores adds event-loop starvation on top (CI once saw the stepped node, which also hosts a
+# replica, miss its probes for a moment and refute), which the overload scenario covers.
+THINK_S = 0.025
 
 
 def faketime_library() -> str | None:
@@ -65,7 +70,7 @@ def clock_step(workdir: Path, plan: Plan) -> Outcome:
     offset = workdir / "stepped.faketime"
     env = faketime_env(offset)
     with replicated("mnct", workdir, 3, env={STEPPED: env}) as (mesh, hosts, entry):
-        load = mesh.load([entry], concurrency=plan.concurrency, **LOAD_OPTIONS)
+        load = mesh.load([entry], concurrency=plan.concurrency, think_s=THINK_S, **LOAD_OPTIONS)
         load.wait_flowing()
         load.at(plan.fault_at_s)
         mark = mesh.mark()

@@ -1,0 +1,158 @@
+"""Who holds a job, who runs it, what to do with it now, and in which order queued jobs start.
+
+Pure decisions over a job record and the live members; ``node/serving/jobs.py`` carries them out.
+
+- **Holders** (``holders``): the ``k`` nodes a job's copies live on, by rendezvous hashing of its id
+  over the live members (``placement.score``), as replicas are placed. Every node computes the same
+  list from the same view with no coordination; when a holder dies the next in rank replaces it,
+  and only the jobs that one held move.
+- **The runner** is the first live node of that ranking. It starts the job when its deployment has
+  room (``next_to_start``), writes each change, delivers the webhook. When it dies, the next in
+  rank becomes first and takes over (``decide``): a queued job starts there; a running one runs
+  again (``attempts`` + 1) while attempts remain and its app is safe to rerun, and fails with the
+  reason otherwise. A runner that is only suspected keeps its jobs: taking them over at once would
+  run a job twice on every brief suspicion; they move when the failure detector declares it dead.
+- **Order** (``queue_positions``, ``next_to_start``): per deployment, first come first served by
+  creation time (then id, so every node agrees), and each deployment has its own budget of jobs
+  running at once on a runner, so a flood of one deployment's jobs never holds up another's.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from .jobs import JobRecord, JobStatus
+from .placement import score
+from .types import NodeId
+
+__all__ = [
+    "Action",
+    "Decision",
+    "decide",
+    "delivery_due",
+    "expired",
+    "holders",
+    "next_to_start",
+    "queue_positions",
+    "ranking",
+]
+
+
+class Action(Enum):
+    """What this node should do with a job it holds, now."""
+
+    WAIT = "wait"  # not ours to run, or already running, or ended
+    START = "start"  # queued, and this node is its runner
+    RERUN = "rerun"  # its runner died mid-run; run it again here
+    FAIL = "fail"  # its runner died mid-run and it may not run again
+    CANCEL = "cancel"  # queued and a cancel was asked for: it ends cancelled at once
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An action and, for FAIL, why."""
+
+    action: Action
+    reason: str = ""
+
+
+def ranking(job_id: str, nodes: Iterable[NodeId]) -> list[NodeId]:
+    """Every node, best holder of `job_id` first (ties by node id, so one order everywhere)."""
+    scored = sorted(((score(f"job\0{job_id}", node, 1.0), node) for node in set(nodes)), key=_best_first)
+    return [node for _, node in scored]
+
+
+def holders(job_id: str, live: Iterable[NodeId], k: int) -> list[NodeId]:
+    """The `k` live nodes that keep copies of `job_id` (all of them when fewer), runner first."""
+    return ranking(job_id, live)[: max(k, 1)]
+
+
+def decide(
+    record: JobRecord,
+    me: NodeId,
+    live: Collection[NodeId],
+    present: Collection[NodeId],
+    *,
+    running_here: bool,
+    rerun_safe: bool,
+) -> Decision:
+    """What `me` does with `record`: `live` are alive members, `present` alive or suspect (me in both).
+
+    `running_here`: this process is running it now. A record naming this node as its runner that
+    is not running here was running when this node stopped: it is taken over like a dead runner's.
+    """
+    if record.status.terminal:
+        return Decision(Action.WAIT)
+    runner = next(iter(ranking(record.id, live)), None)
+    if record.status == JobStatus.QUEUED:
+        if record.cancel_requested:
+            return Decision(Action.CANCEL)  # any holder may: nothing is running to stop
+        return Decision(Action.START if runner == me else Action.WAIT)
+    # Running: its runner carries on while it is around, even suspected. This node's own run that
+    # did not survive its restart is its own to settle, whoever ranks first now.
+    if record.runner == me:
+        if running_here:
+            return Decision(Action.WAIT)
+    elif runner != me or record.runner in present:
+        return Decision(Action.WAIT)
+    if record.cancel_requested:
+        return Decision(Action.CANCEL)
+    if not rerun_safe:
+        return Decision(Action.FAIL, "its node died while it ran, and its app is not safe to run again")
+    if record.attempts >= record.max_attempts:
+        return Decision(Action.FAIL, f"its node died while it ran, after {record.attempts} attempts")
+    return Decision(Action.RERUN)
+
+
+def queue_positions(records: Iterable[JobRecord]) -> dict[str, int]:
+    """Each queued job's place in its deployment's queue (0: next to start)."""
+    positions: dict[str, int] = {}
+    for queue in _queues(records).values():
+        for position, record in enumerate(queue):
+            positions[record.id] = position
+    return positions
+
+
+def next_to_start(
+    records: Iterable[JobRecord], running: Mapping[str, int], budget: Mapping[str, int]
+) -> list[JobRecord]:
+    """The queued jobs to start now: per deployment, the oldest, up to its budget less what runs."""
+    chosen: list[JobRecord] = []
+    for deployment, queue in sorted(_queues(records).items()):
+        room = budget.get(deployment, 0) - running.get(deployment, 0)
+        chosen.extend(queue[: max(room, 0)])
+    return chosen
+
+
+def expired(record: JobRecord, now_ms: int) -> bool:
+    """Whether an ended job's result is past its time to live (then it answers 410, then goes)."""
+    return record.status.terminal and record.expires_ms is not None and record.expires_ms <= now_ms
+
+
+def delivery_due(record: JobRecord, now_ms: int) -> bool:
+    """Whether an ended job's webhook should be tried now."""
+    delivery = record.delivery
+    return (
+        record.status.terminal
+        and record.webhook is not None
+        and delivery is not None
+        and delivery.state == "pending"
+        and delivery.next_ms <= now_ms
+    )
+
+
+def _queues(records: Iterable[JobRecord]) -> dict[str, list[JobRecord]]:
+    queues: dict[str, list[JobRecord]] = defaultdict(list)
+    for record in records:
+        if record.status == JobStatus.QUEUED and not record.cancel_requested:
+            queues[record.deployment].append(record)
+    for queue in queues.values():
+        queue.sort(key=lambda record: (record.created_ms, record.id))
+    return queues
+
+
+def _best_first(pair: tuple[float, NodeId]) -> tuple[float, str]:
+    return (-pair[0], pair[1])

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from meshnode.inference.predictor import Predictor as Predictor
     from meshnode.mesh.config import MembershipConfig as MembershipConfig
     from meshnode.mesh.metadata import NodeMeta as NodeMeta
+    from meshnode.trust.webhook_keys import WebhookVerificationError as WebhookVerificationError
+    from meshnode.trust.webhook_keys import verify_webhook as verify_webhook
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,8 @@ _LAZY: dict[str, str] = {
     "NodeMeta": "meshnode.mesh.metadata",
     "Predictor": "meshnode.inference.predictor",
     "InvalidRequest": "meshnode.inference.predictor",
+    "WebhookVerificationError": "meshnode.trust.webhook_keys",
+    "verify_webhook": "meshnode.trust.webhook_keys",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])

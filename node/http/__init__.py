@@ -9,6 +9,7 @@
 - ``deployments.py``: ``/v1/deployments``, declare, change, remove, inspect
 - ``keys.py``: ``/v1/keys``, make, list and revoke API keys
 - ``keyring.py``: ``/v1/keyring``, the steps of a mesh token rotation
+- ``wellknown.py``: ``/.well-known/meshnode/jwks.json``, the public keys that verify webhooks
 - ``metrics.py``: ``/metrics`` and Prometheus service discovery; ``stats.py``: the counters it reads
 - ``openai/``: the OpenAI-compatible routes (``/v1/models``, embeddings, images, chat, completions),
   one module per kind of request; its ``__init__`` maps the room

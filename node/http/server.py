@@ -31,6 +31,7 @@ from .openai.image_store import ImageStore
 from .openai.models import Catalog, Members
 from .openai.routes import add_openai_routes
 from .predict import PredictLane, PredictLimits, Serve
+from .wellknown import add_wellknown_routes
 
 __all__ = ["bind_http", "http_server", "serve_http", "tls_context"]
 
@@ -108,6 +109,7 @@ def http_server(
     add_openai_routes(app, Edge(serve, limits, Catalog(members, deployments, mesh_id)), images)
     add_key_routes(app, keys)
     add_keyring_routes(app, rotation)
+    add_wellknown_routes(app, rotation)  # the JWKS, from the ring the rotation holds now
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
     gate = Gate(PredictLane(app, serve, limits), keys.key, insecure=insecure)
     add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)})

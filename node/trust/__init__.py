@@ -3,4 +3,5 @@
 - ``token.py``: the mesh's join token: made on first use, kept in a 0600 file, found by one rule
 - ``keyring.py``: keys derived from tokens; seals and opens every gossip packet (AEAD)
 - ``curve.py``: the data plane's CURVE keys, and which peers' keys may connect
+- ``webhook_keys.py``: the ED25519 key that signs webhooks, its JWKS, and verifying a webhook
 """

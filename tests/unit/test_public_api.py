@@ -7,6 +7,7 @@ tests keep the two halves in step.
 
 from __future__ import annotations
 
+import inspect
 import re
 import subprocess
 import sys
@@ -51,7 +52,10 @@ def test_every_lazy_name_is_typed_as_what_it_resolves_to(revealed: list[str]) ->
     names = sorted(meshnode._LAZY)
     assert len(revealed) == 2 + len(names)
     for name, seen in zip(names, revealed[2:], strict=True):
-        assert seen.endswith(f"-> {meshnode._LAZY[name]}.{name}"), (name, seen)
+        if inspect.isfunction(getattr(meshnode, name)):  # verify_webhook: its signature, not Any
+            assert seen.startswith("def ("), (name, seen)
+        else:
+            assert seen.endswith(f"-> {meshnode._LAZY[name]}.{name}"), (name, seen)
 
 
 def test_the_exported_names_are_sorted_and_resolve_lazily() -> None:

@@ -28,18 +28,17 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import __version__
 from .addresses import advertise_host, join_host_port, public_host
+from .agent_run import run_agent
 from .config import AgentConfig
 from .dataplane.forward import Forwarder
 from .dataplane.links import PeerLinks
 from .dataplane.server import DataPlaneServer
-from .errors import ConfigError, StoreError
 from .http.app import mesh_body
 from .http.openai.image_store import ImageStore
 from .http.predict import PredictLimits
@@ -53,12 +52,16 @@ from .membership.seed_watch import watch_seeds
 from .membership.self_meta import SelfMeta
 from .membership.transport import MembershipTransport
 from .mesh.effects import MemberChanged
+from .mesh.envelope import Call, Envelope
 from .mesh.membership import Membership
 from .mesh.metadata import NodeMeta
 from .mesh.records import Record
 from .mesh.routing import Locality
 from .mesh.types import Address, NodeId, Status
 from .serving.deployments import Deployments
+from .serving.job_peers import JOBS_CHANNEL, JobPeers
+from .serving.job_store import JobStore
+from .serving.jobs import JobLimits, JobService
 from .serving.replicas import Replicas
 from .store import NodeStore
 from .trust.keyring import SEAL_OVERHEAD_BYTES
@@ -110,7 +113,7 @@ class Agent:
         self._dataplane = dataplane = DataPlaneServer(
             config.data_host,
             config.data_port,
-            serve_local=replicas.serve_local,
+            serve_local=self._serve_local,
             queue_of=replicas.queue_of,
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight_per_peer=config.serve_max_in_flight_per_peer,
@@ -186,6 +189,14 @@ class Agent:
             links=self._links,
             cold_start=deployments.wait_for_replica,
         )
+        self._jobs = JobService(
+            me=NodeId(node_id),
+            open_store=lambda: JobStore(config.data_dir),
+            peers=JobPeers(runner, self._links.call),
+            serve=self._forwarder.serve,
+            known=lambda name: deployments.record(name) is not None,
+            limits=JobLimits.of(config),
+        )
         self._meta = SelfMeta(
             base,
             runner=runner,
@@ -209,6 +220,7 @@ class Agent:
             members=runner,
             mesh_id=config.mesh_id,
             images=await ImageStore.of_node(config),
+            jobs=self._jobs,
             insecure=config.insecure_http,
             tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here
         )
@@ -235,6 +247,7 @@ class Agent:
         if trust.saved_ring is not None:  # gossiped on, so nodes that missed the rotation catch up
             runner.merge_keyring(trust.saved_ring)
         await deployments.start(await self._in_store_thread(store.load_records))
+        await self._jobs.start()
         log.info(
             "node %s (%s) up: http %s, mesh %s, data %s, incarnation %d, event loop %s",
             config.name,
@@ -279,6 +292,7 @@ class Agent:
         except TimeoutError:
             log.error("gossip tasks did not stop within 5 s; closing anyway")
         await self.deployments.stop()
+        await self._jobs.stop()
         # Drain local replicas after leaving, so peers stop routing here first; peers' requests
         # still running here finish over the data plane, which closes after them.
         await self._replicas.stop_all()
@@ -321,6 +335,13 @@ class Agent:
 
     def _on_view(self) -> None:
         self.deployments.on_view()
+        self._jobs.on_view()
+
+    def _serve_local(self, call: Call) -> AsyncIterator[Envelope]:
+        """A peer's call: job copies to the job service, the rest to this node's replicas."""
+        if call.deployment == JOBS_CHANNEL:
+            return self._jobs.table.serve_peer(call)
+        return self._replicas.serve_local(call)
 
     def _on_member_changed(self, change: MemberChanged) -> None:
         member = self._runner.member(change.node)
@@ -362,38 +383,6 @@ class Agent:
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task failed: %s", task.exception())
-
-
-def run_agent(config: AgentConfig) -> int:
-    """Run an agent until SIGINT or SIGTERM, then leave gracefully. Returns the exit code."""
-
-    async def main() -> int:
-        agent = Agent(config)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, agent.request_stop)
-        try:
-            await agent.start()
-        except (ConfigError, StoreError) as exc:  # the user's to fix: one line, exit code 2
-            log.error("%s", exc)
-            await agent.close_after_failed_start()
-            return 2
-        await agent.wait_stopped()
-        return 0
-
-    return _run_event_loop(main(), config.uvloop)
-
-
-def _run_event_loop(main: Coroutine[Any, Any, int], use_uvloop: bool) -> int:
-    """Run the agent on uvloop when installed and wanted (less CPU per request), else on asyncio."""
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            log.debug("uvloop is not installed; using the asyncio event loop")
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
 
 
 __all__ = ["Agent", "run_agent"]

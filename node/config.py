@@ -134,6 +134,26 @@ class AgentConfig:
     openai_image_store_bytes: int = 256 * 1024 * 1024
     # Largest data-plane frame (a result, an image) accepted from a worker or peer.
     max_frame_bytes: int = 64 * 1024 * 1024
+    # Nodes that keep a copy of each async job (its request, status and result) before the 202:
+    # a job survives the loss of all but one of them. Each copy costs a data-plane round trip at
+    # submit and the result's bytes on that node's disk. All nodes when the mesh has fewer.
+    job_copies: int = 3
+    # How long an ended job's status and result stay fetchable (BentoML keeps task results 24 h);
+    # then 410, then the copies are deleted.
+    job_ttl_s: float = 24 * 3600.0
+    # Runs of one job at most when the node running it dies mid-run (each is a full rerun).
+    job_max_attempts: int = 3
+    # Jobs of one deployment that one node runs at once; more wait in its queue, first come first
+    # served. Several nodes run jobs, so the mesh runs up to this many per node that holds some.
+    job_running_per_deployment: int = 4
+    # Largest job body: it is copied to `job_copies` nodes and kept, so far below predict's limit.
+    job_max_body_bytes: int = 1024 * 1024
+    # Jobs one node holds at most (queued, running and ended within the TTL); past it a submit
+    # gets 503, so a flood cannot fill the disk.
+    job_max_held: int = 100_000
+    # How often a node looks at its jobs when nothing wakes it (membership changes and copies
+    # arriving do at once): what to start, take over, expire.
+    job_tick_s: float = 0.5
     # Requests this node has outstanding at one peer at most; past it the peer counts as full and
     # the next candidate is tried. Bounds the memory a slow peer can make us hold.
     forward_max_in_flight_per_peer: int = 256

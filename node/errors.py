@@ -8,6 +8,7 @@
     ├── NotFound               404  unknown deployment or path
     ├── NotAcceptable          406  no answer in a type the request's Accept allows
     ├── Conflict               409  a request id already in flight
+    ├── Gone                   410  a job whose result has expired
     ├── NotReady               503  still joining or loading (retryable, with Retry-After)
     ├── Overloaded             429  saturated (retryable, with Retry-After)
     ├── DeadlineExceeded       504  past the request's deadline
@@ -81,6 +82,13 @@ class Conflict(MeshnodeError):
 
     status = 409
     kind = "conflict"
+
+
+class Gone(MeshnodeError):
+    """It existed, and is no more: a job past its result's time to live."""
+
+    status = 410
+    kind = "gone"
 
 
 class NotReady(MeshnodeError):

@@ -7,6 +7,7 @@
 - ``predict.py``: ``PredictLane``, ``POST /v1/predict/{deployment}`` (JSON, streams, files)
 - ``body.py``: reading JSON bodies: size limit (413), JSON only (400), what the mesh carries (422)
 - ``deployments.py``: ``/v1/deployments``, declare, change, remove, inspect
+- ``jobs.py``: ``/v1/jobs``, durable async jobs: submit, status, result, cancel, events, listing
 - ``keys.py``: ``/v1/keys``, make, list and revoke API keys
 - ``keyring.py``: ``/v1/keyring``, the steps of a mesh token rotation
 - ``wellknown.py``: ``/.well-known/meshnode/jwks.json``, the public keys that verify webhooks

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from ..errors import BadRequest, PayloadTooLarge, Unprocessable
 
-__all__ = ["DRAIN_MAX_BYTES", "MAX_DEPTH", "parse_json", "parse_json_object", "read_body"]
+__all__ = ["DRAIN_MAX_BYTES", "MAX_DEPTH", "base_url", "parse_json", "parse_json_object", "read_body"]
 
 # A refused body up to this size is read to its end so that the client can read the 413.
 DRAIN_MAX_BYTES = 64 * 1024 * 1024
@@ -144,3 +144,17 @@ def _json_type(value: Any) -> str:
             return "null"
         case _:
             return "a number"
+
+
+# A Host header is echoed into URLs the node hands out (image links, job URLs): only a plain
+# host[:port] is taken, else the socket's address.
+_SANE_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?")
+
+
+def base_url(request: Request) -> str:
+    """The scheme and host the client reached this node by (the socket's address for an odd Host)."""
+    host = request.headers.get("host", "")
+    if not _SANE_HOST.fullmatch(host):
+        server = request.scope.get("server") or ("127.0.0.1", 0)
+        host = f"[{server[0]}]:{server[1]}" if ":" in str(server[0]) else f"{server[0]}:{server[1]}"
+    return f"{request.url.scheme}://{host}"

@@ -20,9 +20,11 @@ import uvicorn
 
 from ..addresses import bind_failure
 from ..errors import ConfigError
+from ..serving.jobs import JobService
 from .app import MeshView, create_app
 from .deployments import DeploymentsView, add_deployment_routes
 from .gate import Gate
+from .jobs import add_job_routes
 from .keyring import RotationView, add_keyring_routes
 from .keys import KeysView, add_key_routes
 from .metrics import add_metrics_route
@@ -96,6 +98,7 @@ def http_server(
     members: Members,
     mesh_id: str,
     images: ImageStore | None = None,
+    jobs: JobService | None = None,
     insecure: bool = False,
     tls: ssl.SSLContext | None = None,
 ) -> uvicorn.Server:
@@ -107,6 +110,10 @@ def http_server(
     app = create_app(node)
     add_deployment_routes(app, deployments)
     add_openai_routes(app, Edge(serve, limits, Catalog(members, deployments, mesh_id)), images)
+    if jobs is not None:
+        add_job_routes(
+            app, jobs, max_body_bytes=jobs.limits.max_body_bytes, default_timeout_s=limits.default_timeout_s
+        )
     add_key_routes(app, keys)
     add_keyring_routes(app, rotation)
     add_wellknown_routes(app, rotation)  # the JWKS, from the ring the rotation holds now

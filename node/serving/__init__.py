@@ -9,4 +9,8 @@
 - ``plans.py``: placement plans, cached per live host set
 - ``cold_start.py``: ``ColdStarts``, requests held until a replica of their deployment serves
 - ``views.py``: what ``GET /v1/deployments`` shows, built from the gossiped view
+- ``jobs.py``: ``JobService``, async jobs for HTTP, and the loop that runs this node's share of them
+- ``job_table.py``: ``JobTable``, the one table of job copies held here, and their copies elsewhere
+- ``job_peers.py``: the other holders, reached over the data plane (``JOBS_CHANNEL``)
+- ``job_store.py``: ``JobStore``, the job copies on disk (``<data dir>/jobs.db``)
 """

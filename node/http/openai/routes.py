@@ -14,7 +14,6 @@ whether it serves the kind (``models.Catalog``) -> one ``Call`` per result -> th
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ...dataplane.forward import Served
 from ..app import request_id
+from ..body import base_url
 from . import chat, completions, embeddings, images
 from .edge import Edge, openai_errors, read_params, refuse_failed, reply_data, route_headers, serve_all
 from .errors import ParamError
@@ -31,8 +31,6 @@ from .textgen import Result, Shape, events, result_of
 
 __all__ = ["add_openai_routes"]
 
-# A Host header is echoed into image URLs: only a plain host[:port] is taken, else the socket's address.
-_SANE_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?")
 _JSON = "application/json"
 
 
@@ -83,7 +81,7 @@ def add_openai_routes(app: FastAPI, edge: Edge, store: ImageStore | None) -> Non
             data = [images.b64(png) for png in pngs]
         else:
             assert store is not None
-            base = _base_url(request)
+            base = base_url(request)
             data = [{"url": f"{base}{FILES_PREFIX}{await store.put(png)}"} for png in pngs]
         return JSONResponse(images.answer(data), headers=route_headers(served))
 
@@ -158,12 +156,3 @@ def _stream(
 
 def _include_usage(params: chat.ChatParams | completions.CompletionParams) -> bool:
     return bool(params.stream and params.stream_options and params.stream_options.include_usage)
-
-
-def _base_url(request: Request) -> str:
-    """The scheme and host the client reached this node by (the socket's address for an odd Host)."""
-    host = request.headers.get("host", "")
-    if not _SANE_HOST.fullmatch(host):
-        server = request.scope.get("server") or ("127.0.0.1", 0)
-        host = f"[{server[0]}]:{server[1]}" if ":" in str(server[0]) else f"{server[0]}:{server[1]}"
-    return f"{request.url.scheme}://{host}"

@@ -1,0 +1,80 @@
+"""The other holders of jobs, reached over the data plane: who is live, and one message to one of them.
+
+Job messages are calls to the reserved name ``JOBS_CHANNEL`` (a deployment name always starts with
+a letter or digit, so no deployment can take it), which the agent hands to the job service instead
+of a replica (``agent.py``'s ``_serve_local``). They travel like every request between members:
+on the CURVE-authenticated, encrypted data plane, one multiplexed connection per peer. A peer that
+does not answer within ``PEER_TIMEOUT_MS`` counts as not answering; callers treat that as "no copy
+there" and the job service's tick tries again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncGenerator, Callable, Iterable
+from typing import Any, Protocol
+
+from ..errors import MeshnodeError
+from ..mesh.envelope import Call, Envelope, Failure, Reply
+from ..mesh.member import Member
+from ..mesh.types import NodeId, Status
+
+__all__ = ["JOBS_CHANNEL", "PEER_TIMEOUT_MS", "CallPeer", "JobPeers", "Members"]
+
+log = logging.getLogger(__name__)
+
+JOBS_CHANNEL = "@jobs"
+# A copy is a local sqlite write on the peer: seconds mean the peer is in trouble, not busy.
+PEER_TIMEOUT_MS = 5_000
+
+CallPeer = Callable[[NodeId, str, str, Call], AsyncGenerator[Envelope, None]]
+
+
+class Members(Protocol):
+    """The gossiped view (``GossipRunner``)."""
+
+    def members(self) -> Iterable[Member]:
+        """Every member this node knows, itself included."""
+        ...
+
+
+class JobPeers:
+    """The members that can hold jobs, and a job message to one of them."""
+
+    def __init__(self, members: Members, call_peer: CallPeer) -> None:
+        self._members = members
+        self._call_peer = call_peer
+
+    def live(self) -> list[NodeId]:
+        """Alive members with a data plane: the nodes jobs are placed on."""
+        return [m.node for m in self._members.members() if m.status == Status.ALIVE and m.meta.data]
+
+    def present(self) -> list[NodeId]:
+        """Alive or suspected members: a runner among them keeps its running jobs."""
+        return [m.node for m in self._members.members() if m.status in (Status.ALIVE, Status.SUSPECT)]
+
+    def name_of(self, node: NodeId | None) -> str | None:
+        """A member's name, or its id when it is no longer known."""
+        member = self._member(node)
+        return member.meta.name if member is not None else node
+
+    async def ask(self, node: NodeId, body: dict[str, Any]) -> Any:
+        """`node`'s answer to a job message, or None when it could not answer."""
+        member = self._member(node)
+        if member is None or not member.meta.data:
+            return None
+        call = Call(f"jobs-{secrets.token_hex(8)}", JOBS_CHANNEL, body, None, False, "", PEER_TIMEOUT_MS)
+        try:
+            async for message in self._call_peer(node, member.meta.data, member.meta.data_key, call):
+                if isinstance(message, Reply):
+                    return message.data
+                if isinstance(message, Failure):
+                    log.debug("jobs: %s refused %s: %s", member.meta.name, body.get("op"), message.message)
+                    return None
+        except MeshnodeError as exc:
+            log.debug("jobs: %s did not answer %s: %s", member.meta.name, body.get("op"), exc)
+        return None
+
+    def _member(self, node: NodeId | None) -> Member | None:
+        return next((m for m in self._members.members() if m.node == node), None)

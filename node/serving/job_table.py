@@ -1,0 +1,168 @@
+"""The job copies this node holds: the one table of them, on disk and in memory, and its copies elsewhere.
+
+``JobTable`` owns ``records`` (job id -> the newest copy seen) and is the only writer of
+``jobs.db`` (``job_store.py``, on a thread of its own: sqlite objects belong to their thread).
+Every copy, local or from a peer, goes through ``merge`` (``mesh/jobs.merged``: further along wins),
+so the table only moves forward whatever order copies arrive in. ``write`` keeps a new version here
+and copies it to the job's current holders; ``copy_to_new_holders`` hands a copy to holders the
+ranking gained since (a node joined, or one died and the next in rank replaced it). ``serve_peer``
+answers the holders' messages (``job_peers.py``): ``put``, ``get``, ``list``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import MeshnodeError
+from ..mesh import job_policy
+from ..mesh.envelope import Call, Envelope, Failure, Reply
+from ..mesh.jobs import JobRecord, JobWireError, merged
+from ..mesh.types import NodeId
+from .job_peers import JobPeers
+from .job_store import JobStore
+
+__all__ = ["MAX_RECORDS_PER_MESSAGE", "JobTable"]
+
+# Copies per ``put`` or ``list`` answer: bounds a message's size with the records' own bounds.
+MAX_RECORDS_PER_MESSAGE = 1000
+
+
+class JobTable:
+    """Job copies held here; `on_change` is called after each change is stored."""
+
+    def __init__(
+        self,
+        me: NodeId,
+        open_store: Callable[[], JobStore],
+        peers: JobPeers,
+        copies: int,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.me = me
+        self.records: dict[str, JobRecord] = {}
+        self._open_store = open_store
+        self._store: JobStore | None = None
+        self._peers = peers
+        self._copies = copies
+        self._on_change = on_change
+        # Per job, the holders this node knows have a copy: one the ranking adds gets a copy.
+        self._copied: dict[str, frozenset[NodeId]] = {}
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-store")
+
+    async def open(self) -> None:
+        """Open the store and load the copies it kept."""
+        self._store = store = await self._in_thread(self._open_store)
+        for record in await self._in_thread(store.load):
+            self.records[record.id] = record
+
+    async def close(self) -> None:
+        """Close the store (the copies stay on disk)."""
+        if self._store is not None:
+            await self._in_thread(self._store.close)
+        self._thread.shutdown(wait=False)
+
+    def holders(self, job_id: str) -> list[NodeId]:
+        """The live nodes that keep `job_id`'s copies, its runner first."""
+        return job_policy.holders(job_id, self._peers.live(), self._copies)
+
+    async def put_on(self, node: NodeId, records: list[JobRecord]) -> bool:
+        """Store `records` on `node` (this one included); whether it confirmed."""
+        if node == self.me:
+            await self.merge(records)
+            return True
+        answer = await self._peers.ask(
+            node, {"op": "put", "records": [record.to_wire() for record in records]}
+        )
+        return isinstance(answer, dict) and answer.get("ok") is True
+
+    async def write(self, record: JobRecord) -> JobRecord:
+        """Keep a new version here and copy it to the job's holders; the copy kept here."""
+        await self.merge([record])
+        kept = self.records[record.id]
+        others = [node for node in self.holders(record.id) if node != self.me]
+        done = await asyncio.gather(*(self.put_on(node, [kept]) for node in others))
+        self._copied[record.id] = frozenset([self.me, *(n for n, ok in zip(others, done, strict=True) if ok)])
+        return kept
+
+    async def copy_to_new_holders(self, record: JobRecord) -> None:
+        """Give a copy to holders the ranking added since this node last copied the job."""
+        known = self._copied.get(record.id, frozenset([self.me]))
+        missing = [node for node in self.holders(record.id) if node not in known]
+        if missing:
+            done = await asyncio.gather(*(self.put_on(node, [record]) for node in missing))
+            self._copied[record.id] = known | {n for n, ok in zip(missing, done, strict=True) if ok}
+
+    async def merge(self, records: list[JobRecord]) -> None:
+        """Take copies (from here or a peer): each replaces the one held when it is further along."""
+        kept = []
+        for record in records:
+            mine = self.records.get(record.id)
+            winner = merged(mine, record)
+            if winner != mine:
+                self.records[record.id] = winner
+                kept.append(winner)
+            if mine is None and record.writer != self.me:
+                # Its writer copies it to the other holders of the moment; later ones get it from tick.
+                self._copied[record.id] = frozenset([self.me, *self.holders(record.id)])
+        if kept:
+            store = self._opened()
+            await self._in_thread(lambda: store.put(kept))
+            self._on_change()
+
+    async def forget(self, ids: list[str]) -> None:
+        """Delete these jobs here."""
+        for job_id in ids:
+            self.records.pop(job_id, None)
+            self._copied.pop(job_id, None)
+        store = self._opened()
+        await self._in_thread(lambda: store.delete(ids))
+
+    def listing(self, deployment: object, status: object, limit: int) -> list[JobRecord]:
+        """Jobs held here, newest first, filtered, at most `limit`."""
+        chosen = [
+            r
+            for r in self.records.values()
+            if (deployment is None or r.deployment == deployment)
+            and (status is None or r.status.value == status)
+        ]
+        return sorted(chosen, key=lambda r: (-r.created_ms, r.id))[:limit]
+
+    async def serve_peer(self, call: Call) -> AsyncIterator[Envelope]:
+        """Answer a holder's job message (``job_peers.JOBS_CHANNEL``)."""
+        try:
+            answer = await self._peer_op(call.body)
+        except (JobWireError, MeshnodeError, KeyError, TypeError, ValueError) as exc:
+            yield Failure(call.request_id, "bad_request", f"job message refused: {exc}", False)
+            return
+        yield Reply(call.request_id, answer, "application/json")
+
+    async def _peer_op(self, body: dict[str, Any]) -> dict[str, Any]:
+        match body.get("op"):
+            case "put":
+                raws = body["records"]
+                if not isinstance(raws, list) or len(raws) > MAX_RECORDS_PER_MESSAGE:
+                    raise ValueError(f"records must be a list of at most {MAX_RECORDS_PER_MESSAGE}")
+                await self.merge([JobRecord.from_wire(raw) for raw in raws])
+                return {"ok": True}
+            case "get":
+                record = self.records.get(str(body["id"]))
+                return {"record": None if record is None else record.to_wire()}
+            case "list":
+                limit = body.get("limit")
+                if isinstance(limit, bool) or not isinstance(limit, int):
+                    raise ValueError("limit must be an integer")
+                chosen = self.listing(body.get("deployment"), body.get("status"), limit)
+                return {"records": [record.to_wire() for record in chosen[:MAX_RECORDS_PER_MESSAGE]]}
+            case op:
+                raise ValueError(f"unknown job op {op!r}")
+
+    def _opened(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("JobTable.open() has not run")
+        return self._store
+
+    async def _in_thread(self, call: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)

@@ -1,0 +1,315 @@
+"""The job service: what HTTP asks of jobs, and the loop that runs the ones this node is first for.
+
+The shell around ``mesh/job_policy.py`` (holders, runner, takeover, order); the copies themselves
+are ``job_table.py``'s, reached on other nodes through ``job_peers.py``.
+
+- ``submit`` stores a new job on its ``k`` holders, this node included when it is one, and returns
+  only once every one of them has it: that is when ``POST /v1/jobs`` answers 202.
+- ``find`` answers from the copy held here or asks the holders; ``cancel`` writes the request
+  (a queued job ends at once; the runner stops a running one); ``listing`` asks every live node.
+- ``_tick`` (every ``job_tick_s``, and at once when the view or a copy changes) carries out the
+  policy: start what this node runs, take over a dead runner's jobs, cancel, expire, and copy each
+  job to holders its ranking gained.
+- A job runs through the forwarder exactly as a predict request does (routing, failover of what
+  never started, deadlines); a refusal for lack of room (429/503) puts it back in the queue, after
+  its Retry-After, without counting an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import AgentConfig
+from ..dataplane.forward import Served
+from ..errors import BadRequest, Gone, MeshnodeError, NotFound, NotReady, error_for_failure
+from ..mesh import job_policy
+from ..mesh.envelope import Call, Chunk, Failure, Reply
+from ..mesh.job_policy import Action
+from ..mesh.jobs import JOB_ID_PATTERN, JobError, JobRecord, JobResult, JobStatus, JobWireError, merged
+from ..mesh.types import NodeId
+from .job_peers import JobPeers
+from .job_store import JobStore
+from .job_table import JobTable
+
+__all__ = ["JobLimits", "JobService"]
+
+log = logging.getLogger(__name__)
+
+Serve = Callable[..., Awaitable[Served]]
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """The job knobs of ``AgentConfig`` (``config.py`` says what each costs)."""
+
+    copies: int
+    ttl_s: float
+    max_attempts: int
+    running_per_deployment: int
+    tick_s: float
+    max_jobs: int
+    max_body_bytes: int
+
+    @classmethod
+    def of(cls, config: AgentConfig) -> JobLimits:
+        """The limits `config` sets."""
+        return cls(
+            config.job_copies,
+            config.job_ttl_s,
+            config.job_max_attempts,
+            config.job_running_per_deployment,
+            config.job_tick_s,
+            config.job_max_held,
+            config.job_max_body_bytes,
+        )
+
+
+class JobService:
+    """Jobs for HTTP, and the runs this node is responsible for."""
+
+    def __init__(
+        self,
+        *,
+        me: NodeId,
+        open_store: Callable[[], JobStore],
+        peers: JobPeers,
+        serve: Serve,
+        known: Callable[[str], bool],
+        limits: JobLimits,
+    ) -> None:
+        self._me = me
+        self._peers = peers
+        self._serve = serve
+        self.known = known
+        self.limits = limits
+        self._wake = asyncio.Event()
+        self.table = JobTable(me, open_store, peers, limits.copies, self._wake.set)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        # Per job refused for lack of room: not started again before this loop time.
+        self._not_before: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the copies kept on disk and start the loop that runs and settles them."""
+        await self.table.open()
+        self._task = asyncio.create_task(self._loop(), name="jobs")
+
+    async def stop(self) -> None:
+        """Stop running jobs here (their copies stay: this node after a restart, or the next in
+        rank, takes them over) and close the store."""
+        tasks = [task for task in (self._task, *self._running.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.table.close()
+
+    def on_view(self) -> None:
+        """Membership changed: holders and runners may have moved."""
+        self._wake.set()
+
+    # -- what HTTP calls ----------------------------------------------------------------------
+
+    def new_record(self, deployment: str, body: dict[str, Any], **fields: Any) -> JobRecord:
+        """A queued job of `deployment` made here now, with a fresh id."""
+        return JobRecord(
+            id=secrets.token_urlsafe(16),
+            deployment=deployment,
+            body=body,
+            created_ms=_now_ms(),
+            max_attempts=self.limits.max_attempts,
+            writer=self._me,
+            **fields,
+        )
+
+    async def submit(self, record: JobRecord) -> JobRecord:
+        """Store a new job on its holders; return it once all of them have it."""
+        if len(self.table.records) >= self.limits.max_jobs:
+            raise NotReady(f"this node holds {self.limits.max_jobs} jobs; try again later", retry_after_s=5)
+        holders = self.table.holders(record.id)
+        stored = await asyncio.gather(*(self.table.put_on(node, [record]) for node in holders))
+        if not all(stored):
+            raise NotReady("the job could not be stored on its copies' nodes; try again", retry_after_s=1)
+        return self.table.records.get(record.id, record)
+
+    async def find(self, job_id: str) -> JobRecord:
+        """The newest copy of `job_id` held here or by a holder; 404 when none has it, 410 expired."""
+        if not JOB_ID_PATTERN.fullmatch(job_id):
+            raise NotFound(f"no job {job_id[:40]!r}: job ids are 22 characters of [A-Za-z0-9_-]")
+        record = self.table.records.get(job_id)
+        if record is None:
+            for node in self.table.holders(job_id):
+                answer = (
+                    await self._peers.ask(node, {"op": "get", "id": job_id}) if node != self._me else None
+                )
+                if isinstance(answer, dict) and answer.get("record") is not None:
+                    try:
+                        record = JobRecord.from_wire(answer["record"])
+                        break
+                    except JobWireError as exc:
+                        log.warning("job %s from a peer is malformed: %s", job_id, exc)
+        if record is None:
+            raise NotFound(f"no job {job_id!r} (never made, or expired and forgotten)")
+        if job_policy.expired(record, _now_ms()):
+            raise Gone(f"job {job_id} ended and its result expired")
+        return record
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Ask for `job_id` to stop: a queued job ends cancelled at once, a running one is stopped."""
+        record = await self.find(job_id)
+        if record.status.terminal:
+            return record
+        asked = record.written(self._me, cancel_requested=True)
+        if record.status == JobStatus.QUEUED:
+            asked = self._ended(asked, JobStatus.CANCELLED)
+        return await self.table.write(asked)
+
+    async def listing(self, deployment: str | None, status: str | None, limit: int) -> list[JobRecord]:
+        """Jobs of the whole mesh, newest first, at most `limit`: what each live node holds."""
+        found = {record.id: record for record in self.table.listing(deployment, status, limit)}
+        query = {"op": "list", "deployment": deployment, "status": status, "limit": limit}
+        others = [node for node in self._peers.live() if node != self._me]
+        for answer in await asyncio.gather(*(self._peers.ask(node, query) for node in others)):
+            for raw in answer.get("records", []) if isinstance(answer, dict) else []:
+                try:
+                    record = JobRecord.from_wire(raw)
+                except JobWireError:
+                    continue
+                found[record.id] = merged(found.get(record.id), record)
+        return sorted(found.values(), key=lambda r: (-r.created_ms, r.id))[:limit]
+
+    def name_of(self, node: NodeId | None) -> str | None:
+        """A member's name (for the status view), or its id when it is no longer known."""
+        return self._peers.name_of(node)
+
+    def positions(self) -> dict[str, int]:
+        """Queue positions of the jobs this node holds (its view of each deployment's queue)."""
+        return job_policy.queue_positions(self.table.records.values())
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except Exception:  # one bad job must not stop every other
+                log.exception("jobs: tick failed")
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(self.limits.tick_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _tick(self) -> None:
+        now = _now_ms()
+        live, present = self._peers.live(), self._peers.present()
+        to_start: list[JobRecord] = []
+        for record in list(self.table.records.values()):
+            if job_policy.expired(record, now):
+                await self.table.forget([record.id])
+                self._not_before.pop(record.id, None)
+                continue
+            await self.table.copy_to_new_holders(record)
+            running_here = record.id in self._running
+            decision = job_policy.decide(
+                record, self._me, live, present, running_here=running_here, rerun_safe=True
+            )
+            match decision.action:
+                case Action.CANCEL:
+                    await self.table.write(self._ended(record, JobStatus.CANCELLED))
+                case Action.FAIL:
+                    error = JobError("node_lost", f"job failed: {decision.reason}", 502)
+                    await self.table.write(self._ended(record, JobStatus.FAILED, error=error))
+                case Action.RERUN:
+                    to_start.append(await self.table.write(record.written(self._me, status=JobStatus.QUEUED)))
+                case Action.START if self._not_before.get(record.id, 0.0) <= _loop_time():
+                    to_start.append(record)
+                case _ if running_here and record.cancel_requested:
+                    self._running[record.id].cancel()
+        running: dict[str, int] = {}
+        for job_id in self._running:
+            held = self.table.records.get(job_id)
+            if held is not None:
+                running[held.deployment] = running.get(held.deployment, 0) + 1
+        budget = dict.fromkeys((r.deployment for r in to_start), self.limits.running_per_deployment)
+        for record in job_policy.next_to_start(to_start, running, budget):
+            started = record.written(
+                self._me,
+                status=JobStatus.RUNNING,
+                runner=self._me,
+                attempts=record.attempts + 1,
+                started_ms=now,
+            )
+            self._running[record.id] = asyncio.create_task(self._run(await self.table.write(started)))
+
+    async def _run(self, record: JobRecord) -> None:
+        call = Call(
+            request_id=f"job-{record.id}-{record.attempts}",
+            deployment=record.deployment,
+            body=record.body,
+            header=record.accept or None,
+            stream=False,
+            accept=record.accept,
+            timeout_ms=record.timeout_ms,
+        )
+        try:
+            result = await _answer(await self._serve(call, record.hint))
+        except asyncio.CancelledError:
+            current = self.table.records.get(record.id, record)
+            if current.cancel_requested and not current.status.terminal:
+                await self.table.write(self._ended(current, JobStatus.CANCELLED))
+            raise
+        except MeshnodeError as exc:
+            current = self.table.records.get(record.id, record)
+            if exc.retryable:
+                # Never started (no room, loading): back in the queue, this attempt not counted.
+                self._not_before[record.id] = _loop_time() + (exc.retry_after_s or 1.0)
+                requeued = current.written(self._me, status=JobStatus.QUEUED, attempts=current.attempts - 1)
+                await self.table.write(requeued)
+            else:
+                error = JobError(exc.kind, exc.message, exc.status)
+                await self.table.write(self._ended(current, JobStatus.FAILED, error=error))
+        else:
+            current = self.table.records.get(record.id, record)
+            await self.table.write(self._ended(current, JobStatus.COMPLETED, result=result))
+        finally:
+            self._running.pop(record.id, None)
+            self._wake.set()
+
+    def _ended(self, record: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
+        now = _now_ms()
+        expires = now + int(self.limits.ttl_s * 1000)
+        return record.written(self._me, status=status, finished_ms=now, expires_ms=expires, **changes)
+
+
+async def _answer(served: Served) -> JobResult:
+    """The whole answer of a served request, as predict's body would be."""
+    final = served.first
+    async for message in served.rest:
+        final = message
+    match final:
+        case Reply(_, data, content_type) if isinstance(data, bytes):
+            return JobResult(content_type, data)
+        case Reply(_, data, _):
+            return JobResult("application/json", json.dumps(data, separators=(",", ":")).encode())
+        case Failure(_, kind, text, retryable):
+            raise error_for_failure(kind, text, retryable=retryable)
+        case Chunk():
+            raise BadRequest('a job\'s request cannot stream; drop "stream": true')
+        case _:
+            raise MeshnodeError("the replica ended the job without an answer")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()

@@ -1,0 +1,165 @@
+"""Async jobs on real agents: submit anywhere, read anywhere, cancel, dedupe, and survive a node's death.
+
+Three agents; ``n1`` and ``n2`` host replicas of ``probe`` (``serving_apps.Probe``: echoes, or sleeps
+for ``{"do": "sleep", "s": ...}``). Jobs enter at every node; with three nodes and three copies,
+every node holds every job.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.agents import AgentProcess, Mesh, wait_for
+
+APPS = Path(__file__).parents[1] / "serving_apps.py"
+PROBE = ["--deploy", f"probe={APPS}:Probe"]
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with Mesh(tmp_path_factory.mktemp("jobs"), 3, extra_args={1: PROBE, 2: PROBE}) as started:
+        started.wait_formed()
+        entry = started.agents[0]
+        wait_for(lambda: httpx.post(f"{entry.url}/v1/predict/probe", json={}).status_code == 200, 60)
+        yield started
+
+
+def submit(agent: AgentProcess, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{agent.url}/v1/jobs/probe", json=body, timeout=30, **kwargs)
+
+
+def status(agent: AgentProcess, job_id: str) -> dict[str, Any]:
+    answer = httpx.get(f"{agent.url}/v1/jobs/{job_id}", timeout=30)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def wait_ended(agent: AgentProcess, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def ended() -> bool:
+        seen.update(status(agent, job_id))
+        return seen["status"] in TERMINAL
+
+    wait_for(ended, timeout, 0.1, lambda: json.dumps(seen))
+    return seen
+
+
+def test_a_job_answers_202_with_its_urls_and_its_result_is_predicts_answer_on_every_node(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    answer = submit(entry, {"x": 1})
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert job["status"] in ("queued", "running", "completed") and len(job["id"]) == 22
+    assert job["status_url"] == f"{entry.url}/v1/jobs/{job['id']}"
+    assert job["result_url"] == f"{job['status_url']}/result" and job["cancel_url"] == job["status_url"]
+    done = wait_ended(entry, job["id"])
+    assert done["status"] == "completed" and done["attempts"] == 1 and done["node"] in ("n0", "n1", "n2")
+    predicted = httpx.post(f"{entry.url}/v1/predict/probe", json={"x": 1}).json()
+    for agent in mesh.agents:
+        result = httpx.get(f"{agent.url}/v1/jobs/{job['id']}/result")
+        assert result.status_code == 200 and result.json() == predicted
+
+
+def test_a_running_job_reports_running_and_its_result_is_202_until_done(mesh: Mesh) -> None:
+    entry = mesh.agents[1]
+    job = submit(entry, {"do": "sleep", "s": 2}).json()
+    wait_for(lambda: status(entry, job["id"])["status"] == "running", 30, 0.05)
+    pending = httpx.get(f"{entry.url}/v1/jobs/{job['id']}/result")
+    assert pending.status_code == 202 and pending.json()["status"] == "running"
+    assert wait_ended(mesh.agents[2], job["id"])["status"] == "completed"
+
+
+def test_cancel_a_queued_and_a_running_job(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    running = submit(entry, {"do": "sleep", "s": 30}).json()
+    wait_for(lambda: status(entry, running["id"])["status"] == "running", 30, 0.05)
+    cancelled = httpx.delete(f"{mesh.agents[2].url}/v1/jobs/{running['id']}")
+    assert cancelled.status_code == 200
+    assert wait_ended(entry, running["id"], timeout=20)["status"] == "cancelled"
+    assert httpx.get(f"{entry.url}/v1/jobs/{running['id']}/result").status_code == 410
+
+
+def test_the_same_idempotency_key_names_the_same_job(mesh: Mesh) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    first = submit(mesh.agents[0], {"x": 2}, headers=headers).json()
+    again = submit(mesh.agents[2], {"x": 2}, headers=headers)
+    assert again.status_code == 202 and again.json()["id"] == first["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = submit(mesh.agents[0], {"x": 2}, headers={"Idempotency-Key": "order-43"}).json()
+    assert other["id"] != first["id"]
+
+
+def test_bad_requests_get_clear_errors(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    assert httpx.get(f"{entry.url}/v1/jobs/not-a-job-id").status_code == 404
+    assert httpx.get(f"{entry.url}/v1/jobs/{'A' * 22}").status_code == 404
+    unknown = httpx.post(f"{entry.url}/v1/jobs/nowhere", json={})
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found"
+    assert submit(entry, {"stream": True}).status_code == 422
+    assert submit(entry, {}, params={"webhook": "ftp://x"}).status_code == 422
+    assert httpx.post(f"{entry.url}/v1/jobs/probe", content=b"{nope").status_code == 400
+    big = httpx.post(f"{entry.url}/v1/jobs/probe", content=b"[" * (2 * 1024 * 1024))
+    assert big.status_code == 413
+    assert httpx.get(f"{entry.url}/v1/jobs", params={"status": "lost"}).status_code == 422
+
+
+def test_a_failed_job_answers_the_error_predict_gives(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    job = submit(entry, {"do": "raise"}).json()
+    ended = wait_ended(entry, job["id"])
+    assert ended["status"] == "failed" and ended["error"]["type"]
+    predicted = httpx.post(f"{entry.url}/v1/predict/probe", json={"do": "raise"})
+    result = httpx.get(f"{entry.url}/v1/jobs/{job['id']}/result")
+    assert result.status_code == predicted.status_code == 500
+    assert result.json()["error"]["message"] == predicted.json()["error"]["message"]
+
+
+def test_listing_is_bounded_and_filtered(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    listed = httpx.get(f"{entry.url}/v1/jobs", params={"deployment": "probe", "limit": 3}).json()["jobs"]
+    assert 1 <= len(listed) <= 3 and all(job["deployment"] == "probe" for job in listed)
+    created = [job["created_at"] for job in listed]
+    assert created == sorted(created, reverse=True)
+
+
+def test_events_stream_each_change_until_the_end(mesh: Mesh) -> None:
+    entry = mesh.agents[2]
+    job = submit(entry, {"do": "sleep", "s": 1}).json()
+    statuses = []
+    with httpx.stream("GET", f"{entry.url}/v1/jobs/{job['id']}/events", timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                statuses.append(json.loads(line[5:])["status"])
+    assert statuses[-1] == "completed" and "running" in statuses
+
+
+def test_jobs_survive_the_death_of_the_node_running_them(mesh: Mesh) -> None:
+    """Jobs queued and running on a node that is killed complete elsewhere, each once."""
+    entry = mesh.agents[0]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: submit(entry, {"do": "sleep", "s": 1, "i": i}), range(30)))
+    assert all(a.status_code == 202 for a in answers), [a.text for a in answers if a.status_code != 202]
+    ids = [a.json()["id"] for a in answers]
+    victim = mesh.agents[1]
+    wait_for(lambda: any(status(entry, i)["node"] == victim.name for i in ids), 30, 0.05)
+    victim.kill()
+    try:
+        survivors = [a for a in mesh.agents if a is not victim]
+        for job_id in ids:
+            ended = wait_ended(entry, job_id, timeout=120)
+            assert ended["status"] == "completed", ended
+            for agent in survivors:
+                assert httpx.get(f"{agent.url}/v1/jobs/{job_id}/result").status_code == 200
+    finally:
+        victim.restart()
+        mesh.wait_formed(60)

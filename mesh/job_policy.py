@@ -38,6 +38,7 @@ __all__ = [
     "next_to_start",
     "queue_positions",
     "ranking",
+    "runner_of",
 ]
 
 
@@ -70,6 +71,11 @@ def holders(job_id: str, live: Iterable[NodeId], k: int) -> list[NodeId]:
     return ranking(job_id, live)[: max(k, 1)]
 
 
+def runner_of(job_id: str, live: Iterable[NodeId]) -> NodeId | None:
+    """The node that runs `job_id` and delivers its webhook: the first live one of its ranking."""
+    return next(iter(ranking(job_id, live)), None)
+
+
 def decide(
     record: JobRecord,
     me: NodeId,
@@ -86,7 +92,7 @@ def decide(
     """
     if record.status.terminal:
         return Decision(Action.WAIT)
-    runner = next(iter(ranking(record.id, live)), None)
+    runner = runner_of(record.id, live)
     if record.status == JobStatus.QUEUED:
         if record.cancel_requested:
             return Decision(Action.CANCEL)  # any holder may: nothing is running to stop

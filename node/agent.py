@@ -61,7 +61,7 @@ from .mesh.types import Address, NodeId, Status
 from .serving.deployments import Deployments
 from .serving.job_peers import JOBS_CHANNEL, JobPeers
 from .serving.job_store import JobStore
-from .serving.jobs import JobLimits, JobService
+from .serving.jobs import JobLimits, JobService, webhook_sender
 from .serving.replicas import Replicas
 from .store import NodeStore
 from .trust.keyring import SEAL_OVERHEAD_BYTES
@@ -196,6 +196,7 @@ class Agent:
             serve=self._forwarder.serve,
             known=lambda name: deployments.record(name) is not None,
             limits=JobLimits.of(config),
+            webhooks=webhook_sender(config, rotation, self.http_addr),
         )
         self._meta = SelfMeta(
             base,

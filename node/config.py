@@ -151,6 +151,9 @@ class AgentConfig:
     # Jobs one node holds at most (queued, running and ended within the TTL); past it a submit
     # gets 503, so a flood cannot fill the disk.
     job_max_held: int = 100_000
+    # The wait after a webhook's first failed try; each later wait doubles, up to an hour, for 10
+    # tries in about 2 hours (mesh/webhook_schedule.py). Shorter suits tests and demos.
+    job_webhook_first_delay_s: float = 15.0
     # How often a node looks at its jobs when nothing wakes it (membership changes and copies
     # arriving do at once): what to start, take over, expire.
     job_tick_s: float = 0.5
@@ -215,6 +218,16 @@ class AgentConfig:
             raise ValueError("HTTPS needs both --tls-cert and --tls-key (or neither, for plain HTTP)")
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
+        if (
+            self.job_copies < 1
+            or not 1 <= self.job_max_attempts <= 100
+            or self.job_running_per_deployment < 1
+        ):
+            raise ValueError(
+                "jobs need job_copies >= 1, job_max_attempts in 1..100, job_running_per_deployment >= 1"
+            )
+        if self.job_tick_s <= 0 or self.job_ttl_s <= 0 or self.job_webhook_first_delay_s <= 0:
+            raise ValueError("job_tick_s, job_ttl_s and job_webhook_first_delay_s must be > 0")
         for port_name in ("http_port", "mesh_port", "data_port"):
             port = getattr(self, port_name)
             if not 0 <= port <= 65535:

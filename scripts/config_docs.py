@@ -41,7 +41,9 @@ What `meshnode join` decides about one agent. The CLI flags map onto these field
 (`--http HOST:PORT` sets `http_host` and `http_port`, `--mesh` and `--data` likewise; `--name`,
 `--seed` and `--interface` (both repeatable), `--mdns/--no-mdns`, `--region`, `--zone`, `--profile`,
 `--data-dir`, `--mesh-id` and `--deploy NAME=APP` (repeatable) set the field of that name). The
-fields from `load_sample_interval_s` on have no flag: `meshnode join` runs with their defaults.
+fields from `load_sample_interval_s` on have no flag of their own; any of them that is a number or
+a switch is set with `--set NAME=VALUE` (repeatable), e.g.
+`meshnode join --set job_copies=2 --set job_ttl_s=3600`.
 
 """
 

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,7 +20,7 @@ from ..config import AgentConfig
 from ..errors import ConfigError, MeshnodeError
 from ..mesh.config import PROFILES
 from ..trust.token import TOKEN_ENV, check_token
-from .params import Deployment, HostPort, IPAddress, agent_default, check_name, join_host_port
+from .params import Deployment, HostPort, IPAddress, Knob, agent_default, check_name, join_host_port
 
 __all__ = ["join"]
 
@@ -149,6 +150,13 @@ _DATA_DEFAULT = join_host_port(agent_default("data_host"), agent_default("data_p
     help="A file holding the mesh's join token.",
 )
 @click.option(
+    "--set",
+    "knobs",
+    type=Knob(),
+    multiple=True,
+    help="Any number or switch of the agent's configuration, NAME=VALUE (docs/configuration.md); repeatable.",
+)
+@click.option(
     "--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False), default="info", show_default=True
 )
 @click.pass_context
@@ -174,6 +182,7 @@ def join(
     token: str | None,
     token_file: Path | None,
     insecure_http: bool,
+    knobs: tuple[tuple[str, Any], ...],
     log_level: str,
 ) -> None:
     """Run this machine's agent and join the mesh (until Ctrl-C or SIGTERM)."""
@@ -205,6 +214,7 @@ def join(
         if data_dir is not None:
             # Replaced only when given, so AgentConfig's default ($MESHNODE_HOME) decides otherwise.
             config = dataclasses.replace(config, data_dir=data_dir)
+        config = dataclasses.replace(config, **dict(knobs))
     except (ValueError, ConfigError) as exc:
         _usage_exit(ctx, str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 import ssl
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "Deployment",
     "HostPort",
     "IPAddress",
+    "Knob",
     "NodeURL",
     "agent_default",
     "ca_cert_option",
@@ -104,6 +106,39 @@ class Deployment(click.ParamType):
         if not _DEPLOYMENT_NAME.fullmatch(name):
             self.fail(f"deployment name {name!r} must be letters, digits, '.', '_' or '-'", param, ctx)
         return f"{name}={app.strip()}"
+
+
+class Knob(click.ParamType):
+    """``NAME=VALUE`` for a number or switch of ``AgentConfig`` (docs/configuration.md lists them)."""
+
+    name = "NAME=VALUE"
+    _TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool}
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, Any]:
+        """The knob's name and its value, converted to the field's type."""
+        if isinstance(value, tuple):
+            return value
+        name, sep, raw = str(value).partition("=")
+        field = AgentConfig.__dataclass_fields__.get(name.strip())
+        kind = self._TYPES.get(str(field.type)) if field is not None else None
+        if not sep or field is None or kind is None:
+            self.fail(
+                f"expected NAME=VALUE with NAME a number or switch of AgentConfig, got {value!r}", param, ctx
+            )
+        text = raw.strip()
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                self.fail(f"{name} takes true or false, not {text!r}", param, ctx)
+            return field.name, text.lower() in ("true", "1", "yes")
+        try:
+            number = kind(text)
+        except ValueError:
+            self.fail(f"{name} takes {'an integer' if kind is int else 'a number'}, not {text!r}", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{name} must be a finite number >= 0, not {text!r}", param, ctx)
+        return field.name, number
 
 
 class NodeURL(click.ParamType):

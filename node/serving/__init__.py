@@ -13,4 +13,5 @@
 - ``job_table.py``: ``JobTable``, the one table of job copies held here, and their copies elsewhere
 - ``job_peers.py``: the other holders, reached over the data plane (``JOBS_CHANNEL``)
 - ``job_store.py``: ``JobStore``, the job copies on disk (``<data dir>/jobs.db``)
+- ``job_webhooks.py``: ``WebhookSender``, one signed try of a job's webhook and the state it leads to
 """

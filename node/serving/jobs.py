@@ -32,13 +32,26 @@ from ..errors import BadRequest, Gone, MeshnodeError, NotFound, NotReady, error_
 from ..mesh import job_policy
 from ..mesh.envelope import Call, Chunk, Failure, Reply
 from ..mesh.job_policy import Action
-from ..mesh.jobs import JOB_ID_PATTERN, JobError, JobRecord, JobResult, JobStatus, JobWireError, merged
+from ..mesh.jobs import (
+    JOB_ID_PATTERN,
+    Delivery,
+    JobError,
+    JobRecord,
+    JobResult,
+    JobStatus,
+    JobWireError,
+    merged,
+)
 from ..mesh.types import NodeId
+from ..mesh.webhook_schedule import WebhookSchedule
+from ..trust.rotation import Rotation
+from ..trust.webhook_keys import sign_webhook
 from .job_peers import JobPeers
 from .job_store import JobStore
 from .job_table import JobTable
+from .job_webhooks import WebhookSender
 
-__all__ = ["JobLimits", "JobService"]
+__all__ = ["JobLimits", "JobService", "webhook_sender"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +96,7 @@ class JobService:
         serve: Serve,
         known: Callable[[str], bool],
         limits: JobLimits,
+        webhooks: WebhookSender,
     ) -> None:
         self._me = me
         self._peers = peers
@@ -95,6 +109,8 @@ class JobService:
         # Per job refused for lack of room: not started again before this loop time.
         self._not_before: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._webhooks = webhooks
+        self._delivering: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         """Load the copies kept on disk and start the loop that runs and settles them."""
@@ -104,10 +120,13 @@ class JobService:
     async def stop(self) -> None:
         """Stop running jobs here (their copies stay: this node after a restart, or the next in
         rank, takes them over) and close the store."""
-        tasks = [task for task in (self._task, *self._running.values()) if task is not None]
+        tasks = [
+            t for t in (self._task, *self._running.values(), *self._delivering.values()) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._webhooks.close()
         await self.table.close()
 
     def on_view(self) -> None:
@@ -233,6 +252,12 @@ class JobService:
                     to_start.append(record)
                 case _ if running_here and record.cancel_requested:
                     self._running[record.id].cancel()
+            if (
+                job_policy.delivery_due(record, now)
+                and record.id not in self._delivering
+                and job_policy.runner_of(record.id, live) == self._me
+            ):
+                self._delivering[record.id] = asyncio.create_task(self._deliver(record.id))
         running: dict[str, int] = {}
         for job_id in self._running:
             held = self.table.records.get(job_id)
@@ -283,9 +308,24 @@ class JobService:
             self._running.pop(record.id, None)
             self._wake.set()
 
+    async def _deliver(self, job_id: str) -> None:
+        """One try of a job's webhook; its outcome goes to the job's copies."""
+        try:
+            record = self.table.records.get(job_id)
+            if record is not None and record.delivery is not None:
+                delivery = await self._webhooks.try_once(record, _now_ms)
+                await self.table.write(
+                    self.table.records.get(job_id, record).written(self._me, delivery=delivery)
+                )
+        finally:
+            self._delivering.pop(job_id, None)
+            self._wake.set()
+
     def _ended(self, record: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
         now = _now_ms()
         expires = now + int(self.limits.ttl_s * 1000)
+        if record.webhook is not None:
+            changes["delivery"] = Delivery(next_ms=now)  # due at once
         return record.written(self._me, status=status, finished_ms=now, expires_ms=expires, **changes)
 
 
@@ -313,3 +353,14 @@ def _now_ms() -> int:
 
 def _loop_time() -> float:
     return asyncio.get_running_loop().time()
+
+
+def webhook_sender(config: AgentConfig, rotation: Rotation, http_addr: str) -> WebhookSender:
+    """The node's webhook sender: signed with the mesh's current primary token's key."""
+    scheme = "https" if config.tls_cert is not None else "http"
+    schedule = WebhookSchedule(first_delay_s=config.job_webhook_first_delay_s)
+    return WebhookSender(
+        lambda job_id, timestamp_s, body: sign_webhook(rotation.tokens, job_id, timestamp_s, body),
+        schedule,
+        lambda record: f"{scheme}://{http_addr}/v1/jobs/{record.id}/result",
+    )

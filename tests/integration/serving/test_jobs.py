@@ -161,5 +161,5 @@ def test_jobs_survive_the_death_of_the_node_running_them(mesh: Mesh) -> None:
             for agent in survivors:
                 assert httpx.get(f"{agent.url}/v1/jobs/{job_id}/result").status_code == 200
     finally:
-        victim.restart()
+        victim.restart().wait_ready()
         mesh.wait_formed(60)

@@ -105,12 +105,33 @@ def assert_usage_error(result: Result, flag: str) -> None:
         (["--deploy", "no-equals-sign"], "--deploy"),
         (["--deploy", "bad name=apps/x.py:X"], "--deploy"),
         (["--name", ""], "--name"),
+        (["--set", "no_such_knob=1"], "--set"),
+        (["--set", "job_copies"], "--set"),
+        (["--set", "job_copies=three"], "--set"),
+        (["--set", "job_copies=-1"], "--set"),
+        (["--set", "job_tick_s=nan"], "--set"),
+        (["--set", "uvloop=maybe"], "--set"),
+        (["--set", "name=other"], "--set"),  # text knobs have their own flags
     ],
 )
 def test_bad_join_values_exit_2_naming_the_flag(
     runner: CliRunner, started: list[AgentConfig], args: list[str], flag: str
 ) -> None:
     assert_usage_error(runner.invoke(main, ["join", *args]), flag)
+    assert started == []
+
+
+def test_set_reaches_the_agent_config_typed(runner: CliRunner, started: list[AgentConfig]) -> None:
+    args = ["join", "--set", "job_copies=2", "--set", "job_webhook_first_delay_s=0.5", "--set", "uvloop=false"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    [config] = started
+    assert (config.job_copies, config.job_webhook_first_delay_s, config.uvloop) == (2, 0.5, False)
+
+
+def test_set_values_the_config_refuses_exit_2(runner: CliRunner, started: list[AgentConfig]) -> None:
+    result = runner.invoke(main, ["join", "--set", "job_copies=0"])
+    assert result.exit_code == 2 and "job_copies" in result.output
     assert started == []
 
 

@@ -23,6 +23,12 @@ What ``predict`` may return: a JSON-able value (dict, list, str, number, bool, N
 for file responses, the path of a file (``str`` or ``pathlib.Path``) that the node returns when the
 client sends ``Accept: image/png`` (or another file type). What ``async_predict`` yields: strings or
 JSON-able values, each sent to the client as soon as it is yielded.
+
+Progress: ``predict`` and ``async_predict`` may call ``self.report_progress(step, total, preview)``
+(or ``report_progress`` from ``progress.py``, for classes that do not subclass ``Predictor``) to say
+how far a request is, with an optional small JPEG preview; clients that asked (the WebSocket route,
+jobs) see it, the others get exactly the answers they would get without it. Each call is also where
+a cancelled request stops: it raises ``RequestCancelled`` (``progress.py`` has the rules).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..mesh.replica_state import KINDS, Kind
+from .progress import Preview, RequestCancelled, report_progress
 
 Request = dict[str, Any]
 
@@ -70,6 +77,10 @@ class Predictor(abc.ABC):
     def provide_hints(self) -> list[str]:
         """Routing hints: names of what this replica has warm (fal's provide_hints)."""
         return []
+
+    def report_progress(self, step: int, total: int, preview: Preview = None) -> None:
+        """The current request is at `step` of `total` (``progress.report_progress``: rules, cancellation)."""
+        report_progress(step, total, preview)
 
 
 @runtime_checkable
@@ -114,6 +125,8 @@ __all__ = [
     "Kind",
     "Predictor",
     "Request",
+    "RequestCancelled",
     "StreamingPredictor",
     "declared_kinds",
+    "report_progress",
 ]

@@ -15,6 +15,13 @@ Inside the core, sync ``predict`` runs in a thread pool of ``max_concurrency`` t
 releases the GIL in torch), ``async_predict`` runs as tasks on the worker's loop, and batchable apps
 get their concurrent requests gathered by ``Batcher`` into one ``predict_batch`` call. ``send`` must
 not block: it is called from the event loop.
+
+Each request runs with its own ``ProgressReporter`` (``progress.py``) as the current one, in the
+thread that runs its ``predict`` or the task that runs its ``async_predict``: the predictor's
+``report_progress`` calls become ``Progress`` envelopes when the call asked for them, sent on the
+event loop (from a thread through ``call_soon_threadsafe``, which keeps them ahead of the answer,
+whose completion is queued after them). A ``Cancel`` marks the reporter, so a ``predict`` stops at
+its next report; a stream's task is cancelled as well.
 """
 
 from __future__ import annotations
@@ -26,16 +33,18 @@ import inspect
 import logging
 import mimetypes
 import os
+import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..mesh.envelope import Call, Cancel, Chunk, Envelope, Failure, Hello, Hints, Reply
+from ..mesh.envelope import Call, Cancel, Chunk, Envelope, Failure, Hello, Hints, Progress, Reply
 from .batching import Batcher
 from .negotiation import NotAcceptable, choose, convert_image
 from .predictor import InvalidRequest, declared_kinds
+from .progress import MIN_INTERVAL_S, ProgressReporter, RequestCancelled, run_reporting, set_reporter
 
 __all__ = ["EXIT_SETUP_FAILED", "Send", "Worker", "set_up"]
 
@@ -69,7 +78,9 @@ def set_up(app_ref: str, data_dir: Path) -> Any | None:
 class Worker:
     """Runs one predictor instance: answers each envelope it is handed through `send`."""
 
-    def __init__(self, app: Any, replica_id: str, send: Send) -> None:
+    def __init__(
+        self, app: Any, replica_id: str, send: Send, *, progress_interval_s: float = MIN_INTERVAL_S
+    ) -> None:
         self.app = app
         self.replica_id = replica_id
         self.concurrency = max(1, int(getattr(app, "max_concurrency", 1)))
@@ -77,6 +88,10 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="predict")
         self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
         self._streams: dict[str, asyncio.Task[None]] = {}  # cancellable by request id
+        self._reporters: dict[str, ProgressReporter] = {}  # each running request's, by request id
+        self._loop: asyncio.AbstractEventLoop | None = None  # known once the first call arrives
+        self._loop_thread = 0
+        self._progress_interval_s = progress_interval_s
         self._streaming = _is_async_generator(getattr(app, "async_predict", None))
         self.serves = declared_kinds(app)
         self._hints: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
@@ -108,9 +123,13 @@ class Worker:
             case Call():
                 self._start(message)
             case Cancel(rid):
-                # Only streams stop: a thread running predict cannot be interrupted, so it
-                # finishes and its answer (which the agent discards) tells the agent the
-                # worker is free again; a predict that never finishes gets the worker killed.
+                # A thread running predict cannot be interrupted: it stops at its next
+                # report_progress, or else finishes, and its answer (which the agent discards)
+                # tells the agent the worker is free again; one that never finishes gets the
+                # worker killed. A stream's task is cancelled at once.
+                reporter = self._reporters.get(rid)
+                if reporter is not None:
+                    reporter.cancel()
                 running = self._streams.get(rid)
                 if running is not None:
                     running.cancel()
@@ -126,9 +145,17 @@ class Worker:
                 close()
 
     def _start(self, call: Call) -> None:
-        task = asyncio.create_task(self._answer(call))
+        if self._loop is None:
+            self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        rid = call.request_id
+        reporter = ProgressReporter(
+            rid, wanted=call.progress, emit=self._emit_progress, min_interval_s=self._progress_interval_s
+        )
+        self._reporters[rid] = reporter
+        task = asyncio.create_task(self._answer(call, reporter))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._forget_reporter(reporter))
         if call.stream and self._streaming:
             self._streams[call.request_id] = task
             task.add_done_callback(lambda _: self._streams.pop(call.request_id, None))
@@ -140,14 +167,32 @@ class Worker:
         models = tuple(str(m) for m in loaded()) if callable(loaded) else hints
         return hints, models
 
-    async def _answer(self, call: Call) -> None:
+    def _forget_reporter(self, reporter: ProgressReporter) -> None:
+        # A request id reused while the cancelled request's thread still ran has a newer reporter.
+        if self._reporters.get(reporter.request_id) is reporter:
+            del self._reporters[reporter.request_id]
+
+    def _emit_progress(self, progress: Progress) -> None:
+        """Send a progress envelope from the loop or from a predict thread (never blocks either)."""
+        if threading.get_ident() == self._loop_thread:
+            self._send_progress(progress)
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._send_progress, progress)
+
+    def _send_progress(self, progress: Progress) -> None:
+        try:
+            self._send(progress)
+        except Exception as exc:  # progress is best effort; the answer still goes
+            log.warning("could not send progress of %s: %s", progress.request_id, exc)
+
+    async def _answer(self, call: Call, reporter: ProgressReporter) -> None:
         try:
             if call.stream and self._streaming:
-                await self._stream(call)
+                await self._stream(call, reporter)
             else:
-                result = await self._predict(call)
+                result = await self._predict(call, reporter)
                 self._send(_reply(call, result))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, RequestCancelled):
             # The agent gave up on this stream; saying so ends its watch for a hung worker.
             self._send(Failure(call.request_id, "cancelled", "cancelled by the caller", False))
             return
@@ -160,13 +205,17 @@ class Worker:
             self._send(Failure(call.request_id, "predictor", _safe_message(exc), False))
         self._maybe_send_hints()
 
-    async def _predict(self, call: Call) -> Any:
+    async def _predict(self, call: Call, reporter: ProgressReporter) -> Any:
         if self._batcher is not None:
             return await self._batcher.submit(call.body)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.app.predict, call.body, call.header)
+        predict = self.app.predict
+        return await loop.run_in_executor(
+            self._pool, run_reporting, reporter, predict, call.body, call.header
+        )
 
-    async def _stream(self, call: Call) -> None:
+    async def _stream(self, call: Call, reporter: ProgressReporter) -> None:
+        set_reporter(reporter)  # this task's own context: the generator runs in it
         seq = 0
         async for piece in self.app.async_predict(call.body):
             self._send(Chunk(call.request_id, seq, _plain(piece)))

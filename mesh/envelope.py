@@ -9,6 +9,13 @@ One message is one msgpack frame::
 Deadlines travel as the time left in milliseconds, never as a clock reading: two processes (or two
 machines) do not share a clock. Payloads are msgpack values (JSON-able data or raw bytes for files).
 Decoding validates types and sizes; a bad frame raises ``EnvelopeError`` and is dropped by the caller.
+
+Progress: a ``Call`` with ``progress`` set asks for ``Progress`` envelopes (step of total, an optional
+small JPEG preview) while it runs, ahead of its chunks and final answer; a call without it never gets
+one, so every answer a client that did not ask sees is exactly what it was before progress existed.
+A progress envelope is output: the forwarder commits a request to the replica that sent one. Its
+numbers are bounded (``progress_problem``) wherever a frame is decoded, and ``progress`` travels
+only when set, so a call that did not ask encodes to the same bytes as before.
 """
 
 from __future__ import annotations
@@ -24,6 +31,12 @@ MAX_ID_CHARS = 128
 # A call's deadline, in milliseconds: the most any node's HTTP edge accepts (X-Request-Timeout up to
 # an hour), so a frame from the wire never asks a replica to hold a request longer than that.
 MAX_CALL_TIMEOUT_MS = 3_600_000
+# Progress from the wire: more steps than any sampler, epoch or job runs, and far inside msgpack's ints.
+MAX_PROGRESS_STEPS = 1_000_000
+# A preview is a small JPEG (64x64 is 1-3 KB): large enough for 256x256, small enough that a preview
+# per step never competes with the answer on a shared connection.
+MAX_PREVIEW_BYTES = 64 * 1024
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 class EnvelopeError(ValueError):
@@ -40,6 +53,7 @@ class EnvelopeKind(IntEnum):
     CANCEL = 5
     HELLO = 6
     HINTS = 7
+    PROGRESS = 8
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,8 @@ class Call:
     stream: bool
     accept: str
     timeout_ms: int
+    # Send Progress envelopes while it runs (the WebSocket route, jobs); off for everything else.
+    progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,16 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a running request is: `step` of `total`, with an optional small JPEG `preview`."""
+
+    request_id: str
+    step: int
+    total: int
+    preview: bytes | None = None
+
+
+@dataclass(frozen=True)
 class Hello:
     """A worker is ready: what it can do (`info`: hints, models, concurrency, batching)."""
 
@@ -113,14 +139,15 @@ class Hints:
     models: tuple[str, ...]
 
 
-Envelope = Call | Chunk | Reply | Failure | Cancel | Hello | Hints
+Envelope = Call | Chunk | Reply | Failure | Cancel | Hello | Hints | Progress
 
 
 def encode_envelope(message: Envelope) -> bytes:
     """One msgpack frame."""
     match message:
-        case Call(rid, deployment, body, header, stream, accept, timeout_ms):
+        case Call(rid, deployment, body, header, stream, accept, timeout_ms, progress):
             fields: list[Any] = [deployment, body, header, stream, accept, timeout_ms]
+            fields += [True] if progress else []
             kind = EnvelopeKind.CALL
         case Chunk(rid, seq, data):
             fields, kind = [seq, data], EnvelopeKind.CHUNK
@@ -134,6 +161,8 @@ def encode_envelope(message: Envelope) -> bytes:
             fields, kind = [info], EnvelopeKind.HELLO
         case Hints(rid, hints, models):
             fields, kind = [list(hints), list(models)], EnvelopeKind.HINTS
+        case Progress(rid, step, total, preview):
+            fields, kind = [step, total, preview], EnvelopeKind.PROGRESS
     return msgpack.packb([ENVELOPE_VERSION, kind, rid, *fields], use_bin_type=True)
 
 
@@ -170,12 +199,15 @@ def decode_envelope(frame: bytes, *, max_bytes: int) -> Envelope:
             bool() as stream,
             str() as accept,
             int() as timeout_ms,
+            *flags,
         ]:
             if header is not None and not isinstance(header, str):
                 raise EnvelopeError("call header must be a string or nil")
             if not 0 < timeout_ms <= MAX_CALL_TIMEOUT_MS:
                 raise EnvelopeError(f"call timeout must be 1 to {MAX_CALL_TIMEOUT_MS} ms")
-            return Call(rid, deployment, body, header, stream, accept, timeout_ms)
+            if len(flags) > 1 or any(type(flag) is not bool for flag in flags):
+                raise EnvelopeError("call progress flag must be one boolean, or absent")
+            return Call(rid, deployment, body, header, stream, accept, timeout_ms, *flags)
         case EnvelopeKind.CHUNK, [int() as seq, data]:
             return Chunk(rid, seq, data)
         case EnvelopeKind.REPLY, [data, str() as content_type, *queue] if _queue_ok(queue):
@@ -192,7 +224,31 @@ def decode_envelope(frame: bytes, *, max_bytes: int) -> Envelope:
             if not all(isinstance(h, str) for h in hints + models):
                 raise EnvelopeError("hints and models must be strings")
             return Hints(rid, tuple(hints), tuple(models))
+        case EnvelopeKind.PROGRESS, [step, total, preview]:
+            problem = progress_problem(step, total, preview)
+            if problem is not None:
+                raise EnvelopeError(problem)
+            return Progress(rid, step, total, preview)
     raise EnvelopeError(f"unknown envelope kind {kind!r} or wrong fields")
+
+
+def progress_problem(step: object, total: object, preview: object) -> str | None:
+    """Why a progress report is out of bounds, or None: ints with 0 <= step <= total, a small JPEG."""
+    if type(step) is not int or type(total) is not int:
+        return "progress step and total must be integers"
+    if not 0 < total <= MAX_PROGRESS_STEPS:
+        return f"progress total must be 1 to {MAX_PROGRESS_STEPS}, not {total}"
+    if not 0 <= step <= total:
+        return f"progress step must be 0 to its total {total}, not {step}"
+    if preview is None:
+        return None
+    if not isinstance(preview, bytes):
+        return "a progress preview must be bytes or nil"
+    if len(preview) > MAX_PREVIEW_BYTES:
+        return f"a progress preview is {len(preview)} bytes, over the {MAX_PREVIEW_BYTES} byte limit"
+    if not preview.startswith(JPEG_MAGIC):
+        return "a progress preview must be a JPEG image"
+    return None
 
 
 def _queue_ok(rest: list[Any]) -> bool:

@@ -11,9 +11,9 @@ Retry rules:
 - An attempt that ends before any output reached us with a *retryable* failure (no connection,
   replica gone or restarting, full, the peer's connection dropped) moves to the next candidate,
   with the deadline's remaining time. Dead and left peers are never candidates; suspect ones last.
-- Once output has started (the first ``Chunk`` of a stream, or the ``Reply``), the request is
-  committed to that replica and is never run again: a stream that breaks after that ends with an
-  error event (``http/predict.py``).
+- Once output has started (the first ``Chunk`` of a stream, a ``Progress`` report for a call that
+  asked for them, or the ``Reply``), the request is committed to that replica and is never run
+  again: a stream that breaks after that ends with an error event (``http/predict.py``).
 - A request whose node died before answering may have run there: it runs again elsewhere, since its
   answer was lost with that node (at-least-once for the model, exactly one answer for the client).
 - When no replica is ready but one is coming (starting, or scaling up from zero), the request

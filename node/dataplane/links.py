@@ -1,7 +1,8 @@
 """Outbound data plane: one multiplexed ZeroMQ DEALER per peer, carrying many requests at once.
 
 ``PeerLinks.call(node, addr, call)`` sends a ``Call`` envelope to the peer's data-plane ROUTER
-(``server.py``) and yields what comes back for that request id: ``Chunk``s, then a ``Reply``
+(``server.py``) and yields what comes back for that request id: ``Chunk``s (and ``Progress`` when
+the call asked for it; a peer's progress it did not ask for is dropped here), then a ``Reply``
 or a ``Failure``. Requests share the peer's one connection; their frames interleave, and a large file
 arrives as several frames that are joined here, so one image never stalls the others.
 
@@ -41,6 +42,7 @@ from ..mesh.envelope import (
     Envelope,
     EnvelopeError,
     Failure,
+    Progress,
     Reply,
     decode_envelope,
     encode_envelope,
@@ -223,6 +225,8 @@ class PeerLinks:
                         continue
                     case Reply(_, bytes() as data) if parts:
                         message = replace(message, data=b"".join([*parts, data]))
+                    case Progress() if not call.progress:
+                        continue
                 finished = isinstance(message, Reply | Failure)
                 yield message
                 if finished:
@@ -293,7 +297,7 @@ class PeerLinks:
             self._count_drop(link, "malformed")
             log.warning("dropped a bad data-plane frame from %s: %s", link.addr, exc)
             return
-        if not isinstance(message, Chunk | Reply | Failure):
+        if not isinstance(message, Chunk | Reply | Failure | Progress):
             self._count_drop(link, "unexpected")
             return
         pending = link.pending.get(message.request_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from meshnode.mesh.envelope import (
     Failure,
     Hello,
     Hints,
+    Progress,
     Reply,
     encode_envelope,
 )
@@ -241,3 +244,97 @@ def test_set_up_fails_an_app_with_an_unknown_kind_before_its_setup(tmp_path: Pat
         "        return {}\n"
     )
     assert set_up(f"{source}:Misspelt", tmp_path) is None
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+class Reporting(Predictor):
+    """Reports each of `steps` steps from predict (a thread) and from async_predict (the loop)."""
+
+    max_concurrency = 2
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+
+    def predict(self, request: dict[str, Any], header: str | None = None) -> Any:
+        steps = int(request.get("steps", 3))
+        for step in range(1, steps + 1):
+            if request.get("until_cancelled"):
+                self.started.set()
+                # Work that takes a while: 1 ms a step, at most 20 s, unless cancelled.
+                time.sleep(0.001)
+                self.report_progress(1, 2)
+                continue
+            self.report_progress(step, steps, JPEG)
+        return {"steps": steps}
+
+    async def async_predict(self, request: dict[str, Any]) -> AsyncIterator[str]:
+        for step in range(1, 4):
+            self.report_progress(step, 3)
+            yield f"piece {step}"
+
+
+JPEG = b"\xff\xd8\xff\xe0 a jpeg"
+HOUR_S = 3600.0
+
+
+def progress_call(rid: str, body: dict[str, Any], *, stream: bool = False, progress: bool = True) -> Call:
+    return Call(rid, "dep", body, None, stream, "application/json", 10_000, progress=progress)
+
+
+async def test_progress_from_predict_arrives_before_the_reply_when_asked() -> None:
+    sent = Sent()
+    # Throttled at an hour: the first step and the last.
+    worker = Worker(Reporting(), "r1", sent, progress_interval_s=HOUR_S)
+    worker.handle(progress_call("p1", {"steps": 3}))
+    await sent.final("p1")
+    assert sent.of("p1") == [
+        Progress("p1", 1, 3, JPEG),
+        Progress("p1", 3, 3, JPEG),
+        Reply("p1", {"steps": 3}, "application/json"),
+    ]
+    worker.close()
+
+
+async def test_a_call_that_did_not_ask_gets_exactly_the_answer_without_progress() -> None:
+    sent = Sent()
+    worker = Worker(Reporting(), "r1", sent)
+    worker.handle(progress_call("p1", {"steps": 3}, progress=False))
+    worker.handle(progress_call("s1", {}, stream=True, progress=False))
+    await sent.final("p1")
+    await sent.final("s1")
+    assert sent.of("p1") == [Reply("p1", {"steps": 3}, "application/json")]
+    assert [type(m) for m in sent.of("s1")] == [Chunk, Chunk, Chunk, Reply]
+    worker.close()
+
+
+async def test_progress_from_a_stream_is_in_order_with_its_chunks() -> None:
+    sent = Sent()
+    worker = Worker(Reporting(), "r1", sent, progress_interval_s=HOUR_S)
+    worker.handle(progress_call("s1", {}, stream=True))
+    await sent.final("s1")
+    assert sent.of("s1") == [
+        Progress("s1", 1, 3),
+        Chunk("s1", 0, "piece 1"),
+        Chunk("s1", 1, "piece 2"),
+        Progress("s1", 3, 3),  # step 2 came within the throttle's interval
+        Chunk("s1", 2, "piece 3"),
+        Reply("s1", None, "text/event-stream"),
+    ]
+    worker.close()
+
+
+@pytest.mark.parametrize("progress", [True, False])
+async def test_cancel_stops_a_running_predict_at_its_next_report(progress: bool) -> None:
+    sent = Sent()
+    app = Reporting()
+    worker = Worker(app, "r1", sent)
+    worker.handle(progress_call("p1", {"steps": 20_000, "until_cancelled": True}, progress=progress))
+    assert await asyncio.to_thread(app.started.wait, WAIT_S)
+    worker.handle(Cancel("p1"))
+    assert await sent.final("p1") == Failure("p1", "cancelled", "cancelled by the caller", False)
+    # The thread is free again: the next request answers.
+    worker.handle(progress_call("p2", {"steps": 1}, progress=False))
+    assert await sent.final("p2") == Reply("p2", {"steps": 1}, "application/json")
+    worker.close()

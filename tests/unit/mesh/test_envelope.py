@@ -1,4 +1,8 @@
-"""The data-plane envelope: every kind round-trips, and bad bytes raise EnvelopeError, never worse."""
+"""The data-plane envelope: every kind round-trips, and bad bytes raise EnvelopeError, never worse.
+
+Progress frames are bounded like every number from the wire: their step and total, and the size and
+kind of their preview.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from hypothesis import strategies as st
 
 from meshnode.mesh.envelope import (
     ENVELOPE_VERSION,
+    JPEG_MAGIC,
+    MAX_PREVIEW_BYTES,
+    MAX_PROGRESS_STEPS,
     Call,
     Cancel,
     Chunk,
@@ -19,9 +26,11 @@ from meshnode.mesh.envelope import (
     Failure,
     Hello,
     Hints,
+    Progress,
     Reply,
     decode_envelope,
     encode_envelope,
+    progress_problem,
 )
 
 LIMIT = 1 << 20
@@ -29,6 +38,7 @@ LIMIT = 1 << 20
 MESSAGES: list[Envelope] = [
     Call("r1", "sd", {"prompt": "a fox", "steps": 4}, "image/png", False, "image/png", 30_000),
     Call("r2", "echo", {}, None, True, "", 1),
+    Call("r3", "sd", {"prompt": "a fox"}, None, False, "application/json", 5_000, progress=True),
     Chunk("r2", 0, {"i": 0}),
     Chunk("r3", 7, b"\x89PNG"),
     Reply("r1", b"\x89PNG...", "image/png"),
@@ -39,6 +49,9 @@ MESSAGES: list[Envelope] = [
     Cancel("r1"),
     Hello("replica-1", {"max_concurrency": 4, "hints": ["a"]}),
     Hints("replica-1", ("a", "b"), ("m",)),
+    Progress("r3", 0, 1),
+    Progress("r3", 4, 20, JPEG_MAGIC + b"\xe0 rest of a jpeg"),
+    Progress("r3", MAX_PROGRESS_STEPS, MAX_PROGRESS_STEPS, JPEG_MAGIC + bytes(MAX_PREVIEW_BYTES - 3)),
 ]
 
 
@@ -50,6 +63,56 @@ def test_every_kind_round_trips(message: Envelope) -> None:
 def test_the_queue_field_is_left_out_when_unset() -> None:
     plain = msgpack.unpackb(encode_envelope(Reply("r", 1, "application/json")))
     assert plain == [ENVELOPE_VERSION, 3, "r", 1, "application/json"]
+
+
+def test_a_call_that_asks_no_progress_encodes_as_before_progress_existed() -> None:
+    plain = msgpack.unpackb(encode_envelope(Call("r", "sd", {}, None, False, "", 10)))
+    assert plain == [ENVELOPE_VERSION, 1, "r", "sd", {}, None, False, "", 10]
+    asking = msgpack.unpackb(encode_envelope(Call("r", "sd", {}, None, False, "", 10, progress=True)))
+    assert asking == [*plain, True]
+
+
+JPEG = JPEG_MAGIC + b"\xe0"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        pytest.param([-1, 10, None], "step must be 0 to", id="negative-step"),
+        pytest.param([11, 10, None], "step must be 0 to", id="step-past-total"),
+        pytest.param([0, 0, None], "total must be 1 to", id="zero-total"),
+        pytest.param([1, MAX_PROGRESS_STEPS + 1, None], "total must be 1 to", id="huge-total"),
+        pytest.param([1, 2**64 - 1, None], "total must be 1 to", id="uint64-total"),
+        pytest.param([True, 10, None], "integers", id="bool-step"),
+        pytest.param([1.5, 10, None], "integers", id="float-step"),
+        pytest.param([1, "10", None], "integers", id="string-total"),
+        pytest.param([1, 10, "preview"], "bytes or nil", id="string-preview"),
+        pytest.param([1, 10, b"\x89PNG\r\n"], "JPEG", id="png-preview"),
+        pytest.param([1, 10, JPEG + bytes(MAX_PREVIEW_BYTES)], "byte limit", id="huge-preview"),
+        pytest.param([1, 10], "wrong fields", id="no-preview-field"),
+        pytest.param([1, 10, None, 1], "wrong fields", id="extra-field"),
+    ],
+)
+def test_progress_frames_out_of_bounds_are_refused(fields: list[object], reason: str) -> None:
+    raw = msgpack.packb([ENVELOPE_VERSION, 8, "r", *fields], use_bin_type=True)
+    with pytest.raises(EnvelopeError, match=reason):
+        decode_envelope(raw, max_bytes=LIMIT)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [pytest.param([1], id="int"), pytest.param(["yes"], id="str"), pytest.param([True, True], id="two")],
+)
+def test_a_call_progress_flag_must_be_one_boolean(flags: list[object]) -> None:
+    raw = msgpack.packb([ENVELOPE_VERSION, 1, "r", "sd", {}, None, False, "", 10, *flags])
+    with pytest.raises(EnvelopeError, match="progress flag"):
+        decode_envelope(raw, max_bytes=LIMIT)
+
+
+def test_progress_problem_passes_what_is_in_bounds() -> None:
+    assert progress_problem(0, 1, None) is None
+    assert progress_problem(3, 3, JPEG) is None
+    assert progress_problem(3, 3, bytearray(JPEG)) == "a progress preview must be bytes or nil"
 
 
 @pytest.mark.parametrize(

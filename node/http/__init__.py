@@ -5,6 +5,8 @@
 - ``app.py``: ``create_app``, liveness, readiness, ``/v1/mesh``, the one error-to-response handler
 - ``openapi.py``: ``/openapi.json`` completed with the predict route, self-read bodies and errors
 - ``predict.py``: ``PredictLane``, ``POST /v1/predict/{deployment}`` (JSON, streams, files)
+- ``ws.py``: ``GET /v1/ws/predict/{deployment}``, the same request over a WebSocket, with its
+  progress reports as events
 - ``body.py``: reading JSON bodies: size limit (413), JSON only (400), what the mesh carries (422)
 - ``deployments.py``: ``/v1/deployments``, declare, change, remove, inspect
 - ``jobs.py``: ``/v1/jobs``, durable async jobs: submit, status, result, cancel, events, listing

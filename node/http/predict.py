@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -149,28 +149,36 @@ def too_large_message(request: Request, max_bytes: int) -> str:
     return f"request body {size}is over the {max_bytes} byte limit"
 
 
-def hint_of(request: Request) -> str | None:
+def hint_of(request: HTTPConnection) -> str | None:
     """The client's routing hint (X-Mesh-Hint, or fal's header), checked; None without one."""
     for header in (HINT_HEADER, FAL_HINT_HEADER):
         raw = request.headers.get(header)
         if raw is not None:
-            if not 0 < len(raw) <= MAX_HINT_CHARS:
-                raise BadRequest(f"{header} must be 1 to {MAX_HINT_CHARS} characters")
-            return raw
+            return checked_hint(raw, header)
     return None
 
 
-def timeout_of(request: Request, default_s: float) -> float:
+def checked_hint(raw: str, name: str) -> str:
+    """A routing hint given as `name` (a header or a query parameter); BadRequest when out of bounds."""
+    if not 0 < len(raw) <= MAX_HINT_CHARS:
+        raise BadRequest(f"{name} must be 1 to {MAX_HINT_CHARS} characters")
+    return raw
+
+
+def timeout_of(request: HTTPConnection, default_s: float) -> float:
     """The request's deadline in seconds: X-Request-Timeout, checked, else `default_s`."""
     raw = request.headers.get(TIMEOUT_HEADER)
-    if raw is None:
-        return default_s
+    return default_s if raw is None else checked_timeout(raw, TIMEOUT_HEADER)
+
+
+def checked_timeout(raw: str, name: str) -> float:
+    """A deadline in seconds given as `name` (a header or a query parameter); BadRequest when bad."""
     try:
         value = float(raw)
     except ValueError:
-        raise BadRequest(f"{TIMEOUT_HEADER} must be a number of seconds, not {raw!r}") from None
+        raise BadRequest(f"{name} must be a number of seconds, not {raw[:40]!r}") from None
     if not 0 < value <= MAX_TIMEOUT_S or math.isnan(value):
-        raise BadRequest(f"{TIMEOUT_HEADER} must be in (0, {MAX_TIMEOUT_S:g}] seconds")
+        raise BadRequest(f"{name} must be in (0, {MAX_TIMEOUT_S:g}] seconds")
     return value
 
 

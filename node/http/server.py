@@ -34,6 +34,7 @@ from .openai.models import Catalog, Members
 from .openai.routes import add_openai_routes
 from .predict import PredictLane, PredictLimits, Serve
 from .wellknown import add_wellknown_routes
+from .ws import add_ws_routes, max_message_bytes
 
 __all__ = ["bind_http", "http_server", "serve_http", "tls_context"]
 
@@ -116,6 +117,7 @@ def http_server(
         )
     add_key_routes(app, keys)
     add_keyring_routes(app, rotation)
+    add_ws_routes(app, serve, limits)
     add_wellknown_routes(app, rotation)  # the JWKS, from the ring the rotation holds now
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
     gate = Gate(PredictLane(app, serve, limits), keys.key, insecure=insecure)
@@ -125,7 +127,16 @@ def http_server(
     # files again. ssl_context_factory is uvicorn 0.47's; plain HTTP does not need it.
     https: dict[str, Any] = {} if tls is None else {"ssl_context_factory": lambda _config, _default: tls}
     config = uvicorn.Config(
-        gate, log_level="warning", access_log=False, lifespan="off", proxy_headers=False, **https
+        gate,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,
+        # WebSocket (GET /v1/ws/predict) on the websockets package's sans-I/O protocol; a message
+        # over this is refused unread (1009), one between it and the request limit gets an error event.
+        ws="websockets-sansio",
+        ws_max_size=max_message_bytes(limits.max_request_bytes),
+        **https,
     )
     return _QuietServer(config)
 

@@ -4,6 +4,9 @@ Shows: loading a diffusers pipeline once in ``setup`` on the best device (CUDA o
 CPU in float32), validating a request, and returning the path of a file, which the node sends as is for
 ``Accept: image/png`` and as base64 JSON otherwise. The same prompt and seed give the same bytes.
 It serves ``"images"`` (``Predictor.serves``), so ``POST /v1/images/generations`` reaches it too.
+It reports each diffusion step (``Predictor.report_progress``, from diffusers' step-end callback)
+with a 64-pixel JPEG preview of the latents, made only when a client asked for progress (the
+WebSocket route): ``ws://localhost:8470/v1/ws/predict/t2i`` shows the picture forming.
 
 The model: ``model=`` or the environment variable ``MESHNODE_T2I_MODEL`` names a pipeline folder
 (``save_pretrained`` output, loaded offline) or, when it is not a path, a hub id, which is downloaded.
@@ -19,6 +22,7 @@ Run:
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from meshnode.inference.predictor import InvalidRequest, Predictor, Request
+from meshnode.inference.previews import PREVIEW_SIDE, latents_preview
 from meshnode.inference.tiny_diffusion import build_tiny_pipeline, load_pipeline
 
 __all__ = ["MODEL_ENV", "TextToImage"]
@@ -50,6 +55,7 @@ class TextToImage(Predictor):
         self._model = str(model) if model is not None else os.environ.get(MODEL_ENV) or None
         self._data_dir = data_dir
         self._pipeline: Any = None
+        self._reports = False  # whether the pipeline calls back after each step (set by setup)
         self.model_name = TINY_MODEL_NAME if self._model is None else _display_name(self._model)
 
     @property
@@ -71,6 +77,8 @@ class TextToImage(Predictor):
             # Only an explicitly configured hub id may reach the network.
             self._pipeline = load_pipeline(self._model, local_files_only=False)
         (self.data_dir / "outputs").mkdir(parents=True, exist_ok=True)
+        # Pipelines without diffusers' step-end callback (older or custom ones) run without progress.
+        self._reports = "callback_on_step_end" in inspect.signature(self._pipeline.__call__).parameters
 
     def warmup(self) -> None:
         """One small one-step image, so the first request does not pay for lazy initialisation."""
@@ -96,6 +104,8 @@ class TextToImage(Predictor):
             raise RuntimeError("TextToImage.setup() has not run")
         # A CPU generator draws the same starting noise on every device, so a seed means one picture.
         generator = torch.Generator(device="cpu").manual_seed(seed)
+        side = min(PREVIEW_SIDE, max(height, width))  # never a preview larger than the picture
+        progress = {"callback_on_step_end": self._step_end(steps, side)} if self._reports else {}
         output = self._pipeline(
             prompt,
             num_inference_steps=steps,
@@ -103,8 +113,21 @@ class TextToImage(Predictor):
             width=width,
             generator=generator,
             output_type="pil",
+            **progress,
         )
         return output.images[0]
+
+    def _step_end(self, steps: int, side: int) -> Any:
+        def on_step_end(pipeline: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            latents = tensors["latents"]
+            # Some schedulers take more than one pass per step: the pipeline counts its passes.
+            total = int(getattr(pipeline, "num_timesteps", steps) or steps)
+            # The preview is a function: made only when a client asked and the report is due. This
+            # call raises RequestCancelled when the client went away, which ends the pipeline here.
+            self.report_progress(min(index + 1, total), total, lambda: latents_preview(latents, side))
+            return tensors  # unchanged: progress never alters the picture
+
+        return on_step_end
 
 
 def parse_request(request: Request) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from meshnode.mesh.envelope import Progress
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -164,6 +166,62 @@ def test_a_configured_folder_loads_the_same_pipeline(
     assert app.predict(request).read_bytes() == text_to_image.predict(request).read_bytes()
     # Loading from the folder built nothing new in this data dir.
     assert not (tmp_path / "models").exists()
+
+
+def test_progress_reporting_leaves_the_picture_as_the_pipeline_alone_makes_it(text_to_image: Any) -> None:
+    import torch
+
+    image_module = pytest.importorskip("PIL.Image")
+    request = {"prompt": "a lighthouse at dusk", "seed": 9, "steps": 3}
+    with_callback = image_module.open(text_to_image.predict(request))
+    generator = torch.Generator(device="cpu").manual_seed(9)
+    alone = text_to_image._pipeline(
+        request["prompt"], num_inference_steps=3, height=64, width=64, generator=generator, output_type="pil"
+    ).images[0]
+    assert with_callback.tobytes() == alone.tobytes()
+
+
+def test_each_diffusion_step_is_reported_with_a_small_jpeg_when_asked(text_to_image: Any) -> None:
+    from meshnode.inference.progress import ProgressReporter, run_reporting
+
+    image_module = pytest.importorskip("PIL.Image")
+    sent: list[Progress] = []
+    # No throttle: every step the app reports is seen.
+    reporter = ProgressReporter("r1", wanted=True, emit=sent.append, min_interval_s=0.0)
+    request = {"prompt": "a fox", "seed": 1, "steps": 5, "height": 96, "width": 64}
+    run_reporting(reporter, text_to_image.predict, request)
+    assert [(p.step, p.total) for p in sent] == [(step, 5) for step in range(1, 6)]
+    for progress in sent:
+        assert progress.preview is not None
+        preview = image_module.open(io.BytesIO(progress.preview))
+        assert preview.format == "JPEG" and preview.size == (43, 64)  # the picture's shape, 64 high
+
+
+def test_a_cancelled_diffusion_stops_at_its_next_step_and_the_app_goes_on(text_to_image: Any) -> None:
+    from meshnode.inference.progress import ProgressReporter, RequestCancelled, run_reporting
+
+    steps: list[int] = []
+
+    def emit(progress: Progress) -> None:
+        steps.append(progress.step)
+        if progress.step == 2:
+            reporter.cancel()  # as a Cancel from the agent does, between two steps
+
+    reporter = ProgressReporter("r1", wanted=True, emit=emit, min_interval_s=0.0)
+    with pytest.raises(RequestCancelled):
+        run_reporting(reporter, text_to_image.predict, {"prompt": "a fox", "steps": 20})
+    assert steps == [1, 2]
+    assert text_to_image.predict({"prompt": "a fox", "steps": 1}).is_file()
+
+
+def test_latents_of_other_shapes_still_preview() -> None:
+    torch = pytest.importorskip("torch")
+    image_module = pytest.importorskip("PIL.Image")
+    from meshnode.inference.previews import latents_preview
+
+    for channels in (16, 1):
+        preview = image_module.open(io.BytesIO(latents_preview(torch.randn(1, channels, 32, 16))))
+        assert preview.format == "JPEG" and preview.size == (32, 64)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 """Running models: the predictor API and everything a replica's worker process needs to serve one.
 
 - ``predictor.py``: ``Predictor``, what a user writes (``setup``, ``predict``, streaming, batching, hints)
+- ``progress.py``: ``report_progress``, how far a request is (throttled, bounded, sent only when
+  asked) and where a cancelled ``predict`` stops; ``previews.py``: its small JPEG previews
 - ``app_ref.py``: from an app reference (``--deploy NAME=APP``) to a checked predictor instance
 - ``app_policy.py``: which app references this node may run (its environment, ``--app-dir``), unimported
 - ``worker.py``: the worker process's core, one predictor answering ``Call`` envelopes

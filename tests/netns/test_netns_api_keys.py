@@ -3,7 +3,7 @@
 Three network namespaces on a bridge: two run agents (``a`` serves ``echo``), the third is a client
 machine with no agent. Keys are made and revoked on the agents' own machines over loopback (open, as
 the CLI on a node's own machine is); the client reaches the agents over the bridge, so they see it
-at a non-loopback address and ask for a key.
+at a non-loopback address and ask for a key, for HTTP requests and WebSockets alike.
 """
 
 from __future__ import annotations
@@ -41,6 +41,22 @@ except urllib.error.HTTPError as exc:
     print(exc.code)
 except OSError:
     print(0)
+"""
+
+# A WebSocket client run inside a namespace: URL KEY -> the first event's type, or the handshake's
+# HTTP status when the node refused to open the socket.
+WEBSOCKET = """
+import json, sys
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+url, key = sys.argv[1:3]
+headers = {"Authorization": "Bearer " + key} if key else {}
+try:
+    with connect(url, additional_headers=headers, open_timeout=5) as socket:
+        socket.send(json.dumps({"hello": "mesh"}))
+        print(json.loads(socket.recv(timeout=10))["type"])
+except InvalidStatus as exc:
+    print(exc.response.status_code)
 """
 
 
@@ -109,6 +125,15 @@ def test_remote_clients_need_a_key_of_the_right_scope_on_every_node(tmp_path: Pa
             return status(client, "POST", url_b + predict, body, invoke) == 200
 
         wait_for(b_takes_the_invoke_key, SPREAD_TIMEOUT_S, interval=0.3, message=lambda: _logs(tmp_path))
+
+        # The WebSocket predict route passes the same gate: refused before it opens without a key
+        # (uvicorn answers the handshake 403), served through b's hop to a with one.
+        for url in (url_a, url_b):
+            socket_url = url.replace("http://", "ws://") + "/v1/ws/predict/echo"
+            assert inside(client, sys.executable, "-c", WEBSOCKET, socket_url, "").stdout.strip() == "403"
+        socket_url = url_b.replace("http://", "ws://") + "/v1/ws/predict/echo"
+        opened = inside(client, sys.executable, "-c", WEBSOCKET, socket_url, invoke)
+        assert opened.stdout.strip() == "result", opened.stderr
         assert status(client, "PUT", url_b + "/v1/deployments/mine", spec, invoke) == 403
         assert status(client, "PUT", url_b + "/v1/deployments/mine", spec, admin) in (200, 201)
 

@@ -61,7 +61,8 @@ from .mesh.types import Address, NodeId, Status
 from .serving.deployments import Deployments
 from .serving.job_peers import JOBS_CHANNEL, JobPeers
 from .serving.job_store import JobStore
-from .serving.jobs import JobLimits, JobService, webhook_sender
+from .serving.job_webhooks import webhook_sender
+from .serving.jobs import JobLimits, JobService
 from .serving.replicas import Replicas
 from .store import NodeStore
 from .trust.keyring import SEAL_OVERHEAD_BYTES
@@ -194,7 +195,7 @@ class Agent:
             open_store=lambda: JobStore(config.data_dir),
             peers=JobPeers(runner, self._links.call),
             serve=self._forwarder.serve,
-            known=lambda name: deployments.record(name) is not None,
+            known=deployments.known,
             limits=JobLimits.of(config),
             webhooks=webhook_sender(config, rotation, self.http_addr),
         )
@@ -213,7 +214,9 @@ class Agent:
         self._server = http_server(
             node=self,
             deployments=deployments,
-            stats=Parts(runner, self._transport, dataplane, self._links, self._forwarder, deployments).stats,
+            stats=Parts(
+                runner, self._transport, dataplane, self._links, self._forwarder, deployments, self._jobs
+            ).stats,
             serve=self._forwarder.serve,
             limits=PredictLimits(config.request_timeout_s, config.max_request_bytes),
             keys=runner,
@@ -228,6 +231,7 @@ class Agent:
 
         # 4. Running.
         self._closers.clear()
+        await self._jobs.start()  # its copies loaded before any peer can send it more
         runner.start()
         self._http_task = await serve_http(self._server, http_socket)
         self._background += [
@@ -248,7 +252,6 @@ class Agent:
         if trust.saved_ring is not None:  # gossiped on, so nodes that missed the rotation catch up
             runner.merge_keyring(trust.saved_ring)
         await deployments.start(await self._in_store_thread(store.load_records))
-        await self._jobs.start()
         log.info(
             "node %s (%s) up: http %s, mesh %s, data %s, incarnation %d, event loop %s",
             config.name,

@@ -154,6 +154,10 @@ class AgentConfig:
     # The wait after a webhook's first failed try; each later wait doubles, up to an hour, for 10
     # tries in about 2 hours (mesh/webhook_schedule.py). Shorter suits tests and demos.
     job_webhook_first_delay_s: float = 15.0
+    # Anti-entropy of job copies: a node pulls from one other node in turn, this often (and from
+    # every node after a membership change), the copies it missed (a write made while it was down
+    # or starting). Each pull sends the standing of the jobs both hold, about 40 bytes a job.
+    job_sync_s: float = 5.0
     # How often a node looks at its jobs when nothing wakes it (membership changes and copies
     # arriving do at once): what to start, take over, expire.
     job_tick_s: float = 0.5
@@ -226,8 +230,8 @@ class AgentConfig:
             raise ValueError(
                 "jobs need job_copies >= 1, job_max_attempts in 1..100, job_running_per_deployment >= 1"
             )
-        if self.job_tick_s <= 0 or self.job_ttl_s <= 0 or self.job_webhook_first_delay_s <= 0:
-            raise ValueError("job_tick_s, job_ttl_s and job_webhook_first_delay_s must be > 0")
+        if min(self.job_tick_s, self.job_ttl_s, self.job_webhook_first_delay_s, self.job_sync_s) <= 0:
+            raise ValueError("job_tick_s, job_ttl_s, job_sync_s and job_webhook_first_delay_s must be > 0")
         for port_name in ("http_port", "mesh_port", "data_port"):
             port = getattr(self, port_name)
             if not 0 <= port <= 65535:

@@ -116,6 +116,7 @@ class _AgentCollector(Collector):
             members.add_metric([status], count)
         yield members
         yield from _deployment_metrics(stats["deployments"])
+        yield from _job_metrics(stats["jobs"])
         yield GaugeMetricFamily(
             "meshnode_incarnation", "This node's incarnation.", value=stats["incarnation"]
         )
@@ -159,3 +160,34 @@ def add_metrics_route(app: FastAPI, stats: Callable[[], dict[str, Any]]) -> None
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _job_metrics(jobs: dict[str, Any]) -> Iterator[Metric]:
+    """The async jobs this node holds copies of, and the webhooks it tried."""
+    held = GaugeMetricFamily(
+        "meshnode_jobs",
+        "Jobs this node holds a copy of, by deployment and status.",
+        labels=["deployment", "status"],
+    )
+    for (deployment, status), count in sorted(jobs["held"].items()):
+        held.add_metric([deployment, status], count)
+    yield held
+    age = GaugeMetricFamily(
+        "meshnode_job_queue_age_seconds",
+        "Age of the oldest queued job held here, per deployment.",
+        labels=["deployment"],
+    )
+    for deployment, seconds in sorted(jobs["queue_age_s"].items()):
+        age.add_metric([deployment], seconds)
+    yield age
+    yield GaugeMetricFamily(
+        "meshnode_jobs_running", "Jobs this node is running now.", value=jobs["running_here"]
+    )
+    tries = CounterMetricFamily(
+        "meshnode_webhook_deliveries",
+        "Webhook tries made by this node, by outcome: delivered, retry (failed, tried again later), gave_up.",
+        labels=["outcome"],
+    )
+    for outcome in ("delivered", "retry", "gave_up"):
+        tries.add_metric([outcome], jobs["webhook_tries"].get(outcome, 0))
+    yield tries

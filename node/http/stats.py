@@ -16,6 +16,7 @@ from ..membership.runner import GossipRunner
 from ..membership.transport import MembershipTransport
 from ..mesh.types import Status
 from ..serving.deployments import Deployments
+from ..serving.jobs import JobService
 
 __all__ = ["Parts"]
 
@@ -30,6 +31,7 @@ class Parts:
     links: PeerLinks
     forwarder: Forwarder
     deployments: Deployments
+    jobs: JobService
 
     def stats(self) -> dict[str, Any]:
         """Counters for metrics and tests: packets, bytes, drops by reason, members by status."""
@@ -58,6 +60,7 @@ class Parts:
             "refused": dict(runner.core.refused),  # cut or refused by the bounds, not dropped
             "members": by_status,
             "deployments": self.deployments.stats(),
+            "jobs": self.jobs.stats(),
             "incarnation": runner.core.incarnation,
             "awareness": runner.core.awareness.score,
         }

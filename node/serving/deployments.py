@@ -150,6 +150,11 @@ class Deployments:
         """The winning record of `name`, tombstone or not."""
         return self._membership.record(name)
 
+    def known(self, name: str) -> bool:
+        """Whether `name` is declared (not removed) or some replica of it serves (pinned ones too)."""
+        record = self._membership.record(name)
+        return (record is not None and record.spec is not None) or self._serving_anywhere(name)
+
     def refusal(self, app: str) -> str | None:
         """Why this node may not run `app` (it is then never imported here), or None when it may."""
         return refusal(app, self.app_policy)

@@ -12,6 +12,7 @@ answers the holders' messages (``job_peers.py``): ``put``, ``get``, ``list``.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from ..errors import MeshnodeError
 from ..mesh import job_policy
 from ..mesh.envelope import Call, Envelope, Failure, Reply
-from ..mesh.jobs import JobRecord, JobWireError, merged
+from ..mesh.jobs import JobRecord, JobStatus, JobWireError, merged
 from ..mesh.types import NodeId
 from .job_peers import JobPeers
 from .job_store import JobStore
@@ -130,6 +131,21 @@ class JobTable:
         ]
         return sorted(chosen, key=lambda r: (-r.created_ms, r.id))[:limit]
 
+    def stats(self, now_ms: int) -> dict[str, Any]:
+        """Jobs held here by (deployment, status), and the oldest queued job's age per deployment."""
+        held: collections.Counter[tuple[str, str]] = collections.Counter()
+        oldest_ms: dict[str, int] = {}
+        for record in self.records.values():
+            held[(record.deployment, record.status.value)] += 1
+            if record.status == JobStatus.QUEUED:
+                oldest_ms[record.deployment] = min(
+                    oldest_ms.get(record.deployment, now_ms), record.created_ms
+                )
+        return {
+            "held": dict(held),
+            "queue_age_s": {name: max(now_ms - created, 0) / 1000 for name, created in oldest_ms.items()},
+        }
+
     async def serve_peer(self, call: Call) -> AsyncIterator[Envelope]:
         """Answer a holder's job message (``job_peers.JOBS_CHANNEL``)."""
         try:
@@ -156,8 +172,49 @@ class JobTable:
                     raise ValueError("limit must be an integer")
                 chosen = self.listing(body.get("deployment"), body.get("status"), limit)
                 return {"records": [record.to_wire() for record in chosen[:MAX_RECORDS_PER_MESSAGE]]}
+            case "sync":
+                return {"records": [record.to_wire() for record in self._newer_for(body)]}
             case op:
                 raise ValueError(f"unknown job op {op!r}")
+
+    async def sync_with(self, node: NodeId) -> None:
+        """Pull from `node` the copies it has further along than this node's, and those this node
+        should hold and lacks (anti-entropy: what a write missed while this node was down or
+        starting, or before it became a holder)."""
+        standing = {
+            job_id: [record.status.terminal, record.version, record.writer]
+            for job_id, record in self.records.items()
+            if node in self.holders(job_id)
+        }
+        for chunk in _chunks(list(standing.items()), MAX_RECORDS_PER_MESSAGE) or [[]]:
+            answer = await self._peers.ask(node, {"op": "sync", "asker": self.me, "standing": dict(chunk)})
+            raws = answer.get("records", []) if isinstance(answer, dict) else []
+            records = []
+            for raw in raws[:MAX_RECORDS_PER_MESSAGE]:
+                try:
+                    records.append(JobRecord.from_wire(raw))
+                except JobWireError:
+                    continue
+            await self.merge(records)
+
+    def _newer_for(self, body: dict[str, Any]) -> list[JobRecord]:
+        """The copies a syncing peer lacks: further along than its standing, or not listed by it
+        while it is one of their holders."""
+        standing = body["standing"]
+        if not isinstance(standing, dict) or len(standing) > MAX_RECORDS_PER_MESSAGE:
+            raise ValueError(f"standing must be a map of at most {MAX_RECORDS_PER_MESSAGE} jobs")
+        asker = body.get("asker")
+        newer = []
+        for job_id, record in self.records.items():
+            theirs = standing.get(job_id)
+            if theirs is None:
+                if asker is not None and NodeId(str(asker)) in self.holders(job_id):
+                    newer.append(record)
+            elif _further(record, theirs):
+                newer.append(record)
+            if len(newer) >= MAX_RECORDS_PER_MESSAGE:
+                break
+        return newer
 
     def _opened(self) -> JobStore:
         if self._store is None:
@@ -166,3 +223,17 @@ class JobTable:
 
     async def _in_thread(self, call: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _further(record: JobRecord, standing: object) -> bool:
+    """Whether `record` is further along than a peer's ``[terminal, version, writer]`` of it."""
+    if not isinstance(standing, list) or len(standing) != 3:
+        return False
+    terminal, version, writer = standing
+    if not isinstance(terminal, bool) or isinstance(version, bool) or not isinstance(version, int):
+        return False
+    return (record.status.terminal, record.version, record.writer) > (terminal, version, str(writer))

@@ -25,10 +25,13 @@ from typing import Any
 
 import httpx
 
+from ..config import AgentConfig
 from ..mesh.jobs import Delivery, JobRecord
 from ..mesh.webhook_schedule import WebhookSchedule, next_delay_s, outcome
+from ..trust.rotation import Rotation
+from ..trust.webhook_keys import sign_webhook
 
-__all__ = ["WebhookSender", "webhook_body"]
+__all__ = ["WebhookSender", "webhook_body", "webhook_sender"]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +105,14 @@ def _seconds(value: str | None) -> float | None:
     if value is None or not value.strip().isdigit():
         return None
     return float(value.strip())
+
+
+def webhook_sender(config: AgentConfig, rotation: Rotation, http_addr: str) -> WebhookSender:
+    """The node's webhook sender: signed with the mesh's current primary token's key."""
+    scheme = "https" if config.tls_cert is not None else "http"
+    schedule = WebhookSchedule(first_delay_s=config.job_webhook_first_delay_s)
+    return WebhookSender(
+        lambda job_id, timestamp_s, body: sign_webhook(rotation.tokens, job_id, timestamp_s, body),
+        schedule,
+        lambda record: f"{scheme}://{http_addr}/v1/jobs/{record.id}/result",
+    )

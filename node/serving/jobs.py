@@ -10,14 +10,15 @@ are ``job_table.py``'s, reached on other nodes through ``job_peers.py``.
 - ``_tick`` (every ``job_tick_s``, and at once when the view or a copy changes) carries out the
   policy: start what this node runs, take over a dead runner's jobs, cancel, expire, and copy each
   job to holders its ranking gained.
-- A job runs through the forwarder exactly as a predict request does (routing, failover of what
-  never started, deadlines); a refusal for lack of room (429/503) puts it back in the queue, after
-  its Retry-After, without counting an attempt.
+- A job runs through the forwarder as a predict request does; a refusal for lack of room (429/503)
+  puts it back in the queue after its Retry-After, not counted as an attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import logging
 import secrets
@@ -43,19 +44,18 @@ from ..mesh.jobs import (
     merged,
 )
 from ..mesh.types import NodeId
-from ..mesh.webhook_schedule import WebhookSchedule
-from ..trust.rotation import Rotation
-from ..trust.webhook_keys import sign_webhook
 from .job_peers import JobPeers
 from .job_store import JobStore
 from .job_table import JobTable
 from .job_webhooks import WebhookSender
 
-__all__ = ["JobLimits", "JobService", "webhook_sender"]
+__all__ = ["JobLimits", "JobService"]
 
 log = logging.getLogger(__name__)
 
 Serve = Callable[..., Awaitable[Served]]
+# How long a stopping node tries to hand its runs back; past it they are taken over as a dead node's.
+_HANDBACK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class JobLimits:
     tick_s: float
     max_jobs: int
     max_body_bytes: int
+    sync_s: float
 
     @classmethod
     def of(cls, config: AgentConfig) -> JobLimits:
@@ -81,6 +82,7 @@ class JobLimits:
             config.job_tick_s,
             config.job_max_held,
             config.job_max_body_bytes,
+            config.job_sync_s,
         )
 
 
@@ -109,8 +111,14 @@ class JobService:
         # Per job refused for lack of room: not started again before this loop time.
         self._not_before: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        # Anti-entropy: every live peer after a view change, else one peer per job_sync_s in turn.
+        self._sync_all = True
+        self._next_sync = 0.0
+        self._sync_turn = 0
         self._webhooks = webhooks
         self._delivering: dict[str, asyncio.Task[None]] = {}
+        # Webhook tries made here, by outcome: delivered, retry (failed, tried again later), gave_up.
+        self.webhook_tries: collections.Counter[str] = collections.Counter()
 
     async def start(self) -> None:
         """Load the copies kept on disk and start the loop that runs and settles them."""
@@ -118,19 +126,32 @@ class JobService:
         self._task = asyncio.create_task(self._loop(), name="jobs")
 
     async def stop(self) -> None:
-        """Stop running jobs here (their copies stay: this node after a restart, or the next in
-        rank, takes them over) and close the store."""
+        """Stop the runs here and hand them back to the queue, not counted as attempts (the next
+        in rank starts them), then close the store. The copies stay on disk."""
+        stopped = list(self._running)
         tasks = [
             t for t in (self._task, *self._running.values(), *self._delivering.values()) if t is not None
         ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_HANDBACK_TIMEOUT_S):
+                for job_id in stopped:
+                    record = self.table.records.get(job_id)
+                    if (
+                        record is not None
+                        and record.status == JobStatus.RUNNING
+                        and record.runner == self._me
+                    ):
+                        back = record.written(self._me, status=JobStatus.QUEUED, attempts=record.attempts - 1)
+                        await self.table.write(back)
         await self._webhooks.close()
         await self.table.close()
 
     def on_view(self) -> None:
-        """Membership changed: holders and runners may have moved."""
+        """Membership changed: holders and runners may have moved, a node may be back."""
+        self._sync_all = True
         self._wake.set()
 
     # -- what HTTP calls ----------------------------------------------------------------------
@@ -211,6 +232,14 @@ class JobService:
         """Queue positions of the jobs this node holds (its view of each deployment's queue)."""
         return job_policy.queue_positions(self.table.records.values())
 
+    def stats(self) -> dict[str, Any]:
+        """For /metrics: the table's jobs by deployment and status and queue ages, runs, webhooks."""
+        return {
+            **self.table.stats(_now_ms()),
+            "running_here": len(self._running),
+            "webhook_tries": dict(self.webhook_tries),
+        }
+
     # -- the loop ----------------------------------------------------------------------------
 
     async def _loop(self) -> None:
@@ -229,6 +258,7 @@ class JobService:
     async def _tick(self) -> None:
         now = _now_ms()
         live, present = self._peers.live(), self._peers.present()
+        await self._sync(live)
         to_start: list[JobRecord] = []
         for record in list(self.table.records.values()):
             if job_policy.expired(record, now):
@@ -314,12 +344,26 @@ class JobService:
             record = self.table.records.get(job_id)
             if record is not None and record.delivery is not None:
                 delivery = await self._webhooks.try_once(record, _now_ms)
+                self.webhook_tries[delivery.state.replace("pending", "retry")] += 1
                 await self.table.write(
                     self.table.records.get(job_id, record).written(self._me, delivery=delivery)
                 )
         finally:
             self._delivering.pop(job_id, None)
             self._wake.set()
+
+    async def _sync(self, live: list[NodeId]) -> None:
+        """Pull what copies here missed from other holders (``JobTable.sync_with``)."""
+        peers = sorted(node for node in live if node != self._me)
+        if not peers or (not self._sync_all and _loop_time() < self._next_sync):
+            return
+        if self._sync_all:
+            chosen, self._sync_all = peers, False
+        else:
+            self._sync_turn += 1
+            chosen = [peers[self._sync_turn % len(peers)]]
+        self._next_sync = _loop_time() + self.limits.sync_s
+        await asyncio.gather(*(self.table.sync_with(node) for node in chosen))
 
     def _ended(self, record: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
         now = _now_ms()
@@ -353,14 +397,3 @@ def _now_ms() -> int:
 
 def _loop_time() -> float:
     return asyncio.get_running_loop().time()
-
-
-def webhook_sender(config: AgentConfig, rotation: Rotation, http_addr: str) -> WebhookSender:
-    """The node's webhook sender: signed with the mesh's current primary token's key."""
-    scheme = "https" if config.tls_cert is not None else "http"
-    schedule = WebhookSchedule(first_delay_s=config.job_webhook_first_delay_s)
-    return WebhookSender(
-        lambda job_id, timestamp_s, body: sign_webhook(rotation.tokens, job_id, timestamp_s, body),
-        schedule,
-        lambda record: f"{scheme}://{http_addr}/v1/jobs/{record.id}/result",
-    )

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from meshnode import verify_webhook
-from tests.integration.agents import Mesh, wait_for
+from tests.integration.agents import Mesh, metric, wait_for
 
 APPS = Path(__file__).parents[1] / "serving_apps.py"
 FAST = ["--set", "job_webhook_first_delay_s=0.3"]
@@ -35,7 +35,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 with receiver.lock:
                     receiver.posts.append((dict(self.headers.items()), body))
@@ -89,9 +89,16 @@ def delivery(mesh: Mesh, job_id: str, via: int = 0) -> dict[str, Any]:
     return dict(view.get("webhook") or {})
 
 
-def test_a_terminal_status_is_posted_once_signed_with_the_published_key(mesh: Mesh, receiver: Receiver) -> None:
+def test_a_terminal_status_is_posted_once_signed_with_the_published_key(
+    mesh: Mesh, receiver: Receiver
+) -> None:
     job_id = submit(mesh, {"x": 7}, receiver.url)
-    wait_for(lambda: delivery(mesh, job_id).get("state") == "delivered", 30, 0.1, lambda: str(delivery(mesh, job_id)))
+    wait_for(
+        lambda: delivery(mesh, job_id).get("state") == "delivered",
+        30,
+        0.1,
+        lambda: str(delivery(mesh, job_id)),
+    )
     posts = receiver.for_job(job_id)
     assert len(posts) == 1
     headers, body = posts[0]
@@ -100,6 +107,10 @@ def test_a_terminal_status_is_posted_once_signed_with_the_published_key(mesh: Me
     sent = json.loads(body)
     assert sent["id"] == job_id and sent["status"] == "completed"
     assert sent["result"] == httpx.post(f"{mesh.agents[0].url}/v1/predict/probe", json={"x": 7}).json()
+    delivered = sum(
+        metric(a, "meshnode_webhook_deliveries_total", "outcome").get("delivered", 0) for a in mesh.agents
+    )
+    assert delivered >= 1
     tampered = body.replace(b"completed", b"failed!!!")
     with pytest.raises(ValueError):
         verify_webhook(headers, tampered, jwks, now_s=time.time())
@@ -108,9 +119,18 @@ def test_a_terminal_status_is_posted_once_signed_with_the_published_key(mesh: Me
 def test_a_failing_receiver_gets_retries_until_it_answers_2xx(mesh: Mesh, receiver: Receiver) -> None:
     receiver.answers = [500, 503, 500]
     job_id = submit(mesh, {"do": "raise"}, receiver.url, via=1)
-    wait_for(lambda: delivery(mesh, job_id).get("state") == "delivered", 60, 0.1, lambda: str(delivery(mesh, job_id)))
+    wait_for(
+        lambda: delivery(mesh, job_id).get("state") == "delivered",
+        60,
+        0.1,
+        lambda: str(delivery(mesh, job_id)),
+    )
     posts = receiver.for_job(job_id)
     assert len(posts) == 4 and delivery(mesh, job_id)["tries"] == 4
+    retried = sum(
+        metric(a, "meshnode_webhook_deliveries_total", "outcome").get("retry", 0) for a in mesh.agents
+    )
+    assert retried >= 3
     assert {json.loads(body)["status"] for _, body in posts} == {"failed"}
     stamps = [int(headers["webhook-timestamp"]) for headers, _ in posts]
     assert stamps == sorted(stamps)
@@ -121,7 +141,9 @@ def test_a_receiver_that_was_down_gets_the_webhook_once_it_is_up(mesh: Mesh, rec
     url = down.url
     down.close()  # nothing listens on its port now: connections are refused
     job_id = submit(mesh, {"x": 1}, url)
-    wait_for(lambda: delivery(mesh, job_id).get("tries", 0) >= 2, 60, 0.1, lambda: str(delivery(mesh, job_id)))
+    wait_for(
+        lambda: delivery(mesh, job_id).get("tries", 0) >= 2, 60, 0.1, lambda: str(delivery(mesh, job_id))
+    )
     assert delivery(mesh, job_id)["state"] == "pending"
 
 

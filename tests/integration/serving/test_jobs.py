@@ -67,6 +67,9 @@ def test_a_job_answers_202_with_its_urls_and_its_result_is_predicts_answer_on_ev
     for agent in mesh.agents:
         result = httpx.get(f"{agent.url}/v1/jobs/{job['id']}/result")
         assert result.status_code == 200 and result.json() == predicted
+        # Three nodes, three copies: every node holds it, and says so on /metrics.
+        held = agent.get("/metrics").text
+        assert 'meshnode_jobs{deployment="probe",status="completed"}' in held
 
 
 def test_a_running_job_reports_running_and_its_result_is_202_until_done(mesh: Mesh) -> None:

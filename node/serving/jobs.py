@@ -19,32 +19,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import AgentConfig
-from ..dataplane.forward import Served
-from ..errors import BadRequest, Gone, MeshnodeError, NotFound, NotReady, error_for_failure
+from ..errors import Gone, MeshnodeError, NotFound, NotReady
 from ..mesh import job_policy
-from ..mesh.envelope import Call, Chunk, Failure, Reply
 from ..mesh.job_policy import Action
 from ..mesh.jobs import (
     JOB_ID_PATTERN,
     Delivery,
     JobError,
     JobRecord,
-    JobResult,
     JobStatus,
     JobWireError,
+    Progress,
     merged,
 )
 from ..mesh.types import NodeId
 from .job_peers import JobPeers
+from .job_runs import Serve, run_once
 from .job_store import JobStore
 from .job_table import JobTable
 from .job_webhooks import WebhookSender
@@ -53,7 +51,6 @@ __all__ = ["JobLimits", "JobService"]
 
 log = logging.getLogger(__name__)
 
-Serve = Callable[..., Awaitable[Served]]
 # How long a stopping node tries to hand its runs back; past it they are taken over as a dead node's.
 _HANDBACK_TIMEOUT_S = 5.0
 
@@ -305,17 +302,13 @@ class JobService:
             self._running[record.id] = asyncio.create_task(self._run(await self.table.write(started)))
 
     async def _run(self, record: JobRecord) -> None:
-        call = Call(
-            request_id=f"job-{record.id}-{record.attempts}",
-            deployment=record.deployment,
-            body=record.body,
-            header=record.accept or None,
-            stream=False,
-            accept=record.accept,
-            timeout_ms=record.timeout_ms,
-        )
+        async def on_progress(step: int, total: int) -> None:
+            current = self.table.records.get(record.id, record)
+            if not current.status.terminal:
+                await self.table.write(current.written(self._me, progress=Progress(step, total)))
+
         try:
-            result = await _answer(await self._serve(call, record.hint))
+            result = await run_once(record, self._serve, on_progress)
         except asyncio.CancelledError:
             current = self.table.records.get(record.id, record)
             if current.cancel_requested and not current.status.terminal:
@@ -371,24 +364,6 @@ class JobService:
         if record.webhook is not None:
             changes["delivery"] = Delivery(next_ms=now)  # due at once
         return record.written(self._me, status=status, finished_ms=now, expires_ms=expires, **changes)
-
-
-async def _answer(served: Served) -> JobResult:
-    """The whole answer of a served request, as predict's body would be."""
-    final = served.first
-    async for message in served.rest:
-        final = message
-    match final:
-        case Reply(_, data, content_type) if isinstance(data, bytes):
-            return JobResult(content_type, data)
-        case Reply(_, data, _):
-            return JobResult("application/json", json.dumps(data, separators=(",", ":")).encode())
-        case Failure(_, kind, text, retryable):
-            raise error_for_failure(kind, text, retryable=retryable)
-        case Chunk():
-            raise BadRequest('a job\'s request cannot stream; drop "stream": true')
-        case _:
-            raise MeshnodeError("the replica ended the job without an answer")
 
 
 def _now_ms() -> int:

@@ -35,6 +35,12 @@ class Probe(Predictor):
                 return {"slept": request["s"]}
             case "pid":
                 return {"pid": os.getpid()}
+            case "steps":  # reports each of n steps, like a diffusion
+                n = int(request.get("n", 4))
+                for step in range(1, n + 1):
+                    time.sleep(float(request.get("interval_s", 0.1)))
+                    self.report_progress(step, n)
+                return {"steps": n}
         return {"echo": request, "header": header}
 
     async def async_predict(self, request: dict[str, Any]) -> Any:

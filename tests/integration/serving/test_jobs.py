@@ -166,3 +166,22 @@ def test_jobs_survive_the_death_of_the_node_running_them(mesh: Mesh) -> None:
     finally:
         victim.restart().wait_ready()
         mesh.wait_formed(60)
+
+
+def test_a_jobs_status_and_events_carry_the_progress_its_predictor_reports(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    job = submit(entry, {"do": "steps", "n": 8, "interval_s": 0.4}).json()
+    seen: list[dict[str, Any]] = []
+
+    def midway() -> bool:
+        progress = status(entry, job["id"]).get("progress")
+        return progress is not None and 0 < progress["step"] < 8
+
+    wait_for(midway, 30, 0.05)
+    with httpx.stream("GET", f"{entry.url}/v1/jobs/{job['id']}/events", timeout=30) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                seen.append(json.loads(line[5:]))
+    steps = [event["progress"]["step"] for event in seen if "progress" in event]
+    assert steps == sorted(steps) and len(set(steps)) >= 2, seen
+    assert seen[-1]["status"] == "completed" and seen[-1]["progress"] == {"step": 8, "total": 8}

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from meshnode.client.errors import ClientError as ClientError
     from meshnode.client.errors import DeploymentNotFound as DeploymentNotFound
     from meshnode.client.errors import GatewayTimeout as GatewayTimeout
+    from meshnode.client.errors import JobFailed as JobFailed
+    from meshnode.client.errors import JobGone as JobGone
+    from meshnode.client.errors import JobNotFinished as JobNotFinished
+    from meshnode.client.errors import JobNotFound as JobNotFound
     from meshnode.client.errors import NoNodeAvailable as NoNodeAvailable
     from meshnode.client.errors import PredictorFailed as PredictorFailed
     from meshnode.client.errors import RequestFailed as RequestFailed
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
     from meshnode.client.errors import TLSError as TLSError
     from meshnode.client.errors import Unauthorized as Unauthorized
     from meshnode.client.errors import Unavailable as Unavailable
+    from meshnode.client.job_view import Job as Job
     from meshnode.client.sync import MeshClient as MeshClient
     from meshnode.config import AgentConfig as AgentConfig
     from meshnode.errors import MeshnodeError as MeshnodeError
@@ -45,6 +50,11 @@ _LAZY: dict[str, str] = {
     "ClientError": "meshnode.client.errors",
     "DeploymentNotFound": "meshnode.client.errors",
     "GatewayTimeout": "meshnode.client.errors",
+    "Job": "meshnode.client.job_view",
+    "JobFailed": "meshnode.client.errors",
+    "JobGone": "meshnode.client.errors",
+    "JobNotFinished": "meshnode.client.errors",
+    "JobNotFound": "meshnode.client.errors",
     "MeshClient": "meshnode.client.sync",
     "NoNodeAvailable": "meshnode.client.errors",
     "PredictorFailed": "meshnode.client.errors",

@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from .demo.command import demo
 from .deploy import deploy, deployments, undeploy
+from .jobs import jobs
 from .join import join
 from .keys import keys
 from .models import models
@@ -27,5 +28,5 @@ def main() -> None:
     """meshnode: a leaderless model-serving mesh; every machine runs the same peer agent."""
 
 
-for _command in (join, peers, predict, deploy, undeploy, deployments, models, demo, token, keys):
+for _command in (join, peers, predict, deploy, undeploy, deployments, jobs, models, demo, token, keys):
     main.add_command(_command)

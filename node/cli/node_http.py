@@ -5,6 +5,11 @@
 (``params.py``) and ``--api-key`` (env ``MESHNODE_API_KEY``) to a command and hands it one
 ``NodeAccess``; ``request_node`` sends one request with them and turns every failure (unreachable, a
 certificate, an HTTP error) into one ``Error:`` line.
+
+Commands built on the Python client (``predict``, ``jobs``) take ``entry_options`` instead: ``--node
+URL`` repeatable (the first is entered by while it answers, the others are fallbacks), or
+``--discover`` by mDNS on ``--interface`` for ``--mesh-id``, with the access flags; they receive one
+``MeshEntry``, whose ``client()`` makes the ``MeshClient``.
 """
 
 from __future__ import annotations
@@ -13,18 +18,27 @@ import functools
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 import httpx
 
-from ..client.base import API_KEY_ENV
+from ..client.base import API_KEY_ENV, DISCOVER_TIMEOUT_S
 from ..client.errors import error_fields
+from ..client.sync import MeshClient
 from ..client.tls import describe_failure
 from ..config import DEFAULT_NODE_URL
-from .params import NodeURL, ca_cert_option
+from .params import IPAddress, NodeURL, agent_default, ca_cert_option
 
-__all__ = ["NodeAccess", "access_options", "error_message", "node_option", "request_node"]
+__all__ = [
+    "MeshEntry",
+    "NodeAccess",
+    "access_options",
+    "entry_options",
+    "error_message",
+    "node_option",
+    "request_node",
+]
 
 #: ``--node URL``: the node a command talks to (any node will do).
 node_option = click.option(
@@ -76,6 +90,75 @@ def access_options(command: _F) -> _F:
         help="API key for nodes on other machines (loopback needs none).",
     )
     return ca_cert_option(key_option(wrapper))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class MeshEntry:
+    """Where a client command enters the mesh: the ``--node`` URLs, or mDNS (``--discover``)."""
+
+    nodes: tuple[str, ...]
+    discover: bool
+    interfaces: tuple[str, ...]
+    mesh_id: str
+    access: NodeAccess
+
+    def client(self, **options: Any) -> MeshClient:
+        """A ``MeshClient`` entering here, with the command's key and CA; ``options`` as its own."""
+        options = {"verify": self.access.verify, "api_key": self.access.api_key, **options}
+        if self.discover:
+            return MeshClient.discover(
+                self.interfaces, mesh_id=self.mesh_id, timeout_s=DISCOVER_TIMEOUT_S, **options
+            )
+        try:
+            # The request enters the mesh at the first --node while it answers; the rest are fallbacks.
+            return MeshClient(self.nodes or [DEFAULT_NODE_URL], prefer_first=True, **options)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--node") from exc
+
+
+def entry_options(command: _F) -> _F:
+    """``--node`` (repeatable), the access flags and ``--discover`` on `command`: ``mesh: MeshEntry``."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        nodes: tuple[str, ...],
+        access: NodeAccess,
+        discover: bool,
+        interfaces: tuple[str, ...],
+        mesh_id: str,
+        **kwargs: Any,
+    ) -> Any:
+        if discover and nodes:
+            raise click.UsageError("--discover and --node do not go together")
+        return command(*args, mesh=MeshEntry(nodes, discover, interfaces, mesh_id, access), **kwargs)
+
+    decorators = [
+        click.option(
+            "--node",
+            "nodes",
+            type=NodeURL(),
+            multiple=True,
+            show_default=DEFAULT_NODE_URL,
+            help="A node to send to (https://HOST:PORT for a node with a certificate); repeatable.",
+        ),
+        access_options,
+        click.option("--discover", is_flag=True, help="Find the mesh by mDNS instead of --node."),
+        click.option(
+            "--interface",
+            "interfaces",
+            type=IPAddress(),
+            multiple=True,
+            help="Interface address to browse mDNS on (with --discover; default: the LAN address).",
+        ),
+        click.option(
+            "--mesh-id", default=agent_default("mesh_id"), show_default=True, help="Mesh to discover."
+        ),
+    ]
+    decorated: Any = wrapper
+    for decorator in reversed(decorators):
+        decorated = decorator(decorated)
+    return cast(_F, decorated)
 
 
 def request_node(

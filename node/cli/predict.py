@@ -23,14 +23,11 @@ from typing import Any
 
 import click
 
-from ..client.base import DISCOVER_TIMEOUT_S
 from ..client.errors import ClientError
 from ..client.sync import MeshClient
-from ..config import DEFAULT_NODE_URL
-from .node_http import NodeAccess, access_options
-from .params import IPAddress, NodeURL, agent_default
+from .node_http import MeshEntry, entry_options
 
-__all__ = ["predict"]
+__all__ = ["accept_for", "parse_body", "predict"]
 
 
 @click.command()
@@ -43,24 +40,7 @@ __all__ = ["predict"]
     default=None,
     help="Ask for a file answer (Accept from the extension, e.g. .png) and write it here.",
 )
-@click.option(
-    "--node",
-    "nodes",
-    type=NodeURL(),
-    multiple=True,
-    show_default=DEFAULT_NODE_URL,
-    help="A node to send to (https://HOST:PORT for a node with a certificate); repeatable.",
-)
-@access_options
-@click.option("--discover", is_flag=True, help="Find the mesh by mDNS instead of --node.")
-@click.option(
-    "--interface",
-    "interfaces",
-    type=IPAddress(),
-    multiple=True,
-    help="Interface address to browse mDNS on (with --discover; default: this machine's LAN address).",
-)
-@click.option("--mesh-id", default=agent_default("mesh_id"), show_default=True, help="Mesh to discover.")
+@entry_options
 @click.option("--hint", default=None, help="Routing hint (X-Mesh-Hint): prefer replicas that hold it.")
 @click.option(
     "--timeout",
@@ -75,28 +55,16 @@ def predict(
     body: str | None,
     stream: bool,
     output: Path | None,
-    nodes: tuple[str, ...],
-    access: NodeAccess,
-    discover: bool,
-    interfaces: tuple[str, ...],
-    mesh_id: str,
+    mesh: MeshEntry,
     hint: str | None,
     timeout_s: float,
 ) -> None:
     """Run one request on DEPLOYMENT anywhere in the mesh."""
-    request = _parse_body(body)
+    request = parse_body(body)
     if stream and output is not None:
         raise click.UsageError("--stream and --output do not go together")
-    if discover and nodes:
-        raise click.UsageError("--discover and --node do not go together")
-    options: dict[str, Any] = {
-        "timeout": timeout_s,
-        "hint": hint,
-        "verify": access.verify,
-        "api_key": access.api_key,
-    }
     try:
-        with _client(nodes, discover, interfaces, mesh_id, options) as client:
+        with mesh.client(timeout=timeout_s, hint=hint) as client:
             if stream:
                 _print_stream(client, deployment, request)
             elif output is not None:
@@ -111,22 +79,6 @@ def predict(
         raise click.ClickException(str(exc)) from exc
 
 
-def _client(
-    nodes: tuple[str, ...],
-    discover: bool,
-    interfaces: tuple[str, ...],
-    mesh_id: str,
-    options: dict[str, Any],
-) -> MeshClient:
-    if discover:
-        return MeshClient.discover(interfaces, mesh_id=mesh_id, timeout_s=DISCOVER_TIMEOUT_S, **options)
-    try:
-        # The request enters the mesh at the first --node while it answers; the rest are fallbacks.
-        return MeshClient(nodes or [DEFAULT_NODE_URL], prefer_first=True, **options)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--node") from exc
-
-
 def _print_stream(client: MeshClient, deployment: str, request: dict[str, Any]) -> None:
     with client.stream(deployment, request) as chunks:
         _report_route(chunks.route, chunks.request_id)
@@ -136,7 +88,7 @@ def _print_stream(client: MeshClient, deployment: str, request: dict[str, Any]) 
 
 
 def _write_file(client: MeshClient, deployment: str, request: dict[str, Any], output: Path) -> None:
-    result = client.call(deployment, request, accept=_accept_for(output))
+    result = client.call(deployment, request, accept=accept_for(output))
     _report_route(result.route, result.request_id)
     # A predictor that answered JSON where a file was asked for: its JSON is what gets written.
     content = result.data if isinstance(result.data, bytes) else json.dumps(result.data).encode()
@@ -144,7 +96,8 @@ def _write_file(client: MeshClient, deployment: str, request: dict[str, Any], ou
     click.echo(f"wrote {output} ({len(content)} bytes)", err=True)
 
 
-def _parse_body(body: str | None) -> dict[str, Any]:
+def parse_body(body: str | None) -> dict[str, Any]:
+    """The JSON object of a ``[JSON]`` argument (``-``: standard input; none: ``{}``), or a usage error."""
     if body is None:
         return {}
     text = sys.stdin.read() if body == "-" else body
@@ -157,7 +110,8 @@ def _parse_body(body: str | None) -> dict[str, Any]:
     return parsed
 
 
-def _accept_for(output: Path) -> str:
+def accept_for(output: Path) -> str:
+    """The media type to ask for, from a file name's extension."""
     return mimetypes.guess_type(output.name)[0] or "application/octet-stream"
 
 

@@ -5,6 +5,9 @@
         async with await mesh.stream("stream", {"text": "life"}) as pieces:
             async for piece in pieces:
                 print(piece)
+        job = await mesh.submit("t2i", {"prompt": "a lighthouse"})
+        async for status in mesh.events(job.id):
+            print(status.status, status.progress)
 
 Same node list, failover, retries and errors as ``MeshClient``: every method is the same plan, built
 in ``base.py``; this module only carries plans out (``AsyncDriver``, with ``httpx.AsyncClient``).
@@ -31,22 +34,13 @@ from .base import (
     discover_seeds,
     save_file,
 )
-from .exchange import (
-    JSON_TYPE,
-    Action,
-    Close,
-    Finished,
-    NextLine,
-    Opened,
-    Pause,
-    Read,
-    Save,
-    Send,
-    Steps,
-    step,
-)
+from .exchange import JSON_TYPE, Opened
+from .job_plans import ProgressCallback, SubmitOptions
+from .job_view import Job
+from .job_watch import JobWatch
+from .steps import Action, Close, Finished, Lines, NextLine, Pause, Read, Save, Send, Steps, step
 
-__all__ = ["AsyncChunkStream", "AsyncDriver", "AsyncMeshClient"]
+__all__ = ["AsyncChunkStream", "AsyncDriver", "AsyncJobEvents", "AsyncMeshClient"]
 
 T = TypeVar("T")
 
@@ -101,6 +95,38 @@ class AsyncMeshClient(ClientBase["AsyncDriver"], AsyncClosing):
         """Every deployment as one node sees it: desired and actual replicas, where, what is missing."""
         return await self._driver.run(self._deployments())
 
+    async def submit(self, deployment: str, body: Body = None, **options: Unpack[SubmitOptions]) -> Job:
+        """Queue a request on ``deployment`` as a job; returns once its copies are stored."""
+        return await self._driver.run(self._submit(deployment, body, **options))
+
+    async def status(self, job_id: str) -> Job:
+        """Where the job is: queued (its position), running (its progress), or how it ended."""
+        return await self._driver.run(self._status(job_id))
+
+    async def result(self, job_id: str) -> Any:
+        """The job's answer, as ``predict`` returns it (bytes for a file); ``JobNotFinished`` until then."""
+        return await self._driver.run(self._result(job_id))
+
+    async def wait(
+        self, job_id: str, timeout: float | None = None, on_progress: ProgressCallback | None = None
+    ) -> Any:
+        """Wait for the job to end (``on_progress`` hears each status) and return its answer."""
+        return await self._driver.run(self._wait(job_id, timeout, on_progress))
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel the job (a running one stops, as a predict whose caller left); its status."""
+        return await self._driver.run(self._cancel(job_id))
+
+    def events(self, job_id: str) -> AsyncJobEvents:
+        """The job's statuses as they change, until it ends; ``async for`` over it (``aclose`` stops)."""
+        return AsyncJobEvents(self._driver, self._watch(job_id))
+
+    async def jobs(
+        self, deployment: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Jobs in the mesh, newest first, of ``deployment`` and in ``status`` when given."""
+        return await self._driver.run(self._jobs(deployment, status, limit))
+
     async def refresh(self) -> list[str]:
         """Ask the mesh for its live nodes now; returns the nodes known afterwards."""
         return await self._driver.run(self._refresh())
@@ -132,6 +158,28 @@ class AsyncChunkStream(StreamedAnswer, AsyncClosing):
         await self._opened.response.aclose()
 
 
+class AsyncJobEvents(AsyncClosing):
+    """One job's statuses as they change, for ``async for``; also an async context manager."""
+
+    def __init__(self, driver: AsyncDriver, watch: JobWatch) -> None:
+        """Follow the job of ``watch``, reading with ``driver``."""
+        self._driver = driver
+        self._watch = watch
+
+    def __aiter__(self) -> AsyncIterator[Job]:
+        return self
+
+    async def __anext__(self) -> Job:
+        job = await self._driver.run(self._watch.next_job())
+        if job is None:
+            raise StopAsyncIteration
+        return job
+
+    async def aclose(self) -> None:
+        """Stop following the job (it goes on running)."""
+        await self._driver.run(self._watch.close())
+
+
 class AsyncDriver:
     """Carries out plans with ``httpx.AsyncClient``, awaited: all the I/O of ``AsyncMeshClient``."""
 
@@ -159,6 +207,8 @@ class AsyncDriver:
                     return await response.aread()
                 finally:
                     await response.aclose()
+            case Lines(response):
+                return response.aiter_lines()
             case NextLine(AsyncIterator() as lines):
                 return await anext(lines, None)
             case Close(response):

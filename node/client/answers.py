@@ -26,7 +26,8 @@ from typing import Any, Final
 import httpx
 
 from .errors import ClientError, RequestTimeout, StreamBroken, error_fields
-from .exchange import Close, NextLine, Opened, Planner, PredictRequest, Read, Steps
+from .exchange import Opened, Planner, PredictRequest
+from .steps import Close, NextLine, Read, Steps
 
 __all__ = [
     "END",

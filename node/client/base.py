@@ -1,11 +1,12 @@
 """The core shared by ``MeshClient`` and ``AsyncMeshClient``: every client method, once, as a plan.
 
 ``ClientBase`` checks arguments, turns a call into a ``PredictRequest`` and holds the plan of each
-public method (``_predict`` for ``predict``, ``_deploy`` for ``deploy``...): a generator of the steps
-of ``exchange.py`` that chooses nodes and fails over (``Planner``) and decodes what came back
-(``answers.py``). The faces (``sync.py``, ``aio.py``) add a driver that carries those steps out with
-their HTTP client, and each public method is one line handing its plan to that driver. Also here:
-turning what mDNS found into seed URLs, and writing a downloaded file.
+public method (``_predict`` for ``predict``, ``_deploy`` for ``deploy``, ``_submit`` for ``submit``
+from ``job_plans.py``...): a generator of the steps of ``steps.py`` that chooses nodes and fails over
+(``Planner``, ``exchange.py``) and decodes what came back (``answers.py``, ``job_view.py``). The
+faces (``sync.py``, ``aio.py``) add a driver that carries those steps out with their HTTP client,
+and each public method is one line handing its plan to that driver. Also here: turning what mDNS
+found into seed URLs, and writing a downloaded file.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from urllib.parse import quote
 from .. import __version__
 from .answers import SSE_TYPE, Result, fetch
 from .errors import ClientError, NoNodeAvailable
-from .exchange import JSON_TYPE, MAX_TIMEOUT_S, ClientOptions, Opened, Planner, PredictRequest, Save, Steps
+from .exchange import JSON_TYPE, MAX_TIMEOUT_S, ClientOptions, Opened, Planner, PredictRequest
+from .job_plans import JobPlans
 from .nodes import NodeList, default_interfaces
+from .steps import Save, Steps
 from .tls import Verify, ssl_verify
 
 if TYPE_CHECKING:
@@ -129,8 +132,11 @@ def _deployment_path(name: str) -> str:
     return f"/v1/deployments/{quote(name, safe='')}"
 
 
-class ClientBase(ABC, Generic[DriverT]):
-    """Options, nodes and the plan of every method; subclasses add the driver that does the I/O."""
+class ClientBase(JobPlans, ABC, Generic[DriverT]):
+    """Options, nodes and the plan of every method; subclasses add the driver that does the I/O.
+
+    The plans of the jobs methods come from ``JobPlans`` (``job_plans.py``).
+    """
 
     def __init__(
         self,

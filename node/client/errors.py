@@ -13,9 +13,15 @@
         │   ├── DeploymentNotFound 404: no deployment of that name in the mesh
         │   ├── Unavailable        429, 503: saturated or still loading (retryable, Retry-After)
         │   ├── GatewayTimeout     504: the mesh gave up at the deadline (also a RequestTimeout)
-        │   └── PredictorFailed    500: the predictor raised (or the node failed; see .kind)
-        └── StreamBroken           an answer that had started broke off: an error event in a
-                                   stream, or the connection dropped mid-answer (never retried)
+        │   ├── PredictorFailed    500: the predictor raised (or the node failed; see .kind)
+        │   ├── JobNotFound        404 for a job id: never made, or ended and forgotten
+        │   ├── JobGone            410: the job was cancelled, or its result expired
+        │   └── JobFailed          the job ended failed: its error as predict would have answered
+        │                          it (.status .kind .message), and .job
+        ├── StreamBroken           an answer that had started broke off: an error event in a
+        │                          stream, or the connection dropped mid-answer (never retried)
+        └── JobNotFinished         the job has not ended: result() too early, or wait() past its
+                                   timeout; .job is its last status (retryable: ask again later)
 
 ``ClientError`` derives from ``MeshnodeError`` so that ``except MeshnodeError`` still catches
 everything meshnode raises on purpose, as the one error tree drawn in ``meshnode.errors`` promises.
@@ -35,13 +41,21 @@ import json
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from ..errors import MeshnodeError
+
+if TYPE_CHECKING:
+    from .job_view import Job
 
 __all__ = [
     "ClientError",
     "DeploymentNotFound",
     "GatewayTimeout",
+    "JobFailed",
+    "JobGone",
+    "JobNotFinished",
+    "JobNotFound",
     "NoNodeAvailable",
     "PredictorFailed",
     "RequestFailed",
@@ -138,6 +152,40 @@ class PredictorFailed(RequestFailed):
     """500: the predictor raised (``kind == "predictor"``) or the node failed (``"internal"``)."""
 
 
+class JobNotFound(RequestFailed):
+    """404 for a job id: no node holds a job of that id (never made, or ended and forgotten)."""
+
+
+class JobGone(RequestFailed):
+    """410: the job was cancelled, or ended and its result expired; it has no result to give."""
+
+
+class JobFailed(RequestFailed):
+    """The job ended failed: ``status``, ``kind`` and ``message`` are what predict would have answered."""
+
+    def __init__(
+        self, status: int, kind: str, message: str, *, job: Job, request_id: str = "", node: str = ""
+    ) -> None:
+        """The failed ``job`` (its last status) and the error answer its result gave."""
+        super().__init__(status, kind, message, request_id=request_id, node=node)
+        self.job = job
+
+    def __str__(self) -> str:
+        return f"job {self.job.id} failed: {self.status}: {self.message}"
+
+
+class JobNotFinished(ClientError):
+    """The job has not ended yet (queued or running): ``job`` is its last status."""
+
+    retryable = True
+    kind = "not_finished"
+
+    def __init__(self, message: str, *, job: Job) -> None:
+        """Why the result is not there, and the job's last known status."""
+        super().__init__(message)
+        self.job = job
+
+
 class StreamBroken(ClientError):
     """An answer that had started broke off; it is never sent again, as its work may have run."""
 
@@ -183,11 +231,20 @@ def error_fields(content: bytes, headers: Mapping[str, str], status: int) -> tup
 
 
 def error_from_answer(
-    status: int, headers: Mapping[str, str], content: bytes, node: str, *, now: float | None = None
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    node: str,
+    *,
+    now: float | None = None,
+    classes: Mapping[int, type[RequestFailed]] | None = None,
 ) -> RequestFailed:
-    """The client error for an HTTP error answer (status >= 400) from ``node``."""
+    """The client error for an HTTP error answer (status >= 400) from ``node``.
+
+    ``classes`` overrides the class of some statuses (a 404 about a job is ``JobNotFound``).
+    """
     kind, message, request_id = error_fields(content, headers, status)
-    error_class = _BY_STATUS.get(status, RequestFailed)
+    error_class = (classes or {}).get(status) or _BY_STATUS.get(status, RequestFailed)
     retry_after_s = parse_retry_after(headers.get("retry-after"), time.time() if now is None else now)
     return error_class(status, kind, message, request_id=request_id, node=node, retry_after_s=retry_after_s)
 

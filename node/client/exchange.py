@@ -1,25 +1,11 @@
-"""The steps a client's plan asks for, and one request's way through the mesh as such a plan.
+"""One request's way through the mesh, as a plan of the steps in ``steps.py``.
 
-``Planner`` makes the decisions, without I/O: which node, fail over, retry, give up.
-
-Every method of ``MeshClient`` and ``AsyncMeshClient`` is a plan: a generator, built once in the
-shared core (``base.py``, this module, ``answers.py``), that yields the I/O it needs and is sent what
-came of it. The two faces only carry those actions out, one with ``httpx.Client`` and the other
-awaited with ``httpx.AsyncClient``, as uvicorn carries out h11's events:
-
-    Send(method, url, ...)  -> the ``httpx.Response`` once its headers arrived (body not read)
-    Read(response)          -> the body's bytes (the response is closed)
-    NextLine(lines)         -> the next line of a streamed answer, None at its end
-    Close(response)         -> None, once the response is closed
-    Pause(seconds)          -> None, after sleeping
-    Save(path, content)     -> None, once the file is written whole
-
-An action that failed is thrown back into the plan instead (``step``), so the plan alone decides what
-a failure means: a refused connection is failed over, a broken stream is closed and translated, and
-whatever it does not handle leaves the plan as it came.
+``Planner`` makes the decisions, without I/O: which node, fail over, retry, give up. Its plans yield
+``Send``, ``Read`` and ``Pause``, which a face (``sync.py``, ``aio.py``) carries out.
 
 The plan of one request, ``Planner.exchange(request)``, returns the ``Opened`` answer (status below
-400, body unread) for the caller's plan to read or stream.
+400, body unread) for the caller's plan to read or stream. Calls that are not a predict (deployments,
+jobs: a ``Call``) go through ``Planner.request``: the first node that answers takes it.
 
 Rules (the forwarder's, ``node/dataplane/forward.py``, applied between the client and the nodes):
 
@@ -42,37 +28,33 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
-from .errors import ClientError, NoNodeAvailable, RequestFailed, RequestTimeout, TLSError, error_from_answer
+from .errors import (
+    ClientError,
+    NoNodeAvailable,
+    RequestFailed,
+    RequestTimeout,
+    TLSError,
+    error_from_answer,
+)
 from .nodes import NodeList
+from .steps import Pause, Read, Send, Steps
 from .tls import describe_failure, tls_failure
 
 __all__ = [
     "JSON_TYPE",
     "MAX_TIMEOUT_S",
-    "Action",
+    "Call",
     "ClientOptions",
-    "Close",
-    "Finished",
-    "NextLine",
     "Opened",
-    "Pause",
     "Planner",
     "PredictRequest",
-    "Read",
-    "Save",
-    "Send",
-    "Steps",
-    "step",
 ]
-
-T = TypeVar("T")
 
 # The most a node accepts in X-Request-Timeout (node/http/predict.py).
 MAX_TIMEOUT_S = 3600.0
@@ -132,71 +114,22 @@ class PredictRequest:
 
 
 @dataclass(frozen=True)
-class Send:
-    """Send one HTTP request to one node and hand back the response once its headers are in."""
+class Call:
+    """One request that is not a predict (deployments, jobs), for the first node that takes it."""
 
     method: str
-    url: str
-    headers: Mapping[str, str]
-    json: Any
-    timeout: httpx.Timeout
-
-
-@dataclass(frozen=True)
-class Read:
-    """Read the whole body of ``response`` and close it."""
-
-    response: httpx.Response
-
-
-@dataclass(frozen=True)
-class NextLine:
-    """Read the next line of a streamed answer from ``lines`` (made by the face that streams it)."""
-
-    lines: Iterator[str] | AsyncIterator[str]
-
-
-@dataclass(frozen=True)
-class Close:
-    """Close ``response`` without reading the rest of it."""
-
-    response: httpx.Response
-
-
-@dataclass(frozen=True)
-class Pause:
-    """Sleep before the next round of a retried request."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Save:
-    """Write a downloaded file to ``path``, whole or not at all."""
-
-    path: str | os.PathLike[str]
-    content: bytes
-
-
-Action = Send | Read | NextLine | Close | Pause | Save
-Steps = Generator[Action, Any, T]
-
-
-@dataclass(frozen=True)
-class Finished(Generic[T]):
-    """What a finished ``Steps`` generator returned."""
-
-    value: T
-
-
-def step(steps: Steps[T], reply: object) -> Action | Finished[T]:
-    """Resume ``steps`` with what came of its last action (an exception is thrown into it)."""
-    try:
-        if isinstance(reply, BaseException):
-            return steps.throw(reply)
-        return steps.send(reply)
-    except StopIteration as stop:
-        return Finished(stop.value)
+    # The path with its query, e.g. "/v1/jobs?limit=10".
+    path: str
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # Hand the answer back once its headers are in, its body unread, for the caller to stream.
+    stream: bool = False
+    # Seconds a streamed answer may stay silent before reading it fails (None: until the deadline).
+    read_timeout_s: float | None = None
+    # Error classes by status, over the usual ones (``errors.py``): a job's 404 is ``JobNotFound``.
+    errors: Mapping[int, type[RequestFailed]] = field(default_factory=dict)
+    # Hand an error answer back as it came (read), a 503 too: the caller knows what it means.
+    keep_errors: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,7 +178,7 @@ class Planner:
                 )
                 content = yield Read(response)
             except httpx.RequestError:
-                self._unreachable(node)
+                self.unreachable(node)
                 continue
             if response.status_code == 200 and self.nodes.learn(_json_or_none(content), node, self._clock()):
                 return
@@ -253,38 +186,53 @@ class Planner:
         self.nodes.postpone_refresh(self._clock())
 
     def control(self, method: str, path: str, body: Mapping[str, Any] | None, deadline: float) -> Steps[Any]:
-        """A deployments call (``/v1/deployments``) on the first node that answers: its JSON body.
+        """A deployments call (``/v1/deployments``) on the first node that takes it: its JSON body."""
+        _, content = yield from self.request(Call(method, path, body), deadline)
+        return _json_or_none(content)
+
+    def request(self, call: Call, deadline: float) -> Steps[tuple[Opened, bytes]]:
+        """``call`` on the first node that takes it: the answer (status below 400) and its body.
 
         A node that is unreachable or not ready (503) passes the call to the next one; any other
-        error answer is raised (a 422 says which field of a spec is wrong).
+        error answer is raised (a 422 says which field of a spec is wrong), or with
+        ``call.keep_errors`` returned like a success. With ``call.stream`` the body is left unread
+        (``b""``) for the caller to stream.
         """
         failures: list[str] = []
         last_failure: httpx.RequestError | None = None
         tls_failures = 0
+        headers = {"Accept": JSON_TYPE, **call.headers}
         for node in self.nodes.order(self._clock()):
             remaining = deadline - self._clock()
             if remaining <= 0:
                 break
-            timeout = _timeout(remaining, 0, self.options.connect_timeout_s)
+            connect_s = min(self.options.connect_timeout_s, remaining)
+            read_s = remaining if call.read_timeout_s is None else min(call.read_timeout_s, remaining)
+            timeout = httpx.Timeout(remaining, connect=connect_s, read=read_s)
             try:
-                response = yield Send(method, f"{node}{path}", {"Accept": JSON_TYPE}, body, timeout)
+                response = yield Send(call.method, f"{node}{call.path}", headers, call.body, timeout)
+                if call.stream and response.status_code < 400:
+                    self.nodes.mark_good(node)
+                    return Opened(response, node), b""
                 content = yield Read(response)
             except httpx.RequestError as exc:
                 last_failure = self._failed(node, exc, failures)
                 tls_failures += tls_failure(exc) is not None
                 continue
-            if response.status_code >= 400:
-                error = error_from_answer(response.status_code, response.headers, content, node)
+            if response.status_code >= 400 and not call.keep_errors:
+                error = error_from_answer(
+                    response.status_code, response.headers, content, node, classes=call.errors
+                )
                 if error.status != 503:
                     raise error
                 failures.append(f"{node} (503: {error.message})")
                 self.nodes.mark_down(node, self._clock(), self.options.node_down_s)
                 continue
             self.nodes.mark_good(node)
-            return _json_or_none(content)
+            return Opened(response, node), content
         _raise_if_only_tls(failures, tls_failures, last_failure)
         raise NoNodeAvailable(
-            f"no node took {method} {path}: {', '.join(failures) or 'none known'}"
+            f"no node took {call.method} {call.path}: {', '.join(failures) or 'none known'}"
         ) from last_failure
 
     def _round(self, request: PredictRequest, deadline: float) -> Steps[Opened | ClientError]:
@@ -332,10 +280,11 @@ class Planner:
     def _failed(self, node: str, exc: httpx.RequestError, failures: list[str]) -> httpx.RequestError:
         """`node` did not answer: note why, try it last for a while; the error, for chaining."""
         failures.append(f"{node} ({describe_failure(exc, node)})")
-        self._unreachable(node)
+        self.unreachable(node)
         return exc
 
-    def _unreachable(self, node: str) -> None:
+    def unreachable(self, node: str) -> None:
+        """`node` did not answer: try it last for a while, and ask the mesh for its nodes again."""
         self.nodes.mark_down(node, self._clock(), self.options.node_down_s)
         self.nodes.invalidate()
 

@@ -6,6 +6,8 @@
             for piece in pieces:
                 print(piece)
         mesh.download("t2i", {"prompt": "a lighthouse"}, path="out.png")
+        job = mesh.submit("t2i", {"prompt": "a lighthouse"})         # kept and run by the mesh
+        mesh.wait(job.id, on_progress=print)                          # its answer, once it ends
 
 The client keeps a list of the mesh's live nodes (from ``/v1/mesh``, refreshed every
 ``refresh_interval_s`` on the next request), sends each request to the node that answered last or a
@@ -41,22 +43,13 @@ from .base import (
     discover_seeds,
     save_file,
 )
-from .exchange import (
-    JSON_TYPE,
-    Action,
-    Close,
-    Finished,
-    NextLine,
-    Opened,
-    Pause,
-    Read,
-    Save,
-    Send,
-    Steps,
-    step,
-)
+from .exchange import JSON_TYPE, Opened
+from .job_plans import ProgressCallback, SubmitOptions
+from .job_view import Job
+from .job_watch import JobWatch
+from .steps import Action, Close, Finished, Lines, NextLine, Pause, Read, Save, Send, Steps, step
 
-__all__ = ["BlockingDriver", "ChunkStream", "MeshClient"]
+__all__ = ["BlockingDriver", "ChunkStream", "JobEvents", "MeshClient"]
 
 T = TypeVar("T")
 
@@ -112,6 +105,36 @@ class MeshClient(ClientBase["BlockingDriver"], Closing):
         """Every deployment as one node sees it: desired and actual replicas, where, what is missing."""
         return self._driver.run(self._deployments())
 
+    def submit(self, deployment: str, body: Body = None, **options: Unpack[SubmitOptions]) -> Job:
+        """Queue a request on ``deployment`` as a job; returns once its copies are stored."""
+        return self._driver.run(self._submit(deployment, body, **options))
+
+    def status(self, job_id: str) -> Job:
+        """Where the job is: queued (its position), running (its progress), or how it ended."""
+        return self._driver.run(self._status(job_id))
+
+    def result(self, job_id: str) -> Any:
+        """The job's answer, as ``predict`` returns it (bytes for a file); ``JobNotFinished`` until then."""
+        return self._driver.run(self._result(job_id))
+
+    def wait(
+        self, job_id: str, timeout: float | None = None, on_progress: ProgressCallback | None = None
+    ) -> Any:
+        """Wait for the job to end (``on_progress`` hears each status) and return its answer."""
+        return self._driver.run(self._wait(job_id, timeout, on_progress))
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel the job (a running one stops, as a predict whose caller left); its status."""
+        return self._driver.run(self._cancel(job_id))
+
+    def events(self, job_id: str) -> JobEvents:
+        """The job's statuses as they change, until it ends; iterate it (close it to stop early)."""
+        return JobEvents(self._driver, self._watch(job_id))
+
+    def jobs(self, deployment: str | None = None, status: str | None = None, limit: int = 100) -> list[Job]:
+        """Jobs in the mesh, newest first, of ``deployment`` and in ``status`` when given."""
+        return self._driver.run(self._jobs(deployment, status, limit))
+
     def refresh(self) -> list[str]:
         """Ask the mesh for its live nodes now; returns the nodes known afterwards."""
         return self._driver.run(self._refresh())
@@ -148,6 +171,28 @@ class ChunkStream(StreamedAnswer, Closing):
         self._opened.response.close()
 
 
+class JobEvents(Closing):
+    """One job's statuses as they change, up to the one it ends with; also a context manager."""
+
+    def __init__(self, driver: BlockingDriver, watch: JobWatch) -> None:
+        """Follow the job of ``watch``, reading with ``driver``."""
+        self._driver = driver
+        self._watch = watch
+
+    def __iter__(self) -> Iterator[Job]:
+        return self
+
+    def __next__(self) -> Job:
+        job = self._driver.run(self._watch.next_job())
+        if job is None:
+            raise StopIteration
+        return job
+
+    def close(self) -> None:
+        """Stop following the job (it goes on running)."""
+        self._driver.run(self._watch.close())
+
+
 class BlockingDriver:
     """Carries out plans with ``httpx.Client``, blocking: all the I/O of ``MeshClient``."""
 
@@ -175,6 +220,8 @@ class BlockingDriver:
                     return response.read()
                 finally:
                     response.close()
+            case Lines(response):
+                return response.iter_lines()
             case NextLine(Iterator() as lines):
                 return next(lines, None)
             case Close(response):

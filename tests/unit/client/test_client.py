@@ -32,18 +32,9 @@ from meshnode.client.errors import (
     error_from_answer,
     parse_retry_after,
 )
-from meshnode.client.exchange import (
-    ClientOptions,
-    Finished,
-    Opened,
-    Pause,
-    Planner,
-    PredictRequest,
-    Read,
-    Send,
-    step,
-)
+from meshnode.client.exchange import ClientOptions, Opened, Planner, PredictRequest
 from meshnode.client.nodes import NodeList, default_interfaces, members_from_view, node_url
+from meshnode.client.steps import Finished, Pause, Read, Send, step
 from meshnode.errors import MeshnodeError
 
 A, B, C = "http://10.0.0.1:8470", "http://10.0.0.2:8470", "http://10.0.0.3:8470"

@@ -19,8 +19,9 @@ import pytest
 from meshnode import MeshClient, NoNodeAvailable
 from meshnode.client.base import discovered_seeds
 from meshnode.client.errors import TLSError
-from meshnode.client.exchange import ClientOptions, Planner, Send
+from meshnode.client.exchange import ClientOptions, Planner
 from meshnode.client.nodes import NodeList, members_from_view
+from meshnode.client.steps import Send
 from meshnode.client.tls import CA_ENV, ca_context, describe_failure, ssl_verify, tls_failure
 from meshnode.membership.discovery import Advert, _advert_from_info, _service_info
 from tests.integration.http.certs import Authority, ServerFiles

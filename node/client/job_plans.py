@@ -76,7 +76,8 @@ class JobPlans:
         elif not 0 < len(key) <= _MAX_KEY_CHARS or not key.isprintable():
             raise ValueError(f"idempotency_key must be 1 to {_MAX_KEY_CHARS} printable characters")
         headers = {"Accept": options.get("accept", JSON_TYPE), "Idempotency-Key": key}
-        if hint := options.get("hint") or self.hint:
+        hint = options.get("hint")
+        if hint := self.hint if hint is None else hint:
             headers["X-Mesh-Hint"] = hint
         if (timeout := options.get("timeout")) is not None:
             if not 0 < timeout <= MAX_TIMEOUT_S:

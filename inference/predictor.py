@@ -62,6 +62,10 @@ class Predictor(abc.ABC):
     # The kinds of request this app answers (``KINDS``), e.g. ``("chat", "completions")``: which
     # OpenAI routes reach it. Empty: only ``/v1/predict`` and jobs do.
     serves: ClassVar[tuple[str, ...]] = ()
+    # Whether an async job may run again after its node died mid-run (``docs/jobs.md``). False for
+    # an app with effects that must not happen twice (a payment, an email): the job then fails with
+    # the reason instead of running again.
+    rerun_safe: ClassVar[bool] = True
 
     # Optional hooks: doing nothing is their default, so they are deliberately not abstract.
     def setup(self) -> None:  # noqa: B027

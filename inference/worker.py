@@ -114,6 +114,7 @@ class Worker:
             "max_batch_size": int(getattr(self.app, "max_batch_size", 1)),
             "streaming": self._streaming,
             "serves": list(self.serves),
+            "rerun_safe": getattr(self.app, "rerun_safe", True) is not False,
         }
         return Hello(self.replica_id, info)
 

@@ -130,6 +130,8 @@ class ReplicaEntry:
     setup_failures: int = 0
     # The kinds of request its app serves (``Kind`` values), as its app declared them.
     serves: tuple[str, ...] = ()
+    # Whether a job this app ran partly may run again (``Predictor.rerun_safe``; sent only when not).
+    rerun_safe: bool = True
 
     @property
     def failing(self) -> bool:
@@ -159,6 +161,8 @@ class ReplicaEntry:
             wire["setup_failures"] = self.setup_failures
         if self.serves:
             wire["serves"] = list(self.serves)
+        if not self.rerun_safe:
+            wire["rerun_safe"] = False
         return wire
 
     @classmethod
@@ -182,6 +186,7 @@ class ReplicaEntry:
             hints=_names(raw.get("hints")),
             models=_names(raw.get("models")),
             serves=known_kinds(raw.get("serves")),
+            rerun_safe=raw.get("rerun_safe") is not False,
         )
 
 

@@ -54,6 +54,14 @@ class JobPeers:
         """Alive or suspected members: a runner among them keeps its running jobs."""
         return [m.node for m in self._members.members() if m.status in (Status.ALIVE, Status.SUSPECT)]
 
+    def rerun_safe(self, deployment: str) -> bool:
+        """False when any replica of `deployment` says its app must not run a job twice."""
+        return all(
+            entry.rerun_safe
+            for member in self._members.members()
+            if (entry := member.meta.replicas.get(deployment)) is not None
+        )
+
     def name_of(self, node: NodeId | None) -> str | None:
         """A member's name, or its id when it is no longer known."""
         member = self._member(node)

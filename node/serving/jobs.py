@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -256,6 +257,7 @@ class JobService:
         now = _now_ms()
         live, present = self._peers.live(), self._peers.present()
         await self._sync(live)
+        rerun_safe = functools.cache(self._peers.rerun_safe)  # once per deployment per tick
         to_start: list[JobRecord] = []
         for record in list(self.table.records.values()):
             if job_policy.expired(record, now):
@@ -265,7 +267,12 @@ class JobService:
             await self.table.copy_to_new_holders(record)
             running_here = record.id in self._running
             decision = job_policy.decide(
-                record, self._me, live, present, running_here=running_here, rerun_safe=True
+                record,
+                self._me,
+                live,
+                present,
+                running_here=running_here,
+                rerun_safe=rerun_safe(record.deployment),
             )
             match decision.action:
                 case Action.CANCEL:

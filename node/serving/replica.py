@@ -3,8 +3,7 @@
 The agent never runs model code. For each replica it hosts, a ``Replica`` starts ``python -m
 meshnode.serving.worker`` (``worker.py``, the shell around ``inference/worker.py``), binds a ZeroMQ ROUTER
 on a local ``ipc://`` endpoint for it (chosen by the agent), and relays ``Call`` envelopes in and
-``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``). Both ends read their socket with the
-data plane's ``FrameReader`` (``dataplane/frames.py``): no future per message.
+``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``), both ends with ``FrameReader``.
 
 Invariants:
 
@@ -117,10 +116,8 @@ class Replica:
         pinned: bool = False,
     ) -> None:
         self.deployment = deployment
-        # Pinned by `--deploy` on this node (placement never stops it), or started by placement.
-        self.pinned = pinned
-        # A warm backup: loaded and ready, but not routed to until placement promotes it.
-        self.standby = False
+        self.pinned = pinned  # by `--deploy` on this node (placement never stops it), or by placement
+        self.standby = False  # a warm backup: loaded and ready, not routed to until promoted
         self.app_ref = app_ref
         self.replica_id = replica_id
         self.settings = settings
@@ -129,6 +126,7 @@ class Replica:
         self.hints: tuple[str, ...] = ()
         self.models: tuple[str, ...] = ()
         self.serves: tuple[str, ...] = ()  # what its app declared (kept while a worker restarts)
+        self.rerun_safe = True  # its app's word: a job it ran partly may run again elsewhere
         self.restarts = 0
         # setup() failures in a row (reset once the worker is ready): placement moves a replica
         # that keeps failing to another node.
@@ -194,6 +192,7 @@ class Replica:
             hints=self.hints,
             models=self.models,
             serves=self.serves,
+            rerun_safe=self.rerun_safe,
         )
 
     @property
@@ -347,6 +346,7 @@ class Replica:
                     self._worker.info = info
                 self._set_hints(tuple(info.get("hints", ())), tuple(info.get("models", ())))
                 self.serves = known_kinds(info.get("serves"))
+                self.rerun_safe = info.get("rerun_safe") is not False
                 self._phase = ReplicaState.READY if not self._stopping else ReplicaState.DRAINING
                 self.last_error = self._reported = ""
                 self.setup_failures = 0

@@ -56,6 +56,12 @@ class Probe(Predictor):
             raise
 
 
+class OnceOnly(Probe):
+    """A Probe whose app says a job must not run twice (an email, a payment)."""
+
+    rerun_safe = False
+
+
 class Narrow(Predictor):
     """One request at a time and a queue of two: the fourth concurrent request is refused."""
 

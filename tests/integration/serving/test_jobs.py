@@ -19,7 +19,7 @@ import pytest
 from tests.integration.agents import AgentProcess, Mesh, wait_for
 
 APPS = Path(__file__).parents[1] / "serving_apps.py"
-PROBE = ["--deploy", f"probe={APPS}:Probe"]
+PROBE = ["--deploy", f"probe={APPS}:Probe", "--deploy", f"once={APPS}:OnceOnly"]
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
@@ -185,3 +185,22 @@ def test_a_jobs_status_and_events_carry_the_progress_its_predictor_reports(mesh:
     steps = [event["progress"]["step"] for event in seen if "progress" in event]
     assert steps == sorted(steps) and len(set(steps)) >= 2, seen
     assert seen[-1]["status"] == "completed" and seen[-1]["progress"] == {"step": 8, "total": 8}
+
+
+def test_a_job_its_app_says_must_not_run_twice_fails_when_its_runner_dies(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    answer = httpx.post(f"{entry.url}/v1/jobs/once", json={"do": "sleep", "s": 60}, timeout=30)
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["id"]
+    wait_for(lambda: status(entry, job_id)["status"] == "running", 30, 0.05)
+    runner = status(entry, job_id)["node"]
+    victim = next(agent for agent in mesh.agents if agent.name == runner)
+    survivor = next(agent for agent in mesh.agents if agent is not victim)
+    victim.kill()
+    try:
+        ended = wait_ended(survivor, job_id, timeout=60)
+        assert ended["status"] == "failed" and ended["attempts"] == 1, ended
+        assert "not safe to run again" in ended["error"]["message"]
+    finally:
+        victim.restart().wait_ready()
+        mesh.wait_formed(60)

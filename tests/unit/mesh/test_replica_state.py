@@ -97,6 +97,15 @@ def test_the_kinds_an_app_serves_travel_and_only_when_there_are_some() -> None:
     assert KINDS == ("embeddings", "images", "chat", "completions") == tuple(Kind)
 
 
+def test_an_app_that_must_not_rerun_says_so_and_only_then() -> None:
+    once = ReplicaEntry(ReplicaState.READY, rerun_safe=False)
+    assert once.to_wire()["rerun_safe"] is False
+    assert ReplicaEntry.from_wire(once.to_wire()) == once
+    assert "rerun_safe" not in ReplicaEntry(ReplicaState.READY).to_wire()
+    parsed = ReplicaEntry.from_wire({**once.to_wire(), "rerun_safe": "no"})
+    assert parsed is not None and parsed.rerun_safe  # only a real False says it
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -120,6 +121,13 @@ class JobTable:
             self._copied.pop(job_id, None)
         store = self._opened()
         await self._in_thread(lambda: store.delete(ids))
+
+    async def drop_result(self, record: JobRecord) -> None:
+        """Free an expired job's result here. Not a new version: every holder drops it alike."""
+        stripped = dataclasses.replace(record, result=None)
+        self.records[record.id] = stripped
+        store = self._opened()
+        await self._in_thread(lambda: store.put([stripped]))
 
     def listing(self, deployment: object, status: object, limit: int) -> list[JobRecord]:
         """Jobs held here, newest first, filtered, at most `limit`."""

@@ -52,6 +52,7 @@ __all__ = ["JobLimits", "JobService"]
 
 log = logging.getLogger(__name__)
 
+_EXPIRED_KEPT_MS = 3600 * 1000
 # How long a stopping node tries to hand its runs back; past it they are taken over as a dead node's.
 _HANDBACK_TIMEOUT_S = 5.0
 
@@ -261,8 +262,12 @@ class JobService:
         to_start: list[JobRecord] = []
         for record in list(self.table.records.values()):
             if job_policy.expired(record, now):
-                await self.table.forget([record.id])
-                self._not_before.pop(record.id, None)
+                # Its result goes at once; the record stays an hour more, so it answers 410, not 404.
+                if now >= (record.expires_ms or 0) + _EXPIRED_KEPT_MS:
+                    await self.table.forget([record.id])
+                    self._not_before.pop(record.id, None)
+                elif record.result is not None:
+                    await self.table.drop_result(record)
                 continue
             await self.table.copy_to_new_holders(record)
             running_here = record.id in self._running

@@ -41,11 +41,13 @@ __all__ = [
     "JobStatus",
     "JobWireError",
     "Progress",
+    "StoredFile",
     "merged",
 ]
 
 # 16 random bytes, base64url without padding: 128 bits, as the image links' tokens.
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 MAX_JOB_VERSION = 2**40
 # What a record may carry, each bounded so a copy always fits a data-plane frame.
 MAX_KEY_CHARS = 256  # an Idempotency-Key
@@ -97,10 +99,24 @@ class JobError:
 
 @dataclass(frozen=True, slots=True)
 class JobResult:
-    """The answer, exactly as predict's body: its bytes and their content type."""
+    """The answer, exactly as predict's body: its bytes and their content type.
+
+    A large answer is not in the record: ``data`` is empty and ``stored`` names the file, by the
+    SHA-256 of its bytes, and the nodes that keep it (the one that made it and one other).
+    """
 
     content_type: str
     data: bytes
+    stored: StoredFile | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A result kept as a file on a few nodes, not in every copy of its record."""
+
+    sha256: str
+    size: int
+    nodes: tuple[NodeId, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +184,7 @@ class JobRecord:
             "expires_ms": self.expires_ms,
             "progress": None if self.progress is None else [self.progress.step, self.progress.total],
             "error": None if self.error is None else [self.error.type, self.error.message, self.error.status],
-            "result": None if self.result is None else [self.result.content_type, self.result.data],
+            "result": None if self.result is None else _result_wire(self.result),
             "cancel_requested": self.cancel_requested,
             "delivery": None
             if self.delivery is None
@@ -297,8 +313,27 @@ def _error(raw: object) -> JobError | None:
     )
 
 
+def _result_wire(result: JobResult) -> list[Any]:
+    stored = result.stored
+    if stored is None:
+        return [result.content_type, result.data]
+    return [result.content_type, result.data, stored.sha256, stored.size, list(stored.nodes)]
+
+
 def _result(raw: object) -> JobResult | None:
-    parts = _parts(raw, 2, "result")
+    if isinstance(raw, list | tuple) and len(raw) == 5:
+        content_type, data, sha256, size, nodes = raw
+        get = _Fields({"sha256": sha256, "size": size})
+        if not SHA256_PATTERN.fullmatch(get.text("sha256", 64)):
+            raise JobWireError("a stored result's sha256 must be 64 hex digits")
+        if not isinstance(nodes, list | tuple) or not 1 <= len(nodes) <= 8:
+            raise JobWireError("a stored result names 1 to 8 nodes")
+        if not all(isinstance(node, str) and len(node) <= 64 for node in nodes):
+            raise JobWireError("a stored result's nodes must be node ids")
+        stored = StoredFile(sha256, get.integer("size", MAX_MS), tuple(NodeId(n) for n in nodes))
+        parts: list[Any] | None = [content_type, data]
+    else:
+        stored, parts = None, _parts(raw, 2, "result")
     if parts is None:
         return None
     content_type, data = parts
@@ -306,7 +341,7 @@ def _result(raw: object) -> JobResult | None:
         raise JobWireError("result content type must be text")
     if not isinstance(data, bytes):
         raise JobWireError("result data must be bytes")
-    return JobResult(content_type, data)
+    return JobResult(content_type, data, stored)
 
 
 def _delivery(raw: object) -> Delivery | None:

@@ -59,6 +59,7 @@ from .mesh.records import Record
 from .mesh.routing import Locality
 from .mesh.types import Address, NodeId, Status
 from .serving.deployments import Deployments
+from .serving.job_files import JobFiles
 from .serving.job_peers import JOBS_CHANNEL, JobPeers
 from .serving.job_store import JobStore
 from .serving.job_webhooks import webhook_sender
@@ -193,6 +194,7 @@ class Agent:
         self._jobs = JobService(
             me=NodeId(node_id),
             open_store=lambda: JobStore(config.data_dir),
+            files=JobFiles(config.data_dir / "job-results"),
             peers=JobPeers(runner, self._links.call),
             serve=self._forwarder.serve,
             known=deployments.known,

@@ -148,6 +148,9 @@ class AgentConfig:
     job_running_per_deployment: int = 4
     # Largest job body: it is copied to `job_copies` nodes and kept, so far below predict's limit.
     job_max_body_bytes: int = 1024 * 1024
+    # A job's answer larger than this is kept as a file on the node that made it and one other,
+    # instead of inside every copy of its record (docs/jobs.md); smaller ones travel with the record.
+    job_inline_result_bytes: int = 256 * 1024
     # Jobs one node holds at most (queued, running and ended within the TTL); past it a submit
     # gets 503, so a flood cannot fill the disk.
     job_max_held: int = 100_000

@@ -97,7 +97,8 @@ def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, defau
         record = await jobs.find(job_id)
         match record.status:
             case JobStatus.COMPLETED if record.result is not None:
-                return Response(record.result.data, media_type=record.result.content_type)
+                data = await jobs.result_data(record.result)
+                return Response(data, media_type=record.result.content_type)
             case JobStatus.FAILED if record.error is not None:
                 error = record.error
                 raise _error_of(error.type, error.message, error.status)

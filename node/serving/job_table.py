@@ -21,8 +21,9 @@ from typing import Any
 from ..errors import MeshnodeError
 from ..mesh import job_policy
 from ..mesh.envelope import Call, Envelope, Failure, Reply
-from ..mesh.jobs import JobRecord, JobStatus, JobWireError, merged
+from ..mesh.jobs import JobRecord, JobResult, JobStatus, JobWireError, StoredFile, merged
 from ..mesh.types import NodeId
+from .job_files import JobFiles
 from .job_peers import JobPeers
 from .job_store import JobStore
 
@@ -39,6 +40,7 @@ class JobTable:
         self,
         me: NodeId,
         open_store: Callable[[], JobStore],
+        files: JobFiles,
         peers: JobPeers,
         copies: int,
         on_change: Callable[[], None],
@@ -46,6 +48,7 @@ class JobTable:
         self.me = me
         self.records: dict[str, JobRecord] = {}
         self._open_store = open_store
+        self._files = files
         self._store: JobStore | None = None
         self._peers = peers
         self._copies = copies
@@ -122,8 +125,36 @@ class JobTable:
         store = self._opened()
         await self._in_thread(lambda: store.delete(ids))
 
+    async def keep_file(self, result: JobResult) -> JobResult:
+        """Keep a large result as a file here and on one other live node; the result naming them."""
+        data = result.data
+        sha256 = await self._in_thread(lambda: self._files.put(data))
+        nodes = [self.me]
+        for node in self._peers.live():
+            if node != self.me:
+                answer = await self._peers.ask(node, {"op": "file_put", "sha256": sha256, "data": data})
+                if isinstance(answer, dict) and answer.get("ok") is True:
+                    nodes.append(node)
+                    break
+        return JobResult(result.content_type, b"", StoredFile(sha256, len(data), tuple(nodes)))
+
+    async def file(self, stored: StoredFile) -> bytes | None:
+        """A stored result's bytes, from this node or one that keeps it; None when none answers."""
+        sha256 = stored.sha256
+        if self.me in stored.nodes and (data := await self._in_thread(lambda: self._files.get(sha256))):
+            return data
+        for node in stored.nodes:
+            if node != self.me:
+                answer = await self._peers.ask(node, {"op": "file_get", "sha256": sha256})
+                if isinstance(answer, dict) and isinstance(answer.get("data"), bytes):
+                    return bytes(answer["data"])
+        return None
+
     async def drop_result(self, record: JobRecord) -> None:
         """Free an expired job's result here. Not a new version: every holder drops it alike."""
+        if record.result is not None and record.result.stored is not None:
+            sha256 = record.result.stored.sha256
+            await self._in_thread(lambda: self._files.delete(sha256))
         stripped = dataclasses.replace(record, result=None)
         self.records[record.id] = stripped
         store = self._opened()
@@ -180,6 +211,15 @@ class JobTable:
                     raise ValueError("limit must be an integer")
                 chosen = self.listing(body.get("deployment"), body.get("status"), limit)
                 return {"records": [record.to_wire() for record in chosen[:MAX_RECORDS_PER_MESSAGE]]}
+            case "file_put":
+                sha256, data = str(body["sha256"]), body["data"]
+                if not isinstance(data, bytes):
+                    raise ValueError("file data must be bytes")
+                await self._in_thread(lambda: self._files.put(data, sha256))
+                return {"ok": True}
+            case "file_get":
+                sha256 = str(body["sha256"])
+                return {"data": await self._in_thread(lambda: self._files.get(sha256))}
             case "sync":
                 return {"records": [record.to_wire() for record in self._newer_for(body)]}
             case op:

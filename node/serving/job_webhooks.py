@@ -91,7 +91,7 @@ def webhook_body(record: JobRecord, result_url: str) -> dict[str, Any]:
         "finished_at": None if record.finished_ms is None else record.finished_ms / 1000,
     }
     result = record.result
-    if result is not None and result.content_type == "application/json":
+    if result is not None and result.content_type == "application/json" and result.stored is None:
         body["result"] = json.loads(result.data)
     elif result is not None:
         body["result_url"] = result_url

@@ -3,13 +3,11 @@
 The shell around ``mesh/job_policy.py`` (holders, runner, takeover, order); the copies themselves
 are ``job_table.py``'s, reached on other nodes through ``job_peers.py``.
 
-- ``submit`` stores a new job on its ``k`` holders, this node included when it is one, and returns
-  only once every one of them has it: that is when ``POST /v1/jobs`` answers 202.
-- ``find`` answers from the copy held here or asks the holders; ``cancel`` writes the request
-  (a queued job ends at once; the runner stops a running one); ``listing`` asks every live node.
+- ``submit`` returns once the job is stored on all its ``k`` holders: then ``POST`` answers 202.
+- ``find`` reads the copy held here or asks the holders; ``cancel`` writes the request (a queued job
+  ends at once, the runner stops a running one); ``listing`` asks every live node.
 - ``_tick`` (every ``job_tick_s``, and at once when the view or a copy changes) carries out the
-  policy: start what this node runs, take over a dead runner's jobs, cancel, expire, and copy each
-  job to holders its ranking gained.
+  policy: start, take over, cancel, expire, copy to new holders, deliver webhooks.
 - A job runs through the forwarder as a predict request does; a refusal for lack of room (429/503)
   puts it back in the queue after its Retry-After, not counted as an attempt.
 """
@@ -36,12 +34,14 @@ from ..mesh.jobs import (
     Delivery,
     JobError,
     JobRecord,
+    JobResult,
     JobStatus,
     JobWireError,
     Progress,
     merged,
 )
 from ..mesh.types import NodeId
+from .job_files import JobFiles
 from .job_peers import JobPeers
 from .job_runs import Serve, run_once
 from .job_store import JobStore
@@ -69,6 +69,7 @@ class JobLimits:
     max_jobs: int
     max_body_bytes: int
     sync_s: float
+    inline_result_bytes: int
 
     @classmethod
     def of(cls, config: AgentConfig) -> JobLimits:
@@ -82,6 +83,7 @@ class JobLimits:
             config.job_max_held,
             config.job_max_body_bytes,
             config.job_sync_s,
+            config.job_inline_result_bytes,
         )
 
 
@@ -93,6 +95,7 @@ class JobService:
         *,
         me: NodeId,
         open_store: Callable[[], JobStore],
+        files: JobFiles,
         peers: JobPeers,
         serve: Serve,
         known: Callable[[str], bool],
@@ -105,15 +108,13 @@ class JobService:
         self.known = known
         self.limits = limits
         self._wake = asyncio.Event()
-        self.table = JobTable(me, open_store, peers, limits.copies, self._wake.set)
+        self.table = JobTable(me, open_store, files, peers, limits.copies, self._wake.set)
         self._running: dict[str, asyncio.Task[None]] = {}
         # Per job refused for lack of room: not started again before this loop time.
         self._not_before: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         # Anti-entropy: every live peer after a view change, else one peer per job_sync_s in turn.
-        self._sync_all = True
-        self._next_sync = 0.0
-        self._sync_turn = 0
+        self._sync_all, self._next_sync, self._sync_turn = True, 0.0, 0
         self._webhooks = webhooks
         self._delivering: dict[str, asyncio.Task[None]] = {}
         # Webhook tries made here, by outcome: delivered, retry (failed, tried again later), gave_up.
@@ -222,6 +223,15 @@ class JobService:
                     continue
                 found[record.id] = merged(found.get(record.id), record)
         return sorted(found.values(), key=lambda r: (-r.created_ms, r.id))[:limit]
+
+    async def result_data(self, result: JobResult) -> bytes:
+        """A result's bytes: in its record, or from a node that keeps its file (503 when none answers)."""
+        if result.stored is None:
+            return result.data
+        data = await self.table.file(result.stored)
+        if data is None:
+            raise NotReady("no node that keeps this job's result answers; try again", retry_after_s=5)
+        return data
 
     def name_of(self, node: NodeId | None) -> str | None:
         """A member's name (for the status view), or its id when it is no longer known."""
@@ -337,6 +347,8 @@ class JobService:
                 error = JobError(exc.kind, exc.message, exc.status)
                 await self.table.write(self._ended(current, JobStatus.FAILED, error=error))
         else:
+            if len(result.data) > self.limits.inline_result_bytes:
+                result = await self.table.keep_file(result)
             current = self.table.records.get(record.id, record)
             await self.table.write(self._ended(current, JobStatus.COMPLETED, result=result))
         finally:

@@ -204,3 +204,16 @@ def test_a_job_its_app_says_must_not_run_twice_fails_when_its_runner_dies(mesh: 
     finally:
         victim.restart().wait_ready()
         mesh.wait_formed(60)
+
+
+def test_a_large_result_is_a_file_on_two_nodes_and_read_from_any(mesh: Mesh) -> None:
+    entry = mesh.agents[0]
+    big = {"blob": "x" * 400_000}  # its echo is over job_inline_result_bytes (256 KiB)
+    job = submit(entry, big).json()
+    assert wait_ended(entry, job["id"])["status"] == "completed"
+    predicted = httpx.post(f"{entry.url}/v1/predict/probe", json=big, timeout=30).json()
+    for agent in mesh.agents:
+        result = httpx.get(f"{agent.url}/v1/jobs/{job['id']}/result", timeout=30)
+        assert result.status_code == 200 and result.json() == predicted
+    keeping = [a for a in mesh.agents if any((a.data_dir / "job-results").glob("[0-9a-f]" * 64))]
+    assert len(keeping) == 2, [a.name for a in keeping]

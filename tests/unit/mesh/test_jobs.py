@@ -137,3 +137,14 @@ def test_every_order_of_arrival_keeps_the_same_copy(records: list[JobRecord], rn
     shuffled = list(records)
     rng.shuffle(shuffled)  # type: ignore[attr-defined]
     assert fold(records) == fold(shuffled)
+
+
+def test_a_stored_result_names_its_file_and_nodes_and_is_checked() -> None:
+    from meshnode.mesh.jobs import StoredFile
+
+    stored = JobResult("image/png", b"", StoredFile("ab" * 32, 123, (A, B)))
+    record = job(status=JobStatus.COMPLETED, result=stored)
+    assert JobRecord.from_wire(msgpack.unpackb(msgpack.packb(record.to_wire()), raw=False)) == record
+    for bad in (["image/png", b"", "../../etc/passwd", 1, [A]], ["image/png", b"", "ab" * 32, 1, []]):
+        with pytest.raises(JobWireError):
+            JobRecord.from_wire({**record.to_wire(), "result": bad})

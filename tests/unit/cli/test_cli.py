@@ -122,7 +122,15 @@ def test_bad_join_values_exit_2_naming_the_flag(
 
 
 def test_set_reaches_the_agent_config_typed(runner: CliRunner, started: list[AgentConfig]) -> None:
-    args = ["join", "--set", "job_copies=2", "--set", "job_webhook_first_delay_s=0.5", "--set", "uvloop=false"]
+    args = [
+        "join",
+        "--set",
+        "job_copies=2",
+        "--set",
+        "job_webhook_first_delay_s=0.5",
+        "--set",
+        "uvloop=false",
+    ]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     [config] = started

@@ -225,7 +225,7 @@ class Agent:
             rotation=rotation,
             members=runner,
             mesh_id=config.mesh_id,
-            images=await ImageStore.of_node(config),
+            images=await ImageStore.of_node(config, node_id),
             jobs=self._jobs,
             insecure=config.insecure_http,
             tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here

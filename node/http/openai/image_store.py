@@ -14,9 +14,11 @@ entry node) keeps each PNG as a file in ``<data dir>/openai-images`` and hands o
 - the files take at most ``openai_image_store_bytes`` together: past it the oldest images go
   first, so a burst of requests can shorten how long older links live but never fill the disk.
 
-The index lives in memory: a restarted node forgets its links (it deletes the folder's leftovers
-when it opens it), so a URL lives at most until its node restarts. File reads and writes run in a
-thread, never on the agent's event loop.
+The file name starts with the first 8 hex digits of the node's id (``<node>-<token>.png``): any
+other node asked for it redirects (307) to the node that keeps it, by its gossiped HTTP address, so
+a link works on every node of the mesh (``routes.py``). The index lives in memory: a restarted node
+forgets its links (it deletes the folder's leftovers when it opens it), so a URL lives at most until
+its node restarts. File reads and writes run in a thread, never on the agent's event loop.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ __all__ = ["FILES_PREFIX", "ImageStore"]
 
 FILES_PREFIX = "/v1/images/files/"
 _TOKEN_BYTES = 16  # 128 bits
-_NAME = re.compile(r"([A-Za-z0-9_-]{22})\.png")
+_NAME = re.compile(r"([0-9a-f]{8})-([A-Za-z0-9_-]{22})\.png")
+OWNER_CHARS = 8
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,16 @@ class ImageStore:
     """PNG files behind capability URLs, each kept until it expires or room is needed."""
 
     def __init__(
-        self, folder: Path, *, ttl_s: float, max_bytes: int, clock: Callable[[], float] = time.monotonic
+        self,
+        folder: Path,
+        *,
+        ttl_s: float,
+        max_bytes: int,
+        owner: str = "0" * OWNER_CHARS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.folder = folder
+        self.owner = owner[:OWNER_CHARS]  # the node id's first hex digits: where a link points
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
         self._clock = clock
@@ -63,18 +73,23 @@ class ImageStore:
         self._bytes = 0
 
     @classmethod
-    def open(cls, folder: Path, *, ttl_s: float, max_bytes: int) -> ImageStore:
+    def open(cls, folder: Path, *, ttl_s: float, max_bytes: int, owner: str) -> ImageStore:
         """A store in `folder`, emptied of a previous run's files (blocking: call it in a thread)."""
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder, ttl_s=ttl_s, max_bytes=max_bytes)
+        return cls(folder, ttl_s=ttl_s, max_bytes=max_bytes, owner=owner)
 
     @classmethod
-    async def of_node(cls, config: AgentConfig) -> ImageStore:
+    async def of_node(cls, config: AgentConfig, node_id: str) -> ImageStore:
         """The node's store, in its data dir's ``openai-images`` folder, opened off the event loop."""
         folder = config.data_dir / "openai-images"
         ttl_s, max_bytes = config.openai_image_ttl_s, config.openai_image_store_bytes
-        return await asyncio.to_thread(cls.open, folder, ttl_s=ttl_s, max_bytes=max_bytes)
+        return await asyncio.to_thread(cls.open, folder, ttl_s=ttl_s, max_bytes=max_bytes, owner=node_id)
+
+    def owner_of(self, name: str) -> str | None:
+        """The node-id prefix a URL's file name carries, or None for a name no node made."""
+        match = _NAME.fullmatch(name)
+        return match[1] if match else None
 
     async def put(self, png: bytes) -> str:
         """Keep `png`; return the file name of its URL (``<token>.png``)."""
@@ -87,7 +102,7 @@ class ImageStore:
         while self._kept and self._bytes + len(png) > self.max_bytes:
             gone.append(self._drop(next(iter(self._kept))))
         token = secrets.token_urlsafe(_TOKEN_BYTES)
-        path = self.folder / f"{token}.png"
+        path = self.folder / f"{self.owner}-{token}.png"
         self._kept[token] = _Kept(path, len(png), now + self.ttl_s)
         self._bytes += len(png)
         try:
@@ -101,7 +116,7 @@ class ImageStore:
     async def get(self, name: str) -> tuple[bytes, float]:
         """The PNG behind a URL's file name and its seconds left; NotFound when unknown or expired."""
         match = _NAME.fullmatch(name)
-        kept = self._kept.get(match[1]) if match else None
+        kept = self._kept.get(match[2]) if match and match[1] == self.owner else None
         now = self._clock()
         if kept is None or kept.expires <= now:
             await asyncio.to_thread(_replace_files, None, b"", self._expire(now))

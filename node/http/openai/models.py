@@ -96,6 +96,13 @@ class Catalog:
         self._hosted: dict[str, _Hosted] = {}
         self._by_model: dict[str, list[str]] = {}
 
+    def base_url_of(self, id_prefix: str) -> str | None:
+        """``scheme://host:port`` of the live member whose id starts with `id_prefix`, if one does."""
+        for member in self._members.members():
+            if member.status == Status.ALIVE and member.node.startswith(id_prefix) and member.meta.http:
+                return f"{'https' if member.meta.tls else 'http'}://{member.meta.http}"
+        return None
+
     def resolve(self, model: str, kind: str) -> Target:
         """The deployment `model` names for a request of `kind`; 404 or 400 saying why not."""
         hosted = self._index()

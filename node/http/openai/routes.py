@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from ...dataplane.forward import Served
+from ...errors import NotFound
 from ..app import request_id
 from ..body import base_url
 from . import chat, completions, embeddings, images
@@ -91,6 +92,13 @@ def add_openai_routes(app: FastAPI, edge: Edge, store: ImageStore | None) -> Non
         """An image made for a ``url`` answer, while its link is valid."""
         if store is None:
             raise ParamError(None, "this node keeps no images")
+        owner = store.owner_of(name)
+        if owner is not None and owner != store.owner:
+            # Made by another node: send the client there (a link works on every node of the mesh).
+            keeper = catalog.base_url_of(owner)
+            if keeper is None:
+                raise NotFound("no such image: the node that made it is gone")
+            return RedirectResponse(f"{keeper}{FILES_PREFIX}{name}", status_code=307)
         png, left_s = await store.get(name)
         cache = f"private, max-age={max(0, int(left_s))}"
         return Response(png, media_type="image/png", headers={"Cache-Control": cache})

@@ -150,8 +150,8 @@ def test_images_as_base64_are_pngs_of_the_size_asked(client: openai.OpenAI) -> N
     assert base64.b64decode((again.data or [])[0].b64_json or "") == pictures[0]
 
 
-def test_image_urls_point_at_the_entry_node_and_serve_the_png(
-    client: openai.OpenAI, entry: AgentProcess
+def test_image_urls_point_at_the_entry_node_and_serve_the_png_from_any_node(
+    client: openai.OpenAI, entry: AgentProcess, mesh: Mesh
 ) -> None:
     # No model: the one deployment that serves images is used, as OpenAI has a default model.
     result = client.images.generate(prompt="a red fox", size="64x64", extra_body={"seed": 3})
@@ -162,6 +162,12 @@ def test_image_urls_point_at_the_entry_node_and_serve_the_png(
     assert "max-age=" in fetched.headers["cache-control"]
     with Image.open(io.BytesIO(fetched.content)) as image:
         assert image.size == (64, 64)
+    # The same link on another node: a redirect to the node that keeps it.
+    other = mesh.agents[1]
+    elsewhere = url.replace(entry.url, other.url)
+    moved = httpx.get(elsewhere)
+    assert moved.status_code == 307 and moved.headers["location"] == url
+    assert httpx.get(elsewhere, follow_redirects=True).content == fetched.content
     unknown = httpx.get(f"{entry.url}/v1/images/files/{'A' * 22}.png")
     assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "invalid_request_error"
 

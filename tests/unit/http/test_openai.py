@@ -121,7 +121,8 @@ async def test_the_image_store_expires_links_and_keeps_within_its_bytes(tmp_path
     store = ImageStore(tmp_path, ttl_s=10, max_bytes=100, clock=lambda: now[0])
     first = await store.put(b"1" * 40)
     second = await store.put(b"2" * 40)
-    assert len(first) == len("x" * 22 + ".png") and first != second
+    assert len(first) == len("00000000-" + "x" * 22 + ".png") and first != second
+    assert store.owner_of(first) == "00000000" and store.owner_of("x.png") is None
     assert await store.get(first) == (b"1" * 40, 10.0)
     third = await store.put(b"3" * 40)  # 120 bytes would not fit: the oldest goes
     with pytest.raises(NotFound):

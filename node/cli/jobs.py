@@ -35,6 +35,7 @@ from ..client.errors import ClientError, JobNotFinished
 from ..client.job_plans import MAX_LISTED
 from ..client.job_view import JOB_STATES, Job, state_in_words
 from ..client.sync import MeshClient
+from ..mesh.jobs import JOB_ID_PATTERN
 from .job_progress import JobProgress
 from .node_http import MeshEntry, entry_options
 from .predict import accept_for, parse_body
@@ -54,6 +55,23 @@ _output_option = click.option(
 _wait_option = click.option(
     "--wait", "wait", is_flag=True, help="Wait for the job to end (progress on stderr)."
 )
+
+
+class _JobIdCommand(click.Command):
+    """A command taking a job ID, which may start with "-" (ids are base64url): such an ID is no option."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Move an ID that looks like an option behind ``--``, unless it is an option's value."""
+        options = [param for param in self.params if isinstance(param, click.Option)]
+        valued = {name for option in options if not option.is_flag for name in option.opts}
+        for index, arg in enumerate(args):
+            if arg == "--":
+                break
+            follows_option = index > 0 and args[index - 1] in valued
+            if arg.startswith("-") and JOB_ID_PATTERN.fullmatch(arg) and not follows_option:
+                args = [*args[:index], *args[index + 1 :], "--", arg]
+                break
+        return super().parse_args(ctx, args)
 
 
 @click.group()
@@ -114,7 +132,7 @@ def submit(
         _print_answer(_wait_for(client, job.id), output)
 
 
-@jobs.command("status")
+@jobs.command("status", cls=_JobIdCommand)
 @click.argument("job_id", metavar="ID")
 @entry_options
 def status(job_id: str, mesh: MeshEntry) -> None:
@@ -123,7 +141,7 @@ def status(job_id: str, mesh: MeshEntry) -> None:
         click.echo(json.dumps(client.status(job_id).raw, indent=2))
 
 
-@jobs.command("result")
+@jobs.command("result", cls=_JobIdCommand)
 @click.argument("job_id", metavar="ID")
 @_wait_option
 @_output_option
@@ -141,7 +159,7 @@ def result(job_id: str, wait: bool, output: Path | None, mesh: MeshEntry) -> Non
         _print_answer(answer, output)
 
 
-@jobs.command("cancel")
+@jobs.command("cancel", cls=_JobIdCommand)
 @click.argument("job_id", metavar="ID")
 @entry_options
 def cancel(job_id: str, mesh: MeshEntry) -> None:

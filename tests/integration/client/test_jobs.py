@@ -9,9 +9,11 @@ Python and command-line surfaces share one mesh's start-up.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -189,3 +191,27 @@ def test_the_command_prints_one_error_line_with_exit_status_1(mesh: Mesh) -> Non
     assert early.returncode == 1 and "add --wait" in early.stderr, early.stderr
     assert meshnode(mesh, "cancel", long_job).returncode == 0
     assert meshnode(mesh, "ls", "--status", "lost").returncode == 2
+
+
+def test_wait_follows_the_job_to_the_other_node_when_its_node_dies(mesh: Mesh) -> None:
+    """Runs last: it kills an agent for good (the module's mesh ends here), mid-stream of the client."""
+    victim, survivor = mesh.agents[1], mesh.agents[0]
+    following = threading.Event()
+    heard: list[Job] = []
+
+    def hear(job: Job) -> None:
+        heard.append(job)
+        following.set()
+
+    with (
+        MeshClient([victim.url, survivor.url], prefer_first=True, timeout=30) as client,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        job = client.submit("probe", {"do": "sleep", "s": 3})
+        waiting = pool.submit(client.wait, job.id, WAIT_S * 2, hear)
+        assert following.wait(WAIT_S) and client.last_node == victim.url
+        victim.kill()
+        # Had it run on the victim, the survivor takes it over once it sees the death and reruns it;
+        # either way the client reads on from the survivor.
+        assert waiting.result(WAIT_S * 2) == {"slept": 3}
+        assert heard[-1].status == "completed" and client.last_node == survivor.url

@@ -72,6 +72,14 @@ def test_an_unreachable_node_is_one_error_line() -> None:
     assert code == 1 and output.startswith("Error: no node took GET /v1/jobs/"), output
 
 
+@pytest.mark.parametrize("command", ["status", "result", "cancel"])
+def test_an_id_that_starts_with_a_dash_is_an_id_not_an_option(command: str) -> None:
+    dashed = "-56NzP1w2O5_k7E-1Rme_g"  # job ids are base64url: one in 64 starts so
+    code, output = run(command, dashed, "--node", NOWHERE)
+    assert code == 1 and output.startswith("Error: no node took "), output
+    assert run(command, "--node", NOWHERE, "--", dashed)[0] == 1
+
+
 def test_the_table_says_where_each_job_is() -> None:
     rows = [
         job("queued", position=0, node=None),

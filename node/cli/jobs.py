@@ -38,11 +38,14 @@ from ..client.sync import MeshClient
 from ..mesh.jobs import JOB_ID_PATTERN
 from .job_progress import JobProgress
 from .node_http import MeshEntry, entry_options
+from .params import agent_default
 from .predict import accept_for, parse_body
 from .text_table import format_table
 
 __all__ = ["format_jobs_table", "jobs"]
 
+# What a node gives a job that names no deadline (X-Request-Timeout), for --timeout's help.
+_NODE_TIMEOUT_S = agent_default("request_timeout_s")
 # Exit status of a command whose wait was interrupted (128 + SIGINT, as a shell reports it).
 INTERRUPTED_EXIT = 130
 
@@ -92,7 +95,7 @@ def jobs() -> None:
     "timeout_s",
     type=click.FloatRange(0, 3600, min_open=True),
     default=None,
-    help="Seconds the job may run once started [default: the node's, 60].",
+    help=f"Seconds the job may run once started [default: the node's, {_NODE_TIMEOUT_S:g}].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the job's status JSON, not only its id.")
 @entry_options

@@ -52,7 +52,7 @@ class SubmitOptions(TypedDict, total=False):
     accept: str
     #: Routing hint for the job's run (X-Mesh-Hint; default: the client's ``hint``).
     hint: str | None
-    #: Seconds the job may run once started (X-Request-Timeout; default: the node's, 60 s).
+    #: Seconds the job may run once started (X-Request-Timeout; default: the node's request_timeout_s).
     timeout: float | None
 
 

@@ -12,8 +12,10 @@ import base64
 import functools
 import io
 import json
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -193,3 +195,16 @@ def test_closing_the_socket_mid_run_stops_the_work(mesh: Mesh) -> None:
     short_s = time.monotonic() - started
     assert short.status_code == 200, short.text
     assert short_s < left_s / 2, (short_s, left_s)
+
+
+def test_the_client_in_the_docs_works_as_printed(
+    mesh: Mesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, entry = mesh.agents
+    doc = (Path(__file__).parents[3] / "docs" / "apps.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", doc, re.DOTALL) if "/v1/ws/" in block]
+    monkeypatch.chdir(tmp_path)  # it writes fox.png where it runs
+    exec(compile(code.replace("127.0.0.1:8470", entry.http), "docs/apps.md", "exec"), {})
+    assert "step 20/20" in capsys.readouterr().out
+    with Image.open(tmp_path / "fox.png") as picture_file:
+        assert (picture_file.format, picture_file.size) == ("PNG", (64, 64))

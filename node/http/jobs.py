@@ -36,6 +36,8 @@ __all__ = ["add_job_routes"]
 
 _LIST_MAX = 1000
 _EVENTS_POLL_S = 0.25
+# A comment line this often while nothing changes, so a client tells a quiet job from a dead node.
+_KEEPALIVE_S = 10.0
 
 
 def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, default_timeout_s: float) -> None:
@@ -126,12 +128,17 @@ def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, defau
 async def _events(first: JobRecord, request: Request, jobs: JobService) -> AsyncIterator[bytes]:
     record = first
     last: tuple[int, int | None] | None = None
+    loop = asyncio.get_running_loop()
+    said = loop.time()
     while True:
         position = jobs.positions().get(record.id)
         if (record.version, position) != last:
-            last = (record.version, position)
+            last, said = (record.version, position), loop.time()
             data = json.dumps(_view(record, request, jobs))
             yield f"event: {record.status.value}\ndata: {data}\n\n".encode()
+        elif loop.time() - said >= _KEEPALIVE_S:
+            said = loop.time()
+            yield b": keep-alive\n\n"
         if record.status.terminal:
             return
         await asyncio.sleep(_EVENTS_POLL_S)  # a copy may change on another node: poll the holders
@@ -165,7 +172,11 @@ def _view(record: JobRecord, request: Request, jobs: JobService) -> dict[str, An
     if record.progress is not None:
         view["progress"] = {"step": record.progress.step, "total": record.progress.total}
     if record.error is not None:
-        view["error"] = {"type": record.error.type, "message": record.error.message}
+        view["error"] = {
+            "type": record.error.type,
+            "message": record.error.message,
+            "status": record.error.status,
+        }
     if record.webhook is not None and record.delivery is not None:
         view["webhook"] = {"tries": record.delivery.tries, "state": record.delivery.state}
     return view

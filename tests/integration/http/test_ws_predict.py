@@ -39,6 +39,8 @@ READY_TIMEOUT_S = 180.0
 # A whole diffusion at 128x128: 12 steps take about 3 s here, and up to ten times that under CI.
 ANSWER_TIMEOUT_S = 300.0
 EVENT = dict[str, Any]
+# A change of a replica's queue reaches another node's view within this (local profile).
+GOSSIP_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +189,10 @@ def test_closing_the_socket_mid_run_stops_the_work(mesh: Mesh) -> None:
     # step took between the reports, times the steps left.
     (first_at, first_step), (last_at, last_step) = reports[0], reports[-1]
     left_s = (steps - last_step) * (last_at - first_at) / (last_step - first_step)
-    wait_for(lambda: replica_queue(entry, host) == 0, left_s / 2, 0.05, lambda: str(entry.view()))
+    # The entry learns the replica's queue by gossip (at most a second apart on the local profile):
+    # on a machine fast enough to leave less than that, the short request below is the evidence.
+    seen_within_s = max(left_s / 2, GOSSIP_S)
+    wait_for(lambda: replica_queue(entry, host) == 0, seen_within_s, 0.05, lambda: str(entry.view()))
     # The replica runs one request at a time: a short one answers soon only if the cancelled
     # diffusion stopped at its next step instead of running on to its 50th.
     started = time.monotonic()

@@ -341,7 +341,6 @@ class Agent:
 
     def _on_view(self) -> None:
         self.deployments.on_view()
-        self._jobs.on_view()
 
     def _serve_local(self, call: Call) -> AsyncIterator[Envelope]:
         """A peer's call: job copies to the job service, the rest to this node's replicas."""
@@ -353,6 +352,7 @@ class Agent:
         member = self._runner.member(change.node)
         name = member.meta.name if member else "?"
         log.info("member %s (%s): %s -> %s", name, change.node[:8], change.previous, change.current.value)
+        self._jobs.on_view()  # job holders and runners move with who is alive, not with metadata
         if change.current == Status.ALIVE:
             self._joined = True
         elif change.current.gone:

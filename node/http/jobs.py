@@ -23,7 +23,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import Gone, MeshnodeError, NotFound, Unprocessable, error_for_failure
@@ -36,6 +36,8 @@ __all__ = ["add_job_routes"]
 
 _LIST_MAX = 1000
 _EVENTS_POLL_S = 0.25
+_DEPLOYMENT = Path(description="POST: the deployment that runs the job")
+_JOB_ID = Path(description="GET, DELETE: the job's id (22 characters of base64url)")
 # A comment line this often while nothing changes, so a client tells a quiet job from a dead node.
 _KEEPALIVE_S = 10.0
 
@@ -43,9 +45,12 @@ _KEEPALIVE_S = 10.0
 def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, default_timeout_s: float) -> None:
     """Mount the ``/v1/jobs`` routes."""
 
-    @app.post("/v1/jobs/{deployment}", status_code=202)
-    async def submit(deployment: str, request: Request) -> JSONResponse:
+    # One path template for POST (its segment names a deployment) and GET/DELETE (a job id), so the
+    # OpenAPI document lists one resource whose Allow header is exactly what it answers.
+    @app.post("/v1/jobs/{name}", status_code=202)
+    async def submit(request: Request, name: str = _DEPLOYMENT) -> JSONResponse:
         """Queue a predict request; 202 with its URLs once its copies are stored."""
+        deployment = name
         raw = await read_body(request, max_body_bytes, f"a job's body is at most {max_body_bytes} bytes")
         body = parse_json_object(raw)
         if body.get("stream") is True:
@@ -88,9 +93,10 @@ def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, defau
         found = await jobs.listing(deployment, status, limit)
         return {"jobs": [_view(record, request, jobs) for record in found]}
 
-    @app.get("/v1/jobs/{job_id}")
-    async def status(job_id: str, request: Request) -> dict[str, Any]:
+    @app.get("/v1/jobs/{name}")
+    async def status(request: Request, name: str = _JOB_ID) -> dict[str, Any]:
         """Where the job is."""
+        job_id = name
         return _view(await jobs.find(job_id), request, jobs)
 
     @app.get("/v1/jobs/{job_id}/result")
@@ -109,9 +115,10 @@ def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, defau
             case _:
                 return JSONResponse(_view(record, request, jobs), 202, {"Retry-After": "1"})
 
-    @app.delete("/v1/jobs/{job_id}")
-    async def cancel(job_id: str, request: Request) -> dict[str, Any]:
+    @app.delete("/v1/jobs/{name}")
+    async def cancel(request: Request, name: str = _JOB_ID) -> dict[str, Any]:
         """Cancel the job; answers its status after the request."""
+        job_id = name
         return _view(await jobs.cancel(job_id), request, jobs)
 
     @app.get("/v1/jobs/{job_id}/events")

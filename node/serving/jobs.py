@@ -129,9 +129,7 @@ class JobService:
         """Stop the runs here and hand them back to the queue, not counted as attempts (the next
         in rank starts them), then close the store. The copies stay on disk."""
         stopped = list(self._running)
-        tasks = [
-            t for t in (self._task, *self._running.values(), *self._delivering.values()) if t is not None
-        ]
+        tasks = [t for t in (self._task, *self._running.values(), *self._delivering.values()) if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -150,7 +148,7 @@ class JobService:
         await self.table.close()
 
     def on_view(self) -> None:
-        """Membership changed: holders and runners may have moved, a node may be back."""
+        """A member changed state: holders and runners may have moved, a node may be back."""
         self._sync_all = True
         self._wake.set()
 
@@ -370,9 +368,12 @@ class JobService:
             self._wake.set()
 
     async def _sync(self, live: list[NodeId]) -> None:
-        """Pull what copies here missed from other holders (``JobTable.sync_with``)."""
+        """Pull what copies here missed (``JobTable.sync_with``): from all peers after a view change,
+        else from one in turn while an unfinished job is held here (an idle mesh sends nothing)."""
         peers = sorted(node for node in live if node != self._me)
         if not peers or (not self._sync_all and _loop_time() < self._next_sync):
+            return
+        if not self._sync_all and all(r.status.terminal for r in self.table.records.values()):
             return
         if self._sync_all:
             chosen, self._sync_all = peers, False

@@ -95,13 +95,22 @@ def test_a_hundred_jobs_survive_a_killed_runner_and_a_restart(mesh: Mesh) -> Non
         return "\n".join(lines) + "\n" + "\n".join(a.describe() for a in survivors)
 
     wait_for(all_done, 180, 0.5, unfinished)
-    attempts = collections.Counter()
+
+    # Every survivor says so too: a holder that missed a write while it restarted catches up at its
+    # next pull from the others (docs/jobs.md, "Durable with no central store").
+    def everywhere() -> bool:
+        return all(
+            httpx.get(f"{a.url}/v1/jobs/{job_id}", timeout=10).json()["status"] == "completed"
+            for a in survivors
+            for job_id in submitter.ids
+        )
+
+    wait_for(everywhere, 60, 0.5, unfinished)
+    attempts: collections.Counter[int] = collections.Counter()
     for job_id in submitter.ids:
         for agent in survivors:
             status = httpx.get(f"{agent.url}/v1/jobs/{job_id}", timeout=10).json()
-            assert status["status"] == "completed" and 1 <= status["attempts"] <= status["max_attempts"], (
-                status
-            )
+            assert 1 <= status["attempts"] <= status["max_attempts"], status
             result = httpx.get(f"{agent.url}/v1/jobs/{job_id}/result", timeout=10)
             assert result.status_code == 200 and result.json() == {"slept": BODY["s"]}
         attempts[status["attempts"]] += 1

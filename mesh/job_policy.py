@@ -6,12 +6,13 @@ Pure decisions over a job record and the live members; ``node/serving/jobs.py`` 
   over the live members (``placement.score``), as replicas are placed. Every node computes the same
   list from the same view with no coordination; when a holder dies the next in rank replaces it,
   and only the jobs that one held move.
-- **The runner** is the first live node of that ranking. It starts the job when its deployment has
-  room (``next_to_start``), writes each change, delivers the webhook. When it dies, the next in
-  rank becomes first and takes over (``decide``): a queued job starts there; a running one runs
+- **The runner** is the first node of that ranking that is alive or suspected. It starts the job
+  when its deployment has room (``next_to_start``), writes each change, delivers the webhook. When
+  it dies, the next in rank takes over (``decide``): a queued job starts there; a running one runs
   again (``attempts`` + 1) while attempts remain and its app is safe to rerun, and fails with the
-  reason otherwise. A runner that is only suspected keeps its jobs: taking them over at once would
-  run a job twice on every brief suspicion; they move when the failure detector declares it dead.
+  reason otherwise. A runner that is only suspected keeps its jobs, queued and running: taking them
+  over at once would run a job twice on every brief suspicion; they move when the failure detector
+  declares it dead.
 - **Order** (``queue_positions``, ``next_to_start``): per deployment, first come first served by
   creation time (then id, so every node agrees), and each deployment has its own budget of jobs
   running at once on a runner, so a flood of one deployment's jobs never holds up another's.
@@ -92,7 +93,9 @@ def decide(
     """
     if record.status.terminal:
         return Decision(Action.WAIT)
-    runner = runner_of(record.id, live)
+    # Ranked over alive and suspected members: a suspected runner keeps its queued jobs too, until
+    # it is declared dead; moving them at once would start a job twice when the suspect was alive.
+    runner = runner_of(record.id, present)
     if record.status == JobStatus.QUEUED:
         if record.cancel_requested:
             return Decision(Action.CANCEL)  # any holder may: nothing is running to stop

@@ -60,10 +60,11 @@ from .mesh.routing import Locality
 from .mesh.types import Address, NodeId, Status
 from .serving.deployments import Deployments
 from .serving.job_files import JobFiles
+from .serving.job_limits import JobLimits
 from .serving.job_peers import JOBS_CHANNEL, JobPeers
 from .serving.job_store import JobStore
 from .serving.job_webhooks import webhook_sender
-from .serving.jobs import JobLimits, JobService
+from .serving.jobs import JobService
 from .serving.replicas import Replicas
 from .store import NodeStore
 from .trust.keyring import SEAL_OVERHEAD_BYTES

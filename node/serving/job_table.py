@@ -225,17 +225,19 @@ class JobTable:
             case op:
                 raise ValueError(f"unknown job op {op!r}")
 
-    async def sync_with(self, node: NodeId) -> None:
+    async def sync_with(self, node: NodeId) -> bool:
         """Pull from `node` the copies it has further along than this node's, and those this node
         should hold and lacks (anti-entropy: what a write missed while this node was down or
-        starting, or before it became a holder)."""
+        starting, or before it became a holder); whether `node` answered."""
         standing = {
             job_id: [record.status.terminal, record.version, record.writer]
             for job_id, record in self.records.items()
             if node in self.holders(job_id)
         }
+        answered = False
         for chunk in _chunks(list(standing.items()), MAX_RECORDS_PER_MESSAGE) or [[]]:
             answer = await self._peers.ask(node, {"op": "sync", "asker": self.me, "standing": dict(chunk)})
+            answered = answered or isinstance(answer, dict)
             raws = answer.get("records", []) if isinstance(answer, dict) else []
             records = []
             for raw in raws[:MAX_RECORDS_PER_MESSAGE]:
@@ -244,6 +246,7 @@ class JobTable:
                 except JobWireError:
                     continue
             await self.merge(records)
+        return answered
 
     def _newer_for(self, body: dict[str, Any]) -> list[JobRecord]:
         """The copies a syncing peer lacks: further along than its standing, or not listed by it

@@ -22,10 +22,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from ..config import AgentConfig
 from ..errors import Gone, MeshnodeError, NotFound, NotReady
 from ..mesh import job_policy
 from ..mesh.job_policy import Action
@@ -42,49 +40,20 @@ from ..mesh.jobs import (
 )
 from ..mesh.types import NodeId
 from .job_files import JobFiles
+from .job_limits import JobLimits
 from .job_peers import JobPeers
 from .job_runs import Serve, run_once
 from .job_store import JobStore
 from .job_table import JobTable
 from .job_webhooks import WebhookSender
 
-__all__ = ["JobLimits", "JobService"]
+__all__ = ["JobService"]
 
 log = logging.getLogger(__name__)
 
 _EXPIRED_KEPT_MS = 3600 * 1000
 # How long a stopping node tries to hand its runs back; past it they are taken over as a dead node's.
 _HANDBACK_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    """The job knobs of ``AgentConfig`` (``config.py`` says what each costs)."""
-
-    copies: int
-    ttl_s: float
-    max_attempts: int
-    running_per_deployment: int
-    tick_s: float
-    max_jobs: int
-    max_body_bytes: int
-    sync_s: float
-    inline_result_bytes: int
-
-    @classmethod
-    def of(cls, config: AgentConfig) -> JobLimits:
-        """The limits `config` sets."""
-        return cls(
-            config.job_copies,
-            config.job_ttl_s,
-            config.job_max_attempts,
-            config.job_running_per_deployment,
-            config.job_tick_s,
-            config.job_max_held,
-            config.job_max_body_bytes,
-            config.job_sync_s,
-            config.job_inline_result_bytes,
-        )
 
 
 class JobService:
@@ -115,6 +84,7 @@ class JobService:
         self._task: asyncio.Task[None] | None = None
         # Anti-entropy: every live peer after a view change, else one peer per job_sync_s in turn.
         self._sync_all, self._next_sync, self._sync_turn = True, 0.0, 0
+        self._synced, self._started_at = False, 0.0
         self._webhooks = webhooks
         self._delivering: dict[str, asyncio.Task[None]] = {}
         # Webhook tries made here, by outcome: delivered, retry (failed, tried again later), gave_up.
@@ -123,6 +93,7 @@ class JobService:
     async def start(self) -> None:
         """Load the copies kept on disk and start the loop that runs and settles them."""
         await self.table.open()
+        self._started_at = _loop_time()
         self._task = asyncio.create_task(self._loop(), name="jobs")
 
     async def stop(self) -> None:
@@ -266,6 +237,9 @@ class JobService:
         now = _now_ms()
         live, present = self._peers.live(), self._peers.present()
         await self._sync(live)
+        # A node just started holds copies that may be stale (runs it had, jobs others finished):
+        # it acts on them only once it has pulled from a peer, or after job_sync_s alone.
+        settled = self._synced or _loop_time() - self._started_at >= self.limits.sync_s
         rerun_safe = functools.cache(self._peers.rerun_safe)  # once per deployment per tick
         to_start: list[JobRecord] = []
         for record in list(self.table.records.values()):
@@ -277,7 +251,10 @@ class JobService:
                 elif record.result is not None:
                     await self.table.drop_result(record)
                 continue
-            await self.table.copy_to_new_holders(record)
+            if not record.status.terminal:  # new holders of ended jobs pull them (``_sync``)
+                await self.table.copy_to_new_holders(record)
+            if not settled:
+                continue
             running_here = record.id in self._running
             decision = job_policy.decide(
                 record,
@@ -295,14 +272,16 @@ class JobService:
                     await self.table.write(self._ended(record, JobStatus.FAILED, error=error))
                 case Action.RERUN:
                     to_start.append(await self.table.write(record.written(self._me, status=JobStatus.QUEUED)))
-                case Action.START if self._not_before.get(record.id, 0.0) <= _loop_time():
+                case Action.START if (
+                    self._not_before.get(record.id, 0.0) <= _loop_time() and not running_here
+                ):
                     to_start.append(record)
                 case _ if running_here and record.cancel_requested:
                     self._running[record.id].cancel()
             if (
                 job_policy.delivery_due(record, now)
                 and record.id not in self._delivering
-                and job_policy.runner_of(record.id, live) == self._me
+                and job_policy.runner_of(record.id, present) == self._me
             ):
                 self._delivering[record.id] = asyncio.create_task(self._deliver(record.id))
         running: dict[str, int] = {}
@@ -317,7 +296,7 @@ class JobService:
                 status=JobStatus.RUNNING,
                 runner=self._me,
                 attempts=record.attempts + 1,
-                started_ms=now,
+                started_ms=_now_ms(),
             )
             self._running[record.id] = asyncio.create_task(self._run(await self.table.write(started)))
 
@@ -381,7 +360,8 @@ class JobService:
             self._sync_turn += 1
             chosen = [peers[self._sync_turn % len(peers)]]
         self._next_sync = _loop_time() + self.limits.sync_s
-        await asyncio.gather(*(self.table.sync_with(node) for node in chosen))
+        answered = await asyncio.gather(*(self.table.sync_with(node) for node in chosen))
+        self._synced = self._synced or any(answered)
 
     def _ended(self, record: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
         now = _now_ms()

@@ -137,3 +137,11 @@ def test_expiry_and_webhook_due() -> None:
     assert not delivery_due(done, 49) and delivery_due(done, 50)
     delivered = job(status=JobStatus.COMPLETED, webhook="http://x", delivery=Delivery(state="delivered"))
     assert not delivery_due(delivered, 10**9)
+
+
+def test_a_suspected_runner_keeps_its_queued_jobs_until_it_is_declared_dead() -> None:
+    record = job()
+    first, second = ranking(record.id, NODES)[:2]
+    alive = [n for n in NODES if n != first]  # first is suspected: present, not alive
+    assert decide(record, second, alive, NODES, running_here=False, rerun_safe=True).action == Action.WAIT
+    assert decide(record, second, alive, alive, running_here=False, rerun_safe=True).action == Action.START

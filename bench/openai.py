@@ -10,7 +10,10 @@ model unless ``--model`` names a checkpoint folder), greedy, ``--max-tokens`` to
   completion, (1) in-process: the app's ``async_predict`` called in this process, and (2) through a
   hop: ``POST /v1/chat/completions`` with ``stream: true`` to agent n0, which hosts nothing and
   forwards to n1's replica (read as Server-Sent Events; the first content chunk is the first token).
-  Printed: the p50 of each, and their difference (target: at most 2 ms more through the hop).
+  The hop's client is a process of its own (``--hop-client``, httpx's plain client, as the ``openai``
+  SDK uses): measured from this process, which holds two models and their engine threads, an HTTP
+  client's own time grew by 5-15 ms and swamped what the hop adds. Printed: the p50 of each, and
+  their difference (target: at most 2 ms more through the hop).
 - Part B, throughput: completion tokens per second with ``c`` streams at once, ``c`` in
   ``--concurrency``, batched (``max_batch_size`` 32) against unbatched (1), in-process and through
   the hop (two meshes: the replica's batching set by ``MESHNODE_LM_MAX_BATCH``). Target: batched at
@@ -29,6 +32,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +42,10 @@ from pathlib import Path
 
 import httpx
 from procs import Started, free_port, start, stop, wait
+
+# As the agent runs its workers (node/serving/worker_process.py), so the in-process engine here and
+# the workers' idle OpenMP threads sleep instead of spinning beside each other.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 DEPLOYMENT = "chat"
 APP = "meshnode.apps.text_generation:TextGeneration"
@@ -176,15 +184,59 @@ async def concurrent(run: object, concurrency: int, requests: int) -> float:
     return total / (time.perf_counter() - began)
 
 
+class HopClient:
+    """The Part A hop client: this script in ``--hop-client`` mode, one request per line asked."""
+
+    def __init__(self, base: str, max_tokens: int) -> None:
+        command = [sys.executable, __file__, "--hop-client", base, "--max-tokens", str(max_tokens)]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, index: int) -> Stream:
+        """One streamed chat completion through the hop; blocks until it has ended."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(f"{index}\n")
+        self._process.stdin.flush()
+        return Stream(**json.loads(self._process.stdout.readline()))
+
+    def close(self) -> None:
+        """End the client process."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=30)
+
+
+def hop_client(base: str, max_tokens: int) -> None:
+    """``--hop-client`` mode: for each index read on stdin, one timed stream; its JSON on stdout."""
+    with httpx.Client(timeout=120) as client:
+        for line in sys.stdin:
+            body = {**request_body(max_tokens, int(line)), "model": DEPLOYMENT}
+            began, first, tokens = time.perf_counter(), 0.0, 0
+            with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
+                response.raise_for_status()
+                for text in response.iter_lines():
+                    if not text.startswith("data: ") or text == "data: [DONE]":
+                        continue
+                    for choice in json.loads(text[6:]).get("choices", ()):
+                        if choice.get("delta", {}).get("content"):
+                            tokens += 1
+                            first = first or time.perf_counter() - began
+            total = time.perf_counter() - began
+            print(json.dumps({"first_s": first, "total_s": total, "tokens": tokens}), flush=True)
+
+
 def main() -> None:
     """Run parts A and B and print their tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--hop-client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None, help="a checkpoint folder (default: tiny)")
     args = parser.parse_args()
+    if args.hop_client is not None:
+        hop_client(args.hop_client, args.max_tokens)
+        return
     first: dict[str, list[float]] = {"in-process": [], "hop": []}
     rate: dict[str, list[float]] = {"in-process": [], "hop": []}
     throughput: dict[tuple[str, int, int], list[float]] = {}
@@ -198,18 +250,24 @@ def main() -> None:
             for _, base in meshes.values():
                 wait(lambda base=base: forwarded(base), 300, "a chat answer through the hop", started)
 
+            hop = HopClient(meshes[32][1], args.max_tokens)
+
             async def rounds() -> None:
                 async with httpx.AsyncClient(timeout=120) as client:
                     paths: dict[str, Callable[..., Awaitable[Stream]]] = {
                         "in-process": lambda i, b=32: in_process(apps[b], args.max_tokens, i),
                         "hop": lambda i, b=32: through_hop(client, meshes[b][1], args.max_tokens, i),
                     }
+                    part_a: dict[str, Callable[[int], Awaitable[Stream]]] = {
+                        "in-process": paths["in-process"],
+                        "hop": lambda i: asyncio.to_thread(hop.run, i),
+                    }
                     # Part A first, the two paths alternating request by request: side by side in
                     # the same conditions (no batch of Part B still settling on either side).
                     for _ in range(args.rounds):
-                        streams: dict[str, list[Stream]] = {name: [] for name in paths}
+                        streams: dict[str, list[Stream]] = {name: [] for name in part_a}
                         for index in range(args.requests):
-                            for name, run in paths.items():
+                            for name, run in part_a.items():
                                 streams[name].append(await run(index))
                         for name, measured in streams.items():
                             first[name].append(statistics.median(s.first_s for s in measured))
@@ -223,6 +281,7 @@ def main() -> None:
                                     throughput.setdefault((name, batch, c), []).append(measured_tps)
 
             asyncio.run(rounds())
+            hop.close()
         finally:
             for app in apps.values():
                 app.close()  # type: ignore[attr-defined]  # its engine thread, before the interpreter exits

@@ -77,7 +77,10 @@ class JobStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         """Whether the job has ended (nothing runs it again)."""
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in _ENDED
+
+
+_ENDED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,8 +63,14 @@ class JobStore:
             for record in records
         ]
         if rows:
+            # Plain SQL: sqlite-utils' upsert_all reads the table's columns on every call, which
+            # made each copy's write cost more than the write itself.
             with self._db.conn:
-                self._db.table("jobs").upsert_all(rows, pk="id")
+                self._db.conn.executemany(
+                    "insert or replace into jobs (id, deployment, status, created_ms, record)"
+                    " values (:id, :deployment, :status, :created_ms, :record)",
+                    rows,
+                )
 
     def delete(self, ids: Iterable[str]) -> None:
         """Forget these jobs."""

@@ -47,6 +47,7 @@ class JobTable:
     ) -> None:
         self.me = me
         self.records: dict[str, JobRecord] = {}
+        self.unfinished: set[str] = set()  # ids of records not ended: what a wake looks at
         self._open_store = open_store
         self._files = files
         self._store: JobStore | None = None
@@ -62,6 +63,8 @@ class JobTable:
         self._store = store = await self._in_thread(self._open_store)
         for record in await self._in_thread(store.load):
             self.records[record.id] = record
+            if not record.status.terminal:
+                self.unfinished.add(record.id)
 
     async def close(self) -> None:
         """Close the store (the copies stay on disk)."""
@@ -109,6 +112,10 @@ class JobTable:
             if winner != mine:
                 self.records[record.id] = winner
                 kept.append(winner)
+                if winner.status.terminal:
+                    self.unfinished.discard(record.id)
+                else:
+                    self.unfinished.add(record.id)
             if mine is None and record.writer != self.me:
                 # Its writer copies it to the other holders of the moment; later ones get it from tick.
                 self._copied[record.id] = frozenset([self.me, *self.holders(record.id)])
@@ -121,6 +128,7 @@ class JobTable:
         """Delete these jobs here."""
         for job_id in ids:
             self.records.pop(job_id, None)
+            self.unfinished.discard(job_id)
             self._copied.pop(job_id, None)
         store = self._opened()
         await self._in_thread(lambda: store.delete(ids))

@@ -221,9 +221,14 @@ class JobService:
     # -- the loop ----------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        next_full = 0.0
         while True:
+            # A wake (a copy arrived, a member changed) looks at the unfinished jobs; the ended ones
+            # (expiry, webhooks) once per tick_s: a node keeps a day of them.
+            full = _loop_time() >= next_full
+            next_full = _loop_time() + self.limits.tick_s if full else next_full
             try:
-                await self._tick()
+                await self._tick(full)
             except Exception:  # one bad job must not stop every other
                 log.exception("jobs: tick failed")
             self._wake.clear()
@@ -233,7 +238,7 @@ class JobService:
             except TimeoutError:
                 pass
 
-    async def _tick(self) -> None:
+    async def _tick(self, full: bool) -> None:
         now = _now_ms()
         live, present = self._peers.live(), self._peers.present()
         await self._sync(live)
@@ -242,7 +247,11 @@ class JobService:
         settled = self._synced or _loop_time() - self._started_at >= self.limits.sync_s
         rerun_safe = functools.cache(self._peers.rerun_safe)  # once per deployment per tick
         to_start: list[JobRecord] = []
-        for record in list(self.table.records.values()):
+        records = self.table.records
+        chosen = (
+            list(records.values()) if full else [records[i] for i in self.table.unfinished if i in records]
+        )
+        for record in chosen:
             if job_policy.expired(record, now):
                 # Its result goes at once; the record stays an hour more, so it answers 410, not 404.
                 if now >= (record.expires_ms or 0) + _EXPIRED_KEPT_MS:

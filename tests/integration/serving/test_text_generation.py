@@ -143,4 +143,6 @@ def test_a_client_that_disconnects_mid_stream_frees_the_model(mesh: Mesh) -> Non
     short_s = time.monotonic() - started
     assert short.status_code == 200
     assert short_s < full_s / 2, (short_s, full_s)
-    wait_for(lambda: replica_queue(entry, host) == 0, full_s / 2, 0.05, lambda: str(entry.view()))
+    # The freed slot reaches the entry by gossip: a floor of 10 s for that (the whole run took as
+    # little as 1.3 s in CI); the short request's answer time above is the evidence of the cancel.
+    wait_for(lambda: replica_queue(entry, host) == 0, max(full_s / 2, 10.0), 0.05, lambda: str(entry.view()))

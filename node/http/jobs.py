@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -71,7 +72,7 @@ def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, defau
             webhook=webhook,
         )
         if key is not None:
-            record = _replace_id(record, _id_for(deployment, key))
+            record = dataclasses.replace(record, id=_id_for(deployment, key))
             try:
                 existing = await jobs.find(record.id)
             except (NotFound, Gone):
@@ -207,12 +208,6 @@ def _id_for(deployment: str, key: str) -> str:
     """The job id an Idempotency-Key names (22 characters of base64url, as a random id)."""
     digest = hashlib.blake2b(f"{deployment}\0{key}".encode(), digest_size=16).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def _replace_id(record: JobRecord, job_id: str) -> JobRecord:
-    from dataclasses import replace
-
-    return replace(record, id=job_id)
 
 
 def _error_of(kind: str, message: str, status: int) -> MeshnodeError:

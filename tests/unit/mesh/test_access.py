@@ -73,6 +73,14 @@ def test_malformed_key_text_is_no_key(text: str) -> None:
         # An image URL's token is its own permission (a capability URL); only reading it is open.
         ("GET", "/v1/images/files/0123456789abcdefghijkl.png", None),
         ("DELETE", "/v1/images/files/0123456789abcdefghijkl.png", Scope.INVOKE),
+        # Jobs and the WebSocket route: an outsider without an invoke key is refused, as for predict.
+        ("POST", "/v1/jobs/echo", Scope.INVOKE),
+        ("GET", "/v1/jobs", Scope.INVOKE),
+        ("GET", "/v1/jobs/0123456789abcdefghijkl", Scope.INVOKE),
+        ("GET", "/v1/jobs/0123456789abcdefghijkl/result", Scope.INVOKE),
+        ("GET", "/v1/jobs/0123456789abcdefghijkl/events", Scope.INVOKE),
+        ("DELETE", "/v1/jobs/0123456789abcdefghijkl", Scope.INVOKE),
+        ("GET", "/v1/ws/predict/echo", Scope.INVOKE),
     ],
 )
 def test_every_path_needs_a_scope_unless_it_is_liveness(method: str, path: str, needed: Scope | None) -> None:

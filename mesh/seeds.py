@@ -67,12 +67,14 @@ class SeedWatch:
         self._joined = False
         #: When the node became alone (its start, or the loss of its last peer).
         self.alone_since = now
-        #: When `update` may warn next (while alone).
+        #: When `update` may warn next; infinity while the node has peers (no warning is due, and a
+        #: shell that sleeps until this time must not find it in the past and spin).
         self.next_at = now + first_s
 
     def update(self, now: float, *, alone: bool) -> SeedNews | None:
         """The news at `now`, if any; `alone`: this node has no peers."""
         if not alone:
+            self.next_at = float("inf")
             if self._joined:
                 return None
             self._joined = True

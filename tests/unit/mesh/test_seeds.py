@@ -49,6 +49,19 @@ def test_a_node_that_joins_at_once_hears_no_warning() -> None:
     assert [watch.update(now, alone=False) for now in (3.0, 9.0, 100.0)] == [None, None, None]
 
 
+def test_a_node_with_peers_is_given_no_time_to_wake_for() -> None:
+    # The shell sleeps until next_at (at most half a second): a time left in the past once the node
+    # joined made it spin, half a core on every seeded node.
+    watch = SeedWatch(3.0, 60.0, now=0.0)
+    assert watch.update(5.0, alone=True) is SeedNews.STILL_ALONE
+    assert watch.update(6.0, alone=False) is SeedNews.JOINED
+    assert watch.next_at == float("inf")
+    assert watch.update(100.0, alone=False) is None
+    assert watch.next_at == float("inf")
+    assert watch.update(101.0, alone=True) is None
+    assert watch.next_at == 104.0
+
+
 @pytest.mark.parametrize(("first_s", "max_s"), [(0.0, 60.0), (-1.0, 60.0), (10.0, 5.0)])
 def test_nonsense_timings_are_refused(first_s: float, max_s: float) -> None:
     with pytest.raises(ValueError, match="first_s"):

@@ -19,8 +19,8 @@ model unless ``--model`` names a checkpoint folder), greedy, ``--max-tokens`` to
   the hop (two meshes: the replica's batching set by ``MESHNODE_LM_MAX_BATCH``). Target: batched at
   c = 32 at least 3x unbatched.
 
-Part A alternates the two paths request by request, before any of Part B runs; medians over rounds
-are printed. It measures and prints; it never
+Part A runs first, with only the batch-32 mesh and engine up, the two paths alternating in blocks of
+``--requests``; Part B brings the unbatched pair up after it. Medians over rounds are printed. It measures and prints; it never
 asserts. The machine is shared and noisy: compare within a run. (This file never imports the
 ``openai`` package, which its name would shadow for scripts run from this folder.)
 """
@@ -242,36 +242,47 @@ def main() -> None:
     throughput: dict[tuple[str, int, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="meshnode-bench-openai-") as temporary:
         root = Path(temporary)
-        meshes = {batch: start_mesh(root, args.model, batch) for batch in (32, 1)}
-        started = [s for processes, _ in meshes.values() for s in processes]
+        meshes: dict[int, tuple[list[Started], str]] = {}
+        started: list[Started] = []
         apps: dict[int, object] = {}
-        try:
-            apps.update({batch: load_app(args.model, batch) for batch in (32, 1)})
-            for _, base in meshes.values():
-                wait(lambda base=base: forwarded(base), 300, "a chat answer through the hop", started)
 
+        def bring_up(batch: int) -> None:
+            """The mesh and the in-process engine of batch size `batch`, ready to answer."""
+            meshes[batch] = start_mesh(root, args.model, batch)
+            started.extend(meshes[batch][0])
+            apps[batch] = load_app(args.model, batch)
+            wait(lambda: forwarded(meshes[batch][1]), 300, "a chat answer through the hop", started)
+
+        try:
+            # Part A with only what it measures running: the batch-32 mesh and engine. The unbatched
+            # pair of Part B comes up after it (four idle agents and two idle engines beside a
+            # request cost it 1-3 ms of scheduling on two cores).
+            bring_up(32)
             hop = HopClient(meshes[32][1], args.max_tokens)
 
-            async def rounds() -> None:
+            async def part_a() -> None:
+                # The two paths alternate in blocks of --requests: each block runs with its own
+                # processes' caches warm, as a client's steady stream would (request by request,
+                # each path evicted the other's model and both slowed by 1-3 ms).
+                for _ in range(args.rounds):
+                    in_process_block = [
+                        await in_process(apps[32], args.max_tokens, i) for i in range(args.requests)
+                    ]
+                    hop_block = [await asyncio.to_thread(hop.run, i) for i in range(args.requests)]
+                    for name, measured in (("in-process", in_process_block), ("hop", hop_block)):
+                        first[name].append(statistics.median(s.first_s for s in measured))
+                        rate[name].append(statistics.median(s.tokens_per_s for s in measured))
+
+            asyncio.run(part_a())
+            hop.close()
+            bring_up(1)
+
+            async def part_b() -> None:
                 async with httpx.AsyncClient(timeout=120) as client:
                     paths: dict[str, Callable[..., Awaitable[Stream]]] = {
                         "in-process": lambda i, b=32: in_process(apps[b], args.max_tokens, i),
                         "hop": lambda i, b=32: through_hop(client, meshes[b][1], args.max_tokens, i),
                     }
-                    part_a: dict[str, Callable[[int], Awaitable[Stream]]] = {
-                        "in-process": paths["in-process"],
-                        "hop": lambda i: asyncio.to_thread(hop.run, i),
-                    }
-                    # Part A first, the two paths alternating request by request: side by side in
-                    # the same conditions (no batch of Part B still settling on either side).
-                    for _ in range(args.rounds):
-                        streams: dict[str, list[Stream]] = {name: [] for name in part_a}
-                        for index in range(args.requests):
-                            for name, run in part_a.items():
-                                streams[name].append(await run(index))
-                        for name, measured in streams.items():
-                            first[name].append(statistics.median(s.first_s for s in measured))
-                            rate[name].append(statistics.median(s.tokens_per_s for s in measured))
                     for _ in range(args.rounds):
                         for name, run in paths.items():
                             for batch in (32, 1):
@@ -280,8 +291,7 @@ def main() -> None:
                                     measured_tps = await concurrent(runner, c, max(args.requests, 2 * c))
                                     throughput.setdefault((name, batch, c), []).append(measured_tps)
 
-            asyncio.run(rounds())
-            hop.close()
+            asyncio.run(part_b())
         finally:
             for app in apps.values():
                 app.close()  # type: ignore[attr-defined]  # its engine thread, before the interpreter exits
@@ -293,7 +303,11 @@ def main() -> None:
             f"| {name} | {1000 * statistics.median(first[name]):.2f} | {statistics.median(rate[name]):.0f} |"
         )
     extra_ms = 1000 * (statistics.median(first["hop"]) - statistics.median(first["in-process"]))
+    per_round = ", ".join(
+        f"{1000 * (h - i):+.2f}" for i, h in zip(first["in-process"], first["hop"], strict=True)
+    )
     print(f"\nthe hop adds {extra_ms:.2f} ms to the time to first token at p50 (target <= 2 ms)")
+    print(f"round by round (hop - in-process, ms): {per_round}")
     print("\nPart B: completion tokens per second, batched (32) vs unbatched (1)")
     print("| path | c | batched | unbatched | ratio |\n|---|---|---|---|---|")
     for name in ("in-process", "hop"):

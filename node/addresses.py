@@ -1,18 +1,37 @@
-"""Addresses: "host:port" strings, the host this node tells its peers to use, why one cannot be bound."""
+"""Addresses: "host:port" strings, the host this node tells its peers to use, why one cannot be bound.
+
+Peers dial what a node advertises, not what it binds: ``--advertise-mesh`` / ``--advertise-data``
+when given (NAT, containers), else an address derived from the bind. Either is refused when peers
+could not dial it: a wildcard always, a loopback address when a seed or an interface is on another
+machine (peers there would dial themselves).
+"""
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
+from collections.abc import Iterable
 
 import psutil
 
 from .errors import ConfigError
 
-__all__ = ["advertise_host", "bind_failure", "join_host_port", "parse_host_port", "public_host"]
+__all__ = [
+    "advertise_host",
+    "bind_failure",
+    "check_advertised",
+    "check_derived",
+    "is_loopback",
+    "join_host_port",
+    "off_machine",
+    "parse_host_port",
+    "public_host",
+]
 
 _WILDCARDS = ("0.0.0.0", "::", "", "*")
 # What each bind flag of `meshnode join` is for, as a start-up error names it.
+_GIVE_REACHABLE = "give the address they reach this node at"
 _BIND_ROLES = {"--http": "the HTTP API", "--mesh": "the mesh socket", "--data": "the data plane"}
 
 
@@ -48,6 +67,73 @@ def advertise_host(bind_host: str, interfaces: tuple[str, ...]) -> str:
 def public_host(bind_host: str, advertised: str) -> str:
     """The host peers reach a socket bound to `bind_host` at: itself, or `advertised` for a wildcard."""
     return advertised if bind_host in _WILDCARDS else bind_host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only: 127.0.0.0/8, ::1 (IPv4-mapped too) or localhost."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False  # a host name: it may resolve anywhere, so it counts as another machine
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def off_machine(seeds: Iterable[str], interfaces: Iterable[str]) -> str | None:
+    """The first seed or interface on another machine ("seed 10.0.0.5:8471"), None if all are loopback."""
+    for seed in seeds:
+        if not is_loopback(seed.rpartition(":")[0]):
+            return f"seed {seed}"
+    for interface in interfaces:
+        if not is_loopback(interface):
+            return f"--interface {interface}"
+    return None
+
+
+def check_advertised(flag: str, value: str, *, seeds: Iterable[str], interfaces: Iterable[str]) -> str:
+    """`value` of `flag` (an ``--advertise-*`` flag) as "host:port"; ConfigError if peers cannot dial it."""
+    try:
+        host, port = parse_host_port(value, default_host="")
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc.message}") from exc
+    if port == 0:
+        raise ConfigError(f"{flag} {value}: an advertised address needs a port in 1..65535")
+    if host in _WILDCARDS or _is_unspecified(host):
+        shown = host or "an address without a host"
+        raise ConfigError(
+            f"{flag} {value}: peers cannot dial {shown}; give the address they reach this node at"
+        )
+    remote = off_machine(seeds, interfaces)
+    if is_loopback(host) and remote is not None:
+        raise ConfigError(
+            f"{flag} {value} is a loopback address, but {remote} is on another machine: peers there "
+            f"would dial themselves; {_GIVE_REACHABLE}"
+        )
+    return join_host_port(host, port)
+
+
+def check_derived(
+    flag: str, bind: str, advertised_host: str, *, seeds: Iterable[str], interfaces: Iterable[str]
+) -> None:
+    """Refuse a loopback address derived from bind flag `flag` while peers may be on other machines."""
+    remote = off_machine(seeds, interfaces)
+    if is_loopback(advertised_host) and remote is not None:
+        raise ConfigError(
+            f"{flag} {bind} would be advertised as {advertised_host}, a loopback address, but {remote} "
+            f"is on another machine: peers there would dial themselves; bind {flag} to an address "
+            f"they reach, or pass --advertise-{flag.removeprefix('--')} HOST:PORT"
+        )
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def bind_failure(flag: str, host: str, port: int, code: int | None, reason: str) -> str:

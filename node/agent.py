@@ -3,8 +3,8 @@
 In the order ``start`` builds them:
 
 1. the node's identity from sqlite (``store.py``);
-2. its three sockets, bound before anything else so every address is known: membership
-   (``membership/transport.py``), data plane (``dataplane/server.py``) and HTTP (``http/server.py``);
+2. its three sockets, bound before anything else so every address is known (``agent_sockets.py``):
+   membership, data plane and HTTP, and the addresses peers are told to dial;
 3. the replica table (``serving/replicas.py``), the membership core and the runner that owns it
    (``membership/runner.py``), placement (``serving/deployments.py``), the forwarder and its links
    (``dataplane/``), and this node's gossiped metadata (``membership/self_meta.py``);
@@ -32,29 +32,24 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from . import __version__
-from .addresses import advertise_host, join_host_port, public_host
 from .agent_run import run_agent
+from .agent_sockets import bind_sockets, close_opened
 from .config import AgentConfig
 from .dataplane.forward import Forwarder
 from .dataplane.links import PeerLinks
-from .dataplane.server import DataPlaneServer
 from .http.app import mesh_body
 from .http.openai.image_store import ImageStore
 from .http.predict import PredictLimits
-from .http.server import bind_http, http_server, serve_http, tls_context
+from .http.server import http_server, serve_http, tls_context
 from .http.stats import Parts
 from .inference.devices import detect_cpu
 from .load import LoadGossip, LoadSampler
-from .membership.discovery import Advert, start_discovery
 from .membership.runner import GossipRunner
 from .membership.seed_watch import watch_seeds
 from .membership.self_meta import SelfMeta
-from .membership.transport import MembershipTransport
 from .mesh.effects import MemberChanged
 from .mesh.envelope import Call, Envelope
 from .mesh.membership import Membership
-from .mesh.metadata import NodeMeta
 from .mesh.records import Record
 from .mesh.routing import Locality
 from .mesh.types import Address, NodeId, Status
@@ -67,7 +62,6 @@ from .serving.job_webhooks import webhook_sender
 from .serving.jobs import JobService
 from .serving.replicas import Replicas
 from .store import NodeStore
-from .trust.keyring import SEAL_OVERHEAD_BYTES
 from .trust.mesh_trust import announce, load_trust
 from .trust.rotation import Rotation
 
@@ -101,53 +95,25 @@ class Agent:
         self.node_id = node_id = identity.node_id
         self._trust = trust = await self._in_store_thread(lambda: load_trust(config))
         rotation = Rotation(trust, config.mesh_id, config.data_dir, self._in_store_background)
-        host = advertise_host(config.mesh_host, config.interfaces)
         membership_config = config.membership()
 
         # 2. Sockets first: a port in use fails the start before anything runs.
         self._replicas = replicas = Replicas(node_id=node_id, config=config, on_change=self._serving_changed)
-        self._transport = MembershipTransport(
-            config.mesh_host,
-            config.mesh_port,
-            max_message_bytes=membership_config.max_packet_bytes + SEAL_OVERHEAD_BYTES,
+        self.sockets = sockets = bind_sockets(
+            config, trust, serve_local=self._serve_local, queue_of=replicas.queue_of, closers=self._closers
         )
-        self._closers.append(self._transport.close)
-        self.mesh_addr = join_host_port(host, self._transport.bind())
-        self._dataplane = dataplane = DataPlaneServer(
-            config.data_host,
-            config.data_port,
-            serve_local=self._serve_local,
-            queue_of=replicas.queue_of,
-            max_frame_bytes=config.max_frame_bytes,
-            max_in_flight_per_peer=config.serve_max_in_flight_per_peer,
-            chunk_bytes=config.forward_chunk_bytes,
-            keys=trust.server_keys,
-            tokens=trust.tokens,
-        )
-        self._closers.append(self._dataplane.close)
-        self.data_addr = join_host_port(public_host(config.data_host, host), self._dataplane.bind())
-        http_socket = bind_http(config.http_host, config.http_port)
-        self._closers.append(http_socket.close)
-        self.http_addr = join_host_port(public_host(config.http_host, host), http_socket.getsockname()[1])
+        self._transport = sockets.transport
+        self._dataplane = dataplane = sockets.dataplane
 
         # 3. The parts, connected.
         sampler = LoadSampler()
         load = sampler.sample()
-        base = NodeMeta(
-            name=config.name,
-            http=self.http_addr,
-            mesh=self.mesh_addr,
-            data=self.data_addr,
-            data_key=self._dataplane.public_key,
-            region=config.region,
-            zone=config.zone,
-            tls=config.tls_cert is not None,
-        )
+        base = sockets.meta(config)
         device = detect_cpu()
         core = Membership(
             membership_config,
             NodeId(node_id),
-            Address(self.mesh_addr),
+            Address(sockets.mesh_addr),
             base,
             rng=random.Random(),
             now=loop.time(),
@@ -200,7 +166,7 @@ class Agent:
             serve=self._forwarder.serve,
             known=deployments.known,
             limits=JobLimits.of(config),
-            webhooks=webhook_sender(config, rotation, self.http_addr),
+            webhooks=webhook_sender(config, rotation, sockets.http_addr),
         )
         self._meta = SelfMeta(
             base,
@@ -236,7 +202,7 @@ class Agent:
         self._closers.clear()
         await self._jobs.start()  # its copies loaded before any peer can send it more
         runner.start()
-        self._http_task = await serve_http(self._server, http_socket)
+        self._http_task = await serve_http(self._server, sockets.http_socket)
         self._background += [
             asyncio.create_task(
                 self._meta.refresh_forever(config.load_sample_interval_s, LoadGossip.of(config)),
@@ -245,34 +211,25 @@ class Agent:
             asyncio.create_task(self._meta.detect_devices(), name="detect-devices"),
             asyncio.create_task(watch_seeds(config, runner), name="seed-watch"),
         ]
-        advert = Advert(
-            node_id, config.mesh_id, config.name, self.mesh_addr, self.http_addr, __version__, tls=base.tls
-        )
-        interfaces = list(config.interfaces) or [host]
-        self._discovery = await start_discovery(interfaces, advert, self._on_found) if config.mdns else None
+        self._discovery = await sockets.start_mdns(config, node_id, runner)
         for key in await self._in_store_thread(store.load_keys):
             runner.merge_key(key)
         if trust.saved_ring is not None:  # gossiped on, so nodes that missed the rotation catch up
             runner.merge_keyring(trust.saved_ring)
         await deployments.start(await self._in_store_thread(store.load_records))
         log.info(
-            "node %s (%s) up: http %s, mesh %s, data %s, incarnation %d, event loop %s",
+            "node %s (%s) up: %s, incarnation %d, event loop %s",
             config.name,
             node_id[:8],
-            self.http_addr,
-            self.mesh_addr,
-            self.data_addr,
+            sockets.describe(),
             identity.incarnation,
             type(loop).__module__.split(".")[0],
         )
-        announce(trust, config, self.mesh_addr, self.http_addr)
+        announce(trust, config, sockets.mesh_addr, sockets.http_addr)
 
     async def close_after_failed_start(self) -> None:
         """Close what a start that raised had opened (sockets, the store)."""
-        for close in reversed(self._closers):
-            result = close()
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                await result
+        await close_opened(self._closers)
         self._store_thread.shutdown(wait=False)
 
     def request_stop(self) -> None:
@@ -362,12 +319,6 @@ class Agent:
             if change.current == Status.LEFT and member is not None:
                 # A node that left says goodbye for good; a dead one may be reconnected to.
                 self._transport.forget(member.addr)
-
-    def _on_found(self, advert: Advert) -> None:
-        """mDNS is a hint: join a node we do not already count as live."""
-        member = self._runner.member(NodeId(advert.node_id))
-        if member is None or member.status.gone:
-            self._runner.join([Address(advert.mesh_addr)])
 
     # -- internals -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .addresses import check_advertised
 from .mesh.config import PROFILES, MembershipConfig
 
 DEFAULT_HTTP_PORT = 8470
@@ -53,6 +54,17 @@ class AgentConfig:
     # Data-plane port. 0 (a free port, advertised in gossip) lets several agents share a machine
     # with no flags; behind a firewall fix it (e.g. 8472) and open it between nodes.
     data_port: int = 0
+    # The mesh address peers are told to dial, "host:port", when it is not the bound one: a node
+    # behind NAT with a forwarded port, or in a container with a published port (`--advertise-mesh`).
+    # Gossiped as this node's address and announced by mDNS; the socket still binds `mesh_host`.
+    # "" derives it from the bind as without NAT: `mesh_host`, or for a wildcard the first interface
+    # or a local IP, with the bound port. Never a wildcard, nor loopback while a seed or an interface
+    # is on another machine (peers there would dial themselves).
+    advertise_mesh: str = ""
+    # The data-plane address peers are told to dial (`--advertise-data`), likewise; "" derives it from
+    # `data_host` and the bound port. Behind NAT, also fix `data_port` so the forwarded port stays
+    # right across restarts.
+    advertise_data: str = ""
     # "host:port" membership addresses of nodes to join; retried with backoff while alone.
     seeds: tuple[str, ...] = ()
     # A node alone this long after contacting its seeds logs a warning per seed saying why (the host
@@ -239,6 +251,12 @@ class AgentConfig:
             port = getattr(self, port_name)
             if not 0 <= port <= 65535:
                 raise ValueError(f"{port_name} must be in 0..65535, got {port}")
+        for flag, advertised in (
+            ("--advertise-mesh", self.advertise_mesh),
+            ("--advertise-data", self.advertise_data),
+        ):
+            if advertised:  # ConfigError naming the flag when peers could not dial it
+                check_advertised(flag, advertised, seeds=self.seeds, interfaces=self.interfaces)
 
     def membership(self) -> MembershipConfig:
         """The membership settings of this agent's profile."""

@@ -69,6 +69,20 @@ _DATA_DEFAULT = join_host_port(agent_default("data_host"), agent_default("data_p
     help="Data-plane bind address (requests between nodes); port 0 picks a free one.",
 )
 @click.option(
+    "--advertise-mesh",
+    type=HostPort(),
+    default=None,
+    show_default="from --mesh",
+    help="Mesh address peers dial, when not the bound one (NAT with a forwarded port, containers).",
+)
+@click.option(
+    "--advertise-data",
+    type=HostPort(),
+    default=None,
+    show_default="from --data",
+    help="Data-plane address peers dial, when not the bound one (NAT with a forwarded port, containers).",
+)
+@click.option(
     "--seed",
     "seeds",
     type=HostPort(seed=True),
@@ -168,6 +182,8 @@ def join(
     tls_key: Path | None,
     mesh_addr: tuple[str, int],
     data_addr: tuple[str, int],
+    advertise_mesh: tuple[str, int] | None,
+    advertise_data: tuple[str, int] | None,
     seeds: tuple[tuple[str, int], ...],
     mdns: bool,
     interfaces: tuple[str, ...],
@@ -197,6 +213,8 @@ def join(
             mesh_port=mesh_addr[1],
             data_host=data_addr[0],
             data_port=data_addr[1],
+            advertise_mesh=_advertised(advertise_mesh, "advertise_mesh"),
+            advertise_data=_advertised(advertise_data, "advertise_data"),
             seeds=tuple(join_host_port(host, port) for host, port in seeds),
             mdns=mdns,
             interfaces=interfaces,
@@ -232,6 +250,11 @@ def join(
         # Startup failures such as a port in use are the user's to fix, not a crash to report.
         raise click.ClickException(str(exc)) from exc
     ctx.exit(code)
+
+
+def _advertised(address: tuple[str, int] | None, field_name: str) -> str:
+    """An --advertise-* flag's address as "host:port"; AgentConfig's default when not given."""
+    return agent_default(field_name) if address is None else join_host_port(*address)
 
 
 def _usage_exit(ctx: click.Context, message: str) -> None:

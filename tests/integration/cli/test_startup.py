@@ -6,7 +6,11 @@
 - a seed that does not answer is named in a WARNING within seconds, with the reason, and the node
   says so (INFO) once one answers;
 - a worker holds none of the agent's descriptors: not one the agent inherited (a lock of ``flock``,
-  here a file the test passes with ``pass_fds``), not the agent's sockets.
+  here a file the test passes with ``pass_fds``), not the agent's sockets;
+- ``--advertise-mesh`` and ``--advertise-data`` are what the node tells peers (its own ``/v1/mesh``
+  entry) while its sockets bind ``--mesh`` and ``--data``; an address peers could not dial (a
+  wildcard, or loopback while a seed is on another machine), given or derived from a bind, is
+  refused with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import pytest
 
 from meshnode.config import AgentConfig
 from meshnode.store import DB_FILENAME
-from tests.integration.agents import HOST, AgentProcess, wait_for
+from tests.integration.agents import HOST, AgentProcess, free_port, wait_for
 
 # Python start-up and the agent's imports on a busy 2-core machine, then the refusal.
 REFUSAL_TIMEOUT_S = 60.0
@@ -213,3 +217,64 @@ def descriptors(pid: int) -> dict[int, str]:
         except FileNotFoundError:  # closed while we looked
             continue
     return found
+
+
+def usage_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one ``Error:`` line of a command line refused before the agent starts (exit code 2)."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports a process listens on."""
+    connections = psutil.Process(pid).net_connections(kind="tcp")
+    return {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
+
+
+def test_advertised_addresses_are_what_the_node_tells_while_it_binds_its_own(tmp_path: Path) -> None:
+    # Nothing listens on the advertised ports: as behind NAT, they are another machine's to forward.
+    advertised_mesh, advertised_data = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
+    agent = AgentProcess(
+        "natted",
+        tmp_path,
+        mesh_id=f"test-{uuid.uuid4().hex[:12]}",
+        extra_args=["--advertise-mesh", advertised_mesh, "--advertise-data", advertised_data],
+    )
+    try:
+        agent.start().wait_ready()
+        me = agent.members()[agent.node_id]
+        assert (me["mesh"], me["data"]) == (advertised_mesh, advertised_data), me
+        bound = listening_ports(agent.pid)
+        assert int(agent.mesh.rpartition(":")[2]) in bound, (agent.mesh, bound)
+        assert int(advertised_mesh.rpartition(":")[2]) not in bound
+        assert f"mesh {advertised_mesh}, data {advertised_data}" in agent.log_tail(10_000)
+    finally:
+        agent.stop_all()
+
+
+def test_a_wildcard_advertised_address_is_refused(tmp_path: Path) -> None:
+    line = usage_error(join(tmp_path, "--advertise-mesh", "0.0.0.0:8471"))
+    assert line == (
+        "Error: --advertise-mesh 0.0.0.0:8471: peers cannot dial 0.0.0.0; "
+        "give the address they reach this node at"
+    )
+
+
+def test_a_loopback_advertised_address_is_refused_with_a_seed_elsewhere(tmp_path: Path) -> None:
+    # A private address: the refusal comes before anything is sent to it.
+    line = usage_error(join(tmp_path, "--advertise-mesh", f"{HOST}:9", "--seed", "10.1.2.3:8471"))
+    assert line == (
+        f"Error: --advertise-mesh {HOST}:9 is a loopback address, but seed 10.1.2.3:8471 is on another "
+        "machine: peers there would dial themselves; give the address they reach this node at"
+    )
+
+
+def test_a_loopback_bind_with_a_seed_elsewhere_is_refused_at_start(tmp_path: Path) -> None:
+    # join() binds --mesh and --data to 127.0.0.1: peers on 10.1.2.3's machine could not dial it.
+    line = one_error_line(join(tmp_path, "--seed", "10.1.2.3:8471"))
+    assert f"--mesh {HOST}:0 would be advertised as {HOST}, a loopback address, but seed " in line, line
+    assert "bind --mesh to an address they reach, or pass --advertise-mesh HOST:PORT" in line, line

@@ -65,6 +65,26 @@ class MembershipConfig:
     seed_retry_initial_s: float = 1.0
     # The longest wait between join attempts; the node keeps running alone meanwhile.
     seed_retry_max_s: float = 30.0
+    # Reachability (docs/edge.md). How long a node waits for peers it asked to dial it
+    # (``DialMe``) before it concludes that nobody can, and takes relays. Costs: a node behind NAT
+    # is reached only through its own connections until then (it still joins and is probed).
+    dial_check_timeout_s: float = 3.0
+    # How many peers each check asks; one answer is enough. More survives a peer that is itself
+    # unable to dial out; each costs one packet and one connection attempt.
+    dial_check_peers: int = 3
+    # How often a node checks again (a port forwarded later, an address that changed). A node that
+    # was dialable turns relayed only after two checks in a row went unanswered.
+    dial_recheck_s: float = 120.0
+    # Relays a node that cannot be dialed keeps: peers send to it through every one of them, so
+    # one relay's death never makes it look dead. Each costs one more copy of every packet to it.
+    relay_count: int = 2
+    # How often a relayed node says hello over each relay's connection: keeps the NAT's mapping
+    # alive (home routers forget idle TCP mappings after minutes; some carrier NATs sooner) and
+    # tells the relay which connection is the node's after a reconnect.
+    relay_keepalive_s: float = 10.0
+    # A connection counts as the way to the node that sent on it this long after its last packet.
+    # Longer than two keepalives, so a relay never loses the way to its node between them.
+    route_idle_s: float = 30.0
     # Byte budget for one gossip packet (message plus piggybacked broadcasts). Keeps probe
     # packets small so they are never delayed behind big state.
     packet_budget_bytes: int = 1400
@@ -94,6 +114,8 @@ class MembershipConfig:
                 raise ValueError(f"{field.name} must be positive and finite, got {value!r}")
         if self.probe_timeout_s > self.probe_interval_s:
             raise ValueError("probe_timeout_s must not exceed probe_interval_s")
+        if self.route_idle_s < 2 * self.relay_keepalive_s:
+            raise ValueError("route_idle_s must be at least twice relay_keepalive_s")
 
     @classmethod
     def lan(cls) -> MembershipConfig:
@@ -117,6 +139,10 @@ class MembershipConfig:
             seed_retry_initial_s=0.5,
             seed_retry_max_s=5.0,
             meta_min_interval_s=1.0,
+            dial_check_timeout_s=1.0,
+            dial_recheck_s=30.0,
+            relay_keepalive_s=2.0,
+            route_idle_s=10.0,
         )
 
     @classmethod

@@ -54,6 +54,8 @@ class EnvelopeKind(IntEnum):
     HELLO = 6
     HINTS = 7
     PROGRESS = 8
+    RELAY_CALL = 9
+    ATTACH = 10
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,23 @@ class Hints:
     models: tuple[str, ...]
 
 
-Envelope = Call | Chunk | Reply | Failure | Cancel | Hello | Hints | Progress
+@dataclass(frozen=True)
+class RelayCall:
+    """`call` for node `to`, which the receiver passes on over `to`'s link (docs/edge.md)."""
+
+    request_id: str  # the call's own id
+    to: str
+    call: Call
+
+
+@dataclass(frozen=True)
+class Attach:
+    """A node nobody can dial says, on its link to a relay: calls for me come this way."""
+
+    request_id: str  # the node's id, so every kind has an id in the same place
+
+
+Envelope = Call | Chunk | Reply | Failure | Cancel | Hello | Hints | Progress | RelayCall | Attach
 
 
 def encode_envelope(message: Envelope) -> bytes:
@@ -163,6 +181,10 @@ def encode_envelope(message: Envelope) -> bytes:
             fields, kind = [list(hints), list(models)], EnvelopeKind.HINTS
         case Progress(rid, step, total, preview):
             fields, kind = [step, total, preview], EnvelopeKind.PROGRESS
+        case RelayCall(rid, to, call):
+            fields, kind = [to, encode_envelope(call)], EnvelopeKind.RELAY_CALL
+        case Attach(rid):
+            fields, kind = [], EnvelopeKind.ATTACH
     return msgpack.packb([ENVELOPE_VERSION, kind, rid, *fields], use_bin_type=True)
 
 
@@ -174,7 +196,7 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise EnvelopeError(f"msgpack extension type {code} is not allowed")
 
 
-def decode_envelope(frame: bytes, *, max_bytes: int) -> Envelope:
+def decode_envelope(frame: bytes, *, max_bytes: int, _in_relay_call: bool = False) -> Envelope:
     """Parse and validate one frame; raise EnvelopeError on anything unexpected."""
     if len(frame) > max_bytes:
         raise EnvelopeError(f"frame of {len(frame)} bytes is over the {max_bytes} byte limit")
@@ -229,6 +251,15 @@ def decode_envelope(frame: bytes, *, max_bytes: int) -> Envelope:
             if problem is not None:
                 raise EnvelopeError(problem)
             return Progress(rid, step, total, preview)
+        case EnvelopeKind.RELAY_CALL, [str() as to, bytes() as inner] if 0 < len(to) <= MAX_ID_CHARS:
+            if _in_relay_call:  # one level only: nesting would let a frame recurse without bound
+                raise EnvelopeError("a relayed call cannot hold another")
+            call = decode_envelope(inner, max_bytes=max_bytes, _in_relay_call=True)
+            if not isinstance(call, Call) or call.request_id != rid:
+                raise EnvelopeError("a relayed call must hold a call with the same request id")
+            return RelayCall(rid, to, call)
+        case EnvelopeKind.ATTACH, []:
+            return Attach(rid)
     raise EnvelopeError(f"unknown envelope kind {kind!r} or wrong fields")
 
 

@@ -20,6 +20,11 @@ from .replica_state import ReplicaEntry
 MAX_LABEL_CHARS = 128
 MAX_LIST_ITEMS = 256
 MAX_DEPTH = 4
+# A node keeps a few relays (``MembershipConfig.relay_count``); more than this is refused.
+MAX_RELAYS = 8
+# How peers reach a node (docs/edge.md): "" not known yet (or an older node), "direct" (peers dial
+# its advertised addresses), "relayed" (nobody can: through its `relays`).
+REACH_VALUES = ("", "direct", "relayed")
 
 
 class MetaError(ValueError):
@@ -61,6 +66,10 @@ class NodeMeta:
     # Requests this node holds per deployment while waiting for a replica to cold-start: demand
     # the autoscalers count even though no replica has it yet.
     waiting: dict[str, Any] = field(default_factory=dict)
+    # How peers reach this node (REACH_VALUES), and when "relayed", the node ids of the peers its
+    # outbound links go to: what is for it is sent through them (``mesh/reachability.py``).
+    reach: str = ""
+    relays: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-ready dict."""
@@ -81,6 +90,8 @@ class NodeMeta:
             "speeds": self.speeds,
             "replicas": {name: entry.to_wire() for name, entry in self.replicas.items()},
             "waiting": self.waiting,
+            "reach": self.reach,
+            "relays": list(self.relays),
         }
 
     def encoded_size(self) -> int:
@@ -127,6 +138,8 @@ class NodeMeta:
             speeds=_plain_map(raw, "speeds"),
             replicas=_replica_entries(raw),
             waiting=_plain_map(raw, "waiting"),
+            reach=_reach(raw),
+            relays=_relays(raw),
         )
 
 
@@ -138,6 +151,19 @@ def _replica_entries(raw: dict[Any, Any]) -> dict[str, ReplicaEntry]:
         if decoded is not None:
             entries[name] = decoded
     return entries
+
+
+def _reach(raw: dict[Any, Any]) -> str:
+    """A known reach, or "" (not known) for a value a newer node may send."""
+    value = _label(raw, "reach")
+    return value if value in REACH_VALUES else ""
+
+
+def _relays(raw: dict[Any, Any]) -> tuple[str, ...]:
+    relays = _labels(raw, "relays")
+    if len(relays) > MAX_RELAYS:
+        raise MetaError(f"metadata field 'relays' must name at most {MAX_RELAYS} nodes")
+    return relays
 
 
 def _label(raw: dict[Any, Any], key: str, *, required: bool = False) -> str:

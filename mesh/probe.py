@@ -40,6 +40,11 @@ from .wire import Ack, IndirectPing, Message, Nack, Packet, Ping, Suspect
 
 __all__ = ["HandleAccusation", "Probe", "ProbeMessage", "Prober", "Relay", "SendWithGossip", "random_peers"]
 
+# A relayed target's ping goes there through a relay and its ack comes straight back: about 1.5
+# round trips where a direct one takes 1. Waiting 2x would leave no time for the indirect probes
+# before the interval ends in the local profile (timeout 100 ms of a 200 ms interval).
+_RELAYED_TIMEOUT_FACTOR = 1.5
+
 # Builds the packet that carries `messages` to an address, with queued gossip piggybacked.
 SendWithGossip = Callable[[Address, list[Message]], Send]
 # What the prober handles: every message of a probe round.
@@ -210,11 +215,15 @@ class Prober:
             return
         member = self._members[target]
         seq = self._next_seq()
+        timeout_s = self._awareness.scale(self._config.probe_timeout_s)
+        if member.meta.reach == "relayed":
+            # The ping takes one more hop, through the target's relay (reachability.py).
+            timeout_s *= _RELAYED_TIMEOUT_FACTOR
         self._probe = Probe(
             target,
             seq,
             sent_at=now,
-            indirect_at=now + self._awareness.scale(self._config.probe_timeout_s),
+            indirect_at=min(now + timeout_s, self._next_probe_at),
             fail_at=self._next_probe_at,
         )
         messages: list[Message] = [Ping(seq, target)]

@@ -28,6 +28,7 @@ from .deployment import DeploymentSpec, SpecError, check_name
 from .keyring_record import KeyringRecord
 from .metadata import MetaError, NodeMeta
 from .records import Record
+from .relay_wire import LinkMessage, link_from_list, link_to_list
 from .types import Address, NodeId, Status
 
 PROTOCOL_VERSION = 1
@@ -156,8 +157,20 @@ class PushPull:
 
 
 # A deployment Record travels as a message of its own too (``Kind.RECORD``), piggybacked like news.
+# The link messages (``relay_wire.py``) are for the shells; the core never sees them.
 Message = (
-    Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull | Record | ApiKey | KeyringRecord
+    Ping
+    | IndirectPing
+    | Ack
+    | Nack
+    | Alive
+    | Suspect
+    | Dead
+    | PushPull
+    | Record
+    | ApiKey
+    | KeyringRecord
+    | LinkMessage
 )
 Gossip = Alive | Suspect | Dead | Record | ApiKey | KeyringRecord
 
@@ -208,6 +221,8 @@ def message_to_list(message: Message) -> list[Any]:
             return [Kind.KEY, *message.to_wire()]
         case KeyringRecord():
             return [Kind.KEYRING, *message.to_wire()]
+        case _:
+            return link_to_list(message)
 
 
 def _record_row(record: Record) -> list[Any]:
@@ -253,7 +268,7 @@ def decode(data: bytes, mesh_id: str, *, max_bytes: int, max_members: int) -> Pa
     if not isinstance(body, list) or len(body) > MAX_MESSAGES:
         raise WireError("malformed", f"messages must be an array of at most {MAX_MESSAGES}")
     try:
-        messages = tuple(_message(item, max_members) for item in body)
+        messages = tuple(_message(item, max_members, max_bytes) for item in body)
         return Packet(_node_id(sender), _address(sender_addr), messages)
     except (MetaError, ValueError, TypeError) as exc:
         if isinstance(exc, WireError):
@@ -261,7 +276,7 @@ def decode(data: bytes, mesh_id: str, *, max_bytes: int, max_members: int) -> Pa
         raise WireError("malformed", str(exc)) from exc
 
 
-def _message(item: object, max_members: int) -> Message:
+def _message(item: object, max_members: int, max_bytes: int) -> Message:
     if not isinstance(item, list) or not item:
         raise ValueError("message must be a non-empty array")
     kind, *fields = item
@@ -315,6 +330,9 @@ def _message(item: object, max_members: int) -> Message:
             return ApiKey.from_wire(row)
         case Kind.KEYRING, row:
             return KeyringRecord.from_wire(row)
+    link = link_from_list(kind, fields, _node_id, max_bytes)
+    if link is not None:
+        return link
     raise ValueError(f"unknown message kind {kind} or wrong field count {len(fields)}")
 
 

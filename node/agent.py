@@ -37,6 +37,7 @@ from .agent_sockets import bind_sockets, close_opened
 from .config import AgentConfig
 from .dataplane.forward import Forwarder
 from .dataplane.links import PeerLinks
+from .dataplane.reverse import ReverseLinks
 from .http.app import mesh_body
 from .http.openai.image_store import ImageStore
 from .http.predict import PredictLimits
@@ -150,6 +151,10 @@ class Agent:
             max_in_flight_per_peer=config.forward_max_in_flight_per_peer,
             connect_timeout_s=config.forward_connect_timeout_s,
         )
+        # Links to this node's relays' data ports, while nobody can dial it (docs/edge.md).
+        self._reverse = ReverseLinks(
+            NodeId(node_id), dataplane, lambda: self._links.client, config.max_frame_bytes
+        )
         self._forwarder = Forwarder(
             name=config.name,
             locality=Locality(NodeId(node_id), config.region, config.zone),
@@ -162,7 +167,7 @@ class Agent:
             me=NodeId(node_id),
             open_store=lambda: JobStore(config.data_dir),
             files=JobFiles(config.data_dir / "job-results"),
-            peers=JobPeers(runner, self._links.call),
+            peers=JobPeers(runner, self._forwarder.call_peer),
             serve=self._forwarder.serve,
             known=deployments.known,
             limits=JobLimits.of(config),
@@ -260,6 +265,7 @@ class Agent:
         # Drain local replicas after leaving, so peers stop routing here first; peers' requests
         # still running here finish over the data plane, which closes after them.
         await self._replicas.stop_all()
+        self._reverse.close()
         await self._dataplane.close()
         self._links.close()
         for task in self._background:
@@ -299,6 +305,7 @@ class Agent:
 
     def _on_view(self) -> None:
         self.deployments.on_view()
+        self._reverse.sync(self._runner.relaying.relays, self._runner.core.members)
 
     def _serve_local(self, call: Call) -> AsyncIterator[Envelope]:
         """A peer's call: job copies to the job service, the rest to this node's replicas."""

@@ -43,6 +43,7 @@ from ..mesh.envelope import (
     EnvelopeError,
     Failure,
     Progress,
+    RelayCall,
     Reply,
     decode_envelope,
     encode_envelope,
@@ -71,6 +72,7 @@ _MONITORED_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HA
 @dataclass
 class _Pending:
     deployment: str
+    target: NodeId  # the node running it: the link's, or one behind it when the link is a relay
     # Answers in order; None when the deadline passed (one timer per request, not one per wait).
     queue: asyncio.Queue[Envelope | None] = field(default_factory=asyncio.Queue)
 
@@ -175,11 +177,21 @@ class PeerLinks:
         return report.others
 
     def in_flight(self) -> dict[NodeId, int]:
-        """Requests outstanding per peer: routing's in-flight correction."""
-        return {node: len(link.pending) for node, link in self._links.items() if link.pending}
+        """Requests outstanding per node running them: routing's in-flight correction."""
+        counts: dict[NodeId, int] = {}
+        for link in self._links.values():
+            for pending in link.pending.values():
+                counts[pending.target] = counts.get(pending.target, 0) + 1
+        return counts
 
-    async def call(self, node: NodeId, addr: str, key: str, call: Call) -> AsyncGenerator[Envelope, None]:
-        """Send `call` to the peer at `addr` with CURVE key `key`; yield its envelopes (see above)."""
+    async def call(
+        self, node: NodeId, addr: str, key: str, call: Call, *, to: NodeId | None = None
+    ) -> AsyncGenerator[Envelope, None]:
+        """Send `call` to the peer at `addr` with CURVE key `key`; yield its envelopes (see above).
+
+        With `to`, the peer is one of `to`'s relays (docs/edge.md): the call goes to node `to`
+        through it, and counts as `to`'s.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
         if len(key) != _Z85_KEY_CHARS:
@@ -202,12 +214,12 @@ class PeerLinks:
         if refusal is not None:
             yield Failure(rid, "peer_unreachable", refusal, True)
             return
-        pending = _Pending(call.deployment)
+        pending = _Pending(call.deployment, node if to is None else to)
         timer = loop.call_at(deadline, pending.queue.put_nowait, None)
         link.pending[rid] = pending
         finished = False
         try:
-            error = link.send([encode_envelope(call)])
+            error = link.send([encode_envelope(call if to is None else RelayCall(rid, to, call))])
             if error is not None:
                 finished = True
                 yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error.strerror}", True)
@@ -246,6 +258,12 @@ class PeerLinks:
         if link is not None:
             link.fail_all("peer_lost", f"{reason}; the request may run elsewhere")
             link.close()
+        for other in self._links.values():  # its calls through relays
+            for rid, pending in other.pending.items():
+                if pending.target == node:
+                    pending.queue.put_nowait(
+                        Failure(rid, "peer_lost", f"{reason}; the request may run elsewhere", True)
+                    )
 
     def close(self) -> None:
         """Close every link (requests outstanding fail as retryable, later ones too)."""
@@ -304,9 +322,13 @@ class PeerLinks:
         if pending is None:
             return
         if isinstance(message, Reply | Failure) and message.queue is not None:
-            ours = sum(1 for p in link.pending.values() if p.deployment == pending.deployment) - 1
-            report = _Report(max(0, message.queue - ours), asyncio.get_running_loop().time())
-            self._reports[(link.node, pending.deployment)] = report
+            ours = sum(
+                1
+                for p in link.pending.values()
+                if (p.deployment, p.target) == (pending.deployment, pending.target)
+            )
+            report = _Report(max(0, message.queue - (ours - 1)), asyncio.get_running_loop().time())
+            self._reports[(pending.target, pending.deployment)] = report
         pending.queue.put_nowait(message)
 
     def _on_event(self, link: _Link, frames: list[bytes]) -> None:

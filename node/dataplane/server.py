@@ -27,18 +27,22 @@ import zmq
 from ..errors import MeshnodeError
 from ..membership.transport import bind_tcp
 from ..mesh.envelope import (
+    Attach,
     Call,
     Cancel,
     Chunk,
     Envelope,
     EnvelopeError,
     Failure,
+    Progress,
+    RelayCall,
     Reply,
     decode_envelope,
     encode_envelope,
 )
 from ..trust.curve import ClientCheck, CurveKeys
 from .frames import FrameReader
+from .relay import RelayTable
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,11 @@ class DataPlaneServer:
         self._reader: FrameReader | None = None
         self._running: dict[tuple[bytes, str], asyncio.Task[None]] = {}
         self._per_peer: dict[bytes, int] = {}
+        # Calls for nodes nobody can dial that chose this node as a relay (``relay.py``).
+        self.relays = RelayTable(self._send_frame, max_in_flight_per_peer)
+        # This node's own links to its relays, when nobody can dial it: calls come down them and
+        # their answers go back up (``reverse.py``), by a channel id that is not a ROUTER peer's.
+        self._channels: dict[bytes, Callable[[list[bytes]], zmq.ZMQError | None]] = {}
         self.received = 0
         self.dropped: dict[str, int] = {}
 
@@ -139,8 +148,34 @@ class DataPlaneServer:
                 task = self._running.get((peer, rid))
                 if task is not None:
                     task.cancel()
+                else:
+                    self.relays.cancel(peer, rid)
+            case RelayCall() if peer not in self._channels:
+                self.relays.pass_on(peer, message)
+            case Attach() if peer not in self._channels:
+                self.relays.attach(peer, message)
+            case Chunk() | Reply() | Failure() | Progress() if self.relays.answer(peer, message):
+                pass
             case _:
                 self._drop("unexpected", f"a {type(message).__name__} is not a request")
+
+    def open_channel(self, channel: bytes, send: Callable[[list[bytes]], zmq.ZMQError | None]) -> None:
+        """Serve calls that arrive on a link of this node's own (``on_channel_frames``), answering on it."""
+        self._channels[channel] = send
+
+    def close_channel(self, channel: bytes) -> None:
+        """That link is gone: stop the calls that came on it (their answers have nowhere to go)."""
+        self._channels.pop(channel, None)
+        for key, task in list(self._running.items()):
+            if key[0] == channel:
+                task.cancel()
+
+    def on_channel_frames(self, channel: bytes, frames: list[bytes]) -> None:
+        """Frames from a link of this node's own: calls and cancels for its replicas."""
+        if channel in self._channels and len(frames) == 1:
+            self._on_frames([channel, frames[0]])
+        else:
+            self._drop("frames", "expected one envelope on a link")
 
     def _start(self, peer: bytes, call: Call) -> None:
         key = (peer, call.request_id)
@@ -194,10 +229,16 @@ class DataPlaneServer:
 
     def _send(self, peer: bytes, message: Envelope) -> None:
         """Send to `peer` now; ZMQError if it went away (or stopped reading): its request stops."""
-        assert self._reader is not None
-        error = self._reader.send([peer, encode_envelope(message)])
+        error = self._send_frame(peer, encode_envelope(message))
         if error is not None:
             raise error
+
+    def _send_frame(self, peer: bytes, frame: bytes) -> zmq.ZMQError | None:
+        channel = self._channels.get(peer)
+        if channel is not None:
+            return channel([frame])
+        assert self._reader is not None
+        return self._reader.send([peer, frame])
 
     def _send_soon(self, peer: bytes, message: Envelope) -> None:
         try:

@@ -102,6 +102,10 @@ class MemberView(BaseModel):
     # Per deployment hosted there: its serving state, and its measured speed.
     replicas: dict[str, Any]
     speeds: dict[str, Any]
+    # How peers reach it (docs/edge.md): dialed at `mesh`/`data`, through `relays` (node ids), or
+    # not known yet ("").
+    reach: Literal["", "direct", "relayed"]
+    relays: list[str]
 
 
 class MeshResponse(BaseModel):
@@ -137,6 +141,8 @@ def mesh_body(self_id: str, members: Iterable[Member]) -> dict[str, Any]:
                 "incarnation": member.incarnation,
                 "replicas": {name: entry.to_wire() for name, entry in meta.replicas.items()},
                 "speeds": meta.speeds,
+                "reach": meta.reach,
+                "relays": list(meta.relays),
             }
         )
     listed.sort(key=lambda m: (m["name"], m["id"]))

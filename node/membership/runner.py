@@ -1,6 +1,8 @@
 """The asyncio shell around the membership core: receive, handle, carry out, sleep until due.
 
-It makes no protocol decisions. Two tasks share the core (one event loop, so no locks):
+It makes no protocol decisions. The receiver and a timer share the core (one event loop, so no
+locks), and every packet passes ``relaying.py`` (which way to send it, the way back to its sender,
+the link messages of nodes nobody can dial):
 
 - the receiver opens each frame with the mesh's keyring (``trust/keyring.py``: a packet sealed by
   no key of this mesh is dropped unread), decodes it (``wire.decode``, which validates everything)
@@ -24,6 +26,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from ..mesh import wire
 from ..mesh.access import ApiKey
@@ -41,10 +44,12 @@ from ..mesh.keyring_record import KeyringRecord
 from ..mesh.member import Member
 from ..mesh.membership import Membership
 from ..mesh.metadata import NodeMeta
+from ..mesh.reachability import Reach
 from ..mesh.records import Record
 from ..mesh.types import Address, NodeId, Status
 from ..mesh.wire import PushPull
 from ..trust.keyring import Keyring, SealError
+from .relaying import Relaying
 from .transport import MembershipTransport
 
 log = logging.getLogger(__name__)
@@ -90,16 +95,29 @@ class GossipRunner:
         self.dropped: Counter[str] = Counter()
         # Addresses of members we hold dead (``_renew_connections``).
         self._dead_addrs: set[Address] = set()
+        self._stopped = False
+        self.relaying = Relaying(
+            core.config,
+            core.node_id,
+            core.me.addr,
+            transport,
+            seal=lambda packet: self.keyring.seal(wire.encode(packet, self.mesh_id)),
+            members=lambda: self.core.members,
+            view_version=lambda: self.core.view_version,
+            rng=core.rng,
+            now=0.0,  # its first dial check is due at the first tick
+            on_reach=self._reach_changed,
+            count=self._count_drop,
+        )
 
     def start(self) -> None:
-        """Start the receiver and the timer."""
-        self._tasks = [
-            asyncio.create_task(self._receive_forever(), name="gossip-receive"),
-            asyncio.create_task(self._tick_forever(), name="gossip-tick"),
-        ]
+        """Start receiving and the timer."""
+        self.transport.start(self._receive, lambda addr: self.relaying.connected(addr, self.now()))
+        self._tasks = [asyncio.create_task(self._tick_forever(), name="gossip-tick")]
 
     async def stop(self) -> None:
-        """Stop both tasks (the transport is closed by its owner)."""
+        """Stop the timer and ignore what still arrives (the transport is closed by its owner)."""
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -117,7 +135,7 @@ class GossipRunner:
             match effect:
                 case Send(addr, packet):
                     data = self.keyring.seal(wire.encode(packet, self.mesh_id))
-                    if self.transport.send(addr, data):
+                    if self.relaying.deliver(addr, data, self.now()):
                         self.bytes_out += len(data)
                 case MemberChanged() as change:
                     self._on_change(change)
@@ -251,47 +269,61 @@ class GossipRunner:
                     if any(isinstance(message, PushPull) for message in packet.messages):
                         self.transport.forget(addr)
 
-    async def _receive_forever(self) -> None:
+    def _receive(self, route: bytes, data: bytes | None) -> None:
+        """One message from the transport, on the connection `route`: open, decode, hand on."""
+        if self._stopped:
+            return
+        if data is None:
+            self.dropped["multipart"] += 1
+            return
         config = self.core.config
-        while True:
-            data = await self.transport.recv()
-            if data is None:
-                self.dropped["multipart"] += 1
-                continue
-            self.bytes_in += len(data)
-            try:
-                # Opened before anything decodes it: a non-member's bytes reach no parser.
-                plain = self.keyring.open(data)
-            except SealError as exc:
-                self.dropped[exc.reason] += 1
-                continue
-            try:
-                packet = wire.decode(
-                    plain, self.mesh_id, max_bytes=config.max_packet_bytes, max_members=config.max_members
-                )
-            except wire.WireError as exc:
-                self.dropped[exc.reason] += 1
-                log.debug("dropped a membership packet: %s", exc)
-                continue
-            self.received += 1
-            try:
-                self.carry_out(self.core.handle(packet, self.now(), int(time.time() * 1000)))
-            except Exception:
-                # A core bug must not take the agent down; the packet is lost like a datagram.
-                self.dropped["error"] += 1
-                log.exception("membership core failed on a packet from %s", packet.sender_addr)
+        self.bytes_in += len(data)
+        try:
+            # Opened before anything decodes it: a non-member's bytes reach no parser.
+            plain = self.keyring.open(data)
+        except SealError as exc:
+            self.dropped[exc.reason] += 1
+            return
+        try:
+            packet = wire.decode(
+                plain, self.mesh_id, max_bytes=config.max_packet_bytes, max_members=config.max_members
+            )
+        except wire.WireError as exc:
+            self.dropped[exc.reason] += 1
+            log.debug("dropped a membership packet: %s", exc)
+            return
+        self.received += 1
+        try:
+            now = self.now()
+            for_core = self.relaying.receive(route, packet, now)
+            if for_core is not None:
+                self.carry_out(self.core.handle(for_core, now, int(time.time() * 1000)))
+        except Exception:
+            # A core bug must not take the agent down; the packet is lost like a datagram.
+            self.dropped["error"] += 1
+            log.exception("membership core failed on a packet from %s", packet.sender_addr)
+
+    def _count_drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+
+    def _reach_changed(self, reach: Reach, relays: tuple[NodeId, ...]) -> None:
+        """Gossip how peers reach this node (``relaying.py`` learned it)."""
+        self.core.update_meta(replace(self.core.me.meta, reach=reach.value, relays=relays))
+        self.wake()
 
     async def _tick_forever(self) -> None:
         while True:
             self._wake.clear()
             try:
+                self.relaying.tick(self.now())
                 self.carry_out(self.core.tick(self.now()))
             except Exception:
                 log.exception("membership tick failed")
                 await asyncio.sleep(0.1)  # a core bug must not spin the CPU
             self._wake.clear()
             # Capped so a core with nothing due (a leaving node) still re-checks now and then.
-            delay = min(max(0.0, self.core.next_deadline() - self.now()), 1.0)
+            deadline = min(self.core.next_deadline(), self.relaying.next_deadline())
+            delay = min(max(0.0, deadline - self.now()), 1.0)
             if delay > 0:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
                 # arrives just as the event is set, and then stop() waits forever.

@@ -63,6 +63,8 @@ class SelfMeta:
             replicas=replicas.entries(),
             waiting=dict(self._waiting),
             key_ids=tuple(self._runner.keyring.key_ids),
+            reach=self._runner.relaying.reach.value,
+            relays=self._runner.relaying.relays,
         ).fit(self._max_bytes)
 
     def publish(self) -> None:

@@ -1,35 +1,53 @@
-"""Membership transport: datagram-like messaging over ZeroMQ.
+"""Membership transport: datagram-like messaging over one ZeroMQ ROUTER socket.
 
 SWIM wants UDP semantics: a send never blocks, and a message to an unreachable peer is simply
-lost (the protocol's timeouts and retransmits deal with that). Over ZeroMQ that is one bound PULL
-socket for everything we receive and one PUSH socket per peer for what we send, with a small
-send high-water mark and non-blocking sends: when a peer is gone its queue fills and further
-messages are dropped instead of piling up. ``LINGER=0`` means closing never waits on a dead peer.
+lost (the protocol's timeouts and retransmits deal with that). Here that is one ROUTER socket that
+is both bound (peers' connections to us) and connected out (ours to each peer we send to, named
+``@host:port`` with ``CONNECT_ROUTING_ID``), with a small per-connection high-water mark and
+non-blocking sends: when a peer is gone its queue fills and further messages are dropped instead of
+piling up. ``LINGER=0`` means closing never waits on a dead peer.
+
+Why a ROUTER and not a PULL to receive: every connection works both ways, so a node can be
+answered on the connection it opened (``send_route``) where nobody can open one to it, a laptop
+behind NAT (``relaying.py``, docs/edge.md). Each message arrives with its connection's id: ours
+start with ``@``; a peer's connection to us gets an id from libzmq, which is how a node tells an
+answer on a connection a peer opened (it can be dialed) from one on its own. ZeroMQ heartbeats
+close a connection whose peer went silent (a NAT that forgot it, a cut cable) within seconds, and
+connections of ours come back by themselves; ``on_connected`` says when one (re)connects.
 
 Membership traffic has its own socket so that a large data-plane payload never delays a probe or
 an ack. Oversized frames are cut by libzmq itself (``MAXMSGSIZE``) before they are allocated;
-multi-frame messages are dropped here (the runner counts them).
+multi-frame messages are handed on as ``None`` (the runner counts them).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import zmq
-import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from ..addresses import bind_failure
+from ..dataplane.frames import FrameReader
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Messages queued per peer while its connection is (re)established; past that, sends drop.
+# Messages queued per connection while it is (re)established; past that, sends drop.
 _SEND_HIGH_WATER = 64
 # Reconnect quickly to a restarted peer, backing off to at most this while it stays down.
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 2000
+# A connection silent this long (no heartbeat answered) is closed: a peer or NAT mapping gone.
+_HEARTBEAT_INTERVAL_MS = 1000
+_HEARTBEAT_TIMEOUT_MS = 3000
+_OURS = b"@"
+
+# (connection id, the message or None for a multi-frame one)
+OnMessage = Callable[[bytes, bytes | None], None]
 
 
 def zmq_endpoint(addr: str) -> str:
@@ -40,91 +58,152 @@ def zmq_endpoint(addr: str) -> str:
     return f"tcp://{host}:{port}"
 
 
+def dialed_by_peer(route: bytes) -> bool:
+    """Whether a message came on a connection a peer opened to us (not one of ours)."""
+    return not route.startswith(_OURS)
+
+
 class MembershipTransport:
-    """One PULL socket bound for receiving, one PUSH socket per peer for sending."""
+    """One ROUTER socket, bound for peers' connections and connected out to each peer we send to."""
 
     def __init__(self, host: str, port: int, *, max_message_bytes: int, max_peers: int = 1024) -> None:
         self._host = host
         self._port = port
         self._max_message_bytes = max_message_bytes
         self._max_peers = max_peers
-        self._async_ctx = zmq.asyncio.Context()
         self._ctx = zmq.Context()
-        self._pull: zmq.asyncio.Socket | None = None
-        self._peers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._reader: FrameReader | None = None
+        self._monitor: FrameReader | None = None
+        # Our connections: address -> (endpoint, connection id), least recently used first. Each
+        # connect gets an id never used before: one being torn down may still hold the last.
+        self._peers: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._addr_of_endpoint: dict[str, str] = {}
+        self._connects = 0
         self.sent = 0
         self.send_dropped = 0
 
     def bind(self) -> int:
-        """Bind the receiving socket; return the port (useful when asked for port 0)."""
-        pull = self._async_ctx.socket(zmq.PULL)
-        pull.setsockopt(zmq.LINGER, 0)
-        pull.setsockopt(zmq.RCVHWM, 10_000)
-        pull.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
-        pull.setsockopt(zmq.IPV6, 1)
-        port = bind_tcp(pull, self._host, self._port, "--mesh")
-        self._pull = pull
+        """Bind the socket; return the port (useful when asked for port 0)."""
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
+        sock.setsockopt(zmq.IPV6, 1)
+        # A send to a connection that is gone fails (and is counted) instead of vanishing.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_INTERVAL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+        port = bind_tcp(sock, self._host, self._port, "--mesh")
+        self._sock = sock
         self._port = port
         return port
 
-    async def recv(self) -> bytes | None:
-        """The next single-frame message; None for a multi-frame one (the caller counts the drop)."""
-        assert self._pull is not None, "bind() first"
-        frames = await self._pull.recv_multipart(copy=True)
-        if len(frames) != 1:
-            return None
-        return bytes(frames[0])
+    def start(self, on_message: OnMessage, on_connected: Callable[[str], None] = lambda addr: None) -> None:
+        """Hand every message to `on_message`, and each (re)connection of ours to `on_connected`.
+
+        Needs the running event loop. Messages are taken as soon as the loop runs.
+        """
+        assert self._sock is not None, "bind() first"
+
+        def frames_in(frames: list[bytes]) -> None:
+            on_message(frames[0], frames[1] if len(frames) == 2 else None)
+
+        def event(frames: list[bytes]) -> None:
+            message = parse_monitor_message(frames)
+            addr = self._addr_of_endpoint.get(str(message.get("endpoint", b""), "utf-8", "replace"))
+            if addr is not None:
+                on_connected(addr)
+
+        self._reader = FrameReader(self._sock, frames_in)
+        monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._monitor = FrameReader(monitor, event)
 
     def send(self, addr: str, data: bytes) -> bool:
-        """Queue `data` for `addr` without blocking; False if it was dropped."""
-        sock = self._peer(addr)
-        try:
-            sock.send(data, zmq.NOBLOCK)
-        except zmq.Again:
-            self.send_dropped += 1
-            return False
-        except zmq.ZMQError as exc:
-            log.debug("send to %s failed: %s", addr, exc)
+        """Queue `data` for `addr` on our connection to it without blocking; False if dropped."""
+        return self._send(self._peer(addr), data, addr)
+
+    def send_route(self, route: bytes, data: bytes) -> bool:
+        """Send on the connection `route` (as a message arrived on); False if it is gone or full."""
+        return self._send(route, data, "a peer's connection")
+
+    def forget(self, addr: str) -> None:
+        """Close our connection to a peer we no longer talk to."""
+        peer = self._peers.pop(addr, None)
+        if peer is not None:
+            self._addr_of_endpoint.pop(peer[0], None)
+            self._disconnect(peer[0])
+
+    def close(self) -> None:
+        """Close the socket without waiting on unreachable peers."""
+        if self._sock is not None:
+            self._sock.disable_monitor()
+        for reader in (self._monitor, self._reader):
+            if reader is not None:
+                reader.close()
+        if self._sock is not None and not self._sock.closed:
+            self._sock.close(linger=0)
+        self._sock = None
+        self._peers.clear()
+        self._ctx.term()
+
+    def _send(self, route: bytes, data: bytes, where: str) -> bool:
+        assert self._sock is not None, "bind() first"
+        error = (
+            self._reader.send([route, data])
+            if self._reader is not None
+            else _send_now(self._sock, [route, data])
+        )
+        if error is not None:
+            log.debug("send to %s failed: %s", where, error)
             self.send_dropped += 1
             return False
         self.sent += 1
         return True
 
-    def forget(self, addr: str) -> None:
-        """Close the socket to a peer we no longer talk to."""
-        sock = self._peers.pop(addr, None)
-        if sock is not None:
-            sock.close(linger=0)
-
-    def close(self) -> None:
-        """Close every socket without waiting on unreachable peers."""
-        for sock in self._peers.values():
-            sock.close(linger=0)
-        self._peers.clear()
-        if self._pull is not None:
-            self._pull.close(linger=0)
-            self._pull = None
-        self._ctx.term()
-        self._async_ctx.term()
-
-    def _peer(self, addr: str) -> zmq.Socket[bytes]:
-        sock = self._peers.get(addr)
-        if sock is not None:
+    def _peer(self, addr: str) -> bytes:
+        """Our connection's id for `addr`, connecting first if there is none."""
+        peer = self._peers.get(addr)
+        if peer is not None:
             self._peers.move_to_end(addr)
-            return sock
-        sock = self._ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER)
-        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
-        sock.setsockopt(zmq.IPV6, 1)
-        sock.connect(zmq_endpoint(addr))
-        self._peers[addr] = sock
+            return peer[1]
+        assert self._sock is not None, "bind() first"
+        endpoint = zmq_endpoint(addr)
+        self._connects += 1
+        route = b"%s%d %s" % (_OURS, self._connects, addr.encode())
+        self._sock.setsockopt(zmq.CONNECT_ROUTING_ID, route)
+        try:
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as exc:  # an address libzmq cannot parse or resolve
+            log.debug("cannot connect to %s: %s", addr, exc)
+            return route  # the send then fails as unroutable, and is counted
+        self._peers[addr] = (endpoint, route)
+        self._addr_of_endpoint[endpoint] = addr
         if len(self._peers) > self._max_peers:
             # The least recently used peer is almost surely long dead.
-            _, oldest = self._peers.popitem(last=False)
-            oldest.close(linger=0)
-        return sock
+            _, (old_endpoint, _) = self._peers.popitem(last=False)
+            self._addr_of_endpoint.pop(old_endpoint, None)
+            self._disconnect(old_endpoint)
+        return route
+
+    def _disconnect(self, endpoint: str) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.disconnect(endpoint)
+        except zmq.ZMQError as exc:  # never connected (still resolving), or already gone
+            log.debug("disconnect from %s: %s", endpoint, exc)
+
+
+def _send_now(sock: zmq.Socket[bytes], frames: list[bytes]) -> zmq.ZMQError | None:
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.ZMQError as exc:
+        return exc
+    return None
 
 
 def bind_tcp(sock: zmq.Socket[Any], host: str, port: int, flag: str) -> int:

@@ -117,8 +117,16 @@ class FakeLinks:
         """Requests outstanding per peer."""
         return {node: len(pending) for node, pending in self._pending.items() if pending}
 
-    async def call(self, node: NodeId, addr: str, key: str, call: Call) -> AsyncGenerator[Envelope, None]:
-        """Run `call` on the peer; yield its envelopes (see the module docstring)."""
+    async def call(
+        self, node: NodeId, addr: str, key: str, call: Call, *, to: NodeId | None = None
+    ) -> AsyncGenerator[Envelope, None]:
+        """Run `call` on the peer; yield its envelopes (see the module docstring).
+
+        `to` (a node behind this relay, docs/edge.md) is not modelled: such calls are refused.
+        """
+        if to is not None:
+            yield Failure(call.request_id, "peer_unreachable", "the fake network has no relays", True)
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
         rid = call.request_id

@@ -1,8 +1,10 @@
 """A raw peer on an agent's mesh port, for tests of what the agent drops (not a test module).
 
-``Intruder`` sends any frames to an agent's membership socket over its own ZeroMQ PUSH, and then a
-ping sealed with the mesh's token on the same connection: the ack proves that the agent has handled
-everything sent before it. ``drops_since`` reads what the agent counted meanwhile.
+``Intruder`` sends any frames to an agent's membership socket over its own ZeroMQ DEALER, and then
+a ping sealed with the mesh's token on the same connection: the ack proves that the agent has handled
+everything sent before it. The agent answers on that connection (it answers a sender that is not a
+member yet on the connection it came on) or on one it opens to the intruder's address; the intruder
+listens on both. ``drops_since`` reads what the agent counted meanwhile.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class Intruder:
         self.token = token
         self.keyring = Keyring([token], mesh_id)
         self.context = zmq.Context()
-        self.inbox = self.context.socket(zmq.PULL)
+        self.inbox = self.context.socket(zmq.ROUTER)
         self.inbox.setsockopt(zmq.LINGER, 0)
         self.addr = Address(f"127.0.0.1:{self.inbox.bind_to_random_port('tcp://127.0.0.1')}")
         self._seqs = itertools.count(1)
@@ -67,25 +69,26 @@ class Intruder:
         ping = wire.encode(
             wire.Packet(INTRUDER, self.addr, (wire.Ping(seq, NodeId(target.node_id)),)), self.mesh_id
         )
-        with closing(self.context.socket(zmq.PUSH)) as push:
-            push.setsockopt(zmq.LINGER, 0)
-            push.connect(zmq_endpoint(target.mesh))
+        with closing(self.context.socket(zmq.DEALER)) as dealer:
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.connect(zmq_endpoint(target.mesh))
             for frames in messages:
-                push.send_multipart(frames)
-            push.send(self.keyring.seal(ping))
-            self._wait_ack(seq, target)
+                dealer.send_multipart(frames)
+            dealer.send(self.keyring.seal(ping))
+            self._wait_ack(seq, target, dealer)
 
-    def _wait_ack(self, seq: int, target: AgentProcess) -> None:
+    def _wait_ack(self, seq: int, target: AgentProcess, dealer: zmq.Socket[bytes]) -> None:
         def acked() -> bool:
-            while self.inbox.poll(0):
-                packet = wire.decode(
-                    self.keyring.open(self.inbox.recv()),
-                    self.mesh_id,
-                    max_bytes=LIMITS.max_packet_bytes,
-                    max_members=10,
-                )
-                if wire.Ack(seq) in packet.messages:
-                    return True
+            for sock in (dealer, self.inbox):
+                while sock.poll(0):
+                    packet = wire.decode(
+                        self.keyring.open(sock.recv_multipart()[-1]),
+                        self.mesh_id,
+                        max_bytes=LIMITS.max_packet_bytes,
+                        max_members=10,
+                    )
+                    if wire.Ack(seq) in packet.messages:
+                        return True
             target.check_running()
             return False
 
@@ -93,17 +96,17 @@ class Intruder:
 
     def send_oversized(self, target: AgentProcess, size: int) -> None:
         """Send one frame of ``size`` bytes and wait until the agent's libzmq cuts the connection."""
-        with closing(self.context.socket(zmq.PUSH)) as push:
-            push.setsockopt(zmq.LINGER, 0)
-            monitor = push.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        with closing(self.context.socket(zmq.DEALER)) as dealer:
+            dealer.setsockopt(zmq.LINGER, 0)
+            monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             try:
-                push.connect(zmq_endpoint(target.mesh))
-                push.send(b"\0" * size)
+                dealer.connect(zmq_endpoint(target.mesh))
+                dealer.send(b"\0" * size)
                 assert monitor.poll(int(ACK_TIMEOUT_S * 1000)), (
                     f"the agent kept a connection that sent a {size}-byte frame\n{target.describe()}"
                 )
             finally:
-                push.disable_monitor()
+                dealer.disable_monitor()
                 monitor.close()
 
 

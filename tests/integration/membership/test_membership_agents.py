@@ -59,6 +59,25 @@ def test_five_agents_joined_by_seeds_all_see_five_alive(start_mesh: START_MESH) 
             assert (member["http"], member["mesh"]) == (other.http, other.mesh)
 
 
+def test_agents_that_can_dial_each_other_learn_so_and_take_no_relays(start_mesh: START_MESH) -> None:
+    # Each asks peers to dial its address (DialMe) and hears back on a connection they opened.
+    mesh = start_mesh(3)
+    mesh.wait_formed(FORM_TIMEOUT_S)
+
+    def reach() -> dict[str, dict[str, tuple[str, tuple[str, ...]]]]:
+        return {
+            agent.name: {m["name"]: (m["reach"], tuple(m["relays"])) for m in agent.view()["members"]}
+            for agent in mesh.agents
+        }
+
+    everyone_direct = {agent.name: ("direct", ()) for agent in mesh.agents}
+    wait_for(
+        lambda: all(seen == everyone_direct for seen in reach().values()),
+        FORM_TIMEOUT_S,
+        message=lambda: f"{reach()}\n{mesh.describe()}",
+    )
+
+
 def test_a_formed_mesh_with_nothing_to_do_leaves_the_cores_idle(start_mesh: START_MESH) -> None:
     # Seeded agents once spun half a core each after joining (the seed watch slept until a time
     # already past): everything beside them, models included, ran on what was left.

@@ -31,6 +31,8 @@ MEMBER_FIELDS = {
     "incarnation",
     "replicas",
     "speeds",
+    "reach",
+    "relays",
 }
 
 
@@ -54,6 +56,8 @@ def member(node_id: str, name: str, status: str = "alive", **extra: Any) -> dict
         "incarnation": 3,
         "replicas": {"tiny-sd": {"state": "ready", "queue": 0, "slots": 1, "capacity": 65}},
         "speeds": {"tiny-sd": {"service_ms": 150.0, "rps": 6.5}},
+        "reach": "direct",
+        "relays": [],
         **extra,
     }
 

@@ -18,6 +18,7 @@ from meshnode.mesh.envelope import (
     JPEG_MAGIC,
     MAX_PREVIEW_BYTES,
     MAX_PROGRESS_STEPS,
+    Attach,
     Call,
     Cancel,
     Chunk,
@@ -27,6 +28,7 @@ from meshnode.mesh.envelope import (
     Hello,
     Hints,
     Progress,
+    RelayCall,
     Reply,
     decode_envelope,
     encode_envelope,
@@ -52,7 +54,28 @@ MESSAGES: list[Envelope] = [
     Progress("r3", 0, 1),
     Progress("r3", 4, 20, JPEG_MAGIC + b"\xe0 rest of a jpeg"),
     Progress("r3", MAX_PROGRESS_STEPS, MAX_PROGRESS_STEPS, JPEG_MAGIC + bytes(MAX_PREVIEW_BYTES - 3)),
+    RelayCall("r4", "edge-node", Call("r4", "echo", {"text": "hi"}, None, True, "", 5_000, progress=True)),
+    Attach("edge-node"),
 ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ["edge", encode_envelope(Call("other-id", "echo", {}, None, False, "", 5_000))],  # ids differ
+        ["edge", encode_envelope(Cancel("r9"))],  # only a call can be relayed
+        ["edge", b"not msgpack"],
+        ["", encode_envelope(Call("r9", "echo", {}, None, False, "", 5_000))],  # nobody to pass to
+        ["edge"],
+        [
+            "edge",
+            msgpack.packb([1, 9, "r9", "edge", encode_envelope(Call("r9", "e", {}, None, False, "", 1))]),
+        ],
+    ],
+)
+def test_a_relayed_call_must_hold_a_valid_call_of_its_own_id(fields: list[object]) -> None:
+    with pytest.raises(EnvelopeError):
+        decode_envelope(msgpack.packb([1, 9, "r9", *fields]), max_bytes=LIMIT)
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)

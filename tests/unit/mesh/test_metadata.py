@@ -9,13 +9,14 @@ import pytest
 
 from meshnode.inference.devices import Accelerator, DeviceInfo
 from meshnode.load import LoadSample
-from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, MAX_LIST_ITEMS, MetaError, NodeMeta
+from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, MAX_LIST_ITEMS, MAX_RELAYS, MetaError, NodeMeta
 from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
 
 LABELS = ("name", "http", "mesh", "data", "data_key", "region", "zone")
 LISTS = ("models", "hints", "key_ids")
 FLAGS = ("tls",)
 MAPS = ("device", "load", "speeds", "replicas", "waiting")
+REACH = ("reach", "relays")
 # Maps whose values are free-form (bounded) rather than typed entries like ``replicas``.
 PLAIN_MAPS = tuple(key for key in MAPS if key != "replicas")
 
@@ -39,6 +40,8 @@ def full_meta() -> NodeMeta:
         data="10.0.0.2:40001",
         replicas={"tiny-sd": ReplicaEntry(ReplicaState.READY, queue=2, hints=("a",))},
         waiting={"embed": 3},
+        reach="relayed",
+        relays=("relay-1", "relay-2"),
     )
 
 
@@ -76,7 +79,7 @@ def test_round_trip_through_msgpack() -> None:
 
 def test_wire_keys_are_the_documented_fields() -> None:
     """Older and newer peers read these names; renaming one is a wire format change."""
-    assert set(full_meta().to_wire()) == {*LABELS, *LISTS, *FLAGS, *MAPS}
+    assert set(full_meta().to_wire()) == {*LABELS, *LISTS, *FLAGS, *MAPS, *REACH}
 
 
 def test_only_a_name_is_required() -> None:
@@ -95,6 +98,22 @@ def test_lists_come_back_as_tuples_so_metadata_stays_immutable() -> None:
     meta = NodeMeta.from_wire({"name": "n", "models": ["a", "b"], "hints": ["h"]})
     assert meta.models == ("a", "b")
     assert meta.hints == ("h",)
+
+
+# -- reach ---------------------------------------------------------------------------------
+
+
+def test_a_reach_this_version_does_not_know_reads_as_not_known() -> None:
+    # A newer node may name a way of being reached that this one cannot use: it dials as before.
+    assert NodeMeta.from_wire({"name": "n", "reach": "teleported"}).reach == ""
+    assert NodeMeta.from_wire({"name": "n", "reach": "relayed"}).reach == "relayed"
+
+
+def test_relays_are_bounded() -> None:
+    assert NodeMeta.from_wire({"name": "n", "relays": ["r"] * MAX_RELAYS}).relays == ("r",) * MAX_RELAYS
+    assert "at most" in str(rejected({"name": "n", "relays": ["r"] * (MAX_RELAYS + 1)}))
+    rejected({"name": "n", "relays": [7]})
+    rejected({"name": "n", "reach": 1})
 
 
 # -- forward compatibility -----------------------------------------------------------------

@@ -154,6 +154,8 @@ def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[C
     Gossiped metadata passed ``NodeMeta.from_wire``: a replica entry that was malformed is not there,
     and the speeds map, shaped by peers, is read leniently (a bad figure counts as unmeasured).
     """
+    members = list(members)
+    rtts = {member.node: member.rtt_s for member in members}
     found = []
     for member in members:
         if member.status not in (Status.ALIVE, Status.SUSPECT):
@@ -175,7 +177,7 @@ def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[C
                 is_self=member.node == me,
                 region=meta.region,
                 zone=meta.zone,
-                rtt_s=member.rtt_s,
+                rtt_s=_rtt_through_relays(member, rtts) if meta.reach == "relayed" else member.rtt_s,
                 hints=frozenset(entry.hints),
                 models=frozenset(entry.models),
                 queue=entry.queue,
@@ -186,6 +188,14 @@ def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[C
             )
         )
     return found
+
+
+def _rtt_through_relays(member: Member, rtts: Mapping[NodeId, float | None]) -> float | None:
+    """A relayed node's round trip with the hop to its nearest measured relay added (docs/edge.md)."""
+    hop = min(
+        (rtt for relay in member.meta.relays if (rtt := rtts.get(NodeId(relay))) is not None), default=None
+    )
+    return member.rtt_s if hop is None else (member.rtt_s or 0.0) + hop
 
 
 def ordered(tiers: Iterable[Tier]) -> list[Candidate]:

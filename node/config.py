@@ -8,8 +8,9 @@ here; membership timings live in ``meshnode.mesh.config.MembershipConfig`` and a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .addresses import check_advertised
 from .mesh.config import PROFILES, MembershipConfig
@@ -89,6 +90,9 @@ class AgentConfig:
     zone: str = ""
     # Membership timing profile: "lan" (memberlist defaults) or "local" (fast, one machine).
     profile: str = "lan"
+    # Fields of the profile set otherwise, as (name, value) pairs: `meshnode join --set
+    # relay_keepalive_s=5` for a NAT that forgets idle connections sooner (docs/edge.md).
+    membership_knobs: tuple[tuple[str, float], ...] = ()
     # Where the node keeps its state across restarts: node id, incarnation and deployment records
     # (meshnode.db), replica logs, and files apps write.
     data_dir: Path = field(default_factory=default_data_dir)
@@ -237,6 +241,7 @@ class AgentConfig:
             raise ValueError("HTTPS needs both --tls-cert and --tls-key (or neither, for plain HTTP)")
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
+        self.membership()  # a knob the profile refuses (a relation between timings) stops here
         if (
             self.job_copies < 1
             or not 1 <= self.job_max_attempts <= 100
@@ -259,5 +264,7 @@ class AgentConfig:
                 check_advertised(flag, advertised, seeds=self.seeds, interfaces=self.interfaces)
 
     def membership(self) -> MembershipConfig:
-        """The membership settings of this agent's profile."""
-        return MembershipConfig.profile(self.profile)
+        """The membership settings of this agent's profile, with its `membership_knobs` set."""
+        profile = MembershipConfig.profile(self.profile)
+        knobs: dict[str, Any] = dict(self.membership_knobs)  # each of its field's type (cli/params.Knob)
+        return replace(profile, **knobs) if knobs else profile

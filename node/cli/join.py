@@ -232,7 +232,11 @@ def join(
         if data_dir is not None:
             # Replaced only when given, so AgentConfig's default ($MESHNODE_HOME) decides otherwise.
             config = dataclasses.replace(config, data_dir=data_dir)
-        config = dataclasses.replace(config, **dict(knobs))
+        agent_knobs = {name: value for name, value in knobs if not name.startswith("membership.")}
+        membership_knobs = tuple(
+            (name[11:], value) for name, value in knobs if name.startswith("membership.")
+        )
+        config = dataclasses.replace(config, **agent_knobs, membership_knobs=membership_knobs)
     except (ValueError, ConfigError) as exc:
         _usage_exit(ctx, str(exc))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

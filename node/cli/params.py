@@ -21,6 +21,7 @@ from ..addresses import join_host_port, parse_host_port
 from ..client.tls import CA_ENV, ca_context
 from ..config import DEFAULT_NODE_URL, AgentConfig
 from ..errors import ConfigError
+from ..mesh.config import MembershipConfig
 from ..mesh.metadata import MAX_LABEL_CHARS
 
 __all__ = [
@@ -109,7 +110,11 @@ class Deployment(click.ParamType):
 
 
 class Knob(click.ParamType):
-    """``NAME=VALUE`` for a number or switch of ``AgentConfig`` (docs/configuration.md lists them)."""
+    """``NAME=VALUE`` for a number or switch of ``AgentConfig`` or ``MembershipConfig``.
+
+    docs/configuration.md lists them. A membership field comes back named ``membership.NAME``:
+    it overrides the profile's value (``AgentConfig.membership_knobs``).
+    """
 
     name = "NAME=VALUE"
     _TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool}
@@ -122,23 +127,29 @@ class Knob(click.ParamType):
             return value
         name, sep, raw = str(value).partition("=")
         field = AgentConfig.__dataclass_fields__.get(name.strip())
+        prefix = ""
+        if field is None and name.strip() in MembershipConfig.__dataclass_fields__:
+            field, prefix = MembershipConfig.__dataclass_fields__[name.strip()], "membership."
         kind = self._TYPES.get(str(field.type)) if field is not None else None
         if not sep or field is None or kind is None:
             self.fail(
-                f"expected NAME=VALUE with NAME a number or switch of AgentConfig, got {value!r}", param, ctx
+                f"expected NAME=VALUE with NAME a number or switch of AgentConfig or MembershipConfig, "
+                f"got {value!r}",
+                param,
+                ctx,
             )
         text = raw.strip()
         if kind is bool:
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 self.fail(f"{name} takes true or false, not {text!r}", param, ctx)
-            return field.name, text.lower() in ("true", "1", "yes")
+            return prefix + field.name, text.lower() in ("true", "1", "yes")
         try:
             number = kind(text)
         except ValueError:
             self.fail(f"{name} takes {'an integer' if kind is int else 'a number'}, not {text!r}", param, ctx)
         if not math.isfinite(number) or number < 0:
             self.fail(f"{name} must be a finite number >= 0, not {text!r}", param, ctx)
-        return field.name, number
+        return prefix + field.name, number
 
 
 class NodeURL(click.ParamType):

@@ -97,13 +97,15 @@ def format_peers_table(view: Mapping[str, Any]) -> str:
     self_id = view.get("self")
     members = [member for member in view.get("members", []) if isinstance(member, Mapping)]
     members.sort(key=lambda m: (m.get("id") != self_id, str(m.get("name", "")), str(m.get("id", ""))))
-    header = ("", "NAME", "ID", "STATUS", "HTTP", "DEVICE", "LOAD", "MODELS")
+    header = ("", "NAME", "ID", "STATUS", "REACH", "HTTP", "DEVICE", "LOAD", "MODELS")
+    names = {member.get("id"): str(member.get("name") or member.get("id") or "-") for member in members}
     rows = [
         (
             "*" if member.get("id") == self_id else "",
             str(member.get("name") or "-"),
             str(member.get("id") or "-")[:8],
             str(member.get("status") or "-"),
+            _reach_summary(member, names),
             str(member.get("http") or "-"),
             _device_summary(member.get("device")),
             _load_summary(member.get("load")),
@@ -113,6 +115,16 @@ def format_peers_table(view: Mapping[str, Any]) -> str:
     ]
     lines = format_table(header, rows)
     return "\n".join(lines)
+
+
+def _reach_summary(member: Mapping[str, Any], names: Mapping[Any, str]) -> str:
+    """How peers reach the member (docs/edge.md): "direct", "via RELAY,...", or "-" while unknown."""
+    reach = member.get("reach")
+    if reach == "relayed":
+        relays = member.get("relays")
+        listed = [names.get(relay, str(relay)[:8]) for relay in relays] if isinstance(relays, list) else []
+        return "via " + ",".join(listed) if listed else "no relay"
+    return "direct" if reach == "direct" else "-"
 
 
 def peer_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

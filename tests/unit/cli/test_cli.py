@@ -43,6 +43,8 @@ SAMPLE_VIEW: dict[str, Any] = {
             "models": ["tiny-sd", "minilm"],
             "hints": [],
             "incarnation": 2,
+            "reach": "direct",
+            "relays": [],
         },
         {
             "id": SELF_ID,
@@ -63,6 +65,8 @@ SAMPLE_VIEW: dict[str, Any] = {
             "models": [],
             "hints": [],
             "incarnation": 1,
+            "reach": "relayed",  # a laptop behind NAT, reached through gpu-box (docs/edge.md)
+            "relays": [PEER_ID],
         },
     ],
 }
@@ -135,6 +139,26 @@ def test_set_reaches_the_agent_config_typed(runner: CliRunner, started: list[Age
     assert result.exit_code == 0, result.output
     [config] = started
     assert (config.job_copies, config.job_webhook_first_delay_s, config.uvloop) == (2, 0.5, False)
+
+
+def test_set_reaches_the_membership_profile_too(runner: CliRunner, started: list[AgentConfig]) -> None:
+    # A NAT that forgets idle connections after 20 s needs hellos more often (docs/edge.md).
+    result = runner.invoke(main, ["join", "--set", "relay_keepalive_s=5", "--set", "relay_count=3"])
+    assert result.exit_code == 0, result.output
+    [config] = started
+    membership = config.membership()
+    assert (membership.relay_keepalive_s, membership.relay_count) == (5.0, 3)
+    assert membership.probe_interval_s == 1.0  # the rest is the profile's
+
+
+def test_set_membership_values_the_profile_refuses_exit_2(
+    runner: CliRunner, started: list[AgentConfig]
+) -> None:
+    result = runner.invoke(main, ["join", "--set", "relay_keepalive_s=100"])
+    assert result.exit_code == 2 and "relay_keepalive_s" in result.output
+    result = runner.invoke(main, ["join", "--set", "relay_count=0"])
+    assert result.exit_code == 2 and "relay_count" in result.output
+    assert started == []
 
 
 def test_set_values_the_config_refuses_exit_2(runner: CliRunner, started: list[AgentConfig]) -> None:
@@ -246,12 +270,13 @@ def cells(line: str) -> list[str]:
 
 def test_table_lists_self_first_and_marks_it() -> None:
     lines = format_peers_table(SAMPLE_VIEW).splitlines()
-    assert lines[0].split() == ["NAME", "ID", "STATUS", "HTTP", "DEVICE", "LOAD", "MODELS"]
+    assert lines[0].split() == ["NAME", "ID", "STATUS", "REACH", "HTTP", "DEVICE", "LOAD", "MODELS"]
     assert cells(lines[1]) == [
         "*",
         "laptop",
         SELF_ID[:8],
         "alive",
+        "via gpu-box",
         "127.0.0.1:8470",
         "cpu 2c 23.4G",
         "3% 0 in flight",
@@ -261,6 +286,7 @@ def test_table_lists_self_first_and_marks_it() -> None:
         "gpu-box",
         PEER_ID[:8],
         "suspect",
+        "direct",
         "10.0.0.2:8470",
         "NVIDIA A100",
         "87% 5 in flight",
@@ -278,13 +304,15 @@ def test_table_survives_missing_and_odd_fields() -> None:
         "members": [
             {"id": "abc", "name": "bare"},
             {"id": "def", "name": "odd", "device": {"accelerators": "nope"}, "load": {"cpu": "hot"}},
+            {"id": "ghi", "name": "lost", "reach": "relayed", "relays": "nope"},
             "not a member",
         ],
     }
     lines = format_peers_table(view).splitlines()
-    assert len(lines) == 3
-    assert cells(lines[1]) == ["bare", "abc", "-", "-", "-", "-", "-"]
-    assert cells(lines[2]) == ["odd", "def", "-", "-", "-", "-", "-"]
+    assert len(lines) == 4
+    assert cells(lines[1]) == ["bare", "abc", "-", "-", "-", "-", "-", "-"]
+    assert cells(lines[2]) == ["lost", "ghi", "-", "no relay", "-", "-", "-", "-"]
+    assert cells(lines[3]) == ["odd", "def", "-", "-", "-", "-", "-", "-"]
 
 
 def test_table_of_several_accelerators_and_many_models() -> None:

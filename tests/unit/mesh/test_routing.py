@@ -6,6 +6,7 @@ import collections
 import random
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -180,6 +181,21 @@ def test_candidates_are_read_from_gossiped_metadata() -> None:
         0.15,
         6.0,
     )
+
+
+def test_a_relayed_replica_counts_the_hop_to_its_nearest_relay() -> None:
+    entry = {"state": "ready"}
+    near, far = meta_member("near"), meta_member("far")
+    near.rtt_s, far.rtt_s = 0.010, 0.080
+    edge = meta_member("edge", replicas={"sd": entry}, reach="relayed", relays=["near", "far"])
+    edge.rtt_s = 0.015
+    unmeasured = meta_member("unmeasured", replicas={"sd": entry}, reach="relayed", relays=["near"])
+    direct = meta_member("direct", replicas={"sd": entry}, reach="direct")
+    direct.rtt_s = 0.015
+    found = {c.name: c for c in candidates([near, far, edge, unmeasured, direct], "sd", ME)}
+    assert found["edge"].rtt_s == pytest.approx(0.025)  # its own, plus the nearest relay's
+    assert found["unmeasured"].rtt_s == pytest.approx(0.010)  # at least the hop
+    assert found["direct"].rtt_s == pytest.approx(0.015)
 
 
 def test_malformed_gossiped_entries_are_ignored_not_fatal() -> None:

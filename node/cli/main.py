@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from .demo.command import demo
 from .deploy import deploy, deployments, undeploy
+from .doctor import doctor
 from .jobs import jobs
 from .join import join
 from .keys import keys
@@ -28,5 +29,18 @@ def main() -> None:
     """meshnode: a leaderless model-serving mesh; every machine runs the same peer agent."""
 
 
-for _command in (join, peers, predict, deploy, undeploy, deployments, jobs, models, demo, token, keys):
+for _command in (
+    join,
+    peers,
+    predict,
+    deploy,
+    undeploy,
+    deployments,
+    jobs,
+    models,
+    demo,
+    token,
+    keys,
+    doctor,
+):
     main.add_command(_command)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -219,3 +221,15 @@ def test_a_job_is_stored_on_the_edge_and_runs_there_through_its_relays(mesh: Mes
     # The edge holds its own copy, written through its relays.
     held = httpx.get(f"{edge.url}/v1/jobs/{job_id}", timeout=30.0)
     assert held.status_code == 200 and held.json()["status"] == "completed"
+
+
+def test_doctor_tells_the_edge_it_is_relayed_and_a_direct_node_that_it_is_dialed(mesh: Mesh) -> None:
+    def doctor(agent: AgentProcess) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "meshnode", "doctor", "--node", agent.url]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    edge, direct = doctor(mesh.agents[-1]), doctor(mesh.agents[0])
+    assert edge.returncode == 0 and direct.returncode == 0, edge.stdout + edge.stderr + direct.stdout
+    relays = sorted(agent.name for agent in mesh.agents[:2])
+    assert f"it is reached through {', '.join(relays)}" in edge.stdout, edge.stdout
+    assert "peers can dial this node at" in direct.stdout, direct.stdout

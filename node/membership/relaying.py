@@ -107,14 +107,21 @@ class Relaying:
             case Direct(addr):
                 return self._transport.send(addr, data)
             case OverRoute(route):
+                self._stop_dialing(member)
                 if self._transport.send_route(route, data):
                     return True
                 self._drop_route(node, addr)  # its connection is gone: next time, another way
                 return self.deliver(addr, data, now)
             case ThroughRelays(node, relays):
+                self._stop_dialing(member)
                 wrapped = self._seal(Packet(self._me, self._my_addr, (Relayed(node, data),)))
                 sent = [self._transport.send(relay, wrapped) for relay in relays]
                 return any(sent)
+
+    def _stop_dialing(self, member: Member | None) -> None:
+        """Drop a connection of ours to a relayed node's address: it would only retry in the void."""
+        if member is not None and member.meta.reach == Reach.RELAYED:
+            self._transport.forget(member.addr)
 
     # -- receiving -------------------------------------------------------------------------
 

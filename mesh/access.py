@@ -16,6 +16,8 @@ A pure core (stdlib only); ``node/http/gate.py`` carries the decision out for ev
   each URL holds 128 random bits, so the URL itself is the permission to read that one image (a
   capability URL, as OpenAI's signed links are), made only by a request that needed ``invoke``; a
   key would keep the link from ``<img src>`` and other programs that cannot send one.
+  The dashboard's page and its script and style (``/``, ``/dashboard/...``) are open too: they hold
+  no data, and the page sends a key to ``/v1/events`` (which needs ``invoke``) in a header.
 - The decision (``decide``). Loopback clients need no key (the CLI, the demo and local tools keep
   working with nothing to set up); so does everyone on a node started with ``--insecure-http``.
   Anyone else: no key or an unknown, revoked or wrong one is 401; a valid key of too small a scope
@@ -59,10 +61,13 @@ _MAX_AUTHORIZATION_CHARS = 256
 _KEY_ID = re.compile(rf"[0-9a-f]{{{KEY_ID_CHARS}}}")
 _DIGEST_BYTES = 32
 _KEY_PATTERN = re.compile(rf"{KEY_PREFIX}([0-9a-f]{{{KEY_ID_CHARS}}})_([A-Za-z0-9_\-]{{43}})")
-_OPEN_PATHS = frozenset({"/health", "/ready", "/.well-known/meshnode/jwks.json"})
+# "/" and "/dashboard/": the dashboard's page, script and style, which hold no data (the page asks
+# for a key and sends it to /v1/events, which needs one like every other route).
+_OPEN_PATHS = frozenset({"/health", "/ready", "/.well-known/meshnode/jwks.json", "/"})
 _ADMIN_PREFIXES = ("/v1/keys", "/v1/keyring")
 # Capability URLs (see the module docstring): the path's token is the permission.
 _CAPABILITY_PREFIXES = ("/v1/images/files/",)
+_DASHBOARD_ASSETS = ("/dashboard/dashboard.js", "/dashboard/dashboard.css")
 
 
 class Scope(enum.Enum):
@@ -181,7 +186,9 @@ def split_key(text: str) -> tuple[str, str] | None:
 
 def need_for(method: str, path: str) -> Scope | None:
     """The scope a request needs; None when it is open to everyone."""
-    if method in ("GET", "HEAD") and (path in _OPEN_PATHS or path.startswith(_CAPABILITY_PREFIXES)):
+    if method in ("GET", "HEAD") and (
+        path in _OPEN_PATHS or path in _DASHBOARD_ASSETS or path.startswith(_CAPABILITY_PREFIXES)
+    ):
         return None
     if path.startswith(_ADMIN_PREFIXES):
         return Scope.ADMIN

@@ -39,6 +39,7 @@ from .dataplane.forward import Forwarder
 from .dataplane.links import PeerLinks
 from .dataplane.reverse import ReverseLinks
 from .http.app import mesh_body
+from .http.events import EventFeed
 from .http.openai.image_store import ImageStore
 from .http.predict import PredictLimits
 from .http.server import http_server, serve_http, tls_context
@@ -184,6 +185,7 @@ class Agent:
             max_bytes=membership_config.max_meta_bytes,
         )
         runner.publish_meta(self._meta.build())
+        self._events = EventFeed(self.mesh_view, deployments.views)  # GET /v1/events, the dashboard
         rotation.connect(runner, dataplane.client_check, self._links, self._serving_changed)
         self._server = http_server(
             node=self,
@@ -199,6 +201,7 @@ class Agent:
             mesh_id=config.mesh_id,
             images=await ImageStore.of_node(config, node_id),
             jobs=self._jobs,
+            events=self._events,
             insecure=config.insecure_http,
             tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here
         )
@@ -271,6 +274,7 @@ class Agent:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        self._events.close()  # open event streams would hold uvicorn's shutdown
         self._server.should_exit = True
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5.0):
@@ -317,6 +321,7 @@ class Agent:
         member = self._runner.member(change.node)
         name = member.meta.name if member else "?"
         log.info("member %s (%s): %s -> %s", name, change.node[:8], change.previous, change.current.value)
+        self._events.member_changed(change.node, change.previous, change.current)
         self._jobs.on_view()  # job holders and runners move with who is alive, not with metadata
         if change.current == Status.ALIVE:
             self._joined = True

@@ -13,6 +13,9 @@
 - ``keys.py``: ``/v1/keys``, make, list and revoke API keys
 - ``keyring.py``: ``/v1/keyring``, the steps of a mesh token rotation
 - ``wellknown.py``: ``/.well-known/meshnode/jwks.json``, the public keys that verify webhooks
+- ``events.py``: ``GET /v1/events``, the mesh's events as Server-Sent Events (``mesh_events.py``:
+  the pure summaries and view-to-view changes it sends)
+- ``dashboard.py``: ``GET /``, the live dashboard; its page, script and style are in ``static/``
 - ``metrics.py``: ``/metrics`` and Prometheus service discovery; ``stats.py``: the counters it reads
 - ``openai/``: the OpenAI-compatible routes (``/v1/models``, embeddings, images, chat, completions),
   one module per kind of request; its ``__init__`` maps the room

@@ -22,7 +22,9 @@ from ..addresses import bind_failure
 from ..errors import ConfigError
 from ..serving.jobs import JobService
 from .app import MeshView, create_app
+from .dashboard import add_dashboard_routes
 from .deployments import DeploymentsView, add_deployment_routes
+from .events import EventFeed, add_event_routes
 from .gate import Gate
 from .jobs import add_job_routes
 from .keyring import RotationView, add_keyring_routes
@@ -100,6 +102,7 @@ def http_server(
     mesh_id: str,
     images: ImageStore | None = None,
     jobs: JobService | None = None,
+    events: EventFeed | None = None,
     insecure: bool = False,
     tls: ssl.SSLContext | None = None,
 ) -> uvicorn.Server:
@@ -119,6 +122,9 @@ def http_server(
     add_keyring_routes(app, rotation)
     add_ws_routes(app, serve, limits)
     add_wellknown_routes(app, rotation)  # the JWKS, from the ring the rotation holds now
+    if events is not None:  # the dashboard and the feed it draws from
+        add_event_routes(app, events)
+        add_dashboard_routes(app)
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
     gate = Gate(PredictLane(app, serve, limits), keys.key, insecure=insecure)
     add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)})

@@ -81,6 +81,13 @@ def test_malformed_key_text_is_no_key(text: str) -> None:
         ("GET", "/v1/jobs/0123456789abcdefghijkl/events", Scope.INVOKE),
         ("DELETE", "/v1/jobs/0123456789abcdefghijkl", Scope.INVOKE),
         ("GET", "/v1/ws/predict/echo", Scope.INVOKE),
+        # The dashboard's page and assets hold no data; the feed they draw from needs a key.
+        ("GET", "/", None),
+        ("GET", "/dashboard/dashboard.js", None),
+        ("GET", "/dashboard/dashboard.css", None),
+        ("GET", "/dashboard/other.js", Scope.INVOKE),
+        ("POST", "/", Scope.INVOKE),
+        ("GET", "/v1/events", Scope.INVOKE),
     ],
 )
 def test_every_path_needs_a_scope_unless_it_is_liveness(method: str, path: str, needed: Scope | None) -> None:

@@ -1,0 +1,70 @@
+"""The dashboard (``GET /``) in headless Debian Chromium, driven by playwright, on a real 3-node mesh.
+
+It must show the three nodes and the deployments, show a SIGKILLed node dead within seconds, and
+show a deployment declared on another node without a reload. A screenshot goes to the test's
+tmp_path. Chromium comes from Debian (``apt-get install --no-install-recommends chromium``,
+scripts/setup.sh) and playwright from PyPI, used through ``executable_path``: never
+``playwright install``. Without either the test is skipped, saying which.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.agents import Mesh
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'"
+)
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed: apt-get install --no-install-recommends chromium",
+)
+# Generous for 2 busy cores running three agents and a browser; the page itself updates within a second.
+SHOW_TIMEOUT_MS = 20_000
+
+
+def test_dashboard_shows_the_mesh_a_death_and_a_new_deployment_live(tmp_path: Path) -> None:
+    with Mesh(tmp_path, 3, extra_args={0: ["--deploy", "echo=meshnode.apps.echo:Echo"]}) as mesh:
+        mesh.wait_formed()
+        viewer, declarer, victim = mesh.agents
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(f"{viewer.url}/")
+                expect = sync_api.expect
+                for name in ("n0", "n1", "n2"):
+                    expect(page.locator(f'.node[data-node="{name}"]')).to_have_attribute(
+                        "data-status", "alive", timeout=SHOW_TIMEOUT_MS
+                    )
+                expect(page.locator('tr[data-deployment="echo"]')).to_be_visible(timeout=SHOW_TIMEOUT_MS)
+                expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+                victim.kill()
+                expect(page.locator('.node[data-node="n2"]')).to_have_attribute(
+                    "data-status", "dead", timeout=SHOW_TIMEOUT_MS
+                )
+                expect(page.locator("#events")).to_contain_text("n2 is dead")
+
+                spec = {"app": "meshnode.apps.echo:Echo", "min_replicas": 1, "max_replicas": 1}
+                url = f"{declarer.url}/v1/deployments/fresh"
+                put = httpx.put(url, json=spec, timeout=10, trust_env=False)
+                assert put.status_code == 201, put.text
+                expect(page.locator('tr[data-deployment="fresh"]')).to_be_visible(timeout=SHOW_TIMEOUT_MS)
+                expect(page.locator('tr[data-deployment="fresh"] .count')).to_contain_text(
+                    "1 / 1", timeout=SHOW_TIMEOUT_MS
+                )
+                page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+                assert not errors, errors
+            finally:
+                browser.close()

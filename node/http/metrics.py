@@ -16,6 +16,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..mesh.bounds import REFUSAL_REASONS
+from .openai.models import Members
+from .prometheus_targets import add_targets_route
+from .request_metrics import RequestMeter
+
+
+class _MeterCollector(Collector):
+    def __init__(self, meter: RequestMeter) -> None:
+        self._meter = meter
+
+    def collect(self) -> Iterator[Metric]:
+        return self._meter.families()
 
 
 class _AgentCollector(Collector):
@@ -101,6 +112,11 @@ class _AgentCollector(Collector):
             if key.startswith("refused_"):
                 refused.add_metric([key.removeprefix("refused_")], count)
         yield routed
+        yield CounterMetricFamily(
+            "meshnode_cold_start_waits",
+            "Requests that found no ready replica and waited for one to start (a cold start).",
+            value=routing.get("cold_start_waits", 0),
+        )
         yield refused
         yield unserved
         outstanding = GaugeMetricFamily(
@@ -126,12 +142,27 @@ class _AgentCollector(Collector):
 
 
 def _deployment_metrics(deployments: dict[str, Any]) -> Iterator[Metric]:
-    """Per deployment as this node sees it, and what placement did here."""
+    """Per deployment, this node's share only (so a sum() over nodes counts each replica once)."""
     desired = GaugeMetricFamily(
-        "meshnode_deployment_desired_replicas", "Replicas the autoscaler wants.", labels=["deployment"]
+        "meshnode_deployment_desired_replicas",
+        "Replicas placement wants on this node (hosts it, or pinned here): 0 or 1; sum() over nodes "
+        "is the mesh's desired count.",
+        labels=["deployment"],
     )
     ready = GaugeMetricFamily(
-        "meshnode_deployment_ready_replicas", "Replicas serving, mesh-wide.", labels=["deployment"]
+        "meshnode_deployment_ready_replicas",
+        "Replicas serving on this node (0 or 1); sum() over nodes is the mesh's ready count.",
+        labels=["deployment"],
+    )
+    replicas = GaugeMetricFamily(
+        "meshnode_replicas",
+        "Replicas on this node by state (starting, ready, draining, failed...).",
+        labels=["deployment", "state"],
+    )
+    queue = GaugeMetricFamily(
+        "meshnode_replica_queue_depth",
+        "Requests admitted by this node's replica and not finished (running and waiting for a slot).",
+        labels=["deployment"],
     )
     waiting = GaugeMetricFamily(
         "meshnode_cold_start_waiting",
@@ -139,9 +170,13 @@ def _deployment_metrics(deployments: dict[str, Any]) -> Iterator[Metric]:
         labels=["deployment"],
     )
     for name, numbers in sorted(deployments["by_name"].items()):
-        desired.add_metric([name], numbers["desired"])
-        ready.add_metric([name], numbers["ready"])
+        desired.add_metric([name], numbers["desired_here"])
+        ready.add_metric([name], numbers["ready_here"])
+        if numbers["state_here"]:
+            replicas.add_metric([name, numbers["state_here"]], 1)
+            queue.add_metric([name], numbers["queue_here"])
         waiting.add_metric([name], numbers["waiting"])
+    yield from (replicas, queue)
     actions = CounterMetricFamily(
         "meshnode_placement_actions",
         "Replicas this node started, promoted from backup, demoted, stopped, or gave up on.",
@@ -152,10 +187,19 @@ def _deployment_metrics(deployments: dict[str, Any]) -> Iterator[Metric]:
     yield from (desired, ready, waiting, actions)
 
 
-def add_metrics_route(app: FastAPI, stats: Callable[[], dict[str, Any]]) -> None:
-    """Serve ``GET /metrics`` from `stats` in the Prometheus text format."""
+def add_metrics_route(
+    app: FastAPI,
+    stats: Callable[[], dict[str, Any]],
+    meter: RequestMeter | None = None,
+    members: Members | None = None,
+) -> None:
+    """Serve ``GET /metrics`` from `stats` and `meter`; with `members`, ``/v1/prometheus/targets`` too."""
     registry = CollectorRegistry()
     registry.register(_AgentCollector(stats))
+    if meter is not None:
+        registry.register(_MeterCollector(meter))
+    if members is not None:
+        add_targets_route(app, members)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

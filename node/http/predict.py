@@ -25,13 +25,13 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..dataplane.forward import HINT_HEADER, Served
 from ..errors import (
@@ -43,6 +43,7 @@ from ..errors import (
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply
 from .app import REQUEST_ID_HEADER, error_for, error_response, request_id_of
 from .body import parse_json_object, read_body
+from .request_metrics import CLIENT_CLOSED, RequestMeter, Series
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,13 @@ class PredictLane:
     shape (``app.error_response``), and 405 for other methods on these paths.
     """
 
-    def __init__(self, app: ASGIApp, serve: Serve, limits: PredictLimits) -> None:
+    def __init__(
+        self, app: ASGIApp, serve: Serve, limits: PredictLimits, meter: RequestMeter | None = None
+    ) -> None:
         self._app = app
         self._serve = serve
         self._limits = limits
+        self._meter = meter or RequestMeter(lambda _name: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -93,6 +97,21 @@ class PredictLane:
             await self._app(scope, receive, send)
             return
         rid = request_id_of(scope)
+        meter = self._meter
+        started = meter.clock()
+        series = meter.begin(deployment)
+        code = CLIENT_CLOSED  # until an answer starts
+        try:
+            response = await self._response(scope, receive, deployment, rid)
+            code = response.status_code
+            if isinstance(response, StreamingResponse):
+                send = _timing_first_chunk(send, series, meter.clock, started)
+            await response(scope, receive, send)
+        finally:
+            meter.end(series, code, meter.clock() - started)
+
+    async def _response(self, scope: Scope, receive: Receive, deployment: str, rid: str) -> Response:
+        path = scope["path"]
         try:
             if scope["method"] != "POST":
                 message = f"method {scope['method']} is not allowed on {path}"
@@ -107,7 +126,7 @@ class PredictLane:
             log.exception("unhandled error in POST %s (request id %s)", path, rid)
             response = error_response(500, "internal", "internal server error", rid)
         response.headers[REQUEST_ID_HEADER] = rid
-        await response(scope, receive, send)
+        return response
 
     async def _predict(self, request: Request, deployment: str, rid: str) -> Response:
         limits = self._limits
@@ -140,6 +159,20 @@ class PredictLane:
         async for message in messages:
             final = message
         return _final_response(final, headers, call.request_id)
+
+
+def _timing_first_chunk(send: Send, series: Series, clock: Callable[[], float], started: float) -> Send:
+    """`send`, noting when a stream's first non-empty chunk leaves (time to first chunk)."""
+    waiting = True
+
+    async def timed(message: Message) -> None:
+        nonlocal waiting
+        if waiting and message["type"] == "http.response.body" and message.get("body"):
+            waiting = False
+            series.first_chunk(clock() - started)
+        await send(message)
+
+    return timed
 
 
 def too_large_message(request: Request, max_bytes: int) -> str:

@@ -35,6 +35,7 @@ from .openai.image_store import ImageStore
 from .openai.models import Catalog, Members
 from .openai.routes import add_openai_routes
 from .predict import PredictLane, PredictLimits, Serve
+from .request_metrics import RequestMeter
 from .wellknown import add_wellknown_routes
 from .ws import add_ws_routes, max_message_bytes
 
@@ -126,8 +127,9 @@ def http_server(
         add_event_routes(app, events)
         add_dashboard_routes(app)
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
-    gate = Gate(PredictLane(app, serve, limits), keys.key, insecure=insecure)
-    add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)})
+    meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
+    gate = Gate(PredictLane(app, serve, limits, meter), keys.key, insecure=insecure)
+    add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)}, meter, members)
     # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.
     # With TLS: the context checked at start (tls_context), not one uvicorn would build from the
     # files again. ssl_context_factory is uvicorn 0.47's; plain HTTP does not need it.

@@ -44,6 +44,7 @@ from ..mesh.deployment import DeploymentSpec
 from ..mesh.member import Member
 from ..mesh.placement import Action, action_for
 from ..mesh.records import Record
+from ..mesh.replica_state import ReplicaState
 from ..mesh.replica_view import Prospect
 from ..mesh.types import NodeId
 from .cold_start import ColdStarts
@@ -352,10 +353,19 @@ class Deployments:
         """Numbers for /metrics: per deployment desired, ready and waiting; placement actions."""
         by_name = {}
         for view in self.views():
-            by_name[view["name"]] = {
+            name = view["name"]
+            local = self._replicas.entry(name)
+            outcome = self._outcomes.get(name)
+            wanted = outcome is not None and self.node_id in outcome.plan.hosts
+            by_name[name] = {
                 "desired": view["desired"],
                 "ready": view["ready"],
                 "waiting": view["autoscaling"]["waiting"],
+                # This node's share, so a sum over nodes counts each replica once.
+                "desired_here": int(wanted or (local is not None and local.pinned)),
+                "ready_here": int(local is not None and local.state is ReplicaState.READY),
+                "state_here": local.state.value if local is not None else "",
+                "queue_here": local.queue if local is not None else 0,
             }
         return {"by_name": by_name, "actions": dict(self.actions)}
 

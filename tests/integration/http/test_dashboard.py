@@ -10,6 +10,7 @@ scripts/setup.sh) and playwright from PyPI, used through ``executable_path``: ne
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -51,9 +52,12 @@ def test_dashboard_shows_the_mesh_a_death_and_a_new_deployment_live(tmp_path: Pa
                 expect(page.locator("#connection")).to_have_attribute("data-state", "live")
 
                 victim.kill()
+                killed = time.monotonic()
                 expect(page.locator('.node[data-node="n2"]')).to_have_attribute(
                     "data-status", "dead", timeout=SHOW_TIMEOUT_MS
                 )
+                # Issue 16 asks for 3 s; on 2 shared cores only a generous bound is asserted.
+                print(f"the page showed n2 dead {time.monotonic() - killed:.2f} s after its SIGKILL")
                 expect(page.locator("#events")).to_contain_text("n2 is dead")
 
                 spec = {"app": "meshnode.apps.echo:Echo", "min_replicas": 1, "max_replicas": 1}

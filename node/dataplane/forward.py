@@ -235,6 +235,8 @@ class Forwarder:
                 continue
             route = (self._name,) if candidate.is_self else (self._name, *crossed, candidate.name)
             self.counts["served_local" if candidate.is_self else "served_peer"] += 1
+            if refusals:  # served by another replica than the first one tried
+                self.counts["failovers"] += 1
             return Served(first, messages, route, len(refusals) + 1)
         self.counts["unserved_exhausted"] += 1
         if loop.time() >= deadline:

@@ -113,6 +113,12 @@ class _AgentCollector(Collector):
                 refused.add_metric([key.removeprefix("refused_")], count)
         yield routed
         yield CounterMetricFamily(
+            "meshnode_failovers",
+            "Requests served by another replica than the first one tried (meshnode_attempts_refused_total "
+            "counts each refused attempt by its reason).",
+            value=routing.get("failovers", 0),
+        )
+        yield CounterMetricFamily(
             "meshnode_cold_start_waits",
             "Requests that found no ready replica and waited for one to start (a cold start).",
             value=routing.get("cold_start_waits", 0),

@@ -12,6 +12,7 @@ saying why, when they are not installed.
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import subprocess
 import time
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.agents import HOST, AgentProcess, Mesh, free_port, metric, stop_processes, wait_for
 
+DOC = Path(__file__).parents[3] / "docs" / "observability.md"
 ECHO = ("--deploy", "echo=meshnode.apps.echo:Echo")
 READY_TIMEOUT_S = 120.0
 # Prometheus reads its service discovery and scrapes every second here; a rate needs two scrapes.
@@ -65,6 +67,25 @@ def samples(agent: AgentProcess) -> dict[tuple[str, frozenset[tuple[str, str]]],
 def requests_total(agent: AgentProcess, deployment: str, code: str) -> float:
     key = ("meshnode_requests_total", frozenset({("deployment", deployment), ("code", code)}))
     return samples(agent).get(key, 0.0)
+
+
+def documented_queries() -> list[str]:
+    """The PromQL of docs/observability.md: its query block and its Grafana dashboard's panels."""
+    text = DOC.read_text()
+    promql = text.split("```promql\n", 1)[1].split("```", 1)[0]
+    queries, pending = [], ""
+    for line in promql.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        pending = f"{pending} {line.strip()}" if line.startswith(" ") else line
+        if not line.startswith(" "):
+            queries.append(pending)
+        else:
+            queries[-1] = pending
+    dashboard = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    for panel in dashboard["panels"]:
+        queries += [target["expr"].replace("$deployment", ".*") for target in panel["targets"]]
+    return queries
 
 
 def test_requests_are_counted_by_deployment_and_code_on_the_node_the_client_asked(mesh: Mesh) -> None:
@@ -165,6 +186,9 @@ def test_a_real_prometheus_finds_the_mesh_and_answers_echo_s_request_rate(mesh: 
             rate = float(result[0]["value"][1]) if result else 0.0
             time.sleep(0.5)
         assert rate > 0, f"no rate for echo from Prometheus: {answer}"
+        for expr in documented_queries():  # the docs' queries and dashboard panels are valid PromQL
+            answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=5).json()
+            assert answer["status"] == "success", (expr, answer)
     finally:
         stop_processes([process])
         log.close()

@@ -69,6 +69,8 @@ def test_dashboard_shows_the_mesh_a_death_and_a_new_deployment_live(tmp_path: Pa
                     "1 / 1", timeout=SHOW_TIMEOUT_MS
                 )
                 page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+                page.emulate_media(color_scheme="dark")
+                page.screenshot(path=str(tmp_path / "dashboard-dark.png"), full_page=True)
                 assert not errors, errors
             finally:
                 browser.close()

@@ -74,3 +74,41 @@ def test_dashboard_shows_the_mesh_a_death_and_a_new_deployment_live(tmp_path: Pa
                 assert not errors, errors
             finally:
                 browser.close()
+
+
+def test_the_page_asks_for_a_key_and_sends_it_in_a_header_never_a_url(tmp_path: Path) -> None:
+    # From loopback no key is needed, so the node's 401 to another machine is played by the browser's
+    # own request interception: the page must show the key form, then send the key it was given.
+    with Mesh(tmp_path, 1) as mesh:
+        agent = mesh.agents[0]
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+            )
+            try:
+                page = browser.new_page()
+                sent: list[tuple[str, str | None]] = []
+
+                def gate(route: sync_api.Route) -> None:
+                    authorization = route.request.headers.get("authorization")
+                    sent.append((route.request.url, authorization))
+                    if authorization != "Bearer mn_typed":
+                        route.fulfill(status=401, content_type="application/json", body='{"error": {}}')
+                    else:
+                        route.continue_()
+
+                page.route("**/v1/events*", gate)
+                page.goto(f"{agent.url}/#key=mn_from_fragment")
+                expect = sync_api.expect
+                expect(page.locator("#key-form")).to_be_visible(timeout=SHOW_TIMEOUT_MS)
+                assert page.url == f"{agent.url}/", "the key stays in the address bar"
+                page.fill("#key-input", "mn_typed")
+                page.click("#key-form button")
+                expect(page.locator("#connection")).to_have_attribute(
+                    "data-state", "live", timeout=SHOW_TIMEOUT_MS
+                )
+                expect(page.locator('.node[data-node="n0"]')).to_be_visible(timeout=SHOW_TIMEOUT_MS)
+                assert sent[0] == (f"{agent.url}/v1/events", "Bearer mn_from_fragment"), sent
+                assert all("mn_" not in url for url, _ in sent), sent
+            finally:
+                browser.close()

@@ -16,7 +16,9 @@
 - ``events.py``: ``GET /v1/events``, the mesh's events as Server-Sent Events (``mesh_events.py``:
   the pure summaries and view-to-view changes it sends)
 - ``dashboard.py``: ``GET /``, the live dashboard; its page, script and style are in ``static/``
-- ``metrics.py``: ``/metrics`` and Prometheus service discovery; ``stats.py``: the counters it reads
+- ``metrics.py``: ``/metrics``; ``stats.py``: the counters it reads; ``request_metrics.py``: the
+  predict lane's per deployment counts and histograms; ``prometheus_targets.py``:
+  ``/v1/prometheus/targets``, Prometheus service discovery of every node
 - ``openai/``: the OpenAI-compatible routes (``/v1/models``, embeddings, images, chat, completions),
   one module per kind of request; its ``__init__`` maps the room
 """

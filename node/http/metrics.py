@@ -137,6 +137,20 @@ class _AgentCollector(Collector):
         for status, count in stats["members"].items():
             members.add_metric([status], count)
         yield members
+        changes = CounterMetricFamily(
+            "meshnode_member_changes",
+            "Members this node saw change into each status: suspect (suspicions), dead, left, alive "
+            "(joins and recoveries).",
+            labels=["status"],
+        )
+        for status in stats["members"]:
+            changes.add_metric([status], stats["member_changes"].get(status, 0))
+        yield changes
+        yield CounterMetricFamily(
+            "meshnode_refutations",
+            "Suspicions of this node that it refuted (each raises its incarnation).",
+            value=stats["refutations"],
+        )
         yield from _deployment_metrics(stats["deployments"])
         yield from _job_metrics(stats["jobs"])
         yield GaugeMetricFamily(

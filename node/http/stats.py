@@ -59,6 +59,8 @@ class Parts:
             "dropped": dict(runner.dropped),
             "refused": dict(runner.core.refused),  # cut or refused by the bounds, not dropped
             "members": by_status,
+            "member_changes": dict(runner.changes),
+            "refutations": runner.refutations,
             "deployments": self.deployments.stats(),
             "jobs": self.jobs.stats(),
             "incarnation": runner.core.incarnation,

@@ -93,6 +93,10 @@ class GossipRunner:
         self.bytes_in = 0
         self.bytes_out = 0
         self.dropped: Counter[str] = Counter()
+        # For /metrics: members this node saw change into each status (suspicions, deaths, joins),
+        # and the suspicions of itself it refuted.
+        self.changes: Counter[str] = Counter()
+        self.refutations = 0
         # Addresses of members we hold dead (``_renew_connections``).
         self._dead_addrs: set[Address] = set()
         self._stopped = False
@@ -138,8 +142,10 @@ class GossipRunner:
                     if self.relaying.deliver(addr, data, self.now()):
                         self.bytes_out += len(data)
                 case MemberChanged() as change:
+                    self.changes[change.current.value] += 1
                     self._on_change(change)
                 case IncarnationChanged(incarnation):
+                    self.refutations += 1  # only a refutation raises it (membership._refute)
                     self._on_incarnation(incarnation)
                 case RecordChanged(record):
                     self._on_record(record)

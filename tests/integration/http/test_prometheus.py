@@ -115,6 +115,10 @@ def test_requests_are_counted_by_deployment_and_code_on_the_node_the_client_aske
     ]
     assert ready_here == [1, 0]
     assert metric(host, "meshnode_replicas", "state") == {"ready": 1}
+    # Each node saw the other join (alive); nobody was suspected on a quiet loopback.
+    for agent in mesh.agents:
+        changes = metric(agent, "meshnode_member_changes_total", "status")
+        assert changes["alive"] >= 1 and set(changes) == {"alive", "suspect", "dead", "left"}, changes
 
 
 def test_the_targets_list_every_node_with_its_labels(mesh: Mesh) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from meshnode.http.prometheus_targets import targets
+from meshnode.http.prometheus_targets import TARGETS_PATH, targets
+from meshnode.mesh.access import Scope, need_for
 from meshnode.mesh.member import Member
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.types import Address, NodeId, Status
@@ -46,3 +47,7 @@ def test_one_group_per_live_node_with_its_labels_and_scheme() -> None:
 def test_label_names_are_valid_prometheus_label_names() -> None:
     (group,) = targets([member("a", Status.ALIVE, "127.0.0.1:1")])
     assert all(re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) for name in group["labels"])
+
+
+def test_the_targets_and_metrics_need_the_same_key_from_other_machines() -> None:
+    assert need_for("GET", TARGETS_PATH) is need_for("GET", "/metrics") is Scope.INVOKE

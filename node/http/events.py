@@ -126,6 +126,8 @@ class EventFeed:
         """A new stream, its snapshot queued first; Overloaded when ``max_streams`` are open."""
         if len(self._streams) >= self._max_streams:
             raise Overloaded(f"{self._max_streams} event streams are open on this node", retry_after_s=5.0)
+        if self._streams:
+            self.poll()  # the snapshot moves the baseline: open streams hear of changes up to it first
         stream = _Stream(self._max_queued)
         stream.offer(self._event("snapshot", self.snapshot()))
         self._streams.add(stream)
@@ -201,11 +203,10 @@ class EventFeed:
         while self._streams:
             await asyncio.sleep(POLL_INTERVAL_S)
             try:
+                self.poll()
                 if loop.time() >= next_snapshot:
                     next_snapshot = loop.time() + SNAPSHOT_INTERVAL_S
                     self.publish("snapshot", self.snapshot())
-                else:
-                    self.poll()
             except Exception:  # a bug here must not end the feed of every client silently
                 log.exception("the event feed could not read this node's view")
 

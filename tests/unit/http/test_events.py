@@ -111,3 +111,15 @@ def _drain(stream: Any) -> list[MeshEvent]:
     while not stream.queue.empty():
         events.append(stream.queue.get_nowait())
     return events
+
+
+async def test_a_new_stream_does_not_swallow_a_change_the_open_ones_have_not_heard_of() -> None:
+    node = FakeNode()
+    feed = feed_of(node)
+    first = feed.open()
+    _drain(first)
+    node.view = mesh(member("a", echo="ready"))
+    second = feed.open()
+    assert [event.kind for event in _drain(first)] == ["replica"]
+    assert [event.kind for event in _drain(second)] == ["snapshot"]
+    feed.close()

@@ -8,7 +8,7 @@ agents in one process (tests) never share series.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,14 +19,21 @@ from ..mesh.bounds import REFUSAL_REASONS
 from .openai.models import Members
 from .prometheus_targets import add_targets_route
 from .request_metrics import RequestMeter
+from .route_metrics import RouteMeter
 
 
-class _MeterCollector(Collector):
-    def __init__(self, meter: RequestMeter) -> None:
-        self._meter = meter
+class _Families(Protocol):
+    def families(self) -> Iterator[Metric]: ...
+
+
+class _FamiliesCollector(Collector):
+    """Collects what a meter (``request_metrics.py``, ``route_metrics.py``) builds at scrape time."""
+
+    def __init__(self, source: _Families) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        return self._meter.families()
+        return self._source.families()
 
 
 class _AgentCollector(Collector):
@@ -212,12 +219,14 @@ def add_metrics_route(
     stats: Callable[[], dict[str, Any]],
     meter: RequestMeter | None = None,
     members: Members | None = None,
+    routes: RouteMeter | None = None,
 ) -> None:
-    """Serve ``GET /metrics`` from `stats` and `meter`; with `members`, ``/v1/prometheus/targets`` too."""
+    """Serve ``GET /metrics`` from `stats` and the meters; with `members`, ``/v1/prometheus/targets`` too."""
     registry = CollectorRegistry()
     registry.register(_AgentCollector(stats))
-    if meter is not None:
-        registry.register(_MeterCollector(meter))
+    for source in (meter, routes):
+        if source is not None:
+            registry.register(_FamiliesCollector(source))
     if members is not None:
         add_targets_route(app, members)
 

@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-__all__ = ["BUCKETS_S", "CLIENT_CLOSED", "MAX_DEPLOYMENTS", "OTHER", "UNKNOWN", "RequestMeter", "Series"]
+__all__ = [
+    "BUCKETS_S",
+    "CLIENT_CLOSED",
+    "MAX_DEPLOYMENTS",
+    "OTHER",
+    "UNKNOWN",
+    "RequestMeter",
+    "Series",
+    "cumulative",
+]
 
 # Upper bounds of the duration buckets, in seconds: a cached embedding (ms) to a diffusion image
 # (minutes). Fixed, so every node's histograms aggregate with histogram_quantile over sum().
@@ -119,15 +128,15 @@ class RequestMeter:
             for code, count in sorted(series.codes.items()):
                 requests.add_metric([name, str(code)], count)
             in_flight.add_metric([name], series.in_flight)
-            duration.add_metric([name], _cumulative(series.duration_buckets), series.duration_sum_s)
+            duration.add_metric([name], cumulative(series.duration_buckets), series.duration_sum_s)
             if any(series.first_chunk_buckets):
                 first_chunk.add_metric(
-                    [name], _cumulative(series.first_chunk_buckets), series.first_chunk_sum_s
+                    [name], cumulative(series.first_chunk_buckets), series.first_chunk_sum_s
                 )
         yield from (requests, in_flight, duration, first_chunk)
 
 
-def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+def cumulative(counts: list[int]) -> list[tuple[str, float]]:
     """Per-bucket counts as Prometheus' cumulative ``le`` buckets, +Inf last."""
     out, total = [], 0
     for bound, count in zip((*(repr(b) for b in BUCKETS_S), "+Inf"), counts, strict=True):

@@ -36,6 +36,7 @@ from .openai.models import Catalog, Members
 from .openai.routes import add_openai_routes
 from .predict import PredictLane, PredictLimits, Serve
 from .request_metrics import RequestMeter
+from .route_metrics import RouteMeter
 from .wellknown import add_wellknown_routes
 from .ws import add_ws_routes, max_message_bytes
 
@@ -128,8 +129,9 @@ def http_server(
         add_dashboard_routes(app)
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
     meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
-    gate = Gate(PredictLane(app, serve, limits, meter), keys.key, insecure=insecure)
-    add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)}, meter, members)
+    routes = RouteMeter(app)  # every other route, by its template
+    gate = Gate(PredictLane(routes, serve, limits, meter), keys.key, insecure=insecure)
+    add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)}, meter, members, routes)
     # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.
     # With TLS: the context checked at start (tls_context), not one uvicorn would build from the
     # files again. ssl_context_factory is uvicorn 0.47's; plain HTTP does not need it.

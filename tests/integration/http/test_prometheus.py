@@ -115,6 +115,9 @@ def test_requests_are_counted_by_deployment_and_code_on_the_node_the_client_aske
     ]
     assert ready_here == [1, 0]
     assert metric(host, "meshnode_replicas", "state") == {"ready": 1}
+    # Other routes count by their template: the deployment views asked while waiting for echo.
+    routes = metric(entry, "meshnode_http_requests_total", "route")
+    assert routes.get("/v1/deployments/{name}", 0) >= 1, routes
     # Each node saw the other join (alive); nobody was suspected on a quiet loopback.
     for agent in mesh.agents:
         changes = metric(agent, "meshnode_member_changes_total", "status")

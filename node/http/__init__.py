@@ -18,8 +18,7 @@
 - ``dashboard.py``: ``GET /``, the live dashboard; its page, script and style are in ``static/``
 - ``metrics.py``: ``/metrics``; ``stats.py``: the counters it reads; ``request_metrics.py``: the
   predict lane's per deployment counts and histograms; ``route_metrics.py``: every other route's;
-  ``prometheus_targets.py``:
-  ``/v1/prometheus/targets``, Prometheus service discovery of every node
+  ``prometheus_targets.py``: ``/v1/prometheus/targets``, Prometheus service discovery of every node
 - ``openai/``: the OpenAI-compatible routes (``/v1/models``, embeddings, images, chat, completions),
   one module per kind of request; its ``__init__`` maps the room
 """

@@ -256,6 +256,15 @@ def _job_metrics(jobs: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "meshnode_jobs_running", "Jobs this node is running now.", value=jobs["running_here"]
     )
+    ended = CounterMetricFamily(
+        "meshnode_jobs_ended",
+        "Jobs this node ended (ran to completion or failure, or cancelled), by deployment and status; "
+        "one node ends each job, so a sum() over nodes counts it once.",
+        labels=["deployment", "status"],
+    )
+    for (deployment, status), count in sorted(jobs["ended"].items()):
+        ended.add_metric([deployment, status], count)
+    yield ended
     tries = CounterMetricFamily(
         "meshnode_webhook_deliveries",
         "Webhook tries made by this node, by outcome: delivered, retry (failed, tried again later), gave_up.",

@@ -89,6 +89,8 @@ class JobService:
         self._delivering: dict[str, asyncio.Task[None]] = {}
         # Webhook tries made here, by outcome: delivered, retry (failed, tried again later), gave_up.
         self.webhook_tries: collections.Counter[str] = collections.Counter()
+        # Jobs this node ended, by (deployment, status): one node ends each job, so sums add up.
+        self.ended: collections.Counter[tuple[str, str]] = collections.Counter()
 
     async def start(self) -> None:
         """Load the copies kept on disk and start the loop that runs and settles them."""
@@ -216,6 +218,7 @@ class JobService:
             **self.table.stats(_now_ms()),
             "running_here": len(self._running),
             "webhook_tries": dict(self.webhook_tries),
+            "ended": dict(self.ended),
         }
 
     # -- the loop ----------------------------------------------------------------------------
@@ -373,6 +376,7 @@ class JobService:
         self._synced = self._synced or any(answered)
 
     def _ended(self, record: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
+        self.ended[(record.deployment, status.value)] += 1
         now = _now_ms()
         expires = now + int(self.limits.ttl_s * 1000)
         if record.webhook is not None:

@@ -124,6 +124,25 @@ def test_requests_are_counted_by_deployment_and_code_on_the_node_the_client_aske
         assert changes["alive"] >= 1 and set(changes) == {"alive", "suspect", "dead", "left"}, changes
 
 
+def test_a_job_counts_once_as_ended_over_the_whole_mesh(mesh: Mesh) -> None:
+    entry = mesh.agents[1]
+
+    def ended() -> float:
+        key = ("meshnode_jobs_ended_total", frozenset({("deployment", "echo"), ("status", "completed")}))
+        return sum(samples(agent).get(key, 0.0) for agent in mesh.agents)
+
+    before = ended()
+    submitted = post_job(entry)
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    wait_for(lambda: entry.get(f"/v1/jobs/{job_id}").json()["status"] == "completed", 60, 0.2, entry.describe)
+    wait_for(lambda: ended() == before + 1, 10, 0.2, lambda: f"ended: {ended()} (before {before})")
+
+
+def post_job(agent: AgentProcess) -> httpx.Response:
+    return httpx.post(f"{agent.url}/v1/jobs/echo", json={"job": 1}, timeout=30)
+
+
 def test_the_targets_list_every_node_with_its_labels(mesh: Mesh) -> None:
     host, entry = mesh.agents
     for agent in mesh.agents:

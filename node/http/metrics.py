@@ -1,8 +1,10 @@
 """Prometheus metrics (``GET /metrics``), read from the agent's counters at scrape time.
 
 A custom collector rather than counters incremented on the hot path: the gossip shell keeps plain
-integers, and a scrape turns them into metric families. Each agent has its own registry, so several
-agents in one process (tests) never share series.
+integers, and a scrape turns them into metric families. Requests are counted the same way by two
+meters, per deployment on the predict lane (``request_metrics.py``) and per route for the rest
+(``route_metrics.py``). Each agent has its own registry, so several agents in one process (tests)
+never share series. docs/observability.md lists every metric and what a sum() over nodes means.
 """
 
 from __future__ import annotations

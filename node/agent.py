@@ -309,6 +309,7 @@ class Agent:
 
     def _on_view(self) -> None:
         self.deployments.on_view()
+        self._forwarder.view_changed()
         self._reverse.sync(self._runner.relaying.relays, self._runner.core.members)
 
     def _serve_local(self, call: Call) -> AsyncIterator[Envelope]:

@@ -53,6 +53,7 @@ from ..mesh.routing import (
     retry_after_s,
 )
 from ..mesh.types import NodeId, Status
+from .via_relays import RelayedCalls
 
 __all__ = ["Forwarder", "Links", "LocalReplicas", "MeshView", "Served", "ServingReplica"]
 
@@ -63,8 +64,6 @@ REPORT_MAX_AGE_S = 5.0
 CANDIDATES_MAX_AGE_S = 1.0
 # Failure kinds that mean "full", as opposed to "not ready": they decide between 429 and 503.
 _FULL_KINDS = frozenset({"overloaded"})
-# Failures of a relay, not of the node behind it: the next relay may pass the call on.
-_RELAY_KINDS = frozenset({"peer_unreachable", "peer_lost"})
 
 
 class MeshView(Protocol):
@@ -182,7 +181,8 @@ class Forwarder:
         # Peers' candidates per deployment, rebuilt when the view changes and at least every
         # CANDIDATES_MAX_AGE_S (round-trip times move without a view change): not per request.
         self._peer_candidates: dict[str, tuple[tuple[int, int], list[Candidate]]] = {}
-        self._members: tuple[int, dict[NodeId, Member]] = (-1, {})
+        # Calls to replicas on nodes nobody can dial go through their relays (``via_relays.py``).
+        self._relayed = RelayedCalls(view, links, locality.node, name)
         self._replicas = replicas
         self._links = links
         # Holds a request while no replica is ready but one is starting (or scaling up from zero).
@@ -212,14 +212,16 @@ class Forwarder:
         request = RouteRequest(call.deployment, hint=hint, model=_model_of(call), affinity=affinity)
         order = ordered(rank(found, request, in_flight, self._rng, here))
         refusals: list[Failure] = []
-        for candidate in order:
+        for index, candidate in enumerate(order):
             remaining_ms = int((deadline - loop.time()) * 1000)
             if remaining_ms <= 0:
                 break
             attempt = replace(call, timeout_ms=remaining_ms)
             crossed: list[str] = []  # a relay the request went through, if any
             try:
-                messages = self._attempt(candidate, attempt, crossed)
+                # Only the last candidate waits out a relayed node's move to a new relay: with
+                # another replica to try, failing over at once is sooner.
+                messages = self._attempt(candidate, attempt, crossed, wait=index == len(order) - 1)
                 first = await anext(messages)
             except MeshnodeError as exc:
                 if not exc.retryable:
@@ -268,7 +270,7 @@ class Forwarder:
         return built
 
     def _attempt(
-        self, candidate: Candidate, call: Call, crossed: list[str]
+        self, candidate: Candidate, call: Call, crossed: list[str], *, wait: bool
     ) -> AsyncGenerator[Envelope, None]:
         # The replica's or the link's own generator, not a wrapper: one less layer per message.
         if candidate.is_self:
@@ -276,54 +278,20 @@ class Forwarder:
             if replica is None:
                 raise NotReady(f"the replica of {call.deployment} here stopped", retry_after_s=1.0)
             return replica.call(call)
-        return self.call_peer(candidate.node, candidate.data_addr, candidate.data_key, call, crossed)
+        return self._relayed.call(
+            candidate.node, candidate.data_addr, candidate.data_key, call, crossed, wait
+        )
 
-    def call_peer(
-        self, node: NodeId, addr: str, key: str, call: Call, crossed: list[str] | None = None
-    ) -> AsyncGenerator[Envelope, None]:
+    def call_peer(self, node: NodeId, addr: str, key: str, call: Call) -> AsyncGenerator[Envelope, None]:
         """`call` to `node`'s data plane: dialed at `addr`, or through its relays when nobody can dial it.
 
-        For callers that chose the node themselves (job copies); `crossed` gets the relay's name.
+        For callers that chose the node themselves (job copies), so a relay's move is waited out.
         """
-        relays = self._relays_of(node)
-        if relays is None:
-            return self._links.call(node, addr, key, call)
-        return self._through_relays(node, call, relays, [] if crossed is None else crossed)
+        return self._relayed.call(node, addr, key, call, [], wait=True)
 
-    def _relays_of(self, node: NodeId) -> list[Member] | None:
-        """The live relays of a node nobody can dial, alive ones first; None for one dialed directly."""
-        version = self._view.view_version
-        if self._members[0] != version:
-            self._members = (version, {member.node: member for member in self._view.members()})
-        members = self._members[1]
-        member = members.get(node)
-        if member is None or member.meta.reach != "relayed":
-            return None
-        relays = [members[NodeId(r)] for r in member.meta.relays if NodeId(r) in members]
-        relays = [r for r in relays if r.status in (Status.ALIVE, Status.SUSPECT) and r.meta.data]
-        # This node first when it is one (no hop of its own), then the alive, then the suspect.
-        return sorted(relays, key=lambda relay: (relay.node != self._here.node, relay.status != Status.ALIVE))
-
-    async def _through_relays(
-        self, node: NodeId, call: Call, relays: list[Member], crossed: list[str]
-    ) -> AsyncGenerator[Envelope, None]:
-        """`call` to a node nobody can dial: through its relays in turn, until one passes it on."""
-        refusal = Failure(call.request_id, "peer_unreachable", f"no relay of node {node[:8]} is alive", True)
-        for relay in relays:
-            meta = relay.meta
-            messages = self._links.call(relay.node, meta.data, meta.data_key, call, to=node)
-            first = await anext(messages)
-            if isinstance(first, Failure) and first.retryable and first.kind in _RELAY_KINDS:
-                refusal = first  # this relay could not pass it on: it never started, try the next
-                await messages.aclose()
-                continue
-            if meta.name != self._name:  # this node is the relay: no hop of its own to show
-                crossed.append(meta.name or relay.node[:8])
-            yield first
-            async for message in messages:
-                yield message
-            return
-        yield refusal
+    def view_changed(self) -> None:
+        """The gossiped view changed: calls waiting for a relayed node's new relay look again."""
+        self._relayed.view_changed()
 
     def _nothing_ready(self, deployment: str) -> MeshnodeError:
         known = self._replicas.get(deployment) is not None or any(

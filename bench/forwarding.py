@@ -27,7 +27,8 @@ with nothing else on it, the throughput figure that a shared, noisy machine move
 Targets: one forwarding hop adds at most 0.3 ms p50 at concurrency 1; forwarded throughput at least
 60 % of direct on the same cores; security adds at most 0.05 ms to the hop's p50. It measures and
 prints; it never asserts (docs/benchmarks.md says how the benchmarks measure, and keeps the latest
-results). Needs git, and the Debian packages nginx and wrk.
+results). Needs git, and the Debian packages nginx and wrk. The hop through a relay to a node
+behind NAT (issue 15) is measured by bench/edge_hop.py.
 """
 
 from __future__ import annotations

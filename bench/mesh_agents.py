@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import procs
@@ -36,6 +37,7 @@ class Agent:
     log_path: Path
     seed: str | None
     variant: Variant
+    extra_args: tuple[str, ...] = ()  # more `meshnode join` arguments, kept across restarts
     process: subprocess.Popen[bytes] | None = None
     node_id: str = ""
 
@@ -43,7 +45,7 @@ class Agent:
         args = [
             sys.executable, "-m", "meshnode", "join", "--name", self.name, "--profile", "local", "--no-mdns",
             "--http", f"127.0.0.1:{self.http}", "--mesh", f"127.0.0.1:{self.mesh}",
-            "--data-dir", str(self.data_dir), *self.variant.join_args,
+            "--data-dir", str(self.data_dir), *self.variant.join_args, *self.extra_args,
         ]  # fmt: skip
         if self.seed:
             args += ["--seed", self.seed]
@@ -79,7 +81,19 @@ def view(agent: Agent) -> dict[str, str]:
     return {m["id"][:8]: m["status"] for m in body["members"]}
 
 
-def start_mesh(n: int, root: Path, variant: Variant) -> list[Agent]:
+def member(agent: Agent, node: str) -> dict[str, Any] | None:
+    """`agent`'s entry for the member whose id starts with `node` in its `GET /v1/mesh`, if any."""
+    try:
+        members = httpx.get(agent.url("/v1/mesh"), timeout=2.0).json()["members"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+    return next((m for m in members if m["id"].startswith(node)), None)
+
+
+def start_mesh(
+    n: int, root: Path, variant: Variant, extra_args: dict[int, tuple[str, ...]] | None = None
+) -> list[Agent]:
+    """`n` agents, b0 the seed, formed; `extra_args` maps an agent's index to more join arguments."""
     root.mkdir(parents=True, exist_ok=True)
     agents: list[Agent] = []
     seed = None
@@ -93,6 +107,7 @@ def start_mesh(n: int, root: Path, variant: Variant) -> list[Agent]:
                 root / f"b{i}.log",
                 seed,
                 variant,
+                (extra_args or {}).get(i, ()),
             )
             agents.append(agent)
             agent.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -73,6 +74,12 @@ class Wire:
         return {"type": "http.disconnect"}
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Return once `condition` holds (callers bound the wait with asyncio.wait_for)."""
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
 async def test_an_idle_stream_gets_keep_alives_and_ends_when_the_node_stops(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -81,7 +88,7 @@ async def test_an_idle_stream_gets_keep_alives_and_ends_when_the_node_stops(
     response = events_module._EventStream(events, events.open())
     wire = Wire()
     served = asyncio.create_task(response({"type": "http"}, wire.receive, wire.send))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(until(lambda: b": keep-alive" in b"".join(wire.chunks)), 5)
     events.close()
     await asyncio.wait_for(served, 2)
     text = b"".join(wire.chunks).decode()
@@ -107,7 +114,7 @@ async def test_a_client_that_leaves_is_forgotten() -> None:
     response = events_module._EventStream(events, events.open())
     wire = Wire()
     served = asyncio.create_task(response({"type": "http"}, wire.receive, wire.send))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(until(lambda: bool(wire.chunks)), 5)  # the stream is being served
     wire.left.set()
     await asyncio.wait_for(served, 2)
     assert events.streams == 0

@@ -36,6 +36,7 @@ from ..errors import MeshnodeError
 from ..mesh.member import Member
 from . import openapi
 from .body import parse_json, read_body
+from .doctor import add_doctor_routes
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -198,6 +199,7 @@ def create_app(agent: MeshView) -> FastAPI:
         """This node's view of the mesh."""
         return agent.mesh_view()
 
+    add_doctor_routes(app, agent)  # GET /v1/doctor[/dial/{node}]: what `meshnode doctor` compares
     return app
 
 

@@ -1,7 +1,9 @@
 """``meshnode peers``: the members of the mesh as one node sees them, as a table or JSON.
 
-The table (``format_peers_table``) is shared with ``meshnode demo``, as is ``peer_changes``, the
-lines a live view prints instead of the whole table where stdout is not a terminal.
+``peers_table`` draws a ``/v1/mesh`` body (styled on a terminal, plain text in a pipe:
+``text_table.py``); ``format_peers_table`` is its plain text, shared with ``meshnode demo``, as is
+``peer_changes``, the lines a live view prints instead of the whole table where stdout is not a
+terminal. The cell summaries (device, load, reach, models) are shared with ``meshnode top``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,19 @@ import click
 from ..config import DEFAULT_NODE_URL
 from .node_http import NodeAccess, access_options, request_node
 from .params import IPAddress, NodeURL, agent_default
-from .text_table import format_table
+from .text_table import FitTable, plain, show, state_style, styled, table
 
-__all__ = ["fetch_mesh", "format_peers_table", "peer_changes", "peers"]
+__all__ = [
+    "device_summary",
+    "fetch_mesh",
+    "format_peers_table",
+    "load_summary",
+    "models_summary",
+    "peer_changes",
+    "peers",
+    "peers_table",
+    "reach_summary",
+]
 
 # A node answers /v1/mesh from memory; 5 s only ever expires for a hung or unreachable node.
 PEERS_TIMEOUT_S = 5.0
@@ -58,7 +70,10 @@ def peers(
     if node_url is None:
         node_url = _discover_node(interfaces, mesh_id) if discover else DEFAULT_NODE_URL
     view = fetch_mesh(node_url, access=access)
-    click.echo(json.dumps(view, indent=2) if as_json else format_peers_table(view))
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+    else:
+        show(peers_table(view))
 
 
 def _discover_node(interfaces: Sequence[str], mesh_id: str) -> str:
@@ -93,7 +108,12 @@ def fetch_mesh(
 
 
 def format_peers_table(view: Mapping[str, Any]) -> str:
-    """Render a ``/v1/mesh`` body as a table, this node first and marked with ``*``."""
+    """A ``/v1/mesh`` body as a plain-text table, this node first and marked with ``*``."""
+    return plain(peers_table(view))
+
+
+def peers_table(view: Mapping[str, Any]) -> FitTable:
+    """A ``/v1/mesh`` body as a table, this node first and marked with ``*``, states in colour."""
     self_id = view.get("self")
     members = [member for member in view.get("members", []) if isinstance(member, Mapping)]
     members.sort(key=lambda m: (m.get("id") != self_id, str(m.get("name", "")), str(m.get("id", ""))))
@@ -104,20 +124,20 @@ def format_peers_table(view: Mapping[str, Any]) -> str:
             "*" if member.get("id") == self_id else "",
             str(member.get("name") or "-"),
             str(member.get("id") or "-")[:8],
-            str(member.get("status") or "-"),
-            _reach_summary(member, names),
+            styled(member.get("status") or "-", state_style(member.get("status"))),
+            reach_summary(member, names),
             str(member.get("http") or "-"),
-            _device_summary(member.get("device")),
-            _load_summary(member.get("load")),
-            _models_summary(member.get("models")),
+            device_summary(member.get("device")),
+            load_summary(member.get("load")),
+            models_summary(member.get("models")),
         )
         for member in members
     ]
-    lines = format_table(header, rows)
-    return "\n".join(lines)
+    # On a narrow terminal the id, address and reach go first; name and status always stay.
+    return table(header, rows, wrap={8}, drop=(2, 5, 4, 6, 8))
 
 
-def _reach_summary(member: Mapping[str, Any], names: Mapping[Any, str]) -> str:
+def reach_summary(member: Mapping[str, Any], names: Mapping[Any, str]) -> str:
     """How peers reach the member (docs/edge.md): "direct", "via RELAY,...", or "-" while unknown."""
     reach = member.get("reach")
     if reach == "relayed":
@@ -142,7 +162,7 @@ def peer_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[st
             continue
         if previous.get("status") != member.get("status"):
             lines.append(f"{name}: {previous.get('status') or '-'} -> {member.get('status') or '-'}")
-        models, were = _models_summary(member.get("models")), _models_summary(previous.get("models"))
+        models, were = models_summary(member.get("models")), models_summary(previous.get("models"))
         if models != were:
             lines.append(f"{name}: models {were} -> {models}")
     lines += [
@@ -162,7 +182,8 @@ def _members_by_id(view: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     }
 
 
-def _device_summary(device: object) -> str:
+def device_summary(device: object) -> str:
+    """A member's device in a few characters: its accelerator(s), else kind, cores and memory."""
     if not isinstance(device, Mapping):
         return "-"
     listed = device.get("accelerators")
@@ -179,7 +200,8 @@ def _device_summary(device: object) -> str:
     return " ".join(parts) or "-"
 
 
-def _load_summary(load: object) -> str:
+def load_summary(load: object) -> str:
+    """CPU percent and requests in flight, from a member's gossiped load."""
     if not isinstance(load, Mapping):
         return "-"
     parts = []
@@ -191,7 +213,8 @@ def _load_summary(load: object) -> str:
     return " ".join(parts) or "-"
 
 
-def _models_summary(models: object, shown: int = 3) -> str:
+def models_summary(models: object, shown: int = 3) -> str:
+    """The first `shown` model names, and how many more."""
     if not isinstance(models, list | tuple) or not models:
         return "-"
     names = [str(model) for model in models]

@@ -70,6 +70,9 @@ class NodeMeta:
     # outbound links go to: what is for it is sent through them (``mesh/reachability.py``).
     reach: str = ""
     relays: tuple[str, ...] = ()
+    # Requests this node took from clients in the last window, per deployment and per peer it sent
+    # them to (``mesh/traffic.py``): the dashboard's rates, percentiles and links.
+    traffic: dict[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-ready dict."""
@@ -92,6 +95,7 @@ class NodeMeta:
             "waiting": self.waiting,
             "reach": self.reach,
             "relays": list(self.relays),
+            "traffic": self.traffic,
         }
 
     def encoded_size(self) -> int:
@@ -106,6 +110,8 @@ class NodeMeta:
         limit would make every packet carrying it oversized, so peers would drop it whole.
         """
         meta = self
+        if meta.traffic and meta.encoded_size() > max_bytes:
+            meta = replace(meta, traffic={})  # what the dashboard shows goes before what routing needs
         while meta.encoded_size() > max_bytes:
             cut = _halve_longest_lists(meta)
             if cut == meta:
@@ -140,6 +146,7 @@ class NodeMeta:
             waiting=_plain_map(raw, "waiting"),
             reach=_reach(raw),
             relays=_relays(raw),
+            traffic=_plain_map(raw, "traffic"),
         )
 
 

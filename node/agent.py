@@ -42,6 +42,7 @@ from .http.app import mesh_body
 from .http.events import EventFeed
 from .http.openai.image_store import ImageStore
 from .http.predict import PredictLimits
+from .http.request_metrics import RequestMeter
 from .http.server import http_server, serve_http, tls_context
 from .http.stats import Parts
 from .inference.devices import detect_cpu
@@ -54,6 +55,7 @@ from .mesh.envelope import Call, Envelope
 from .mesh.membership import Membership
 from .mesh.records import Record
 from .mesh.routing import Locality
+from .mesh.traffic import Totals
 from .mesh.types import Address, NodeId, Status
 from .serving.deployments import Deployments
 from .serving.job_files import JobFiles
@@ -174,6 +176,9 @@ class Agent:
             limits=JobLimits.of(config),
             webhooks=webhook_sender(config, rotation, sockets.http_addr),
         )
+        # Requests this node takes from clients, per deployment: /metrics and the gossiped traffic.
+        meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
+        forwarder = self._forwarder
         self._meta = SelfMeta(
             base,
             runner=runner,
@@ -183,9 +188,12 @@ class Agent:
             sampler=sampler,
             load=load,
             max_bytes=membership_config.max_meta_bytes,
+            traffic=lambda: Totals(meter.totals(), dict(forwarder.sent)),
         )
         runner.publish_meta(self._meta.build())
-        self._events = EventFeed(self.mesh_view, deployments.views)  # GET /v1/events, the dashboard
+        # GET /v1/events, the dashboard
+        self._events = EventFeed(self.mesh_view, deployments.views, jobs=self._jobs.table.held)
+        forwarder.on_failover = self._events.failover
         rotation.connect(runner, dataplane.client_check, self._links, self._serving_changed)
         self._server = http_server(
             node=self,
@@ -202,6 +210,7 @@ class Agent:
             images=await ImageStore.of_node(config, node_id),
             jobs=self._jobs,
             events=self._events,
+            meter=meter,
             insecure=config.insecure_http,
             tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here
         )

@@ -55,7 +55,7 @@ from ..mesh.routing import (
 from ..mesh.types import NodeId, Status
 from .via_relays import RelayedCalls
 
-__all__ = ["Forwarder", "Links", "LocalReplicas", "MeshView", "Served", "ServingReplica"]
+__all__ = ["Failover", "Forwarder", "Links", "LocalReplicas", "MeshView", "Served", "ServingReplica"]
 
 HINT_HEADER = "X-Mesh-Hint"
 # A peer's queue as its last answer reported it replaces the gossiped one while it is this fresh
@@ -161,6 +161,16 @@ class Served:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Failover:
+    """A request that another replica served after the ones tried first refused it."""
+
+    deployment: str
+    refused_by: tuple[str, ...]  # node names, in the order tried
+    reasons: tuple[str, ...]  # each refusal's kind ("overloaded", "unreachable", ...)
+    served_by: str
+
+
 class Forwarder:
     """Routes a request to a replica here or on a peer, retrying what never started."""
 
@@ -191,6 +201,10 @@ class Forwarder:
         # For /metrics: requests committed here or to a peer, attempts refused, and requests that
         # found no replica (by the status they got).
         self.counts: collections.Counter[str] = collections.Counter()
+        # Requests committed to each peer, by node id: the links the dashboard draws (mesh/traffic.py).
+        self.sent: collections.Counter[str] = collections.Counter()
+        # Told of each request another replica served after the first one tried refused it.
+        self.on_failover: Callable[[Failover], None] | None = None
 
     async def serve(self, call: Call, hint: str | None = None, *, affinity: str | None = None) -> Served:
         """Commit `call` to the best replica that accepts it (see the module docstring).
@@ -212,6 +226,7 @@ class Forwarder:
         request = RouteRequest(call.deployment, hint=hint, model=_model_of(call), affinity=affinity)
         order = ordered(rank(found, request, in_flight, self._rng, here))
         refusals: list[Failure] = []
+        tried: list[str] = []  # names of the candidates that refused, for a failover's report
         for index, candidate in enumerate(order):
             remaining_ms = int((deadline - loop.time()) * 1000)
             if remaining_ms <= 0:
@@ -228,17 +243,24 @@ class Forwarder:
                     raise
                 self.counts[f"refused_{exc.kind}"] += 1
                 refusals.append(Failure(call.request_id, exc.kind, exc.message, True))
+                tried.append(candidate.name)
                 continue
             if isinstance(first, Failure) and first.retryable:
                 self.counts[f"refused_{first.kind}"] += 1
                 refusals.append(first)
+                tried.append(candidate.name)
                 with contextlib.suppress(Exception):
                     await messages.aclose()
                 continue
             route = (self._name,) if candidate.is_self else (self._name, *crossed, candidate.name)
             self.counts["served_local" if candidate.is_self else "served_peer"] += 1
+            if not candidate.is_self:
+                self.sent[candidate.node] += 1
             if refusals:  # served by another replica than the first one tried
                 self.counts["failovers"] += 1
+                if self.on_failover is not None:
+                    reasons = tuple(refusal.kind for refusal in refusals)
+                    self.on_failover(Failover(call.deployment, tuple(tried), reasons, candidate.name))
             return Served(first, messages, route, len(refusals) + 1)
         self.counts["unserved_exhausted"] += 1
         if loop.time() >= deadline:

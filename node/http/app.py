@@ -107,6 +107,9 @@ class MemberView(BaseModel):
     # not known yet ("").
     reach: Literal["", "direct", "relayed"]
     relays: list[str]
+    # Requests it took from clients over its last window, per deployment and per peer it sent them
+    # to (docs/dashboard.md, "Traffic").
+    traffic: dict[str, Any]
 
 
 class MeshResponse(BaseModel):
@@ -144,6 +147,7 @@ def mesh_body(self_id: str, members: Iterable[Member]) -> dict[str, Any]:
                 "speeds": meta.speeds,
                 "reach": meta.reach,
                 "relays": list(meta.relays),
+                "traffic": meta.traffic,
             }
         )
     listed.sort(key=lambda m: (m["name"], m["id"]))

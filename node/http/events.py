@@ -9,7 +9,15 @@ Event kinds (``event:`` of each message; ``data:`` is JSON):
 - ``deployment``: ``{"name", "change": "declared"|"changed"|"removed", "fields", "deployment", "at"}``;
 - ``replica``: ``{"node", "node_name", "deployment", "previous", "state", "error", "at"}`` for any
   node's replica, found, as deployments are, by comparing this node's successive views every
-  ``POLL_INTERVAL_S`` (``mesh_events.py``) while at least one stream is open.
+  ``POLL_INTERVAL_S`` (``mesh_events.py``) while at least one stream is open;
+- ``failover``: ``{"deployment", "refused_by", "reasons", "served_by", "count", "at"}``: requests
+  this node sent on to another replica after the first ones refused them (the forwarder's report),
+  at most one event per deployment each ``FAILOVER_EVERY_S``, ``count`` saying how many it stands for;
+- ``jobs``: ``{"counts": {status: n}, "at"}``, this node's jobs by status, when they change.
+
+The snapshot also carries ``traffic``, the mesh's request rates, errors, latency percentiles per
+deployment and the links that carry them, summed from every member's gossiped window
+(``mesh/traffic.py``), and ``jobs``.
 
 Comments (``: keep-alive``) go out after ``KEEPALIVE_S`` of silence, so proxies keep idle streams.
 
@@ -35,7 +43,9 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..dataplane.forward import Failover
 from ..errors import Overloaded
+from ..mesh.traffic import mesh_traffic
 from ..mesh.types import Status
 from .mesh_events import (
     ReplicaKey,
@@ -50,7 +60,7 @@ __all__ = ["EventFeed", "EventKind", "MeshEvent", "add_event_routes"]
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["snapshot", "member", "deployment", "replica"]
+EventKind = Literal["snapshot", "member", "deployment", "replica", "failover", "jobs"]
 # Within a second of a change, as the dashboard promises; a poll costs one view of the mesh.
 POLL_INTERVAL_S = 0.25
 # Loads and other slow numbers are refreshed by the snapshot; a 100-node one is about 50 kB.
@@ -61,6 +71,10 @@ MAX_STREAMS = 64
 # A burst (a partition healing in a big mesh) fits; a client this far behind starts again.
 MAX_QUEUED = 1024
 SEND_TIMEOUT_S = 30.0
+# Under overload every request may fail over: one event per deployment this often says how many.
+FAILOVER_EVERY_S = 1.0
+# Counting jobs walks the job table (thousands of rows at most): once a second, not every poll.
+JOBS_POLL_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,12 +115,14 @@ class EventFeed:
         view: Callable[[], dict[str, Any]],
         deployments: Callable[[], list[dict[str, Any]]],
         *,
+        jobs: Callable[[], dict[str, dict[str, int]]] = dict,
         clock: Callable[[], float] = time.time,
         max_streams: int = MAX_STREAMS,
         max_queued: int = MAX_QUEUED,
     ) -> None:
         self._view = view
         self._deployments = deployments
+        self._jobs = jobs
         self._clock = clock
         self._max_streams = max_streams
         self._max_queued = max_queued
@@ -115,6 +131,9 @@ class EventFeed:
         self._watcher: asyncio.Task[None] | None = None
         self._replicas: dict[ReplicaKey, dict[str, Any]] = {}
         self._declared: dict[str, dict[str, Any]] = {}
+        self._job_counts: dict[str, dict[str, int]] = {}
+        # Per deployment: when its last failover event went out, and the reports held back since.
+        self._failovers: dict[str, tuple[float, int, Failover | None]] = {}
         self.cut_streams = 0  # clients cut for reading too slowly
 
     @property
@@ -154,10 +173,15 @@ class EventFeed:
         deployments = [deployment_summary(view) for view in self._deployments()]
         self._replicas = replica_states(mesh)
         self._declared = {view["name"]: view for view in deployments}
+        self._job_counts = self._jobs()
+        members = mesh.get("members", ())
+        live = (Status.ALIVE.value, Status.SUSPECT.value)
         return {
             "self": mesh.get("self"),
-            "members": [member_summary(member) for member in mesh.get("members", ())],
+            "members": [member_summary(member) for member in members],
             "deployments": deployments,
+            "traffic": mesh_traffic((m["id"], m.get("traffic")) for m in members if m.get("status") in live),
+            "jobs": self._job_counts,
         }
 
     def member_changed(self, node: str, previous: Status | None, current: Status) -> None:
@@ -173,6 +197,29 @@ class EventFeed:
                 "previous": previous.value if previous is not None else None,
                 "status": current.value,
                 "member": member_summary(member) if member else None,
+            },
+        )
+
+    def failover(self, report: Failover) -> None:
+        """The forwarder's report of a request served after a refusal; rate-limited per deployment."""
+        if not self._streams:
+            return
+        sent_at, held, _ = self._failovers.get(report.deployment, (-FAILOVER_EVERY_S, 0, None))
+        if self._clock() - sent_at < FAILOVER_EVERY_S:
+            self._failovers[report.deployment] = (sent_at, held + 1, report)
+            return
+        self._send_failover(report, held + 1)
+
+    def _send_failover(self, report: Failover, count: int) -> None:
+        self._failovers[report.deployment] = (self._clock(), 0, None)
+        self.publish(
+            "failover",
+            {
+                "deployment": report.deployment,
+                "refused_by": list(report.refused_by),
+                "reasons": list(report.reasons),
+                "served_by": report.served_by,
+                "count": count,
             },
         )
 
@@ -196,14 +243,29 @@ class EventFeed:
         for change in diff_replicas(self._replicas, replicas):
             self.publish("replica", change)
         self._replicas, self._declared = replicas, deployments
+        now = self._clock()
+        for sent_at, held, report in list(self._failovers.values()):
+            if held and report is not None and now - sent_at >= FAILOVER_EVERY_S:
+                self._send_failover(report, held)  # the end of a burst is told too
+
+    def poll_jobs(self) -> None:
+        """Publish this node's job counts when they changed (a table walk: not every poll)."""
+        counts = self._jobs()
+        if counts != self._job_counts:
+            self._job_counts = counts
+            self.publish("jobs", {"counts": counts})
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         next_snapshot = loop.time() + SNAPSHOT_INTERVAL_S
+        next_jobs = loop.time() + JOBS_POLL_INTERVAL_S
         while self._streams:
             await asyncio.sleep(POLL_INTERVAL_S)
             try:
                 self.poll()
+                if loop.time() >= next_jobs:
+                    next_jobs = loop.time() + JOBS_POLL_INTERVAL_S
+                    self.poll_jobs()
                 if loop.time() >= next_snapshot:
                     next_snapshot = loop.time() + SNAPSHOT_INTERVAL_S
                     self.publish("snapshot", self.snapshot())

@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+# The duration buckets are the ones gossiped traffic uses (``mesh/traffic.py``), so the dashboard's
+# percentiles and Prometheus' agree.
+from ..mesh.traffic import BUCKETS_S, ERROR_CODE_MIN
+
 __all__ = [
     "BUCKETS_S",
     "CLIENT_CLOSED",
@@ -35,9 +39,6 @@ __all__ = [
     "cumulative",
 ]
 
-# Upper bounds of the duration buckets, in seconds: a cached embedding (ms) to a diffusion image
-# (minutes). Fixed, so every node's histograms aggregate with histogram_quantile over sum().
-BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 UNKNOWN = "_unknown"  # names no deployment of the mesh has: one series for all of them
 OTHER = "_other"  # names past MAX_DEPLOYMENTS
 # A mesh with more deployments than this is not what meshnode is for; the bound keeps a scrape small.
@@ -88,6 +89,17 @@ class RequestMeter:
         series.codes[code] = series.codes.get(code, 0) + 1
         series.duration_buckets[bisect.bisect_left(BUCKETS_S, seconds)] += 1
         series.duration_sum_s += seconds
+
+    def totals(self) -> dict[str, tuple[int, int, tuple[int, ...]]]:
+        """Per deployment the mesh declared: (answered, errors, per-bucket counts) since the start."""
+        totals = {}
+        for name, series in self._series.items():
+            if name in (UNKNOWN, OTHER):
+                continue
+            answered = sum(series.codes.values())
+            errors = sum(count for code, count in series.codes.items() if code >= ERROR_CODE_MIN)
+            totals[name] = (answered, errors, tuple(series.duration_buckets))
+        return totals
 
     def _series_for(self, deployment: str) -> Series:
         if not self._known(deployment):

@@ -105,6 +105,7 @@ def http_server(
     images: ImageStore | None = None,
     jobs: JobService | None = None,
     events: EventFeed | None = None,
+    meter: RequestMeter | None = None,
     insecure: bool = False,
     tls: ssl.SSLContext | None = None,
 ) -> uvicorn.Server:
@@ -128,7 +129,8 @@ def http_server(
         add_event_routes(app, events)
         add_dashboard_routes(app)
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
-    meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
+    if meter is None:
+        meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
     routes = RouteMeter(app)  # every other route, by its template
     gate = Gate(PredictLane(routes, serve, limits, meter), keys.key, insecure=insecure)
     add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)}, meter, members, routes)

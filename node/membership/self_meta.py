@@ -3,16 +3,19 @@
 The metadata carries the node's addresses and labels (fixed), its device (detected once, in a
 subprocess, since accelerators need torch), its load (sampled every ``load_sample_interval_s``),
 and what it serves: every replica's entry, loaded models, hints, measured speeds, and requests held
-for a cold start. A change in what it serves is published at once (``publish``); load and speeds
-only when they moved (``load.LoadGossip`` says when), and at most every ``meta_min_interval_s``,
-since each change costs gossip on every node.
+for a cold start. A change in what it serves is published at once (``publish``); load, speeds and
+traffic only when they moved (``load.LoadGossip`` and ``mesh/traffic.moved`` say when), and at most
+every ``meta_min_interval_s``, since each change costs gossip on every node.
+
+Traffic is the requests this node took from clients over the last ``TRAFFIC_WINDOW_S``, per
+deployment and per peer it sent them to: the dashboard's rates, percentiles and links.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,15 @@ from typing import Any
 from ..inference.devices import DeviceInfo, detect_full
 from ..load import LoadGossip, LoadSample, LoadSampler
 from ..mesh.metadata import NodeMeta
+from ..mesh.traffic import Totals, Window, moved
 from ..serving.replicas import Replicas
 from .runner import GossipRunner
 
-__all__ = ["SelfMeta"]
+__all__ = ["TRAFFIC_WINDOW_S", "SelfMeta"]
+
+# Long enough that a rate of one request a second reads steadily; short enough that a change shows
+# on the dashboard within a few gossip updates.
+TRAFFIC_WINDOW_S = 10.0
 
 
 class SelfMeta:
@@ -40,6 +48,7 @@ class SelfMeta:
         sampler: LoadSampler,
         load: LoadSample,
         max_bytes: int,
+        traffic: Callable[[], Totals] = Totals,
     ) -> None:
         self._base = base
         self._runner = runner
@@ -49,6 +58,8 @@ class SelfMeta:
         self._sampler = sampler
         self._load = load
         self._max_bytes = max_bytes
+        self._totals = traffic
+        self._traffic: dict[str, Any] = {}
 
     def build(self) -> NodeMeta:
         """The metadata as of now, cut to fit ``max_meta_bytes``."""
@@ -65,6 +76,7 @@ class SelfMeta:
             key_ids=tuple(self._runner.keyring.key_ids),
             reach=self._runner.relaying.reach.value,
             relays=self._runner.relaying.relays,
+            traffic=self._traffic,
         ).fit(self._max_bytes)
 
     def publish(self) -> None:
@@ -77,17 +89,21 @@ class SelfMeta:
         published = self._load
         published_speeds = self._replicas.speeds(loop.time())
         last_publish = loop.time()
+        window = Window(TRAFFIC_WINDOW_S, start=loop.time())
         while True:
             await asyncio.sleep(interval_s)
             sample = self._sampler.sample(in_flight=self._replicas.in_flight)
             speeds = self._replicas.speeds(loop.time())
+            traffic = window.observe(loop.time(), self._totals())
             age_s = loop.time() - last_publish
             due = rule.due(published, sample, age_s) or (
-                age_s >= rule.min_gap_s and _speeds_moved(published_speeds, speeds)
+                age_s >= rule.min_gap_s
+                and (_speeds_moved(published_speeds, speeds) or moved(self._traffic, traffic))
             )
             if due:
                 self._load = published = sample
                 published_speeds = speeds
+                self._traffic = traffic
                 last_publish = loop.time()
                 self.publish()
 

@@ -178,6 +178,14 @@ class JobTable:
         ]
         return sorted(chosen, key=lambda r: (-r.created_ms, r.id))[:limit]
 
+    def held(self) -> dict[str, dict[str, int]]:
+        """Jobs held here per deployment, by status (the dashboard's jobs panel)."""
+        held: dict[str, dict[str, int]] = {}
+        for record in self.records.values():
+            statuses = held.setdefault(record.deployment, {})
+            statuses[record.status.value] = statuses.get(record.status.value, 0) + 1
+        return held
+
     def stats(self, now_ms: int) -> dict[str, Any]:
         """Jobs held here by (deployment, status), and the oldest queued job's age per deployment."""
         held: collections.Counter[tuple[str, str]] = collections.Counter()

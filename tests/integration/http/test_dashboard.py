@@ -1,7 +1,9 @@
 """The dashboard (``GET /``) in headless Debian Chromium, driven by playwright, on a real 3-node mesh.
 
-It must show the three nodes and the deployments, show a SIGKILLed node dead within seconds, and
-show a deployment declared on another node without a reload. A screenshot goes to the test's
+It must show the three nodes and the deployments, the traffic (a deployment's rate and latency,
+the link that carried requests from one node to another) and the jobs a node holds, show a
+SIGKILLed node dead within seconds, and show a deployment declared on another node without a
+reload. A screenshot goes to the test's
 tmp_path. Chromium comes from Debian (``apt-get install --no-install-recommends chromium``,
 scripts/setup.sh) and playwright from PyPI, used through ``executable_path``: never
 ``playwright install``. Without either the test is skipped, saying which.
@@ -50,6 +52,19 @@ def test_dashboard_shows_the_mesh_a_death_and_a_new_deployment_live(tmp_path: Pa
                     )
                 expect(page.locator('tr[data-deployment="echo"]')).to_be_visible(timeout=SHOW_TIMEOUT_MS)
                 expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+                # Requests entering n1 are served by n0's replica: a link n1 -> n0 and a rate for echo.
+                with httpx.Client(base_url=declarer.url, timeout=10, trust_env=False) as client:
+                    for index in range(60):
+                        answer = client.post("/v1/predict/echo", json={"n": index})
+                        assert answer.status_code == 200, answer.text
+                    job = client.post("/v1/jobs/echo", json={"n": "job"})
+                    assert job.status_code == 202, job.text
+                link = page.locator(f'#topology line.link[data-from="{declarer.node_id}"]')
+                expect(link).to_have_attribute("data-to", viewer.node_id, timeout=SHOW_TIMEOUT_MS)
+                expect(page.locator('tr[data-deployment="echo"] .rate')).not_to_have_text("\u2013")
+                expect(page.locator('tr[data-deployment="echo"] .latency')).to_contain_text("ms")
+                expect(page.locator('tr[data-jobs="echo"]')).to_be_visible(timeout=SHOW_TIMEOUT_MS)
 
                 victim.kill()
                 killed = time.monotonic()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from meshnode.dataplane.forward import Failover
 from meshnode.errors import Overloaded
 from meshnode.http.events import EventFeed, MeshEvent
 from meshnode.http.mesh_events import diff_deployments, diff_replicas, member_summary, replica_states
@@ -123,3 +124,51 @@ async def test_a_new_stream_does_not_swallow_a_change_the_open_ones_have_not_hea
     assert [event.kind for event in _drain(first)] == ["replica"]
     assert [event.kind for event in _drain(second)] == ["snapshot"]
     feed.close()
+
+
+async def test_the_snapshot_carries_the_mesh_traffic_and_jobs() -> None:
+    node = FakeNode()
+    traffic = {"window_s": 10.0, "requests": {"echo": [50, 5, 50]}, "links": {"b": 20}}
+    node.view = mesh(
+        {**member("a", echo="ready"), "traffic": traffic}, {**member("d", "dead"), "traffic": traffic}
+    )
+    jobs = {"echo": {"queued": 2}}
+    feed = EventFeed(
+        lambda: node.view,
+        lambda: node.deployments,
+        jobs=lambda: {name: dict(counts) for name, counts in jobs.items()},
+        clock=lambda: 1.0,
+    )
+    stream = feed.open()
+    snapshot = stream.queue.get_nowait()
+    assert snapshot is not None
+    echo = snapshot.data["traffic"]["deployments"]["echo"]
+    assert (echo["rps"], echo["errors_ps"]) == (5.0, 0.5)  # the dead member's window is not counted
+    assert snapshot.data["traffic"]["links"] == [{"from": "a", "to": "b", "rps": 2.0}]
+    assert snapshot.data["jobs"] == jobs
+    feed.poll_jobs()
+    assert _drain(stream) == []  # unchanged: nothing said
+    jobs["echo"] = {"queued": 1, "running": 1}
+    feed.poll_jobs()
+    assert [(e.kind, e.data["counts"]) for e in _drain(stream)] == [("jobs", jobs)]
+    feed.release(stream)
+
+
+async def test_failovers_are_told_at_most_once_a_second_per_deployment_with_a_count() -> None:
+    now = [100.0]
+    node = FakeNode()
+    feed = EventFeed(lambda: node.view, lambda: node.deployments, clock=lambda: now[0])
+    stream = feed.open()
+    _drain(stream)
+    report = Failover("echo", ("b",), ("overloaded",), "c")
+    for _ in range(5):
+        feed.failover(report)
+    first = _drain(stream)
+    assert [(e.kind, e.data["count"], e.data["served_by"]) for e in first] == [("failover", 1, "c")]
+    assert first[0].data["refused_by"] == ["b"] and first[0].data["reasons"] == ["overloaded"]
+    feed.poll()
+    assert _drain(stream) == []  # the four held back wait out the second
+    now[0] += 1.0
+    feed.poll()  # the end of the burst is told by the poll, with no new failover needed
+    assert [(e.kind, e.data["count"]) for e in _drain(stream)] == [("failover", 4)]
+    feed.release(stream)

@@ -33,6 +33,7 @@ MEMBER_FIELDS = {
     "speeds",
     "reach",
     "relays",
+    "traffic",
 }
 
 
@@ -58,6 +59,7 @@ def member(node_id: str, name: str, status: str = "alive", **extra: Any) -> dict
         "speeds": {"tiny-sd": {"service_ms": 150.0, "rps": 6.5}},
         "reach": "direct",
         "relays": [],
+        "traffic": {"window_s": 10.0, "requests": {"tiny-sd": [20, 0, 0, 0, 0, 0, 5, 15]}, "links": {}},
         **extra,
     }
 

@@ -15,7 +15,7 @@ from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
 LABELS = ("name", "http", "mesh", "data", "data_key", "region", "zone")
 LISTS = ("models", "hints", "key_ids")
 FLAGS = ("tls",)
-MAPS = ("device", "load", "speeds", "replicas", "waiting")
+MAPS = ("device", "load", "speeds", "replicas", "waiting", "traffic")
 REACH = ("reach", "relays")
 # Maps whose values are free-form (bounded) rather than typed entries like ``replicas``.
 PLAIN_MAPS = tuple(key for key in MAPS if key != "replicas")

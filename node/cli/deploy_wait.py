@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.spinner import Spinner
 
-__all__ = ["ReplicaLine", "WaitDisplay", "WaitProgress", "WaitTimedOut", "progress_of", "wait_ready"]
+__all__ = [
+    "ReplicaLine",
+    "WaitDisplay",
+    "WaitProgress",
+    "WaitTimedOut",
+    "progress_of",
+    "reason_of",
+    "wait_ready",
+]
 
 # A replica placement chose whose node has not said anything about it yet.
 PLACED = "placed"
@@ -114,17 +122,26 @@ def progress_of(view: Mapping[str, Any]) -> WaitProgress:
     for host in hosts if isinstance(hosts, list) else []:
         if str(host) not in named:
             replicas.append(ReplicaLine(str(host), PLACED))
-    reason = view.get("unschedulable") or view.get("missing")
-    if isinstance(reason, str) and _COUNTED.match(reason):
-        reason = None  # "1 of 2 ready; 1 starting": the count and the replica lines say it already
+    reason = reason_of(view)
     return WaitProgress(
         name=str(view.get("name") or "?"),
         ready=_count(view.get("ready")),
         desired=_count(view.get("desired")),
         target=target(view),
         replicas=tuple(sorted(replicas, key=lambda replica: replica.node)),
-        reason=str(reason) if reason else None,
+        reason=reason,
     )
+
+
+def reason_of(view: Mapping[str, Any]) -> str | None:
+    """Why a deployment cannot be placed or is short, in the node's words, unless they only count.
+
+    "1 of 2 ready; 1 starting" is left out: a display shows the count and the replicas already.
+    """
+    reason = view.get("unschedulable") or view.get("missing")
+    if not reason or _COUNTED.match(str(reason)):
+        return None
+    return str(reason)
 
 
 def changes(before: WaitProgress | None, after: WaitProgress) -> list[str]:

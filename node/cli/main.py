@@ -19,6 +19,7 @@ from .models import models
 from .peers import peers
 from .predict import predict
 from .token import token
+from .top import top
 
 __all__ = ["main"]
 
@@ -32,6 +33,7 @@ def main() -> None:
 for _command in (
     join,
     peers,
+    top,
     predict,
     deploy,
     undeploy,

@@ -22,6 +22,7 @@ from .text_table import FitTable, plain, show, state_style, styled, table
 
 __all__ = [
     "device_summary",
+    "discover_node",
     "fetch_mesh",
     "format_peers_table",
     "load_summary",
@@ -68,7 +69,7 @@ def peers(
 ) -> None:
     """Show the members of the mesh as one node sees them."""
     if node_url is None:
-        node_url = _discover_node(interfaces, mesh_id) if discover else DEFAULT_NODE_URL
+        node_url = discover_node(interfaces, mesh_id) if discover else DEFAULT_NODE_URL
     view = fetch_mesh(node_url, access=access)
     if as_json:
         click.echo(json.dumps(view, indent=2))
@@ -76,7 +77,8 @@ def peers(
         show(peers_table(view))
 
 
-def _discover_node(interfaces: Sequence[str], mesh_id: str) -> str:
+def discover_node(interfaces: Sequence[str], mesh_id: str) -> str:
+    """The HTTP URL of a node of `mesh_id` that answers mDNS on `interfaces`; a ClickException if none."""
     if not interfaces:
         raise click.UsageError("--discover needs at least one --interface to browse mDNS on")
     from ..membership.discovery import browse_once

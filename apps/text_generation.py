@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,11 @@ class TextGeneration(Predictor):
         if self._engine is None:
             raise RuntimeError("TextGeneration.setup() has not run")
         return self._engine
+
+    @property
+    def batch_sizes(self) -> Mapping[int, int]:
+        """How many batches of each size the engine formed: the worker reports them to /metrics."""
+        return self._engine.batch_sizes if self._engine is not None else {}
 
     def predict(self, request: Request, header: str | None = None) -> dict[str, Any]:
         """The whole answer at once (runs in a worker thread, which waits for the engine)."""

@@ -20,6 +20,7 @@ a violation raises ``InvalidRequest`` naming the field before anything is queued
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import queue
@@ -117,7 +118,8 @@ class GenerationEngine:
         self.context_tokens: int | None = int(context) if context else None
         self.pad_id = _first_int(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
         self.eos_ids = frozenset(_ids(tokenizer.eos_token_id) | _ids(_generation_eos(model)))
-        self.batch_sizes: list[int] = []  # sizes of the batches formed, for tests and benchmarks
+        # How many decode steps ran with each number of rows: /metrics' meshnode_batch_size, tests.
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
         # Fast tokenizers are not safe to call from several threads at once ("Already borrowed").
         self._tokenizer_lock = threading.Lock()
         self._waiting: deque[Row] = deque()
@@ -291,7 +293,7 @@ class GenerationEngine:
             for row in dropped:
                 row.end("cancelled")
             if rows:
-                self.batch_sizes.append(len(rows))
+                self.batch_sizes[len(rows)] += 1
                 try:
                     run_batch(self.model, rows, pad_id=self.pad_id, eos_ids=self.eos_ids)
                 except Exception as exc:  # the model failed: every unfinished row learns why

@@ -6,7 +6,9 @@ the CPU takes down that process only, and the agent restarts it. The process is 
 - this core, in ``inference/``: ``set_up`` loads the app and runs ``setup()`` and ``warmup()``;
   ``Worker`` is handed every ``Call`` and ``Cancel`` (mesh/envelope.py) and answers each ``Call``
   through its ``send`` callback with ``Chunk``s and a final ``Reply``, or a ``Failure``; after an
-  answer it sends ``Hints`` when the app's hints or loaded models changed.
+  answer it sends ``Hints`` when the app's hints or loaded models changed, and ``BatchSizes``
+  (at most every ``BATCH_REPORT_S``) when it ran batches: its ``Batcher``'s, or the app's own
+  ``batch_sizes`` counter (a continuous-batching text generator's).
 - the process shell, ``node/serving/worker.py`` (``python -m meshnode.serving.worker``): the command
   line, the ZeroMQ socket to the agent read by the data plane's frame reader, and exit with the
   agent. It lives in ``node/`` because ``inference/`` never imports ``node``.
@@ -35,12 +37,24 @@ import mimetypes
 import os
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..mesh.envelope import Call, Cancel, Chunk, Envelope, Failure, Hello, Hints, Progress, Reply
+from ..mesh.envelope import (
+    MAX_BATCH_SIZE,
+    BatchSizes,
+    Call,
+    Cancel,
+    Chunk,
+    Envelope,
+    Failure,
+    Hello,
+    Hints,
+    Progress,
+    Reply,
+)
 from .batching import Batcher
 from .negotiation import NotAcceptable, choose, convert_image
 from .predictor import InvalidRequest, declared_kinds
@@ -54,6 +68,8 @@ log = logging.getLogger("meshnode.worker")
 # setup error and counts the failure (placement moves a replica that keeps failing elsewhere).
 EXIT_SETUP_FAILED = 3
 JSON = "application/json"
+# Batch sizes change with every batch; the agent needs them only for /metrics' scrapes.
+BATCH_REPORT_S = 1.0
 
 Send = Callable[[Envelope], None]
 
@@ -100,6 +116,8 @@ class Worker:
         if batch_size > 1 and callable(getattr(app, "predict_batch", None)):
             wait_s = float(getattr(app, "max_batch_wait_s", 0.01))
             self._batcher = Batcher(self._run_batch, max_size=batch_size, max_wait_s=wait_s)
+        self._batches_sent: dict[int, int] = {}
+        self._batches_due: asyncio.TimerHandle | None = None
 
     def hello(self) -> Hello:
         """The first envelope to the agent: this replica is ready, and what it can do."""
@@ -139,6 +157,8 @@ class Worker:
 
     def close(self) -> None:
         """Release the threads and close the app (best effort: the process is exiting)."""
+        if self._batches_due is not None:
+            self._batches_due.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
         close = getattr(self.app, "close", None)
         if callable(close):
@@ -205,6 +225,26 @@ class Worker:
             log.error("predictor failed on %s:\n%s", call.request_id, traceback.format_exc())
             self._send(Failure(call.request_id, "predictor", _safe_message(exc), False))
         self._maybe_send_hints()
+        self._report_batches()
+
+    def _report_batches(self) -> None:
+        """Send the batch sizes when they changed, at most every BATCH_REPORT_S (a timer sends the rest)."""
+        if self._batches_due is not None:
+            return
+        counts = self._batcher.batch_sizes if self._batcher else getattr(self.app, "batch_sizes", None)
+        try:
+            if not isinstance(counts, Mapping) or counts == self._batches_sent:
+                return
+            self._batches_sent = dict(counts)
+        except RuntimeError:  # an engine thread added a size meanwhile: the next answer reports it
+            return
+        rows = tuple((size, n) for size, n in sorted(self._batches_sent.items()) if type(size) is int)
+        self._send(BatchSizes(self.replica_id, rows[:MAX_BATCH_SIZE]))
+        self._batches_due = asyncio.get_running_loop().call_later(BATCH_REPORT_S, self._batches_may_go)
+
+    def _batches_may_go(self) -> None:
+        self._batches_due = None
+        self._report_batches()
 
     async def _predict(self, call: Call, reporter: ProgressReporter) -> Any:
         if self._batcher is not None:

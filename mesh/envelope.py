@@ -37,6 +37,8 @@ MAX_PROGRESS_STEPS = 1_000_000
 # per step never competes with the answer on a shared connection.
 MAX_PREVIEW_BYTES = 64 * 1024
 JPEG_MAGIC = b"\xff\xd8\xff"
+# A worker's batch sizes: one row per size it ran, sizes up to this (no app batches more).
+MAX_BATCH_SIZE = 65_536
 
 
 class EnvelopeError(ValueError):
@@ -56,6 +58,7 @@ class EnvelopeKind(IntEnum):
     PROGRESS = 8
     RELAY_CALL = 9
     ATTACH = 10
+    BATCH_SIZES = 11
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,17 @@ class Attach:
     request_id: str  # the node's id, so every kind has an id in the same place
 
 
-Envelope = Call | Chunk | Reply | Failure | Cancel | Hello | Hints | Progress | RelayCall | Attach
+@dataclass(frozen=True)
+class BatchSizes:
+    """A worker's batches so far: (size, how many batches of that size ran), for ``/metrics``."""
+
+    request_id: str  # the replica id
+    counts: tuple[tuple[int, int], ...]
+
+
+Envelope = (
+    Call | Chunk | Reply | Failure | Cancel | Hello | Hints | Progress | RelayCall | Attach | BatchSizes
+)
 
 
 def encode_envelope(message: Envelope) -> bytes:
@@ -185,6 +198,8 @@ def encode_envelope(message: Envelope) -> bytes:
             fields, kind = [to, encode_envelope(call)], EnvelopeKind.RELAY_CALL
         case Attach(rid):
             fields, kind = [], EnvelopeKind.ATTACH
+        case BatchSizes(rid, counts):
+            fields, kind = [[list(row) for row in counts]], EnvelopeKind.BATCH_SIZES
     return msgpack.packb([ENVELOPE_VERSION, kind, rid, *fields], use_bin_type=True)
 
 
@@ -260,6 +275,11 @@ def decode_envelope(frame: bytes, *, max_bytes: int, _in_relay_call: bool = Fals
             return RelayCall(rid, to, call)
         case EnvelopeKind.ATTACH, []:
             return Attach(rid)
+        case EnvelopeKind.BATCH_SIZES, [list() as rows] if len(rows) <= MAX_BATCH_SIZE:
+            counts = tuple(tuple(row) for row in rows if isinstance(row, list))
+            if len(counts) != len(rows) or not all(_batch_row_ok(row) for row in counts):
+                raise EnvelopeError(f"batch sizes must be [size 1..{MAX_BATCH_SIZE}, count >= 0] pairs")
+            return BatchSizes(rid, counts)
     raise EnvelopeError(f"unknown envelope kind {kind!r} or wrong fields")
 
 
@@ -280,6 +300,15 @@ def progress_problem(step: object, total: object, preview: object) -> str | None
     if not preview.startswith(JPEG_MAGIC):
         return "a progress preview must be a JPEG image"
     return None
+
+
+def _batch_row_ok(row: tuple[Any, ...]) -> bool:
+    return (
+        len(row) == 2
+        and all(type(value) is int for value in row)
+        and 0 < row[0] <= MAX_BATCH_SIZE
+        and 0 <= row[1] < 2**63
+    )
 
 
 def _queue_ok(rest: list[Any]) -> bool:

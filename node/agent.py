@@ -199,7 +199,7 @@ class Agent:
             node=self,
             deployments=deployments,
             stats=Parts(
-                runner, self._transport, dataplane, self._links, self._forwarder, deployments, self._jobs
+                runner, self._transport, dataplane, self._links, forwarder, deployments, self._jobs, replicas
             ).stats,
             serve=self._forwarder.serve,
             limits=PredictLimits(config.request_timeout_s, config.max_request_bytes),

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..mesh.bounds import REFUSAL_REASONS
@@ -162,6 +162,7 @@ class _AgentCollector(Collector):
         )
         yield from _deployment_metrics(stats["deployments"])
         yield from _job_metrics(stats["jobs"])
+        yield _batch_metrics(stats.get("batches", {}))
         yield GaugeMetricFamily(
             "meshnode_incarnation", "This node's incarnation.", value=stats["incarnation"]
         )
@@ -235,6 +236,30 @@ def add_metrics_route(
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# Batch sizes as apps set them (max_batch_size, a text generator's engine): powers of two.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _batch_metrics(batches: dict[str, dict[int, int]]) -> Metric:
+    """Requests per batch of this node's replicas, from their workers' reports."""
+    family = HistogramMetricFamily(
+        "meshnode_batch_size",
+        "Requests run together per batch by this node's replica (predict_batch, or a text "
+        "generator's engine); counts start again when its worker restarts.",
+        labels=["deployment"],
+    )
+    for name, counts in sorted(batches.items()):
+        if not counts:
+            continue
+        buckets = [
+            (str(bound), float(sum(n for size, n in counts.items() if size <= bound)))
+            for bound in BATCH_BUCKETS
+        ]
+        buckets.append(("+Inf", float(sum(counts.values()))))
+        family.add_metric([name], buckets, float(sum(size * n for size, n in counts.items())))
+    return family
 
 
 def _job_metrics(jobs: dict[str, Any]) -> Iterator[Metric]:

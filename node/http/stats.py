@@ -17,6 +17,7 @@ from ..membership.transport import MembershipTransport
 from ..mesh.types import Status
 from ..serving.deployments import Deployments
 from ..serving.jobs import JobService
+from ..serving.replicas import Replicas
 
 __all__ = ["Parts"]
 
@@ -32,6 +33,7 @@ class Parts:
     forwarder: Forwarder
     deployments: Deployments
     jobs: JobService
+    replicas: Replicas | None = None
 
     def stats(self) -> dict[str, Any]:
         """Counters for metrics and tests: packets, bytes, drops by reason, members by status."""
@@ -63,6 +65,7 @@ class Parts:
             "refutations": runner.refutations,
             "deployments": self.deployments.stats(),
             "jobs": self.jobs.stats(),
+            "batches": {r.deployment: r.batch_sizes for r in self.replicas or ()},
             "incarnation": runner.core.incarnation,
             "awareness": runner.core.awareness.score,
         }

@@ -8,15 +8,15 @@ on a local ``ipc://`` endpoint for it (chosen by the agent), and relays ``Call``
 Invariants:
 
 - A replica is ``ready`` only after the worker said ``Hello``, i.e. after ``setup()`` and warm-up.
-- The worker is restarted with exponential backoff (``mesh/backoff.py``) whenever it exits (crash, SIGKILL,
-  OOM kill, our kill of a worker hung past a deadline); the agent and other replicas go on. A worker that
-  exits before it is ready failed to start: its error is gossiped at once (requests stop waiting for it),
-  logged once per distinct error, and after ``setup_attempts`` failed starts in a row the replica is
-  ``failed`` until ``failed_hold_s`` passed (``mesh/restarts.py``).
+- The worker is restarted with exponential backoff (``mesh/backoff.py``) whenever it exits (crash,
+  SIGKILL, OOM kill, our kill of a worker hung past a deadline); the agent and other replicas go on. A
+  worker that exits before it is ready failed to start: its error is gossiped at once, logged once per
+  error, and after ``setup_attempts`` failed starts in a row the replica is ``failed`` until
+  ``failed_hold_s`` passed (``mesh/restarts.py``).
 - Requests in flight when the worker dies fail with a retryable error (they may run again
   elsewhere); a request past its deadline fails with 504 and is cancelled in the worker.
 - At most ``capacity`` requests are admitted (the worker's concurrency times its batch size, plus a
-  bounded queue); more are refused at once with 429 rather than queued without bound.
+  bounded queue); more are refused at once with 429.
 - Stopping drains: no new requests, in-flight ones finish (bounded), then the worker is terminated.
 """
 
@@ -37,6 +37,7 @@ from ..errors import Conflict, DeadlineExceeded, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.backoff import Backoff
 from ..mesh.envelope import (
+    BatchSizes,
     Call,
     Cancel,
     Envelope,
@@ -128,12 +129,12 @@ class Replica:
         self.serves: tuple[str, ...] = ()  # what its app declared (kept while a worker restarts)
         self.rerun_safe = True  # its app's word: a job it ran partly may run again elsewhere
         self.restarts = 0
-        # setup() failures in a row (reset once the worker is ready): placement moves a replica
-        # that keeps failing to another node.
+        # setup() failures in a row (reset when ready): placement moves a replica that keeps failing.
         self.setup_failures = 0
         self.last_error = ""
         self._reported = ""  # the failed start last logged (logged again only when it changes)
         self.speed = SpeedMeter()
+        self.batch_sizes: dict[int, int] = {}  # the worker's batches by size, since it started
         self._data_dir = data_dir
         self._on_change = on_change
         self._endpoint = endpoint
@@ -204,8 +205,7 @@ class Replica:
         """Bind the worker socket and start supervising (returns at once, before the worker is ready)."""
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        # Sending to a worker that is gone raises instead of dropping silently: the call fails at once.
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a worker gone raises: the call fails at once
         # A larger frame makes ZeroMQ drop that connection before the bytes are held in memory.
         sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes)
         sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
@@ -286,13 +286,9 @@ class Replica:
             self._ready.clear()
             self._on_change()
             process = await spawn_worker(
-                self.app_ref,
-                self.replica_id,
-                self._endpoint,
-                self._data_dir,
-                self._log_path(),
+                self.app_ref, self.replica_id, self._endpoint, self._data_dir, self._log_path(),
                 max_frame_bytes=self.settings.max_frame_bytes,
-            )
+            )  # fmt: skip
             self._worker = _Worker(process, self.replica_id.encode())
             timeout_s, label = self.settings.setup_timeout_s, f"{self.deployment} replica {self.replica_id}"
             exited = await wait_exit(label, process, self._ready, timeout_s, self._log_path())
@@ -354,6 +350,8 @@ class Replica:
                 self._on_change()
             case Hints(_, hints, models):
                 self._set_hints(hints, models)
+            case BatchSizes(_, counts):
+                self.batch_sizes = dict(counts)
             case _:
                 if isinstance(message, Reply | Failure):
                     self._overdue.pop(message.request_id, None)

@@ -21,6 +21,7 @@ import httpx
 import psutil
 import pytest
 import zmq
+from prometheus_client.parser import text_string_to_metric_families
 
 from meshnode.mesh.envelope import Call, Envelope, Failure, Hello, Reply, decode_envelope, encode_envelope
 from meshnode.serving.worker import EXIT_AGENT_GONE
@@ -246,6 +247,27 @@ def test_concurrent_requests_to_a_batchable_app_form_batches(node: AgentProcess)
     assert all(r.status_code == 200 for r in responses)
     assert sorted(r.json()["i"] for r in responses) == list(range(16))
     assert max(r.json()["batch"] for r in responses) > 1
+    # The worker reports its batches (at most once a second) and /metrics shows them as a histogram.
+    wait_for(lambda: batch_histogram(node)[1] >= 16, 30, message="16 batched requests on /metrics")
+    batches, requests, le_1 = batch_histogram(node)
+    assert batches < requests  # some batch held more than one request
+    assert le_1 < batches
+
+
+def batch_histogram(agent: AgentProcess) -> tuple[float, float, float]:
+    """meshnode_batch_size for batchy: (batches, requests in them, batches of one)."""
+    found = {"_count": 0.0, "_sum": 0.0, "le_1": 0.0}
+    for family in text_string_to_metric_families(agent.get("/metrics").text):
+        for sample in family.samples:
+            if sample.labels.get("deployment") != "batchy" or not sample.name.startswith(
+                "meshnode_batch_size"
+            ):
+                continue
+            if sample.name.endswith(("_count", "_sum")):
+                found[sample.name[len("meshnode_batch_size") :]] = sample.value
+            elif sample.labels.get("le") == "1":
+                found["le_1"] = sample.value
+    return found["_count"], found["_sum"], found["le_1"]
 
 
 def test_a_full_replica_refuses_at_once_with_429_and_retry_after(node: AgentProcess) -> None:

@@ -16,14 +16,17 @@ from hypothesis import strategies as st
 from meshnode.mesh.envelope import (
     ENVELOPE_VERSION,
     JPEG_MAGIC,
+    MAX_BATCH_SIZE,
     MAX_PREVIEW_BYTES,
     MAX_PROGRESS_STEPS,
     Attach,
+    BatchSizes,
     Call,
     Cancel,
     Chunk,
     Envelope,
     EnvelopeError,
+    EnvelopeKind,
     Failure,
     Hello,
     Hints,
@@ -56,7 +59,28 @@ MESSAGES: list[Envelope] = [
     Progress("r3", MAX_PROGRESS_STEPS, MAX_PROGRESS_STEPS, JPEG_MAGIC + bytes(MAX_PREVIEW_BYTES - 3)),
     RelayCall("r4", "edge-node", Call("r4", "echo", {"text": "hi"}, None, True, "", 5_000, progress=True)),
     Attach("edge-node"),
+    BatchSizes("replica-1", ((1, 40), (8, 3), (MAX_BATCH_SIZE, 1))),
+    BatchSizes("replica-1", ()),
 ]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[0, 1]],  # no batch of size 0
+        [[MAX_BATCH_SIZE + 1, 1]],
+        [[2, -1]],
+        [[2, 1.5]],
+        [[True, 1]],
+        [[2, 1, 3]],
+        [{"2": 1}],
+        "rows",
+    ],
+)
+def test_batch_sizes_out_of_bounds_are_refused(rows: object) -> None:
+    frame = msgpack.packb([ENVELOPE_VERSION, EnvelopeKind.BATCH_SIZES, "replica-1", rows])
+    with pytest.raises(EnvelopeError):
+        decode_envelope(frame, max_bytes=1 << 20)
 
 
 @pytest.mark.parametrize(

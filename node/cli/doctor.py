@@ -1,166 +1,55 @@
 """``meshnode doctor``: why a node sees no one, or no one can reach it, each cause named with a fix.
 
-It asks a node (``--node``, the local one by default) for its view and reads it: whether it sees
-anyone, which members it suspects or holds dead, whether peers can dial it or reach it through
-relays (docs/edge.md), and whether it advertises an address its peers cannot use. With ``--seed``
-it also tries each seed as the agent would (a name lookup, one TCP connection: ``probe_seed``).
-Each check prints what it looked at and, when something is wrong, what to do; the exit status is
-1 when a check failed.
+It examines a node (``--node``, the local one by default) and the network around it, and names
+each cause it finds (docs/doctor.md lists every check):
 
-The checks are pure functions from what was observed to ``Finding``s, so they are tested without
-a network; the command only gathers and prints.
+- the node's view: whether it sees anyone, members it suspects or holds dead, whether peers can
+  dial it or reach it through relays, an address advertised that peers cannot use;
+- trust: traffic it dropped as sealed by another token or for another mesh id; whether the
+  doctor's own token is the node's;
+- a duplicate node id: peers or seeds holding its id at another address, refutations piling up;
+- ports both ways: the node dials each peer's mesh and data ports, each peer dials the node's;
+- clocks: each peer's wall clock against the node's, against the mesh's bound;
+- each ``--seed``: resolves, takes TCP, answers gossip sealed with this mesh's token and mesh id;
+- mDNS on each interface: present, up, multicast, the group joinable, and whom a browse finds.
+
+Gathering is ``doctor_probe.py``; every conclusion is a pure check (``doctor_checks.py``,
+``doctor_net_checks.py``) from the observations (``doctor_facts.py``). Each finding prints what
+was tried and what to do; the exit status is 1 when a check failed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+import os
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
+import psutil
 
-from ..addresses import parse_host_port
-from ..config import DEFAULT_NODE_URL
+from ..config import DEFAULT_NODE_URL, default_data_dir
 from ..errors import ConfigError
+from ..trust.keyring import Keyring
+from ..trust.rotation import load_ring, ring_at_start
+from ..trust.token import MeshToken, resolve_token
+from .doctor_checks import drop_findings, duplicate_findings, name_of, token_finding, view_findings
+from .doctor_facts import ClockSample, Finding, Seen
+from .doctor_net_checks import (
+    clock_findings,
+    firewall_findings,
+    mdns_findings,
+    seed_findings,
+    view_asymmetry_findings,
+)
+from .doctor_probe import Observed, observe
 from .node_http import NodeAccess, access_options
-from .params import HostPort, NodeURL
-from .peers import fetch_mesh
+from .params import HostPort, IPAddress, NodeURL, agent_default
 
-__all__ = ["Finding", "doctor", "seed_finding", "view_findings"]
-
-_SEED_PROBE_TIMEOUT_S = 3.0
-_SEED_ANSWERS = "it takes TCP connections"  # probe_seed's reason when something listens there
-
-Level = Literal["ok", "warn", "fail"]
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check's outcome: how it went, what it looked at, and what to do when it went wrong."""
-
-    level: Level
-    check: str
-    detail: str
-
-
-def view_findings(view: Mapping[str, Any]) -> list[Finding]:
-    """What a node's ``GET /v1/mesh`` body says about its membership and reachability."""
-    members = [m for m in view.get("members", []) if isinstance(m, Mapping)]
-    names = {m.get("id"): str(m.get("name") or str(m.get("id"))[:8]) for m in members}
-    me = next((m for m in members if m.get("id") == view.get("self")), None)
-    if me is None:
-        return [Finding("fail", "view", "the node's view does not list the node itself: is it a meshnode?")]
-    others = [m for m in members if m is not me]
-    found = [_peers_finding(me, others)]
-    found += [
-        Finding("warn", "members", f"{names[m.get('id')]} is {m.get('status')}: {_why(str(m.get('status')))}")
-        for m in others
-        if m.get("status") in ("suspect", "dead")
-    ]
-    found.append(_reach_finding(me, names))
-    found += [
-        Finding(
-            "warn", "reach", f"{names[m.get('id')]} is behind NAT and has no relay alive: nobody reaches it"
-        )
-        for m in others
-        if m.get("reach") == "relayed" and m.get("status") == "alive" and not m.get("relays")
-    ]
-    address = _address_finding(me, others)
-    return found + ([address] if address is not None else [])
-
-
-def seed_finding(seed: str, reason: str) -> Finding:
-    """What trying a seed found: `reason` as ``probe_seed`` tells it."""
-    if reason.startswith(_SEED_ANSWERS):
-        return Finding(
-            "ok",
-            "seed",
-            f"{seed} resolves and takes TCP connections; if this node still sees no one, check that it "
-            "runs a meshnode with this node's --mesh-id and token",
-        )
-    return Finding("fail", "seed", f"{seed}: {reason}")
-
-
-def _peers_finding(me: Mapping[str, Any], others: Sequence[Mapping[str, Any]]) -> Finding:
-    alive = [m for m in others if m.get("status") == "alive"]
-    if alive:
-        return Finding("ok", "peers", f"this node sees {len(alive)} other member(s) alive")
-    if others:
-        return Finding("fail", "peers", "no other member is alive in this node's view (see below)")
-    return Finding(
-        "fail",
-        "peers",
-        "this node sees no other member: give it --seed HOST:PORT of a node of the mesh (or mDNS on an "
-        "interface the others share), the same --mesh-id and token; `meshnode doctor --seed HOST:PORT` "
-        "tries a seed",
-    )
-
-
-def _reach_finding(me: Mapping[str, Any], names: Mapping[Any, str]) -> Finding:
-    mesh = me.get("mesh") or "?"
-    match me.get("reach"):
-        case "direct":
-            return Finding(
-                "ok", "reach", f"peers can dial this node at {mesh} (mesh) and {me.get('data')} (data)"
-            )
-        case "relayed":
-            relays = sorted(names.get(relay, str(relay)[:8]) for relay in me.get("relays") or [])
-            if not relays:
-                return Finding(
-                    "fail",
-                    "reach",
-                    f"no peer could dial this node at {mesh} and it has no relay: it needs a peer that "
-                    "peers can dial (docs/edge.md)",
-                )
-            return Finding(
-                "ok",
-                "reach",
-                f"no peer could dial this node at {mesh}; it is reached through {', '.join(relays)} "
-                "(docs/edge.md). To be dialed directly, open or forward its mesh and data ports and "
-                "pass --advertise-mesh/--advertise-data with the address peers reach",
-            )
-    return Finding("warn", "reach", "not known yet: peers are asked to dial this node once it has some")
-
-
-def _address_finding(me: Mapping[str, Any], others: Sequence[Mapping[str, Any]]) -> Finding | None:
-    """A loopback or wildcard address advertised to peers on other machines."""
-    host = _host(str(me.get("mesh") or ""))
-    remote = [m for m in others if not _loopback(_host(str(m.get("mesh") or "")))]
-    if host in ("0.0.0.0", "::", ""):
-        return Finding("fail", "address", f"this node advertises {me.get('mesh')!r}, which no peer can dial")
-    if _loopback(host) and remote:
-        return Finding(
-            "fail",
-            "address",
-            f"this node advertises {me.get('mesh')}, a loopback address, to peers on other machines: "
-            "bind --mesh/--data to an address they reach, or pass --advertise-mesh/--advertise-data",
-        )
-    return None
-
-
-def _why(status: str) -> str:
-    if status == "dead":
-        return "its probes went unanswered past the suspicion timeout (stopped, crashed, or cut off)"
-    return "its probes go unanswered now (overloaded, paused, or the network between is losing packets)"
-
-
-def _host(addr: str) -> str:
-    try:
-        return parse_host_port(addr, default_host="")[0]
-    except ConfigError:
-        return ""
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["doctor", "findings"]
 
 
 @click.command()
@@ -176,27 +65,169 @@ def _loopback(host: str) -> bool:
 @click.option(
     "--seed", "seeds", type=HostPort(seed=True), multiple=True, help="A seed to try, HOST:PORT; repeatable."
 )
+@click.option(
+    "--interface",
+    "interfaces",
+    type=IPAddress(),
+    multiple=True,
+    help="Interface address to check mDNS on; repeatable [default: the node's, when it runs here].",
+)
+@click.option(
+    "--mesh-id",
+    default=None,
+    show_default="the node's",
+    help=f"Mesh id to seal probes for when the node does not say [{agent_default('mesh_id')}].",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The mesh token, to speak gossip to seeds [default: as `meshnode join` finds it].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    show_default="$MESHNODE_HOME or ~/.meshnode",
+    help="The node's data dir, whose token (and rotated keyring) the doctor uses.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def doctor(node_url: str, access: NodeAccess, seeds: tuple[tuple[str, int], ...], as_json: bool) -> None:
+def doctor(
+    node_url: str,
+    access: NodeAccess,
+    seeds: tuple[tuple[str, int], ...],
+    interfaces: tuple[str, ...],
+    mesh_id: str | None,
+    token_file: Path | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Explain why a node sees no one, or no one can reach it; exit 1 when a check failed."""
     from ..membership.seed_watch import probe_seed
 
-    found: list[Finding] = []
-    try:
-        found += view_findings(fetch_mesh(node_url, access=access))
-    except click.ClickException as exc:
-        found.append(Finding("fail", "node", f"{exc.message}: is `meshnode join` running there?"))
+    token, token_problem = _token(token_file, data_dir)
+    local = _is_local(node_url)
+
+    def keyring_for(mesh: str) -> Keyring | None:
+        if token is None:
+            return None
+        try:
+            return Keyring(ring_at_start(token.value, load_ring(data_dir or default_data_dir())), mesh)
+        except (ConfigError, ValueError):
+            return Keyring([token.value], mesh)
+
     addresses = [f"{host}:{port}" for host, port in seeds]
-    reasons = asyncio.run(_probe_all(addresses, probe_seed))
-    found += [seed_finding(seed, reason) for seed, reason in zip(addresses, reasons, strict=True)]
+    default_mesh = mesh_id or agent_default("mesh_id")
+    seen, keyring = asyncio.run(
+        observe(node_url, access, addresses, interfaces, keyring_for, probe_seed, default_mesh, local)
+    )
+    found = findings(seen, keyring.key_ids if keyring else [], _source(token, token_problem), local)
     if as_json:
         click.echo(json.dumps([asdict(finding) for finding in found], indent=2))
     else:
         for finding in found:
-            click.echo(f"{finding.level:<4}  {finding.check:<8} {finding.detail}")
+            click.echo(f"{finding.level:<4}  {finding.check:<8}  {finding.detail}")
+            if finding.tried:
+                click.echo(f"{'':16}tried: {finding.tried}")
+            if finding.fix and finding.level != "ok":
+                click.echo(f"{'':16}do: {finding.fix}")
     if any(finding.level == "fail" for finding in found):
         raise SystemExit(1)
 
 
-async def _probe_all(seeds: list[str], probe: Any) -> list[str]:
-    return list(await asyncio.gather(*(probe(seed, _SEED_PROBE_TIMEOUT_S) for seed in seeds)))
+def findings(seen: Observed, doctor_keys: list[str], token_source: str, local: bool) -> list[Finding]:
+    """Every check on what one run observed, in the order they print."""
+    view, facts = seen.view, seen.facts
+    if view is None:
+        found = [
+            Finding("fail", "node", f"{seen.view_error}: is `meshnode join` running there?", "GET /v1/mesh")
+        ]
+    else:
+        found = view_findings(view, _local_addresses() if local else None)
+    me = _me(view)
+    mesh_id = facts.mesh_id if facts is not None else "?"
+    if me is not None:
+        assert view is not None
+        self_entry = next(m for m in view["members"] if m.get("id") == me.node)
+        node_keys = self_entry.get("key_ids") or []
+        found.append(token_finding(doctor_keys, node_keys, token_source, mesh_id))
+        if seen.before is not None and seen.after is not None:
+            found += drop_findings(seen.before, seen.after, seen.window_s)
+            held = [(p.name, p.holds_node) for p in seen.peers if p.holds_node is not None]
+            held += [(f"seed {s.seed}", m) for s in seen.seeds for m in s.members if m.node == me.node]
+            refuted = seen.after.refutations - seen.before.refutations
+            found += duplicate_findings(me, refuted, seen.window_s, held)
+        relayed = self_entry.get("reach") == "relayed" and bool(self_entry.get("relays"))
+        found += firewall_findings(seen.peers, me.name, relayed)
+        found += view_asymmetry_findings(seen.peers, me.name)
+        if facts is not None:
+            samples = [
+                (p.name, _relative(p.clock, seen.node_clock)) for p in seen.peers if p.clock is not None
+            ]
+            found += clock_findings(samples, me.name, facts.max_clock_offset_s)
+    alive = (
+        {m.get("id") for m in view["members"] if m.get("status") == "alive"} if view is not None else set()
+    )
+    for probe in seen.seeds:
+        found += seed_findings(probe, mesh_id, list(facts.seeds) if facts is not None else None, alive)
+    if facts is not None:
+        found += mdns_findings(seen.mdns, facts, local)
+    return found
+
+
+def _me(view: dict[str, object] | None) -> Seen | None:
+    if view is None:
+        return None
+    members = view.get("members")
+    me = (
+        next((m for m in members if isinstance(m, dict) and m.get("id") == view.get("self")), None)
+        if isinstance(members, list)
+        else None
+    )
+    if me is None:
+        return None
+    return Seen(str(me["id"]), name_of(me), str(me.get("mesh")), str(me.get("status")))
+
+
+def _relative(sample: ClockSample, reference: ClockSample | None) -> ClockSample:
+    """A clock measured against this machine's, made relative to the node's (when it was measured)."""
+    if reference is None:
+        return sample
+    return ClockSample(sample.offset_s - reference.offset_s, sample.uncertainty_s + reference.uncertainty_s)
+
+
+def _token(token_file: Path | None, data_dir: Path | None) -> tuple[MeshToken | None, str]:
+    home = default_data_dir()
+    try:
+        found = resolve_token(
+            token=None,
+            token_file=token_file,
+            environ=os.environ,
+            data_dir=data_dir or home,
+            home=home,
+            create=False,
+        )
+    except ConfigError as exc:
+        return None, exc.message
+    return found, "" if found is not None else "none found"
+
+
+def _source(token: MeshToken | None, problem: str) -> str:
+    if token is None:
+        return problem
+    return f"{token.source.value}" + (f" {token.path}" if token.path is not None else "")
+
+
+def _is_local(node_url: str) -> bool:
+    """Whether the node's URL names this machine (the node's interfaces are then this machine's)."""
+    host = urlsplit(node_url if "://" in node_url else f"http://{node_url}").hostname or ""
+    return host == "localhost" or host in _local_addresses() or host.startswith("127.")
+
+
+def _local_addresses() -> set[str]:
+    return {
+        address.address.split("%")[0]
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+        if address.family in (socket.AF_INET, socket.AF_INET6)
+    }

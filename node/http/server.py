@@ -115,6 +115,8 @@ def http_server(
     deployment, name the mesh (`mesh_id`) as their models' owner, and keep ``url`` images in `images`.
     """
     app = create_app(node)
+    if meter is None:
+        meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
     add_deployment_routes(app, deployments)
     add_openai_routes(app, Edge(serve, limits, Catalog(members, deployments, mesh_id)), images)
     if jobs is not None:
@@ -123,14 +125,12 @@ def http_server(
         )
     add_key_routes(app, keys)
     add_keyring_routes(app, rotation)
-    add_ws_routes(app, serve, limits)
+    add_ws_routes(app, serve, limits, meter)
     add_wellknown_routes(app, rotation)  # the JWKS, from the ring the rotation holds now
     if events is not None:  # the dashboard and the feed it draws from
         add_event_routes(app, events)
         add_dashboard_routes(app)
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
-    if meter is None:
-        meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
     routes = RouteMeter(app)  # every other route, by its template
     gate = Gate(PredictLane(routes, serve, limits, meter), keys.key, insecure=insecure)
     add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)}, meter, members, routes)

@@ -54,6 +54,7 @@ from .predict import (
     hint_of,
     timeout_of,
 )
+from .request_metrics import CLIENT_CLOSED, RequestMeter
 
 __all__ = ["WS_PREDICT_PATH", "add_ws_routes", "max_message_bytes"]
 
@@ -73,11 +74,24 @@ def max_message_bytes(max_request_bytes: int) -> int:
     return 2 * max_request_bytes
 
 
-def add_ws_routes(app: FastAPI, serve: Serve, limits: PredictLimits) -> None:
-    """Add the WebSocket predict route, committing calls with `serve` under predict's `limits`."""
+def add_ws_routes(
+    app: FastAPI, serve: Serve, limits: PredictLimits, meter: RequestMeter | None = None
+) -> None:
+    """Add the WebSocket predict route, committing calls with `serve` under predict's `limits`.
+
+    Each socket's request is counted with predict's in `meter`, by the status predict would have
+    answered (200 for a result, 499 when the client closed first).
+    """
+    meter = meter or RequestMeter(lambda _name: False)
 
     async def predict_socket(websocket: WebSocket, deployment: str) -> None:
-        await _Session(websocket, deployment, serve, limits).run()
+        started, series = meter.clock(), meter.begin(deployment)
+        status = CLIENT_CLOSED
+        try:
+            code = await _Session(websocket, deployment, serve, limits).run()
+            status = 200 if code == NORMAL_CLOSURE else code - _ERROR_CLOSE_BASE if code else CLIENT_CLOSED
+        finally:
+            meter.end(series, status, meter.clock() - started)
 
     app.add_api_websocket_route(WS_PREDICT_PATH, predict_socket, name="predict_socket")
 
@@ -92,15 +106,15 @@ class _Session:
         self._limits = limits
         self._rid = request_id_of(websocket.scope)
 
-    async def run(self) -> None:
-        """Serve the socket to its end; never raises (a refusal is an error event and a close code)."""
+    async def run(self) -> int | None:
+        """Serve the socket to its end; the close code (None: the client left first). Never raises."""
         await self._ws.accept()
         try:
             code = await self._serve_request()
         except MeshnodeError as exc:
             code = await self._send_error(exc)
         except WebSocketDisconnect:
-            return  # the client went away while we sent: its request was cancelled on the way out
+            return None  # the client went away while we sent: its request was cancelled on the way out
         except Exception:
             log.exception("unhandled error on the predict WebSocket (request id %s)", self._rid)
             code = await self._send_error(MeshnodeError("internal server error"))
@@ -108,6 +122,7 @@ class _Session:
             # RuntimeError: the socket closed meanwhile; there is no one left to tell.
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 await self._ws.close(code)
+        return code
 
     async def _serve_request(self) -> int | None:
         """The close code once the answer is sent; None when the client closed first."""

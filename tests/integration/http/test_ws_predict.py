@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -75,6 +76,18 @@ def session(
                 events.append((time.monotonic(), json.loads(raw)))
         except ConnectionClosed as closed:
             return events, closed.rcvd.code if closed.rcvd is not None else None
+
+
+def answered(agent: AgentProcess, deployment: str, code: str) -> float:
+    """meshnode_requests_total of `deployment` with status `code` on `agent`."""
+    for family in text_string_to_metric_families(agent.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "meshnode_requests_total" and sample.labels == {
+                "deployment": deployment,
+                "code": code,
+            }:
+                return sample.value
+    return 0.0
 
 
 def picture(seed: int, side: int, steps: int) -> dict[str, Any]:
@@ -136,9 +149,14 @@ def test_a_predictor_that_reports_progress_answers_plain_predict_as_before(mesh:
 def test_a_stream_comes_as_chunk_events_then_a_null_result(mesh: Mesh) -> None:
     host, entry = mesh.agents
     body = {"text": "life", "interval_s": 0.05, "stream": True}
+    before = answered(entry, "stream", "200")
     events, code = session(entry, "stream", body)
     kinds = [event["type"] for _, event in events]
     assert kinds == ["chunk"] * 5 + ["result"] and code == 1000
+    # Counted on /metrics with predict's requests, as the entry node answered it.
+    wait_for(
+        lambda: answered(entry, "stream", "200") == before + 1, 10, message="the socket's request counted"
+    )
     whole = httpx.post(f"{entry.url}/v1/predict/stream", json={**body, "stream": False}, timeout=60).json()
     assert [event["data"] for _, event in events[:-1]] == whole.split("\n")
     assert events[-1][1]["data"] is None and events[-1][1]["route"] == [entry.name, host.name]
@@ -166,6 +184,8 @@ def test_bad_input_gets_an_error_event_and_a_close_code(
     assert error["type"] == kind and error["message"] and error["request_id"]
     assert closed_with == code
     assert entry.get("/health").status_code == 200  # and the node is none the worse
+    status = str(code - 4000)
+    assert answered(entry, deployment if status != "404" else "_unknown", status) >= 1
 
 
 def test_a_message_past_the_protocol_limit_is_refused_unread(mesh: Mesh) -> None:

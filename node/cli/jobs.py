@@ -3,7 +3,7 @@
     meshnode jobs submit DEPLOYMENT [JSON] [--wait] [--output FILE] [--webhook URL] [--idempotency-key K]
     meshnode jobs status ID               the job's status, as JSON
     meshnode jobs result ID [--wait] [--output FILE]
-    meshnode jobs cancel ID
+    meshnode jobs cancel ID [--json]
     meshnode jobs ls [--deployment D] [--status S] [--limit N] [--json]
 
 Each goes through the Python client (``MeshClient``: ``submit``, ``status``, ``wait``...), entering
@@ -12,7 +12,8 @@ the mesh as ``meshnode predict`` does (``--node URL`` repeatable, or ``--discove
 it (``id=$(meshnode jobs submit ...)``); with ``--wait`` it prints the answer instead, as predict
 would. While waiting, a progress bar on standard error when it is a terminal (``job_progress.py``).
 The answer is printed as JSON, or a file answer written to ``--output`` (or to standard output when
-that is not a terminal).
+that is not a terminal). ``--json`` (submit, cancel, ls) prints the jobs' status JSON, as ``status``
+always does; ``status`` takes it too, so every command that prints data takes ``--json``.
 
 Exit codes: 0; 1 for an error, in one ``Error:`` line: the job failed (its error), was cancelled or
 has expired, is unknown, or has not ended (``result`` without ``--wait``); 2 for a usage error; 130
@@ -40,9 +41,9 @@ from .job_progress import JobProgress
 from .node_http import MeshEntry, entry_options
 from .params import agent_default
 from .predict import accept_for, parse_body
-from .text_table import format_table
+from .text_table import FitTable, plain, show, state_style, styled, table
 
-__all__ = ["format_jobs_table", "jobs"]
+__all__ = ["format_jobs_table", "jobs", "jobs_table"]
 
 # What a node gives a job that names no deadline (X-Request-Timeout), for --timeout's help.
 _NODE_TIMEOUT_S = agent_default("request_timeout_s")
@@ -137,8 +138,9 @@ def submit(
 
 @jobs.command("status", cls=_JobIdCommand)
 @click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the status JSON (what status always prints).")
 @entry_options
-def status(job_id: str, mesh: MeshEntry) -> None:
+def status(job_id: str, as_json: bool, mesh: MeshEntry) -> None:
     """Print where job ID is (queued, running, how it ended) as JSON."""
     with _errors(), mesh.client() as client:
         click.echo(json.dumps(client.status(job_id).raw, indent=2))
@@ -164,12 +166,15 @@ def result(job_id: str, wait: bool, output: Path | None, mesh: MeshEntry) -> Non
 
 @jobs.command("cancel", cls=_JobIdCommand)
 @click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the job's status JSON after the cancel.")
 @entry_options
-def cancel(job_id: str, mesh: MeshEntry) -> None:
+def cancel(job_id: str, as_json: bool, mesh: MeshEntry) -> None:
     """Cancel job ID: a queued one at once, a running one stops as its predictor is cancelled."""
     with _errors(), mesh.client() as client:
         job = client.cancel(job_id)
-    if job.status == "cancelled":
+    if as_json:
+        click.echo(json.dumps(job.raw, indent=2))
+    elif job.status == "cancelled":
         click.echo(f"cancelled job {job.id}")
     elif job.done:
         click.echo(f"job {job.id} had already ended: {job.status}")
@@ -194,24 +199,33 @@ def list_jobs(deployment: str | None, state: str | None, limit: int, as_json: bo
     if as_json:
         click.echo(json.dumps({"jobs": [job.raw for job in found]}, indent=2))
     else:
-        click.echo(format_jobs_table(found))
+        show(jobs_table(found))
 
 
 def format_jobs_table(found: list[Job]) -> str:
+    """Jobs as a plain-text table (``jobs_table``)."""
+    return plain(jobs_table(found))
+
+
+def jobs_table(found: list[Job]) -> FitTable:
     """Jobs as a table: id, deployment, where each is, the node, attempts, created (UTC)."""
     header = ("ID", "DEPLOYMENT", "STATUS", "NODE", "ATTEMPTS", "CREATED (UTC)")
     rows = [
         (
             job.id,
             job.deployment,
-            state_in_words(job) if job.error is None else f"failed ({job.error.type})",
+            styled(
+                state_in_words(job) if job.error is None else f"failed ({job.error.type})",
+                state_style(job.status),
+            ),
             job.node or "-",
             f"{job.attempts}/{job.max_attempts}",
             datetime.datetime.fromtimestamp(job.created_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"),
         )
         for job in found
     ]
-    return "\n".join(format_table(header, rows))
+    # On a narrow terminal: the attempts, node and time go first; the id is what commands take.
+    return table(header, rows, drop=(4, 3, 5))
 
 
 def _wait_for(client: MeshClient, job_id: str) -> Any:

@@ -1,7 +1,8 @@
 """``meshnode keys``: make, list and revoke the mesh's API keys (one HTTP call to any node).
 
 A key is shown once, when made; nodes keep only its digest. Managing keys needs the admin scope,
-which a command on the node's own machine (loopback) has without a key.
+which a command on the node's own machine (loopback) has without a key. ``--json`` on each prints
+the node's answer: the new key with its id and scope, the list, or the revocation.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import click
 
 from .node_http import NodeAccess, access_options, node_option, request_node
-from .text_table import format_table
+from .text_table import show, styled, table
 
 __all__ = ["keys"]
 
@@ -32,15 +33,16 @@ def keys() -> None:
     help="invoke: predict and read; admin: also declare deployments and manage keys.",
 )
 @click.option("--name", default="", help="A label to tell keys apart (who or what uses it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the node's answer: the key, its id and scope.")
 @node_option
 @access_options
-def create(scope: str, name: str, node_url: str, access: NodeAccess) -> None:
+def create(scope: str, name: str, as_json: bool, node_url: str, access: NodeAccess) -> None:
     """Make a key and print it (only now: it is kept nowhere in clear)."""
     body = request_node(
         "POST", node_url, "/v1/keys", access, timeout_s=TIMEOUT_S, json={"scope": scope, "name": name}
     ).json()
     click.echo(f"made key {body['id']} ({body['scope']}); it is shown this once:", err=True)
-    click.echo(body["key"])
+    click.echo(json.dumps(body, indent=2) if as_json else body["key"])
 
 
 @keys.command("list")
@@ -54,28 +56,27 @@ def list_keys(as_json: bool, node_url: str, access: NodeAccess) -> None:
         click.echo(json.dumps(body, indent=2))
         return
     rows = [
-        [
+        (
             key["id"],
             key["name"] or "-",
             key["scope"],
-            datetime.datetime.fromtimestamp(key["created_ms"] / 1000, datetime.UTC).strftime(
-                "%Y-%m-%d %H:%M"
-            ),
-            "revoked" if key["revoked"] else "active",
-        ]
+            _utc(key["created_ms"]),
+            styled("revoked", "dim") if key["revoked"] else styled("active", "green"),
+        )
         for key in body["keys"]
     ]
-    click.echo("\n".join(format_table(["ID", "NAME", "SCOPE", "CREATED (UTC)", "STATE"], rows)))
+    show(table(("ID", "NAME", "SCOPE", "CREATED (UTC)", "STATE"), rows, wrap={1}, drop=(3,)))
 
 
 @keys.command("revoke")
 @click.argument("key_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the node's answer as JSON.")
 @node_option
 @access_options
-def revoke(key_id: str, node_url: str, access: NodeAccess) -> None:
+def revoke(key_id: str, as_json: bool, node_url: str, access: NodeAccess) -> None:
     """Revoke key ID on every node, for good."""
-    request_node("DELETE", node_url, f"/v1/keys/{key_id}", access, timeout_s=TIMEOUT_S)
-    click.echo(f"revoked key {key_id}")
+    response = request_node("DELETE", node_url, f"/v1/keys/{key_id}", access, timeout_s=TIMEOUT_S)
+    click.echo(json.dumps(response.json(), indent=2) if as_json else f"revoked key {key_id}")
 
 
 def _utc(ms: int) -> str:

@@ -1,7 +1,11 @@
-"""``meshnode models``: local model helpers (the tiny offline diffusion pipeline and language model)."""
+"""``meshnode models``: local model helpers (the tiny offline diffusion pipeline and language model).
+
+``make-tiny --json`` prints where each model went and its size, instead of the sentences.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -19,7 +23,8 @@ def models() -> None:
 @models.command("make-tiny")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
-def make_tiny(directory: Path, seed: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print each model's path and size as JSON.")
+def make_tiny(directory: Path, seed: int, as_json: bool) -> None:
     """Build the tiny offline Stable Diffusion pipeline (8 MB) in DIRECTORY and the tiny language
     model (0.5 MB) in DIRECTORY/tiny-lm, both with random weights."""
     try:
@@ -32,10 +37,18 @@ def make_tiny(directory: Path, seed: int) -> None:
         lm_path = build_tiny_lm(directory / TINY_LM_FOLDER, seed=seed)
     except (OSError, ImportError) as exc:
         raise click.ClickException(f"cannot build the tiny models in {directory}: {exc}") from exc
-    click.echo(f"built the tiny pipeline in {path} ({_megabytes(path, skip=lm_path):.1f} MB)")
-    click.echo(f"built the tiny language model in {lm_path} ({_megabytes(lm_path):.1f} MB)")
     t2i = "meshnode.apps.text_to_image:TextToImage"
     lm = "meshnode.apps.text_generation:TextGeneration"
+    pipeline_mb, lm_mb = _megabytes(path, skip=lm_path), _megabytes(lm_path)
+    if as_json:
+        built = {
+            "pipeline": {"path": str(path), "megabytes": round(pipeline_mb, 3), "app": t2i},
+            "language_model": {"path": str(lm_path), "megabytes": round(lm_mb, 3), "app": lm},
+        }
+        click.echo(json.dumps(built, indent=2))
+        return
+    click.echo(f"built the tiny pipeline in {path} ({pipeline_mb:.1f} MB)")
+    click.echo(f"built the tiny language model in {lm_path} ({lm_mb:.1f} MB)")
     click.echo(f"serve them: MESHNODE_T2I_MODEL={path} meshnode join --deploy t2i={t2i}")
     click.echo(f"            MESHNODE_LM_MODEL={lm_path} meshnode join --deploy chat={lm}")
 

@@ -1,11 +1,13 @@
 """``meshnode token``: print the mesh's join token, as ``meshnode join`` finds it (or a new one).
 
 The token goes alone to standard output, so ``TOKEN=$(meshnode token)`` works; where it came from
-and how another machine joins go to standard error.
+and how another machine joins go to standard error. ``--json`` prints ``{"token", "source", "path",
+"key_id"}`` instead (``key_id``: the fingerprint nodes show in ``GET /v1/mesh`` as ``key_ids``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -36,13 +38,15 @@ POLL_S = 0.25
     help="The node's data dir, whose token file comes first.",
 )
 @click.option("--new", "new", is_flag=True, help="Print a fresh token and keep it nowhere (for a new mesh).")
+@click.option("--json", "as_json", is_flag=True, help="Print the token, where it came from and its key id.")
 @click.pass_context
-def token(ctx: click.Context, data_dir: Path | None, new: bool) -> None:
+def token(ctx: click.Context, data_dir: Path | None, new: bool, as_json: bool) -> None:
     """Print this mesh's join token (made and kept in the meshnode home if there is none yet)."""
     if ctx.invoked_subcommand is not None:
         return
     if new:
-        click.echo(make_token())
+        made = make_token()
+        click.echo(_token_json(made, "new", None) if as_json else made)
         return
     home = default_data_dir()
     try:
@@ -52,6 +56,10 @@ def token(ctx: click.Context, data_dir: Path | None, new: bool) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     assert found is not None  # create=True
+    if as_json:
+        path = None if found.path is None else str(found.path)
+        click.echo(_token_json(found.value, found.source.name.lower(), path))
+        return
     where = f"${TOKEN_ENV}" if found.source is TokenSource.ENV else str(found.path)
     made = "made and kept in" if found.source is TokenSource.CREATED else "from"
     click.echo(f"meshnode: the mesh token, {made} {where}. Another machine joins with:", err=True)
@@ -72,9 +80,12 @@ def token(ctx: click.Context, data_dir: Path | None, new: bool) -> None:
     show_default=True,
     help="Seconds every live node has to reach each step.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the new token and each step's time as JSON.")
 @node_option
 @access_options
-def rotate(new_token: str | None, step_timeout: float, node_url: str, access: NodeAccess) -> None:
+def rotate(
+    new_token: str | None, step_timeout: float, as_json: bool, node_url: str, access: NodeAccess
+) -> None:
     """Replace the mesh's token on every node with no downtime; print the new one.
 
     Three steps, each waited for on every live node: install the new token (all still seal with the
@@ -94,12 +105,23 @@ def rotate(new_token: str | None, step_timeout: float, node_url: str, access: No
     for old in before:
         if old != new_id:
             steps.append((f"remove {old}", {"op": "remove", "key_id": old}, _without(old)))
+    timings = []
     for name, body, reached in steps:
         _call("POST", node_url, "/v1/keyring", access, json=body)
         took = _wait_every_node(node_url, access, reached, step_timeout)
         click.echo(f"{name}: every live node there in {took:.1f} s", err=True)
+        timings.append({"step": name, "seconds": round(took, 3)})
     click.echo("the mesh's token is now the one below; start new nodes with it (--token)", err=True)
-    click.echo(new)
+    if as_json:
+        click.echo(json.dumps({"token": new, "key_id": new_id, "steps": timings}, indent=2))
+    else:
+        click.echo(new)
+
+
+def _token_json(value: str, source: str, path: str | None) -> str:
+    return json.dumps(
+        {"token": value, "source": source, "path": path, "key_id": key_id(value).hex()}, indent=2
+    )
 
 
 def _call(method: str, node_url: str, path: str, access: NodeAccess, **kwargs: Any) -> dict[str, Any]:

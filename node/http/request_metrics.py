@@ -1,6 +1,8 @@
 """Requests this node took over HTTP, per deployment: counts by status code, durations, in flight.
 
-``RequestMeter`` is updated on the predict lane's hot path (``predict.py``), so each request costs
+Predict (``predict.py``), the WebSocket predict route (``ws.py``) and the OpenAI routes (through
+``route_metrics.py``, once the route named its deployment) all count here. ``RequestMeter`` is
+updated on the predict lane's hot path, so each request costs
 a dict lookup, a few integer additions and one bisect over a fixed list of bucket bounds: O(1) per
 request whatever the traffic. The Prometheus families are built only at scrape time
 (``families``), from plain numbers, as the rest of ``/metrics`` is (``metrics.py``).
@@ -89,6 +91,10 @@ class RequestMeter:
         series.codes[code] = series.codes.get(code, 0) + 1
         series.duration_buckets[bisect.bisect_left(BUCKETS_S, seconds)] += 1
         series.duration_sum_s += seconds
+
+    def record(self, deployment: str, code: int, seconds: float) -> None:
+        """A request for `deployment` counted once it ended (one not seen in flight)."""
+        self.end(self.begin(deployment), code, seconds)
 
     def totals(self) -> dict[str, tuple[int, int, tuple[int, ...]]]:
         """Per deployment the mesh declared: (answered, errors, per-bucket counts) since the start."""

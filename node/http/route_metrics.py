@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .request_metrics import BUCKETS_S, CLIENT_CLOSED, cumulative
+from .request_metrics import BUCKETS_S, CLIENT_CLOSED, RequestMeter, cumulative
 
 __all__ = ["OTHER_METHOD", "UNMATCHED", "RouteMeter"]
 
@@ -33,9 +33,17 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class RouteMeter:
     """ASGI wrapper counting each HTTP request by route template, method and status code."""
 
-    def __init__(self, app: ASGIApp, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        clock: Callable[[], float] = time.perf_counter,
+        deployments: RequestMeter | None = None,
+    ) -> None:
         self._app = app
         self._clock = clock
+        # Requests a route served for a deployment (the OpenAI routes name it in the scope's state)
+        # also count with predict's, per deployment.
+        self._deployments = deployments
         self._counts: dict[tuple[str, str, int], int] = {}
         # Per route: per-bucket counts (cumulated at scrape) and the sum of seconds.
         self._durations: dict[str, tuple[list[int], list[float]]] = {}
@@ -58,7 +66,11 @@ class RouteMeter:
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             method = scope.get("method", "")
-            self._count(method if method in _METHODS else OTHER_METHOD, route, code, self._clock() - started)
+            seconds = self._clock() - started
+            self._count(method if method in _METHODS else OTHER_METHOD, route, code, seconds)
+            deployment = scope.get("state", {}).get("deployment")
+            if self._deployments is not None and isinstance(deployment, str):
+                self._deployments.record(deployment, code, seconds)
 
     def _count(self, method: str, route: str, code: int, seconds: float) -> None:
         key = (method, route, code)

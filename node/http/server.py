@@ -131,7 +131,7 @@ def http_server(
         add_event_routes(app, events)
         add_dashboard_routes(app)
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
-    routes = RouteMeter(app)  # every other route, by its template
+    routes = RouteMeter(app, deployments=meter)  # every other route, by its template
     gate = Gate(PredictLane(routes, serve, limits, meter), keys.key, insecure=insecure)
     add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)}, meter, members, routes)
     # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.

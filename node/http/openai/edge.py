@@ -109,6 +109,7 @@ class Edge:
         """One ``Call`` per body, all with the request's deadline; ids as the module docstring says."""
         rid = request_id(request)
         timeout_ms = int(timeout_of(request, self.limits.default_timeout_s) * 1000)
+        request.state.deployment = target.deployment  # counted per deployment (route_metrics.py)
         return [
             Call(
                 request_id=rid if index == 0 else f"{rid[: MAX_ID_CHARS - 8]}.{index}",

@@ -24,6 +24,7 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.agents import AgentProcess, Mesh, wait_for
 
@@ -108,13 +109,28 @@ def test_models_lists_every_deployment_with_the_kinds_it_serves(client: openai.O
     assert missing.value.code == "model_not_found"
 
 
+def answered(agent: AgentProcess, deployment: str) -> float:
+    """meshnode_requests_total{deployment, code="200"} on `agent`."""
+    for family in text_string_to_metric_families(agent.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "meshnode_requests_total" and sample.labels == {
+                "deployment": deployment,
+                "code": "200",
+            }:
+                return sample.value
+    return 0.0
+
+
 # -- embeddings ----------------------------------------------------------------------------------
 
 
 def test_embeddings_are_the_vectors_of_the_predict_route(client: openai.OpenAI, entry: AgentProcess) -> None:
     texts = ["A cat sits on the mat", "hi"]
     direct = httpx.post(f"{entry.url}/v1/predict/embed", json={"input": texts}, timeout=60).json()
+    counted = answered(entry, "embed")
     as_floats = client.embeddings.create(model="embed", input=texts, encoding_format="float")
+    # Counted per deployment with predict's requests (/metrics, the dashboard's traffic).
+    wait_for(lambda: answered(entry, "embed") == counted + 1, 10, message="the request counted for embed")
     assert [row.embedding for row in as_floats.data] == [row["embedding"] for row in direct["data"]]
     assert [row.index for row in as_floats.data] == [0, 1]
     assert as_floats.usage.prompt_tokens == as_floats.usage.total_tokens == 7

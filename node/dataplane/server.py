@@ -25,6 +25,7 @@ from dataclasses import replace
 import zmq
 
 from ..errors import MeshnodeError
+from ..logs import set_request_id
 from ..membership.transport import bind_tcp
 from ..mesh.envelope import (
     Attach,
@@ -201,6 +202,9 @@ class DataPlaneServer:
 
     async def _run(self, peer: bytes, call: Call) -> None:
         rid = call.request_id
+        # This task is the request's own here: its id goes on every line logged while it runs.
+        set_request_id(rid)
+        log.debug("running request %s of %s for a peer", rid, call.deployment)
         try:
             async for message in self._serve_local(call):
                 if isinstance(message, Reply | Failure):

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import MeshnodeError
+from ..logs import set_request_id
 from ..mesh.member import Member
 from . import openapi
 from .body import parse_json, read_body
@@ -157,13 +158,15 @@ def mesh_body(self_id: str, members: Iterable[Member]) -> dict[str, Any]:
 def request_id_of(scope: Scope) -> str:
     """The request's id: the client's X-Request-Id when it is a short plain token, else a new one.
 
-    Kept in the scope's state, so every layer that asks gets the same id.
+    Kept in the scope's state, so every layer that asks gets the same id, and set as the current
+    task's request (``meshnode.logs``), so every log line the request causes carries it.
     """
     state = scope.setdefault("state", {})
     rid = state.get("request_id")
     if rid is None:
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == _REQUEST_ID_KEY), "")
         rid = state["request_id"] = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    set_request_id(rid)
     return str(rid)
 
 
@@ -285,11 +288,12 @@ class _RequestIdMiddleware:
             return
         rid = request_id_of(scope)
         started = False
+        status = 0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
             await send(message)
 
@@ -300,6 +304,8 @@ class _RequestIdMiddleware:
             if started:
                 raise  # half a response is out: only closing the connection tells the client
             await error_response(500, "internal", "internal server error", rid)(scope, receive, send_with_id)
+        # One line per request for whoever follows requests (--log-level debug); the check is cheap.
+        logger.debug("%s %s answered %d", scope["method"], scope["path"], status)
 
 
 async def read_json(request: Request, max_bytes: int, what: str) -> object:

@@ -108,7 +108,10 @@ class PredictLane:
                 send = _timing_first_chunk(send, series, meter.clock, started)
             await response(scope, receive, send)
         finally:
-            meter.end(series, code, meter.clock() - started)
+            elapsed_s = meter.clock() - started
+            meter.end(series, code, elapsed_s)
+            # One line per request for whoever follows requests (--log-level debug): cheap when off.
+            log.debug("POST %s answered %d in %.1f ms", path, code, elapsed_s * 1000)
 
     async def _response(self, scope: Scope, receive: Receive, deployment: str, rid: str) -> Response:
         path = scope["path"]

@@ -1,7 +1,7 @@
 """The CLI's tables: drawn with rich on a terminal, plain aligned text anywhere else.
 
 A command builds what it shows once, as a rich renderable, with a pure function of a node's answer
-(``peers.peers_table``, ``deploy.deployments_view``, ``top_view.render``), and ``show`` prints it:
+(``peers.peers_table``, ``deploy.deployments_view``, ``top_draw.render``), and ``show`` prints it:
 
 - on a terminal, with rich's styles (bold headers, states in colour) and fitted to the terminal's
   width, long cells wrapping inside their column rather than the line wrapping under the table;

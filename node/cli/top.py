@@ -1,14 +1,16 @@
 """``meshnode top``: a live view of the mesh in the terminal, redrawn in place every ``--interval``.
 
-Each refresh reads ``GET /v1/mesh`` and ``GET /v1/deployments`` from one node and draws them
-(``top_view.py``: nodes, deployments, rates, latencies). When that node stops answering, the view
-says so in red and reads another live member it knew of (``fallbacks``), and goes back to the asked
-node as soon as it answers again; with no member answering it keeps the last view, marked with its
-time, and keeps trying. Ctrl-C ends it with status 0.
+Each refresh reads ``GET /v1/mesh`` and ``GET /v1/deployments`` from one node, and ``GET /metrics``
+from every live member (in parallel) for the request counters that rates are measured from
+(``top_rates.py``); ``top_data.py`` turns the answers into rows, ``top_draw.py`` draws them. When
+the asked node stops answering, the view says so and reads another live member it knew of
+(``fallbacks``), going back to the asked node as soon as it answers; with no member answering it
+keeps the last view, marked with its time, in red, and keeps trying. Ctrl-C ends it with status 0.
 
 Output: on a terminal, the live view (rich ``Live``). ``--once``, and any standard output that is
-not a terminal, print one frame and exit (plain text in a pipe). ``--json`` prints the data instead:
-one object with ``--once``, else one line of JSON per refresh (JSON Lines) until interrupted.
+not a terminal, print one frame and exit (plain text in a pipe), after sampling the counters twice
+one ``--interval`` apart, as ``vmstat 2 2`` does, so that its rates are measured. ``--json`` prints
+the data instead: one object with ``--once``, else one line of JSON per refresh (JSON Lines).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -28,17 +31,32 @@ from .node_http import NodeAccess, access_options, request_node
 from .params import IPAddress, NodeURL, agent_default
 from .peers import discover_node, fetch_mesh
 from .text_table import show
-from .top_view import Frame, TopData, render, summarize, to_json
+from .top_data import Frame, TopData, summarize, to_json
+from .top_draw import render
+from .top_rates import Counters, measure, parse
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["LiveView", "Reader", "fallbacks", "frames", "next_frame", "top"]
+__all__ = [
+    "LiveView",
+    "Reader",
+    "fallbacks",
+    "frames",
+    "member_url",
+    "next_frame",
+    "scrape_targets",
+    "top",
+]
 
 # A node answers both calls from memory; longer means it is hung or unreachable.
 READ_TIMEOUT_S = 3.0
 # Other members tried, in turn, while the asked node does not answer.
 MAX_FALLBACKS = 3
+# Scrapes of /metrics in flight at once, and nodes scraped per refresh: a view of a mesh larger than
+# this measures the rates of its first nodes by name (a terminal shows no more rows anyway).
+MAX_SCRAPES = 16
+MAX_SCRAPED_NODES = 64
 
 
 @click.command()
@@ -88,6 +106,9 @@ def top(
         frame = next_frame(None, node_url, reader.read, time.time(), None)
         if frame.data is None:
             raise click.ClickException(frame.error or "no answer")
+        time.sleep(interval_s)  # a second sample, for rates measured over the interval
+        second = next_frame(frame, node_url, reader.read, time.time(), None)
+        frame = second if second.error is None else frame
         if as_json:
             click.echo(json.dumps(to_json(frame), indent=2))
         else:
@@ -109,27 +130,41 @@ Read = Callable[[], tuple[str, TopData, tuple[str, ...]]]
 
 
 class Reader:
-    """Reads the mesh from the asked node, or while it fails, from other members it listed."""
+    """Reads the mesh from the asked node (or while it fails, another member) and every node's counters."""
 
-    def __init__(self, asked: str, access: NodeAccess, timeout_s: float) -> None:
+    def __init__(
+        self, asked: str, access: NodeAccess, timeout_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Read from `asked`; `clock` (monotonic seconds) times each scrape of the counters."""
         self.asked = asked
         self._access = access
         self._timeout_s = timeout_s
+        self._clock = clock
         self._known: list[str] = []
+        self._counters: dict[str, Counters] = {}
 
     def read(self) -> tuple[str, TopData, tuple[str, ...]]:
         """(the URL that answered, its data, notes); a ClickException with the asked node's error."""
+        url, mesh, deployments, notes = self._views()
+        counters, missed = self._scrape(mesh, url)
+        measured = measure(self._counters, counters)
+        self._counters = counters
+        if missed:
+            notes += (f"rates leave out {', '.join(missed)}: their /metrics did not answer",)
+        return url, summarize(mesh, deployments, measured), notes
+
+    def _views(self) -> tuple[str, dict[str, Any], dict[str, Any], tuple[str, ...]]:
         try:
-            return self.asked, self._read_from(self.asked), ()
+            return (self.asked, *self._views_of(self.asked), ())
         except click.ClickException as exc:
             failure = exc
         for url in self._known:
             with contextlib.suppress(click.ClickException):
-                data = self._read_from(url)
-                return url, data, (f"{self.asked} does not answer ({failure.format_message()})",)
+                mesh, deployments = self._views_of(url)
+                return url, mesh, deployments, (f"{self.asked} does not answer ({failure.format_message()})",)
         raise failure
 
-    def _read_from(self, url: str) -> TopData:
+    def _views_of(self, url: str) -> tuple[dict[str, Any], dict[str, Any]]:
         mesh = fetch_mesh(url, self._timeout_s, access=self._access)
         response = request_node("GET", url, "/v1/deployments", self._access, timeout_s=self._timeout_s)
         try:
@@ -140,30 +175,68 @@ class Reader:
             raise click.ClickException(f"{url} answered an unexpected body; is it a meshnode?")
         if url == self.asked:
             self._known = fallbacks(mesh, url)
-        return summarize(mesh, deployments)
+        return mesh, deployments
+
+    def _scrape(self, mesh: Mapping[str, Any], answered_by: str) -> tuple[dict[str, Counters], list[str]]:
+        """Every live member's request counters (by node id), and the names of those unread."""
+        targets = scrape_targets(mesh, answered_by)
+        if not targets:
+            return {}, []
+
+        def scrape(url: str) -> Counters | None:
+            try:
+                response = request_node("GET", url, "/metrics", self._access, timeout_s=self._timeout_s)
+                return parse(response.text, self._clock())
+            except (click.ClickException, ValueError):
+                return None
+
+        # In parallel: one slow node must not hold up the frame by N timeouts.
+        with ThreadPoolExecutor(max_workers=min(MAX_SCRAPES, len(targets))) as pool:
+            scraped = dict(zip(targets, pool.map(scrape, [url for url, _ in targets.values()]), strict=True))
+        found = {node: counters for node, counters in scraped.items() if counters is not None}
+        missed = sorted(targets[node][1] for node, counters in scraped.items() if counters is None)
+        return found, missed
+
+
+def member_url(member: Mapping[str, Any]) -> str | None:
+    """The URL a member's advertised HTTP address is reached at, or None if another machine cannot dial it."""
+    http = member.get("http")
+    if not isinstance(http, str) or not http:
+        return None
+    host = http.rsplit(":", 1)[0].strip("[]")
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_unspecified:
+            return None
+    return f"{'https' if member.get('tls') else 'http'}://{http}"
 
 
 def fallbacks(mesh: Mapping[str, Any], asked: str, limit: int = MAX_FALLBACKS) -> list[str]:
-    """URLs of other alive members a view lists, to read while the asked node does not answer.
-
-    An address another machine cannot dial (unspecified, such as ``0.0.0.0``) is left out.
-    """
-    urls = []
-    members = mesh.get("members")
-    for member in members if isinstance(members, list) else []:
-        if not isinstance(member, Mapping) or member.get("id") == mesh.get("self"):
-            continue
-        http = member.get("http")
-        if member.get("status") != "alive" or not isinstance(http, str) or not http:
-            continue
-        host = http.rsplit(":", 1)[0].strip("[]")
-        with contextlib.suppress(ValueError):
-            if ipaddress.ip_address(host).is_unspecified:
-                continue
-        url = f"{'https' if member.get('tls') else 'http'}://{http}"
-        if url != asked.rstrip("/"):
-            urls.append(url)
+    """URLs of other alive members a view lists, to read while the asked node does not answer."""
+    urls = [
+        url
+        for member in _members(mesh)
+        if member.get("id") != mesh.get("self") and member.get("status") == "alive"
+        if (url := member_url(member)) is not None and url != asked.rstrip("/")
+    ]
     return urls[:limit]
+
+
+def scrape_targets(mesh: Mapping[str, Any], answered_by: str) -> dict[str, tuple[str, str]]:
+    """Node id -> (URL of its /metrics, name) for every live member; the answering node at its URL."""
+    targets = {}
+    for member in _members(mesh):
+        node_id = str(member.get("id") or "")
+        if not node_id or member.get("status") not in ("alive", "suspect"):
+            continue
+        url = answered_by if node_id == mesh.get("self") else member_url(member)
+        if url is not None:
+            targets[node_id] = (url, str(member.get("name") or node_id[:8]))
+    return dict(list(targets.items())[:MAX_SCRAPED_NODES])
+
+
+def _members(mesh: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    members = mesh.get("members")
+    return [m for m in (members if isinstance(members, list) else []) if isinstance(m, Mapping)]
 
 
 def next_frame(previous: Frame | None, asked: str, read: Read, now: float, interval_s: float | None) -> Frame:
@@ -175,7 +248,8 @@ def next_frame(previous: Frame | None, asked: str, read: Read, now: float, inter
             asked=asked,
             answered_by=previous.answered_by if previous else None,
             data=previous.data if previous else None,
-            at=previous.at if previous else now,
+            # Kept data shows when it arrived; with none, the time is the attempt's.
+            at=previous.at if previous is not None and previous.data is not None else now,
             error=exc.format_message(),
             interval_s=interval_s,
         )

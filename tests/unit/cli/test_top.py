@@ -12,11 +12,14 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+import meshnode.cli.top
 from meshnode.cli import main
 from meshnode.cli.node_http import NodeAccess
 from meshnode.cli.text_table import plain
 from meshnode.cli.top import Reader, fallbacks, next_frame
-from meshnode.cli.top_view import Frame, Rate, TopData, member_rates, render, summarize, to_json
+from meshnode.cli.top_data import Frame, Rate, TopData, member_rates, summarize, to_json
+from meshnode.cli.top_draw import render
+from meshnode.cli.top_rates import Measured, Traffic
 from tests.unit.cli.test_cli import PEER_ID, SAMPLE_VIEW, SELF_ID
 
 ECHO = "meshnode.apps.echo:Echo"
@@ -72,20 +75,36 @@ def deployments_body() -> dict[str, Any]:
     }
 
 
-def test_the_data_sums_rates_over_the_mesh_and_weighs_latency_by_rate() -> None:
+def test_without_measurements_the_gossiped_speeds_give_rates_weighted_by_rate() -> None:
     data = summarize(mesh_view(), deployments_body())
     laptop, gpu_box = data.nodes  # this node first
     assert (laptop.name, laptop.is_self, gpu_box.is_self) == ("laptop", True, False)
     assert (laptop.cpu_percent, laptop.memory_percent, laptop.in_flight) == (3.0, 25.0, 0)
-    assert laptop.replicas == {"echo": "ready", "t2i": "starting"} and laptop.rps == 30.0
+    assert laptop.replicas == {"echo": "ready", "t2i": "starting"}
+    assert laptop.rps is None  # what enters a node is only known from its counters
     assert (laptop.reach, gpu_box.reach) == ("via gpu-box", "direct")
     assert gpu_box.memory_percent is None  # it gossips no memory figures
     echo, t2i, gpu = data.deployments
     assert echo.rps == 40.0
-    assert echo.service_ms == pytest.approx((10 * 2.5 + 30 * 5.0) / 40)
-    assert (t2i.rps, t2i.service_ms, t2i.reason) == (0.0, None, None)  # a bare count is no reason
+    assert echo.mean_ms == pytest.approx((10 * 2.5 + 30 * 5.0) / 40)
+    assert (echo.errors_per_s, echo.p99_ms) == (None, None)  # not gossiped
+    assert (t2i.rps, t2i.mean_ms, t2i.reason) == (0.0, None, None)  # a bare count is no reason
     assert gpu.reason == "no node has cuda (2 node(s) checked)"
-    assert (data.alive, data.rps, data.self_name) == (2, 40.0, "laptop")
+    assert (data.alive, data.rps, data.self_name, data.rates) == (2, 40.0, "laptop", "gossiped")
+
+
+def test_measured_rates_take_the_place_of_the_gossiped_ones() -> None:
+    measured = Measured(
+        2.0,
+        {"echo": Traffic(rps=12.5, errors_per_s=0.5, mean_ms=3.0, p50_ms=2.0, p99_ms=9.0)},
+        {SELF_ID: 12.5, PEER_ID: 0.0},
+    )
+    data = summarize(mesh_view(), deployments_body(), measured)
+    assert [node.rps for node in data.nodes] == [12.5, 0.0]
+    echo, t2i, _ = data.deployments
+    assert (echo.rps, echo.errors_per_s, echo.mean_ms, echo.p99_ms) == (12.5, 0.5, 3.0, 9.0)
+    assert (t2i.rps, t2i.errors_per_s, t2i.mean_ms) == (0.0, 0.0, None)  # no request entered: idle
+    assert (data.rates, data.measured_s, data.rates_in_words) == ("measured", 2.0, "rates over 2.0 s")
 
 
 def test_idle_replicas_average_their_last_service_times_plainly() -> None:
@@ -93,7 +112,7 @@ def test_idle_replicas_average_their_last_service_times_plainly() -> None:
     for member in mesh["members"]:
         member["speeds"]["echo"]["rps"] = 0
     echo = summarize(mesh, deployments_body()).deployments[0]
-    assert (echo.rps, echo.service_ms) == (0.0, pytest.approx(3.75))
+    assert (echo.rps, echo.mean_ms) == (0.0, pytest.approx(3.75))
 
 
 def test_peers_odd_numbers_are_read_leniently() -> None:
@@ -120,8 +139,15 @@ def test_a_traffic_field_travels_as_it_came() -> None:
     assert to_json(frame)["nodes"][0]["traffic"]["requests"] == {"echo": [5, 0, 5]}
 
 
+MEASURED = Measured(
+    2.0,
+    {"echo": Traffic(rps=40.0, errors_per_s=0.5, mean_ms=4.4, p50_ms=2.0, p99_ms=120.0)},
+    {SELF_ID: 30.0, PEER_ID: 10.0},
+)
+
+
 def frame(error: str | None = None, interval_s: float | None = 2.0) -> Frame:
-    data = summarize(mesh_view(), deployments_body())
+    data = summarize(mesh_view(), deployments_body(), MEASURED)
     return Frame("http://127.0.0.1:8470", "http://127.0.0.1:8470", data, 0.0, error, interval_s)
 
 
@@ -147,22 +173,23 @@ def test_the_frame_shows_nodes_and_deployments() -> None:
         *("via", "gpu-box", "echo", "ready,", "t2i", "starting"),
     ]
     assert nodes[2].split()[:3] == ["gpu-box", "suspect", "-"]
-    deployments = section(text, "DEPLOYMENTS")
-    assert deployments[0].split() == ["DEPLOYMENT", "READY", "REQ/S", "LATENCY", "REPLICAS", "APP"]
-    assert deployments[1].split() == [
-        "echo",
-        "2/2",
-        "40.0",
-        "4.4",
-        "ms",
-        "gpu-box",
-        "ready,",
-        "laptop",
-        "ready",
-        ECHO,
+    deployments = section(text, "DEPLOYMENTS (rates over 2.0 s)")
+    assert deployments[0].split() == [
+        "DEPLOYMENT",
+        "READY",
+        "REQ/S",
+        "ERR/S",
+        "LATENCY",
+        "P99",
+        "REPLICAS",
+        "APP",
     ]
-    assert deployments[2].split()[:5] == ["t2i", "0/1", "0", "-", "laptop"]
-    assert deployments[3].split()[:4] == ["gpu", "0/1", "0", "-"]
+    assert deployments[1].split() == [
+        *("echo", "2/2", "40.0", "0.50", "4.4", "ms", "120", "ms"),
+        *("gpu-box", "ready,", "laptop", "ready", ECHO),
+    ]
+    assert deployments[2].split()[:6] == ["t2i", "0/1", "0", "0", "-", "-"]
+    assert deployments[3].split()[:4] == ["gpu", "0/1", "0", "0"]
     assert deployments[4] == "gpu: no node has cuda (2 node(s) checked)"
     assert "\x1b[" not in text
 
@@ -201,6 +228,7 @@ def test_next_frame_keeps_the_last_data_on_a_failure() -> None:
     assert (failed.data, failed.at, failed.error) == (data, 10.0, "cannot reach a meshnode at http://a")
     never = next_frame(None, "http://a", failing, 12.0, 2.0)
     assert (never.data, never.at) == (None, 12.0)
+    assert next_frame(never, "http://a", failing, 14.0, 2.0).at == 14.0  # nothing kept: the attempt's time
 
 
 def test_fallbacks_are_other_alive_members_that_can_be_dialed() -> None:
@@ -220,61 +248,135 @@ def test_fallbacks_are_other_alive_members_that_can_be_dialed() -> None:
     assert fallbacks(mesh, "http://127.0.0.1:1", limit=1) == ["https://10.0.0.2:8470"]
 
 
+LAPTOP, GPU_BOX = "http://127.0.0.1:8470", "http://127.0.0.2:8470"
+
+
+def metrics_text(scrape: int) -> str:
+    """A node's /metrics at its `scrape`-th scrape: 10 more echo requests each time, one a 500."""
+    bounds = ["0.005", "0.01", "0.025", "+Inf"]
+    lines = [
+        "# TYPE meshnode_requests_total counter",
+        f'meshnode_requests_total{{code="200",deployment="echo"}} {9 * scrape}',
+        f'meshnode_requests_total{{code="500",deployment="echo"}} {scrape}',
+        f'meshnode_requests_total{{code="404",deployment="_unknown"}} {100 * scrape}',
+        "# TYPE meshnode_request_duration_seconds histogram",
+        *(
+            f'meshnode_request_duration_seconds_bucket{{deployment="echo",le="{le}"}} {count * scrape}'
+            for le, count in zip(bounds, [5, 9, 10, 10], strict=True)
+        ),
+        f'meshnode_request_duration_seconds_count{{deployment="echo"}} {10 * scrape}',
+        f'meshnode_request_duration_seconds_sum{{deployment="echo"}} {0.07 * scrape}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
 class FakeMesh:
-    """httpx.request answering /v1/mesh and /v1/deployments for the URLs that are up."""
+    """httpx.request answering /v1/mesh, /v1/deployments and /metrics for the URLs that are up.
+
+    The laptop (this node) is at LAPTOP, gpu-box (alive) at GPU_BOX; each /metrics counts 10 more
+    echo requests than the last.
+    """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, up: set[str]) -> None:
         self.up = up
         self.asked: list[str] = []
+        self.scrapes: dict[str, int] = {}
         monkeypatch.setattr(httpx, "request", self.request)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         self.asked.append(url)
-        base, _, path = url.partition("/v1/")
+        base = "/".join(url.split("/", 3)[:3])
+        path = url.removeprefix(base)
         if base not in self.up:
             raise httpx.ConnectError("refused", request=httpx.Request(method, url))
-        mesh = mesh_view()
-        gpu_box = mesh["members"][0]  # the other member, alive here
-        gpu_box["http"], gpu_box["status"] = "127.0.0.2:8470", "alive"
-        body = mesh if path == "mesh" else deployments_body()
-        response = httpx.Response(200, json=body)
+        if path == "/metrics":
+            self.scrapes[base] = self.scrapes.get(base, 0) + 1
+            response = httpx.Response(200, text=metrics_text(self.scrapes[base]))
+        else:
+            mesh = mesh_view()
+            gpu_box = mesh["members"][0]
+            gpu_box["http"], gpu_box["status"] = GPU_BOX.removeprefix("http://"), "alive"
+            response = httpx.Response(200, json=mesh if path == "/v1/mesh" else deployments_body())
         response.request = httpx.Request(method, url)
         return response
 
 
+class Ticks:
+    """A monotonic clock that moves 2 s each time it is read."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 2.0
+        return self.now
+
+
+def test_rates_are_measured_from_every_nodes_counters(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeMesh(monkeypatch, {LAPTOP, GPU_BOX})
+    reader = Reader(LAPTOP, NodeAccess(), 1.0, clock=Ticks())
+    first = reader.read()[1]
+    assert first.rates == "gossiped"  # one scrape: nothing to measure yet
+    _, data, notes = reader.read()
+    assert notes == () and fake.scrapes == {LAPTOP: 2, GPU_BOX: 2}
+    assert data.rates == "measured" and data.measured_s is not None
+    echo = data.deployments[0]
+    # Two nodes, 10 more requests each, over 4 s of ticks (two reads of the clock per node apart).
+    assert echo.rps == pytest.approx(20 / data.measured_s)
+    assert echo.errors_per_s == pytest.approx(2 / data.measured_s)
+    assert echo.mean_ms == pytest.approx(7.0)
+    assert echo.p99_ms is not None and 10.0 < echo.p99_ms <= 25.0
+    assert [node.rps for node in data.nodes] == [pytest.approx(10 / data.measured_s)] * 2
+
+
+def test_a_node_whose_metrics_do_not_answer_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeMesh(monkeypatch, {LAPTOP})
+    reader = Reader(LAPTOP, NodeAccess(), 1.0, clock=Ticks())
+    reader.read()
+    _, data, notes = reader.read()
+    assert notes == ("rates leave out gpu-box: their /metrics did not answer",)
+    assert [node.rps for node in data.nodes] == [pytest.approx(10 / data.measured_s), None]
+
+
 def test_the_reader_reads_another_member_while_the_asked_one_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
-    asked, other = "http://127.0.0.1:8470", "http://127.0.0.2:8470"
-    fake = FakeMesh(monkeypatch, {asked})
-    reader = Reader(asked, NodeAccess(), 1.0)
-    assert reader.read()[0] == asked
-    fake.up = {other}
+    fake = FakeMesh(monkeypatch, {LAPTOP, GPU_BOX})
+    reader = Reader(LAPTOP, NodeAccess(), 1.0, clock=Ticks())
+    assert reader.read()[0] == LAPTOP
+    fake.up = {GPU_BOX}
     url, data, notes = reader.read()
-    assert url == other and data.self_name == "laptop"
-    assert notes[0].startswith(f"{asked} does not answer (cannot reach a meshnode at {asked}")
+    assert url == GPU_BOX and data.self_name == "laptop"
+    assert notes[0].startswith(f"{LAPTOP} does not answer (cannot reach a meshnode at {LAPTOP}")
     fake.up = set()
     with pytest.raises(click.ClickException, match=r"cannot reach a meshnode at http://127\.0\.0\.1:8470"):
         reader.read()
-    fake.up = {asked, other}
-    assert reader.read() == (asked, data, ())  # back to the asked node as soon as it answers
+    fake.up = {LAPTOP, GPU_BOX}
+    assert reader.read()[0] == LAPTOP  # back to the asked node as soon as it answers
 
 
 def test_top_once_prints_one_plain_frame(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeMesh(monkeypatch, {"http://127.0.0.1:8470"})
+    FakeMesh(monkeypatch, {LAPTOP, GPU_BOX})
+    monkeypatch.setattr(meshnode.cli.top.time, "sleep", lambda seconds: None)
     result = CliRunner().invoke(main, ["top", "--once"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("meshnode top  laptop's view")
     assert "\x1b[" not in result.output
     assert "Ctrl-C" not in result.output  # one frame: no refresh to speak of
+    assert "DEPLOYMENTS (rates over " in result.output  # two samples: measured rates
     # Not a terminal: the same single frame without --once.
-    assert CliRunner().invoke(main, ["top"]).output.splitlines()[2:] == result.output.splitlines()[2:]
+    plain_frame = CliRunner().invoke(main, ["top"]).output
+    assert [line.split()[:1] for line in plain_frame.splitlines()] == [
+        line.split()[:1] for line in result.output.splitlines()
+    ]
 
 
 def test_top_json_once_is_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeMesh(monkeypatch, {"http://127.0.0.1:8470"})
+    FakeMesh(monkeypatch, {LAPTOP, GPU_BOX})
+    monkeypatch.setattr(meshnode.cli.top.time, "sleep", lambda seconds: None)
     result = CliRunner().invoke(main, ["top", "--json", "--once", "--node", "127.0.0.1:8470"])
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
-    assert (body["self"], body["members"], body["rps"]) == ("laptop", {"total": 2, "alive": 2}, 40.0)
+    assert (body["self"], body["members"], body["rates"]) == ("laptop", {"total": 2, "alive": 2}, "measured")
+    assert body["rps"] > 0 and body["deployments"][0]["errors_per_s"] > 0
     assert body["nodes"][1]["status"] == "alive"
     assert [node["name"] for node in body["nodes"]] == ["laptop", "gpu-box"]
     assert body["nodes"][0]["id"] == SELF_ID and body["nodes"][1]["id"] == PEER_ID
@@ -293,9 +395,7 @@ def test_top_once_against_no_node_is_one_error_line(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_json_stream_ends_cleanly_on_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
-    import meshnode.cli.top
-
-    FakeMesh(monkeypatch, {"http://127.0.0.1:8470"})
+    FakeMesh(monkeypatch, {LAPTOP, GPU_BOX})
     naps: list[float] = []
 
     def sleep(seconds: float) -> None:

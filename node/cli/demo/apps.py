@@ -1,10 +1,11 @@
 """The demo's apps and sample traffic: echo, stream, embeddings, the tiny text-to-image model and
 the tiny chat model.
 
-``plan`` spreads the five deployments over the demo's agents (pinned with ``--deploy``); ``run_samples``
-waits until each is ready and sends it a sample request, printing the answer and the node that
-served it (the ``X-Mesh-Route`` header): similarity of related and unrelated sentences, a stream as it
-arrives, a PNG saved to disk, and a chat completion streamed through the ``openai`` SDK (``chat.py``).
+``plan`` spreads the five deployments over the demo's agents (pinned with ``--deploy``); ``wait_ready``
+waits until each answers (telling ``progress`` which are ready so far), and ``run_samples`` sends
+each a sample request, printing the answer and the node that served it (the ``X-Mesh-Route``
+header): similarity of related and unrelated sentences, a stream as it arrives, a PNG saved to disk,
+and a chat completion streamed through the ``openai`` SDK (``chat.py``).
 """
 
 from __future__ import annotations
@@ -57,12 +58,11 @@ def plan(nodes: int) -> dict[int, list[str]]:
 
 
 def run_samples(urls: Sequence[str], image_path: Path, say: Callable[[str], Any]) -> None:
-    """Wait for every demo app, then show one request to each and where it was served.
+    """Show one request to each demo app (once ``wait_ready``) and where it was served.
 
     Samples go to the first node whatever it hosts: any node serves any request.
     """
     with httpx.Client(timeout=60.0) as client:
-        _wait_ready(client, urls, say)
         hosts = dict.fromkeys((name for name, _ in APPS), urls[0])
         _echo(client, hosts["echo"], say)
         _stream(client, hosts["stream"], say)
@@ -71,8 +71,17 @@ def run_samples(urls: Sequence[str], image_path: Path, say: Callable[[str], Any]
     chat_sample(urls[0], "chat", say)
 
 
-def _wait_ready(client: httpx.Client, urls: Sequence[str], say: Callable[[str], Any]) -> dict[str, str]:
-    """Deployment name -> URL of the node that serves it, once each answers."""
+def wait_ready(
+    urls: Sequence[str], say: Callable[[str], Any], progress: Callable[[str], Any] = lambda _: None
+) -> dict[str, str]:
+    """Deployment name -> URL of the node that serves it, once each answers a warm-up request."""
+    with httpx.Client(timeout=60.0) as client:
+        return _wait_ready(client, urls, say, progress)
+
+
+def _wait_ready(
+    client: httpx.Client, urls: Sequence[str], say: Callable[[str], Any], progress: Callable[[str], Any]
+) -> dict[str, str]:
     say("loading apps (first start builds the tiny diffusion and language models, loads MiniLM)...")
     deadline = time.monotonic() + READY_TIMEOUT_S
     hosts: dict[str, str] = {}
@@ -84,6 +93,10 @@ def _wait_ready(client: httpx.Client, urls: Sequence[str], say: Callable[[str], 
         "chat": {"prompt": "warm", "max_tokens": 1},
     }
     while len(hosts) < len(APPS):
+        waiting = [name for name, _ in APPS if name not in hosts]
+        progress(
+            f"loading apps: ready {', '.join(sorted(hosts)) or 'none yet'}; waiting for {', '.join(waiting)}"
+        )
         for name, _ in APPS:
             if name in hosts:
                 continue

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..peers import format_peers_table
+from ..waiting import Waiting
 
 if TYPE_CHECKING:
     from .traffic import Traffic
@@ -74,24 +75,31 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
     try:
         deploy = demo_apps.plan(nodes) if apps else {}
         with sigterm_as_interrupt(), DemoMesh(nodes, base_port, log=click.echo, deploy=deploy) as mesh:
-            took_s = mesh.wait_formed(DEMO_FORM_TIMEOUT_S)
+            # Every wait shows a spinner on a terminal's stderr, saying what it waits for.
+            with Waiting(f"starting {nodes} agents") as waiting:
+                took_s = mesh.wait_formed(DEMO_FORM_TIMEOUT_S, waiting.update)
             click.echo(format_peers_table(mesh.view()))
             click.echo(f"mesh of {nodes} formed in {took_s:.1f} s")
             if apps:
-                demo_apps.run_samples([node.url for node in mesh.nodes], image.resolve(), click.echo)
+                urls = [node.url for node in mesh.nodes]
+                with Waiting("loading apps") as waiting:
+                    demo_apps.wait_ready(urls, click.echo, waiting.update)
+                demo_apps.run_samples(urls, image.resolve(), click.echo)
                 hosts = {
                     mesh.nodes[i].name
                     for i, specs in deploy.items()
                     if any(s.startswith("echo=") for s in specs)
                 }
-                mesh.wait_until(
-                    lambda: demo_traffic.ready_replicas(mesh.view()) >= hosts,
-                    DEMO_FORM_TIMEOUT_S,
-                    "echo replicas",
-                )
+                with Waiting(f"waiting for the echo replicas on {', '.join(sorted(hosts))} to be ready"):
+                    mesh.wait_until(
+                        lambda: demo_traffic.ready_replicas(mesh.view()) >= hosts,
+                        DEMO_FORM_TIMEOUT_S,
+                        "echo replicas",
+                    )
                 demo_traffic.show_routing({node.name: node.url for node in mesh.nodes}, 12, click.echo)
-                demo_placement.declare([node.url for node in mesh.nodes], DEMO_FORM_TIMEOUT_S, click.echo)
-                demo_placement.show([node.url for node in mesh.nodes], DEMO_FORM_TIMEOUT_S, click.echo)
+                with Waiting(f"waiting until placement serves {demo_placement.NAME!r} on two nodes"):
+                    demo_placement.declare(urls, DEMO_FORM_TIMEOUT_S, click.echo)
+                    demo_placement.show(urls, DEMO_FORM_TIMEOUT_S, click.echo)
             if failover and nodes >= 2:
                 victim = mesh.nodes[-1].name
                 survivors = [node.url for node in mesh.nodes[:-1]]
@@ -101,7 +109,8 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
                     click.echo(
                         f"\nkill -9 {victim} mid-traffic: the others must notice on their own (SWIM)..."
                     )
-                    report = mesh.crash_and_rejoin(nodes - 1, DEMO_FORM_TIMEOUT_S)
+                    with Waiting(f"killed {victim}") as waiting:
+                        report = mesh.crash_and_rejoin(nodes - 1, DEMO_FORM_TIMEOUT_S, waiting.update)
                 if apps:
                     _report_traffic(traffic)
                 click.echo(f"every survivor marked {victim} dead {report.dead_after_s:.1f} s after SIGKILL")
@@ -113,8 +122,8 @@ def demo(nodes: int, duration: float | None, base_port: int, failover: bool, app
                 click.echo(format_peers_table(mesh.view()))
                 if apps:
                     # Restarted replicas load for a while: the table waits for them (bounded).
-                    urls = [node.url for node in mesh.nodes]
-                    demo_placement.show_reconverged(urls, DEMO_FORM_TIMEOUT_S, click.echo)
+                    with Waiting("waiting for the restarted replicas to be ready"):
+                        demo_placement.show_reconverged(urls, DEMO_FORM_TIMEOUT_S, click.echo)
             deadline = None if duration is None else time.monotonic() + duration
             terminal = sys.stdout.isatty()
             live_view(mesh, mesh.nodes[0].name, DEMO_REFRESH_S, deadline, terminal=terminal)

@@ -43,6 +43,10 @@ LOG_TAIL_LINES = 15
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
+def _quiet(_: str) -> None:
+    """Progress nobody listens to."""
+
+
 class DemoError(Exception):
     """The demo mesh could not start, form or keep running."""
 
@@ -157,8 +161,13 @@ class DemoMesh:
             self.nodes.append(node)
             self._log(f"started {node.name} (pid {node.process.pid}): http {http}, mesh {mesh}")
 
-    def crash_and_rejoin(self, index: int, timeout_s: float) -> FailoverReport:
-        """SIGKILL one agent, time until every survivor sees it dead, restart it, time the rejoin."""
+    def crash_and_rejoin(
+        self, index: int, timeout_s: float, progress: Callable[[str], Any] = _quiet
+    ) -> FailoverReport:
+        """SIGKILL one agent, time until every survivor sees it dead, restart it, time the rejoin.
+
+        `progress` hears what is awaited at each step (the demo's spinner).
+        """
         victim = self.nodes[index]
         survivors = [node for node in self.nodes if node is not victim]
         victim_id = self.view(index)["self"]
@@ -166,11 +175,13 @@ class DemoMesh:
         killed_at = time.monotonic()
         victim.process.kill()
         victim.process.wait()
+        progress(f"waiting until every survivor marks {victim.name} dead")
         self._wait_all(survivors, victim_id, "dead", timeout_s)
         dead_s = time.monotonic() - killed_at
         seed = self.nodes[0].mesh if index else None
         restarted_at = time.monotonic()
         self.nodes[index] = self._spawn(victim.name, victim.http, victim.mesh, seed, append_log=True)
+        progress(f"restarted {victim.name}; waiting until every agent sees it alive")
         self._wait_all(self.nodes, victim_id, "alive", timeout_s)
         after = _member(self.view(0), victim_id)
         return FailoverReport(
@@ -236,8 +247,11 @@ class DemoMesh:
             if code is not None:
                 raise DemoError(f"{node.name} exited with code {code}; its last output:\n{node.log_tail()}")
 
-    def wait_formed(self, timeout_s: float) -> float:
-        """Wait until every agent sees every agent alive; return seconds since the agents started."""
+    def wait_formed(self, timeout_s: float, progress: Callable[[str], Any] = _quiet) -> float:
+        """Wait until every agent sees every agent alive; return seconds since the agents started.
+
+        `progress` hears how many each agent sees so far (the demo's spinner).
+        """
         deadline = time.monotonic() + timeout_s
         seen: dict[str, int] = {}
         with httpx.Client(timeout=1.0) as client:
@@ -245,6 +259,8 @@ class DemoMesh:
                 self.check_running()
                 for node in self.nodes:
                     seen[node.name] = _alive_count(client, node.url)
+                seeing = ", ".join(f"{name} sees {count}/{self._count}" for name, count in seen.items())
+                progress(f"mesh forming: {seeing}")
                 if all(count == self._count for count in seen.values()):
                     return time.monotonic() - self._started_at
                 if time.monotonic() >= deadline:

@@ -1,25 +1,31 @@
 """``meshnode join``: run this machine's agent and join the mesh.
 
-Every default comes from ``AgentConfig`` (no default is written twice); a bad value ends with exit
-code 2 and one line naming the flag. The agent is imported inside the command so ``--help`` stays
-instant.
+Every default comes from ``AgentConfig`` (no default is written twice); every flag may also come
+from ``$MESHNODE_<FLAG>`` or a ``--config`` file (``config_file.py`` says which wins). A bad value
+ends with exit code 2 and one line naming the flag, or the file and the key. The agent is imported
+inside the command so ``--help`` stays instant. Logs go to stderr as text or JSON (``meshnode.logs``);
+on a terminal a status line shows how joining goes (``join_progress.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import socket
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from ..config import AgentConfig
 from ..errors import ConfigError, MeshnodeError
+from ..logs import LOG_FORMATS, LogFormat, configure_logging, log_handler
 from ..mesh.config import PROFILES
 from ..trust.token import TOKEN_ENV, check_token
+from .config_file import CONFIG_ENV, ConfigFile, ConfigFileError, add_env_vars, read_config
+from .join_progress import JoinProgress, ProgressHandler
 from .params import Deployment, HostPort, IPAddress, Knob, agent_default, check_name, join_host_port
 
 __all__ = ["join"]
@@ -30,8 +36,36 @@ _MESH_DEFAULT = join_host_port(agent_default("mesh_host"), agent_default("mesh_p
 _DATA_DEFAULT = join_host_port(agent_default("data_host"), agent_default("data_port"))
 
 
+def _read_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> ConfigFile | None:
+    """Eager callback of --config: the file's values become the defaults of every other flag."""
+    if value is None:
+        return None
+    try:
+        config_file = read_config(value, join, ctx)
+    except ConfigFileError as exc:
+        _usage_exit(ctx, str(exc))
+    ctx.default_map = {**(ctx.default_map or {}), **config_file.defaults}
+    return config_file
+
+
 @click.command()
-@click.option("--name", default=socket.gethostname, show_default="host name", callback=check_name)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),  # no checks here: read_config says what is wrong in one line
+    envvar=CONFIG_ENV,
+    show_envvar=True,
+    is_eager=True,  # read before the other flags, whose defaults it sets
+    callback=_read_config,
+    help="TOML or YAML file of flags (keys are flag names); the command line and $MESHNODE_* win.",
+)
+@click.option(
+    "--name",
+    default=socket.gethostname,
+    show_default="host name",
+    callback=check_name,
+    help="This node's name, shown in `meshnode peers` and on its log lines.",
+)
 @click.option(
     "--http",
     "http_addr",
@@ -171,11 +205,23 @@ _DATA_DEFAULT = join_host_port(agent_default("data_host"), agent_default("data_p
     help="Any number or switch of the agent's configuration, NAME=VALUE (docs/configuration.md); repeatable.",
 )
 @click.option(
-    "--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False), default="info", show_default=True
+    "--log-level",
+    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="The least severe log lines written; debug adds a line per request.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as JSON objects with the request id of each line a request caused.",
 )
 @click.pass_context
 def join(
     ctx: click.Context,
+    config_file: ConfigFile | None,
     name: str,
     http_addr: tuple[str, int],
     tls_cert: Path | None,
@@ -200,8 +246,13 @@ def join(
     insecure_http: bool,
     knobs: tuple[tuple[str, Any], ...],
     log_level: str,
+    log_format: LogFormat,
 ) -> None:
     """Run this machine's agent and join the mesh (until Ctrl-C or SIGTERM)."""
+    token, token_file = _token_layers(ctx, token, token_file)
+    if config_file is not None:
+        # The file's knobs are merged under the command line's and the environment's, name by name.
+        knobs = (*config_file.knobs, *knobs)
     try:
         config = AgentConfig(
             name=name,
@@ -239,7 +290,10 @@ def join(
         config = dataclasses.replace(config, **agent_knobs, membership_knobs=membership_knobs)
     except (ValueError, ConfigError) as exc:
         _usage_exit(ctx, str(exc))
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress = _progress(config, log_format)
+    handler = progress or log_handler(log_format, config.name)
+    if configure_logging(log_level, handler) and progress is not None:
+        progress.start()
     from ..agent import run_agent
     from ..serving.worker_process import inheritable_fds
 
@@ -253,7 +307,45 @@ def join(
     except (MeshnodeError, OSError) as exc:
         # Startup failures such as a port in use are the user's to fix, not a crash to report.
         raise click.ClickException(str(exc)) from exc
+    finally:
+        if progress is not None:
+            progress.stop()
     ctx.exit(code)
+
+
+add_env_vars(join)
+
+
+def _token_layers(
+    ctx: click.Context, token: str | None, token_file: Path | None
+) -> tuple[str | None, Path | None]:
+    """--token and --token-file, less what a config file says that a higher layer overrides.
+
+    resolve_token ranks --token, --token-file, then $MESHNODE_TOKEN; a value from the file must not
+    outrank the environment, nor a --token-file given on the command line or in the environment.
+    """
+    from_file = ParameterSource.DEFAULT_MAP
+    if TOKEN_ENV in os.environ:
+        token = None if ctx.get_parameter_source("token") is from_file else token
+        token_file = None if ctx.get_parameter_source("token_file") is from_file else token_file
+    given_file = ctx.get_parameter_source("token_file") in (
+        ParameterSource.COMMANDLINE,
+        ParameterSource.ENVIRONMENT,
+    )
+    if given_file and ctx.get_parameter_source("token") is from_file:
+        token = None
+    return token, token_file
+
+
+def _progress(config: AgentConfig, log_format: LogFormat) -> ProgressHandler | None:
+    """The status-line handler on a terminal with text logs; None elsewhere (plain lines say it)."""
+    if log_format != "text" or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    scheme = "https" if config.tls_cert is not None else "http"
+    progress = JoinProgress(config.seeds, config.mdns, scheme)
+    return ProgressHandler(progress, Console(stderr=True, highlight=False))
 
 
 def _advertised(address: tuple[str, int] | None, field_name: str) -> str:
@@ -261,6 +353,6 @@ def _advertised(address: tuple[str, int] | None, field_name: str) -> str:
     return agent_default(field_name) if address is None else join_host_port(*address)
 
 
-def _usage_exit(ctx: click.Context, message: str) -> None:
+def _usage_exit(ctx: click.Context, message: str) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
     ctx.exit(2)

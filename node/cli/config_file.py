@@ -48,6 +48,7 @@ __all__ = [
     "config_key",
     "env_var_name",
     "read_config",
+    "without_flag_vars",
 ]
 
 ENV_PREFIX = "MESHNODE_"
@@ -93,6 +94,16 @@ def add_env_vars(command: click.Command) -> None:
         if isinstance(param, click.Option) and param.name not in _OWN_ENV:
             param.envvar = env_var_name(param)
             param.show_envvar = True
+
+
+def without_flag_vars(environ: Mapping[str, str], command: click.Command) -> dict[str, str]:
+    """`environ` less every ``$MESHNODE_<FLAG>`` of `command`: for agents a command starts itself.
+
+    ``meshnode demo`` and test harnesses give their agents every flag that matters; a variable
+    meant for the user's own node (its seeds, its config file, its pinned apps) must not reach them.
+    """
+    names = {param.envvar for param in command.params if isinstance(param.envvar, str)}
+    return {name: value for name, value in environ.items() if name not in names}
 
 
 def read_config(path: Path, command: click.Command, ctx: click.Context) -> ConfigFile:

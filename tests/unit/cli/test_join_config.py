@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from meshnode.cli import main
-from meshnode.cli.config_file import config_key, env_var_name
+from meshnode.cli.config_file import config_key, env_var_name, without_flag_vars
 from meshnode.cli.join import join
 from meshnode.config import AgentConfig
 
@@ -303,3 +303,13 @@ def test_the_documented_examples_are_accepted(
         False,
         2,
     )
+
+
+def test_agents_a_command_starts_itself_get_none_of_the_users_flag_variables() -> None:
+    environ = {
+        "MESHNODE_SEED": "10.0.0.1:8471",
+        "MESHNODE_CONFIG": "/etc/j.toml",
+        "MESHNODE_HOME": "/h",
+        "PATH": "/bin",
+    }
+    assert without_flag_vars(environ, join) == {"MESHNODE_HOME": "/h", "PATH": "/bin"}

@@ -193,6 +193,7 @@ def to_json(frame: Frame) -> dict[str, Any]:
         "answered_by": frame.answered_by,
         "time": frame.at,
         "error": frame.error,
+        "notes": list(frame.notes),
         "self": data.self_name if data else None,
         "members": {"total": len(data.nodes), "alive": data.alive} if data else None,
         "rps": round(data.rps, 3) if data else None,

@@ -37,6 +37,8 @@ from typing import Any
 import click
 import yaml
 
+from ..errors import ConfigError
+from ..trust.token import check_token
 from .params import Knob
 
 __all__ = [
@@ -131,9 +133,13 @@ def read_config(path: Path, command: click.Command, ctx: click.Context) -> Confi
         if key == KNOBS_KEY:
             knobs = _knobs(value, where, option, ctx)
             continue
+        checked = _shaped(value, option, where, path.parent)
         if option.name == "token":
             _check_private(path, where)
-        checked = _shaped(value, option, where, path.parent)
+            try:
+                check_token(checked, "this file")
+            except ConfigError as exc:
+                raise ConfigFileError(f"{where}: {exc.message}") from None
         try:
             option.process_value(ctx, checked)
         except click.BadParameter as exc:

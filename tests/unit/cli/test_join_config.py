@@ -209,6 +209,16 @@ def test_a_token_in_a_file_others_may_read_is_refused(started: list[AgentConfig]
     assert started == []
 
 
+def test_a_bad_token_in_a_private_file_is_one_line_naming_the_key(
+    started: list[AgentConfig], tmp_path: Path
+) -> None:
+    config = write(tmp_path / "j.toml", 'token = "short"\n', mode=0o600)
+    assert_one_error_line(
+        invoke(["--config", str(config)]), f"Error: {config}: ", "key 'token': the token from"
+    )
+    assert started == []
+
+
 def test_a_token_in_a_private_file_is_used_unless_a_higher_layer_gives_one(
     started: list[AgentConfig], tmp_path: Path
 ) -> None:

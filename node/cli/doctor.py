@@ -156,7 +156,8 @@ def findings(seen: Observed, doctor_keys: list[str], token_source: str, local: b
             held = [(p.name, p.holds_node) for p in seen.peers if p.holds_node is not None]
             held += [(f"seed {s.seed}", m) for s in seen.seeds for m in s.members if m.node == me.node]
             refuted = seen.after.refutations - seen.before.refutations
-            found += duplicate_findings(me, refuted, seen.window_s, held)
+            uptime_s = facts.uptime_s if facts is not None else 0.0
+            found += duplicate_findings(me, refuted, seen.window_s, held, seen.after.refutations, uptime_s)
         relayed = self_entry.get("reach") == "relayed" and bool(self_entry.get("relays"))
         found += firewall_findings(seen.peers, me.name, relayed)
         found += view_asymmetry_findings(seen.peers, me.name)

@@ -52,6 +52,7 @@ class NodeFacts:
     mdns_interfaces: tuple[str, ...]
     seeds: tuple[str, ...]
     max_clock_offset_s: float
+    uptime_s: float = 0.0
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> NodeFacts:
@@ -63,6 +64,7 @@ class NodeFacts:
             mdns_interfaces=tuple(str(ip) for ip in body["mdns_interfaces"]),
             seeds=tuple(str(seed) for seed in body["seeds"]),
             max_clock_offset_s=float(body["max_clock_offset_s"]),
+            uptime_s=float(body.get("uptime_s", 0.0)),
         )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from .doctor_facts import ClockSample, Finding, MdnsProbe, NodeFacts, PeerProbe, SeedProbe
+from .doctor_facts import ClockSample, Finding, MdnsProbe, NodeFacts, PeerProbe, SeedProbe, Tried
 
 __all__ = [
     "SEED_ANSWERS",
@@ -94,79 +94,101 @@ def firewall_findings(probes: Sequence[PeerProbe], node_name: str, relayed: bool
     to dial it is then the known cause, not a fault that stops the mesh (a warning, not a failure).
     """
     found: list[Finding] = []
-    both = 0
     live = [p for p in probes if p.status != "left"]
     for port in ("mesh", "data"):
+        # Out: the node dials each peer (relayed peers cannot be dialed, by design: not tried).
         outs = [(p, getattr(p.out, port)) for p in live if p.out is not None and p.reach != "relayed"]
-        backs = [(p, getattr(p.back, port)) for p in live if p.back is not None]
-        out_failed = [(p, t) for p, t in outs if not t.ok]
-        back_failed = [(p, t) for p, t in backs if not t.ok]
-        everyone_out = len(outs) >= 2 and len(out_failed) == len(outs)
-        everyone_back = len(backs) >= 2 and len(back_failed) == len(backs)
-        for peer, tried in out_failed:
+        failed = [(p, t) for p, t in outs if not t.ok]
+        everyone = len(outs) >= 2 and len(failed) == len(outs)
+        for peer, tried in failed:
             where = (
-                f"every peer's {port} port fails from this node: a firewall on {node_name}'s machine drops "
-                "outbound TCP"
-                if everyone_out
-                else f"a firewall drops it ({node_name}'s outbound or {peer.name}'s inbound), "
-                "or nothing listens"
+                f"on {node_name}'s machine, outbound: every peer fails from it"
+                if everyone
+                else f"{node_name}'s outbound or {peer.name}'s inbound"
             )
             found.append(
                 Finding(
                     "fail",
                     "firewall",
                     f"{node_name} → {peer.name}: TCP to {peer.name}'s {port} port {tried.addr}: "
-                    f"{tried.outcome} ({tried.detail})",
+                    f"{tried.detail}",
                     f"{node_name} dialed {peer.name}'s advertised {port} address (GET /v1/doctor/dial)",
-                    f"{where}; allow tcp port {_port(tried.addr)} there",
+                    _dial_fix(tried, port, where, peer.name),
                 )
             )
-        for peer, tried in back_failed:
+        # Back: each peer dials the node; they all dial one address, so failures of a kind group.
+        backs = [(p, getattr(p.back, port)) for p in live if p.back is not None]
+        by_outcome: dict[tuple[str, str, str], list[str]] = {}
+        for peer, tried in backs:
+            if not tried.ok:
+                by_outcome.setdefault((tried.addr, tried.outcome, tried.detail), []).append(peer.name)
+        for (addr, outcome, detail), names in by_outcome.items():
             where = (
-                f"no peer reaches it: inbound TCP to {node_name}'s {port} port is dropped on its machine"
-                if everyone_back
-                else f"dropped on the way ({peer.name}'s outbound or {node_name}'s inbound), or the address "
-                f"is not reachable from {peer.name} (NAT)"
+                f"on {node_name}'s machine, inbound: no peer reaches it"
+                if len(names) == len(backs) and len(backs) >= 2
+                else f"{', '.join(names)}'s outbound or {node_name}'s inbound"
             )
+            who = ", ".join(names)
             found.append(
                 Finding(
                     "warn" if relayed else "fail",
                     "firewall",
-                    f"{peer.name} → {node_name}: TCP to {node_name}'s {port} port {tried.addr}: "
-                    f"{tried.outcome} ({tried.detail})",
-                    f"{peer.name} dialed {node_name}'s advertised {port} address (GET /v1/doctor/dial)",
-                    f"{where}; allow tcp port {_port(tried.addr)} inbound on {node_name} (nft list ruleset), "
-                    f"or behind NAT forward it and pass --advertise-{port}",
+                    f"{who} → {node_name}: TCP to {node_name}'s {port} port {addr}: {detail}",
+                    f"{who} dialed {node_name}'s advertised {port} address (GET /v1/doctor/dial)",
+                    _dial_fix(Tried(addr, outcome, detail), port, where, node_name),
                 )
             )
-    for peer in live:
-        if (
-            peer.out is not None
-            and peer.back is not None
-            and all(t.ok for t in (peer.out.mesh, peer.out.data, peer.back.mesh, peer.back.data))
-        ):
-            both += 1
-        if peer.asked_error:
-            found.append(
-                Finding(
-                    "warn",
-                    "firewall",
-                    f"{peer.name} → {node_name} not tried: {peer.asked_error}",
-                    f"asking {peer.name} over HTTP to dial {node_name}",
-                    "give --api-key (an invoke key) to ask peers on other machines, or run `meshnode doctor` "
-                    f"on {peer.name}",
-                )
-            )
+    found += [
+        Finding(
+            "warn",
+            "firewall",
+            f"{p.name} → {node_name} not tried: {p.asked_error}",
+            f"asking {p.name} over HTTP to dial {node_name}",
+            "give --api-key (an invoke key) to ask peers on other machines, or run `meshnode doctor` "
+            f"on {p.name}",
+        )
+        for p in live
+        if p.asked_error and p.status in ("alive", "suspect")
+    ]
+    both = [
+        p
+        for p in live
+        if p.out is not None
+        and p.back is not None
+        and all(t.ok for t in (p.out.mesh, p.out.data, p.back.mesh, p.back.data))
+    ]
     if both:
         found.append(
             Finding(
                 "ok",
                 "firewall",
-                f"mesh and data ports open both ways between {node_name} and {both} peer(s)",
+                f"mesh and data ports open both ways between {node_name} and {len(both)} peer(s)",
                 "each side dialed the other's advertised mesh and data addresses (GET /v1/doctor/dial)",
             )
         )
     return found
+
+
+def _dial_fix(tried: Tried, port: str, where: str, owner: str) -> str:
+    """What to do about a failed dial of `owner`'s `port` port, by how it failed."""
+    number = _port(tried.addr)
+    match tried.outcome:
+        case "timeout":
+            return (
+                f"a firewall drops it ({where}): allow TCP port {number} (nft list ruleset; ufw allow "
+                f"{number}/tcp)"
+            )
+        case "refused":
+            return (
+                f"nothing listens at {tried.addr}, or a firewall rejects it: is {owner}'s agent bound there "
+                f"(--{port}, --advertise-{port})?"
+            )
+        case "unreachable":
+            return (
+                f"nothing answers at {tried.addr} from there: {owner} advertises an address of another "
+                f"network, or sits behind NAT (forward port {number} and pass --advertise-{port})"
+            )
+    return f"check the route and the firewalls between them for TCP port {number}"
 
 
 def view_asymmetry_findings(probes: Sequence[PeerProbe], node_name: str) -> list[Finding]:

@@ -2,8 +2,9 @@
 
 - ``GET /v1/doctor``: the facts a diagnosis compares between nodes and that no other route shows:
   the mesh id (gossip of another mesh id does not open, so a doctor seals its probes with it), the
-  node's wall clock (``time_ms``, to measure clocks apart against ``max_clock_offset_s``), whether
-  it announces itself by mDNS and on which interfaces, and its seeds. Never the token, nor anything
+  node's wall clock (``time_ms``, to measure clocks apart against ``max_clock_offset_s``), how
+  long it has served (``uptime_s``, to make its counters rates), whether it announces itself by
+  mDNS and on which interfaces, and its seeds. Never the token, nor anything
   derived from it beyond the key fingerprints ``/v1/mesh`` already lists.
 - ``GET /v1/doctor/dial/{node}``: the node opens one TCP connection to the mesh and one to the data
   address that member advertises, and says how each went (``ok``, ``refused``, ``timeout``,
@@ -62,6 +63,7 @@ class DoctorResponse(BaseModel):
     node: str
     mesh_id: str
     time_ms: int
+    uptime_s: float
     max_clock_offset_s: float
     mdns: bool
     mdns_interfaces: list[str]
@@ -123,6 +125,7 @@ def add_doctor_routes(app: FastAPI, agent: object) -> None:
     if not isinstance(getattr(agent, "config", None), AgentConfig):
         return
     facts: DoctorFacts = agent  # type: ignore[assignment]  # checked just above
+    started = time.monotonic()  # the app is built as the agent starts
 
     @app.get("/v1/doctor", response_model=DoctorResponse)
     async def doctor() -> dict[str, Any]:
@@ -132,6 +135,7 @@ def add_doctor_routes(app: FastAPI, agent: object) -> None:
             "node": facts.node_id,
             "mesh_id": config.mesh_id,
             "time_ms": int(time.time() * 1000),
+            "uptime_s": round(time.monotonic() - started, 3),
             "max_clock_offset_s": config.membership().max_clock_offset_s,
             "mdns": config.mdns,
             # As the agent announces (agent_sockets.py): the --interface addresses, else the mesh host.

@@ -131,7 +131,14 @@ def test_a_duplicate_id_is_named_from_where_others_hold_it_and_from_refutations(
     assert "10.0.0.9:8471" in held.detail and "--data-dir" in held.fix
     [refuting] = duplicate_findings(me, 7, 2.0, [])
     assert refuting.level == "fail" and "refuted 7 claims" in refuting.detail
-    [fine] = duplicate_findings(me, 1, 2.0, [("b", me)])
+    # Refuted steadily since it started: 6 in 3 minutes (a healthy node: a few a day).
+    [steady] = duplicate_findings(me, 0, 2.0, [("b", me)], refuted_total=6, uptime_s=180)
+    assert steady.level == "fail"
+    assert "refuted 6 claims about itself since it started 3 min ago" in steady.detail
+    [once] = duplicate_findings(me, 1, 2.0, [("b", me)], refuted_total=1, uptime_s=180)
+    assert once.level == "warn" and "run the doctor again" in once.fix
+    # A few over a long life are false suspicions after pauses, not a duplicate.
+    [fine] = duplicate_findings(me, 0, 2.0, [("b", me)], refuted_total=6, uptime_s=3 * 86400)
     assert fine.level == "ok"
 
 

@@ -87,24 +87,37 @@ def test_a_peer_whose_mesh_port_drops_inbound_is_named_with_port_and_direction()
     found = firewall_findings([peer("b", out=dials(mesh=DROPPED)), peer("c")], "a")
     failed = [f for f in found if f.level == "fail"]
     assert len(failed) == 1
-    assert "a → b: TCP to b's mesh port 10.0.0.2:8471: timeout" in failed[0].detail
-    assert "b's inbound" in failed[0].fix and "tcp port 8471" in failed[0].fix
+    assert "a → b: TCP to b's mesh port 10.0.0.2:8471: no answer within 2 s" in failed[0].detail
+    assert (
+        "a firewall drops it (a's outbound or b's inbound)" in failed[0].fix
+        and "TCP port 8471" in failed[0].fix
+    )
 
 
 def test_every_peer_failing_from_the_node_points_at_the_node_s_outbound() -> None:
     found = firewall_findings([peer("b", out=dials(data=DROPPED)), peer("c", out=dials(data=DROPPED))], "a")
-    assert all("firewall on a's machine drops outbound" in f.fix for f in found if f.level == "fail")
+    assert all("on a's machine, outbound: every peer fails" in f.fix for f in found if f.level == "fail")
     assert all("data port" in f.detail for f in found if f.level == "fail")
 
 
 def test_peers_that_cannot_dial_the_node_point_at_its_inbound() -> None:
     back = dials(mesh=Tried("10.0.0.1:8471", "timeout", "no answer within 2 s"))
     found = firewall_findings([peer("b", back=back), peer("c", back=back)], "a")
-    assert [f.level for f in found] == ["fail", "fail"]
-    assert "b → a: TCP to a's mesh port 10.0.0.1:8471: timeout" in found[0].detail
-    assert "inbound TCP to a's mesh port is dropped on its machine" in found[0].fix
+    assert [f.level for f in found] == ["fail"]  # one address dialed by both: one line
+    assert "b, c → a: TCP to a's mesh port 10.0.0.1:8471: no answer within 2 s" in found[0].detail
+    assert "on a's machine, inbound: no peer reaches it" in found[0].fix
     # A node reached through relays knows nobody can dial it: the same lines, as warnings.
     assert [f.level for f in firewall_findings([peer("b", back=back)], "a", relayed=True)] == ["warn"]
+
+
+def test_a_refused_or_unreachable_dial_says_what_is_wrong_at_that_address() -> None:
+    refused = Tried("10.0.0.2:8472", "refused", "connection refused")
+    unreachable = Tried("10.0.0.9:8472", "unreachable", "No route to host")
+    [listens] = firewall_findings([peer("b", out=dials(data=refused))], "a")
+    assert "nothing listens at 10.0.0.2:8472" in listens.fix and "--advertise-data" in listens.fix
+    natted, fine = firewall_findings([peer("b", back=dials(data=unreachable)), peer("c")], "a")
+    assert natted.level == "fail" and "behind NAT" in natted.fix and "b → a" in natted.detail
+    assert fine.level == "ok" and "1 peer(s)" in fine.detail
 
 
 def test_a_relayed_peer_is_not_a_firewall_fault_and_a_peer_not_asked_says_why() -> None:

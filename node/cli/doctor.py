@@ -129,7 +129,7 @@ def doctor(
             click.echo(f"{finding.level:<4}  {finding.check:<8}  {finding.detail}")
             if finding.tried:
                 click.echo(f"{'':16}tried: {finding.tried}")
-            if finding.fix and finding.level != "ok":
+            if finding.fix:
                 click.echo(f"{'':16}do: {finding.fix}")
     if any(finding.level == "fail" for finding in found):
         raise SystemExit(1)

@@ -247,7 +247,7 @@ def mdns_findings(probes: Sequence[MdnsProbe], facts: NodeFacts, local: bool) ->
                 "mdns",
                 "mDNS is off on this node (--no-mdns): it finds others only through --seed",
                 "the node's GET /v1/doctor",
-                "pass --seed, or drop --no-mdns on a LAN",
+                "" if facts.seeds else "pass --seed, or drop --no-mdns on a LAN",
             )
         ]
     if not probes:

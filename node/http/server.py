@@ -141,6 +141,8 @@ def http_server(
     config = uvicorn.Config(
         gate,
         log_level="warning",
+        # uvicorn's own lines go through the agent's handler (--log-format json), not a text one of its own.
+        log_config=None,
         access_log=False,
         lifespan="off",
         proxy_headers=False,

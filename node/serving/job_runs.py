@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from ..dataplane.forward import Served
 from ..errors import BadRequest, MeshnodeError, error_for_failure
+from ..logs import set_request_id
 from ..mesh.envelope import Call, Chunk, Failure, Progress, Reply
 from ..mesh.jobs import JobRecord, JobResult
 
@@ -30,6 +31,8 @@ OnProgress = Callable[[int, int], Awaitable[None]]
 
 async def run_once(record: JobRecord, serve: Serve, on_progress: OnProgress) -> JobResult:
     """Run `record`'s request once; its answer, or the MeshnodeError predict would have given."""
+    # On the log lines of this run: it runs in a task of its own (jobs.py), so the id ends with it.
+    set_request_id(f"job-{record.id}-{record.attempts}")
     call = Call(
         request_id=f"job-{record.id}-{record.attempts}",
         deployment=record.deployment,

@@ -14,6 +14,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,6 +116,16 @@ def test_a_request_is_traced_in_the_json_logs_of_both_nodes_it_crosses(tmp_path:
         # Lines no request caused carry no id (the start-up line of each node, for one).
         starts = [line for line in json_lines(server) if " up: http " in line["message"]]
         assert starts and all("request_id" not in line for line in starts), starts
+        # uvicorn's own warnings come through the same handler, as JSON (json_lines fails on text).
+        host, port = entry.http.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            raw.recv(1024)
+
+        def uvicorn_warned() -> bool:
+            return any(line["logger"].startswith("uvicorn") for line in json_lines(entry))
+
+        wait_for(uvicorn_warned, LOG_TIMEOUT_S, interval=0.1, message=entry.describe)
     finally:
         stop_processes([*entry.started, *server.started])
 

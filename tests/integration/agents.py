@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from meshnode.cli.config_file import without_flag_vars
+from meshnode.cli.join import join
 from meshnode.config import AgentConfig
 
 __all__ = ["HOST", "AgentProcess", "Mesh", "free_port", "metric", "statuses", "stop_processes", "wait_for"]
@@ -168,7 +170,8 @@ class AgentProcess:
         """Start the process (output appended to the log); does not wait for it to serve."""
         assert not self.running, f"{self.name} is already running"
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # A tester's own $MESHNODE_SEED, $MESHNODE_CONFIG... must not reach the agents a test plans.
+        env = {**without_flag_vars(os.environ, join), "PYTHONUNBUFFERED": "1", **self.env}
         # The token this agent was planned with (none for ""), never one from the test's environment.
         env.pop("MESHNODE_TOKEN", None)
         if self.token:

@@ -26,6 +26,7 @@ import os
 import socket
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -121,7 +122,8 @@ def doctor(
     seen, keyring = asyncio.run(
         observe(node_url, access, addresses, interfaces, keyring_for, probe_seed, default_mesh, local)
     )
-    found = findings(seen, keyring.key_ids if keyring else [], _source(token, token_problem), local)
+    machine = _local_addresses() if local else None
+    found = findings(seen, keyring.key_ids if keyring else [], _source(token, token_problem), machine)
     if as_json:
         click.echo(json.dumps([asdict(finding) for finding in found], indent=2))
     else:
@@ -135,15 +137,21 @@ def doctor(
         raise SystemExit(1)
 
 
-def findings(seen: Observed, doctor_keys: list[str], token_source: str, local: bool) -> list[Finding]:
-    """Every check on what one run observed, in the order they print."""
-    view, facts = seen.view, seen.facts
+def findings(
+    seen: Observed, doctor_keys: list[str], token_source: str, machine: set[str] | None
+) -> list[Finding]:
+    """Every check on what one run observed, in the order they print.
+
+    `doctor_keys`: the fingerprints of the doctor's tokens, found in `token_source`; `machine`: the
+    addresses of the node's machine when the doctor runs on it, else None.
+    """
+    view, facts, local = seen.view, seen.facts, machine is not None
     if view is None:
         found = [
             Finding("fail", "node", f"{seen.view_error}: is `meshnode join` running there?", "GET /v1/mesh")
         ]
     else:
-        found = view_findings(view, _local_addresses() if local else None)
+        found = view_findings(view, machine)
     me = _me(view)
     mesh_id = facts.mesh_id if facts is not None else "?"
     if me is not None:
@@ -176,15 +184,12 @@ def findings(seen: Observed, doctor_keys: list[str], token_source: str, local: b
     return found
 
 
-def _me(view: dict[str, object] | None) -> Seen | None:
-    if view is None:
+def _me(view: dict[str, Any] | None) -> Seen | None:
+    """The examined node as its own view lists it."""
+    members = view.get("members") if view is not None else None
+    if view is None or not isinstance(members, list):
         return None
-    members = view.get("members")
-    me = (
-        next((m for m in members if isinstance(m, dict) and m.get("id") == view.get("self")), None)
-        if isinstance(members, list)
-        else None
-    )
+    me = next((m for m in members if isinstance(m, dict) and m.get("id") == view.get("self")), None)
     if me is None:
         return None
     return Seen(str(me["id"]), name_of(me), str(me.get("mesh")), str(me.get("status")))

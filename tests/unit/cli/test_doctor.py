@@ -183,12 +183,12 @@ def test_one_run_s_observations_become_findings_in_print_order() -> None:
             SeedProbe("10.0.0.2:8471", "it takes TCP connections but ...", True, Seen("b", "b", "x", "alive"))
         ],
     )
-    found = findings(seen, ["k1"], "$MESHNODE_TOKEN", local=False)
+    found = findings(seen, ["k1"], "$MESHNODE_TOKEN", machine=None)
     assert [f.check for f in found] == ["peers", "reach", "token", "trust", "id", "firewall", "seed", "mdns"]
     assert {f.level for f in found[:-1]} == {"ok"}
     assert "mDNS not checked" in found[-1].detail
 
 
 def test_a_node_that_does_not_answer_is_one_failure() -> None:
-    [finding] = findings(Observed(view_error="cannot reach a meshnode at http://x"), [], "", local=True)
+    [finding] = findings(Observed(view_error="cannot reach a meshnode at http://x"), [], "", machine=set())
     assert finding.level == "fail" and "meshnode join" in finding.detail

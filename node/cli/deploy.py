@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -127,10 +127,16 @@ def deploy(
         click.echo(json.dumps(view, indent=2) if as_json else said)
         return
     click.echo(said, err=as_json)  # with --json, standard output is the JSON alone
+    _wait(name, lambda: _call("GET", node_url, access, path).json(), wait_timeout_s, as_json)
+
+
+def _wait(name: str, fetch: Callable[[], dict[str, Any]], timeout_s: float, as_json: bool) -> None:
+    """Follow the deployment until it is ready (``deploy_wait.py``); say so, or exit 1 (130 on Ctrl-C)."""
     last: dict[str, Any] = {}
 
     def poll() -> Mapping[str, Any]:
-        last.update(_call("GET", node_url, access, path).json())
+        last.clear()
+        last.update(fetch())
         return last
 
     started = time.monotonic()
@@ -138,7 +144,7 @@ def deploy(
         with WaitDisplay(time.monotonic) as display:
             progress = wait_ready(
                 poll,
-                timeout_s=wait_timeout_s,
+                timeout_s=timeout_s,
                 poll_s=WAIT_POLL_S,
                 clock=time.monotonic,
                 sleep=time.sleep,
@@ -151,10 +157,10 @@ def deploy(
     except KeyboardInterrupt:
         click.echo(f"stopped waiting; {name} is declared and comes up on its own", err=True)
         raise SystemExit(130) from None
-    took = time.monotonic() - started
     if as_json:
         click.echo(json.dumps(last, indent=2))
         return
+    took = time.monotonic() - started
     hosts = ", ".join(r.node for r in progress.replicas if r.status == "ready") or "none needed yet"
     click.echo(f"{name} ready: {progress.ready} of {progress.target} replicas ({hosts}) in {took:.1f} s")
 

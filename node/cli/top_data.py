@@ -12,14 +12,13 @@ Rates come from one of two places, and ``TopData.rates`` says which:
 - ``"measured"``: the deltas of every node's request counters between two scrapes of its
   ``/metrics`` (``top_rates.py``), exact over the last refresh interval;
 - ``"gossiped"``, before there are two scrapes or where ``/metrics`` cannot be read: each member's
-  gossiped ``speeds`` (``{deployment: {"service_ms", "rps"}}``, ``load.SpeedMeter``), measured where
-  the replicas run; a deployment's rate is their sum, its latency their mean weighted by rate.
-  Nodes re-gossip them only when their service time moves, so the rate can be seconds to minutes
-  old: a fallback, said so in the view.
+  gossiped ``traffic``, the requests clients sent it over its last 10 s window
+  (``mesh/traffic.py``): rates and errors add up, the 99th percentile is read from the summed
+  histograms. From members of older versions, which gossip no traffic, their ``speeds``
+  (``{deployment: {"service_ms", "rps"}}``) instead: a rate measured where the replicas run, and
+  re-gossiped only when the service time moves, so it can be minutes old.
 
-``member_rates`` is the one place that reads ``speeds``; when members gossip richer ``traffic``
-(errors, percentiles), that is where to read it, and its raw value already travels in
-``NodeRow.traffic`` and the JSON.
+``member_rates`` is the one place that reads ``speeds``.
 """
 
 from __future__ import annotations
@@ -28,9 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..mesh.traffic import mesh_traffic
 from .deploy_wait import reason_of
 from .peers import device_summary, reach_summary
-from .top_rates import Measured
+from .top_rates import Measured, Traffic
 
 __all__ = [
     "LIVE",
@@ -127,6 +127,8 @@ class TopData:
         """Where the rates come from, for the deployments table's title."""
         if self.rates == "measured" and self.measured_s is not None:
             return f"rates over {self.measured_s:.1f} s"
+        if self.rates == "traffic":
+            return "rates over the nodes' last 10 s, as gossiped"
         return "rates as last gossiped"
 
 
@@ -170,8 +172,14 @@ def summarize(
     members = [m for m in (listed if isinstance(listed, list) else []) if isinstance(m, Mapping)]
     members.sort(key=lambda m: (m.get("id") != self_id, str(m.get("name", "")), str(m.get("id", ""))))
     names = {member.get("id"): str(member.get("name") or member.get("id") or "-") for member in members}
-    rates = {str(m.get("id")): member_rates(m) for m in members if m.get("status") in LIVE}
+    live = [m for m in members if m.get("status") in LIVE]
+    rates = {str(m.get("id")): member_rates(m) for m in live}
     entered = measured.nodes if measured is not None else {}
+    if measured is None and any(isinstance(m.get("traffic"), Mapping) and m.get("traffic") for m in live):
+        gossiped = mesh_traffic((str(m.get("id")), m.get("traffic")) for m in live)
+        entered = {str(m.get("id")): _window_rps(m.get("traffic")) for m in live}
+        seen = {name: _seen(row) for name, row in gossiped["deployments"].items()}
+        measured = Measured(0.0, seen, entered)
     nodes = tuple(_node_row(member, member.get("id") == self_id, names, entered) for member in members)
     items = deployments.get("deployments")
     rows = tuple(
@@ -182,6 +190,8 @@ def summarize(
     self_name = next((node.name for node in nodes if node.is_self), "?")
     if measured is None:
         return TopData(self_name, nodes, rows)
+    if not measured.seconds:  # read from the gossiped traffic windows
+        return TopData(self_name, nodes, rows, "traffic")
     return TopData(self_name, nodes, rows, "measured", measured.seconds)
 
 
@@ -280,6 +290,17 @@ def _deployment_row(
             weights = [1.0] * len(timed)
         mean_ms = sum(ms * weight for (ms, _), weight in zip(timed, weights, strict=True)) / sum(weights)
     return replace(row, rps=sum(rate.rps for rate in gossiped), mean_ms=mean_ms)
+
+
+def _window_rps(traffic: Any) -> float:
+    """Requests per second a member's gossiped traffic window says clients sent it."""
+    totals = mesh_traffic([("", traffic)])["deployments"]
+    return sum(row["rps"] for row in totals.values())
+
+
+def _seen(row: Mapping[str, Any]) -> Traffic:
+    """A deployment's mesh-wide numbers from the gossiped windows, as a measured sample."""
+    return Traffic(row["rps"], row["errors_ps"], None, row["p50_ms"], row["p99_ms"])
 
 
 def _float(value: object) -> float | None:

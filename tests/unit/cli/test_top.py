@@ -139,6 +139,20 @@ def test_a_traffic_field_travels_as_it_came() -> None:
     assert to_json(frame)["nodes"][0]["traffic"]["requests"] == {"echo": [5, 0, 5]}
 
 
+def test_without_measurements_the_gossiped_traffic_windows_give_rates_errors_and_p99() -> None:
+    mesh = mesh_view()
+    gpu_box, laptop = mesh["members"]
+    # 100 fast requests entered the laptop in 10 s, 50 slower ones (2 failed) the gpu box in 5 s.
+    laptop["traffic"] = {"window_s": 10.0, "requests": {"echo": [100, 0, 100]}, "links": {PEER_ID: 40}}
+    gpu_box["traffic"] = {"window_s": 5.0, "requests": {"echo": [50, 2, 0, 0, 0, 0, 50]}}
+    data = summarize(mesh, deployments_body())
+    echo = data.deployments[0]
+    assert (echo.rps, echo.errors_per_s) == (20.0, 0.4)  # 10/s + 10/s, not the speeds' 40
+    assert echo.p99_ms is not None and 50 < echo.p99_ms <= 100  # from the summed histograms
+    assert {node.name: node.rps for node in data.nodes} == {"laptop": 10.0, "gpu-box": 10.0}
+    assert data.rates == "traffic" and "10 s" in data.rates_in_words
+
+
 MEASURED = Measured(
     2.0,
     {"echo": Traffic(rps=40.0, errors_per_s=0.5, mean_ms=4.4, p50_ms=2.0, p99_ms=120.0)},

@@ -202,7 +202,7 @@ class Agent:
                 runner, self._transport, dataplane, self._links, forwarder, deployments, self._jobs, replicas
             ).stats,
             serve=self._forwarder.serve,
-            limits=PredictLimits(config.request_timeout_s, config.max_request_bytes),
+            limits=PredictLimits(config.request_timeout_s, config.max_request_bytes, config.sse_keepalive_s),
             keys=runner,
             rotation=rotation,
             members=runner,

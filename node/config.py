@@ -141,6 +141,11 @@ class AgentConfig:
     request_timeout_s: float = 60.0
     # Largest accepted request body; bigger gets 413 before it is read whole.
     max_request_bytes: int = 16 * 1024 * 1024
+    # A Server-Sent Events stream of predict or the OpenAI routes that sent nothing for this long (a
+    # model thinking between tokens) gets a `: keep-alive` comment, so proxies that cut idle responses
+    # (often after 30-60 s) keep it open. Lower behind a proxy with a shorter idle timeout; each
+    # comment is 14 bytes that every SSE client skips. Job events and /v1/events use the default.
+    sse_keepalive_s: float = 15.0
     # How long an image URL of `POST /v1/images/generations` (`response_format: "url"`) stays
     # valid: OpenAI's own links live an hour, so clients written for it fetch well within that.
     openai_image_ttl_s: float = 3600.0
@@ -252,6 +257,8 @@ class AgentConfig:
             )
         if min(self.job_tick_s, self.job_ttl_s, self.job_webhook_first_delay_s, self.job_sync_s) <= 0:
             raise ValueError("job_tick_s, job_ttl_s, job_sync_s and job_webhook_first_delay_s must be > 0")
+        if not self.sse_keepalive_s > 0:  # 0 would send comments back to back
+            raise ValueError("sse_keepalive_s must be > 0")
         for port_name in ("http_port", "mesh_port", "data_port"):
             port = getattr(self, port_name)
             if not 0 <= port <= 65535:

@@ -55,6 +55,7 @@ from .mesh_events import (
     member_summary,
     replica_states,
 )
+from .sse import KEEPALIVE, KEEPALIVE_S  # every SSE stream of the node keeps alive alike
 
 __all__ = ["EventFeed", "EventKind", "MeshEvent", "add_event_routes"]
 
@@ -65,8 +66,6 @@ EventKind = Literal["snapshot", "member", "deployment", "replica", "failover", "
 POLL_INTERVAL_S = 0.25
 # Loads and other slow numbers are refreshed by the snapshot; a 100-node one is about 50 kB.
 SNAPSHOT_INTERVAL_S = 3.0
-# Proxies commonly cut a response idle for 30-60 s.
-KEEPALIVE_S = 15.0
 MAX_STREAMS = 64
 # A burst (a partition healing in a big mesh) fits; a client this far behind starts again.
 MAX_QUEUED = 1024
@@ -323,7 +322,7 @@ class _EventStream(Response):
                 async with asyncio.timeout(KEEPALIVE_S):
                     event = await stream.queue.get()
             except TimeoutError:
-                await self._send(send, b": keep-alive\n\n")
+                await self._send(send, KEEPALIVE)
                 continue
             if event is None:
                 break

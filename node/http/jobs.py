@@ -32,6 +32,7 @@ from ..mesh.jobs import MAX_KEY_CHARS, MAX_URL_CHARS, JobRecord, JobStatus
 from ..serving.jobs import JobService
 from .body import base_url, parse_json_object, read_body
 from .predict import hint_of, timeout_of
+from .sse import KEEPALIVE, KEEPALIVE_S
 
 __all__ = ["add_job_routes"]
 
@@ -39,8 +40,6 @@ _LIST_MAX = 1000
 _EVENTS_POLL_S = 0.25
 _DEPLOYMENT = Path(description="POST: the deployment that runs the job")
 _JOB_ID = Path(description="GET, DELETE: the job's id (22 characters of base64url)")
-# A comment line this often while nothing changes, so a client tells a quiet job from a dead node.
-_KEEPALIVE_S = 10.0
 
 
 def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, default_timeout_s: float) -> None:
@@ -144,9 +143,9 @@ async def _events(first: JobRecord, request: Request, jobs: JobService) -> Async
             last, said = (record.version, position), loop.time()
             data = json.dumps(_view(record, request, jobs))
             yield f"event: {record.status.value}\ndata: {data}\n\n".encode()
-        elif loop.time() - said >= _KEEPALIVE_S:
+        elif loop.time() - said >= KEEPALIVE_S:  # proxies keep the stream; a quiet job is no dead node
             said = loop.time()
-            yield b": keep-alive\n\n"
+            yield KEEPALIVE
         if record.status.terminal:
             return
         await asyncio.sleep(_EVENTS_POLL_S)  # a copy may change on another node: poll the holders

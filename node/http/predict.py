@@ -9,7 +9,8 @@ The handler turns the HTTP request into a ``Call`` envelope and hands it to the 
   the size limit (the rest of the body read, so the client gets the answer).
 - ``"stream": true`` in the body streams: Server-Sent Events when the client accepts
   ``text/event-stream``, else newline-delimited chunks; each chunk leaves as soon as the predictor
-  yields it. A failure after the stream started ends it with an error event (SSE) or line.
+  yields it. A failure after the stream started ends it with an error event (SSE) or line. An SSE
+  stream quiet for ``keepalive_s`` gets a ``: keep-alive`` comment (``sse.py``), so proxies keep it.
 - ``Accept: image/png`` (or any file type) returns the file whose path the predictor returned.
 - ``X-Request-Timeout`` (seconds) sets the deadline; past it the answer is 504.
 - ``X-Mesh-Hint`` (or fal's ``X-Fal-Runner-Hint``) steers the request to a replica whose gossiped
@@ -44,6 +45,7 @@ from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply
 from .app import REQUEST_ID_HEADER, error_for, error_response, request_id_of
 from .body import parse_json_object, read_body
 from .request_metrics import CLIENT_CLOSED, RequestMeter, Series
+from .sse import KEEPALIVE_S, EventStream
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ class PredictLimits:
 
     default_timeout_s: float
     max_request_bytes: int
+    # A comment on an SSE stream (predict's, the OpenAI routes') after this long with nothing sent.
+    keepalive_s: float = KEEPALIVE_S
 
 
 class PredictLane:
@@ -153,11 +157,11 @@ class PredictLane:
         headers = {ROUTE_HEADER: ",".join(served.route), ATTEMPTS_HEADER: str(served.attempts)}
         if call.stream and isinstance(first, Chunk):
             sse = "text/event-stream" in accept
-            return StreamingResponse(
-                _stream(first, messages, sse, call.request_id),
-                media_type="text/event-stream" if sse else "application/x-ndjson",
-                headers={**headers, "Cache-Control": "no-cache"},
-            )
+            chunks = _stream(first, messages, sse, call.request_id)
+            headers["Cache-Control"] = "no-cache"
+            if sse:
+                return EventStream(chunks, keepalive_s=limits.keepalive_s, headers=headers)
+            return StreamingResponse(chunks, media_type="application/x-ndjson", headers=headers)
         final = first
         async for message in messages:
             final = message

@@ -17,12 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...dataplane.forward import Served
 from ...errors import NotFound
 from ..app import request_id
 from ..body import base_url
+from ..sse import EventStream
 from . import chat, completions, embeddings, images
 from .edge import Edge, openai_errors, read_params, refuse_failed, reply_data, route_headers, serve_all
 from .errors import ParamError
@@ -114,7 +115,7 @@ def add_openai_routes(app: FastAPI, edge: Edge, store: ImageStore | None) -> Non
         shape = chat.ChatShape(request_id(request), params.model, _include_usage(params))
         served, results = await _generate(request, edge, target, bodies, words, chat.affinity(params))
         if results is None:
-            return _stream(request, served, shape, [0] * len(bodies), words)
+            return _stream(request, edge, served, shape, [0] * len(bodies), words)
         return JSONResponse(chat.answer(params, request_id(request), results), headers=route_headers(served))
 
     @app.post("/v1/completions")
@@ -128,7 +129,7 @@ def add_openai_routes(app: FastAPI, edge: Edge, store: ImageStore | None) -> Non
         shape = completions.CompletionShape(request_id(request), params.model, _include_usage(params))
         served, results = await _generate(request, edge, target, bodies, words, completions.affinity(params))
         if results is None:
-            return _stream(request, served, shape, groups, words)
+            return _stream(request, edge, served, shape, groups, words)
         rid = request_id(request)
         return JSONResponse(completions.answer(params, rid, results, groups), headers=route_headers(served))
 
@@ -153,11 +154,11 @@ async def _generate(
 
 
 def _stream(
-    request: Request, served: list[Served], shape: Shape, groups: list[int], words: list[int]
+    request: Request, edge: Edge, served: list[Served], shape: Shape, groups: list[int], words: list[int]
 ) -> Response:
-    return StreamingResponse(
+    return EventStream(
         events(served, shape, groups, words, request_id(request)),
-        media_type="text/event-stream",
+        keepalive_s=edge.limits.keepalive_s,  # comments while the model thinks: proxies keep the stream
         headers={**route_headers(served), "Cache-Control": "no-cache"},
     )
 

@@ -17,7 +17,9 @@ A pure core (stdlib only); ``node/http/gate.py`` carries the decision out for ev
   capability URL, as OpenAI's signed links are), made only by a request that needed ``invoke``; a
   key would keep the link from ``<img src>`` and other programs that cannot send one.
   The dashboard's page and its script and style (``/``, ``/dashboard/...``) are open too: they hold
-  no data, and the page sends a key to ``/v1/events`` (which needs ``invoke``) in a header.
+  no data, and the page sends a key to ``/v1/events`` (which needs ``invoke``) in a header. So are
+  the API docs page and its assets (``/docs``, ``/docs/...``: Swagger UI), for the same reason: the
+  page sends a key to ``/openapi.json`` (``invoke``, like the API it describes) in a header.
 - The decision (``decide``). Loopback clients need no key (the CLI, the demo and local tools keep
   working with nothing to set up); so does everyone on a node started with ``--insecure-http``.
   Anyone else: no key or an unknown, revoked or wrong one is 401; a valid key of too small a scope
@@ -68,6 +70,14 @@ _ADMIN_PREFIXES = ("/v1/keys", "/v1/keyring")
 # Capability URLs (see the module docstring): the path's token is the permission.
 _CAPABILITY_PREFIXES = ("/v1/images/files/",)
 _DASHBOARD_ASSETS = ("/dashboard/dashboard.js", "/dashboard/dashboard.css")
+# "/docs" and these: the API docs page and its assets (node/http/api_docs.py), no data either.
+_DOCS_PAGES = (
+    "/docs",
+    "/docs/swagger-ui-bundle.js",
+    "/docs/swagger-ui.css",
+    "/docs/docs.js",
+    "/docs/docs.css",
+)
 
 
 class Scope(enum.Enum):
@@ -187,7 +197,10 @@ def split_key(text: str) -> tuple[str, str] | None:
 def need_for(method: str, path: str) -> Scope | None:
     """The scope a request needs; None when it is open to everyone."""
     if method in ("GET", "HEAD") and (
-        path in _OPEN_PATHS or path in _DASHBOARD_ASSETS or path.startswith(_CAPABILITY_PREFIXES)
+        path in _OPEN_PATHS
+        or path in _DASHBOARD_ASSETS
+        or path in _DOCS_PAGES
+        or path.startswith(_CAPABILITY_PREFIXES)
     ):
         return None
     if path.startswith(_ADMIN_PREFIXES):

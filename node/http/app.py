@@ -36,6 +36,7 @@ from ..errors import MeshnodeError
 from ..logs import set_request_id
 from ..mesh.member import Member
 from . import openapi
+from .api_docs import add_api_docs_routes
 from .body import parse_json, read_body
 from .doctor import add_doctor_routes
 
@@ -177,12 +178,14 @@ def request_id(request: Request) -> str:
 
 def create_app(agent: MeshView) -> FastAPI:
     """Build the node's FastAPI app around ``agent`` (what it reads of the node)."""
-    app = FastAPI(title="meshnode", version=__version__, docs_url=None, redoc_url=None)
+    # /docs and /openapi.json are api_docs.py's routes: Swagger UI from the package, no CDN.
+    app = FastAPI(title="meshnode", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(_RequestIdMiddleware)
     app.add_exception_handler(MeshnodeError, _meshnode_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     openapi.install(app)
+    add_api_docs_routes(app)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -3,8 +3,11 @@
 - ``server.py``: builds the uvicorn server: the gate, then the predict lane, then the app
 - ``gate.py``: ``Gate``, API keys for every request from another machine (``mesh/access.py``)
 - ``app.py``: ``create_app``, liveness, readiness, ``/v1/mesh``, the one error-to-response handler
-- ``openapi.py``: ``/openapi.json`` completed with the predict route, self-read bodies and errors
+- ``openapi.py``: the OpenAPI document: every route, body and error answer (``openapi_paths.py``:
+  the parts FastAPI cannot see); ``api_docs.py``: ``/openapi.json`` and ``/docs``, Swagger UI
+  vendored in ``static/swagger/``
 - ``predict.py``: ``PredictLane``, ``POST /v1/predict/{deployment}`` (JSON, streams, files)
+- ``sse.py``: ``EventStream``, Server-Sent Events with keep-alive comments (predict, OpenAI)
 - ``ws.py``: ``GET /v1/ws/predict/{deployment}``, the same request over a WebSocket, with its
   progress reports as events
 - ``body.py``: reading JSON bodies: size limit (413), JSON only (400), what the mesh carries (422)

@@ -5,7 +5,9 @@ operation from it (valid and invalid bodies, headers, paths) and checks every an
 only documented statuses, content types, headers and bodies that match the document, a correct
 ``Allow`` on 405. Bounded: a fixed seed and 25 examples per operation (a few seconds). The one check
 left out, ``positive_data_acceptance``, expects every body the schema allows to succeed; a
-declaration naming an app this node may not run is schema-valid and rightly refused (422).
+declaration naming an app this node may not run is schema-valid and rightly refused (422). The one
+operation left out, ``GET /v1/events``, is a stream that never ends (the dashboard's feed): a
+fuzzer waiting for its end would only time out.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def test_schemathesis_finds_nothing_wrong(tmp_path: Path) -> None:
             *st_command(), "run", f"{agent.url}/openapi.json",
             "--checks", "all", "--exclude-checks", "positive_data_acceptance",
             "--max-examples", str(EXAMPLES), "--seed", str(SEED), "--request-timeout", "30",
-            "--generation-deterministic", "--no-color",
+            "--generation-deterministic", "--no-color", "--exclude-path", "/v1/events",
         ]  # fmt: skip
         # Its own working directory: st keeps a .schemathesis folder of run data there.
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)

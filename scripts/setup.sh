@@ -21,6 +21,14 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q torch==2.13.0
+# torch: the CPU or the CUDA build by what this machine has (scripts/torch_index.sh says which and
+# why; MESHNODE_TORCH=cpu|cuda or MESHNODE_TORCH_INDEX_URL overrides). The pin is read by the
+# Dockerfiles' test (tests/unit/deploy/test_dockerfiles.py): change it here and there together.
+TORCH_VERSION=2.13.0
+torch_index=$(bash scripts/torch_index.sh)
+torch_args=("torch==$TORCH_VERSION")
+if [ -n "$torch_index" ]; then torch_args+=(--index-url "$torch_index"); fi
+.venv/bin/pip install -q "${torch_args[@]}"
+echo "torch: installed $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))')" >&2
 # strict editable mode lays the package out as files, so mypy and tools see `meshnode` as installed.
 .venv/bin/pip install -q -e ".[test,torch]" --config-settings editable_mode=strict

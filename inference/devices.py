@@ -1,10 +1,13 @@
-"""What this machine can run on: CPU, memory and accelerators (CUDA GPUs, Apple MPS).
+"""What this machine can run on: CPU, memory, accelerators (CUDA GPUs, Apple MPS), container runtimes.
 
 Importing this module never imports torch. ``detect_cpu`` is instant and torch-free;
 ``detect_accelerators`` imports torch (when installed) in the calling process; ``detect_full`` runs
 that in a child process (``python -m meshnode.inference.devices``), because importing torch takes
 seconds and hundreds of MB, and initialising CUDA can hang on a broken driver. The agent must stay
 small and keep answering its failure detector, so only worker processes ever load torch.
+``detect_full`` also asks which container CLIs answer (``container.detect_runtimes``, run as child
+processes beside the torch probe), for apps in a custom image: gossiped as ``container_runtimes``
+only when there is one, so a node without any sends nothing more.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import logging
 import os
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import psutil
+
+from meshnode.inference.container import RUNTIMES, detect_runtimes
 
 __all__ = [
     "Accelerator",
@@ -89,6 +94,8 @@ class DeviceInfo:
     memory_bytes: int
     accelerators: tuple[Accelerator, ...]
     torch_version: str | None
+    # Container CLIs that answer here ("podman", "docker"), for apps in a custom image.
+    container_runtimes: tuple[str, ...] = ()
 
     @property
     def kind(self) -> DeviceKind:
@@ -102,7 +109,7 @@ class DeviceInfo:
 
     def to_wire(self) -> dict[str, Any]:
         """Return a plain msgpack-able dict for gossip and the HTTP API."""
-        return {
+        wire = {
             "cpu": self.cpu_model,
             "cores": self.cpu_cores,
             "memory": self.memory_bytes,
@@ -110,11 +117,17 @@ class DeviceInfo:
             "torch": self.torch_version,
             "kind": self.kind,
         }
+        if self.container_runtimes:
+            wire["container_runtimes"] = list(self.container_runtimes)
+        return wire
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> DeviceInfo:
         """Rebuild from ``to_wire`` output (``kind`` is derived, not read); ValueError if malformed."""
         torch_version = wire.get("torch")
+        runtimes = wire.get("container_runtimes", [])
+        if not isinstance(runtimes, list) or not set(runtimes) <= set(RUNTIMES):
+            raise ValueError(f"malformed device info: container_runtimes {runtimes!r}")
         try:
             return cls(
                 cpu_model=str(wire["cpu"]),
@@ -122,6 +135,7 @@ class DeviceInfo:
                 memory_bytes=int(wire["memory"]),
                 accelerators=tuple(Accelerator.from_wire(item) for item in wire["accelerators"]),
                 torch_version=None if torch_version is None else str(torch_version),
+                container_runtimes=tuple(name for name in RUNTIMES if name in runtimes),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed device info: {exc}") from exc
@@ -184,11 +198,18 @@ def detect_accelerators() -> tuple[tuple[Accelerator, ...], str | None]:
 
 
 async def detect_full(timeout_s: float = 60.0, *, cache_dir: Path | None = None) -> DeviceInfo:
-    """CPU info plus accelerators found by a child process; CPU-only (with a warning) if that fails.
+    """CPU info plus accelerators and container runtimes found by child processes.
 
-    With `cache_dir`, the probe's answer is kept for the rest of this boot: importing torch costs
-    seconds of CPU, and every agent on a machine (a local demo mesh, a benchmark) would pay it.
+    CPU-only (with a warning) if the accelerator probe fails. With `cache_dir`, its answer is kept
+    for the rest of this boot: importing torch costs seconds of CPU, and every agent on a machine
+    (a local demo mesh, a benchmark) would pay it. Runtimes are asked every time: a daemon comes
+    and goes, and asking costs milliseconds.
     """
+    device, runtimes = await asyncio.gather(_detect_torch(timeout_s, cache_dir), detect_runtimes())
+    return replace(device, container_runtimes=runtimes)
+
+
+async def _detect_torch(timeout_s: float, cache_dir: Path | None) -> DeviceInfo:
     cpu = detect_cpu()
     if importlib.util.find_spec("torch") is None:
         return cpu

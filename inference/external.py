@@ -4,7 +4,9 @@ For FedML-style custom-image folders (``config.yaml`` with ``bootstrap`` and ``j
 ``external_config.py``): ``setup`` runs the bootstrap once, starts the job (a ``ProcessGroup``) with
 ``$PORT`` set, and waits, bounded by ``startup_timeout_s``, for its readiness path to answer 2xx.
 A failed step raises one line: what failed (``bootstrap timed out after N s``, ``job exited with
-code N``) and the command's last output lines.
+code N``) and the command's last output lines. With ``enable_custom_image`` the bootstrap and job run
+in one container of the app's image instead (``container.py``), its port published on 127.0.0.1:
+readiness, proxying, restarts and logs are the same.
 ``predict`` POSTs the request as JSON to the predict path; ``async_predict`` streams the answer,
 unwrapping Server-Sent Events. The job is kept alive: a watchdog thread restarts it with exponential
 backoff when it exits, and a request that finds it dead restarts it at once rather than failing.
@@ -32,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from meshnode.inference import container
 from meshnode.inference.external_config import ExternalConfig, load_external_config
 from meshnode.inference.predictor import Request
 from meshnode.inference.process_group import ProcessGroup
@@ -86,6 +89,7 @@ class ExternalServer:
         self._started_at = 0.0
         self._client: httpx.Client | None = None
         self._watchdog: threading.Thread | None = None
+        self._runtime: tuple[str, str] | None = None  # (name, CLI) in a custom image, from setup
 
     @property
     def pid(self) -> int | None:
@@ -97,7 +101,12 @@ class ExternalServer:
         """Run the bootstrap, start the job and wait until it is ready; raise ExternalServerError."""
         if self._client is not None:
             raise ExternalServerError(f"{self._label}: setup() already ran")
-        if self.config.bootstrap is not None:
+        if self.config.enable_custom_image:
+            try:
+                self._runtime = container.choose_runtime(self.config.container_runtime)
+            except container.ContainerError as exc:
+                raise ExternalServerError(f"{self._label}: {exc}") from exc
+        elif self.config.bootstrap is not None:
             self._run_bootstrap(self.config.bootstrap)
         with self._lock:
             self._start_job()
@@ -188,7 +197,8 @@ class ExternalServer:
         """Start the job and wait until it is ready; the caller holds the lock."""
         if self._closed.is_set():
             raise ExternalServerError(f"{self._label}: closed")
-        port = self.config.port or _free_port()
+        # In a container the job's own port is the config's; the host side is always a free one.
+        port = _free_port() if self._runtime is not None or not self.config.port else self.config.port
         job = self._job = self._spawn(self.config.job, port=port, role="job")
         self._url = f"http://{HOST}:{port}{self.config.predict_path}"
         try:
@@ -202,7 +212,7 @@ class ExternalServer:
 
     def _wait_ready(self, job: ProcessGroup, base: str) -> None:
         paths = [self.config.readiness_path] if self.config.readiness_path else ["/ready", "/health"]
-        timeout_s = self.config.startup_timeout_s
+        timeout_s = self.config.ready_within_s
         deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=PROBE_TIMEOUT_S, **_CLIENT_OPTIONS) as probe:
             while True:
@@ -262,6 +272,11 @@ class ExternalServer:
                     log.error("%s: restart failed: %s", self._label, exc)
 
     def _spawn(self, command: str, *, port: int | None, role: str) -> ProcessGroup:
+        if self._runtime is not None and port is not None:
+            name = container.container_name(os.environ.get("MESHNODE_REPLICA_ID"), self._label, os.getpid())
+            run, env = container.run_for(self.config, self.folder, self._runtime, name, port)
+            label = f"{self._label} {role} in {run.image}"
+            return container.ContainerJob(run, env=container.client_env(os.environ, env), label=label)
         env = {
             **os.environ,
             "PYTHON": sys.executable,

@@ -1,25 +1,29 @@
 """The ``config.yaml`` of an external-server app folder, read and validated field by field.
 
 The shape follows FedML's custom-image apps (``bootstrap`` and ``job`` commands, a ``port``, a
-readiness path), minus containers: meshnode runs the commands itself, in the folder. Keys that only
-mean something to FedML's container platform are accepted and ignored, so a FedML folder loads
-unchanged; any other unknown key is an error, so that a typo never silently becomes a default.
+readiness path). meshnode runs the commands itself, in the folder, or with ``enable_custom_image:
+true`` inside ``inference_image_name`` through docker or podman (``container.py``). Keys that only
+mean something to FedML's platform are accepted and ignored, so a FedML folder loads unchanged; any
+other unknown key is an error, so that a typo never silently becomes a default.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshnode.inference.app_ref import AppLoadError
+from meshnode.inference.app_ref import AppLoadError, parse_app_ref, resolve_target
+from meshnode.inference.container import ENV_NAME_PATTERN, RUNTIMES, image_problem
 
-__all__ = ["ExternalConfig", "load_external_config"]
+__all__ = ["ExternalConfig", "load_external_config", "needs_container"]
 
 CONFIG_FILE = "config.yaml"
 
-# FedML container-platform keys: images, registries, volumes and UI examples mean nothing here.
+# FedML platform keys: registries, volumes and UI examples mean nothing here (nor an image name
+# without enable_custom_image: FedML's default-image folders name its own backend image).
 FEDML_IGNORED_KEYS = frozenset(
     {
         "auto_detect_public_ip",
@@ -30,11 +34,9 @@ FEDML_IGNORED_KEYS = frozenset(
         "entry_point",
         "expose_subdomains",
         "inference_image",
-        "inference_image_name",
         "liveness_probe",
         "registry_specs",
         "request_input_example",
-        "use_gpu",
         "volumes",
         "workspace_mount_path",
     }
@@ -68,6 +70,25 @@ class ExternalConfig:
     max_concurrency: int = 4
     # Extra environment for both commands (FedML's `environment_variables`).
     environment_variables: Mapping[str, str] = field(default_factory=dict)
+    # Run bootstrap and job inside `inference_image_name` through docker or podman (FedML's keys);
+    # placement then picks only nodes that gossip a container runtime.
+    enable_custom_image: bool = False
+    # The image, present on the node (built, imported or pulled by its owner: meshnode never pulls).
+    inference_image_name: str | None = None
+    # The runtime to use when the node has both; the other one serves when it has only that one.
+    container_runtime: str | None = None
+    # Caps of the container (--cpus, --memory); None: as many as the runtime gives.
+    container_cpus: float | None = None
+    container_memory_gb: float | None = None
+    # FedML's use_gpu: in a custom image, the node's GPUs are passed into the container.
+    use_gpu: bool = False
+
+    @property
+    def ready_within_s(self) -> float:
+        """Longest wait from a start to ready: in a custom image the bootstrap runs in that start."""
+        if self.enable_custom_image and self.bootstrap is not None:
+            return self.startup_timeout_s + self.bootstrap_timeout_s
+        return self.startup_timeout_s
 
 
 def load_external_config(folder: Path) -> ExternalConfig:
@@ -89,7 +110,27 @@ def load_external_config(folder: Path) -> ExternalConfig:
     workspace = folder / config.workspace
     if not workspace.is_dir():
         raise AppLoadError(f"{path}: workspace {config.workspace!r} is not a folder inside {folder}")
+    if config.enable_custom_image:
+        _check_mountable(path, folder, config.workspace)
     return config
+
+
+def _check_mountable(path: Path, folder: Path, workspace: str) -> None:
+    """A custom image sees the folder mounted as is: the workspace must lie inside it."""
+    if any(mark in str(folder.resolve()) for mark in ":,"):
+        raise AppLoadError(f"{path}: a folder whose path holds ':' or ',' cannot be mounted in a container")
+    if Path(workspace).is_absolute() or os.path.normpath(workspace).split(os.sep)[0] == "..":
+        raise AppLoadError(f"{path}: workspace {workspace!r} must lie inside the folder for a custom image")
+
+
+def needs_container(ref: str, base_dir: Path | None = None) -> bool:
+    """Whether app `ref` is a ``config.yaml`` folder that runs in a custom image; AppLoadError if
+    its config is broken. Read where a deployment is declared, so placement finds it in the spec."""
+    parsed = parse_app_ref(ref)
+    if parsed.kind != "folder":
+        return False
+    folder = resolve_target(parsed.target, base_dir if base_dir is not None else Path.cwd())
+    return load_external_config(folder).enable_custom_image
 
 
 def _yaml_problem(exc: Exception) -> str:
@@ -169,6 +210,7 @@ def _parse(path: Path, raw: dict[Any, Any]) -> ExternalConfig:
     job = text("job", required=True)
     assert job is not None  # required=True never returns None
     return ExternalConfig(
+        **_custom_image(path, raw, env),
         job=job,
         bootstrap=text("bootstrap"),
         workspace=workspace,
@@ -181,3 +223,51 @@ def _parse(path: Path, raw: dict[Any, Any]) -> ExternalConfig:
         max_concurrency=integer("max_concurrency", 1, 1024),
         environment_variables={k: str(v) for k, v in env.items()},
     )
+
+
+# Keys that mean something only in a custom image.
+CONTAINER_KEYS = ("container_cpus", "container_memory_gb", "container_runtime")
+
+
+def _custom_image(path: Path, raw: dict[Any, Any], env: dict[Any, Any]) -> dict[str, Any]:
+    """The custom-image fields, checked: given only with ``enable_custom_image: true``."""
+    enabled = raw.get("enable_custom_image", False)
+    if not isinstance(enabled, bool):
+        raise AppLoadError(f"{path}: enable_custom_image must be true or false, not {enabled!r}")
+    use_gpu = raw.get("use_gpu", False)
+    if not isinstance(use_gpu, bool):
+        raise AppLoadError(f"{path}: use_gpu must be true or false, not {use_gpu!r}")
+    container_keys = [key for key in CONTAINER_KEYS if key in raw]
+    if not enabled:
+        if container_keys:
+            raise AppLoadError(f"{path}: {', '.join(container_keys)} need(s) enable_custom_image: true")
+        return {"use_gpu": use_gpu}
+    image = raw.get("inference_image_name")
+    if (problem := image_problem(image)) is not None:
+        raise AppLoadError(f"{path}: inference_image_name must be {problem}, not {image!r}")
+    runtime = raw.get("container_runtime")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise AppLoadError(f"{path}: container_runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    bad_names = sorted(str(name) for name in env if not ENV_NAME_PATTERN.fullmatch(str(name)))
+    if bad_names:
+        raise AppLoadError(
+            f"{path}: environment_variables names must be letters, digits and _ (not starting with a "
+            f"digit) to enter a container: {', '.join(bad_names)}"
+        )
+
+    def limit(key: str, high: float) -> float | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
+            raise AppLoadError(f"{path}: {key} must be a number in (0, {high:g}], not {value!r}")
+        return float(value)
+
+    return {
+        "enable_custom_image": True,
+        "inference_image_name": image,
+        "container_runtime": runtime,
+        "container_cpus": limit("container_cpus", 1024),
+        "container_memory_gb": limit("container_memory_gb", 1e6),
+        "use_gpu": use_gpu,
+    }

@@ -61,6 +61,9 @@ class Resources:
     min_memory_gb: float = 0.0
     # Whether the node must have at least one accelerator (GPU, MPS).
     accelerator: bool = False
+    # Whether the node must have a container runtime (docker or podman): the app runs in a custom
+    # image. Set by the node that takes the declaration when the app's config.yaml says so.
+    container: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,9 @@ class DeploymentSpec:
         """A JSON- and msgpack-ready dict (the body ``PUT /v1/deployments/{name}`` takes)."""
         wire = asdict(self)
         wire["resources"]["device_kinds"] = list(self.resources.device_kinds)
+        if not self.resources.container:
+            # Left out when false: a spec without it reads the same to nodes that predate it.
+            del wire["resources"]["container"]
         return wire
 
     @classmethod
@@ -144,13 +150,15 @@ def _resources(raw: object) -> Resources:
     for kind in kinds:
         if kind not in DEVICE_KINDS:
             raise SpecError("resources.device_kinds", f"{kind!r} is not one of {', '.join(DEVICE_KINDS)}")
-    accelerator = body.get("accelerator", False)
-    if not isinstance(accelerator, bool):
-        raise SpecError("resources.accelerator", "must be true or false")
+    flags = {}
+    for key in ("accelerator", "container"):
+        flags[key] = body.get(key, False)
+        if not isinstance(flags[key], bool):
+            raise SpecError(f"resources.{key}", "must be true or false")
     return Resources(
         device_kinds=tuple(sorted(set(kinds))),
         min_memory_gb=_float(body, "min_memory_gb", 0.0, 0.0, 1e6, prefix="resources."),
-        accelerator=accelerator,
+        **flags,
     )
 
 

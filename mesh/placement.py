@@ -12,8 +12,12 @@ scores host it. Properties the rest of the mesh relies on:
   a node leaving hands each of its replicas to the next in rank, and nothing else moves.
 - Proportional share: a node of weight 2 wins about twice as many deployments as one of weight 1.
 
-Eligibility (device kind, memory, accelerator) filters nodes before ranking; when too few nodes are
-eligible the result says why, so ``GET /v1/deployments`` can report the deployment unschedulable.
+Eligibility (device kind, memory, accelerator, a container runtime) filters nodes before ranking;
+when too few nodes are eligible the result says why, so ``GET /v1/deployments`` can report the
+deployment unschedulable. Every input is in the gossiped view or the spec, never on one node's disk:
+an app in a custom image needs a runtime, and that need travels in the spec
+(``resources.container``, set by the node that takes the declaration, which reads the app's
+``config.yaml``), while each node gossips the runtimes it has (``device["container_runtimes"]``).
 
 ``plan`` turns the ranking into what every node acts on: pinned replicas (``--deploy``) count first,
 the next eligible nodes in rank host the rest, and the ones after them are warm backups. With
@@ -57,6 +61,9 @@ _CUDA_WEIGHT_PER_16_GB = 8.0
 _MPS_WEIGHT = 4.0
 
 _HASH_SPAN = float(1 << 64)
+# The container CLIs a node may gossip (inference/container.py drives them).
+CONTAINER_RUNTIMES = frozenset({"docker", "podman"})
+NO_CONTAINER_RUNTIME = "no container runtime (docker or podman)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class HostNode:
     accelerators: int = 0
     zone: str = ""
     region: str = ""
+    container: bool = False  # has a container runtime that answers (docker or podman)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class Requirements:
     device_kinds: frozenset[str] = frozenset()  # empty: any kind
     min_memory_bytes: int = 0
     accelerator: bool = False
+    container: bool = False  # the app runs in a custom image
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,8 @@ def ineligible_reason(candidate: HostNode, needs: Requirements) -> str | None:
         return f"device {candidate.device_kind} is not one of {kinds}"
     if needs.accelerator and candidate.accelerators == 0:
         return "no accelerator"
+    if needs.container and not candidate.container:
+        return NO_CONTAINER_RUNTIME
     if candidate.memory_bytes < needs.min_memory_bytes:
         return f"{candidate.memory_bytes} bytes of memory, needs {needs.min_memory_bytes}"
     if candidate.weight <= 0:
@@ -217,6 +228,7 @@ def host_of(node: NodeId, device: Mapping[str, Any], region: str = "", zone: str
     count = len(accelerators) if isinstance(accelerators, list) else 0
     kind = device.get("kind")
     memory = device.get("memory")
+    runtimes = device.get("container_runtimes")
     return HostNode(
         node=node,
         weight=weight_of(device),
@@ -225,6 +237,7 @@ def host_of(node: NodeId, device: Mapping[str, Any], region: str = "", zone: str
         accelerators=count,
         zone=zone,
         region=region,
+        container=isinstance(runtimes, list) and any(name in CONTAINER_RUNTIMES for name in runtimes),
     )
 
 

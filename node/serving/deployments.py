@@ -48,7 +48,7 @@ from ..mesh.replica_state import ReplicaState
 from ..mesh.replica_view import Prospect
 from ..mesh.types import NodeId
 from .cold_start import ColdStarts
-from .plans import HostSet, cached_plan, needs_of
+from .plans import HostSet, cached_plan, needs_of, with_app_needs
 from .replicas import Replicas
 from .views import Outcome, deployment_view
 
@@ -141,10 +141,14 @@ class Deployments:
     # -- declarations ----------------------------------------------------------------------
 
     def declare(self, name: str, spec: DeploymentSpec | None) -> Record | None:
-        """Declare, change or (spec None) remove a deployment mesh-wide; None if unknown to remove."""
+        """Declare, change or (spec None) remove a deployment mesh-wide; None if unknown to remove.
+
+        What the app needs of a node (``with_app_needs``: a container runtime) goes into the spec.
+        """
         held = self._membership.record(name)
         if spec is None and (held is None or held.removed):
             return None
+        spec = with_app_needs(spec) if spec is not None else None
         return self._membership.declare(name, spec, int(time.time() * 1000))
 
     def record(self, name: str) -> Record | None:

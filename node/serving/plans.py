@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import replace
 
+from ..errors import Unprocessable
+from ..inference.app_ref import AppLoadError
+from ..inference.external_config import needs_container
 from ..mesh.deployment import DeploymentSpec
 from ..mesh.member import Member
 from ..mesh.placement import HostNode, Plan, Requirements, host_of, plan
 from ..mesh.types import NodeId
 
-__all__ = ["HostSet", "cached_plan", "needs_of"]
+__all__ = ["HostSet", "cached_plan", "needs_of", "with_app_needs"]
 
 # Plans remembered (deployments x recent views).
 _PLAN_CACHE_SIZE = 4096
@@ -76,4 +80,21 @@ def needs_of(spec: DeploymentSpec) -> Requirements:
         device_kinds=frozenset(resources.device_kinds),
         min_memory_bytes=int(resources.min_memory_gb * 1e9),
         accelerator=resources.accelerator,
+        container=resources.container,
     )
+
+
+def with_app_needs(spec: DeploymentSpec) -> DeploymentSpec:
+    """`spec` with what its app needs of every node written in: a container runtime for a custom image.
+
+    Read here, on the node that takes the declaration (which may run the app, so it holds the
+    folder), from the app's ``config.yaml``; placement then reads it from the spec alone, so every
+    node places the deployment alike. A broken ``config.yaml`` is refused with 422.
+    """
+    if spec.resources.container:
+        return spec
+    try:
+        container = needs_container(spec.app)
+    except AppLoadError as exc:
+        raise Unprocessable(f"app: {exc}") from exc
+    return replace(spec, resources=replace(spec.resources, container=True)) if container else spec

@@ -51,7 +51,8 @@ async def spawn_worker(
             "--parent-pid", str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             close_fds=True,  # asyncio's default, said aloud; uvloop ignores it (see the docstring)
-            env={**_WORKER_ENV, **os.environ},  # the owner's own settings win
+            # The owner's own settings win; the replica id names an app's container (inference/container.py).
+            env={**_WORKER_ENV, **os.environ, "MESHNODE_REPLICA_ID": replica_id},
         )  # fmt: skip
 
 

@@ -192,7 +192,9 @@ class Agent:
         )
         runner.publish_meta(self._meta.build())
         # GET /v1/events, the dashboard
-        self._events = EventFeed(self.mesh_view, deployments.views, jobs=self._jobs.table.held)
+        self._events = EventFeed(
+            self.mesh_view, deployments.views, jobs=self._jobs.table.held, keepalive_s=config.sse_keepalive_s
+        )
         forwarder.on_failover = self._events.failover
         rotation.connect(runner, dataplane.client_check, self._links, self._serving_changed)
         self._server = http_server(

@@ -19,7 +19,7 @@ The snapshot also carries ``traffic``, the mesh's request rates, errors, latency
 deployment and the links that carry them, summed from every member's gossiped window
 (``mesh/traffic.py``), and ``jobs``.
 
-Comments (``: keep-alive``) go out after ``KEEPALIVE_S`` of silence, so proxies keep idle streams.
+Comments (``: keep-alive``) go out after ``sse_keepalive_s`` of silence, so proxies keep idle streams.
 
 Bounds: at most ``MAX_STREAMS`` streams per node (429 past it); each queues at most ``MAX_QUEUED``
 events. A client that reads slower than events come fills its queue and is cut: it gets nothing
@@ -115,6 +115,7 @@ class EventFeed:
         deployments: Callable[[], list[dict[str, Any]]],
         *,
         jobs: Callable[[], dict[str, dict[str, int]]] = dict,
+        keepalive_s: float = KEEPALIVE_S,
         clock: Callable[[], float] = time.time,
         max_streams: int = MAX_STREAMS,
         max_queued: int = MAX_QUEUED,
@@ -122,6 +123,7 @@ class EventFeed:
         self._view = view
         self._deployments = deployments
         self._jobs = jobs
+        self.keepalive_s = keepalive_s  # a quiet stream's comment comes after this (sse_keepalive_s)
         self._clock = clock
         self._max_streams = max_streams
         self._max_queued = max_queued
@@ -319,7 +321,7 @@ class _EventStream(Response):
         stream = self._stream
         while not stream.cut:
             try:
-                async with asyncio.timeout(KEEPALIVE_S):
+                async with asyncio.timeout(self._feed.keepalive_s):
                     event = await stream.queue.get()
             except TimeoutError:
                 await self._send(send, KEEPALIVE)

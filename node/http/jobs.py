@@ -42,7 +42,14 @@ _DEPLOYMENT = Path(description="POST: the deployment that runs the job")
 _JOB_ID = Path(description="GET, DELETE: the job's id (22 characters of base64url)")
 
 
-def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, default_timeout_s: float) -> None:
+def add_job_routes(
+    app: FastAPI,
+    jobs: JobService,
+    *,
+    max_body_bytes: int,
+    default_timeout_s: float,
+    keepalive_s: float = KEEPALIVE_S,
+) -> None:
     """Mount the ``/v1/jobs`` routes."""
 
     # One path template for POST (its segment names a deployment) and GET/DELETE (a job id), so the
@@ -126,13 +133,15 @@ def add_job_routes(app: FastAPI, jobs: JobService, *, max_body_bytes: int, defau
         """Server-Sent Events: the job's status at each change, until it ends."""
         first = await jobs.find(job_id)  # 404/410 before the stream starts
         return StreamingResponse(
-            _events(first, request, jobs),
+            _events(first, request, jobs, keepalive_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
 
 
-async def _events(first: JobRecord, request: Request, jobs: JobService) -> AsyncIterator[bytes]:
+async def _events(
+    first: JobRecord, request: Request, jobs: JobService, keepalive_s: float
+) -> AsyncIterator[bytes]:
     record = first
     last: tuple[int, int | None] | None = None
     loop = asyncio.get_running_loop()
@@ -143,7 +152,7 @@ async def _events(first: JobRecord, request: Request, jobs: JobService) -> Async
             last, said = (record.version, position), loop.time()
             data = json.dumps(_view(record, request, jobs))
             yield f"event: {record.status.value}\ndata: {data}\n\n".encode()
-        elif loop.time() - said >= KEEPALIVE_S:  # proxies keep the stream; a quiet job is no dead node
+        elif loop.time() - said >= keepalive_s:  # proxies keep the stream; a quiet job is no dead node
             said = loop.time()
             yield KEEPALIVE
         if record.status.terminal:

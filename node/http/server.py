@@ -121,7 +121,11 @@ def http_server(
     add_openai_routes(app, Edge(serve, limits, Catalog(members, deployments, mesh_id)), images)
     if jobs is not None:
         add_job_routes(
-            app, jobs, max_body_bytes=jobs.limits.max_body_bytes, default_timeout_s=limits.default_timeout_s
+            app,
+            jobs,
+            max_body_bytes=jobs.limits.max_body_bytes,
+            default_timeout_s=limits.default_timeout_s,
+            keepalive_s=limits.keepalive_s,
         )
     add_key_routes(app, keys)
     add_keyring_routes(app, rotation)

@@ -105,3 +105,17 @@ def test_a_chat_stream_says_keep_alive_while_the_model_thinks(agent: AgentProces
         chunks = sdk.chat.completions.create(model="words", messages=messages, stream=True, max_tokens=4)
         text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == "one two one two", text
+
+
+def test_the_mesh_feed_says_keep_alive_at_the_same_interval(agent: AgentProcess) -> None:
+    # Between its snapshots (every 3 s) an idle mesh says nothing else: the comments fill the gap.
+    comments = 0
+    with httpx.stream("GET", f"{agent.url}/v1/events", timeout=30, trust_env=False) as response:
+        assert response.status_code == 200
+        started, buffer = time.monotonic(), b""
+        for raw in response.iter_raw():
+            buffer += raw
+            comments = buffer.count(b": keep-alive\n\n")
+            if comments >= 3 or time.monotonic() - started > 20:
+                break
+    assert comments >= 3

@@ -80,11 +80,8 @@ async def until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_an_idle_stream_gets_keep_alives_and_ends_when_the_node_stops(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(events_module, "KEEPALIVE_S", 0.05)
-    events = feed()
+async def test_an_idle_stream_gets_keep_alives_and_ends_when_the_node_stops() -> None:
+    events = EventFeed(Node().mesh_view, list, keepalive_s=0.05)
     response = events_module._EventStream(events, events.open())
     wire = Wire()
     served = asyncio.create_task(response({"type": "http"}, wire.receive, wire.send))

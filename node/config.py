@@ -141,10 +141,10 @@ class AgentConfig:
     request_timeout_s: float = 60.0
     # Largest accepted request body; bigger gets 413 before it is read whole.
     max_request_bytes: int = 16 * 1024 * 1024
-    # A Server-Sent Events stream of predict or the OpenAI routes that sent nothing for this long (a
-    # model thinking between tokens) gets a `: keep-alive` comment, so proxies that cut idle responses
-    # (often after 30-60 s) keep it open. Lower behind a proxy with a shorter idle timeout; each
-    # comment is 14 bytes that every SSE client skips. Job events and /v1/events use the default.
+    # A Server-Sent Events stream (predict, the OpenAI routes, /v1/events, job events) that sent
+    # nothing for this long (a model thinking between tokens) gets a `: keep-alive` comment, so proxies
+    # that cut idle responses (often after 30-60 s) keep it open. Lower behind a proxy with a shorter
+    # idle timeout; each comment is 14 bytes that every SSE client skips.
     sse_keepalive_s: float = 15.0
     # How long an image URL of `POST /v1/images/generations` (`response_format: "url"`) stays
     # valid: OpenAI's own links live an hour, so clients written for it fetch well within that.

@@ -34,6 +34,7 @@ __all__ = [
     "MeshEntry",
     "NodeAccess",
     "access_options",
+    "discover_options",
     "entry_options",
     "error_message",
     "node_option",
@@ -143,6 +144,17 @@ def entry_options(command: _F) -> _F:
             help="A node to send to (https://HOST:PORT for a node with a certificate); repeatable.",
         ),
         access_options,
+        discover_options,
+    ]
+    decorated: Any = wrapper
+    for decorator in reversed(decorators):
+        decorated = decorator(decorated)
+    return cast(_F, decorated)
+
+
+def discover_options(command: _F) -> _F:
+    """``--discover``, ``--interface`` (repeatable) and ``--mesh-id``: finding a node by mDNS."""
+    decorators = [
         click.option("--discover", is_flag=True, help="Find the mesh by mDNS instead of --node."),
         click.option(
             "--interface",
@@ -155,7 +167,7 @@ def entry_options(command: _F) -> _F:
             "--mesh-id", default=agent_default("mesh_id"), show_default=True, help="Mesh to discover."
         ),
     ]
-    decorated: Any = wrapper
+    decorated: Any = command
     for decorator in reversed(decorators):
         decorated = decorator(decorated)
     return cast(_F, decorated)

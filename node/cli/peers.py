@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from ..config import DEFAULT_NODE_URL
-from .node_http import NodeAccess, access_options, request_node
-from .params import IPAddress, NodeURL, agent_default
+from .node_http import NodeAccess, access_options, discover_options, request_node
+from .params import NodeURL
 from .text_table import FitTable, plain, show, state_style, styled, table
 
 __all__ = [
@@ -50,15 +50,7 @@ DISCOVER_TIMEOUT_S = 2.0
 )
 @access_options
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /v1/mesh body.")
-@click.option("--discover", is_flag=True, help="Without --node, find a node by mDNS on --interface.")
-@click.option(
-    "--interface",
-    "interfaces",
-    type=IPAddress(),
-    multiple=True,
-    help="Interface address to browse mDNS on (with --discover); repeatable.",
-)
-@click.option("--mesh-id", default=agent_default("mesh_id"), show_default=True, help="Mesh to discover.")
+@discover_options
 def peers(
     node_url: str | None,
     access: NodeAccess,

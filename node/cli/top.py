@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..config import DEFAULT_NODE_URL
-from .node_http import NodeAccess, access_options, request_node
-from .params import IPAddress, NodeURL, agent_default
+from .node_http import NodeAccess, access_options, discover_options, request_node
+from .params import NodeURL
 from .peers import discover_node, fetch_mesh
 from .text_table import show
 from .top_data import Frame, TopData, summarize, to_json
@@ -79,15 +79,7 @@ MAX_SCRAPED_NODES = 64
 )
 @click.option("--once", is_flag=True, help="Print one frame and exit (what a pipe gets anyway).")
 @click.option("--json", "as_json", is_flag=True, help="Print the data as JSON (a line per refresh).")
-@click.option("--discover", is_flag=True, help="Without --node, find a node by mDNS on --interface.")
-@click.option(
-    "--interface",
-    "interfaces",
-    type=IPAddress(),
-    multiple=True,
-    help="Interface address to browse mDNS on (with --discover); repeatable.",
-)
-@click.option("--mesh-id", default=agent_default("mesh_id"), show_default=True, help="Mesh to discover.")
+@discover_options
 def top(
     node_url: str | None,
     access: NodeAccess,

@@ -126,7 +126,7 @@ class DeviceInfo:
         """Rebuild from ``to_wire`` output (``kind`` is derived, not read); ValueError if malformed."""
         torch_version = wire.get("torch")
         runtimes = wire.get("container_runtimes", [])
-        if not isinstance(runtimes, list) or not set(runtimes) <= set(RUNTIMES):
+        if not isinstance(runtimes, list):
             raise ValueError(f"malformed device info: container_runtimes {runtimes!r}")
         try:
             return cls(
@@ -135,6 +135,7 @@ class DeviceInfo:
                 memory_bytes=int(wire["memory"]),
                 accelerators=tuple(Accelerator.from_wire(item) for item in wire["accelerators"]),
                 torch_version=None if torch_version is None else str(torch_version),
+                # Names this version does not drive (a newer node's) are left out.
                 container_runtimes=tuple(name for name in RUNTIMES if name in runtimes),
             )
         except (KeyError, TypeError, AttributeError) as exc:

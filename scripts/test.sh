@@ -7,4 +7,5 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/python -m pytest -q -rs "$@"
+# --durations: the slowest tests, in every log, so the run stays within its time (docs/testing.md).
+.venv/bin/python -m pytest -q -rs --durations=25 "$@"

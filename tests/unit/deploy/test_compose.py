@@ -167,6 +167,12 @@ def test_prometheus_finds_the_nodes_through_their_targets_route_with_the_key_mad
     ]
     assert {sd["authorization"]["credentials_file"] for sd in job["http_sd_configs"]} == {key_file}
     assert job["authorization"]["credentials_file"] == key_file
+    # Prometheus 2.42 sends a discovery request's credentials without "Bearer " unless told the type.
+    assert (
+        {sd["authorization"]["type"] for sd in job["http_sd_configs"]}
+        == {job["authorization"]["type"]}
+        == {"Bearer"}
+    )
     maker = services["prometheus-key"]
     assert maker["network_mode"] == "service:node1"  # node1's loopback: no key needed to make one
     assert f"{key_volume}:/keys" in maker["volumes"]

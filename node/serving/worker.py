@@ -16,6 +16,10 @@ makes ZeroMQ drop the connection before the bytes are held in memory, and libzmq
 after such a protocol error; the worker then exits with ``EXIT_AGENT_GONE`` (as when the agent is
 gone) and the agent's supervisor starts a fresh one.
 
+Once serving, SIGTERM (the agent stopping the replica) closes the app before the process exits, so
+an app that runs something of its own stops it its own way (an external server's container is
+stopped through its runtime); the agent SIGKILLs a worker still running after its grace period.
+
 The core lives in ``inference/`` and this shell in ``node/`` because ``inference/`` never imports
 ``node``; the shell owns everything about the process: its command line, its socket and its exit
 with the agent.
@@ -133,18 +137,21 @@ async def serve(app: object, replica_id: str, endpoint: str, max_frame_bytes: in
     """Say hello, then answer the agent's calls until the link to it drops or the process is stopped."""
     link = AgentLink(endpoint, replica_id, max_frame_bytes)
     worker = Worker(app, replica_id, link.send)
-    lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[bool] = loop.create_future()  # True: the agent asked the worker to stop
 
-    def on_lost() -> None:
+    def on_lost(stopped: bool = False) -> None:
         if not lost.done():
-            lost.set_result(None)
+            lost.set_result(stopped)
 
+    loop.add_signal_handler(signal.SIGTERM, on_lost, True)
     try:
         link.start(worker.handle, on_lost)
         link.send(worker.hello())
-        await lost
-        log.error("the connection to the agent dropped (a frame over --max-frame-bytes?); exiting")
+        if not await lost:
+            log.error("the connection to the agent dropped (a frame over --max-frame-bytes?); exiting")
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         link.close()
         worker.close()
 

@@ -1,9 +1,10 @@
 """A container image with Python made on this machine, with no registry, for tests of apps in a custom image.
 
 ``build_python_image`` copies this machine's Python (its interpreter, standard library and the shared
-libraries they load, as ``ldd`` lists them) and ``/bin/sh`` into a root filesystem and
-``podman import``s it: a few seconds and about 40 MB, nothing downloaded. ``podman_settings`` finds
-how podman can run a container here: its defaults, or a ``containers.conf`` (passed to podman as
+libraries they load, as ``ldd`` lists them) and ``/bin/sh`` into a root filesystem and imports it
+(``podman import``, ``docker import``): a few seconds and about 40 MB, nothing downloaded.
+``runtime_settings`` finds how the runtime can run a container here: its defaults, or for podman a
+``containers.conf`` (passed to podman as
 ``$CONTAINERS_CONF``) that asks for what a sandbox without ``CAP_SYS_RESOURCE`` can grant (file and
 process limits no higher than the present ones) and runc instead of crun (crun refuses a host whose
 cgroups are in hybrid v1/v2 mode). Both answer why not when they cannot: the test then skips with it.
@@ -19,7 +20,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-__all__ = ["build_python_image", "podman_settings"]
+__all__ = ["build_python_image", "runtime_settings"]
 
 # Parts of the standard library no test app needs (they double the image).
 _SKIP = shutil.ignore_patterns(
@@ -30,7 +31,7 @@ _LDD_PATH = re.compile(r"(/\S+) \(0x[0-9a-f]+\)")
 CLI_TIMEOUT_S = 120.0
 
 
-def build_python_image(podman: str, tag: str, workdir: Path) -> str | None:
+def build_python_image(cli: str, tag: str, workdir: Path) -> str | None:
     """Import an image `tag` with python3 and sh; None, or why it could not be made."""
     python = Path("/usr/bin/python3").resolve()
     if not python.is_file():
@@ -61,15 +62,15 @@ def build_python_image(podman: str, tag: str, workdir: Path) -> str | None:
     with tarfile.open(archive, "w") as tar:
         tar.add(root, arcname=".")
     done = subprocess.run(
-        [podman, "import", str(archive), tag], capture_output=True, text=True, timeout=CLI_TIMEOUT_S
+        [cli, "import", str(archive), tag], capture_output=True, text=True, timeout=CLI_TIMEOUT_S
     )
     if done.returncode != 0:
-        return f"`podman import` failed ({done.returncode}): {done.stderr.strip()}"
+        return f"`{Path(cli).name} import` failed ({done.returncode}): {done.stderr.strip()}"
     return None
 
 
-def podman_settings(podman: str, image: str, workdir: Path) -> tuple[dict[str, str], str | None]:
-    """The environment under which podman runs `image` here ({} or a CONTAINERS_CONF), and why not."""
+def runtime_settings(cli: str, runtime: str, image: str, workdir: Path) -> tuple[dict[str, str], str | None]:
+    """The environment under which the runtime runs `image` here ({} or a CONTAINERS_CONF), and why not."""
     soft_files, hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)
     soft_procs, hard_procs = resource.getrlimit(resource.RLIMIT_NPROC)
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
@@ -78,8 +79,10 @@ def podman_settings(podman: str, image: str, workdir: Path) -> tuple[dict[str, s
         "[containers]\n"
         f'default_ulimits = ["nofile={soft_files}:{hard_files}", "nproc={min(soft_procs, procs)}:{procs}"]\n'
     )
-    candidates = {"podman's defaults": "", "present limits": limits, "present limits and runc": limits}
-    candidates["present limits and runc"] += '[engine]\nruntime = "runc"\n'
+    candidates = {f"{runtime}'s defaults": ""}
+    if runtime == "podman":  # containers.conf is podman's; docker's daemon is configured by its owner
+        candidates["present limits"] = limits
+        candidates["present limits and runc"] = limits + '[engine]\nruntime = "runc"\n'
     failures = []
     for index, (what, conf) in enumerate(candidates.items()):
         env: dict[str, str] = {}
@@ -87,14 +90,14 @@ def podman_settings(podman: str, image: str, workdir: Path) -> tuple[dict[str, s
             path = workdir / f"containers-{index}.conf"
             path.write_text(conf)
             env = {"CONTAINERS_CONF": str(path)}
-        command = [podman, "run", "--rm", "--pull=never", image, "/bin/sh", "-c", "echo ok"]
+        command = [cli, "run", "--rm", "--pull=never", image, "/bin/sh", "-c", "echo ok"]
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, env={**os.environ, **env}
         )
         if done.returncode == 0 and done.stdout.strip() == "ok":
             return env, None
         failures.append(f"{what}: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return {}, "podman cannot run a container here (" + "; ".join(failures) + ")"
+    return {}, f"{runtime} cannot run a container here (" + "; ".join(failures) + ")"
 
 
 def _libraries(binaries: list[Path]) -> set[Path]:

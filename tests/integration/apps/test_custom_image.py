@@ -1,12 +1,13 @@
-"""Apps in a custom image with real agents: the commands they run, placement by the gossiped runtime, podman.
+"""Apps in a custom image with real agents: the commands they run, placement by the runtimes, podman, docker.
 
 - With a fake runtime (always): two agents, ``n0`` whose ``podman`` is a stand-in that records its
   command lines and runs the container's command on the host, ``n1`` whose ``podman`` and
   ``docker`` do not answer. The deployment is placed on ``n0`` only, ``n1`` says why it cannot host
   it, a request through ``n1`` is answered by the app, and the replica's ``run``, ``stop`` and ``rm``
   command lines are exactly those ``inference/container.py`` builds.
-- With podman (where it is installed and can run a container here): the example server in an image
-  made on this machine (``container_image.py``: no registry), answering through an agent.
+- With podman, and with docker (each where it is installed and can run a container here; docker
+  also needs its daemon): the example server in an image made on this machine
+  (``container_image.py``: no registry), answering through an agent.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from meshnode.inference.external_config import load_external_config
 from meshnode.inference.process_group import group_alive
 from meshnode.mesh.placement import NO_CONTAINER_RUNTIME
 from tests.integration.agents import AgentProcess, wait_for
-from tests.integration.apps.container_image import build_python_image, podman_settings
+from tests.integration.apps.container_image import build_python_image, runtime_settings
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "apps" / "external_server"
 # A worker spawned, the app's container started and ready, on two busy cores.
@@ -39,7 +40,7 @@ READY_TIMEOUT_S = 90.0
 CONFIG = """
 enable_custom_image: true
 inference_image_name: {image}
-container_runtime: podman
+container_runtime: {runtime}
 bootstrap: echo bootstrap in the image && echo yes > /tmp/booted
 job: test -f /tmp/booted && exec python3 server.py
 readiness_path: /ready
@@ -129,7 +130,7 @@ def fake_runtime(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_the_job_in_a_container_restarts_and_stops_through_the_runtime(
     tmp_path: Path, app_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (app_folder / "config.yaml").write_text(CONFIG.format(image="localhost/boxed:1"))
+    (app_folder / "config.yaml").write_text(CONFIG.format(image="localhost/boxed:1", runtime="podman"))
     bin_dir, log, state = fake_runtime(tmp_path)
     monkeypatch.setenv("PATH", f"{bin_dir}:{_path()}")
     monkeypatch.setenv("MESHNODE_REPLICA_ID", "boxed-0123abcd")
@@ -158,7 +159,7 @@ def test_the_job_in_a_container_restarts_and_stops_through_the_runtime(
 def test_placed_where_a_runtime_answers_and_run_with_exactly_these_commands(
     tmp_path: Path, app_folder: Path
 ) -> None:
-    (app_folder / "config.yaml").write_text(CONFIG.format(image="localhost/boxed:1"))
+    (app_folder / "config.yaml").write_text(CONFIG.format(image="localhost/boxed:1", runtime="podman"))
     with_runtime, log, _ = fake_runtime(tmp_path)
     without = tmp_path / "bin-none"
     without.mkdir()
@@ -223,37 +224,52 @@ def test_placed_where_a_runtime_answers_and_run_with_exactly_these_commands(
         n0.stop_all()
 
 
-@pytest.fixture(scope="module")
-def podman_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """(podman, image, environment podman needs): an image made here, removed after the module."""
-    podman = shutil.which("podman")
-    if podman is None:
-        pytest.skip("podman is not installed (apt-get install podman runc catatonit)")
-    workdir = tmp_path_factory.mktemp("image")
+@pytest.fixture(scope="module", params=["podman", "docker"])
+def runtime_image(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, str, dict[str, str]]]:
+    """(runtime, CLI, image, environment it needs): an image made here, removed after the module."""
+    runtime: str = request.param
+    cli = shutil.which(runtime)
+    if cli is None:
+        pytest.skip(f"{runtime} is not installed (scripts/setup.sh installs podman)")
+    answer = subprocess.run([cli, "version"], capture_output=True, text=True, timeout=30)
+    if answer.returncode != 0:
+        pytest.skip(f"`{runtime} version` fails here: {(answer.stderr.strip().splitlines() or ['?'])[-1]}")
+    workdir = tmp_path_factory.mktemp(f"image-{runtime}")
     image = f"localhost/meshnode-test-python:{uuid.uuid4().hex[:8]}"
-    why = build_python_image(podman, image, workdir)
+    why = build_python_image(cli, image, workdir)
     if why is not None:
         pytest.skip(f"cannot make a test image without a registry: {why}")
     try:
-        env, why = podman_settings(podman, image, workdir)
+        env, why = runtime_settings(cli, runtime, image, workdir)
         if why is not None:
             pytest.skip(why)
-        yield podman, image, env
+        yield runtime, cli, image, env
     finally:
-        subprocess.run([podman, "rmi", "--force", image], capture_output=True, timeout=60)
+        subprocess.run([cli, "rmi", "--force", image], capture_output=True, timeout=60)
 
 
-def test_an_app_in_a_podman_image_serves_through_an_agent(
-    tmp_path: Path, app_folder: Path, podman_image: tuple[str, str, dict[str, str]]
+def test_an_app_in_an_image_serves_through_an_agent(
+    tmp_path: Path, app_folder: Path, runtime_image: tuple[str, str, str, dict[str, str]]
 ) -> None:
-    podman, image, env = podman_image
-    (app_folder / "config.yaml").write_text(CONFIG.format(image=image))
+    runtime, cli, image, env = runtime_image
+    (app_folder / "config.yaml").write_text(CONFIG.format(image=image, runtime=runtime))
     flags = ["--allow-external-apps", "--app-dir", str(app_folder.parent)]
     agent = AgentProcess("n0", tmp_path, mesh_id=f"test-{uuid.uuid4().hex[:12]}", extra_args=flags, env=env)
+
+    def containers(*options: str) -> str:
+        listed = subprocess.run(
+            [cli, "ps", *options, "--filter", f"name={name}"],
+            capture_output=True, text=True, timeout=30, env={**os.environ, **env},
+        )  # fmt: skip
+        return listed.stdout.strip()
+
     try:
         start([agent])
+        name = f"meshnode-boxed-{agent.node_id[:8]}"
         wait_for(
-            lambda: "podman" in agent.members()[agent.node_id]["device"].get("container_runtimes", []), 30
+            lambda: runtime in agent.members()[agent.node_id]["device"].get("container_runtimes", []), 30
         )
         declared = put(agent, "boxed", {"app": str(app_folder)})
         assert declared.status_code == 201, declared.text
@@ -262,12 +278,8 @@ def test_an_app_in_a_podman_image_serves_through_an_agent(
             READY_TIMEOUT_S,
             message=lambda: f"{deployment(agent, 'boxed')}\n{agent.describe()}",
         )
-        name = f"meshnode-boxed-{agent.node_id[:8]}"
-        listed = subprocess.run(
-            [podman, "ps", "--filter", f"name={name}", "--format", "{{.Image}} {{.Ports}}"],
-            capture_output=True, text=True, timeout=30, env={**os.environ, **env},
-        )  # fmt: skip
-        assert listed.stdout.startswith(image) and "127.0.0.1:" in listed.stdout, listed
+        listed = containers("--format", "{{.Image}} {{.Ports}}")
+        assert listed.startswith(image) and "127.0.0.1:" in listed, listed
         answer = httpx.post(f"{agent.url}/v1/predict/boxed", json={"text": "hi"}, timeout=30, trust_env=False)
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"external": {"text": "hi"}}
@@ -282,15 +294,9 @@ def test_an_app_in_a_podman_image_serves_through_an_agent(
         assert (
             httpx.delete(f"{agent.url}/v1/deployments/boxed", timeout=10, trust_env=False).status_code == 200
         )
-
-        def gone() -> bool:
-            left = subprocess.run(
-                [podman, "ps", "--all", "--quiet", "--filter", f"name={name}"],
-                capture_output=True, text=True, timeout=30, env={**os.environ, **env},
-            )  # fmt: skip
-            return left.stdout.strip() == ""
-
-        wait_for(gone, 60, interval=0.5, message="the container outlived its replica")
+        wait_for(
+            lambda: containers("--all", "--quiet") == "", 60, interval=0.5, message="the container lived on"
+        )
     finally:
         agent.stop_all()
 

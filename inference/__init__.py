@@ -10,7 +10,8 @@
 - ``batching.py``: dynamic batching of concurrent requests into one ``predict_batch``
 - ``model_cache.py``: an LRU of loaded models, for apps that serve many from one replica
 - ``external.py``, ``external_config.py``, ``process_group.py``: apps that are an HTTP server
-  started from a ``config.yaml``, and the process group that runs it
+  started from a ``config.yaml``, and the process group that runs it; ``container.py``: such an
+  app in a custom image: the docker/podman command lines, runtime detection, the running container
 - ``devices.py``: CPU, memory and accelerators of this machine (torch only in a child process)
 - ``runtime_torch.py``: which device and dtype a model loads in
 - ``tiny_diffusion.py``: the tiny offline Stable Diffusion pipeline, and the loader for real ones

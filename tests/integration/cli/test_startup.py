@@ -251,7 +251,9 @@ def test_advertised_addresses_are_what_the_node_tells_while_it_binds_its_own(tmp
         bound = listening_ports(agent.pid)
         assert int(agent.mesh.rpartition(":")[2]) in bound, (agent.mesh, bound)
         assert int(advertised_mesh.rpartition(":")[2]) not in bound
-        assert f"mesh {advertised_mesh}, data {advertised_data}" in agent.log_tail(10_000)
+        # The "up" line is logged once the node serves: /ready may answer a moment before it is written.
+        up = f"mesh {advertised_mesh}, data {advertised_data}"
+        wait_for(lambda: up in agent.log_tail(10_000), 10, message=agent.describe)
     finally:
         agent.stop_all()
 

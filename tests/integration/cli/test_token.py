@@ -70,7 +70,13 @@ def test_a_node_with_no_token_makes_one_that_the_next_node_and_meshnode_token_sh
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
         token = token_file.read_text().strip()
         assert len(token) >= MIN_TOKEN_CHARS
-        told = [line for line in first.log_tail(1000).splitlines() if "meshnode join --seed" in line]
+
+        def told_lines() -> list[str]:
+            return [line for line in first.log_tail(1000).splitlines() if "meshnode join --seed" in line]
+
+        # The announcement is logged just after the node is up: /ready may answer before it is written.
+        wait_for(lambda: bool(told_lines()), 10, message=first.describe)
+        told = told_lines()
         assert len(told) == 1, first.describe()
         assert f"--seed {first.mesh}" in told[0] and f"--token {token}" in told[0], told
 

@@ -14,6 +14,7 @@ import pytest
 from meshnode.config import AgentConfig
 from meshnode.http.app import create_app
 from meshnode.http.doctor import dial_outcome
+from meshnode.http.gate import Gate
 from meshnode.mesh.access import Scope, need_for
 
 ME = "a" * 32
@@ -77,6 +78,17 @@ async def test_only_members_other_than_the_node_are_dialed(client: httpx.AsyncCl
 def test_the_routes_need_a_key_from_other_machines() -> None:
     assert need_for("GET", "/v1/doctor") is Scope.INVOKE
     assert need_for("GET", f"/v1/doctor/dial/{PEER}") is Scope.INVOKE
+
+
+async def test_an_outsider_without_a_key_is_refused_and_nothing_is_dialed(tmp_path: Path) -> None:
+    config = AgentConfig(name="me", mesh_id="lab", data_dir=tmp_path, token="t" * 40)
+    gate = Gate(create_app(Agent(config)), lambda _key_id: None, insecure=False)
+    transport = httpx.ASGITransport(app=gate, client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as outsider:
+        for path in ("/v1/doctor", f"/v1/doctor/dial/{PEER}"):
+            answer = await outsider.get(path, headers={"Authorization": "Bearer mn_made_up_key"})
+            assert answer.status_code == 401, (path, answer.text)
+            assert "mesh_id" not in answer.text and "10.0.0.2" not in answer.text
 
 
 def test_fake_agents_without_a_configuration_get_no_doctor_routes() -> None:

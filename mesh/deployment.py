@@ -91,6 +91,9 @@ class DeploymentSpec:
     backups: int = 0
     # Spread replicas over distinct zones (or regions) first, when enough are eligible.
     spread: Spread | None = None
+    # A model of the mesh's model stores (``meshnode models``) the app serves: a node placed to host a
+    # replica pulls it from the peers that hold it first, and its app finds it in MESHNODE_MODEL_DIR.
+    model: str | None = None
 
     @property
     def scales_to_zero(self) -> bool:
@@ -104,6 +107,8 @@ class DeploymentSpec:
         if not self.resources.container:
             # Left out when false: a spec without it reads the same to nodes that predate it.
             del wire["resources"]["container"]
+        if self.model is None:
+            del wire["model"]  # as for container: a spec without a model reads the same everywhere
         return wire
 
     @classmethod
@@ -131,6 +136,7 @@ class DeploymentSpec:
             autoscaling=_autoscaling(body.get("autoscaling", {})),
             backups=_int(body, "backups", 0, 0, MAX_REPLICAS),
             spread=spread,
+            model=_model(body.get("model")),
         )
 
 
@@ -139,6 +145,16 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise SpecError("name", "must be 1-64 of A-Z a-z 0-9 _ . - and start with a letter or digit")
     return name
+
+
+def _model(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not NAME_PATTERN.fullmatch(raw):
+        raise SpecError(
+            "model", "must be a model's name: 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit"
+        )
+    return raw
 
 
 def _resources(raw: object) -> Resources:

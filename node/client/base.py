@@ -124,6 +124,7 @@ class DeploymentSpec(TypedDict, total=False):
     autoscaling: Mapping[str, Any]  # target_concurrency, window_s, scale_up_delay_s, ...
     backups: int
     spread: str  # "zone" or "region"
+    model: str  # a model of the mesh's stores, pulled by the nodes placed to host it
 
 
 def _deployment_path(name: str) -> str:

@@ -76,3 +76,20 @@ def test_bad_names_are_refused(name: object) -> None:
 
 def test_good_names_pass() -> None:
     assert check_name("tiny-sd_v1.5") == "tiny-sd_v1.5"
+
+
+def test_a_spec_names_a_model_of_the_stores_and_round_trips() -> None:
+    spec = DeploymentSpec.from_wire({"app": "apps/embeddings.py:Embeddings", "model": "minilm"})
+    assert spec.model == "minilm"
+    assert DeploymentSpec.from_wire(spec.to_wire()) == spec
+
+
+def test_a_spec_without_a_model_sends_no_model_key() -> None:
+    assert "model" not in DeploymentSpec(app="apps/echo.py:Echo").to_wire()
+
+
+@pytest.mark.parametrize("bad", ["", "../etc", "a b", 7, ["minilm"], "x" * 65])
+def test_a_bad_model_name_is_refused_naming_the_field(bad: object) -> None:
+    with pytest.raises(SpecError) as caught:
+        DeploymentSpec.from_wire({"app": "apps/echo.py:Echo", "model": bad})
+    assert caught.value.field == "model"

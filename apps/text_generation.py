@@ -13,10 +13,11 @@ A request is ``{"messages": [{"role", "content"}, ...]}`` (written with the mode
 ``{"text", "finish_reason", "usage": {"prompt_tokens", "completion_tokens"}, "model"}``; streamed,
 ``{"text": delta}`` pieces and a last ``{"text": "", "finish_reason", "usage"}``.
 
-The model: ``model=`` or the environment variable ``MESHNODE_LM_MODEL`` names a ``save_pretrained``
-folder of any transformers causal LM (loaded offline). With neither, the first ``setup`` builds the
-tiny random-weight LM (its text is gibberish) in ``<data_dir>/models/tiny-lm``. ``max_batch_size=``
-or ``MESHNODE_LM_MAX_BATCH`` (default 32; 1 turns batching off) bounds the engine's batches.
+The model: ``model=``, the deployment's ``model`` (a model of the mesh's stores, docs/models.md) or the
+environment variable ``MESHNODE_LM_MODEL`` names a ``save_pretrained`` folder of any transformers causal
+LM (loaded offline). With neither, the first ``setup`` builds the tiny random-weight LM (its text is
+gibberish) in ``<data_dir>/models/tiny-lm``. ``max_batch_size=`` or ``MESHNODE_LM_MAX_BATCH`` (default
+32; 1 turns batching off) bounds the engine's batches.
 
 Run:
 
@@ -36,6 +37,7 @@ from typing import Any
 
 from meshnode.inference.generation import Completion, Delta, GenerationEngine, GenerationRequest
 from meshnode.inference.generation_request import DEFAULT_LIMITS, parse_request
+from meshnode.inference.model_dir import mesh_model_dir
 from meshnode.inference.predictor import Predictor, Request
 from meshnode.inference.sampling import SamplingParams
 from meshnode.inference.tiny_lm import ensure_tiny_lm, load_causal_lm
@@ -58,7 +60,8 @@ class TextGeneration(Predictor):
     def __init__(
         self, model: str | Path | None = None, data_dir: Path | None = None, max_batch_size: int | None = None
     ) -> None:
-        self._model = str(model) if model is not None else os.environ.get(MODEL_ENV) or None
+        pulled = mesh_model_dir()  # the deployment names a model of the mesh's stores
+        self._model = str(model or pulled or os.environ.get(MODEL_ENV) or "") or None
         self._data_dir = data_dir
         # The engine's batch, not the replica's ``max_batch_size`` (which would multiply its slots):
         # requests the engine runs together, 1 to compare without batching.

@@ -8,7 +8,8 @@ It reports each diffusion step (``Predictor.report_progress``, from diffusers' s
 with a 64-pixel JPEG preview of the latents, made only when a client asked for progress (the
 WebSocket route): ``ws://localhost:8470/v1/ws/predict/t2i`` shows the picture forming.
 
-The model: ``model=`` or the environment variable ``MESHNODE_T2I_MODEL`` names a pipeline folder
+The model: ``model=``, the deployment's ``model`` (a model of the mesh's stores, docs/models.md) or
+the environment variable ``MESHNODE_T2I_MODEL`` names a pipeline folder
 (``save_pretrained`` output, loaded offline) or, when it is not a path, a hub id, which is downloaded.
 With neither, the first ``setup`` builds the tiny random-weight Stable Diffusion pipeline (8 MB, its
 pictures are coloured noise) in ``<data_dir>/models/tiny-sd``, so the whole path runs offline.
@@ -30,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from meshnode.inference.model_dir import mesh_model_dir
 from meshnode.inference.predictor import InvalidRequest, Predictor, Request
 from meshnode.inference.previews import PREVIEW_SIDE, latents_preview
 from meshnode.inference.tiny_diffusion import build_tiny_pipeline, load_pipeline
@@ -52,7 +54,8 @@ class TextToImage(Predictor):
     max_concurrency = 1
 
     def __init__(self, model: str | Path | None = None, data_dir: Path | None = None) -> None:
-        self._model = str(model) if model is not None else os.environ.get(MODEL_ENV) or None
+        pulled = mesh_model_dir()  # the deployment names a model of the mesh's stores
+        self._model = str(model or pulled or os.environ.get(MODEL_ENV) or "") or None
         self._data_dir = data_dir
         self._pipeline: Any = None
         self._reports = False  # whether the pipeline calls back after each step (set by setup)

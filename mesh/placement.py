@@ -26,6 +26,14 @@ in as many failure domains as there are, and the ranking still decides within ea
 
 Weights come from device capability (``weight_of``): a node's CPU cores, plus much more for each
 accelerator. They never depend on load, which changes by the second: placement must stay put.
+
+A deployment that names a model of the mesh's stores (``spec.model``) prefers the nodes that hold it:
+their weight counts ``HOLDER_BONUS`` times for it. A node without the model must pull it from its
+holders before it serves (``node/models/pulls.py``), minutes for a multi-gigabyte model, so a holder
+of equal capacity wins four times in five against one that is not; a node far more capable (a GPU,
+8 to 16 times a CPU node's weight) still wins against a CPU holder, as it should: the pull is paid
+once. What a node holds changes only when a model is added, pulled or removed, so this moves
+replicas no more often than joins do.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from typing import Any
 from .types import NodeId
 
 __all__ = [
+    "HOLDER_BONUS",
     "Action",
     "HostNode",
     "Placement",
@@ -61,6 +70,8 @@ _CUDA_WEIGHT_PER_16_GB = 8.0
 _MPS_WEIGHT = 4.0
 
 _HASH_SPAN = float(1 << 64)
+# A node that holds the deployment's model counts this many times its weight (module docstring).
+HOLDER_BONUS = 4.0
 # The container CLIs a node may gossip (inference/container.py drives them).
 CONTAINER_RUNTIMES = frozenset({"docker", "podman"})
 NO_CONTAINER_RUNTIME = "no container runtime (docker or podman)"
@@ -78,6 +89,7 @@ class HostNode:
     zone: str = ""
     region: str = ""
     container: bool = False  # has a container runtime that answers (docker or podman)
+    models: frozenset[str] = frozenset()  # the models in its store (``NodeMeta.store``)
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,8 @@ class Requirements:
     min_memory_bytes: int = 0
     accelerator: bool = False
     container: bool = False  # the app runs in a custom image
+    # The model of the mesh's stores it serves: not a need (any node can pull it), a preference.
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,9 +120,16 @@ def score(deployment: str, node: NodeId, weight: float) -> float:
     return -weight / math.log(unit)
 
 
-def rank(deployment: str, candidates: Iterable[HostNode]) -> list[NodeId]:
-    """Every node with a positive weight, best host first (ties by node id, so still one order)."""
-    scored = [(score(deployment, c.node, c.weight), c.node) for c in candidates if c.weight > 0]
+def rank(deployment: str, candidates: Iterable[HostNode], model: str | None = None) -> list[NodeId]:
+    """Every node with a positive weight, best host first (ties by node id, so still one order).
+
+    Nodes holding `model` weigh ``HOLDER_BONUS`` times as much.
+    """
+    scored = [
+        (score(deployment, c.node, c.weight * (HOLDER_BONUS if model in c.models else 1.0)), c.node)
+        for c in candidates
+        if c.weight > 0
+    ]
     scored.sort(key=lambda pair: (-pair[0], pair[1]))
     return [node for _, node in scored]
 
@@ -150,7 +171,7 @@ def place(
             eligible.append(candidate)
         else:
             reasons[reason] = reasons.get(reason, 0) + 1
-    hosts = tuple(rank(deployment, eligible)[: max(desired, 0)])
+    hosts = tuple(rank(deployment, eligible, needs.model)[: max(desired, 0)])
     if len(hosts) >= desired:
         return Placement(hosts, None)
     why = "; ".join(f"{count} node(s): {reason}" for reason, count in sorted(reasons.items()))
@@ -222,8 +243,14 @@ def weight_of(device: Mapping[str, Any]) -> float:
     return weight
 
 
-def host_of(node: NodeId, device: Mapping[str, Any], region: str = "", zone: str = "") -> HostNode:
-    """How placement sees a live node, from its gossiped device summary and locality labels."""
+def host_of(
+    node: NodeId,
+    device: Mapping[str, Any],
+    region: str = "",
+    zone: str = "",
+    models: Iterable[str] = (),
+) -> HostNode:
+    """How placement sees a live node, from its gossiped device summary, locality labels and store."""
     accelerators = device.get("accelerators")
     count = len(accelerators) if isinstance(accelerators, list) else 0
     kind = device.get("kind")
@@ -238,6 +265,7 @@ def host_of(node: NodeId, device: Mapping[str, Any], region: str = "", zone: str
         zone=zone,
         region=region,
         container=isinstance(runtimes, list) and any(name in CONTAINER_RUNTIMES for name in runtimes),
+        models=frozenset(models),
     )
 
 

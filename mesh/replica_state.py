@@ -8,10 +8,13 @@ what routing needs (queue, slots, capacity, hints, loaded models). The node's su
 
 The lifecycle, in the order a replica lives it::
 
-    starting ──▶ ready ◀──▶ standby        (placement promotes a warm backup, or demotes one)
-        │          │
-        ▼          ▼
-      failed    draining ──▶ stopped
+    loading ──▶ starting ──▶ ready ◀──▶ standby        (placement promotes a warm backup, or demotes one)
+        │           │          │
+        ▼           ▼          ▼
+      failed ◀──────┘       draining ──▶ stopped
+
+``loading`` comes first only for a deployment that names a model of the mesh's stores which this
+node does not hold yet: it is pulling it from peers, and its entry says how far (``progress``).
 
 ``failed`` is gossiped for a deployment this node sits out because its replica would not start
 here (placement gave it up, or a pinned replica failed its setup ``replica_setup_attempts`` times
@@ -70,6 +73,7 @@ def known_kinds(value: object) -> tuple[str, ...]:
 class ReplicaState(StrEnum):
     """Where a replica is in its life (``GET /v1/deployments`` shows these as ``status``)."""
 
+    LOADING = "loading"
     STARTING = "starting"
     READY = "ready"
     STANDBY = "standby"
@@ -88,14 +92,20 @@ class ReplicaState(StrEnum):
         match self:
             case ReplicaState.READY | ReplicaState.DRAINING:
                 return True
-            case ReplicaState.STARTING | ReplicaState.STANDBY | ReplicaState.FAILED | ReplicaState.STOPPED:
+            case (
+                ReplicaState.LOADING
+                | ReplicaState.STARTING
+                | ReplicaState.STANDBY
+                | ReplicaState.FAILED
+                | ReplicaState.STOPPED
+            ):
                 return False
 
     @property
     def coming(self) -> bool:
         """Serves now or soon, so a request may wait for it (a cold start)."""
         match self:
-            case ReplicaState.STARTING | ReplicaState.READY | ReplicaState.STANDBY:
+            case ReplicaState.LOADING | ReplicaState.STARTING | ReplicaState.READY | ReplicaState.STANDBY:
                 return True
             case ReplicaState.DRAINING | ReplicaState.FAILED | ReplicaState.STOPPED:
                 return False
@@ -104,7 +114,7 @@ class ReplicaState(StrEnum):
     def counts_as_running(self) -> bool:
         """Counted as one of the deployment's replicas when an autoscaler starts from the mesh."""
         match self:
-            case ReplicaState.STARTING | ReplicaState.READY:
+            case ReplicaState.LOADING | ReplicaState.STARTING | ReplicaState.READY:
                 return True
             case ReplicaState.STANDBY | ReplicaState.DRAINING | ReplicaState.FAILED | ReplicaState.STOPPED:
                 return False
@@ -132,12 +142,14 @@ class ReplicaEntry:
     serves: tuple[str, ...] = ()
     # Whether a job this app ran partly may run again (``Predictor.rerun_safe``; sent only when not).
     rerun_safe: bool = True
+    # While ``loading``: the share of its model's bytes this node has so far, 0 to 1 (sent only then).
+    progress: float = 0.0
 
     @property
     def failing(self) -> bool:
         """It failed to start: held as ``failed``, or starting again after its setup failed."""
         return self.state is ReplicaState.FAILED or (
-            self.state is ReplicaState.STARTING and self.setup_failures > 0
+            self.state in (ReplicaState.STARTING, ReplicaState.LOADING) and self.setup_failures > 0
         )
 
     @classmethod
@@ -163,6 +175,8 @@ class ReplicaEntry:
             wire["serves"] = list(self.serves)
         if not self.rerun_safe:
             wire["rerun_safe"] = False
+        if self.state is ReplicaState.LOADING:
+            wire["progress"] = round(self.progress, 4)
         return wire
 
     @classmethod
@@ -187,6 +201,7 @@ class ReplicaEntry:
             models=_names(raw.get("models")),
             serves=known_kinds(raw.get("serves")),
             rerun_safe=raw.get("rerun_safe") is not False,
+            progress=_share(raw.get("progress")),
         )
 
 
@@ -194,6 +209,12 @@ def _count(value: object, default: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_COUNT:
         return value
     return default
+
+
+def _share(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    return 0.0
 
 
 def _names(value: object) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ _STATE_STYLES = {
     "direct": "",
     "suspect": "yellow",
     "starting": "yellow",
+    "loading": "yellow",
     "standby": "cyan",
     "queued": "cyan",
     "running": "cyan",

@@ -81,6 +81,7 @@ def needs_of(spec: DeploymentSpec) -> Requirements:
         min_memory_bytes=int(resources.min_memory_gb * 1e9),
         accelerator=resources.accelerator,
         container=resources.container,
+        model=spec.model,
     )
 
 

@@ -51,7 +51,9 @@ from ..mesh.envelope import (
 )
 from ..mesh.queueing import QueueState, admit, counts_as_service
 from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState, known_kinds
-from ..mesh.restarts import NextStart, next_start
+from ..mesh.restarts import NextStart, WorkerExit, next_start
+from .replica_model import ReplicaModel
+from .replica_settings import ReplicaSettings
 from .worker_process import spawn_worker, terminate
 from .worker_run import wait_exit
 
@@ -59,21 +61,6 @@ log = logging.getLogger(__name__)
 
 # Admission bounds sends to about `capacity`: only a stalled worker reaches this; its sends then fail.
 _SEND_HIGH_WATER_MARK = 100_000
-
-
-@dataclass(frozen=True)
-class ReplicaSettings:
-    """Supervision knobs, taken from AgentConfig."""
-
-    setup_timeout_s: float
-    queue_size: int
-    hang_grace_s: float
-    restart_initial_s: float
-    restart_max_s: float
-    setup_attempts: int
-    failed_hold_s: float
-    drain_timeout_s: float
-    max_frame_bytes: int
 
 
 @dataclass
@@ -115,8 +102,10 @@ class Replica:
         settings: ReplicaSettings,
         on_change: Callable[[], None] = lambda: None,
         pinned: bool = False,
+        model: ReplicaModel | None = None,
     ) -> None:
         self.deployment = deployment
+        self.model = model  # from the mesh's stores, pulled here before the worker starts
         self.pinned = pinned  # by `--deploy` on this node (placement never stops it), or by placement
         self.standby = False  # a warm backup: loaded and ready, not routed to until promoted
         self.app_ref = app_ref
@@ -194,6 +183,7 @@ class Replica:
             models=self.models,
             serves=self.serves,
             rerun_safe=self.rerun_safe,
+            progress=self.model.progress() if self.model is not None else 0.0,
         )
 
     @property
@@ -282,17 +272,14 @@ class Replica:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             started = loop.time()
-            self._phase = ReplicaState.STARTING
+            self._phase = ReplicaState.LOADING if self.model is not None else ReplicaState.STARTING
             self._ready.clear()
             self._on_change()
-            process = await spawn_worker(
-                self.app_ref, self.replica_id, self._endpoint, self._data_dir, self._log_path(),
-                max_frame_bytes=self.settings.max_frame_bytes,
-            )  # fmt: skip
-            self._worker = _Worker(process, self.replica_id.encode())
-            timeout_s, label = self.settings.setup_timeout_s, f"{self.deployment} replica {self.replica_id}"
-            exited = await wait_exit(label, process, self._ready, timeout_s, self._log_path())
-            self._worker = None
+            env, exited = await self.model.fetch(self._on_change) if self.model is not None else ({}, None)
+            if exited is None:
+                self._phase = ReplicaState.STARTING
+                self._on_change()
+                exited = await self._run_worker(env)
             self._ready.clear()
             self._fail_in_flight(f"the replica's worker exited with code {exited.code}")
             if self._stopping:
@@ -312,6 +299,19 @@ class Replica:
             self._on_change()  # gossiped now: requests anywhere stop waiting for this replica
             self._report(exited.code, step)
             await asyncio.sleep(step.delay_s)
+
+    async def _run_worker(self, env: dict[str, str]) -> WorkerExit:
+        """Start the worker and wait until it exits."""
+        process = await spawn_worker(
+            self.app_ref, self.replica_id, self._endpoint, self._data_dir, self._log_path(),
+            max_frame_bytes=self.settings.max_frame_bytes, env=env,
+        )  # fmt: skip
+        self._worker = _Worker(process, self.replica_id.encode())
+        timeout_s, label = self.settings.setup_timeout_s, f"{self.deployment} replica {self.replica_id}"
+        try:
+            return await wait_exit(label, process, self._ready, timeout_s, self._log_path())
+        finally:
+            self._worker = None
 
     def _report(self, code: int, step: NextStart) -> None:
         """Log every crash, but a failed start once per distinct error, not on every restart."""

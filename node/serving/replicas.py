@@ -28,7 +28,9 @@ from ..errors import NotReady
 from ..mesh.envelope import Call, Envelope
 from ..mesh.replica_state import ReplicaEntry
 from ..mesh.replica_view import LocalReplica
-from .replica import Replica, ReplicaSettings
+from .replica import Replica
+from .replica_model import ModelSource, ReplicaModel
+from .replica_settings import ReplicaSettings
 
 __all__ = ["Replicas"]
 
@@ -76,6 +78,9 @@ class Replicas:
             max_frame_bytes=config.max_frame_bytes,
         )
         self._on_change = on_change
+        # Where replicas of deployments that name a model get it (``use_models``; none: not asked).
+        self._models: ModelSource | None = None
+        self._model_of: Callable[[str], str | None] = lambda name: None
         self._table: dict[str, Replica] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
         # Deployments whose replica failed to start here: placement passes over this node for them.
@@ -101,6 +106,10 @@ class Replicas:
         if replica is None:
             return None
         return LocalReplica(replica.entry().state, replica.pinned, replica.in_flight)
+
+    def _replica_model(self, name: str) -> ReplicaModel | None:
+        model = self._model_of(name)
+        return ReplicaModel(model, self._models) if model is not None and self._models is not None else None
 
     def stopping(self, name: str) -> bool:
         """Whether this node's replica of `name` is draining to stop."""
@@ -161,6 +170,10 @@ class Replicas:
 
     # -- changing ------------------------------------------------------------------------------
 
+    def use_models(self, source: ModelSource, model_of: Callable[[str], str | None]) -> None:
+        """Before a worker starts, get the model its deployment names (`model_of`) from `source`."""
+        self._models, self._model_of = source, model_of
+
     async def start(self, name: str, app: str, *, pinned: bool = False, standby: bool = False) -> Replica:
         """Start a replica of `name` here (returns once its worker is spawning, not ready)."""
         if name in self._table:
@@ -174,6 +187,7 @@ class Replicas:
             settings=self._settings,
             on_change=self._changed,
             pinned=pinned,
+            model=self._replica_model(name),
         )
         replica.standby = standby
         self._table[name] = replica

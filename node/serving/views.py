@@ -65,6 +65,8 @@ def deployment_view(
             replica["error"] = entry.error
         if entry.serves:  # the OpenAI routes that reach it (``Predictor.serves``)
             replica["serves"] = list(entry.serves)
+        if entry.state is ReplicaState.LOADING:  # pulling its model from peers: how far
+            replica["progress"] = entry.progress
         replicas.append(replica)
     hosts = outcome.plan.hosts if outcome else ()
     pinned = sum(1 for r in replicas if r["pinned"])
@@ -126,4 +128,6 @@ def _pinned_note(max_replicas: int, pinned: int, desired: int) -> str | None:
 
 def _why_short(serving: int, desired: int, replicas: list[dict[str, Any]]) -> str:
     starting = sum(1 for r in replicas if r["status"] == ReplicaState.STARTING)
-    return f"{serving} of {desired} ready" + (f"; {starting} starting" if starting else "")
+    loading = sum(1 for r in replicas if r["status"] == ReplicaState.LOADING)
+    why = f"{serving} of {desired} ready" + (f"; {starting} starting" if starting else "")
+    return why + (f"; {loading} loading the model" if loading else "")

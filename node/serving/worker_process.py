@@ -21,6 +21,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..mesh.replica_state import MAX_ERROR_CHARS
@@ -38,9 +39,19 @@ _WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 async def spawn_worker(
-    app_ref: str, replica_id: str, endpoint: str, data_dir: Path, log_path: Path, *, max_frame_bytes: int
+    app_ref: str,
+    replica_id: str,
+    endpoint: str,
+    data_dir: Path,
+    log_path: Path,
+    *,
+    max_frame_bytes: int,
+    env: Mapping[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start a worker process for one replica, its output appended to `log_path`."""
+    """Start a worker process for one replica, its output appended to `log_path`.
+
+    `env` is what the agent tells this replica's app (its model's folder), over the node's own.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
         return await asyncio.create_subprocess_exec(
@@ -52,7 +63,7 @@ async def spawn_worker(
             stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             close_fds=True,  # asyncio's default, said aloud; uvloop ignores it (see the docstring)
             # The owner's own settings win; the replica id names an app's container (inference/container.py).
-            env={**_WORKER_ENV, **os.environ, "MESHNODE_REPLICA_ID": replica_id},
+            env={**_WORKER_ENV, **os.environ, **(env or {}), "MESHNODE_REPLICA_ID": replica_id},
         )  # fmt: skip
 
 

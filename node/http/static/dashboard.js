@@ -92,76 +92,7 @@ document.getElementById("key-form").addEventListener("submit", (submitted) => {
   sessionStorage.setItem(KEY_STORE, input.value.trim());
   input.value = "";
   setConnection("connecting", "connecting");
-  function rate(perSecond) {
-  return perSecond >= 100 ? perSecond.toFixed(0) : perSecond >= 10 ? perSecond.toFixed(1) : perSecond.toFixed(2);
-}
-
-function ms(value) {
-  if (value === null || value === undefined) return "–";
-  return value >= 1000 ? (value / 1000).toFixed(value >= 10000 ? 0 : 1) + " s" : value.toFixed(value >= 10 ? 0 : 1) + " ms";
-}
-
-function svg(tag, attrs, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
-  node.append(...children);
-  return node;
-}
-
-// The mesh as a picture: nodes on a ring, ordered by region and zone so neighbours sit together,
-// and a line for each link that carried requests in the last window, thicker for more.
-function drawTopology() {
-  const members = [...state.members.values()].filter((m) => m.status !== "left")
-    .sort((a, b) => (a.region || "").localeCompare(b.region || "") || (a.zone || "").localeCompare(b.zone || "") || a.name.localeCompare(b.name));
-  const box = document.getElementById("topology");
-  if (!members.length) return;
-  const size = 360, centre = size / 2, radius = members.length > 1 ? size / 2 - 48 : 0;
-  const where = new Map(members.map((m, i) => {
-    const angle = -Math.PI / 2 + (2 * Math.PI * i) / members.length;
-    return [m.id, [centre + radius * Math.cos(angle), centre + radius * Math.sin(angle)]];
-  }));
-  const live = (id) => where.has(id) && state.members.get(id).status !== "dead";
-  const links = state.traffic.links.filter((l) => live(l.from) && live(l.to) && l.rps > 0);
-  const busiest = Math.max(1, ...links.map((l) => l.rps));
-  const lines = links.map((l) => {
-    const [x1, y1] = where.get(l.from), [xt, yt] = where.get(l.to);
-    const length = Math.hypot(xt - x1, yt - y1) || 1;
-    const x2 = xt - ((xt - x1) * 20) / length, y2 = yt - ((yt - y1) * 20) / length; // stop at the circle
-    const line = svg("line", { x1, y1, x2, y2, class: "link", "marker-end": "url(#arrow)", "stroke-width": (1.5 + 6 * Math.sqrt(l.rps / busiest)).toFixed(1), "data-from": l.from, "data-to": l.to });
-    line.append(svg("title", {}, state.members.get(l.from).name + " → " + state.members.get(l.to).name + ": " + rate(l.rps) + " req/s"));
-    return line;
-  });
-  const labels = links.map((l) => {
-    const [x1, y1] = where.get(l.from), [x2, y2] = where.get(l.to);
-    return svg("text", { x: (x1 + 2 * x2) / 3, y: (y1 + 2 * y2) / 3 - 4, class: "link-rate" }, rate(l.rps) + "/s");
-  });
-  const nodes = members.map((m) => {
-    const [x, y] = where.get(m.id);
-    const busy = Object.values(m.replicas || {}).some((r) => r.state === "ready");
-    return svg("g", { class: "topo-node", "data-status": m.status, "data-node": m.name, transform: "translate(" + x.toFixed(1) + "," + y.toFixed(1) + ")" },
-      svg("circle", { r: busy ? 15 : 11 }), svg("text", { y: 30, class: "topo-name" }, m.name),
-      svg("title", {}, m.name + " · " + m.status + (m.zone ? " · " + m.zone : "") + "\n" + describeDevice(m.device)));
-  });
-  const arrow = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 8, refY: 5, markerUnits: "userSpaceOnUse", markerWidth: 12, markerHeight: 12, orient: "auto-start-reverse" },
-    svg("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrow" }));
-  box.replaceChildren(svg("svg", { viewBox: "0 0 " + size + " " + size, role: "img", "aria-label": "nodes and the links that carry requests" },
-    svg("defs", {}, arrow), ...lines, ...labels, ...nodes));
-}
-
-const JOB_STATUSES = ["queued", "running", "completed", "failed", "cancelled"];
-
-function drawJobs() {
-  const section = document.getElementById("jobs-section");
-  const names = Object.keys(state.jobs).sort();
-  section.hidden = !names.length;
-  if (!names.length) return;
-  document.getElementById("jobs").replaceChildren(el("table", {},
-    el("thead", {}, el("tr", {}, ["deployment", ...JOB_STATUSES].map((h) => el("th", {}, h)))),
-    el("tbody", {}, names.map((name) => el("tr", { "data-jobs": name }, el("td", {}, name),
-      JOB_STATUSES.map((status) => el("td", { class: "num", "data-status": status }, state.jobs[name][status] || 0)))))));
-}
-
-connect();
+  connect();
 });
 
 function handleMessage(block) {
@@ -300,7 +231,7 @@ function nodeCard(member) {
     meter("mem", memFraction, (memFraction * 100).toFixed(0) + "%"),
     meter("busy", Math.min(1, (load.in_flight || 0) / 16), String(load.in_flight || 0)),
     replicas.length ? el("div", { class: "chips" }, replicas.map(([name, replica]) =>
-      el("span", { class: "chip", "data-state": replica.state, title: replica.error || replica.state }, name))) : null);
+      el("span", { class: "chip", "data-state": replica.state, title: replica.error || replica.state }, name + loadingNote(replica.state, replica.progress)))) : null);
 }
 
 function drawNodes() {
@@ -337,7 +268,7 @@ function drawDeployments() {
       el("td", {}, el("div", { class: "dep-name" }, d.name), el("div", { class: "app" }, d.app)),
       el("td", { class: "count" }, d.ready + " / " + d.desired, el("span", { class: "bar" }, el("span", { style: "width:" + (Math.min(1, fraction) * 100).toFixed(0) + "%" }))),
       el("td", {}, el("div", { class: "chips" }, (d.replicas || []).map((r) =>
-        el("span", { class: "chip", "data-state": r.status, title: r.error || r.status }, r.node + (r.pinned ? " (pinned)" : ""))))),
+        el("span", { class: "chip", "data-state": r.status, title: r.error || r.status }, r.node + (r.pinned ? " (pinned)" : "") + loadingNote(r.status, r.progress))))),
       el("td", { class: "num rate" }, traffic ? rate(traffic.rps) : "–"),
       el("td", { class: "num latency" }, traffic ? [traffic.p50_ms, traffic.p95_ms, traffic.p99_ms].map(ms).join(" / ") : "–"),
       el("td", { class: traffic && traffic.errors_ps > 0 ? "num errors bad" : "num errors" }, traffic ? rate(traffic.errors_ps) : "–"),
@@ -346,6 +277,11 @@ function drawDeployments() {
   box.replaceChildren(el("table", {},
     el("thead", {}, el("tr", {}, ["deployment", "ready / desired", "replicas", "req/s", "p50 / p95 / p99", "errors/s", "placement"].map((h) => el("th", {}, h)))),
     el("tbody", {}, rows)));
+}
+
+// A replica pulling its model from peers shows how far it is.
+function loadingNote(status, progress) {
+  return status === "loading" ? " · loading " + Math.round((progress || 0) * 100) + "%" : "";
 }
 
 function rate(perSecond) {

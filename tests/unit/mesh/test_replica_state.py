@@ -19,6 +19,7 @@ from meshnode.mesh.replica_state import (
 def test_each_state_says_whether_it_serves_holds_requests_is_coming_or_counts_as_running() -> None:
     table = {
         # state: (serving, holds requests, coming, counts as running)
+        ReplicaState.LOADING: (False, False, True, True),
         ReplicaState.STARTING: (False, False, True, True),
         ReplicaState.READY: (True, True, True, True),
         ReplicaState.STANDBY: (False, False, True, False),
@@ -29,6 +30,25 @@ def test_each_state_says_whether_it_serves_holds_requests_is_coming_or_counts_as
     assert set(table) == set(ReplicaState)
     for state, expected in table.items():
         assert (state.serving, state.holds_requests, state.coming, state.counts_as_running) == expected
+
+
+def test_a_loading_entry_carries_its_progress_and_others_do_not() -> None:
+    loading = ReplicaEntry(ReplicaState.LOADING, progress=0.375)
+    assert loading.to_wire()["progress"] == 0.375
+    assert ReplicaEntry.from_wire(loading.to_wire()) == loading
+    assert "progress" not in ReplicaEntry(ReplicaState.READY).to_wire()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "half", True, None])
+def test_a_progress_out_of_range_reads_as_none_yet(bad: object) -> None:
+    wire = {**ReplicaEntry(ReplicaState.LOADING).to_wire(), "progress": bad}
+    decoded = ReplicaEntry.from_wire(wire)
+    assert decoded is not None and decoded.progress == 0.0
+
+
+def test_a_pull_that_failed_makes_a_loading_replica_failing() -> None:
+    assert ReplicaEntry(ReplicaState.LOADING, setup_failures=1).failing
+    assert not ReplicaEntry(ReplicaState.LOADING).failing
 
 
 def test_an_entry_survives_the_wire() -> None:

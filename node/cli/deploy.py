@@ -94,6 +94,7 @@ WAIT_POLL_S = 0.5
 )
 @click.option("--backups", type=click.IntRange(0), default=None, help="Warm backups (not routed to) [0].")
 @click.option("--spread", type=click.Choice(["zone", "region"]), default=None, help="Spread over zones.")
+@click.option("--model", default=None, help="A model of the mesh's stores, pulled by hosts that lack it.")
 @click.option("--wait", is_flag=True, help="Wait until its replicas are ready, showing them start.")
 @click.option(
     "--timeout",
@@ -195,7 +196,7 @@ def deployments(as_json: bool, node_url: str, access: NodeAccess) -> None:
 def build_spec(app: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The PUT body from the flags that were given (the rest keep the node's defaults)."""
     spec: dict[str, Any] = {"app": app}
-    for key in ("min_replicas", "max_replicas", "backups", "spread"):
+    for key in ("min_replicas", "max_replicas", "backups", "spread", "model"):
         if options.get(key) is not None:
             spec[key] = options[key]
     resources: dict[str, Any] = {}

@@ -7,6 +7,7 @@ from typing import Any
 import click
 import pytest
 
+from meshnode.cli.deploy import build_spec
 from meshnode.cli.deploy_wait import (
     ReplicaLine,
     WaitDisplay,
@@ -232,3 +233,9 @@ def test_deploy_wait_json_prints_the_last_view_and_a_timeout_exits_1(monkeypatch
     stuck = CliRunner().invoke(main, ["deploy", "gpu", "x:Y", "--wait", "--timeout", "0.05"])
     assert stuck.exit_code == 1
     assert "Error: not ready after 0.05 s: gpu: 0 of 1 ready; no node has cuda" in stuck.output
+
+
+def test_deploy_model_names_a_model_of_the_mesh_stores_in_the_spec() -> None:
+    spec = build_spec("meshnode.apps.text_to_image:TextToImage", {"model": "tiny-sd", "min_replicas": 2})
+    assert spec["model"] == "tiny-sd" and spec["min_replicas"] == 2
+    assert "model" not in build_spec("meshnode.apps.echo:Echo", {"model": None})

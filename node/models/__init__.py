@@ -1,0 +1,10 @@
+"""Models: the folders of model files this node holds, and getting them from peers.
+
+- ``store.py``: ``ModelStore``, the one table of models held under ``<data dir>/model-store``: scan,
+  add (copy a folder in, hashed), remove, install a pulled folder, read one chunk for a peer
+- ``hashing.py``: reading a folder into manifest entries (sha256 per file and per chunk), which
+  files a source folder may give (links only inside it)
+
+The manifest and its digest are pure logic in ``meshnode.mesh.model_manifest``. docs/models.md
+describes the store, its commands and routes, and what is gossiped.
+"""

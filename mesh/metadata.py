@@ -15,6 +15,8 @@ from typing import Any
 
 import msgpack
 
+from .deployment import NAME_PATTERN
+from .model_manifest import is_short
 from .replica_state import ReplicaEntry
 
 MAX_LABEL_CHARS = 128
@@ -22,6 +24,8 @@ MAX_LIST_ITEMS = 256
 MAX_DEPTH = 4
 # A node keeps a few relays (``MembershipConfig.relay_count``); more than this is refused.
 MAX_RELAYS = 8
+# Byte counts of models (store sizes, pull progress): an int64, as every counter on the wire.
+MAX_MODEL_BYTES = 2**63 - 1
 # How peers reach a node (docs/edge.md): "" not known yet (or an older node), "direct" (peers dial
 # its advertised addresses), "relayed" (nobody can: through its `relays`).
 REACH_VALUES = ("", "direct", "relayed")
@@ -73,6 +77,11 @@ class NodeMeta:
     # Requests this node took from clients in the last window, per deployment and per peer it sent
     # them to (``mesh/traffic.py``): the dashboard's rates, percentiles and links.
     traffic: dict[str, Any] = field(default_factory=dict)
+    # Models in this node's store (``meshnode.models``): name -> {"digest": short digest, "bytes":
+    # total size}. How pulls find holders and placement prefers them; older nodes send none.
+    store: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Models this node is pulling: name -> {"digest": short digest, "done": bytes, "total": bytes}.
+    pulls: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-ready dict."""
@@ -96,6 +105,8 @@ class NodeMeta:
             "reach": self.reach,
             "relays": list(self.relays),
             "traffic": self.traffic,
+            "store": self.store,
+            "pulls": self.pulls,
         }
 
     def encoded_size(self) -> int:
@@ -106,12 +117,19 @@ class NodeMeta:
         """This metadata, its longest lists (hints, loaded models) cut until it fits in `max_bytes`.
 
         Lists keep their first items, and apps list their most recent (most useful) hints first, so
-        a node with too many hints to gossip keeps routing its hottest ones. Metadata larger than the
-        limit would make every packet carrying it oversized, so peers would drop it whole.
+        a node with too many hints to gossip keeps routing its hottest ones. Traffic goes first, then
+        pull progress, then the store (halved, by name). Metadata larger than the limit would make
+        every packet carrying it oversized, so peers would drop it whole.
         """
         meta = self
         if meta.traffic and meta.encoded_size() > max_bytes:
             meta = replace(meta, traffic={})  # what the dashboard shows goes before what routing needs
+        if meta.pulls and meta.encoded_size() > max_bytes:
+            meta = replace(meta, pulls={})  # progress is a view; the pull goes on without it
+        while meta.store and meta.encoded_size() > max_bytes:
+            # Holders stay findable for the models that fit (first by name), as hints do above.
+            kept = sorted(meta.store)[: len(meta.store) // 2]
+            meta = replace(meta, store={name: meta.store[name] for name in kept})
         while meta.encoded_size() > max_bytes:
             cut = _halve_longest_lists(meta)
             if cut == meta:
@@ -147,6 +165,8 @@ class NodeMeta:
             reach=_reach(raw),
             relays=_relays(raw),
             traffic=_plain_map(raw, "traffic"),
+            store=_model_entries(raw, "store", ("bytes",)),
+            pulls=_model_entries(raw, "pulls", ("done", "total")),
         )
 
 
@@ -158,6 +178,29 @@ def _replica_entries(raw: dict[Any, Any]) -> dict[str, ReplicaEntry]:
         if decoded is not None:
             entries[name] = decoded
     return entries
+
+
+def _model_entries(raw: dict[Any, Any], key: str, counts: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """{model name: {"digest": short digest, count: int, ...}}; a malformed entry is left out."""
+    value = raw.get(key, {})
+    if not isinstance(value, dict) or len(value) > MAX_LIST_ITEMS:
+        raise MetaError(f"metadata field {key!r} must be a map of at most {MAX_LIST_ITEMS} models")
+    entries = {}
+    for name, entry in value.items():
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or not isinstance(entry, dict):
+            continue
+        numbers: list[Any] = [entry.get(count) for count in counts]
+        if not is_short(entry.get("digest")) or not all(_count(number) for number in numbers):
+            continue
+        if key == "pulls" and numbers[0] > numbers[1]:
+            continue  # more done than the whole: not progress this version can show
+        entries[name] = {"digest": entry["digest"], **dict(zip(counts, numbers, strict=True))}
+    return entries
+
+
+def _count(value: object) -> bool:
+    """A byte count: an int in 0..MAX_MODEL_BYTES (bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_MODEL_BYTES
 
 
 def _reach(raw: dict[Any, Any]) -> str:

@@ -17,6 +17,8 @@ LISTS = ("models", "hints", "key_ids")
 FLAGS = ("tls",)
 MAPS = ("device", "load", "speeds", "replicas", "waiting", "traffic")
 REACH = ("reach", "relays")
+# Typed maps of models (tests/unit/mesh/test_metadata_models.py).
+MODEL_MAPS = ("store", "pulls")
 # Maps whose values are free-form (bounded) rather than typed entries like ``replicas``.
 PLAIN_MAPS = tuple(key for key in MAPS if key != "replicas")
 
@@ -79,7 +81,7 @@ def test_round_trip_through_msgpack() -> None:
 
 def test_wire_keys_are_the_documented_fields() -> None:
     """Older and newer peers read these names; renaming one is a wire format change."""
-    assert set(full_meta().to_wire()) == {*LABELS, *LISTS, *FLAGS, *MAPS, *REACH}
+    assert set(full_meta().to_wire()) == {*LABELS, *LISTS, *FLAGS, *MAPS, *REACH, *MODEL_MAPS}
 
 
 def test_only_a_name_is_required() -> None:

@@ -72,9 +72,10 @@ def test_a_failed_pull_is_a_failed_start_naming_the_model_and_the_reason() -> No
     asyncio.run(run())
 
 
-@pytest.mark.parametrize(
-    ("at", "share"), [(None, 0.0), (Progress(0, 0), 0.0), (Progress(25, 100), 0.25), (Progress(150, 100), 1.0)]
-)
+SHARES = [(None, 0.0), (Progress(0, 0), 0.0), (Progress(25, 100), 0.25), (Progress(150, 100), 1.0)]
+
+
+@pytest.mark.parametrize(("at", "share"), SHARES)
 def test_progress_is_a_share_between_0_and_1(at: Progress | None, share: float) -> None:
     pulls = FakePulls()
     pulls.at = at

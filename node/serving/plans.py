@@ -37,7 +37,7 @@ class HostSet:
     @classmethod
     def of(cls, members: Iterable[Member]) -> HostSet:
         """The hosts of `members`, in an order that does not depend on how they were listed."""
-        hosts = (host_of(m.node, m.meta.device, m.meta.region, m.meta.zone) for m in members)
+        hosts = (host_of(m.node, m.meta.device, m.meta.region, m.meta.zone, m.meta.store) for m in members)
         return cls(tuple(sorted(hosts, key=lambda host: host.node)))
 
     def __hash__(self) -> int:

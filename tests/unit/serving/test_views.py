@@ -69,3 +69,12 @@ def test_pinned_replicas_within_the_bounds_need_no_note() -> None:
         waiting=0,
     )
     assert (shown["desired"], shown["pinned"], shown["ready"], shown["note"]) == (2, 1, 2, None)
+
+
+def test_a_loading_replica_shows_its_progress_and_is_counted_as_loading() -> None:
+    record = Record("sd", 1, ME, DeploymentSpec("meshnode.apps.text_to_image:TextToImage", model="tiny-sd"))
+    loading = ReplicaEntry(ReplicaState.LOADING, progress=0.5)
+    members = [member(ME, Status.ALIVE, {}), member(EDGE, Status.ALIVE, {"sd": loading})]
+    view = deployment_view(record, members, me=ME, local=None, outcome=None, waiting=0)
+    assert "1 loading the model" in (view["missing"] or "")
+    assert view["replicas"] == [{"node": "edge", "status": "loading", "pinned": False, "progress": 0.5}]

@@ -153,10 +153,12 @@ class PullPlan:
                 progress = True
         return asks
 
-    def received(self, ask: Ask) -> None:
-        """The chunk arrived with the right hash and was written."""
-        if self._release(ask):
-            self.done.add(ask.chunk)
+    def received(self, ask: Ask) -> bool:
+        """The chunk arrived with the right hash and was written; False if `ask` no longer counted."""
+        if not self._release(ask):
+            return False  # its holder was set aside meanwhile: the chunk is queued again
+        self.done.add(ask.chunk)
+        return True
 
     def refused(self, ask: Ask) -> None:
         """The chunk's bytes did not match its hash: queue it again, remember who sent them."""

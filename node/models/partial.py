@@ -1,0 +1,113 @@
+"""A pull's partial folder: the chunks written so far, and the record of which, so a pull resumes.
+
+Layout, inside the store (``store.py``):
+
+    .partial/<digest>/          the model's files as they fill, each chunk written at its offset
+    .partial/<digest>.chunks    the chunks written: 4 bytes each, the chunk's number in manifest
+                                order (big-endian), appended once its bytes are written
+
+The record lives beside the folder, not in it: every relative path but the manifest's own name may
+be a model file, and the folder becomes the model when ``ModelStore.install`` renames it.
+
+Invariants: a chunk's bytes are checked against its sha256 before they are written, and its number
+is appended only after they are; on resume (``resume``) every listed chunk is read back and hashed
+again, so a record whose write was lost (a power cut before the page cache reached the disk, a
+torn last record) costs that chunk again, never a wrong byte. A crash of the process (SIGKILL)
+loses nothing written. Every method is blocking file I/O, for a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+from pathlib import Path
+
+from ..mesh.model_manifest import Chunk, Manifest
+
+__all__ = ["PartialFolder"]
+
+_RECORD = struct.Struct(">I")
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class PartialFolder:
+    """The files of one model being pulled, and the record of the chunks they hold."""
+
+    def __init__(self, folder: Path, manifest: Manifest) -> None:
+        self.folder = folder
+        self.record = folder.with_name(folder.name + ".chunks")
+        self.manifest = manifest
+        self._chunks = list(manifest.chunks())
+
+    def chunk(self, index: int) -> Chunk:
+        """Chunk number `index`, in manifest order."""
+        return self._chunks[index]
+
+    def resume(self) -> set[int]:
+        """Make the folder and its files; the chunks already there whose bytes match their hash."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for item in self.manifest.files:
+            path = self.folder / item.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | _NO_FOLLOW, 0o644)
+            try:
+                # Every file at its size from the start: unwritten ranges are holes, not missing bytes.
+                if os.fstat(fd).st_size != item.size:
+                    os.ftruncate(fd, item.size)
+            finally:
+                os.close(fd)
+        listed = self._listed()
+        good = {index for index in listed if self._holds(index)}
+        if good != listed:  # forget the ones that did not survive; the rest keep their records
+            self.record.write_bytes(b"".join(_RECORD.pack(index) for index in sorted(good)))
+        return good
+
+    def write(self, index: int, data: bytes) -> bool:
+        """Write chunk `index` if `data` matches its sha256, and record it; False (nothing written) if not."""
+        chunk = self._chunks[index]
+        if len(data) != chunk.length or hashlib.sha256(data).hexdigest() != chunk.sha256:
+            return False
+        path = self.folder / self.manifest.files[chunk.file_index].path
+        fd = os.open(path, os.O_WRONLY | _NO_FOLLOW)
+        try:
+            os.pwrite(fd, data, chunk.offset)
+        finally:
+            os.close(fd)
+        # One small append per chunk: O_APPEND writes of 4 bytes never interleave between threads.
+        fd = os.open(self.record, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _NO_FOLLOW, 0o644)
+        try:
+            os.write(fd, _RECORD.pack(index))
+        finally:
+            os.close(fd)
+        return True
+
+    def forget_record(self) -> None:
+        """The folder was installed as a model: its record has no use left."""
+        self.record.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Delete the folder and its record (its content cannot become the model)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.forget_record()
+
+    def _listed(self) -> set[int]:
+        try:
+            raw = self.record.read_bytes()
+        except FileNotFoundError:
+            return set()
+        whole = len(raw) - len(raw) % _RECORD.size  # a torn last record is dropped
+        indexes = {value for (value,) in _RECORD.iter_unpack(raw[:whole])}
+        return {index for index in indexes if index < len(self._chunks)}
+
+    def _holds(self, index: int) -> bool:
+        chunk = self._chunks[index]
+        path = self.folder / self.manifest.files[chunk.file_index].path
+        try:
+            with path.open("rb") as source:
+                source.seek(chunk.offset)
+                data = source.read(chunk.length)
+        except OSError:
+            return False
+        return len(data) == chunk.length and hashlib.sha256(data).hexdigest() == chunk.sha256

@@ -1,0 +1,81 @@
+"""The @models channel on a real store: manifests and chunks for good requests, clear refusals otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshnode.mesh.envelope import Call, Envelope, Failure, Reply
+from meshnode.mesh.model_manifest import MIN_CHUNK_BYTES, Manifest
+from meshnode.models.chunk_server import MODELS_CHANNEL, ChunkServer
+from meshnode.models.store import ModelStore
+from meshnode.models.throttle import Throttle
+
+DATA = bytes(range(256)) * 40
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> ChunkServer:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(DATA)
+    store = ModelStore(tmp_path / "store")
+    store.scan()
+    store.add("tiny", source, chunk_bytes=MIN_CHUNK_BYTES)
+    return ChunkServer(store, Throttle(0))
+
+
+def ask(server: ChunkServer, body: dict[str, Any]) -> Envelope:
+    async def run() -> list[Envelope]:
+        call = Call("r1", MODELS_CHANNEL, body, None, False, "", 1000)
+        return [message async for message in server.serve_peer(call)]
+
+    answers = asyncio.run(run())
+    assert len(answers) == 1
+    return answers[0]
+
+
+def test_a_manifest_and_its_chunks_are_served(server: ChunkServer) -> None:
+    answer = ask(server, {"op": "manifest", "name": "tiny"})
+    assert isinstance(answer, Reply)
+    manifest = Manifest.from_wire(answer.data["manifest"])
+    assert answer.data["digest"] == manifest.digest and answer.data["name"] == "tiny"
+    pieces = []
+    for chunk in manifest.chunks():
+        body = {"op": "chunk", "digest": manifest.digest, "file": 0, "chunk": chunk.chunk_index}
+        reply = ask(server, body)
+        assert isinstance(reply, Reply)
+        pieces.append(reply.data)
+    assert b"".join(pieces) == DATA
+    assert server.served_chunks == 3 and server.served_bytes == len(DATA)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ({"op": "manifest", "name": "other"}, "not_found"),
+        ({"op": "manifest", "name": "../etc"}, "bad_request"),
+        ({"op": "manifest"}, "bad_request"),
+        ({"op": "chunk", "digest": "0" * 64, "file": 0, "chunk": 0}, "not_found"),
+        ({"op": "chunk", "digest": "../../x", "file": 0, "chunk": 0}, "bad_request"),
+        ({"op": "chunk", "digest": "DIGEST", "file": 0, "chunk": 3}, "bad_request"),
+        ({"op": "chunk", "digest": "DIGEST", "file": 1, "chunk": 0}, "bad_request"),
+        ({"op": "chunk", "digest": "DIGEST", "file": -1, "chunk": 0}, "bad_request"),
+        ({"op": "chunk", "digest": "DIGEST", "file": True, "chunk": 0}, "bad_request"),
+        ({"op": "chunk", "digest": "DIGEST", "file": 0, "chunk": 2**40}, "bad_request"),
+        ({"op": "chunk", "digest": "DIGEST", "file": "0", "chunk": 0}, "bad_request"),
+        ({"op": "delete", "name": "tiny"}, "bad_request"),
+    ],
+)
+def test_bad_or_unknown_requests_get_a_clear_refusal(
+    server: ChunkServer, body: dict[str, Any], kind: str
+) -> None:
+    manifest = ask(server, {"op": "manifest", "name": "tiny"})
+    assert isinstance(manifest, Reply)
+    body = {key: manifest.data["digest"] if value == "DIGEST" else value for key, value in body.items()}
+    answer = ask(server, body)
+    assert isinstance(answer, Failure) and answer.kind == kind and not answer.retryable, answer
+    assert server.refused[kind] >= 1

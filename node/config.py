@@ -197,6 +197,19 @@ class AgentConfig:
     # Files larger than this travel between agents as several frames, so one big image does not
     # hold up the other requests multiplexed on the same connection.
     forward_chunk_bytes: int = 256 * 1024
+    # Model bytes this node moves per second at most for pulls, in each direction: what all its pulls
+    # fetch together, and what it serves to peers pulling from it (docs/models.md). A pull at full
+    # speed takes a core for decryption, hashing and writing and fills the link; this bound keeps
+    # serving p99 within 1.5x of an idle node's while a pull runs (bench/models.py), and still moves
+    # a 10 GB model in under three minutes. 0: no bound (a dedicated link, a first sync).
+    model_pull_bytes_per_s: int = 64 * 1024 * 1024
+    # Chunk requests a pull keeps outstanding at each holder: two keep the link busy while a chunk is
+    # checked and written; more only hold more chunks in memory (up to 16 MiB each).
+    model_pull_chunks_per_peer: int = 2
+    # A holder that has not answered a chunk request after this long is set aside for the rest of
+    # the pull and its chunks asked from the others. Long enough for a chunk behind the holder's own
+    # bound (several pullers at once), short enough that a hung peer costs one retry, not the pull.
+    model_pull_chunk_timeout_s: float = 60.0
     # How long a replica's setup() and warm-up may take: a worker past it is killed and counts as a
     # failed setup (restarted with backoff; after `replica_setup_attempts` placement moves it on).
     replica_setup_timeout_s: float = 600.0
@@ -257,6 +270,8 @@ class AgentConfig:
             )
         if min(self.job_tick_s, self.job_ttl_s, self.job_webhook_first_delay_s, self.job_sync_s) <= 0:
             raise ValueError("job_tick_s, job_ttl_s, job_sync_s and job_webhook_first_delay_s must be > 0")
+        if self.model_pull_chunks_per_peer < 1 or not self.model_pull_chunk_timeout_s > 0:
+            raise ValueError("model_pull_chunks_per_peer must be >= 1 and model_pull_chunk_timeout_s > 0")
         if not self.sse_keepalive_s > 0:  # 0 would send comments back to back
             raise ValueError("sse_keepalive_s must be > 0")
         for port_name in ("http_port", "mesh_port", "data_port"):

@@ -15,6 +15,7 @@ from .doctor import doctor
 from .jobs import jobs
 from .join import join
 from .keys import keys
+from .model_pull import pull as model_pull
 from .models import models
 from .peers import peers
 from .predict import predict
@@ -46,3 +47,4 @@ for _command in (
     doctor,
 ):
     main.add_command(_command)
+models.add_command(model_pull)  # its own module: the pull's polling and display

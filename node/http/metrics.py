@@ -9,7 +9,7 @@ never share series. docs/observability.md lists every metric and what a sum() ov
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Response
@@ -223,10 +223,14 @@ def add_metrics_route(
     meter: RequestMeter | None = None,
     members: Members | None = None,
     routes: RouteMeter | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> None:
-    """Serve ``GET /metrics`` from `stats` and the meters; with `members`, ``/v1/prometheus/targets`` too."""
+    """Serve ``GET /metrics`` from `stats`, the meters and `collectors` (parts with families of their
+    own); with `members`, ``/v1/prometheus/targets`` too."""
     registry = CollectorRegistry()
     registry.register(_AgentCollector(stats))
+    for collector in collectors:
+        registry.register(collector)
     for source in (meter, routes):
         if source is not None:
             registry.register(_FamiliesCollector(source))

@@ -7,10 +7,11 @@ A pure core (stdlib only); ``node/http/gate.py`` carries the decision out for ev
   secret (``ApiKey.digest``), gossiped as a record so every node knows every key; a plain hash is
   enough for a secret of 256 random bits (no password to stretch), and the comparison is constant
   time. The key text is shown once, when made.
-- Scopes. ``invoke``: predict, the OpenAI routes, jobs, reading the mesh, its deployments and its
-  metrics. ``admin``: everything ``invoke`` may, plus declaring and removing deployments and
-  managing keys. ``need_for`` names the scope of every path; a path it does not know needs
-  ``invoke`` (new routes are closed until someone opens them on purpose). Liveness and readiness
+- Scopes. ``invoke``: predict, the OpenAI routes, jobs, reading the mesh, its deployments, its
+  model stores and its metrics. ``admin``: everything ``invoke`` may, plus declaring and removing
+  deployments, removing, re-reading and pulling models, and managing keys. ``need_for`` names the
+  scope of every path; a path it does not know needs ``invoke`` (new routes are closed until
+  someone opens them on purpose). Liveness and readiness
   (``/health``, ``/ready``) and the public key that signs webhooks are open to all, and so are the
   images behind the URLs of ``POST /v1/images/generations`` (``GET /v1/images/files/<token>.png``):
   each URL holds 128 random bits, so the URL itself is the permission to read that one image (a
@@ -205,7 +206,7 @@ def need_for(method: str, path: str) -> Scope | None:
         return None
     if path.startswith(_ADMIN_PREFIXES):
         return Scope.ADMIN
-    if path.startswith("/v1/deployments/") and method not in ("GET", "HEAD"):
+    if path.startswith(("/v1/deployments/", "/v1/models/store/")) and method not in ("GET", "HEAD"):
         return Scope.ADMIN
     return Scope.INVOKE
 

@@ -57,6 +57,8 @@ from .mesh.records import Record
 from .mesh.routing import Locality
 from .mesh.traffic import Totals
 from .mesh.types import Address, NodeId, Status
+from .models.service import MODEL_STORE_CHANNEL, ModelService
+from .models.store import ModelStore
 from .serving.deployments import Deployments
 from .serving.job_files import JobFiles
 from .serving.job_limits import JobLimits
@@ -176,6 +178,15 @@ class Agent:
             limits=JobLimits.of(config),
             webhooks=webhook_sender(config, rotation, sockets.http_addr),
         )
+        # The models held here (docs/models.md), read before the metadata first gossips them.
+        self.models = models = ModelService(
+            ModelStore(config.data_dir / "model-store"),
+            me=NodeId(node_id),
+            members=runner,
+            call_peer=self._forwarder.call_peer,
+            publish=self._serving_changed,
+        )
+        await asyncio.to_thread(models.store.scan)
         # Requests this node takes from clients, per deployment: /metrics and the gossiped traffic.
         meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
         forwarder = self._forwarder
@@ -189,6 +200,7 @@ class Agent:
             load=load,
             max_bytes=membership_config.max_meta_bytes,
             traffic=lambda: Totals(meter.totals(), dict(forwarder.sent)),
+            store=models.gossip,
         )
         runner.publish_meta(self._meta.build())
         # GET /v1/events, the dashboard
@@ -215,6 +227,7 @@ class Agent:
             meter=meter,
             insecure=config.insecure_http,
             tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here
+            models=models,
         )
 
         # 4. Running.
@@ -324,9 +337,11 @@ class Agent:
         self._reverse.sync(self._runner.relaying.relays, self._runner.core.members)
 
     def _serve_local(self, call: Call) -> AsyncIterator[Envelope]:
-        """A peer's call: job copies to the job service, the rest to this node's replicas."""
+        """A peer's call: job copies to the job service, store changes to the models, the rest to replicas."""
         if call.deployment == JOBS_CHANNEL:
             return self._jobs.table.serve_peer(call)
+        if call.deployment == MODEL_STORE_CHANNEL:
+            return self.models.serve_peer(call)
         return self._replicas.serve_local(call)
 
     def _on_member_changed(self, change: MemberChanged) -> None:

@@ -139,6 +139,9 @@ ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/jobs/{job_id}/events"): (404, 410),
     ("get", "/v1/models"): (),
     ("get", "/v1/models/{model}"): (404,),
+    ("get", "/v1/models/store"): (),
+    ("post", "/v1/models/store/rescan"): (),
+    ("delete", "/v1/models/store/{name}"): (404, 422),
     ("post", "/v1/embeddings"): _CALL,
     ("post", "/v1/images/generations"): _CALL,
     ("get", "/v1/images/files/{name}"): (400, 404),
@@ -159,8 +162,11 @@ ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/docs/{name}"): (401, 404),
     ("get", "/openapi.json"): (),
 }
+# The model stores live under the OpenAI prefix /v1/models but are meshnode's own (errors included).
+_MODEL_STORE_PREFIX = "/v1/models/store"
 _TAGS = (
     ("/v1/predict/", "predict"),
+    (_MODEL_STORE_PREFIX, "models"),
     ("/v1/jobs", "jobs"),
     (_OPENAI_PREFIXES, "openai"),
     ("/v1/deployments", "deployments"),
@@ -246,7 +252,8 @@ def _answers(
     codes |= set() if needed is None else {401} if needed is Scope.INVOKE else {401, 403}
     if "requestBody" in operation:
         codes |= {400, 413, 422}
-    shape = OPENAI_ERROR if path.startswith(_OPENAI_PREFIXES) else ERROR
+    openai = path.startswith(_OPENAI_PREFIXES) and not path.startswith(_MODEL_STORE_PREFIX)
+    shape = OPENAI_ERROR if openai else ERROR
     for code in sorted(str(code) for code in codes):
         answer: dict[str, Any] = {
             "description": _WHY[code],

@@ -67,6 +67,7 @@ TAGS = [
     {"name": "jobs", "description": "Durable asynchronous requests"},
     {"name": "openai", "description": "The OpenAI-compatible API"},
     {"name": "deployments", "description": "Declare, change and remove deployments mesh-wide"},
+    {"name": "models", "description": "The model stores: which node holds which model"},
     {"name": "mesh", "description": "Liveness, readiness, the mesh view, its events, doctor"},
     {"name": "keys", "description": "API keys, the mesh token's keyring, the webhook key set"},
     {"name": "metrics", "description": "Prometheus metrics and service discovery"},

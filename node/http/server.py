@@ -30,6 +30,7 @@ from .jobs import add_job_routes
 from .keyring import RotationView, add_keyring_routes
 from .keys import KeysView, add_key_routes
 from .metrics import add_metrics_route
+from .model_store import ModelStoreView, add_model_store_routes
 from .openai.edge import Edge
 from .openai.image_store import ImageStore
 from .openai.models import Catalog, Members
@@ -108,6 +109,7 @@ def http_server(
     meter: RequestMeter | None = None,
     insecure: bool = False,
     tls: ssl.SSLContext | None = None,
+    models: ModelStoreView | None = None,
 ) -> uvicorn.Server:
     """uvicorn serving every route of this node (HTTPS with ``tls``), not started yet.
 
@@ -118,6 +120,8 @@ def http_server(
     if meter is None:
         meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
     add_deployment_routes(app, deployments)
+    if models is not None:  # before the OpenAI routes, whose /v1/models/{model} would take it
+        add_model_store_routes(app, models)
     add_openai_routes(app, Edge(serve, limits, Catalog(members, deployments, mesh_id)), images)
     if jobs is not None:
         add_job_routes(

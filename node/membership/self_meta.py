@@ -3,7 +3,8 @@
 The metadata carries the node's addresses and labels (fixed), its device (detected once, in a
 subprocess, since accelerators need torch), its load (sampled every ``load_sample_interval_s``),
 and what it serves: every replica's entry, loaded models, hints, measured speeds, and requests held
-for a cold start. A change in what it serves is published at once (``publish``); load, speeds and
+for a cold start; and the models in its store and those it is pulling (``meshnode.models``). A
+change in what it serves or holds is published at once (``publish``); load, speeds and
 traffic only when they moved (``load.LoadGossip`` and ``mesh/traffic.moved`` say when), and at most
 every ``meta_min_interval_s``, since each change costs gossip on every node.
 
@@ -49,6 +50,8 @@ class SelfMeta:
         load: LoadSample,
         max_bytes: int,
         traffic: Callable[[], Totals] = Totals,
+        store: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
+        pulls: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
     ) -> None:
         self._base = base
         self._runner = runner
@@ -59,6 +62,9 @@ class SelfMeta:
         self._load = load
         self._max_bytes = max_bytes
         self._totals = traffic
+        # NodeMeta.store and NodeMeta.pulls as the model store and the pulls say now.
+        self._store = store
+        self._pulls = pulls
         self._traffic: dict[str, Any] = {}
 
     def build(self) -> NodeMeta:
@@ -77,6 +83,8 @@ class SelfMeta:
             reach=self._runner.relaying.reach.value,
             relays=self._runner.relaying.relays,
             traffic=self._traffic,
+            store={name: dict(entry) for name, entry in self._store().items()},
+            pulls={name: dict(entry) for name, entry in self._pulls().items()},
         ).fit(self._max_bytes)
 
     def publish(self) -> None:

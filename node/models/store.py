@@ -16,8 +16,10 @@ whose name is a valid model name and whose manifest parses and matches the files
 anything else is skipped with the reason in ``skipped``. Names and digests come in checked (a name
 from the network is a ``check_name`` name, a digest 64 hex), so no path built here leaves the folder.
 
-Every method is blocking file I/O: the agent calls them in a thread. A lock guards the table, never
-the I/O, so a chunk read for a peer does not wait for a scan.
+Every method is blocking file I/O: the agent calls them in a thread. Changes of the folder's set of
+models (scan, placing a model, removing one) take turns, so a scan never drops a model installed
+meanwhile; the long parts (copying and hashing in ``add`` and ``install``) run before the turn. A
+second lock guards only the table, so a chunk read for a peer never waits for a scan.
 """
 
 from __future__ import annotations
@@ -78,29 +80,32 @@ class ModelStore:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the table
+        self._changing = threading.Lock()  # scan, place, remove: one at a time
         self._models: dict[str, StoredModel] = {}
         # Folders under `folder` that are not held, and why (shown by the CLI and logged).
         self.skipped: dict[str, str] = {}
 
     def scan(self) -> dict[str, StoredModel]:
         """Re-read the folder: the models held now, by name."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _clear_stale_temp(self.folder / TEMP_DIR)
-        models: dict[str, StoredModel] = {}
-        skipped: dict[str, str] = {}
-        for entry in sorted(self.folder.iterdir()):
-            if entry.name.startswith("."):
-                continue  # .partial, .tmp: the store's own work folders
-            try:
-                models[entry.name] = _read_model(entry)
-            except (OSError, ValueError) as exc:
-                skipped[entry.name] = str(exc)
-                log.warning("model store: %s is not held: %s", entry, exc)
-        with self._lock:
-            self._models = models
-            self.skipped = skipped
-        return dict(models)
+        with self._changing:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _clear_stale_temp(self.folder / TEMP_DIR)
+            models: dict[str, StoredModel] = {}
+            skipped: dict[str, str] = {}
+            for entry in sorted(self.folder.iterdir()):
+                if entry.name.startswith("."):
+                    continue  # .partial, .tmp: the store's own work folders
+                try:
+                    models[entry.name] = _read_model(entry)
+                except (OSError, ValueError) as exc:
+                    # Said to HTTP callers: the store's own path stays out of it.
+                    skipped[entry.name] = str(exc).replace(str(self.folder), "model-store")
+                    log.warning("model store: %s is not held: %s", entry, exc)
+            with self._lock:
+                self._models = models
+                self.skipped = skipped
+            return dict(models)
 
     def get(self, name: str) -> StoredModel | None:
         """The model held under `name`, if any."""
@@ -154,16 +159,16 @@ class ModelStore:
     def remove(self, name: str) -> bool:
         """Delete the model held under `name`; False when none is."""
         check_name(name)
-        with self._lock:
-            model = self._models.pop(name, None)
         target = self.folder / name
-        if model is None and not target.exists():
-            return False
-        if target.exists():
+        with self._changing:
+            with self._lock:
+                model = self._models.pop(name, None)
+            if model is None and not target.exists():
+                return False
             away = self._temp_dir(f"rm-{name}")
             away.rmdir()
-            target.rename(away)  # gone from <name> at once; the bytes go after
-            shutil.rmtree(away, ignore_errors=True)
+            target.rename(away)  # gone from <name> at once; the bytes go after, outside the turn
+        shutil.rmtree(away, ignore_errors=True)
         return True
 
     def partial_dir(self, digest: str) -> Path:
@@ -211,17 +216,18 @@ class ModelStore:
         """Write the manifest into `folder` and rename it to ``<name>``, replacing any model there."""
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest.to_wire(), sort_keys=True))
         target = self.folder / name
-        if target.exists():
-            away = self._temp_dir(f"old-{name}")
-            away.rmdir()
-            target.rename(away)
+        away: Path | None = None
+        with self._changing:
+            if target.exists():
+                away = self._temp_dir(f"old-{name}")
+                away.rmdir()
+                target.rename(away)
             folder.rename(target)
+            model = StoredModel(name, manifest.digest, target, manifest)
+            with self._lock:
+                self._models[name] = model
+        if away is not None:
             shutil.rmtree(away, ignore_errors=True)
-        else:
-            folder.rename(target)
-        model = StoredModel(name, manifest.digest, target, manifest)
-        with self._lock:
-            self._models[name] = model
         return model
 
     def _temp_dir(self, label: str) -> Path:

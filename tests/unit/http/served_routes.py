@@ -66,6 +66,7 @@ def node_app() -> tuple[FastAPI, ASGIApp, str]:
         images=images,
         jobs=jobs,  # type: ignore[arg-type]
         events=EventFeed(dict, list),
+        models=_Stand(),
     )
     stack = server.config.app
     app = stack

@@ -68,6 +68,11 @@ def test_malformed_key_text_is_no_key(text: str) -> None:
         ("DELETE", "/v1/keys/0123456789ab", Scope.ADMIN),
         ("GET", "/v1/a-route-added-next-year", Scope.INVOKE),
         ("GET", "/v1/models", Scope.INVOKE),
+        # The model stores: reading is invoke, changing any node's store is admin.
+        ("GET", "/v1/models/store", Scope.INVOKE),
+        ("DELETE", "/v1/models/store/tiny-sd", Scope.ADMIN),
+        ("POST", "/v1/models/store/rescan", Scope.ADMIN),
+        ("POST", "/v1/models/store/tiny-sd/pull", Scope.ADMIN),
         ("POST", "/v1/chat/completions", Scope.INVOKE),
         ("POST", "/v1/images/generations", Scope.INVOKE),
         # An image URL's token is its own permission (a capability URL); only reading it is open.

@@ -24,6 +24,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from .moderation import Moderation, ModerationSpecError
+
 __all__ = [
     "Autoscaling",
     "DeploymentSpec",
@@ -94,6 +96,8 @@ class DeploymentSpec:
     # A model of the mesh's model stores (``meshnode models``) the app serves: a node placed to host a
     # replica pulls it from the peers that hold it first, and its app finds it in MESHNODE_MODEL_DIR.
     model: str | None = None
+    # What its prompts and outputs are checked against (``moderation.py``); None: nothing is.
+    moderation: Moderation | None = None
 
     @property
     def scales_to_zero(self) -> bool:
@@ -109,6 +113,9 @@ class DeploymentSpec:
             del wire["resources"]["container"]
         if self.model is None:
             del wire["model"]  # as for container: a spec without a model reads the same everywhere
+        del wire["moderation"]  # asdict's copy; the section writes its own, and only when set
+        if self.moderation is not None:
+            wire["moderation"] = self.moderation.to_wire()
         return wire
 
     @classmethod
@@ -137,6 +144,7 @@ class DeploymentSpec:
             backups=_int(body, "backups", 0, 0, MAX_REPLICAS),
             spread=spread,
             model=_model(body.get("model")),
+            moderation=_moderation(body.get("moderation")),
         )
 
 
@@ -155,6 +163,15 @@ def _model(raw: object) -> str | None:
             "model", "must be a model's name: 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit"
         )
     return raw
+
+
+def _moderation(raw: object) -> Moderation | None:
+    if raw is None:
+        return None
+    try:
+        return Moderation.from_wire(raw)
+    except ModerationSpecError as exc:
+        raise SpecError(f"moderation.{exc.field}".rstrip("."), exc.reason) from None
 
 
 def _resources(raw: object) -> Resources:

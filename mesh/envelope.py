@@ -74,6 +74,10 @@ class Call:
     timeout_ms: int
     # Send Progress envelopes while it runs (the WebSocket route, jobs); off for everything else.
     progress: bool = False
+    # The checks the replica's worker runs before and after the predictor: the deployment's
+    # moderation section as the node that took the request knows it (``mesh/moderation.py``
+    # ``Moderation.to_wire``); None: none. It travels only when set, as ``progress``.
+    moderation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -176,9 +180,9 @@ Envelope = (
 def encode_envelope(message: Envelope) -> bytes:
     """One msgpack frame."""
     match message:
-        case Call(rid, deployment, body, header, stream, accept, timeout_ms, progress):
+        case Call(rid, deployment, body, header, stream, accept, timeout_ms, progress, moderation):
             fields: list[Any] = [deployment, body, header, stream, accept, timeout_ms]
-            fields += [True] if progress else []
+            fields += [progress, moderation] if moderation is not None else [True] if progress else []
             kind = EnvelopeKind.CALL
         case Chunk(rid, seq, data):
             fields, kind = [seq, data], EnvelopeKind.CHUNK
@@ -242,8 +246,10 @@ def decode_envelope(frame: bytes, *, max_bytes: int, _in_relay_call: bool = Fals
                 raise EnvelopeError("call header must be a string or nil")
             if not 0 < timeout_ms <= MAX_CALL_TIMEOUT_MS:
                 raise EnvelopeError(f"call timeout must be 1 to {MAX_CALL_TIMEOUT_MS} ms")
-            if len(flags) > 1 or any(type(flag) is not bool for flag in flags):
+            if len(flags) > 2 or any(type(flag) is not bool for flag in flags[:1]):
                 raise EnvelopeError("call progress flag must be one boolean, or absent")
+            if len(flags) == 2 and not isinstance(flags[1], dict):
+                raise EnvelopeError("call moderation must be a map, or absent")
             return Call(rid, deployment, body, header, stream, accept, timeout_ms, *flags)
         case EnvelopeKind.CHUNK, [int() as seq, data]:
             return Chunk(rid, seq, data)

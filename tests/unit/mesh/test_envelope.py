@@ -148,11 +148,21 @@ def test_progress_frames_out_of_bounds_are_refused(fields: list[object], reason:
 
 @pytest.mark.parametrize(
     "flags",
-    [pytest.param([1], id="int"), pytest.param(["yes"], id="str"), pytest.param([True, True], id="two")],
+    [pytest.param([1], id="int"), pytest.param(["yes"], id="str"), pytest.param([True, {}, 1], id="three")],
 )
 def test_a_call_progress_flag_must_be_one_boolean(flags: list[object]) -> None:
     raw = msgpack.packb([ENVELOPE_VERSION, 1, "r", "sd", {}, None, False, "", 10, *flags])
     with pytest.raises(EnvelopeError, match="progress flag"):
+        decode_envelope(raw, max_bytes=LIMIT)
+
+
+def test_a_call_moderation_round_trips_and_must_be_a_map() -> None:
+    call = Call("r", "sd", {"prompt": "x"}, None, False, "", 10, moderation={"check_output": True})
+    assert decode_envelope(encode_envelope(call), max_bytes=LIMIT) == call
+    plain = Call("r", "sd", {}, None, False, "", 10, progress=True)
+    assert len(msgpack.unpackb(encode_envelope(plain))) == 10  # no moderation: the frame is as before
+    raw = msgpack.packb([ENVELOPE_VERSION, 1, "r", "sd", {}, None, False, "", 10, False, ["x"]])
+    with pytest.raises(EnvelopeError, match="moderation must be a map"):
         decode_envelope(raw, max_bytes=LIMIT)
 
 

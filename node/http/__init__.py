@@ -12,6 +12,7 @@
   progress reports as events
 - ``body.py``: reading JSON bodies: size limit (413), JSON only (400), what the mesh carries (422)
 - ``deployments.py``: ``/v1/deployments``, declare, change, remove, inspect
+- ``model_store.py``: ``/v1/models/store``, which node holds which model; remove, rescan
 - ``jobs.py``: ``/v1/jobs``, durable async jobs: submit, status, result, cancel, events, listing
 - ``keys.py``: ``/v1/keys``, make, list and revoke API keys
 - ``keyring.py``: ``/v1/keyring``, the steps of a mesh token rotation

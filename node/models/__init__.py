@@ -4,6 +4,9 @@
   add (copy a folder in, hashed), remove, install a pulled folder, read one chunk for a peer
 - ``hashing.py``: reading a folder into manifest entries (sha256 per file and per chunk), which
   files a source folder may give (links only inside it)
+- ``service.py``: ``ModelService``, the store as the agent uses it: in threads, gossiped after each
+  change, removal on every holder (``MODEL_STORE_CHANNEL`` on the data plane)
+- ``views.py``: what ``GET /v1/models/store`` shows, built from the gossiped view
 
 The manifest and its digest are pure logic in ``meshnode.mesh.model_manifest``. docs/models.md
 describes the store, its commands and routes, and what is gossiped.

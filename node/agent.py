@@ -40,6 +40,7 @@ from .dataplane.links import PeerLinks
 from .dataplane.reverse import ReverseLinks
 from .http.app import mesh_body
 from .http.events import EventFeed
+from .http.model_pull_metrics import ModelPullCollector
 from .http.openai.image_store import ImageStore
 from .http.predict import PredictLimits
 from .http.request_metrics import RequestMeter
@@ -57,8 +58,11 @@ from .mesh.records import Record
 from .mesh.routing import Locality
 from .mesh.traffic import Totals
 from .mesh.types import Address, NodeId, Status
+from .models.chunk_server import MODELS_CHANNEL, ChunkServer
+from .models.pulls import ModelPulls
 from .models.service import MODEL_STORE_CHANNEL, ModelService
 from .models.store import ModelStore
+from .models.throttle import Throttle
 from .serving.deployments import Deployments
 from .serving.job_files import JobFiles
 from .serving.job_limits import JobLimits
@@ -187,6 +191,21 @@ class Agent:
             publish=self._serving_changed,
         )
         await asyncio.to_thread(models.store.scan)
+        # Models this node lacks, pulled from the peers that hold them; and the chunks peers pull
+        # from here. Their file work (reads, hashes, writes) runs in threads of its own.
+        self._model_io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="model-io")
+        self.chunks = ChunkServer(models.store, Throttle(config.model_pull_bytes_per_s), self._model_io)
+        self.pulls = ModelPulls(
+            me=NodeId(node_id),
+            store=models.store,
+            members=runner,
+            call_peer=self._forwarder.call_peer,
+            throttle=Throttle(config.model_pull_bytes_per_s),
+            per_peer=config.model_pull_chunks_per_peer,
+            chunk_timeout_s=config.model_pull_chunk_timeout_s,
+            on_change=self._serving_changed,
+            executor=self._model_io,
+        )
         # Requests this node takes from clients, per deployment: /metrics and the gossiped traffic.
         meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
         forwarder = self._forwarder
@@ -201,6 +220,7 @@ class Agent:
             max_bytes=membership_config.max_meta_bytes,
             traffic=lambda: Totals(meter.totals(), dict(forwarder.sent)),
             store=models.gossip,
+            pulls=self.pulls.gossip,
         )
         runner.publish_meta(self._meta.build())
         # GET /v1/events, the dashboard
@@ -228,6 +248,8 @@ class Agent:
             insecure=config.insecure_http,
             tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here
             models=models,
+            pulls=self.pulls,
+            collectors=(ModelPullCollector(self.pulls, self.chunks),),
         )
 
         # 4. Running.
@@ -289,6 +311,8 @@ class Agent:
             log.error("gossip tasks did not stop within 5 s; closing anyway")
         await self.deployments.stop()
         await self._jobs.stop()
+        await self.pulls.close()  # what each pull fetched stays for the next start
+        self._model_io.shutdown(wait=False)
         # Drain local replicas after leaving, so peers stop routing here first; peers' requests
         # still running here finish over the data plane, which closes after them.
         await self._replicas.stop_all()
@@ -342,6 +366,8 @@ class Agent:
             return self._jobs.table.serve_peer(call)
         if call.deployment == MODEL_STORE_CHANNEL:
             return self.models.serve_peer(call)
+        if call.deployment == MODELS_CHANNEL:
+            return self.chunks.serve_peer(call)
         return self._replicas.serve_local(call)
 
     def _on_member_changed(self, change: MemberChanged) -> None:

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client.registry import Collector
 
 from ..addresses import bind_failure
 from ..errors import ConfigError
@@ -30,6 +31,7 @@ from .jobs import add_job_routes
 from .keyring import RotationView, add_keyring_routes
 from .keys import KeysView, add_key_routes
 from .metrics import add_metrics_route
+from .model_pulls import ModelPullsView, add_model_pull_routes
 from .model_store import ModelStoreView, add_model_store_routes
 from .openai.edge import Edge
 from .openai.image_store import ImageStore
@@ -110,6 +112,8 @@ def http_server(
     insecure: bool = False,
     tls: ssl.SSLContext | None = None,
     models: ModelStoreView | None = None,
+    pulls: ModelPullsView | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> uvicorn.Server:
     """uvicorn serving every route of this node (HTTPS with ``tls``), not started yet.
 
@@ -122,6 +126,8 @@ def http_server(
     add_deployment_routes(app, deployments)
     if models is not None:  # before the OpenAI routes, whose /v1/models/{model} would take it
         add_model_store_routes(app, models)
+    if pulls is not None:  # likewise
+        add_model_pull_routes(app, pulls)
     add_openai_routes(app, Edge(serve, limits, Catalog(members, deployments, mesh_id)), images)
     if jobs is not None:
         add_job_routes(
@@ -141,7 +147,9 @@ def http_server(
     # Outermost: no route, the predict lane's included, is reached without passing the gate.
     routes = RouteMeter(app, deployments=meter)  # every other route, by its template
     gate = Gate(PredictLane(routes, serve, limits, meter), keys.key, insecure=insecure)
-    add_metrics_route(app, lambda: {**stats(), "http_refused": dict(gate.refused)}, meter, members, routes)
+    add_metrics_route(
+        app, lambda: {**stats(), "http_refused": dict(gate.refused)}, meter, members, routes, collectors
+    )
     # No proxy-header rewriting: the agent is not behind a proxy it trusts, and it is one less layer.
     # With TLS: the context checked at start (tls_context), not one uvicorn would build from the
     # files again. ssl_context_factory is uvicorn 0.47's; plain HTTP does not need it.

@@ -32,23 +32,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import secrets
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial as bind
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BadRequest, MeshnodeError
-from ..mesh.envelope import Call, Failure, Reply
-from ..mesh.member import Member
-from ..mesh.model_manifest import Manifest, ManifestError, check_name, is_digest, is_short, short
+from ..mesh.model_manifest import check_name, short
 from ..mesh.pull_plan import Ask, PullPlan, choose_holders
-from ..mesh.types import NodeId, Status
+from ..mesh.types import NodeId
 from ..serving.job_peers import CallPeer
-from .chunk_server import MODELS_CHANNEL
 from .partial import PartialFolder
+from .pull_peers import Lost, Members, PullPeers
 from .store import ModelStore, StoredModel
 from .throttle import Throttle
 
@@ -57,8 +54,6 @@ __all__ = ["ModelPulls", "ModelUnavailable", "PullProgress"]
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-# A manifest is one small message (at most ~10 MB): a holder that takes longer is in trouble.
-MANIFEST_TIMEOUT_MS = 10_000
 # Progress is gossiped (NodeMeta.pulls) when it moved by this share of the model's bytes.
 GOSSIP_STEP = 0.05
 # Why the last pull of a name failed, for this many names (the most recent ones).
@@ -92,14 +87,6 @@ class PullProgress:
         }
 
 
-class Members(Protocol):
-    """The gossiped view (``GossipRunner``)."""
-
-    def members(self) -> Iterable[Member]:
-        """Every member this node knows, itself included."""
-        ...
-
-
 @dataclass
 class _Pull:
     """The state of one running pull, as ``progress`` reports it."""
@@ -109,13 +96,6 @@ class _Pull:
     done: int = 0
     peers: tuple[str, ...] = ()
     gossiped: float = 0.0  # the share of bytes last gossiped
-
-
-@dataclass(frozen=True)
-class _Lost:
-    """A holder that could not answer (set aside), and why."""
-
-    why: str
 
 
 @dataclass(frozen=True)
@@ -141,10 +121,8 @@ class ModelPulls:
         on_change: Callable[[], None] = lambda: None,
         executor: Executor | None = None,
     ) -> None:
-        self._me = me
         self._store = store
-        self._members = members
-        self._call_peer = call_peer
+        self._peers = PullPeers(me, members, call_peer, executor)
         self.throttle = throttle
         self._per_peer = max(1, per_peer)
         self._chunk_timeout_ms = max(1, int(chunk_timeout_s * 1000))
@@ -209,7 +187,7 @@ class ModelPulls:
 
     def gossiped_anywhere(self, name: str) -> bool:
         """Whether any member (alive or not) gossips that it holds `name`: else nobody ever did."""
-        return any(name in member.meta.store for member in self._members.members())
+        return self._peers.gossiped_anywhere(name)
 
     async def close(self) -> None:
         """Stop every pull (what each fetched stays in its partial folder for the next start)."""
@@ -240,15 +218,17 @@ class ModelPulls:
         held = self._store.get(name)
         if held is not None:  # added or pulled meanwhile
             return held
-        chosen = choose_holders(self._holders(name))
+        chosen = choose_holders(self._peers.holders(name))
         if chosen is None:
             raise ModelUnavailable(
                 f"no live node of the mesh holds a model named {name!r}", retry_after_s=5.0
             )
         wanted, holders = chosen
-        pull = self._pulls[name] = _Pull(wanted, self._gossiped_bytes(name, wanted))
+        pull = self._pulls[name] = _Pull(wanted, self._peers.gossiped_bytes(name, wanted))
         self._on_change()
-        manifest = await self._manifest(name, wanted, holders)
+        manifest = await self._peers.manifest(name, wanted, holders)
+        if isinstance(manifest, str):
+            raise ModelUnavailable(f"no holder of {name} sent its manifest ({manifest})", retry_after_s=5.0)
         digest = manifest.digest
         while (other := self._digests.get(digest)) is not None:  # the same content under another name
             await asyncio.wait({other})
@@ -262,7 +242,7 @@ class ModelPulls:
             await self._thread(_check_space, folder, pull.total - pull.done)
             log.info(
                 "pulling model %s (%s, %d bytes) from %s; %d of %d chunks already here",
-                name, digest[:16], pull.total, self._names(holders), len(done), manifest.chunk_count,
+                name, digest[:16], pull.total, self._peers.names(holders), len(done), manifest.chunk_count,
             )  # fmt: skip
             plan = PullPlan(manifest.chunk_count, done, holders, per_holder=self._per_peer)
             await self._transfer(name, wanted, pull, plan, folder)
@@ -280,10 +260,10 @@ class ModelPulls:
         self, name: str, wanted: str, pull: _Pull, plan: PullPlan, folder: PartialFolder
     ) -> None:
         """Fetch every chunk the plan says, until it is finished; ModelUnavailable when it is stuck."""
-        tasks: dict[asyncio.Task[_Lost | _Bad | None], Ask] = {}
+        tasks: dict[asyncio.Task[Lost | _Bad | None], Ask] = {}
         try:
             while not plan.finished:
-                alive = self._holders(name)
+                alive = self._peers.holders(name)
                 for holder in plan.holders:
                     if alive.get(holder) != wanted:
                         plan.failed(holder, "no longer holds it alive in this node's view")
@@ -296,7 +276,7 @@ class ModelPulls:
                 for task in finished:
                     ask = tasks.pop(task)
                     self._account(name, plan, pull, ask, task.result(), folder)
-                pull.peers = self._names(plan.in_use())
+                pull.peers = self._peers.names(plan.in_use())
                 if pull.total and pull.done / pull.total - pull.gossiped >= GOSSIP_STEP:
                     pull.gossiped = pull.done / pull.total
                     self._on_change()
@@ -311,7 +291,7 @@ class ModelPulls:
         plan: PullPlan,
         pull: _Pull,
         ask: Ask,
-        verdict: _Lost | _Bad | None,
+        verdict: Lost | _Bad | None,
         folder: PartialFolder,
     ) -> None:
         """Tell the plan (and the counters) how one chunk request ended."""
@@ -326,13 +306,17 @@ class ModelPulls:
             case _Bad(why):
                 plan.refused(ask)
                 self.counts["chunks_refused"] += 1
-                log.warning("model %s: refused a chunk from %s: %s", name, self._names([ask.holder])[0], why)
-            case _Lost(why):
+                log.warning(
+                    "model %s: refused a chunk from %s: %s", name, self._peers.names([ask.holder])[0], why
+                )
+            case Lost(why):
                 if ask.holder not in plan.aside:
-                    log.warning("model %s: setting %s aside: %s", name, self._names([ask.holder])[0], why)
+                    log.warning(
+                        "model %s: setting %s aside: %s", name, self._peers.names([ask.holder])[0], why
+                    )
                 plan.failed(ask.holder, why)
 
-    async def _fetch(self, ask: Ask, folder: PartialFolder) -> _Lost | _Bad | None:
+    async def _fetch(self, ask: Ask, folder: PartialFolder) -> Lost | _Bad | None:
         """One chunk from one holder, checked and written: None, or why not."""
         chunk = folder.chunk(ask.chunk)
         await self.throttle.take(chunk.length)
@@ -342,8 +326,8 @@ class ModelPulls:
             "file": chunk.file_index,
             "chunk": chunk.chunk_index,
         }
-        answer = await self._ask(NodeId(ask.holder), body, self._chunk_timeout_ms)
-        if isinstance(answer, _Lost):
+        answer = await self._peers.ask(ask.holder, body, self._chunk_timeout_ms)
+        if isinstance(answer, Lost):
             return answer
         where = f"chunk {chunk.chunk_index} of {folder.manifest.files[chunk.file_index].path}"
         if not isinstance(answer, bytes):
@@ -352,67 +336,7 @@ class ModelPulls:
             return _Bad(f"{where} ({len(answer)} bytes) does not match its sha256")
         return None
 
-    async def _manifest(self, name: str, wanted: str, holders: list[str]) -> Manifest:
-        """The manifest of `name` from the first holder whose answer checks out."""
-        reasons = []
-        for holder in holders:
-            answer = await self._ask(NodeId(holder), {"op": "manifest", "name": name}, MANIFEST_TIMEOUT_MS)
-            who = self._names([holder])[0]
-            if isinstance(answer, _Lost):
-                reasons.append(f"{who}: {answer.why}")
-                continue
-            try:
-                return await self._thread(_checked_manifest, answer, name, wanted)
-            except ManifestError as exc:
-                log.warning("model %s: %s sent a manifest that does not check out: %s", name, who, exc)
-                reasons.append(f"{who}: {exc}")
-        raise ModelUnavailable(
-            f"no holder of {name} sent its manifest ({'; '.join(reasons)})", retry_after_s=5.0
-        )
-
-    async def _ask(self, node: NodeId, body: dict[str, Any], timeout_ms: int) -> Any:
-        """`node`'s answer to one ``@models`` message, or ``_Lost`` saying why there is none."""
-        member = next((m for m in self._members.members() if m.node == node), None)
-        if member is None or member.status.gone or not member.meta.data:
-            return _Lost("is not in the mesh any more")
-        call = Call(f"models-{secrets.token_hex(8)}", MODELS_CHANNEL, body, None, False, "", timeout_ms)
-        try:
-            async for message in self._call_peer(node, member.meta.data, member.meta.data_key, call):
-                if isinstance(message, Reply):
-                    return message.data
-                if isinstance(message, Failure):
-                    return _Lost(f"{message.kind}: {message.message}")
-        except MeshnodeError as exc:
-            return _Lost(exc.message)
-        return _Lost("the call ended without an answer")
-
     # -- internals ------------------------------------------------------------------------------
-
-    def _holders(self, name: str) -> dict[str, str]:
-        """Alive members with a data plane that gossip `name`: node -> short digest."""
-        held = {}
-        for member in self._members.members():
-            entry = member.meta.store.get(name)
-            if member.node == self._me or member.status != Status.ALIVE or not member.meta.data:
-                continue
-            if isinstance(entry, dict) and is_short(entry.get("digest")):
-                held[str(member.node)] = entry["digest"]
-        return held
-
-    def _gossiped_bytes(self, name: str, wanted: str) -> int:
-        for member in self._members.members():
-            entry = member.meta.store.get(name)
-            if (
-                isinstance(entry, dict)
-                and entry.get("digest") == wanted
-                and isinstance(entry.get("bytes"), int)
-            ):
-                return max(0, int(entry["bytes"]))
-        return 0
-
-    def _names(self, nodes: Iterable[str]) -> tuple[str, ...]:
-        names = {m.node: m.meta.name for m in self._members.members()}
-        return tuple(names.get(NodeId(node), node[:8]) for node in nodes)
 
     def _failed(self, name: str, why: str) -> None:
         self.counts["failed"] += 1
@@ -438,18 +362,6 @@ def _checked(name: str) -> str:
         return check_name(name)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
-
-
-def _checked_manifest(answer: Any, name: str, wanted: str) -> Manifest:
-    """A holder's manifest answer, checked: its name, its digest against the manifest and gossip."""
-    if not isinstance(answer, dict) or answer.get("name") != name or not is_digest(answer.get("digest")):
-        raise ManifestError("the answer is not a manifest of that name with a digest")
-    manifest = Manifest.from_wire(answer.get("manifest"))
-    if manifest.digest != answer["digest"]:
-        raise ManifestError("its digest is not the sha256 of its manifest")
-    if short(manifest.digest) != wanted:
-        raise ManifestError(f"it holds {short(manifest.digest)} now, not the gossiped {wanted}")
-    return manifest
 
 
 def _check_space(folder: PartialFolder, needed: int) -> None:

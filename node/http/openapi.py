@@ -142,6 +142,8 @@ ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/models/store"): (),
     ("post", "/v1/models/store/rescan"): (),
     ("delete", "/v1/models/store/{name}"): (404, 422),
+    ("post", "/v1/models/store/{name}/pull"): (404, 422, 503),
+    ("get", "/v1/models/store/{name}/pull"): (422,),
     ("post", "/v1/embeddings"): _CALL,
     ("post", "/v1/images/generations"): _CALL,
     ("get", "/v1/images/files/{name}"): (400, 404),

@@ -67,6 +67,7 @@ def node_app() -> tuple[FastAPI, ASGIApp, str]:
         jobs=jobs,  # type: ignore[arg-type]
         events=EventFeed(dict, list),
         models=_Stand(),
+        pulls=_Stand(),
     )
     stack = server.config.app
     app = stack

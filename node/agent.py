@@ -58,11 +58,8 @@ from .mesh.records import Record
 from .mesh.routing import Locality
 from .mesh.traffic import Totals
 from .mesh.types import Address, NodeId, Status
-from .models.chunk_server import MODELS_CHANNEL, ChunkServer
-from .models.pulls import ModelPulls
-from .models.service import MODEL_STORE_CHANNEL, ModelService
-from .models.store import ModelStore
-from .models.throttle import Throttle
+from .models.node_models import CHANNELS as MODEL_CHANNELS
+from .models.node_models import NodeModels
 from .serving.deployments import Deployments
 from .serving.job_files import JobFiles
 from .serving.job_limits import JobLimits
@@ -182,30 +179,17 @@ class Agent:
             limits=JobLimits.of(config),
             webhooks=webhook_sender(config, rotation, sockets.http_addr),
         )
-        # The models held here (docs/models.md), read before the metadata first gossips them.
-        self.models = models = ModelService(
-            ModelStore(config.data_dir / "model-store"),
+        # The models held here, pulled and served to peers (docs/models.md); the store is read before
+        # the metadata first gossips it. Replicas of a deployment naming a model get it from the pulls.
+        self.models = models = NodeModels(
+            config,
             me=NodeId(node_id),
             members=runner,
             call_peer=self._forwarder.call_peer,
             publish=self._serving_changed,
         )
-        await asyncio.to_thread(models.store.scan)
-        # Models this node lacks, pulled from the peers that hold them; and the chunks peers pull
-        # from here. Their file work (reads, hashes, writes) runs in threads of its own.
-        self._model_io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="model-io")
-        self.chunks = ChunkServer(models.store, Throttle(config.model_pull_bytes_per_s), self._model_io)
-        self.pulls = ModelPulls(
-            me=NodeId(node_id),
-            store=models.store,
-            members=runner,
-            call_peer=self._forwarder.call_peer,
-            throttle=Throttle(config.model_pull_bytes_per_s),
-            per_peer=config.model_pull_chunks_per_peer,
-            chunk_timeout_s=config.model_pull_chunk_timeout_s,
-            on_change=self._serving_changed,
-            executor=self._model_io,
-        )
+        await models.start()
+        replicas.use_models(models.pulls, lambda name: _model_of(deployments.record(name)))
         # Requests this node takes from clients, per deployment: /metrics and the gossiped traffic.
         meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
         forwarder = self._forwarder
@@ -219,8 +203,8 @@ class Agent:
             load=load,
             max_bytes=membership_config.max_meta_bytes,
             traffic=lambda: Totals(meter.totals(), dict(forwarder.sent)),
-            store=models.gossip,
-            pulls=self.pulls.gossip,
+            store=models.service.gossip,
+            pulls=models.pulls.gossip,
         )
         runner.publish_meta(self._meta.build())
         # GET /v1/events, the dashboard
@@ -247,9 +231,9 @@ class Agent:
             meter=meter,
             insecure=config.insecure_http,
             tls=tls_context(config.tls_cert, config.tls_key),  # a bad file fails the start here
-            models=models,
-            pulls=self.pulls,
-            collectors=(ModelPullCollector(self.pulls, self.chunks),),
+            models=models.service,
+            pulls=models.pulls,
+            collectors=(ModelPullCollector(models.pulls, models.chunks),),
         )
 
         # 4. Running.
@@ -311,8 +295,7 @@ class Agent:
             log.error("gossip tasks did not stop within 5 s; closing anyway")
         await self.deployments.stop()
         await self._jobs.stop()
-        await self.pulls.close()  # what each pull fetched stays for the next start
-        self._model_io.shutdown(wait=False)
+        await self.models.close()  # what each pull fetched stays for the next start
         # Drain local replicas after leaving, so peers stop routing here first; peers' requests
         # still running here finish over the data plane, which closes after them.
         await self._replicas.stop_all()
@@ -364,10 +347,8 @@ class Agent:
         """A peer's call: job copies to the job service, store changes to the models, the rest to replicas."""
         if call.deployment == JOBS_CHANNEL:
             return self._jobs.table.serve_peer(call)
-        if call.deployment == MODEL_STORE_CHANNEL:
+        if call.deployment in MODEL_CHANNELS:
             return self.models.serve_peer(call)
-        if call.deployment == MODELS_CHANNEL:
-            return self.chunks.serve_peer(call)
         return self._replicas.serve_local(call)
 
     def _on_member_changed(self, change: MemberChanged) -> None:
@@ -401,6 +382,11 @@ class Agent:
         """A store write that nobody waits for (failures are logged)."""
         task = asyncio.create_task(self._in_store_thread(call))
         task.add_done_callback(_log_failure)
+
+
+def _model_of(record: Record | None) -> str | None:
+    """The model of the mesh's stores a deployment names, if it names one."""
+    return record.spec.model if record is not None and record.spec is not None else None
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

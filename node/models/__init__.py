@@ -12,6 +12,7 @@
 - ``service.py``: ``ModelService``, the store as the agent uses it: in threads, gossiped after each
   change, removal on every holder (``MODEL_STORE_CHANNEL`` on the data plane)
 - ``views.py``: what ``GET /v1/models/store`` shows, built from the gossiped view
+- ``node_models.py``: ``NodeModels``, the agent's one handle on all of the above, built and closed together
 
 The manifest and its digest are pure logic in ``meshnode.mesh.model_manifest``. docs/models.md
 describes the store, its commands and routes, and what is gossiped.

@@ -77,6 +77,12 @@ class Autoscaling:
     scale_up_delay_s: float = 5.0
     scale_down_delay_s: float = 60.0
     idle_timeout_s: float = 300.0
+    # Load the next replica as a warm backup when the demand's trend says the autoscaler will soon
+    # want it (``prewarm.py``). Off by default: it holds a loaded model on an idle node.
+    prewarm: bool = False
+    # How far ahead the trend is extrapolated, at least (longer when replicas were seen taking
+    # longer to load): the autoscaler's default window, a CPU model's load time or so.
+    prewarm_horizon_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class DeploymentSpec:
         """A JSON- and msgpack-ready dict (the body ``PUT /v1/deployments/{name}`` takes)."""
         wire = asdict(self)
         wire["resources"]["device_kinds"] = list(self.resources.device_kinds)
+        _omit_defaults(wire["autoscaling"])
         if not self.resources.container:
             # Left out when false: a spec without it reads the same to nodes that predate it.
             del wire["resources"]["container"]
@@ -212,7 +219,26 @@ def _autoscaling(raw: object) -> Autoscaling:
         idle_timeout_s=_float(
             body, "idle_timeout_s", defaults.idle_timeout_s, 0.0, MAX_DELAY_S, prefix="autoscaling."
         ),
+        prewarm=_bool(body, "prewarm", defaults.prewarm, prefix="autoscaling."),
+        prewarm_horizon_s=_float(
+            body, "prewarm_horizon_s", defaults.prewarm_horizon_s, 0.0, MAX_DELAY_S, prefix="autoscaling."
+        ),
     )
+
+
+def _bool(body: dict[str, Any], key: str, default: bool, *, prefix: str = "") -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise SpecError(f"{prefix}{key}", "must be true or false")
+    return value
+
+
+def _omit_defaults(autoscaling: dict[str, Any]) -> None:
+    """Leave the pre-warm knobs out while they have their defaults: nodes that predate them read it."""
+    defaults = Autoscaling()
+    for key in ("prewarm", "prewarm_horizon_s"):
+        if autoscaling[key] == getattr(defaults, key):
+            del autoscaling[key]
 
 
 def _map(raw: object, where: str) -> dict[str, Any]:

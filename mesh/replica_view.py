@@ -40,6 +40,7 @@ __all__ = [
     "ready_nodes",
     "running_count",
     "serving_anywhere",
+    "states",
 ]
 
 _LIVE = (Status.ALIVE, Status.SUSPECT)
@@ -175,6 +176,16 @@ def running_count(name: str, members: Iterable[Member]) -> int:
         and (entry := member.meta.replicas.get(name)) is not None
         and entry.state.counts_as_running
     )
+
+
+def states(
+    name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None
+) -> dict[NodeId, ReplicaState]:
+    """The state of every live replica of `name`, by node (the pre-warm's load clock watches them)."""
+    seen = {member.node: entry.state for member, entry in _peer_states(members, name, me)}
+    if local is not None:
+        seen[me] = local.state
+    return seen
 
 
 def serving_anywhere(name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None) -> bool:

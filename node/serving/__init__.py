@@ -6,6 +6,7 @@
 - ``worker_run.py``: one run of a worker until it exits, and how it ended (a failed start or not)
 - ``worker.py``: the worker process's own shell (``python -m meshnode.serving.worker``)
 - ``deployments.py``: ``Deployments``, runs the autoscaler and placement, starts and stops replicas here
+- ``decisions.py``: ``Decisions``, each round's autoscaler, pre-warm forecast and plan per deployment
 - ``plans.py``: placement plans, cached per live host set, and what an app needs of a node
 - ``cold_start.py``: ``ColdStarts``, requests held until a replica of their deployment serves
 - ``views.py``: what ``GET /v1/deployments`` shows, built from the gossiped view

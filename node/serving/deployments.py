@@ -3,11 +3,11 @@
 Every node runs the same loop over the same gossiped view (``mesh/records.py`` for the deployment
 table, member metadata for devices, replicas and demand) and acts only on itself:
 
-1. the autoscaler (``mesh/autoscale.py``) turns the deployment's gossiped demand
-   (``mesh/replica_view.demand``) into ``desired``;
-2. placement (``mesh/placement.py``) ranks the live eligible nodes: pinned replicas first, then
-   the top of the ranking host, the next ``backups`` wait warm;
-3. ``placement.action_for`` says what this node does about its own replica: start, promote,
+1. ``decisions.py`` decides: the autoscaler (``mesh/autoscale.py``) turns the deployment's gossiped
+   demand into ``desired``, the pre-warm forecast (``mesh/prewarm.py``) may add one warm backup for
+   the replica it will soon want, and placement (``mesh/placement.py``) ranks the live eligible
+   nodes: pinned replicas first, then the top of the ranking host, the next ``backups`` wait warm;
+2. ``placement.action_for`` says what this node does about its own replica: start, promote,
    demote, stop (make before break: only once every current host serves), replace it when the app
    changed, or give up on it when its setup keeps failing, and this shell carries that out through
    the replica table (``replicas.py``). Before a start it checks that this node may run the app
@@ -39,7 +39,6 @@ from ..errors import MeshnodeError, NotFound, NotReady
 from ..inference.app_policy import AppPolicy, refusal
 from ..membership.runner import GossipRunner
 from ..mesh import replica_view
-from ..mesh.autoscale import Autoscaler
 from ..mesh.deployment import DeploymentSpec
 from ..mesh.member import Member
 from ..mesh.placement import Action, action_for
@@ -48,7 +47,8 @@ from ..mesh.replica_state import ReplicaState
 from ..mesh.replica_view import Prospect
 from ..mesh.types import NodeId
 from .cold_start import ColdStarts
-from .plans import HostSet, cached_plan, needs_of, with_app_needs
+from .decisions import Decisions
+from .plans import HostSet, with_app_needs
 from .replicas import Replicas
 from .views import Outcome, deployment_view
 
@@ -94,8 +94,8 @@ class Deployments:
         self._started_at: float | None = None
         # What placement did here, for /metrics: start, promote, demote, stop, give_up.
         self.actions: collections.Counter[str] = collections.Counter()
-        self._scalers: dict[str, Autoscaler] = {}
-        self._outcomes: dict[str, Outcome] = {}
+        self._decisions = Decisions(node_id)
+        self._outcomes = self._decisions.outcomes
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
@@ -202,9 +202,7 @@ class Deployments:
             # it without hashing every node again.
             self._hosts = hosts
         records = {record.name: record for record in membership.live_records()}
-        for name in [name for name in self._scalers if name not in records]:
-            del self._scalers[name]
-            self._outcomes.pop(name, None)
+        self._decisions.keep_only(records)
         # A node alone right after it started (its peers not heard from yet) decides but does not
         # act: otherwise a restarting node would start a replica of every deployment it knows.
         settled = (
@@ -213,40 +211,23 @@ class Deployments:
         )
         for name, record in records.items():
             assert record.spec is not None
-            outcome = self._decide(name, record.spec, live_members, self._hosts, now)
-            self._outcomes[name] = outcome
+            # This node's sit-out, by its error: a failed setup, or an app it may not run.
+            here = self._replicas.entry(name) if self._replicas.sits_out(name, record.spec.app) else None
+            outcome = self._decisions.decide(
+                name,
+                record.spec,
+                live_members,
+                self._hosts,
+                now,
+                local=self._replicas.local(name),
+                waiting_here=self.waiting[name],
+                sat_out=here.error if here is not None else None,
+            )
             if settled:
                 await self._act(name, record.spec, outcome, live_members)
         for replica in self._replicas:
             if replica.deployment not in records and not replica.pinned:
                 self._stop(replica.deployment, "its deployment was removed")
-
-    def _decide(
-        self, name: str, spec: DeploymentSpec, members: list[Member], hosts: HostSet, now: float
-    ) -> Outcome:
-        local = self._replicas.local(name)
-        scaler = self._scalers.get(name)
-        if scaler is None:
-            running = replica_view.running_count(name, members)
-            scaler = self._scalers[name] = Autoscaler(spec, now, current=running or None)
-        elif scaler.spec != spec:
-            scaler.respec(spec)
-        demand = replica_view.demand(name, members, self.node_id, local, self.waiting[name])
-        decision = scaler.observe(now, demand.concurrency, demand.waiting)
-        # This node's sit-out, by its error: a failed setup, or an app it may not run.
-        here = self._replicas.entry(name) if self._replicas.sits_out(name, spec.app) else None
-        sat_out = here.error if here is not None else None
-        placed = cached_plan(
-            name,
-            decision.desired,
-            hosts,
-            needs_of(spec),
-            replica_view.pinned_nodes(name, members, self.node_id, local),
-            spec.backups,
-            spec.spread,
-            tuple(sorted(replica_view.excluded(name, members, self.node_id, sat_out).items())),
-        )
-        return Outcome(decision, placed)
 
     async def _act(self, name: str, spec: DeploymentSpec, outcome: Outcome, members: list[Member]) -> None:
         if self._replicas.stopping(name):

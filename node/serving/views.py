@@ -13,6 +13,7 @@ from typing import Any
 from ..mesh.autoscale import Decision
 from ..mesh.member import Member
 from ..mesh.placement import Plan
+from ..mesh.prewarm import Forecast
 from ..mesh.records import Record
 from ..mesh.replica_state import ReplicaEntry, ReplicaState
 from ..mesh.types import NodeId, Status
@@ -26,10 +27,11 @@ PINNED_ONLY_DOWN = "runs only where it is pinned (meshnode join --deploy), and n
 
 @dataclass(frozen=True)
 class Outcome:
-    """The last decision for one deployment on this node: the autoscaler's and placement's."""
+    """The last decision for one deployment on this node: the autoscaler's, the pre-warm's, placement's."""
 
     decision: Decision
     plan: Plan
+    forecast: Forecast | None = None
 
 
 def deployment_view(
@@ -104,11 +106,42 @@ def deployment_view(
             "mean_concurrency": round(outcome.decision.mean_concurrency, 3) if outcome else 0.0,
             "proposal": outcome.decision.proposal if outcome else spec.min_replicas,
             "waiting": waiting,
+            "prewarm": spec.autoscaling.prewarm,
+            "prewarm_horizon_s": spec.autoscaling.prewarm_horizon_s,
+            "prewarming": _prewarming(outcome, spec.backups, names),
+            "forecast": _forecast(outcome) if spec.autoscaling.prewarm else None,
         },
         "spec": spec.to_wire(),
         "declared_by": names.get(record.origin, record.origin),
         # Declared by --deploy at stamp 0 (pinned replicas only) rather than by a deliberate PUT.
         "implicit": record.stamp == 0,
+    }
+
+
+def _forecast(outcome: Outcome | None) -> dict[str, Any] | None:
+    """The pre-warm predictor's numbers this round, prewarming or not."""
+    if outcome is None or outcome.forecast is None:
+        return None
+    forecast = outcome.forecast
+    return {
+        "predicted_concurrency": round(forecast.predicted, 3),
+        "slope_per_s": round(forecast.slope, 4),
+        "horizon_s": round(forecast.horizon_s, 2),
+    }
+
+
+def _prewarming(outcome: Outcome | None, backups: int, names: dict[NodeId, str]) -> dict[str, Any] | None:
+    """The pre-warm under way (``mesh/prewarm.py``): where, for how many replicas, and why; or None."""
+    if outcome is None or outcome.forecast is None or not outcome.forecast.extra:
+        return None
+    forecast, placed = outcome.forecast, outcome.plan.backups
+    # The pre-warm adds the last backup (the spec's own would wait warm anyway); None when no node
+    # was left to take it.
+    node = placed[-1] if len(placed) > backups else None
+    return {
+        "replicas": forecast.replicas,
+        "node": names.get(node, node) if node is not None else None,
+        "reason": forecast.reason,
     }
 
 

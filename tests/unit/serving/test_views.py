@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from meshnode.mesh.autoscale import Autoscaler
-from meshnode.mesh.deployment import DeploymentSpec
+from meshnode.mesh.autoscale import Autoscaler, Decision
+from meshnode.mesh.deployment import Autoscaling, DeploymentSpec
 from meshnode.mesh.member import Member
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.placement import Plan
+from meshnode.mesh.prewarm import Forecast
 from meshnode.mesh.records import Record
 from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
 from meshnode.mesh.types import Address, NodeId, Status
@@ -78,3 +79,22 @@ def test_a_loading_replica_shows_its_progress_and_is_counted_as_loading() -> Non
     view = deployment_view(record, members, me=ME, local=None, outcome=None, waiting=0)
     assert "1 loading the model" in (view["missing"] or "")
     assert view["replicas"] == [{"node": "edge", "status": "loading", "pinned": False, "progress": 0.5}]
+
+
+def test_a_prewarm_shows_where_why_and_the_forecast_and_none_when_off() -> None:
+    spec = DeploymentSpec(ECHO, min_replicas=1, max_replicas=3, autoscaling=Autoscaling(prewarm=True))
+    record = Record("echo", 5, ME, spec)
+    members = [member(ME, Status.ALIVE, {}), member(EDGE, Status.ALIVE, {})]
+    forecast = Forecast(2, 1, 4.5, 0.3, 12.0, "demand rising 0.3/s: ...")
+    outcome = Outcome(Decision(1, 1, 1.2), Plan((ME,), (EDGE,), None), forecast)
+    shown = deployment_view(record, members, me=ME, local=None, outcome=outcome, waiting=0)
+    autoscaling = shown["autoscaling"]
+    assert autoscaling["prewarm"] is True and shown["desired"] == 1
+    assert autoscaling["prewarming"] == {"replicas": 2, "node": "edge", "reason": "demand rising 0.3/s: ..."}
+    assert autoscaling["forecast"] == {"predicted_concurrency": 4.5, "slope_per_s": 0.3, "horizon_s": 12.0}
+    calm = Outcome(Decision(1, 1, 1.2), Plan((ME,), (), None), Forecast(1, 1, 1.0, 0.0, 10.0, None))
+    shown = deployment_view(record, members, me=ME, local=None, outcome=calm, waiting=0)
+    assert shown["autoscaling"]["prewarming"] is None
+    off = Record("echo", 5, ME, DeploymentSpec(ECHO))
+    shown = deployment_view(off, members, me=ME, local=None, outcome=calm, waiting=0)
+    assert shown["autoscaling"]["prewarm"] is False and shown["autoscaling"]["forecast"] is None

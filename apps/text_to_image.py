@@ -6,7 +6,8 @@ CPU in float32), validating a request, and returning the path of a file, which t
 It serves ``"images"`` (``Predictor.serves``), so ``POST /v1/images/generations`` reaches it too.
 It reports each diffusion step (``Predictor.report_progress``, from diffusers' step-end callback)
 with a 64-pixel JPEG preview of the latents, made only when a client asked for progress (the
-WebSocket route): ``ws://localhost:8470/v1/ws/predict/t2i`` shows the picture forming.
+WebSocket route): ``ws://localhost:8470/v1/ws/predict/t2i`` shows the picture forming. Its
+``check_output`` hands the pipeline's safety checker's verdict to the deployment's moderation.
 
 The model: ``model=``, the deployment's ``model`` (a model of the mesh's stores, docs/models.md) or
 the environment variable ``MESHNODE_T2I_MODEL`` names a pipeline folder
@@ -44,6 +45,7 @@ MAX_PROMPT_CHARS = 1000
 MAX_STEPS = 50
 MIN_SIDE, MAX_SIDE = 32, 1024
 MAX_SEED = 2**63 - 1
+MAX_FLAGGED = 256
 
 
 class TextToImage(Predictor):
@@ -59,6 +61,8 @@ class TextToImage(Predictor):
         self._data_dir = data_dir
         self._pipeline: Any = None
         self._reports = False  # whether the pipeline calls back after each step (set by setup)
+        # Outputs the pipeline's safety checker flagged, until moderation asks (``check_output``).
+        self._flagged: set[str] = set()
         self.model_name = TINY_MODEL_NAME if self._model is None else _display_name(self._model)
 
     @property
@@ -91,16 +95,35 @@ class TextToImage(Predictor):
     def predict(self, request: Request, header: str | None = None) -> Path:
         """Generate one image and return the path of its PNG under ``<data_dir>/outputs``."""
         options = parse_request(request)
-        image = self._generate(**options)
+        image, flagged = self._generate(**options)
         path = self.data_dir / "outputs" / f"{uuid.uuid4().hex}.png"
         image.save(path, format="PNG")
+        if flagged:
+            if len(self._flagged) >= MAX_FLAGGED:  # a deployment without moderation never asks
+                self._flagged.pop()
+            self._flagged.add(str(path))
         return path
+
+    def check_output(self, result: Any) -> str | None:
+        """``nsfw`` for an image the pipeline's safety checker flagged; a pipeline without one flags none.
+
+        The checker runs inside the pipeline (diffusers' ``run_safety_checker``, which also blacks a
+        flagged image out); this hands its verdict to the deployment's moderation, which then
+        refuses the answer instead of returning a black picture. The tiny pipeline has no checker
+        (it is a second 1 GB model), so its images always pass.
+        """
+        key = str(result)
+        if key in self._flagged:
+            self._flagged.discard(key)
+            return "nsfw"
+        return None
 
     def provide_hints(self) -> list[str]:
         """The model this replica has loaded."""
         return [self.model_name]
 
-    def _generate(self, *, prompt: str, seed: int, steps: int, height: int, width: int) -> Any:
+    def _generate(self, *, prompt: str, seed: int, steps: int, height: int, width: int) -> tuple[Any, bool]:
+        """The image, and whether the pipeline's safety checker (when it has one) flagged it."""
         import torch
 
         if self._pipeline is None:
@@ -118,7 +141,8 @@ class TextToImage(Predictor):
             output_type="pil",
             **progress,
         )
-        return output.images[0]
+        flags = getattr(output, "nsfw_content_detected", None)
+        return output.images[0], bool(flags and flags[0])
 
     def _step_end(self, steps: int, side: int) -> Any:
         def on_step_end(pipeline: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:

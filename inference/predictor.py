@@ -24,6 +24,10 @@ for file responses, the path of a file (``str`` or ``pathlib.Path``) that the no
 client sends ``Accept: image/png`` (or another file type). What ``async_predict`` yields: strings or
 JSON-able values, each sent to the client as soon as it is yielded.
 
+Moderation: ``check_output(result)`` returns a category (such as ``"nsfw"``) to refuse an answer
+with, or None; a deployment whose ``moderation`` section checks outputs calls it on every answer
+before it leaves the worker (docs/apps.md, Moderation).
+
 Progress: ``predict`` and ``async_predict`` may call ``self.report_progress(step, total, preview)``
 (or ``report_progress`` from ``progress.py``, for classes that do not subclass ``Predictor``) to say
 how far a request is, with an optional small JPEG preview; clients that asked (the WebSocket route,
@@ -81,6 +85,15 @@ class Predictor(abc.ABC):
     def provide_hints(self) -> list[str]:
         """Routing hints: names of what this replica has warm (fal's provide_hints)."""
         return []
+
+    def check_output(self, result: Any) -> str | None:
+        """Moderation's output hook: a category to refuse `result` (what predict returned) with, or None.
+
+        Called in the worker on every answer (and each streamed piece) of a deployment whose
+        moderation asks for output checks, before it leaves; a refused one never does. The default
+        passes everything; ``apps/text_to_image.py`` answers with its pipeline's safety checker.
+        """
+        return None
 
     def report_progress(self, step: int, total: int, preview: Preview = None) -> None:
         """The current request is at `step` of `total` (``progress.report_progress``: rules, cancellation)."""

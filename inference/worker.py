@@ -39,6 +39,7 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ from ..mesh.envelope import (
     Progress,
     Reply,
 )
+from ..mesh.moderation import refusal_message
 from .batching import Batcher
+from .moderation import ModerationUnavailable, WorkerModeration
 from .negotiation import NotAcceptable, choose, convert_image
 from .predictor import InvalidRequest, declared_kinds
 from .progress import MIN_INTERVAL_S, ProgressReporter, RequestCancelled, run_reporting, set_reporter
@@ -118,6 +121,7 @@ class Worker:
             self._batcher = Batcher(self._run_batch, max_size=batch_size, max_wait_s=wait_s)
         self._batches_sent: dict[int, int] = {}
         self._batches_due: asyncio.TimerHandle | None = None
+        self._moderation = WorkerModeration(app)  # the checks of calls that carry a section
 
     def hello(self) -> Hello:
         """The first envelope to the agent: this replica is ready, and what it can do."""
@@ -169,8 +173,12 @@ class Worker:
         if self._loop is None:
             self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         rid = call.request_id
+        emit = self._emit_progress
+        if self._moderation.wants_output_check(call.moderation):
+            # A picture forming step by step would show what the output check may refuse at the end.
+            emit = lambda progress: self._emit_progress(replace(progress, preview=None))  # noqa: E731
         reporter = ProgressReporter(
-            rid, wanted=call.progress, emit=self._emit_progress, min_interval_s=self._progress_interval_s
+            rid, wanted=call.progress, emit=emit, min_interval_s=self._progress_interval_s
         )
         self._reporters[rid] = reporter
         task = asyncio.create_task(self._answer(call, reporter))
@@ -208,11 +216,17 @@ class Worker:
 
     async def _answer(self, call: Call, reporter: ProgressReporter) -> None:
         try:
-            if call.stream and self._streaming:
+            refused = await self._moderate(self._moderation.check_prompt, call.moderation, call.body)
+            if refused is not None:
+                self._send(_refusal(call, refused))
+            elif call.stream and self._streaming:
                 await self._stream(call, reporter)
             else:
                 result = await self._predict(call, reporter)
-                self._send(_reply(call, result))
+                refused = await self._checked_output(call, result)
+                self._send(_reply(call, result) if refused is None else _refusal(call, refused))
+        except ModerationUnavailable as exc:
+            self._send(Failure(call.request_id, "moderation_unavailable", str(exc)[:1000], False))
         except (asyncio.CancelledError, RequestCancelled):
             # The agent gave up on this stream; saying so ends its watch for a hung worker.
             self._send(Failure(call.request_id, "cancelled", "cancelled by the caller", False))
@@ -259,9 +273,25 @@ class Worker:
         set_reporter(reporter)  # this task's own context: the generator runs in it
         seq = 0
         async for piece in self.app.async_predict(call.body):
+            refused = await self._checked_output(call, piece)
+            if refused is not None:  # the pieces before it passed; this one and the rest never leave
+                self._send(_refusal(call, refused))
+                return
             self._send(Chunk(call.request_id, seq, _plain(piece)))
             seq += 1
         self._send(Reply(call.request_id, None, "text/event-stream"))
+
+    async def _checked_output(self, call: Call, result: Any) -> str | None:
+        """The category the app's output check refuses `result` with, when the call asks for it."""
+        if not self._moderation.wants_output_check(call.moderation):
+            return None
+        return await self._moderate(lambda _raw, value: self._moderation.check_output(value), {}, result)
+
+    async def _moderate(self, check: Callable[[Any, Any], str | None], raw: Any, value: Any) -> str | None:
+        """Run a check off the loop, in the default pool: not behind the predictor's own threads."""
+        if raw is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(None, check, raw, value)
 
     async def _run_batch(self, bodies: list[dict[str, Any]]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -309,6 +339,11 @@ def _reply(call: Call, result: Any) -> Reply:
     if isinstance(result, bytes | bytearray):
         return Reply(call.request_id, bytes(result), "application/octet-stream")
     return Reply(call.request_id, _plain(result), JSON)
+
+
+def _refusal(call: Call, category: str) -> Failure:
+    """The answer to a call its moderation refused: the category, never the text, and no retry."""
+    return Failure(call.request_id, "moderation", refusal_message(category), False)
 
 
 def _wants_file(accept: str) -> bool:

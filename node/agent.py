@@ -67,6 +67,7 @@ from .serving.job_peers import JOBS_CHANNEL, JobPeers
 from .serving.job_store import JobStore
 from .serving.job_webhooks import webhook_sender
 from .serving.jobs import JobService
+from .serving.moderation import Moderator
 from .serving.replicas import Replicas
 from .store import NodeStore
 from .trust.mesh_trust import announce, load_trust
@@ -212,6 +213,7 @@ class Agent:
             self.mesh_view, deployments.views, jobs=self._jobs.table.held, keepalive_s=config.sse_keepalive_s
         )
         forwarder.on_failover = self._events.failover
+        forwarder.moderation = Moderator(deployments.record)  # each deployment's checks (docs/apps.md)
         rotation.connect(runner, dataplane.client_check, self._links, self._serving_changed)
         self._server = http_server(
             node=self,

@@ -4,7 +4,8 @@
     ├── ConfigError            400  bad flag, config file or address (never retryable)
     ├── BadRequest             400  malformed request body
     │   ├── Unprocessable      422  well-formed but not acceptable (not a JSON object, bad fields)
-    │   └── PayloadTooLarge    413
+    │   ├── PayloadTooLarge    413
+    │   └── Refused            400  the deployment's moderation refused it (a category, never the text)
     ├── NotFound               404  unknown deployment or path
     ├── NotAcceptable          406  no answer in a type the request's Accept allows
     ├── Conflict               409  a request id already in flight
@@ -20,6 +21,8 @@ Foreign exceptions (ZMQError, OSError, sqlite3 errors) are translated where they
 """
 
 from __future__ import annotations
+
+from .mesh.moderation import CATEGORY, category_in, refusal_message
 
 
 class MeshnodeError(Exception):
@@ -61,6 +64,27 @@ class PayloadTooLarge(BadRequest):
 
     status = 413
     kind = "too_large"
+
+
+class Refused(BadRequest):
+    """The deployment's moderation refused the prompt or the output; ``category`` says which check.
+
+    Not a failure of any replica: never retried elsewhere. The message names the category only,
+    never the text that matched, and reads the same wherever it is made, so the category can be
+    read back from a message that crossed a process or a node (``Refused.of``).
+    """
+
+    kind = "moderation"
+
+    def __init__(self, category: str) -> None:
+        category = category if CATEGORY.fullmatch(category) else "other"
+        super().__init__(refusal_message(category))
+        self.category = category
+
+    @classmethod
+    def of(cls, message: str) -> Refused:
+        """The refusal a message made by ``Refused`` stands for ("other" when it names no category)."""
+        return cls(category_in(message) or "other")
 
 
 class NotFound(MeshnodeError):
@@ -128,6 +152,11 @@ class PredictorError(MeshnodeError):
     kind = "predictor"
 
 
+def error_fields(exc: MeshnodeError) -> dict[str, str]:
+    """What an error body carries beside type, message and request id: a refusal's category."""
+    return {"category": exc.category} if isinstance(exc, Refused) else {}
+
+
 # Errors that may arrive by kind from a worker or a peer.
 _BY_KIND: tuple[type[MeshnodeError], ...] = (
     NotAcceptable,
@@ -147,6 +176,8 @@ def error_for_failure(kind: str, message: str, *, retryable: bool) -> MeshnodeEr
     """The error a ``Failure`` envelope stands for (it crossed a process or a node as plain data)."""
     if kind == "invalid_request":  # the predictor raised InvalidRequest
         return Unprocessable(message)
+    if kind == Refused.kind:
+        return Refused.of(message)
     for error_type in _BY_KIND:
         if error_type.kind == kind:
             return error_type(message, retry_after_s=1.0 if error_type.retryable else None)

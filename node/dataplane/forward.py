@@ -55,7 +55,17 @@ from ..mesh.routing import (
 from ..mesh.types import NodeId, Status
 from .via_relays import RelayedCalls
 
-__all__ = ["Failover", "Forwarder", "Links", "LocalReplicas", "MeshView", "Served", "ServingReplica"]
+__all__ = [
+    "Failover",
+    "Forwarder",
+    "Links",
+    "LocalReplicas",
+    "MeshView",
+    "Moderating",
+    "Route",
+    "Served",
+    "ServingReplica",
+]
 
 HINT_HEADER = "X-Mesh-Hint"
 # A peer's queue as its last answer reported it replaces the gossiped one while it is this fresh
@@ -161,6 +171,25 @@ class Served:
     attempts: int
 
 
+class Route(Protocol):
+    """Commits a call to a replica: the forwarder's own routing, with no moderation."""
+
+    async def __call__(self, call: Call, hint: str | None = None, *, affinity: str | None = None) -> Served:
+        """Commit `call`."""
+        ...
+
+
+class Moderating(Protocol):
+    """Checks a request against its deployment's moderation, committing it through `route` (unchecked)."""
+
+    # Refusals answered by this node, by (deployment, category): ``/metrics``.
+    refused: collections.Counter[tuple[str, str]]
+
+    async def serve(self, call: Call, hint: str | None, affinity: str | None, route: Route) -> Served:
+        """Commit `call`, or raise ``Refused``."""
+        ...
+
+
 @dataclass(frozen=True)
 class Failover:
     """A request that another replica served after the ones tried first refused it."""
@@ -205,13 +234,21 @@ class Forwarder:
         self.sent: collections.Counter[str] = collections.Counter()
         # Told of each request another replica served after the first one tried refused it.
         self.on_failover: Callable[[Failover], None] | None = None
+        # The deployments' moderation (``serving/moderation.py``); None: no request is checked.
+        self.moderation: Moderating | None = None
 
     async def serve(self, call: Call, hint: str | None = None, *, affinity: str | None = None) -> Served:
         """Commit `call` to the best replica that accepts it (see the module docstring).
 
         `hint` prefers replicas holding it in their hints; `affinity`, an opaque key such as a
         conversation's (``mesh/affinity.py``), prefers one replica for every request with that key.
+        Every route's request passes here, so its deployment's moderation is applied here too.
         """
+        if self.moderation is not None:
+            return await self.moderation.serve(call, hint, affinity, self._route)
+        return await self._route(call, hint, affinity=affinity)
+
+    async def _route(self, call: Call, hint: str | None = None, *, affinity: str | None = None) -> Served:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
         here = self._here

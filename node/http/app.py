@@ -32,7 +32,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import MeshnodeError
+from ..errors import MeshnodeError, error_fields
 from ..logs import set_request_id
 from ..mesh.member import Member
 from . import openapi
@@ -214,17 +214,22 @@ def create_app(agent: MeshView) -> FastAPI:
 
 
 def error_response(
-    status: int, kind: str, message: str, rid: str, headers: Mapping[str, str] | None = None
+    status: int,
+    kind: str,
+    message: str,
+    rid: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """The one error shape: ``{"error": {"type", "message", "request_id"}}``."""
-    body = {"error": {"type": kind, "message": message, "request_id": rid}}
+    """The one error shape: ``{"error": {"type", "message", "request_id"}}`` (and `extra`'s fields)."""
+    body = {"error": {"type": kind, "message": message, "request_id": rid, **(extra or {})}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def error_for(exc: MeshnodeError, rid: str) -> JSONResponse:
     """The response for a meshnode error: its status, its kind, and Retry-After when retryable."""
     headers = None if exc.retry_after_s is None else {"Retry-After": _retry_after(exc.retry_after_s)}
-    return error_response(exc.status, exc.kind, exc.message, rid, headers)
+    return error_response(exc.status, exc.kind, exc.message, rid, headers, error_fields(exc))
 
 
 async def _meshnode_error(request: Request, exc: Exception) -> JSONResponse:

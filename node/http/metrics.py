@@ -163,6 +163,14 @@ class _AgentCollector(Collector):
         yield from _deployment_metrics(stats["deployments"])
         yield from _job_metrics(stats["jobs"])
         yield _batch_metrics(stats.get("batches", {}))
+        refused = CounterMetricFamily(
+            "meshnode_moderation_refused",
+            "Requests this node answered with a moderation refusal (400), by deployment and category.",
+            labels=["deployment", "reason"],
+        )
+        for (deployment, reason), count in sorted(stats.get("moderation", {}).items()):
+            refused.add_metric([deployment, reason], count)
+        yield refused
         yield GaugeMetricFamily(
             "meshnode_incarnation", "This node's incarnation.", value=stats["incarnation"]
         )

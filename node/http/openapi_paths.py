@@ -132,6 +132,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
             "resources": {"type": "object"},
             "spread": {"type": "string"},
             "backups": _INT,
+            "moderation": {"type": "object", "description": "prompt and output checks (docs/apps.md)"},
         },
     },
     ("post", "/v1/keys"): {

@@ -39,6 +39,7 @@ from ..errors import (
     BadRequest,
     MeshnodeError,
     PredictorError,
+    error_fields,
     error_for_failure,
 )
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply
@@ -264,5 +265,6 @@ def _frame(data: Any, sse: bool) -> bytes:
 
 
 def _error_frame(error: MeshnodeError, rid: str, sse: bool) -> bytes:
-    payload = json.dumps({"error": {"type": error.kind, "message": error.message, "request_id": rid}})
+    body = {"type": error.kind, "message": error.message, "request_id": rid, **error_fields(error)}
+    payload = json.dumps({"error": body})
     return f"event: error\ndata: {payload}\n\n".encode() if sse else (payload + "\n").encode()

@@ -66,6 +66,7 @@ class Parts:
             "deployments": self.deployments.stats(),
             "jobs": self.jobs.stats(),
             "batches": {r.deployment: r.batch_sizes for r in self.replicas or ()},
+            "moderation": dict(self.forwarder.moderation.refused) if self.forwarder.moderation else {},
             "incarnation": runner.core.incarnation,
             "awareness": runner.core.awareness.score,
         }

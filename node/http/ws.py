@@ -42,7 +42,14 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import DeadlineExceeded, MeshnodeError, PayloadTooLarge, PredictorError, error_for_failure
+from ..errors import (
+    DeadlineExceeded,
+    MeshnodeError,
+    PayloadTooLarge,
+    PredictorError,
+    error_fields,
+    error_for_failure,
+)
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Progress, Reply
 from .app import request_id_of
 from .body import parse_json_object
@@ -235,7 +242,7 @@ class _Session:
 
     async def _send_error(self, exc: MeshnodeError) -> int | None:
         """Send `exc` as the error event; the close code that goes with it (None: the client left)."""
-        error = {"type": exc.kind, "message": exc.message, "request_id": self._rid}
+        error = {"type": exc.kind, "message": exc.message, "request_id": self._rid, **error_fields(exc)}
         event: dict[str, Any] = {"type": "error", "status": exc.status, "error": error}
         if exc.retry_after_s is not None:
             event["retry_after"] = exc.retry_after_s

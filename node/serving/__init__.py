@@ -9,6 +9,7 @@
 - ``decisions.py``: ``Decisions``, each round's autoscaler, pre-warm forecast and plan per deployment
 - ``plans.py``: placement plans, cached per live host set, and what an app needs of a node
 - ``cold_start.py``: ``ColdStarts``, requests held until a replica of their deployment serves
+- ``moderation.py``: ``Moderator``, each deployment's moderation applied to the calls this node commits
 - ``views.py``: what ``GET /v1/deployments`` shows, built from the gossiped view
 - ``jobs.py``: ``JobService``, async jobs for HTTP, and the loop that runs this node's share of them
 - ``job_table.py``: ``JobTable``, the one table of job copies held here, and their copies elsewhere

@@ -5,7 +5,9 @@ Every error of an OpenAI route is ``{"error": {"message", "type", "param", "code
 is meshnode's own (``node/errors.py``): the SDK turns 400, 401, 403, 404, 409, 422 and 429 into
 their own exception classes and any 5xx into ``InternalServerError``. ``type`` follows OpenAI:
 
-    400 404 406 409 413 422  invalid_request_error   (code: model_not_found for an unknown model)
+    400 404 406 409 413 422  invalid_request_error   (code: model_not_found for an unknown model,
+                                                      content_policy_violation with a ``category``
+                                                      for a moderation refusal)
     401                      authentication_error    (from the API-key gate, in meshnode's shape)
     403                      permission_error
     429                      rate_limit_error        (code rate_limit_exceeded)
@@ -28,12 +30,14 @@ import math
 
 from starlette.responses import JSONResponse
 
-from ...errors import BadRequest, MeshnodeError, NotFound
+from ...errors import BadRequest, MeshnodeError, NotFound, error_fields
 
 __all__ = ["ModelNotFound", "ParamError", "error_body", "error_response", "stream_error"]
 
 _TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
-_CODES = {"overloaded": "rate_limit_exceeded"}
+# OpenAI's own codes where meshnode has the same error: a moderation refusal is OpenAI's
+# content_policy_violation (its images API answers a refused prompt so), with the category beside it.
+_CODES = {"overloaded": "rate_limit_exceeded", "moderation": "content_policy_violation"}
 
 
 class ParamError(BadRequest):
@@ -66,7 +70,8 @@ def error_body(exc: MeshnodeError, rid: str) -> dict[str, object]:
     kind = "server_error" if exc.status >= 500 else _TYPES.get(exc.status, "invalid_request_error")
     param = getattr(exc, "param", None)
     code = getattr(exc, "code", None) or _CODES.get(exc.kind, exc.kind)
-    return {"error": {"message": exc.message, "type": kind, "param": param, "code": code, "request_id": rid}}
+    body = {"message": exc.message, "type": kind, "param": param, "code": code, "request_id": rid}
+    return {"error": {**body, **error_fields(exc)}}
 
 
 def error_response(exc: MeshnodeError, rid: str) -> JSONResponse:

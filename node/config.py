@@ -199,9 +199,9 @@ class AgentConfig:
     forward_chunk_bytes: int = 256 * 1024
     # Model bytes this node moves per second at most for pulls, in each direction: what all its pulls
     # fetch together, and what it serves to peers pulling from it (docs/models.md). A pull at full
-    # speed takes a core for decryption, hashing and writing and fills the link; this bound keeps
-    # serving p99 within 1.5x of an idle node's while a pull runs (bench/models.py), and still moves
-    # a 10 GB model in under three minutes. 0: no bound (a dedicated link, a first sync).
+    # speed takes a core for decryption, hashing and writing and fills the link; this bound leaves
+    # serving most of the CPU and link (bench/models.py measures what is left: p99 during a pull) and
+    # still moves a 10 GB model in under three minutes. 0: no bound (a dedicated link, a first sync).
     model_pull_bytes_per_s: int = 64 * 1024 * 1024
     # Chunk requests a pull keeps outstanding at each holder: two keep the link busy while a chunk is
     # checked and written; more only hold more chunks in memory (up to 16 MiB each).

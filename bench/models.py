@@ -1,0 +1,333 @@
+"""Model pulls benchmark: pull throughput from 1, 2 and 3 peers against a plain file copy, and serving
+latency while a pull runs.
+
+Usage:  python bench/models.py [--megabytes 512] [--rounds 3] [--requests 400] [--rate 200]
+                               [--agents-cpu 0] [--load-cpu 1] [--parts a b] [--workdir DIR] [--quick]
+
+The model is ``--megabytes`` of random bytes in four files (4 MiB chunks, the default), written
+once; holders get it in their stores as hard links before they start (``ModelStore.add(link=True)``),
+so every copy is read from the same page cache.
+
+A. Throughput. Four agents (``--profile local``, not pinned), all with ``model_pull_bytes_per_s=0``
+   (no bound, on pulling or on serving chunks): n0, n1, n2 may hold the model, n3 pulls it. Rounds with 1, 2 and 3 holders (a holder
+   joins by a rescan of its store): each pull is timed from ``POST /v1/models/store/{name}/pull`` to
+   the model held (``GET`` polled every 10 ms: the chunks, each hash-checked and written, then the
+   install's check of every file), then deleted from n3. The reference, in the same run between
+   the pulls: ``shutil.copyfile`` of the same files from n0's store to a fresh folder, by this
+   process. Medians over ``--rounds``. Target: one peer at least 0.7x the copy's rate.
+B. Serving while a pull runs. Three agents pinned to ``--agents-cpu`` with ``taskset`` (their
+   workers too): n0 and n1 hold the model, n2 has the default ``model_pull_bytes_per_s`` and a
+   pinned replica of ``apps/echo.py`` (``--pull-rate`` sets another bound); this script, the load, runs on ``--load-cpu``. Per round:
+   ``--requests`` predicts at ``--rate`` per second into n2 with no pull (the baseline), then the
+   same while n2 pulls the model from n0 and n1 (the pull starts just before; requests go on until
+   both the count and the pull are done, so every request of the second phase met the pull), then
+   the model is deleted from n2. p50 and p99 of each phase; medians over rounds. Target: p99 during
+   a pull at most 1.5x the baseline's.
+
+It measures and prints; it never asserts. The machine is shared and noisy: compare within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the integration tests' agent harness is reused here
+
+from meshnode.config import AgentConfig  # noqa: E402
+from meshnode.models.store import ModelStore  # noqa: E402
+from tests.integration.agents import AgentProcess, Mesh, wait_for  # noqa: E402
+
+NAME = "bench-model"
+FILES = 4
+TARGET_COPY_RATIO = 0.7
+TARGET_P99_RATIO = 1.5
+DEFAULT_RATE = AgentConfig(name="bench").model_pull_bytes_per_s
+ECHO = "meshnode.apps.echo:Echo"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def make_source(root: Path, megabytes: int) -> Path:
+    """Four files of random bytes, `megabytes` in all."""
+    source = root / "source"
+    source.mkdir(parents=True)
+    per_file = megabytes * 1_000_000 // FILES
+    for index in range(FILES):
+        with (source / f"weights-{index}.bin").open("wb") as out:
+            left = per_file
+            while left:
+                piece = min(left, 8 << 20)
+                out.write(os.urandom(piece))
+                left -= piece
+    return source
+
+
+def hold(agent: AgentProcess, source: Path) -> None:
+    """Put the model in `agent`'s store (hard links; the agent reads it at start or on a rescan)."""
+    store = ModelStore(agent.data_dir / "model-store")
+    store.scan()
+    store.add(NAME, source, link=True)
+
+
+def timed_pull(agent: AgentProcess, timeout: float = 600.0) -> float:
+    """Seconds from the pull's POST until `agent` holds the model."""
+    began = time.perf_counter()
+    answer = httpx.post(f"{agent.url}/v1/models/store/{NAME}/pull", timeout=10, trust_env=False)
+    assert answer.status_code in (200, 202), answer.text
+    wait_for(lambda: held(agent), timeout, 0.01, agent.describe)
+    return time.perf_counter() - began
+
+
+def held(agent: AgentProcess) -> bool:
+    body = agent.get(f"/v1/models/store/{NAME}/pull").json()
+    assert body["status"] != "failed", body
+    return bool(body["status"] == "held")
+
+
+def drop(agent: AgentProcess) -> None:
+    """Delete the model from `agent` only."""
+    answer = httpx.delete(
+        f"{agent.url}/v1/models/store/{NAME}", params={"node": agent.name}, timeout=30, trust_env=False
+    )
+    assert answer.status_code == 200, answer.text
+    wait_for(lambda: agent.get(f"/v1/models/store/{NAME}/pull").json()["status"] == "absent", 30, 0.05)
+
+
+def holders_seen(agent: AgentProcess) -> int:
+    rows = [row for row in agent.get("/v1/models/store").json()["models"] if row["name"] == NAME]
+    return sum(len(row["holders"]) for row in rows)
+
+
+def copy_rate(source: Path, root: Path) -> float:
+    """Bytes per second of shutil.copyfile of every file of `source` into a fresh folder."""
+    target = root / f"copy-{time.monotonic_ns()}"
+    target.mkdir()
+    files = sorted(source.iterdir())
+    began = time.perf_counter()
+    for path in files:
+        shutil.copyfile(path, target / path.name)
+    took = time.perf_counter() - began
+    size = sum(path.stat().st_size for path in files)
+    shutil.rmtree(target)
+    return size / took
+
+
+# -- A. throughput -----------------------------------------------------------------------------
+
+
+def part_a(root: Path, source: Path, size: int, args: argparse.Namespace) -> dict[str, list[float]]:
+    unbound = ["--set", "model_pull_bytes_per_s=0"]  # the holders' serving bound too
+    mesh = Mesh(root / "part-a", 4, extra_args=dict.fromkeys(range(4), unbound))
+    hold(mesh.agents[0], source)
+    rates: dict[str, list[float]] = {"copy": [], "1": [], "2": [], "3": []}
+    with mesh:
+        mesh.wait_formed(timeout=120)
+        puller = mesh.agents[3]
+        for peers in (1, 2, 3):
+            if peers > 1:
+                holder = mesh.agents[peers - 1]
+                hold(holder, source)
+                httpx.post(f"{holder.url}/v1/models/store/rescan", timeout=60, trust_env=False)
+                wait_for(lambda n=peers: holders_seen(puller) == n, 30, 0.05, mesh.describe)
+            for round_ in range(args.rounds):
+                rates["copy"].append(copy_rate(source, root))
+                seconds = timed_pull(puller)
+                rates[str(peers)].append(size / seconds)
+                progress(f"A: {peers} peer(s), round {round_ + 1}: {size / seconds / 1e6:.0f} MB/s")
+                drop(puller)
+    return rates
+
+
+def report_a(rates: dict[str, list[float]], size: int) -> None:
+    copy = statistics.median(rates["copy"])
+    print(f"\n## A. Pull throughput against a file copy ({size / 1e6:.0f} MB, 4 MiB chunks)\n")
+    print("| source | MB/s (median) | rounds (MB/s) | vs copy |")
+    print("|---|---|---|---|")
+    print(f"| `shutil.copyfile` | {copy / 1e6:.0f} | {spread(rates['copy'])} | 1.00x |")
+    for peers in ("1", "2", "3"):
+        rate = statistics.median(rates[peers])
+        print(
+            f"| pull from {peers} peer(s) | {rate / 1e6:.0f} | {spread(rates[peers])} | {rate / copy:.2f}x |"
+        )
+    ratio = statistics.median(rates["1"]) / copy
+    print(
+        f"\nTarget: one peer at least {TARGET_COPY_RATIO}x the copy's rate: {ratio:.2f}x, {met(ratio >= TARGET_COPY_RATIO)}."
+    )
+
+
+# -- B. serving latency during a pull ----------------------------------------------------------
+
+
+def part_b(
+    root: Path, source: Path, args: argparse.Namespace
+) -> list[tuple[list[float], list[float], float]]:
+    extra = {2: ["--deploy", f"echo={ECHO}", "--set", f"model_pull_bytes_per_s={args.pull_rate}"]}
+    mesh = Mesh(root / "part-b", 3, extra_args=extra)
+    for agent in mesh.agents:
+        agent.command = ["taskset", "-c", str(args.agents_cpu), *agent.command]
+    for agent in mesh.agents[:2]:
+        hold(agent, source)
+    rounds = []
+    with mesh:
+        mesh.wait_formed(timeout=120)
+        entry = mesh.agents[2]
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            url = f"{entry.url}/v1/predict/echo"
+            wait_for(
+                lambda: client.post(url, json={"text": "hi"}).status_code == 200, 120, 0.2, entry.describe
+            )
+            wait_for(lambda: holders_seen(entry) == 2, 30, 0.05, mesh.describe)
+            load(client, url, args.requests // 4, args.rate, lambda: True)  # warm-up
+            for round_ in range(args.rounds):
+                idle = load(client, url, args.requests, args.rate, lambda: True)
+                began = time.perf_counter()
+                answer = client.post(f"{entry.url}/v1/models/store/{NAME}/pull")
+                assert answer.status_code == 202, answer.text
+                busy = load(client, url, args.requests, args.rate, lambda: held(entry))
+                pull_s = time.perf_counter() - began
+                rounds.append((idle, busy, pull_s))
+                progress(
+                    f"B: round {round_ + 1}: p99 {percentile(idle, 0.99) * 1e3:.2f} ms idle, "
+                    f"{percentile(busy, 0.99) * 1e3:.2f} ms during a {pull_s:.1f} s pull"
+                )
+                drop(entry)
+    return rounds
+
+
+def load(client: httpx.Client, url: str, count: int, rate: float, done: Callable[[], bool]) -> list[float]:
+    """Predicts at `rate` per second, at least `count` and until `done()`; each one's seconds."""
+    took: list[float] = []
+    gap = 1.0 / rate
+    start = time.perf_counter()
+    sent = 0
+    while sent < count or not (sent % 20 == 0 and done()):
+        wait = start + sent * gap - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        began = time.perf_counter()
+        answer = client.post(url, json={"text": "hello"})
+        took.append(time.perf_counter() - began)
+        assert answer.status_code == 200, answer.text
+        sent += 1
+    return took
+
+
+def report_b(
+    rounds: list[tuple[list[float], list[float], float]], size: int, args: argparse.Namespace
+) -> None:
+    print(
+        f"\n## B. Serving latency during a pull ({size / 1e6:.0f} MB from 2 peers at "
+        f"model_pull_bytes_per_s={args.pull_rate / 2**20:g} MiB/s; the default is {DEFAULT_RATE / 2**20:g})\n"
+    )
+    print(
+        f"{args.requests}+ predicts of `apps/echo.py` into the pulling node at {args.rate:g}/s per phase.\n"
+    )
+    print(
+        "| round | p50 idle (ms) | p99 idle (ms) | p50 pulling (ms) | p99 pulling (ms) | requests pulling | pull (s) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for index, (idle, busy, pull_s) in enumerate(rounds, 1):
+        print(
+            f"| {index} | {percentile(idle, 0.5) * 1e3:.2f} | {percentile(idle, 0.99) * 1e3:.2f} | "
+            f"{percentile(busy, 0.5) * 1e3:.2f} | {percentile(busy, 0.99) * 1e3:.2f} | {len(busy)} | {pull_s:.1f} |"
+        )
+    idle_p99 = statistics.median(percentile(idle, 0.99) for idle, _, _ in rounds)
+    busy_p99 = statistics.median(percentile(busy, 0.99) for _, busy, _ in rounds)
+    ratio = busy_p99 / idle_p99
+    print(
+        f"\nMedian p99: {idle_p99 * 1e3:.2f} ms idle, {busy_p99 * 1e3:.2f} ms during a pull: {ratio:.2f}x. "
+        f"Target: at most {TARGET_P99_RATIO}x: {met(ratio <= TARGET_P99_RATIO)}."
+    )
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> str:
+    return ", ".join(f"{value / 1e6:.0f}" for value in values)
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+STARTED = time.monotonic()
+
+
+def progress(line: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.0f} s] {line}", file=sys.stderr, flush=True)
+
+
+def commit() -> str:
+    """This checkout's commit, marked when the tree has changes."""
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
+    return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=int, default=512, help="size of the model")
+    parser.add_argument("--rounds", type=int, default=3, help="pulls per number of peers (A), rounds (B)")
+    parser.add_argument("--requests", type=int, default=400, help="predicts per phase of part B (at least)")
+    parser.add_argument("--rate", type=float, default=200.0, help="predicts per second in part B")
+    parser.add_argument(
+        "--pull-rate", type=int, default=DEFAULT_RATE, help="model_pull_bytes_per_s of part B's puller"
+    )
+    parser.add_argument("--agents-cpu", type=int, default=0, help="CPU for part B's agents and workers")
+    parser.add_argument("--load-cpu", type=int, default=1, help="CPU for this script in part B")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the agents' data and logs here")
+    parser.add_argument("--parts", nargs="+", choices=("a", "b"), default=["a", "b"])
+    parser.add_argument("--quick", action="store_true", help="a small model, one round each (a smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.megabytes, args.rounds, args.requests = 32, 1, 50
+    if "b" in args.parts and shutil.which("taskset") is None:
+        sys.exit("taskset not found: apt-get install -y util-linux")
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="meshnode-bench-models-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"# meshnode model pulls benchmark, {os.cpu_count()} cores\n")
+    print(f"Command: python {' '.join(sys.argv)}\n")
+    print(
+        f"Commit {commit()}, {time.strftime('%Y-%m-%d')}. Load average before: {os.getloadavg()[0]:.2f}.",
+        flush=True,
+    )
+    try:
+        source = make_source(root, args.megabytes)
+        size = sum(path.stat().st_size for path in source.iterdir())
+        if "a" in args.parts:
+            report_a(part_a(root, source, size, args), size)
+        if "b" in args.parts:
+            os.sched_setaffinity(0, {args.load_cpu})  # the load runs here, not beside the agents
+            report_b(part_b(root, source, args), size, args)
+        print(f"\nLoad average after: {os.getloadavg()[0]:.2f}.")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

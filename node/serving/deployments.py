@@ -49,6 +49,7 @@ from ..mesh.types import NodeId
 from .cold_start import ColdStarts
 from .decisions import Decisions
 from .plans import HostSet, with_app_needs
+from .replica import Replica
 from .replicas import Replicas
 from .views import Outcome, deployment_view
 
@@ -241,7 +242,7 @@ class Deployments:
             standby=replica is not None and replica.standby,
             pinned=replica is not None and replica.pinned,
             ready=replica_view.ready_nodes(name, members, self.node_id, local),
-            app_changed=replica is not None and replica.app_ref != spec.app,
+            app_changed=replica is not None and _runs(replica) != (spec.app, spec.model),
             setup_failures=replica.setup_failures if replica is not None else 0,
             setup_attempts=self._config.replica_setup_attempts,
         )
@@ -374,3 +375,8 @@ class Deployments:
             outcome=self._outcomes.get(record.name),
             waiting=self.waiting[record.name],
         )
+
+
+def _runs(replica: Replica) -> tuple[str, str | None]:
+    """What a replica runs: its app and its model; a change of either is a new replica (make before break)."""
+    return replica.app_ref, replica.model.name if replica.model is not None else None

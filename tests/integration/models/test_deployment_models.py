@@ -112,3 +112,18 @@ def test_nodes_without_the_models_pull_them_then_serve_what_the_holder_serves(me
         ).json()
         ours, pulled = vector["data"][0]["embedding"], theirs["data"][0]["embedding"]
         assert max(abs(a - b) for a, b in zip(ours, pulled, strict=True)) < 1e-4
+
+
+def test_a_deployment_naming_a_model_nobody_holds_says_so(mesh: Mesh) -> None:
+    n0, n1, _ = mesh.agents
+    spec = {"app": "meshnode.apps.echo:Echo", "model": "nobody-has-it", "min_replicas": 1}
+    answer = httpx.put(f"{n0.url}/v1/deployments/ghost", json=spec, timeout=10)
+    assert answer.status_code in (200, 201), answer.text
+
+    def failing() -> bool:
+        return any("model nobody-has-it" in r.get("error", "") for r in deployment(n1, "ghost")["replicas"])
+
+    wait_for(failing, 60, 0.1, lambda: f"{deployment(n1, 'ghost')}")
+    refused = httpx.post(f"{n1.url}/v1/predict/ghost", json={"x": 1}, timeout=30, trust_env=False)
+    assert refused.status_code == 503, refused.text
+    assert "nobody-has-it" in refused.json()["error"]["message"]

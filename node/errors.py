@@ -11,6 +11,7 @@
     ├── Conflict               409  a request id already in flight
     ├── Gone                   410  a job whose result has expired
     ├── NotReady               503  still joining or loading (retryable, with Retry-After)
+    │   └── ModelUnavailable   503  a model not held here that no live peer can give now
     ├── Overloaded             429  saturated (retryable, with Retry-After)
     ├── DeadlineExceeded       504  past the request's deadline
     ├── StoreError             500  the node's sqlite state is unreadable
@@ -121,6 +122,12 @@ class NotReady(MeshnodeError):
     status = 503
     retryable = True
     kind = "not_ready"
+
+
+class ModelUnavailable(NotReady):
+    """The model is not held here and cannot be pulled now: no live holder, or every holder failed."""
+
+    kind = "model_unavailable"
 
 
 class Overloaded(MeshnodeError):

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from functools import partial as bind
 from typing import Any, TypeVar
 
-from ..errors import BadRequest, MeshnodeError
+from ..errors import BadRequest, MeshnodeError, ModelUnavailable
 from ..mesh.model_manifest import check_name, short
 from ..mesh.pull_plan import Ask, PullPlan, choose_holders
 from ..mesh.types import NodeId
@@ -58,14 +58,6 @@ _T = TypeVar("_T")
 GOSSIP_STEP = 0.05
 # Why the last pull of a name failed, for this many names (the most recent ones).
 MAX_FAILURES_KEPT = 256
-
-
-class ModelUnavailable(MeshnodeError):
-    """The model is not held here and cannot be pulled now: no live holder, or every holder failed."""
-
-    status = 503
-    retryable = True
-    kind = "model_unavailable"
 
 
 @dataclass(frozen=True)

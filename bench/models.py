@@ -145,7 +145,7 @@ def part_a(root: Path, source: Path, size: int, args: argparse.Namespace) -> dic
             if peers > 1:
                 holder = mesh.agents[peers - 1]
                 hold(holder, source)
-                httpx.post(f"{holder.url}/v1/models/store/rescan", timeout=60, trust_env=False)
+                httpx.post(f"{holder.url}/v1/models/store", timeout=60, trust_env=False)
                 wait_for(lambda n=peers: holders_seen(puller) == n, 30, 0.05, mesh.describe)
             for round_ in range(args.rounds):
                 rates["copy"].append(copy_rate(source, root))

@@ -206,7 +206,8 @@ def need_for(method: str, path: str) -> Scope | None:
         return None
     if path.startswith(_ADMIN_PREFIXES):
         return Scope.ADMIN
-    if path.startswith(("/v1/deployments/", "/v1/models/store/")) and method not in ("GET", "HEAD"):
+    changes = path == "/v1/models/store" or path.startswith(("/v1/deployments/", "/v1/models/store/"))
+    if changes and method not in ("GET", "HEAD"):
         return Scope.ADMIN
     return Scope.INVOKE
 

@@ -3,7 +3,7 @@
 - ``ls``: which node holds which model, and who pulls it (``GET /v1/models/store`` of any node).
 - ``add DIR --name N``: copies (or hard-links) a folder into this machine's store, hashing it, in
   this process with its user's own file permissions, then asks the local agent to re-read its store
-  and gossip it (``POST /v1/models/store/rescan``). Adding is never an HTTP route: a path sent over
+  and gossip it (``POST /v1/models/store``). Adding is never an HTTP route: a path sent over
   the network would let a caller read any file the agent can (docs/models.md, "Security").
 - ``rm N``: removes a model from every node that holds it (``--on NODE``: from one).
 - ``make-tiny``: builds the tiny diffusion pipeline and language model.
@@ -118,9 +118,7 @@ def add(
 def _rescan(node_url: str, access: NodeAccess, model: StoredModel) -> str:
     """Ask the node to re-read its store: "seen", "other" (another data dir) or "none" (no node)."""
     try:
-        answer = request_node(
-            "POST", node_url, "/v1/models/store/rescan", access, timeout_s=CHANGE_TIMEOUT_S
-        ).json()
+        answer = request_node("POST", node_url, "/v1/models/store", access, timeout_s=CHANGE_TIMEOUT_S).json()
     except click.ClickException as exc:
         local = node_url == DEFAULT_NODE_URL
         click.echo(f"no node answered ({exc.message})", err=True)

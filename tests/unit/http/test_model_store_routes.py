@@ -150,8 +150,9 @@ async def test_an_outsider_without_a_key_gets_401_on_every_route(
     outsider = clients["outsider"]
     for method, path in (
         ("GET", "/v1/models/store"),
+        ("GET", "/v1/models/store/tiny-sd"),
         ("DELETE", "/v1/models/store/tiny-sd"),
-        ("POST", "/v1/models/store/rescan"),
+        ("POST", "/v1/models/store"),
     ):
         for headers in ({}, {"Authorization": "Bearer mn_made_up_key"}):
             answer = await outsider.request(method, path, headers=headers)
@@ -159,12 +160,24 @@ async def test_an_outsider_without_a_key_gets_401_on_every_route(
             assert "tiny-sd" not in answer.text.replace(path, "")
 
 
+async def test_one_model_is_its_rows_and_this_node_copy_and_404_when_nobody_holds_it(
+    clients: dict[str, httpx.AsyncClient],
+) -> None:
+    reader = clients["reader"]
+    one = (await reader.get("/v1/models/store/tiny-sd")).json()
+    assert [row["name"] for row in one["models"]] == ["tiny-sd"]
+    assert [entry["name"] for entry in one["local"]] == ["tiny-sd"]
+    missing = await reader.get("/v1/models/store/nobody-has-it")
+    assert missing.status_code == 404 and "nobody-has-it" in missing.json()["error"]["message"]
+    assert (await reader.get("/v1/models/store/..bad")).status_code == 422
+
+
 async def test_an_invoke_key_reads_but_may_not_change_a_store(
     clients: dict[str, httpx.AsyncClient], store: ModelStore
 ) -> None:
     reader = clients["reader"]
     assert (await reader.delete("/v1/models/store/tiny-sd")).status_code == 403
-    assert (await reader.post("/v1/models/store/rescan")).status_code == 403
+    assert (await reader.post("/v1/models/store")).status_code == 403
     assert store.get("tiny-sd") is not None
 
 
@@ -213,7 +226,7 @@ async def test_rescan_holds_what_the_cli_added_and_says_why_a_folder_is_skipped(
     cli.scan()
     cli.add("copy", store.folder.parent.parent / "src", chunk_bytes=MIN_CHUNK_BYTES)
     (store.folder / "dropped-in").mkdir()
-    response = await clients["local"].post("/v1/models/store/rescan")
+    response = await clients["local"].post("/v1/models/store")
     assert response.status_code == 200, response.text
     body = response.json()
     assert [item["name"] for item in body["local"]] == ["copy", "tiny-sd"]

@@ -70,8 +70,9 @@ def test_malformed_key_text_is_no_key(text: str) -> None:
         ("GET", "/v1/models", Scope.INVOKE),
         # The model stores: reading is invoke, changing any node's store is admin.
         ("GET", "/v1/models/store", Scope.INVOKE),
+        ("GET", "/v1/models/store/tiny-sd", Scope.INVOKE),
         ("DELETE", "/v1/models/store/tiny-sd", Scope.ADMIN),
-        ("POST", "/v1/models/store/rescan", Scope.ADMIN),
+        ("POST", "/v1/models/store", Scope.ADMIN),
         ("POST", "/v1/models/store/tiny-sd/pull", Scope.ADMIN),
         ("POST", "/v1/chat/completions", Scope.INVOKE),
         ("POST", "/v1/images/generations", Scope.INVOKE),

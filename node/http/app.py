@@ -112,6 +112,9 @@ class MemberView(BaseModel):
     # Requests it took from clients over its last window, per deployment and per peer it sent them
     # to (docs/dashboard.md, "Traffic").
     traffic: dict[str, Any]
+    # The models in its store, and those it is pulling (docs/models.md); {} from older nodes.
+    store: dict[str, Any] = {}
+    pulls: dict[str, Any] = {}
 
 
 class MeshResponse(BaseModel):
@@ -150,6 +153,9 @@ def mesh_body(self_id: str, members: Iterable[Member]) -> dict[str, Any]:
                 "reach": meta.reach,
                 "relays": list(meta.relays),
                 "traffic": meta.traffic,
+                # The models in its store, and those it is pulling from peers (docs/models.md).
+                "store": meta.store,
+                "pulls": meta.pulls,
             }
         )
     listed.sort(key=lambda m: (m["name"], m["id"]))

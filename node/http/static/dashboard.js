@@ -230,6 +230,7 @@ function nodeCard(member) {
     meter("cpu", (load.cpu || 0) / 100, (load.cpu || 0).toFixed(0) + "%"),
     meter("mem", memFraction, (memFraction * 100).toFixed(0) + "%"),
     meter("busy", Math.min(1, (load.in_flight || 0) / 16), String(load.in_flight || 0)),
+    modelsLine(member),
     replicas.length ? el("div", { class: "chips" }, replicas.map(([name, replica]) =>
       el("span", { class: "chip", "data-state": replica.state, title: replica.error || replica.state }, name + loadingNote(replica.state, replica.progress)))) : null);
 }
@@ -277,6 +278,16 @@ function drawDeployments() {
   box.replaceChildren(el("table", {},
     el("thead", {}, el("tr", {}, ["deployment", "ready / desired", "replicas", "req/s", "p50 / p95 / p99", "errors/s", "placement"].map((h) => el("th", {}, h)))),
     el("tbody", {}, rows)));
+}
+
+// The models in the node's store, and those it pulls from peers with how far it is.
+function modelsLine(member) {
+  const held = Object.keys(member.store || {}).sort();
+  const pulls = Object.entries(member.pulls || {}).sort(([a], [b]) => a.localeCompare(b)).map(([name, p]) =>
+    name + " " + Math.round(100 * (p.total ? p.done / p.total : 0)) + "%");
+  if (!held.length && !pulls.length) return null;
+  return el("div", { class: "models", title: "models in this node's store (and pulling)" },
+    held.join(", ") + (pulls.length ? (held.length ? " · " : "") + "pulling " + pulls.join(", ") : ""));
 }
 
 // A replica pulling its model from peers shows how far it is.

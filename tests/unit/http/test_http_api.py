@@ -34,6 +34,8 @@ MEMBER_FIELDS = {
     "reach",
     "relays",
     "traffic",
+    "store",
+    "pulls",
 }
 
 
@@ -60,6 +62,8 @@ def member(node_id: str, name: str, status: str = "alive", **extra: Any) -> dict
         "reach": "direct",
         "relays": [],
         "traffic": {"window_s": 10.0, "requests": {"tiny-sd": [20, 0, 0, 0, 0, 0, 5, 15]}, "links": {}},
+        "store": {"tiny-sd": {"digest": "0123456789abcdef", "bytes": 8_000_000}},
+        "pulls": {},
         **extra,
     }
 

@@ -1,8 +1,10 @@
-"""Placement benchmark: failover time, replicas moved per join and leave, autoscaler reaction time.
+"""Placement benchmark: failover time, replicas moved per join and leave, autoscaler reaction time,
+pre-warming.
 
 Usage:  python bench/placement.py [--rounds 3] [--nodes 100] [--deployments 1000] [--skip-agents]
+                                  [--parts ABCD]
 
-Three parts, each measured against its own baseline in the same run (as docs/benchmarks.md describes):
+Four parts, each measured against its own baseline in the same run (as docs/benchmarks.md describes):
 
 A. Movement (pure, ``mesh/placement.py``): ``--deployments`` deployments of 2 replicas on ``--nodes``
    nodes, equal weights and mixed (CPU, MPS and CUDA nodes). A node joins, then a node leaves; the
@@ -19,6 +21,9 @@ C. Autoscaler (real agents): a deployment with target concurrency 1 (max 3) goes
    baseline is what the policy allows at most before it decides: the scale-up delay plus the
    metadata gossip interval (demand is that stale at worst). Then the clients
    stop while a trickle of requests goes on: every request of the scale-down must succeed (drain).
+D. Pre-warm (real agents, ``bench/prewarm.py``): a step and a ramp of load on a model that takes 5 s
+   to load; time until the deployment serves at its target latency, with ``autoscaling.prewarm`` and
+   with the autoscaler alone, side by side, and their ratio.
 
 It measures and prints; it never asserts.
 """
@@ -48,6 +53,9 @@ from meshnode.mesh.placement import HostNode, Requirements, place  # noqa: E402
 from meshnode.mesh.types import NodeId  # noqa: E402
 from tests.integration.agents import AgentProcess, Mesh, wait_for  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from prewarm import part_d  # noqa: E402  (bench/ is a folder of scripts, not a package)
+
 APPS = ROOT / "tests" / "integration" / "serving_apps.py"
 # A model that takes a while to load (setup() sleeps SETUP_S), so load time is visible next to
 # detection time, and a warm backup's worth with it.
@@ -56,6 +64,8 @@ SETUP_S = 3.0
 SLOW = f"{APPS}:Probe"
 REPLICAS = 2
 ANY = Requirements()
+# The agents may run the file apps above only from their folder (docs/apps.md).
+APP_DIRS = {index: ["--app-dir", str(APPS.parent)] for index in range(4)}
 
 
 # -- A. movement ---------------------------------------------------------------------------
@@ -117,7 +127,7 @@ def timed(predicate: Callable[[], bool], timeout: float = 120.0) -> float:
 
 
 def failover_round(workdir: Path, backups: int) -> dict[str, float]:
-    with Mesh(workdir, 4) as mesh:
+    with Mesh(workdir, 4, extra_args=APP_DIRS) as mesh:
         mesh.wait_formed(timeout=60)
         entry = mesh.agents[0]
         started = time.monotonic()
@@ -183,7 +193,7 @@ def part_c(args: argparse.Namespace, workdir: Path) -> None:
 
 
 def step_round(workdir: Path, knobs: dict[str, float]) -> dict[str, float]:
-    with Mesh(workdir, 4) as mesh:
+    with Mesh(workdir, 4, extra_args=APP_DIRS) as mesh:
         mesh.wait_formed(timeout=60)
         entry = mesh.agents[0]
         put(entry, "elastic", {"app": SLOW, "min_replicas": 1, "max_replicas": 3, "autoscaling": knobs})
@@ -233,14 +243,20 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--skip-agents", action="store_true", help="only part A (no agents)")
+    parser.add_argument("--parts", default="ABCD", help="which parts to run, e.g. D")
     args = parser.parse_args()
-    part_a(args)
+    if "A" in args.parts:
+        part_a(args)
     if args.skip_agents:
         return
     os.environ["MESHNODE_TEST_SETUP_S"] = str(SETUP_S)  # read by the workers the agents start
     with tempfile.TemporaryDirectory(prefix="meshnode-bench-") as tmp:
-        part_b(args, Path(tmp))
-        part_c(args, Path(tmp))
+        if "B" in args.parts:
+            part_b(args, Path(tmp))
+        if "C" in args.parts:
+            part_c(args, Path(tmp))
+        if "D" in args.parts:
+            part_d(args.rounds, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -24,4 +24,5 @@ def test_the_model_is_four_files_of_the_size_asked_and_the_copy_measures_a_rate(
     assert sum(path.stat().st_size for path in files) == 2_000_000
     assert files[0].read_bytes() != files[1].read_bytes()  # random, not one pattern the disk could dedupe
     assert bench.copy_rate(source, tmp_path) > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]  # the copy is removed
+    assert bench.verified_copy_rate(source, tmp_path) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]  # the copies are removed

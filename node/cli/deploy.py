@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
 import httpx
+import yaml
 
 from ..mesh.deployment import DEVICE_KINDS, Autoscaling
 from .deploy_wait import WaitDisplay, WaitTimedOut, wait_ready
@@ -92,9 +94,20 @@ WAIT_POLL_S = 0.5
     default=None,
     help=f"With --min-replicas 0: to zero after, s [{_DEFAULTS.idle_timeout_s:g}].",
 )
+@click.option(
+    "--prewarm/--no-prewarm",
+    default=None,
+    help="Load the next replica early when demand's trend says it will be wanted [no].",
+)
 @click.option("--backups", type=click.IntRange(0), default=None, help="Warm backups (not routed to) [0].")
 @click.option("--spread", type=click.Choice(["zone", "region"]), default=None, help="Spread over zones.")
 @click.option("--model", default=None, help="A model of the mesh's stores, pulled by hosts that lack it.")
+@click.option(
+    "--moderation",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A JSON or YAML file: the spec's moderation section (docs/apps.md).",
+)
 @click.option("--wait", is_flag=True, help="Wait until its replicas are ready, showing them start.")
 @click.option(
     "--timeout",
@@ -193,6 +206,14 @@ def deployments(as_json: bool, node_url: str, access: NodeAccess) -> None:
         show(deployments_view(body))
 
 
+def read_section(path: Path) -> Any:
+    """A spec section from a JSON or YAML file (YAML is a superset of JSON); the node validates it."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--moderation") from exc
+
+
 def build_spec(app: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The PUT body from the flags that were given (the rest keep the node's defaults)."""
     spec: dict[str, Any] = {"app": app}
@@ -214,9 +235,12 @@ def build_spec(app: str, options: Mapping[str, Any]) -> dict[str, Any]:
             "scale_up_delay_s",
             "scale_down_delay_s",
             "idle_timeout_s",
+            "prewarm",
         )
         if options.get(key) is not None
     }
+    if options.get("moderation") is not None:
+        spec["moderation"] = read_section(options["moderation"])
     if resources:
         spec["resources"] = resources
     if autoscaling:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -239,3 +241,22 @@ def test_deploy_model_names_a_model_of_the_mesh_stores_in_the_spec() -> None:
     spec = build_spec("meshnode.apps.text_to_image:TextToImage", {"model": "tiny-sd", "min_replicas": 2})
     assert spec["model"] == "tiny-sd" and spec["min_replicas"] == 2
     assert "model" not in build_spec("meshnode.apps.echo:Echo", {"model": None})
+
+
+def test_deploy_reads_a_moderation_section_from_yaml_or_json(tmp_path: Path) -> None:
+    section = {"blocklist": [{"category": "weapons", "terms": ["napalm"]}]}
+    as_yaml = tmp_path / "moderation.yaml"
+    as_yaml.write_text("blocklist:\n  - category: weapons\n    terms: [napalm]\n")
+    as_json = tmp_path / "moderation.json"
+    as_json.write_text(json.dumps(section))
+    for path in (as_yaml, as_json):
+        assert build_spec("meshnode.apps.echo:Echo", {"moderation": path})["moderation"] == section
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("blocklist: [unclosed\n")
+    with pytest.raises(click.BadParameter, match=r"broken\.yaml"):
+        build_spec("meshnode.apps.echo:Echo", {"moderation": broken})
+
+
+def test_deploy_prewarm_goes_in_the_autoscaling_section() -> None:
+    assert build_spec("meshnode.apps.echo:Echo", {"prewarm": True})["autoscaling"] == {"prewarm": True}
+    assert "autoscaling" not in build_spec("meshnode.apps.echo:Echo", {"prewarm": None})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -55,12 +55,20 @@ class ReplicaLine:
     status: str
     pinned: bool = False
     error: str | None = None
+    # While ``loading`` (pulling its model): the share it has. Not a change worth a line of its own.
+    progress: float | None = field(default=None, compare=False)
 
     def words(self) -> str:
         """``n1 starting``, ``n0 ready (pinned)``, ``n2 failed: ImportError...``."""
         pin = " (pinned)" if self.pinned else ""
         error = f": {self.error}" if self.error else ""
-        return f"{self.node} {self.status}{pin}{error}"
+        return f"{self.node} {self.state()}{pin}{error}"
+
+    def state(self) -> str:
+        """The status, with how far a replica loading its model is (``loading 40%``)."""
+        if self.status == "loading" and self.progress is not None:
+            return f"loading {self.progress:.0%}"
+        return self.status
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ def progress_of(view: Mapping[str, Any]) -> WaitProgress:
             str(item.get("status") or "?"),
             bool(item.get("pinned")),
             str(item["error"]) if item.get("error") else None,
+            _share(item.get("progress")),
         )
         for item in (listed if isinstance(listed, list) else [])
         if isinstance(item, Mapping)
@@ -142,6 +151,12 @@ def reason_of(view: Mapping[str, Any]) -> str | None:
     if not reason or _COUNTED.match(str(reason)):
         return None
     return str(reason)
+
+
+def _share(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    return None
 
 
 def changes(before: WaitProgress | None, after: WaitProgress) -> list[str]:
@@ -210,7 +225,7 @@ def render(
     rows.add_column(overflow="fold")
     for replica in progress.replicas if progress is not None else ():
         mark, style = _MARKS.get(replica.status, ("…", "yellow"))
-        state = replica.status + (" (pinned)" if replica.pinned else "")
+        state = replica.state() + (" (pinned)" if replica.pinned else "")
         state += f": {replica.error}" if replica.error else ""
         rows.add_row(
             styled(mark, style), styled(replica.node, "bold"), styled(state, state_style(replica.status))

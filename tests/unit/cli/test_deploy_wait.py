@@ -260,3 +260,15 @@ def test_deploy_reads_a_moderation_section_from_yaml_or_json(tmp_path: Path) -> 
 def test_deploy_prewarm_goes_in_the_autoscaling_section() -> None:
     assert build_spec("meshnode.apps.echo:Echo", {"prewarm": True})["autoscaling"] == {"prewarm": True}
     assert "autoscaling" not in build_spec("meshnode.apps.echo:Echo", {"prewarm": None})
+
+
+def test_a_loading_replica_shows_how_far_without_a_line_per_step() -> None:
+    def view(share: float) -> dict[str, Any]:
+        replica = {"node": "n2", "status": "loading", "progress": share}
+        return {"name": "t2i", "ready": 0, "desired": 1, "min_replicas": 1, "replicas": [replica]}
+
+    first, later = progress_of(view(0.1)), progress_of(view(0.6))
+    assert later.replicas[0].words() == "n2 loading 60%"
+    assert changes(first, later) == []  # progress alone is no new step
+    assert changes(None, first) == ["t2i: n2 loading 10%"]
+    assert progress_of(view(7.0)).replicas[0].words() == "n2 loading"  # out of range: not shown

@@ -121,7 +121,9 @@ def test_a_deployment_naming_a_model_nobody_holds_says_so(mesh: Mesh) -> None:
     assert answer.status_code in (200, 201), answer.text
 
     def failing() -> bool:
-        return any("model nobody-has-it" in r.get("error", "") for r in deployment(n1, "ghost")["replicas"])
+        return any(
+            "model nobody-has-it" in r.get("error", "") for r in deployment(n1, "ghost").get("replicas", [])
+        )
 
     wait_for(failing, 60, 0.1, lambda: f"{deployment(n1, 'ghost')}")
     refused = httpx.post(f"{n1.url}/v1/predict/ghost", json={"x": 1}, timeout=30, trust_env=False)

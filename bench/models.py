@@ -34,7 +34,6 @@ import hashlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the integration tests' agent harness is reused here
+sys.path.insert(0, str(ROOT / "bench"))  # and the benchmarks' own helpers, also when loaded by path
+
+from procs import commit, progress  # noqa: E402
 
 from meshnode.config import AgentConfig  # noqa: E402
 from meshnode.models.store import ModelStore  # noqa: E402
@@ -306,22 +308,6 @@ def spread(values: list[float]) -> str:
 
 def met(ok: bool) -> str:
     return "met" if ok else "NOT met"
-
-
-STARTED = time.monotonic()
-
-
-def progress(line: str) -> None:
-    print(f"[{time.monotonic() - STARTED:6.0f} s] {line}", file=sys.stderr, flush=True)
-
-
-def commit() -> str:
-    """This checkout's commit, marked when the tree has changes."""
-    head = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
-    return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
 
 
 def main() -> None:

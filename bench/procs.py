@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,3 +83,21 @@ def wait(predicate: Callable[[], bool], timeout: float, what: str, started: list
             return
         time.sleep(0.05)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+_STARTED = time.monotonic()
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def progress(line: str) -> None:
+    """A line on standard error, stamped with the seconds since the benchmark started."""
+    print(f"[{time.monotonic() - _STARTED:6.0f} s] {line}", file=sys.stderr, flush=True)
+
+
+def commit() -> str:
+    """This checkout's commit, marked when the tree has changes."""
+    head = subprocess.run(
+        ["git", "-C", str(_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(["git", "-C", str(_ROOT), "status", "--porcelain"], capture_output=True, text=True)
+    return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")

@@ -153,6 +153,8 @@ async def test_an_outsider_without_a_key_gets_401_on_every_route(
         ("GET", "/v1/models/store/tiny-sd"),
         ("DELETE", "/v1/models/store/tiny-sd"),
         ("POST", "/v1/models/store"),
+        ("POST", "/v1/models/store/tiny-sd/pull"),
+        ("GET", "/v1/models/store/tiny-sd/pull"),
     ):
         for headers in ({}, {"Authorization": "Bearer mn_made_up_key"}):
             answer = await outsider.request(method, path, headers=headers)

@@ -15,9 +15,13 @@ A. Throughput. Four agents (``--profile local``, not pinned), all with ``model_p
    install's check of every file), then deleted from n3. The reference, in the same run between
    the pulls: ``shutil.copyfile`` of the same files from n0's store to a fresh folder, by this
    process. Medians over ``--rounds``. Target: one peer at least 0.7x the copy's rate.
-B. Serving while a pull runs. Three agents pinned to ``--agents-cpu`` with ``taskset`` (their
-   workers too): n0 and n1 hold the model, n2 has the default ``model_pull_bytes_per_s`` and a
-   pinned replica of ``apps/echo.py`` (``--pull-rate`` sets another bound); this script, the load, runs on ``--load-cpu``. Per round:
+B. Serving while a pull runs. Three agents: n0 and n1 hold the model, n2 has the default
+   ``model_pull_bytes_per_s`` (``--pull-rate`` sets another bound) and a pinned replica of
+   ``apps/echo.py``. n2 and its worker are pinned to ``--agents-cpu`` with ``taskset``, alone; this
+   script, the load, runs on ``--load-cpu``, and so do n0 and n1 at ``nice 19``: a pull's sources
+   are other machines, and what this part measures is what pulling costs the node that serves
+   (the first runs pinned all three to one core, where the holders' reading and encrypting for n2
+   counted as n2's cost). Per round:
    ``--requests`` predicts at ``--rate`` per second into n2 with no pull (the baseline), then the
    same while n2 pulls the model from n0 and n1 (the pull starts just before; requests go on until
    both the count and the pull are done, so every request of the second phase met the pull), then
@@ -222,8 +226,11 @@ def part_b(
 ) -> list[tuple[list[float], list[float], float]]:
     extra = {2: ["--deploy", f"echo={ECHO}", "--set", f"model_pull_bytes_per_s={args.pull_rate}"]}
     mesh = Mesh(root / "part-b", 3, extra_args=extra)
-    for agent in mesh.agents:
-        agent.command = ["taskset", "-c", str(args.agents_cpu), *agent.command]
+    # The puller alone on the agents' core: the holders stand for other machines, so they run on
+    # the load's core, at the lowest priority so that they never delay the load's own timing.
+    mesh.agents[2].command = ["taskset", "-c", str(args.agents_cpu), *mesh.agents[2].command]
+    for agent in mesh.agents[:2]:
+        agent.command = ["taskset", "-c", str(args.load_cpu), "nice", "-n", "19", *agent.command]
     for agent in mesh.agents[:2]:
         hold(agent, source)
     rounds = []

@@ -20,7 +20,8 @@ it). How a pull goes:
    holder when there is one. A holder that fails (no answer within ``model_pull_chunk_timeout_s``,
    connection lost, gone from the view) is set aside and its chunks go back to the queue; holders
    that appear meanwhile join.
-5. ``ModelStore.install`` re-checks every file and renames the folder into place; the store's
+5. ``ModelStore.install`` checks every file is there at its size (its bytes were all checked, chunk by
+   chunk) and renames the folder into place; the store's
    change and the pulls in progress (``gossip``, for ``NodeMeta.pulls``) are gossiped through
    ``on_change``.
 
@@ -239,7 +240,9 @@ class ModelPulls:
             plan = PullPlan(manifest.chunk_count, done, holders, per_holder=self._per_peer)
             await self._transfer(name, wanted, pull, plan, folder)
             try:
-                model = await self._thread(self._store.install, name, manifest, folder.folder)
+                model = await self._thread(
+                    bind(self._store.install, chunks_checked=True), name, manifest, folder.folder
+                )
             except ValueError:
                 await self._thread(folder.discard)  # every chunk was checked: the disk changed under us
                 raise

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from meshnode.mesh.model_manifest import MANIFEST_FILE
+from meshnode.models.node_models import IO_NICE, IO_THREADS
 from meshnode.models.store import ModelStore
 from tests.integration.agents import AgentProcess, Mesh, metric, wait_for
 
@@ -137,6 +138,22 @@ def test_a_node_pulls_both_models_once_each_and_holds_identical_copies(mesh: Mes
     assert chunks(n1) == {"fetched": total, "refused": 0, "resumed": 0}
     assert pulls(n1)["completed"] == 2 and pulls(n1)["failed"] == 0
     assert pull(n1, "tiny").status_code == 200  # held: nothing to do
+    # The file work of both ends (n1 wrote and hashed, n0 read) ran in threads at the lowest
+    # priority, so a pull yields the CPU to serving (node_models.py).
+    # Python 3.11 does not name OS threads, so: the loop's thread at 0, and some (those) at IO_NICE.
+    for agent in (n0, n1):
+        niceness = thread_niceness(agent)
+        assert niceness[agent.pid] == 0, niceness
+        assert 1 <= sum(nice == IO_NICE for nice in niceness.values()) <= IO_THREADS, niceness
+
+
+def thread_niceness(agent: AgentProcess) -> dict[int, int]:
+    """The niceness of each thread of `agent`, by thread id (Linux's /proc)."""
+    found = {}
+    for task in Path(f"/proc/{agent.pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        found[int(task.name)] = int(stat[stat.rindex(")") + 2 :].split()[16])  # proc(5) field 19: nice
+    return found
 
 
 def test_a_pull_survives_a_killed_holder_and_refuses_a_corrupted_chunk(mesh: Mesh, models: Models) -> None:

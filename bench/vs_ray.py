@@ -43,6 +43,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from baseline import at_commit, commit_of
 from forwarding import agent_args, answers, replica_ready
 from procs import Started, commit, free_port, progress, start, stop, wait
 from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
@@ -230,6 +231,9 @@ def main() -> None:
     parser.add_argument(
         "--ray-no-access-log", action="store_true", help="Ray Serve without its default log line per request"
     )
+    parser.add_argument(
+        "--meshnode-commit", default="HEAD", help="the commit whose meshnode the agents run (git archive)"
+    )
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s, 5 s idle: a smoke run")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration-s", type=int, default=3, help="length of one wrk run (whole seconds)")
@@ -260,22 +264,26 @@ def main() -> None:
     started: list[Started] = []
     launch: dict[str, dict[str, float]] = {}
     try:
-        progress("meshnode: n1 with the echo and MiniLM replicas")
-        deploys = [
-            "--deploy",
-            "echo=meshnode.apps.echo:Echo",
-            "--deploy",
-            "embed=meshnode.apps.embeddings:Embeddings",
-        ]
+        # The agents run a commit's code, not the working tree, where others' unfinished edits may lie.
+        progress(f"meshnode: installing {args.meshnode_commit}, then n1 with the echo and MiniLM replicas")
+        mesh_env = env | {"PYTHONPATH": at_commit(root, args.meshnode_commit, "meshnode").env["PYTHONPATH"]}
+        where = [sys.executable, "-c", "import meshnode; print(meshnode.__file__)"]
+        progress(
+            f"agents import {subprocess.run(where, capture_output=True, text=True, env=mesh_env).stdout}"
+        )
+        deploys = ["--deploy", "echo=meshnode.apps.echo:Echo"]
+        deploys += ["--deploy", "embed=meshnode.apps.embeddings:Embeddings"]
         began = time.monotonic()
         started.append(
-            start("n1 on", agent_args("n1", "on", ports, root, "--token", token, *deploys), cpu, root, env)
+            start(
+                "n1 on", agent_args("n1", "on", ports, root, "--token", token, *deploys), cpu, root, mesh_env
+            )
         )
         work_urls = {"echo": urls[("echo", MESH)], "embeddings": urls[("MiniLM", MESH)]}
         launch[MESH] = first_answers(work_urls, began, started, 300)
         progress(f"meshnode answered: {launch[MESH]}; now n0, the hop")
         seed = ["--seed", f"127.0.0.1:{ports['n1 on mesh']}", "--token", token]
-        started.append(start("n0 on", agent_args("n0", "on", ports, root, *seed), cpu, root, env))
+        started.append(start("n0 on", agent_args("n0", "on", ports, root, *seed), cpu, root, mesh_env))
         wait(lambda: replica_ready(n0_url), 120, "n0 to see n1's echo replica", started)
         wait(lambda: answers(urls[("echo", HOP)], "n0,n1", ECHO_BODY), 60, "an answer through n0", started)
         progress("Ray Serve: a local cluster, its proxy, the echo and MiniLM applications")
@@ -301,6 +309,9 @@ def main() -> None:
         run = Run(args.agents_cpu, args.load_cpu, args.duration_s)
         own = {MESH: started[:1], HOP: started[:2], RAY: started[2:3], BARE: started[3:4]}
         print(f"# meshnode vs Ray Serve, {os.cpu_count()} cores, commit {commit()}\n")
+        print(
+            f"meshnode's agents run commit {commit_of(args.meshnode_commit)} (its git archive, installed apart).\n"
+        )
         print(f"Command: python {' '.join(sys.argv)}\n")
         print(
             f"Servers on CPU {args.agents_cpu}, wrk (1 thread) on CPU {args.load_cpu}; {args.rounds} rounds x "

@@ -4,7 +4,8 @@
 (``server.py``) and yields what comes back for that request id: ``Chunk``s (and ``Progress`` when
 the call asked for it; a peer's progress it did not ask for is dropped here), then a ``Reply``
 or a ``Failure``. Requests share the peer's one connection; their frames interleave, and a large file
-arrives as several frames that are joined here, so one image never stalls the others.
+arrives as several frames that are joined here, so one image never stalls the others (a call whose
+``accept`` is ``ACCEPT_PIECES`` gets the pieces as they come instead).
 
 What the caller (``forward.py``) relies on:
 
@@ -36,6 +37,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import DeadlineExceeded
 from ..mesh.envelope import (
+    ACCEPT_PIECES,
     Call,
     Cancel,
     Chunk,
@@ -214,6 +216,7 @@ class PeerLinks:
         if refusal is not None:
             yield Failure(rid, "peer_unreachable", refusal, True)
             return
+        pieces = call.accept == ACCEPT_PIECES
         pending = _Pending(call.deployment, node if to is None else to)
         timer = loop.call_at(deadline, pending.queue.put_nowait, None)
         link.pending[rid] = pending
@@ -232,7 +235,7 @@ class PeerLinks:
                         f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
                     )
                 match message:
-                    case Chunk(_, _, bytes() as data) if not call.stream:
+                    case Chunk(_, _, bytes() as data) if not call.stream and not pieces:
                         parts.append(data)
                         continue
                     case Reply(_, bytes() as data) if parts:

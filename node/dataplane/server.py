@@ -225,8 +225,8 @@ class DataPlaneServer:
         """Split a large file answer into frames (see the module docstring)."""
         match message:
             case Reply(rid, bytes() as data) if len(data) > self._chunk_bytes and not call.stream:
-                size = self._chunk_bytes
-                pieces = [data[i : i + size] for i in range(0, len(data), size)]
+                size, view = self._chunk_bytes, memoryview(data)  # slices of it, not copies
+                pieces = [view[i : i + size] for i in range(0, len(data), size)]
                 chunks: list[Envelope] = [Chunk(rid, seq, piece) for seq, piece in enumerate(pieces[:-1])]
                 return [*chunks, replace(message, data=pieces[-1])]
         return [message]

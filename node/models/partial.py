@@ -22,6 +22,7 @@ import hashlib
 import os
 import shutil
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..mesh.model_manifest import Chunk, Manifest
@@ -64,15 +65,27 @@ class PartialFolder:
             self.record.write_bytes(b"".join(_RECORD.pack(index) for index in sorted(good)))
         return good
 
-    def write(self, index: int, data: bytes) -> bool:
-        """Write chunk `index` if `data` matches its sha256, and record it; False (nothing written) if not."""
+    def write(self, index: int, pieces: Sequence[bytes]) -> bool:
+        """Write chunk `index` (its bytes: `pieces` in order) if they match its sha256, and record it.
+
+        False (nothing written) if not. The pieces are hashed and written as they came from the
+        data plane, never joined: a chunk is megabytes, and a join is one more copy of it.
+        """
         chunk = self._chunks[index]
-        if len(data) != chunk.length or hashlib.sha256(data).hexdigest() != chunk.sha256:
+        digest = hashlib.sha256()
+        for piece in pieces:
+            digest.update(piece)
+        if sum(map(len, pieces)) != chunk.length or digest.hexdigest() != chunk.sha256:
             return False
         path = self.folder / self.manifest.files[chunk.file_index].path
         fd = os.open(path, os.O_WRONLY | _NO_FOLLOW)
         try:
-            os.pwrite(fd, data, chunk.offset)
+            offset = chunk.offset
+            for piece in pieces:  # pwritev may write less than all: one pwrite per piece, to the end
+                written = 0
+                while written < len(piece):
+                    written += os.pwrite(fd, memoryview(piece)[written:], offset + written)
+                offset += len(piece)
         finally:
             os.close(fd)
         # One small append per chunk: O_APPEND writes of 4 bytes never interleave between threads.

@@ -321,14 +321,14 @@ class ModelPulls:
             "file": chunk.file_index,
             "chunk": chunk.chunk_index,
         }
-        answer = await self._peers.ask(ask.holder, body, self._chunk_timeout_ms)
+        answer = await self._peers.ask(ask.holder, body, self._chunk_timeout_ms, pieces=True)
         if isinstance(answer, Lost):
             return answer
         where = f"chunk {chunk.chunk_index} of {folder.manifest.files[chunk.file_index].path}"
-        if not isinstance(answer, bytes):
-            return _Bad(f"{where} came as {type(answer).__name__}, not bytes")
+        if not all(isinstance(piece, bytes) for piece in answer):
+            return _Bad(f"{where} came as {[type(piece).__name__ for piece in answer]}, not bytes")
         if not await self._thread(folder.write, ask.chunk, answer):
-            return _Bad(f"{where} ({len(answer)} bytes) does not match its sha256")
+            return _Bad(f"{where} ({sum(map(len, answer))} bytes) does not match its sha256")
         return None
 
     # -- internals ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from meshnode.dataplane.frames import FrameReader
 from meshnode.dataplane.links import PeerLinks
 from meshnode.dataplane.server import DataPlaneServer
 from meshnode.mesh.envelope import (
+    ACCEPT_PIECES,
     Call,
     Cancel,
     Chunk,
@@ -155,6 +156,22 @@ async def test_the_server_sends_a_large_file_as_chunk_frames_then_a_reply_with_t
         Reply("f-1", data[8192:], "image/png", 0),
     ]
     assert streamed == Reply("f-2", data, "image/png", 0)
+
+
+async def test_links_join_a_large_file_unless_the_call_takes_it_in_pieces() -> None:
+    data = bytes(range(256)) * 40
+    replicas = FakeReplicas({"png": FakeReplica(replies(data, "image/png"))})
+    async with serving(replicas, chunk_bytes=4096) as (_, addr), links_out() as links:
+        joined = [m async for m in links.call(PEER, addr, KEY, make_call("png", request_id="j-1"))]
+        call = make_call("png", request_id="p-1", accept=ACCEPT_PIECES)
+        pieces = [m async for m in links.call(PEER, addr, KEY, call)]
+
+    assert joined == [Reply("j-1", data, "image/png", 0)]
+    assert pieces == [
+        Chunk("p-1", 0, data[:4096]),
+        Chunk("p-1", 1, data[4096:8192]),
+        Reply("p-1", data[8192:], "image/png", 0),
+    ]
 
 
 async def test_the_server_refuses_a_peer_over_its_limit_as_full_and_serves_other_peers() -> None:

@@ -29,10 +29,14 @@ def test_every_file_is_made_at_its_size_and_only_good_chunks_are_written(tmp_pat
     assert folder.resume() == set()
     sizes = {item.path: (folder.folder / item.path).stat().st_size for item in MANIFEST.files}
     assert sizes == {"a/weights.bin": 10240, "config.json": 2, "empty": 0}
-    assert not folder.write(1, b"x" * len(PIECES[1]))  # wrong bytes: refused, nothing written
-    assert not folder.write(1, PIECES[1][:-1])  # short
+    assert not folder.write(1, [b"x" * len(PIECES[1])])  # wrong bytes: refused, nothing written
+    assert not folder.write(1, [PIECES[1][:-1]])  # short
+    assert not folder.write(1, [PIECES[1], b"x"])  # long
+    assert not folder.write(1, [PIECES[1][100:], PIECES[1][:100]])  # the right bytes, out of order
+    assert (folder.folder / "a/weights.bin").read_bytes() == bytes(10240)
     for index, piece in enumerate(PIECES):
-        assert folder.write(index, piece)
+        # As the data plane delivers a chunk: in pieces (of uneven sizes here), never joined.
+        assert folder.write(index, [piece[:1000], piece[1000:1001], piece[1001:]])
     assert (folder.folder / "a/weights.bin").read_bytes() == FILES["a/weights.bin"]
     assert folder.record.is_file() and folder.record.parent == folder.folder.parent
 
@@ -41,7 +45,7 @@ def test_resume_keeps_recorded_chunks_whose_bytes_still_match(tmp_path: Path) ->
     folder = PartialFolder(tmp_path / MANIFEST.digest, MANIFEST)
     folder.resume()
     for index in (0, 2, 3):
-        folder.write(index, PIECES[index])
+        folder.write(index, [PIECES[index]])
     # A chunk whose bytes were lost after its record was written (a power cut), and a torn record.
     with (folder.folder / "a/weights.bin").open("r+b") as target:
         target.seek(MANIFEST.chunk(0, 2).offset)
@@ -58,6 +62,6 @@ def test_resume_keeps_recorded_chunks_whose_bytes_still_match(tmp_path: Path) ->
 def test_discard_removes_the_folder_and_its_record(tmp_path: Path) -> None:
     folder = PartialFolder(tmp_path / MANIFEST.digest, MANIFEST)
     folder.resume()
-    folder.write(0, PIECES[0])
+    folder.write(0, [PIECES[0]])
     folder.discard()
     assert not folder.folder.exists() and not folder.record.exists()

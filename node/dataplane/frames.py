@@ -13,7 +13,7 @@ the socket, a send included, may consume that edge. So every send goes through `
 schedules another look, and a look drains until ``EVENTS`` says nothing is left, or until it has
 taken ``DRAIN_BYTES`` or ``DRAIN_MESSAGES``: then it schedules the next look behind whatever else the
 loop has ready. A burst of large frames (a model pull's chunks, an image) thus never holds the loop
-for more than about a millisecond's worth of messages, and an HTTP request that arrived meanwhile
+for more than one large frame's worth of messages, and an HTTP request that arrived meanwhile
 is served between them.
 """
 
@@ -26,9 +26,10 @@ import zmq
 
 __all__ = ["DRAIN_BYTES", "DRAIN_MESSAGES", "FrameReader"]
 
-# What one look takes before it yields the loop: 1 MiB is ~0.3 ms of copying and decoding here;
-# 256 small messages are ~2-3 ms of handling, far more than one look ever finds at once under load.
-DRAIN_BYTES = 1 << 20
+# What one look takes before it yields the loop: 256 KiB (one frame of a large answer, at the
+# default ``forward_chunk_bytes``) is well under a millisecond of copying and decoding here; 256 small
+# messages are ~2-3 ms of handling, more than one look finds at once under load.
+DRAIN_BYTES = 256 * 1024
 DRAIN_MESSAGES = 256
 
 # pyzmq's constants are enums; plain ints keep enum arithmetic off the per-message path.

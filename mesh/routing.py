@@ -32,6 +32,13 @@ comparison by load let it spill over. This node's own replica goes first wheneve
 tier expects a shorter time: serving locally saves the hop, and it cannot herd (every router's own
 replica is a different one, and its queue is known exactly).
 
+A replica measures its speed only from requests it serves, so a figure that keeps requests away
+would never be corrected: one slow outlier on a busy machine would starve a ready replica at every
+concurrency. A speed whose replica completed nothing over its last window (gossiped rate 0) is
+therefore read as unmeasured (the median, as a new replica): it gets its share again and measures
+anew. Locality needs no such rule: the failure detector's probes measure round trips with or
+without traffic.
+
 Prefix affinity (``affinity.py``): a request with an ``affinity`` key (a chat conversation's) has a
 preferred replica, the key's rendezvous choice, and that replica goes first in its tier whenever it
 has a free slot (corrected queue below its slots), ahead of power-of-two-choices and of this node's
@@ -90,7 +97,7 @@ class Candidate:
     queue: int = 0  # requests admitted and not finished, as last gossiped (or exact for this node)
     slots: int = 1  # requests it runs at once (concurrency times batch size)
     capacity: int = 1  # requests it admits at once before answering 429
-    service_s: float | None = None  # measured mean time to serve one request; None when unknown
+    service_s: float | None = None  # measured mean time to serve one request; None: unknown or stale
     data_key: str = ""  # the node's data-plane CURVE public key, as it gossiped it
     throughput_rps: float | None = None  # measured completions per second
 
@@ -166,7 +173,10 @@ def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[C
             continue
         speed = meta.speeds.get(deployment)
         speed = speed if isinstance(speed, dict) else {}
-        service_ms = _number(speed.get("service_ms"))
+        # Stale (see the module docstring): rate 0, not a missing rate (older versions gossip none).
+        rate = speed.get("rps")
+        stale = isinstance(rate, int | float) and not isinstance(rate, bool) and rate == 0
+        service_ms = None if stale else _number(speed.get("service_ms"))
         found.append(
             Candidate(
                 node=member.node,

@@ -126,6 +126,10 @@ class SpeedMeter:
     SMOOTHING = 0.2
     # Throughput is completions over this sliding window.
     WINDOW_S = 10.0
+    # A sample counts as at most this many times the current mean: one request held seconds by a
+    # busy machine's scheduler must not make a 1 ms replica look like a 400 ms one for routing,
+    # while a replica that truly got slower gets there within a few requests (x1.6 each).
+    OUTLIER_FACTOR = 4.0
 
     def __init__(self) -> None:
         self.service_s: float | None = None
@@ -136,7 +140,11 @@ class SpeedMeter:
         if service:
             sample = max(finished - started, 0.0)
             previous = self.service_s
-            self.service_s = sample if previous is None else previous + self.SMOOTHING * (sample - previous)
+            if previous is None:
+                self.service_s = sample
+            else:
+                sample = min(sample, previous * self.OUTLIER_FACTOR) if previous > 0 else sample
+                self.service_s = previous + self.SMOOTHING * (sample - previous)
         self._completions.append(finished)
         self._expire(finished)
 

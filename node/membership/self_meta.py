@@ -130,10 +130,18 @@ def _machine_cache_dir() -> Path:
 
 
 def _speeds_moved(before: dict[str, Any], after: dict[str, Any], factor: float = 1.25) -> bool:
-    """Whether a replica's measured service time is new or moved by more than `factor` either way."""
+    """Whether a replica's measured service time is new or moved by more than `factor` either way,
+    or its rate fell to 0 or rose from it.
+
+    Routing takes a speed whose rate is 0 as unmeasured (``mesh/routing.py``): a replica kept back
+    by one slow figure gets requests again as soon as peers hear it has served none, not whenever
+    something else happens to republish this node's metadata.
+    """
     for name, speed in after.items():
-        old = before.get(name, {}).get("service_ms")
-        new = speed.get("service_ms")
+        was = before.get(name, {})
+        old, new = was.get("service_ms"), speed.get("service_ms")
         if not old or not new or not 1 / factor <= new / old <= factor:
+            return True
+        if (was.get("rps") == 0) != (speed.get("rps") == 0):
             return True
     return False

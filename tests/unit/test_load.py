@@ -77,6 +77,16 @@ def test_speed_meter_smooths_service_time_and_counts_throughput_over_its_window(
     assert meter.throughput(100.0) == 0.0  # time only moves forward: the window is empty now
 
 
+def test_one_request_held_by_the_scheduler_does_not_make_a_fast_replica_look_slow() -> None:
+    meter = SpeedMeter()
+    meter.record(0.0, 0.001)
+    meter.record(1.0, 3.0)  # 2 s: a busy machine, not the replica; counts as 4 ms
+    assert meter.service_s == pytest.approx(0.001 + 0.2 * (0.004 - 0.001))
+    for i in range(10):  # a replica that truly became 100x slower shows it within ten requests
+        meter.record(10.0 + i, 10.1 + i)
+    assert meter.service_s > 0.05
+
+
 def shown_cpu(rule: LoadGossip, readings: list[float], start: float = 0.0) -> tuple[list[float], int]:
     """The CPU every node shows after each one-second sample, and how many samples were gossiped."""
     published, published_at, shown, gossiped = sample(cpu=start), 0.0, [], 0

@@ -8,6 +8,11 @@ at once because every replica that could serve failed to start (``prospect``). A
 placement shell (``node/serving/deployments.py``) passes in the live members, this node's id and
 what it knows of its own replica, which is fresher than what it last gossiped, so its own gossiped
 entry is never read here.
+
+Each function reads the members either as they are (one walk per call) or through a
+``ReplicaIndex`` of them (``replica_index.py``: built once a round, then each call reads only the
+deployment's own replicas), with the same answer; a placement round over every deployment uses the
+index, so it costs O(members + replicas) instead of O(deployments x members).
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeAlias
 
 from .deployment import DeploymentSpec
 from .member import Member
 from .placement import Plan
+from .replica_index import ReplicaIndex
 from .replica_state import ReplicaEntry, ReplicaState
 from .types import NodeId, Status
 
@@ -29,6 +36,7 @@ __all__ = [
     "Demand",
     "LocalReplica",
     "Prospect",
+    "View",
     "cannot_run_here",
     "demand",
     "entry_of",
@@ -44,6 +52,8 @@ __all__ = [
 ]
 
 _LIVE = (Status.ALIVE, Status.SUSPECT)
+# The members, or an index of them (``ReplicaIndex``): every function below answers alike for both.
+View: TypeAlias = Iterable[Member] | ReplicaIndex
 # Why placement passes over a node whose replica would not start (``GET /v1/deployments`` shows it).
 SITTING_OUT = "its replica failed to start there"
 # Why placement passes over a node that may not run the app at all (not in its Python environment
@@ -95,7 +105,16 @@ def entry_of(member: Member, name: str) -> ReplicaEntry | None:
     return member.meta.replicas.get(name)
 
 
-def _peer_states(members: Iterable[Member], name: str, me: NodeId) -> Iterable[tuple[Member, ReplicaEntry]]:
+def _peer_states(members: View, name: str, me: NodeId) -> Iterable[tuple[Member, ReplicaEntry]]:
+    if isinstance(members, ReplicaIndex):
+        assert members.me == me, "an index answers for the node it was built for"
+        return members.peers(name)
+    return _walk_peer_states(members, name, me)
+
+
+def _walk_peer_states(
+    members: Iterable[Member], name: str, me: NodeId
+) -> Iterable[tuple[Member, ReplicaEntry]]:
     for member in members:
         if member.node != me and member.status in _LIVE:
             entry = member.meta.replicas.get(name)
@@ -103,21 +122,25 @@ def _peer_states(members: Iterable[Member], name: str, me: NodeId) -> Iterable[t
                 yield member, entry
 
 
-def demand(
-    name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None, waiting_here: int
-) -> Demand:
+def demand(name: str, members: View, me: NodeId, local: LocalReplica | None, waiting_here: int) -> Demand:
     """Requests in flight at every replica of `name` and requests held for its cold start, mesh-wide."""
     concurrency = 0.0
     waiting = waiting_here
-    for member in members:
-        if member.node == me or member.status not in _LIVE:
-            continue
-        entry = member.meta.replicas.get(name)
-        if entry is not None and entry.state.holds_requests:
-            concurrency += entry.queue
-        held = member.meta.waiting.get(name)
-        if isinstance(held, int) and not isinstance(held, bool) and held > 0:
-            waiting += held
+    if isinstance(members, ReplicaIndex):
+        for _, peer_entry in _peer_states(members, name, me):
+            if peer_entry.state.holds_requests:
+                concurrency += peer_entry.queue
+        waiting += members.waiting(name)
+    else:
+        for member in members:
+            if member.node == me or member.status not in _LIVE:
+                continue
+            entry = member.meta.replicas.get(name)
+            if entry is not None and entry.state.holds_requests:
+                concurrency += entry.queue
+            held = member.meta.waiting.get(name)
+            if isinstance(held, int) and not isinstance(held, bool) and held > 0:
+                waiting += held
     if local is not None:
         concurrency += local.in_flight
     return Demand(concurrency, waiting)
@@ -128,9 +151,7 @@ def cannot_run_here(reason: str) -> str:
     return f"{_CANNOT_RUN_PREFIX}{reason}"
 
 
-def excluded(
-    name: str, members: Iterable[Member], me: NodeId, sitting_out_here: str | None
-) -> dict[NodeId, str]:
+def excluded(name: str, members: View, me: NodeId, sitting_out_here: str | None) -> dict[NodeId, str]:
     """Nodes that sit `name` out, each with why: its replica would not start there, or the node may
     not run its app. `sitting_out_here` is this node's own sit-out error, None when it takes part."""
     sitting_out = {
@@ -147,9 +168,7 @@ def _why_out(error: str) -> str:
     return CANNOT_RUN if error.startswith(_CANNOT_RUN_PREFIX) else SITTING_OUT
 
 
-def pinned_nodes(
-    name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None
-) -> frozenset[NodeId]:
+def pinned_nodes(name: str, members: View, me: NodeId, local: LocalReplica | None) -> frozenset[NodeId]:
     """Nodes whose replica of `name` is pinned by ``--deploy``: placement counts them first."""
     pinned = {member.node for member, entry in _peer_states(members, name, me) if entry.pinned}
     if local is not None and local.pinned:
@@ -157,9 +176,7 @@ def pinned_nodes(
     return frozenset(pinned)
 
 
-def ready_nodes(
-    name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None
-) -> frozenset[NodeId]:
+def ready_nodes(name: str, members: View, me: NodeId, local: LocalReplica | None) -> frozenset[NodeId]:
     """Nodes whose replica of `name` serves (make before break waits for these)."""
     ready = {member.node for member, entry in _peer_states(members, name, me) if entry.state.serving}
     if local is not None and local.state.serving:
@@ -167,8 +184,10 @@ def ready_nodes(
     return frozenset(ready)
 
 
-def running_count(name: str, members: Iterable[Member]) -> int:
+def running_count(name: str, members: View) -> int:
     """Replicas of `name` running or starting anywhere: where a new autoscaler starts counting."""
+    if isinstance(members, ReplicaIndex):
+        return sum(1 for entry in members.live_entries(name) if entry.state.counts_as_running)
     return sum(
         1
         for member in members
@@ -178,9 +197,7 @@ def running_count(name: str, members: Iterable[Member]) -> int:
     )
 
 
-def states(
-    name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None
-) -> dict[NodeId, ReplicaState]:
+def states(name: str, members: View, me: NodeId, local: LocalReplica | None) -> dict[NodeId, ReplicaState]:
     """The state of every live replica of `name`, by node (the pre-warm's load clock watches them)."""
     seen = {member.node: entry.state for member, entry in _peer_states(members, name, me)}
     if local is not None:
@@ -188,7 +205,7 @@ def states(
     return seen
 
 
-def serving_anywhere(name: str, members: Iterable[Member], me: NodeId, local: LocalReplica | None) -> bool:
+def serving_anywhere(name: str, members: View, me: NodeId, local: LocalReplica | None) -> bool:
     """Whether some replica of `name` serves, here or on a live peer."""
     if local is not None and local.state.serving:
         return True
@@ -198,7 +215,7 @@ def serving_anywhere(name: str, members: Iterable[Member], me: NodeId, local: Lo
 def prospect(
     name: str,
     spec: DeploymentSpec | None,
-    members: Iterable[Member],
+    members: View,
     me: NodeId,
     local: ReplicaEntry | None,
     placed: Plan | None,
@@ -227,7 +244,7 @@ def prospect(
     return Prospect.SCALING_UP
 
 
-def failure(name: str, members: Iterable[Member], me: NodeId, local: ReplicaEntry | None) -> str:
+def failure(name: str, members: View, me: NodeId, local: ReplicaEntry | None) -> str:
     """Why `name` failed to start, for the answer to a request (``Prospect.FAILED_TO_START``).
 
     The error of a failing replica, this node's first, then by node id; a failed setup (which says
@@ -240,9 +257,7 @@ def failure(name: str, members: Iterable[Member], me: NodeId, local: ReplicaEntr
     return f"{name} failed to start: {(setup_errors or errors or ['no error given'])[0]}"
 
 
-def _entries(
-    members: Iterable[Member], name: str, me: NodeId, local: ReplicaEntry | None
-) -> dict[NodeId, ReplicaEntry]:
+def _entries(members: View, name: str, me: NodeId, local: ReplicaEntry | None) -> dict[NodeId, ReplicaEntry]:
     """Every live node's entry for `name`, this node's own from `local` (fresher than its gossip)."""
     entries = {member.node: entry for member, entry in _peer_states(members, name, me)}
     if local is not None:

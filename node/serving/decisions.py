@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from ..mesh import replica_view
 from ..mesh.autoscale import Autoscaler
 from ..mesh.deployment import DeploymentSpec
-from ..mesh.member import Member
 from ..mesh.prewarm import LoadClock, Prewarmer
 from ..mesh.types import NodeId
 from .plans import HostSet, cached_plan, needs_of
@@ -62,7 +61,7 @@ class Decisions:
         self,
         name: str,
         spec: DeploymentSpec,
-        members: list[Member],
+        members: replica_view.View,
         hosts: HostSet,
         now: float,
         *,
@@ -70,7 +69,11 @@ class Decisions:
         waiting_here: int,
         sat_out: str | None,
     ) -> Outcome:
-        """One round's decision for `name`; `sat_out` is this node's sit-out error, if it sits out."""
+        """One round's decision for `name`; `sat_out` is this node's sit-out error, if it sits out.
+
+        `members` are the live members, or (in a round over every deployment) their ``ReplicaIndex``,
+        built once for the round: the decision is the same, without a walk over every member.
+        """
         state = self._states.get(name)
         if state is None:
             running = replica_view.running_count(name, members)

@@ -43,6 +43,7 @@ from ..mesh.deployment import DeploymentSpec
 from ..mesh.member import Member
 from ..mesh.placement import Action, action_for
 from ..mesh.records import Record
+from ..mesh.replica_index import ReplicaIndex
 from ..mesh.replica_state import ReplicaState
 from ..mesh.replica_view import Prospect
 from ..mesh.types import NodeId
@@ -197,6 +198,8 @@ class Deployments:
         live_members = replica_view.live(membership.members())
         if membership.leaving:
             live_members = [m for m in live_members if m.node != self.node_id]
+        # The live members' replicas by deployment, read once a round: O(members + replicas).
+        index = ReplicaIndex.of(live_members, self.node_id)
         hosts = HostSet.of(live_members)
         if self._hosts != hosts:
             # Kept as one object while the live set does not change, so the plan cache recognises
@@ -217,24 +220,28 @@ class Deployments:
             outcome = self._decisions.decide(
                 name,
                 record.spec,
-                live_members,
+                index,
                 self._hosts,
                 now,
                 local=self._replicas.local(name),
                 waiting_here=self.waiting[name],
                 sat_out=here.error if here is not None else None,
             )
-            if settled:
-                await self._act(name, record.spec, outcome, live_members)
+            if settled and await self._act(name, record.spec, outcome, index):
+                # A start yielded to the loop, and gossip may have changed the members' metadata
+                # meanwhile: the rest of the round reads them afresh, as a walk over them would.
+                index = ReplicaIndex.of(live_members, self.node_id)
         for replica in self._replicas:
             if replica.deployment not in records and not replica.pinned:
                 self._stop(replica.deployment, "its deployment was removed")
 
-    async def _act(self, name: str, spec: DeploymentSpec, outcome: Outcome, members: list[Member]) -> None:
+    async def _act(self, name: str, spec: DeploymentSpec, outcome: Outcome, members: ReplicaIndex) -> bool:
+        """Carry out this node's move for `name`; True when it awaited a start (the loop ran meanwhile)."""
         if self._replicas.stopping(name):
-            return  # wait for the old replica to be gone before starting another
+            return False  # wait for the old replica to be gone before starting another
         replica = self._replicas.get(name)
         local = self._replicas.local(name)
+        started = False
         action = action_for(
             self.node_id,
             outcome.plan,
@@ -257,28 +264,30 @@ class Deployments:
                     self.actions["give_up"] += 1
                     self._publish()
                     self.poke()
-                    return
+                    return False
                 backup = action == Action.START_BACKUP
                 log.info("placement: starting %s here (%s)", name, "backup" if backup else "host")
                 await self._replicas.start(name, spec.app, standby=backup)
+                started = True
             case Action.PROMOTE | Action.DEMOTE:
                 self._replicas.set_standby(name, action == Action.DEMOTE)
             case Action.STOP:
                 self._stop(name, "placement moved it elsewhere or scaled it down")
-                return
+                return False
             case Action.REPLACE:
                 self._stop(name, f"its app changed to {spec.app}")
-                return
+                return False
             case Action.GIVE_UP if replica is not None:
                 # It serves nothing, so it goes at once; the next node in rank gets its turn.
                 until = asyncio.get_running_loop().time() + self._config.replica_failed_hold_s
                 self._replicas.sit_out(name, spec.app, until, replica.last_error)
                 self.actions["give_up"] += 1
                 self._stop(name, f"its setup failed {replica.setup_failures} times: {replica.last_error}")
-                return
+                return False
             case Action.NONE | Action.GIVE_UP:
-                return
+                return False
         self.actions[action.value.removesuffix("_backup")] += 1
+        return started
 
     def _stop(self, name: str, why: str) -> None:
         """Drain and stop this node's replica of `name` in the background, then re-plan."""
@@ -357,7 +366,9 @@ class Deployments:
 
     def views(self) -> list[dict[str, Any]]:
         """Every declared deployment: spec, desired and actual replicas, where, and what is missing."""
-        return [self._view(record) for record in self._membership.live_records()]
+        # One pass over the members for all views, instead of a sort of every member per view.
+        index = ReplicaIndex.of(self._membership.members(), self.node_id)
+        return [self._view(record, index) for record in self._membership.live_records()]
 
     def view(self, name: str) -> dict[str, Any] | None:
         """One deployment's view, or None when it is not declared."""
@@ -366,13 +377,18 @@ class Deployments:
             return None
         return self._view(record)
 
-    def _view(self, record: Record) -> dict[str, Any]:
+    def _view(self, record: Record, index: ReplicaIndex | None = None) -> dict[str, Any]:
+        outcome = self._outcomes.get(record.name)
+        members: Iterable[Member] = self._membership.members()
+        if index is not None:  # only the members this view shows or names
+            placed = (*outcome.plan.hosts, *outcome.plan.backups) if outcome is not None else ()
+            members = index.members_about(record.name, (self.node_id, record.origin, *placed))
         return deployment_view(
             record,
-            self._membership.members(),
+            members,
             me=self.node_id,
             local=self._replicas.entry(record.name),
-            outcome=self._outcomes.get(record.name),
+            outcome=outcome,
             waiting=self.waiting[record.name],
         )
 

@@ -1,0 +1,171 @@
+"""A placement round reads the members once, not once per deployment, and decides as before.
+
+``Deployments.reconcile`` runs on a fake membership (no sockets) and the real replica table; its
+deployments allow no replica placed by the autoscaler (max 0), so no worker starts here, while the
+random views' peers gossip replicas of them in every state. The decisions through the round's
+``ReplicaIndex`` are compared with the plain walk over the members on seeded random views.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from meshnode.config import AgentConfig
+from meshnode.membership.runner import GossipRunner
+from meshnode.mesh import replica_view
+from meshnode.mesh.deployment import Autoscaling, DeploymentSpec
+from meshnode.mesh.member import Member
+from meshnode.mesh.metadata import NodeMeta
+from meshnode.mesh.records import Record
+from meshnode.mesh.replica_index import ReplicaIndex
+from meshnode.mesh.types import NodeId
+from meshnode.serving.decisions import Decisions
+from meshnode.serving.deployments import Deployments
+from meshnode.serving.plans import HostSet
+from meshnode.serving.replicas import Replicas
+from tests.unit.mesh.random_views import ME, random_local, random_members
+
+IDLE = DeploymentSpec("meshnode.apps.echo:Echo", min_replicas=0, max_replicas=0)
+
+
+class CountedMember(Member):
+    """A member that counts how often its metadata is read (one visit of the member)."""
+
+    visits = 0
+
+    @property  # type: ignore[override]
+    def meta(self) -> NodeMeta:
+        CountedMember.visits += 1
+        return cast(NodeMeta, _META_SLOT.__get__(self, Member))
+
+    @meta.setter
+    def meta(self, value: NodeMeta) -> None:
+        _META_SLOT.__set__(self, value)
+
+
+_META_SLOT: Any = Member.__dict__["meta"]
+
+
+class FakeMembership:
+    """What the placement loop asks of the gossip runner, over a fixed view."""
+
+    leaving = False
+
+    def __init__(self, members: list[Member], records: list[Record]) -> None:
+        self._members, self._records = members, {record.name: record for record in records}
+
+    def members(self) -> list[Member]:
+        return self._members
+
+    def has_peers(self) -> bool:
+        return True
+
+    def live_records(self) -> list[Record]:
+        return [record for record in self._records.values() if record.spec is not None]
+
+    def record(self, name: str) -> Record | None:
+        return self._records.get(name)
+
+    def expire_records(self, now_ms: int, ttl_s: float) -> list[str]:
+        return []
+
+
+def deployments(tmp_path: Path, members: list[Member], count: int) -> Deployments:
+    config = AgentConfig(name="here", data_dir=tmp_path)
+    records = [Record(f"d{index:04d}", 1, ME, IDLE) for index in range(count)]
+    return Deployments(
+        node_id=ME,
+        config=config,
+        pinned={},
+        replicas=Replicas(node_id=ME, config=config, on_change=lambda: None),
+        membership=cast(GossipRunner, FakeMembership(members, records)),
+        publish=lambda: None,
+        persist=lambda record: None,
+        forget=lambda names: None,
+    )
+
+
+def counted(members: list[Member]) -> list[Member]:
+    return [CountedMember(m.node, m.addr, m.incarnation, m.status, 1, m.meta, m.since) for m in members]
+
+
+@pytest.mark.parametrize("count", [10, 100])
+async def test_a_round_visits_each_member_a_few_times_however_many_deployments(
+    tmp_path: Path, count: int
+) -> None:
+    """The quadratic round visited every member per deployment: 100 deployments, 100 times as many."""
+    members = counted(random_members(random.Random(3), 60, names=[f"d{index:04d}" for index in range(count)]))
+    placement = deployments(tmp_path / str(count), members, count)
+    await placement.reconcile(100.0)  # the first round creates every deployment's autoscaler
+    CountedMember.visits = 0
+    await placement.reconcile(101.0)
+    # Live hosts (HostSet: device, labels, store) and the index (one read each): a constant per member.
+    assert CountedMember.visits <= 8 * len(members), CountedMember.visits
+    assert len(placement.views()) == count
+
+
+async def test_views_of_every_deployment_read_each_member_a_few_times(tmp_path: Path) -> None:
+    members = counted(random_members(random.Random(4), 60, names=[f"d{index:04d}" for index in range(100)]))
+    placement = deployments(tmp_path, members, 100)
+    await placement.reconcile(100.0)
+    CountedMember.visits = 0
+    views = placement.views()
+    # The index reads each member once; each view then reads only the members it shows.
+    shown = sum(len(view["replicas"]) for view in views)
+    assert CountedMember.visits <= 2 * len(members) + 6 * (shown + 3 * len(views)), CountedMember.visits
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_views_through_the_index_equal_views_of_every_member(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    names = [f"d{index:04d}" for index in range(8)]
+    members = random_members(rng, rng.randrange(1, 30), names)
+    placement = deployments(tmp_path, members, len(names))
+    await placement.reconcile(100.0)
+    indexed = placement.views()
+    assert indexed == [placement.view(name) for name in names]  # one view reads every member
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_decisions_through_the_index_equal_decisions_from_the_walk(seed: int) -> None:
+    """Round after round on changing random views, with time passing: autoscaler delays included."""
+    rng = random.Random(seed)
+    names = ["sd", "llm", "embed"]
+    specs = {
+        name: DeploymentSpec(
+            "a:A",
+            min_replicas=rng.randrange(2),
+            max_replicas=rng.randrange(2, 5),
+            backups=rng.randrange(2),
+            autoscaling=Autoscaling(
+                target_concurrency=1.0,
+                scale_up_delay_s=2.0,
+                scale_down_delay_s=4.0,
+                prewarm=rng.random() < 0.5,
+            ),
+        )
+        for name in names
+    }
+    walked, indexed = Decisions(ME), Decisions(ME)
+    now = 0.0
+    for _ in range(30):
+        now += rng.choice((0.1, 1.0, 1.0, 3.0))
+        members = replica_view.live(random_members(rng, rng.randrange(1, 25), names))
+        hosts = HostSet.of(members)
+        index = ReplicaIndex.of(members, ME)
+        for name in names:
+            local, waiting = random_local(rng), rng.randrange(3)
+            sat_out = rng.choice((None, None, "setup failed"))
+            ask: dict[str, Any] = {"local": local, "waiting_here": waiting, "sat_out": sat_out}
+            expected = walked.decide(name, specs[name], members, hosts, now, **ask)
+            assert indexed.decide(name, specs[name], index, hosts, now, **ask) == expected, (seed, now, name)
+
+
+def test_an_index_built_for_another_node_is_refused() -> None:
+    index = ReplicaIndex.of([], NodeId("other"))
+    with pytest.raises(AssertionError):
+        replica_view.pinned_nodes("sd", index, ME, None)

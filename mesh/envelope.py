@@ -39,10 +39,11 @@ MAX_PREVIEW_BYTES = 64 * 1024
 JPEG_MAGIC = b"\xff\xd8\xff"
 # A worker's batch sizes: one row per size it ran, sizes up to this (no app batches more).
 MAX_BATCH_SIZE = 65_536
-# A call's ``accept`` that takes a large file answer as the pieces it travels in (its ``Chunk``s,
-# then the ``Reply`` with the last piece), unjoined: a model pull hashes and writes them as they
-# are, so the receiving node never copies megabytes in one go on its event loop.
-ACCEPT_PIECES = "application/x-meshnode-pieces"
+# A call's ``accept`` for a bulk transfer (a model pull's chunks): its large answer comes as the
+# pieces it travels in (its ``Chunk``s, then the ``Reply`` with the last piece), unjoined, so the
+# puller hashes and writes them as they are and never copies megabytes at once on its event loop;
+# and it travels on a connection of its own, behind serving traffic (``node/dataplane/links.py``).
+ACCEPT_BULK = "application/x-meshnode-bulk"
 
 
 class EnvelopeError(ValueError):

@@ -4,8 +4,12 @@
 (``server.py``) and yields what comes back for that request id: ``Chunk``s (and ``Progress`` when
 the call asked for it; a peer's progress it did not ask for is dropped here), then a ``Reply``
 or a ``Failure``. Requests share the peer's one connection; their frames interleave, and a large file
-arrives as several frames that are joined here, so one image never stalls the others (a call whose
-``accept`` is ``ACCEPT_PIECES`` gets the pieces as they come instead).
+arrives as several frames that are joined here, so one image never stalls the others.
+
+A bulk transfer (a call whose ``accept`` is ``ACCEPT_BULK``: a model's chunks) gets its answer as the
+pieces it travelled in, unjoined, and travels on a second link to the peer, made in a ZeroMQ context
+of its own whose I/O thread (which decrypts) runs at the kernel's idle priority where there is one:
+serving requests never wait behind a pull's megabytes, on a connection or for a core.
 
 What the caller (``forward.py``) relies on:
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 
@@ -37,7 +42,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import DeadlineExceeded
 from ..mesh.envelope import (
-    ACCEPT_PIECES,
+    ACCEPT_BULK,
     Call,
     Cancel,
     Chunk,
@@ -98,8 +103,10 @@ class _Link:
         server_key: bytes,
         client: CurveKeys,
         max_frame_bytes: int,
+        bulk: bool = False,
     ) -> None:
         self.node = node
+        self.bulk = bulk
         self.addr = addr
         self.server_key = server_key
         self.pending: dict[str, _Pending] = {}
@@ -156,7 +163,10 @@ class PeerLinks:
         # Replaced whole when the mesh's primary token changes; links made after use the new one.
         self.client = client
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._links: dict[NodeId, _Link] = {}
+        self._bulk_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        if hasattr(os, "SCHED_IDLE"):  # Linux; set before its I/O thread starts with a first socket
+            self._bulk_ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_IDLE)
+        self._links: dict[tuple[NodeId, bool], _Link] = {}  # by peer and lane (bulk or not)
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
         self._connect_timeout_s = connect_timeout_s
@@ -204,7 +214,7 @@ class PeerLinks:
             yield Failure(call.request_id, "peer_unreachable", "this node is stopping", True)
             return
         try:
-            link = self._link(node, addr, key.encode("ascii"))
+            link = self._link(node, addr, key.encode("ascii"), bulk=call.accept == ACCEPT_BULK)
         except zmq.ZMQError as exc:
             # No socket for the peer now (descriptors exhausted, ...): nothing was sent.
             yield Failure(
@@ -216,7 +226,7 @@ class PeerLinks:
         if refusal is not None:
             yield Failure(rid, "peer_unreachable", refusal, True)
             return
-        pieces = call.accept == ACCEPT_PIECES
+        pieces = link.bulk
         pending = _Pending(call.deployment, node if to is None else to)
         timer = loop.call_at(deadline, pending.queue.put_nowait, None)
         link.pending[rid] = pending
@@ -255,12 +265,13 @@ class PeerLinks:
 
     def forget(self, node: NodeId, reason: str) -> None:
         """The peer is dead or left: fail what is outstanding there (retryable) and close the link."""
-        link = self._links.pop(node, None)
         for key in [key for key in self._reports if key[0] == node]:
             del self._reports[key]
-        if link is not None:
-            link.fail_all("peer_lost", f"{reason}; the request may run elsewhere")
-            link.close()
+        for lane in (False, True):
+            link = self._links.pop((node, lane), None)
+            if link is not None:
+                link.fail_all("peer_lost", f"{reason}; the request may run elsewhere")
+                link.close()
         for other in self._links.values():  # its calls through relays
             for rid, pending in other.pending.items():
                 if pending.target == node:
@@ -271,24 +282,26 @@ class PeerLinks:
     def close(self) -> None:
         """Close every link (requests outstanding fail as retryable, later ones too)."""
         self._closed = True
-        for node in list(self._links):
+        for node in {node for node, _ in self._links}:
             self.forget(node, "this node is stopping")
         self._ctx.term()
+        self._bulk_ctx.term()
 
     # -- internals -------------------------------------------------------------------------
 
-    def _link(self, node: NodeId, addr: str, key: bytes) -> _Link:
-        link = self._links.get(node)
+    def _link(self, node: NodeId, addr: str, key: bytes, bulk: bool) -> _Link:
+        link = self._links.get((node, bulk))
         if link is not None and (link.addr, link.server_key) != (addr, key):
             # Restarted: on another port, and always with a new key.
             self.forget(node, f"peer restarted ({link.addr} -> {addr})")
             link = None
         if link is None:
-            link = _Link(self._ctx, node, addr, key, self.client, self._max_frame_bytes)
+            ctx = self._bulk_ctx if bulk else self._ctx
+            link = _Link(ctx, node, addr, key, self.client, self._max_frame_bytes, bulk)
             bound = link  # the callbacks below belong to this link, not to the variable
             link.reader = FrameReader(link.sock, lambda frames: self._on_frames(bound, frames))
             link.monitor_reader = FrameReader(link.monitor, lambda frames: self._on_event(bound, frames))
-            self._links[node] = link
+            self._links[(node, bulk)] = link
         return link
 
     async def _refusal(self, link: _Link, call: Call, deadline: float) -> str | None:
@@ -349,7 +362,7 @@ class PeerLinks:
             self._count_drop(link, "handshake")
             link.handshake.set()  # callers waiting for it move on now
             log.warning("data-plane handshake with %s failed (event %s)", link.addr, event["event"])
-            if self._links.get(link.node) is link:
+            if self._links.get((link.node, link.bulk)) is link:
                 self.forget(link.node, f"the data-plane handshake with {link.addr} failed")
 
     def _count_drop(self, link: _Link, reason: str) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import MeshnodeError
-from ..mesh.envelope import ACCEPT_PIECES, Call, Chunk, Failure, Reply
+from ..mesh.envelope import ACCEPT_BULK, Call, Chunk, Failure, Reply
 from ..mesh.member import Member
 from ..mesh.model_manifest import Manifest, ManifestError, is_digest, is_short, short
 from ..mesh.types import NodeId, Status
@@ -92,23 +92,24 @@ class PullPeers:
         known = {m.node: m.meta.name for m in self._members.members()}
         return tuple(known.get(NodeId(node), node[:8]) for node in nodes)
 
-    async def ask(self, node: str, body: dict[str, Any], timeout_ms: int, *, pieces: bool = False) -> Any:
+    async def ask(self, node: str, body: dict[str, Any], timeout_ms: int, *, bulk: bool = False) -> Any:
         """`node`'s answer to one ``@models`` message, or ``Lost`` saying why there is none.
 
-        With `pieces`, a bytes answer comes as the list of pieces it travelled in (``ACCEPT_PIECES``).
+        With `bulk` (``ACCEPT_BULK``: on the bulk link, behind serving traffic), a bytes answer comes
+        as the list of pieces it travelled in.
         """
         member = next((m for m in self._members.members() if m.node == node), None)
         if member is None or member.status.gone or not member.meta.data:
             return Lost("is not in the mesh any more")
-        accept = ACCEPT_PIECES if pieces else ""
+        accept = ACCEPT_BULK if bulk else ""
         call = Call(f"models-{secrets.token_hex(8)}", MODELS_CHANNEL, body, None, False, accept, timeout_ms)
         received: list[Any] = []
         try:
             async for message in self._call_peer(member.node, member.meta.data, member.meta.data_key, call):
-                if isinstance(message, Chunk) and pieces:
+                if isinstance(message, Chunk) and bulk:
                     received.append(message.data)
                 if isinstance(message, Reply):
-                    return [*received, message.data] if pieces else message.data
+                    return [*received, message.data] if bulk else message.data
                 if isinstance(message, Failure):
                     return Lost(f"{message.kind}: {message.message}")
         except MeshnodeError as exc:

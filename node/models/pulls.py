@@ -321,7 +321,7 @@ class ModelPulls:
             "file": chunk.file_index,
             "chunk": chunk.chunk_index,
         }
-        answer = await self._peers.ask(ask.holder, body, self._chunk_timeout_ms, pieces=True)
+        answer = await self._peers.ask(ask.holder, body, self._chunk_timeout_ms, bulk=True)
         if isinstance(answer, Lost):
             return answer
         where = f"chunk {chunk.chunk_index} of {folder.manifest.files[chunk.file_index].path}"

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import zmq
 
@@ -19,7 +21,7 @@ from meshnode.dataplane.frames import FrameReader
 from meshnode.dataplane.links import PeerLinks
 from meshnode.dataplane.server import DataPlaneServer
 from meshnode.mesh.envelope import (
-    ACCEPT_PIECES,
+    ACCEPT_BULK,
     Call,
     Cancel,
     Chunk,
@@ -137,6 +139,19 @@ async def answer_to(dealer: RawSocket) -> Envelope:
     return decode_envelope(frame, max_bytes=MAX_FRAME_BYTES)
 
 
+def idle_io_threads() -> int:
+    """ZeroMQ I/O threads of this process at the kernel's idle priority (SCHED_IDLE), from /proc."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return 0
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            count += name.startswith("ZMQbg/IO") and int(fields[38]) == os.SCHED_IDLE  # proc(5): policy
+    return count
+
+
 # -- the server ------------------------------------------------------------------------------------
 
 
@@ -158,13 +173,17 @@ async def test_the_server_sends_a_large_file_as_chunk_frames_then_a_reply_with_t
     assert streamed == Reply("f-2", data, "image/png", 0)
 
 
-async def test_links_join_a_large_file_unless_the_call_takes_it_in_pieces() -> None:
+async def test_links_join_a_large_file_unless_it_is_a_bulk_transfer_which_takes_an_idle_thread() -> None:
     data = bytes(range(256)) * 40
     replicas = FakeReplicas({"png": FakeReplica(replies(data, "image/png"))})
     async with serving(replicas, chunk_bytes=4096) as (_, addr), links_out() as links:
+        idle_before = idle_io_threads()
         joined = [m async for m in links.call(PEER, addr, KEY, make_call("png", request_id="j-1"))]
-        call = make_call("png", request_id="p-1", accept=ACCEPT_PIECES)
+        assert idle_io_threads() == idle_before  # serving traffic: the normal I/O thread
+        call = make_call("png", request_id="p-1", accept=ACCEPT_BULK)
         pieces = [m async for m in links.call(PEER, addr, KEY, call)]
+        if hasattr(os, "SCHED_IDLE"):
+            assert idle_io_threads() == idle_before + 1  # the bulk link's own, at idle priority
 
     assert joined == [Reply("j-1", data, "image/png", 0)]
     assert pieces == [

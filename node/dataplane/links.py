@@ -299,7 +299,7 @@ class PeerLinks:
             ctx = self._bulk_ctx if bulk else self._ctx
             link = _Link(ctx, node, addr, key, self.client, self._max_frame_bytes, bulk)
             bound = link  # the callbacks below belong to this link, not to the variable
-            link.reader = FrameReader(link.sock, lambda frames: self._on_frames(bound, frames))
+            link.reader = FrameReader(link.sock, lambda frames: self._on_frames(bound, frames), copy=not bulk)
             link.monitor_reader = FrameReader(link.monitor, lambda frames: self._on_event(bound, frames))
             self._links[(node, bulk)] = link
         return link

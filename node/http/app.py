@@ -17,13 +17,13 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.datastructures import MutableHeaders
@@ -34,11 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..errors import MeshnodeError, error_fields
 from ..logs import set_request_id
-from ..mesh.member import Member
 from . import openapi
 from .api_docs import add_api_docs_routes
 from .body import parse_json, read_body
 from .doctor import add_doctor_routes
+from .mesh_render import MemberSource, MeshRender, mesh_body
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -124,44 +124,6 @@ class MeshResponse(BaseModel):
     members: list[MemberView]
 
 
-def mesh_body(self_id: str, members: Iterable[Member]) -> dict[str, Any]:
-    """The body of ``GET /v1/mesh``: every member as `self_id` sees it, sorted by name."""
-    listed = []
-    for member in members:
-        meta = member.meta
-        listed.append(
-            {
-                "id": member.node,
-                "name": meta.name,
-                "status": member.status.value,
-                "http": meta.http,
-                "tls": meta.tls,
-                "mesh": member.addr,
-                "data": meta.data,
-                # The data plane's CURVE public key: public, but useless without the mesh token.
-                "data_key": meta.data_key,
-                "key_ids": list(meta.key_ids),
-                "region": meta.region,
-                "zone": meta.zone,
-                "device": meta.device,
-                "load": meta.load,
-                "models": list(meta.models),
-                "hints": list(meta.hints),
-                "incarnation": member.incarnation,
-                "replicas": {name: entry.to_wire() for name, entry in meta.replicas.items()},
-                "speeds": meta.speeds,
-                "reach": meta.reach,
-                "relays": list(meta.relays),
-                "traffic": meta.traffic,
-                # The models in its store, and those it is pulling from peers (docs/models.md).
-                "store": meta.store,
-                "pulls": meta.pulls,
-            }
-        )
-    listed.sort(key=lambda m: (m["name"], m["id"]))
-    return {"self": self_id, "members": listed}
-
-
 def request_id_of(scope: Scope) -> str:
     """The request's id: the client's X-Request-Id when it is a short plain token, else a new one.
 
@@ -182,8 +144,13 @@ def request_id(request: Request) -> str:
     return str(request.state.request_id)
 
 
-def create_app(agent: MeshView) -> FastAPI:
-    """Build the node's FastAPI app around ``agent`` (what it reads of the node)."""
+def create_app(agent: MeshView, members: MemberSource | None = None) -> FastAPI:
+    """Build the node's FastAPI app around ``agent`` (what it reads of the node).
+
+    With the gossiped `members`, ``GET /v1/mesh`` answers from JSON kept per member
+    (``mesh_render.py``): the same bytes as ``agent.mesh_view()`` made, without rendering the whole
+    view on the event loop at every poll.
+    """
     # /docs and /openapi.json are api_docs.py's routes: Swagger UI from the package, no CDN.
     app = FastAPI(title="meshnode", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(_RequestIdMiddleware)
@@ -210,10 +177,14 @@ def create_app(agent: MeshView) -> FastAPI:
             headers={"Retry-After": _retry_after(_NOT_READY_RETRY_AFTER_S)},
         )
 
+    rendered = MeshRender(agent.node_id, members) if members is not None else None
+
     @app.get("/v1/mesh", response_model=MeshResponse)
-    async def mesh() -> dict[str, Any]:
+    async def mesh() -> Any:
         """This node's view of the mesh."""
-        return agent.mesh_view()
+        if rendered is None:
+            return agent.mesh_view()
+        return Response(await rendered.body(), media_type="application/json")
 
     add_doctor_routes(app, agent)  # GET /v1/doctor[/dial/{node}]: what `meshnode doctor` compares
     return app

@@ -11,21 +11,26 @@ this node's view, so right after a ``PUT`` a node far away may not list it for a
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic_core import to_json
 
 from ..errors import NotFound, Unprocessable
 from ..inference.app_ref import AppLoadError, parse_app_ref
 from ..mesh.deployment import DeploymentSpec, SpecError, check_name
 from ..mesh.records import Record
+from ..serving.views import ViewInputs, view_of
 from .app import read_json
+from .rendered import RenderedList
 
 __all__ = ["add_deployment_routes"]
 
 # A spec is a few hundred bytes; anything this large is not one.
 MAX_SPEC_BYTES = 64 * 1024
+# Views changed since the last poll up to this many are rendered on the event loop (~50 µs each).
+_INLINE_MAX = 32
 
 
 class DeploymentsView(Protocol):
@@ -52,13 +57,37 @@ class DeploymentsView(Protocol):
         ...
 
 
-def add_deployment_routes(app: FastAPI, deployments: DeploymentsView) -> None:
-    """Mount ``GET /v1/deployments`` and ``GET/PUT/DELETE /v1/deployments/{name}``."""
+@runtime_checkable
+class ViewSources(Protocol):
+    """What the agent's placement shell also offers: each view's inputs, as immutable values."""
 
-    @app.get("/v1/deployments")
-    async def list_deployments() -> dict[str, Any]:
+    def view_inputs(self) -> list[ViewInputs]:
+        """What each declared deployment's view reads (``serving/views.py``), in listing order."""
+        ...
+
+
+def add_deployment_routes(app: FastAPI, deployments: DeploymentsView) -> None:
+    """Mount ``GET /v1/deployments`` and ``GET/PUT/DELETE /v1/deployments/{name}``.
+
+    When `deployments` offers each view's inputs (``ViewSources``: the agent's does), the listing
+    answers from JSON kept per deployment and renders a view again only when its inputs changed
+    (``rendered.py``): the same bytes as serializing ``views()``, without building a thousand views
+    on the event loop at every poll of the dashboard or ``meshnode top``.
+    """
+    # inf_nan_mode as FastAPI's serializer for the old `dict[str, Any]` answer (pydantic's default).
+    kept = RenderedList[str, ViewInputs](
+        b'{"deployments":[', b"]}", lambda inputs: to_json(view_of(inputs), inf_nan_mode="null"),
+        inline_max=_INLINE_MAX,
+    )  # fmt: skip
+    sources = deployments if isinstance(deployments, ViewSources) else None
+
+    @app.get("/v1/deployments", response_model=dict[str, Any])
+    async def list_deployments() -> Any:
         """Every deployment: desired and actual replicas, where they run, why any are missing."""
-        return {"deployments": deployments.views()}
+        if sources is None:
+            return {"deployments": deployments.views()}
+        pieces = [(inputs.record.name, inputs) for inputs in sources.view_inputs()]
+        return Response(await kept.body(pieces), media_type="application/json")
 
     @app.get("/v1/deployments/{name}")
     async def get_deployment(name: str) -> dict[str, Any]:

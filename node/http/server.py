@@ -120,7 +120,7 @@ def http_server(
     The OpenAI routes read the gossiped `members` and the `deployments` to find a request's
     deployment, name the mesh (`mesh_id`) as their models' owner, and keep ``url`` images in `images`.
     """
-    app = create_app(node)
+    app = create_app(node, members)  # /v1/mesh from JSON kept per member (mesh_render.py)
     if meter is None:
         meter = RequestMeter(lambda name: deployments.record(name) is not None)  # bounded labels
     add_deployment_routes(app, deployments)

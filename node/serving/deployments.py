@@ -52,7 +52,7 @@ from .decisions import Decisions
 from .plans import HostSet, with_app_needs
 from .replica import Replica
 from .replicas import Replicas
-from .views import Outcome, deployment_view
+from .views import Outcome, ViewInputs, view_of
 
 __all__ = ["Deployments"]
 
@@ -366,31 +366,27 @@ class Deployments:
 
     def views(self) -> list[dict[str, Any]]:
         """Every declared deployment: spec, desired and actual replicas, where, and what is missing."""
+        return [view_of(inputs) for inputs in self.view_inputs()]
+
+    def view_inputs(self) -> list[ViewInputs]:
+        """What each declared deployment's view reads, as values (the listing keeps JSON by them)."""
         # One pass over the members for all views, instead of a sort of every member per view.
         index = ReplicaIndex.of(self._membership.members(), self.node_id)
-        return [self._view(record, index) for record in self._membership.live_records()]
+        return [self._inputs(record, index) for record in self._membership.live_records()]
 
     def view(self, name: str) -> dict[str, Any] | None:
         """One deployment's view, or None when it is not declared."""
         record = self._membership.record(name)
-        if record is None or record.spec is None:
-            return None
-        return self._view(record)
+        return view_of(self._inputs(record)) if record is not None and record.spec is not None else None
 
-    def _view(self, record: Record, index: ReplicaIndex | None = None) -> dict[str, Any]:
+    def _inputs(self, record: Record, index: ReplicaIndex | None = None) -> ViewInputs:
         outcome = self._outcomes.get(record.name)
         members: Iterable[Member] = self._membership.members()
         if index is not None:  # only the members this view shows or names
             placed = (*outcome.plan.hosts, *outcome.plan.backups) if outcome is not None else ()
             members = index.members_about(record.name, (self.node_id, record.origin, *placed))
-        return deployment_view(
-            record,
-            members,
-            me=self.node_id,
-            local=self._replicas.entry(record.name),
-            outcome=outcome,
-            waiting=self.waiting[record.name],
-        )
+        local, waiting = self._replicas.entry(record.name), self.waiting[record.name]
+        return ViewInputs.of(record, members, me=self.node_id, local=local, outcome=outcome, waiting=waiting)
 
 
 def _runs(replica: Replica) -> tuple[str, str | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..mesh.autoscale import Decision
 from ..mesh.member import Member
@@ -18,7 +18,7 @@ from ..mesh.records import Record
 from ..mesh.replica_state import ReplicaEntry, ReplicaState
 from ..mesh.types import NodeId, Status
 
-__all__ = ["PINNED_ONLY_DOWN", "Outcome", "deployment_view"]
+__all__ = ["PINNED_ONLY_DOWN", "Outcome", "Shown", "ViewInputs", "deployment_view", "view_of"]
 
 _LIVE = (Status.ALIVE, Status.SUSPECT)
 # Why a deployment declared only by `--deploy` serves nowhere (the 503 its requests get says so too).
@@ -32,6 +32,49 @@ class Outcome:
     decision: Decision
     plan: Plan
     forecast: Forecast | None = None
+
+
+class Shown(NamedTuple):
+    """What a view reads of one member: its id, name and status, and its replica of the deployment."""
+
+    node: NodeId
+    name: str
+    status: Status
+    entry: ReplicaEntry | None  # this node's own: its fresher local entry, not its gossiped one
+
+
+@dataclass(frozen=True)
+class ViewInputs:
+    """Everything one deployment's view reads, as immutable values: equal inputs, equal view.
+
+    ``GET /v1/deployments`` keeps each view's JSON with its inputs and renders it again only when
+    they compare unequal (``node/http/rendered.py``); a worker thread may render from them while
+    the event loop changes the members, since nothing here points at anything mutable.
+    """
+
+    record: Record
+    members: tuple[Shown, ...]  # in the members' order
+    outcome: Outcome | None
+    waiting: int
+
+    @classmethod
+    def of(
+        cls,
+        record: Record,
+        members: Iterable[Member],
+        *,
+        me: NodeId,
+        local: ReplicaEntry | None,
+        outcome: Outcome | None,
+        waiting: int,
+    ) -> ViewInputs:
+        """The inputs of `record`'s view from `members` (this node is `me`, its own entry `local`)."""
+        name = record.name
+        shown = tuple(
+            Shown(m.node, m.meta.name, m.status, local if m.node == me else m.meta.replicas.get(name))
+            for m in members
+        )
+        return cls(record, shown, outcome, waiting)
 
 
 def deployment_view(
@@ -48,18 +91,25 @@ def deployment_view(
     `local` is this node's own entry for it, fresher than what it last gossiped: its replica's, or
     ``failed`` when it sits the deployment out.
     """
+    return view_of(ViewInputs.of(record, members, me=me, local=local, outcome=outcome, waiting=waiting))
+
+
+def view_of(inputs: ViewInputs) -> dict[str, Any]:
+    """One deployment's view from its inputs (pure: the same inputs give the same view)."""
+    record, outcome, waiting = inputs.record, inputs.outcome, inputs.waiting
     spec = record.spec
     assert spec is not None
-    names = {m.node: m.meta.name for m in members}
+    wire = spec.to_wire()  # once: asdict's deep copy is most of a view's cost
+    names = {m.node: m.name for m in inputs.members}
     replicas = []
-    for member in sorted(members, key=lambda m: m.meta.name):
+    for member in sorted(inputs.members, key=lambda m: m.name):
         if member.status not in _LIVE:
             continue
-        entry = local if member.node == me else member.meta.replicas.get(record.name)
+        entry = member.entry
         if entry is None:
             continue
         replica: dict[str, Any] = {
-            "node": member.meta.name,
+            "node": member.name,
             "status": entry.state.value,
             "pinned": entry.pinned,
         }
@@ -102,7 +152,7 @@ def deployment_view(
             "backups": [names.get(node, node) for node in (outcome.plan.backups if outcome else ())],
         },
         "autoscaling": {
-            **spec.to_wire()["autoscaling"],
+            **wire["autoscaling"],
             "mean_concurrency": round(outcome.decision.mean_concurrency, 3) if outcome else 0.0,
             "proposal": outcome.decision.proposal if outcome else spec.min_replicas,
             "waiting": waiting,
@@ -111,7 +161,7 @@ def deployment_view(
             "prewarming": _prewarming(outcome, spec.backups, names),
             "forecast": _forecast(outcome) if spec.autoscaling.prewarm else None,
         },
-        "spec": spec.to_wire(),
+        "spec": wire,
         "declared_by": names.get(record.origin, record.origin),
         # Declared by --deploy at stamp 0 (pinned replicas only) rather than by a deliberate PUT.
         "implicit": record.stamp == 0,

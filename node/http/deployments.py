@@ -29,8 +29,6 @@ __all__ = ["add_deployment_routes"]
 
 # A spec is a few hundred bytes; anything this large is not one.
 MAX_SPEC_BYTES = 64 * 1024
-# Views changed since the last poll up to this many are rendered on the event loop (~50 µs each).
-_INLINE_MAX = 32
 
 
 class DeploymentsView(Protocol):
@@ -76,9 +74,8 @@ def add_deployment_routes(app: FastAPI, deployments: DeploymentsView) -> None:
     """
     # inf_nan_mode as FastAPI's serializer for the old `dict[str, Any]` answer (pydantic's default).
     kept = RenderedList[str, ViewInputs](
-        b'{"deployments":[', b"]}", lambda inputs: to_json(view_of(inputs), inf_nan_mode="null"),
-        inline_max=_INLINE_MAX,
-    )  # fmt: skip
+        b'{"deployments":[', b"]}", lambda inputs: to_json(view_of(inputs), inf_nan_mode="null")
+    )
     sources = deployments if isinstance(deployments, ViewSources) else None
 
     @app.get("/v1/deployments", response_model=dict[str, Any])

@@ -4,9 +4,9 @@
 answers from ``MeshRender`` instead: each member's entry is kept as JSON with the values it was
 rendered from (``MemberRow``: id, address, status, incarnation and the metadata object, which is
 frozen and replaced whole on every change, never changed in place) and rendered again only when one
-of them changed (``rendered.py``), so a poll of a quiet 1,000-member view reads the members and
-joins 640 KiB of kept JSON instead of building, validating and serializing it all on the event
-loop.
+of them changed (``rendered.py``, in slices that yield to the event loop), so a poll of a quiet
+1,000-member view reads the members and joins 640 KiB of kept JSON instead of building, validating
+and serializing it all on the event loop at once.
 
 Invariants: the route's bytes are what FastAPI made of ``mesh_body`` through ``MeshResponse``
 (pydantic's JSON serializer, the same one used here; the unit tests compare both on varied views);
@@ -26,9 +26,6 @@ from ..mesh.types import Address, NodeId, Status
 from .rendered import RenderedList
 
 __all__ = ["MemberRow", "MemberSource", "MeshRender", "member_entry", "mesh_body"]
-
-# Members changed since the last poll up to this many are rendered on the event loop (~6 µs each).
-_INLINE_MAX = 256
 
 
 class MemberSource(Protocol):
@@ -104,9 +101,7 @@ class MeshRender:
     def __init__(self, self_id: str, members: MemberSource) -> None:
         self._members = members
         prefix = b'{"self":' + to_json(self_id) + b',"members":['
-        self.pieces: RenderedList[NodeId, MemberRow] = RenderedList(
-            prefix, b"]}", _entry_json, inline_max=_INLINE_MAX
-        )
+        self.pieces: RenderedList[NodeId, MemberRow] = RenderedList(prefix, b"]}", _entry_json)
 
     async def body(self) -> bytes:
         """The body as of now (the members are read here, before any await)."""

@@ -9,14 +9,16 @@ A poll hands ``RenderedList.body`` its pieces in the order the body lists them, 
 inputs). `inputs` is an immutable value holding everything the piece reads (frozen dataclasses,
 tuples, metadata objects that are replaced whole and never changed in place), compared with ``==``
 to the inputs of the kept JSON: an unchanged piece costs one comparison. Changed pieces are rendered
-on the event loop when they are few, and in a worker thread, from the same immutable values, when
-there are many (a first poll, a view that changed wholesale), so a health check, a probe or a
-forwarded request never waits behind a whole render.
+from those values in slices of about a millisecond, yielding to the event loop between slices, so a
+health check, a probe or a forwarded request waits at most one slice behind a first poll or a view
+that changed wholesale. (A worker thread would not do: rendering is Python and holds the GIL, and
+the loop then waits up to the interpreter's 5 ms switch interval each time it wants it back;
+measured, a thread's render of 1,000 members left the loop longer gaps than this does.)
 
 Invariants: a body is ``prefix + b",".join(render(inputs) of each piece) + suffix`` for the pieces
-of one poll, whatever other polls render meanwhile (kept JSON is used only with inputs equal to its
-own); nothing reads the clock, so kept JSON never ages; one render runs at a time, and a poll that
-waited for it finds most of its pieces rendered.
+of one poll, whatever happens while it renders (its inputs are values, and kept JSON is used only
+with inputs equal to its own); nothing reads the clock, so kept JSON never ages; one render runs at
+a time, and a poll that waited for it finds most of its pieces rendered.
 """
 
 from __future__ import annotations
@@ -26,32 +28,27 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["RenderedList"]
+__all__ = ["SLICE_S", "RenderedList"]
 
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741 (the inputs of one piece)
 
-# Changed pieces up to this many are rendered on the event loop; more go to a worker thread. A
-# member of /v1/mesh renders in ~6 µs, a deployment's view in ~50 µs: each route sets its own.
-INLINE_MAX = 64
-# A worker thread renders in Python and so holds the GIL; it lets go every this many pieces, so
-# the event loop waits at most a few pieces rather than the interpreter's 5 ms switch interval.
-_YIELD_EVERY = 8
+# Rendering yields to the event loop after this long: what anything else waits behind it at most
+# (a member of /v1/mesh renders in ~6 µs, a deployment's view in ~30-50 µs).
+SLICE_S = 0.001
 
 
 class RenderedList(Generic[K, I]):
     """One list body (``prefix``, the pieces joined by commas, ``suffix``), kept piece by piece."""
 
-    def __init__(
-        self, prefix: bytes, suffix: bytes, render: Callable[[I], bytes], *, inline_max: int = INLINE_MAX
-    ) -> None:
+    def __init__(self, prefix: bytes, suffix: bytes, render: Callable[[I], bytes]) -> None:
         self._prefix = prefix
         self._suffix = suffix
         self._render = render
-        self._inline_max = inline_max
         self._kept: dict[K, tuple[I, bytes]] = {}
         self._lock = asyncio.Lock()
         self.rendered = 0  # pieces rendered so far (tests count them)
+        self.slices = 0  # times a render yielded to the loop (tests count them)
 
     async def body(self, pieces: Sequence[tuple[K, I]]) -> bytes:
         """The body listing `pieces` (key, inputs), rendering only those whose inputs changed."""
@@ -59,17 +56,7 @@ class RenderedList(Generic[K, I]):
         if stale:
             async with self._lock:
                 fragments, stale = self._match(pieces)  # what the render we waited for left
-                if stale:
-                    inputs = [pieces[index][1] for index in stale]
-                    if len(stale) > self._inline_max:
-                        data = await asyncio.to_thread(self._render_all, inputs, True)
-                    else:
-                        data = self._render_all(inputs, False)
-                    self.rendered += len(stale)
-                    kept = self._kept
-                    for index, piece, json in zip(stale, inputs, data, strict=True):
-                        fragments[index] = json
-                        kept[pieces[index][0]] = (piece, json)
+                await self._render_stale(pieces, fragments, stale)
         if len(self._kept) > len(pieces):  # some left the list: forget them
             keys = {key for key, _ in pieces}
             self._kept = {key: kept for key, kept in self._kept.items() if key in keys}
@@ -89,11 +76,18 @@ class RenderedList(Generic[K, I]):
                 stale.append(index)
         return fragments, stale
 
-    def _render_all(self, inputs: list[I], in_thread: bool) -> list[bytes]:
+    async def _render_stale(
+        self, pieces: Sequence[tuple[K, I]], fragments: list[bytes], stale: list[int]
+    ) -> None:
+        """Render the `stale` pieces into `fragments` and keep them, yielding every ``SLICE_S``."""
         render = self._render
-        out = []
-        for count, piece in enumerate(inputs, 1):
-            out.append(render(piece))
-            if in_thread and count % _YIELD_EVERY == 0:
-                time.sleep(0)  # lets go of the GIL: the event loop takes it if it waits
-        return out
+        until = time.perf_counter() + SLICE_S
+        for index in stale:
+            key, inputs = pieces[index]
+            fragments[index] = json = render(inputs)
+            self._kept[key] = (inputs, json)
+            self.rendered += 1
+            if time.perf_counter() >= until:
+                self.slices += 1
+                await asyncio.sleep(0)  # what else is ready runs now
+                until = time.perf_counter() + SLICE_S

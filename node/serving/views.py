@@ -48,8 +48,8 @@ class ViewInputs:
     """Everything one deployment's view reads, as immutable values: equal inputs, equal view.
 
     ``GET /v1/deployments`` keeps each view's JSON with its inputs and renders it again only when
-    they compare unequal (``node/http/rendered.py``); a worker thread may render from them while
-    the event loop changes the members, since nothing here points at anything mutable.
+    they compare unequal (``node/http/rendered.py``); a render that yields to the event loop
+    midway still shows one moment of the view, since nothing here points at anything mutable.
     """
 
     record: Record

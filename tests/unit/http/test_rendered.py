@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
+import time
 
-from meshnode.http.rendered import RenderedList
+from meshnode.http.rendered import SLICE_S, RenderedList
 
 
 class Counting:
-    """A render function that notes which pieces it rendered, and on which thread."""
+    """A render function that notes which pieces it rendered."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
-        self.threads: set[int] = set()
 
     def __call__(self, inputs: tuple[str, int]) -> bytes:
         self.calls.append(inputs[0])
-        self.threads.add(threading.get_ident())
         return json.dumps({"name": inputs[0], "value": inputs[1]}, separators=(",", ":")).encode()
 
 
@@ -32,7 +30,7 @@ def expected(values: dict[str, int]) -> list[dict[str, object]]:
 
 async def test_only_changed_pieces_are_rendered_again_and_the_body_follows_every_change() -> None:
     render = Counting()
-    listed = RenderedList(b'{"items":[', b"]}", render, inline_max=100)
+    listed = RenderedList(b'{"items":[', b"]}", render)
     values = {f"p{index}": index for index in range(10)}
     assert json.loads(await listed.body(pieces(values))) == {"items": expected(values)}
     assert len(render.calls) == 10
@@ -47,21 +45,33 @@ async def test_only_changed_pieces_are_rendered_again_and_the_body_follows_every
     assert json.loads(await listed.body([])) == {"items": []}
 
 
-async def test_many_changed_pieces_render_in_a_worker_thread_few_on_the_loop() -> None:
-    render = Counting()
-    listed = RenderedList(b"[", b"]", render, inline_max=4)
+async def test_a_long_render_yields_to_the_event_loop_between_slices() -> None:
+    events: list[str] = []
+
+    def slow(inputs: tuple[str, int]) -> bytes:
+        events.append("render")
+        time.sleep(SLICE_S / 3)  # three pieces fill a slice
+        return str(inputs[1]).encode()
+
+    async def other_work() -> None:
+        while len(events) < 30:
+            events.append("other")
+            await asyncio.sleep(0)
+
+    listed = RenderedList(b"[", b"]", slow)
     values = {f"p{index}": index for index in range(20)}
-    assert json.loads(await listed.body(pieces(values))) == expected(values)
-    assert threading.get_ident() not in render.threads  # 20 > 4: a worker thread
-    render.threads.clear()
-    values["p0"] = -1
-    assert json.loads(await listed.body(pieces(values))) == expected(values)
-    assert render.threads == {threading.get_ident()}  # one change: on the loop
+    body, _ = await asyncio.gather(listed.body(pieces(values)), other_work())
+    assert json.loads(body) == list(range(20))
+    assert listed.slices >= 4
+    first, last = events.index("render"), len(events) - events[::-1].index("render") - 1
+    longest = max(len(run) for run in "".join("r" if e == "render" else "o" for e in events).split("o"))
+    assert "other" in events[first:last]  # the loop ran other work while the body rendered
+    assert longest <= 4  # a slice is about three pieces, never the whole render
 
 
 async def test_polls_at_once_render_each_piece_once_and_each_answers_its_own_snapshot() -> None:
     render = Counting()
-    listed = RenderedList(b"[", b"]", render, inline_max=2)
+    listed = RenderedList(b"[", b"]", render)
     first = {f"p{index}": index for index in range(50)}
     second = {**first, "p7": 700}
     bodies = await asyncio.gather(listed.body(pieces(first)), listed.body(pieces(second)))

@@ -121,7 +121,7 @@ async def assert_mesh_same(agent: FakeAgent, old: FastAPI, new: FastAPI) -> None
 @pytest.mark.parametrize("seed", range(8))
 async def test_mesh_answers_the_old_bytes_on_random_views(seed: int) -> None:
     rng = random.Random(seed)
-    agent = FakeAgent(odd_members(rng, rng.choice((1, 7, 40, 300))))  # 300: rendered in a thread
+    agent = FakeAgent(odd_members(rng, rng.choice((1, 7, 40, 300))))
     await assert_mesh_same(agent, create_app(agent), create_app(agent, agent))
 
 
@@ -238,7 +238,7 @@ async def assert_deployments_same(old: FastAPI, new: FastAPI) -> None:
 @pytest.mark.parametrize("seed", range(6))
 async def test_deployments_answer_the_old_bytes_on_random_views(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    shell = placement(tmp_path, rng, rng.choice((1, 5, 60)), rng.randrange(2, 30))  # 60: in a thread
+    shell = placement(tmp_path, rng, rng.choice((1, 5, 60)), rng.randrange(2, 30))
     await shell.reconcile(100.0)
     await assert_deployments_same(old_deployments_app(shell), new_deployments_app(shell))
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
-from typing import Any
 
 from .config import AgentConfig
 from .errors import ConfigError, StoreError
+from .event_loop import run_event_loop, settle_heap
 
 __all__ = ["run_agent"]
 
@@ -35,19 +34,8 @@ def run_agent(config: AgentConfig) -> int:
             log.error("%s", exc)
             await agent.close_after_failed_start()
             return 2
+        settle_heap()
         await agent.wait_stopped()
         return 0
 
-    return _run_event_loop(main(), config.uvloop)
-
-
-def _run_event_loop(main: Coroutine[Any, Any, int], use_uvloop: bool) -> int:
-    """Run the agent on uvloop when installed and wanted (less CPU per request), else on asyncio."""
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            log.debug("uvloop is not installed; using the asyncio event loop")
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
+    return run_event_loop(main(), config.uvloop)

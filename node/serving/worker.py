@@ -44,6 +44,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ..dataplane.frames import FrameReader
+from ..event_loop import run_event_loop, settle_heap
 from ..inference.worker import EXIT_SETUP_FAILED, Worker, set_up
 from ..mesh.envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
 from .worker_process import inheritable_fds
@@ -182,6 +183,7 @@ async def _run(args: argparse.Namespace) -> int:
     app = set_up(args.app, args.data_dir)
     if app is None:
         return EXIT_SETUP_FAILED
+    settle_heap()  # the app and its model are here for the worker's life
     await serve(app, args.replica, args.endpoint, args.max_frame_bytes)
     return EXIT_AGENT_GONE
 
@@ -207,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     try:
-        return asyncio.run(_run(args))
+        # uvloop when installed, as the agent: the worker's loop carries every request too.
+        return run_event_loop(_run(args), use_uvloop=True)
     except KeyboardInterrupt:
         return 0
 

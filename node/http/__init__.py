@@ -3,6 +3,8 @@
 - ``server.py``: builds the uvicorn server: the gate, then the predict lane, then the app
 - ``gate.py``: ``Gate``, API keys for every request from another machine (``mesh/access.py``)
 - ``app.py``: ``create_app``, liveness, readiness, ``/v1/mesh``, the one error-to-response handler
+- ``rendered.py``: ``RenderedList``, a JSON list body kept piece by piece, a piece rendered again only
+  when what it reads changed; ``mesh_render.py``: the ``/v1/mesh`` body from JSON kept per member
 - ``openapi.py``: the OpenAPI document: every route, body and error answer (``openapi_paths.py``:
   the parts FastAPI cannot see); ``api_docs.py``: ``/openapi.json`` and ``/docs``, Swagger UI
   vendored in ``static/swagger/``

@@ -41,14 +41,20 @@ async def pieces(*gaps_s: float) -> AsyncIterator[bytes]:
 
 async def test_a_quiet_spell_gets_comments_between_the_chunks_in_order() -> None:
     wire = Wire()
+    began = asyncio.get_running_loop().time()
     await EventStream(pieces(EVERY_S * 5, 0.0), keepalive_s=EVERY_S)({**SCOPE}, wire.receive, wire.send)
+    took_s = asyncio.get_running_loop().time() - began
     bodies = wire.bodies()
     assert wire.messages[0]["type"] == "http.response.start"
     assert dict(wire.messages[0]["headers"])[b"content-type"].startswith(b"text/event-stream")
-    assert bodies[0] == b"data: 0\n\n"
-    assert bodies[-3:] == [b"data: 1\n\n", b"data: 2\n\n", b""], "the data, in order, then the end"
-    comments = bodies[1:-3]
-    assert 2 <= len(comments) <= 5 and set(comments) == {KEEPALIVE}, bodies
+    data = [body for body in bodies if body != KEEPALIVE]
+    assert data == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n", b""], "the data, in order, then the end"
+    assert bodies[0] == b"data: 0\n\n" and bodies[-1] == b""
+    # The quiet spell of 5 intervals gets comments; a loaded machine stretches it (and may fit one
+    # between the last two chunks), never makes them come more often than the interval.
+    quiet = bodies[1 : bodies.index(b"data: 1\n\n")]
+    assert len(quiet) >= 2 and set(quiet) == {KEEPALIVE}, bodies
+    assert bodies.count(KEEPALIVE) <= took_s / EVERY_S + 1, (bodies, took_s)
 
 
 async def test_a_busy_stream_gets_no_comment_and_none_follow_its_end() -> None:

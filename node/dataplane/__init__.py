@@ -3,6 +3,7 @@
 In the order a request meets them:
 
 - ``forward.py``: ``Forwarder``, asks routing for candidates and carries a request to one, failing over
+- ``candidates.py``: ``CandidateSource``, the replicas that could serve a deployment, as routing reads them
 - ``links.py``: ``PeerLinks``, one multiplexed DEALER per peer (links out)
 - ``server.py``: ``DataPlaneServer``, the ROUTER where peers' requests arrive (server in)
 - ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per message

@@ -35,27 +35,21 @@ import asyncio
 import collections
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import DeadlineExceeded, MeshnodeError, NotFound, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.envelope import Call, Envelope, Failure
 from ..mesh.member import Member
-from ..mesh.routing import (
-    Candidate,
-    Locality,
-    RouteRequest,
-    candidates,
-    ordered,
-    rank,
-    retry_after_s,
-)
+from ..mesh.routing import Candidate, Locality, RouteRequest, ordered, rank, retry_after_s
 from ..mesh.types import NodeId, Status
+from .candidates import REPORT_MAX_AGE_S, CandidateSource
 from .via_relays import RelayedCalls
 
 __all__ = [
+    "REPORT_MAX_AGE_S",
     "Failover",
     "Forwarder",
     "Links",
@@ -68,10 +62,6 @@ __all__ = [
 ]
 
 HINT_HEADER = "X-Mesh-Hint"
-# A peer's queue as its last answer reported it replaces the gossiped one while it is this fresh
-# (gossip carries load at most every meta_min_interval_s: 5 s on the lan profile).
-REPORT_MAX_AGE_S = 5.0
-CANDIDATES_MAX_AGE_S = 1.0
 # Failure kinds that mean "full", as opposed to "not ready": they decide between 429 and 503.
 _FULL_KINDS = frozenset({"overloaded"})
 
@@ -185,6 +175,10 @@ class Moderating(Protocol):
     # Refusals answered by this node, by (deployment, category): ``/metrics``.
     refused: collections.Counter[tuple[str, str]]
 
+    def applies(self, deployment: str) -> bool:
+        """Whether `deployment` has a moderation section (else its calls go straight to the route)."""
+        ...
+
     async def serve(self, call: Call, hint: str | None, affinity: str | None, route: Route) -> Served:
         """Commit `call`, or raise ``Refused``."""
         ...
@@ -217,9 +211,7 @@ class Forwarder:
         self._name = name
         self._here = locality
         self._view = view
-        # Peers' candidates per deployment, rebuilt when the view changes and at least every
-        # CANDIDATES_MAX_AGE_S (round-trip times move without a view change): not per request.
-        self._peer_candidates: dict[str, tuple[tuple[int, int], list[Candidate]]] = {}
+        self._candidates = CandidateSource(name, locality, view, replicas, links)
         # Calls to replicas on nodes nobody can dial go through their relays (``via_relays.py``).
         self._relayed = RelayedCalls(view, links, locality.node, name)
         self._replicas = replicas
@@ -237,38 +229,40 @@ class Forwarder:
         # The deployments' moderation (``serving/moderation.py``); None: no request is checked.
         self.moderation: Moderating | None = None
 
-    async def serve(self, call: Call, hint: str | None = None, *, affinity: str | None = None) -> Served:
+    def serve(
+        self, call: Call, hint: str | None = None, *, affinity: str | None = None
+    ) -> Coroutine[Any, Any, Served]:
         """Commit `call` to the best replica that accepts it (see the module docstring).
 
         `hint` prefers replicas holding it in their hints; `affinity`, an opaque key such as a
         conversation's (``mesh/affinity.py``), prefers one replica for every request with that key.
         Every route's request passes here, so its deployment's moderation is applied here too.
         """
-        if self.moderation is not None:
-            return await self.moderation.serve(call, hint, affinity, self._route)
-        return await self._route(call, hint, affinity=affinity)
+        # Not a coroutine itself: the caller awaits the route's own, one layer less on every resume.
+        moderation = self.moderation
+        if moderation is not None and moderation.applies(call.deployment):
+            return moderation.serve(call, hint, affinity, self._route)
+        return self._route(call, hint, affinity=affinity)
 
     async def _route(self, call: Call, hint: str | None = None, *, affinity: str | None = None) -> Served:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
-        here = self._here
-        found = self._candidates(call.deployment, here)
+        found = self._candidates.of(call.deployment, loop.time())
         if not found and self._cold_start is not None:
             self.counts["cold_start_waits"] += 1
             await self._cold_start(call.deployment, deadline)
-            found = self._candidates(call.deployment, here)
+            found = self._candidates.of(call.deployment, loop.time())
         if not found:
             raise self._nothing_ready(call.deployment)
-        in_flight = self._links.in_flight()
-        request = RouteRequest(call.deployment, hint=hint, model=_model_of(call), affinity=affinity)
-        order = ordered(rank(found, request, in_flight, self._rng, here))
+        order = found if len(found) == 1 else self._rank(found, call, hint, affinity)
         refusals: list[Failure] = []
         tried: list[str] = []  # names of the candidates that refused, for a failover's report
         for index, candidate in enumerate(order):
             remaining_ms = int((deadline - loop.time()) * 1000)
             if remaining_ms <= 0:
                 break
-            attempt = replace(call, timeout_ms=remaining_ms)
+            # A deadline travels in whole milliseconds: within the first one, the call's own stands.
+            attempt = call if remaining_ms >= call.timeout_ms - 1 else replace(call, timeout_ms=remaining_ms)
             crossed: list[str] = []  # a relay the request went through, if any
             try:
                 # Only the last candidate waits out a relayed node's move to a new relay: with
@@ -306,27 +300,13 @@ class Forwarder:
             )
         raise _exhausted(call, refusals, retry_after_s(order, self._links.in_flight()))
 
-    def _candidates(self, deployment: str, here: Locality) -> list[Candidate]:
-        now = asyncio.get_running_loop().time()
-        found = []
-        for candidate in self._peers_of(deployment, here.node, now):
-            reported = self._links.reported_queue(candidate.node, deployment, now, REPORT_MAX_AGE_S)
-            found.append(candidate if reported is None else replace(candidate, queue=reported))
-        replica = self._replicas.get(deployment)
-        if replica is not None and replica.serving:
-            found.append(_local_candidate(replica, self._name, here))
-        return found
-
-    def _peers_of(self, deployment: str, me: NodeId, now: float) -> list[Candidate]:
-        key = (self._view.view_version, int(now / CANDIDATES_MAX_AGE_S))
-        cached = self._peer_candidates.get(deployment)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        peers = [member for member in self._view.members() if member.node != me]
-        built = candidates(peers, deployment, me)
-        if built:  # only deployments that exist: a client's made-up names must not fill memory
-            self._peer_candidates[deployment] = (key, built)
-        return built
+    def _rank(
+        self, found: list[Candidate], call: Call, hint: str | None, affinity: str | None
+    ) -> list[Candidate]:
+        # Only for two or more: ``rank`` answers one candidate with itself and draws nothing then
+        # (tests/unit/mesh/test_routing.py holds it to that), so a lone replica skips the policy.
+        request = RouteRequest(call.deployment, hint=hint, model=_model_of(call), affinity=affinity)
+        return ordered(rank(found, request, self._links.in_flight(), self._rng, self._here))
 
     def _attempt(
         self, candidate: Candidate, call: Call, crossed: list[str], *, wait: bool
@@ -361,27 +341,6 @@ class Forwarder:
         if known:
             return NotReady(f"no replica of {deployment} is ready yet", retry_after_s=2.0)
         return NotFound(f"no deployment named {deployment!r} in the mesh")
-
-
-def _local_candidate(replica: ServingReplica, name: str, here: Locality) -> Candidate:
-    speed = replica.speed
-    return Candidate(
-        node=here.node,
-        name=name,
-        data_addr="",
-        status=Status.ALIVE,
-        is_self=True,
-        region=here.region,
-        zone=here.zone,
-        rtt_s=0.0,
-        hints=frozenset(replica.hints),
-        models=frozenset(replica.models),
-        queue=replica.in_flight,
-        slots=replica.slots,
-        capacity=replica.capacity,
-        service_s=speed.service_s,
-        throughput_rps=speed.throughput_rps,
-    )
 
 
 def _model_of(call: Call) -> str | None:

@@ -73,10 +73,13 @@ class Moderator:
         self.refused: collections.Counter[tuple[str, str]] = collections.Counter()
         self._concepts: collections.OrderedDict[tuple[str, Classifier], _Embedded] = collections.OrderedDict()
 
+    def applies(self, deployment: str) -> bool:
+        """Whether `deployment` has a moderation section: the forwarder skips ``serve`` when not."""
+        return self._section(deployment) is not None
+
     async def serve(self, call: Call, hint: str | None, affinity: str | None, route: Route) -> Served:
         """Commit `call` through `route` with its deployment's checks (module docstring)."""
-        record = self._record_of(call.deployment)
-        section = record.spec.moderation if record is not None and record.spec is not None else None
+        section = self._section(call.deployment)
         if section is None:
             return await route(call, hint, affinity=affinity)
         try:
@@ -100,6 +103,10 @@ class Moderator:
         )
         self._note(call.deployment, served.first, section)
         return replace(served, rest=self._noting(call.deployment, served.rest, section))
+
+    def _section(self, deployment: str) -> Moderation | None:
+        record = self._record_of(deployment)
+        return record.spec.moderation if record is not None and record.spec is not None else None
 
     async def _classify_remotely(
         self, call: Call, classifier: Classifier, deployment: str, text: str, route: Route

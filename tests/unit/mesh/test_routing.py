@@ -245,3 +245,51 @@ def test_every_candidate_appears_exactly_once_and_suspects_last(
     assert sorted(c.name for c in order) == sorted(c.name for c in pool)
     statuses_in_order = [c.status for c in order]
     assert statuses_in_order == sorted(statuses_in_order, key=lambda s: s == Status.SUSPECT)
+
+
+lone = st.builds(
+    lambda name, status, queue, slots, capacity, service, hinted, warm, region: replica(
+        name,
+        status=status,
+        queue=queue,
+        slots=slots,
+        capacity=capacity,
+        service_s=service,
+        hints=frozenset({"h"}) if hinted else frozenset(),
+        models=frozenset({"m"}) if warm else frozenset(),
+        region=region,
+    ),
+    st.sampled_from([ME, "peer"]),
+    statuses,
+    st.integers(0, 50),
+    st.integers(1, 8),
+    st.integers(1, 50),
+    st.one_of(st.none(), st.floats(0.001, 10)),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["", "eu", "us"]),
+)
+
+
+@given(
+    lone,
+    st.integers(0, 2**32),
+    st.sampled_from([None, "h", "x"]),
+    st.sampled_from([None, "m", "x"]),
+    st.sampled_from([None, "conversation-1", "conversation-2"]),
+    st.dictionaries(st.sampled_from(["peer", "other"]), st.integers(0, 9)),
+)
+def test_one_candidate_ranks_as_itself_and_draws_nothing(
+    candidate: Candidate,
+    seed: int,
+    hint: str | None,
+    model: str | None,
+    affinity: str | None,
+    in_flight: dict[str, int],
+) -> None:
+    """The forwarder skips the policy for a lone replica (``dataplane/forward.py``): this is why it may."""
+    rng = random.Random(seed)
+    before = rng.getstate()
+    request = RouteRequest("sd", hint=hint, model=model, affinity=affinity)
+    assert ordered(rank([candidate], request, in_flight, rng, HERE)) == [candidate]  # type: ignore[arg-type]
+    assert rng.getstate() == before

@@ -9,6 +9,7 @@
   the parts FastAPI cannot see); ``api_docs.py``: ``/openapi.json`` and ``/docs``, Swagger UI
   vendored in ``static/swagger/``
 - ``predict.py``: ``PredictLane``, ``POST /v1/predict/{deployment}`` (JSON, streams, files)
+- ``reply.py``: ``reply_answer``, a replica's final Reply as the HTTP answer's bytes (the lane's)
 - ``sse.py``: ``EventStream``, Server-Sent Events with keep-alive comments (predict, OpenAI)
 - ``ws.py``: ``GET /v1/ws/predict/{deployment}``, the same request over a WebSocket, with its
   progress reports as events

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..dataplane.forward import HINT_HEADER, Served
@@ -44,7 +44,8 @@ from ..errors import (
 )
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply
 from .app import REQUEST_ID_HEADER, error_for, error_response, request_id_of
-from .body import parse_json_object, read_body
+from .body import parse_json_object, receive_body
+from .reply import PlainAnswer, reply_answer
 from .request_metrics import CLIENT_CLOSED, RequestMeter, Series
 from .sse import KEEPALIVE_S, EventStream
 
@@ -58,6 +59,10 @@ MAX_HINT_CHARS = 128
 # fal's name for the same hint (its ``provide_hints``): fal users' code steers meshnode unchanged.
 FAL_HINT_HEADER = "X-Fal-Runner-Hint"
 MAX_TIMEOUT_S = 3600.0
+# The headers the lane reads, found in one pass over the request's (ASGI names are lower-case).
+_CONTENT_LENGTH, _ACCEPT = b"content-length", b"accept"
+_TIMEOUT, _HINT, _FAL_HINT = (h.lower().encode() for h in (TIMEOUT_HEADER, HINT_HEADER, FAL_HINT_HEADER))
+_READ = frozenset({_CONTENT_LENGTH, _ACCEPT, _TIMEOUT, _HINT, _FAL_HINT})
 
 
 class Serve(Protocol):
@@ -118,31 +123,46 @@ class PredictLane:
             # One line per request for whoever follows requests (--log-level debug): cheap when off.
             log.debug("POST %s answered %d in %.1f ms", path, code, elapsed_s * 1000)
 
-    async def _response(self, scope: Scope, receive: Receive, deployment: str, rid: str) -> Response:
+    async def _response(
+        self, scope: Scope, receive: Receive, deployment: str, rid: str
+    ) -> Response | PlainAnswer:
         path = scope["path"]
+        response: Response | PlainAnswer
         try:
             if scope["method"] != "POST":
                 message = f"method {scope['method']} is not allowed on {path}"
-                response: Response = error_response(
-                    405, "method_not_allowed", message, rid, {"Allow": "POST"}
-                )
+                response = error_response(405, "method_not_allowed", message, rid, {"Allow": "POST"})
             else:
-                response = await self._predict(Request(scope, receive), deployment, rid)
+                response = await self._predict(scope, receive, deployment, rid)
         except MeshnodeError as exc:
             response = error_for(exc, rid)
         except Exception:
             log.exception("unhandled error in POST %s (request id %s)", path, rid)
             response = error_response(500, "internal", "internal server error", rid)
-        response.headers[REQUEST_ID_HEADER] = rid
+        if isinstance(response, Response):  # a PlainAnswer has the id among its headers already
+            response.headers[REQUEST_ID_HEADER] = rid
         return response
 
-    async def _predict(self, request: Request, deployment: str, rid: str) -> Response:
+    async def _predict(
+        self, scope: Scope, receive: Receive, deployment: str, rid: str
+    ) -> Response | PlainAnswer:
         limits = self._limits
-        raw = await read_body(
-            request, limits.max_request_bytes, too_large_message(request, limits.max_request_bytes)
-        )
+        # The lane's headers in one pass, and no starlette Request: this runs for every request.
+        found: dict[bytes, str] = {}
+        for name, value in scope["headers"]:
+            if name in _READ and name not in found:  # the first of a repeated header, as starlette's
+                found[name] = value.decode("latin-1")
+        declared = found.get(_CONTENT_LENGTH)
+        limit = limits.max_request_bytes
+        raw = await receive_body(receive, declared, limit, lambda: too_large_text(declared, limit))
         body = parse_json_object(raw)
-        accept = request.headers.get("accept", "")
+        accept = found.get(_ACCEPT, "")
+        timeout = found.get(_TIMEOUT)
+        hint = found.get(_HINT)
+        if hint is not None:
+            hint = checked_hint(hint, HINT_HEADER)
+        elif (hint := found.get(_FAL_HINT)) is not None:
+            hint = checked_hint(hint, FAL_HINT_HEADER)
         call = Call(
             request_id=rid,
             deployment=deployment,
@@ -150,23 +170,33 @@ class PredictLane:
             header=accept or None,
             stream=body.get("stream") is True,
             accept=accept,
-            timeout_ms=int(timeout_of(request, limits.default_timeout_s) * 1000),
+            timeout_ms=int(
+                (limits.default_timeout_s if timeout is None else checked_timeout(timeout, TIMEOUT_HEADER))
+                * 1000
+            ),
         )
         # Errors before any output (none ready, all full, bad input) become proper statuses here.
-        served = await self._serve(call, hint_of(request))
+        served = await self._serve(call, hint)
         first, messages = served.first, served.rest
-        headers = {ROUTE_HEADER: ",".join(served.route), ATTEMPTS_HEADER: str(served.attempts)}
+        route, attempts = ",".join(served.route), str(served.attempts)
         if call.stream and isinstance(first, Chunk):
+            headers = {ROUTE_HEADER: route, ATTEMPTS_HEADER: attempts, "Cache-Control": "no-cache"}
             sse = "text/event-stream" in accept
             chunks = _stream(first, messages, sse, call.request_id)
-            headers["Cache-Control"] = "no-cache"
             if sse:
                 return EventStream(chunks, keepalive_s=limits.keepalive_s, headers=headers)
             return StreamingResponse(chunks, media_type="application/x-ndjson", headers=headers)
         final = first
         async for message in messages:
             final = message
-        return _final_response(final, headers, call.request_id)
+        match final:
+            case Reply(_, data, content_type):
+                named = ((ROUTE_HEADER, route), (ATTEMPTS_HEADER, attempts), (REQUEST_ID_HEADER, rid))
+                return reply_answer(data, content_type, named)
+            case Failure(_, kind, text, retryable):
+                raise error_for_failure(kind, text, retryable=retryable)
+            case _:
+                raise PredictorError(f"the replica ended request {rid} without an answer")
 
 
 def _timing_first_chunk(send: Send, series: Series, clock: Callable[[], float], started: float) -> Send:
@@ -185,7 +215,11 @@ def _timing_first_chunk(send: Send, series: Series, clock: Callable[[], float], 
 
 def too_large_message(request: Request, max_bytes: int) -> str:
     """The 413's words: the declared size when the client gave one, and the limit."""
-    declared = request.headers.get("content-length")
+    return too_large_text(request.headers.get("content-length"), max_bytes)
+
+
+def too_large_text(declared: str | None, max_bytes: int) -> str:
+    """The 413's words for a body whose Content-Length header says `declared` (None: no header)."""
     size = f"of {declared} bytes " if declared is not None and declared.isdigit() else ""
     return f"request body {size}is over the {max_bytes} byte limit"
 
@@ -221,18 +255,6 @@ def checked_timeout(raw: str, name: str) -> float:
     if not 0 < value <= MAX_TIMEOUT_S or math.isnan(value):
         raise BadRequest(f"{name} must be in (0, {MAX_TIMEOUT_S:g}] seconds")
     return value
-
-
-def _final_response(message: Envelope, headers: dict[str, str], rid: str) -> Response:
-    match message:
-        case Reply(_, data, content_type) if isinstance(data, bytes):
-            return Response(content=data, media_type=content_type, headers=headers)
-        case Reply(_, data, _):
-            return JSONResponse(data, headers=headers)
-        case Failure(_, kind, text, retryable):
-            raise error_for_failure(kind, text, retryable=retryable)
-        case _:
-            raise PredictorError(f"the replica ended request {rid} without an answer")
 
 
 async def _stream(

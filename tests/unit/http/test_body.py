@@ -8,9 +8,11 @@ import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive
 
-from meshnode.errors import BadRequest, Unprocessable
-from meshnode.http.body import MAX_DEPTH, parse_json_object
+from meshnode.errors import BadRequest, PayloadTooLarge, Unprocessable
+from meshnode.http.body import MAX_DEPTH, parse_json_object, receive_body
 
 
 def test_an_object_is_parsed_and_an_empty_body_is_an_empty_object() -> None:
@@ -78,3 +80,75 @@ def test_whatever_it_accepts_msgpack_carries(body: dict[str, object]) -> None:
     except BadRequest:
         return  # refused with a status and a reason: fine
     msgpack.packb(parsed, use_bin_type=True)  # never raises for an accepted body
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+    st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"]),
+)
+def test_the_body_parses_as_json_loads_parses_it_in_every_encoding_json_detects(
+    body: dict[str, object], encoding: str
+) -> None:
+    raw = json.dumps(body, ensure_ascii=False).encode(encoding, "surrogatepass")
+    assert parse_json_object(raw) == json.loads(raw)
+
+
+def _receiver(*messages: Message) -> tuple[Receive, list[Message]]:
+    queue = list(messages)
+    taken: list[Message] = []
+
+    async def receive() -> Message:
+        taken.append(queue.pop(0))
+        return taken[-1]
+
+    return receive, taken
+
+
+def _request(body: bytes, more: bool = False) -> Message:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+def _never() -> str:
+    raise AssertionError("the 413's words were made for a body within the limit")
+
+
+async def test_a_body_is_received_in_one_message_or_joined_from_several() -> None:
+    receive, _ = _receiver(_request(b'{"a": 1}'))
+    assert await receive_body(receive, "8", 100, _never) == b'{"a": 1}'
+    receive, taken = _receiver(_request(b'{"a"', True), _request(b"", True), _request(b": 1}"))
+    assert await receive_body(receive, None, 100, _never) == b'{"a": 1}'
+    assert len(taken) == 3
+
+
+async def test_a_declared_size_over_the_limit_is_a_413_after_the_body_is_read() -> None:
+    receive, taken = _receiver(_request(b"x" * 60, True), _request(b"x" * 60))
+    with pytest.raises(PayloadTooLarge, match="too big"):
+        await receive_body(receive, "120", 100, lambda: "too big")
+    assert len(taken) == 2  # drained: the client reads the answer instead of a reset
+
+
+async def test_a_counted_size_over_the_limit_is_a_413_after_the_body_is_read() -> None:
+    receive, taken = _receiver(_request(b"x" * 60, True), _request(b"x" * 60, True), _request(b"x"))
+    with pytest.raises(PayloadTooLarge, match="too big"):
+        await receive_body(receive, None, 100, lambda: "too big")
+    assert len(taken) == 3
+    receive, _ = _receiver(_request(b"x" * 101))
+    with pytest.raises(PayloadTooLarge):
+        await receive_body(receive, None, 100, lambda: "too big")
+
+
+async def test_a_client_that_leaves_while_sending_is_a_client_disconnect() -> None:
+    receive, _ = _receiver(_request(b"{", True), {"type": "http.disconnect"})
+    with pytest.raises(ClientDisconnect):
+        await receive_body(receive, None, 100, _never)

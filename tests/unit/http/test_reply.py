@@ -1,0 +1,68 @@
+"""node/http/reply.py: a Reply's answer has the bytes and headers starlette's responses would send."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.responses import JSONResponse, Response
+from starlette.types import Message
+
+from meshnode.http.reply import reply_answer
+
+NAMED = (("X-Mesh-Route", "n1,n2"), ("X-Mesh-Attempts", "2"), ("X-Request-Id", "abc"))
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+async def sent(app: Response | object) -> list[Message]:
+    messages: list[Message] = []
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    async def receive() -> Message:
+        raise AssertionError("an answer reads nothing")
+
+    await app({"type": "http"}, receive, send)  # type: ignore[operator]
+    return messages
+
+
+def starlette_bytes(response: Response) -> Response:
+    response.headers["X-Request-Id"] = "abc"
+    return response
+
+
+@given(json_values)
+async def test_json_data_is_sent_as_json_response_sends_it(data: object) -> None:
+    expected = starlette_bytes(JSONResponse(data, headers=dict(NAMED[:2])))
+    ours, theirs = await sent(reply_answer(data, None, NAMED)), await sent(expected)
+    assert ours[1] == theirs[1]
+    assert sorted(ours[0]["headers"]) == sorted(theirs[0]["headers"])
+    assert ours[0]["status"] == theirs[0]["status"] == 200
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "text/plain", "text/csv; charset=latin-1", None])
+async def test_bytes_are_sent_as_they_are_with_the_type_the_predictor_gave(content_type: str | None) -> None:
+    expected = starlette_bytes(Response(b"\x89PNG...", media_type=content_type, headers=dict(NAMED[:2])))
+    ours, theirs = await sent(reply_answer(b"\x89PNG...", content_type, NAMED)), await sent(expected)
+    assert ours[1] == theirs[1]
+    assert sorted(ours[0]["headers"]) == sorted(theirs[0]["headers"])
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_nan_or_infinity_in_an_answer_is_refused_as_json_response_refuses_it(number: float) -> None:
+    with pytest.raises(ValueError):
+        JSONResponse({"x": number})
+    with pytest.raises(ValueError):
+        reply_answer({"x": [number]}, None, NAMED)

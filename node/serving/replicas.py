@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import sys
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..config import AgentConfig
@@ -86,7 +81,6 @@ class Replicas:
         # Deployments whose replica failed to start here: placement passes over this node for them.
         self._sit_outs: dict[str, _SitOut] = {}
         self._serving = _Serving()
-        self._run_dir: Path | None = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -182,7 +176,6 @@ class Replicas:
             name,
             app,
             replica_id=f"{name}-{self._node_id[:8]}",
-            endpoint=self._endpoint(name),
             data_dir=self._data_dir,
             settings=self._settings,
             on_change=self._changed,
@@ -235,8 +228,6 @@ class Replicas:
         """Drain and stop every replica (the agent's last step before closing its sockets)."""
         await asyncio.gather(*self._stopping.values(), return_exceptions=True)
         await asyncio.gather(*(replica.stop() for replica in self._table.values()), return_exceptions=True)
-        if self._run_dir is not None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -250,17 +241,3 @@ class Replicas:
                 hints.update(replica.hints)
         self._serving = _Serving(tuple(sorted(models)), tuple(sorted(hints)))
         self._on_change()
-
-    def _endpoint(self, deployment: str) -> str:
-        """Where the agent and a replica's worker meet.
-
-        On Linux an abstract socket: it has no file, so an agent killed with -9 leaves nothing
-        behind. Elsewhere a socket file in a short temporary folder (ipc paths are limited to about
-        100 bytes), removed on a clean stop.
-        """
-        name = f"meshnode-{self._node_id[:12]}-{os.getpid()}-{deployment}"
-        if sys.platform.startswith("linux"):
-            return f"ipc://@{name}"
-        if self._run_dir is None:
-            self._run_dir = Path(tempfile.mkdtemp(prefix="meshnode-"))
-        return f"ipc://{self._run_dir / deployment}.sock"

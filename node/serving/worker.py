@@ -2,19 +2,16 @@
 
 The agent's ``Replica`` (``replica.py``) starts ``python -m meshnode.serving.worker`` for each
 replica it hosts. The process loads the app and runs ``setup()`` and ``warmup()`` (the core's
-``set_up``; exit code ``EXIT_SETUP_FAILED`` if that fails), connects a ZeroMQ DEALER to the
-replica's ROUTER on the agent's local ``ipc://`` endpoint and says ``Hello``. From then on every
-frame from the agent is one envelope (mesh/envelope.py) handed to the core's ``Worker.handle``, and
-every envelope the core sends back is one frame.
-
-The socket is read by ``FrameReader`` (``dataplane/frames.py``), the reader of the data plane
-between nodes: no future per message at either end of the agent-worker hop.
+``set_up``; exit code ``EXIT_SETUP_FAILED`` if that fails), then says ``Hello`` on its link to the
+agent: the end of a socket pair the agent made for it and passed down as an inherited descriptor
+(``--link-fd``; ``pipe.py``). From then on every frame from the agent is one envelope
+(mesh/envelope.py) handed to the core's ``Worker.handle``, and every envelope the core sends back is
+one frame.
 
 Frames are limited to ``--max-frame-bytes``, the agent's ``max_frame_bytes``, both ways. An answer
 over it is never sent: the core reports it as the request's failure. A frame from the agent over it
-makes ZeroMQ drop the connection before the bytes are held in memory, and libzmq does not reconnect
-after such a protocol error; the worker then exits with ``EXIT_AGENT_GONE`` (as when the agent is
-gone) and the agent's supervisor starts a fresh one.
+closes the link before the bytes are held in memory; the worker then exits with ``EXIT_AGENT_GONE``
+(as when the agent is gone) and the agent's supervisor starts a fresh one.
 
 Once serving, SIGTERM (the agent stopping the replica) closes the app before the process exits, so
 an app that runs something of its own stops it its own way (an external server's container is
@@ -34,19 +31,17 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import zmq
-from zmq.utils.monitor import parse_monitor_message
-
-from ..dataplane.frames import FrameReader
 from ..event_loop import run_event_loop, settle_heap
 from ..inference.worker import EXIT_SETUP_FAILED, Worker, set_up
 from ..mesh.envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
+from .pipe import FramePipe, open_pipe
 from .worker_process import inheritable_fds
 
 __all__ = ["EXIT_AGENT_GONE", "AgentLink", "FrameTooLarge", "main"]
@@ -56,10 +51,6 @@ log = logging.getLogger("meshnode.worker")
 # Exit code when the connection to the agent dropped (the supervisor restarts the worker).
 EXIT_AGENT_GONE = 4
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-# Answers are sent without waiting and the agent drains its socket into per-request queues as fast
-# as frames arrive, so a bound here would only drop answers: a runaway stream is bounded by its
-# request's deadline and the agent's hang watch instead.
-_UNLIMITED_SEND_QUEUE = 0
 
 
 class FrameTooLarge(ValueError):
@@ -67,76 +58,52 @@ class FrameTooLarge(ValueError):
 
 
 class AgentLink:
-    """The worker's DEALER to its agent: one envelope per frame, each way."""
+    """The worker's end of its link to the agent (``pipe.py``): one envelope per frame, each way."""
 
-    def __init__(self, endpoint: str, replica_id: str, max_frame_bytes: int) -> None:
+    def __init__(self, fd: int, max_frame_bytes: int) -> None:
         self._max_frame_bytes = max_frame_bytes
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt_string(zmq.IDENTITY, replica_id)
-        # A larger frame makes ZeroMQ drop that connection before the bytes are held in memory.
-        sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
-        sock.setsockopt(zmq.SNDHWM, _UNLIMITED_SEND_QUEUE)
-        # The agent is local and outlives us, so a dropped connection means a broken link.
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        sock.connect(endpoint)
-        self._sock = sock
-        self._reader: FrameReader | None = None
-        self._monitor_reader: FrameReader | None = None
+        self._sock = socket.socket(fileno=fd)
+        # Ours alone: an external server this app starts must not hold the agent's link open.
+        self._sock.set_inheritable(False)
+        self._pipe: FramePipe | None = None
 
-    def start(self, on_message: Callable[[Envelope], None], on_lost: Callable[[], None]) -> None:
-        """Hand every valid envelope from the agent to `on_message`, and call `on_lost` if the link drops.
+    async def start(self, on_message: Callable[[Envelope], None], on_lost: Callable[[], None]) -> None:
+        """Hand every valid envelope from the agent to `on_message`, and call `on_lost` if the link drops."""
 
-        Call it on the running loop.
-        """
-
-        def on_frames(frames: list[bytes]) -> None:
-            if len(frames) != 1:
-                log.warning("dropped a message of %d frames from the agent", len(frames))
-                return
+        def on_frame(frame: bytes | bytearray) -> None:
             try:
-                message = decode_envelope(frames[0], max_bytes=self._max_frame_bytes)
+                message = decode_envelope(frame, max_bytes=self._max_frame_bytes)
             except EnvelopeError as exc:
                 log.warning("dropped a bad frame from the agent: %s", exc)
                 return
             on_message(message)
 
-        def on_event(frames: list[bytes]) -> None:
-            if parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED:
-                on_lost()
-
-        self._reader = FrameReader(self._sock, on_frames)
-        self._monitor_reader = FrameReader(self._monitor, on_event)
+        self._pipe = await open_pipe(self._sock, on_frame, on_lost, self._max_frame_bytes)
 
     def send(self, message: Envelope) -> None:
         """Send one envelope now; one msgpack cannot carry or over the limit raises (the core reports it)."""
-        assert self._reader is not None, "start() first"
+        assert self._pipe is not None, "start() first"
         frame = encode_envelope(message)
         if len(frame) > self._max_frame_bytes:
             raise FrameTooLarge(
                 f"the {type(message).__name__.lower()} is {len(frame)} bytes, over the frame limit of "
                 f"{self._max_frame_bytes} bytes (max_frame_bytes)"
             )
-        error = self._reader.send([frame])
+        error = self._pipe.send(frame)
         if error is not None:
             log.warning("could not send a %s to the agent: %s", type(message).__name__, error)
 
     def close(self) -> None:
-        """Close the socket (what is not sent yet is dropped: the agent fails those requests)."""
-        with contextlib.suppress(zmq.ZMQError):
-            self._sock.disable_monitor()
-        for reader, sock in ((self._monitor_reader, self._monitor), (self._reader, self._sock)):
-            if reader is not None:
-                reader.close()
-            else:
-                sock.close(linger=0)
-        self._ctx.term()
+        """Close the link (what is not sent yet is dropped: the agent fails those requests)."""
+        if self._pipe is not None:
+            self._pipe.close()
+        else:
+            self._sock.close()
 
 
-async def serve(app: object, replica_id: str, endpoint: str, max_frame_bytes: int) -> None:
+async def serve(app: object, replica_id: str, link_fd: int, max_frame_bytes: int) -> None:
     """Say hello, then answer the agent's calls until the link to it drops or the process is stopped."""
-    link = AgentLink(endpoint, replica_id, max_frame_bytes)
+    link = AgentLink(link_fd, max_frame_bytes)
     worker = Worker(app, replica_id, link.send)
     loop = asyncio.get_running_loop()
     lost: asyncio.Future[bool] = loop.create_future()  # True: the agent asked the worker to stop
@@ -147,7 +114,7 @@ async def serve(app: object, replica_id: str, endpoint: str, max_frame_bytes: in
 
     loop.add_signal_handler(signal.SIGTERM, on_lost, True)
     try:
-        link.start(worker.handle, on_lost)
+        await link.start(worker.handle, on_lost)
         link.send(worker.hello())
         if not await lost:
             log.error("the connection to the agent dropped (a frame over --max-frame-bytes?); exiting")
@@ -184,24 +151,27 @@ async def _run(args: argparse.Namespace) -> int:
     if app is None:
         return EXIT_SETUP_FAILED
     settle_heap()  # the app and its model are here for the worker's life
-    await serve(app, args.replica, args.endpoint, args.max_frame_bytes)
+    await serve(app, args.replica, args.link_fd, args.max_frame_bytes)
     return EXIT_AGENT_GONE
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a replica worker process."""
-    for fd in inheritable_fds():  # leaked to us by the agent's spawn (worker_process.py says how)
-        os.close(fd)
     parser = argparse.ArgumentParser(prog="meshnode-worker")
     parser.add_argument("--app", required=True, help="app reference: file.py:Class, module:Class, folder")
-    parser.add_argument("--replica", required=True, help="replica id, also the socket identity")
-    parser.add_argument("--endpoint", required=True, help="the agent's ZeroMQ endpoint for this replica")
+    parser.add_argument("--replica", required=True, help="replica id")
+    parser.add_argument(
+        "--link-fd", type=int, required=True, help="this worker's end of its link to the agent"
+    )
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument(
         "--max-frame-bytes", type=int, required=True, help="largest frame accepted (the agent's limit)"
     )
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     args = parser.parse_args(argv)
+    for fd in inheritable_fds():  # leaked to us by the agent's spawn (worker_process.py says how)
+        if fd != args.link_fd:
+            os.close(fd)
     if args.parent_pid is not None:
         exit_with_parent(args.parent_pid)
     logging.basicConfig(

@@ -1,8 +1,9 @@
 """A replica's worker as an operating-system process: start it, stop it, read why it failed.
 
-The worker is ``python -m meshnode.serving.worker`` with the app reference, its ipc endpoint and the
-agent's frame limit; its output goes to a log file per replica under the data dir, whose last line
-is the setup error the supervisor reports. It dies with the agent (``--parent-pid``).
+The worker is ``python -m meshnode.serving.worker`` with the app reference, its end of the link to
+the agent (an inherited descriptor, ``pipe.py``) and the agent's frame limit; its output goes to a
+log file per replica under the data dir, whose last line is the setup error the supervisor reports.
+It dies with the agent (``--parent-pid``).
 
 A worker holds only what it needs: its standard streams, and what it opens itself. Descriptors that
 would pass through ``exec`` are the inheritable ones (``inheritable_fds``; Python opens every one of
@@ -41,7 +42,7 @@ _WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 async def spawn_worker(
     app_ref: str,
     replica_id: str,
-    endpoint: str,
+    link_fd: int,
     data_dir: Path,
     log_path: Path,
     *,
@@ -50,6 +51,7 @@ async def spawn_worker(
 ) -> asyncio.subprocess.Process:
     """Start a worker process for one replica, its output appended to `log_path`.
 
+    `link_fd` is the worker's end of its link to the agent, passed on to it and to nothing else;
     `env` is what the agent tells this replica's app (its model's folder), over the node's own.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,11 +59,12 @@ async def spawn_worker(
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "meshnode.serving.worker",
             "--app", app_ref, "--replica", replica_id,
-            "--endpoint", endpoint, "--data-dir", str(data_dir),
+            "--link-fd", str(link_fd), "--data-dir", str(data_dir),
             "--max-frame-bytes", str(max_frame_bytes),
             "--parent-pid", str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             close_fds=True,  # asyncio's default, said aloud; uvloop ignores it (see the docstring)
+            pass_fds=(link_fd,),
             # The owner's own settings win; the replica id names an app's container (inference/container.py).
             env={**_WORKER_ENV, **os.environ, **(env or {}), "MESHNODE_REPLICA_ID": replica_id},
         )  # fmt: skip

@@ -51,7 +51,6 @@ async def test_a_setup_past_the_timeout_is_killed_and_counted_one_within_it_serv
         "slow",
         f"{APPS}:SlowSetup",
         replica_id=f"slow-{os.getpid()}-{overruns}",
-        endpoint=f"ipc://@meshnode-test-{os.getpid()}-{overruns}",
         data_dir=tmp_path,
         settings=settings(timeout_s),
         on_change=changed.set,

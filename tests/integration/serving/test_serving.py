@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshnode.mesh.envelope import Call, Envelope, Failure, Hello, Reply, decode_envelope, encode_envelope
@@ -434,25 +434,25 @@ def _running(pid: int) -> bool:
 
 
 class _FakeAgent:
-    """A ROUTER where the test plays the agent for one worker process started by hand."""
+    """The agent's end of a worker's link (node/serving/pipe.py), played by the test."""
 
-    def __init__(self, endpoint: str) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(endpoint)
-        self.identity = b""
+    def __init__(self) -> None:
+        self.sock, self.theirs = socket.socketpair()
+        self.theirs.set_inheritable(True)
 
     def receive(self, timeout_s: float) -> Envelope | None:
-        if not self.sock.poll(int(timeout_s * 1000)):
+        self.sock.settimeout(timeout_s)
+        try:
+            size = int.from_bytes(self._exactly(4), "little")
+            return decode_envelope(self._exactly(size), max_bytes=1 << 30)
+        except (TimeoutError, ConnectionError):
             return None
-        self.identity, frame = self.sock.recv_multipart()
-        return decode_envelope(frame, max_bytes=1 << 30)
 
     def ask(self, request_id: str, body: dict[str, object], accept: str, timeout_s: float) -> Envelope | None:
         """Send a Call and return its answer, or None if none came within `timeout_s`."""
-        call = Call(request_id, "png", body, accept, False, accept, int(timeout_s * 1000))
-        self.sock.send_multipart([self.identity, encode_envelope(call)])
+        frame = encode_envelope(Call(request_id, "png", body, accept, False, accept, int(timeout_s * 1000)))
+        with contextlib.suppress(OSError):  # a worker that closed the link: no answer
+            self.sock.sendall(len(frame).to_bytes(4, "little") + frame)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             answer = self.receive(left)
@@ -460,32 +460,41 @@ class _FakeAgent:
                 return answer
         return None
 
+    def _exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            piece = self.sock.recv(size - len(data))
+            if not piece:
+                raise ConnectionError("the worker closed the link")
+            data += piece
+        return data
+
     def close(self) -> None:
         self.sock.close()
-        self.ctx.term()
+        self.theirs.close()
 
 
 @pytest.mark.parametrize("limit", [4096, 1024 * 1024])
 def test_the_worker_keeps_to_the_frame_limit_the_agent_gives_it(tmp_path: Path, limit: int) -> None:
     """The worker's frame limit is its --max-frame-bytes (the agent's max_frame_bytes), both ways."""
-    endpoint = f"ipc://@meshnode-test-{uuid.uuid4().hex}"
-    agent = _FakeAgent(endpoint)
+    agent = _FakeAgent()
     with (tmp_path / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
             [
                 sys.executable, "-m", "meshnode.serving.worker", "--app", DEPLOYMENTS["png"],
-                "--replica", "png-1", "--endpoint", endpoint, "--data-dir", str(tmp_path),
+                "--replica", "png-1", "--link-fd", str(agent.theirs.fileno()), "--data-dir", str(tmp_path),
                 "--max-frame-bytes", str(limit), "--parent-pid", str(os.getpid()),
             ],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, pass_fds=(agent.theirs.fileno(),),
         )  # fmt: skip
+    agent.theirs.close()  # the worker's own now: its link closes when the worker exits
     small_png = {"size": 8}
     big_png = {"size": 100, "noise": True}  # about 10 kB that does not compress
     big_call = {"size": 8, "pad": "x" * 8192}  # 8 kB in, a small file out
     try:
         hello = agent.receive(timeout_s=60)
         assert isinstance(hello, Hello), "the worker did not say hello"
-        assert agent.identity == b"png-1"
+        assert hello.request_id == "png-1"
         assert isinstance(agent.ask("small", small_png, "image/png", timeout_s=10), Reply)
         big_answer = agent.ask("big-answer", big_png, "image/png", timeout_s=10)
         answer_to_big_call = agent.ask("big-call", big_call, "image/png", timeout_s=3)
@@ -497,8 +506,8 @@ def test_the_worker_keeps_to_the_frame_limit_the_agent_gives_it(tmp_path: Path, 
             # An answer over the limit is never sent; the request fails and says why.
             assert isinstance(big_answer, Failure)
             assert "over the frame limit of 4096 bytes" in big_answer.message
-            # A call over the limit is refused: ZeroMQ drops the connection rather than take the
-            # frame in, and the worker exits for its supervisor to start a fresh one.
+            # A call over the limit is refused: the worker closes the link rather than take the
+            # frame in, and exits for its supervisor to start a fresh one.
             assert answer_to_big_call is None
             assert worker.wait(timeout=10) == EXIT_AGENT_GONE
     finally:

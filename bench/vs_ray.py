@@ -3,6 +3,7 @@
 Usage:  python bench/vs_ray.py [--make-ray-venv] [--ray-venv DIR] [--quick] [--rounds 5]
                                [--duration-s 3] [--agents-cpu 0] [--load-cpu 1]
                                [--launches 3] [--meshnode-commit HEAD] [--ray-no-access-log]
+                               [--minilm-only [--also-commit REF ...]]
 
 Three systems run at once, each started once per run: meshnode (agent n1 hosting an echo replica
 and a MiniLM replica, agent n0 with none, both with a mesh token, as by default; the code of
@@ -31,6 +32,11 @@ measures and prints; it never asserts. Needs wrk (Debian) and network access onl
 ``--make-ray-venv``. Ray Serve runs as configured by default but for what the comparison needs (its
 proxy on 127.0.0.1, echo at most 16 requests at once per replica as meshnode's echo, ``num_cpus``
 bookkeeping); ``--ray-no-access-log`` turns off its log line per request.
+
+``--minilm-only`` runs the MiniLM comparison alone (bench/vs_model.py): meshnode direct against the
+in-process model, no Ray (its virtualenv is not needed), no echo, launches or idle figures; with
+``--also-commit REF`` (repeatable) the agents of more commits join the rounds, a before and after
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from pathlib import Path
 from baseline import at_commit, commit_of
 from forwarding import agent_args, answers, replica_ready
 from procs import Started, commit, free_port, progress, start, wait
+from vs_model import minilm_only
 from vs_ray_systems import (
     BARE,
     DEFAULT_RAY_VENV,
@@ -157,6 +164,10 @@ def main() -> None:
     parser.add_argument(
         "--meshnode-commit", default="HEAD", help="the commit whose meshnode the agents run (git archive)"
     )
+    parser.add_argument("--minilm-only", action="store_true", help="meshnode vs the in-process model only")
+    parser.add_argument(
+        "--also-commit", action="append", default=[], help="with --minilm-only: another commit's agent too"
+    )
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s, 5 s idle: a smoke run")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration-s", type=int, default=3, help="length of one wrk run (whole seconds)")
@@ -172,6 +183,11 @@ def main() -> None:
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y wrk util-linux")
+    if args.minilm_only:
+        root = Path(tempfile.mkdtemp(prefix="mnb-vs-model-", dir="/tmp"))
+        (script := root / "MiniLM.lua").write_text(WRK_SCRIPT.format(body=EMBED_BODY))
+        minilm_only(args, root, script, server_env())
+        return
     ray_py = ray_python(args.ray_venv, args.make_ray_venv)
     # Short: Ray's unix sockets live under it, and a socket path may not pass 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="mnb-vs-ray-", dir="/tmp"))

@@ -1,0 +1,108 @@
+"""MiniLM embeddings through meshnode against the same model in-process: bench/vs_ray.py --minilm-only.
+
+Issue 19 asks for sentences per second through the mesh at concurrency 32 within 0.9x of the model's
+own limit: the same model, in-process, in batches of 32 with the same threads. This runs agent n1
+(an ``embed`` replica of apps/embeddings.py, batching 32 within 5 ms) of each commit given, and the
+in-process model (bench/vs_ray_systems.py ``minilm``), all pinned to the servers' core; each round
+measures every one of them in a rotated order, so each commit's ratio to the model is taken within
+one round, and two commits' ratios side by side are a before and after measured in the same run.
+Per round: sentences per second, the ratio, the ratio per core (the model's CPU per sentence
+in-process over the agent's and its workers' through the mesh: what the ratio would be with the
+core to themselves, the figure others' load moves least), p50, the mean batch the replica ran (from n1's
+``/metrics``) and CPU per sentence of the agent, its workers and the in-process model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+from baseline import at_commit, commit_of
+from procs import Started
+from vs_ray_systems import MODEL, in_process, start_model, start_n1, stop_trees
+from wrk import Run, Sample, measure, run_wrk
+
+__all__ = ["minilm_only"]
+
+
+def batch_counts(base_url: str) -> tuple[float, float]:
+    """The embed replica's batches so far and the requests they held, from the agent's /metrics."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    found = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for kind in found:
+            if line.startswith(f'meshnode_batch_size_{kind}{{deployment="embed"}}'):
+                found[kind] = float(line.split()[-1])
+    return found["count"], found["sum"]
+
+
+def minilm_only(args: argparse.Namespace, root: Path, script: Path, env: dict[str, str]) -> None:
+    """Every commit's agent and the in-process model, round by round, rotated; then the medians."""
+    commits = [args.meshnode_commit, *args.also_commit]
+    started: list[Started] = []
+    token = os.urandom(24).hex()
+    try:
+        bases: dict[str, str] = {}
+        agents: dict[str, Started] = {}
+        for i, ref in enumerate(commits):
+            name = f"c{i}"
+            site = at_commit(root, ref, name).env["PYTHONPATH"]
+            ports = start_n1(name, root, token, args.agents_cpu, env | {"PYTHONPATH": site}, started)[1]
+            bases[name], agents[name] = f"http://127.0.0.1:{ports[f'n1 {name} http']}", started[-1]
+        model = start_model(args.agents_cpu, root, env, started)
+        run = Run(args.agents_cpu, args.load_cpu, args.duration_s)
+        names = {f"c{i}": f"{commit_of(ref)} ({ref})" for i, ref in enumerate(commits)}
+        print(f"# MiniLM c=32: meshnode direct vs the model in-process; {', '.join(names.values())}\n")
+        print(f"{args.rounds} rounds x {args.duration_s} s, order rotated each round.\n")
+        for base in bases.values() if args.warmup_s else ():
+            run_wrk(f"{base}/v1/predict/embed", 32, args.warmup_s, script, args.load_cpu)
+        print(
+            "| round | commit | meshnode sentences/s | in-process | ratio | per core | p50 ms | mean batch "
+            "| CPU µs a sentence: agent / its workers / model in-process | others on the core |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        samples: dict[str, list[Sample]] = {name: [] for name in [*bases, MODEL]}
+        ratios: dict[str, list[float]] = {name: [] for name in bases}
+        per_core: dict[str, list[float]] = {name: [] for name in bases}
+        order = [*bases, MODEL]
+        for r in range(args.rounds):
+            means: dict[str, float] = {}
+            for name in order[r % len(order) :] + order[: r % len(order)]:
+                if name == MODEL:
+                    samples[name].append(in_process(model, args.duration_s))
+                    continue
+                batches, sentences = batch_counts(bases[name])
+                url = f"{bases[name]}/v1/predict/embed"
+                samples[name].append(measure(url, 32, script, run, [agents[name]], started))
+                time.sleep(1.2)  # the worker reports its batch sizes at most once a second
+                after = batch_counts(bases[name])
+                means[name] = (after[1] - sentences) / max(after[0] - batches, 1)
+            ref = samples[MODEL][-1]
+            for name in bases:
+                mesh = samples[name][-1]
+                ratios[name].append(mesh.rps / ref.rps)
+                per_core[name].append(ref.cpu_us["model"] / mesh.cpu_total_us)
+                cpu = f"{mesh.cpu_us.get('n1', 0):.0f} / {mesh.cpu_us.get('n1 worker', 0):.0f}"
+                print(
+                    f"| {r + 1} | {names[name]} | {mesh.rps:.1f} | {ref.rps:.1f} | {ratios[name][-1]:.3f} "
+                    f"| {per_core[name][-1]:.3f} | {mesh.p50_ms:.0f} | {means[name]:.1f} "
+                    f"| {cpu} / {ref.cpu_us['model']:.0f} | {mesh.others_agents_core:.0%} |",
+                    flush=True,
+                )
+        model_rps = statistics.median(s.rps for s in samples[MODEL])
+        for name in bases:
+            rps = statistics.median(s.rps for s in samples[name])
+            print(
+                f"| median | {names[name]} | {rps:.1f} | {model_rps:.1f} "
+                f"| {statistics.median(ratios[name]):.3f} | {statistics.median(per_core[name]):.3f} | | | | |"
+            )
+        errors = {names[n]: sum(s.errors for s in samples[n]) for n in bases}
+        print(f"\nErrors (non-2xx or socket): {errors}.")
+    finally:
+        stop_trees(started)
+        shutil.rmtree(root, ignore_errors=True)

@@ -11,8 +11,9 @@ replica or speak for one. Each end is read by a ``FramePipe`` on its process's e
   agent's supervisor starts a fresh one; an agent that dies closes its end, which ends its workers.
 - Small frames are read many at a time into one buffer; a frame larger than the buffer is read
   straight into a buffer of its own size, so an image crosses with no copy beyond the kernel's.
-- Sending never blocks: what the socket cannot take yet waits in the transport (the agent's
-  admission bounds what it sends, ``mesh/queueing.py``; a worker sends only answers).
+- Sending never blocks: frames sent in one turn of the event loop leave together at its end, and
+  what the socket cannot take yet waits in the transport (the agent's admission bounds what it
+  sends, ``mesh/queueing.py``; a worker sends only answers).
 
 Why not ZeroMQ here, as between nodes: each ZeroMQ send wakes libzmq's I/O thread, which then wakes
 the reader's I/O thread, so a message between two processes took four thread wake-ups where a socket
@@ -40,8 +41,6 @@ _HEADER = struct.Struct("<I")
 _READ_BUFFER_BYTES = 256 * 1024
 # Less room than this at the buffer's end, and the unread bytes move to its front before a read.
 _MIN_READ_BYTES = 64 * 1024
-# Larger frames go out as two writes instead of being copied behind their header.
-_JOIN_MAX_BYTES = 64 * 1024
 
 
 class LinkClosed(ConnectionError):
@@ -67,6 +66,7 @@ class FramePipe(asyncio.BufferedProtocol):
         self._large: bytearray | None = None  # a frame over the buffer's size, read in place
         self._filled = 0
         self._transport: asyncio.Transport | None = None
+        self._outgoing: list[bytes] = []  # headers and frames sent in this turn of the loop
 
     @property
     def closed(self) -> bool:
@@ -74,16 +74,24 @@ class FramePipe(asyncio.BufferedProtocol):
         return self._transport is None or self._transport.is_closing()
 
     def send(self, frame: bytes) -> LinkClosed | None:
-        """Queue one frame to the other end; the error, instead of raising, when the link is closed."""
+        """Queue one frame to the other end; the error, instead of raising, when the link is closed.
+
+        Frames sent in one turn of the event loop leave together at its end, in one write: under
+        load that is one system call and one wake-up of the other process for many frames.
+        """
         transport = self._transport
         if transport is None or transport.is_closing():
             return LinkClosed("the link to the other process is closed")
-        header = _HEADER.pack(len(frame))
-        if len(frame) <= _JOIN_MAX_BYTES:
-            transport.write(header + frame)
-        else:
-            transport.writelines((header, frame))
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(_HEADER.pack(len(frame)))
+        self._outgoing.append(frame)
         return None
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(outgoing)
 
     def close(self) -> None:
         """Close this end (what is not sent yet is dropped; the other end sees the link close)."""

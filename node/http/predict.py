@@ -63,6 +63,9 @@ MAX_TIMEOUT_S = 3600.0
 _CONTENT_LENGTH, _ACCEPT = b"content-length", b"accept"
 _TIMEOUT, _HINT, _FAL_HINT = (h.lower().encode() for h in (TIMEOUT_HEADER, HINT_HEADER, FAL_HINT_HEADER))
 _READ = frozenset({_CONTENT_LENGTH, _ACCEPT, _TIMEOUT, _HINT, _FAL_HINT})
+_ROUTE, _ATTEMPTS, _REQUEST_ID = (
+    h.lower().encode() for h in (ROUTE_HEADER, ATTEMPTS_HEADER, REQUEST_ID_HEADER)
+)
 
 
 class Serve(Protocol):
@@ -191,7 +194,11 @@ class PredictLane:
             final = message
         match final:
             case Reply(_, data, content_type):
-                named = ((ROUTE_HEADER, route), (ATTEMPTS_HEADER, attempts), (REQUEST_ID_HEADER, rid))
+                named = (
+                    (_ROUTE, route.encode("latin-1")),
+                    (_ATTEMPTS, attempts.encode()),
+                    (_REQUEST_ID, rid.encode("latin-1")),
+                )
                 return reply_answer(data, content_type, named)
             case Failure(_, kind, text, retryable):
                 raise error_for_failure(kind, text, retryable=retryable)

@@ -18,7 +18,7 @@ writes the raw header list once, with the headers starlette's ``JSONResponse`` a
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -59,9 +59,9 @@ def _json_dumps(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
-def reply_answer(data: Any, content_type: str | None, headers: Sequence[tuple[str, str]]) -> PlainAnswer:
-    """The 200 for a Reply's `data`: `headers` first (names lower-cased), then length and type."""
-    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+def reply_answer(data: Any, content_type: str | None, headers: Iterable[tuple[bytes, bytes]]) -> PlainAnswer:
+    """The 200 for a Reply's `data`: `headers` first (raw: lower-case names), then length and type."""
+    raw = list(headers)
     if isinstance(data, bytes):
         body = data
         raw.append((b"content-length", str(len(body)).encode()))

@@ -12,7 +12,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
 from meshnode.errors import BadRequest, PayloadTooLarge, Unprocessable
-from meshnode.http.body import MAX_DEPTH, parse_json_object, receive_body
+from meshnode.http import body as body_module
+from meshnode.http.body import MAX_DEPTH, parse_json, parse_json_object, receive_body
 
 
 def test_an_object_is_parsed_and_an_empty_body_is_an_empty_object() -> None:
@@ -152,3 +153,67 @@ async def test_a_client_that_leaves_while_sending_is_a_client_disconnect() -> No
     receive, _ = _receiver(_request(b"{", True), {"type": "http.disconnect"})
     with pytest.raises(ClientDisconnect):
         await receive_body(receive, None, 100, _never)
+
+
+def _as_json_module_reads(raw: bytes) -> object:
+    """What parse_json answered when it was json.loads with its hooks alone (the reference)."""
+    try:
+        value = json.loads(raw, parse_constant=body_module._not_a_number, parse_float=body_module._finite)
+    except RecursionError:
+        return ("400", "nested")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return ("400", str(exc))
+    try:
+        body_module._check(value, "$", 1, "request body")
+    except Unprocessable as exc:
+        return ("422", exc.message)
+    return value
+
+
+def _as_parse_json_reads(raw: bytes) -> object:
+    try:
+        return parse_json(raw)
+    except Unprocessable as exc:  # a BadRequest too: first
+        return ("422", exc.message)
+    except BadRequest as exc:
+        return ("400", "nested" if "nested too deeply" in exc.message else exc.message.split("JSON: ", 1)[1])
+
+
+json_texts = st.one_of(
+    json_values.map(lambda value: json.dumps(value).encode()),
+    json_values.map(lambda value: json.dumps(value, ensure_ascii=False).encode()),
+    st.sampled_from(
+        [
+            b"NaN",
+            b"[1e400]",
+            b"-Infinity",
+            b"[18446744073709551616]",
+            b"[-9223372036854775809]",
+            b"1E2",
+            b"-0",
+            b"[-0.0, 1e-400]",
+            b'"\\ud800"',
+            b'{"a": 1, "a": 2}',
+            b"\xef\xbb\xbf{}",
+            b'"\x01"',
+            b"[" * 70 + b"]" * 70,
+            b"[" * 2000 + b"]" * 2000,
+            b" 5 ",
+            b'"\xff"',
+            b"{",
+            b"",
+        ]
+    ),
+)
+
+
+@given(json_texts, st.data())
+def test_the_body_reads_as_json_alone_read_it_values_and_errors_alike(
+    raw: bytes, data: st.DataObject
+) -> None:
+    if raw and data.draw(st.booleans()):  # and a byte changed: broken JSON must break alike
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw = raw[:at] + bytes([data.draw(st.integers(0, 255))]) + raw[at + 1 :]
+    ours, reference = _as_parse_json_reads(raw), _as_json_module_reads(raw)
+    assert ours == reference
+    assert repr(ours) == repr(reference)  # 1 and 1.0, 0.0 and -0.0 alike too

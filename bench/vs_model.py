@@ -6,7 +6,8 @@ own limit: the same model, in-process, in batches of 32 with the same threads. T
 in-process model (bench/vs_ray_systems.py ``minilm``), all pinned to the servers' core; each round
 measures every one of them in a rotated order, so each commit's ratio to the model is taken within
 one round, and two commits' ratios side by side are a before and after measured in the same run.
-Per round: sentences per second, the ratio, the ratio per core (the model's CPU per sentence
+With ``--openai`` the requests go to ``POST /v1/embeddings`` (OpenAI's shape) instead of
+``/v1/predict/embed``. Per round: sentences per second, the ratio, the ratio per core (the model's CPU per sentence
 in-process over the agent's and its workers' through the mesh: what the ratio would be with the
 core to themselves, the figure others' load moves least), p50, the mean batch the replica ran (from n1's
 ``/metrics``) and CPU per sentence of the agent, its workers and the in-process model.
@@ -24,10 +25,13 @@ from pathlib import Path
 import httpx
 from baseline import at_commit, commit_of
 from procs import Started
-from vs_ray_systems import MODEL, in_process, start_model, start_n1, stop_trees
-from wrk import Run, Sample, measure, run_wrk
+from vs_ray_systems import EMBED_BODY, MODEL, SENTENCE, in_process, start_model, start_n1, stop_trees
+from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
 
 __all__ = ["minilm_only"]
+
+# The same sentence through OpenAI's route (--openai), as the openai SDK sends it when asked for floats.
+OPENAI_BODY = f'{{"model": "embed", "input": "{SENTENCE}", "encoding_format": "float"}}'
 
 
 def batch_counts(base_url: str) -> tuple[float, float]:
@@ -41,8 +45,10 @@ def batch_counts(base_url: str) -> tuple[float, float]:
     return found["count"], found["sum"]
 
 
-def minilm_only(args: argparse.Namespace, root: Path, script: Path, env: dict[str, str]) -> None:
+def minilm_only(args: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     """Every commit's agent and the in-process model, round by round, rotated; then the medians."""
+    route, body = ("/v1/embeddings", OPENAI_BODY) if args.openai else ("/v1/predict/embed", EMBED_BODY)
+    (script := root / "MiniLM.lua").write_text(WRK_SCRIPT.format(body=body))
     commits = [args.meshnode_commit, *args.also_commit]
     started: list[Started] = []
     token = os.urandom(24).hex()
@@ -58,9 +64,9 @@ def minilm_only(args: argparse.Namespace, root: Path, script: Path, env: dict[st
         run = Run(args.agents_cpu, args.load_cpu, args.duration_s)
         names = {f"c{i}": f"{commit_of(ref)} ({ref})" for i, ref in enumerate(commits)}
         print(f"# MiniLM c=32: meshnode direct vs the model in-process; {', '.join(names.values())}\n")
-        print(f"{args.rounds} rounds x {args.duration_s} s, order rotated each round.\n")
+        print(f"POST {route}; {args.rounds} rounds x {args.duration_s} s, order rotated each round.\n")
         for base in bases.values() if args.warmup_s else ():
-            run_wrk(f"{base}/v1/predict/embed", 32, args.warmup_s, script, args.load_cpu)
+            run_wrk(f"{base}{route}", 32, args.warmup_s, script, args.load_cpu)
         print(
             "| round | commit | meshnode sentences/s | in-process | ratio | per core | p50 ms | mean batch "
             "| CPU µs a sentence: agent / its workers / model in-process | others on the core |"
@@ -77,7 +83,7 @@ def minilm_only(args: argparse.Namespace, root: Path, script: Path, env: dict[st
                     samples[name].append(in_process(model, args.duration_s))
                     continue
                 batches, sentences = batch_counts(bases[name])
-                url = f"{bases[name]}/v1/predict/embed"
+                url = f"{bases[name]}{route}"
                 samples[name].append(measure(url, 32, script, run, [agents[name]], started))
                 time.sleep(1.2)  # the worker reports its batch sizes at most once a second
                 after = batch_counts(bases[name])

@@ -3,7 +3,7 @@
 Usage:  python bench/vs_ray.py [--make-ray-venv] [--ray-venv DIR] [--quick] [--rounds 5]
                                [--duration-s 3] [--agents-cpu 0] [--load-cpu 1]
                                [--launches 3] [--meshnode-commit HEAD] [--ray-no-access-log]
-                               [--minilm-only [--also-commit REF ...]]
+                               [--minilm-only [--also-commit REF ...] [--openai]]
 
 Three systems run at once, each started once per run: meshnode (agent n1 hosting an echo replica
 and a MiniLM replica, agent n0 with none, both with a mesh token, as by default; the code of
@@ -36,7 +36,7 @@ bookkeeping); ``--ray-no-access-log`` turns off its log line per request.
 ``--minilm-only`` runs the MiniLM comparison alone (bench/vs_model.py): meshnode direct against the
 in-process model, no Ray (its virtualenv is not needed), no echo, launches or idle figures; with
 ``--also-commit REF`` (repeatable) the agents of more commits join the rounds, a before and after
-measured in the same run.
+measured in the same run; ``--openai`` sends them to ``POST /v1/embeddings`` instead.
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def main() -> None:
         "--meshnode-commit", default="HEAD", help="the commit whose meshnode the agents run (git archive)"
     )
     parser.add_argument("--minilm-only", action="store_true", help="meshnode vs the in-process model only")
+    parser.add_argument("--openai", action="store_true", help="with --minilm-only: POST /v1/embeddings")
     parser.add_argument(
         "--also-commit", action="append", default=[], help="with --minilm-only: another commit's agent too"
     )
@@ -185,8 +186,7 @@ def main() -> None:
             sys.exit(f"{tool} not found: apt-get install -y wrk util-linux")
     if args.minilm_only:
         root = Path(tempfile.mkdtemp(prefix="mnb-vs-model-", dir="/tmp"))
-        (script := root / "MiniLM.lua").write_text(WRK_SCRIPT.format(body=EMBED_BODY))
-        minilm_only(args, root, script, server_env())
+        minilm_only(args, root, server_env())
         return
     ray_py = ray_python(args.ray_venv, args.make_ray_venv)
     # Short: Ray's unix sockets live under it, and a socket path may not pass 107 bytes.

@@ -30,6 +30,7 @@ __all__ = ["MAX_INPUTS", "EmbeddingsParams", "answer", "predictor_input"]
 # OpenAI's own limit on inputs per request; the embeddings app takes at most 256 (its 422 says so).
 MAX_INPUTS = 2048
 MAX_MODEL_CHARS = 256
+_NUMBERS = frozenset((int, float))
 
 
 class EmbeddingsParams(BaseModel):
@@ -109,14 +110,17 @@ def _vectors(data: Any, count: int) -> list[list[float]]:
     for position, row in enumerate(rows):
         index = row.get("index", position) if isinstance(row, dict) else None
         vector = row.get("embedding") if isinstance(row, dict) else None
+        # The numbers' types in one pass of C (map, set) rather than a check per number in Python:
+        # 60 of an answer's 70 µs for 384 numbers. Exact types: a boolean is not a number here, and
+        # what msgpack decodes is a plain int or float.
         if (
             not isinstance(index, int)
             or not 0 <= index < count
             or not isinstance(vector, list)
-            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector)
+            or not (kinds := set(map(type, vector))) <= _NUMBERS
         ):
             raise PredictorError(f"the embeddings app's data[{position}] is not {{'index', 'embedding'}}")
-        vectors[index] = [float(x) for x in vector]
+        vectors[index] = [float(x) for x in vector] if int in kinds else vector
     return vectors
 
 

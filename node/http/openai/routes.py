@@ -23,6 +23,7 @@ from ...dataplane.forward import Served
 from ...errors import NotFound
 from ..app import request_id
 from ..body import base_url
+from ..reply import json_bytes
 from ..sse import EventStream
 from . import chat, completions, embeddings, images
 from .edge import Edge, openai_errors, read_params, refuse_failed, reply_data, route_headers, serve_all
@@ -62,7 +63,7 @@ def add_openai_routes(app: FastAPI, edge: Edge, store: ImageStore | None) -> Non
         calls = edge.calls(request, target, [embeddings.predictor_input(params)], stream=False, accept=_JSON)
         served = await serve_all(edge.serve, calls, edge.hint(request, target))
         data = await reply_data(served[0])
-        return JSONResponse(embeddings.answer(params, data), headers=route_headers(served))
+        return _json(embeddings.answer(params, data), route_headers(served))
 
     @app.post("/v1/images/generations")
     @openai_errors
@@ -85,7 +86,7 @@ def add_openai_routes(app: FastAPI, edge: Edge, store: ImageStore | None) -> Non
             assert store is not None
             base = base_url(request)
             data = [{"url": f"{base}{FILES_PREFIX}{await store.put(png)}"} for png in pngs]
-        return JSONResponse(images.answer(data), headers=route_headers(served))
+        return _json(images.answer(data), route_headers(served))
 
     @app.get(FILES_PREFIX + "{name}")
     @openai_errors
@@ -116,7 +117,7 @@ def add_openai_routes(app: FastAPI, edge: Edge, store: ImageStore | None) -> Non
         served, results = await _generate(request, edge, target, bodies, words, chat.affinity(params))
         if results is None:
             return _stream(request, edge, served, shape, [0] * len(bodies), words)
-        return JSONResponse(chat.answer(params, request_id(request), results), headers=route_headers(served))
+        return _json(chat.answer(params, request_id(request), results), route_headers(served))
 
     @app.post("/v1/completions")
     @openai_errors
@@ -131,7 +132,7 @@ def add_openai_routes(app: FastAPI, edge: Edge, store: ImageStore | None) -> Non
         if results is None:
             return _stream(request, edge, served, shape, groups, words)
         rid = request_id(request)
-        return JSONResponse(completions.answer(params, rid, results, groups), headers=route_headers(served))
+        return _json(completions.answer(params, rid, results, groups), route_headers(served))
 
 
 async def _generate(
@@ -161,6 +162,12 @@ def _stream(
         keepalive_s=edge.limits.keepalive_s,  # comments while the model thinks: proxies keep the stream
         headers={**route_headers(served), "Cache-Control": "no-cache"},
     )
+
+
+def _json(data: Any, headers: dict[str, str]) -> Response:
+    """A predictor's answer in OpenAI's shape: the JSON ``JSONResponse`` sends, by orjson (``reply.py``:
+    an embedding's 384 numbers in 10 µs of CPU rather than 210)."""
+    return Response(json_bytes(data), media_type=_JSON, headers=headers)
 
 
 def _include_usage(params: chat.ChatParams | completions.CompletionParams) -> bool:

@@ -153,6 +153,24 @@ def test_base64_embeddings_are_little_endian_float32_as_openai_sends_them() -> N
         embeddings.answer(params, {"data": [{"index": 0, "embedding": [1e300]}, {"embedding": [0.0]}]})
 
 
+@pytest.mark.parametrize(
+    "vector",
+    [[0.5, True], [0.5, None], [0.5, "1"], "0.5", [[0.5]], {"0": 0.5}],
+)
+def test_float_embeddings_refuse_what_is_not_a_list_of_numbers(vector: Any) -> None:
+    params = embeddings.EmbeddingsParams.model_validate({"model": "e", "input": "a"}, strict=True)
+    with pytest.raises(PredictorError):
+        embeddings.answer(params, {"data": [{"index": 0, "embedding": vector}]})
+
+
+def test_float_embeddings_come_back_as_floats_in_input_order() -> None:
+    params = embeddings.EmbeddingsParams.model_validate({"model": "e", "input": ["a", "b"]}, strict=True)
+    data = {"data": [{"index": 1, "embedding": [1, 0.25]}, {"index": 0, "embedding": [0.5, -2.0]}]}
+    rows = [row["embedding"] for row in embeddings.answer(params, data)["data"]]
+    assert rows == [[0.5, -2.0], [1.0, 0.25]]
+    assert [type(x) for row in rows for x in row] == [float] * 4  # an app's 1 is OpenAI's 1.0
+
+
 def test_errors_say_whether_the_sdk_should_retry_and_when() -> None:
     full = error_response(Overloaded("every replica is full", retry_after_s=2.2), "r1")
     assert full.status_code == 429

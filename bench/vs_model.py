@@ -10,12 +10,15 @@ With ``--openai`` the requests go to ``POST /v1/embeddings`` (OpenAI's shape) in
 ``/v1/predict/embed``. Per round: sentences per second, the ratio, the ratio per core (the model's CPU per sentence
 in-process over the agent's and its workers' through the mesh: what the ratio would be with the
 core to themselves, the figure others' load moves least), p50, the mean batch the replica ran (from n1's
-``/metrics``) and CPU per sentence of the agent, its workers and the in-process model.
+``/metrics``), CPU per sentence of the agent, its workers and the in-process model, and the share
+of the core that processes outside the benchmark took; then medians over all rounds and over the
+quiet ones (others under 10 % in both runs of the round).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -26,10 +29,13 @@ import httpx
 from baseline import at_commit, commit_of
 from procs import Started
 from vs_ray_systems import EMBED_BODY, MODEL, SENTENCE, in_process, start_model, start_n1, stop_trees
-from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
+from wrk import WRK_SCRIPT, Run, Sample, core_busy_s, cpu_seconds, measure, run_wrk
 
 __all__ = ["minilm_only"]
 
+# A round is quiet when processes outside the benchmark took less than this share of the servers' core
+# during both its mesh run and its in-process run: the wall-clock ratio means something only then.
+QUIET = 0.1
 # The same sentence through OpenAI's route (--openai), as the openai SDK sends it when asked for floats.
 OPENAI_BODY = f'{{"model": "embed", "input": "{SENTENCE}", "encoding_format": "float"}}'
 
@@ -43,6 +49,14 @@ def batch_counts(base_url: str) -> tuple[float, float]:
             if line.startswith(f'meshnode_batch_size_{kind}{{deployment="embed"}}'):
                 found[kind] = float(line.split()[-1])
     return found["count"], found["sum"]
+
+
+def model_run(model: Started, seconds: int, cpu: int, started: list[Started]) -> Sample:
+    """One in-process run (``in_process``), with the share of the core that others took meanwhile."""
+    ours_before, busy_before = sum(cpu_seconds(started).values()), core_busy_s(cpu)
+    sample = in_process(model, seconds)
+    ours, busy = sum(cpu_seconds(started).values()) - ours_before, core_busy_s(cpu) - busy_before
+    return dataclasses.replace(sample, others_agents_core=min(1.0, max(0.0, (busy - ours) / sample.seconds)))
 
 
 def minilm_only(args: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
@@ -69,7 +83,7 @@ def minilm_only(args: argparse.Namespace, root: Path, env: dict[str, str]) -> No
             run_wrk(f"{base}{route}", 32, args.warmup_s, script, args.load_cpu)
         print(
             "| round | commit | meshnode sentences/s | in-process | ratio | per core | p50 ms | mean batch "
-            "| CPU µs a sentence: agent / its workers / model in-process | others on the core |"
+            "| CPU µs a sentence: agent / its workers / model in-process | others on the core: mesh / model |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
         samples: dict[str, list[Sample]] = {name: [] for name in [*bases, MODEL]}
@@ -80,7 +94,7 @@ def minilm_only(args: argparse.Namespace, root: Path, env: dict[str, str]) -> No
             means: dict[str, float] = {}
             for name in order[r % len(order) :] + order[: r % len(order)]:
                 if name == MODEL:
-                    samples[name].append(in_process(model, args.duration_s))
+                    samples[name].append(model_run(model, args.duration_s, args.agents_cpu, started))
                     continue
                 batches, sentences = batch_counts(bases[name])
                 url = f"{bases[name]}{route}"
@@ -97,7 +111,8 @@ def minilm_only(args: argparse.Namespace, root: Path, env: dict[str, str]) -> No
                 print(
                     f"| {r + 1} | {names[name]} | {mesh.rps:.1f} | {ref.rps:.1f} | {ratios[name][-1]:.3f} "
                     f"| {per_core[name][-1]:.3f} | {mesh.p50_ms:.0f} | {means[name]:.1f} "
-                    f"| {cpu} / {ref.cpu_us['model']:.0f} | {mesh.others_agents_core:.0%} |",
+                    f"| {cpu} / {ref.cpu_us['model']:.0f} "
+                    f"| {mesh.others_agents_core:.0%} / {ref.others_agents_core:.0%} |",
                     flush=True,
                 )
         model_rps = statistics.median(s.rps for s in samples[MODEL])
@@ -107,6 +122,20 @@ def minilm_only(args: argparse.Namespace, root: Path, env: dict[str, str]) -> No
                 f"| median | {names[name]} | {rps:.1f} | {model_rps:.1f} "
                 f"| {statistics.median(ratios[name]):.3f} | {statistics.median(per_core[name]):.3f} | | | | |"
             )
+        for name in bases:
+            quiet = [
+                i
+                for i, (a, b) in enumerate(zip(samples[name], samples[MODEL], strict=True))
+                if max(a.others_agents_core, b.others_agents_core) < QUIET
+            ]
+            if quiet:
+                print(
+                    f"| median of the {len(quiet)} quiet rounds ({', '.join(str(i + 1) for i in quiet)}) "
+                    f"| {names[name]} | {statistics.median(samples[name][i].rps for i in quiet):.1f} "
+                    f"| {statistics.median(samples[MODEL][i].rps for i in quiet):.1f} "
+                    f"| {statistics.median(ratios[name][i] for i in quiet):.3f} "
+                    f"| {statistics.median(per_core[name][i] for i in quiet):.3f} | | | | |"
+                )
         errors = {names[n]: sum(s.errors for s in samples[n]) for n in bases}
         print(f"\nErrors (non-2xx or socket): {errors}.")
     finally:

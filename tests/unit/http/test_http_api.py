@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from meshnode.errors import NotFound, Overloaded
-from meshnode.http.app import create_app
+from meshnode.http.app import create_app, request_id_of
 
 MEMBER_FIELDS = {
     "id",
@@ -224,6 +226,22 @@ async def test_insane_request_id_is_replaced(client: httpx.AsyncClient, offered:
 async def test_every_response_gets_a_fresh_request_id(client: httpx.AsyncClient) -> None:
     ids = {(await client.get("/health")).headers["X-Request-Id"] for _ in range(3)}
     assert len(ids) == 3
+
+
+def test_ids_made_here_are_32_hex_digits_all_different_and_a_forked_child_draws_its_own() -> None:
+    ids = [request_id_of({"type": "http", "headers": []}) for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write, request_id_of({"type": "http", "headers": []}).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert theirs[:16] != ids[0][:16]  # not the parent's prefix: its count could repeat ours
 
 
 def test_a_failure_from_a_worker_or_peer_becomes_the_error_of_its_kind() -> None:

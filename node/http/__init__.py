@@ -1,6 +1,8 @@
 """The HTTP API every node serves, on uvicorn in the agent's own event loop.
 
 - ``server.py``: builds the uvicorn server: the gate, then the predict lane, then the app
+- ``corked.py``: uvicorn's HTTP protocol with what a connection writes in one turn of the loop sent
+  together (a response's header and body in one ``send``, not two)
 - ``gate.py``: ``Gate``, API keys for every request from another machine (``mesh/access.py``)
 - ``app.py``: ``create_app``, liveness, readiness, ``/v1/mesh``, the one error-to-response handler
 - ``rendered.py``: ``RenderedList``, a JSON list body kept piece by piece, a piece rendered again only

@@ -23,6 +23,7 @@ from ..addresses import bind_failure
 from ..errors import ConfigError
 from ..serving.jobs import JobService
 from .app import MeshView, create_app
+from .corked import CorkedHttpToolsProtocol
 from .dashboard import add_dashboard_routes
 from .deployments import DeploymentsView, add_deployment_routes
 from .events import EventFeed, add_event_routes
@@ -162,6 +163,8 @@ def http_server(
         access_log=False,
         lifespan="off",
         proxy_headers=False,
+        # A response's header and body leave in one send, not two (corked.py).
+        http=CorkedHttpToolsProtocol,
         # WebSocket (GET /v1/ws/predict) on the websockets package's sans-I/O protocol; a message
         # over this is refused unread (1009), one between it and the request limit gets an error event.
         ws="websockets-sansio",

@@ -35,7 +35,7 @@ import asyncio
 import collections
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -142,7 +142,7 @@ class Links(Protocol):
         """
         ...
 
-    def in_flight(self) -> dict[NodeId, int]:
+    def in_flight(self) -> Mapping[NodeId, int]:
         """Requests outstanding per peer."""
         ...
 

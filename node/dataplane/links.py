@@ -34,8 +34,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -82,6 +83,7 @@ class _Pending:
     target: NodeId  # the node running it: the link's, or one behind it when the link is a relay
     # Answers in order; None when the deadline passed (one timer per request, not one per wait).
     queue: asyncio.Queue[Envelope | None] = field(default_factory=asyncio.Queue)
+    counted: bool = False  # in PeerLinks' outstanding counts (until it ends or its link is forgotten)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,10 @@ class PeerLinks:
         self._reports: dict[tuple[NodeId, str], _Report] = {}
         # Set by ``close``: the context is gone, so no link can be made any more.
         self._closed = False
+        # Calls outstanding per node running them, kept as they start and end: routing reads it on
+        # every request, so it is never counted from the links' pending tables (O(requests) each).
+        self._outstanding: dict[NodeId, int] = {}
+        self._in_flight_view = MappingProxyType(self._outstanding)
 
     def reported_queue(self, node: NodeId, deployment: str, now: float, max_age_s: float) -> int | None:
         """Requests of *other* routers at the peer's replica, as of its last answer to us.
@@ -188,13 +194,9 @@ class PeerLinks:
             return None
         return report.others
 
-    def in_flight(self) -> dict[NodeId, int]:
-        """Requests outstanding per node running them: routing's in-flight correction."""
-        counts: dict[NodeId, int] = {}
-        for link in self._links.values():
-            for pending in link.pending.values():
-                counts[pending.target] = counts.get(pending.target, 0) + 1
-        return counts
+    def in_flight(self) -> Mapping[NodeId, int]:
+        """Requests outstanding per node running them: routing's in-flight correction (read-only, live)."""
+        return self._in_flight_view
 
     async def call(
         self, node: NodeId, addr: str, key: str, call: Call, *, to: NodeId | None = None
@@ -230,6 +232,7 @@ class PeerLinks:
         pending = _Pending(call.deployment, node if to is None else to)
         timer = loop.call_at(deadline, pending.queue.put_nowait, None)
         link.pending[rid] = pending
+        self._count(pending)
         finished = False
         try:
             error = link.send([encode_envelope(call if to is None else RelayCall(rid, to, call))])
@@ -259,6 +262,7 @@ class PeerLinks:
         finally:
             timer.cancel()
             link.pending.pop(rid, None)
+            self._uncount(pending)
             if not finished and not link.sock.closed:
                 # The caller went away or the deadline passed: stop the work on the peer.
                 link.send([encode_envelope(Cancel(rid))])
@@ -270,6 +274,8 @@ class PeerLinks:
         for lane in (False, True):
             link = self._links.pop((node, lane), None)
             if link is not None:
+                for pending in link.pending.values():
+                    self._uncount(pending)  # outstanding no more, though its caller has yet to see it
                 link.fail_all("peer_lost", f"{reason}; the request may run elsewhere")
                 link.close()
         for other in self._links.values():  # its calls through relays
@@ -288,6 +294,20 @@ class PeerLinks:
         self._bulk_ctx.term()
 
     # -- internals -------------------------------------------------------------------------
+
+    def _count(self, pending: _Pending) -> None:
+        pending.counted = True
+        self._outstanding[pending.target] = self._outstanding.get(pending.target, 0) + 1
+
+    def _uncount(self, pending: _Pending) -> None:
+        if not pending.counted:
+            return
+        pending.counted = False
+        left = self._outstanding[pending.target] - 1
+        if left:
+            self._outstanding[pending.target] = left
+        else:
+            del self._outstanding[pending.target]
 
     def _link(self, node: NodeId, addr: str, key: bytes, bulk: bool) -> _Link:
         link = self._links.get((node, bulk))

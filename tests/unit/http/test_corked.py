@@ -7,6 +7,8 @@ import socket
 
 from meshnode.http.corked import CorkedTransport
 
+from ..loop_turns import next_turn
+
 
 class Recording(asyncio.Protocol):
     """The real transport's protocol on the other end of a socket pair: every byte that arrives."""
@@ -58,10 +60,10 @@ async def test_writes_in_one_turn_leave_in_one_write_at_its_end() -> None:
     corked.write(b"")
     assert writes == []  # not yet: at the end of this turn
     assert corked.get_write_buffer_size() == 40
-    await asyncio.sleep(0)
+    await next_turn()
     assert writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
     corked.writelines([b"a", b"b"])
-    await asyncio.sleep(0)
+    await next_turn()
     assert writes[1:] == [b"ab"]
     assert await arrived(reader, 42) == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokab"
     corked.close()
@@ -83,7 +85,7 @@ async def test_abort_drops_what_was_gathered() -> None:
     corked.abort()
     async with asyncio.timeout(10):
         await reader.closed.wait()
-    await asyncio.sleep(0)  # the turn's end comes and goes: nothing is written to a closed transport
+    await next_turn()  # the turn's end comes and goes: nothing is written to a closed transport
     assert writes == [] and bytes(reader.data) == b"" and real.is_closing()
 
 

@@ -9,19 +9,24 @@ import pytest
 
 from meshnode.inference.batching import Batcher
 
+from ..loop_turns import until
+
 
 class Recorder:
     """A run_batch that records each batch and the loop time it began, then answers item * 10."""
 
-    def __init__(self, seconds: float = 0.0) -> None:
+    def __init__(self, *, held: bool = False) -> None:
         self.batches: list[list[Any]] = []
         self.began: list[float] = []
-        self.seconds = seconds
+        # Held: a batch runs until `release` is set, as a model's batch takes its time.
+        self.release = asyncio.Event()
+        if not held:
+            self.release.set()
 
     async def __call__(self, items: list[Any]) -> list[Any]:
         self.batches.append(list(items))
         self.began.append(asyncio.get_running_loop().time())
-        await asyncio.sleep(self.seconds)
+        await self.release.wait()
         return [ValueError(f"bad {x}") if x == "bad" else x * 10 for x in items]
 
 
@@ -44,13 +49,15 @@ async def test_a_lone_item_waits_at_most_max_wait_s() -> None:
 
 
 async def test_items_queued_behind_a_batch_still_wait_for_company_after_it() -> None:
-    run = Recorder(seconds=0.2)
+    run = Recorder(held=True)
     batcher = Batcher(run, max_size=4, max_wait_s=0.5)
     first = [asyncio.ensure_future(batcher.submit(n)) for n in range(4)]
-    await asyncio.sleep(0.05)  # the first batch runs (full); these two arrive during it
-    second = [asyncio.ensure_future(batcher.submit(n)) for n in (4, 5)]
-    await asyncio.sleep(0.25)  # the first batch is over; the next one waits for company
-    assert [f.result() for f in first] == [0, 10, 20, 30]
+    await until(lambda: len(run.batches) == 1, "the first batch runs (full)")
+    second = [asyncio.ensure_future(batcher.submit(n)) for n in (4, 5)]  # these arrive during it
+    await until(lambda: len(batcher._pending) == 2, "they queue behind it")
+    run.release.set()
+    # The first batch is over; the next one waits for company.
+    assert await asyncio.wait_for(asyncio.gather(*first), 5) == [0, 10, 20, 30]
     late = asyncio.ensure_future(batcher.submit(6))
     assert await asyncio.wait_for(asyncio.gather(*second, late), 5) == [40, 50, 60]
     assert run.batches == [[0, 1, 2, 3], [4, 5, 6]]
@@ -62,7 +69,7 @@ async def test_the_wait_ends_as_soon_as_the_batch_is_full() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     one = asyncio.ensure_future(batcher.submit(1))
-    await asyncio.sleep(0.01)  # the runner is waiting for company now
+    await until(lambda: batcher._filled is not None, "the runner waits for company")
     rest = [asyncio.ensure_future(batcher.submit(n)) for n in (2, 3)]
     assert await asyncio.wait_for(asyncio.gather(one, *rest), 5) == [10, 20, 30]
     assert run.began[0] - started < 5.0
@@ -105,7 +112,7 @@ async def test_a_cancelled_item_is_left_out_of_its_batch() -> None:
     batcher = Batcher(run, max_size=4, max_wait_s=0.05)
     gone = asyncio.ensure_future(batcher.submit(1))
     kept = asyncio.ensure_future(batcher.submit(2))
-    await asyncio.sleep(0)
+    await until(lambda: len(batcher._pending) == 2, "both are queued")
     gone.cancel()
     assert await asyncio.wait_for(kept, 5) == 20
     assert run.batches == [[2]]

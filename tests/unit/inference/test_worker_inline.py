@@ -13,7 +13,8 @@ from meshnode.inference.progress import report_progress
 from meshnode.inference.worker import Worker
 from meshnode.mesh.envelope import Call, Failure, Progress, Reply
 
-from .test_worker import Sent, call
+from ..loop_turns import until
+from .test_worker import WAIT_S, Sent, call
 
 
 class Threads:
@@ -21,6 +22,8 @@ class Threads:
 
     def __init__(self) -> None:
         self.threads: list[int] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
         self.running = 0
         self.overlapped = False
 
@@ -31,7 +34,10 @@ class Threads:
             self.threads.append(threading.get_ident())
             match request.get("do"):
                 case "sleep":
-                    time.sleep(float(request["s"]))
+                    time.sleep(float(request["s"]))  # a slow model's work
+                case "hold":
+                    self.started.set()
+                    return {"released": self.release.wait(WAIT_S)}
                 case "raise":
                     raise ValueError("predictor says no")
                 case "invalid":
@@ -54,11 +60,7 @@ async def _warm(worker: Worker, sent: Sent, calls: int = DEFAULT_PROBATION) -> N
 
 async def _settled(worker: Worker) -> None:
     """Until the task that answered has ended: its done callbacks run a loop turn after its answer."""
-    for _ in range(100):
-        if not worker._tasks:
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the worker still answers a call")
+    await until(lambda: not worker._tasks, "the worker has answered every call")
 
 
 async def test_a_fast_predictor_runs_on_the_loop_after_its_probation() -> None:
@@ -153,10 +155,8 @@ async def test_an_app_that_says_no_never_gets_inline_calls() -> None:
 async def test_the_loop_stays_free_while_a_slow_predictor_runs_on_the_pool() -> None:
     app, sent = Threads(), Sent()
     worker = Worker(app, "r1", sent)
-    worker.handle(call("slow", {"do": "sleep", "s": 0.2}))
-    ticks = 0
-    while not sent.of("slow"):
-        await asyncio.sleep(0.01)
-        ticks += 1
-    assert ticks >= 5
+    worker.handle(call("slow", {"do": "hold"}))  # inline, this would hold the loop for WAIT_S
+    assert await asyncio.to_thread(app.started.wait, WAIT_S)  # the loop hands the result back
+    app.release.set()
+    assert await sent.final("slow") == Reply("slow", {"released": True}, "application/json")
     worker.close()

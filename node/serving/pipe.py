@@ -67,6 +67,7 @@ class FramePipe(asyncio.BufferedProtocol):
         self._filled = 0
         self._transport: asyncio.Transport | None = None
         self._outgoing: list[bytes] = []  # headers and frames sent in this turn of the loop
+        self._loop = asyncio.get_running_loop()  # made on the loop that reads it (open_pipe)
 
     @property
     def closed(self) -> bool:
@@ -83,7 +84,7 @@ class FramePipe(asyncio.BufferedProtocol):
         if transport is None or transport.is_closing():
             return LinkClosed("the link to the other process is closed")
         if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._outgoing.append(_HEADER.pack(len(frame)))
         self._outgoing.append(frame)
         return None

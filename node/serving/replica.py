@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 class _InFlight:
     # The worker's answers; None once the deadline passed (one timer per request, not per answer).
     queue: asyncio.Queue[Envelope | None]
-    deadline: float
     done: bool = False
 
 
@@ -203,7 +202,7 @@ class Replica:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + call.timeout_ms / 1000
-        pending = _InFlight(asyncio.Queue(), deadline)
+        pending = _InFlight(asyncio.Queue())
         self._in_flight[call.request_id] = pending
         self._overdue[call.request_id] = deadline
         timer = loop.call_at(deadline, pending.queue.put_nowait, None)

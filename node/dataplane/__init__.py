@@ -6,5 +6,6 @@ In the order a request meets them:
 - ``candidates.py``: ``CandidateSource``, the replicas that could serve a deployment, as routing reads them
 - ``links.py``: ``PeerLinks``, one multiplexed DEALER per peer (links out)
 - ``server.py``: ``DataPlaneServer``, the ROUTER where peers' requests arrive (server in)
+- ``contexts.py``: the ZeroMQ contexts, whose I/O threads never preempt the event loop that wakes them
 - ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per message
 """

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -58,6 +57,7 @@ from ..mesh.envelope import (
 )
 from ..mesh.types import NodeId
 from ..trust.curve import CurveKeys
+from .contexts import bulk_context, serving_context
 from .frames import FrameReader
 
 log = logging.getLogger(__name__)
@@ -164,10 +164,8 @@ class PeerLinks:
     ) -> None:
         # Replaced whole when the mesh's primary token changes; links made after use the new one.
         self.client = client
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self._bulk_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        if hasattr(os, "SCHED_IDLE"):  # Linux; set before its I/O thread starts with a first socket
-            self._bulk_ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_IDLE)
+        self._ctx = serving_context()
+        self._bulk_ctx = bulk_context()
         self._links: dict[tuple[NodeId, bool], _Link] = {}  # by peer and lane (bulk or not)
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer

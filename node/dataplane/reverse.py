@@ -23,6 +23,7 @@ from ..mesh.envelope import Attach, encode_envelope
 from ..mesh.member import Member
 from ..mesh.types import NodeId
 from ..trust.curve import CurveKeys
+from .contexts import serving_context
 from .frames import FrameReader
 from .server import DataPlaneServer
 
@@ -65,7 +66,7 @@ class ReverseLinks:
         self._server = server
         self._client = client
         self._max_frame_bytes = max_frame_bytes
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._ctx = serving_context()
         self._links: dict[NodeId, _Link] = {}
         self.attaches = 0
 

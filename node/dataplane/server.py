@@ -42,6 +42,7 @@ from ..mesh.envelope import (
     encode_envelope,
 )
 from ..trust.curve import ClientCheck, CurveKeys
+from .contexts import serving_context
 from .frames import FrameReader
 from .relay import RelayTable
 
@@ -76,7 +77,7 @@ class DataPlaneServer:
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
         self._chunk_bytes = chunk_bytes
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._ctx = serving_context()
         self._keys = keys
         # Admits only members' client keys, before a byte of theirs reaches _on_frames.
         self.client_check = ClientCheck(self._ctx, tokens)

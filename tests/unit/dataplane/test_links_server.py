@@ -139,16 +139,16 @@ async def answer_to(dealer: RawSocket) -> Envelope:
     return decode_envelope(frame, max_bytes=MAX_FRAME_BYTES)
 
 
-def idle_io_threads() -> int:
-    """ZeroMQ I/O threads of this process at the kernel's idle priority (SCHED_IDLE), from /proc."""
-    if not hasattr(os, "SCHED_IDLE"):
+def io_threads(policy: str) -> int:
+    """ZeroMQ I/O threads of this process under the scheduling `policy` (``SCHED_IDLE``...), from /proc."""
+    if not hasattr(os, policy):
         return 0
     count = 0
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(OSError):
             stat = (task / "stat").read_text()
             name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-            count += name.startswith("ZMQbg/IO") and int(fields[38]) == os.SCHED_IDLE  # proc(5): policy
+            count += name.startswith("ZMQbg/IO") and int(fields[38]) == getattr(os, policy)  # proc(5)
     return count
 
 
@@ -176,14 +176,18 @@ async def test_the_server_sends_a_large_file_as_chunk_frames_then_a_reply_with_t
 async def test_links_join_a_large_file_unless_it_is_a_bulk_transfer_which_takes_an_idle_thread() -> None:
     data = bytes(range(256)) * 40
     replicas = FakeReplicas({"png": FakeReplica(replies(data, "image/png"))})
+    batch_before = io_threads("SCHED_BATCH")
     async with serving(replicas, chunk_bytes=4096) as (_, addr), links_out() as links:
-        idle_before = idle_io_threads()
+        idle_before = io_threads("SCHED_IDLE")
         joined = [m async for m in links.call(PEER, addr, KEY, make_call("png", request_id="j-1"))]
-        assert idle_io_threads() == idle_before  # serving traffic: the normal I/O thread
+        assert io_threads("SCHED_IDLE") == idle_before  # serving traffic: not the idle thread
+        if hasattr(os, "SCHED_BATCH"):
+            # The server's and the links' I/O threads: fair share, but they never preempt the loop.
+            assert io_threads("SCHED_BATCH") == batch_before + 2
         call = make_call("png", request_id="p-1", accept=ACCEPT_BULK)
         pieces = [m async for m in links.call(PEER, addr, KEY, call)]
         if hasattr(os, "SCHED_IDLE"):
-            assert idle_io_threads() == idle_before + 1  # the bulk link's own, at idle priority
+            assert io_threads("SCHED_IDLE") == idle_before + 1  # the bulk link's own, at idle priority
 
     assert joined == [Reply("j-1", data, "image/png", 0)]
     assert pieces == [

@@ -1,0 +1,159 @@
+"""The entry's CPU per request over 1 peer and over 10, at the same fixed request rate.
+
+Usage:  python bench/entry_rate.py [--rates 300 600] [--rounds 3] [--duration-s 5] [--peers 10]
+                                  [--baseline-commit COMMIT]
+
+``bench/scale.py`` part (a) measures an entry node at full speed (wrk, c = 32): forwarding to ten
+peers, whose agents and workers share the one core, it runs at a third of the rate it reaches with
+one peer, and its CPU per request doubled. That mixes two causes: more peers, and a lower rate (at a
+lower rate fewer requests share each event-loop wakeup, each ZeroMQ batch). Here ``hey`` holds the
+rate fixed (``-q``, per connection), below what ten peers can take, so the only difference between
+the two paths is the number of peers.
+
+Same mesh as scale.py part (a): eleven real agents (``--profile local``, one token); ``e0`` hosts
+nothing, ``p1``..``p10`` each pin an ``echo`` replica, ``p1`` also the only ``echo1``. Paths: entry
+to 1 peer (``e0`` -> ``p1`` for ``echo1``) and entry to 10 peers (``e0`` -> ``p1..p10`` for
+``echo``), alternated round by round. With ``--baseline-commit`` a second mesh runs that commit's
+code (bench/baseline.py), measured the same way after this checkout's. Agents on ``--agents-cpu``,
+hey on ``--load-cpu``. Prints; never asserts. Needs the Debian package hey.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from baseline import Variant, at_commit, commit_of
+from procs import Started, free_port, progress, start, stop, wait
+from scale import APP, BODY, median, ready_replicas
+from wrk import cpu_seconds
+
+PATHS = ("entry to 1 peer", "entry to 10 peers")
+
+
+def hey(
+    url: str, rate: int, concurrency: int, seconds: int, load_cpu: int
+) -> tuple[int, float, float, float]:
+    """One fixed-rate run: (requests answered 200, seconds, p50 ms, p99 ms)."""
+    per_connection = max(1, round(rate / concurrency))
+    command = [
+        "taskset", "-c", str(load_cpu), "hey", "-z", f"{seconds}s", "-c", str(concurrency),
+        "-q", str(per_connection), "-m", "POST", "-T", "application/json", "-d", BODY, url,
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
+    total = re.search(r"Total:\s+([\d.]+) secs", out)
+    answered = re.search(r"\[200\]\s+(\d+) responses", out)
+    p50 = re.search(r"50% in ([\d.]+) secs", out)
+    p99 = re.search(r"99% in ([\d.]+) secs", out)
+    if not (total and answered and p50 and p99):
+        raise RuntimeError(f"hey printed no result:\n{out}")
+    return int(answered[1]), float(total[1]), float(p50[1]) * 1000, float(p99[1]) * 1000
+
+
+Samples = dict[str, list[tuple[float, float, float, float]]]  # per path: (requests/s, entry µs, p50, p99)
+
+
+def mesh(variant: Variant, root: Path, args: argparse.Namespace, started: list[Started]) -> dict[str, str]:
+    """Eleven agents of `variant`, joined; the two paths' predict URLs at the entry ``e0``."""
+    token, key = secrets.token_urlsafe(32), re.sub(r"[^a-z0-9]+", "-", variant.name.lower())
+    env = variant.env | {"MESHNODE_TOKEN": token}
+
+    def agent(name: str, *extra: str) -> tuple[str, str]:
+        http, gossip = free_port(), free_port()
+        command = [
+            sys.executable, "-m", "meshnode", "join", "--name", name, "--profile", "local", "--no-mdns",
+            "--http", f"127.0.0.1:{http}", "--mesh", f"127.0.0.1:{gossip}", "--data", "127.0.0.1:0",
+            "--data-dir", str(root / key / name), "--mesh-id", f"entry-rate-{key}",
+            "--log-level", "warning", *extra,
+        ]  # fmt: skip
+        started.append(start(f"{name}", command, args.agents_cpu, root, env))
+        return f"http://127.0.0.1:{http}", f"127.0.0.1:{gossip}"
+
+    seed = ""
+    for i in range(1, args.peers + 1):
+        extra = ["--deploy", f"echo={APP}"] + (["--deploy", f"echo1={APP}"] if i == 1 else [])
+        _, gossip = agent(f"p{i}", *extra, *(["--seed", seed] if seed else []))
+        seed = seed or gossip
+    entry, _ = agent("e0", "--seed", seed)
+    progress(f"{variant.name}: started {len(started)} agents; waiting for {args.peers} ready echo replicas")
+    wait(lambda: len(ready_replicas(entry, "echo")) == args.peers, 300, "echo replicas", started)
+    wait(lambda: ready_replicas(entry, "echo1") == {"p1"}, 60, "p1's echo1 replica", started)
+    return {PATHS[0]: f"{entry}/v1/predict/echo1", PATHS[1]: f"{entry}/v1/predict/echo"}
+
+
+def measure(predict: dict[str, str], rate: int, args: argparse.Namespace, started: list[Started]) -> Samples:
+    got: Samples = {p: [] for p in PATHS}
+    for r in range(args.rounds):
+        for path in PATHS[r % 2 :] + PATHS[: r % 2]:
+            before = cpu_seconds(started)
+            answered, seconds, p50, p99 = hey(
+                predict[path], rate, args.concurrency, args.duration_s, args.load_cpu
+            )
+            after = cpu_seconds(started)
+            got[path].append(
+                (answered / seconds, (after["e0"] - before["e0"]) / max(answered, 1) * 1e6, p50, p99)
+            )
+        progress(f"rate {rate}: round {r + 1} of {args.rounds} done")
+    return got
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=int, nargs="+", default=[300, 600], help="requests/s, total")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration-s", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--peers", type=int, default=10)
+    parser.add_argument("--agents-cpu", type=int, default=0)
+    parser.add_argument("--load-cpu", type=int, default=1)
+    parser.add_argument("--baseline-commit", help="also measure the agents of this commit")
+    args = parser.parse_args()
+    if shutil.which("hey") is None:
+        sys.exit("needs hey (apt-get install hey)")
+    root = Path(tempfile.mkdtemp(prefix="bench-entry-rate-"))
+    here = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MESHNODE_TOKEN")}
+    variants = [Variant(f"HEAD {commit_of('HEAD')}", here)]
+    if args.baseline_commit:
+        variants.append(at_commit(root, args.baseline_commit, f"at {commit_of(args.baseline_commit)}"))
+    results: dict[str, dict[int, Samples]] = {}
+    try:
+        for variant in variants:
+            started: list[Started] = []
+            try:
+                predict = mesh(variant, root, args, started)
+                for url in predict.values():
+                    hey(url, min(args.rates), args.concurrency, 2, args.load_cpu)  # warm-up
+                results[variant.name] = {rate: measure(predict, rate, args, started) for rate in args.rates}
+            finally:
+                stop(started)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"\n## Entry CPU at a fixed rate (hey, c={args.concurrency}, {args.rounds} rounds of {args.duration_s} s)\n"
+    )
+    print("| code | rate asked | path | requests/s | entry CPU µs/request | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for name, by_rate in results.items():
+        for rate, got in by_rate.items():
+            for path in PATHS:
+                cells = [median([sample[k] for sample in got[path]]) for k in range(4)]
+                print(
+                    f"| {name} | {rate} | {path} | {cells[0]:.0f} | {cells[1]:.0f} | {cells[2]:.2f} | {cells[3]:.2f} |"
+                )
+    print("\n| code | rate asked | entry CPU per request, 10 peers / 1 peer, per round: median (range) |")
+    print("|---|---|---|")
+    for name, by_rate in results.items():
+        for rate, got in by_rate.items():
+            ratios = [b[1] / a[1] for a, b in zip(got[PATHS[0]], got[PATHS[1]], strict=True)]
+            print(f"| {name} | {rate} | {median(ratios):.2f} ({min(ratios):.2f}..{max(ratios):.2f}) |")
+
+
+if __name__ == "__main__":
+    main()

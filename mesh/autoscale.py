@@ -53,6 +53,9 @@ class Autoscaler:
         start = spec.min_replicas if current is None else current
         self.desired = min(max(start, spec.min_replicas), spec.max_replicas)
         self._samples: deque[tuple[float, float]] = deque()
+        # Samples in the window that are not 0: while there are none, the mean is 0 without a sum
+        # (an idle deployment's round costs O(1), whatever the window holds).
+        self._nonzero = 0
         self._proposals: deque[tuple[float, int]] = deque()
         self._last_demand_at = now
         self._since = now
@@ -69,9 +72,10 @@ class Autoscaler:
         if demand > 0:
             self._last_demand_at = now
         self._samples.append((now, demand))
+        self._nonzero += demand != 0
         while self._samples and self._samples[0][0] < now - knobs.window_s:
-            self._samples.popleft()
-        mean = sum(value for _, value in self._samples) / len(self._samples)
+            self._nonzero -= self._samples.popleft()[1] != 0
+        mean = sum(value for _, value in self._samples) / len(self._samples) if self._nonzero else 0.0
         proposal = min(
             max(math.ceil(mean / knobs.target_concurrency - 1e-9), spec.min_replicas), spec.max_replicas
         )
@@ -91,6 +95,26 @@ class Autoscaler:
         elif self.desired > 0 and spec.scales_to_zero and now - self._last_demand_at >= knobs.idle_timeout_s:
             self._move(0, now)
         return Decision(self.desired, proposal, mean)
+
+    def idle(self) -> bool:
+        """Whether an ``observe`` of no demand now would change nothing but the window's samples.
+
+        So: every sample in the window is 0, and ``desired`` is already what no demand proposes.
+        Then ``idle_observe`` does all that ``observe(now, 0)`` would (placement skips the rest).
+        """
+        spec = self.spec
+        return self._nonzero == 0 and self.desired == min(max(0, spec.min_replicas), spec.max_replicas)
+
+    def idle_observe(self, now: float) -> None:
+        """``observe(now, 0)`` while ``idle()``: the zero sample and proposal go into the windows."""
+        knobs = self.spec.autoscaling
+        self._samples.append((now, 0))
+        while self._samples and self._samples[0][0] < now - knobs.window_s:
+            self._samples.popleft()
+        self._proposals.append((now, self.desired))
+        horizon = max(knobs.scale_up_delay_s, knobs.scale_down_delay_s)
+        while self._proposals and self._proposals[0][0] < now - horizon:
+            self._proposals.popleft()
 
     def _held_for(self, delay_s: float, now: float, *, above: bool) -> bool:
         """Whether every proposal of the last `delay_s` asked to move the same way, for that long."""

@@ -75,6 +75,7 @@ __all__ = [
     "LoadClock",
     "Prewarmer",
     "Trend",
+    "flat_zero",
     "trend",
 ]
 
@@ -117,6 +118,11 @@ class Trend:
         return self.residual * math.sqrt(1 / self.samples + (offset_s - self.mean_x) ** 2 / self.sxx)
 
 
+def flat_zero(samples: int) -> Trend:
+    """What ``trend`` finds for `samples` values that are all 0: the line at 0, with no scatter."""
+    return Trend(0.0, 0.0, 0.0, samples, residual=0.0)
+
+
 def trend(samples: list[tuple[float, float]], now: float) -> Trend:
     """The least-squares line through (time, value) `samples`, times taken relative to `now`."""
     n = len(samples)
@@ -153,6 +159,8 @@ class Prewarmer:
     def __init__(self, spec: DeploymentSpec) -> None:
         self.spec = spec
         self._samples: deque[tuple[float, float]] = deque()
+        # Samples kept that are not 0: with none, the line is flat at 0 (``ZERO``), no fit needed.
+        self._nonzero = 0
         self._calling_since: float | None = None
         self._calls = 0
         self._target: int | None = None  # the replica count pre-warmed for, while the pre-warm holds
@@ -166,9 +174,11 @@ class Prewarmer:
         lookback = window * LOOKBACK_WINDOWS
         if not self._samples or now - self._samples[-1][0] >= window / SAMPLES_PER_WINDOW:
             self._samples.append((now, demand))
+            self._nonzero += demand != 0
         while self._samples and self._samples[0][0] < now - lookback:
-            self._samples.popleft()
-        fit = trend(list(self._samples), now)
+            self._nonzero -= self._samples.popleft()[1] != 0
+        # A series of zeros fits the flat line at 0 exactly, as ``trend`` would find it in O(samples).
+        fit = trend(list(self._samples), now) if self._nonzero else flat_zero(len(self._samples))
         # The autoscaler's mean over the window that ends a horizon from now: the line at its middle.
         offset = horizon_s - window / 2
         predicted = max(fit.at(offset), 0.0)
@@ -209,6 +219,22 @@ class Prewarmer:
         """The deployment changed: keep the series, apply the new knobs from the next sample."""
         self.spec = spec
 
+    def idle(self) -> bool:
+        """Whether an ``observe`` of no demand now changes nothing but the series (which holds only 0s).
+
+        No pre-warm holds and none is being called for; ``idle_observe`` then does all that
+        ``observe(now, 0, ...)`` would, and its forecast is the last one.
+        """
+        return self._nonzero == 0 and self._target is None and self._calling_since is None
+
+    def idle_observe(self, now: float) -> None:
+        """``observe(now, 0, ...)`` while ``idle()``: a zero sample when one is due, old ones dropped."""
+        window = self.spec.autoscaling.window_s
+        if not self._samples or now - self._samples[-1][0] >= window / SAMPLES_PER_WINDOW:
+            self._samples.append((now, 0.0))
+        while self._samples and self._samples[0][0] < now - window * LOOKBACK_WINDOWS:
+            self._samples.popleft()
+
 
 class LoadClock:
     """How long a deployment's replicas take from start to serving, as watched in gossip."""
@@ -232,6 +258,10 @@ class LoadClock:
                     self._times.append(took)
         for node in [node for node in self._started if states.get(node) not in _LOADING]:
             del self._started[node]  # failed, stopped or gone before it was ready
+
+    def idle(self) -> bool:
+        """Whether no start is being timed: then an ``observe`` of no replicas changes nothing."""
+        return not self._started
 
     def load_s(self) -> float | None:
         """The median of the last start-to-ready times, or None before any was seen."""

@@ -74,6 +74,10 @@ class ReplicaIndex:
         """Every member, in any state, that gossips a replica of `name`, in the members' order."""
         return [member for member, _ in self._holders.get(name, ())]
 
+    def mentions(self, name: str) -> bool:
+        """Whether any member, in any state, gossips a replica of `name`, or a live peer a wait for it."""
+        return name in self._holders or name in self._waiting
+
     def waiting(self, name: str) -> int:
         """Requests live peers hold for a cold start of `name`."""
         return self._waiting.get(name, 0)

@@ -15,7 +15,9 @@ table, member metadata for devices, replicas and demand) and acts only on itself
    the deployment out, gossiped as ``failed`` with the reason, and the next node in rank takes it.
 
 The loop runs every ``placement_interval_s`` and at once on a trigger (a record, a view change, a
-request waiting for a cold start), at most every ``placement_min_round_gap_s``. It also holds
+request waiting for a cold start), at most every ``placement_min_round_gap_s``. A round skips the
+deployments that nothing changed (``decisions.py``), and one that runs long yields to the event
+loop every ``_ROUND_SLICE_S``, reading the members afresh after. It also holds
 requests that arrive while no replica is ready (``cold_start.py``), and answers
 ``GET /v1/deployments`` (``views.py``).
 
@@ -44,19 +46,22 @@ from ..mesh.member import Member
 from ..mesh.placement import Action, action_for
 from ..mesh.records import Record
 from ..mesh.replica_index import ReplicaIndex
-from ..mesh.replica_state import ReplicaState
 from ..mesh.replica_view import Prospect
 from ..mesh.types import NodeId
 from .cold_start import ColdStarts
 from .decisions import Decisions
-from .plans import HostSet, with_app_needs
+from .plans import HostMemory, HostSet, with_app_needs
 from .replica import Replica
 from .replicas import Replicas
-from .views import Outcome, ViewInputs, view_of
+from .views import Outcome, ViewInputs, stats_of, view_of
 
 __all__ = ["Deployments"]
 
 log = logging.getLogger(__name__)
+
+# A round yields to the event loop after this long, so it never holds a probe's answer or a request
+# for longer (a first round over 1,000 deployments takes ~30 ms on a slow core).
+_ROUND_SLICE_S = 0.005
 
 
 class Deployments:
@@ -102,6 +107,7 @@ class Deployments:
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
         self._hosts: HostSet | None = None
+        self._host_of: HostMemory = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -200,7 +206,7 @@ class Deployments:
             live_members = [m for m in live_members if m.node != self.node_id]
         # The live members' replicas by deployment, read once a round: O(members + replicas).
         index = ReplicaIndex.of(live_members, self.node_id)
-        hosts = HostSet.of(live_members)
+        hosts = HostSet.of(live_members, self._host_of)
         if self._hosts != hosts:
             # Kept as one object while the live set does not change, so the plan cache recognises
             # it without hashing every node again.
@@ -213,13 +219,19 @@ class Deployments:
             membership.has_peers()
             or now - (self._started_at or now) >= self._config.placement_startup_grace_s
         )
+        slice_end = time.monotonic() + _ROUND_SLICE_S
         for name, record in records.items():
-            assert record.spec is not None
+            spec = record.spec
+            assert spec is not None
             # This node's sit-out, by its error: a failed setup, or an app it may not run.
-            here = self._replicas.entry(name) if self._replicas.sits_out(name, record.spec.app) else None
+            sits_out = self._replicas.sits_out(name, spec.app)
+            untouched = not (sits_out or name in self._replicas or self.waiting[name] or index.mentions(name))
+            if untouched and self._decisions.idle(name, spec, self._hosts, now):
+                continue  # nothing about it changed, and this node has nothing to do about it
+            here = self._replicas.entry(name) if sits_out else None
             outcome = self._decisions.decide(
                 name,
-                record.spec,
+                spec,
                 index,
                 self._hosts,
                 now,
@@ -227,10 +239,14 @@ class Deployments:
                 waiting_here=self.waiting[name],
                 sat_out=here.error if here is not None else None,
             )
-            if settled and await self._act(name, record.spec, outcome, index):
-                # A start yielded to the loop, and gossip may have changed the members' metadata
-                # meanwhile: the rest of the round reads them afresh, as a walk over them would.
+            started = settled and await self._act(name, spec, outcome, index)
+            if started or time.monotonic() >= slice_end:
+                if not started:
+                    await asyncio.sleep(0)  # a long round lets probes and requests through meanwhile
+                # Gossip may have changed the members' metadata meanwhile: the rest of the round
+                # reads them afresh, as a walk over them would.
                 index = ReplicaIndex.of(live_members, self.node_id)
+                slice_end = time.monotonic() + _ROUND_SLICE_S
         for replica in self._replicas:
             if replica.deployment not in records and not replica.pinned:
                 self._stop(replica.deployment, "its deployment was removed")
@@ -346,22 +362,7 @@ class Deployments:
 
     def stats(self) -> dict[str, Any]:
         """Numbers for /metrics: per deployment desired, ready and waiting; placement actions."""
-        by_name = {}
-        for view in self.views():
-            name = view["name"]
-            local = self._replicas.entry(name)
-            outcome = self._outcomes.get(name)
-            wanted = outcome is not None and self.node_id in outcome.plan.hosts
-            by_name[name] = {
-                "desired": view["desired"],
-                "ready": view["ready"],
-                "waiting": view["autoscaling"]["waiting"],
-                # This node's share, so a sum over nodes counts each replica once.
-                "desired_here": int(wanted or (local is not None and local.pinned)),
-                "ready_here": int(local is not None and local.state is ReplicaState.READY),
-                "state_here": local.state.value if local is not None else "",
-                "queue_here": local.queue if local is not None else 0,
-            }
+        by_name = stats_of(self.views(), self._outcomes, self._replicas.entry, self.node_id)
         return {"by_name": by_name, "actions": dict(self.actions)}
 
     def views(self) -> list[dict[str, Any]]:

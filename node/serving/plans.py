@@ -16,13 +16,18 @@ from ..inference.app_ref import AppLoadError
 from ..inference.external_config import needs_container
 from ..mesh.deployment import DeploymentSpec
 from ..mesh.member import Member
+from ..mesh.metadata import NodeMeta
 from ..mesh.placement import HostNode, Plan, Requirements, host_of, plan
 from ..mesh.types import NodeId
 
-__all__ = ["HostSet", "cached_plan", "needs_of", "with_app_needs"]
+__all__ = ["HostMemory", "HostSet", "cached_plan", "needs_of", "with_app_needs"]
 
 # Plans remembered (deployments x recent views).
 _PLAN_CACHE_SIZE = 4096
+
+
+# Each member's host as last built, by node, with the metadata it was built from (``HostSet.of``).
+HostMemory = dict[NodeId, tuple[NodeMeta, HostNode]]
 
 
 class HostSet:
@@ -35,9 +40,24 @@ class HostSet:
         self._hash: int | None = None
 
     @classmethod
-    def of(cls, members: Iterable[Member]) -> HostSet:
-        """The hosts of `members`, in an order that does not depend on how they were listed."""
-        hosts = (host_of(m.node, m.meta.device, m.meta.region, m.meta.zone, m.meta.store) for m in members)
+    def of(cls, members: Iterable[Member], seen: HostMemory | None = None) -> HostSet:
+        """The hosts of `members`, in an order that does not depend on how they were listed.
+
+        `seen` remembers each member's host by its metadata (replaced whole when it changes, so an
+        identical object means the same host): a round over a view that did not change reads each
+        member once instead of parsing its device again. It keeps only the members given.
+        """
+        if seen is None:
+            hosts = [_host(m.node, m.meta) for m in members]
+        else:
+            known, hosts = dict(seen), []
+            seen.clear()
+            for member in members:
+                meta = member.meta
+                held = known.get(member.node)
+                host = held[1] if held is not None and held[0] is meta else _host(member.node, meta)
+                seen[member.node] = (meta, host)
+                hosts.append(host)
         return cls(tuple(sorted(hosts, key=lambda host: host.node)))
 
     def __hash__(self) -> int:
@@ -47,6 +67,10 @@ class HostSet:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, HostSet) and (other is self or other.hosts == self.hosts)
+
+
+def _host(node: NodeId, meta: NodeMeta) -> HostNode:
+    return host_of(node, meta.device, meta.region, meta.zone, meta.store)
 
 
 @functools.lru_cache(maxsize=_PLAN_CACHE_SIZE)

@@ -6,7 +6,7 @@ loop (``deployments.py``) so the loop reads as decisions and this reads as the A
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,7 +18,7 @@ from ..mesh.records import Record
 from ..mesh.replica_state import ReplicaEntry, ReplicaState
 from ..mesh.types import NodeId, Status
 
-__all__ = ["PINNED_ONLY_DOWN", "Outcome", "Shown", "ViewInputs", "deployment_view", "view_of"]
+__all__ = ["PINNED_ONLY_DOWN", "Outcome", "Shown", "ViewInputs", "deployment_view", "stats_of", "view_of"]
 
 _LIVE = (Status.ALIVE, Status.SUSPECT)
 # Why a deployment declared only by `--deploy` serves nowhere (the 503 its requests get says so too).
@@ -214,3 +214,29 @@ def _why_short(serving: int, desired: int, replicas: list[dict[str, Any]]) -> st
     loading = sum(1 for r in replicas if r["status"] == ReplicaState.LOADING)
     why = f"{serving} of {desired} ready" + (f"; {starting} starting" if starting else "")
     return why + (f"; {loading} loading the model" if loading else "")
+
+
+def stats_of(
+    views: Iterable[dict[str, Any]],
+    outcomes: Mapping[str, Outcome],
+    entry: Callable[[str], ReplicaEntry | None],
+    me: NodeId,
+) -> dict[str, dict[str, Any]]:
+    """Per deployment, for /metrics: desired, ready and waiting, and this node's share of them."""
+    by_name = {}
+    for view in views:
+        name = view["name"]
+        local = entry(name)
+        outcome = outcomes.get(name)
+        wanted = outcome is not None and me in outcome.plan.hosts
+        by_name[name] = {
+            "desired": view["desired"],
+            "ready": view["ready"],
+            "waiting": view["autoscaling"]["waiting"],
+            # This node's share, so a sum over nodes counts each replica once.
+            "desired_here": int(wanted or (local is not None and local.pinned)),
+            "ready_here": int(local is not None and local.state is ReplicaState.READY),
+            "state_here": local.state.value if local is not None else "",
+            "queue_here": local.queue if local is not None else 0,
+        }
+    return by_name

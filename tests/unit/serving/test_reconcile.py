@@ -8,6 +8,7 @@ random views' peers gossip replicas of them in every state. The decisions throug
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 from typing import Any, cast
@@ -169,3 +170,78 @@ def test_an_index_built_for_another_node_is_refused() -> None:
     index = ReplicaIndex.of([], NodeId("other"))
     with pytest.raises(AssertionError):
         replica_view.pinned_nodes("sd", index, ME, None)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_skipping_idle_deployments_decides_as_deciding_every_one(seed: int) -> None:
+    """A round skips what nothing mentions (``Decisions.idle``); outcomes equal deciding them all.
+
+    Most deployments are absent from the views most of the time, now and then a view gossips
+    replicas or waits of some, this node holds one or sits one out, and the live set changes.
+    """
+    rng = random.Random(seed)
+    names = [f"d{index:02d}" for index in range(12)]
+    specs = {
+        name: DeploymentSpec(
+            "a:A",
+            min_replicas=rng.randrange(2),
+            max_replicas=rng.randrange(1, 4),
+            backups=rng.randrange(2),
+            autoscaling=Autoscaling(
+                target_concurrency=1.0,
+                window_s=rng.choice((1.0, 5.0)),
+                scale_up_delay_s=2.0,
+                scale_down_delay_s=4.0,
+                prewarm=rng.random() < 0.5,
+            ),
+        )
+        for name in names
+    }
+    everything, skipping = Decisions(ME), Decisions(ME)
+    now, skipped = 0.0, 0
+    quiet = replica_view.live(random_members(rng, 12, []))
+    hosts = HostSet.of(quiet)
+    for _ in range(120):
+        now += rng.choice((0.1, 0.5, 1.0, 3.0))
+        if rng.random() < 0.2:
+            members = replica_view.live(random_members(rng, 12, rng.sample(names, 2)))
+        else:
+            members = quiet
+        if rng.random() < 0.05:
+            quiet = replica_view.live(random_members(rng, rng.randrange(1, 14), []))
+            members = quiet
+        fresh = HostSet.of(members)
+        hosts = hosts if fresh == hosts else fresh
+        index = ReplicaIndex.of(members, ME)
+        for name in names:
+            busy = rng.random() < 0.05
+            local = random_local(rng) if busy else None
+            waiting = rng.randrange(3) if busy else 0
+            sat_out = rng.choice((None, "setup failed")) if busy else None
+            ask: dict[str, Any] = {"local": local, "waiting_here": waiting, "sat_out": sat_out}
+            expected = everything.decide(name, specs[name], index, hosts, now, **ask)
+            untouched = not (index.mentions(name) or local or waiting or sat_out)
+            if untouched and skipping.idle(name, specs[name], hosts, now):
+                skipped += 1
+                assert ME not in expected.plan.hosts and ME not in expected.plan.backups
+            else:
+                skipping.decide(name, specs[name], index, hosts, now, **ask)
+            assert skipping.outcomes[name] == expected, (seed, now, name)
+    assert skipped > 30
+
+
+async def test_a_long_round_yields_to_the_loop_and_decides_as_an_unbroken_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = random_members(random.Random(5), 40, names=[f"d{index:04d}" for index in range(30)])
+    unbroken = deployments(tmp_path / "unbroken", members, 30)
+    await unbroken.reconcile(100.0)
+    monkeypatch.setattr("meshnode.serving.deployments._ROUND_SLICE_S", 0.0)  # every deployment a slice
+    sliced = deployments(tmp_path / "sliced", members, 30)
+    round_done = False
+    ran_meanwhile: list[bool] = []
+    asyncio.get_running_loop().call_soon(lambda: ran_meanwhile.append(not round_done))
+    await sliced.reconcile(100.0)
+    round_done = True
+    assert ran_meanwhile == [True]  # the loop ran a callback while the round was under way
+    assert sliced.views() == unbroken.views()

@@ -1,7 +1,8 @@
 """Forwarding benchmark: direct, an nginx hop and a meshnode hop, with security on and off, side by side.
 
 Usage:  python bench/forwarding.py [--rounds 5] [--duration-s 3] [--concurrency 1 32]
-                                   [--agents-cpu 0] [--load-cpu 1] [--baseline-commit 9588113]
+                                   [--agents-cpu 0] [--load-cpu 1] [--entry-cpu 1]
+                                   [--baseline-commit 9588113]
 
 Two meshes of two agents each serve one replica of ``apps/echo.py``: one runs this checkout with its
 security on (a mesh token: sealed gossip, the data plane on CURVE, the HTTP gate), the other the code
@@ -23,6 +24,11 @@ median is quoted. CPU time per request of the processes that serve a path comes 
 own counters; "others" is the share of each core that processes outside this benchmark took meanwhile.
 "Requests/s per core" is 1 / (CPU time per request on the agents' core): what that core would serve
 with nothing else on it, the throughput figure that a shared, noisy machine moves least.
+
+``--entry-cpu`` puts the entries of the hops (n0 of both meshes, and nginx) on a core of their own, as
+the machines of a real mesh are: the hop then crosses cores, and what forwarding costs the serving
+core is apart from what it costs the entry's. On a 2-core machine that core is wrk's (``--entry-cpu
+1``), which the entry then shares with the load generator: a conservative layout for the hops.
 
 Targets: one forwarding hop adds at most 0.3 ms p50 at concurrency 1; forwarded throughput at least
 60 % of direct on the same cores; security adds at most 0.05 ms to the hop's p50. It measures and
@@ -247,6 +253,11 @@ def report(results: Results, args: argparse.Namespace) -> None:
             )
 
 
+def entry_cpu(args: argparse.Namespace) -> int:
+    """The core of the hops' entries (n0, nginx): their own with ``--entry-cpu``, else the agents'."""
+    return args.agents_cpu if args.entry_cpu is None else int(args.entry_cpu)
+
+
 def start_mesh(
     variant: Variant, args: argparse.Namespace, root: Path, ports: dict[str, int]
 ) -> list[Started]:
@@ -256,7 +267,7 @@ def start_mesh(
     n0 = agent_args("n0", v, ports, root, "--seed", f"127.0.0.1:{ports[f'n1 {v} mesh']}", *variant.join_args)
     return [
         start(f"n1 {variant.name}", n1, args.agents_cpu, root, variant.env),
-        start(f"n0 {variant.name}", n0, args.agents_cpu, root, variant.env),
+        start(f"n0 {variant.name}", n0, entry_cpu(args), root, variant.env),
     ]
 
 
@@ -268,6 +279,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--agents-cpu", type=int, default=0, help="CPU for the agents, the workers and nginx")
     parser.add_argument("--load-cpu", type=int, default=1, help="CPU for wrk")
+    parser.add_argument("--entry-cpu", type=int, help="CPU for n0 and nginx (default: --agents-cpu)")
     parser.add_argument("--body", default='{"text": "hello"}', help="JSON body of every request")
     parser.add_argument(
         "--baseline-commit", default=BEFORE_SECURITY, help="the code whose agents run with security off"
@@ -303,7 +315,7 @@ def main() -> None:
         # Its own config and prefix in the temp dir: nothing under /etc or /var is read or written.
         conf, log = str(root / "nginx.conf"), str(root / "nginx-error.log")
         started.append(
-            start("nginx", ["nginx", "-c", conf, "-p", str(root), "-e", log], args.agents_cpu, root)
+            start("nginx", ["nginx", "-c", conf, "-p", str(root), "-e", log], entry_cpu(args), root)
         )
         for v in VARIANTS:
             ready = functools.partial(replica_ready, urls[f"forwarded {v}"])
@@ -323,10 +335,15 @@ def main() -> None:
         )
         for variant, n1 in zip(variants, (started[0], started[2]), strict=True):
             print(f"- {variant.describe()}; n1's worker: {workers_of(n1)}")
+        layout = f"Agents, n1's echo workers and nginx on CPU {args.agents_cpu}"
+        if args.entry_cpu is not None:
+            layout = (
+                f"n1 and its echo workers on CPU {args.agents_cpu}, n0 and nginx on CPU {entry_cpu(args)}"
+            )
         print(
-            f"\nAgents, n1's echo workers and nginx on CPU {args.agents_cpu}; wrk (1 thread) on CPU "
-            f"{args.load_cpu}. {args.rounds} rounds x {len(PATHS)} paths x {len(args.concurrency)} concurrencies "
-            f"x {args.duration_s} s, path order rotated each round. Load average before: {load}.",
+            f"\n{layout}; wrk (1 thread) on CPU {args.load_cpu}. {args.rounds} rounds x {len(PATHS)} paths "
+            f"x {len(args.concurrency)} concurrencies x {args.duration_s} s, path order rotated each round. "
+            f"Load average before: {load}.",
             flush=True,
         )
         for path in PATHS if args.warmup_s > 0 else ():

@@ -15,16 +15,23 @@ CPU on those switches and the cold caches after them than on the requests.
 - ``bulk_context``: I/O thread at the kernel's idle priority (``SCHED_IDLE``), for a model pull's
   megabytes, which may wait for any serving work on the core (``links.py``).
 
-Both policies are Linux's; elsewhere the contexts keep the default.
+Both policies are Linux's; elsewhere, or where the kernel or a sandbox refuses the policy, the
+contexts keep the default. libzmq aborts the process when its I/O thread cannot take the policy it
+was given, so a policy is first tried on a thread of our own that ends at once.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
+from collections.abc import Callable
 
 import zmq
 
-__all__ = ["bulk_context", "serving_context"]
+__all__ = ["ContextMaker", "allowed", "bulk_context", "serving_context"]
+
+ContextMaker = Callable[[], "zmq.Context[zmq.Socket[bytes]]"]
 
 
 def serving_context() -> zmq.Context[zmq.Socket[bytes]]:
@@ -39,6 +46,24 @@ def bulk_context() -> zmq.Context[zmq.Socket[bytes]]:
 
 def _context(policy: int | None) -> zmq.Context[zmq.Socket[bytes]]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    if policy is not None:  # set before the I/O thread starts, with the context's first socket
+    if policy is not None and allowed(policy):  # before the I/O thread starts (the first socket)
         ctx.set(zmq.THREAD_SCHED_POLICY, policy)
     return ctx
+
+
+@functools.cache
+def allowed(policy: int) -> bool:
+    """Whether a thread of this process may take the scheduling `policy` (tried on a thread of its own)."""
+    taken: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            os.sched_setscheduler(0, policy, os.sched_param(0))  # 0: the calling thread, on Linux
+            taken.append(True)
+        except OSError:
+            taken.append(False)
+
+    thread = threading.Thread(target=attempt, name="meshnode-sched-probe", daemon=True)
+    thread.start()
+    thread.join()
+    return taken == [True]

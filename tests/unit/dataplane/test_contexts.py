@@ -28,10 +28,17 @@ def io_threads_under(make: contexts.ContextMaker, policy: str) -> int:
     """ZeroMQ I/O threads under `policy` that a context from `make` adds once it has a socket."""
     before = io_threads(policy)
     ctx = make()
+    server, client = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
     try:
-        ctx.socket(zmq.DEALER).close()  # the I/O thread starts with the first socket
+        # A message over TCP goes through the I/O thread, which took its policy as it started.
+        port = server.bind_to_random_port("tcp://127.0.0.1")
+        client.connect(f"tcp://127.0.0.1:{port}")
+        client.send(b"x")
+        assert server.poll(10_000), "no message through the context's I/O thread"
         return io_threads(policy) - before
     finally:
+        server.close(linger=0)
+        client.close(linger=0)
         ctx.term()
 
 

@@ -205,6 +205,16 @@ def test_a_request_waits_for_a_loading_replica_within_its_deadline_else_503(tmp_
         agent.stop_all()
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+def test_the_worker_runs_under_sched_batch_and_the_agent_does_not(node: AgentProcess) -> None:
+    # A woken worker never preempts the agent (serving/worker.py): every thread of the worker,
+    # the predictor's pool too, under SCHED_BATCH; the agent's event loop under the normal policy.
+    pid = worker_pid(node)
+    policies = {int(t.name): os.sched_getscheduler(int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir()}
+    assert len(policies) >= 2 and set(policies.values()) == {os.SCHED_BATCH}, policies
+    assert os.sched_getscheduler(node.pid) == os.SCHED_OTHER
+
+
 def test_worker_killed_mid_request_fails_it_retryably_and_comes_back(
     node: AgentProcess, tmp_path: Path
 ) -> None:

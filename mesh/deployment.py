@@ -24,6 +24,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+import msgpack
+
 from .moderation import Moderation, ModerationSpecError
 
 __all__ = [
@@ -42,6 +44,11 @@ MAX_DELAY_S = 86_400.0
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 DEVICE_KINDS = ("cpu", "cuda", "mps", "rocm", "xpu")
 Spread = Literal["zone", "region"]
+
+
+# Validated specs kept by their msgpack bytes (``DeploymentSpec.from_wire``).
+_PARSED_KEPT = 4096
+_PARSED: dict[bytes, DeploymentSpec] = {}
 
 
 class SpecError(ValueError):
@@ -127,7 +134,24 @@ class DeploymentSpec:
 
     @classmethod
     def from_wire(cls, raw: object) -> DeploymentSpec:
-        """Validate a decoded body strictly; raise SpecError naming the first bad field."""
+        """Validate a decoded body strictly; raise SpecError naming the first bad field.
+
+        Every push-pull carries every record, so results are kept by their msgpack bytes, as
+        ``NodeMeta.from_wire`` keeps metadata: bytes equal to ones that passed give the same spec.
+        """
+        try:
+            packed = msgpack.packb(raw, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError):
+            return cls._validated(raw)  # not msgpack-shaped at all: validation says why
+        parsed = _PARSED.get(packed)
+        if parsed is None:
+            parsed = _PARSED[packed] = cls._validated(raw)
+            if len(_PARSED) > _PARSED_KEPT:
+                del _PARSED[next(iter(_PARSED))]  # the oldest
+        return parsed
+
+    @classmethod
+    def _validated(cls, raw: object) -> DeploymentSpec:
         body = _map(raw, "spec")
         _no_unknown(body, cls, "")
         app = body.get("app")

@@ -93,3 +93,12 @@ def test_a_bad_model_name_is_refused_naming_the_field(bad: object) -> None:
     with pytest.raises(SpecError) as caught:
         DeploymentSpec.from_wire({"app": "apps/echo.py:Echo", "model": bad})
     assert caught.value.field == "model"
+
+
+def test_a_spec_read_again_is_the_same_object_and_validation_still_tells_values_apart() -> None:
+    body = DeploymentSpec("apps/echo.py:Echo", min_replicas=1, max_replicas=2).to_wire()
+    first = DeploymentSpec.from_wire(body)
+    assert DeploymentSpec.from_wire(dict(body)) is first  # every push-pull carries every record
+    with pytest.raises(SpecError):
+        DeploymentSpec.from_wire({**body, "min_replicas": True})  # equal to 1 in Python, not a count
+    assert DeploymentSpec.from_wire({**body, "max_replicas": 3}).max_replicas == 3

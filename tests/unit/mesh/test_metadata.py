@@ -302,3 +302,18 @@ def test_replica_entries_on_the_wire_are_the_maps_older_nodes_read() -> None:
         "hints": [],
         "models": [],
     }
+
+
+def test_metadata_read_again_is_the_same_object_and_validation_still_tells_values_apart() -> None:
+    wire = NodeMeta(name="n1", http="127.0.0.1:1", tls=True, device={"cores": 2}).to_wire()
+    first = NodeMeta.from_wire(msgpack.unpackb(msgpack.packb(wire)))
+    assert NodeMeta.from_wire(msgpack.unpackb(msgpack.packb(wire))) is first  # a push-pull's unchanged row
+    # Equal in Python, not on the wire: 1 is not a boolean, and 2.0 cores stay a float.
+    with pytest.raises(MetaError):
+        NodeMeta.from_wire({**wire, "tls": 1})
+    floats = NodeMeta.from_wire({**wire, "device": {"cores": 2.0}})
+    assert floats is not first and isinstance(floats.device["cores"], float)
+    changed = NodeMeta.from_wire({**wire, "zone": "b"})
+    assert changed.zone == "b" and first.zone == ""
+    with pytest.raises(MetaError):
+        NodeMeta.from_wire({**wire, "name": object()})  # not msgpack at all: still refused

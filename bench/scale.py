@@ -54,8 +54,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def agent(name: str, root: Path, cpu: int, mesh_id: str, token: str, *extra: str) -> tuple[Started, str, str]:
-    """One ``meshnode join`` pinned to `cpu`; (it, its HTTP base URL, its mesh address)."""
+def agent(
+    name: str, root: Path, cpu: int, mesh_id: str, token: str, *extra: str, pythonpath: str = ""
+) -> tuple[Started, str, str]:
+    """One ``meshnode join`` pinned to `cpu`; (it, its HTTP base URL, its mesh address).
+
+    `pythonpath` runs it from another build of meshnode (a commit installed with ``pip --target``).
+    """
     http, mesh = free_port(), free_port()
     args = [
         sys.executable, "-m", "meshnode", "join", "--name", name, "--profile", "local", "--no-mdns",
@@ -63,6 +68,8 @@ def agent(name: str, root: Path, cpu: int, mesh_id: str, token: str, *extra: str
         "--data-dir", str(root / name), "--mesh-id", mesh_id, "--log-level", "warning", *extra,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"MESHNODE_TOKEN": token}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     return start(name, args, cpu, root, env), f"http://127.0.0.1:{http}", f"127.0.0.1:{mesh}"
 
 
@@ -224,6 +231,19 @@ def under_mesh_reads(url: str, count: int) -> list[float]:
         thread.join()
 
 
+def paced_gets(url: str, seconds: float, gap_s: float = 0.02) -> list[float]:
+    """Milliseconds of GETs of `url` sent every `gap_s` for `seconds`: the longest is the loop's worst stall."""
+    times = []
+    with httpx.Client(timeout=60.0) as client:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            began = time.perf_counter()
+            client.get(url)
+            times.append((time.perf_counter() - began) * 1000)
+            time.sleep(gap_s)
+    return times
+
+
 def cpu_s(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return times.user + times.system
@@ -240,6 +260,7 @@ def snapshot(proc: psutil.Process, url: str, args: argparse.Namespace) -> dict[s
     out["mesh"], out["mesh_bytes"] = timed_gets(f"{url}/v1/mesh", 20)
     out["deployments"], out["deployments_bytes"] = timed_gets(f"{url}/v1/deployments", 10)
     out["health_busy"] = under_mesh_reads(url, 200)
+    out["stall"] = paced_gets(f"{url}/health", args.stall_s) if args.stall_s else []
     out["statuses"] = dict(collections.Counter(m["status"] for m in view(url)))
     out["children"] = len(proc.children(recursive=True))
     return out
@@ -250,9 +271,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def stall(times: list[float]) -> str:
+    if not times:
+        return "-"
+    return f"{pct(times, 0.99):.1f} / {max(times):.1f} ({sum(t > 20 for t in times)} of {len(times)})"
+
+
 def part_b(args: argparse.Namespace, root: Path, started: list[Started]) -> None:
     mesh_id, token = f"bench-footprint-{os.getpid()}", secrets.token_urlsafe(32)
-    s, url, mesh = agent("m0", root, args.agents_cpu, mesh_id, token)
+    s, url, mesh = agent("m0", root, args.agents_cpu, mesh_id, token, pythonpath=args.agent_pythonpath)
     started.append(s)
     wait(lambda: bool(view(url)), 60, "the agent", started)
     proc = psutil.Process(s.process.pid)
@@ -294,16 +321,17 @@ def part_b(args: argparse.Namespace, root: Path, started: list[Started]) -> None
     print(f"\n## (b) One agent with {args.deployments} deployments and {args.members} members\n")
     print(
         "| stage | RSS MiB | PSS MiB | USS MiB | idle CPU | /health p50/p99 ms | /health p99 while /v1/mesh is read "
-        "| /v1/mesh p50/max ms | /v1/mesh KiB | /v1/deployments p50/max ms | /v1/deployments KiB | view |"
+        "| /v1/mesh p50/max ms | /v1/mesh KiB | /v1/deployments p50/max ms | /v1/deployments KiB "
+        f"| /health every 20 ms for {args.stall_s:.0f} s: p99/max ms (> 20 ms) | view |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, st in stages.items():
         print(
             f"| {name} | {st['rss']:.1f} | {st['pss']:.1f} | {st['uss']:.1f} | {st['idle_cpu']:.1%} "
             f"| {pct(st['health'], 0.5):.2f} / {pct(st['health'], 0.99):.2f} | {pct(st['health_busy'], 0.99):.1f} "
             f"| {pct(st['mesh'], 0.5):.1f} / {max(st['mesh']):.1f} | {st['mesh_bytes'] / 1024:.0f} "
             f"| {pct(st['deployments'], 0.5):.1f} / {max(st['deployments']):.1f} | {st['deployments_bytes'] / 1024:.0f} "
-            f"| {st['statuses']} |"
+            f"| {stall(st['stall'])} | {st['statuses']} |"
         )
     alone, deps, members = stages["alone"], stages["+ deployments"], stages["+ members"]
     print("\n| per unit | RSS KiB | PSS KiB | USS KiB |")
@@ -337,6 +365,14 @@ def main() -> None:
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--idle-s", type=float, default=20.0, help="how long idle CPU is measured per stage")
     parser.add_argument("--settle-s", type=float, default=5.0, help="wait before each stage's measurements")
+    parser.add_argument(
+        "--stall-s", type=float, default=30.0, help="how long /health is read every 20 ms per stage (0: not)"
+    )
+    parser.add_argument(
+        "--agent-pythonpath",
+        default="",
+        help="part b: run the agent from this build (pip install --no-deps --target DIR CHECKOUT), for a before/after",
+    )
     parser.add_argument("--agents-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1, help="CPU for wrk and the member farm")
     args = parser.parse_args()

@@ -7,9 +7,8 @@ or a ``Failure``. Requests share the peer's one connection; their frames interle
 arrives as several frames that are joined here, so one image never stalls the others.
 
 A bulk transfer (a call whose ``accept`` is ``ACCEPT_BULK``: a model's chunks) gets its answer as the
-pieces it travelled in, unjoined, and travels on a second link to the peer, made in a ZeroMQ context
-of its own whose I/O thread (which decrypts) runs at the kernel's idle priority where there is one:
-serving requests never wait behind a pull's megabytes, on a connection or for a core.
+pieces it travelled in, unjoined, on a second link to the peer whose I/O thread runs at the kernel's
+idle priority (``contexts.py``): serving never waits behind a pull's megabytes, for a link or a core.
 
 What the caller (``forward.py``) relies on:
 
@@ -31,6 +30,7 @@ the failure detector's verdict.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Mapping
@@ -112,6 +112,7 @@ class _Link:
         self.addr = addr
         self.server_key = server_key
         self.pending: dict[str, _Pending] = {}
+        self.sharing: collections.Counter[tuple[str, NodeId]] = collections.Counter()  # by (deployment, node)
         self.connected = False
         self.handshake = asyncio.Event()
         self.dropped = 0  # frames from this peer that failed validation
@@ -132,6 +133,17 @@ class _Link:
         self.sock = sock
         self.reader: FrameReader | None = None
         self.monitor_reader: FrameReader | None = None
+
+    def add(self, rid: str, pending: _Pending) -> None:
+        self.pending[rid] = pending
+        self.sharing[(pending.deployment, pending.target)] += 1
+
+    def remove(self, rid: str) -> None:
+        if (pending := self.pending.pop(rid, None)) is not None:
+            key = (pending.deployment, pending.target)
+            self.sharing[key] -= 1
+            if not self.sharing[key]:
+                del self.sharing[key]  # no key outlives its requests
 
     def fail_all(self, kind: str, message: str) -> None:
         for rid, pending in self.pending.items():
@@ -229,7 +241,7 @@ class PeerLinks:
         pieces = link.bulk
         pending = _Pending(call.deployment, node if to is None else to)
         timer = loop.call_at(deadline, pending.queue.put_nowait, None)
-        link.pending[rid] = pending
+        link.add(rid, pending)
         self._count(pending)
         finished = False
         try:
@@ -259,7 +271,7 @@ class PeerLinks:
                     return
         finally:
             timer.cancel()
-            link.pending.pop(rid, None)
+            link.remove(rid)
             self._uncount(pending)
             if not finished and not link.sock.closed:
                 # The caller went away or the deadline passed: stop the work on the peer.
@@ -356,11 +368,7 @@ class PeerLinks:
         if pending is None:
             return
         if isinstance(message, Reply | Failure) and message.queue is not None:
-            ours = sum(
-                1
-                for p in link.pending.values()
-                if (p.deployment, p.target) == (pending.deployment, pending.target)
-            )
+            ours = link.sharing[(pending.deployment, pending.target)]
             report = _Report(max(0, message.queue - (ours - 1)), asyncio.get_running_loop().time())
             self._reports[(pending.target, pending.deployment)] = report
         pending.queue.put_nowait(message)

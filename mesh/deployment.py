@@ -24,9 +24,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-import msgpack
-
 from .moderation import Moderation, ModerationSpecError
+from .validated import ValidatedMemo
 
 __all__ = [
     "Autoscaling",
@@ -48,7 +47,7 @@ Spread = Literal["zone", "region"]
 
 # Validated specs kept by their msgpack bytes (``DeploymentSpec.from_wire``).
 _PARSED_KEPT = 4096
-_PARSED: dict[bytes, DeploymentSpec] = {}
+_PARSED: ValidatedMemo[DeploymentSpec] = ValidatedMemo(_PARSED_KEPT)
 
 
 class SpecError(ValueError):
@@ -139,16 +138,7 @@ class DeploymentSpec:
         Every push-pull carries every record, so results are kept by their msgpack bytes, as
         ``NodeMeta.from_wire`` keeps metadata: bytes equal to ones that passed give the same spec.
         """
-        try:
-            packed = msgpack.packb(raw, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError):
-            return cls._validated(raw)  # not msgpack-shaped at all: validation says why
-        parsed = _PARSED.get(packed)
-        if parsed is None:
-            parsed = _PARSED[packed] = cls._validated(raw)
-            if len(_PARSED) > _PARSED_KEPT:
-                del _PARSED[next(iter(_PARSED))]  # the oldest
-        return parsed
+        return _PARSED.of(raw, cls._validated)
 
     @classmethod
     def _validated(cls, raw: object) -> DeploymentSpec:

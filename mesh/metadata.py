@@ -18,6 +18,7 @@ import msgpack
 from .deployment import NAME_PATTERN
 from .model_manifest import is_short
 from .replica_state import ReplicaEntry
+from .validated import ValidatedMemo
 
 MAX_LABEL_CHARS = 128
 MAX_LIST_ITEMS = 256
@@ -34,7 +35,7 @@ REACH_VALUES = ("", "direct", "relayed")
 # Validated metadata kept by its msgpack bytes (``NodeMeta.from_wire``): a few for each member of
 # a 1,000-node mesh, about half a kilobyte each.
 PARSED_KEPT = 4096
-_PARSED: dict[bytes, NodeMeta] = {}
+_PARSED: ValidatedMemo[NodeMeta] = ValidatedMemo(PARSED_KEPT)
 
 
 class MetaError(ValueError):
@@ -152,16 +153,7 @@ class NodeMeta:
         tell apart whatever validation tells apart (an int from a float or a bool): bytes equal to
         ones that passed give the same object, without validating every field again.
         """
-        try:
-            packed = msgpack.packb(raw, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError):
-            return cls._validated(raw)  # not msgpack-shaped at all: validation says why
-        parsed = _PARSED.get(packed)
-        if parsed is None:
-            parsed = _PARSED[packed] = cls._validated(raw)
-            if len(_PARSED) > PARSED_KEPT:
-                del _PARSED[next(iter(_PARSED))]  # the oldest
-        return parsed
+        return _PARSED.of(raw, cls._validated)
 
     @classmethod
     def _validated(cls, raw: object) -> NodeMeta:

@@ -11,9 +11,10 @@ Why a ROUTER and not a PULL to receive: every connection works both ways, so a n
 answered on the connection it opened (``send_route``) where nobody can open one to it, a laptop
 behind NAT (``relaying.py``, docs/edge.md). Each message arrives with its connection's id: ours
 start with ``@``; a peer's connection to us gets an id from libzmq, which is how a node tells an
-answer on a connection a peer opened (it can be dialed) from one on its own. ZeroMQ heartbeats
-close a connection whose peer went silent (a NAT that forgot it, a cut cable) within seconds, and
-connections of ours come back by themselves; ``on_connected`` says when one (re)connects.
+answer on a connection a peer opened (it can be dialed) from one on its own. The kernel closes a
+connection whose peer went silent (a NAT that forgot it, a cut cable): within 3 s of unacknowledged
+data (TCP_USER_TIMEOUT), or after its keepalives go unanswered when idle; connections of ours come
+back by themselves; ``on_connected`` says when one (re)connects.
 
 Membership traffic has its own socket so that a large data-plane payload never delays a probe or
 an ack. Oversized frames are cut by libzmq itself (``MAXMSGSIZE``) before they are allocated;
@@ -41,9 +42,15 @@ _SEND_HIGH_WATER = 64
 # Reconnect quickly to a restarted peer, backing off to at most this while it stays down.
 _RECONNECT_IVL_MS = 100
 _RECONNECT_IVL_MAX_MS = 2000
-# A connection silent this long (no heartbeat answered) is closed: a peer or NAT mapping gone.
-_HEARTBEAT_INTERVAL_MS = 1000
-_HEARTBEAT_TIMEOUT_MS = 3000
+# A connection whose data stays unacknowledged this long is closed (a peer or NAT mapping gone, a
+# cut cable) and comes back by itself. The kernel watches it (TCP_USER_TIMEOUT): nothing wakes us.
+_UNACKED_TIMEOUT_MS = 3000
+# An idle connection is probed by the kernel's keepalives after this long, every interval after,
+# and closed after that many go unanswered: ~16 s to find a dead idle one, which no send waits on
+# (a send finds it within _UNACKED_TIMEOUT_MS). Keepalives also refresh NAT mappings when idle.
+_KEEPALIVE_IDLE_S = 10
+_KEEPALIVE_INTERVAL_S = 2
+_KEEPALIVE_COUNT = 3
 _OURS = b"@"
 
 # (connection id, the message or None for a multi-frame one)
@@ -95,8 +102,14 @@ class MembershipTransport:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_IVL_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_IVL_MAX_MS)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_INTERVAL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+        # Dead connections are the kernel's to find, not ZeroMQ heartbeats': at 1,000 members a
+        # node holds ~2,000 membership connections, and a heartbeat a second on each kept its
+        # I/O thread at 5-8 % of a core while idle (docs/benchmarks.md, "Scale of one agent").
+        sock.setsockopt(zmq.TCP_MAXRT, _UNACKED_TIMEOUT_MS)
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, _KEEPALIVE_IDLE_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, _KEEPALIVE_INTERVAL_S)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, _KEEPALIVE_COUNT)
         port = bind_tcp(sock, self._host, self._port, "--mesh")
         self._sock = sock
         self._port = port

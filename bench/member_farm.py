@@ -16,6 +16,10 @@ between themselves handed over in-process as the simulator does, push-pull with 
 all members, ``DialMe``), and between them probe the agent at the rate a 1,001-node mesh would
 (one probe per probe interval in all). So the agent does all its own work of a 1,001-node mesh;
 what it misses is the gossip traffic other nodes' news would bring, which with a quiet mesh is none.
+With ``--load-changes-per-s R`` the mesh is busy: R times a second a random member's load sample
+changes and reaches the agent as that member's ``alive``, as gossip brings a new sample (an agent
+gossips its load at most every ``meta_min_interval_s``, 5 s on a LAN: 1,000 busy nodes send up to
+200 a second).
 
 On SIGTERM it writes its counters as JSON to ``--stats`` and exits.
 """
@@ -201,8 +205,18 @@ class Farm:
         ping = wire.Ping(self.rng.getrandbits(31), self.agent_id)
         self.to_agent(fake, self.seal(wire.Packet(fake.core.node_id, fake.core.me.addr, (ping,))))
 
-    def run(self, stop: list[bool]) -> None:
-        next_probe = time.monotonic()
+    def change_load(self) -> None:
+        """One member's new load sample, sent to the agent as its ``alive`` (a busy mesh's news)."""
+        fake = self.rng.choice(self.fakes)
+        me = fake.core.me
+        load = {**me.meta.load, "cpu": round(self.rng.uniform(0, 100), 1)}
+        fake.core.update_meta(replace(me.meta, load=load))
+        alive = wire.Alive(me.node, me.incarnation, me.addr, me.meta_version, me.meta)
+        self.stats["load_changes"] += 1
+        self.to_agent(fake, self.seal(wire.Packet(me.node, me.addr, (alive,))))
+
+    def run(self, stop: list[bool], load_changes_per_s: float) -> None:
+        next_probe = next_change = time.monotonic()
         while not stop[0]:
             for sock, _ in self.poller.poll(timeout=20):
                 fake = self.by_sock[sock]
@@ -219,6 +233,9 @@ class Farm:
             while now >= next_probe:
                 self.probe_agent()
                 next_probe += CONFIG.probe_interval_s
+            while load_changes_per_s > 0 and now >= next_change:
+                self.change_load()
+                next_change += 1 / load_changes_per_s
 
     def close(self) -> None:
         for fake in self.fakes:
@@ -234,6 +251,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--stats", default="", help="where the counters go as JSON on SIGTERM")
+    parser.add_argument(
+        "--load-changes-per-s",
+        type=float,
+        default=0.0,
+        help="members' load samples gossiped to the agent per second, all members together (0: a quiet mesh)",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a socket, a listener and connections each
@@ -246,7 +269,7 @@ def main() -> None:
     started_cpu = time.process_time()
     started = time.monotonic()
     try:
-        farm.run(stop)
+        farm.run(stop, args.load_changes_per_s)
     finally:
         counters: dict[str, float] = dict(farm.stats)
         counters["cpu_s"] = round(time.process_time() - started_cpu, 2)

@@ -2,6 +2,7 @@
 
 Usage:  python bench/scale.py [--part a b] [--rounds 3] [--duration-s 5] [--peers 10]
                               [--members 1000] [--deployments 1000] [--idle-s 20]
+                              [--load-changes-per-s 0]
 
 (a) Entry throughput. Eleven real agents (``--profile local``, one mesh token): ``e0`` hosts nothing,
     ``p1``..``p10`` each pin a replica of ``echo`` (``apps/echo.py``), and ``p1`` also the only one of
@@ -18,6 +19,8 @@ Usage:  python bench/scale.py [--part a b] [--rounds 3] [--duration-s 5] [--peer
     do not do). Before and after each step: the agent's RSS, PSS and USS (``/proc/PID/smaps``), its
     idle CPU, and the latency of ``GET /health``, ``GET /v1/mesh`` (and its size) and ``GET
     /v1/deployments``, alone and while ``/v1/mesh`` is read in a loop (a dashboard, ``meshnode top``).
+    The members are quiet (a lower bound) unless ``--load-changes-per-s`` makes them busy: their
+    load samples reach the agent at that rate, all members together.
 
 Agents (and their workers) run on ``--agents-cpu``; wrk and the member farm on ``--load-cpu``, pinned
 with ``taskset``. It measures and prints; it never asserts. Needs the Debian package wrk.
@@ -301,6 +304,7 @@ def part_b(args: argparse.Namespace, root: Path, started: list[Started]) -> None
     farm_args = [
         sys.executable, str(FARM), "--agent-http", url.removeprefix("http://"), "--agent-mesh", mesh,
         "--mesh-id", mesh_id, "--count", str(args.members), "--stats", str(farm_stats),
+        "--load-changes-per-s", str(args.load_changes_per_s),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"MESHNODE_TOKEN": token}
     farm = start("farm", farm_args, args.load_cpu, root, env)
@@ -364,6 +368,12 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--idle-s", type=float, default=20.0, help="how long idle CPU is measured per stage")
+    parser.add_argument(
+        "--load-changes-per-s",
+        type=float,
+        default=0.0,
+        help="part b: the members' load samples reaching the agent per second (0: a quiet mesh)",
+    )
     parser.add_argument("--settle-s", type=float, default=5.0, help="wait before each stage's measurements")
     parser.add_argument(
         "--stall-s", type=float, default=30.0, help="how long /health is read every 20 ms per stage (0: not)"

@@ -49,6 +49,7 @@ from .seeds import SeedRetry
 from .shared_tables import SharedTables
 from .suspicion import Suspicions
 from .types import Address, NodeId, Status
+from .view_versions import ViewVersions
 from .wire import Ack, Alive, Dead, IndirectPing, MemberState, Message, Nack, Packet, Ping, PushPull, Suspect
 
 
@@ -72,9 +73,7 @@ class Membership:
         self.rng = rng
         self.me = Member(node_id, addr, incarnation, Status.ALIVE, 0, meta, now)
         self.members: dict[NodeId, Member] = {node_id: self.me}
-        # Raised whenever a member joins, leaves the table, changes status, address or metadata:
-        # views derived from the members (routing candidates) are cached against it.
-        self.view_version = 0
+        self.versions = ViewVersions()  # what the shells' views and placement are cached against
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.leaving = False
         self._admission = Admission(node_id, config.max_clock_offset_s)
@@ -121,7 +120,7 @@ class Membership:
             return []
         self.leaving = True
         self.me.status = Status.LEFT
-        self.view_version += 1
+        self.versions.member_changed()
         self.me.since = now
         self._prober.stop()
         self._gossip.push(Dead(self.node_id, self.me.incarnation, self.node_id))
@@ -135,9 +134,9 @@ class Membership:
         """Replace this node's metadata and gossip it (raises meta_version, not incarnation)."""
         if meta == self.me.meta:
             return
+        self.versions.meta_changed(self.me.meta, meta)
         self.me.meta = meta
         self.me.meta_version += 1
-        self.view_version += 1
         self._gossip.push(self._alive_of_self())
 
     def declare(self, name: str, spec: DeploymentSpec | None, wall_ms: int) -> list[Effect]:
@@ -265,7 +264,7 @@ class Membership:
                 alive.node, alive.addr, alive.incarnation, Status.ALIVE, alive.meta_version, alive.meta, now
             )
             self.members[alive.node] = member
-            self.view_version += 1
+            self.versions.member_changed()
             self._add_live(alive.node)
             self._gossip.push(alive)
             effects.append(MemberChanged(alive.node, None, Status.ALIVE))
@@ -278,11 +277,11 @@ class Membership:
         )
         if not (newer or meta_only):
             return
+        self.versions.meta_changed(member.meta, alive.meta)
         member.addr = alive.addr
         member.incarnation = alive.incarnation
         member.meta_version = alive.meta_version
         member.meta = alive.meta
-        self.view_version += 1
         self._gossip.push(alive)
         if newer and member.status != Status.ALIVE:
             self._set_status(member, Status.ALIVE, now, effects)
@@ -332,7 +331,7 @@ class Membership:
         previous = member.status
         member.status = status
         member.since = now
-        self.view_version += 1
+        self.versions.member_changed()
         if status.gone:
             self._gone[member.node] = None
             self._live.discard(member.node)
@@ -375,7 +374,7 @@ class Membership:
             member = self.members[node]
             if member.since < horizon:
                 del self.members[node]  # reap
-                self.view_version += 1
+                self.versions.member_changed()
                 del self._gone[node]
             elif member.status == Status.DEAD:
                 dead.append(member)

@@ -66,7 +66,7 @@ class Record:
         return self._content() > other._content()
 
     def _content(self) -> tuple[bool, bytes]:
-        return (self.spec is None, b"" if self.spec is None else msgpack.packb(self.spec.to_wire()))
+        return (self.spec is None, b"" if self.spec is None else msgpack.packb(self.spec.wire))
 
 
 class HybridClock:

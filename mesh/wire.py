@@ -226,7 +226,7 @@ def message_to_list(message: Message) -> list[Any]:
 
 
 def _record_row(record: Record) -> list[Any]:
-    spec = None if record.spec is None else record.spec.to_wire()
+    spec = None if record.spec is None else record.spec.wire
     return [record.name, record.stamp, record.origin, spec]
 
 

@@ -167,7 +167,7 @@ class NodeStore:
             raise StoreError(
                 f"deployment {record.name!r} is stamped {record.stamp!r}, outside [0, {MAX_STAMP}]"
             )
-        spec = None if record.spec is None else json.dumps(record.spec.to_wire())
+        spec = None if record.spec is None else json.dumps(record.spec.wire)
         row = {"name": record.name, "stamp": record.stamp, "origin": record.origin, "spec": spec}
         try:
             self._db.table("deployments").upsert(row, pk="name")

@@ -86,7 +86,7 @@ class GossipRunner:
         self._on_key = on_key
         self._on_keyring = on_keyring
         self._on_view = on_view
-        self._seen_view = core.view_version
+        self._seen_view = core.versions.view
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.received = 0
@@ -107,7 +107,7 @@ class GossipRunner:
             transport,
             seal=lambda packet: self.keyring.seal(wire.encode(packet, self.mesh_id)),
             members=lambda: self.core.members,
-            view_version=lambda: self.core.view_version,
+            view_version=lambda: self.core.versions.view,
             rng=core.rng,
             now=0.0,  # its first dial check is due at the first tick
             on_reach=self._reach_changed,
@@ -153,9 +153,9 @@ class GossipRunner:
                     self._on_key(key)
                 case KeyringChanged(ring):
                     self._on_keyring(ring)
-        if self.core.view_version != self._seen_view:
+        if self.core.versions.view != self._seen_view:
             # Members or their metadata changed (a replica became ready somewhere): tell waiters.
-            self._seen_view = self.core.view_version
+            self._seen_view = self.core.versions.view
             self._on_view()
         self._wake.set()
 
@@ -176,7 +176,12 @@ class GossipRunner:
     @property
     def view_version(self) -> int:
         """Bumped whenever a member or its metadata changes."""
-        return self.core.view_version
+        return self.core.versions.view
+
+    @property
+    def placement_version(self) -> int:
+        """Bumped when a member comes, goes, changes status, or changes metadata a plan reads (not load)."""
+        return self.core.versions.placement
 
     @property
     def leaving(self) -> bool:

@@ -14,12 +14,12 @@ table, member metadata for devices, replicas and demand) and acts only on itself
    at all (``inference/app_policy.py``); one it may not run is never imported here: the node sits
    the deployment out, gossiped as ``failed`` with the reason, and the next node in rank takes it.
 
-The loop runs every ``placement_interval_s`` and at once on a trigger (a record, a view change, a
-request waiting for a cold start), at most every ``placement_min_round_gap_s``. A round skips the
-deployments that nothing changed (``decisions.py``), and one that runs long yields to the event
-loop every ``_ROUND_SLICE_S``, reading the members afresh after. It also holds
-requests that arrive while no replica is ready (``cold_start.py``), and answers
-``GET /v1/deployments`` (``views.py``).
+The loop runs every ``placement_interval_s`` and at once on a trigger (a record, a view change that
+a plan reads, not load alone: ``mesh/view_versions.py``; a request waiting for a cold start), at
+most every ``placement_min_round_gap_s``. A round skips the deployments that nothing changed
+(``decisions.py``), and one that runs long yields to the event loop every ``_ROUND_SLICE_S``,
+reading the members afresh after. It also holds requests that arrive while no replica is ready
+(``cold_start.py``), and answers ``GET /v1/deployments`` (``views.py``).
 
 Pinned replicas (``--deploy NAME=APP``) are started at once and never stopped here; the name is
 declared at stamp 0 (``records.py``) with min and max 0, so pinned replicas alone serve it until
@@ -106,6 +106,7 @@ class Deployments:
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
+        self._seen_placement = -1  # the view's placement version at the last trigger
         self._hosts: HostSet | None = None
         self._host_of: HostMemory = {}
 
@@ -142,9 +143,11 @@ class Deployments:
         self.poke()
 
     def on_view(self) -> None:
-        """Members or their metadata changed: wake cold-start waiters, re-plan."""
+        """Members or their metadata changed: wake cold-start waiters; re-plan unless only load moved."""
         self.cold_starts.view_changed()
-        self.poke()
+        if self._membership.placement_version != self._seen_placement:
+            self._seen_placement = self._membership.placement_version
+            self.poke()  # else the round every placement_interval_s samples the load
 
     # -- declarations ----------------------------------------------------------------------
 

@@ -99,7 +99,7 @@ def view_of(inputs: ViewInputs) -> dict[str, Any]:
     record, outcome, waiting = inputs.record, inputs.outcome, inputs.waiting
     spec = record.spec
     assert spec is not None
-    wire = spec.to_wire()  # once: asdict's deep copy is most of a view's cost
+    wire = spec.wire  # built once per spec: asdict's deep copy was most of a view's cost
     names = {m.node: m.name for m in inputs.members}
     replicas = []
     for member in sorted(inputs.members, key=lambda m: m.name):

@@ -102,3 +102,15 @@ def test_a_spec_read_again_is_the_same_object_and_validation_still_tells_values_
     with pytest.raises(SpecError):
         DeploymentSpec.from_wire({**body, "min_replicas": True})  # equal to 1 in Python, not a count
     assert DeploymentSpec.from_wire({**body, "max_replicas": 3}).max_replicas == 3
+
+
+def test_the_shared_wire_form_is_built_once_and_equals_a_fresh_one() -> None:
+    spec = DeploymentSpec.from_wire(
+        {"app": "a.py:A", "resources": {"device_kinds": ["cpu"]}, "autoscaling": {"window_s": 3}, "model": "m"}
+    )
+    assert spec.wire is spec.wire  # every push-pull carries every record: built once per spec
+    assert spec.wire == spec.to_wire()
+    mine = spec.to_wire()
+    mine["resources"]["device_kinds"].append("cuda")  # a caller's own copy: the shared one is untouched
+    assert spec.wire["resources"]["device_kinds"] == ["cpu"]
+    assert DeploymentSpec.from_wire(spec.wire) == spec

@@ -331,7 +331,7 @@ def test_a_direct_ack_measures_the_round_trip_time_for_routing() -> None:
 
 def test_the_view_version_moves_with_every_change_routing_caches_on() -> None:
     core = core_with_peers(2)
-    start = core.view_version
+    start = core.versions.view
     node, addr = peer(1)
     member = core.members[node]
     core.handle(
@@ -339,13 +339,13 @@ def test_the_view_version_moves_with_every_change_routing_caches_on() -> None:
         1.0,
         WALL_MS,
     )
-    after_meta = core.view_version
+    after_meta = core.versions.view
     assert after_meta > start
     core.handle(packet_from(2, Suspect(node, member.incarnation, peer(2)[0])), 1.1, WALL_MS)
-    assert core.view_version > after_meta
-    unchanged = core.view_version
+    assert core.versions.view > after_meta
+    unchanged = core.versions.view
     core.handle(packet_from(1, Ping(7, ME)), 1.2, WALL_MS)
-    assert core.view_version == unchanged
+    assert core.versions.view == unchanged
 
 
 def test_a_verdict_on_a_peer_this_node_holds_alive_goes_to_that_peer_alone() -> None:

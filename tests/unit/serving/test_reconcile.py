@@ -55,6 +55,7 @@ class FakeMembership:
     """What the placement loop asks of the gossip runner, over a fixed view."""
 
     leaving = False
+    placement_version = 0
 
     def __init__(self, members: list[Member], records: list[Record]) -> None:
         self._members, self._records = members, {record.name: record for record in records}
@@ -88,6 +89,22 @@ def deployments(tmp_path: Path, members: list[Member], count: int) -> Deployment
         persist=lambda record: None,
         forget=lambda names: None,
     )
+
+
+async def test_a_view_change_re_plans_at_once_only_when_a_plan_could_differ(tmp_path: Path) -> None:
+    """Load alone (no new placement version) waits for the interval's round: it only feeds the autoscaler."""
+    placement = deployments(tmp_path, [], 1)
+    membership = cast(FakeMembership, placement._membership)
+    woken = []
+    placement.cold_starts.view_changed = lambda: woken.append(True)  # type: ignore[method-assign]
+    placement.on_view()  # the first view change: nothing seen before
+    assert placement._due.is_set()
+    placement._due.clear()
+    placement.on_view()  # load moved somewhere
+    assert not placement._due.is_set() and len(woken) == 2  # cold-start waiters still look again
+    membership.placement_version += 1  # a replica became ready, a member died, a device changed
+    placement.on_view()
+    assert placement._due.is_set()
 
 
 def counted(members: list[Member]) -> list[Member]:

@@ -19,10 +19,10 @@ refutes.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from operator import attrgetter
 
 from .access import ApiKey
 from .config import MembershipConfig
@@ -49,17 +49,23 @@ class _Entry:
     message: Gossip
     size: int  # encoded bytes, measured on first use: most news is replaced before it is sent
     transmits: int
-
-
-_TRANSMITS = attrgetter("transmits")
+    pushed: int  # when it was queued, as a count of pushes: the newest is the largest
 
 
 class BroadcastQueue:
-    """Queued gossip about nodes, handed out newest and least transmitted first."""
+    """Queued gossip about nodes, handed out newest and least transmitted first.
+
+    The order lives in a heap of (transmits, -pushed, entry), so a packet costs the entries it
+    looks at, each O(log n), not a sort of the whole queue: a busy mesh of 1,000 members keeps a
+    news item about most of them queued. Items go stale when their entry is replaced, sent or
+    dropped; they are skipped when popped, and the heap is rebuilt when they outnumber the live ones.
+    """
 
     def __init__(self) -> None:
         # Oldest first: news replacing older news about the same key moves to the end.
         self._entries: dict[_Key, _Entry] = {}
+        self._heap: list[tuple[int, int, _Entry]] = []
+        self._pushes = 0
         # For stopping a packet early (see pop_for_packet): entries not measured yet, and the
         # smallest size ever measured here, a lower bound on every queued size.
         self._unmeasured = 0
@@ -85,34 +91,41 @@ class BroadcastQueue:
         replaced = self._entries.pop(key, None)
         if replaced is None or replaced.size >= 0:
             self._unmeasured += 1
-        self._entries[key] = _Entry(key, message, -1, 0)
+        self._pushes += 1
+        entry = self._entries[key] = _Entry(key, message, -1, 0, self._pushes)
+        heapq.heappush(self._heap, (0, -entry.pushed, entry))
+        if len(self._heap) > 2 * len(self._entries) + 64:
+            self._heap = [(e.transmits, -e.pushed, e) for e in self._entries.values()]
+            heapq.heapify(self._heap)
 
     def pop_for_packet(self, budget_bytes: int, limit: int) -> list[Gossip]:
         """Messages that fit in ``budget_bytes``; each handed out counts as one transmit."""
-        entries = self._entries
+        entries, heap = self._entries, self._heap
         if not entries or budget_bytes <= 0:
             return []
         chosen: list[Gossip] = []
         used = 0
-        # Newest first, then a stable sort by transmits: least transmitted first, newest among equals.
-        # Called for every packet sent, and one or two messages are queued most of the time.
-        ranked = (
-            sorted(reversed(entries.values()), key=_TRANSMITS) if len(entries) > 1 else [*entries.values()]
-        )
-        for entry in ranked:
+        looked: list[_Entry] = []  # back into the heap after the packet: each entry is looked at once
+        while heap:
             if budget_bytes - used < self._smallest and not self._unmeasured:
                 break  # nothing queued fits any more: a long queue need not be walked to its end
+            transmits, _, entry = heapq.heappop(heap)
+            if entries.get(entry.key) is not entry or entry.transmits != transmits:
+                continue  # stale: replaced, sent its limit, or moved on
             if entry.size < 0:
                 entry.size = encoded_size(entry.message)
                 self._unmeasured -= 1
                 self._smallest = min(self._smallest, entry.size)
-            if used + entry.size > budget_bytes:
-                continue
-            used += entry.size
-            chosen.append(entry.message)
-            entry.transmits += 1
-            if entry.transmits >= limit:
-                del entries[entry.key]
+            if used + entry.size <= budget_bytes:
+                used += entry.size
+                chosen.append(entry.message)
+                entry.transmits += 1
+                if entry.transmits >= limit:
+                    del entries[entry.key]
+                    continue
+            looked.append(entry)
+        for entry in looked:
+            heapq.heappush(heap, (entry.transmits, -entry.pushed, entry))
         return chosen
 
     def queued(self) -> list[Gossip]:

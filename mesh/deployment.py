@@ -127,7 +127,7 @@ class DeploymentSpec:
         return self.to_wire()
 
     def to_wire(self) -> dict[str, Any]:
-        """A JSON- and msgpack-ready dict (the body ``PUT /v1/deployments/{name}`` takes), the caller's own."""
+        """A JSON- and msgpack-ready dict of the caller's own (what ``PUT /v1/deployments/{name}`` takes)."""
         wire = asdict(self)
         wire["resources"]["device_kinds"] = list(self.resources.device_kinds)
         _omit_defaults(wire["autoscaling"])

@@ -277,7 +277,7 @@ class Membership:
         )
         if not (newer or meta_only):
             return
-        self.versions.meta_changed(member.meta, alive.meta)
+        self.versions.meta_changed(member.meta, alive.meta, moved=alive.addr != member.addr)
         member.addr = alive.addr
         member.incarnation = alive.incarnation
         member.meta_version = alive.meta_version

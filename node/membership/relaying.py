@@ -65,7 +65,7 @@ class Relaying:
         *,
         seal: Callable[[Packet], bytes],
         members: Callable[[], Mapping[NodeId, Member]],
-        view_version: Callable[[], int],
+        roster_version: Callable[[], int],
         rng: random.Random,
         now: float,
         on_reach: Callable[[Reach, tuple[NodeId, ...]], None],
@@ -77,7 +77,7 @@ class Relaying:
         self._transport = transport
         self._seal = seal
         self._members = members
-        self._view_version = view_version
+        self._roster_version = roster_version
         self._rng = rng
         self._on_reach = on_reach
         self._count = count
@@ -283,7 +283,7 @@ class Relaying:
         self._by_addr = {k: r for k, r in self._by_addr.items() if now - r.seen <= idle_s}
 
     def _member_at(self, addr: Address) -> Member | None:
-        version = self._view_version()
+        version = self._roster_version()
         if version != self._addrs_version:  # members joined, left or moved since
             self._addrs = {m.addr: m for m in self._members().values()}
             self._addrs_version = version

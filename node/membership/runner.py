@@ -107,7 +107,7 @@ class GossipRunner:
             transport,
             seal=lambda packet: self.keyring.seal(wire.encode(packet, self.mesh_id)),
             members=lambda: self.core.members,
-            view_version=lambda: self.core.versions.view,
+            roster_version=lambda: self.core.versions.roster,
             rng=core.rng,
             now=0.0,  # its first dial check is due at the first tick
             on_reach=self._reach_changed,
@@ -179,9 +179,9 @@ class GossipRunner:
         return self.core.versions.view
 
     @property
-    def placement_version(self) -> int:
-        """Bumped when a member comes, goes, changes status, or changes metadata a plan reads (not load)."""
-        return self.core.versions.placement
+    def roster_version(self) -> int:
+        """Bumped when a member comes, goes, moves, changes status, or changes more than its load."""
+        return self.core.versions.roster
 
     @property
     def leaving(self) -> bool:

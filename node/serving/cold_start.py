@@ -17,8 +17,34 @@ import contextlib
 from collections.abc import Callable
 
 from ..errors import MeshnodeError, NotFound, NotReady, Overloaded
+from ..mesh import replica_view
+from ..mesh.placement import Plan
+from ..mesh.replica_view import Prospect
 
-__all__ = ["ColdStarts"]
+__all__ = ["ColdStarts", "refusal_of"]
+
+
+def refusal_of(
+    prospect: Prospect, name: str, failure: Callable[[], str], plan: Plan | None
+) -> MeshnodeError | None:
+    """Why a request for `name` cannot wait for a replica, given what is coming; None when it may.
+
+    `failure` says why its replicas failed to start (read only then), `plan` is the last placement's.
+    """
+    match prospect:
+        case Prospect.COMING | Prospect.SCALING_UP:
+            return None
+        case Prospect.FAILED_TO_START:
+            return NotReady(failure(), retry_after_s=replica_view.FAILED_RETRY_AFTER_S)
+        case Prospect.UNKNOWN:
+            return NotFound(f"no deployment named {name!r} in the mesh")
+        case Prospect.PINNED_ONLY:
+            return NotReady(
+                f"{name} runs only where it is pinned, and no pinned replica is running", retry_after_s=5.0
+            )
+        case Prospect.UNSCHEDULABLE:
+            reason = plan.unschedulable if plan is not None else None
+            return NotReady(f"{name} is unschedulable: {reason}", retry_after_s=30.0)
 
 
 class ColdStarts:

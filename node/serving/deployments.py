@@ -14,8 +14,8 @@ table, member metadata for devices, replicas and demand) and acts only on itself
    at all (``inference/app_policy.py``); one it may not run is never imported here: the node sits
    the deployment out, gossiped as ``failed`` with the reason, and the next node in rank takes it.
 
-The loop runs every ``placement_interval_s`` and at once on a trigger (a record, a view change that
-a plan reads, not load alone: ``mesh/view_versions.py``; a request waiting for a cold start), at
+The loop runs every ``placement_interval_s`` and at once on a trigger (a record, a change to the view's
+roster, not load alone: ``mesh/view_versions.py``; a request waiting for a cold start), at
 most every ``placement_min_round_gap_s``. A round skips the deployments that nothing changed
 (``decisions.py``), and one that runs long yields to the event loop every ``_ROUND_SLICE_S``,
 reading the members afresh after. It also holds requests that arrive while no replica is ready
@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..config import AgentConfig
-from ..errors import MeshnodeError, NotFound, NotReady
+from ..errors import MeshnodeError
 from ..inference.app_policy import AppPolicy, refusal
 from ..membership.runner import GossipRunner
 from ..mesh import replica_view
@@ -46,9 +46,8 @@ from ..mesh.member import Member
 from ..mesh.placement import Action, action_for
 from ..mesh.records import Record
 from ..mesh.replica_index import ReplicaIndex
-from ..mesh.replica_view import Prospect
 from ..mesh.types import NodeId
-from .cold_start import ColdStarts
+from .cold_start import ColdStarts, refusal_of
 from .decisions import Decisions
 from .plans import HostMemory, HostSet, with_app_needs
 from .replica import Replica
@@ -106,7 +105,8 @@ class Deployments:
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
-        self._seen_placement = -1  # the view's placement version at the last trigger
+        self._seen_roster = -1  # the view's roster version at the last trigger
+        self._hosts_roster = -1  # and at the last round's host set
         self._hosts: HostSet | None = None
         self._host_of: HostMemory = {}
 
@@ -145,8 +145,8 @@ class Deployments:
     def on_view(self) -> None:
         """Members or their metadata changed: wake cold-start waiters; re-plan unless only load moved."""
         self.cold_starts.view_changed()
-        if self._membership.placement_version != self._seen_placement:
-            self._seen_placement = self._membership.placement_version
+        if self._membership.roster_version != self._seen_roster:
+            self._seen_roster = self._membership.roster_version
             self.poke()  # else the round every placement_interval_s samples the load
 
     # -- declarations ----------------------------------------------------------------------
@@ -209,11 +209,15 @@ class Deployments:
             live_members = [m for m in live_members if m.node != self.node_id]
         # The live members' replicas by deployment, read once a round: O(members + replicas).
         index = ReplicaIndex.of(live_members, self.node_id)
-        hosts = HostSet.of(live_members, self._host_of)
-        if self._hosts != hosts:
-            # Kept as one object while the live set does not change, so the plan cache recognises
-            # it without hashing every node again.
-            self._hosts = hosts
+        if membership.roster_version != self._hosts_roster:  # the live set, a device, labels, a store
+            self._hosts_roster = membership.roster_version
+            fresh = HostSet.of(live_members, self._host_of)
+            if self._hosts != fresh:
+                # Kept as one object while the live set does not change, so the plan cache recognises
+                # it without hashing every node again.
+                self._hosts = fresh
+        hosts = self._hosts
+        assert hosts is not None  # built in the first round
         records = {record.name: record for record in membership.live_records()}
         self._decisions.keep_only(records)
         # A node alone right after it started (its peers not heard from yet) decides but does not
@@ -229,14 +233,14 @@ class Deployments:
             # This node's sit-out, by its error: a failed setup, or an app it may not run.
             sits_out = self._replicas.sits_out(name, spec.app)
             untouched = not (sits_out or name in self._replicas or self.waiting[name] or index.mentions(name))
-            if untouched and self._decisions.idle(name, spec, self._hosts, now):
+            if untouched and self._decisions.idle(name, spec, hosts, now):
                 continue  # nothing about it changed, and this node has nothing to do about it
             here = self._replicas.entry(name) if sits_out else None
             outcome = self._decisions.decide(
                 name,
                 spec,
                 index,
-                self._hosts,
+                hosts,
                 now,
                 local=self._replicas.local(name),
                 waiting_here=self.waiting[name],
@@ -335,31 +339,13 @@ class Deployments:
         """Why a request for `name` cannot wait for a replica, or None when it may."""
         record = self._membership.record(name)
         outcome = self._outcomes.get(name)
+        plan = outcome.plan if outcome is not None else None
         members, local = self._membership.members(), self._replicas.entry(name)
-        prospect = replica_view.prospect(
-            name,
-            record.spec if record is not None else None,
-            members,
-            self.node_id,
-            local,
-            outcome.plan if outcome is not None else None,
+        spec = record.spec if record is not None else None
+        prospect = replica_view.prospect(name, spec, members, self.node_id, local, plan)
+        return refusal_of(
+            prospect, name, lambda: replica_view.failure(name, members, self.node_id, local), plan
         )
-        match prospect:
-            case Prospect.COMING | Prospect.SCALING_UP:
-                return None
-            case Prospect.FAILED_TO_START:
-                why = replica_view.failure(name, members, self.node_id, local)
-                return NotReady(why, retry_after_s=replica_view.FAILED_RETRY_AFTER_S)
-            case Prospect.UNKNOWN:
-                return NotFound(f"no deployment named {name!r} in the mesh")
-            case Prospect.PINNED_ONLY:
-                return NotReady(
-                    f"{name} runs only where it is pinned, and no pinned replica is running",
-                    retry_after_s=5.0,
-                )
-            case Prospect.UNSCHEDULABLE:
-                reason = outcome.plan.unschedulable if outcome is not None else None
-                return NotReady(f"{name} is unschedulable: {reason}", retry_after_s=30.0)
 
     # -- views for the HTTP API and /metrics -----------------------------------------------
 

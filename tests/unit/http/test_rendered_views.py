@@ -168,6 +168,13 @@ class FakeMembership:
 
     def __init__(self, members: list[Member], records: list[Record]) -> None:
         self.list, self.records = members, {record.name: record for record in records}
+        self._looks = 0
+
+    @property
+    def roster_version(self) -> int:
+        """The test changes members in place, without a version: a new one at every look."""
+        self._looks += 1
+        return self._looks
 
     def members(self) -> list[Member]:
         return self.list

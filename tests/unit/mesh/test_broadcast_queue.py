@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import pytest
+
 from meshnode.mesh.broadcast_queue import BroadcastQueue
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.types import Address, NodeId
@@ -170,3 +175,52 @@ def test_no_budget_sends_nothing_and_uses_up_nothing() -> None:
     assert queue.pop_for_packet(0, 1) == []
     assert queue.pop_for_packet(-10, 1) == []
     assert queue.queued() == [suspect("a")]
+
+
+# -- the order, against a plain sort of the whole queue ------------------------------------
+
+
+class SortedQueue:
+    """The rule written as plainly as possible: sort everything by (transmits, newest) per packet."""
+
+    def __init__(self) -> None:
+        self.entries: dict[NodeId, list[Any]] = {}  # node -> [message, transmits]; oldest push first
+
+    def push(self, message: Alive | Suspect) -> None:
+        self.entries.pop(message.node, None)
+        self.entries[message.node] = [message, 0]
+
+    def pop_for_packet(self, budget: int, limit: int) -> list[Gossip]:
+        chosen, used = [], 0
+        for entry in sorted(reversed(self.entries.values()), key=lambda e: e[1]):
+            size = encoded_size(entry[0])
+            if used + size > budget:
+                continue
+            used += size
+            chosen.append(entry[0])
+            entry[1] += 1
+            if entry[1] >= limit:
+                del self.entries[entry[0].node]
+        return chosen
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_heap_hands_out_what_a_sort_of_the_whole_queue_would(seed: int) -> None:
+    """Random pushes (replacing news about the same nodes, of varied sizes) and packets of varied room."""
+    rng = random.Random(seed)
+    queue, plain = BroadcastQueue(), SortedQueue()
+    nodes = [f"n{index}" for index in range(rng.randrange(2, 60))]
+    for _ in range(400):
+        if rng.random() < 0.55:
+            node = rng.choice(nodes)
+            message: Alive | Suspect = (
+                alive(node, rng.randrange(9), padding=rng.choice((0, 10, 300, 900)))
+                if rng.random() < 0.7
+                else suspect(node, rng.randrange(9))
+            )
+            queue.push(message)
+            plain.push(message)
+        else:
+            budget, limit = rng.choice((0, 90, 400, 1400, BIG_BUDGET)), rng.randrange(1, 6)
+            assert queue.pop_for_packet(budget, limit) == plain.pop_for_packet(budget, limit), seed
+        assert queue.queued() == [entry[0] for entry in plain.entries.values()]

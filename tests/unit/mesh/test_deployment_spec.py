@@ -105,9 +105,8 @@ def test_a_spec_read_again_is_the_same_object_and_validation_still_tells_values_
 
 
 def test_the_shared_wire_form_is_built_once_and_equals_a_fresh_one() -> None:
-    spec = DeploymentSpec.from_wire(
-        {"app": "a.py:A", "resources": {"device_kinds": ["cpu"]}, "autoscaling": {"window_s": 3}, "model": "m"}
-    )
+    body = {"app": "a.py:A", "resources": {"device_kinds": ["cpu"]}, "autoscaling": {"window_s": 3}}
+    spec = DeploymentSpec.from_wire({**body, "model": "x"})
     assert spec.wire is spec.wire  # every push-pull carries every record: built once per spec
     assert spec.wire == spec.to_wire()
     mine = spec.to_wire()

@@ -55,7 +55,7 @@ class FakeMembership:
     """What the placement loop asks of the gossip runner, over a fixed view."""
 
     leaving = False
-    placement_version = 0
+    roster_version = 0
 
     def __init__(self, members: list[Member], records: list[Record]) -> None:
         self._members, self._records = members, {record.name: record for record in records}
@@ -102,7 +102,7 @@ async def test_a_view_change_re_plans_at_once_only_when_a_plan_could_differ(tmp_
     placement._due.clear()
     placement.on_view()  # load moved somewhere
     assert not placement._due.is_set() and len(woken) == 2  # cold-start waiters still look again
-    membership.placement_version += 1  # a replica became ready, a member died, a device changed
+    membership.roster_version += 1  # a replica became ready, a member died, a device changed
     placement.on_view()
     assert placement._due.is_set()
 

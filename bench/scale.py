@@ -19,6 +19,8 @@ Usage:  python bench/scale.py [--part a b] [--rounds 3] [--duration-s 5] [--peer
     do not do). Before and after each step: the agent's RSS, PSS and USS (``/proc/PID/smaps``), its
     idle CPU, and the latency of ``GET /health``, ``GET /v1/mesh`` (and its size) and ``GET
     /v1/deployments``, alone and while ``/v1/mesh`` is read in a loop (a dashboard, ``meshnode top``).
+    With the members, the measurements wait until the agent's memory stops growing: it dials each
+    member when its probing first reaches it, minutes after the join at 1,000 members.
     The members are quiet (a lower bound) unless ``--load-changes-per-s`` makes them busy: their
     load samples reach the agent at that rate, all members together.
 
@@ -204,6 +206,24 @@ def memory(proc: psutil.Process) -> dict[str, float]:
     return {k: median([r[k] for r in reads]) for k in ("rss", "pss", "uss")}
 
 
+def settle_memory(proc: psutil.Process, limit_s: float = 400.0) -> float:
+    """Seconds until `proc`'s PSS grows by under 1 MiB in 20 s (at most `limit_s`).
+
+    The agent dials a member when its probing first reaches it, five a second with the local
+    profile, and each connection holds libzmq buffers: its memory is still growing for minutes
+    after the members joined, so a snapshot taken at once undercounts them.
+    """
+    began = time.monotonic()
+    last = memory(proc)["pss"]
+    while time.monotonic() - began < limit_s:
+        time.sleep(20.0)
+        now = memory(proc)["pss"]
+        if now - last < 1.0:
+            break
+        last = now
+    return time.monotonic() - began
+
+
 def timed_gets(url: str, count: int) -> tuple[list[float], int]:
     """Milliseconds of `count` sequential GETs of `url` on one connection, and the last body's bytes."""
     times, size = [], 0
@@ -316,6 +336,8 @@ def part_b(args: argparse.Namespace, root: Path, started: list[Started]) -> None
         time.sleep(1.0)
     joined_s = time.monotonic() - began
     progress(f"part b: {args.members} members in the view after {joined_s:.0f} s")
+    settled_s = settle_memory(proc)
+    progress(f"part b: the agent's memory stopped growing {settled_s:.0f} s later")
     stages["+ members"] = snapshot(proc, url, args)
     farm_busy = cpu_s(psutil.Process(farm.process.pid)) / (time.monotonic() - began)
     stop([farm])
@@ -351,7 +373,8 @@ def part_b(args: argparse.Namespace, root: Path, started: list[Started]) -> None
         )
     print(
         f"\nDeclaring: {len(puts)} PUTs, p50 {pct(puts, 0.5):.1f} ms, p99 {pct(puts, 0.99):.1f} ms, "
-        f"{len(puts) / (sum(puts) / 1000):.0f} per second. Members in the view {joined_s:.0f} s after the farm started. "
+        f"{len(puts) / (sum(puts) / 1000):.0f} per second. Members in the view {joined_s:.0f} s after the farm started; "
+        f"the agent's memory stopped growing {settled_s:.0f} s after that. "
         f"Worker processes of the agent: {members['children']}. The farm took {farm_busy:.0%} of its core; "
         f"its counters: {stats}."
     )

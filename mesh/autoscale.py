@@ -59,6 +59,9 @@ class Autoscaler:
         self._proposals: deque[tuple[float, int]] = deque()
         self._last_demand_at = now
         self._since = now
+        # When the proposals started asking to move the way they ask now (+1 up, -1 down), or None:
+        # a delay counts from the first sample that asked, however sparse the samples are.
+        self._asking: tuple[int, float] | None = None
 
     def respec(self, spec: DeploymentSpec) -> None:
         """The deployment changed: keep the history, re-bound ``desired`` at once."""
@@ -83,6 +86,11 @@ class Autoscaler:
         horizon = max(knobs.scale_up_delay_s, knobs.scale_down_delay_s)
         while self._proposals and self._proposals[0][0] < now - horizon:
             self._proposals.popleft()
+        way = (proposal > self.desired) - (proposal < self.desired)
+        if not way:
+            self._asking = None
+        elif self._asking is None or self._asking[0] != way:
+            self._asking = (way, now)
 
         if self.desired == 0 and demand > 0 and spec.max_replicas > 0:
             self._move(max(proposal, 1), now)
@@ -115,11 +123,15 @@ class Autoscaler:
         horizon = max(knobs.scale_up_delay_s, knobs.scale_down_delay_s)
         while self._proposals and self._proposals[0][0] < now - horizon:
             self._proposals.popleft()
+        self._asking = None
 
     def _held_for(self, delay_s: float, now: float, *, above: bool) -> bool:
         """Whether every proposal of the last `delay_s` asked to move the same way, for that long."""
         if now - self._since < delay_s:
             return False
+        asking = self._asking
+        if asking is None or asking[0] != (1 if above else -1) or now - asking[1] < delay_s:
+            return False  # with samples a second apart, the last window alone may be short of it
         recent = [p for t, p in self._proposals if t >= now - delay_s]
         return bool(recent) and all(p > self.desired if above else p < self.desired for p in recent)
 

@@ -99,3 +99,14 @@ def test_a_node_that_joins_a_scaled_mesh_starts_from_the_replicas_running_there(
     assert Autoscaler(spec(), now=0, current=3).desired == 3
     assert Autoscaler(spec(), now=0, current=9).desired == 4  # still bounded by max
     assert Autoscaler(spec(min_replicas=2), now=0, current=None).desired == 2
+
+
+def test_with_samples_a_second_apart_the_delay_counts_from_the_first_sample_that_asked() -> None:
+    """Placement samples demand once a round (1 s): the last window alone may hold only the new ask."""
+    knobs = Autoscaling(target_concurrency=1, window_s=0.5, scale_up_delay_s=0.5, scale_down_delay_s=3)
+    scaler = Autoscaler(DeploymentSpec("a.py:A", min_replicas=1, max_replicas=3, autoscaling=knobs), now=0)
+    drive(scaler, 0, 10, concurrency=6, step=1.0)
+    assert scaler.desired == 3
+    times = [10.9, 11.8, 12.7, 13.6, 14.5, 15.4]  # rounds 0.9 s apart; demand fell before 10.9
+    moved = next(t for t in times if scaler.observe(t, 0.0).desired < 3)
+    assert moved - 10.9 >= 3  # at 13.6 the last 3 s held only asks for less, 2.7 s after the first

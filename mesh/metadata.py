@@ -32,8 +32,8 @@ MAX_MODEL_BYTES = 2**63 - 1
 REACH_VALUES = ("", "direct", "relayed")
 
 
-# Validated metadata kept by its msgpack bytes (``NodeMeta.from_wire``): a few for each member of
-# a 1,000-node mesh, about half a kilobyte each.
+# Validated metadata kept by its msgpack bytes (``NodeMeta.from_wire``) while a member holds it: one
+# for each member of a 4,096-node mesh.
 PARSED_KEPT = 4096
 _PARSED: ValidatedMemo[NodeMeta] = ValidatedMemo(PARSED_KEPT)
 
@@ -149,9 +149,10 @@ class NodeMeta:
         """Validate a decoded dict strictly; raise MetaError on anything unexpected.
 
         Metadata arrives again and again unchanged (every push-pull lists every member's), so up to
-        ``PARSED_KEPT`` results (the oldest dropped first) are kept by their msgpack bytes, which
-        tell apart whatever validation tells apart (an int from a float or a bool): bytes equal to
-        ones that passed give the same object, without validating every field again.
+        ``PARSED_KEPT`` results (the oldest dropped first) are kept by their msgpack bytes while
+        something holds them (``validated.py``), which tell apart whatever validation tells apart
+        (an int from a float or a bool): bytes equal to ones that passed give the same object,
+        without validating every field again.
         """
         return _PARSED.of(raw, cls._validated)
 

@@ -3,6 +3,7 @@ latency while a pull runs.
 
 Usage:  python bench/models.py [--megabytes 512] [--rounds 3] [--requests 400] [--rate 200]
                                [--agents-cpu 0] [--load-cpu 1] [--parts a b] [--workdir DIR] [--quick]
+                               [--agent-pythonpath DIR]
 
 The model is ``--megabytes`` of random bytes in four files (4 MiB chunks, the default), written
 once; holders get it in their stores as hard links before they start (``ModelStore.add(link=True)``),
@@ -29,6 +30,8 @@ B. Serving while a pull runs. Three agents: n0 and n1 hold the model, n2 has the
    a pull at most 1.5x the baseline's.
 
 It measures and prints; it never asserts. The machine is shared and noisy: compare within a run.
+``--agent-pythonpath`` runs the agents from another install of meshnode (``pip install --target``
+of an older commit), for a before and after run back to back.
 """
 
 from __future__ import annotations
@@ -166,9 +169,17 @@ def copy_rate(source: Path, root: Path) -> float:
 # -- A. throughput -----------------------------------------------------------------------------
 
 
+def use_install(mesh: Mesh, args: argparse.Namespace) -> None:
+    """Run the agents from ``--agent-pythonpath`` when given."""
+    if args.agent_pythonpath is not None:
+        for agent in mesh.agents:
+            agent.env["PYTHONPATH"] = str(args.agent_pythonpath)
+
+
 def part_a(root: Path, source: Path, size: int, args: argparse.Namespace) -> dict[str, list[float]]:
     unbound = ["--set", "model_pull_bytes_per_s=0"]  # the holders' serving bound too
     mesh = Mesh(root / "part-a", 4, extra_args=dict.fromkeys(range(4), unbound))
+    use_install(mesh, args)
     hold(mesh.agents[0], source)
     rates: dict[str, list[float]] = {"copy": [], "verified": [], "1": [], "2": [], "3": []}
     with mesh:
@@ -226,6 +237,7 @@ def part_b(
 ) -> list[tuple[list[float], list[float], float]]:
     extra = {2: ["--deploy", f"echo={ECHO}", "--set", f"model_pull_bytes_per_s={args.pull_rate}"]}
     mesh = Mesh(root / "part-b", 3, extra_args=extra)
+    use_install(mesh, args)
     # The puller alone on the agents' core: the holders stand for other machines, so they run on
     # the load's core, at the lowest priority so that they never delay the load's own timing.
     mesh.agents[2].command = ["taskset", "-c", str(args.agents_cpu), *mesh.agents[2].command]
@@ -331,6 +343,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep the agents' data and logs here")
     parser.add_argument("--parts", nargs="+", choices=("a", "b"), default=["a", "b"])
     parser.add_argument("--quick", action="store_true", help="a small model, one round each (a smoke test)")
+    parser.add_argument(
+        "--agent-pythonpath", type=Path, default=None, help="run the agents from this install of meshnode"
+    )
     args = parser.parse_args()
     if args.quick:
         args.megabytes, args.rounds, args.requests = 32, 1, 50

@@ -14,8 +14,15 @@ Two operations, each body checked before anything is read:
   for an index out of the manifest's range). Nothing from the wire becomes a path: the digest picks
   a model of the store's table, the indexes a file of its manifest.
 
-Reads go to a thread and wait their turn in the node's serving ``Throttle``; a chunk is at most
-``MAX_CHUNK_BYTES`` (16 MiB), and the data plane sends it as frames of ``forward_chunk_bytes``.
+Reads go to a thread. A chunk is at most ``MAX_CHUNK_BYTES`` (16 MiB). With the node's serving
+``Throttle`` bounded (``model_pull_bytes_per_s``), it leaves as pieces of ``piece_bytes``
+(``forward_chunk_bytes``), each read and sent only once the throttle lets its bytes go: the bytes
+move at the bound at every moment, not as a chunk at full speed and then a pause. A burst costs the
+node that receives it a run of its I/O thread decrypting megabytes, which the kernel may not
+preempt for a serving thread before its next tick (docs/benchmarks.md, "Model pulls"); a piece is a
+fraction of a millisecond of it. Holding one piece per stream, not the chunk, also bounds what a
+slow or greedy puller can make this node keep in memory. Unbounded (a rate of 0), the chunk is read
+at once and the data plane splits it into frames of the same size.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from typing import Any
 
-from ..mesh.envelope import Call, Envelope, Failure, Reply
+from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply
+from ..mesh.model_manifest import Chunk as ModelChunk
 from ..mesh.model_manifest import check_name, is_digest
 from .store import ModelStore
 from .throttle import Throttle
@@ -36,6 +44,7 @@ __all__ = ["MODELS_CHANNEL", "ChunkServer"]
 log = logging.getLogger(__name__)
 
 MODELS_CHANNEL = "@models"
+_OCTETS = "application/octet-stream"
 # A chunk or file index from the wire: far beyond MAX_CHUNKS and MAX_FILES, far inside msgpack's ints.
 _MAX_INDEX = 1 << 31
 
@@ -56,68 +65,85 @@ class ChunkServer:
         store: ModelStore,
         throttle: Throttle,
         executor: Executor | None = None,
+        *,
+        piece_bytes: int = 256 * 1024,
     ) -> None:
         self._store = store
         self._throttle = throttle
         self._executor = executor  # None: asyncio's default one
+        self._piece_bytes = max(1, piece_bytes)
         self.served_chunks = 0
         self.served_bytes = 0
         self.refused: dict[str, int] = {}  # by kind, for /metrics
 
     async def serve_peer(self, call: Call) -> AsyncIterator[Envelope]:
         """Answer one pull message (see the module docstring)."""
+        rid = call.request_id
         try:
-            answer, content_type = await self._answer(call.body)
+            match call.body.get("op"):
+                case "manifest":
+                    yield Reply(rid, self._manifest(call.body), "application/json")
+                case "chunk":
+                    digest, chunk = self._chunk(call.body)
+                    async for envelope in self._send_chunk(rid, digest, chunk):
+                        yield envelope
+                    self.served_chunks += 1
+                case op:
+                    raise _Refused("bad_request", f"unknown models op {op!r}")
         except _Refused as exc:
             self.refused[exc.kind] = self.refused.get(exc.kind, 0) + 1
-            yield Failure(call.request_id, exc.kind, str(exc), False)
-            return
+            yield Failure(rid, exc.kind, str(exc), False)
         except OSError as exc:
             # The file changed or vanished on disk under the store: the puller asks another holder.
             log.warning("models: cannot read a chunk for a peer: %s", exc)
             self.refused["unreadable"] = self.refused.get("unreadable", 0) + 1
-            yield Failure(call.request_id, "unreadable", f"this node cannot read that chunk: {exc}", False)
-            return
-        yield Reply(call.request_id, answer, content_type)
+            yield Failure(rid, "unreadable", f"this node cannot read that chunk: {exc}", False)
 
-    async def _answer(self, body: dict[str, Any]) -> tuple[Any, str]:
-        match body.get("op"):
-            case "manifest":
-                try:
-                    name = check_name(body.get("name"))
-                except ValueError as exc:
-                    raise _Refused("bad_request", str(exc)) from exc
-                model = self._store.get(name)
-                if model is None:
-                    raise _Refused("not_found", f"this node holds no model named {name!r}")
-                wire = {"name": name, "digest": model.digest, "manifest": model.manifest.to_wire()}
-                return wire, "application/json"
-            case "chunk":
-                digest, file_index, chunk_index = body.get("digest"), body.get("file"), body.get("chunk")
-                if not is_digest(digest) or not _is_index(file_index) or not _is_index(chunk_index):
-                    raise _Refused("bad_request", "a chunk request needs a full digest and two indexes")
-                assert (
-                    isinstance(digest, str) and isinstance(file_index, int) and isinstance(chunk_index, int)
-                )
-                model = self._store.by_digest(digest)
-                if model is None:
-                    raise _Refused("not_found", f"this node holds no model with digest {digest[:16]}")
-                try:
-                    chunk = model.manifest.chunk(file_index, chunk_index)
-                except IndexError as exc:
-                    raise _Refused("bad_request", str(exc)) from exc
-                await self._throttle.take(chunk.length)
-                try:
-                    data = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, self._store.open_chunk, digest, file_index, chunk_index
-                    )
-                except (KeyError, IndexError) as exc:  # removed or replaced while we waited
-                    raise _Refused("not_found", f"the model {digest[:16]} is no longer held here") from exc
-                self.served_chunks += 1
-                self.served_bytes += len(data)
-                return data, "application/octet-stream"
-            case op:
-                raise _Refused("bad_request", f"unknown models op {op!r}")
+    def _manifest(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            name = check_name(body.get("name"))
+        except ValueError as exc:
+            raise _Refused("bad_request", str(exc)) from exc
+        model = self._store.get(name)
+        if model is None:
+            raise _Refused("not_found", f"this node holds no model named {name!r}")
+        return {"name": name, "digest": model.digest, "manifest": model.manifest.to_wire()}
+
+    def _chunk(self, body: dict[str, Any]) -> tuple[str, ModelChunk]:
+        """The full digest and the chunk a chunk request names, checked against the store."""
+        digest, file_index, chunk_index = body.get("digest"), body.get("file"), body.get("chunk")
+        if not is_digest(digest) or not _is_index(file_index) or not _is_index(chunk_index):
+            raise _Refused("bad_request", "a chunk request needs a full digest and two indexes")
+        assert isinstance(digest, str) and isinstance(file_index, int) and isinstance(chunk_index, int)
+        model = self._store.by_digest(digest)
+        if model is None:
+            raise _Refused("not_found", f"this node holds no model with digest {digest[:16]}")
+        try:
+            return digest, model.manifest.chunk(file_index, chunk_index)
+        except IndexError as exc:
+            raise _Refused("bad_request", str(exc)) from exc
+
+    async def _send_chunk(self, rid: str, digest: str, chunk: ModelChunk) -> AsyncIterator[Envelope]:
+        """The chunk's bytes: paced pieces under a bound, else all at once (module docstring)."""
+        if self._throttle.bytes_per_s <= 0:
+            data = await self._read(digest, chunk, 0, chunk.length)
+            self.served_bytes += len(data)
+            yield Reply(rid, data, _OCTETS)
+            return
+        for seq, start in enumerate(range(0, max(1, chunk.length), self._piece_bytes)):
+            length = min(self._piece_bytes, chunk.length - start)
+            await self._throttle.take(length)
+            data = await self._read(digest, chunk, start, length)
+            self.served_bytes += length
+            yield Reply(rid, data, _OCTETS) if start + length == chunk.length else Chunk(rid, seq, data)
+
+    async def _read(self, digest: str, chunk: ModelChunk, start: int, length: int) -> bytes:
+        read = self._store.open_chunk
+        where = (digest, chunk.file_index, chunk.chunk_index, start, length)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, read, *where)
+        except (KeyError, IndexError) as exc:  # removed or replaced while we waited
+            raise _Refused("not_found", f"the model {digest[:16]} is no longer held here") from exc
 
 
 def _is_index(value: object) -> bool:

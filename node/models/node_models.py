@@ -77,7 +77,9 @@ class NodeModels:
             call_peer=call_peer,
             publish=publish,
         )
-        self.chunks = ChunkServer(self.service.store, Throttle(config.model_pull_bytes_per_s), self._io)
+        piece = config.forward_chunk_bytes  # what the chunk server sends at a time, paced
+        serving = Throttle(config.model_pull_bytes_per_s, burst_bytes=piece)
+        self.chunks = ChunkServer(self.service.store, serving, self._io, piece_bytes=piece)
         self.pulls = ModelPulls(
             me=me,
             store=self.service.store,

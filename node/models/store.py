@@ -203,17 +203,25 @@ class ModelStore:
                 raise ValueError(f"{item.path} does not match its sha256 in the manifest")
         return self._place(name, manifest, partial)
 
-    def open_chunk(self, digest: str, file_index: int, chunk_index: int) -> bytes:
-        """One chunk of a held model, for a peer; KeyError (unknown digest), IndexError (bad index)."""
+    def open_chunk(
+        self, digest: str, file_index: int, chunk_index: int, start: int = 0, length: int | None = None
+    ) -> bytes:
+        """Bytes of one chunk of a held model (all, or `length` from `start` within it), for a peer.
+
+        KeyError (unknown digest), IndexError (bad index, or a range outside the chunk).
+        """
         model = self.by_digest(digest)
         if model is None:
             raise KeyError(digest)
         chunk = model.manifest.chunk(file_index, chunk_index)
+        length = chunk.length - start if length is None else length
+        if start < 0 or length < 0 or start + length > chunk.length:
+            raise IndexError(f"bytes {start}..{start + length} are outside a chunk of {chunk.length}")
         path = model.path / model.manifest.files[file_index].path
         with path.open("rb") as source:
-            source.seek(chunk.offset)
-            data = source.read(chunk.length)
-        if len(data) != chunk.length:
+            source.seek(chunk.offset + start)
+            data = source.read(length)
+        if len(data) != length:
             raise OSError(f"{path} is shorter than its manifest says: changed on disk")
         return data
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from meshnode.mesh.envelope import Call, Envelope, Failure, Reply
+from meshnode.mesh.envelope import Call, Chunk, Envelope, Failure, Reply
 from meshnode.mesh.model_manifest import MIN_CHUNK_BYTES, Manifest
 from meshnode.models.chunk_server import MODELS_CHANNEL, ChunkServer
 from meshnode.models.store import ModelStore
@@ -79,3 +79,31 @@ def test_bad_or_unknown_requests_get_a_clear_refusal(
     answer = ask(server, body)
     assert isinstance(answer, Failure) and answer.kind == kind and not answer.retryable, answer
     assert server.refused[kind] >= 1
+
+
+def test_under_a_bound_a_chunk_leaves_in_pieces_paced_at_the_rate(tmp_path: Path) -> None:
+    """Each piece waits for its own bytes in the throttle: the chunk is not one burst at full speed."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(DATA)
+    store = ModelStore(tmp_path / "store")
+    store.scan()
+    model = store.add("tiny", source, chunk_bytes=MIN_CHUNK_BYTES)
+    piece, rate = 1024, 100_000.0
+    server = ChunkServer(store, Throttle(rate, burst_bytes=piece), piece_bytes=piece)
+
+    async def run() -> list[tuple[float, Envelope]]:
+        loop = asyncio.get_running_loop()
+        body = {"op": "chunk", "digest": model.digest, "file": 0, "chunk": 0}
+        call = Call("r1", MODELS_CHANNEL, body, None, False, "", 1000)
+        return [(loop.time(), message) async for message in server.serve_peer(call)]
+
+    answers = asyncio.run(run())
+    *pieces, (last_at, last) = answers
+    assert all(isinstance(message, Chunk) for _, message in pieces) and isinstance(last, Reply)
+    assert [message.seq for _, message in pieces if isinstance(message, Chunk)] == [0, 1, 2]
+    data = [message.data for _, message in answers if isinstance(message, Chunk | Reply)]
+    assert b"".join(data) == DATA[:MIN_CHUNK_BYTES] and all(len(part) == piece for part in data)
+    # One piece may go at once (the burst); the other three wait for their bytes at the rate.
+    assert last_at - answers[0][0] >= 0.9 * 3 * piece / rate
+    assert server.served_chunks == 1 and server.served_bytes == MIN_CHUNK_BYTES

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from meshnode.mesh.model_manifest import MIN_CHUNK_BYTES, Manifest, ModelFile
+from meshnode.models import partial
 from meshnode.models.partial import PartialFolder
 
 SIZE = MIN_CHUNK_BYTES
@@ -65,3 +68,18 @@ def test_discard_removes_the_folder_and_its_record(tmp_path: Path) -> None:
     folder.write(0, [PIECES[0]])
     folder.discard()
     assert not folder.folder.exists() and not folder.record.exists()
+
+
+def test_pieces_larger_than_a_yield_are_hashed_and_written_in_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between parts the file thread yields the CPU; the parts must still be every byte, in order."""
+    monkeypatch.setattr(partial, "YIELD_BYTES", 7)
+    folder = PartialFolder(tmp_path / MANIFEST.digest, MANIFEST)
+    folder.resume()
+    for index, piece in enumerate(PIECES):
+        assert folder.write(index, [piece[:1000], piece[1000:]])
+    assert not folder.write(0, [PIECES[0][:-1] + b"?"])
+    assert (folder.folder / "a/weights.bin").read_bytes() == FILES["a/weights.bin"]
+    again = PartialFolder(tmp_path / MANIFEST.digest, MANIFEST)
+    assert again.resume() == set(range(len(PIECES)))  # read back and hashed in parts as well

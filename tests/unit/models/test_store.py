@@ -250,6 +250,12 @@ def test_open_chunk_reads_one_chunk_and_checks_its_bounds(store: ModelStore, sou
     for file_index, chunk_index in ((0, 0), (3, 0), (-1, 0), (2, 3), (1, -1)):
         with pytest.raises(IndexError):
             store.open_chunk(model.digest, file_index, chunk_index)
+    # A piece of a chunk (what a paced chunk server reads), never beyond the chunk.
+    assert store.open_chunk(model.digest, 2, 1, 10, 20) == data[SMALL + 10 : SMALL + 30]
+    assert store.open_chunk(model.digest, 2, 1, SMALL - 5) == data[2 * SMALL - 5 : 2 * SMALL]
+    for start, length in ((-1, 4), (0, SMALL + 1), (SMALL, 1), (5, -1)):
+        with pytest.raises(IndexError):
+            store.open_chunk(model.digest, 2, 1, start, length)
 
 
 def test_install_checks_the_pulled_files_and_holds_them(store: ModelStore, source: Path) -> None:

@@ -10,6 +10,7 @@ there" and the job service's tick tries again later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncGenerator, Callable, Iterable
@@ -74,12 +75,18 @@ class JobPeers:
             return None
         call = Call(f"jobs-{secrets.token_hex(8)}", JOBS_CHANNEL, body, None, False, "", PEER_TIMEOUT_MS)
         try:
-            async for message in self._call_peer(node, member.meta.data, member.meta.data_key, call):
-                if isinstance(message, Reply):
-                    return message.data
-                if isinstance(message, Failure):
-                    log.debug("jobs: %s refused %s: %s", member.meta.name, body.get("op"), message.message)
-                    return None
+            # Closed on return, not when collected: until then the link counts the call as
+            # outstanding to that peer (routing reads those counts) and keeps its entry.
+            async with contextlib.aclosing(
+                self._call_peer(node, member.meta.data, member.meta.data_key, call)
+            ) as answers:
+                async for message in answers:
+                    if isinstance(message, Reply):
+                        return message.data
+                    if isinstance(message, Failure):
+                        name, op = member.meta.name, body.get("op")
+                        log.debug("jobs: %s refused %s: %s", name, op, message.message)
+                        return None
         except MeshnodeError as exc:
             log.debug("jobs: %s did not answer %s: %s", member.meta.name, body.get("op"), exc)
         return None

@@ -17,15 +17,20 @@ from meshnode.models.throttle import Throttle
 DATA = bytes(range(256)) * 40
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> ChunkServer:
+def tiny_store(tmp_path: Path) -> ModelStore:
+    """A store holding ``tiny``: one file of DATA, in chunks of MIN_CHUNK_BYTES."""
     source = tmp_path / "src"
     source.mkdir()
     (source / "weights.bin").write_bytes(DATA)
     store = ModelStore(tmp_path / "store")
     store.scan()
     store.add("tiny", source, chunk_bytes=MIN_CHUNK_BYTES)
-    return ChunkServer(store, Throttle(0))
+    return store
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> ChunkServer:
+    return ChunkServer(tiny_store(tmp_path), Throttle(0))
 
 
 def ask(server: ChunkServer, body: dict[str, Any]) -> Envelope:
@@ -83,12 +88,9 @@ def test_bad_or_unknown_requests_get_a_clear_refusal(
 
 def test_under_a_bound_a_chunk_leaves_in_pieces_paced_at_the_rate(tmp_path: Path) -> None:
     """Each piece waits for its own bytes in the throttle: the chunk is not one burst at full speed."""
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "weights.bin").write_bytes(DATA)
-    store = ModelStore(tmp_path / "store")
-    store.scan()
-    model = store.add("tiny", source, chunk_bytes=MIN_CHUNK_BYTES)
+    store = tiny_store(tmp_path)
+    model = store.get("tiny")
+    assert model is not None
     piece, rate = 1024, 100_000.0
     server = ChunkServer(store, Throttle(rate, burst_bytes=piece), piece_bytes=piece)
 

@@ -5,7 +5,9 @@ Pure decisions over a job record and the live members; ``node/serving/jobs.py`` 
 - **Holders** (``holders``): the ``k`` nodes a job's copies live on, by rendezvous hashing of its id
   over the live members (``placement.score``), as replicas are placed. Every node computes the same
   list from the same view with no coordination; when a holder dies the next in rank replaces it,
-  and only the jobs that one held move.
+  and only the jobs that one held move. ``holders_may_move`` says, from a job's last holders alone,
+  whether a change of the live set can have moved them, so a node holding many ended jobs ranks
+  again only those (ranking one job costs a hash per live member: 1 ms at 1,000).
 - **The runner** is the first node of that ranking that is alive or suspected. It starts the job
   when its deployment has room (``next_to_start``), writes each change, delivers the webhook. When
   it dies, the next in rank takes over (``decide``): a queued job starts there; a running one runs
@@ -36,6 +38,7 @@ __all__ = [
     "delivery_due",
     "expired",
     "holders",
+    "holders_may_move",
     "next_to_start",
     "queue_positions",
     "ranking",
@@ -70,6 +73,21 @@ def ranking(job_id: str, nodes: Iterable[NodeId]) -> list[NodeId]:
 def holders(job_id: str, live: Iterable[NodeId], k: int) -> list[NodeId]:
     """The `k` live nodes that keep copies of `job_id` (all of them when fewer), runner first."""
     return ranking(job_id, live)[: max(k, 1)]
+
+
+def holders_may_move(
+    job_id: str, last: Collection[NodeId], live: Collection[NodeId], added: Iterable[NodeId], k: int
+) -> bool:
+    """Whether `job_id`'s holders over `live` can differ from `last`, its holders over the live set
+    before `added` joined it (and others maybe left). False only when it is certain they do not:
+    every one of `last` is still live, and no node added ranks above the last of them. `last` may
+    hold more than its holders (then the answer errs towards True: a ranking again, never a miss).
+    """
+    if len(last) < max(k, 1) or any(node not in live for node in last):
+        return True
+    key = f"job\0{job_id}"
+    worst = min(score(key, node, 1.0) for node in last)
+    return any(score(key, node, 1.0) >= worst for node in added)  # a tie errs towards True
 
 
 def runner_of(job_id: str, live: Iterable[NodeId]) -> NodeId | None:

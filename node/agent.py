@@ -358,7 +358,8 @@ class Agent:
         name = member.meta.name if member else "?"
         log.info("member %s (%s): %s -> %s", name, change.node[:8], change.previous, change.current.value)
         self._events.member_changed(change.node, change.previous, change.current)
-        self._jobs.on_view()  # job holders and runners move with who is alive, not with metadata
+        # Job holders and runners move with who is alive, not with metadata.
+        self._jobs.sync.on_member(change.node, change.previous, change.current)
         if change.current == Status.ALIVE:
             self._joined = True
         elif change.current.gone:

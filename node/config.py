@@ -178,9 +178,10 @@ class AgentConfig:
     # The wait after a webhook's first failed try; each later wait doubles, up to an hour, for 10
     # tries in about 2 hours (mesh/webhook_schedule.py). Shorter suits tests and demos.
     job_webhook_first_delay_s: float = 15.0
-    # Anti-entropy of job copies: a node pulls the copies it missed (a write made while it was down
-    # or starting) from every node after a membership change, and from one node in turn this often
-    # while it holds an unfinished job. Each pull sends the standing of the jobs both hold (~40 B each).
+    # Anti-entropy of job copies (serving/job_sync.py): a node pulls the copies it missed (a write
+    # made while it was down, starting or cut off) from each member it sees within this long of its
+    # start and each member coming back alive, and from one co-holder in turn this often while it
+    # holds an unfinished job. Each pull sends the standing of the jobs both hold (~40 B each).
     job_sync_s: float = 5.0
     # How often a node looks at its jobs when nothing wakes it (membership changes and copies
     # arriving do at once): what to start, take over, expire.

@@ -15,6 +15,7 @@
 - ``jobs.py``: ``JobService``, async jobs for HTTP, and the loop that runs this node's share of them
 - ``job_table.py``: ``JobTable``, the one table of job copies held here, and their copies elsewhere
 - ``job_peers.py``: the other holders, reached over the data plane (``JOBS_CHANNEL``)
+- ``job_sync.py``: ``JobSync``, which peers a node pulls the job copies it missed from, and when
 - ``job_store.py``: ``JobStore``, the job copies on disk (``<data dir>/jobs.db``)
 - ``job_files.py``: ``JobFiles``, large results as files by SHA-256, kept on two nodes
 - ``job_limits.py``: ``JobLimits``, the job knobs of ``AgentConfig``

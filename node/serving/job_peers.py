@@ -39,6 +39,11 @@ class Members(Protocol):
         """Every member this node knows, itself included."""
         ...
 
+    @property
+    def roster_version(self) -> int:
+        """Moves when a member comes, goes or changes status or address (not with load)."""
+        ...
+
 
 class JobPeers:
     """The members that can hold jobs, and a job message to one of them."""
@@ -46,10 +51,17 @@ class JobPeers:
     def __init__(self, members: Members, call_peer: CallPeer) -> None:
         self._members = members
         self._call_peer = call_peer
+        # (roster version, live nodes): every job's holders are ranked over them, once per job on a
+        # pass over a day of ended jobs, so the walk over the members is not repeated per job.
+        self._live: tuple[int, tuple[NodeId, ...]] = (-1, ())
 
-    def live(self) -> list[NodeId]:
+    def live(self) -> tuple[NodeId, ...]:
         """Alive members with a data plane: the nodes jobs are placed on."""
-        return [m.node for m in self._members.members() if m.status == Status.ALIVE and m.meta.data]
+        version = self._members.roster_version
+        if version != self._live[0]:
+            nodes = (m.node for m in self._members.members() if m.status == Status.ALIVE and m.meta.data)
+            self._live = (version, tuple(nodes))
+        return self._live[1]
 
     def present(self) -> list[NodeId]:
         """Alive or suspected members: a runner among them keeps its running jobs."""

@@ -5,8 +5,11 @@
 Every copy, local or from a peer, goes through ``merge`` (``mesh/jobs.merged``: further along wins),
 so the table only moves forward whatever order copies arrive in. ``write`` keeps a new version here
 and copies it to the job's current holders; ``copy_to_new_holders`` hands a copy to holders the
-ranking gained since (a node joined, or one died and the next in rank replaced it). ``serve_peer``
-answers the holders' messages (``job_peers.py``): ``put``, ``get``, ``list``.
+ranking gained since (a node joined, or one died and the next in rank replaced it), ended jobs
+too, so a job keeps its ``k`` copies while nodes come and go. ``sync_with`` pulls from one peer
+what this node missed; a peer whose standing shows it ahead is reported (``on_ahead``), so one
+pull, from either side, brings both up to date. ``serve_peer`` answers the holders' messages
+(``job_peers.py``): ``put``, ``get``, ``list``, ``sync``, and the files of large results.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class JobTable:
         peers: JobPeers,
         copies: int,
         on_change: Callable[[], None],
+        on_ahead: Callable[[NodeId], None],
     ) -> None:
         self.me = me
         self.records: dict[str, JobRecord] = {}
@@ -54,8 +58,15 @@ class JobTable:
         self._peers = peers
         self._copies = copies
         self._on_change = on_change
+        self._on_ahead = on_ahead
         # Per job, the holders this node knows have a copy: one the ranking adds gets a copy.
         self._copied: dict[str, frozenset[NodeId]] = {}
+        # Jobs whose last copy missed one of their holders (it did not answer): tried again each tick.
+        self.short: set[str] = set()
+        # Holders per job over the live set `_ranked_over`: a sync asks for them per job and peer,
+        # and ranking a job costs a hash per live member (1 ms at 1,000).
+        self._ranked: dict[str, tuple[NodeId, ...]] = {}
+        self._ranked_over: tuple[NodeId, ...] = ()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-store")
 
     async def open(self) -> None:
@@ -72,9 +83,17 @@ class JobTable:
             await self._in_thread(self._store.close)
         self._thread.shutdown(wait=False)
 
-    def holders(self, job_id: str) -> list[NodeId]:
+    def holders(self, job_id: str) -> tuple[NodeId, ...]:
         """The live nodes that keep `job_id`'s copies, its runner first."""
-        return job_policy.holders(job_id, self._peers.live(), self._copies)
+        live = self._peers.live()
+        if live is not self._ranked_over and live != self._ranked_over:
+            self._ranked, self._ranked_over = {}, live
+        found = self._ranked.get(job_id)
+        if found is None:
+            found = tuple(job_policy.holders(job_id, live, self._copies))
+            if job_id in self.records:  # never an id a client asked about: those are unbounded
+                self._ranked[job_id] = found
+        return found
 
     async def put_on(self, node: NodeId, records: list[JobRecord]) -> bool:
         """Store `records` on `node` (this one included); whether it confirmed."""
@@ -90,18 +109,40 @@ class JobTable:
         """Keep a new version here and copy it to the job's holders; the copy kept here."""
         await self.merge([record])
         kept = self.records[record.id]
-        others = [node for node in self.holders(record.id) if node != self.me]
-        done = await asyncio.gather(*(self.put_on(node, [kept]) for node in others))
-        self._copied[record.id] = frozenset([self.me, *(n for n, ok in zip(others, done, strict=True) if ok)])
+        self._copied[record.id] = frozenset([self.me])
+        await self._copy(kept, [node for node in self.holders(record.id) if node != self.me])
         return kept
 
     async def copy_to_new_holders(self, record: JobRecord) -> None:
         """Give a copy to holders the ranking added since this node last copied the job."""
+        holders = self.holders(record.id)
+        if record.id not in self._copied and record.status.terminal:
+            # An ended job loaded from disk: its holders of the moment have it, or pull it from this
+            # node's standing when it syncs with them at start (``on_ahead``). Pushing a day of
+            # ended jobs to every holder at each restart would cost far more.
+            self._copied[record.id] = frozenset([self.me, *holders])
+            return
         known = self._copied.get(record.id, frozenset([self.me]))
-        missing = [node for node in self.holders(record.id) if node not in known]
-        if missing:
-            done = await asyncio.gather(*(self.put_on(node, [record]) for node in missing))
-            self._copied[record.id] = known | {n for n, ok in zip(missing, done, strict=True) if ok}
+        await self._copy(record, [node for node in holders if node not in known])
+        # Nodes no longer among its holders are forgotten: one that becomes a holder again gets the
+        # copy again (it may hold an old version), and ``may_move`` reads the holders alone.
+        self._copied[record.id] &= frozenset([self.me, *holders])
+
+    def may_move(self, job_id: str, live: frozenset[NodeId], added: frozenset[NodeId]) -> bool:
+        """Whether `job_id`'s holders can have changed since it was last copied, now that the live
+        set is `live`, `added` among them new (``job_policy.holders_may_move``)."""
+        last = self._copied.get(job_id, ())
+        return job_policy.holders_may_move(job_id, last, live, added, self._copies)
+
+    async def _copy(self, record: JobRecord, nodes: list[NodeId]) -> None:
+        """Store `record` on `nodes`, remembering which confirmed."""
+        done = await asyncio.gather(*(self.put_on(node, [record]) for node in nodes))
+        known = self._copied.get(record.id, frozenset([self.me]))
+        self._copied[record.id] = known | {n for n, ok in zip(nodes, done, strict=True) if ok}
+        if all(done):
+            self.short.discard(record.id)
+        else:
+            self.short.add(record.id)
 
     async def merge(self, records: list[JobRecord]) -> None:
         """Take copies (from here or a peer): each replaces the one held when it is further along."""
@@ -119,6 +160,7 @@ class JobTable:
             if mine is None and record.writer != self.me:
                 # Its writer copies it to the other holders of the moment; later ones get it from tick.
                 self._copied[record.id] = frozenset([self.me, *self.holders(record.id)])
+                self.short.discard(record.id)
         if kept:
             store = self._opened()
             await self._in_thread(lambda: store.put(kept))
@@ -130,6 +172,8 @@ class JobTable:
             self.records.pop(job_id, None)
             self.unfinished.discard(job_id)
             self._copied.pop(job_id, None)
+            self.short.discard(job_id)
+            self._ranked.pop(job_id, None)
         store = self._opened()
         await self._in_thread(lambda: store.delete(ids))
 
@@ -271,6 +315,10 @@ class JobTable:
         if not isinstance(standing, dict) or len(standing) > MAX_RECORDS_PER_MESSAGE:
             raise ValueError(f"standing must be a map of at most {MAX_RECORDS_PER_MESSAGE} jobs")
         asker = body.get("asker")
+        if isinstance(asker, str) and any(
+            _behind(self.records.get(job_id), theirs) for job_id, theirs in standing.items()
+        ):
+            self._on_ahead(NodeId(asker))  # it holds copies further along than these: pull them
         newer = []
         for job_id, record in self.records.items():
             theirs = standing.get(job_id)
@@ -298,9 +346,24 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 def _further(record: JobRecord, standing: object) -> bool:
     """Whether `record` is further along than a peer's ``[terminal, version, writer]`` of it."""
-    if not isinstance(standing, list) or len(standing) != 3:
+    theirs = _standing(standing)
+    return theirs is not None and (record.status.terminal, record.version, record.writer) > theirs
+
+
+def _behind(record: JobRecord | None, standing: object) -> bool:
+    """Whether a peer's ``[terminal, version, writer]`` of a job is further along than `record`
+    (None: this node lacks the job, which the peer lists because this node is one of its holders)."""
+    theirs = _standing(standing)
+    if theirs is None:
         return False
+    return record is None or theirs > (record.status.terminal, record.version, record.writer)
+
+
+def _standing(standing: object) -> tuple[bool, int, str] | None:
+    """A peer's ``[terminal, version, writer]`` of a job, or None when it is not one."""
+    if not isinstance(standing, list) or len(standing) != 3:
+        return None
     terminal, version, writer = standing
     if not isinstance(terminal, bool) or isinstance(version, bool) or not isinstance(version, int):
-        return False
-    return (record.status.terminal, record.version, record.writer) > (terminal, version, str(writer))
+        return None
+    return terminal, version, str(writer)

@@ -6,8 +6,9 @@ are ``job_table.py``'s, reached on other nodes through ``job_peers.py``.
 - ``submit`` returns once the job is stored on all its ``k`` holders: then ``POST`` answers 202.
 - ``find`` reads the copy held here or asks the holders; ``cancel`` writes the request (a queued job
   ends at once, the runner stops a running one); ``listing`` asks every live node.
-- ``_tick`` (every ``job_tick_s``, and at once when the view or a copy changes) carries out the
-  policy: start, take over, cancel, expire, copy to new holders, deliver webhooks.
+- ``_tick`` (every ``job_tick_s``, and at once when the view or a copy changes) pulls what this node
+  missed from the few peers that can have it (``job_sync.py``), then carries out the policy: start,
+  take over, cancel, expire, copy to new holders (ended jobs too), deliver webhooks.
 - A job runs through the forwarder as a predict request does; a refusal for lack of room (429/503)
   puts it back in the queue after its Retry-After, not counted as an attempt.
 """
@@ -44,6 +45,7 @@ from .job_limits import JobLimits
 from .job_peers import JobPeers
 from .job_runs import Serve, run_once
 from .job_store import JobStore
+from .job_sync import JobSync
 from .job_table import JobTable
 from .job_webhooks import WebhookSender
 
@@ -52,6 +54,8 @@ __all__ = ["JobService"]
 log = logging.getLogger(__name__)
 
 _EXPIRED_KEPT_MS = 3600 * 1000
+# A pass over the jobs held here yields to the event loop after this long.
+_SLICE_S = 0.005
 # How long a stopping node tries to hand its runs back; past it they are taken over as a dead node's.
 _HANDBACK_TIMEOUT_S = 5.0
 
@@ -77,14 +81,22 @@ class JobService:
         self.known = known
         self.limits = limits
         self._wake = asyncio.Event()
-        self.table = JobTable(me, open_store, files, peers, limits.copies, self._wake.set)
+        self.table = JobTable(
+            me,
+            open_store,
+            files,
+            peers,
+            limits.copies,
+            self._wake.set,
+            lambda node: self.sync.pull_from(node),
+        )
+        self.sync = JobSync(me, self.table, limits.sync_s, self._wake.set)
         self._running: dict[str, asyncio.Task[None]] = {}
         # Per job refused for lack of room: not started again before this loop time.
         self._not_before: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
-        # Anti-entropy: every live peer after a view change, else one peer per job_sync_s in turn.
-        self._sync_all, self._next_sync, self._sync_turn = True, 0.0, 0
-        self._synced, self._started_at = False, 0.0
+        # The live nodes the ended jobs' holders were last ranked over (a pass on each change).
+        self._live_at_pass: frozenset[NodeId] = frozenset()
         self._webhooks = webhooks
         self._delivering: dict[str, asyncio.Task[None]] = {}
         # Webhook tries made here, by outcome: delivered, retry (failed, tried again later), gave_up.
@@ -95,7 +107,7 @@ class JobService:
     async def start(self) -> None:
         """Load the copies kept on disk and start the loop that runs and settles them."""
         await self.table.open()
-        self._started_at = _loop_time()
+        self.sync.start()
         self._task = asyncio.create_task(self._loop(), name="jobs")
 
     async def stop(self) -> None:
@@ -119,11 +131,6 @@ class JobService:
                         await self.table.write(back)
         await self._webhooks.close()
         await self.table.close()
-
-    def on_view(self) -> None:
-        """A member changed state: holders and runners may have moved, a node may be back."""
-        self._sync_all = True
-        self._wake.set()
 
     # -- what HTTP calls ----------------------------------------------------------------------
 
@@ -244,10 +251,16 @@ class JobService:
     async def _tick(self, full: bool) -> None:
         now = _now_ms()
         live, present = self._peers.live(), self._peers.present()
-        await self._sync(live)
+        await self.sync.pull(live)
+        # Ended jobs get new holders too, looked at when the live set moved (ranked again only where
+        # that can have moved their holders) or a copy missed one: a day of them is too many to rank.
+        moved, added = False, frozenset[NodeId]()
+        if full and (live_now := frozenset(live)) != self._live_at_pass:
+            moved, added, self._live_at_pass = True, live_now - self._live_at_pass, live_now
+        slice_end = _loop_time() + _SLICE_S
         # A node just started holds copies that may be stale (runs it had, jobs others finished):
         # it acts on them only once it has pulled from a peer, or after job_sync_s alone.
-        settled = self._synced or _loop_time() - self._started_at >= self.limits.sync_s
+        settled = self.sync.settled()
         rerun_safe = functools.cache(self._peers.rerun_safe)  # once per deployment per tick
         to_start: list[JobRecord] = []
         records = self.table.records
@@ -263,7 +276,14 @@ class JobService:
                 elif record.result is not None:
                     await self.table.drop_result(record)
                 continue
-            if not record.status.terminal:  # new holders of ended jobs pull them (``_sync``)
+            if _loop_time() >= slice_end:  # a long pass lets probes and requests through meanwhile
+                await asyncio.sleep(0)
+                slice_end = _loop_time() + _SLICE_S
+            if (
+                not record.status.terminal
+                or record.id in self.table.short
+                or (moved and self.table.may_move(record.id, self._live_at_pass, added))
+            ):
                 await self.table.copy_to_new_holders(record)
             if not settled:
                 continue
@@ -357,23 +377,6 @@ class JobService:
         finally:
             self._delivering.pop(job_id, None)
             self._wake.set()
-
-    async def _sync(self, live: list[NodeId]) -> None:
-        """Pull what copies here missed (``JobTable.sync_with``): from all peers after a view change,
-        else from one in turn while an unfinished job is held here (an idle mesh sends nothing)."""
-        peers = sorted(node for node in live if node != self._me)
-        if not peers or (not self._sync_all and _loop_time() < self._next_sync):
-            return
-        if not self._sync_all and all(r.status.terminal for r in self.table.records.values()):
-            return
-        if self._sync_all:
-            chosen, self._sync_all = peers, False
-        else:
-            self._sync_turn += 1
-            chosen = [peers[self._sync_turn % len(peers)]]
-        self._next_sync = _loop_time() + self.limits.sync_s
-        answered = await asyncio.gather(*(self.table.sync_with(node) for node in chosen))
-        self._synced = self._synced or any(answered)
 
     def _ended(self, record: JobRecord, status: JobStatus, **changes: Any) -> JobRecord:
         self.ended[(record.deployment, status.value)] += 1

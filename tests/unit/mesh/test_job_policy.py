@@ -10,6 +10,7 @@ from meshnode.mesh.job_policy import (
     delivery_due,
     expired,
     holders,
+    holders_may_move,
     next_to_start,
     queue_positions,
     ranking,
@@ -53,6 +54,26 @@ def test_holders_are_the_same_from_any_order_and_move_only_when_one_leaves() -> 
         else:  # the others keep their order and the next in rank joins
             assert [n for n in chosen if n != dead] == after[:2]
     assert holders("J" * 22, NODES[:2], 3) == ranking("J" * 22, NODES[:2])
+
+
+def test_holders_may_move_is_never_false_when_the_holders_moved_and_mostly_false_otherwise() -> None:
+    """Seeded random changes of the live set (joins, deaths, both): the cheap check (a hash per node
+    added) never says "unchanged" where ranking every job again finds new holders."""
+    rng = random.Random(7)
+    everyone = [NodeId(f"node-{i}") for i in range(40)]
+    skipped = moved = 0
+    for job_id in ids(300, seed=3):
+        before = set(rng.sample(everyone, rng.randint(1, 30)))
+        after = (before - set(rng.sample(sorted(before), rng.randint(0, min(2, len(before)))))) | set(
+            rng.sample(everyone, rng.randint(0, 3))
+        )
+        last = holders(job_id, before, 3)
+        changed = holders(job_id, after, 3) != last
+        may = holders_may_move(job_id, last, after, after - before, 3)
+        assert may or not changed, (job_id, before, after)
+        moved += changed
+        skipped += not may
+    assert moved > 20 and skipped > 100  # both kinds of change were drawn; most jobs skip the ranking
 
 
 def test_jobs_spread_over_the_nodes_as_runners() -> None:

@@ -68,6 +68,7 @@ class Fake:
 class Farm:
     def __init__(self, args: argparse.Namespace, keyring: Keyring) -> None:
         self.agent_mesh = Address(args.agent_mesh)
+        self.dial_always = args.dial_always
         self.mesh_id = args.mesh_id
         self.keyring = keyring
         self.rng = random.Random(args.seed)
@@ -113,18 +114,25 @@ class Farm:
             fake.dialed_out = True
 
     def to_agent(self, fake: Fake, data: bytes, *, own_connection: bool = False) -> bool:
-        """Send on the agent's connection to `fake` (or, failing that or when asked, on its own)."""
+        """Send on the agent's connection to `fake` (or, failing that or when asked, on its own).
+
+        Its own is dialed only then, as an agent answers a member on the connection the member
+        opened (one connection per pair), unless ``--dial-always`` has it dial at once, as agents
+        did before (to measure those against an agent of that time).
+        """
         routes = [] if own_connection else [fake.last_route]
-        self.dial(fake)
         for route in [*routes, AGENT_ROUTE]:
             if route is None:
                 continue
+            if route == AGENT_ROUTE or self.dial_always:
+                self.dial(fake)
             try:
                 fake.sock.send_multipart([route, data], zmq.NOBLOCK)
                 self.stats["sent"] += 1
                 return True
             except zmq.ZMQError:
-                continue
+                if route == fake.last_route:
+                    fake.last_route = None  # the agent closed it: our own from now on
         self.stats["send_failed"] += 1
         return False
 
@@ -256,6 +264,11 @@ def main() -> None:
         type=float,
         default=0.0,
         help="members' load samples gossiped to the agent per second, all members together (0: a quiet mesh)",
+    )
+    parser.add_argument(
+        "--dial-always",
+        action="store_true",
+        help="dial the agent before every send, as agents did before they shared one connection per pair",
     )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -2,7 +2,7 @@
 
 Usage:  python bench/scale.py [--part a b] [--rounds 3] [--duration-s 5] [--peers 10]
                               [--members 1000] [--deployments 1000] [--idle-s 20]
-                              [--load-changes-per-s 0]
+                              [--load-changes-per-s 0] [--farm-dials-always]
 
 (a) Entry throughput. Eleven real agents (``--profile local``, one mesh token): ``e0`` hosts nothing,
     ``p1``..``p10`` each pin a replica of ``echo`` (``apps/echo.py``), and ``p1`` also the only one of
@@ -325,6 +325,7 @@ def part_b(args: argparse.Namespace, root: Path, started: list[Started]) -> None
         sys.executable, str(FARM), "--agent-http", url.removeprefix("http://"), "--agent-mesh", mesh,
         "--mesh-id", mesh_id, "--count", str(args.members), "--stats", str(farm_stats),
         "--load-changes-per-s", str(args.load_changes_per_s),
+        *(["--dial-always"] if args.farm_dials_always else []),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"MESHNODE_TOKEN": token}
     farm = start("farm", farm_args, args.load_cpu, root, env)
@@ -396,6 +397,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="part b: the members' load samples reaching the agent per second (0: a quiet mesh)",
+    )
+    parser.add_argument(
+        "--farm-dials-always",
+        action="store_true",
+        help="part b: members dial the agent at their first send, as agents did before members shared "
+        "one connection per pair: with --agent-pythonpath of such an install, so they act as its peers",
     )
     parser.add_argument("--settle-s", type=float, default=5.0, help="wait before each stage's measurements")
     parser.add_argument(

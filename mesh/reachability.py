@@ -14,12 +14,16 @@ to the mesh, but no peer can open one to it. Three decisions make it a member li
   (the weight 1 / measured round-trip time, so near peers are preferred but the choice stays
   spread over the mesh and the same for the same inputs), keeping the current ones while they
   stay eligible so links are not churned. Its metadata names them.
-- **Which way to send** (``path_to``). To a direct node (or one not known to be relayed, with no
-  connection of its own to us): dial its address, as always. To any other node that has a
-  connection to us on which it sent lately (its relays always have one): send on that connection.
-  Otherwise to a relayed node: through every relay alive in our view, each of which passes the
-  packet on over its link. Sending through all of them costs a copy per relay and buys this: a
-  relay's death never silences its node, so it is never suspected for it.
+- **Which way to send** (``path_to``). One connection per pair of members: to a node that opened
+  a connection to us, alive in our view, when we have none of our own to it, send on its
+  connection (libzmq holds ~28 KiB per connection end, and at 1,000 members a connection each way
+  per pair cost the agent ~28 KiB per member; docs/benchmarks.md). Otherwise, to a direct node
+  (or one not known to be relayed, with no connection of its own to us): dial its address, as
+  always. To any other node that has a connection to us on which it sent lately (its relays
+  always have one): send on that connection. Otherwise to a relayed node: through every relay
+  alive in our view, each of which passes the packet on over its link. Sending through all of
+  them costs a copy per relay and buys this: a relay's death never silences its node, so it is
+  never suspected for it.
 
 Like the rest of the core nothing here reads a clock or touches a socket: ``now`` comes in.
 """
@@ -171,12 +175,23 @@ def path_to(
     reach: str,
     route: bytes | None,
     relay_addrs: Mapping[NodeId, Address],
+    *,
+    opened: bytes | None = None,
+    alive: bool = False,
+    dialing: bool = False,
 ) -> Path:
     """How to send a packet to `addr` (member `node`, None if unknown, with its gossiped `reach`).
 
     `route`: the connection the node sent on lately, if any; `relay_addrs`: its relays that are
-    alive in this node's view, other than this node.
+    alive in this node's view, other than this node; `opened`: the last connection the node opened
+    to us, however long ago it sent on it; `alive`: the node is alive in our view; `dialing`: we
+    have a connection of our own to `addr`.
     """
+    if opened is not None and alive and not dialing and reach != Reach.RELAYED:
+        # Answered on the connection it opened, which the kernel closes when it dies (a restart,
+        # a cut): the send then fails and the next one dials. A relayed node's old connection may
+        # hang on a NAT mapping that expired, so it goes by the rules below.
+        return OverRoute(opened)
     if reach == Reach.DIRECT:
         return Direct(addr)
     if route is not None:

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 # A node answers one DialMe per asker per this long (a member cannot make it dial in a loop).
 _DIAL_ANSWER_GAP_S = 1.0
 _MAX_ROUTES = 20_000
+# Connections a member opened to us that are remembered as ways to it, newest first.
+_OPENED_PER_MEMBER = 4
 
 
 @dataclass
@@ -86,6 +88,14 @@ class Relaying:
         self._next_hello_at = now
         self._by_node: dict[NodeId, _Route] = {}
         self._by_addr: dict[Address, _Route] = {}
+        # Per member, the connections it opened to us that it sent on, newest first: the way to it
+        # while we have none of our own (one connection per pair, ``path_to``), whatever their age.
+        # A few, not one: its answer to our dial check comes on a connection it closes soon after,
+        # and the one before is still there to answer on.
+        self._opened: dict[NodeId, list[bytes]] = {}
+        # Connections dialed only to answer a dial check, by address: closed once the check is
+        # over when the asker has a connection of its own to us, so the pair keeps one.
+        self._answer_dials: dict[Address, float] = {}
         self._answered: dict[NodeId, float] = {}
         self._addrs: dict[Address, Member] = {}
         self._addrs_version = -1
@@ -103,20 +113,42 @@ class Relaying:
         node = member.node if member is not None else None
         route = self._route(node, addr, now)
         relay_addrs = self._relay_addrs(member) if member is not None else {}
-        match path_to(addr, node, member.meta.reach if member is not None else "", route, relay_addrs):
+        match path_to(
+            addr,
+            node,
+            member.meta.reach if member is not None else "",
+            route,
+            relay_addrs,
+            opened=self._opened[node][0] if node in self._opened else None,
+            alive=member is not None and member.status == Status.ALIVE,
+            dialing=self._transport.dialing(addr),
+        ):
             case Direct(addr):
                 return self._transport.send(addr, data)
             case OverRoute(route):
                 self._stop_dialing(member)
                 if self._transport.send_route(route, data):
                     return True
-                self._drop_route(node, addr)  # its connection is gone: next time, another way
+                self._drop_route(node, addr, route)  # its connection is gone: next time, another way
                 return self.deliver(addr, data, now)
             case ThroughRelays(node, relays):
                 self._stop_dialing(member)
                 wrapped = self._seal(Packet(self._me, self._my_addr, (Relayed(node, data),)))
                 sent = [self._transport.send(relay, wrapped) for relay in relays]
                 return any(sent)
+
+    def forget(self, addr: Address) -> None:
+        """Close our connection to `addr`, and stop answering its node on the connection it opened
+        unless its last packet came on that one: the next packet goes on a connection known to
+        work, not one a partition may have left hanging (a member back alive)."""
+        self._transport.forget(addr)
+        member = self._member_at(addr)
+        if member is not None:
+            last = self._by_node.get(member.node)
+            if last is not None and last.route in self._opened.get(member.node, ()):
+                self._opened[member.node] = [last.route]
+            else:
+                self._opened.pop(member.node, None)
 
     def _stop_dialing(self, member: Member | None) -> None:
         """Drop a connection of ours to a relayed node's address: it would only retry in the void."""
@@ -179,15 +211,20 @@ class Relaying:
                     addr = self._addr_of(relay)
                     if addr is not None:
                         self._transport.send(addr, hello)
-        if len(self._by_node) + len(self._by_addr) > _MAX_ROUTES:
+        if len(self._by_node) + len(self._by_addr) + len(self._opened) > _MAX_ROUTES:
             self._expire_routes(now)
+        for addr in [addr for addr, at in self._answer_dials.items() if now >= at]:
+            del self._answer_dials[addr]
+            member = self._member_at(addr)
+            if member is not None and member.node in self._opened:
+                self._transport.forget(addr)
 
     def next_deadline(self) -> float:
         """When ``tick`` next has something to do."""
         deadline = self.check.next_deadline()
         if self.check.reach == Reach.RELAYED:
             deadline = min(deadline, self._next_hello_at)
-        return deadline
+        return min(deadline, *self._answer_dials.values()) if self._answer_dials else deadline
 
     def _ask_to_dial(self, now: float) -> None:
         # Peers only (no seeds): a node joining through a seed knows it a round trip later.
@@ -242,6 +279,8 @@ class Relaying:
         self._answered[sender] = now
         # Dialed on our own connection to the address it advertises: what it wants to know is
         # whether that connection can be made (one already made proves it as well).
+        if not self._transport.dialing(addr) and len(self._answer_dials) < _MAX_ROUTES:
+            self._answer_dials[addr] = now + self._config.dial_check_timeout_s
         self._transport.send(addr, self._seal(Packet(self._me, self._my_addr, (Dialed(nonce),))))
 
     def _pass_on(self, to: NodeId, data: bytes, now: float) -> None:
@@ -265,6 +304,13 @@ class Relaying:
         else:
             self._by_node[node] = found = _Route(route, now)
         self._by_addr[addr] = found
+        if dialed_by_peer(route):
+            opened = self._opened.setdefault(node, [])
+            if not opened or opened[0] != route:
+                if route in opened:
+                    opened.remove(route)
+                opened.insert(0, route)
+                del opened[_OPENED_PER_MEMBER:]
 
     def _route(self, node: NodeId | None, addr: Address, now: float) -> bytes | None:
         found = self._by_node.get(node) if node is not None else self._by_addr.get(addr)
@@ -272,15 +318,22 @@ class Relaying:
             return None
         return found.route
 
-    def _drop_route(self, node: NodeId | None, addr: Address) -> None:
+    def _drop_route(self, node: NodeId | None, addr: Address, route: bytes) -> None:
         if node is not None:
             self._by_node.pop(node, None)
+            opened = self._opened.get(node, [])
+            if route in opened:
+                opened.remove(route)
+                if not opened:
+                    del self._opened[node]
         self._by_addr.pop(addr, None)
 
     def _expire_routes(self, now: float) -> None:
         idle_s = self._config.route_idle_s
         self._by_node = {k: r for k, r in self._by_node.items() if now - r.seen <= idle_s}
         self._by_addr = {k: r for k, r in self._by_addr.items() if now - r.seen <= idle_s}
+        members = self._members()
+        self._opened = {node: route for node, route in self._opened.items() if node in members}
 
     def _member_at(self, addr: Address) -> Member | None:
         version = self._roster_version()

@@ -275,10 +275,10 @@ class GossipRunner:
                     else:
                         self._dead_addrs.discard(member.addr)
                     if status == Status.ALIVE and previous in _BACK:
-                        self.transport.forget(member.addr)
+                        self.relaying.forget(member.addr)
                 case Send(addr, packet) if addr in self._dead_addrs:
                     if any(isinstance(message, PushPull) for message in packet.messages):
-                        self.transport.forget(addr)
+                        self.relaying.forget(addr)
 
     def _receive(self, route: bytes, data: bytes | None) -> None:
         """One message from the transport, on the connection `route`: open, decode, hand on."""

@@ -143,6 +143,10 @@ class MembershipTransport:
         """Send on the connection `route` (as a message arrived on); False if it is gone or full."""
         return self._send(route, data, "a peer's connection")
 
+    def dialing(self, addr: str) -> bool:
+        """Whether we have a connection of our own to `addr` (made, or being made)."""
+        return addr in self._peers
+
     def forget(self, addr: str) -> None:
         """Close our connection to a peer we no longer talk to."""
         peer = self._peers.pop(addr, None)

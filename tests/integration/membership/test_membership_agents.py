@@ -78,6 +78,36 @@ def test_agents_that_can_dial_each_other_learn_so_and_take_no_relays(start_mesh:
     )
 
 
+def test_members_answer_on_the_connection_a_peer_opened_so_pairs_share_one(start_mesh: START_MESH) -> None:
+    # libzmq holds ~28 KiB per connection end: a connection each way for every pair of members
+    # cost a 1,000-member agent ~28 KiB per member. A node answers on the connection its peer
+    # opened when it has none of its own, and drops the one it dialed to answer a dial check.
+    mesh = start_mesh(5)
+    mesh.wait_formed(FORM_TIMEOUT_S)
+    pairs = len(mesh.agents) * (len(mesh.agents) - 1) // 2
+
+    def connections() -> dict[str, int]:
+        """Per agent, the connections other agents opened to its membership port."""
+        counts = {}
+        for agent in mesh.agents:
+            port = int(agent.mesh.rpartition(":")[2])
+            found = psutil.Process(agent.pid).net_connections(kind="tcp")
+            counts[agent.name] = sum(1 for c in found if c.status == "ESTABLISHED" and c.laddr.port == port)
+        return counts
+
+    # The window observed: in 5 s (25 probe intervals of the local profile) every member probes
+    # every other several times and answers dial checks; before, each pair then had two connections.
+    time.sleep(5.0)
+    # A pair whose first packets crossed keeps both, so the bound leaves room for a few.
+    wait_for(
+        lambda: sum(connections().values()) < 1.5 * pairs,
+        FORM_TIMEOUT_S,
+        message=lambda: f"{connections()} for {pairs} pairs\n{mesh.describe()}",
+    )
+    # and they still all see each other alive, sending on those connections
+    mesh.wait_formed(FORM_TIMEOUT_S)
+
+
 def test_a_formed_mesh_with_nothing_to_do_leaves_the_cores_idle(start_mesh: START_MESH) -> None:
     # Seeded agents once spun half a core each after joining (the seed watch slept until a time
     # already past): everything beside them, models included, ran on what was left.

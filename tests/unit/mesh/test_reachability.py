@@ -149,6 +149,21 @@ def test_a_direct_node_is_dialed_even_with_a_route() -> None:
     assert path_to(ADDR, NodeId("n"), "direct", b"route", RELAYS) == Direct(ADDR)
 
 
+def test_a_live_node_that_opened_a_connection_to_us_is_answered_on_it_while_we_have_none() -> None:
+    """One connection per pair: ours is dialed only when the node has none to us, or it is not known
+    alive (a suspect's or a dead node's connection may hang), or we already have ours."""
+    node = NodeId("n")
+    for reach in ("direct", ""):
+        assert path_to(ADDR, node, reach, None, {}, opened=b"its", alive=True) == OverRoute(b"its")
+        assert path_to(ADDR, node, reach, b"ours", {}, opened=b"its", alive=True) == OverRoute(b"its")
+        assert path_to(ADDR, node, reach, None, {}, opened=b"its", alive=True, dialing=True) == Direct(ADDR)
+        assert path_to(ADDR, node, reach, None, {}, opened=b"its", alive=False) == Direct(ADDR)
+        assert path_to(ADDR, node, reach, None, {}, opened=None, alive=True) == Direct(ADDR)
+    # A relayed node's old connection may hang on an expired NAT mapping: its relays, as before.
+    path = path_to(ADDR, node, "relayed", None, RELAYS, opened=b"its", alive=True)
+    assert path == ThroughRelays(node, tuple(RELAYS.values()))
+
+
 def test_a_relayed_node_with_a_recent_connection_of_its_own_is_sent_to_on_it() -> None:
     assert path_to(ADDR, NodeId("n"), "relayed", b"route", RELAYS) == OverRoute(b"route")
 

@@ -29,6 +29,7 @@ from meshnode.serving.job_peers import JobPeers
 from meshnode.serving.job_store import JobStore
 from meshnode.serving.job_webhooks import WebhookSender
 from meshnode.serving.jobs import JobService
+from tests.unit.mesh.test_jobs import job
 
 NODES = [NodeId(f"node-{index}") for index in range(4)]
 
@@ -130,21 +131,19 @@ async def _never_called(*args: object, **kwargs: object) -> object:
     raise AssertionError("no job runs in these tests: every job is ended")
 
 
-def completed(job_id: str | None = None) -> JobRecord:
-    record = JobRecord(
-        id=job_id or secrets.token_urlsafe(16),
-        deployment="echo",
-        body={"x": 1},
-        accept="",
-        hint=None,
-        created_ms=1_700_000_000_000,
-        max_attempts=3,
-        timeout_ms=60_000,
-        status=JobStatus.COMPLETED,
-        finished_ms=1_700_000_001_000,
-        expires_ms=4_000_000_000_000,
-    )
-    return record.written(NODES[0])
+def completed() -> JobRecord:
+    """An ended job with a fresh id, written once."""
+    return job(id=secrets.token_urlsafe(16), status=JobStatus.COMPLETED, expires_ms=4_000_000_000_000)
+
+
+async def two_holding_one_job(mesh: Mesh) -> JobRecord:
+    """Two members past their start, both holding one ended job written by the first."""
+    for node in NODES[:2]:
+        await mesh.start(node)
+    await mesh.settled()
+    record = completed()
+    await mesh.services[NODES[0]].table.write(record)
+    return record
 
 
 def version_at(mesh: Mesh, node: NodeId, job_id: str) -> int | None:
@@ -192,11 +191,7 @@ async def test_a_member_joining_a_settled_mesh_pulls_from_each_member_and_none_p
 
 
 async def test_a_member_coming_back_with_copies_further_along_is_pulled_from(mesh: Mesh) -> None:
-    for node in NODES[:2]:
-        await mesh.start(node)
-    await mesh.settled()
-    record = completed()
-    await mesh.services[NODES[0]].table.write(record)
+    record = await two_holding_one_job(mesh)
     away = NODES[1]
     mesh.change(away, Status.SUSPECT)
     # What it wrote meanwhile reached nobody (a partition): the others hold an older version.
@@ -209,11 +204,7 @@ async def test_a_member_coming_back_with_copies_further_along_is_pulled_from(mes
 
 
 async def test_a_pull_that_shows_the_asker_ahead_has_the_peer_pull_back(mesh: Mesh) -> None:
-    for node in NODES[:2]:
-        await mesh.start(node)
-    await mesh.settled()
-    record = completed()
-    await mesh.services[NODES[0]].table.write(record)
+    record = await two_holding_one_job(mesh)
     ahead, behind = NODES[1], NODES[0]
     await mesh.services[ahead].table.merge([record.written(ahead)])
     mesh.pulls.clear()

@@ -13,6 +13,7 @@ holder sent with it, and that digest must start with the short one gossip carrie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterable
@@ -105,13 +106,18 @@ class PullPeers:
         call = Call(f"models-{secrets.token_hex(8)}", MODELS_CHANNEL, body, None, False, accept, timeout_ms)
         received: list[Any] = []
         try:
-            async for message in self._call_peer(member.node, member.meta.data, member.meta.data_key, call):
-                if isinstance(message, Chunk) and bulk:
-                    received.append(message.data)
-                if isinstance(message, Reply):
-                    return [*received, message.data] if bulk else message.data
-                if isinstance(message, Failure):
-                    return Lost(f"{message.kind}: {message.message}")
+            # Closed on return, not when collected: until then the link counts the call as
+            # outstanding to that peer (routing reads those counts) and keeps its entry.
+            async with contextlib.aclosing(
+                self._call_peer(member.node, member.meta.data, member.meta.data_key, call)
+            ) as answers:
+                async for message in answers:
+                    if isinstance(message, Chunk) and bulk:
+                        received.append(message.data)
+                    if isinstance(message, Reply):
+                        return [*received, message.data] if bulk else message.data
+                    if isinstance(message, Failure):
+                        return Lost(f"{message.kind}: {message.message}")
         except MeshnodeError as exc:
             return Lost(exc.message)
         return Lost("the call ended without an answer")

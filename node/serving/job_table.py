@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import MeshnodeError
 from ..mesh import job_policy
@@ -34,6 +36,11 @@ __all__ = ["MAX_RECORDS_PER_MESSAGE", "JobTable"]
 
 # Copies per ``put`` or ``list`` answer: bounds a message's size with the records' own bounds.
 MAX_RECORDS_PER_MESSAGE = 1000
+# A walk over every held job (a sync's standing or answer, ranking holders: a hash per live member
+# each, 1 ms a job at 1,000 members) yields the loop this often, so probes and requests go on.
+_SLICE_S = 0.005
+
+_T = TypeVar("_T")
 
 
 class JobTable:
@@ -281,7 +288,7 @@ class JobTable:
                 sha256 = str(body["sha256"])
                 return {"data": await self._in_thread(lambda: self._files.get(sha256))}
             case "sync":
-                return {"records": [record.to_wire() for record in self._newer_for(body)]}
+                return {"records": [record.to_wire() for record in await self._newer_for(body)]}
             case op:
                 raise ValueError(f"unknown job op {op!r}")
 
@@ -291,7 +298,7 @@ class JobTable:
         starting, or before it became a holder); whether `node` answered."""
         standing = {
             job_id: [record.status.terminal, record.version, record.writer]
-            for job_id, record in self.records.items()
+            async for job_id, record in _sliced(list(self.records.items()))
             if node in self.holders(job_id)
         }
         answered = False
@@ -308,7 +315,7 @@ class JobTable:
             await self.merge(records)
         return answered
 
-    def _newer_for(self, body: dict[str, Any]) -> list[JobRecord]:
+    async def _newer_for(self, body: dict[str, Any]) -> list[JobRecord]:
         """The copies a syncing peer lacks: further along than its standing, or not listed by it
         while it is one of their holders."""
         standing = body["standing"]
@@ -319,16 +326,17 @@ class JobTable:
             _behind(self.records.get(job_id), theirs) for job_id, theirs in standing.items()
         ):
             self._on_ahead(NodeId(asker))  # it holds copies further along than these: pull them
-        newer = []
-        for job_id, record in self.records.items():
-            theirs = standing.get(job_id)
-            if theirs is None:
-                if asker is not None and NodeId(str(asker)) in self.holders(job_id):
+        newer: list[JobRecord] = []
+        async with contextlib.aclosing(_sliced(list(self.records.items()))) as held:
+            async for job_id, record in held:
+                theirs = standing.get(job_id)
+                if theirs is None:
+                    if asker is not None and NodeId(str(asker)) in self.holders(job_id):
+                        newer.append(record)
+                elif _further(record, theirs):
                     newer.append(record)
-            elif _further(record, theirs):
-                newer.append(record)
-            if len(newer) >= MAX_RECORDS_PER_MESSAGE:
-                break
+                if len(newer) >= MAX_RECORDS_PER_MESSAGE:
+                    break
         return newer
 
     def _opened(self) -> JobStore:
@@ -338,6 +346,16 @@ class JobTable:
 
     async def _in_thread(self, call: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+
+async def _sliced(items: Iterable[_T]) -> AsyncGenerator[_T, None]:
+    """`items` one by one, yielding the event loop every ``_SLICE_S`` of the caller's work."""
+    until = time.monotonic() + _SLICE_S
+    for item in items:
+        yield item
+        if time.monotonic() >= until:
+            await asyncio.sleep(0)
+            until = time.monotonic() + _SLICE_S
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -23,6 +23,7 @@ from meshnode.mesh.member import Member
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.types import Address, NodeId, Status
 from meshnode.mesh.webhook_schedule import DEFAULT_SCHEDULE
+from meshnode.serving import job_table
 from meshnode.serving.job_files import JobFiles
 from meshnode.serving.job_limits import JobLimits
 from meshnode.serving.job_peers import JobPeers
@@ -212,3 +213,46 @@ async def test_a_pull_that_shows_the_asker_ahead_has_the_peer_pull_back(mesh: Me
     mesh.services[ahead].sync.pull_from(behind)  # its standing tells `behind` it is ahead
     await until(lambda: version_at(mesh, behind, record.id) == record.version + 1)
     assert mesh.pulls[:2] == [(ahead, behind), (behind, ahead)]
+
+
+async def test_a_sync_ranks_held_jobs_in_slices_that_let_the_loop_run(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranking a job's holders costs a hash per live member (1 ms a job at 1,000): a sync over many
+    jobs, asking or answering, lets the loop's other work run between slices."""
+    monkeypatch.setattr(job_table, "_SLICE_S", 0.0)  # a slice per job: each must let the ticker run
+    await two_holding_one_job(mesh)
+    asker, answerer = mesh.services[NODES[1]].table, mesh.services[NODES[0]].table
+    for table in (asker, answerer):
+        await table.merge([completed() for _ in range(5)])
+    held_before = (len(asker.records), len(answerer.records))
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ranked_at: dict[str, list[int]] = {"asker": [], "answerer": []}
+    for side, table in (("asker", asker), ("answerer", answerer)):
+        monkeypatch.setattr(table, "holders", _noting(table.holders, ranked_at[side], lambda: turns))
+    ticking = asyncio.create_task(ticker())
+    try:
+        assert await asker.sync_with(answerer.me)
+    finally:
+        ticking.cancel()
+    assert set(answerer.records) <= set(asker.records)  # it pulled what it lacked
+    building = ranked_at["asker"][: held_before[0]]  # the standing: one per held job, before any ask
+    answering = ranked_at["answerer"][: held_before[1]]
+    assert building[0] < building[-1] and answering[0] < answering[-1]
+
+
+def _noting(
+    holders: Callable[[str], tuple[NodeId, ...]], into: list[int], turns: Callable[[], int]
+) -> Callable[[str], tuple[NodeId, ...]]:
+    def noted(job_id: str) -> tuple[NodeId, ...]:
+        into.append(turns())
+        return holders(job_id)
+
+    return noted

@@ -157,6 +157,7 @@ class Agent:
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight_per_peer=config.forward_max_in_flight_per_peer,
             connect_timeout_s=config.forward_connect_timeout_s,
+            idle_s=config.forward_link_idle_s,
         )
         # Links to this node's relays' data ports, while nobody can dial it (docs/edge.md).
         self._reverse = ReverseLinks(

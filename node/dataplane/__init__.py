@@ -5,6 +5,7 @@ In the order a request meets them:
 - ``forward.py``: ``Forwarder``, asks routing for candidates and carries a request to one, failing over
 - ``candidates.py``: ``CandidateSource``, the replicas that could serve a deployment, as routing reads them
 - ``links.py``: ``PeerLinks``, one multiplexed DEALER per peer (links out)
+- ``peer_link.py``: ``PeerLink``, one such DEALER, its calls, and how long it has been idle
 - ``server.py``: ``DataPlaneServer``, the ROUTER where peers' requests arrive (server in)
 - ``contexts.py``: the ZeroMQ contexts, whose I/O threads never preempt the event loop that wakes them
 - ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per message

@@ -22,6 +22,9 @@ What the caller (``forward.py``) relies on:
 - A caller that stops iterating early (the HTTP client went away) makes the link send ``Cancel``, so
   the work stops on the replica.
 
+A link no call has held for ``forward_link_idle_s`` is closed (``peer_link.py``); the next call to
+that peer makes a new one, a handshake away.
+
 Connection state comes from the socket monitor (handshake done, disconnected), and ZeroMQ heartbeats
 detect a peer that vanished without closing its connection (a machine unplugged) in seconds, before
 the failure detector's verdict.
@@ -30,11 +33,11 @@ the failure detector's verdict.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
+import math
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from types import MappingProxyType
 
 import zmq
@@ -59,108 +62,11 @@ from ..mesh.types import NodeId
 from ..trust.curve import CurveKeys
 from .contexts import bulk_context, serving_context
 from .frames import FrameReader
+from .peer_link import HANDSHAKE_FAILED, PeerLink, PendingCall, QueueReport
 
 log = logging.getLogger(__name__)
 
 _Z85_KEY_CHARS = 40
-
-# ZeroMQ heartbeats: a peer silent this long (no FIN, e.g. a cut cable) counts as disconnected.
-_HEARTBEAT_INTERVAL_MS = 1000
-_HEARTBEAT_TIMEOUT_MS = 3000
-_SEND_HIGH_WATER_MARK = 10_000
-# A refused handshake is final: libzmq does not reconnect after one.
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-_MONITORED_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
-
-
-@dataclass
-class _Pending:
-    deployment: str
-    target: NodeId  # the node running it: the link's, or one behind it when the link is a relay
-    # Answers in order; None when the deadline passed (one timer per request, not one per wait).
-    queue: asyncio.Queue[Envelope | None] = field(default_factory=asyncio.Queue)
-    counted: bool = False  # in PeerLinks' outstanding counts (until it ends or its link is forgotten)
-
-
-@dataclass(frozen=True)
-class _Report:
-    """A peer's queue for a deployment as its last answer told it, without our own requests."""
-
-    others: int
-    at: float
-
-
-class _Link:
-    """The DEALER to one peer and the requests outstanding on it."""
-
-    def __init__(
-        self,
-        ctx: zmq.Context[zmq.Socket[bytes]],
-        node: NodeId,
-        addr: str,
-        server_key: bytes,
-        client: CurveKeys,
-        max_frame_bytes: int,
-        bulk: bool = False,
-    ) -> None:
-        self.node = node
-        self.bulk = bulk
-        self.addr = addr
-        self.server_key = server_key
-        self.pending: dict[str, _Pending] = {}
-        self.sharing: collections.Counter[tuple[str, NodeId]] = collections.Counter()  # by (deployment, node)
-        self.connected = False
-        self.handshake = asyncio.Event()
-        self.dropped = 0  # frames from this peer that failed validation
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IPV6, 1)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer we are not connected to
-        sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
-        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_INTERVAL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
-        # CURVE: we talk only to the key the peer announced in gossip, as a holder of the token.
-        sock.curve_serverkey = server_key
-        sock.curve_publickey = client.public
-        sock.curve_secretkey = client.secret
-        self.monitor = sock.get_monitor_socket(_MONITORED_EVENTS)
-        sock.connect(f"tcp://{addr}")
-        self.sock = sock
-        self.reader: FrameReader | None = None
-        self.monitor_reader: FrameReader | None = None
-
-    def add(self, rid: str, pending: _Pending) -> None:
-        self.pending[rid] = pending
-        self.sharing[(pending.deployment, pending.target)] += 1
-
-    def remove(self, rid: str) -> None:
-        if (pending := self.pending.pop(rid, None)) is not None:
-            key = (pending.deployment, pending.target)
-            self.sharing[key] -= 1
-            if not self.sharing[key]:
-                del self.sharing[key]  # no key outlives its requests
-
-    def fail_all(self, kind: str, message: str) -> None:
-        for rid, pending in self.pending.items():
-            pending.queue.put_nowait(Failure(rid, kind, message, True))
-
-    def send(self, frames: list[bytes]) -> zmq.ZMQError | None:
-        assert self.reader is not None
-        return self.reader.send(frames)
-
-    def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self.sock.disable_monitor()
-        for reader, sock in ((self.monitor_reader, self.monitor), (self.reader, self.sock)):
-            if reader is not None:
-                reader.close()
-            else:
-                sock.close(linger=0)
 
 
 class PeerLinks:
@@ -173,17 +79,20 @@ class PeerLinks:
         max_frame_bytes: int,
         max_in_flight_per_peer: int,
         connect_timeout_s: float,
+        idle_s: float,
     ) -> None:
         # Replaced whole when the mesh's primary token changes; links made after use the new one.
         self.client = client
         self._ctx = serving_context()
         self._bulk_ctx = bulk_context()
-        self._links: dict[tuple[NodeId, bool], _Link] = {}  # by peer and lane (bulk or not)
+        self._links: dict[tuple[NodeId, bool], PeerLink] = {}  # by peer and lane (bulk or not)
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
         self._connect_timeout_s = connect_timeout_s
+        self._idle_s = idle_s  # a link no call held this long is closed (0: never)
+        self._sweep: asyncio.TimerHandle | None = None
         self.dropped: dict[str, int] = {}
-        self._reports: dict[tuple[NodeId, str], _Report] = {}
+        self._reports: dict[tuple[NodeId, str], QueueReport] = {}
         # Set by ``close``: the context is gone, so no link can be made any more.
         self._closed = False
         # Calls outstanding per node running them, kept as they start and end: routing reads it on
@@ -203,6 +112,11 @@ class PeerLinks:
         if report is None or now - report.at > max_age_s:
             return None
         return report.others
+
+    def open_links(self) -> dict[str, int]:
+        """Links open now, by lane: ``serving`` and ``bulk`` (``/metrics``)."""
+        bulk = sum(1 for _, is_bulk in self._links if is_bulk)
+        return {"serving": len(self._links) - bulk, "bulk": bulk}
 
     def in_flight(self) -> Mapping[NodeId, int]:
         """Requests outstanding per node running them: routing's in-flight correction (read-only, live)."""
@@ -234,48 +148,52 @@ class PeerLinks:
             )
             return
         rid = call.request_id
-        refusal = await self._refusal(link, call, deadline)
-        if refusal is not None:
-            yield Failure(rid, "peer_unreachable", refusal, True)
-            return
-        pieces = link.bulk
-        pending = _Pending(call.deployment, node if to is None else to)
-        timer = loop.call_at(deadline, pending.queue.put_nowait, None)
-        link.add(rid, pending)
-        self._count(pending)
-        finished = False
+        link.hold()
         try:
-            error = link.send([encode_envelope(call if to is None else RelayCall(rid, to, call))])
-            if error is not None:
-                finished = True
-                yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error.strerror}", True)
+            refusal = await self._refusal(link, call, deadline)
+            if refusal is not None:
+                yield Failure(rid, "peer_unreachable", refusal, True)
                 return
-            parts: list[bytes] = []  # a file answer split into frames, joined before it is yielded
-            while True:
-                message = await pending.queue.get()
-                if message is None:
-                    raise DeadlineExceeded(
-                        f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-                    )
-                match message:
-                    case Chunk(_, _, bytes() as data) if not call.stream and not pieces:
-                        parts.append(data)
-                        continue
-                    case Reply(_, bytes() as data) if parts:
-                        message = replace(message, data=b"".join([*parts, data]))
-                    case Progress() if not call.progress:
-                        continue
-                finished = isinstance(message, Reply | Failure)
-                yield message
-                if finished:
+            pieces = link.bulk
+            pending = PendingCall(call.deployment, node if to is None else to)
+            timer = loop.call_at(deadline, pending.queue.put_nowait, None)
+            link.add(rid, pending)
+            self._count(pending)
+            finished = False
+            try:
+                error = link.send([encode_envelope(call if to is None else RelayCall(rid, to, call))])
+                if error is not None:
+                    finished = True
+                    yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error.strerror}", True)
                     return
+                parts: list[bytes] = []  # a file answer split into frames, joined before it is yielded
+                while True:
+                    message = await pending.queue.get()
+                    if message is None:
+                        raise DeadlineExceeded(
+                            f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
+                        )
+                    match message:
+                        case Chunk(_, _, bytes() as data) if not call.stream and not pieces:
+                            parts.append(data)
+                            continue
+                        case Reply(_, bytes() as data) if parts:
+                            message = replace(message, data=b"".join([*parts, data]))
+                        case Progress() if not call.progress:
+                            continue
+                    finished = isinstance(message, Reply | Failure)
+                    yield message
+                    if finished:
+                        return
+            finally:
+                timer.cancel()
+                link.remove(rid)
+                self._uncount(pending)
+                if not finished and not link.sock.closed:
+                    # The caller went away or the deadline passed: stop the work on the peer.
+                    link.send([encode_envelope(Cancel(rid))])
         finally:
-            timer.cancel()
-            link.remove(rid)
-            self._uncount(pending)
-            if not finished and not link.sock.closed:
-                # The caller went away or the deadline passed: stop the work on the peer.
-                link.send([encode_envelope(Cancel(rid))])
+            link.release(loop.time())
 
     def forget(self, node: NodeId, reason: str) -> None:
         """The peer is dead or left: fail what is outstanding there (retryable) and close the link."""
@@ -298,6 +216,8 @@ class PeerLinks:
     def close(self) -> None:
         """Close every link (requests outstanding fail as retryable, later ones too)."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
         for node in {node for node, _ in self._links}:
             self.forget(node, "this node is stopping")
         self._ctx.term()
@@ -305,11 +225,11 @@ class PeerLinks:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _count(self, pending: _Pending) -> None:
+    def _count(self, pending: PendingCall) -> None:
         pending.counted = True
         self._outstanding[pending.target] = self._outstanding.get(pending.target, 0) + 1
 
-    def _uncount(self, pending: _Pending) -> None:
+    def _uncount(self, pending: PendingCall) -> None:
         if not pending.counted:
             return
         pending.counted = False
@@ -319,7 +239,7 @@ class PeerLinks:
         else:
             del self._outstanding[pending.target]
 
-    def _link(self, node: NodeId, addr: str, key: bytes, bulk: bool) -> _Link:
+    def _link(self, node: NodeId, addr: str, key: bytes, bulk: bool) -> PeerLink:
         link = self._links.get((node, bulk))
         if link is not None and (link.addr, link.server_key) != (addr, key):
             # Restarted: on another port, and always with a new key.
@@ -327,14 +247,32 @@ class PeerLinks:
             link = None
         if link is None:
             ctx = self._bulk_ctx if bulk else self._ctx
-            link = _Link(ctx, node, addr, key, self.client, self._max_frame_bytes, bulk)
+            now = asyncio.get_running_loop().time()
+            link = PeerLink(ctx, node, addr, key, self.client, self._max_frame_bytes, bulk, now)
             bound = link  # the callbacks below belong to this link, not to the variable
             link.reader = FrameReader(link.sock, lambda frames: self._on_frames(bound, frames), copy=not bulk)
             link.monitor_reader = FrameReader(link.monitor, lambda frames: self._on_event(bound, frames))
             self._links[(node, bulk)] = link
+            if self._sweep is None and self._idle_s > 0:
+                self._sweep = asyncio.get_running_loop().call_later(self._idle_s, self._close_idle)
         return link
 
-    async def _refusal(self, link: _Link, call: Call, deadline: float) -> str | None:
+    def _close_idle(self) -> None:
+        """Close the links no call has held for ``idle_s``; look again when the next one will be."""
+        now = asyncio.get_running_loop().time()
+        self._sweep = None
+        next_at = math.inf
+        for key, link in list(self._links.items()):
+            until = link.idle_until(self._idle_s)
+            if until is not None and until <= now:
+                del self._links[key]  # nothing pending on it: nothing to fail
+                link.close()
+            else:
+                next_at = min(next_at, until if until is not None else now + self._idle_s)
+        if next_at < math.inf:
+            self._sweep = asyncio.get_running_loop().call_at(next_at, self._close_idle)
+
+    async def _refusal(self, link: PeerLink, call: Call, deadline: float) -> str | None:
         """Why `call` cannot be sent on `link` now, or None when it can."""
         if len(link.pending) >= self._max_in_flight:
             return f"{len(link.pending)} requests already outstanding at {link.addr}"
@@ -351,7 +289,7 @@ class PeerLinks:
             None if link.connected else f"no connection to {link.addr} within {self._connect_timeout_s:g} s"
         )
 
-    def _on_frames(self, link: _Link, frames: list[bytes]) -> None:
+    def _on_frames(self, link: PeerLink, frames: list[bytes]) -> None:
         if len(frames) != 1:
             self._count_drop(link, "frames")
             return
@@ -369,11 +307,11 @@ class PeerLinks:
             return
         if isinstance(message, Reply | Failure) and message.queue is not None:
             ours = link.sharing[(pending.deployment, pending.target)]
-            report = _Report(max(0, message.queue - (ours - 1)), asyncio.get_running_loop().time())
+            report = QueueReport(max(0, message.queue - (ours - 1)), asyncio.get_running_loop().time())
             self._reports[(pending.target, pending.deployment)] = report
         pending.queue.put_nowait(message)
 
-    def _on_event(self, link: _Link, frames: list[bytes]) -> None:
+    def _on_event(self, link: PeerLink, frames: list[bytes]) -> None:
         event = parse_monitor_message(frames)
         if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             link.connected = True
@@ -382,7 +320,7 @@ class PeerLinks:
             link.connected = False
             link.handshake.set()  # it did connect once: callers stop waiting and move on
             link.fail_all("peer_lost", f"the connection to {link.addr} dropped")
-        elif event["event"] & _HANDSHAKE_FAILED:
+        elif event["event"] & HANDSHAKE_FAILED:
             # Not the key gossip announced, or our token is not one it holds (mid-rotation). The
             # next call makes a fresh link, with whatever key and token are current by then.
             self._count_drop(link, "handshake")
@@ -391,7 +329,7 @@ class PeerLinks:
             if self._links.get((link.node, link.bulk)) is link:
                 self.forget(link.node, f"the data-plane handshake with {link.addr} failed")
 
-    def _count_drop(self, link: _Link, reason: str) -> None:
+    def _count_drop(self, link: PeerLink, reason: str) -> None:
         link.dropped += 1
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 

@@ -140,6 +140,15 @@ class _AgentCollector(Collector):
         for peer, count in sorted(stats["forward_in_flight"].items()):
             outstanding.add_metric([peer], count)
         yield outstanding
+        links = GaugeMetricFamily(
+            "meshnode_data_links_open",
+            "Data-plane links this node has open to peers, by lane (serving, bulk); a link no request "
+            "used for forward_link_idle_s is closed.",
+            labels=["lane"],
+        )
+        for lane, count in stats["data_links_open"].items():
+            links.add_metric([lane], count)
+        yield links
         members = GaugeMetricFamily(
             "meshnode_members", "Members in this node's view by status.", labels=["status"]
         )

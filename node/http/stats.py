@@ -46,6 +46,7 @@ class Parts:
         return {
             "routing": dict(self.forwarder.counts),
             "forward_in_flight": {names.get(node, node): n for node, n in self.links.in_flight().items()},
+            "data_links_open": self.links.open_links(),
             "data_received": dataplane.received,
             "data_dropped": {
                 **dataplane.dropped,

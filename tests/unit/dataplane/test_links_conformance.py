@@ -112,6 +112,7 @@ class RealSide:
             max_frame_bytes=MAX_FRAME_BYTES,
             max_in_flight_per_peer=LINK_LIMIT,
             connect_timeout_s=5.0,
+            idle_s=60.0,
         )
         self.links: Links = self.peer_links
         self._server_closed = False
@@ -122,6 +123,7 @@ class RealSide:
             max_frame_bytes=MAX_FRAME_BYTES,
             max_in_flight_per_peer=4,
             connect_timeout_s=0.2,
+            idle_s=60.0,
         )
         try:  # nothing listens on port 1
             return [message async for message in links.call(peer_id("nobody"), "127.0.0.1:1", self.key, call)]

@@ -31,7 +31,7 @@ from meshnode.mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
-from meshnode.testing import JSON, FakeReplica, FakeReplicas, echoes, make_call, peer_id, replies
+from meshnode.testing import JSON, FakeReplica, FakeReplicas, echoes, gated, make_call, peer_id, replies
 from meshnode.trust.curve import client_keys, node_keys
 
 PEER = peer_id("n1")
@@ -86,12 +86,13 @@ async def serving(replicas: FakeReplicas, **limits: int) -> AsyncIterator[tuple[
 
 
 @contextlib.asynccontextmanager
-async def links_out(max_in_flight_per_peer: int = 64) -> AsyncIterator[PeerLinks]:
+async def links_out(max_in_flight_per_peer: int = 64, idle_s: float = 60.0) -> AsyncIterator[PeerLinks]:
     links = PeerLinks(
         client=client_keys(TOKEN),
         max_frame_bytes=MAX_FRAME_BYTES,
         max_in_flight_per_peer=max_in_flight_per_peer,
         connect_timeout_s=5.0,
+        idle_s=idle_s,
     )
     try:
         yield links
@@ -287,3 +288,40 @@ async def test_a_peer_that_moved_to_another_address_is_reached_there() -> None:
         after = [m async for m in links.call(PEER, new_addr, KEY, make_call("echo"))]
 
     assert [message.data["tag"] for message in before + after] == ["old", "new"]  # type: ignore[union-attr]
+
+
+async def test_a_link_no_call_held_for_idle_s_is_closed_and_the_next_call_opens_it_again() -> None:
+    gate = asyncio.Event()
+    held = FakeReplicas({"held": FakeReplica(gated(gate, replies({"ok": True})))})
+    other = FakeReplicas({"echo": FakeReplica(echoes("other"))})
+    other_peer = peer_id("n2")
+    async with (
+        serving(held) as (_, held_addr),
+        serving(other) as (_, other_addr),
+        links_out(idle_s=1.0) as links,
+    ):
+        first = [m async for m in links.call(other_peer, other_addr, KEY, make_call("echo"))]
+        holding = asyncio.create_task(_answers(links.call(PEER, held_addr, KEY, make_call("held"))))
+        await _until(lambda: len(held["held"].calls) == 1)
+        assert links.open_links() == {"serving": 2, "bulk": 0}
+
+        # The idle one goes; the one a call holds stays, however long the call takes.
+        await _until(lambda: links.open_links()["serving"] == 1)
+        gate.set()
+        assert await holding == [Reply(held["held"].calls[0].request_id, {"ok": True}, JSON, 0)]
+        await _until(lambda: links.open_links()["serving"] == 0)  # idle once answered
+
+        again = [m async for m in links.call(other_peer, other_addr, KEY, make_call("echo"))]
+        assert links.open_links() == {"serving": 1, "bulk": 0}
+
+    assert [message.data["tag"] for message in first + again] == ["other", "other"]  # type: ignore[union-attr]
+
+
+async def _answers(messages: AsyncIterator[Envelope]) -> list[Envelope]:
+    return [message async for message in messages]
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)

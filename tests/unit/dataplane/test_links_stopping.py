@@ -24,7 +24,11 @@ KEY = node_keys().public.decode()
 
 def links() -> PeerLinks:
     return PeerLinks(
-        client=client_keys(TOKEN), max_frame_bytes=1 << 20, max_in_flight_per_peer=8, connect_timeout_s=1.0
+        client=client_keys(TOKEN),
+        max_frame_bytes=1 << 20,
+        max_in_flight_per_peer=8,
+        connect_timeout_s=1.0,
+        idle_s=60.0,
     )
 
 
@@ -50,7 +54,7 @@ async def test_a_link_that_cannot_be_opened_fails_as_retryable(monkeypatch: pyte
         raise zmq.ZMQError(errno.EMFILE)
 
     # As when the process has no descriptor left: libzmq refuses the link's socket.
-    monkeypatch.setattr(links_module, "_Link", no_socket)
+    monkeypatch.setattr(links_module, "PeerLink", no_socket)
     try:
         [answer] = await answers(peer_links)
     finally:

@@ -55,6 +55,7 @@ async def links(token: str, connect_timeout_s: float = 5.0) -> AsyncIterator[Pee
         max_frame_bytes=MAX_FRAME_BYTES,
         max_in_flight_per_peer=8,
         connect_timeout_s=connect_timeout_s,
+        idle_s=60.0,
     )
     try:
         yield made

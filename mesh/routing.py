@@ -292,49 +292,44 @@ def _power_of_two_order(
     here: Locality,
     unmeasured_s: float,
 ) -> list[Candidate]:
-    remaining = list(group)
-    result: list[Candidate] = []
+    """`group` in power-of-two-choices order, each candidate's figures read once (a request's
+    ranking runs on the forwarder's event loop, over every replica of the deployment).
 
-    def at_least_as_good(a: Candidate, b: Candidate) -> bool:
-        return _key(a, b, in_flight, here, unmeasured_s) <= _key(b, a, in_flight, here, unmeasured_s)
+    Of two drawn, the better goes first. Before all, a replica in this node's region with a free slot
+    beats any other (the region rule). Of about the same speed (measured service times within
+    SAME_SPEED_FACTOR, or both negligible): by queue per slot, exact integers, so measurement noise
+    never decides and equal replicas share. Of clearly different speeds: by expected time in system,
+    so a faster replica takes more. Then locality.
+    """
+    if len(group) < 2:
+        return list(group)
+    rooms = [_region_room(candidate, in_flight, here) for candidate in group]
+    loads = [corrected_queue(candidate, in_flight) / max(candidate.slots, 1) for candidate in group]
+    speeds = [_service_s(candidate, unmeasured_s) for candidate in group]
+    places = [(_locality(candidate, here), _rtt_bucket(candidate)) for candidate in group]
 
-    local = next((c for c in remaining if c.is_self), None)
+    def at_least_as_good(a: int, b: int) -> bool:
+        own, other = speeds[a], speeds[b]
+        if max(own, other) <= SAME_SPEED_FACTOR * min(own, other):
+            mine, theirs = loads[a], loads[b]
+        else:
+            mine, theirs = own * (1 + loads[a]), other * (1 + loads[b])
+        return (rooms[a], mine, *places[a]) <= (rooms[b], theirs, *places[b])
+
+    remaining = list(range(len(group)))
+    order: list[int] = []
+    local = next((index for index in remaining if group[index].is_self), None)
     if local is not None and all(at_least_as_good(local, other) for other in remaining):
         remaining.remove(local)
-        result.append(local)
+        order.append(local)
     while len(remaining) > 1:
-        first, second = rng.sample(range(len(remaining)), 2)
+        first = rng.randrange(len(remaining))
+        second = rng.randrange(len(remaining) - 1)  # of the others: two distinct, uniformly
+        second += second >= first
         better = first if at_least_as_good(remaining[first], remaining[second]) else second
-        result.append(remaining.pop(better))
-    result.extend(remaining)
-    return result
-
-
-def _key(
-    candidate: Candidate,
-    rival: Candidate,
-    in_flight: Mapping[NodeId, int],
-    here: Locality,
-    unmeasured_s: float,
-) -> tuple[int, float, int, int]:
-    """How `candidate` compares with `rival` (lower is better).
-
-    First, a replica in this node's region with a free slot beats any other (the region rule).
-    Of about the same speed (measured service times within SAME_SPEED_FACTOR, or both negligible):
-    by queue per slot, exact integers, so measurement noise never decides and equal replicas share.
-    Of clearly different speeds: by expected time in system, so a faster replica takes more.
-    Then locality.
-    """
-    own, other = _service_s(candidate, unmeasured_s), _service_s(rival, unmeasured_s)
-    load = corrected_queue(candidate, in_flight) / max(candidate.slots, 1)
-    same_speed = max(own, other) <= SAME_SPEED_FACTOR * min(own, other)
-    compared = load if same_speed else own * (1 + load)
-    return (
-        _region_room(candidate, in_flight, here),
-        compared,
-        _locality(candidate, here),
-        _rtt_bucket(candidate),
-    )
+        order.append(remaining.pop(better))
+    order.extend(remaining)
+    return [group[index] for index in order]
 
 
 def _region_room(candidate: Candidate, in_flight: Mapping[NodeId, int], here: Locality) -> int:

@@ -7,20 +7,25 @@ import random
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshnode.mesh.member import Member
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.routing import (
+    NEGLIGIBLE_TIME_S,
+    RTT_BUCKET_S,
+    SAME_SPEED_FACTOR,
     Candidate,
     Locality,
     RouteRequest,
     candidates,
+    corrected_queue,
     ordered,
     predicted_wait_s,
     rank,
     retry_after_s,
+    unmeasured_service_s,
 )
 from meshnode.mesh.types import Address, NodeId, Status
 
@@ -293,3 +298,82 @@ def test_one_candidate_ranks_as_itself_and_draws_nothing(
     request = RouteRequest("sd", hint=hint, model=model, affinity=affinity)
     assert ordered(rank([candidate], request, in_flight, rng, HERE)) == [candidate]  # type: ignore[arg-type]
     assert rng.getstate() == before
+
+
+def reference_order(group: list[Candidate], in_flight: dict[str, int], rng: random.Random) -> list[str]:
+    """Power-of-two-choices as the module docstring states it, comparing two candidates afresh at
+    each draw: what ``rank`` computes with each candidate's figures read once."""
+
+    def service(candidate: Candidate) -> float:
+        measured = candidate.service_s if candidate.service_s is not None else unmeasured_service_s(group)
+        return max(measured, NEGLIGIBLE_TIME_S)
+
+    def key(candidate: Candidate, rival: Candidate) -> tuple[int, float, int, int]:
+        queue = corrected_queue(candidate, in_flight)  # type: ignore[arg-type]
+        nearby = candidate.is_self or candidate.region == HERE.region
+        room = 0 if nearby and queue < max(candidate.slots, 1) else 1
+        own, other = service(candidate), service(rival)
+        load = queue / max(candidate.slots, 1)
+        compared = load if max(own, other) <= SAME_SPEED_FACTOR * min(own, other) else own * (1 + load)
+        if candidate.is_self:
+            place = 0
+        elif candidate.region == HERE.region:
+            place = 1 if candidate.zone == HERE.zone else 2
+        else:
+            place = 3
+        rtt = 1_000_000 if candidate.rtt_s is None else int(candidate.rtt_s / RTT_BUCKET_S)
+        return room, compared, place, rtt
+
+    def good(a: Candidate, b: Candidate) -> bool:
+        return key(a, b) <= key(b, a)
+
+    remaining, order = list(group), []
+    local = next((candidate for candidate in remaining if candidate.is_self), None)
+    if local is not None and all(good(local, other) for other in remaining):
+        remaining.remove(local)
+        order.append(local)
+    while len(remaining) > 1:
+        first = rng.randrange(len(remaining))
+        second = rng.randrange(len(remaining) - 1)
+        second += second >= first
+        order.append(remaining.pop(first if good(remaining[first], remaining[second]) else second))
+    return [candidate.name for candidate in order + remaining]
+
+
+one_tier = st.lists(
+    st.builds(
+        lambda name, queue, slots, service, region, zone, rtt: replica(
+            name,
+            queue=queue,
+            slots=slots,
+            capacity=1000,
+            service_s=service,
+            region=region,
+            zone=zone,
+            rtt_s=rtt,
+        ),
+        st.sampled_from([ME, *(f"r{i}" for i in range(12))]),
+        st.integers(0, 3),  # small queues and few speeds: ties, so every rule gets to decide
+        st.integers(1, 2),
+        st.one_of(st.none(), st.sampled_from([0.001, 0.01, 0.012, 0.1]), st.floats(0.0005, 2)),
+        st.sampled_from(["", "eu", "us"]),
+        st.sampled_from(["", "eu-1", "eu-2"]),
+        st.one_of(st.none(), st.floats(0, 0.02)),
+    ),
+    max_size=12,
+    unique_by=lambda c: c.name,
+)
+
+
+@settings(max_examples=300)  # ties between far and near candidates are rare draws
+@given(
+    one_tier,
+    st.integers(0, 2**32),
+    st.dictionaries(st.sampled_from([f"r{i}" for i in range(12)]), st.integers(0, 9)),
+)
+def test_the_order_within_a_tier_is_power_of_two_choices_by_the_documented_comparison(
+    pool: list[Candidate], seed: int, in_flight: dict[str, int]
+) -> None:
+    (tier,) = rank(pool, REQUEST, in_flight, random.Random(seed), HERE) or [None]  # type: ignore[arg-type]
+    got = [] if tier is None else [candidate.name for candidate in tier.candidates]
+    assert got == reference_order(pool, in_flight, random.Random(seed))

@@ -56,12 +56,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from .affinity import preferred
-from .member import Member
 from .types import NodeId, Status
 
 TierName = Literal["hint", "warm", "any", "full", "suspect"]
@@ -138,74 +137,38 @@ def rank(
     here: Locality,
 ) -> list[Tier]:
     """Ranked tiers of replicas for `request`; empty tiers are left out."""
+    return [Tier(name, tuple(order)) for name, order in _tiers(candidates, request, in_flight, rng, here)]
+
+
+def ranked(
+    candidates: Iterable[Candidate],
+    request: RouteRequest,
+    in_flight: Mapping[NodeId, int],
+    rng: random.Random,
+    here: Locality,
+) -> Iterator[Candidate]:
+    """Every candidate in ``rank``'s order, drawn only as far as it is read: the forwarder reads one
+    unless the first refuses, so a request costs one draw, not one per replica of the deployment."""
+    for _, order in _tiers(candidates, request, in_flight, rng, here):
+        yield from order
+
+
+def _tiers(
+    candidates: Iterable[Candidate],
+    request: RouteRequest,
+    in_flight: Mapping[NodeId, int],
+    rng: random.Random,
+    here: Locality,
+) -> Iterator[tuple[TierName, Iterator[Candidate]]]:
     pool = list(candidates)
     groups: dict[TierName, list[Candidate]] = {name: [] for name in TIER_ORDER}
     for candidate in pool:
         groups[_tier_of(candidate, request, in_flight)].append(candidate)
     fallback = unmeasured_service_s(pool)
     first = _affinity_choice(pool, request, in_flight, here)
-    tiers = []
     for name in TIER_ORDER:
         if groups[name]:
-            ordered = _power_of_two_order(groups[name], in_flight, rng, here, fallback)
-            if first is not None and any(candidate is first for candidate in ordered):
-                # Moved after the draw: the random stream is the same with or without a key.
-                ordered = [first, *(candidate for candidate in ordered if candidate is not first)]
-            tiers.append(Tier(name, tuple(ordered)))
-    return tiers
-
-
-def candidates(members: Iterable[Member], deployment: str, me: NodeId) -> list[Candidate]:
-    """The ready replicas of `deployment` on live or suspect members, from their gossiped metadata.
-
-    Gossiped metadata passed ``NodeMeta.from_wire``: a replica entry that was malformed is not there,
-    and the speeds map, shaped by peers, is read leniently (a bad figure counts as unmeasured).
-    """
-    members = list(members)
-    rtts = {member.node: member.rtt_s for member in members}
-    found = []
-    for member in members:
-        if member.status not in (Status.ALIVE, Status.SUSPECT):
-            continue
-        meta = member.meta
-        entry = meta.replicas.get(deployment)
-        if entry is None or not entry.state.serving or not meta.data:
-            continue
-        speed = meta.speeds.get(deployment)
-        speed = speed if isinstance(speed, dict) else {}
-        # Stale (see the module docstring): rate 0, not a missing rate (older versions gossip none).
-        rate = speed.get("rps")
-        stale = isinstance(rate, int | float) and not isinstance(rate, bool) and rate == 0
-        service_ms = None if stale else _number(speed.get("service_ms"))
-        found.append(
-            Candidate(
-                node=member.node,
-                name=meta.name,
-                data_addr=meta.data,
-                data_key=meta.data_key,
-                status=member.status,
-                is_self=member.node == me,
-                region=meta.region,
-                zone=meta.zone,
-                rtt_s=_rtt_through_relays(member, rtts) if meta.reach == "relayed" else member.rtt_s,
-                hints=frozenset(entry.hints),
-                models=frozenset(entry.models),
-                queue=entry.queue,
-                slots=entry.slots,
-                capacity=entry.capacity,
-                service_s=service_ms / 1000 if service_ms is not None else None,
-                throughput_rps=_number(speed.get("rps")),
-            )
-        )
-    return found
-
-
-def _rtt_through_relays(member: Member, rtts: Mapping[NodeId, float | None]) -> float | None:
-    """A relayed node's round trip with the hop to its nearest measured relay added (docs/edge.md)."""
-    hop = min(
-        (rtt for relay in member.meta.relays if (rtt := rtts.get(NodeId(relay))) is not None), default=None
-    )
-    return member.rtt_s if hop is None else (member.rtt_s or 0.0) + hop
+            yield name, _power_of_two_order(groups[name], in_flight, rng, here, fallback, first)
 
 
 def ordered(tiers: Iterable[Tier]) -> list[Candidate]:
@@ -248,17 +211,6 @@ def retry_after_s(candidates: Iterable[Candidate], in_flight: Mapping[NodeId, in
     return max(1.0, math.ceil(min(waits))) if waits else 1.0
 
 
-def _number(value: object) -> float | None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        return None
-    return float(value)
-
-
 def _tier_of(candidate: Candidate, request: RouteRequest, in_flight: Mapping[NodeId, int]) -> TierName:
     if candidate.status != Status.ALIVE:
         return "suspect"
@@ -291,9 +243,12 @@ def _power_of_two_order(
     rng: random.Random,
     here: Locality,
     unmeasured_s: float,
-) -> list[Candidate]:
-    """`group` in power-of-two-choices order, each candidate's figures read once (a request's
-    ranking runs on the forwarder's event loop, over every replica of the deployment).
+    first: Candidate | None,
+) -> Iterator[Candidate]:
+    """`group` in power-of-two-choices order, drawn as it is read, each candidate's figures read
+    once, when it is first drawn. `first` (the affinity choice), when in the group, goes before the
+    rest, whose order is drawn with it still in the pool: the random stream is the same with or
+    without a key.
 
     Of two drawn, the better goes first. Before all, a replica in this node's region with a free slot
     beats any other (the region rule). Of about the same speed (measured service times within
@@ -301,35 +256,48 @@ def _power_of_two_order(
     never decides and equal replicas share. Of clearly different speeds: by expected time in system,
     so a faster replica takes more. Then locality.
     """
+    ahead = first if first is not None and any(candidate is first for candidate in group) else None
+    if ahead is not None:
+        yield ahead
     if len(group) < 2:
-        return list(group)
-    rooms = [_region_room(candidate, in_flight, here) for candidate in group]
-    loads = [corrected_queue(candidate, in_flight) / max(candidate.slots, 1) for candidate in group]
-    speeds = [_service_s(candidate, unmeasured_s) for candidate in group]
-    places = [(_locality(candidate, here), _rtt_bucket(candidate)) for candidate in group]
+        yield from (candidate for candidate in group if candidate is not ahead)
+        return
+    figures: dict[int, tuple[int, float, float, int, int]] = {}  # read when first drawn
+
+    def figures_of(index: int) -> tuple[int, float, float, int, int]:
+        found = figures.get(index)
+        if found is None:
+            candidate = group[index]
+            load = corrected_queue(candidate, in_flight) / max(candidate.slots, 1)
+            room, speed = _region_room(candidate, in_flight, here), _service_s(candidate, unmeasured_s)
+            found = figures[index] = (room, load, speed, _locality(candidate, here), _rtt_bucket(candidate))
+        return found
 
     def at_least_as_good(a: int, b: int) -> bool:
-        own, other = speeds[a], speeds[b]
+        (room_a, load_a, own, *place_a), (room_b, load_b, other, *place_b) = figures_of(a), figures_of(b)
         if max(own, other) <= SAME_SPEED_FACTOR * min(own, other):
-            mine, theirs = loads[a], loads[b]
+            mine, theirs = load_a, load_b
         else:
-            mine, theirs = own * (1 + loads[a]), other * (1 + loads[b])
-        return (rooms[a], mine, *places[a]) <= (rooms[b], theirs, *places[b])
+            mine, theirs = own * (1 + load_a), other * (1 + load_b)
+        return (room_a, mine, *place_a) <= (room_b, theirs, *place_b)
 
     remaining = list(range(len(group)))
-    order: list[int] = []
     local = next((index for index in remaining if group[index].is_self), None)
     if local is not None and all(at_least_as_good(local, other) for other in remaining):
         remaining.remove(local)
-        order.append(local)
-    while len(remaining) > 1:
-        first = rng.randrange(len(remaining))
-        second = rng.randrange(len(remaining) - 1)  # of the others: two distinct, uniformly
-        second += second >= first
-        better = first if at_least_as_good(remaining[first], remaining[second]) else second
-        order.append(remaining.pop(better))
-    order.extend(remaining)
-    return [group[index] for index in order]
+        if group[local] is not ahead:
+            yield group[local]
+    while remaining:
+        if len(remaining) == 1:
+            better = 0
+        else:
+            one = rng.randrange(len(remaining))
+            two = rng.randrange(len(remaining) - 1)  # of the others: two distinct, uniformly
+            two += two >= one
+            better = one if at_least_as_good(remaining[one], remaining[two]) else two
+        chosen = group[remaining.pop(better)]
+        if chosen is not ahead:
+            yield chosen
 
 
 def _region_room(candidate: Candidate, in_flight: Mapping[NodeId, int], here: Locality) -> int:
@@ -369,12 +337,12 @@ __all__ = [
     "RouteRequest",
     "Tier",
     "TierName",
-    "candidates",
     "corrected_queue",
     "expected_time_s",
     "ordered",
     "predicted_wait_s",
     "rank",
+    "ranked",
     "retry_after_s",
     "unmeasured_service_s",
 ]

@@ -2,7 +2,7 @@
 
 ``CandidateSource.of(deployment, now)`` reads two places:
 
-- peers' replicas from the gossiped view (``mesh/routing.candidates``), kept per deployment and
+- peers' replicas from the gossiped view (``mesh/route_candidates.py``), kept per deployment and
   rebuilt when the view changes and at least every ``CANDIDATES_MAX_AGE_S`` (round-trip times move
   without a view change), not per request; a peer's queue as its last answer reported it
   (``Links.reported_queue``) replaces the gossiped one while it is ``REPORT_MAX_AGE_S`` fresh;
@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..mesh.routing import Candidate, Locality, candidates
+from ..mesh.route_candidates import candidates
+from ..mesh.routing import Candidate, Locality
 from ..mesh.types import NodeId, Status
 
 if TYPE_CHECKING:  # the protocols live with the forwarder, which imports this module

@@ -35,7 +35,7 @@ import asyncio
 import collections
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -43,7 +43,7 @@ from ..errors import DeadlineExceeded, MeshnodeError, NotFound, NotReady, Overlo
 from ..load import SpeedMeter
 from ..mesh.envelope import Call, Envelope, Failure
 from ..mesh.member import Member
-from ..mesh.routing import Candidate, Locality, RouteRequest, ordered, rank, retry_after_s
+from ..mesh.routing import Candidate, Locality, RouteRequest, ranked, retry_after_s
 from ..mesh.types import NodeId, Status
 from .candidates import REPORT_MAX_AGE_S, CandidateSource
 from .via_relays import RelayedCalls
@@ -254,6 +254,7 @@ class Forwarder:
             found = self._candidates.of(call.deployment, loop.time())
         if not found:
             raise self._nothing_ready(call.deployment)
+        # Drawn as it is read: one candidate, unless the first refuses (``routing.ranked``).
         order = found if len(found) == 1 else self._rank(found, call, hint, affinity)
         refusals: list[Failure] = []
         tried: list[str] = []  # names of the candidates that refused, for a failover's report
@@ -267,7 +268,7 @@ class Forwarder:
             try:
                 # Only the last candidate waits out a relayed node's move to a new relay: with
                 # another replica to try, failing over at once is sooner.
-                messages = self._attempt(candidate, attempt, crossed, wait=index == len(order) - 1)
+                messages = self._attempt(candidate, attempt, crossed, wait=index == len(found) - 1)
                 first = await anext(messages)
             except MeshnodeError as exc:
                 if not exc.retryable:
@@ -298,15 +299,15 @@ class Forwarder:
             raise DeadlineExceeded(
                 f"{call.deployment} found no free replica within {call.timeout_ms / 1000:g} s"
             )
-        raise _exhausted(call, refusals, retry_after_s(order, self._links.in_flight()))
+        raise _exhausted(call, refusals, retry_after_s(found, self._links.in_flight()))
 
     def _rank(
         self, found: list[Candidate], call: Call, hint: str | None, affinity: str | None
-    ) -> list[Candidate]:
+    ) -> Iterator[Candidate]:
         # Only for two or more: ``rank`` answers one candidate with itself and draws nothing then
         # (tests/unit/mesh/test_routing.py holds it to that), so a lone replica skips the policy.
         request = RouteRequest(call.deployment, hint=hint, model=_model_of(call), affinity=affinity)
-        return ordered(rank(found, request, self._links.in_flight(), self._rng, self._here))
+        return ranked(found, request, self._links.in_flight(), self._rng, self._here)
 
     def _attempt(
         self, candidate: Candidate, call: Call, crossed: list[str], *, wait: bool

@@ -5,7 +5,7 @@
 changes. Each member comes from a ``PeerSpec``: the node's name, place and status, and its replicas
 as it gossips them (``ReplicaEntry``: state, queue, slots, capacity, hints, models) with their
 measured service times. Routing reads these members exactly as it reads real ones
-(``mesh/routing.candidates``).
+(``mesh/route_candidates.py``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from meshnode.mesh.member import Member
 from meshnode.mesh.metadata import NodeMeta
+from meshnode.mesh.route_candidates import candidates
 from meshnode.mesh.routing import (
     NEGLIGIBLE_TIME_S,
     RTT_BUCKET_S,
@@ -19,11 +20,11 @@ from meshnode.mesh.routing import (
     Candidate,
     Locality,
     RouteRequest,
-    candidates,
     corrected_queue,
     ordered,
     predicted_wait_s,
     rank,
+    ranked,
     retry_after_s,
     unmeasured_service_s,
 )
@@ -377,3 +378,31 @@ def test_the_order_within_a_tier_is_power_of_two_choices_by_the_documented_compa
     (tier,) = rank(pool, REQUEST, in_flight, random.Random(seed), HERE) or [None]  # type: ignore[arg-type]
     got = [] if tier is None else [candidate.name for candidate in tier.candidates]
     assert got == reference_order(pool, in_flight, random.Random(seed))
+
+
+@given(
+    pools,
+    st.integers(0, 2**32),
+    st.sampled_from([None, "h"]),
+    st.sampled_from([None, "conversation-1"]),
+    st.dictionaries(st.sampled_from([f"r{i}" for i in range(5)]), st.integers(0, 9)),
+)
+def test_ranked_reads_rank_s_order_and_draws_only_as_far_as_it_is_read(
+    pool: list[Candidate], seed: int, hint: str | None, affinity: str | None, in_flight: dict[str, int]
+) -> None:
+    request = RouteRequest("sd", hint=hint, affinity=affinity)
+    whole = ordered(rank(pool, request, in_flight, random.Random(seed), HERE))  # type: ignore[arg-type]
+    assert list(ranked(pool, request, in_flight, random.Random(seed), HERE)) == whole  # type: ignore[arg-type]
+
+    rng, alike = random.Random(seed), random.Random(seed)
+    first = next(ranked(pool, REQUEST, {}, rng, HERE), None)
+    alive = [candidate for candidate in pool if candidate.status == Status.ALIVE]
+    tier = (
+        [candidate for candidate in alive if candidate.queue < candidate.capacity]
+        or [candidate for candidate in alive if candidate.queue >= candidate.capacity]
+        or pool
+    )
+    if len(tier) > 1 and not any(candidate.is_self for candidate in pool):
+        alike.randrange(len(tier))  # the first pair of the first tier, and nothing more
+        alike.randrange(len(tier) - 1)
+    assert rng.getstate() == alike.getstate() and (first is None) == (not pool)

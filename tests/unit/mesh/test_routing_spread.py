@@ -13,7 +13,8 @@ import random
 
 from meshnode.mesh.member import Member
 from meshnode.mesh.metadata import NodeMeta
-from meshnode.mesh.routing import Locality, RouteRequest, candidates, ordered, rank
+from meshnode.mesh.route_candidates import candidates
+from meshnode.mesh.routing import Locality, RouteRequest, ordered, rank
 from meshnode.mesh.types import Address, NodeId, Status
 
 ME = NodeId("entry")

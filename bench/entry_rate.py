@@ -15,7 +15,9 @@ nothing, ``p1``..``p10`` each pin an ``echo`` replica, ``p1`` also the only ``ec
 to 1 peer (``e0`` -> ``p1`` for ``echo1``) and entry to 10 peers (``e0`` -> ``p1..p10`` for
 ``echo``), alternated round by round. With ``--baseline-commit`` a second mesh runs that commit's
 code (bench/baseline.py), measured the same way after this checkout's. Agents on ``--agents-cpu``,
-hey on ``--load-cpu``. Prints; never asserts. Needs the Debian package hey.
+hey on ``--load-cpu``. With ``--entry-cpu`` the entry has a core of its own, so the peers' turns on
+theirs no longer decide when the entry wakes (``--entry-cpu 0 --agents-cpu 1 --load-cpu 1``: ten
+peers and hey share the other core). Prints; never asserts. Needs the Debian package hey.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def mesh(variant: Variant, root: Path, args: argparse.Namespace, started: list[S
     token, key = secrets.token_urlsafe(32), re.sub(r"[^a-z0-9]+", "-", variant.name.lower())
     env = variant.env | {"MESHNODE_TOKEN": token}
 
-    def agent(name: str, *extra: str) -> tuple[str, str]:
+    def agent(name: str, *extra: str, cpu: int = args.agents_cpu) -> tuple[str, str]:
         http, gossip = free_port(), free_port()
         command = [
             sys.executable, "-m", "meshnode", "join", "--name", name, "--profile", "local", "--no-mdns",
@@ -73,7 +75,7 @@ def mesh(variant: Variant, root: Path, args: argparse.Namespace, started: list[S
             "--data-dir", str(root / key / name), "--mesh-id", f"entry-rate-{key}",
             "--log-level", "warning", *extra,
         ]  # fmt: skip
-        started.append(start(f"{name}", command, args.agents_cpu, root, env))
+        started.append(start(f"{name}", command, cpu, root, env))
         return f"http://127.0.0.1:{http}", f"127.0.0.1:{gossip}"
 
     seed = ""
@@ -81,7 +83,8 @@ def mesh(variant: Variant, root: Path, args: argparse.Namespace, started: list[S
         extra = ["--deploy", f"echo={APP}"] + (["--deploy", f"echo1={APP}"] if i == 1 else [])
         _, gossip = agent(f"p{i}", *extra, *(["--seed", seed] if seed else []))
         seed = seed or gossip
-    entry, _ = agent("e0", "--seed", seed)
+    entry_cpu = args.agents_cpu if args.entry_cpu is None else args.entry_cpu
+    entry, _ = agent("e0", "--seed", seed, cpu=entry_cpu)
     progress(f"{variant.name}: started {len(started)} agents; waiting for {args.peers} ready echo replicas")
     wait(lambda: len(ready_replicas(entry, "echo")) == args.peers, 300, "echo replicas", started)
     wait(lambda: ready_replicas(entry, "echo1") == {"p1"}, 60, "p1's echo1 replica", started)
@@ -113,6 +116,11 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=10)
     parser.add_argument("--agents-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
+    parser.add_argument(
+        "--entry-cpu",
+        type=int,
+        help="the entry alone on this CPU (peers on --agents-cpu): as if the peers were other machines",
+    )
     parser.add_argument("--baseline-commit", help="also measure the agents of this commit")
     args = parser.parse_args()
     if shutil.which("hey") is None:

@@ -67,6 +67,8 @@ from .peer_link import HANDSHAKE_FAILED, PeerLink, PendingCall, QueueReport
 log = logging.getLogger(__name__)
 
 _Z85_KEY_CHARS = 40
+# Idle links are looked for at most this often: one closes up to this late.
+_SWEEP_SPACING_S = 1.0
 
 
 class PeerLinks:
@@ -270,6 +272,9 @@ class PeerLinks:
             else:
                 next_at = min(next_at, until if until is not None else now + self._idle_s)
         if next_at < math.inf:
+            # Links that went idle together (a listing asked every node) close in one pass, not one
+            # pass over every link each.
+            next_at = max(next_at, now + min(self._idle_s, _SWEEP_SPACING_S))
             self._sweep = asyncio.get_running_loop().call_at(next_at, self._close_idle)
 
     async def _refusal(self, link: PeerLink, call: Call, deadline: float) -> str | None:

@@ -235,7 +235,12 @@ def report_a(rates: dict[str, list[float]], size: int) -> None:
 def part_b(
     root: Path, source: Path, args: argparse.Namespace
 ) -> list[tuple[list[float], list[float], float]]:
-    extra = {2: ["--deploy", f"echo={ECHO}", "--set", f"model_pull_bytes_per_s={args.pull_rate}"]}
+    knobs = [flag for knob in args.agent_set for flag in ("--set", knob)]
+    extra = {
+        0: knobs,
+        1: knobs,
+        2: ["--deploy", f"echo={ECHO}", "--set", f"model_pull_bytes_per_s={args.pull_rate}", *knobs],
+    }
     mesh = Mesh(root / "part-b", 3, extra_args=extra)
     use_install(mesh, args)
     # The puller alone on the agents' core: the holders stand for other machines, so they run on
@@ -337,6 +342,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="predicts per second in part B")
     parser.add_argument(
         "--pull-rate", type=int, default=DEFAULT_RATE, help="model_pull_bytes_per_s of part B's puller"
+    )
+    parser.add_argument(
+        "--agent-set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="part B: a knob of every agent (meshnode join --set), e.g. forward_chunk_bytes=131072",
     )
     parser.add_argument("--agents-cpu", type=int, default=0, help="CPU for part B's agents and workers")
     parser.add_argument("--load-cpu", type=int, default=1, help="CPU for this script in part B")

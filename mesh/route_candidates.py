@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 from .member import Member
-from .routing import Candidate
+from .route_types import Candidate
 from .types import NodeId, Status
 
 __all__ = ["candidates"]

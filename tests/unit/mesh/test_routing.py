@@ -17,6 +17,7 @@ from meshnode.mesh.routing import (
     NEGLIGIBLE_TIME_S,
     RTT_BUCKET_S,
     SAME_SPEED_FACTOR,
+    SAMPLED_FROM,
     Candidate,
     Locality,
     RouteRequest,
@@ -406,3 +407,68 @@ def test_ranked_reads_rank_s_order_and_draws_only_as_far_as_it_is_read(
         alike.randrange(len(tier))  # the first pair of the first tier, and nothing more
         alike.randrange(len(tier) - 1)
     assert rng.getstate() == alike.getstate() and (first is None) == (not pool)
+
+
+def large_pool(busy: int, idle: int, **fields: object) -> list[Candidate]:
+    """`busy` replicas with 8 queued on one slot, then `idle` with none: enough to be sampled."""
+    pool = [replica(f"b{i}", queue=8, **fields) for i in range(busy)]
+    return pool + [replica(f"i{i}", queue=0, **fields) for i in range(idle)]
+
+
+def test_a_large_pool_draws_its_first_replica_from_a_sample_as_rank_would_draw_it() -> None:
+    pool = large_pool(20, 20)
+    assert len(pool) >= SAMPLED_FROM
+    rng_sampled, rng_whole = random.Random(7), random.Random(7)
+    requests = 4000
+    sampled = [next(ranked(pool, REQUEST, {}, rng_sampled, HERE)).name for _ in range(requests)]
+    whole = [ordered(rank(pool, REQUEST, {}, rng_whole, HERE))[0].name for _ in range(requests)]
+    # Power-of-two-choices: a busy replica goes first only when both drawn are busy (20/40 x 19/39).
+    expected = 20 / 40 * 19 / 39
+    for firsts in (sampled, whole):
+        busy_share = sum(name.startswith("b") for name in firsts) / requests
+        assert abs(busy_share - expected) < 0.03, busy_share
+        assert len(set(firsts)) == 40  # every replica is chosen first now and then: no herding
+
+
+@given(st.integers(0, 2**32), st.integers(0, 30), st.integers(2, 40))
+def test_a_large_pool_s_order_keeps_the_tiers_and_reading_the_first_draws_a_bounded_sample(
+    seed: int, full: int, free: int
+) -> None:
+    pool = [replica(f"f{i}", queue=100) for i in range(full)] + large_pool(0, free)
+    pool += [replica(f"s{i}", status=Status.SUSPECT) for i in range(SAMPLED_FROM)]
+    order = list(ranked(pool, REQUEST, {}, random.Random(seed), HERE))
+    assert sorted(c.name for c in order) == sorted(c.name for c in pool)  # each once
+    assert [c.name[0] for c in order] == ["i"] * free + ["f"] * full + ["s"] * SAMPLED_FROM
+
+    counting = CountingRandom(seed)
+    next(ranked(pool, REQUEST, {}, counting, HERE))
+    # A sample of at most 8, then (a tier too sparse for it) the first pair of the tier's order.
+    assert counting.draws <= 8 + 2
+
+
+class CountingRandom(random.Random):
+    """A seeded ``Random`` that counts the draws made with ``randrange``."""
+
+    draws = 0
+
+    def randrange(self, *args: int) -> int:  # type: ignore[override]
+        self.draws += 1
+        return super().randrange(*args)
+
+
+@pytest.mark.parametrize(
+    ("request_", "mine"),
+    [
+        (RouteRequest("sd", hint="h"), False),
+        (RouteRequest("sd", model="m"), False),
+        (RouteRequest("sd", affinity="conversation-1"), False),
+        (REQUEST, True),
+    ],
+)
+def test_a_large_pool_with_a_hint_a_model_a_key_or_this_node_s_replica_is_ordered_whole(
+    request_: RouteRequest, mine: bool
+) -> None:
+    pool = [*large_pool(20, 19), replica(ME if mine else "hinted", hints=frozenset({"h"}), queue=3)]
+    for seed in range(20):
+        whole = ordered(rank(pool, request_, {}, random.Random(seed), HERE))
+        assert list(ranked(pool, request_, {}, random.Random(seed), HERE)) == whole

@@ -4,15 +4,20 @@
 
 - peers' replicas from the gossiped view (``mesh/route_candidates.py``), kept per deployment and
   rebuilt when the view changes and at least every ``CANDIDATES_MAX_AGE_S`` (round-trip times move
-  without a view change), not per request; a peer's queue as its last answer reported it
-  (``Links.reported_queue``) replaces the gossiped one while it is ``REPORT_MAX_AGE_S`` fresh;
+  without a view change), not per request;
 - this node's own replica, read live when it serves: its queue is the exact count.
+
+``CandidateSource.in_flight(deployment, now)`` is what routing adds to each peer's gossiped queue
+(``routing.corrected_queue``): the requests this node has outstanding there and, while a peer's last
+answer is ``REPORT_MAX_AGE_S`` fresh, the difference between the queue it reported
+(``Links.reported_queue``) and the gossiped one. It is read per candidate routing looks at, so a
+request over a thousand replicas does not visit each (routing samples them).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..mesh.route_candidates import candidates
 from ..mesh.routing import Candidate, Locality
@@ -28,8 +33,6 @@ __all__ = ["CANDIDATES_MAX_AGE_S", "REPORT_MAX_AGE_S", "CandidateSource", "local
 REPORT_MAX_AGE_S = 5.0
 CANDIDATES_MAX_AGE_S = 1.0
 
-_WithQueue = dict[tuple[NodeId, int], Candidate]
-
 
 class CandidateSource:
     """The candidates for a deployment: peers' from the view (cached), this node's read live."""
@@ -42,41 +45,65 @@ class CandidateSource:
         self._view = view
         self._replicas = replicas
         self._links = links
-        # Per deployment: the peers' candidates as of (view version, period), and their copies with a
-        # reported queue (at most one per peer and queue value: queues are bounded by capacity).
-        self._peers: dict[str, tuple[tuple[int, int], list[Candidate], _WithQueue]] = {}
+        # Per deployment: the peers' candidates and their gossiped queues, as of (view version, period).
+        self._peers: dict[str, tuple[tuple[int, int], list[Candidate], dict[NodeId, int]]] = {}
 
     def of(self, deployment: str, now: float) -> list[Candidate]:
-        """Every ready replica of `deployment` this node could send a request to, at `now`."""
-        peers, with_queue = self._peers_of(deployment, now)
-        found = []
-        for candidate in peers:
-            reported = self._links.reported_queue(candidate.node, deployment, now, REPORT_MAX_AGE_S)
-            if reported is None or reported == candidate.queue:
-                found.append(candidate)
-                continue
-            # A copy per (peer, queue) while the cache lasts: a dataclass copy per peer per request
-            # was a third of the ranking's cost over ten peers.
-            copy = with_queue.get((candidate.node, reported))
-            if copy is None:
-                with_queue[(candidate.node, reported)] = copy = replace(candidate, queue=reported)
-            found.append(copy)
+        """Every ready replica of `deployment` this node could send a request to, at `now` (the
+        peers' list is the one kept: callers read it, never change it)."""
+        peers, _ = self._peers_of(deployment, now)
         replica = self._replicas.get(deployment)
         if replica is not None and replica.serving:
-            found.append(local_candidate(replica, self._name, self._here))
-        return found
+            return [*peers, local_candidate(replica, self._name, self._here)]
+        return peers
 
-    def _peers_of(self, deployment: str, now: float) -> tuple[list[Candidate], _WithQueue]:
+    def in_flight(self, deployment: str, now: float) -> Mapping[NodeId, int]:
+        """What routing adds to each peer's gossiped queue for `deployment` (module docstring)."""
+        _, gossiped = self._peers_of(deployment, now)
+        return _Corrected(self._links, deployment, now, gossiped)
+
+    def _peers_of(self, deployment: str, now: float) -> tuple[list[Candidate], dict[NodeId, int]]:
         key = (self._view.view_version, int(now / CANDIDATES_MAX_AGE_S))
         cached = self._peers.get(deployment)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         me = self._here.node
         built = candidates([member for member in self._view.members() if member.node != me], deployment, me)
-        with_queue: _WithQueue = {}
+        gossiped = {candidate.node: candidate.queue for candidate in built}
         if built:  # only deployments that exist: a client's made-up names must not fill memory
-            self._peers[deployment] = (key, built, with_queue)
-        return built, with_queue
+            self._peers[deployment] = (key, built, gossiped)
+        return built, gossiped
+
+
+class _Corrected(Mapping[NodeId, int]):
+    """Per peer: this node's requests outstanding there, plus what its last answer's report says the
+    others add beyond gossip. Computed per peer read (``get``), never for all of them."""
+
+    def __init__(self, links: Links, deployment: str, now: float, gossiped: dict[NodeId, int]) -> None:
+        self._links = links
+        self._ours = links.in_flight()
+        self._deployment = deployment
+        self._now = now
+        self._gossiped = gossiped
+
+    def get(self, key: NodeId, default: Any = None) -> Any:
+        ours = self._ours.get(key, 0)
+        reported = self._links.reported_queue(key, self._deployment, self._now, REPORT_MAX_AGE_S)
+        if reported is not None:
+            return ours + reported - self._gossiped.get(key, 0)
+        return ours if key in self._ours else default
+
+    def __getitem__(self, key: NodeId) -> int:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return int(found)
+
+    def __iter__(self) -> Iterator[NodeId]:
+        return iter(self._ours)
+
+    def __len__(self) -> int:
+        return len(self._ours)
 
 
 def local_candidate(replica: ServingReplica, name: str, here: Locality) -> Candidate:

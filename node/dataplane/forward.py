@@ -255,7 +255,8 @@ class Forwarder:
         if not found:
             raise self._nothing_ready(call.deployment)
         # Drawn as it is read: one candidate, unless the first refuses (``routing.ranked``).
-        order = found if len(found) == 1 else self._rank(found, call, hint, affinity)
+        in_flight = self._candidates.in_flight(call.deployment, loop.time()) if len(found) > 1 else None
+        order = found if in_flight is None else self._rank(found, in_flight, call, hint, affinity)
         refusals: list[Failure] = []
         tried: list[str] = []  # names of the candidates that refused, for a failover's report
         for index, candidate in enumerate(order):
@@ -299,15 +300,22 @@ class Forwarder:
             raise DeadlineExceeded(
                 f"{call.deployment} found no free replica within {call.timeout_ms / 1000:g} s"
             )
-        raise _exhausted(call, refusals, retry_after_s(found, self._links.in_flight()))
+        if in_flight is None:
+            in_flight = self._candidates.in_flight(call.deployment, loop.time())
+        raise _exhausted(call, refusals, retry_after_s(found, in_flight))
 
     def _rank(
-        self, found: list[Candidate], call: Call, hint: str | None, affinity: str | None
+        self,
+        found: list[Candidate],
+        in_flight: Mapping[NodeId, int],
+        call: Call,
+        hint: str | None,
+        affinity: str | None,
     ) -> Iterator[Candidate]:
         # Only for two or more: ``rank`` answers one candidate with itself and draws nothing then
         # (tests/unit/mesh/test_routing.py holds it to that), so a lone replica skips the policy.
         request = RouteRequest(call.deployment, hint=hint, model=_model_of(call), affinity=affinity)
-        return ranked(found, request, self._links.in_flight(), self._rng, self._here)
+        return ranked(found, request, in_flight, self._rng, self._here)
 
     def _attempt(
         self, candidate: Candidate, call: Call, crossed: list[str], *, wait: bool

@@ -152,13 +152,7 @@ class Agent:
             persist=lambda record: self._in_store_background(lambda: store.save_record(record)),
             forget=lambda names: self._in_store_background(lambda: store.forget_records(names)),
         )
-        self._links = PeerLinks(
-            client=trust.client,
-            max_frame_bytes=config.max_frame_bytes,
-            max_in_flight_per_peer=config.forward_max_in_flight_per_peer,
-            connect_timeout_s=config.forward_connect_timeout_s,
-            idle_s=config.forward_link_idle_s,
-        )
+        self._links = PeerLinks.of(config, trust.client)
         # Links to this node's relays' data ports, while nobody can dial it (docs/edge.md).
         self._reverse = ReverseLinks(
             NodeId(node_id), dataplane, lambda: self._links.client, config.max_frame_bytes

@@ -39,6 +39,7 @@ import math
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -63,6 +64,9 @@ from ..trust.curve import CurveKeys
 from .contexts import bulk_context, serving_context
 from .frames import FrameReader
 from .peer_link import HANDSHAKE_FAILED, PeerLink, PendingCall, QueueReport
+
+if TYPE_CHECKING:
+    from ..config import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,17 @@ class PeerLinks:
         if report is None or now - report.at > max_age_s:
             return None
         return report.others
+
+    @classmethod
+    def of(cls, config: AgentConfig, client: CurveKeys) -> PeerLinks:
+        """The links of an agent with `config`'s forwarding settings."""
+        return cls(
+            client=client,
+            max_frame_bytes=config.max_frame_bytes,
+            max_in_flight_per_peer=config.forward_max_in_flight_per_peer,
+            connect_timeout_s=config.forward_connect_timeout_s,
+            idle_s=config.forward_link_idle_s,
+        )
 
     def open_links(self) -> dict[str, int]:
         """Links open now, by lane: ``serving`` and ``bulk`` (``/metrics``)."""

@@ -45,6 +45,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import DeadlineExceeded
+from ..mesh.bulk_frames import decode_bulk
 from ..mesh.envelope import (
     ACCEPT_BULK,
     Call,
@@ -314,7 +315,8 @@ class PeerLinks:
             self._count_drop(link, "frames")
             return
         try:
-            message = decode_envelope(frames[0], max_bytes=self._max_frame_bytes)
+            decode = decode_bulk if link.bulk else decode_envelope  # a bulk link's pieces: views
+            message = decode(frames[0], max_bytes=self._max_frame_bytes)
         except EnvelopeError as exc:
             self._count_drop(link, "malformed")
             log.warning("dropped a bad data-plane frame from %s: %s", link.addr, exc)

@@ -325,7 +325,7 @@ class ModelPulls:
         if isinstance(answer, Lost):
             return answer
         where = f"chunk {chunk.chunk_index} of {folder.manifest.files[chunk.file_index].path}"
-        if not all(isinstance(piece, bytes) for piece in answer):
+        if not all(isinstance(piece, bytes | memoryview) for piece in answer):
             return _Bad(f"{where} came as {[type(piece).__name__ for piece in answer]}, not bytes")
         if not await self._thread(folder.write, ask.chunk, answer):
             return _Bad(f"{where} ({sum(map(len, answer))} bytes) does not match its sha256")

@@ -392,11 +392,22 @@ def test_ranked_reads_rank_s_order_and_draws_only_as_far_as_it_is_read(
     pool: list[Candidate], seed: int, hint: str | None, affinity: str | None, in_flight: dict[str, int]
 ) -> None:
     request = RouteRequest("sd", hint=hint, affinity=affinity)
-    whole = ordered(rank(pool, request, in_flight, random.Random(seed), HERE))  # type: ignore[arg-type]
-    assert list(ranked(pool, request, in_flight, random.Random(seed), HERE)) == whole  # type: ignore[arg-type]
+    tiers = rank(pool, request, in_flight, random.Random(seed), HERE)  # type: ignore[arg-type]
+    whole = ordered(tiers)
+    got = list(ranked(pool, request, in_flight, random.Random(seed), HERE))  # type: ignore[arg-type]
+    if len(pool) < SAMPLED_FROM or hint is not None or affinity is not None:
+        assert got == whole
+    else:  # the first drawn from a sample: the same tiers in the same order, each replica once
+        tier_of = {candidate.name: tier.name for tier in tiers for candidate in tier.candidates}
+        assert sorted(c.name for c in got) == sorted(c.name for c in whole)
+        assert [tier_of[c.name] for c in got] == [tier_of[c.name] for c in whole]
 
-    rng, alike = random.Random(seed), random.Random(seed)
+    rng, alike = CountingRandom(seed), random.Random(seed)
     first = next(ranked(pool, REQUEST, {}, rng, HERE), None)
+    assert (first is None) == (not pool)
+    if len(pool) >= SAMPLED_FROM:
+        assert rng.draws <= 8 + 2  # a sample of at most 8, then (too sparse) the first pair of a tier
+        return
     alive = [candidate for candidate in pool if candidate.status == Status.ALIVE]
     tier = (
         [candidate for candidate in alive if candidate.queue < candidate.capacity]
@@ -406,7 +417,7 @@ def test_ranked_reads_rank_s_order_and_draws_only_as_far_as_it_is_read(
     if len(tier) > 1 and not any(candidate.is_self for candidate in pool):
         alike.randrange(len(tier))  # the first pair of the first tier, and nothing more
         alike.randrange(len(tier) - 1)
-    assert rng.getstate() == alike.getstate() and (first is None) == (not pool)
+    assert rng.getstate() == alike.getstate()
 
 
 def large_pool(busy: int, idle: int, **fields: object) -> list[Candidate]:
@@ -415,19 +426,21 @@ def large_pool(busy: int, idle: int, **fields: object) -> list[Candidate]:
     return pool + [replica(f"i{i}", queue=0, **fields) for i in range(idle)]
 
 
-def test_a_large_pool_draws_its_first_replica_from_a_sample_as_rank_would_draw_it() -> None:
-    pool = large_pool(20, 20)
+@pytest.mark.parametrize(("busy", "idle"), [(2, 1), (5, 5), (20, 20)])
+def test_a_pool_draws_its_first_replica_from_a_sample_as_rank_would_draw_it(busy: int, idle: int) -> None:
+    pool = large_pool(busy, idle)
     assert len(pool) >= SAMPLED_FROM
     rng_sampled, rng_whole = random.Random(7), random.Random(7)
     requests = 4000
     sampled = [next(ranked(pool, REQUEST, {}, rng_sampled, HERE)).name for _ in range(requests)]
     whole = [ordered(rank(pool, REQUEST, {}, rng_whole, HERE))[0].name for _ in range(requests)]
-    # Power-of-two-choices: a busy replica goes first only when both drawn are busy (20/40 x 19/39).
-    expected = 20 / 40 * 19 / 39
+    # Power-of-two-choices: a busy replica goes first only when both drawn are busy.
+    size = busy + idle
+    expected = busy / size * (busy - 1) / (size - 1)
     for firsts in (sampled, whole):
         busy_share = sum(name.startswith("b") for name in firsts) / requests
         assert abs(busy_share - expected) < 0.03, busy_share
-        assert len(set(firsts)) == 40  # every replica is chosen first now and then: no herding
+        assert len(set(firsts)) == size  # every replica is chosen first now and then: no herding
 
 
 @given(st.integers(0, 2**32), st.integers(0, 30), st.integers(2, 40))

@@ -73,6 +73,10 @@ class MeshView(Protocol):
         """Every member, in any state."""
         ...
 
+    def member(self, node: NodeId) -> Member | None:
+        """One member, or None when unknown."""
+        ...
+
     @property
     def view_version(self) -> int:
         """Bumped whenever a member or its metadata changes."""

@@ -93,6 +93,10 @@ class FakeView:
         """Every member, in any state."""
         return list(self._members.values())
 
+    def member(self, node: NodeId) -> Member | None:
+        """One member, or None when unknown."""
+        return next((member for member in self._members.values() if member.node == node), None)
+
     def spec(self, name: str) -> PeerSpec:
         """The spec the peer called `name` was last put with."""
         return self._specs[name]

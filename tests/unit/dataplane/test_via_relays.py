@@ -29,6 +29,9 @@ class View:
     def members(self) -> Iterable[Member]:
         return self.by_id.values()
 
+    def member(self, node: NodeId) -> Member | None:
+        return self.by_id.get(node)
+
     def set(self, *members: Member) -> None:
         self.by_id.update({m.node: m for m in members})
         self.view_version += 1

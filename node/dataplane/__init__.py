@@ -6,6 +6,7 @@ In the order a request meets them:
 - ``candidates.py``: ``CandidateSource``, the replicas that could serve a deployment, as routing reads them
 - ``links.py``: ``PeerLinks``, one multiplexed DEALER per peer (links out)
 - ``peer_link.py``: ``PeerLink``, one such DEALER, its calls, and how long it has been idle
+- ``answers.py``: ``Answers``, one call's answers for the task that awaits them (peer links, replicas)
 - ``server.py``: ``DataPlaneServer``, the ROUTER where peers' requests arrive (server in)
 - ``contexts.py``: the ZeroMQ contexts, whose I/O threads never preempt the event loop that wakes them
 - ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per message

@@ -18,6 +18,7 @@ import zmq
 from ..mesh.envelope import Envelope, Failure
 from ..mesh.types import NodeId
 from ..trust.curve import CurveKeys
+from .answers import Answers
 from .frames import FrameReader
 
 # ZeroMQ heartbeats: a peer silent this long (no FIN, e.g. a cut cable) counts as disconnected.
@@ -40,7 +41,7 @@ class PendingCall:
     deployment: str
     target: NodeId  # the node running it: the link's, or one behind it when the link is a relay
     # Answers in order; None when the deadline passed (one timer per request, not one per wait).
-    queue: asyncio.Queue[Envelope | None] = field(default_factory=asyncio.Queue)
+    queue: Answers[Envelope | None] = field(default_factory=Answers)
     counted: bool = False  # in PeerLinks' outstanding counts (until it ends or its link is forgotten)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..dataplane.answers import Answers
 from ..errors import Conflict, DeadlineExceeded, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.backoff import Backoff
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _InFlight:
     # The worker's answers; None once the deadline passed (one timer per request, not per answer).
-    queue: asyncio.Queue[Envelope | None]
+    queue: Answers[Envelope | None]
     done: bool = False
 
 
@@ -73,7 +74,7 @@ class _Worker:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-async def next_answer(queue: asyncio.Queue[Envelope | None], call: Call) -> Envelope:
+async def next_answer(queue: Answers[Envelope | None], call: Call) -> Envelope:
     """The next envelope for `call`, or DeadlineExceeded once its deadline's None is next."""
     message = await queue.get()
     if message is None:
@@ -202,7 +203,7 @@ class Replica:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + call.timeout_ms / 1000
-        pending = _InFlight(asyncio.Queue())
+        pending = _InFlight(Answers())
         self._in_flight[call.request_id] = pending
         self._overdue[call.request_id] = deadline
         timer = loop.call_at(deadline, pending.queue.put_nowait, None)

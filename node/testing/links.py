@@ -29,6 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from ..dataplane.answers import Answers
 from ..errors import DeadlineExceeded, MeshnodeError
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply, decode_envelope, encode_envelope
 from ..mesh.types import NodeId
@@ -65,7 +66,7 @@ class _Pending:
     addr: str
     deployment: str
     # Answers in order; None when the deadline passed (as in ``links.py``).
-    queue: asyncio.Queue[Envelope | None] = field(default_factory=asyncio.Queue)
+    queue: Answers[Envelope | None] = field(default_factory=Answers)
     task: asyncio.Task[None] | None = None
 
 

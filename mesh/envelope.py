@@ -178,8 +178,31 @@ class BatchSizes:
     counts: tuple[tuple[int, int], ...]
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """An envelope encoded already, sent as it is: never read from the wire (it decodes as what it holds).
+
+    A model's pieces are encoded by the thread that reads them from disk (``models/chunk_server.py``),
+    so the event loop of a node serving a pull only sends each, never allocates and copies it.
+    """
+
+    request_id: str
+    frame: bytes
+
+
 Envelope = (
-    Call | Chunk | Reply | Failure | Cancel | Hello | Hints | Progress | RelayCall | Attach | BatchSizes
+    Call
+    | Chunk
+    | Reply
+    | Failure
+    | Cancel
+    | Hello
+    | Hints
+    | Progress
+    | RelayCall
+    | Attach
+    | BatchSizes
+    | Encoded
 )
 
 
@@ -210,6 +233,8 @@ def encode_envelope(message: Envelope) -> bytes:
             fields, kind = [], EnvelopeKind.ATTACH
         case BatchSizes(rid, counts):
             fields, kind = [[list(row) for row in counts]], EnvelopeKind.BATCH_SIZES
+        case Encoded(_, frame):
+            return frame
     return msgpack.packb([ENVELOPE_VERSION, kind, rid, *fields], use_bin_type=True)
 
 

@@ -24,6 +24,7 @@ from meshnode.mesh.envelope import (
     Call,
     Cancel,
     Chunk,
+    Encoded,
     Envelope,
     EnvelopeError,
     EnvelopeKind,
@@ -228,3 +229,9 @@ def test_well_formed_msgpack_of_any_shape_is_decoded_or_refused(kind: int, field
     except EnvelopeError:
         return
     assert decode_envelope(encode_envelope(message), max_bytes=LIMIT) == message
+
+
+def test_an_envelope_encoded_already_is_sent_as_it_is_and_reads_as_what_it_holds() -> None:
+    frame = encode_envelope(Chunk("models-1", 2, b"piece"))
+    assert encode_envelope(Encoded("models-1", frame)) is frame  # no copy, no second encoding
+    assert decode_envelope(frame, max_bytes=1024) == Chunk("models-1", 2, b"piece")

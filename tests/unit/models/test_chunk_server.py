@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from meshnode.mesh.envelope import Call, Chunk, Envelope, Failure, Reply
+from meshnode.mesh.envelope import (
+    Call,
+    Chunk,
+    Encoded,
+    Envelope,
+    Failure,
+    Reply,
+    decode_envelope,
+    encode_envelope,
+)
 from meshnode.mesh.model_manifest import MIN_CHUNK_BYTES, Manifest
 from meshnode.models.chunk_server import MODELS_CHANNEL, ChunkServer
 from meshnode.models.store import ModelStore
@@ -33,14 +42,23 @@ def server(tmp_path: Path) -> ChunkServer:
     return ChunkServer(tiny_store(tmp_path), Throttle(0))
 
 
-def ask(server: ChunkServer, body: dict[str, Any]) -> Envelope:
+def wire(message: Envelope) -> Envelope:
+    """`message` as the peer reads it (a piece comes encoded already, by the reading thread)."""
+    return decode_envelope(encode_envelope(message), max_bytes=1 << 24)
+
+
+def answers_to(server: ChunkServer, body: dict[str, Any]) -> list[Envelope]:
     async def run() -> list[Envelope]:
         call = Call("r1", MODELS_CHANNEL, body, None, False, "", 1000)
         return [message async for message in server.serve_peer(call)]
 
-    answers = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def ask(server: ChunkServer, body: dict[str, Any]) -> Envelope:
+    answers = answers_to(server, body)
     assert len(answers) == 1
-    return answers[0]
+    return wire(answers[0])
 
 
 def test_a_manifest_and_its_chunks_are_served(server: ChunkServer) -> None:
@@ -100,7 +118,7 @@ def test_under_a_bound_a_chunk_leaves_in_pieces_paced_at_the_rate(tmp_path: Path
         call = Call("r1", MODELS_CHANNEL, body, None, False, "", 1000)
         return [(loop.time(), message) async for message in server.serve_peer(call)]
 
-    answers = asyncio.run(run())
+    answers = [(at, wire(message)) for at, message in asyncio.run(run())]
     *pieces, (last_at, last) = answers
     assert all(isinstance(message, Chunk) for _, message in pieces) and isinstance(last, Reply)
     assert [message.seq for _, message in pieces if isinstance(message, Chunk)] == [0, 1, 2]
@@ -109,3 +127,19 @@ def test_under_a_bound_a_chunk_leaves_in_pieces_paced_at_the_rate(tmp_path: Path
     # One piece may go at once (the burst); the other three wait for their bytes at the rate.
     assert last_at - answers[0][0] >= 0.9 * 3 * piece / rate
     assert server.served_chunks == 1 and server.served_bytes == MIN_CHUNK_BYTES
+
+
+def test_unbounded_a_chunk_leaves_as_pieces_encoded_off_the_event_loop(tmp_path: Path) -> None:
+    """No bound: every piece of the chunk read at once, each sent as the thread encoded it."""
+    store = tiny_store(tmp_path)
+    model = store.get("tiny")
+    assert model is not None
+    server = ChunkServer(store, Throttle(0), piece_bytes=1000)
+    body = {"op": "chunk", "digest": model.digest, "file": 0, "chunk": 1}
+    answers = answers_to(server, body)
+    assert all(isinstance(message, Encoded) for message in answers)  # nothing left to encode
+    *pieces, last = [wire(message) for message in answers]
+    assert [piece.seq for piece in pieces if isinstance(piece, Chunk)] == [0, 1, 2, 3]
+    assert isinstance(last, Reply) and last.content_type == "application/octet-stream"
+    data = b"".join(message.data for message in [*pieces, last] if isinstance(message, Chunk | Reply))
+    assert data == DATA[MIN_CHUNK_BYTES : 2 * MIN_CHUNK_BYTES]

@@ -14,27 +14,27 @@ Two operations, each body checked before anything is read:
   for an index out of the manifest's range). Nothing from the wire becomes a path: the digest picks
   a model of the store's table, the indexes a file of its manifest.
 
-Reads go to a thread, which also encodes each piece's envelope (``Encoded``): the event loop only
-sends them, never allocates and copies a piece (~0.1 ms each, the new pages' first touch in this
-virtual machine). A chunk is at most ``MAX_CHUNK_BYTES`` (16 MiB). With the node's serving
+Reads go to a thread. Under a bound the thread also encodes each piece's envelope (``Encoded``):
+the event loop only sends it, never allocates and copies a piece (~0.1 ms each, the new pages'
+first touch in this virtual machine). A chunk is at most ``MAX_CHUNK_BYTES`` (16 MiB). With the node's serving
 ``Throttle`` bounded (``model_pull_bytes_per_s``), it leaves as pieces of ``piece_bytes``
 (``forward_chunk_bytes``), each read and sent only once the throttle lets its bytes go: the bytes
 move at the bound at every moment, not as a chunk at full speed and then a pause. A burst costs the
 node that receives it a run of its I/O thread decrypting megabytes, which the kernel may not
 preempt for a serving thread before its next tick (docs/benchmarks.md, "Model pulls"); a piece is a
 fraction of a millisecond of it. Holding one piece per stream, not the chunk, also bounds what a
-slow or greedy puller can make this node keep in memory. Unbounded (a rate of 0), every piece of
-the chunk is read and encoded at once, in one turn of the thread.
+slow or greedy puller can make this node keep in memory. Unbounded (a rate of 0), the pull's speed
+comes first: the chunk is read at once and the data plane splits it into frames of the same size,
+encoded on the loop (the file threads run at nice 19: on a busy core they would hold the pull back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
-from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from ..mesh.envelope import Call, Chunk, Encoded, Envelope, Failure, Reply, encode_envelope
 from ..mesh.model_manifest import Chunk as ModelChunk
@@ -45,6 +45,7 @@ from .throttle import Throttle
 __all__ = ["MODELS_CHANNEL", "ChunkServer"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MODELS_CHANNEL = "@models"
 _OCTETS = "application/octet-stream"
@@ -127,41 +128,35 @@ class ChunkServer:
             raise _Refused("bad_request", str(exc)) from exc
 
     async def _send_chunk(self, rid: str, digest: str, chunk: ModelChunk) -> AsyncIterator[Envelope]:
-        """The chunk's pieces: each paced under a bound, else all read at once (module docstring)."""
-        pieces = list(enumerate(range(0, max(1, chunk.length), self._piece_bytes)))
+        """The chunk's bytes: paced pieces under a bound, else all at once (module docstring)."""
+        where = (digest, chunk.file_index, chunk.chunk_index)
         if self._throttle.bytes_per_s <= 0:
-            for frame in await self._read(rid, digest, chunk, pieces):
-                yield frame
-            self.served_bytes += chunk.length
+            # No bound: the pull's speed first. One read, and the data plane splits and encodes the
+            # pieces on the loop, at its priority, not at the file threads' nice 19.
+            data = await self._in_thread(digest, self._store.open_chunk, *where, 0, chunk.length)
+            self.served_bytes += len(data)
+            yield Reply(rid, data, _OCTETS)
             return
-        for piece in pieces:
-            await self._throttle.take(min(self._piece_bytes, chunk.length - piece[1]))
-            (frame,) = await self._read(rid, digest, chunk, [piece])
-            self.served_bytes += min(self._piece_bytes, chunk.length - piece[1])
-            yield frame
+        for seq, start in enumerate(range(0, max(1, chunk.length), self._piece_bytes)):
+            length = min(self._piece_bytes, chunk.length - start)
+            await self._throttle.take(length)
+            last = start + length >= chunk.length
+            piece = await self._in_thread(digest, self._encoded_piece, rid, where, seq, start, length, last)
+            self.served_bytes += length
+            yield piece
 
-    async def _read(
-        self, rid: str, digest: str, chunk: ModelChunk, pieces: list[tuple[int, int]]
-    ) -> list[Encoded]:
-        """The `pieces` (seq, start) of the chunk, read and encoded in a thread (see ``Encoded``)."""
-        loop = asyncio.get_running_loop()
-        read = partial(self._read_pieces, rid, digest, chunk, pieces)
+    def _encoded_piece(
+        self, rid: str, where: tuple[str, int, int], seq: int, start: int, length: int, last: bool
+    ) -> Encoded:
+        """One piece read and encoded, in a thread: the loop only sends it (see ``Encoded``)."""
+        data = self._store.open_chunk(*where, start, length)
+        return Encoded(rid, encode_envelope(Reply(rid, data, _OCTETS) if last else Chunk(rid, seq, data)))
+
+    async def _in_thread(self, digest: str, work: Callable[..., _T], *args: Any) -> _T:
         try:
-            return await loop.run_in_executor(self._executor, read)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
         except (KeyError, IndexError) as exc:  # removed or replaced while we waited
             raise _Refused("not_found", f"the model {digest[:16]} is no longer held here") from exc
-
-    def _read_pieces(
-        self, rid: str, digest: str, chunk: ModelChunk, pieces: list[tuple[int, int]]
-    ) -> list[Encoded]:
-        frames = []
-        for seq, start in pieces:
-            length = min(self._piece_bytes, chunk.length - start)
-            data = self._store.open_chunk(digest, chunk.file_index, chunk.chunk_index, start, length)
-            last = start + length >= chunk.length
-            message = Reply(rid, data, _OCTETS) if last else Chunk(rid, seq, data)
-            frames.append(Encoded(rid, encode_envelope(message)))
-        return frames
 
 
 def _is_index(value: object) -> bool:

@@ -118,7 +118,9 @@ def test_under_a_bound_a_chunk_leaves_in_pieces_paced_at_the_rate(tmp_path: Path
         call = Call("r1", MODELS_CHANNEL, body, None, False, "", 1000)
         return [(loop.time(), message) async for message in server.serve_peer(call)]
 
-    answers = [(at, wire(message)) for at, message in asyncio.run(run())]
+    sent = asyncio.run(run())
+    assert all(isinstance(message, Encoded) for _, message in sent)  # encoded by the reading thread
+    answers = [(at, wire(message)) for at, message in sent]
     *pieces, (last_at, last) = answers
     assert all(isinstance(message, Chunk) for _, message in pieces) and isinstance(last, Reply)
     assert [message.seq for _, message in pieces if isinstance(message, Chunk)] == [0, 1, 2]
@@ -127,19 +129,3 @@ def test_under_a_bound_a_chunk_leaves_in_pieces_paced_at_the_rate(tmp_path: Path
     # One piece may go at once (the burst); the other three wait for their bytes at the rate.
     assert last_at - answers[0][0] >= 0.9 * 3 * piece / rate
     assert server.served_chunks == 1 and server.served_bytes == MIN_CHUNK_BYTES
-
-
-def test_unbounded_a_chunk_leaves_as_pieces_encoded_off_the_event_loop(tmp_path: Path) -> None:
-    """No bound: every piece of the chunk read at once, each sent as the thread encoded it."""
-    store = tiny_store(tmp_path)
-    model = store.get("tiny")
-    assert model is not None
-    server = ChunkServer(store, Throttle(0), piece_bytes=1000)
-    body = {"op": "chunk", "digest": model.digest, "file": 0, "chunk": 1}
-    answers = answers_to(server, body)
-    assert all(isinstance(message, Encoded) for message in answers)  # nothing left to encode
-    *pieces, last = [wire(message) for message in answers]
-    assert [piece.seq for piece in pieces if isinstance(piece, Chunk)] == [0, 1, 2, 3]
-    assert isinstance(last, Reply) and last.content_type == "application/octet-stream"
-    data = b"".join(message.data for message in [*pieces, last] if isinstance(message, Chunk | Reply))
-    assert data == DATA[MIN_CHUNK_BYTES : 2 * MIN_CHUNK_BYTES]

@@ -14,6 +14,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v chromium >/dev/null || missing+=(chromium)  # the dashboard test (playwright, executable_path)
   command -v promtool >/dev/null || missing+=(prometheus)  # promtool and a real Prometheus: tests/integration/http/test_prometheus.py
   command -v podman >/dev/null || missing+=(podman runc catatonit netavark iptables)  # apps in a custom image: tests/integration/apps/test_custom_image.py (runc: crun refuses hybrid cgroups)
+  command -v strace >/dev/null || missing+=(strace)  # the model store's fsync order: tests/integration/models/test_store_durable.py
   command -v systemd-analyze >/dev/null || missing+=(systemd)  # verify deploy/systemd's unit: tests/unit/deploy/test_systemd.py
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq

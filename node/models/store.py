@@ -11,10 +11,14 @@ Layout (docs/models.md, "The store"):
 
 Invariants: a ``<name>`` folder appears whole or not at all (models are built in ``.tmp`` or
 ``.partial`` and renamed into place; a replaced or removed one is renamed away before it is
-deleted), so a reader, a replica or a peer asking for a chunk, never sees half a model. Only folders
-whose name is a valid model name and whose manifest parses and matches the files' sizes are held;
-anything else is skipped with the reason in ``skipped``. Names and digests come in checked (a name
-from the network is a ``check_name`` name, a digest 64 hex), so no path built here leaves the folder.
+deleted), so a reader, a replica or a peer asking for a chunk, never sees half a model. The same
+holds across a power cut: every file and folder of a model is flushed to the disk (fsync) before
+the rename that makes it the model, and the store's folder after it (``_sync_tree``,
+``_sync_folder``), so a ``<name>`` folder found at start is one whose bytes reached the disk, and
+checking the files' sizes there is enough. Only folders whose name is a valid model name and whose
+manifest parses and matches the files' sizes are held; anything else is skipped with the reason in
+``skipped``. Names and digests come in checked (a name from the network is a ``check_name`` name,
+a digest 64 hex), so no path built here leaves the folder.
 
 Every method is blocking file I/O: the agent calls them in a thread. Changes of the folder's set of
 models (scan, placing a model, removing one) take turns, so a scan never drops a model installed
@@ -168,6 +172,7 @@ class ModelStore:
             away = self._temp_dir(f"rm-{name}")
             away.rmdir()
             target.rename(away)  # gone from <name> at once; the bytes go after, outside the turn
+            _sync_folder(self.folder)  # removed for good, not back after a power cut
         shutil.rmtree(away, ignore_errors=True)
         return True
 
@@ -228,6 +233,8 @@ class ModelStore:
     def _place(self, name: str, manifest: Manifest, folder: Path) -> StoredModel:
         """Write the manifest into `folder` and rename it to ``<name>``, replacing any model there."""
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest.to_wire(), sort_keys=True))
+        # Flushed before the turn: writing back a pulled model's gigabytes takes seconds on a slow disk.
+        _sync_tree(folder)
         target = self.folder / name
         away: Path | None = None
         with self._changing:
@@ -236,6 +243,7 @@ class ModelStore:
                 away.rmdir()
                 target.rename(away)
             folder.rename(target)
+            _sync_folder(self.folder)
             model = StoredModel(name, manifest.digest, target, manifest)
             with self._lock:
                 self._models[name] = model
@@ -271,6 +279,28 @@ def _read_model(folder: Path) -> StoredModel:
         if path.stat().st_size != item.size:
             raise ValueError(f"{item.path} has {path.stat().st_size} bytes, not {item.size}")
     return StoredModel(folder.name, manifest.digest, folder, manifest)
+
+
+def _sync_tree(root: Path) -> None:
+    """Flush every file and folder under `root` to the disk, `root` last (its bytes, then its names)."""
+    for folder, _dirs, names in os.walk(root, topdown=False):
+        for name in names:
+            _fsync(os.path.join(folder, name), os.O_RDONLY)
+        _sync_folder(Path(folder))
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush `folder`'s entries (the names created, renamed or removed in it) to the disk."""
+    _fsync(str(folder), os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync(path: str, flags: int) -> None:
+    # O_NOFOLLOW: a model's files are regular files; a link found here was never written by the store.
+    fd = os.open(path, flags | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _clear_stale_temp(folder: Path) -> None:

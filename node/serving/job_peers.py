@@ -39,6 +39,10 @@ class Members(Protocol):
         """Every member this node knows, itself included."""
         ...
 
+    def member(self, node: NodeId) -> Member | None:
+        """One member, or None when unknown."""
+        ...
+
     @property
     def roster_version(self) -> int:
         """Moves when a member comes, goes or changes status or address (not with load)."""
@@ -104,4 +108,6 @@ class JobPeers:
         return None
 
     def _member(self, node: NodeId | None) -> Member | None:
-        return next((m for m in self._members.members() if m.node == node), None)
+        # One lookup, not a walk over the members: a listing asks every live node, and at a
+        # thousand members a walk per ask was a million comparisons in one turn of the loop.
+        return None if node is None else self._members.member(node)

@@ -37,6 +37,9 @@ class NoMembers:
     def members(self) -> list[object]:
         return []
 
+    def member(self, node: object) -> None:
+        return None
+
 
 async def never_called(*args: object, **kwargs: object) -> object:
     raise AssertionError("nothing may be served for a refused request")

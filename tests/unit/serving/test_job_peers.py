@@ -18,6 +18,9 @@ class View:
         meta = NodeMeta(name="peer", data="127.0.0.1:1", data_key="k" * 40)
         return [Member(PEER, Address("127.0.0.1:2"), 0, Status.ALIVE, 1, meta, since=0.0)]
 
+    def member(self, node: NodeId) -> Member | None:
+        return next((member for member in self.members() if member.node == node), None)
+
 
 async def test_a_call_is_closed_when_ask_returns_not_when_it_is_collected() -> None:
     """The link counts a request outstanding until its call ends (routing reads those counts): a

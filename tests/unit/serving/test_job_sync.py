@@ -47,6 +47,9 @@ class View:
             meta = NodeMeta(name=node, data=f"127.0.0.1:{9000 + index}", data_key="k" * 40)
             yield Member(node, Address(f"127.0.0.1:{8000 + index}"), 0, status, 1, meta, since=0.0)
 
+    def member(self, node: NodeId) -> Member | None:
+        return next((member for member in self.members() if member.node == node), None)
+
 
 class Mesh:
     """Job services for `NODES`, and the pulls they make (asker, peer)."""

@@ -1,7 +1,7 @@
 """The entry's CPU per request over 1 peer and over 10, at the same fixed request rate.
 
 Usage:  python bench/entry_rate.py [--rates 300 600] [--rounds 3] [--duration-s 5] [--peers 10]
-                                  [--baseline-commit COMMIT]
+                                  [--baseline-commit COMMIT] [--agent-set KNOB=VALUE ...]
 
 ``bench/scale.py`` part (a) measures an entry node at full speed (wrk, c = 32): forwarding to ten
 peers, whose agents and workers share the one core, it runs at a third of the rate it reaches with
@@ -59,12 +59,14 @@ def hey(
     return int(answered[1]), float(total[1]), float(p50[1]) * 1000, float(p99[1]) * 1000
 
 
-Samples = dict[str, list[tuple[float, float, float, float]]]  # per path: (requests/s, entry µs, p50, p99)
+# Per path: (requests/s, entry µs, p50, p99, the entry loop's wake-ups and CPU µs per request).
+Samples = dict[str, list[tuple[float, float, float, float, float, float]]]
 
 
 def mesh(variant: Variant, root: Path, args: argparse.Namespace, started: list[Started]) -> dict[str, str]:
     """Eleven agents of `variant`, joined; the two paths' predict URLs at the entry ``e0``."""
     token, key = secrets.token_urlsafe(32), re.sub(r"[^a-z0-9]+", "-", variant.name.lower())
+    knobs = [flag for knob in args.agent_set for flag in ("--set", knob)]
     env = variant.env | {"MESHNODE_TOKEN": token}
 
     def agent(name: str, *extra: str, cpu: int = args.agents_cpu) -> tuple[str, str]:
@@ -73,7 +75,7 @@ def mesh(variant: Variant, root: Path, args: argparse.Namespace, started: list[S
             sys.executable, "-m", "meshnode", "join", "--name", name, "--profile", "local", "--no-mdns",
             "--http", f"127.0.0.1:{http}", "--mesh", f"127.0.0.1:{gossip}", "--data", "127.0.0.1:0",
             "--data-dir", str(root / key / name), "--mesh-id", f"entry-rate-{key}",
-            "--log-level", "warning", *extra,
+            "--log-level", "warning", *knobs, *extra,
         ]  # fmt: skip
         started.append(start(f"{name}", command, cpu, root, env))
         return f"http://127.0.0.1:{http}", f"127.0.0.1:{gossip}"
@@ -95,16 +97,25 @@ def measure(predict: dict[str, str], rate: int, args: argparse.Namespace, starte
     got: Samples = {p: [] for p in PATHS}
     for r in range(args.rounds):
         for path in PATHS[r % 2 :] + PATHS[: r % 2]:
-            before = cpu_seconds(started)
+            before, slept = cpu_seconds(started), loop_sleeps(started)
             answered, seconds, p50, p99 = hey(
                 predict[path], rate, args.concurrency, args.duration_s, args.load_cpu
             )
-            after = cpu_seconds(started)
-            got[path].append(
-                (answered / seconds, (after["e0"] - before["e0"]) / max(answered, 1) * 1e6, p50, p99)
-            )
+            after, woke = cpu_seconds(started), loop_sleeps(started)
+            n = max(answered, 1)
+            per_request = (after["e0"] - before["e0"]) / n * 1e6
+            wakes, loop_us = (woke[0] - slept[0]) / n, (woke[1] - slept[1]) / n * 1e6
+            got[path].append((answered / seconds, per_request, p50, p99, wakes, loop_us))
         progress(f"rate {rate}: round {r + 1} of {args.rounds} done")
     return got
+
+
+def loop_sleeps(started: list[Started]) -> tuple[int, float]:
+    """The entry's event loop (its main thread): how often it has slept and been woken, and its CPU
+    seconds, so far (the rest of the entry's CPU is its threads': ZeroMQ's I/O threads, files)."""
+    process = next(s for s in started if s.name == "e0").processes()[0]
+    loop = next(t for t in process.threads() if t.id == process.pid)
+    return int(process.num_ctx_switches().voluntary), loop.user_time + loop.system_time  # /proc/PID/status
 
 
 def main() -> None:
@@ -122,6 +133,13 @@ def main() -> None:
         help="the entry alone on this CPU (peers on --agents-cpu): as if the peers were other machines",
     )
     parser.add_argument("--baseline-commit", help="also measure the agents of this commit")
+    parser.add_argument(
+        "--agent-set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="a knob of every agent (meshnode join --set), e.g. meta_min_interval_s=5",
+    )
     args = parser.parse_args()
     if shutil.which("hey") is None:
         sys.exit("needs hey (apt-get install hey)")
@@ -146,14 +164,18 @@ def main() -> None:
     print(
         f"\n## Entry CPU at a fixed rate (hey, c={args.concurrency}, {args.rounds} rounds of {args.duration_s} s)\n"
     )
-    print("| code | rate asked | path | requests/s | entry CPU µs/request | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| code | rate asked | path | requests/s | entry CPU µs/request (its loop's) | p50 ms | p99 ms "
+        "| entry loop's wake-ups/request |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, by_rate in results.items():
         for rate, got in by_rate.items():
             for path in PATHS:
-                cells = [median([sample[k] for sample in got[path]]) for k in range(4)]
+                c = [median([sample[k] for sample in got[path]]) for k in range(6)]
                 print(
-                    f"| {name} | {rate} | {path} | {cells[0]:.0f} | {cells[1]:.0f} | {cells[2]:.2f} | {cells[3]:.2f} |"
+                    f"| {name} | {rate} | {path} | {c[0]:.0f} | {c[1]:.0f} ({c[5]:.0f}) | {c[2]:.2f} | {c[3]:.2f} "
+                    f"| {c[4]:.2f} |"
                 )
     print("\n| code | rate asked | entry CPU per request, 10 peers / 1 peer, per round: median (range) |")
     print("|---|---|---|")

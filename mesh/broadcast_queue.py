@@ -12,9 +12,12 @@ node with high probability (memberlist's TransmitLimitedQueue). Invariants of th
 
 ``Dissemination`` puts the queue to work for one node (memberlist's gossip loop): every packet the
 node sends carries as much queued news as fits its byte budget, and while anything is queued, every
-gossip interval sends it to ``gossip_nodes`` random peers. Peers declared dead in the last
-``gossip_to_the_dead_s`` stay among those targets, so a node wrongly declared dead hears of it and
-refutes.
+gossip interval sends it to ``gossip_nodes`` random peers. News larger than the whole budget (the
+metadata of a node hosting a dozen deployments is ~2 KB; ``max_meta_bytes`` allows 16 KiB) is never
+piggybacked, which keeps probes small, but a gossip round sends it alone in a packet of its own when
+it is next in line: otherwise it would wait for a push-pull, every 30 s or more. Peers declared
+dead in the last ``gossip_to_the_dead_s`` stay among those targets, so a node wrongly declared dead
+hears of it and refutes.
 """
 
 from __future__ import annotations
@@ -98,8 +101,11 @@ class BroadcastQueue:
             self._heap = [(e.transmits, -e.pushed, e) for e in self._entries.values()]
             heapq.heapify(self._heap)
 
-    def pop_for_packet(self, budget_bytes: int, limit: int) -> list[Gossip]:
-        """Messages that fit in ``budget_bytes``; each handed out counts as one transmit."""
+    def pop_for_packet(self, budget_bytes: int, limit: int, *, oversized_alone: bool = False) -> list[Gossip]:
+        """Messages that fit in ``budget_bytes``; each handed out counts as one transmit.
+
+        With `oversized_alone`, a message next in line that is larger than the whole budget is
+        handed out alone instead of skipped (a gossip round's packet of its own)."""
         entries, heap = self._entries, self._heap
         if not entries or budget_bytes <= 0:
             return []
@@ -107,7 +113,8 @@ class BroadcastQueue:
         used = 0
         looked: list[_Entry] = []  # back into the heap after the packet: each entry is looked at once
         while heap:
-            if budget_bytes - used < self._smallest and not self._unmeasured:
+            head_may_be_big = oversized_alone and not chosen and not looked
+            if budget_bytes - used < self._smallest and not self._unmeasured and not head_may_be_big:
                 break  # nothing queued fits any more: a long queue need not be walked to its end
             transmits, _, entry = heapq.heappop(heap)
             if entries.get(entry.key) is not entry or entry.transmits != transmits:
@@ -116,14 +123,19 @@ class BroadcastQueue:
                 entry.size = encoded_size(entry.message)
                 self._unmeasured -= 1
                 self._smallest = min(self._smallest, entry.size)
-            if used + entry.size <= budget_bytes:
+            alone = head_may_be_big and entry.size > budget_bytes
+            if alone or used + entry.size <= budget_bytes:
                 used += entry.size
                 chosen.append(entry.message)
                 entry.transmits += 1
                 if entry.transmits >= limit:
                     del entries[entry.key]
+                    if alone:
+                        break
                     continue
             looked.append(entry)
+            if alone:
+                break  # it fills a packet of its own
         for entry in looked:
             heapq.heappush(heap, (entry.transmits, -entry.pushed, entry))
         return chosen
@@ -186,7 +198,7 @@ class Dissemination:
         budget = self._config.packet_budget_bytes - _PACKET_OVERHEAD_BYTES
         effects: list[Effect] = []
         for node in self._targets(fanout):
-            messages = self.queue.pop_for_packet(budget, limit)
+            messages = self.queue.pop_for_packet(budget, limit, oversized_alone=True)
             if not messages:
                 break
             effects.append(Send(self._members[node].addr, Packet(self._node_id, self._addr, tuple(messages))))

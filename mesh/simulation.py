@@ -154,6 +154,11 @@ class Simulation:
         self._carry_out(node_id, node, node.core.declare(name, spec, wall_ms))
         self._schedule_wake(node_id)
 
+    def update_meta(self, node_id: NodeId, meta: NodeMeta) -> None:
+        """`node_id` describes itself anew (load, replicas, models), as the agent's sampler does."""
+        self.nodes[node_id].core.update_meta(meta)
+        self._schedule_wake(node_id)
+
     def inject(self, node_id: NodeId, packet: wire.Packet, delay_s: float = 0.0) -> None:
         """Deliver `packet` to `node_id` after `delay_s`, whoever it claims to come from.
 

@@ -175,5 +175,14 @@ class TaggedA(Tagged):
     tag = "a"
 
 
+class ManyHints(Tagged):
+    """Sixty hints (as an LLM app hints the prompt prefixes it holds): ~2 KB of node metadata."""
+
+    tag = "many"
+
+    def provide_hints(self) -> list[str]:
+        return [f"prefix-{index:04d}".ljust(32, "x") for index in range(60)]
+
+
 class TaggedB(Tagged):
     tag = "b"

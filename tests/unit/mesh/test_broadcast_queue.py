@@ -170,6 +170,33 @@ def test_a_skipped_message_is_not_counted_as_transmitted() -> None:
     assert sends_of_big == LIMIT
 
 
+# -- news larger than a packet's budget (a gossip round sends it alone) ----------------------
+
+
+def test_news_larger_than_the_budget_goes_alone_when_next_in_line_and_asked() -> None:
+    big = alive("big", padding=2000)
+    queue = queue_of(suspect("a"), big)  # big is newest: next in line
+    budget = encoded_size(big) - 1
+    assert queue.pop_for_packet(budget, LIMIT) == [suspect("a")]  # piggybacked: never big
+    assert queue.pop_for_packet(budget, LIMIT, oversized_alone=True) == [big]  # a packet of its own
+
+
+def test_news_larger_than_the_budget_waits_for_its_turn_behind_news_that_fits() -> None:
+    big = alive("big", padding=2000)
+    queue = queue_of(big, suspect("a"), suspect("b"))  # the suspects are newer: first in line
+    budget = encoded_size(big) // 2
+    assert queue.pop_for_packet(budget, LIMIT, oversized_alone=True) == [suspect("b"), suspect("a")]
+    assert queue.pop_for_packet(budget, LIMIT, oversized_alone=True) == [big]
+
+
+def test_news_larger_than_the_budget_is_sent_its_limit_times_then_leaves() -> None:
+    big = alive("big", padding=2000)
+    queue = queue_of(big)
+    sent = [queue.pop_for_packet(100, LIMIT, oversized_alone=True) for _ in range(LIMIT + 1)]
+    assert sent == [[big]] * LIMIT + [[]]
+    assert len(queue) == 0
+
+
 def test_no_budget_sends_nothing_and_uses_up_nothing() -> None:
     queue = queue_of(suspect("a"))
     assert queue.pop_for_packet(0, 1) == []
@@ -190,10 +217,15 @@ class SortedQueue:
         self.entries.pop(message.node, None)
         self.entries[message.node] = [message, 0]
 
-    def pop_for_packet(self, budget: int, limit: int) -> list[Gossip]:
+    def pop_for_packet(self, budget: int, limit: int, oversized_alone: bool = False) -> list[Gossip]:
         chosen, used = [], 0
-        for entry in sorted(reversed(self.entries.values()), key=lambda e: e[1]):
+        for index, entry in enumerate(sorted(reversed(self.entries.values()), key=lambda e: e[1])):
             size = encoded_size(entry[0])
+            if index == 0 and oversized_alone and size > budget > 0:
+                entry[1] += 1
+                if entry[1] >= limit:
+                    del self.entries[entry[0].node]
+                return [entry[0]]
             if used + size > budget:
                 continue
             used += size
@@ -206,7 +238,8 @@ class SortedQueue:
 
 @pytest.mark.parametrize("seed", range(30))
 def test_the_heap_hands_out_what_a_sort_of_the_whole_queue_would(seed: int) -> None:
-    """Random pushes (replacing news about the same nodes, of varied sizes) and packets of varied room."""
+    """Random pushes (replacing news about the same nodes, of varied sizes) and packets of varied room,
+    piggybacks and gossip rounds (where news larger than the room goes alone when next in line)."""
     rng = random.Random(seed)
     queue, plain = BroadcastQueue(), SortedQueue()
     nodes = [f"n{index}" for index in range(rng.randrange(2, 60))]
@@ -222,5 +255,7 @@ def test_the_heap_hands_out_what_a_sort_of_the_whole_queue_would(seed: int) -> N
             plain.push(message)
         else:
             budget, limit = rng.choice((0, 90, 400, 1400, BIG_BUDGET)), rng.randrange(1, 6)
-            assert queue.pop_for_packet(budget, limit) == plain.pop_for_packet(budget, limit), seed
+            alone = rng.random() < 0.5  # a gossip round's packet, else a piggyback
+            handed = queue.pop_for_packet(budget, limit, oversized_alone=alone)
+            assert handed == plain.pop_for_packet(budget, limit, alone), seed
         assert queue.queued() == [entry[0] for entry in plain.entries.values()]

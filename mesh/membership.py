@@ -16,10 +16,10 @@ each own their state in a module of their own:
   Claims are cut to the bounds first (``bounds.py``, ``admission.py``): no view nears the maximum.
 - Dissemination (``broadcast_queue.py``, ``Dissemination``). Every change is queued once per node
   and piggybacked on every packet, and gossiped in rounds, until sent ``retransmit_limit(N)`` times.
-- Anti-entropy. Every push-pull interval a full state exchange with one random live peer repairs
-  what gossip missed; every reconnect interval one with a random dead member lets a healed
-  partition merge back. A remote ``dead`` row merges as a suspicion (memberlist's mergeState), or,
-  for a node alive here at that incarnation (a partition's stale verdict), goes to it alone to refute.
+- Anti-entropy. Every push-pull interval a full state exchange (in parts: ``exchange.py``) with one
+  random live peer repairs what gossip missed; every reconnect interval one with a random dead member
+  lets a healed partition merge back. A remote ``dead`` row merges as a suspicion (memberlist's
+  mergeState), or, for a node alive here at that incarnation (a stale verdict), goes to it to refute.
 - Shared tables (``shared_tables.py``): deployments, API keys and the keyring ride along with gossip.
 - Local health. A node that misses nacks or must refute raises its awareness score, which stretches
   its own probe interval and timeout (``awareness.py``).
@@ -40,6 +40,7 @@ from .broadcast_queue import Dissemination
 from .config import MembershipConfig
 from .deployment import DeploymentSpec
 from .effects import Effect, IncarnationChanged, MemberChanged, Send
+from .exchange import push_pull_parts
 from .keyring_record import KeyringRecord
 from .member import Member, PeerSet
 from .metadata import NodeMeta
@@ -112,7 +113,7 @@ class Membership:
 
     def join(self, addrs: tuple[Address, ...] | list[Address], now: float) -> list[Effect]:
         """Start a full state exchange with each address (seeds, or nodes found by mDNS)."""
-        return [self._exchange(addr, join=True) for addr in addrs]
+        return [send for addr in addrs for send in self._exchange(addr, join=True)]
 
     def leave(self, now: float) -> list[Effect]:
         """Leave gracefully: tell peers we are `left`, stop probing and refuting."""
@@ -213,7 +214,7 @@ class Membership:
                     self._merge(state, packet.sender, now, effects)
                 effects.extend(self.tables.take((*records, *keys, *([keyring] if keyring else [])), wall_ms))
                 if reply_wanted and not self.leaving:
-                    effects.append(self._exchange(packet.sender_addr, reply_wanted=False))
+                    effects.extend(self._exchange(packet.sender_addr, reply_wanted=False))
             case Record() | ApiKey() | KeyringRecord():
                 effects.extend(self.tables.merge(message, wall_ms))
 
@@ -361,7 +362,7 @@ class Membership:
         self._next_push_pull_at = now + interval * (0.75 + 0.5 * self.rng.random())
         for node in random_peers(self.rng, self._live, 3):
             if self.members[node].status == Status.ALIVE:
-                effects.append(self._exchange(self.members[node].addr))
+                effects.extend(self._exchange(self.members[node].addr))
                 return
 
     def _tick_reconnect(self, now: float, effects: list[Effect]) -> None:
@@ -379,7 +380,7 @@ class Membership:
             elif member.status == Status.DEAD:
                 dead.append(member)
         if dead:
-            effects.append(self._exchange(self.rng.choice(dead).addr))
+            effects.extend(self._exchange(self.rng.choice(dead).addr))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -387,10 +388,11 @@ class Membership:
         me = self.me
         return Alive(me.node, me.incarnation, me.addr, me.meta_version, me.meta)
 
-    def _exchange(self, addr: Address, *, reply_wanted: bool = True, join: bool = False) -> Send:
-        """Our full state (push-pull) for `addr`; it travels alone, as memberlist sends it over TCP."""
+    def _exchange(self, addr: Address, *, reply_wanted: bool = True, join: bool = False) -> list[Send]:
+        """Our full state (push-pull) for `addr`, in packets of half the wire's limit (``exchange.py``)."""
         states = tuple(member.state() for member in self.members.values())
-        return self._alone(addr, PushPull(reply_wanted, join, states, *self.tables.snapshot()))
+        whole = PushPull(reply_wanted, join, states, *self.tables.snapshot())
+        return [self._alone(addr, part) for part in push_pull_parts(whole, self.config.max_packet_bytes // 2)]
 
     def _alone(self, addr: Address, message: Message) -> Send:
         """A packet with `message` and nothing piggybacked (an urgent correction, or a full state)."""

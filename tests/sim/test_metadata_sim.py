@@ -1,4 +1,4 @@
-"""A node's metadata updates reach every node by gossip, however large the metadata (up to its limit).
+"""Large metadata in a mesh: its updates reach every node by gossip, and its full state reaches a joiner.
 
 A node hosting a dozen deployments describes itself in ~2 KB (its replicas, speeds, traffic, models),
 more than one gossip packet's budget (``packet_budget_bytes``, 1,400). Such an update must still
@@ -57,3 +57,27 @@ def test_an_update_reaches_every_node_by_gossip_whatever_its_size(hints: int) ->
     assert reached, f"seed={SEED}: an update of {size} bytes reached only part of the mesh in {bound:.2f} s"
     assert all(sim.nodes[observer].core.members[node].meta == meta for observer in nodes if observer != node)
     assert sim.malformed == 0
+
+
+def test_a_full_state_over_the_packet_limit_reaches_a_joiner_in_parts() -> None:
+    """Sixty members of ~5 KB are 300 KB of state; with packets limited to 256 KiB (4 MiB by default:
+    two thousand members of ~2 KB) the seed's answer to a join goes in parts. Before it did, the
+    joiner's view stayed empty: the whole answer was dropped as oversized, every time."""
+    config = replace(MembershipConfig.local(), max_packet_bytes=256 * 1024)
+    sim = Simulation(config, seed=SEED, encode=True)
+    nodes = sim.bootstrap(60)
+    for node in nodes:
+        sim.update_meta(node, described(node, 150))
+    sim.run_for(15.0)  # every update spread and sent its last: only the join can tell the joiner
+    joiner = sim.add_node(seeds=[nodes[0]])
+    start = sim.now
+    knows_all = lambda: all(node in sim.nodes[joiner].core.members for node in nodes)  # noqa: E731
+    assert sim.run_until(knows_all, start + 2.0), f"seed={SEED}: the joiner knows only part of the mesh"
+    known_by_all = lambda: everyone_knows_alive(sim, joiner, nodes)  # noqa: E731
+    assert sim.run_until(known_by_all, start + 2.0), f"seed={SEED}: the mesh does not know the joiner"
+    sim.run_for(config.push_pull_interval_s * 3)  # anti-entropy rounds: no part is ever oversized
+    assert sim.malformed == 0
+
+
+def everyone_knows_alive(sim: Simulation, joiner: NodeId, nodes: list[NodeId]) -> bool:
+    return all(joiner in sim.nodes[node].core.members for node in nodes)

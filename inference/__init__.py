@@ -14,6 +14,8 @@
 - ``external.py``, ``external_config.py``, ``process_group.py``: apps that are an HTTP server
   started from a ``config.yaml``, and the process group that runs it; ``container.py``: such an
   app in a custom image: the docker/podman command lines, runtime detection, the running container
+- ``model_dir.py``: the folder of a replica's model when its deployment names one from the mesh's stores
+- ``moderation.py``: moderation in the worker: prompt checks before ``predict``, the output check after
 - ``devices.py``: CPU, memory and accelerators of this machine (torch only in a child process)
 - ``runtime_torch.py``: which device and dtype a model loads in
 - ``tiny_diffusion.py``: the tiny offline Stable Diffusion pipeline, and the loader for real ones

@@ -1,1 +1,33 @@
-"""Pure distributed core: membership (SWIM + Lifeguard), gossip, wire types. No I/O, no clocks."""
+"""Pure distributed core: membership (SWIM + Lifeguard), gossip, wire types. No I/O, no clocks.
+
+Every module here is logic only: time and randomness come in as arguments, effects go out as
+values, and the shells in ``meshnode`` (the ``node/`` folder) carry them out. The map, by concern:
+
+Membership (docs/membership.md)
+    ``membership.py`` the SWIM state machine, which drives ``probe.py`` (failure detection),
+    ``suspicion.py`` (Lifeguard's timeouts), ``awareness.py`` (local health), ``seeds.py`` (joining),
+    ``broadcast_queue.py`` (dissemination), ``exchange.py`` (full state in parts), and
+    ``shared_tables.py`` (the tables gossiped with it); ``member.py``, ``metadata.py``,
+    ``effects.py``, ``types.py`` are its nouns; ``config.py`` its knobs; ``admission.py`` and
+    ``bounds.py`` the limits on what it accepts; ``view_versions.py`` its change counters;
+    ``reachability.py`` and ``relay_wire.py`` nodes nobody can dial; ``simulation.py`` runs many
+    cores on a seeded event loop.
+Wire
+    ``wire.py`` (gossip packets), ``envelope.py`` and ``bulk_frames.py`` (the data plane),
+    ``validated.py`` (validation kept by bytes).
+Shared tables
+    ``records.py`` and ``deployment.py`` (deployments), ``access.py`` (API keys),
+    ``keyring_record.py`` (the mesh's tokens), ``jobs.py``, ``job_policy.py`` and
+    ``webhook_schedule.py`` (async jobs).
+Routing (docs/architecture.md)
+    ``routing.py`` the policy over ``route_types.py`` and ``route_candidates.py``; ``affinity.py``
+    (prefix affinity), ``queueing.py`` (a replica's queue and deadlines); ``traffic.py`` (the
+    requests each node gossips it forwarded and served, for the dashboard and ``meshnode top``).
+Placement and scaling
+    ``placement.py``, ``autoscale.py``, ``prewarm.py``; the replicas as gossiped in
+    ``replica_state.py``, ``replica_index.py``, ``replica_view.py``; ``restarts.py`` and
+    ``backoff.py`` for a replica's worker.
+Models and moderation
+    ``model_manifest.py``, ``pull_plan.py``, ``token_bucket.py`` (model pulls); ``moderation.py``,
+    ``moderation_checks.py``, ``moderation_patterns.py``.
+"""

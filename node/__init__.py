@@ -5,6 +5,19 @@ Every machine runs the same peer agent (``meshnode join``). This module stays li
 public names are re-exported lazily. Type checkers see the real classes through the
 ``TYPE_CHECKING`` imports below, which must name every entry of ``_LAZY``
 (tests/unit/test_public_api.py checks both).
+
+The agent's top level holds only the wiring and what every room shares; the rest is in rooms:
+
+- ``agent.py``: the peer agent: builds the parts and connects them; ``agent_run.py``: it as a
+  process (its loop and signals); ``agent_sockets.py``: its three sockets, bound first
+- ``event_loop.py``: how a meshnode process (agent or worker) runs its event loop
+- ``config.py``: every knob of the agent, with its reason; ``errors.py``: the one error tree
+- ``store.py``: the node's sqlite file (identity, incarnation, deployments, keys)
+- ``load.py``: how busy this node is, sampled for gossip; ``addresses.py``: ``host:port`` and binding
+- ``logs.py``: log lines, plain or JSON, with the request each is about
+- ``__main__.py``: ``python -m meshnode``, the same command line as the console script
+- rooms: ``membership/``, ``dataplane/``, ``serving/``, ``models/``, ``http/``, ``client/``,
+  ``cli/``, ``trust/``, ``testing/`` (the fakes that ship), each mapped in its ``__init__``
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@
   their records
 - ``waiting.py``: the spinner of a command that waits (``predict`` through a cold start)
 - ``jobs.py``: ``meshnode jobs submit|status|result|cancel|ls``; ``job_progress.py``, its progress bar
-- ``models.py``: ``meshnode models`` (the tiny offline diffusion pipeline)
+- ``models.py``: ``meshnode models`` (the store, the tiny offline diffusion pipeline); ``model_pull.py``:
+  ``meshnode models pull``, a model from the peers that hold it
 - ``text_table.py``: the one formatter of tables: drawn with rich on a terminal, plain text in a pipe
 - ``demo/``: ``meshnode demo``, a local mesh with demo apps and traffic
 """

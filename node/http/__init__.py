@@ -17,7 +17,9 @@
   progress reports as events
 - ``body.py``: reading JSON bodies: size limit (413), JSON only (400), what the mesh carries (422)
 - ``deployments.py``: ``/v1/deployments``, declare, change, remove, inspect
-- ``model_store.py``: ``/v1/models/store``, which node holds which model; remove, rescan
+- ``model_store.py``: ``/v1/models/store``, which node holds which model; remove, rescan;
+  ``model_pulls.py``: a pull onto this node, started and watched; ``model_pull_metrics.py``: its metrics
+- ``doctor.py``: ``/v1/doctor``, what ``meshnode doctor`` asks a node beyond its view
 - ``jobs.py``: ``/v1/jobs``, durable async jobs: submit, status, result, cancel, events, listing
 - ``keys.py``: ``/v1/keys``, make, list and revoke API keys
 - ``keyring.py``: ``/v1/keyring``, the steps of a mesh token rotation

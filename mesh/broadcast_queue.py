@@ -130,10 +130,10 @@ class BroadcastQueue:
                 entry.transmits += 1
                 if entry.transmits >= limit:
                     del entries[entry.key]
-                    if alone:
-                        break
-                    continue
-            looked.append(entry)
+                else:
+                    looked.append(entry)
+            else:
+                looked.append(entry)
             if alone:
                 break  # it fills a packet of its own
         for entry in looked:

@@ -66,13 +66,17 @@ def _cut(rows: Sequence[Row], room: int, size_of: Callable[[Row], int]) -> list[
 
 
 def _state_bytes(row: MemberState) -> int:
-    return encoded_size(replace(_EMPTY, states=(row,))) - _EMPTY_BYTES
+    return _added(replace(_EMPTY, states=(row,)))
 
 
 def _record_bytes(row: Record) -> int:
-    return encoded_size(replace(_EMPTY, records=(row,))) - _EMPTY_BYTES
+    return _added(replace(_EMPTY, records=(row,)))
 
 
 def _key_bytes(row: ApiKey) -> int:
-    # An empty push-pull leaves its keys array out; one with a key carries it (1 byte of header).
-    return encoded_size(replace(_EMPTY, keys=(row,))) - _EMPTY_BYTES
+    return _added(replace(_EMPTY, keys=(row,)))
+
+
+def _added(single: PushPull) -> int:
+    """What the one row of `single` adds to an empty push-pull (a key also its array's header)."""
+    return encoded_size(single) - _EMPTY_BYTES

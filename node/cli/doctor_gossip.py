@@ -11,6 +11,11 @@ The probe changes nothing in the node it asks: it lists no member states (so not
 no records or keys, and names itself by an id and an address (``.invalid``, RFC 2606) that no
 member has; the node answers on the connection the probe opened, as it answers any sender it
 cannot dial (``relaying.py``).
+
+A large state comes in several parts (``mesh/exchange.py``: past half of ``max_packet_bytes``, about
+a thousand members of ~2 KB), sent back to back and not numbered, so after the first the probe reads
+on until ``PART_QUIET_S`` passes without another; reading only the first listed a subset of the
+members at that size.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ __all__ = ["GossipAnswer", "ask_gossip"]
 
 GossipAnswer = tuple[Seen, tuple[Seen, ...]]  # who answered, and every member it holds
 
+# After a part of the state, the next comes within this (back to back on one connection) or never.
+PART_QUIET_S = 0.3
+
 
 async def ask_gossip(addr: str, keyring: Keyring, mesh_id: str, timeout_s: float) -> GossipAnswer | None:
     """The node at `addr` ("host:port" of its mesh port) and its members, or None if it never answered."""
@@ -52,20 +60,27 @@ async def ask_gossip(addr: str, keyring: Keyring, mesh_id: str, timeout_s: float
         except zmq.ZMQError:  # an address libzmq cannot parse or resolve
             return None
         await sock.send(keyring.seal(wire.encode(packet, mesh_id)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        parts: list[tuple[NodeId, Address, wire.PushPull]] = []
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(deadline) as whole:
                 while True:
-                    answer = _read(await sock.recv(), keyring, mesh_id, config)
-                    if answer is not None:
-                        return answer
-        return None
+                    part = _read(await sock.recv(), keyring, mesh_id, config)
+                    if part is not None:
+                        parts.append(part)
+                        # The rest of the state follows at once; a pause this long means it is all here.
+                        whole.reschedule(min(deadline, loop.time() + PART_QUIET_S))
+        return _answer(parts) if parts else None
     finally:
         sock.close(linger=0)
         context.term()
 
 
-def _read(data: bytes, keyring: Keyring, mesh_id: str, config: MembershipConfig) -> GossipAnswer | None:
-    """The full state in one received frame, or None for anything else."""
+def _read(
+    data: bytes, keyring: Keyring, mesh_id: str, config: MembershipConfig
+) -> tuple[NodeId, Address, wire.PushPull] | None:
+    """The sender and the full state (or part of it) in one received frame, or None for anything else."""
     try:
         packet = wire.decode(
             keyring.open(data), mesh_id, max_bytes=config.max_packet_bytes, max_members=config.max_members
@@ -74,10 +89,17 @@ def _read(data: bytes, keyring: Keyring, mesh_id: str, config: MembershipConfig)
         return None
     for message in packet.messages:
         if isinstance(message, wire.PushPull):
-            members = tuple(
-                Seen(state.node, state.meta.name or state.node[:8], state.addr, state.status.value)
-                for state in message.states
-            )
-            sender = next((m for m in members if m.node == packet.sender), None)
-            return sender or Seen(packet.sender, packet.sender[:8], packet.sender_addr, "alive"), members
+            return packet.sender, packet.sender_addr, message
     return None
+
+
+def _answer(parts: list[tuple[NodeId, Address, wire.PushPull]]) -> GossipAnswer:
+    """Who answered and every member its parts list, each once, in the order they came."""
+    sender, sender_addr, _ = parts[0]
+    members: dict[str, Seen] = {}
+    for _, _, part in parts:
+        for state in part.states:
+            name = state.meta.name or state.node[:8]
+            members.setdefault(state.node, Seen(state.node, name, state.addr, state.status.value))
+    answered = members.get(sender) or Seen(sender, sender[:8], sender_addr, "alive")
+    return answered, tuple(members.values())

@@ -17,8 +17,8 @@ Wire
     ``validated.py`` (validation kept by bytes).
 Shared tables
     ``records.py`` and ``deployment.py`` (deployments), ``access.py`` (API keys),
-    ``keyring_record.py`` (the mesh's tokens), ``jobs.py``, ``job_policy.py`` and
-    ``webhook_schedule.py`` (async jobs).
+    ``keyring_record.py`` (the mesh's tokens), ``jobs.py``, ``job_policy.py``, ``job_listing.py``
+    (pages of the mesh's jobs) and ``webhook_schedule.py`` (async jobs).
 Routing (docs/architecture.md)
     ``routing.py`` the policy over ``route_types.py`` and ``route_candidates.py``; ``affinity.py``
     (prefix affinity), ``queueing.py`` (a replica's queue and deadlines); ``traffic.py`` (the

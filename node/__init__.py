@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from meshnode.client.errors import Unauthorized as Unauthorized
     from meshnode.client.errors import Unavailable as Unavailable
     from meshnode.client.job_view import Job as Job
+    from meshnode.client.job_view import JobList as JobList
     from meshnode.client.sync import MeshClient as MeshClient
     from meshnode.config import AgentConfig as AgentConfig
     from meshnode.errors import MeshnodeError as MeshnodeError
@@ -66,6 +67,7 @@ _LAZY: dict[str, str] = {
     "Job": "meshnode.client.job_view",
     "JobFailed": "meshnode.client.errors",
     "JobGone": "meshnode.client.errors",
+    "JobList": "meshnode.client.job_view",
     "JobNotFinished": "meshnode.client.errors",
     "JobNotFound": "meshnode.client.errors",
     "MeshClient": "meshnode.client.sync",

@@ -4,7 +4,7 @@
     meshnode jobs status ID               the job's status, as JSON
     meshnode jobs result ID [--wait] [--output FILE]
     meshnode jobs cancel ID [--json]
-    meshnode jobs ls [--deployment D] [--status S] [--limit N] [--json]
+    meshnode jobs ls [--deployment D] [--status S] [--limit N] [--cursor C | --all] [--json]
 
 Each goes through the Python client (``MeshClient``: ``submit``, ``status``, ``wait``...), entering
 the mesh as ``meshnode predict`` does (``--node URL`` repeatable, or ``--discover``; ``--api-key``,
@@ -190,16 +190,34 @@ def cancel(job_id: str, as_json: bool, mesh: MeshEntry) -> None:
 @click.option(
     "--limit", type=click.IntRange(1, MAX_LISTED), default=100, show_default=True, help="At most this many."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the jobs' status JSON.")
+@click.option("--cursor", default=None, help="Start after the page that gave this next_cursor.")
+@click.option("--all", "every", is_flag=True, help="Read every page (--limit jobs each) to the last.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs' status JSON, with next_cursor.")
 @entry_options
-def list_jobs(deployment: str | None, state: str | None, limit: int, as_json: bool, mesh: MeshEntry) -> None:
-    """List the mesh's jobs, newest first."""
+def list_jobs(
+    deployment: str | None,
+    state: str | None,
+    limit: int,
+    cursor: str | None,
+    every: bool,
+    as_json: bool,
+    mesh: MeshEntry,
+) -> None:
+    """List the mesh's jobs, newest first, a page at a time."""
+    found: list[Job] = []
     with _errors(), mesh.client() as client:
-        found = client.jobs(deployment, state, limit)
+        page = client.jobs(deployment, state, limit, cursor)
+        found += page
+        while every and page.next_cursor is not None:
+            page = client.jobs(deployment, state, limit, page.next_cursor)
+            found += page
     if as_json:
-        click.echo(json.dumps({"jobs": [job.raw for job in found]}, indent=2))
-    else:
-        show(jobs_table(found))
+        listed = {"jobs": [job.raw for job in found], "next_cursor": page.next_cursor}
+        click.echo(json.dumps(listed, indent=2))
+        return
+    show(jobs_table(found))
+    if page.next_cursor is not None:
+        click.echo(f"more jobs follow: meshnode jobs ls --cursor {page.next_cursor} (or --all)", err=True)
 
 
 def format_jobs_table(found: list[Job]) -> str:

@@ -36,7 +36,7 @@ from .base import (
 )
 from .exchange import JSON_TYPE, Opened
 from .job_plans import ProgressCallback, SubmitOptions
-from .job_view import Job
+from .job_view import Job, JobList
 from .job_watch import JobWatch
 from .steps import Action, Close, Finished, Lines, NextLine, Pause, Read, Save, Send, Steps, step
 
@@ -122,10 +122,17 @@ class AsyncMeshClient(ClientBase["AsyncDriver"], AsyncClosing):
         return AsyncJobEvents(self._driver, self._watch(job_id))
 
     async def jobs(
-        self, deployment: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[Job]:
-        """Jobs in the mesh, newest first, of ``deployment`` and in ``status`` when given."""
-        return await self._driver.run(self._jobs(deployment, status, limit))
+        self,
+        deployment: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobList:
+        """A page of the mesh's jobs, newest first, of ``deployment`` and in ``status`` when given.
+
+        The next page: ``jobs(..., cursor=page.next_cursor)``, while ``page.has_more``.
+        """
+        return await self._driver.run(self._jobs(deployment, status, limit, cursor))
 
     async def refresh(self) -> list[str]:
         """Ask the mesh for its live nodes now; returns the nodes known afterwards."""

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 from .answers import read_result
 from .errors import JobFailed, JobNotFinished, error_fields, error_from_answer
 from .exchange import JSON_TYPE, MAX_TIMEOUT_S, Call, ClientOptions, Planner
-from .job_view import JOB_ERRORS, JOB_STATES, Job, job_from_answer, jobs_from_answer, state_in_words
+from .job_view import JOB_ERRORS, JOB_STATES, Job, JobList, job_from_answer, jobs_from_answer, state_in_words
 from .job_watch import JobWatch, job_path
 from .steps import Steps
 
@@ -128,12 +128,14 @@ class JobPlans:
         job_path(job_id)  # checks the id now rather than at the first event
         return JobWatch(self._planner, job_id, self._clock)
 
-    def _jobs(self, deployment: str | None, status: str | None, limit: int) -> Steps[list[Job]]:
+    def _jobs(
+        self, deployment: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> Steps[JobList]:
         if status is not None and status not in JOB_STATES:
             raise ValueError(f"status must be one of {', '.join(JOB_STATES)}, not {status!r}")
         if not 1 <= limit <= MAX_LISTED:
             raise ValueError(f"limit must be from 1 to {MAX_LISTED}, not {limit!r}")
-        query = {"deployment": deployment, "status": status, "limit": limit}
+        query = {"deployment": deployment, "status": status, "limit": limit, "cursor": cursor}
         path = f"/v1/jobs?{urlencode({key: value for key, value in query.items() if value is not None})}"
         answered = yield from self._planner.request(Call("GET", path), self._call_deadline())
         return jobs_from_answer(*answered)

@@ -22,6 +22,7 @@ __all__ = [
     "JOB_STATES",
     "Job",
     "JobErrorInfo",
+    "JobList",
     "JobState",
     "Progress",
     "job_from_answer",
@@ -111,15 +112,34 @@ def job_from_answer(opened: Opened, content: bytes) -> Job:
     return job_from_view(view, opened.node, replayed=replayed)
 
 
-def jobs_from_answer(opened: Opened, content: bytes) -> list[Job]:
-    """The jobs of a listing (``GET /v1/jobs``: ``{"jobs": [...]}``)."""
+class JobList(list[Job]):
+    """One page of the mesh's jobs, newest first: a list, and where the next page starts.
+
+    ``client.jobs(cursor=page.next_cursor)`` reads the next page while ``page.has_more``; paging
+    never repeats or skips a job that existed when the first page was read.
+    """
+
+    def __init__(self, jobs: list[Job], next_cursor: str | None = None) -> None:
+        super().__init__(jobs)
+        #: What ``jobs(cursor=...)`` takes to read the next page; None on the last page.
+        self.next_cursor = next_cursor
+
+    @property
+    def has_more(self) -> bool:
+        """Whether more jobs follow this page."""
+        return self.next_cursor is not None
+
+
+def jobs_from_answer(opened: Opened, content: bytes) -> JobList:
+    """A page of a listing (``GET /v1/jobs``: ``{"jobs": [...], "next_cursor": ...}``)."""
     try:
-        listed = json.loads(content)["jobs"]
-    except (ValueError, KeyError, TypeError):
-        listed = None
-    if not isinstance(listed, list):
+        answer = json.loads(content)
+        listed, following = answer["jobs"], answer.get("next_cursor")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        listed, following = None, None
+    if not isinstance(listed, list) or not (following is None or isinstance(following, str)):
         raise _bad(opened.node, "a listing without a list of jobs")
-    return [job_from_view(view, opened.node) for view in listed]
+    return JobList([job_from_view(view, opened.node) for view in listed], following)
 
 
 def job_from_view(view: object, node: str, *, replayed: bool = False) -> Job:

@@ -45,7 +45,7 @@ from .base import (
 )
 from .exchange import JSON_TYPE, Opened
 from .job_plans import ProgressCallback, SubmitOptions
-from .job_view import Job
+from .job_view import Job, JobList
 from .job_watch import JobWatch
 from .steps import Action, Close, Finished, Lines, NextLine, Pause, Read, Save, Send, Steps, step
 
@@ -131,9 +131,18 @@ class MeshClient(ClientBase["BlockingDriver"], Closing):
         """The job's statuses as they change, until it ends; iterate it (close it to stop early)."""
         return JobEvents(self._driver, self._watch(job_id))
 
-    def jobs(self, deployment: str | None = None, status: str | None = None, limit: int = 100) -> list[Job]:
-        """Jobs in the mesh, newest first, of ``deployment`` and in ``status`` when given."""
-        return self._driver.run(self._jobs(deployment, status, limit))
+    def jobs(
+        self,
+        deployment: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobList:
+        """A page of the mesh's jobs, newest first, of ``deployment`` and in ``status`` when given.
+
+        The next page: ``jobs(..., cursor=page.next_cursor)``, while ``page.has_more``.
+        """
+        return self._driver.run(self._jobs(deployment, status, limit, cursor))
 
     def refresh(self) -> list[str]:
         """Ask the mesh for its live nodes now; returns the nodes known afterwards."""

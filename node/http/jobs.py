@@ -1,7 +1,7 @@
 """``/v1/jobs``: durable async jobs, on every node (``serving/jobs.py`` keeps and runs them).
 
     POST   /v1/jobs/{deployment}   a predict body (+ Idempotency-Key, ?webhook=URL) -> 202 once stored
-    GET    /v1/jobs                 a bounded listing (?deployment=, ?status=, ?limit=)
+    GET    /v1/jobs                 a page of the listing (?deployment=, ?status=, ?limit=, ?cursor=)
     GET    /v1/jobs/{id}            status, position or progress, attempts, the node running it
     GET    /v1/jobs/{id}/result     the answer as predict gives it; 202 + status until it ends; 410
     DELETE /v1/jobs/{id}            cancel (queued: at once; running: through predict's cancellation)
@@ -28,6 +28,7 @@ from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import Gone, MeshnodeError, NotFound, Unprocessable, error_for_failure
+from ..mesh.job_listing import JobCursor
 from ..mesh.jobs import MAX_KEY_CHARS, MAX_URL_CHARS, JobRecord, JobStatus
 from ..serving.jobs import JobService
 from .body import base_url, parse_json_object, read_body
@@ -90,15 +91,28 @@ def add_job_routes(
 
     @app.get("/v1/jobs")
     async def listing(
-        request: Request, deployment: str | None = None, status: str | None = None, limit: int = 100
+        request: Request,
+        deployment: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        """Jobs in the mesh, newest first."""
+        """Jobs in the mesh, newest first, a page at a time (``cursor``: the last page's ``next_cursor``)."""
         if status is not None and status not in {s.value for s in JobStatus}:
             raise Unprocessable(f"status must be one of {', '.join(s.value for s in JobStatus)}")
         if not 1 <= limit <= _LIST_MAX:
             raise Unprocessable(f"limit must be from 1 to {_LIST_MAX}")
-        found = await jobs.listing(deployment, status, limit)
-        return {"jobs": [_view(record, request, jobs) for record in found]}
+        try:
+            after = None if cursor is None else JobCursor.parse(cursor)
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from exc
+        found = await jobs.listing(deployment, status, limit, after)
+        following = found.next_cursor
+        return {
+            "jobs": [_view(record, request, jobs) for record in found.records],
+            "has_more": found.more,
+            "next_cursor": None if following is None else str(following),
+        }
 
     @app.get("/v1/jobs/{name}")
     async def status(request: Request, name: str = _JOB_ID) -> dict[str, Any]:

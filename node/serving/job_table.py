@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from ..errors import MeshnodeError
 from ..mesh import job_policy
 from ..mesh.envelope import Call, Envelope, Failure, Reply
+from ..mesh.job_listing import JobCursor, Page, page
 from ..mesh.jobs import JobRecord, JobResult, JobStatus, JobWireError, StoredFile, merged
 from ..mesh.types import NodeId
 from .job_files import JobFiles
@@ -219,15 +220,15 @@ class JobTable:
         store = self._opened()
         await self._in_thread(lambda: store.put([stripped]))
 
-    def listing(self, deployment: object, status: object, limit: int) -> list[JobRecord]:
-        """Jobs held here, newest first, filtered, at most `limit`."""
-        chosen = [
+    def listing(self, deployment: object, status: object, limit: int, after: JobCursor | None = None) -> Page:
+        """Jobs held here after `after`, newest first, filtered: a page of at most `limit`."""
+        chosen = (
             r
             for r in self.records.values()
             if (deployment is None or r.deployment == deployment)
             and (status is None or r.status.value == status)
-        ]
-        return sorted(chosen, key=lambda r: (-r.created_ms, r.id))[:limit]
+        )
+        return page(chosen, after, limit)
 
     def held(self) -> dict[str, dict[str, int]]:
         """Jobs held here per deployment, by status (the dashboard's jobs panel)."""
@@ -274,10 +275,10 @@ class JobTable:
                 return {"record": None if record is None else record.to_wire()}
             case "list":
                 limit = body.get("limit")
-                if isinstance(limit, bool) or not isinstance(limit, int):
-                    raise ValueError("limit must be an integer")
-                chosen = self.listing(body.get("deployment"), body.get("status"), limit)
-                return {"records": [record.to_wire() for record in chosen[:MAX_RECORDS_PER_MESSAGE]]}
+                if type(limit) is not int or not 1 <= limit <= MAX_RECORDS_PER_MESSAGE:
+                    raise ValueError(f"limit must be an integer from 1 to {MAX_RECORDS_PER_MESSAGE}")
+                after = None if body.get("after") is None else JobCursor.from_wire(body["after"])
+                return self.listing(body.get("deployment"), body.get("status"), limit, after).to_wire()
             case "file_put":
                 sha256, data = str(body["sha256"]), body["data"]
                 if not isinstance(data, bytes):

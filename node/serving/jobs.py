@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import Gone, MeshnodeError, NotFound, NotReady
 from ..mesh import job_policy
+from ..mesh.job_listing import JobCursor, Page, merged_page
 from ..mesh.job_policy import Action
 from ..mesh.jobs import (
     JOB_ID_PATTERN,
@@ -37,7 +38,6 @@ from ..mesh.jobs import (
     JobStatus,
     JobWireError,
     Progress,
-    merged,
 )
 from ..mesh.types import NodeId
 from .job_files import JobFiles
@@ -188,19 +188,18 @@ class JobService:
             asked = self._ended(asked, JobStatus.CANCELLED)
         return await self.table.write(asked)
 
-    async def listing(self, deployment: str | None, status: str | None, limit: int) -> list[JobRecord]:
-        """Jobs of the whole mesh, newest first, at most `limit`: what each live node holds."""
-        found = {record.id: record for record in self.table.listing(deployment, status, limit)}
-        query = {"op": "list", "deployment": deployment, "status": status, "limit": limit}
+    async def listing(
+        self, deployment: str | None, status: str | None, limit: int, after: JobCursor | None = None
+    ) -> Page:
+        """Jobs of the whole mesh after `after`, newest first, a page of at most `limit`: all nodes asked."""
+        query: dict[str, Any] = {"op": "list", "deployment": deployment, "status": status, "limit": limit}
+        if after is not None:
+            query["after"] = after.to_wire()
         others = [node for node in self._peers.live() if node != self._me]
-        for answer in await asyncio.gather(*(self._peers.ask(node, query) for node in others)):
-            for raw in answer.get("records", []) if isinstance(answer, dict) else []:
-                try:
-                    record = JobRecord.from_wire(raw)
-                except JobWireError:
-                    continue
-                found[record.id] = merged(found.get(record.id), record)
-        return sorted(found.values(), key=lambda r: (-r.created_ms, r.id))[:limit]
+        ask = functools.partial(self._peers.ask, body=query)
+        pages = [self.table.listing(deployment, status, limit, after)]
+        pages += [Page.from_wire(answer) for answer in await asyncio.gather(*map(ask, others))]
+        return merged_page(pages, after, limit)
 
     async def result_data(self, result: JobResult) -> bytes:
         """A result's bytes: in its record, or from a node that keeps its file (503 when none answers)."""

@@ -228,7 +228,7 @@ def test_every_json_output_parses(mesh: Mesh, tmp_path: Path) -> None:
         outputs[name] = json.loads(result.stdout)
     assert {member["name"] for member in outputs["peers"]["members"]} == {"n0", "n1"}
     assert "echo" in {item["name"] for item in outputs["deployments"]["deployments"]}
-    assert outputs["keys"] == {"keys": []} and outputs["jobs"] == {"jobs": []}
+    assert outputs["keys"] == {"keys": []} and outputs["jobs"] == {"jobs": [], "next_cursor": None}
     assert outputs["predict"]["data"] == {"echo": {"q": 1}} and outputs["predict"]["route"][0] == "n1"
     token = meshnode("token", "--json", env={"MESHNODE_HOME": str(tmp_path)})
     assert json.loads(token.stdout)["source"] == "created", token.stderr

@@ -153,6 +153,16 @@ def test_the_listing_is_filtered_and_bounded(client: MeshClient) -> None:
     assert 1 <= len(listed) <= 2 and all(job.deployment == "probe" for job in listed)
     completed = client.jobs(status="completed")
     assert completed and all(job.status == "completed" for job in completed)
+    client.wait(client.submit("probe", {"x": 6}).id, timeout=WAIT_S)
+    whole = client.jobs("probe", limit=1000)
+    assert not whole.has_more and len(whole) >= 2
+    page, paged = client.jobs("probe", limit=1), []
+    while True:
+        paged += [job.id for job in page]
+        if not page.has_more:
+            break
+        page = client.jobs("probe", limit=1, cursor=page.next_cursor)
+    assert paged == [job.id for job in whole]
 
 
 def test_the_command_submits_waits_reads_lists_and_cancels(mesh: Mesh, tmp_path: Path) -> None:
@@ -173,6 +183,19 @@ def test_the_command_submits_waits_reads_lists_and_cancels(mesh: Mesh, tmp_path:
     listed = meshnode(mesh, "ls", "--deployment", "probe", "--status", "completed", "--limit", "50")
     assert listed.returncode == 0 and listed.stdout.startswith("ID  "), listed.stderr
     assert job_id in listed.stdout and "completed" in listed.stdout
+    one = meshnode(mesh, "ls", "--deployment", "probe", "--limit", "1", "--json")
+    following = json.loads(one.stdout)["next_cursor"]
+    assert len(json.loads(one.stdout)["jobs"]) == 1 and following, one.stderr
+    assert f"meshnode jobs ls --cursor {following}" in meshnode(mesh, "ls", "--limit", "1").stderr
+    rest = json.loads(meshnode(mesh, "ls", "--deployment", "probe", "--cursor", following, "--json").stdout)
+    every = json.loads(
+        meshnode(mesh, "ls", "--deployment", "probe", "--limit", "1", "--all", "--json").stdout
+    )
+    assert [job["id"] for job in every["jobs"]] == [
+        *(j["id"] for j in json.loads(one.stdout)["jobs"]),
+        *(job["id"] for job in rest["jobs"]),
+    ]
+    assert every["next_cursor"] is None and len(every["jobs"]) >= 3
     long_job = meshnode(mesh, "submit", "probe", '{"do": "sleep", "s": 60}').stdout.strip()
     cancelled = meshnode(mesh, "cancel", long_job)
     assert cancelled.returncode == 0 and long_job in cancelled.stdout, cancelled.stderr

@@ -134,6 +134,28 @@ def test_listing_is_bounded_and_filtered(mesh: Mesh) -> None:
     assert created == sorted(created, reverse=True)
 
 
+def test_paging_reads_every_job_once_from_any_node(mesh: Mesh) -> None:
+    for index in range(5):
+        assert submit(mesh.agents[index % 3], {"page": index}).status_code == 202
+    whole = httpx.get(f"{mesh.agents[0].url}/v1/jobs", params={"limit": 1000}, timeout=30).json()
+    assert whole["has_more"] is False and whole["next_cursor"] is None and len(whole["jobs"]) >= 5
+    paged: list[str] = []
+    query: dict[str, Any] = {"limit": 2}
+    for page_number in range(len(whole["jobs"])):
+        # Each page from another node: a cursor is the mesh's, not one node's.
+        page = httpx.get(f"{mesh.agents[page_number % 3].url}/v1/jobs", params=query, timeout=30).json()
+        assert len(page["jobs"]) <= 2
+        paged += [job["id"] for job in page["jobs"]]
+        if not page["has_more"]:
+            assert page["next_cursor"] is None
+            break
+        query["cursor"] = page["next_cursor"]
+    assert paged == [job["id"] for job in whole["jobs"]]
+    for cursor in ["nope", "12.short", f"{2**60}.{'A' * 22}"]:
+        refused = httpx.get(f"{mesh.agents[0].url}/v1/jobs", params={"cursor": cursor})
+        assert refused.status_code == 422 and "cursor" in refused.json()["error"]["message"], refused.text
+
+
 def test_events_stream_each_change_until_the_end(mesh: Mesh) -> None:
     entry = mesh.agents[2]
     job = submit(entry, {"do": "sleep", "s": 1}).json()

@@ -34,6 +34,7 @@ from tests.unit.client.test_faces import both_faces, settle
 
 A, B = "http://10.0.0.1:8470", "http://10.0.0.2:8470"
 JOB_ID = "J" * 22
+NEXT = "1700000000000.QQQQQQQQQQQQQQQQQQQQQQ"
 SSE = "text/event-stream"
 
 
@@ -261,8 +262,13 @@ class JobsNode:
             return httpx.Response(200, json={"self": "a", "members": [{"id": "a", "status": "alive"}]})
         if request.method == "POST":
             return self._submit(request, path)
+        if path == "/v1/jobs" and "cursor" in request.url.params:
+            return httpx.Response(
+                200, json={"jobs": [view("failed")], "has_more": False, "next_cursor": None}
+            )
         if path == "/v1/jobs":
-            return httpx.Response(200, json={"jobs": [view("completed"), view("queued", job_id="Q" * 22)]})
+            listed = [view("completed"), view("queued", job_id="Q" * 22)]
+            return httpx.Response(200, json={"jobs": listed, "has_more": True, "next_cursor": NEXT})
         if not path.startswith(f"/v1/jobs/{JOB_ID}"):
             return httpx.Response(404, json={"error": {"type": "not_found", "message": "no job X"}})
         if request.method == "DELETE":
@@ -388,6 +394,11 @@ async def test_both_faces_read_cancel_and_list_jobs_and_name_an_unknown_one() ->
             assert (await settle(face.cancel(JOB_ID))).status == "cancelled"
             listed = await settle(face.jobs("probe", "queued", limit=5))
             assert [job.status for job in listed] == ["completed", "queued"]
+            assert listed.has_more and listed.next_cursor == NEXT
+            last = await settle(face.jobs("probe", "queued", limit=5, cursor=listed.next_cursor))
+            assert (
+                [job.status for job in last] == ["failed"] and not last.has_more and last.next_cursor is None
+            )
             with pytest.raises(JobNotFound, match="no job"):
                 await settle(face.status("K" * 22))
             with pytest.raises(ValueError, match="limit"):
@@ -396,3 +407,4 @@ async def test_both_faces_read_cancel_and_list_jobs_and_name_an_unknown_one() ->
                 await settle(face.jobs(status="lost"))
     listings = [url for method, url, _, _ in node.seen if url.startswith(f"{A}/v1/jobs?")]
     assert listings[0] == f"{A}/v1/jobs?deployment=probe&status=queued&limit=5"
+    assert listings[1] == f"{A}/v1/jobs?deployment=probe&status=queued&limit=5&cursor={NEXT}"

@@ -7,8 +7,22 @@ node with high probability (memberlist's TransmitLimitedQueue). Invariants of th
 - at most one queued message per node: newer news about a node replaces older news (an ``alive``
   at incarnation 7 makes a queued ``suspect`` at incarnation 6 pointless); likewise one per
   deployment record (``records.py``);
-- the least transmitted messages go first, and among equals the newest;
+- background news (an ``alive`` that only moves a node's load: ``view_versions.beyond_load``) goes
+  after all other news, whatever their transmits; but news replacing a foreground item sent fewer
+  than ``CARRY_TRANSMITS`` times stays in the foreground, since it is then the main carrier of that
+  item's change (once a few peers have it, each of them gossips it in the foreground, as news to
+  them: a node classes news against what it held);
+- within each of the two, the least transmitted messages go first, and among equals the newest;
 - a message transmitted ``limit`` times leaves the queue.
+
+Why two classes: every busy node republishes its load every ``meta_min_interval_s``, and each update
+costs about ``N * limit`` sends mesh-wide, so past a hundred or so busy nodes load news alone is
+more than gossip carries (200 nodes of ~1.2 KB metadata every 5 s want ~25 times the packets the
+``lan`` profile sends). With one class, fresh load news (sent 0 times, newest) always went before a
+``suspect``, a ``dead`` or a replica's new state sent once or twice: in that simulated mesh a crash
+was not known everywhere after 60 s (13 s expected), nor a new hint. Load news now takes what the
+rest leaves, so it ages as the mesh grows (routing corrects gossiped load with what it has in
+flight itself), and failure detection, placement and deployments spread at their quiet speed.
 
 ``Dissemination`` puts the queue to work for one node (memberlist's gossip loop): every packet the
 node sends carries as much queued news as fits its byte budget, and while anything is queued, every
@@ -36,7 +50,7 @@ from .records import Record
 from .types import Address, NodeId
 from .wire import Gossip, Message, Packet, encoded_size
 
-__all__ = ["BroadcastQueue", "Dissemination"]
+__all__ = ["BACKGROUND_EVERY", "CARRY_TRANSMITS", "BroadcastQueue", "Dissemination"]
 
 # Queue slots: a node's id; ("deployment", name) for a deployment record; ("key", id) for an API key;
 # ("keyring", "") for the keyring.
@@ -44,6 +58,14 @@ _Key = NodeId | tuple[str, str]
 
 # Bytes reserved in a packet for its own message before piggybacking broadcasts.
 _PACKET_OVERHEAD_BYTES = 160
+# Foreground news sent fewer times than this passes its class on to background news replacing it.
+# Not "until its limit": a busy node's load news replaces its entry every few seconds, before a
+# saturated queue sends it out, so every entry would stay in the foreground and the classes mean
+# nothing (the simulated mesh of the module's docstring did exactly that).
+CARRY_TRANSMITS = 3
+# Every this many packets, one takes background news first: load keeps moving, at a quarter of the
+# packets at least, while a backlog of other news drains (a mesh starting, a change on every node).
+BACKGROUND_EVERY = 4
 
 
 @dataclass(slots=True)
@@ -53,21 +75,22 @@ class _Entry:
     size: int  # encoded bytes, measured on first use: most news is replaced before it is sent
     transmits: int
     pushed: int  # when it was queued, as a count of pushes: the newest is the largest
+    background: bool  # load news only (see the module's docstring)
 
 
 class BroadcastQueue:
-    """Queued gossip about nodes, handed out newest and least transmitted first.
+    """Queued gossip about nodes, handed out newest and least transmitted first, foreground first.
 
-    The order lives in a heap of (transmits, -pushed, entry), so a packet costs the entries it
-    looks at, each O(log n), not a sort of the whole queue: a busy mesh of 1,000 members keeps a
+    Each class's order lives in a heap of (transmits, -pushed, entry), so a packet costs the entries
+    it looks at, each O(log n), not a sort of the whole queue: a busy mesh of 1,000 members keeps a
     news item about most of them queued. Items go stale when their entry is replaced, sent or
-    dropped; they are skipped when popped, and the heap is rebuilt when they outnumber the live ones.
+    dropped; they are skipped when popped, and the heaps are rebuilt when they outnumber the live ones.
     """
 
     def __init__(self) -> None:
         # Oldest first: news replacing older news about the same key moves to the end.
         self._entries: dict[_Key, _Entry] = {}
-        self._heap: list[tuple[int, int, _Entry]] = []
+        self._heaps: tuple[list[tuple[int, int, _Entry]], ...] = ([], [])  # foreground, background
         self._pushes = 0
         # For stopping a packet early (see pop_for_packet): entries not measured yet, and the
         # smallest size ever measured here, a lower bound on every queued size.
@@ -80,8 +103,11 @@ class BroadcastQueue:
     def __bool__(self) -> bool:
         return bool(self._entries)
 
-    def push(self, message: Gossip) -> None:
-        """Queue news about a node (or a deployment), replacing anything older about it."""
+    def push(self, message: Gossip, *, background: bool = False) -> None:
+        """Queue news about a node (or a deployment), replacing anything older about it.
+
+        `background`: load news only, handed out after other news (but kept in the foreground if it
+        replaces foreground news sent fewer than ``CARRY_TRANSMITS`` times)."""
         key: _Key
         if isinstance(message, Record):
             key = ("deployment", message.name)
@@ -95,27 +121,59 @@ class BroadcastQueue:
         if replaced is None or replaced.size >= 0:
             self._unmeasured += 1
         self._pushes += 1
-        entry = self._entries[key] = _Entry(key, message, -1, 0, self._pushes)
-        heapq.heappush(self._heap, (0, -entry.pushed, entry))
-        if len(self._heap) > 2 * len(self._entries) + 64:
-            self._heap = [(e.transmits, -e.pushed, e) for e in self._entries.values()]
-            heapq.heapify(self._heap)
+        background = background and (
+            replaced is None or replaced.background or replaced.transmits >= CARRY_TRANSMITS
+        )
+        entry = self._entries[key] = _Entry(key, message, -1, 0, self._pushes, background)
+        heapq.heappush(self._heaps[background], (0, -entry.pushed, entry))
+        if len(self._heaps[0]) + len(self._heaps[1]) > 2 * len(self._entries) + 64:
+            self._heaps = ([], [])
+            for e in self._entries.values():
+                self._heaps[e.background].append((e.transmits, -e.pushed, e))
+            for heap in self._heaps:
+                heapq.heapify(heap)
 
-    def pop_for_packet(self, budget_bytes: int, limit: int, *, oversized_alone: bool = False) -> list[Gossip]:
+    def pop_for_packet(
+        self, budget_bytes: int, limit: int, *, oversized_alone: bool = False, background_first: bool = False
+    ) -> list[Gossip]:
         """Messages that fit in ``budget_bytes``; each handed out counts as one transmit.
 
-        With `oversized_alone`, a message next in line that is larger than the whole budget is
-        handed out alone instead of skipped (a gossip round's packet of its own)."""
-        entries, heap = self._entries, self._heap
-        if not entries or budget_bytes <= 0:
+        Foreground news first, then background (`background_first`: the other way round). With
+        `oversized_alone`, a message next in line that is larger than the whole budget is handed
+        out alone instead of skipped (a gossip round's packet of its own)."""
+        if not self._entries or budget_bytes <= 0:
             return []
         chosen: list[Gossip] = []
+        looked: list[_Entry] = []  # back into the heaps after the packet: each entry is looked at once
+        foreground, background = self._heaps
         used = 0
-        looked: list[_Entry] = []  # back into the heap after the packet: each entry is looked at once
+        for heap in (background, foreground) if background_first else (foreground, background):
+            used = self._fill(heap, budget_bytes, used, limit, oversized_alone, chosen, looked)
+            if used > budget_bytes:
+                break  # one oversized message fills the packet
+        for entry in looked:
+            heapq.heappush(self._heaps[entry.background], (entry.transmits, -entry.pushed, entry))
+        return chosen
+
+    def _fill(
+        self,
+        heap: list[tuple[int, int, _Entry]],
+        budget_bytes: int,
+        used: int,
+        limit: int,
+        oversized_alone: bool,
+        chosen: list[Gossip],
+        looked: list[_Entry],
+    ) -> int:
+        """Add what fits of `heap` to `chosen` (`used` bytes so far); the bytes used after.
+
+        More than `budget_bytes` when one oversized message was handed out alone.
+        """
+        entries = self._entries
         while heap:
             head_may_be_big = oversized_alone and not chosen and not looked
             if budget_bytes - used < self._smallest and not self._unmeasured and not head_may_be_big:
-                break  # nothing queued fits any more: a long queue need not be walked to its end
+                return used  # nothing queued fits any more: a long queue need not be walked to its end
             transmits, _, entry = heapq.heappop(heap)
             if entries.get(entry.key) is not entry or entry.transmits != transmits:
                 continue  # stale: replaced, sent its limit, or moved on
@@ -135,10 +193,8 @@ class BroadcastQueue:
             else:
                 looked.append(entry)
             if alone:
-                break  # it fills a packet of its own
-        for entry in looked:
-            heapq.heappush(heap, (entry.transmits, -entry.pushed, entry))
-        return chosen
+                return used  # it fills a packet of its own
+        return used
 
     def queued(self) -> list[Gossip]:
         """Everything queued, for inspection."""
@@ -167,10 +223,11 @@ class Dissemination:
         self._rng = rng
         self._recently_dead: dict[NodeId, float] = {}  # node -> when it was declared dead
         self._next_round_at = now
+        self._packets = 0  # packets that took queued news: every BACKGROUND_EVERY-th starts with load
 
-    def push(self, message: Gossip) -> None:
+    def push(self, message: Gossip, *, background: bool = False) -> None:
         """Queue news for every peer, replacing older news about the same node or deployment."""
-        self.queue.push(message)
+        self.queue.push(message, background=background)
 
     def clear(self) -> None:
         """Drop everything queued."""
@@ -189,7 +246,7 @@ class Dissemination:
         if self.queue:
             limit = self._config.retransmit_limit(len(self._live) + 1)
             budget = self._config.packet_budget_bytes - _PACKET_OVERHEAD_BYTES
-            messages = [*messages, *self.queue.pop_for_packet(budget, limit)]
+            messages = [*messages, *self._pop(budget, limit, oversized_alone=False)]
         return Send(addr, Packet(self._node_id, self._addr, tuple(messages)))
 
     def round(self, fanout: int) -> list[Effect]:
@@ -198,7 +255,7 @@ class Dissemination:
         budget = self._config.packet_budget_bytes - _PACKET_OVERHEAD_BYTES
         effects: list[Effect] = []
         for node in self._targets(fanout):
-            messages = self.queue.pop_for_packet(budget, limit, oversized_alone=True)
+            messages = self._pop(budget, limit, oversized_alone=True)
             if not messages:
                 break
             effects.append(Send(self._members[node].addr, Packet(self._node_id, self._addr, tuple(messages))))
@@ -219,6 +276,13 @@ class Dissemination:
     def next_deadline(self) -> float:
         """When `tick` has a round to run (never while nothing is queued)."""
         return self._next_round_at if self.queue else float("inf")
+
+    def _pop(self, budget: int, limit: int, *, oversized_alone: bool) -> list[Gossip]:
+        self._packets += 1
+        background_first = self._packets % BACKGROUND_EVERY == 0
+        return self.queue.pop_for_packet(
+            budget, limit, oversized_alone=oversized_alone, background_first=background_first
+        )
 
     def _targets(self, fanout: int) -> list[NodeId]:
         live = self._live.items

@@ -14,8 +14,8 @@ each own their state in a module of their own:
   ``dead``/``left`` beats ``suspect`` beats ``alive``. Metadata changes do not touch the
   incarnation: they raise ``meta_version``, which orders ``alive`` messages at equal incarnation.
   Claims are cut to the bounds first (``bounds.py``, ``admission.py``): no view nears the maximum.
-- Dissemination (``broadcast_queue.py``, ``Dissemination``). Every change is queued once per node
-  and piggybacked on every packet, and gossiped in rounds, until sent ``retransmit_limit(N)`` times.
+- Dissemination (``broadcast_queue.py``). Every change is queued once per node, piggybacked and
+  gossiped in rounds until sent ``retransmit_limit(N)`` times; news of load only goes after the rest.
 - Anti-entropy. Every push-pull interval a full state exchange (in parts: ``exchange.py``) with one
   random live peer repairs what gossip missed; every reconnect interval one with a random dead member
   lets a healed partition merge back. A remote ``dead`` row merges as a suspicion (memberlist's
@@ -135,10 +135,10 @@ class Membership:
         """Replace this node's metadata and gossip it (raises meta_version, not incarnation)."""
         if meta == self.me.meta:
             return
-        self.versions.meta_changed(self.me.meta, meta)
+        beyond_load = self.versions.meta_changed(self.me.meta, meta)
         self.me.meta = meta
         self.me.meta_version += 1
-        self._gossip.push(self._alive_of_self())
+        self._gossip.push(self._alive_of_self(), background=not beyond_load)
 
     def declare(self, name: str, spec: DeploymentSpec | None, wall_ms: int) -> list[Effect]:
         """Write a deployment record here (spec None removes it) and gossip it."""
@@ -278,12 +278,12 @@ class Membership:
         )
         if not (newer or meta_only):
             return
-        self.versions.meta_changed(member.meta, alive.meta, moved=alive.addr != member.addr)
+        beyond_load = self.versions.meta_changed(member.meta, alive.meta, moved=alive.addr != member.addr)
         member.addr = alive.addr
         member.incarnation = alive.incarnation
         member.meta_version = alive.meta_version
         member.meta = alive.meta
-        self._gossip.push(alive)
+        self._gossip.push(alive, background=meta_only and not beyond_load)  # load news: after the rest
         if newer and member.status != Status.ALIVE:
             self._set_status(member, Status.ALIVE, now, effects)
 

@@ -10,6 +10,8 @@ members gossip up to 200 a second, and each one started a placement round over e
 
 What counts as load is listed here (``LOAD_META_FIELDS``, ``LOAD_ENTRY_FIELDS``); everything else a
 member says about itself counts as a change, so a field added later re-plans until it is listed.
+The same line decides how gossip carries an update (``broadcast_queue.py``): load news goes in the
+background, after failure detection's and every other change's.
 """
 
 from __future__ import annotations
@@ -60,8 +62,13 @@ class ViewVersions:
         self.view += 1
         self.roster += 1
 
-    def meta_changed(self, before: NodeMeta, after: NodeMeta, *, moved: bool = False) -> None:
-        """A member's metadata changed (`moved`: its address too): the roster unless only load moved."""
+    def meta_changed(self, before: NodeMeta, after: NodeMeta, *, moved: bool = False) -> bool:
+        """A member's metadata changed (`moved`: its address too): the roster unless only load moved.
+
+        Returns whether the roster moved: False for load news (gossiped in the background).
+        """
         self.view += 1
         if moved or beyond_load(before, after):
             self.roster += 1
+            return True
+        return False

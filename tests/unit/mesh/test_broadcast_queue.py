@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from meshnode.mesh.broadcast_queue import BroadcastQueue
+from meshnode.mesh.broadcast_queue import CARRY_TRANSMITS, BroadcastQueue
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.types import Address, NodeId
 from meshnode.mesh.wire import Alive, Dead, Gossip, Suspect, encoded_size
@@ -105,6 +105,42 @@ def test_least_transmitted_goes_first() -> None:
     assert pop_one(queue) == suspect("b")  # both sent once: newest first again
     queue.push(suspect("c"))
     assert pop_one(queue) == suspect("c")  # fresh news overtakes everything sent before
+
+
+# -- background news (load only) -------------------------------------------------------------
+
+
+def test_background_news_waits_for_all_other_news_however_often_that_went_out() -> None:
+    queue = BroadcastQueue()
+    queue.push(suspect("a"))
+    queue.push(suspect("b"))
+    for _ in range(2):
+        queue.pop_for_packet(BIG_BUDGET, 10)  # a and b sent twice each
+    queue.push(alive("load"), background=True)  # fresh, never sent: still after them
+    assert queue.pop_for_packet(BIG_BUDGET, 10) == [suspect("b"), suspect("a"), alive("load")]
+
+
+def test_a_packet_may_take_background_news_first() -> None:
+    queue = BroadcastQueue()
+    queue.push(suspect("a"))
+    queue.push(alive("load"), background=True)
+    room = encoded_size(alive("load"))
+    assert queue.pop_for_packet(room, LIMIT, background_first=True) == [alive("load")]
+    assert queue.pop_for_packet(room, LIMIT) == [suspect("a")]
+
+
+def test_background_news_replacing_news_that_barely_went_out_stays_in_the_foreground() -> None:
+    # The replaced news (a new replica state, say) reached fewer than CARRY_TRANSMITS peers: the load
+    # news after it carries the change too, so it goes out as the change would have.
+    queue = BroadcastQueue()
+    queue.push(alive("x", 1))
+    queue.push(suspect("z"))
+    queue.push(alive("x", 2), background=True)
+    assert queue.pop_for_packet(BIG_BUDGET, 10) == [alive("x", 2), suspect("z")]  # x: foreground, newest
+    for _ in range(CARRY_TRANSMITS - 1):
+        queue.pop_for_packet(BIG_BUDGET, 10)
+    queue.push(alive("x", 3), background=True)  # x's news went out CARRY_TRANSMITS times: enough
+    assert queue.pop_for_packet(BIG_BUDGET, 10) == [suspect("z"), alive("x", 3)]
 
 
 # -- transmit limit ------------------------------------------------------------------------
@@ -208,18 +244,23 @@ def test_no_budget_sends_nothing_and_uses_up_nothing() -> None:
 
 
 class SortedQueue:
-    """The rule written as plainly as possible: sort everything by (transmits, newest) per packet."""
+    """The rule written as plainly as possible: sort everything by (class, transmits, newest) per packet."""
 
     def __init__(self) -> None:
-        self.entries: dict[NodeId, list[Any]] = {}  # node -> [message, transmits]; oldest push first
+        # node -> [message, transmits, background]; oldest push first
+        self.entries: dict[NodeId, list[Any]] = {}
 
-    def push(self, message: Alive | Suspect) -> None:
-        self.entries.pop(message.node, None)
-        self.entries[message.node] = [message, 0]
+    def push(self, message: Alive | Suspect, background: bool = False) -> None:
+        replaced = self.entries.pop(message.node, None)
+        carried = replaced is not None and not replaced[2] and replaced[1] < CARRY_TRANSMITS
+        self.entries[message.node] = [message, 0, background and not carried]
 
-    def pop_for_packet(self, budget: int, limit: int, oversized_alone: bool = False) -> list[Gossip]:
+    def pop_for_packet(
+        self, budget: int, limit: int, oversized_alone: bool = False, background_first: bool = False
+    ) -> list[Gossip]:
         chosen, used = [], 0
-        for index, entry in enumerate(sorted(reversed(self.entries.values()), key=lambda e: e[1])):
+        ranked = sorted(reversed(self.entries.values()), key=lambda e: (e[2] != background_first, e[1]))
+        for index, entry in enumerate(ranked):
             size = encoded_size(entry[0])
             if index == 0 and oversized_alone and size > budget > 0:
                 entry[1] += 1
@@ -238,8 +279,9 @@ class SortedQueue:
 
 @pytest.mark.parametrize("seed", range(30))
 def test_the_heap_hands_out_what_a_sort_of_the_whole_queue_would(seed: int) -> None:
-    """Random pushes (replacing news about the same nodes, of varied sizes) and packets of varied room,
-    piggybacks and gossip rounds (where news larger than the room goes alone when next in line)."""
+    """Random pushes (replacing news about the same nodes, of varied sizes, foreground or background)
+    and packets of varied room, piggybacks and gossip rounds (where news larger than the room goes
+    alone when next in line), some taking background news first."""
     rng = random.Random(seed)
     queue, plain = BroadcastQueue(), SortedQueue()
     nodes = [f"n{index}" for index in range(rng.randrange(2, 60))]
@@ -251,11 +293,13 @@ def test_the_heap_hands_out_what_a_sort_of_the_whole_queue_would(seed: int) -> N
                 if rng.random() < 0.7
                 else suspect(node, rng.randrange(9))
             )
-            queue.push(message)
-            plain.push(message)
+            background = rng.random() < 0.5
+            queue.push(message, background=background)
+            plain.push(message, background)
         else:
             budget, limit = rng.choice((0, 90, 400, 1400, BIG_BUDGET)), rng.randrange(1, 6)
             alone = rng.random() < 0.5  # a gossip round's packet, else a piggyback
-            handed = queue.pop_for_packet(budget, limit, oversized_alone=alone)
-            assert handed == plain.pop_for_packet(budget, limit, alone), seed
+            first = rng.random() < 0.25
+            handed = queue.pop_for_packet(budget, limit, oversized_alone=alone, background_first=first)
+            assert handed == plain.pop_for_packet(budget, limit, alone, first), seed
         assert queue.queued() == [entry[0] for entry in plain.entries.values()]

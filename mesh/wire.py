@@ -7,10 +7,12 @@ A packet is a msgpack array::
 and each message an array whose first item is its kind (``Kind``). Decoding checks every type, size
 and count before anything reaches the core; a packet that fails is rejected whole with a
 ``WireError`` whose ``reason`` the shell counts (``malformed``, ``oversized``, ``version``,
-``mesh``). Nothing here ever unpickles or evaluates: msgpack extension types are refused (the
-built-in Timestamp decodes to an object that every type check then rejects). Incarnations, metadata
-versions and record stamps must lie within their documented maxima (``bounds.py``), sequence
-numbers within an int64; past them a packet is ``malformed``.
+``mesh``). A message of a kind this version does not know (a later version's) is skipped and the
+rest of its packet taken, so a new kind of message never cuts older nodes off the pings it rides on.
+Nothing here ever unpickles or evaluates: msgpack extension types are refused (the built-in
+Timestamp decodes to an object that every type check then rejects). Incarnations, metadata versions
+and record stamps must lie within their documented maxima (``bounds.py``), sequence numbers within
+an int64; past them a packet is ``malformed``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ MAX_ID_CHARS = 64
 MAX_ADDRESS_CHARS = 270
 MAX_COUNTER = INT64_MAX  # sequence numbers
 MAX_RECORDS = 10_000
+MAX_KIND = 255  # message kinds of later versions lie in (0, MAX_KIND]; skipped where not known
 
 RejectReason = Literal["malformed", "oversized", "version", "mesh"]
 
@@ -158,20 +161,8 @@ class PushPull:
 
 # A deployment Record travels as a message of its own too (``Kind.RECORD``), piggybacked like news.
 # The link messages (``relay_wire.py``) are for the shells; the core never sees them.
-Message = (
-    Ping
-    | IndirectPing
-    | Ack
-    | Nack
-    | Alive
-    | Suspect
-    | Dead
-    | PushPull
-    | Record
-    | ApiKey
-    | KeyringRecord
-    | LinkMessage
-)
+_Swim = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull
+Message = _Swim | Record | ApiKey | KeyringRecord | LinkMessage
 Gossip = Alive | Suspect | Dead | Record | ApiKey | KeyringRecord
 
 
@@ -268,15 +259,16 @@ def decode(data: bytes, mesh_id: str, *, max_bytes: int, max_members: int) -> Pa
     if not isinstance(body, list) or len(body) > MAX_MESSAGES:
         raise WireError("malformed", f"messages must be an array of at most {MAX_MESSAGES}")
     try:
-        messages = tuple(_message(item, max_members, max_bytes) for item in body)
-        return Packet(_node_id(sender), _address(sender_addr), messages)
+        parsed = (_message(item, max_members, max_bytes) for item in body)
+        return Packet(_node_id(sender), _address(sender_addr), tuple(m for m in parsed if m is not None))
     except (MetaError, ValueError, TypeError) as exc:
         if isinstance(exc, WireError):
             raise
         raise WireError("malformed", str(exc)) from exc
 
 
-def _message(item: object, max_members: int, max_bytes: int) -> Message:
+def _message(item: object, max_members: int, max_bytes: int) -> Message | None:
+    """One message; None for a kind this version does not know (a later one's), which is skipped."""
     if not isinstance(item, list) or not item:
         raise ValueError("message must be a non-empty array")
     kind, *fields = item
@@ -333,7 +325,12 @@ def _message(item: object, max_members: int, max_bytes: int) -> Message:
     link = link_from_list(kind, fields, _node_id, max_bytes)
     if link is not None:
         return link
-    raise ValueError(f"unknown message kind {kind} or wrong field count {len(fields)}")
+    if kind in Kind._value2member_map_ or not 0 < kind <= MAX_KIND:
+        raise ValueError(f"unknown message kind {kind} or wrong field count {len(fields)}")
+    # A later version's message: skipped, and the rest of the packet taken (as memberlist takes the
+    # parts of a compound message it knows), so a node of this version keeps probing and hearing
+    # a newer one that piggybacks something new on its pings.
+    return None
 
 
 def _member_state(row: object) -> MemberState:

@@ -22,6 +22,7 @@ from meshnode.mesh.records import Record
 from meshnode.mesh.types import Address, NodeId, Status
 from meshnode.mesh.wire import (
     MAX_COUNTER,
+    MAX_KIND,
     MAX_MESSAGES,
     PROTOCOL_VERSION,
     Ack,
@@ -531,6 +532,8 @@ def test_host_port_addresses_are_accepted(addr: str) -> None:
         pytest.param([0, 1], id="kind-0"),
         pytest.param([9, 1], id="kind-9"),
         pytest.param([-1, 1], id="kind-negative"),
+        pytest.param([256, 1], id="kind-past-max"),
+        pytest.param([2**64 - 1, 1], id="kind-uint64-max"),
         pytest.param(["ack", 1], id="kind-str"),
         pytest.param([True, 1, PEER], id="kind-bool"),
         pytest.param([3.0, 1], id="kind-float"),
@@ -541,6 +544,13 @@ def test_host_port_addresses_are_accepted(addr: str) -> None:
 )
 def test_unknown_kinds_and_shapes_are_malformed(message: object) -> None:
     assert_rejected(raw_packet([[Kind.ACK, 1], message]), "malformed")
+
+
+@pytest.mark.parametrize("kind", [12, 19, 24, 99, MAX_KIND])
+def test_a_kind_of_a_later_version_is_skipped_and_the_rest_of_the_packet_taken(kind: int) -> None:
+    # A newer node may piggyback a message this version does not know on a ping: the ping counts.
+    packet = decode_default(raw_packet([[Kind.PING, 7, PEER], [kind, "anything", [1, 2]], [Kind.ACK, 8]]))
+    assert packet.messages == (Ping(7, NodeId(PEER)), Ack(8))
 
 
 @pytest.mark.parametrize(

@@ -200,6 +200,11 @@ class BroadcastQueue:
         """Everything queued, for inspection."""
         return [entry.message for entry in self._entries.values()]
 
+    def counts(self) -> dict[str, int]:
+        """News queued by class (``meshnode_gossip_queued``): a backlog that stays is a saturated mesh."""
+        background = sum(entry.background for entry in self._entries.values())
+        return {"foreground": len(self._entries) - background, "background": background}
+
 
 class Dissemination:
     """One node's outgoing news: piggybacked on every packet it sends, and gossiped in rounds."""

@@ -83,18 +83,18 @@ class Membership:
         # Dead or left, until reaped. Not a set: a set's order follows per-process string hashing.
         self._gone: dict[NodeId, None] = {}
         self._suspicions = Suspicions(config)
-        self._gossip = Dissemination(config, node_id, addr, self.members, self._live, rng, now)
-        self.tables = SharedTables(node_id, self._admission, self._gossip.push)
+        self.gossip = Dissemination(config, node_id, addr, self.members, self._live, rng, now)  # shells read
+        self.tables = SharedTables(node_id, self._admission, self.gossip.push)
         self.deployments, self.keys = self.tables.deployments, self.tables.keys
         self._prober = Prober(
             config, node_id, addr, self.members, self._live, self.awareness, rng, now,
-            send=self._gossip.send, suspect=self._on_suspect,
+            send=self.gossip.send, suspect=self._on_suspect,
         )  # fmt: skip
         # Timers start at random phases so that agents started together do not exchange in lockstep.
         self._next_push_pull_at = now + config.push_pull_interval_s * (0.5 + rng.random())
         self._next_reconnect_at = now + config.reconnect_interval_s * (0.5 + rng.random())
         self._seed_retry = SeedRetry(seeds, config, now)
-        self._gossip.push(self._alive_of_self())
+        self.gossip.push(self._alive_of_self())
 
     # -- public surface --------------------------------------------------------------------
 
@@ -124,12 +124,12 @@ class Membership:
         self.versions.member_changed()
         self.me.since = now
         self._prober.stop()
-        self._gossip.push(Dead(self.node_id, self.me.incarnation, self.node_id))
-        return self._gossip.round(2 * self.config.gossip_nodes)  # twice the fanout: our last word
+        self.gossip.push(Dead(self.node_id, self.me.incarnation, self.node_id))
+        return self.gossip.round(2 * self.config.gossip_nodes)  # twice the fanout: our last word
 
     def leave_announced(self) -> bool:
         """True once our `left` message has been piggybacked its full count."""
-        return not any(isinstance(m, Dead) and m.node == self.node_id for m in self._gossip.queue.queued())
+        return not any(isinstance(m, Dead) and m.node == self.node_id for m in self.gossip.queue.queued())
 
     def update_meta(self, meta: NodeMeta) -> None:
         """Replace this node's metadata and gossip it (raises meta_version, not incarnation)."""
@@ -138,7 +138,7 @@ class Membership:
         beyond_load = self.versions.meta_changed(self.me.meta, meta)
         self.me.meta = meta
         self.me.meta_version += 1
-        self._gossip.push(self._alive_of_self(), background=not beyond_load)
+        self.gossip.push(self._alive_of_self(), background=not beyond_load)
 
     def declare(self, name: str, spec: DeploymentSpec | None, wall_ms: int) -> list[Effect]:
         """Write a deployment record here (spec None removes it) and gossip it."""
@@ -150,7 +150,7 @@ class Membership:
 
     def clear_broadcasts(self) -> None:
         """Drop queued gossip; the simulator uses it to start from an already settled mesh."""
-        self._gossip.clear()
+        self.gossip.clear()
 
     def handle(self, packet: Packet, now: float, wall_ms: int) -> list[Effect]:
         """Process one validated packet from the wire; `wall_ms`: the wall clock, to bound stamps."""
@@ -172,7 +172,7 @@ class Membership:
         self._prober.tick(now, effects)
         for node in self._suspicions.due(now):
             self._on_dead(Dead(node, self.members[node].incarnation, self.node_id), now, effects)
-        self._gossip.tick(now, effects)
+        self.gossip.tick(now, effects)
         if not self.leaving:
             self._tick_push_pull(now, effects)
             self._tick_reconnect(now, effects)
@@ -184,7 +184,7 @@ class Membership:
         """When `tick` must next run."""
         # Called after every packet: plain comparisons, no temporary lists.
         best = min(
-            self._prober.next_deadline(), self._gossip.next_deadline(), self._suspicions.next_deadline()
+            self._prober.next_deadline(), self.gossip.next_deadline(), self._suspicions.next_deadline()
         )
         if not self.leaving:
             best = min(best, self._next_push_pull_at, self._next_reconnect_at, self._seed_retry.next_at)
@@ -267,7 +267,7 @@ class Membership:
             self.members[alive.node] = member
             self.versions.member_changed()
             self._add_live(alive.node)
-            self._gossip.push(alive)
+            self.gossip.push(alive)
             effects.append(MemberChanged(alive.node, None, Status.ALIVE))
             return
         newer = alive.incarnation > member.incarnation
@@ -283,7 +283,7 @@ class Membership:
         member.incarnation = alive.incarnation
         member.meta_version = alive.meta_version
         member.meta = alive.meta
-        self._gossip.push(alive, background=meta_only and not beyond_load)  # load news: after the rest
+        self.gossip.push(alive, background=meta_only and not beyond_load)  # load news: after the rest
         if newer and member.status != Status.ALIVE:
             self._set_status(member, Status.ALIVE, now, effects)
 
@@ -298,11 +298,11 @@ class Membership:
             return
         if member.status == Status.SUSPECT:
             if self._suspicions.confirm(suspect.node, suspect.source):
-                self._gossip.push(suspect)
+                self.gossip.push(suspect)
             return
         member.incarnation = suspect.incarnation
         self._suspicions.start(suspect.node, suspect.source, self.live_count(), now)
-        self._gossip.push(suspect)
+        self.gossip.push(suspect)
         self._set_status(member, Status.SUSPECT, now, effects)
 
     def _on_dead(self, dead: Dead, now: float, effects: list[Effect]) -> None:
@@ -320,12 +320,12 @@ class Membership:
             effects.append(self._alone(member.addr, accusation))  # it refutes now if it runs
             return
         member.incarnation = dead.incarnation
-        self._gossip.push(dead)
+        self.gossip.push(dead)
         self._set_status(member, Status.LEFT if dead.source == dead.node else Status.DEAD, now, effects)
 
     def _refute(self, accused_incarnation: int, effects: list[Effect]) -> None:
         self.me.incarnation = max(self.me.incarnation, accused_incarnation) + 1
-        self._gossip.push(self._alive_of_self())
+        self.gossip.push(self._alive_of_self())
         effects.append(IncarnationChanged(self.me.incarnation))
 
     def _set_status(self, member: Member, status: Status, now: float, effects: list[Effect]) -> None:
@@ -338,11 +338,11 @@ class Membership:
             self._live.discard(member.node)
             self._suspicions.discard(member.node)
             if status == Status.DEAD:
-                self._gossip.declared_dead(member.node, now)
+                self.gossip.declared_dead(member.node, now)
         else:
             self._gone.pop(member.node, None)
             self._add_live(member.node)
-            self._gossip.revived(member.node)
+            self.gossip.revived(member.node)
             if status == Status.ALIVE:
                 self._suspicions.discard(member.node)
         effects.append(MemberChanged(member.node, previous, status))

@@ -67,6 +67,15 @@ class _AgentCollector(Collector):
             dropped.add_metric([reason], stats["dropped"].get(reason, 0))
         dropped.add_metric(["send"], stats["send_dropped"])
         yield dropped
+        queued = GaugeMetricFamily(
+            "meshnode_gossip_queued",
+            "News waiting in this node's broadcast queue: foreground (failure detection, changes) and "
+            "background (load only). A foreground backlog that stays means gossip is saturated.",
+            labels=["class"],
+        )
+        for kind, count in stats["gossip_queued"].items():
+            queued.add_metric([kind], count)
+        yield queued
         refused = CounterMetricFamily(
             "meshnode_gossip_refused",
             "Gossiped values past this node's bounds (docs/membership.md, Bounds): claims cut to the "

@@ -60,6 +60,7 @@ class Parts:
             "sent": self.transport.sent,
             "send_dropped": self.transport.send_dropped,
             "dropped": dict(runner.dropped),
+            "gossip_queued": runner.core.gossip.queue.counts(),
             "refused": dict(runner.core.refused),  # cut or refused by the bounds, not dropped
             "members": by_status,
             "member_changes": dict(runner.changes),

@@ -168,6 +168,8 @@ def test_promtool_passes_every_node_s_metrics(mesh: Mesh) -> None:
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
         )
         assert checked.returncode == 0, f"{agent.name}: {checked.stdout}{checked.stderr}"
+        for kind in ("foreground", "background"):  # the broadcast queue's backlog, by class
+            assert f'meshnode_gossip_queued{{class="{kind}"}}' in text, agent.name
 
 
 def test_a_real_prometheus_finds_the_mesh_and_answers_echo_s_request_rate(mesh: Mesh, tmp_path: Path) -> None:

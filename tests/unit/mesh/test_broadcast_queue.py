@@ -143,6 +143,15 @@ def test_background_news_replacing_news_that_barely_went_out_stays_in_the_foregr
     assert queue.pop_for_packet(BIG_BUDGET, 10) == [suspect("z"), alive("x", 3)]
 
 
+def test_the_queue_counts_its_news_by_class() -> None:
+    queue = BroadcastQueue()
+    assert queue.counts() == {"foreground": 0, "background": 0}
+    queue.push(suspect("a"))
+    queue.push(alive("b"), background=True)
+    queue.push(alive("c"), background=True)
+    assert queue.counts() == {"foreground": 1, "background": 2}
+
+
 # -- transmit limit ------------------------------------------------------------------------
 
 

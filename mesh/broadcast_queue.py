@@ -20,9 +20,11 @@ costs about ``N * limit`` sends mesh-wide, so past a hundred or so busy nodes lo
 more than gossip carries (200 nodes of ~1.2 KB metadata every 5 s want ~25 times the packets the
 ``lan`` profile sends). With one class, fresh load news (sent 0 times, newest) always went before a
 ``suspect``, a ``dead`` or a replica's new state sent once or twice: in that simulated mesh a crash
-was not known everywhere after 60 s (13 s expected), nor a new hint. Load news now takes what the
-rest leaves, so it ages as the mesh grows (routing corrects gossiped load with what it has in
-flight itself), and failure detection, placement and deployments spread at their quiet speed.
+was not known everywhere after 120 s (13 s expected), nor a new hint (``bench/busy_gossip.py``). Load
+news now takes what the rest leaves, so it ages as the mesh grows (routing corrects gossiped load
+with what it has in flight itself), and failure detection, placement and deployments spread at
+their quiet speed. Every ``BACKGROUND_EVERY``-th packet takes background news first, so load still
+moves while a backlog of other news drains.
 
 ``Dissemination`` puts the queue to work for one node (memberlist's gossip loop): every packet the
 node sends carries as much queued news as fits its byte budget, and while anything is queued, every

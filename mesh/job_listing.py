@@ -13,6 +13,12 @@ after the cursor and whether it holds more. The mesh's first ``limit`` are among
 those answers (a job a node left out has ``limit`` of its own ahead of it), and more follow when
 the union has more than ``limit`` or some node said it held more.
 
+A node's answer must also fit one data-plane frame, whatever the records hold: it lists each job
+without its request body and result (``listing_form``: the listing shows neither, and a body may be
+1 MiB), and stops at ``budget_bytes`` (``fitting``), saying it holds more. The mesh's page then ends
+where such a cut answer ends, so a job the answer left out is never skipped: it comes with the next
+page.
+
 Bounds: a cursor from a client or a peer is checked by ``JobCursor.parse`` and
 ``JobCursor.from_wire``: ``created_ms`` an integer in ``[0, MAX_MS]``, the id a job id.
 """
@@ -20,13 +26,15 @@ Bounds: a cursor from a client or a peer is checked by ``JobCursor.parse`` and
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
+
+import msgpack
 
 from .jobs import JOB_ID_PATTERN, MAX_MS, JobRecord, JobWireError, merged
 
-__all__ = ["JobCursor", "Page", "merged_page", "page"]
+__all__ = ["JobCursor", "Page", "fitting", "listing_form", "merged_page", "page"]
 
 
 @dataclass(frozen=True)
@@ -107,11 +115,7 @@ def page(records: Iterable[JobRecord], after: JobCursor | None, limit: int) -> P
     """The first `limit` of `records` after `after` (from the start when None), in order."""
     if limit < 1:
         raise ValueError("a page holds at least one job")
-    chosen = heapq.nsmallest(
-        limit + 1,
-        (r for r in records if after is None or after.precedes(r)),
-        key=lambda r: (-r.created_ms, r.id),
-    )
+    chosen = heapq.nsmallest(limit + 1, (r for r in records if after is None or after.precedes(r)), key=_key)
     return Page(tuple(chosen[:limit]), len(chosen) > limit)
 
 
@@ -119,10 +123,35 @@ def merged_page(pages: Iterable[Page], after: JobCursor | None, limit: int) -> P
     """One page of the mesh from each node's page of what it holds (copies of a job merged)."""
     found: dict[str, JobRecord] = {}
     more = False
+    cut: tuple[int, str] | None = None  # where the earliest answer that holds more ends
     for answer in pages:
         more = more or answer.more
+        if answer.more and answer.records:
+            end = _key(answer.records[-1])
+            cut = end if cut is None else min(cut, end)
         for record in answer.records:
             found[record.id] = merged(found.get(record.id), record)
     # A node that ignores the cursor (one of an older version) answers from the start: filtered again.
     whole = page(found.values(), after, limit)
+    if cut is not None and whole.records and _key(whole.records[-1]) > cut:
+        return Page(tuple(r for r in whole.records if _key(r) <= cut), True)
     return Page(whole.records, whole.more or more)
+
+
+def listing_form(record: JobRecord) -> JobRecord:
+    """`record` as a listing carries it: without its request body and result, which it never shows."""
+    return replace(record, body={}, result=None)
+
+
+def fitting(records: Sequence[JobRecord], budget_bytes: int) -> int:
+    """How many of `records`, from the first, fit `budget_bytes` in their wire form (one at least)."""
+    used = 0
+    for count, record in enumerate(records):
+        used += len(msgpack.packb(record.to_wire()))
+        if used > budget_bytes and count > 0:
+            return count
+    return len(records)
+
+
+def _key(record: JobRecord) -> tuple[int, str]:
+    return (-record.created_ms, record.id)

@@ -22,6 +22,9 @@ class JobLimits:
     max_body_bytes: int
     sync_s: float
     inline_result_bytes: int
+    # A job message's records fill at most half a data-plane frame (max_frame_bytes), so a listing
+    # or a sync of jobs with large bodies never makes a frame the peer would drop with its link.
+    message_bytes: int = 32 * 1024 * 1024
 
     @classmethod
     def of(cls, config: AgentConfig) -> JobLimits:
@@ -36,4 +39,5 @@ class JobLimits:
             config.job_max_body_bytes,
             config.job_sync_s,
             config.job_inline_result_bytes,
+            config.max_frame_bytes // 2,
         )

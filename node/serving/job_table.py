@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from ..errors import MeshnodeError
 from ..mesh import job_policy
 from ..mesh.envelope import Call, Envelope, Failure, Reply
-from ..mesh.job_listing import JobCursor, Page, page
+from ..mesh.job_listing import JobCursor, Page, fitting, listing_form, page
 from ..mesh.jobs import JobRecord, JobResult, JobStatus, JobWireError, StoredFile, merged
 from ..mesh.types import NodeId
 from .job_files import JobFiles
@@ -56,8 +56,10 @@ class JobTable:
         copies: int,
         on_change: Callable[[], None],
         on_ahead: Callable[[NodeId], None],
+        message_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.me = me
+        self._message_bytes = message_bytes  # a list or sync answer's records, at most (a frame's half)
         self.records: dict[str, JobRecord] = {}
         self.unfinished: set[str] = set()  # ids of records not ended: what a wake looks at
         self._open_store = open_store
@@ -278,7 +280,10 @@ class JobTable:
                 if type(limit) is not int or not 1 <= limit <= MAX_RECORDS_PER_MESSAGE:
                     raise ValueError(f"limit must be an integer from 1 to {MAX_RECORDS_PER_MESSAGE}")
                 after = None if body.get("after") is None else JobCursor.from_wire(body["after"])
-                return self.listing(body.get("deployment"), body.get("status"), limit, after).to_wire()
+                found = self.listing(body.get("deployment"), body.get("status"), limit, after)
+                listed = [listing_form(record) for record in found.records]
+                fits = fitting(listed, self._message_bytes)
+                return Page(tuple(listed[:fits]), found.more or fits < len(listed)).to_wire()
             case "file_put":
                 sha256, data = str(body["sha256"]), body["data"]
                 if not isinstance(data, bytes):
@@ -288,8 +293,10 @@ class JobTable:
             case "file_get":
                 sha256 = str(body["sha256"])
                 return {"data": await self._in_thread(lambda: self._files.get(sha256))}
-            case "sync":
-                return {"records": [record.to_wire() for record in await self._newer_for(body)]}
+            case "sync":  # what does not fit one answer comes at the next sync (job_sync_s)
+                newer = await self._newer_for(body)
+                newer = newer[: fitting(newer, self._message_bytes)]
+                return {"records": [record.to_wire() for record in newer]}
             case op:
                 raise ValueError(f"unknown job op {op!r}")
 

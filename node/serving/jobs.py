@@ -89,6 +89,7 @@ class JobService:
             limits.copies,
             self._wake.set,
             lambda node: self.sync.pull_from(node),
+            limits.message_bytes,
         )
         self.sync = JobSync(me, self.table, limits.sync_s, self._wake.set)
         self._running: dict[str, asyncio.Task[None]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import msgpack
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshnode.mesh.job_listing import JobCursor, Page, merged_page, page
+from meshnode.mesh.job_listing import JobCursor, Page, fitting, listing_form, merged_page, page
 from meshnode.mesh.jobs import MAX_MS, JobRecord, JobStatus
 from meshnode.mesh.types import NodeId
 
@@ -31,13 +32,22 @@ def in_order(records: list[JobRecord]) -> list[str]:
     return [r.id for r in sorted(records, key=lambda r: (-r.created_ms, r.id))]
 
 
-def read_all(nodes: list[list[JobRecord]], limit: int) -> list[str]:
+def answer(held: list[JobRecord], after: JobCursor | None, limit: int, budget: int) -> Page:
+    """A node's answer as job_table.py makes it: its page, in listing form, cut to `budget` bytes."""
+    found = page(held, after, limit)
+    listed = [listing_form(record) for record in found.records]
+    fits = fitting(listed, budget)
+    return Page(tuple(listed[:fits]), found.more or fits < len(listed))
+
+
+def read_all(nodes: list[list[JobRecord]], limit: int, budget: int = 1 << 30) -> list[str]:
     """Every page in turn, as GET /v1/jobs with each next_cursor serves them; the ids in page order."""
     seen: list[str] = []
     after: JobCursor | None = None
     for _ in range(1000):
-        wire = [msgpack.unpackb(msgpack.packb(page(held, after, limit).to_wire())) for held in nodes]
-        found = merged_page([Page.from_wire(answer) for answer in wire], after, limit)
+        answers = [answer(held, after, limit, budget).to_wire() for held in nodes]
+        wire = [msgpack.unpackb(msgpack.packb(sent)) for sent in answers]
+        found = merged_page([Page.from_wire(received) for received in wire], after, limit)
         assert len(found.records) <= limit
         seen += [r.id for r in found.records]
         following = found.next_cursor
@@ -48,21 +58,44 @@ def read_all(nodes: list[list[JobRecord]], limit: int) -> list[str]:
     raise AssertionError("paging never ended")
 
 
-# Jobs with few distinct creation times (ties broken by id), each held by one to three of five nodes.
+# Jobs with few distinct creation times (ties broken by id), each held by one to three of five nodes;
+# some answers cut short by bytes (a budget of one to a few records) as large bodies would be.
 @given(
     st.lists(st.integers(0, 5), min_size=0, max_size=40),
     st.integers(1, 7),
+    st.sampled_from([1, 300, 700, 1 << 30]),
     st.randoms(use_true_random=False),
 )
 def test_paging_through_every_node_reads_each_job_once_in_order(
-    times: list[int], limit: int, rng: random.Random
+    times: list[int], limit: int, budget: int, rng: random.Random
 ) -> None:
     jobs = [job(index, 1_000 + created) for index, created in enumerate(times)]
     nodes: list[list[JobRecord]] = [[] for _ in range(5)]
     for record in jobs:
         for holder in rng.sample(range(5), rng.randint(1, 3)):
             nodes[holder].append(record)
-    assert read_all(nodes, limit) == in_order(jobs)
+    assert read_all(nodes, limit, budget) == in_order(jobs)
+
+
+def test_an_answer_cut_short_ends_the_page_where_it_ends() -> None:
+    # Node a could send only its first job of three (bytes); b sent its two: the page may not run past
+    # a's first, or a's second and third, which come before b's second, would be skipped.
+    cut = Page((job(1, 9),), True)
+    whole = Page((job(4, 8), job(5, 6)), False)
+    found = merged_page([cut, whole], None, 3)
+    assert [r.id for r in found.records] == [job(1, 9).id] and found.more
+
+
+def test_a_listed_job_carries_no_body_or_result_and_answers_fit_their_budget() -> None:
+    big = dataclasses.replace(job(1, 9), body={"image": "x" * 100_000})
+    listed = listing_form(big)
+    assert listed.body == {} and listed.result is None and listed.id == big.id
+    assert len(msgpack.packb(listed.to_wire())) < 1_000
+    records = [job(i, 9) for i in range(10)]
+    one = len(msgpack.packb(records[0].to_wire()))
+    assert fitting(records, 3 * one) == 3
+    assert fitting(records, 1) == 1  # one record at least, whatever the budget
+    assert fitting(records, 1 << 30) == 10 and fitting([], 1) == 0
 
 
 def test_copies_of_one_job_merge_into_the_furthest_along() -> None:

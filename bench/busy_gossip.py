@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -139,18 +140,11 @@ def _measured(
 
 def run_elsewhere(pythonpath: str, args: list[str]) -> dict[str, Any]:
     """`scenario` in a fresh interpreter importing meshnode from `pythonpath` (another commit's)."""
-    env_path = {"PYTHONPATH": pythonpath}
     done = subprocess.run(
         [sys.executable, __file__, "--one", *args],
-        capture_output=True, text=True, check=True, env={**_env(), **env_path},
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": pythonpath},
     )  # fmt: skip
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def seconds_of(value: float | None) -> str:

@@ -24,7 +24,7 @@ class JobLimits:
     inline_result_bytes: int
     # A job message's records fill at most half a data-plane frame (max_frame_bytes), so a listing
     # or a sync of jobs with large bodies never makes a frame the peer would drop with its link.
-    message_bytes: int = 32 * 1024 * 1024
+    message_bytes: int
 
     @classmethod
     def of(cls, config: AgentConfig) -> JobLimits:

@@ -56,7 +56,7 @@ class JobTable:
         copies: int,
         on_change: Callable[[], None],
         on_ahead: Callable[[NodeId], None],
-        message_bytes: int = 32 * 1024 * 1024,
+        message_bytes: int,
     ) -> None:
         self.me = me
         self._message_bytes = message_bytes  # a list or sync answer's records, at most (a frame's half)

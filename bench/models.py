@@ -15,7 +15,10 @@ A. Throughput. Four agents (``--profile local``, not pinned), all with ``model_p
    the model held (``GET`` polled every 10 ms: the chunks, each hash-checked and written, then the
    install's check of every file), then deleted from n3. The reference, in the same run between
    the pulls: ``shutil.copyfile`` of the same files from n0's store to a fresh folder, by this
-   process. Medians over ``--rounds``. Target: one peer at least 0.7x the copy's rate.
+   process; a copy that makes every check a pull makes; and the files streamed over ZeroMQ with and
+   without CURVE, the data plane's encryption, checking and writing nothing: the ceiling of any
+   transfer on the data plane here (``bench/copy_rates.py``). Medians over ``--rounds``. Target: one
+   peer at least 0.7x the copy's rate.
 B. Serving while a pull runs. Three agents: n0 and n1 hold the model, n2 has the default
    ``model_pull_bytes_per_s`` (``--pull-rate`` sets another bound) and a pinned replica of
    ``apps/echo.py``. n2 and its worker are pinned to ``--agents-cpu`` with ``taskset``, alone; this
@@ -40,7 +43,6 @@ of an older commit), for a before and after run back to back.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -56,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the integration tests' agent harness is reused here
 sys.path.insert(0, str(ROOT / "bench"))  # and the benchmarks' own helpers, also when loaded by path
 
+from copy_rates import copy_rate, stream_rate, verified_copy_rate  # noqa: E402
 from procs import commit, progress  # noqa: E402
 
 from meshnode.config import AgentConfig  # noqa: E402
@@ -129,46 +132,6 @@ def holders_seen(agent: AgentProcess) -> int:
     return sum(len(row["holders"]) for row in rows)
 
 
-def verified_copy_rate(source: Path, root: Path, chunk_bytes: int = 4 * 1024 * 1024) -> float:
-    """Bytes per second of a copy that checks what a pull checks, on this one process and core.
-
-    Each 4 MiB piece is read, hashed (sha256) and written, then every written file is hashed again
-    whole, as a pull checks each chunk against its manifest and the install checks each file: the
-    least a hash-checked transfer does, without a network, encryption or a second process.
-    """
-    target = root / f"verified-{time.monotonic_ns()}"
-    target.mkdir()
-    files = sorted(source.iterdir())
-    began = time.perf_counter()
-    for path in files:
-        with path.open("rb") as reading, (target / path.name).open("wb") as writing:
-            while piece := reading.read(chunk_bytes):
-                hashlib.sha256(piece).digest()
-                writing.write(piece)
-        whole = hashlib.sha256()
-        with (target / path.name).open("rb") as written:
-            while piece := written.read(chunk_bytes):
-                whole.update(piece)
-    took = time.perf_counter() - began
-    size = sum(path.stat().st_size for path in files)
-    shutil.rmtree(target)
-    return size / took
-
-
-def copy_rate(source: Path, root: Path) -> float:
-    """Bytes per second of shutil.copyfile of every file of `source` into a fresh folder."""
-    target = root / f"copy-{time.monotonic_ns()}"
-    target.mkdir()
-    files = sorted(source.iterdir())
-    began = time.perf_counter()
-    for path in files:
-        shutil.copyfile(path, target / path.name)
-    took = time.perf_counter() - began
-    size = sum(path.stat().st_size for path in files)
-    shutil.rmtree(target)
-    return size / took
-
-
 # -- A. throughput -----------------------------------------------------------------------------
 
 
@@ -184,7 +147,15 @@ def part_a(root: Path, source: Path, size: int, args: argparse.Namespace) -> dic
     mesh = Mesh(root / "part-a", 4, extra_args=dict.fromkeys(range(4), unbound))
     use_install(mesh, args)
     hold(mesh.agents[0], source)
-    rates: dict[str, list[float]] = {"copy": [], "verified": [], "1": [], "2": [], "3": []}
+    rates: dict[str, list[float]] = {
+        "copy": [],
+        "verified": [],
+        "curve": [],
+        "plain": [],
+        "1": [],
+        "2": [],
+        "3": [],
+    }
     with mesh:
         mesh.wait_formed(timeout=120)
         puller = mesh.agents[3]
@@ -197,6 +168,8 @@ def part_a(root: Path, source: Path, size: int, args: argparse.Namespace) -> dic
             for round_ in range(args.rounds):
                 rates["copy"].append(copy_rate(source, root))
                 rates["verified"].append(verified_copy_rate(source, root))
+                rates["curve"].append(stream_rate(source, encrypted=True))
+                rates["plain"].append(stream_rate(source, encrypted=False))
                 seconds = timed_pull(puller)
                 rates[str(peers)].append(size / seconds)
                 progress(f"A: {peers} peer(s), round {round_ + 1}: {size / seconds / 1e6:.0f} MB/s")
@@ -218,6 +191,16 @@ def report_a(rates: dict[str, list[float]], size: int) -> None:
             f"| verified copy (read, sha256, write, sha256) | {verified / 1e6:.0f} | {spread(rates['verified'])} "
             f"| {verified / copy:.2f}x | 1.00x |"
         )
+    for key, label in (
+        ("plain", "ZeroMQ stream, unencrypted"),
+        ("curve", "ZeroMQ stream, CURVE (the data plane's)"),
+    ):
+        if rates.get(key):
+            rate = statistics.median(rates[key])
+            print(
+                f"| {label}: read, send, receive | {rate / 1e6:.0f} | {spread(rates[key])} | {rate / copy:.2f}x "
+                f"| {rate / verified:.2f}x |"
+            )
     for peers in ("1", "2", "3"):
         rate = statistics.median(rates[peers])
         print(
@@ -230,6 +213,12 @@ def report_a(rates: dict[str, list[float]], size: int) -> None:
         f"{met(ratio >= TARGET_COPY_RATIO)}. Against the verified copy: "
         f"{statistics.median(rates['1']) / verified:.2f}x."
     )
+    if rates.get("curve"):
+        ceiling = statistics.median(rates["curve"])
+        print(
+            f"The data plane's encryption alone streams at {ceiling / copy:.2f}x the copy's rate here, the "
+            f"most any pull can reach on this machine; one peer's pull is {statistics.median(rates['1']) / ceiling:.2f}x of it."
+        )
 
 
 # -- B. serving latency during a pull ----------------------------------------------------------

@@ -6,15 +6,16 @@ values, and the shells in ``meshnode`` (the ``node/`` folder) carry them out. Th
 Membership (docs/membership.md)
     ``membership.py`` the SWIM state machine, which drives ``probe.py`` (failure detection),
     ``suspicion.py`` (Lifeguard's timeouts), ``awareness.py`` (local health), ``seeds.py`` (joining),
-    ``broadcast_queue.py`` (dissemination), ``exchange.py`` (full state in parts), and
+    ``broadcast_queue.py`` (dissemination), ``load_news.py`` and ``load_gate.py`` (load as a
+    delta), ``exchange.py`` (full state in parts), ``anti_entropy.py`` (when to exchange it), and
     ``shared_tables.py`` (the tables gossiped with it); ``member.py``, ``metadata.py``,
     ``effects.py``, ``types.py`` are its nouns; ``config.py`` its knobs; ``admission.py`` and
     ``bounds.py`` the limits on what it accepts; ``view_versions.py`` its change counters;
     ``reachability.py`` and ``relay_wire.py`` nodes nobody can dial; ``simulation.py`` runs many
     cores on a seeded event loop.
 Wire
-    ``wire.py`` (gossip packets), ``envelope.py`` and ``bulk_frames.py`` (the data plane),
-    ``validated.py`` (validation kept by bytes).
+    ``wire.py`` (gossip packets) and ``wire_fields.py`` (their checked fields), ``envelope.py``
+    and ``bulk_frames.py`` (the data plane), ``validated.py`` (validation kept by bytes).
 Shared tables
     ``records.py`` and ``deployment.py`` (deployments), ``access.py`` (API keys),
     ``keyring_record.py`` (the mesh's tokens), ``jobs.py``, ``job_policy.py``, ``job_listing.py``

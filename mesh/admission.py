@@ -22,7 +22,9 @@ from .bounds import MAX_INCARNATION, RefusalReason, stamp_ahead, taken
 from .member import Member
 from .records import Record
 from .types import NodeId
-from .wire import Alive, Dead, MemberState, Suspect
+from .wire import Alive, Dead, Load, MemberState, Suspect
+
+_News = Alive | Suspect | Dead | Load
 
 __all__ = ["Admission"]
 
@@ -38,10 +40,10 @@ class Admission:
     # Called for every gossiped message and push-pull row: the common case, nothing cut, allocates
     # nothing.
 
-    def gossip(self, message: Alive | Suspect | Dead, held: Member | None) -> Alive | Suspect | Dead:
+    def gossip(self, message: _News, held: Member | None) -> _News:
         """`message` as this node takes it, given the member it holds (None: never seen)."""
         incarnation = self._incarnation(message.node, message.incarnation, held)
-        if isinstance(message, Alive):
+        if isinstance(message, Alive | Load):
             meta_version = self._meta_version(message.node, message.meta_version, held)
             if incarnation != message.incarnation or meta_version != message.meta_version:
                 return replace(message, incarnation=incarnation, meta_version=meta_version)

@@ -6,8 +6,10 @@ node with high probability (memberlist's TransmitLimitedQueue). Invariants of th
 
 - at most one queued message per node: newer news about a node replaces older news (an ``alive``
   at incarnation 7 makes a queued ``suspect`` at incarnation 6 pointless); likewise one per
-  deployment record (``records.py``);
-- background news (an ``alive`` that only moves a node's load: ``view_versions.beyond_load``) goes
+  deployment record (``records.py``). A node's load news (``load_news.Load``, a delta) has a slot
+  of its own beside it, since it does not carry the change a queued ``alive`` may; an ``alive`` or
+  a ``dead`` of the node empties that slot;
+- background news (load news, or an ``alive`` that only moves a node's load) goes
   after all other news, whatever their transmits; but news replacing a foreground item sent fewer
   than ``CARRY_TRANSMITS`` times stays in the foreground, since it is then the main carrier of that
   item's change (once a few peers have it, each of them gossips it in the foreground, as news to
@@ -50,12 +52,12 @@ from .keyring_record import KeyringRecord
 from .member import Member, PeerSet
 from .records import Record
 from .types import Address, NodeId
-from .wire import Gossip, Message, Packet, encoded_size
+from .wire import Alive, Dead, Gossip, Load, Message, Packet, encoded_size
 
 __all__ = ["BACKGROUND_EVERY", "CARRY_TRANSMITS", "BroadcastQueue", "Dissemination"]
 
-# Queue slots: a node's id; ("deployment", name) for a deployment record; ("key", id) for an API key;
-# ("keyring", "") for the keyring.
+# Queue slots: a node's id; ("load", node id) for its load news (``load_news.py``); ("deployment",
+# name) for a deployment record; ("key", id) for an API key; ("keyring", "") for the keyring.
 _Key = NodeId | tuple[str, str]
 
 # Bytes reserved in a packet for its own message before piggybacking broadcasts.
@@ -117,8 +119,12 @@ class BroadcastQueue:
             key = ("key", message.id)
         elif isinstance(message, KeyringRecord):
             key = ("keyring", "")
+        elif isinstance(message, Load):
+            key = ("load", message.node)  # beside the node's other news, which it does not replace
         else:
             key = message.node
+            if isinstance(message, Alive | Dead):
+                self._forget(("load", message.node))  # an alive holds newer load; the dead have none
         replaced = self._entries.pop(key, None)
         if replaced is None or replaced.size >= 0:
             self._unmeasured += 1
@@ -134,6 +140,16 @@ class BroadcastQueue:
                 self._heaps[e.background].append((e.transmits, -e.pushed, e))
             for heap in self._heaps:
                 heapq.heapify(heap)
+
+    def drop_load_news(self) -> None:
+        """Forget every queued ``Load`` (a member that does not take them joined: ``load_news.py``)."""
+        for key in [key for key in self._entries if isinstance(key, tuple) and key[0] == "load"]:
+            self._forget(key)
+
+    def _forget(self, key: _Key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None and entry.size < 0:
+            self._unmeasured -= 1
 
     def pop_for_packet(
         self, budget_bytes: int, limit: int, *, oversized_alone: bool = False, background_first: bool = False

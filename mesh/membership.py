@@ -15,11 +15,13 @@ each own their state in a module of their own:
   incarnation: they raise ``meta_version``, which orders ``alive`` messages at equal incarnation.
   Claims are cut to the bounds first (``bounds.py``, ``admission.py``): no view nears the maximum.
 - Dissemination (``broadcast_queue.py``). Every change is queued once per node, piggybacked and
-  gossiped in rounds until sent ``retransmit_limit(N)`` times; news of load only goes after the rest.
+  gossiped in rounds until sent ``retransmit_limit(N)`` times; news of load only goes after the
+  rest, as a delta once every member takes one (``load_news.py``, ``load_gate.py``).
 - Anti-entropy. Every push-pull interval a full state exchange (in parts: ``exchange.py``) with one
   random live peer repairs what gossip missed; every reconnect interval one with a random dead member
-  lets a healed partition merge back. A remote ``dead`` row merges as a suspicion (memberlist's
-  mergeState), or, for a node alive here at that incarnation (a stale verdict), goes to it to refute.
+  lets a healed partition merge back (``anti_entropy.py``). A remote ``dead`` row merges as a suspicion
+  (memberlist's mergeState), or, for a node alive here at that incarnation (a stale verdict), goes to
+  it to refute.
 - Shared tables (``shared_tables.py``): deployments, API keys and the keyring ride along with gossip.
 - Local health. A node that misses nacks or must refute raises its awareness score, which stretches
   its own probe interval and timeout (``awareness.py``).
@@ -35,6 +37,7 @@ import random
 
 from .access import ApiKey
 from .admission import Admission
+from .anti_entropy import AntiEntropy
 from .awareness import Awareness
 from .broadcast_queue import Dissemination
 from .config import MembershipConfig
@@ -42,9 +45,11 @@ from .deployment import DeploymentSpec
 from .effects import Effect, IncarnationChanged, MemberChanged, Send
 from .exchange import push_pull_parts
 from .keyring_record import KeyringRecord
+from .load_gate import LoadGate
+from .load_news import Load, stamped
 from .member import Member, PeerSet
 from .metadata import NodeMeta
-from .probe import Prober, random_peers
+from .probe import Prober
 from .records import Record
 from .seeds import SeedRetry
 from .shared_tables import SharedTables
@@ -72,7 +77,7 @@ class Membership:
         self.config = config
         self.node_id = node_id
         self.rng = rng
-        self.me = Member(node_id, addr, incarnation, Status.ALIVE, 0, meta, now)
+        self.me = Member(node_id, addr, incarnation, Status.ALIVE, 0, stamped(meta), now)
         self.members: dict[NodeId, Member] = {node_id: self.me}
         self.versions = ViewVersions()  # what the shells' views and placement are cached against
         self.awareness = Awareness(config.awareness_max_multiplier)
@@ -85,14 +90,16 @@ class Membership:
         self._suspicions = Suspicions(config)
         self.gossip = Dissemination(config, node_id, addr, self.members, self._live, rng, now)  # shells read
         self.tables = SharedTables(node_id, self._admission, self.gossip.push)
+        self._load = LoadGate(node_id, self.members, self.versions, self.gossip)
+        self.load_news = self._load.counts  # load news sent and taken, by outcome (load_gate.COUNTS)
         self.deployments, self.keys = self.tables.deployments, self.tables.keys
         self._prober = Prober(
             config, node_id, addr, self.members, self._live, self.awareness, rng, now,
             send=self.gossip.send, suspect=self._on_suspect,
         )  # fmt: skip
-        # Timers start at random phases so that agents started together do not exchange in lockstep.
-        self._next_push_pull_at = now + config.push_pull_interval_s * (0.5 + rng.random())
-        self._next_reconnect_at = now + config.reconnect_interval_s * (0.5 + rng.random())
+        self._anti_entropy = AntiEntropy(
+            config, self.members, self._live, self._gone, self.versions, rng, now
+        )  # after the prober: the same draws of `rng` in the same order
         self._seed_retry = SeedRetry(seeds, config, now)
         self.gossip.push(self._alive_of_self())
 
@@ -133,12 +140,13 @@ class Membership:
 
     def update_meta(self, meta: NodeMeta) -> None:
         """Replace this node's metadata and gossip it (raises meta_version, not incarnation)."""
+        meta = stamped(meta)
         if meta == self.me.meta:
             return
         beyond_load = self.versions.meta_changed(self.me.meta, meta)
         self.me.meta = meta
         self.me.meta_version += 1
-        self.gossip.push(self._alive_of_self(), background=not beyond_load)
+        self.gossip.push(self._load.own(self.me, beyond_load), background=not beyond_load)
 
     def declare(self, name: str, spec: DeploymentSpec | None, wall_ms: int) -> list[Effect]:
         """Write a deployment record here (spec None removes it) and gossip it."""
@@ -174,8 +182,8 @@ class Membership:
             self._on_dead(Dead(node, self.members[node].incarnation, self.node_id), now, effects)
         self.gossip.tick(now, effects)
         if not self.leaving:
-            self._tick_push_pull(now, effects)
-            self._tick_reconnect(now, effects)
+            for addr in self._anti_entropy.due(now):
+                effects.extend(self._exchange(addr))
             if self._seed_retry.due(now, alone=not self.has_peers()):
                 effects.extend(self.join(self._seed_retry.seeds, now))
         return effects
@@ -187,7 +195,7 @@ class Membership:
             self._prober.next_deadline(), self.gossip.next_deadline(), self._suspicions.next_deadline()
         )
         if not self.leaving:
-            best = min(best, self._next_push_pull_at, self._next_reconnect_at, self._seed_retry.next_at)
+            best = min(best, self._anti_entropy.next_deadline(), self._seed_retry.next_at)
         return best
 
     # -- receiving -------------------------------------------------------------------------
@@ -195,7 +203,7 @@ class Membership:
     def _dispatch(
         self, message: Message, packet: Packet, now: float, wall_ms: int, effects: list[Effect]
     ) -> None:
-        if isinstance(message, Alive | Suspect | Dead):
+        if isinstance(message, Alive | Suspect | Dead | Load):
             message = self._admission.gossip(message, self.members.get(message.node))
         # Gossip first: it is most of what arrives.
         match message:
@@ -217,6 +225,9 @@ class Membership:
                     effects.extend(self._exchange(packet.sender_addr, reply_wanted=False))
             case Record() | ApiKey() | KeyringRecord():
                 effects.extend(self.tables.merge(message, wall_ms))
+            case Load():
+                if (news := self._load.take(message)) is not None:
+                    self.gossip.push(news, background=True)
 
     def _correct_stale(self, message: Suspect | Dead, sender_addr: Address, effects: list[Effect]) -> None:
         """Answer an outdated accusation with the newer `alive` we hold (see ``Member.newer_alive``)."""
@@ -266,6 +277,7 @@ class Membership:
             )
             self.members[alive.node] = member
             self.versions.member_changed()
+            self._load.saw(alive.meta)
             self._add_live(alive.node)
             self.gossip.push(alive)
             effects.append(MemberChanged(alive.node, None, Status.ALIVE))
@@ -283,6 +295,7 @@ class Membership:
         member.incarnation = alive.incarnation
         member.meta_version = alive.meta_version
         member.meta = alive.meta
+        self._load.saw(alive.meta)
         self.gossip.push(alive, background=meta_only and not beyond_load)  # load news: after the rest
         if newer and member.status != Status.ALIVE:
             self._set_status(member, Status.ALIVE, now, effects)
@@ -352,35 +365,6 @@ class Membership:
             return
         self._live.add(node)
         self._prober.admit(node)
-
-    # -- timers ----------------------------------------------------------------------------
-
-    def _tick_push_pull(self, now: float, effects: list[Effect]) -> None:
-        if now < self._next_push_pull_at:
-            return
-        interval = self.config.push_pull_scaled_s(self.live_count())
-        self._next_push_pull_at = now + interval * (0.75 + 0.5 * self.rng.random())
-        for node in random_peers(self.rng, self._live, 3):
-            if self.members[node].status == Status.ALIVE:
-                effects.extend(self._exchange(self.members[node].addr))
-                return
-
-    def _tick_reconnect(self, now: float, effects: list[Effect]) -> None:
-        if now < self._next_reconnect_at:
-            return
-        self._next_reconnect_at = now + self.config.reconnect_interval_s
-        horizon = now - self.config.dead_retention_s
-        dead: list[Member] = []
-        for node in list(self._gone):
-            member = self.members[node]
-            if member.since < horizon:
-                del self.members[node]  # reap
-                self.versions.member_changed()
-                del self._gone[node]
-            elif member.status == Status.DEAD:
-                dead.append(member)
-        if dead:
-            effects.extend(self._exchange(self.rng.choice(dead).addr))
 
     # -- helpers ---------------------------------------------------------------------------
 

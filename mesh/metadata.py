@@ -89,6 +89,9 @@ class NodeMeta:
     store: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Models this node is pulling: name -> {"digest": short digest, "done": bytes, "total": bytes}.
     pulls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Gossip this node's membership core takes beyond the first protocol (``load_news.FEATURES``),
+    # stamped by the core itself: peers send it load as a delta once every member takes one.
+    features: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-ready dict."""
@@ -114,6 +117,7 @@ class NodeMeta:
             "traffic": self.traffic,
             "store": self.store,
             "pulls": self.pulls,
+            "features": list(self.features),
         }
 
     def encoded_size(self) -> int:
@@ -185,6 +189,7 @@ class NodeMeta:
             traffic=_plain_map(raw, "traffic"),
             store=_model_entries(raw, "store", ("bytes",)),
             pulls=_model_entries(raw, "pulls", ("done", "total")),
+            features=_labels(raw, "features"),
         )
 
 

@@ -17,7 +17,6 @@ an int64; past them a packet is ``malformed``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal
@@ -25,25 +24,26 @@ from typing import Any, Literal
 import msgpack
 
 from .access import MAX_KEYS, ApiKey
-from .bounds import INT64_MAX, MAX_INCARNATION, MAX_META_VERSION, MAX_STAMP, in_range
+from .bounds import INT64_MAX, MAX_INCARNATION, MAX_META_VERSION, MAX_STAMP
 from .deployment import DeploymentSpec, SpecError, check_name
 from .keyring_record import KeyringRecord
+from .load_news import LOAD_KIND, Load, load_from_list, load_to_list
 from .metadata import MetaError, NodeMeta
 from .records import Record
 from .relay_wire import LinkMessage, link_from_list, link_to_list
 from .types import Address, NodeId, Status
+from .wire_fields import address as _address
+from .wire_fields import counter as _counter
+from .wire_fields import flag as _flag
+from .wire_fields import node_id as _node_id
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGES = 512
-MAX_ID_CHARS = 64
-MAX_ADDRESS_CHARS = 270
 MAX_COUNTER = INT64_MAX  # sequence numbers
 MAX_RECORDS = 10_000
 MAX_KIND = 255  # message kinds of later versions lie in (0, MAX_KIND]; skipped where not known
 
 RejectReason = Literal["malformed", "oversized", "version", "mesh"]
-
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 class WireError(ValueError):
@@ -69,6 +69,7 @@ class Kind(IntEnum):
     RECORD = 9
     KEY = 10
     KEYRING = 11
+    LOAD = LOAD_KIND  # load_news.py
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,9 @@ class PushPull:
 
 # A deployment Record travels as a message of its own too (``Kind.RECORD``), piggybacked like news.
 # The link messages (``relay_wire.py``) are for the shells; the core never sees them.
-_Swim = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull
+_Swim = Ping | IndirectPing | Ack | Nack | Alive | Suspect | Dead | PushPull | Load
 Message = _Swim | Record | ApiKey | KeyringRecord | LinkMessage
-Gossip = Alive | Suspect | Dead | Record | ApiKey | KeyringRecord
+Gossip = Alive | Suspect | Dead | Load | Record | ApiKey | KeyringRecord
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,8 @@ def message_to_list(message: Message) -> list[Any]:
             return [Kind.KEY, *message.to_wire()]
         case KeyringRecord():
             return [Kind.KEYRING, *message.to_wire()]
+        case Load():
+            return load_to_list(message)
         case _:
             return link_to_list(message)
 
@@ -322,6 +325,8 @@ def _message(item: object, max_members: int, max_bytes: int) -> Message | None:
             return ApiKey.from_wire(row)
         case Kind.KEYRING, row:
             return KeyringRecord.from_wire(row)
+        case Kind.LOAD, row:
+            return load_from_list(row)
     link = link_from_list(kind, fields, _node_id, max_bytes)
     if link is not None:
         return link
@@ -362,31 +367,3 @@ def _record(row: object) -> Record:
         )
     except SpecError as exc:
         raise ValueError(f"deployment record {name!r}: {exc}") from exc
-
-
-def _counter(value: object, maximum: int) -> int:
-    if not in_range(value, maximum):
-        raise ValueError(f"counters must be integers in [0, {maximum}]")
-    return value
-
-
-def _flag(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("flags must be booleans")
-    return value
-
-
-def _node_id(value: object) -> NodeId:
-    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
-        raise ValueError("node ids must be 1-64 characters of [A-Za-z0-9_.-]")
-    return NodeId(value)
-
-
-def _address(value: object) -> Address:
-    """Accept "host:port" (IPv6 as "[::1]:port") with a valid port."""
-    if not isinstance(value, str) or not 3 <= len(value) <= MAX_ADDRESS_CHARS:
-        raise ValueError("addresses must be 'host:port' strings")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"bad address {value!r}")
-    return Address(value)

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ..mesh.bounds import REFUSAL_REASONS
+from ..mesh.load_gate import COUNTS as LOAD_NEWS_COUNTS
 from .openai.models import Members
 from .prometheus_targets import add_targets_route
 from .request_metrics import RequestMeter
@@ -76,6 +77,16 @@ class _AgentCollector(Collector):
         for kind, count in stats["gossip_queued"].items():
             queued.add_metric([kind], count)
         yield queued
+        load_news = CounterMetricFamily(
+            "meshnode_gossip_load_news",
+            "This node's load updates gossiped as a delta (sent) or whole (sent_whole: a member takes "
+            "no deltas); peers' deltas applied, or not: stale (copies), unbased (a change not held "
+            "here), unfit.",
+            labels=["outcome"],
+        )
+        for outcome in LOAD_NEWS_COUNTS:
+            load_news.add_metric([outcome], stats["load_news"].get(outcome, 0))
+        yield load_news
         refused = CounterMetricFamily(
             "meshnode_gossip_refused",
             "Gossiped values past this node's bounds (docs/membership.md, Bounds): claims cut to the "

@@ -62,6 +62,7 @@ class Parts:
             "dropped": dict(runner.dropped),
             "gossip_queued": runner.core.gossip.queue.counts(),
             "refused": dict(runner.core.refused),  # cut or refused by the bounds, not dropped
+            "load_news": dict(runner.core.load_news),
             "members": by_status,
             "member_changes": dict(runner.changes),
             "refutations": runner.refutations,

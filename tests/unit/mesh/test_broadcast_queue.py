@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from meshnode.mesh.broadcast_queue import CARRY_TRANSMITS, BroadcastQueue
+from meshnode.mesh.load_news import Load
 from meshnode.mesh.metadata import NodeMeta
 from meshnode.mesh.types import Address, NodeId
 from meshnode.mesh.wire import Alive, Dead, Gossip, Suspect, encoded_size
@@ -312,3 +313,39 @@ def test_the_heap_hands_out_what_a_sort_of_the_whole_queue_would(seed: int) -> N
             handed = queue.pop_for_packet(budget, limit, oversized_alone=alone, background_first=first)
             assert handed == plain.pop_for_packet(budget, limit, alone, first), seed
         assert queue.queued() == [entry[0] for entry in plain.entries.values()]
+
+
+def load(node: str, version: int = 2) -> Load:
+    return Load(NodeId(node), 1, version, 1, {"load": {"cpu": version}, "replicas": {}})
+
+
+def test_load_news_has_a_slot_beside_the_node_news_it_cannot_replace() -> None:
+    """A delta of load does not carry the change a queued alive may: both go out, the alive first."""
+    queue = queue_of(alive("a"))
+    queue.push(load("a"), background=True)
+    queue.push(load("a", 3), background=True)  # newer load news replaces the older
+    assert queue.queued() == [alive("a"), load("a", 3)]
+    assert queue.pop_for_packet(BIG_BUDGET, LIMIT) == [alive("a"), load("a", 3)]
+
+
+def test_an_alive_or_a_dead_of_the_node_empties_its_load_slot() -> None:
+    queue = queue_of(load("a"), load("b"))
+    queue.push(alive("a", 2))
+    queue.push(Dead(NodeId("b"), 1, NodeId("b")))
+    assert queue.queued() == [alive("a", 2), Dead(NodeId("b"), 1, NodeId("b"))]
+    queue.push(suspect("c"))
+    queue.push(load("c"), background=True)
+    queue.push(suspect("c", 2))  # a suspicion says nothing of load: the load news stays
+    assert load("c") in queue.queued()
+
+
+def test_dropping_load_news_leaves_the_rest_and_every_slot_can_fill_again() -> None:
+    queue = queue_of(alive("a"), suspect("b"))
+    for node in "abc":
+        queue.push(load(node), background=True)
+    queue.drop_load_news()
+    assert queue.queued() == [alive("a"), suspect("b")]
+    queue.push(load("c"), background=True)
+    handed = queue.pop_for_packet(BIG_BUDGET, LIMIT)
+    assert handed[2] == load("c")  # background: after the rest, which goes newest first
+    assert handed[:2] == [suspect("b"), alive("a")]

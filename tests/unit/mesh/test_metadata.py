@@ -13,7 +13,7 @@ from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, MAX_LIST_ITEMS, M
 from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
 
 LABELS = ("name", "http", "mesh", "data", "data_key", "region", "zone")
-LISTS = ("models", "hints", "key_ids")
+LISTS = ("models", "hints", "key_ids", "features")
 FLAGS = ("tls",)
 MAPS = ("device", "load", "speeds", "replicas", "waiting", "traffic")
 REACH = ("reach", "relays")

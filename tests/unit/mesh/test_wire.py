@@ -15,10 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshnode.mesh.access import ApiKey, Scope
+from meshnode.mesh.bounds import MAX_META_VERSION
 from meshnode.mesh.deployment import Autoscaling, DeploymentSpec, Resources
 from meshnode.mesh.keyring_record import KeyringRecord
+from meshnode.mesh.load_news import Load
 from meshnode.mesh.metadata import MAX_DEPTH, MAX_LABEL_CHARS, NodeMeta
 from meshnode.mesh.records import Record
+from meshnode.mesh.replica_state import ReplicaEntry, ReplicaState
 from meshnode.mesh.types import Address, NodeId, Status
 from meshnode.mesh.wire import (
     MAX_COUNTER,
@@ -100,9 +103,12 @@ def one_of_each_kind() -> tuple[Message, ...]:
         RECORD,
         KEY,
         RING,
+        LOAD,
     )
 
 
+ENTRY = ReplicaEntry(ReplicaState.READY, queue=3)
+LOAD = Load.of(PEER, 5, 7, 6, NodeMeta(name="peer", load={"cpu": 40.5}, replicas={"echo": ENTRY}))
 RECORD = Record(
     "echo",
     (1_700_000_000_000 << 16) | 3,
@@ -187,7 +193,7 @@ def test_every_message_kind_round_trips() -> None:
 
 
 def test_push_pull_rows_keep_status_and_metadata() -> None:
-    (push_pull,) = decode_default(encode_messages(one_of_each_kind()[-4])).messages
+    (push_pull,) = decode_default(encode_messages(one_of_each_kind()[-5])).messages
     assert isinstance(push_pull, PushPull)
     assert push_pull.keys == (KEY, REVOKED)
     assert [row.status for row in push_pull.states] == list(Status)
@@ -223,7 +229,9 @@ def test_packet_layout_is_the_documented_one() -> None:
         SENDER_ADDR,
         [[1, 9, PEER], [3, 9]],
     ]
-    assert [int(kind) for kind in Kind] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert [int(kind) for kind in Kind] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    load = msgpack.unpackb(encode_messages(LOAD))[4]
+    assert load == [[12, PEER, 5, 7, 6, {**LOAD.fields, "replicas": {"echo": [3, 0.0]}}]]
 
 
 def test_encoded_size_is_what_the_message_adds_to_a_packet() -> None:
@@ -546,7 +554,26 @@ def test_unknown_kinds_and_shapes_are_malformed(message: object) -> None:
     assert_rejected(raw_packet([[Kind.ACK, 1], message]), "malformed")
 
 
-@pytest.mark.parametrize("kind", [12, 19, 24, 99, MAX_KIND])
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param([Kind.LOAD, PEER, 1, 2, 1], id="short"),
+        pytest.param([Kind.LOAD, PEER, 1, 2, 1, {}, 0], id="long"),
+        pytest.param([Kind.LOAD, PEER, 1, 2, 2, {}], id="base-not-earlier"),
+        pytest.param([Kind.LOAD, PEER, 1, 2, 3, {}], id="base-later"),
+        pytest.param([Kind.LOAD, PEER, 1, 2, 1, {"device": {}}], id="not-a-load-field"),
+        pytest.param([Kind.LOAD, PEER, 1, 2, 1, [["load", {}]]], id="fields-not-a-map"),
+        pytest.param([Kind.LOAD, PEER, -1, 2, 1, {}], id="incarnation-negative"),
+        pytest.param([Kind.LOAD, PEER, 1, MAX_META_VERSION + 1, 1, {}], id="version-past-max"),
+        pytest.param([Kind.LOAD, PEER, True, 2, 1, {}], id="incarnation-bool"),
+        pytest.param([Kind.LOAD, "no spaces allowed", 1, 2, 1, {}], id="bad-node-id"),
+    ],
+)
+def test_malformed_load_news_is_malformed(message: list[Any]) -> None:
+    assert_rejected(raw_packet([[Kind.ACK, 1], message]), "malformed")
+
+
+@pytest.mark.parametrize("kind", [13, 19, 24, 99, MAX_KIND])
 def test_a_kind_of_a_later_version_is_skipped_and_the_rest_of_the_packet_taken(kind: int) -> None:
     # A newer node may piggyback a message this version does not know on a ping: the ping counts.
     packet = decode_default(raw_packet([[Kind.PING, 7, PEER], [kind, "anything", [1, 2]], [Kind.ACK, 8]]))

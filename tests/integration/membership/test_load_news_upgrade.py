@@ -1,0 +1,110 @@
+"""A mesh in the middle of an upgrade: load goes whole while a node of the earlier release is in it.
+
+n2 runs the release before load news (commit ``EARLIER``, installed apart from this checkout, as
+``bench/baseline.py`` does for the benchmarks), n0 and n1 this one. n0 hosts the probe app; slow
+requests into it move its load. While n2 is a member, n0 gossips its load whole (``sent_whole``),
+never as load news, and n2, which knows no such message, still sees n0's load move; nobody is
+suspected. Once n2 has left, the next moves of n0's load go as load news, applied by n1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.agents import Mesh, metric, statuses, wait_for
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+APPS = Path(__file__).parents[1] / "serving_apps.py"
+EARLIER = "536feb2"  # the last commit before load news (mesh/load_news.py)
+LOAD_NEWS = "meshnode_gossip_load_news_total"
+
+
+def install_earlier(root: Path) -> Path:
+    """The meshnode of ``EARLIER`` in a folder of its own (an archive, a wheel build, no downloads)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is needed to check out the earlier release")
+    found = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "cat-file", "-e", f"{EARLIER}^{{commit}}"],
+        check=False,
+        capture_output=True,
+    )
+    if found.returncode != 0:
+        pytest.skip(f"this clone does not hold commit {EARLIER} (a shallow clone?)")
+    source, site = root / "earlier-source", root / "earlier-site"
+    source.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPOSITORY), "archive", "--format=tar", EARLIER], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(source)],
+        check=True, timeout=300,
+    )  # fmt: skip
+    return site
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("load-news-upgrade")
+    site = install_earlier(root)
+    planned = Mesh(root, 3, extra_args={0: ("--deploy", f"probe={APPS}:Probe")})
+    earlier = planned.agents[2]
+    earlier.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    with planned as started:
+        started.wait_formed(timeout=60)
+        entry = started.agents[0]
+        wait_for(lambda: httpx.post(f"{entry.url}/v1/predict/probe", json={}).status_code == 200, 60, 0.2)
+        yield started
+
+
+def in_flight_of(view: dict[str, Any], name: str) -> int:
+    member = next(m for m in view["members"] if m["name"] == name)
+    return int(member["load"].get("in_flight", 0))
+
+
+def busy_n0_seen_by(mesh: Mesh, observer_index: int) -> None:
+    """Slow requests into n0 until the observer sees them in n0's load, then until it sees none."""
+    n0, observer = mesh.agents[0], mesh.agents[observer_index]
+    seen = lambda: in_flight_of(observer.get("/v1/mesh").json(), "n0")  # noqa: E731
+    wait_for(lambda: seen() == 0, 30, 0.1, lambda: f"{observer.name} sees n0 idle")
+
+    def slow() -> None:
+        httpx.post(f"{n0.url}/v1/predict/probe", json={"do": "sleep", "s": 4.0}, timeout=30)
+
+    threads = [threading.Thread(target=slow) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: seen() >= 1, 4.0, 0.05, lambda: f"{observer.name} sees n0 with {seen()} in flight")
+    finally:
+        for thread in threads:
+            thread.join()
+    wait_for(lambda: seen() == 0, 30, 0.1, lambda: f"{observer.name} sees n0 idle again")
+
+
+def test_load_goes_whole_while_an_earlier_release_is_a_member_and_as_news_once_it_left(mesh: Mesh) -> None:
+    n0, n1, n2 = mesh.agents
+    assert LOAD_NEWS not in n2.get("/metrics").text  # n2 is of the earlier release indeed
+    busy_n0_seen_by(mesh, 2)  # and sees n0's load move
+    sent = metric(n0, LOAD_NEWS, "outcome")
+    assert sent["sent_whole"] >= 2 and sent["sent"] == 0, sent
+    for agent in mesh.agents:
+        assert set(statuses(agent.get("/v1/mesh").json()).values()) == {"alive"}, agent.name
+
+    assert n2.terminate() == 0  # a graceful leave: the mesh is all of this release again
+    wait_for(lambda: statuses(n0.get("/v1/mesh").json()).get(n2.node_id) == "left", 30, 0.1)
+    applied = metric(n1, LOAD_NEWS, "outcome").get("applied", 0)
+    busy_n0_seen_by(mesh, 1)
+    assert metric(n0, LOAD_NEWS, "outcome")["sent"] >= 2
+    assert metric(n1, LOAD_NEWS, "outcome")["applied"] >= applied + 2

@@ -4,8 +4,9 @@ Pure functions from what was observed (``doctor_facts.py``) to ``Finding``s:
 
 - ``view_findings``: from ``GET /v1/mesh``: whether the node sees anyone, the members it suspects
   or holds dead, whether peers can dial it (its dial check, docs/edge.md) or reach it through
-  relays, and an address advertised that peers cannot use (wildcard, loopback to other machines,
-  not an address of the machine the node runs on).
+  relays, members of a release before load news (a mesh mid-upgrade), and an address advertised
+  that peers cannot use (wildcard, loopback to other machines, not an address of the machine the
+  node runs on).
 - ``token_finding``: whether the doctor's own token is one the node holds (the doctor seals its
   probes with it).
 - ``drop_findings``: gossip and data-plane traffic the node dropped because it was not sealed by
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..addresses import parse_host_port
 from ..errors import ConfigError
+from ..mesh.load_news import LOAD_NEWS
 from .doctor_facts import Counters, Finding, Level, Seen
 
 __all__ = ["drop_findings", "duplicate_findings", "token_finding", "view_findings"]
@@ -68,6 +70,23 @@ def view_findings(view: Mapping[str, Any], local_addresses: Collection[str] | No
         for m in others
         if m.get("reach") == "relayed" and m.get("status") == "alive" and not m.get("relays")
     ]
+    earlier = [
+        names[m.get("id")]
+        for m in others
+        if m.get("status") in ("alive", "suspect") and LOAD_NEWS not in m.get("features", [LOAD_NEWS])
+    ]  # no "features" at all: the view of a node of that release, which cannot tell
+    if earlier:
+        found.append(
+            Finding(
+                "warn",
+                "releases",
+                f"{', '.join(sorted(earlier))} run(s) a release before load news: every node gossips "
+                "its whole metadata for each change of load until they are upgraded",
+                _VIEW,
+                "finish the upgrade (docs/deploy.md, rolling upgrades); a large busy mesh's load "
+                'views lag meanwhile (docs/membership.md, "Load goes as a delta")',
+            )
+        )
     address = _address_finding(me, others, local_addresses)
     return found + ([address] if address is not None else [])
 

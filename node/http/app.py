@@ -130,6 +130,9 @@ class MemberView(BaseModel):
     # The models in its store, and those it is pulling (docs/models.md); {} from older nodes.
     store: dict[str, Any] = {}
     pulls: dict[str, Any] = {}
+    # Gossip its release takes beyond the first protocol ("load-news": load as a delta,
+    # docs/membership.md); [] from a release before any: the mesh then gossips load whole.
+    features: list[str] = []
 
 
 class MeshResponse(BaseModel):

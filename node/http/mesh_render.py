@@ -80,6 +80,7 @@ def member_entry(row: MemberRow) -> dict[str, Any]:
         # The models in its store, and those it is pulling from peers (docs/models.md).
         "store": meta.store,
         "pulls": meta.pulls,
+        "features": list(meta.features),
     }
 
 

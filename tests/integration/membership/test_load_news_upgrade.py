@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meshnode.cli.doctor_checks import view_findings
 from tests.integration.agents import Mesh, metric, statuses, wait_for
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -101,6 +102,14 @@ def test_load_goes_whole_while_an_earlier_release_is_a_member_and_as_news_once_i
     assert sent["sent_whole"] >= 2 and sent["sent"] == 0, sent
     for agent in mesh.agents:
         assert set(statuses(agent.get("/v1/mesh").json()).values()) == {"alive"}, agent.name
+    view = n0.get("/v1/mesh").json()
+    assert {m["name"]: m["features"] for m in view["members"]} == {
+        "n0": ["load-news"],
+        "n1": ["load-news"],
+        "n2": [],
+    }
+    (release,) = [f for f in view_findings(view) if f.check == "releases"]  # what `meshnode doctor` says
+    assert release.level == "warn" and release.detail.startswith("n2 run")
 
     assert n2.terminate() == 0  # a graceful leave: the mesh is all of this release again
     wait_for(lambda: statuses(n0.get("/v1/mesh").json()).get(n2.node_id) == "left", 30, 0.1)

@@ -38,6 +38,22 @@ def test_a_direct_node_with_peers_is_all_ok() -> None:
     assert all(finding.tried for finding in found)
 
 
+def test_members_of_a_release_before_load_news_are_named_while_alive() -> None:
+    now = ["load-news"]
+    members = [
+        member("a", reach="direct", features=now),
+        member("b", mesh="10.0.0.2:8471", features=now),
+        member("old", mesh="10.0.0.3:8471", features=[]),
+        member("gone", status="left", mesh="10.0.0.4:8471", features=[]),
+    ]
+    found = [f for f in view_findings({"self": "a", "members": members}) if f.check == "releases"]
+    assert [(f.level, f.detail.split(" run")[0]) for f in found] == [("warn", "old")]
+    assert "upgrade" in found[0].fix
+    # A view without features at all is a node of that release's: it cannot tell, nor can the doctor.
+    quiet = [member("a", reach="direct"), member("old", mesh="10.0.0.3:8471")]
+    assert not [f for f in view_findings({"self": "a", "members": quiet}) if f.check == "releases"]
+
+
 def test_a_node_alone_is_told_to_give_a_seed() -> None:
     [peers, reach] = view_findings({"self": "a", "members": [member("a")]})
     assert peers.level == "fail" and "--seed" in peers.fix

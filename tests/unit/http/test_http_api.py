@@ -39,6 +39,7 @@ MEMBER_FIELDS = {
     "traffic",
     "store",
     "pulls",
+    "features",
 }
 
 
@@ -67,6 +68,7 @@ def member(node_id: str, name: str, status: str = "alive", **extra: Any) -> dict
         "traffic": {"window_s": 10.0, "requests": {"tiny-sd": [20, 0, 0, 0, 0, 0, 5, 15]}, "links": {}},
         "store": {"tiny-sd": {"digest": "0123456789abcdef", "bytes": 8_000_000}},
         "pulls": {},
+        "features": ["load-news"],
         **extra,
     }
 

@@ -13,21 +13,17 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from meshnode.cli.doctor_checks import view_findings
 from tests.integration.agents import Mesh, metric, statuses, wait_for
+from tests.integration.membership.test_load_news_agents import LOAD_NEWS, PROBE, busy_n0_seen_by, serving
 
 REPOSITORY = Path(__file__).resolve().parents[3]
-APPS = Path(__file__).parents[1] / "serving_apps.py"
 EARLIER = "536feb2"  # the last commit before load news (mesh/load_news.py)
-LOAD_NEWS = "meshnode_gossip_load_news_total"
 
 
 def install_earlier(root: Path) -> Path:
@@ -59,39 +55,11 @@ def install_earlier(root: Path) -> Path:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     root = tmp_path_factory.mktemp("load-news-upgrade")
     site = install_earlier(root)
-    planned = Mesh(root, 3, extra_args={0: ("--deploy", f"probe={APPS}:Probe")})
+    planned = Mesh(root, 3, extra_args={0: PROBE})
     earlier = planned.agents[2]
     earlier.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    with planned as started:
-        started.wait_formed(timeout=60)
-        entry = started.agents[0]
-        wait_for(lambda: httpx.post(f"{entry.url}/v1/predict/probe", json={}).status_code == 200, 60, 0.2)
+    with serving(planned) as started:
         yield started
-
-
-def in_flight_of(view: dict[str, Any], name: str) -> int:
-    member = next(m for m in view["members"] if m["name"] == name)
-    return int(member["load"].get("in_flight", 0))
-
-
-def busy_n0_seen_by(mesh: Mesh, observer_index: int) -> None:
-    """Slow requests into n0 until the observer sees them in n0's load, then until it sees none."""
-    n0, observer = mesh.agents[0], mesh.agents[observer_index]
-    seen = lambda: in_flight_of(observer.get("/v1/mesh").json(), "n0")  # noqa: E731
-    wait_for(lambda: seen() == 0, 30, 0.1, lambda: f"{observer.name} sees n0 idle")
-
-    def slow() -> None:
-        httpx.post(f"{n0.url}/v1/predict/probe", json={"do": "sleep", "s": 4.0}, timeout=30)
-
-    threads = [threading.Thread(target=slow) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for(lambda: seen() >= 1, 4.0, 0.05, lambda: f"{observer.name} sees n0 with {seen()} in flight")
-    finally:
-        for thread in threads:
-            thread.join()
-    wait_for(lambda: seen() == 0, 30, 0.1, lambda: f"{observer.name} sees n0 idle again")
 
 
 def test_load_goes_whole_while_an_earlier_release_is_a_member_and_as_news_once_it_left(mesh: Mesh) -> None:

@@ -24,6 +24,9 @@ from pathlib import Path
 
 BEFORE_SECURITY = "9588113"
 REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))  # the tests' helper that installs another commit is reused here
+
+from tests.integration.releases import install_commit, pythonpath_first  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -65,19 +68,8 @@ def security_off(root: Path, commit: str = BEFORE_SECURITY) -> Variant:
 
 
 def at_commit(root: Path, commit: str, name: str, join_args: tuple[str, ...] = ()) -> Variant:
-    """Agents running the code of `commit`, installed under `root` (about 10 s: an archive, a wheel
-    build, no downloads)."""
-    source, site = root / f"{name}-source", root / f"{name}-site"
-    source.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "archive", "--format=tar", commit], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(source)],
-        check=True,
-    )  # fmt: skip
+    """Agents running the code of `commit`, installed under `root` (``install_commit``)."""
+    site = install_commit(commit, root, name)
     env = {k: v for k, v in os.environ.items() if k != "MESHNODE_TOKEN"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = pythonpath_first(site)
     return Variant(name, env, join_args)

@@ -44,11 +44,11 @@ class LoadGate:
         """Whether every member alive or suspect takes load news (this node included)."""
         if self._roster != self._versions.roster:
             self._roster = self._versions.roster
-            was = self._open
             members = self._members.values()
-            self._open = all(LOAD_NEWS in m.meta.features for m in members if not m.status.gone)
-            if was and not self._open:
-                self._gossip.queue.drop_load_news()  # never send one to a member that would drop its packet
+            if all(LOAD_NEWS in m.meta.features for m in members if not m.status.gone):
+                self._open = True
+            else:
+                self._close()
         return self._open
 
     def saw(self, meta: NodeMeta) -> None:
@@ -57,9 +57,13 @@ class LoadGate:
         At once, not when the gate is next asked: the load news queued here would otherwise ride on
         the packets this node sends it meanwhile (an ack, say). O(1), where working the gate out
         again is O(members): this runs for every ``alive`` taken."""
-        if LOAD_NEWS not in meta.features and self._open:
+        if LOAD_NEWS not in meta.features:
+            self._close()
+
+    def _close(self) -> None:
+        if self._open:
             self._open = False
-            self._gossip.queue.drop_load_news()
+            self._gossip.queue.drop_load_news()  # never send one to a member that would drop its packet
 
     def own(self, me: Member, beyond_load: bool) -> Alive | Load:
         """The news of this node's metadata, just changed (`beyond_load`: in more than load)."""

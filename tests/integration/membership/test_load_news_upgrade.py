@@ -9,10 +9,8 @@ suspected. Once n2 has left, the next moves of n0's load go as load news, applie
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,34 +19,19 @@ import pytest
 from meshnode.cli.doctor_checks import view_findings
 from tests.integration.agents import Mesh, metric, statuses, wait_for
 from tests.integration.membership.test_load_news_agents import LOAD_NEWS, PROBE, busy_n0_seen_by, serving
+from tests.integration.releases import REPOSITORY, install_commit, pythonpath_first
 
-REPOSITORY = Path(__file__).resolve().parents[3]
 EARLIER = "536feb2"  # the last commit before load news (mesh/load_news.py)
 
 
 def install_earlier(root: Path) -> Path:
-    """The meshnode of ``EARLIER`` in a folder of its own (an archive, a wheel build, no downloads)."""
+    """The meshnode of ``EARLIER`` in a folder of its own; a skip where this clone lacks it."""
     if shutil.which("git") is None:
         pytest.skip("git is needed to check out the earlier release")
-    found = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "cat-file", "-e", f"{EARLIER}^{{commit}}"],
-        check=False,
-        capture_output=True,
-    )
-    if found.returncode != 0:
+    exists = ["git", "-C", str(REPOSITORY), "cat-file", "-e", f"{EARLIER}^{{commit}}"]
+    if subprocess.run(exists, check=False, capture_output=True).returncode != 0:
         pytest.skip(f"this clone does not hold commit {EARLIER} (a shallow clone?)")
-    source, site = root / "earlier-source", root / "earlier-site"
-    source.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPOSITORY), "archive", "--format=tar", EARLIER], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(source)],
-        check=True, timeout=300,
-    )  # fmt: skip
-    return site
+    return install_commit(EARLIER, root, "earlier")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +40,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     site = install_earlier(root)
     planned = Mesh(root, 3, extra_args={0: PROBE})
     earlier = planned.agents[2]
-    earlier.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    earlier.env["PYTHONPATH"] = pythonpath_first(site)
     with serving(planned) as started:
         yield started
 

@@ -25,6 +25,8 @@ class JobLimits:
     # A job message's records fill at most half a data-plane frame (max_frame_bytes), so a listing
     # or a sync of jobs with large bodies never makes a frame the peer would drop with its link.
     message_bytes: int
+    # A result's bytes at most: it comes from a worker or peer in one data-plane frame.
+    max_result_bytes: int
 
     @classmethod
     def of(cls, config: AgentConfig) -> JobLimits:
@@ -40,4 +42,5 @@ class JobLimits:
             config.job_sync_s,
             config.job_inline_result_bytes,
             config.max_frame_bytes // 2,
+            config.max_frame_bytes,
         )

@@ -9,7 +9,8 @@ ranking gained since (a node joined, or one died and the next in rank replaced i
 too, so a job keeps its ``k`` copies while nodes come and go. ``sync_with`` pulls from one peer
 what this node missed; a peer whose standing shows it ahead is reported (``on_ahead``), so one
 pull, from either side, brings both up to date. ``serve_peer`` answers the holders' messages
-(``job_peers.py``): ``put``, ``get``, ``list``, ``sync``, and the files of large results.
+(``job_peers.py``): ``put``, ``get``, ``list``, ``sync``, and the files of large results
+(``files``, ``job_result_files.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from ..errors import MeshnodeError
 from ..mesh import job_policy
 from ..mesh.envelope import Call, Envelope, Failure, Reply
 from ..mesh.job_listing import JobCursor, Page, fitting, listing_form, page
-from ..mesh.jobs import JobRecord, JobResult, JobStatus, JobWireError, StoredFile, merged
+from ..mesh.jobs import JobRecord, JobStatus, JobWireError, merged
 from ..mesh.types import NodeId
 from .job_files import JobFiles
 from .job_peers import JobPeers
+from .job_result_files import ResultFiles
 from .job_store import JobStore
 
 __all__ = ["MAX_RECORDS_PER_MESSAGE", "JobTable"]
@@ -57,6 +59,7 @@ class JobTable:
         on_change: Callable[[], None],
         on_ahead: Callable[[NodeId], None],
         message_bytes: int,
+        max_result_bytes: int,
     ) -> None:
         self.me = me
         self._message_bytes = message_bytes  # a list or sync answer's records, at most (a frame's half)
@@ -78,10 +81,12 @@ class JobTable:
         self._ranked: dict[str, tuple[NodeId, ...]] = {}
         self._ranked_over: tuple[NodeId, ...] = ()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-store")
+        self.files = ResultFiles(me, files, peers, self._in_thread, max_result_bytes)
 
     async def open(self) -> None:
         """Open the store and load the copies it kept."""
         self._store = store = await self._in_thread(self._open_store)
+        await self._in_thread(self._files.sweep)
         for record in await self._in_thread(store.load):
             self.records[record.id] = record
             if not record.status.terminal:
@@ -187,31 +192,6 @@ class JobTable:
         store = self._opened()
         await self._in_thread(lambda: store.delete(ids))
 
-    async def keep_file(self, result: JobResult) -> JobResult:
-        """Keep a large result as a file here and on one other live node; the result naming them."""
-        data = result.data
-        sha256 = await self._in_thread(lambda: self._files.put(data))
-        nodes = [self.me]
-        for node in self._peers.live():
-            if node != self.me:
-                answer = await self._peers.ask(node, {"op": "file_put", "sha256": sha256, "data": data})
-                if isinstance(answer, dict) and answer.get("ok") is True:
-                    nodes.append(node)
-                    break
-        return JobResult(result.content_type, b"", StoredFile(sha256, len(data), tuple(nodes)))
-
-    async def file(self, stored: StoredFile) -> bytes | None:
-        """A stored result's bytes, from this node or one that keeps it; None when none answers."""
-        sha256 = stored.sha256
-        if self.me in stored.nodes and (data := await self._in_thread(lambda: self._files.get(sha256))):
-            return data
-        for node in stored.nodes:
-            if node != self.me:
-                answer = await self._peers.ask(node, {"op": "file_get", "sha256": sha256})
-                if isinstance(answer, dict) and isinstance(answer.get("data"), bytes):
-                    return bytes(answer["data"])
-        return None
-
     async def drop_result(self, record: JobRecord) -> None:
         """Free an expired job's result here. Not a new version: every holder drops it alike."""
         if record.result is not None and record.result.stored is not None:
@@ -284,15 +264,8 @@ class JobTable:
                 listed = [listing_form(record) for record in found.records]
                 fits = fitting(listed, self._message_bytes)
                 return Page(tuple(listed[:fits]), found.more or fits < len(listed)).to_wire()
-            case "file_put":
-                sha256, data = str(body["sha256"]), body["data"]
-                if not isinstance(data, bytes):
-                    raise ValueError("file data must be bytes")
-                await self._in_thread(lambda: self._files.put(data, sha256))
-                return {"ok": True}
-            case "file_get":
-                sha256 = str(body["sha256"])
-                return {"data": await self._in_thread(lambda: self._files.get(sha256))}
+            case "file_put" | "file_get":
+                return await self.files.serve(body)
             case "sync":  # what does not fit one answer comes at the next sync (job_sync_s)
                 newer = await self._newer_for(body)
                 newer = newer[: fitting(newer, self._message_bytes)]

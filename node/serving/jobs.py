@@ -90,6 +90,7 @@ class JobService:
             self._wake.set,
             lambda node: self.sync.pull_from(node),
             limits.message_bytes,
+            limits.max_result_bytes,
         )
         self.sync = JobSync(me, self.table, limits.sync_s, self._wake.set)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -206,7 +207,7 @@ class JobService:
         """A result's bytes: in its record, or from a node that keeps its file (503 when none answers)."""
         if result.stored is None:
             return result.data
-        data = await self.table.file(result.stored)
+        data = await self.table.files.read(result.stored)
         if data is None:
             raise NotReady("no node that keeps this job's result answers; try again", retry_after_s=5)
         return data
@@ -357,7 +358,7 @@ class JobService:
                 await self.table.write(self._ended(current, JobStatus.FAILED, error=error))
         else:
             if len(result.data) > self.limits.inline_result_bytes:
-                result = await self.table.keep_file(result)
+                result = await self.table.files.keep(result)
             current = self.table.records.get(record.id, record)
             await self.table.write(self._ended(current, JobStatus.COMPLETED, result=result))
         finally:

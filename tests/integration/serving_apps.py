@@ -35,6 +35,8 @@ class Probe(Predictor):
                 return {"slept": request["s"]}
             case "pid":
                 return {"pid": os.getpid()}
+            case "big":  # an answer far larger than the request
+                return {"blob": "z" * int(request["n"])}
             case "steps":  # reports each of n steps, like a diffusion
                 n = int(request.get("n", 4))
                 for step in range(1, n + 1):

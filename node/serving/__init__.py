@@ -19,6 +19,7 @@
 - ``job_sync.py``: ``JobSync``, which peers a node pulls the job copies it missed from, and when
 - ``job_store.py``: ``JobStore``, the job copies on disk (``<data dir>/jobs.db``)
 - ``job_files.py``: ``JobFiles``, large results as files by SHA-256, kept on two nodes
+- ``job_result_files.py``: ``ResultFiles``, those files copied to and read from peers, in pieces
 - ``job_limits.py``: ``JobLimits``, the job knobs of ``AgentConfig``
 - ``job_runs.py``: one run of a job through the forwarder, its progress reports and whole answer
 - ``job_webhooks.py``: ``WebhookSender``, one signed try of a job's webhook and the state it leads to

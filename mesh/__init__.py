@@ -5,7 +5,8 @@ values, and the shells in ``meshnode`` (the ``node/`` folder) carry them out. Th
 
 Membership (docs/membership.md)
     ``membership.py`` the SWIM state machine, which drives ``probe.py`` (failure detection),
-    ``suspicion.py`` (Lifeguard's timeouts), ``awareness.py`` (local health), ``seeds.py`` (joining),
+    ``suspicion.py`` (Lifeguard's timeouts), ``awareness.py`` (local health), ``stalls.py`` (its
+    own pauses held against nobody), ``seeds.py`` (joining),
     ``broadcast_queue.py`` (dissemination), ``load_news.py`` and ``load_gate.py`` (load as a
     delta), ``exchange.py`` (full state in parts), ``anti_entropy.py`` (when to exchange it), and
     ``shared_tables.py`` (the tables gossiped with it); ``member.py``, ``metadata.py``,

@@ -53,6 +53,7 @@ from .probe import Prober
 from .records import Record
 from .seeds import SeedRetry
 from .shared_tables import SharedTables
+from .stalls import StallWatch
 from .suspicion import Suspicions
 from .types import Address, NodeId, Status
 from .view_versions import ViewVersions
@@ -101,6 +102,7 @@ class Membership:
             config, self.members, self._live, self._gone, self.versions, rng, now
         )  # after the prober: the same draws of `rng` in the same order
         self._seed_retry = SeedRetry(seeds, config, now)
+        self.stalls = StallWatch(config.probe_timeout_s, now)  # ``stalls.py``; shells count them
         self.gossip.push(self._alive_of_self())
 
     # -- public surface --------------------------------------------------------------------
@@ -177,6 +179,7 @@ class Membership:
     def tick(self, now: float) -> list[Effect]:
         """Run every timer that is due."""
         effects: list[Effect] = []
+        self._resume_after_stall(now)
         self._prober.tick(now, effects)
         for node in self._suspicions.due(now):
             self._on_dead(Dead(node, self.members[node].incarnation, self.node_id), now, effects)
@@ -187,6 +190,16 @@ class Membership:
             if self._seed_retry.due(now, alone=not self.has_peers()):
                 effects.extend(self.join(self._seed_retry.seeds, now))
         return effects
+
+    def _resume_after_stall(self, now: float) -> None:
+        """After a stall, move the probe and suspicion timers by it (``stalls.py``)."""
+        due = self._prober.next_deadline()
+        if (suspicion_due := self._suspicions.next_deadline()) < due:
+            due = suspicion_due
+        if (stalled_s := self.stalls.stalled_s(now, due)) > 0:
+            self._prober.postpone(stalled_s)
+            self._suspicions.postpone(stalled_s)
+            self.awareness.apply(1)  # Lifeguard: a slow node doubts itself
 
     def next_deadline(self) -> float:
         """When `tick` must next run."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .awareness import Awareness
 from .config import MembershipConfig
@@ -177,6 +177,19 @@ class Prober:
                 self._start_probe(now, effects)
         if self._relays:
             self._expire_relays(now, effects)
+
+    def postpone(self, by_s: float) -> None:
+        """Move every timer of the rounds `by_s` later, after this node stalled that long: the
+        answers its peers sent meanwhile may wait unread in its own socket, so the stall counts
+        against none of them (the probe in flight keeps the time it had left in each phase)."""
+        self._next_probe_at += by_s
+        probe = self._probe
+        if probe is not None:
+            probe.sent_at += by_s  # a round-trip sample across the stall would measure the stall
+            probe.indirect_at += by_s
+            probe.fail_at += by_s
+        for seq, relay in self._relays.items():
+            self._relays[seq] = replace(relay, expires_at=relay.expires_at + by_s)
 
     def next_deadline(self) -> float:
         """When `tick` has work next."""

@@ -44,6 +44,7 @@ class SimNode:
     core: Membership
     crashed: bool = False
     held_until: float = 0.0
+    held_packets: list[wire.Packet | bytes] = field(default_factory=list)  # in its socket, unread
     wake_at: float = float("inf")
     group: int = 0  # partition group; packets only flow within a group
 
@@ -139,8 +140,12 @@ class Simulation:
         self.nodes[node_id].crashed = True
 
     def hold(self, node_id: NodeId, duration_s: float) -> None:
-        """SIGSTOP for a while: packets to it are lost and its timers wait."""
-        self.nodes[node_id].held_until = self.now + duration_s
+        """SIGSTOP for a while: packets to it wait in its socket and its timers wait. When it
+        resumes, its due timers run before it reads them, as an event loop's do."""
+        node = self.nodes[node_id]
+        node.held_until = node.wake_at = self.now + duration_s
+        self._counter += 1
+        heapq.heappush(self._events, (node.wake_at, self._counter, node_id, None))
 
     def leave(self, node_id: NodeId) -> None:
         """Graceful leave (SIGTERM)."""
@@ -248,11 +253,14 @@ class Simulation:
         node.wake_at = _NEVER
         if self.now >= node.held_until:
             self._carry_out(node_id, node, node.core.tick(self.now))
+            unread, node.held_packets = node.held_packets, []
+            for packet in unread:
+                self._deliver(node_id, node, packet)
         self._schedule_wake(node_id, node)
 
     def _deliver(self, node_id: NodeId, node: SimNode, packet: wire.Packet | bytes) -> None:
         if self.now < node.held_until:
-            self.dropped += 1
+            node.held_packets.append(packet)
             return
         if isinstance(packet, bytes):
             try:

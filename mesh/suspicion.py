@@ -115,6 +115,14 @@ class Suspicions:
         if suspicion is not None and suspicion.deadline == self._earliest:
             self._earliest = None
 
+    def postpone(self, by_s: float) -> None:
+        """Move every suspicion `by_s` later, after this node stalled that long: a refutation may
+        wait unread in its own socket."""
+        for suspicion in self._by_node.values():
+            suspicion.start += by_s
+            suspicion.deadline += by_s
+        self._earliest = None
+
     def due(self, now: float) -> list[NodeId]:
         """Nodes whose suspicion has timed out, oldest suspicion first."""
         if now < self.next_deadline():

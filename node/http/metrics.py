@@ -189,6 +189,12 @@ class _AgentCollector(Collector):
             "Suspicions of this node that it refuted (each raises its incarnation).",
             value=stats["refutations"],
         )
+        yield CounterMetricFamily(
+            "meshnode_stalls",
+            "Times this node's failure detector ran a probe timeout or more late: the process was "
+            "paused or starved; its timers waited for it rather than accuse its peers.",
+            value=stats["stalls"],
+        )
         yield from _deployment_metrics(stats["deployments"])
         yield from _job_metrics(stats["jobs"])
         yield _batch_metrics(stats.get("batches", {}))

@@ -66,6 +66,7 @@ class Parts:
             "members": by_status,
             "member_changes": dict(runner.changes),
             "refutations": runner.refutations,
+            "stalls": runner.core.stalls.count,
             "deployments": self.deployments.stats(),
             "jobs": self.jobs.stats(),
             "batches": {r.deployment: r.batch_sizes for r in self.replicas or ()},

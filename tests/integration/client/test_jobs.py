@@ -36,7 +36,9 @@ from meshnode.client.job_view import Progress
 from tests.integration.agents import AgentProcess, Mesh, wait_for
 
 APPS = Path(__file__).parents[1] / "serving_apps.py"
-PROBE = ["--deploy", f"probe={APPS}:Probe"]
+# `follow` serves the last test alone: the 60 s sleeps the tests before it cancel go on in their
+# workers (a sync predict cannot be interrupted) and hold probe's slots for up to a minute.
+PROBE = ["--deploy", f"probe={APPS}:Probe", "--deploy", f"follow={APPS}:Probe"]
 MESHNODE = str(Path(sys.executable).parent / "meshnode")
 UNKNOWN_ID = "A" * 22
 # Two agents and their replica workers share two busy cores with other test runs: generous bounds.
@@ -230,7 +232,7 @@ def test_wait_follows_the_job_to_the_other_node_when_its_node_dies(mesh: Mesh) -
         MeshClient([victim.url, survivor.url], prefer_first=True, timeout=30) as client,
         concurrent.futures.ThreadPoolExecutor(1) as pool,
     ):
-        job = client.submit("probe", {"do": "sleep", "s": 3})
+        job = client.submit("follow", {"do": "sleep", "s": 3})
         waiting = pool.submit(client.wait, job.id, WAIT_S * 2, hear)
         assert following.wait(WAIT_S) and client.last_node == victim.url
         victim.kill()

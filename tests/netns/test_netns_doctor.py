@@ -38,9 +38,9 @@ pytestmark = pytest.mark.netns
 HOSTS = 7  # n0, n1, n2; then one host for each agent a case adds (x, y, w, the copy of n1)
 AHEAD_S = 600  # past the 300 s bound by minutes
 REFUTED = 5  # refutations of n1 before the doctor looks at its copy (doctor_checks.DUPLICATE_TOTAL)
-# Those come about one per push-pull (10 s on the lan profile), so five take 50 s and more once the
-# copy has started: the usual phase bound (60 s) left no room on two busy cores, where CI once saw
-# the fifth arrive just past it. Only a failing run waits this long.
+# Those come about one per push-pull, which the copy runs every 2 s (the local profile's 10 s made
+# five take 50 s and more, past the usual 60 s phase bound once on two busy cores). Only a failing
+# run waits this long.
 REFUTED_TIMEOUT_S = 120.0
 
 
@@ -191,7 +191,10 @@ def test_an_address_peers_cannot_dial_is_named(mesh: DoctorMesh) -> None:
 def test_a_copied_data_dir_is_named_as_a_duplicate_node_id(mesh: DoctorMesh) -> None:
     copy = mesh.workdir / "n1-copy"
     shutil.copytree(mesh.workdir / "n1", copy)
-    mesh.start("n1-copy", 6, seeds=[2], mdns=False, data_dir=copy)
+    # The copy exchanges full state every 2 s, not the profile's 10 s: each exchange with n1 or a
+    # node that heard of it makes one of them refute, so the fifth refutation comes in seconds.
+    faster = ["--set", "push_pull_interval_s=2"]
+    mesh.start("n1-copy", 6, seeds=[2], mdns=False, data_dir=copy, extra=faster)
     copied_at = f"{mesh.net.addresses[6]}:{MESH_PORT}"
     try:
         # The two refute each other whenever one hears of the other (each push-pull, 10 s here): let

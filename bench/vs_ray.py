@@ -3,7 +3,7 @@
 Usage:  python bench/vs_ray.py [--make-ray-venv] [--ray-venv DIR] [--quick] [--rounds 5]
                                [--duration-s 3] [--agents-cpu 0] [--load-cpu 1]
                                [--launches 3] [--meshnode-commit HEAD] [--ray-no-access-log]
-                               [--minilm-only [--also-commit REF ...] [--openai]]
+                               [--minilm-only [--also-commit REF ...] [--openai]] [--echo-only]
 
 Three systems run at once, each started once per run: meshnode (agent n1 hosting an echo replica
 and a MiniLM replica, agent n0 with none, both with a mesh token, as by default; the code of
@@ -37,6 +37,9 @@ bookkeeping); ``--ray-no-access-log`` turns off its log line per request.
 in-process model, no Ray (its virtualenv is not needed), no echo, launches or idle figures; with
 ``--also-commit REF`` (repeatable) the agents of more commits join the rounds, a before and after
 measured in the same run; ``--openai`` sends them to ``POST /v1/embeddings`` instead.
+
+``--echo-only`` runs meshnode's direct echo against bare uvicorn alone (bench/vs_bare.py): issue 19
+item 2 without Ray's idle cluster on the servers' core.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from pathlib import Path
 from baseline import at_commit, commit_of
 from forwarding import agent_args, answers, replica_ready
 from procs import Started, commit, free_port, progress, start, wait
+from vs_bare import echo_only
 from vs_model import minilm_only
 from vs_ray_systems import (
     BARE,
@@ -165,6 +169,9 @@ def main() -> None:
         "--meshnode-commit", default="HEAD", help="the commit whose meshnode the agents run (git archive)"
     )
     parser.add_argument("--minilm-only", action="store_true", help="meshnode vs the in-process model only")
+    parser.add_argument(
+        "--echo-only", action="store_true", help="meshnode's direct echo vs bare uvicorn only"
+    )
     parser.add_argument("--openai", action="store_true", help="with --minilm-only: POST /v1/embeddings")
     parser.add_argument(
         "--also-commit", action="append", default=[], help="with --minilm-only: another commit's agent too"
@@ -187,6 +194,13 @@ def main() -> None:
     if args.minilm_only:
         root = Path(tempfile.mkdtemp(prefix="mnb-vs-model-", dir="/tmp"))
         minilm_only(args, root, server_env())
+        return
+    if args.echo_only:
+        root = Path(tempfile.mkdtemp(prefix="mnb-vs-bare-", dir="/tmp"))
+        try:
+            echo_only(args, root, server_env())
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
         return
     ray_py = ray_python(args.ray_venv, args.make_ray_venv)
     # Short: Ray's unix sockets live under it, and a socket path may not pass 107 bytes.

@@ -10,10 +10,11 @@ there" and the job service's tick tries again later.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from ..errors import MeshnodeError
@@ -21,13 +22,16 @@ from ..mesh.envelope import Call, Envelope, Failure, Reply
 from ..mesh.member import Member
 from ..mesh.types import NodeId, Status
 
-__all__ = ["JOBS_CHANNEL", "PEER_TIMEOUT_MS", "CallPeer", "JobPeers", "Members"]
+__all__ = ["ASK_AT_ONCE", "JOBS_CHANNEL", "PEER_TIMEOUT_MS", "CallPeer", "JobPeers", "Members"]
 
 log = logging.getLogger(__name__)
 
 JOBS_CHANNEL = "@jobs"
 # A copy is a local sqlite write on the peer: seconds mean the peer is in trouble, not busy.
 PEER_TIMEOUT_MS = 5_000
+# Questions in flight at once when one goes to many nodes (a listing asks every live node): each
+# is a call on that peer's link, and a thousand at once would open a thousand links in one turn.
+ASK_AT_ONCE = 64
 
 CallPeer = Callable[[NodeId, str, str, Call], AsyncGenerator[Envelope, None]]
 
@@ -106,6 +110,19 @@ class JobPeers:
         except MeshnodeError as exc:
             log.debug("jobs: %s did not answer %s: %s", member.meta.name, body.get("op"), exc)
         return None
+
+    async def ask_each(self, nodes: Sequence[NodeId], body: dict[str, Any]) -> list[Any]:
+        """Each node's answer to the same message, in the order of `nodes` (None where one could not
+        answer), with at most ``ASK_AT_ONCE`` of them asked at a time."""
+        answers: list[Any] = [None] * len(nodes)
+        taken = iter(range(len(nodes)))
+
+        async def asker() -> None:
+            for index in taken:  # shared: each index goes to one asker
+                answers[index] = await self.ask(nodes[index], body)
+
+        await asyncio.gather(*(asker() for _ in range(min(ASK_AT_ONCE, len(nodes)))))
+        return answers
 
     def _member(self, node: NodeId | None) -> Member | None:
         # One lookup, not a walk over the members: a listing asks every live node, and at a

@@ -198,9 +198,8 @@ class JobService:
         if after is not None:
             query["after"] = after.to_wire()
         others = [node for node in self._peers.live() if node != self._me]
-        ask = functools.partial(self._peers.ask, body=query)
         pages = [self.table.listing(deployment, status, limit, after)]
-        pages += [Page.from_wire(answer) for answer in await asyncio.gather(*map(ask, others))]
+        pages += [Page.from_wire(answer) for answer in await self._peers.ask_each(others, query)]
         return merged_page(pages, after, limit)
 
     async def result_data(self, result: JobResult) -> bytes:

@@ -11,8 +11,8 @@ probe timeout. Only a tick fires timers, so only a tick looks; a packet read fir
 fails nothing. ``StallWatch`` remembers the last tick; the stall is taken as the time since then (the
 shell ticks at every deadline, so that is the pause and at most one timer's wait before it), and the
 core moves its probe and suspicion timers by it (``Membership._resume_after_stall``): each keeps
-the time it had left, or a little more. Timers run on
-time never move, so the simulator's rounds and every formula stay as they were.
+the time it had left, or a little more. Timers run on time never move, so the simulator's rounds
+and every formula stay as they were.
 """
 
 from __future__ import annotations

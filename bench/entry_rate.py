@@ -18,6 +18,11 @@ code (bench/baseline.py), measured the same way after this checkout's. Agents on
 hey on ``--load-cpu``. With ``--entry-cpu`` the entry has a core of its own, so the peers' turns on
 theirs no longer decide when the entry wakes (``--entry-cpu 0 --agents-cpu 1 --load-cpu 1``: ten
 peers and hey share the other core). Prints; never asserts. Needs the Debian package hey.
+
+With ``--nginx`` the same run also measures nginx as the entry (on the entry's core, keepalive
+upstreams, round robin): ``POST`` to p1's ``echo1`` alone, and to ``echo`` on p1..p10 in turn.
+nginx's own 10 peers / 1 peer ratio is what spreading the same traffic over ten sockets costs an
+event-driven proxy with no threads, no routing and no security: the yardstick for meshnode's.
 """
 
 from __future__ import annotations
@@ -38,6 +43,38 @@ from scale import APP, BODY, median, ready_replicas
 from wrk import cpu_seconds
 
 PATHS = ("entry to 1 peer", "entry to 10 peers")
+NGINX_PATHS = ("nginx to 1 peer", "nginx to 10 peers")
+NGINX_CONF = """\
+worker_processes 1;
+master_process off;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/client_body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream one {{
+        {one}
+        keepalive 64;
+    }}
+    upstream ten {{
+        {ten}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        location = /one {{ proxy_pass http://one/v1/predict/echo1; }}
+        location = /ten {{ proxy_pass http://ten/v1/predict/echo; }}
+    }}
+}}
+"""
 
 
 def hey(
@@ -80,40 +117,57 @@ def mesh(variant: Variant, root: Path, args: argparse.Namespace, started: list[S
         started.append(start(f"{name}", command, cpu, root, env))
         return f"http://127.0.0.1:{http}", f"127.0.0.1:{gossip}"
 
-    seed = ""
+    seed, peers = "", []
     for i in range(1, args.peers + 1):
         extra = ["--deploy", f"echo={APP}"] + (["--deploy", f"echo1={APP}"] if i == 1 else [])
-        _, gossip = agent(f"p{i}", *extra, *(["--seed", seed] if seed else []))
-        seed = seed or gossip
+        http, gossip = agent(f"p{i}", *extra, *(["--seed", seed] if seed else []))
+        seed, peers = seed or gossip, [*peers, http.removeprefix("http://")]
     entry_cpu = args.agents_cpu if args.entry_cpu is None else args.entry_cpu
     entry, _ = agent("e0", "--seed", seed, cpu=entry_cpu)
     progress(f"{variant.name}: started {len(started)} agents; waiting for {args.peers} ready echo replicas")
     wait(lambda: len(ready_replicas(entry, "echo")) == args.peers, 300, "echo replicas", started)
     wait(lambda: ready_replicas(entry, "echo1") == {"p1"}, 60, "p1's echo1 replica", started)
-    return {PATHS[0]: f"{entry}/v1/predict/echo1", PATHS[1]: f"{entry}/v1/predict/echo"}
+    urls = {PATHS[0]: f"{entry}/v1/predict/echo1", PATHS[1]: f"{entry}/v1/predict/echo"}
+    if args.nginx:
+        urls |= start_nginx(root / key, peers, entry_cpu, started)
+    return urls
+
+
+def start_nginx(root: Path, peers: list[str], cpu: int, started: list[Started]) -> dict[str, str]:
+    """nginx in front of p1 alone and of every peer in turn; the URLs of its two paths."""
+    port = free_port()
+    conf = NGINX_CONF.format(
+        root=root, port=port, one=f"server {peers[0]};", ten=" ".join(f"server {p};" for p in peers)
+    )
+    (root / "nginx.conf").write_text(conf)
+    command = ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(root / "nginx-error.log")]
+    started.append(start("nginx", command, cpu, root))
+    return {NGINX_PATHS[0]: f"http://127.0.0.1:{port}/one", NGINX_PATHS[1]: f"http://127.0.0.1:{port}/ten"}
 
 
 def measure(predict: dict[str, str], rate: int, args: argparse.Namespace, started: list[Started]) -> Samples:
-    got: Samples = {p: [] for p in PATHS}
+    paths = list(predict)
+    got: Samples = {p: [] for p in paths}
     for r in range(args.rounds):
-        for path in PATHS[r % 2 :] + PATHS[: r % 2]:
-            before, slept = cpu_seconds(started), loop_sleeps(started)
+        for path in paths[r % len(paths) :] + paths[: r % len(paths)]:
+            entry = "nginx" if path in NGINX_PATHS else "e0"
+            before, slept = cpu_seconds(started), loop_sleeps(started, entry)
             answered, seconds, p50, p99 = hey(
                 predict[path], rate, args.concurrency, args.duration_s, args.load_cpu
             )
-            after, woke = cpu_seconds(started), loop_sleeps(started)
+            after, woke = cpu_seconds(started), loop_sleeps(started, entry)
             n = max(answered, 1)
-            per_request = (after["e0"] - before["e0"]) / n * 1e6
+            per_request = (after[entry] - before[entry]) / n * 1e6
             wakes, loop_us = (woke[0] - slept[0]) / n, (woke[1] - slept[1]) / n * 1e6
             got[path].append((answered / seconds, per_request, p50, p99, wakes, loop_us))
         progress(f"rate {rate}: round {r + 1} of {args.rounds} done")
     return got
 
 
-def loop_sleeps(started: list[Started]) -> tuple[int, float]:
+def loop_sleeps(started: list[Started], entry: str) -> tuple[int, float]:
     """The entry's event loop (its main thread): how often it has slept and been woken, and its CPU
     seconds, so far (the rest of the entry's CPU is its threads': ZeroMQ's I/O threads, files)."""
-    process = next(s for s in started if s.name == "e0").processes()[0]
+    process = next(s for s in started if s.name == entry).processes()[0]
     loop = next(t for t in process.threads() if t.id == process.pid)
     return int(process.num_ctx_switches().voluntary), loop.user_time + loop.system_time  # /proc/PID/status
 
@@ -140,9 +194,11 @@ def main() -> None:
         metavar="KNOB=VALUE",
         help="a knob of every agent (meshnode join --set), e.g. meta_min_interval_s=5",
     )
+    parser.add_argument("--nginx", action="store_true", help="also nginx as the entry, to 1 peer and to 10")
     args = parser.parse_args()
-    if shutil.which("hey") is None:
-        sys.exit("needs hey (apt-get install hey)")
+    for tool in ("hey", *(["nginx"] if args.nginx else [])):
+        if shutil.which(tool) is None:
+            sys.exit(f"needs {tool} (apt-get install {tool})")
     root = Path(tempfile.mkdtemp(prefix="bench-entry-rate-"))
     here = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MESHNODE_TOKEN")}
     variants = [Variant(f"HEAD {commit_of('HEAD')}", here)]
@@ -171,18 +227,24 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name, by_rate in results.items():
         for rate, got in by_rate.items():
-            for path in PATHS:
+            for path in got:
                 c = [median([sample[k] for sample in got[path]]) for k in range(6)]
                 print(
                     f"| {name} | {rate} | {path} | {c[0]:.0f} | {c[1]:.0f} ({c[5]:.0f}) | {c[2]:.2f} | {c[3]:.2f} "
                     f"| {c[4]:.2f} |"
                 )
-    print("\n| code | rate asked | entry CPU per request, 10 peers / 1 peer, per round: median (range) |")
+    print(
+        "\n| code, entry | rate asked | entry CPU per request, 10 peers / 1 peer, per round: median (range) |"
+    )
     print("|---|---|---|")
     for name, by_rate in results.items():
         for rate, got in by_rate.items():
-            ratios = [b[1] / a[1] for a, b in zip(got[PATHS[0]], got[PATHS[1]], strict=True)]
-            print(f"| {name} | {rate} | {median(ratios):.2f} ({min(ratios):.2f}..{max(ratios):.2f}) |")
+            for one, ten in (PATHS, NGINX_PATHS) if NGINX_PATHS[0] in got else (PATHS,):
+                ratios = [b[1] / a[1] for a, b in zip(got[one], got[ten], strict=True)]
+                entry = "nginx" if one in NGINX_PATHS else "meshnode"
+                print(
+                    f"| {name}, {entry} | {rate} | {median(ratios):.2f} ({min(ratios):.2f}..{max(ratios):.2f}) |"
+                )
 
 
 if __name__ == "__main__":

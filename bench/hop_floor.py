@@ -198,15 +198,15 @@ def serve(role: str, port: int, backend_port: int | None, key: bytes) -> None:
     )  # fmt: skip
 
 
-def start_all(args: argparse.Namespace, root: Path) -> tuple[list[Started], dict[str, str]]:
-    """Every server, pinned; the URL of each path once it answers."""
+def start_all(args: argparse.Namespace, root: Path, started: list[Started]) -> dict[str, str]:
+    """Every server, pinned, added to `started` as it starts (so a failure stops it too); the URL of
+    each path once it answers."""
     entry = args.agents_cpu if args.entry_cpu is None else args.entry_cpu
     key = secrets.token_hex(32)
     env = server_env()
     ports = {p: free_port() for p in ("echo", "forward", "backend", "nginx")}
     ports |= {f"{n} on {kind}": free_port() for n in ("n0", "n1") for kind in ("http", "mesh")}
     this = [sys.executable, __file__, "serve"]
-    started: list[Started] = []
     started.append(start("echo", [*this, "echo", str(ports["echo"]), "0", key], args.agents_cpu, root, env))
     backend = [*this, "backend", str(ports["backend"]), "0", key]
     started.append(start("backend", backend, args.agents_cpu, root, env))
@@ -234,7 +234,7 @@ def start_all(args: argparse.Namespace, root: Path) -> tuple[list[Started], dict
     }
     for path, url in urls.items():
         wait(functools.partial(posts_ok, url, ECHO_BODY), 60, f"a 200 on the {path} path", started)
-    return started, urls
+    return urls
 
 
 def median(values: list[float]) -> float:
@@ -297,7 +297,7 @@ def main() -> None:
     script.write_text(WRK_SCRIPT.format(body=ECHO_BODY))
     started: list[Started] = []
     try:
-        started, urls = start_all(args, root)
+        urls = start_all(args, root, started)
         own = {path: [s for s in started if s.name.split()[0] in SERVERS[path]] for path in PATHS}
         entry = "" if args.entry_cpu is None else f", the hops' entries on CPU {args.entry_cpu}"
         print(f"# The floor of a hop in Python, at {commit()}, {os.cpu_count()} cores\n")

@@ -38,43 +38,13 @@ import tempfile
 from pathlib import Path
 
 from baseline import Variant, at_commit, commit_of
+from nginx import start_nginx
 from procs import Started, free_port, progress, start, stop, wait
 from scale import APP, BODY, median, ready_replicas
 from wrk import cpu_seconds
 
 PATHS = ("entry to 1 peer", "entry to 10 peers")
 NGINX_PATHS = ("nginx to 1 peer", "nginx to 10 peers")
-NGINX_CONF = """\
-worker_processes 1;
-master_process off;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/client_body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    upstream one {{
-        {one}
-        keepalive 64;
-    }}
-    upstream ten {{
-        {ten}
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        location = /one {{ proxy_pass http://one/v1/predict/echo1; }}
-        location = /ten {{ proxy_pass http://ten/v1/predict/echo; }}
-    }}
-}}
-"""
 
 
 def hey(
@@ -129,19 +99,16 @@ def mesh(variant: Variant, root: Path, args: argparse.Namespace, started: list[S
     wait(lambda: ready_replicas(entry, "echo1") == {"p1"}, 60, "p1's echo1 replica", started)
     urls = {PATHS[0]: f"{entry}/v1/predict/echo1", PATHS[1]: f"{entry}/v1/predict/echo"}
     if args.nginx:
-        urls |= start_nginx(root / key, peers, entry_cpu, started)
+        urls |= nginx_paths(root / key, peers, entry_cpu, started)
     return urls
 
 
-def start_nginx(root: Path, peers: list[str], cpu: int, started: list[Started]) -> dict[str, str]:
+def nginx_paths(root: Path, peers: list[str], cpu: int, started: list[Started]) -> dict[str, str]:
     """nginx in front of p1 alone and of every peer in turn; the URLs of its two paths."""
     port = free_port()
-    conf = NGINX_CONF.format(
-        root=root, port=port, one=f"server {peers[0]};", ten=" ".join(f"server {p};" for p in peers)
-    )
-    (root / "nginx.conf").write_text(conf)
-    command = ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(root / "nginx-error.log")]
-    started.append(start("nginx", command, cpu, root))
+    upstreams = {"one": peers[:1], "ten": peers}
+    paths = {"= /one": "http://one/v1/predict/echo1", "= /ten": "http://ten/v1/predict/echo"}
+    started.append(start_nginx(root, port, upstreams, paths, cpu))
     return {NGINX_PATHS[0]: f"http://127.0.0.1:{port}/one", NGINX_PATHS[1]: f"http://127.0.0.1:{port}/ten"}
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import httpx
 from baseline import BEFORE_SECURITY, Variant, commit_of, security_off, security_on
+from nginx import start_nginx
 from procs import Started, free_port, start, stop, wait
 from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
 
@@ -60,34 +61,6 @@ PATHS = ("direct on", "forwarded on", "nginx", "direct off", "forwarded off")
 ROUTES = {"direct": "n1", "nginx": "n1", "forwarded": "n0,n1"}
 DEPLOYMENT = "echo"
 APP = "meshnode.apps.echo:Echo"
-NGINX_CONF = """\
-worker_processes 1;
-master_process off;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/client_body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    upstream n1 {{
-        server 127.0.0.1:{upstream};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://n1;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
 
 
 def agent_args(name: str, variant: str, ports: dict[str, int], root: Path, *extra: str) -> list[str]:
@@ -303,20 +276,14 @@ def main() -> None:
     }
     urls["nginx"] = f"http://127.0.0.1:{ports['nginx']}"
     predict = {path: f"{url}/v1/predict/{DEPLOYMENT}" for path, url in urls.items()}
-    (root / "nginx.conf").write_text(
-        NGINX_CONF.format(root=root, upstream=ports["n1 on http"], port=ports["nginx"])
-    )
     started: list[Started] = []
     load_before = os.getloadavg()
     try:
         variants = [security_on(secrets.token_urlsafe(32)), security_off(root, args.baseline_commit)]
         for variant in variants:
             started += start_mesh(variant, args, root, ports)
-        # Its own config and prefix in the temp dir: nothing under /etc or /var is read or written.
-        conf, log = str(root / "nginx.conf"), str(root / "nginx-error.log")
-        started.append(
-            start("nginx", ["nginx", "-c", conf, "-p", str(root), "-e", log], entry_cpu(args), root)
-        )
+        n1 = {"n1": [f"127.0.0.1:{ports['n1 on http']}"]}
+        started.append(start_nginx(root, ports["nginx"], n1, {"/": "http://n1"}, entry_cpu(args)))
         for v in VARIANTS:
             ready = functools.partial(replica_ready, urls[f"forwarded {v}"])
             wait(ready, 120, f"n0 {v} to see n1's echo replica ready", started)

@@ -42,7 +42,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' helpers, also when loaded by path
 
-from forwarding import NGINX_CONF, agent_args, replica_ready
+from forwarding import agent_args, replica_ready
+from nginx import start_nginx
 from procs import Started, commit, free_port, progress, start, stop, wait
 from vs_ray_systems import ECHO_BODY, posts_ok, server_env
 from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
@@ -213,11 +214,8 @@ def start_all(args: argparse.Namespace, root: Path, started: list[Started]) -> d
     wait(functools.partial(posts_ok, f"http://127.0.0.1:{ports['echo']}/", ECHO_BODY), 60, "echo", started)
     forward = [*this, "forward", str(ports["forward"]), str(ports["backend"]), key]
     started.append(start("forward", forward, entry, root, env))
-    (root / "nginx.conf").write_text(
-        NGINX_CONF.format(root=root, upstream=ports["echo"], port=ports["nginx"])
-    )
-    nginx = ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root), "-e", str(root / "nginx-error.log")]
-    started.append(start("nginx", nginx, entry, root))
+    echo = {"echo": [f"127.0.0.1:{ports['echo']}"]}
+    started.append(start_nginx(root, ports["nginx"], echo, {"/": "http://echo"}, entry))
     token = ["--token", secrets.token_urlsafe(32)]
     n1 = agent_args("n1", "on", ports, root, *token, "--deploy", "echo=meshnode.apps.echo:Echo")
     started.append(start("n1 on", n1, args.agents_cpu, root, env))

@@ -26,6 +26,7 @@ The servers of the Python paths are this file too (``serve echo|forward|backend`
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import functools
@@ -82,7 +83,7 @@ class Sealer:
         return self._aead.decrypt(nonce.to_bytes(12, "big"), data, None)
 
 
-class Framed(asyncio.Protocol):
+class Framed(asyncio.Protocol, metaclass=abc.ABCMeta):
     """Length-prefixed sealed frames in; `on_frame(request_id, body)` for each."""
 
     def __init__(self, key: bytes) -> None:
@@ -110,8 +111,9 @@ class Framed(asyncio.Protocol):
         sealed = self.sealer.seal(body)
         self.transport.write(HEADER.pack(len(sealed), rid) + sealed)
 
+    @abc.abstractmethod
     def on_frame(self, rid: int, body: bytes) -> None:
-        raise NotImplementedError
+        """One frame's request id and opened body: the backend answers it, the entry's link matches it."""
 
 
 class Backend(Framed):

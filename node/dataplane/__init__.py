@@ -10,6 +10,8 @@ In the order a request meets them:
 - ``server.py``: ``DataPlaneServer``, the ROUTER where peers' requests arrive (server in)
 - ``contexts.py``: the ZeroMQ contexts, whose I/O threads never preempt the event loop that wakes them
 - ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per message
+- ``sealed_stream.py``: ``SealedStream``, a sealed link read and written by the event loop, without
+  ZeroMQ's I/O threads; ``SealedListener`` answers them (what the data plane moves to, issue 19)
 
 Nodes nobody can dial (docs/edge.md): ``via_relays.py``, calls to such a node through its relays;
 ``relay.py``, a relay passing them on over the node's own link; ``reverse.py``, the node serving

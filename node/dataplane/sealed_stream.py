@@ -1,0 +1,354 @@
+"""A sealed data-plane link on the event loop: one TCP connection of AEAD frames, either end.
+
+The data plane moves from ZeroMQ to these links (issue 19): ZeroMQ runs its sockets in I/O threads,
+and every request forwarded woke them twice on each node, which cost a forwarded request more
+than the rest of the hop (``bench/hop_floor.py``). A ``SealedStream`` is an asyncio protocol:
+TCP's bytes arrive in ``data_received`` on the loop, are split into frames
+(``mesh/stream_frames.py``) and opened (``trust/sealed.py``), and each payload goes to
+``on_frame`` at once; ``send`` seals a payload and hands it to the transport, one write.
+
+Life of a link:
+
+- It opens with the handshake of ``trust/sealed.py``: the dialing end names its token by key id
+  and proves it, the answering end proves it holds the key gossip announced for it. Until then the
+  frame limit is a handshake's size, so a stranger cannot make a node hold more than that. A
+  handshake not done within ``handshake_timeout_s`` closes the connection; so does any frame that
+  does not open.
+- Open, each end sends an empty sealed frame (a heartbeat) when it sent nothing for
+  ``heartbeat_interval_s``, and closes the link when it heard nothing for ``heartbeat_timeout_s``:
+  a peer that vanished without closing (a cut cable, a frozen process) is noticed in seconds, as
+  ZeroMQ's heartbeats did.
+- ``send`` refuses (returns why) instead of queueing without bound: when the link is not open,
+  or when the peer has not read ``max_buffered_bytes`` already written to it.
+- ``on_close`` runs once, with ``opened`` telling a refused handshake from a link that dropped,
+  and ``reason`` naming what closed it (``"forged"``, ``"unknown_key"``, ``"frames"``,
+  ``"silent"``, ``"handshake_timeout"``, ``"busy"``, ``"lost"``, ``"closed"``: the drop
+  counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from ..mesh.stream_frames import FrameError, FrameSplitter, frame_header
+from ..trust.sealed import SEAL_TAG_BYTES, ClientHandshake, LinkKeys, SealedError, ServerKeys
+
+__all__ = ["SealedListener", "SealedStream", "StreamLimits", "connect"]
+
+log = logging.getLogger(__name__)
+
+# A handshake frame's largest size (a HELLO is 44 bytes; a proof is a tag): no more is held from a
+# peer before it proved it belongs.
+_HANDSHAKE_FRAME_BYTES = 64
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """The bounds of every sealed link (from the agent's config)."""
+
+    max_frame_bytes: int  # a payload's largest size
+    max_buffered_bytes: int = 64 * 1024 * 1024  # written and not yet taken by the peer: send refuses past it
+    heartbeat_interval_s: float = 1.0  # an idle link sends an empty frame this often
+    heartbeat_timeout_s: float = 3.0  # a link that heard nothing this long is closed
+    handshake_timeout_s: float = 5.0  # a connection still not open after this is closed
+
+
+OnOpen = Callable[["SealedStream"], None]
+OnFrame = Callable[["SealedStream", bytes], None]
+OnClose = Callable[["SealedStream"], None]
+
+
+def _ignore(_stream: SealedStream) -> None:
+    pass
+
+
+class SealedStream(asyncio.Protocol):
+    """One sealed link: dialing (with a ``ClientHandshake``) or answering (with ``ServerKeys``)."""
+
+    def __init__(
+        self,
+        limits: StreamLimits,
+        on_frame: OnFrame,
+        *,
+        dialing: ClientHandshake | None = None,
+        answering: ServerKeys | None = None,
+        on_open: OnOpen = _ignore,
+        on_close: OnClose = _ignore,
+    ) -> None:
+        if (dialing is None) == (answering is None):
+            raise ValueError("a sealed stream either dials or answers")
+        self._limits = limits
+        self._on_frame = on_frame
+        self._on_open = on_open
+        self._on_close = on_close
+        self._dialing = dialing
+        self._answering = answering
+        self._splitter = FrameSplitter(_HANDSHAKE_FRAME_BYTES)
+        self._keys: LinkKeys | None = None
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._heard = self._spoke = False
+        self._silent_beats = 0
+        self.heartbeats = 0  # empty frames heard since it opened
+        self.opened = False  # the handshake completed
+        self.closed = False
+        self.reason = ""  # what closed it (see the module docstring), once closed
+        self.peer = ""  # host:port of the other end
+
+    # -- the protocol's callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio's TCP transports and uvloop's (which are not asyncio.Transport subclasses) alike.
+        self._transport = cast(asyncio.Transport, transport)
+        if self.closed:  # refused before it started (a listener over its limit)
+            self._transport.abort()
+            return
+        peer = self._transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._limits.handshake_timeout_s, self._handshake_late)
+        if self._dialing is not None:
+            self._write(self._dialing.hello())
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        try:
+            if self.opened:
+                keys = self._keys
+                assert keys is not None
+                for frame in self._splitter.feed(data):
+                    payload = keys.receive.open(frame)
+                    if payload:
+                        self._on_frame(self, payload)
+                    else:
+                        self.heartbeats += 1
+                    if self.closed:  # the handler closed the link
+                        return
+            else:
+                self._handshake(data)
+        except SealedError as exc:
+            self.close(exc.reason, str(exc))
+        except FrameError as exc:
+            self.close("frames", str(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.closed:
+            self.closed = True
+            self.reason = "lost"
+        self._on_close(self)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, payload: bytes) -> str | None:
+        """Seal `payload` and write it now; None when taken, else why not (nothing was sent)."""
+        transport = self._transport
+        if not self.opened or self.closed or transport is None:
+            return "the link is not open"
+        if transport.get_write_buffer_size() > self._limits.max_buffered_bytes:
+            return "the peer is not reading what was sent to it"
+        if len(payload) > self._limits.max_frame_bytes:
+            return f"a frame of {len(payload)} bytes is over the {self._limits.max_frame_bytes} byte limit"
+        keys = self._keys
+        assert keys is not None
+        try:
+            sealed = keys.send.seal(payload)
+        except SealedError as exc:
+            self.close(exc.reason, str(exc))
+            return str(exc)
+        self._spoke = True
+        transport.writelines((frame_header(len(sealed)), sealed))
+        return None
+
+    def pause_reading(self) -> None:
+        """Read nothing more until ``resume_reading``: the peer's sends pile up and then refuse."""
+        if self._transport is not None and not self.closed:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read again after ``pause_reading``."""
+        if self._transport is not None and not self.closed:
+            self._transport.resume_reading()
+
+    def close(self, reason: str = "closed", detail: str = "") -> None:
+        """Close the link; `reason` names why (a drop counter). ``on_close`` follows."""
+        if self.closed:
+            return
+        self.closed = True
+        self.reason = reason
+        if detail:
+            log.debug("closing the data-plane link with %s (%s): %s", self.peer or "?", reason, detail)
+        if self._transport is not None:
+            if reason == "closed":
+                self._transport.close()  # ours: what was sent still goes
+            else:
+                self._transport.abort()  # a bad frame or silence: nothing worth flushing
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _write(self, body: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(frame_header(len(body)) + body)
+
+    def _handshake(self, data: bytes) -> None:
+        """Handshake frames one at a time; once open, the rest of `data` as the link's frames."""
+        frames = self._splitter.feed(data, max_frames=1)
+        while frames and not self.closed:
+            self._handshake_frame(frames[0])
+            if self.opened:
+                self._splitter.limit = self._limits.max_frame_bytes + SEAL_TAG_BYTES
+                self.data_received(b"")  # what came behind the last handshake frame
+                return
+            frames = self._splitter.feed(b"", max_frames=1)
+
+    def _handshake_frame(self, frame: bytes) -> None:
+        if self._keys is None:
+            if self._answering is not None:  # a HELLO: answer it with a WELCOME and our proof
+                welcome, self._keys = self._answering.answer(frame)
+                self._write(welcome)
+                self._write(self._keys.send.seal(b""))
+            else:
+                assert self._dialing is not None
+                self._keys = self._dialing.welcome(frame)
+            return
+        if self._keys.receive.open(frame):
+            raise SealedError("forged", "a handshake proof that is not empty")
+        if self._dialing is not None:
+            self._write(self._keys.send.seal(b""))  # our proof, once the server proved itself
+        self._open()
+
+    def _open(self) -> None:
+        self.opened = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self._limits.heartbeat_interval_s, self._beat)
+        self._on_open(self)
+
+    def _handshake_late(self) -> None:
+        self._timer = None
+        if not self.opened:
+            self.close("handshake_timeout", f"no handshake within {self._limits.handshake_timeout_s:g} s")
+
+    def _beat(self) -> None:
+        """Once per heartbeat interval: speak if we were quiet, close if the peer was."""
+        self._timer = None
+        if self.closed:
+            return
+        limits = self._limits
+        if self._heard:
+            self._silent_beats = 0
+        else:
+            self._silent_beats += 1
+            if self._silent_beats * limits.heartbeat_interval_s >= limits.heartbeat_timeout_s:
+                self.close("silent", f"heard nothing for {limits.heartbeat_timeout_s:g} s")
+                return
+        if not self._spoke:
+            self.send(b"")
+        self._heard = self._spoke = False
+        self._timer = asyncio.get_running_loop().call_later(limits.heartbeat_interval_s, self._beat)
+
+
+async def connect(
+    host: str,
+    port: int,
+    dialing: ClientHandshake,
+    limits: StreamLimits,
+    on_frame: OnFrame,
+    *,
+    on_close: OnClose = _ignore,
+) -> SealedStream:
+    """Dial `host`:`port` and wait until the link is open; ConnectionError when it does not open."""
+    loop = asyncio.get_running_loop()
+    opened: asyncio.Future[None] = loop.create_future()
+
+    def on_open(_stream: SealedStream) -> None:
+        if not opened.done():
+            opened.set_result(None)
+
+    def closed(stream: SealedStream) -> None:
+        if not opened.done():
+            opened.set_exception(ConnectionError(f"the link to {host}:{port} did not open ({stream.reason})"))
+        on_close(stream)
+
+    stream = SealedStream(limits, on_frame, dialing=dialing, on_open=on_open, on_close=closed)
+    await loop.create_connection(lambda: stream, host, port)
+    try:
+        await opened
+    except asyncio.CancelledError:
+        stream.close()
+        raise
+    return stream
+
+
+class SealedListener:
+    """Answers sealed links on one TCP port; counts what it refused, by reason."""
+
+    def __init__(
+        self,
+        keys: ServerKeys,
+        limits: StreamLimits,
+        on_frame: OnFrame,
+        *,
+        on_open: OnOpen = _ignore,
+        on_close: OnClose = _ignore,
+        max_unopened: int = 256,
+    ) -> None:
+        self.keys = keys
+        self._limits = limits
+        self._on_frame = on_frame
+        self._on_open = on_open
+        self._on_close = on_close
+        self._max_unopened = max_unopened  # connections still in their handshake, at most
+        self._unopened = 0
+        self._server: asyncio.Server | None = None
+        self.streams: set[SealedStream] = set()  # open links
+        self.refused: dict[str, int] = {}  # connections closed before they opened, by reason
+
+    async def listen(self, host: str, port: int) -> int:
+        """Start answering on `host`:`port`; return the bound port."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._stream, host, port, reuse_address=True)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop answering and close every link."""
+        if self._server is not None:
+            self._server.close()
+        for stream in list(self.streams):
+            stream.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    def _stream(self) -> SealedStream:
+        stream = SealedStream(
+            self._limits,
+            self._on_frame,
+            answering=self.keys,
+            on_open=self._opened,
+            on_close=self._closed,
+        )
+        self._unopened += 1
+        if self._unopened > self._max_unopened:
+            stream.close("busy")  # its connection is dropped as soon as it is made
+        return stream
+
+    def _opened(self, stream: SealedStream) -> None:
+        self._unopened -= 1
+        self.streams.add(stream)
+        self._on_open(stream)
+
+    def _closed(self, stream: SealedStream) -> None:
+        if stream.opened:
+            self.streams.discard(stream)
+        else:
+            self._unopened -= 1
+            self.refused[stream.reason] = self.refused.get(stream.reason, 0) + 1
+        self._on_close(stream)

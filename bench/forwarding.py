@@ -5,7 +5,7 @@ Usage:  python bench/forwarding.py [--rounds 5] [--duration-s 3] [--concurrency 
                                    [--baseline-commit 9588113]
 
 Two meshes of two agents each serve one replica of ``apps/echo.py``: one runs this checkout with its
-security on (a mesh token: sealed gossip, the data plane on CURVE, the HTTP gate), the other the code
+security on (a mesh token: sealed gossip, the data plane sealed, the HTTP gate), the other the code
 just before security existed (bench/baseline.py says how, and why there is no "off" switch). Five
 paths to a replica, measured in one run:
 

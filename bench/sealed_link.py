@@ -27,12 +27,12 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from meshnode.dataplane.contexts import serving_context
 from meshnode.dataplane.frames import FrameReader
 from meshnode.dataplane.sealed_stream import SealedListener, SealedStream, StreamLimits, connect
-from meshnode.trust.curve import ClientCheck, client_keys
+from meshnode.trust.keyring import derive_key
 from meshnode.trust.sealed import ClientHandshake, ServerKeys
 
 TOKEN = "bench-" + "t" * 40
@@ -76,24 +76,44 @@ async def drive(send: Callable[[], None], echoes: Echoes, trips: int, window: in
     return (time.perf_counter() - wall) / trips * 1e6, (time.process_time() - cpu) / trips * 1e6
 
 
+def serving_context() -> zmq.Context[zmq.Socket[bytes]]:
+    """A context as the ZeroMQ data plane made them (up to 785d8d5): its I/O thread under SCHED_BATCH."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_BATCH)
+    return ctx
+
+
+class ClientCheck:
+    """ZAP: admits the one client key derived from the token, as the ZeroMQ data plane did."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], public: bytes) -> None:
+        self._public = public
+        self._authenticator = ThreadAuthenticator(ctx)
+        self._authenticator.start()
+        self._authenticator.configure_curve_callback(domain="*", credentials_provider=self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key == self._public
+
+    def stop(self) -> None:
+        self._authenticator.stop()
+
+
 async def zmq_pair() -> tuple[Callable[[], None], Echoes, Callable[[], None]]:
-    """A CURVE DEALER and ROUTER as the data plane sets them up; (send, echoes, close)."""
+    """A CURVE DEALER and ROUTER as the ZeroMQ data plane set them up; (send, echoes, close)."""
     server_ctx, client_ctx = serving_context(), serving_context()
     public, secret = zmq.curve_keypair()
-    check = ClientCheck(server_ctx, [TOKEN])
-    check.start()
+    client_secret = z85.encode(derive_key(TOKEN, b"data plane curve client"))
+    client_public = zmq.curve_public(client_secret)
+    check = ClientCheck(server_ctx, client_public)
     router = server_ctx.socket(zmq.ROUTER)
     router.curve_server = True
     router.curve_secretkey, router.curve_publickey = secret, public
     port = router.bind_to_random_port("tcp://127.0.0.1")
     router_reader = FrameReader(router, lambda frames: router_reader.send(frames))
     dealer = client_ctx.socket(zmq.DEALER)
-    client = client_keys(TOKEN)
-    dealer.curve_serverkey, dealer.curve_publickey, dealer.curve_secretkey = (
-        public,
-        client.public,
-        client.secret,
-    )
+    dealer.curve_serverkey = public
+    dealer.curve_publickey, dealer.curve_secretkey = client_public, client_secret
     dealer.connect(f"tcp://127.0.0.1:{port}")
     echoes = Echoes()
     dealer_reader = FrameReader(dealer, lambda _frames: echoes.arrived())

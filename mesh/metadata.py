@@ -51,8 +51,8 @@ class NodeMeta:
     mesh: str = ""
     # "host:port" of the data plane (requests forwarded between agents), separate from gossip.
     data: str = ""
-    # The data plane's CURVE public key (Z85, 40 characters): peers connect only to a node whose key
-    # they learned from authenticated gossip, and it admits only members' keys. "" from old nodes.
+    # The data plane's public X25519 key (Z85, 40 characters): peers connect only to a node whose key
+    # they learned from authenticated gossip, and it admits only holders of the token. "" from old nodes.
     data_key: str = ""
     # Fingerprints of the mesh tokens this node holds, primary first (``trust/keyring.py``): how a
     # token rotation sees that every node has a new key before making it primary.

@@ -36,7 +36,7 @@ class Candidate:
     slots: int = 1  # requests it runs at once (concurrency times batch size)
     capacity: int = 1  # requests it admits at once before answering 429
     service_s: float | None = None  # measured mean time to serve one request; None: unknown or stale
-    data_key: str = ""  # the node's data-plane CURVE public key, as it gossiped it
+    data_key: str = ""  # the node's data-plane public key, as it gossiped it
     throughput_rps: float | None = None  # measured completions per second
 
 

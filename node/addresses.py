@@ -24,6 +24,7 @@ __all__ = [
     "check_derived",
     "is_loopback",
     "join_host_port",
+    "listen_tcp",
     "off_machine",
     "parse_host_port",
     "public_host",
@@ -159,3 +160,27 @@ def bind_failure(flag: str, host: str, port: int, code: int | None, reason: str)
         fix = f"check {flag}"
     role = _BIND_ROLES.get(flag, "a socket")
     return f"cannot bind {role} on {join_host_port(host, port)} ({flag}): {why}; {fix}"
+
+
+def listen_tcp(host: str, port: int, flag: str, *, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket on (host, port) (port 0: a free one); ConfigError naming `flag` if not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(bind_failure(flag, host, port, None, str(exc))) from exc
+    try:
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(bind_failure(flag, host, port, exc.errno, str(exc))) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        # Listening now, not when the server starts: with SO_REUSEADDR two agents can both bind a
+        # port that neither listens on yet, and uvloop's server then takes the second without a word.
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(bind_failure(flag, host, port, exc.errno, str(exc))) from exc
+    return sock

@@ -152,10 +152,10 @@ class Agent:
             persist=lambda record: self._in_store_background(lambda: store.save_record(record)),
             forget=lambda names: self._in_store_background(lambda: store.forget_records(names)),
         )
-        self._links = PeerLinks.of(config, trust.client)
+        self._links = PeerLinks.of(config, trust.tokens[0])
         # Links to this node's relays' data ports, while nobody can dial it (docs/edge.md).
         self._reverse = ReverseLinks(
-            NodeId(node_id), dataplane, lambda: self._links.client, config.max_frame_bytes
+            NodeId(node_id), dataplane, lambda: self._links.token, config.max_frame_bytes
         )
         self._forwarder = Forwarder(
             name=config.name,
@@ -209,7 +209,7 @@ class Agent:
         )
         forwarder.on_failover = self._events.failover
         forwarder.moderation = Moderator(deployments.record)  # each deployment's checks (docs/apps.md)
-        rotation.connect(runner, dataplane.client_check, self._links, self._serving_changed)
+        rotation.connect(runner, dataplane.keys, self._links, self._serving_changed)
         self._server = http_server(
             node=self,
             deployments=deployments,

@@ -50,7 +50,7 @@ class AgentConfig:
     mesh_host: str = "0.0.0.0"
     # Membership socket port (0 picks a free one).
     mesh_port: int = DEFAULT_MESH_PORT
-    # Data-plane bind address: requests forwarded between agents (ZeroMQ ROUTER). Its own socket,
+    # Data-plane bind address: requests forwarded between agents (sealed TCP links). Its own socket,
     # so a large payload never delays a membership probe.
     data_host: str = "0.0.0.0"
     # Data-plane port. 0 (a free port, advertised in gossip) lets several agents share a machine
@@ -196,9 +196,9 @@ class AgentConfig:
     # How long a request waits for a data-plane connection to a peer that has not connected yet
     # (a new peer). A peer whose connection dropped is skipped at once.
     forward_connect_timeout_s: float = 1.0
-    # A data-plane link to a peer (a connection and its sockets: ~33 KiB on each side) that no
-    # request has used this long is closed; the next request to that peer opens it again, one CURVE
-    # handshake later (about a millisecond on a LAN). Peers that serve this node's traffic keep
+    # A data-plane link to a peer (a connection and its buffers) that no request has used this long
+    # is closed; the next request to that peer opens it again, one handshake later (a round trip
+    # and two X25519 agreements: well under a millisecond on a LAN). Peers that serve this node's traffic keep
     # theirs; a listing of every node's jobs or a finished pull does not hold a connection to each
     # peer for good. 0: never close.
     forward_link_idle_s: float = 60.0

@@ -1,17 +1,18 @@
-"""The data plane: requests between nodes, over ZeroMQ, apart from gossip.
+"""The data plane: requests between nodes, over sealed TCP links, apart from gossip.
 
 In the order a request meets them:
 
 - ``forward.py``: ``Forwarder``, asks routing for candidates and carries a request to one, failing over
 - ``candidates.py``: ``CandidateSource``, the replicas that could serve a deployment, as routing reads them
-- ``links.py``: ``PeerLinks``, one multiplexed DEALER per peer (links out)
-- ``peer_link.py``: ``PeerLink``, one such DEALER, its calls, and how long it has been idle
+- ``links.py``: ``PeerLinks``, one multiplexed link per peer (links out)
+- ``peer_link.py``: ``PeerLink``, one such link, its calls, and how long it has been idle
+- ``dialer.py``: ``Dialer``, a link to one peer that redials after every drop
 - ``answers.py``: ``Answers``, one call's answers for the task that awaits them (peer links, replicas)
-- ``server.py``: ``DataPlaneServer``, the ROUTER where peers' requests arrive (server in)
-- ``contexts.py``: the ZeroMQ contexts, whose I/O threads never preempt the event loop that wakes them
-- ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per message
-- ``sealed_stream.py``: ``SealedStream``, a sealed link read and written by the event loop, without
-  ZeroMQ's I/O threads; ``SealedListener`` answers them (what the data plane moves to, issue 19)
+- ``server.py``: ``DataPlaneServer``, where peers' requests arrive (server in)
+- ``sealed_stream.py``: ``SealedStream``, one link, read and written by the event loop (no I/O
+  threads); ``SealedListener`` answers them
+- ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per
+  message (between an agent and its replica workers)
 
 Nodes nobody can dial (docs/edge.md): ``via_relays.py``, calls to such a node through its relays;
 ``relay.py``, a relay passing them on over the node's own link; ``reverse.py``, the node serving

@@ -140,7 +140,7 @@ class Links(Protocol):
     def call(
         self, node: NodeId, addr: str, key: str, call: Call, *, to: NodeId | None = None
     ) -> AsyncGenerator[Envelope, None]:
-        """Send `call` to the peer at `addr` (CURVE key `key`); yield its chunks, then Reply or Failure.
+        """Send `call` to the peer at `addr` (data-plane key `key`); yield its chunks, then Reply or Failure.
 
         With `to`, the peer is a relay of node `to`, which runs the call (docs/edge.md).
         """

@@ -1,14 +1,14 @@
-"""Outbound data plane: one multiplexed ZeroMQ DEALER per peer, carrying many requests at once.
+"""Outbound data plane: one multiplexed sealed link per peer, carrying many requests at once.
 
-``PeerLinks.call(node, addr, call)`` sends a ``Call`` envelope to the peer's data-plane ROUTER
+``PeerLinks.call(node, addr, call)`` sends a ``Call`` envelope to the peer's data-plane server
 (``server.py``) and yields what comes back for that request id: ``Chunk``s (and ``Progress`` when
 the call asked for it; a peer's progress it did not ask for is dropped here), then a ``Reply``
 or a ``Failure``. Requests share the peer's one connection; their frames interleave, and a large file
 arrives as several frames that are joined here, so one image never stalls the others.
 
 A bulk transfer (a call whose ``accept`` is ``ACCEPT_BULK``: a model's chunks) gets its answer as the
-pieces it travelled in, unjoined, on a second link to the peer whose I/O thread runs at the kernel's
-idle priority (``contexts.py``): serving never waits behind a pull's megabytes, for a link or a core.
+pieces it travelled in, unjoined, on a second link to the peer: serving never waits behind a pull's
+megabytes on one connection.
 
 What the caller (``forward.py``) relies on:
 
@@ -25,9 +25,9 @@ What the caller (``forward.py``) relies on:
 A link no call has held for ``forward_link_idle_s`` is closed (``peer_link.py``); the next call to
 that peer makes a new one, a handshake away.
 
-Connection state comes from the socket monitor (handshake done, disconnected), and ZeroMQ heartbeats
-detect a peer that vanished without closing its connection (a machine unplugged) in seconds, before
-the failure detector's verdict.
+Connection state comes from the link itself (``dialer.py``: open, dropped and redialed, or refused
+in its handshake), and its heartbeats detect a peer that vanished without closing its connection (a
+machine unplugged) in seconds, before the failure detector's verdict.
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING
-
-import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from ..errors import DeadlineExceeded
 from ..mesh.bulk_frames import decode_bulk
@@ -61,17 +58,15 @@ from ..mesh.envelope import (
     encode_envelope,
 )
 from ..mesh.types import NodeId
-from ..trust.curve import CurveKeys
-from .contexts import bulk_context, serving_context
-from .frames import FrameReader
-from .peer_link import HANDSHAKE_FAILED, PeerLink, PendingCall, QueueReport
+from ..trust.sealed import announced_key
+from .peer_link import PeerLink, PendingCall, QueueReport
+from .sealed_stream import StreamLimits
 
 if TYPE_CHECKING:
     from ..config import AgentConfig
 
 log = logging.getLogger(__name__)
 
-_Z85_KEY_CHARS = 40
 # Idle links are looked for at most this often: one closes up to this late.
 _SWEEP_SPACING_S = 1.0
 
@@ -82,16 +77,15 @@ class PeerLinks:
     def __init__(
         self,
         *,
-        client: CurveKeys,
+        token: str,
         max_frame_bytes: int,
         max_in_flight_per_peer: int,
         connect_timeout_s: float,
         idle_s: float,
     ) -> None:
-        # Replaced whole when the mesh's primary token changes; links made after use the new one.
-        self.client = client
-        self._ctx = serving_context()
-        self._bulk_ctx = bulk_context()
+        # The mesh's primary token: replaced when it changes; links (re)made after use the new one.
+        self.token = token
+        self._limits = StreamLimits(max_frame_bytes=max_frame_bytes)
         self._links: dict[tuple[NodeId, bool], PeerLink] = {}  # by peer and lane (bulk or not)
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
@@ -121,10 +115,10 @@ class PeerLinks:
         return report.others
 
     @classmethod
-    def of(cls, config: AgentConfig, client: CurveKeys) -> PeerLinks:
-        """The links of an agent with `config`'s forwarding settings."""
+    def of(cls, config: AgentConfig, token: str) -> PeerLinks:
+        """The links of an agent with `config`'s forwarding settings, holding `token` (primary)."""
         return cls(
-            client=client,
+            token=token,
             max_frame_bytes=config.max_frame_bytes,
             max_in_flight_per_peer=config.forward_max_in_flight_per_peer,
             connect_timeout_s=config.forward_connect_timeout_s,
@@ -143,27 +137,20 @@ class PeerLinks:
     async def call(
         self, node: NodeId, addr: str, key: str, call: Call, *, to: NodeId | None = None
     ) -> AsyncGenerator[Envelope, None]:
-        """Send `call` to the peer at `addr` with CURVE key `key`; yield its envelopes (see above).
+        """Send `call` to the peer at `addr` with data-plane key `key`; yield its envelopes (see above).
 
         With `to`, the peer is one of `to`'s relays (docs/edge.md): the call goes to node `to`
         through it, and counts as `to`'s.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout_ms / 1000
-        if len(key) != _Z85_KEY_CHARS:
-            yield Failure(call.request_id, "peer_unreachable", f"{addr} announced no data-plane key", True)
-            return
         if self._closed:
             # Requests still arriving over HTTP while the agent stops: none may start here.
             yield Failure(call.request_id, "peer_unreachable", "this node is stopping", True)
             return
-        try:
-            link = self._link(node, addr, key.encode("ascii"), bulk=call.accept == ACCEPT_BULK)
-        except zmq.ZMQError as exc:
-            # No socket for the peer now (descriptors exhausted, ...): nothing was sent.
-            yield Failure(
-                call.request_id, "peer_unreachable", f"cannot connect to {addr}: {exc.strerror}", True
-            )
+        link = self._link(node, addr, key, bulk=call.accept == ACCEPT_BULK)
+        if link is None:
+            yield Failure(call.request_id, "peer_unreachable", f"{addr} announced no data-plane key", True)
             return
         rid = call.request_id
         link.hold()
@@ -179,10 +166,10 @@ class PeerLinks:
             self._count(pending)
             finished = False
             try:
-                error = link.send([encode_envelope(call if to is None else RelayCall(rid, to, call))])
+                error = link.send(encode_envelope(call if to is None else RelayCall(rid, to, call)))
                 if error is not None:
                     finished = True
-                    yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error.strerror}", True)
+                    yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error}", True)
                     return
                 parts: list[bytes] = []  # a file answer split into frames, joined before it is yielded
                 while True:
@@ -207,9 +194,9 @@ class PeerLinks:
                 timer.cancel()
                 link.remove(rid)
                 self._uncount(pending)
-                if not finished and not link.sock.closed:
+                if not finished and not link.closed:
                     # The caller went away or the deadline passed: stop the work on the peer.
-                    link.send([encode_envelope(Cancel(rid))])
+                    link.send(encode_envelope(Cancel(rid)))
         finally:
             link.release(loop.time())
 
@@ -238,8 +225,6 @@ class PeerLinks:
             self._sweep.cancel()
         for node in {node for node, _ in self._links}:
             self.forget(node, "this node is stopping")
-        self._ctx.term()
-        self._bulk_ctx.term()
 
     # -- internals -------------------------------------------------------------------------
 
@@ -257,19 +242,19 @@ class PeerLinks:
         else:
             del self._outstanding[pending.target]
 
-    def _link(self, node: NodeId, addr: str, key: bytes, bulk: bool) -> PeerLink:
+    def _link(self, node: NodeId, addr: str, key: str, bulk: bool) -> PeerLink | None:
+        """The link to `node` on that lane, made when missing; None when `key` is not a key."""
         link = self._links.get((node, bulk))
         if link is not None and (link.addr, link.server_key) != (addr, key):
             # Restarted: on another port, and always with a new key.
             self.forget(node, f"peer restarted ({link.addr} -> {addr})")
             link = None
         if link is None:
-            ctx = self._bulk_ctx if bulk else self._ctx
+            raw_key = announced_key(key)  # decoded once per link, not per call
+            if raw_key is None:
+                return None
             now = asyncio.get_running_loop().time()
-            link = PeerLink(ctx, node, addr, key, self.client, self._max_frame_bytes, bulk, now)
-            bound = link  # the callbacks below belong to this link, not to the variable
-            link.reader = FrameReader(link.sock, lambda frames: self._on_frames(bound, frames), copy=not bulk)
-            link.monitor_reader = FrameReader(link.monitor, lambda frames: self._on_event(bound, frames))
+            link = PeerLink(node, addr, key, raw_key, self._token, self._limits, bulk, now, self)
             self._links[(node, bulk)] = link
             if self._sweep is None and self._idle_s > 0:
                 self._sweep = asyncio.get_running_loop().call_later(self._idle_s, self._close_idle)
@@ -310,13 +295,14 @@ class PeerLinks:
             None if link.connected else f"no connection to {link.addr} within {self._connect_timeout_s:g} s"
         )
 
-    def _on_frames(self, link: PeerLink, frames: list[bytes]) -> None:
-        if len(frames) != 1:
-            self._count_drop(link, "frames")
-            return
+    def _token(self) -> str:
+        return self.token
+
+    def link_frame(self, link: PeerLink, payload: bytes) -> None:
+        """An envelope from a peer: an answer to one of the calls outstanding on `link`."""
         try:
             decode = decode_bulk if link.bulk else decode_envelope  # a bulk link's pieces: views
-            message = decode(frames[0], max_bytes=self._max_frame_bytes)
+            message = decode(payload, max_bytes=self._max_frame_bytes)
         except EnvelopeError as exc:
             self._count_drop(link, "malformed")
             log.warning("dropped a bad data-plane frame from %s: %s", link.addr, exc)
@@ -333,23 +319,25 @@ class PeerLinks:
             self._reports[(pending.target, pending.deployment)] = report
         pending.queue.put_nowait(message)
 
-    def _on_event(self, link: PeerLink, frames: list[bytes]) -> None:
-        event = parse_monitor_message(frames)
-        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            link.connected = True
-            link.handshake.set()
-        elif event["event"] == zmq.EVENT_DISCONNECTED:
+    def link_opened(self, link: PeerLink) -> None:
+        """`link`'s handshake completed: calls waiting for it go."""
+        link.connected = True
+        link.handshake.set()
+
+    def link_dropped(self, link: PeerLink, opened: bool, reason: str) -> None:
+        """`link` dropped (it redials), or its handshake was refused (it is forgotten)."""
+        link.handshake.set()  # callers waiting for it move on now
+        if opened:
             link.connected = False
-            link.handshake.set()  # it did connect once: callers stop waiting and move on
+            log.debug("the data-plane link to %s dropped (%s)", link.addr, reason)
             link.fail_all("peer_lost", f"the connection to {link.addr} dropped")
-        elif event["event"] & HANDSHAKE_FAILED:
-            # Not the key gossip announced, or our token is not one it holds (mid-rotation). The
-            # next call makes a fresh link, with whatever key and token are current by then.
-            self._count_drop(link, "handshake")
-            link.handshake.set()  # callers waiting for it move on now
-            log.warning("data-plane handshake with %s failed (event %s)", link.addr, event["event"])
-            if self._links.get((link.node, link.bulk)) is link:
-                self.forget(link.node, f"the data-plane handshake with {link.addr} failed")
+            return
+        # Not the key gossip announced, or our token is not one it holds (mid-rotation). The next
+        # call makes a fresh link, with whatever key and token are current by then.
+        self._count_drop(link, "handshake")
+        log.warning("data-plane handshake with %s failed (%s)", link.addr, reason)
+        if self._links.get((link.node, link.bulk)) is link:
+            self.forget(link.node, f"the data-plane handshake with {link.addr} failed")
 
     def _count_drop(self, link: PeerLink, reason: str) -> None:
         link.dropped += 1

@@ -1,4 +1,4 @@
-"""One outbound data-plane link: a CURVE DEALER to one peer, and the calls outstanding on it.
+"""One outbound data-plane link: a sealed link to one peer (``dialer.py``), and the calls outstanding on it.
 
 ``PeerLinks`` (``links.py``) keeps one per peer and lane and carries calls over it. A link counts
 its users (calls waiting for its connection or outstanding on it) and when it last had none, so
@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import zmq
+from typing import Protocol
 
 from ..mesh.envelope import Envelope, Failure
 from ..mesh.types import NodeId
-from ..trust.curve import CurveKeys
 from .answers import Answers
-from .frames import FrameReader
-
-# ZeroMQ heartbeats: a peer silent this long (no FIN, e.g. a cut cable) counts as disconnected.
-_HEARTBEAT_INTERVAL_MS = 1000
-_HEARTBEAT_TIMEOUT_MS = 3000
-_SEND_HIGH_WATER_MARK = 10_000
-# A refused handshake is final: libzmq does not reconnect after one.
-HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-_MONITORED_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED
+from .dialer import Dialer
+from .sealed_stream import StreamLimits
 
 
 @dataclass
@@ -54,23 +41,24 @@ class QueueReport:
 
 
 class PeerLink:
-    """The DEALER to one peer and the requests outstanding on it."""
+    """The sealed link to one peer and the requests outstanding on it."""
 
     def __init__(
         self,
-        ctx: zmq.Context[zmq.Socket[bytes]],
         node: NodeId,
         addr: str,
-        server_key: bytes,
-        client: CurveKeys,
-        max_frame_bytes: int,
+        server_key: str,
+        raw_key: bytes,
+        token: Callable[[], str],
+        limits: StreamLimits,
         bulk: bool,
         now: float,
+        events: LinkEvents,
     ) -> None:
         self.node = node
         self.bulk = bulk
         self.addr = addr
-        self.server_key = server_key
+        self.server_key = server_key  # as gossip announced it: a restarted peer announces another
         self.pending: dict[str, PendingCall] = {}
         self.sharing: collections.Counter[tuple[str, NodeId]] = collections.Counter()  # by (deployment, node)
         self.connected = False
@@ -78,23 +66,20 @@ class PeerLink:
         self.dropped = 0  # frames from this peer that failed validation
         self.users = 0  # calls holding the link: waiting for its connection, or outstanding on it
         self.idle_since = now  # loop time its last user let it go (or it was made)
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IPV6, 1)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer we are not connected to
-        sock.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
-        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_INTERVAL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
-        # CURVE: we talk only to the key the peer announced in gossip, as a holder of the token.
-        sock.curve_serverkey = server_key
-        sock.curve_publickey = client.public
-        sock.curve_secretkey = client.secret
-        self.monitor = sock.get_monitor_socket(_MONITORED_EVENTS)
-        sock.connect(f"tcp://{addr}")
-        self.sock = sock
-        self.reader: FrameReader | None = None
-        self.monitor_reader: FrameReader | None = None
+        self.dialer = Dialer(
+            addr,
+            raw_key,
+            token,
+            limits,
+            on_open=lambda: events.link_opened(self),
+            on_frame=lambda payload: events.link_frame(self, payload),
+            on_drop=lambda opened, reason: events.link_dropped(self, opened, reason),
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Closed for good (forgotten or idle): nothing more can be sent on it."""
+        return self.dialer.closed
 
     def hold(self) -> None:
         """A call starts using the link: it is not idle until every such call releases it."""
@@ -125,18 +110,28 @@ class PeerLink:
         for rid, pending in self.pending.items():
             pending.queue.put_nowait(Failure(rid, kind, message, True))
 
-    def send(self, frames: list[bytes]) -> zmq.ZMQError | None:
-        assert self.reader is not None
-        return self.reader.send(frames)
+    def send(self, payload: bytes) -> str | None:
+        """Send one envelope now; None when taken, else why not."""
+        return self.dialer.send(payload)
 
     def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self.sock.disable_monitor()
-        for reader, sock in ((self.monitor_reader, self.monitor), (self.reader, self.sock)):
-            if reader is not None:
-                reader.close()
-            else:
-                sock.close(linger=0)
+        self.dialer.close()
 
 
-__all__ = ["HANDSHAKE_FAILED", "PeerLink", "PendingCall", "QueueReport"]
+class LinkEvents(Protocol):
+    """What a link tells its owner (``PeerLinks``)."""
+
+    def link_opened(self, link: PeerLink) -> None:
+        """Its handshake completed (the first time, or after a reconnect)."""
+        ...
+
+    def link_frame(self, link: PeerLink, payload: bytes) -> None:
+        """An envelope arrived on it."""
+        ...
+
+    def link_dropped(self, link: PeerLink, opened: bool, reason: str) -> None:
+        """It dropped (`opened`), or a connection closed in its handshake (refused)."""
+        ...
+
+
+__all__ = ["LinkEvents", "PeerLink", "PendingCall", "QueueReport"]

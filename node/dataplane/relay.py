@@ -13,7 +13,7 @@ the caller tries another relay or replica; a link that drops while calls are out
 with a retryable ``peer_lost`` (the caller knows whether output had started).
 
 The table is owned by the data-plane server (``server.py``), which hands it every frame that
-concerns it; ``send`` is the server's ROUTER, addressed by connection id.
+concerns it, and tells it when a link drops; ``send`` is the server's, addressed by link id.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-import zmq
 
 from ..mesh.envelope import (
     Attach,
@@ -39,7 +37,8 @@ from ..mesh.envelope import (
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[bytes, bytes], zmq.ZMQError | None]
+# Sends a frame on a link; None when taken, else why not.
+Send = Callable[[bytes, bytes], str | None]
 
 # Nodes attached here at most (a relay serves the NATed nodes that chose it, a handful each).
 _MAX_ATTACHED = 10_000

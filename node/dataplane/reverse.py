@@ -1,37 +1,29 @@
 """A node nobody can dial serves its replicas over links it opens to its relays (docs/edge.md).
 
-For each relay its membership chose (``membership/relaying.py``), the node keeps one DEALER to the
-relay's data port, as a member (CURVE, the key the relay gossiped), and says ``Attach`` on it each
-time the connection is made: a reconnect gets a new connection id at the relay, which must learn
+For each relay its membership chose (``membership/relaying.py``), the node keeps one sealed link to
+the relay's data port (``dialer.py``), as a member (its token, the key the relay gossiped), and says
+``Attach`` on it each time the link opens: a reconnect is a new link at the relay, which must learn
 it before the next call. Calls that come down the link are served by the node's data-plane server
 exactly as calls on its own port (``DataPlaneServer.open_channel``), and their answers go back up
-the same link. ZeroMQ's heartbeats keep the link, and so the NAT's mapping of it, alive, and notice
-a relay gone silent within seconds; libzmq reconnects by itself.
+the same link. The link's heartbeats keep it, and so the NAT's mapping of it, alive, and notice a
+relay gone silent within seconds; the dialer reconnects by itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-import zmq
-from zmq.utils.monitor import parse_monitor_message
-
 from ..mesh.envelope import Attach, encode_envelope
 from ..mesh.member import Member
 from ..mesh.types import NodeId
-from ..trust.curve import CurveKeys
-from .contexts import serving_context
-from .frames import FrameReader
+from ..trust.sealed import announced_key
+from .dialer import Dialer
+from .sealed_stream import StreamLimits
 from .server import DataPlaneServer
 
 log = logging.getLogger(__name__)
-
-_HEARTBEAT_INTERVAL_MS = 1000
-_HEARTBEAT_TIMEOUT_MS = 3000
-_Z85_KEY_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -41,32 +33,23 @@ class _Target:
     key: str
 
 
+@dataclass(frozen=True)
 class _Link:
-    def __init__(self, target: _Target, sock: zmq.Socket[bytes], reader: FrameReader, monitor: FrameReader):
-        self.target = target
-        self.sock = sock
-        self.reader = reader
-        self.monitor = monitor
-        self.channel = b"relay " + target.node.encode()
-
-    def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self.sock.disable_monitor()
-        self.monitor.close()
-        self.reader.close()
+    target: _Target
+    dialer: Dialer
+    channel: bytes
 
 
 class ReverseLinks:
     """This node's links to its relays' data ports, kept to what membership chose."""
 
     def __init__(
-        self, me: NodeId, server: DataPlaneServer, client: Callable[[], CurveKeys], max_frame_bytes: int
+        self, me: NodeId, server: DataPlaneServer, token: Callable[[], str], max_frame_bytes: int
     ) -> None:
         self._me = me
         self._server = server
-        self._client = client
-        self._max_frame_bytes = max_frame_bytes
-        self._ctx = serving_context()
+        self._token = token
+        self._limits = StreamLimits(max_frame_bytes=max_frame_bytes)
         self._links: dict[NodeId, _Link] = {}
         self.attaches = 0
 
@@ -80,7 +63,7 @@ class ReverseLinks:
         wanted = {}
         for node in relays:
             member = members.get(node)
-            if member is not None and member.meta.data and len(member.meta.data_key) == _Z85_KEY_CHARS:
+            if member is not None and member.meta.data and announced_key(member.meta.data_key) is not None:
                 wanted[node] = _Target(node, member.meta.data, member.meta.data_key)
         for node, link in list(self._links.items()):
             if wanted.get(node) != link.target:  # no longer a relay, or restarted (a new port, key)
@@ -93,38 +76,42 @@ class ReverseLinks:
         """Close every link."""
         for node in list(self._links):
             self._drop(node)
-        self._ctx.term()
 
     def _open(self, target: _Target) -> None:
-        client = self._client()
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IPV6, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_INTERVAL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
-        sock.curve_serverkey = target.key.encode("ascii")
-        sock.curve_publickey = client.public
-        sock.curve_secretkey = client.secret
-        monitor_sock = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        sock.connect(f"tcp://{target.addr}")
+        key = announced_key(target.key)
+        assert key is not None  # checked in sync
         channel = b"relay " + target.node.encode()
-        reader = FrameReader(sock, lambda frames: self._server.on_channel_frames(channel, frames))
-        monitor = FrameReader(monitor_sock, lambda frames: self._connected(target.node, frames))
-        link = _Link(target, sock, reader, monitor)
-        self._links[target.node] = link
-        self._server.open_channel(link.channel, reader.send)
+        dialer = Dialer(
+            target.addr,
+            key,
+            self._token,
+            self._limits,
+            on_open=lambda: self._connected(target.node),
+            on_frame=lambda frame: self._server.on_channel_frame(channel, frame),
+            on_drop=lambda opened, reason: self._lost(target.node, opened, reason),
+        )
+        self._links[target.node] = _Link(target, dialer, channel)
+        self._server.open_channel(channel, dialer.send)
         log.info("data-plane link to relay %s at %s", target.node[:8], target.addr)
 
-    def _connected(self, node: NodeId, frames: list[bytes]) -> None:
-        parse_monitor_message(frames)
+    def _connected(self, node: NodeId) -> None:
         link = self._links.get(node)
         if link is not None:
-            # Each (re)connection is a new connection id at the relay: tell it which is ours.
-            link.reader.send([encode_envelope(Attach(self._me))])
+            # Each (re)connection is a new link at the relay: tell it which is ours.
+            link.dialer.send(encode_envelope(Attach(self._me)))
             self.attaches += 1
+
+    def _lost(self, node: NodeId, opened: bool, reason: str) -> None:
+        link = self._links.get(node)
+        if link is not None:
+            # The calls that came down it have nowhere to answer; the dialer makes a new link.
+            self._server.close_channel(link.channel)
+            self._server.open_channel(link.channel, link.dialer.send)
+            log.info(
+                "data-plane link to relay %s %s (%s)", node[:8], "dropped" if opened else "refused", reason
+            )
 
     def _drop(self, node: NodeId) -> None:
         link = self._links.pop(node)
         self._server.close_channel(link.channel)
-        link.close()
+        link.dialer.close()

@@ -31,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from ..http.corked import CorkedTransport
 from ..mesh.stream_frames import FrameError, FrameSplitter, frame_header
 from ..trust.sealed import SEAL_TAG_BYTES, ClientHandshake, LinkKeys, SealedError, ServerKeys
 
@@ -95,6 +97,9 @@ class SealedStream(asyncio.Protocol):
         self._heard = self._spoke = False
         self._silent_beats = 0
         self.heartbeats = 0  # empty frames heard since it opened
+        self.link_id = b""  # what its owner calls it
+        self.writing_paused = False  # the transport holds more than its high-water mark
+        self._writable: asyncio.Event | None = None
         self.opened = False  # the handshake completed
         self.closed = False
         self.reason = ""  # what closed it (see the module docstring), once closed
@@ -103,8 +108,10 @@ class SealedStream(asyncio.Protocol):
     # -- the protocol's callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio's TCP transports and uvloop's (which are not asyncio.Transport subclasses) alike.
-        self._transport = cast(asyncio.Transport, transport)
+        # Frames sent in one turn of the loop leave together at its end, in one write: under load a
+        # turn answers many requests, and a write per frame would be a system call per frame.
+        # (A cast: uvloop's TCP transports are not asyncio.Transport subclasses, but behave as one.)
+        self._transport = CorkedTransport(cast(asyncio.Transport, transport), asyncio.get_running_loop())
         if self.closed:  # refused before it started (a listener over its limit)
             self._transport.abort()
             return
@@ -136,7 +143,16 @@ class SealedStream(asyncio.Protocol):
         except FrameError as exc:
             self.close("frames", str(exc))
 
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self._writable is not None:
+            self._writable.set()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()  # nobody waits to write to a closed link
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -146,6 +162,14 @@ class SealedStream(asyncio.Protocol):
         self._on_close(self)
 
     # -- sending -------------------------------------------------------------------------------
+
+    async def drained(self) -> None:
+        """Return once the transport took what it held back (below its low-water mark) or closed."""
+        while self.writing_paused and not self.closed:
+            if self._writable is None:
+                self._writable = asyncio.Event()
+            self._writable.clear()
+            await self._writable.wait()
 
     def send(self, payload: bytes) -> str | None:
         """Seal `payload` and write it now; None when taken, else why not (nothing was sent)."""
@@ -316,6 +340,11 @@ class SealedListener:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._stream, host, port, reuse_address=True)
         return int(self._server.sockets[0].getsockname()[1])
+
+    async def listen_on(self, sock: socket.socket) -> int:
+        """Start answering on `sock`, bound and listening already; return its port."""
+        self._server = await asyncio.get_running_loop().create_server(self._stream, sock=sock)
+        return int(sock.getsockname()[1])
 
     async def close(self) -> None:
         """Stop answering and close every link."""

@@ -1,4 +1,4 @@
-"""Inbound data plane: the ZeroMQ ROUTER where peers send requests for this node's replicas.
+"""Inbound data plane: the sealed links where peers send requests for this node's replicas.
 
 Each frame is one envelope (``mesh/envelope.py``). A ``Call`` from a peer runs on a replica *here*
 (never forwarded again, so a request crosses at most one hop and cannot loop); its ``Chunk``s and its
@@ -6,9 +6,9 @@ Each frame is one envelope (``mesh/envelope.py``). A ``Call`` from a peer runs o
 request. A file answer larger than ``chunk_bytes`` leaves as several frames (``Chunk``s of bytes,
 then a ``Reply`` with the last piece), so it does not hold up other requests on that connection.
 
-Only members get this far: the socket is a CURVE server whose handshake admits only client keys
-derived from the mesh's tokens (``trust/curve.py``); anyone else's connection is refused before
-any frame of it is read. Hostile or broken input from members never takes the agent down: frames
+Only members get this far: every connection opens with the sealed handshake (``trust/sealed.py``),
+which admits only holders of the mesh's tokens; anyone else's connection is closed before any
+frame of it is read, and counted. Hostile or broken input from members never takes the agent down: frames
 are validated like membership packets (size, msgpack, version, field types) and bad ones are
 dropped and counted by reason on ``/metrics``; each peer may have at most
 ``max_in_flight_per_peer`` requests running here, the rest are refused as full (retryable, so its
@@ -18,15 +18,14 @@ router tries elsewhere).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
-import zmq
-
+from ..addresses import listen_tcp
 from ..errors import MeshnodeError
 from ..logs import set_request_id
-from ..membership.transport import bind_tcp
 from ..mesh.envelope import (
     Attach,
     Call,
@@ -41,17 +40,20 @@ from ..mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
-from ..trust.curve import ClientCheck, CurveKeys
-from .contexts import serving_context
-from .frames import FrameReader
+from ..trust.sealed import NodeKey, ServerKeys
 from .relay import RelayTable
+from .sealed_stream import SealedListener, SealedStream, StreamLimits
 
 log = logging.getLogger(__name__)
 
-# A peer this many frames behind in reading its answers has gone away or stalled.
-_SEND_HIGH_WATER_MARK = 100_000
 ServeLocal = Callable[[Call], AsyncIterator[Envelope]]
 QueueOf = Callable[[str], int]
+# Sends one envelope on a link; None when taken, else why not.
+SendOn = Callable[[bytes], str | None]
+
+
+class _PeerGone(Exception):
+    """The peer of a request went away (or stopped reading): the request stops."""
 
 
 class DataPlaneServer:
@@ -67,7 +69,7 @@ class DataPlaneServer:
         max_frame_bytes: int,
         max_in_flight_per_peer: int,
         chunk_bytes: int,
-        keys: CurveKeys,
+        keys: NodeKey,
         tokens: Sequence[str],
     ) -> None:
         self._host = host
@@ -77,44 +79,48 @@ class DataPlaneServer:
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
         self._chunk_bytes = chunk_bytes
-        self._ctx = serving_context()
-        self._keys = keys
-        # Admits only members' client keys, before a byte of theirs reaches _on_frames.
-        self.client_check = ClientCheck(self._ctx, tokens)
-        self._reader: FrameReader | None = None
+        self._key = keys
+        # Admits only holders of the mesh's tokens, before a byte of theirs reaches _on_frame.
+        self.keys = ServerKeys(keys.secret, tokens)
+        self._listener = SealedListener(
+            self.keys,
+            StreamLimits(max_frame_bytes=max_frame_bytes),
+            self._on_frame,
+            on_open=self._on_open,
+            on_close=self._on_close,
+        )
+        self._serving: asyncio.Task[int] | None = None
+        self._peers: dict[bytes, SealedStream] = {}  # open links, by the id given when they opened
+        self._peer_ids = itertools.count(1)
         self._running: dict[tuple[bytes, str], asyncio.Task[None]] = {}
         self._per_peer: dict[bytes, int] = {}
         # Calls for nodes nobody can dial that chose this node as a relay (``relay.py``).
         self.relays = RelayTable(self._send_frame, max_in_flight_per_peer)
         # This node's own links to its relays, when nobody can dial it: calls come down them and
         # their answers go back up (``reverse.py``), by a channel id that is not a ROUTER peer's.
-        self._channels: dict[bytes, Callable[[list[bytes]], zmq.ZMQError | None]] = {}
+        self._channels: dict[bytes, SendOn] = {}
         self.received = 0
         self.dropped: dict[str, int] = {}
 
     def bind(self) -> int:
-        """Bind the ROUTER and start receiving; return the bound port."""
-        self.client_check.start()
-        sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IPV6, 1)
-        sock.curve_server = True
-        sock.curve_secretkey = self._keys.secret
-        sock.curve_publickey = self._keys.public
-        # Sending to a peer that disconnected raises instead of dropping silently: its work stops.
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # A larger frame makes ZeroMQ drop that connection before the bytes are held in memory.
-        sock.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
-        # Answers are sent without waiting; a peer this far behind in reading has gone away.
-        sock.setsockopt(zmq.SNDHWM, _SEND_HIGH_WATER_MARK)
-        port = bind_tcp(sock, self._host, self._port, "--data")
-        self._reader = FrameReader(sock, self._on_frames)
-        return port
+        """Bind and listen (ConfigError naming --data when the port cannot be had); return the port.
+
+        Links are answered from the event loop's next turn; connections made before wait in the
+        listening socket's backlog.
+        """
+        sock = listen_tcp(self._host, self._port, "--data")
+        self._serving = asyncio.get_running_loop().create_task(self._listener.listen_on(sock))
+        return int(sock.getsockname()[1])
 
     @property
     def public_key(self) -> str:
-        """This node's data-plane CURVE public key, gossiped in its metadata."""
-        return self._keys.public.decode("ascii")
+        """This node's data-plane public key, gossiped in its metadata (Z85)."""
+        return self._key.public
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Connections closed in their handshake, by reason (``sealed_stream.py``)."""
+        return self._listener.refused
 
     @property
     def running(self) -> int:
@@ -127,17 +133,29 @@ class DataPlaneServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._reader is not None:
-            self._reader.close()
-        self.client_check.stop()
-        self._ctx.term()
+        if self._serving is not None:
+            await self._serving
+        await self._listener.close()
 
-    def _on_frames(self, frames: list[bytes]) -> None:
-        self.received += 1
-        if len(frames) != 2:
-            self._drop("frames", "expected [peer, envelope]")
+    def _on_open(self, stream: SealedStream) -> None:
+        stream.link_id = b"peer %d" % next(self._peer_ids)
+        self._peers[stream.link_id] = stream
+
+    def _on_close(self, stream: SealedStream) -> None:
+        peer = stream.link_id
+        if self._peers.pop(peer, None) is None:
             return
-        peer, frame = frames
+        # Its requests' answers have nowhere to go: stop them now, not at their next answer.
+        for key, task in list(self._running.items()):
+            if key[0] == peer:
+                task.cancel()
+        self.relays.link_lost(peer)
+
+    def _on_frame(self, stream: SealedStream, frame: bytes) -> None:
+        self._on_envelope(stream.link_id, frame)
+
+    def _on_envelope(self, peer: bytes, frame: bytes) -> None:
+        self.received += 1
         try:
             message = decode_envelope(frame, max_bytes=self._max_frame_bytes)
         except EnvelopeError as exc:
@@ -161,7 +179,7 @@ class DataPlaneServer:
             case _:
                 self._drop("unexpected", f"a {type(message).__name__} is not a request")
 
-    def open_channel(self, channel: bytes, send: Callable[[list[bytes]], zmq.ZMQError | None]) -> None:
+    def open_channel(self, channel: bytes, send: SendOn) -> None:
         """Serve calls that arrive on a link of this node's own (``on_channel_frames``), answering on it."""
         self._channels[channel] = send
 
@@ -172,12 +190,10 @@ class DataPlaneServer:
             if key[0] == channel:
                 task.cancel()
 
-    def on_channel_frames(self, channel: bytes, frames: list[bytes]) -> None:
-        """Frames from a link of this node's own: calls and cancels for its replicas."""
-        if channel in self._channels and len(frames) == 1:
-            self._on_frames([channel, frames[0]])
-        else:
-            self._drop("frames", "expected one envelope on a link")
+    def on_channel_frame(self, channel: bytes, frame: bytes) -> None:
+        """An envelope from a link of this node's own: a call or cancel for its replicas."""
+        if channel in self._channels:
+            self._on_envelope(channel, frame)
 
     def _start(self, peer: bytes, call: Call) -> None:
         key = (peer, call.request_id)
@@ -219,10 +235,13 @@ class DataPlaneServer:
                         message = Failure(rid, kind, text, retryable, queue)
                 for frame in self._frames(message, call):
                     self._send(peer, frame)
+                stream = self._peers.get(peer)
+                if stream is not None and stream.writing_paused:
+                    await stream.drained()  # a large answer leaves no faster than the peer reads it
         except MeshnodeError as exc:
             queue = self._queue_of(call.deployment)
-            self._send(peer, Failure(rid, exc.kind, exc.message, exc.retryable, queue))
-        except zmq.ZMQError:
+            self._send_soon(peer, Failure(rid, exc.kind, exc.message, exc.retryable, queue))
+        except _PeerGone:
             log.debug("peer of request %s went away; stopping it", rid)
         except Exception:
             log.exception("request %s from a peer failed", rid)
@@ -239,22 +258,24 @@ class DataPlaneServer:
         return [message]
 
     def _send(self, peer: bytes, message: Envelope) -> None:
-        """Send to `peer` now; ZMQError if it went away (or stopped reading): its request stops."""
+        """Send to `peer` now; _PeerGone if it went away (or stopped reading): its request stops."""
         error = self._send_frame(peer, encode_envelope(message))
         if error is not None:
-            raise error
+            raise _PeerGone(error)
 
-    def _send_frame(self, peer: bytes, frame: bytes) -> zmq.ZMQError | None:
+    def _send_frame(self, peer: bytes, frame: bytes) -> str | None:
         channel = self._channels.get(peer)
         if channel is not None:
-            return channel([frame])
-        assert self._reader is not None
-        return self._reader.send([peer, frame])
+            return channel(frame)
+        stream = self._peers.get(peer)
+        if stream is None:
+            return "the peer's link is gone"
+        return stream.send(frame)
 
     def _send_soon(self, peer: bytes, message: Envelope) -> None:
         try:
             self._send(peer, message)
-        except zmq.ZMQError as exc:
+        except _PeerGone as exc:
             log.debug("could not refuse a request of a peer that went away: %s", exc)
 
     def _drop(self, reason: str, detail: str) -> None:

@@ -51,7 +51,7 @@ class RelayedCalls:
     def call(
         self, node: NodeId, addr: str, key: str, call: Call, crossed: list[str], wait: bool
     ) -> AsyncGenerator[Envelope, None]:
-        """`call` to `node`: on a link to `addr` (CURVE key `key`), or through its relays.
+        """`call` to `node`: on a link to `addr` (data-plane key `key`), or through its relays.
 
         `crossed` gets the name of the relay it went through; with `wait`, a call no relay could
         pass on is tried again while the node moves to a new relay (see the module docstring).

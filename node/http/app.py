@@ -108,7 +108,7 @@ class MemberView(BaseModel):
     tls: bool  # whether `http` serves HTTPS
     mesh: str
     data: str  # the data-plane address peers forward requests to
-    data_key: str  # its CURVE public key (Z85); only holders of the mesh token can use it
+    data_key: str  # its data-plane public key (X25519, Z85); only holders of the mesh token can use it
     key_ids: list[str]  # fingerprints of the mesh tokens it holds, primary first (rotation)
     region: str
     zone: str

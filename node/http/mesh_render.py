@@ -62,7 +62,7 @@ def member_entry(row: MemberRow) -> dict[str, Any]:
         "tls": meta.tls,
         "mesh": row.addr,
         "data": meta.data,
-        # The data plane's CURVE public key: public, but useless without the mesh token.
+        # The data plane's public key: public, but useless without the mesh token.
         "data_key": meta.data_key,
         "key_ids": list(meta.key_ids),
         "region": meta.region,

@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from prometheus_client.registry import Collector
 
-from ..addresses import bind_failure
+from ..addresses import listen_tcp
 from ..errors import ConfigError
 from ..serving.jobs import JobService
 from .app import MeshView, create_app
@@ -52,26 +52,7 @@ _BACKLOG = 2048
 
 def bind_http(host: str, port: int) -> socket.socket:
     """A listening TCP socket on (host, port); ConfigError naming --http when it cannot be had."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise ConfigError(bind_failure("--http", host, port, None, str(exc))) from exc
-    try:
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(bind_failure("--http", host, port, exc.errno, str(exc))) from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        # Listening now, not when uvicorn starts: with SO_REUSEADDR two agents can both bind a port
-        # that neither listens on yet, and uvloop's server then takes the second socket without a word.
-        sock.listen(_BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(bind_failure("--http", host, port, exc.errno, str(exc))) from exc
-    return sock
+    return listen_tcp(host, port, "--http", backlog=_BACKLOG)
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

@@ -50,8 +50,9 @@ class Parts:
             "data_received": dataplane.received,
             "data_dropped": {
                 **dataplane.dropped,
-                # Connections refused at the CURVE handshake: not members (trust/curve.py).
-                "unauthenticated": dataplane.client_check.refused,
+                # Connections closed in the sealed handshake: not members (trust/sealed.py). One
+                # that closed on its own before saying anything ("lost") is no evidence of that.
+                "unauthenticated": sum(n for why, n in dataplane.refused.items() if why != "lost"),
                 **{f"reply_{k}": n for k, n in self.links.dropped.items()},
             },
             "received": runner.received,

@@ -3,7 +3,7 @@
 Pull messages are calls to the reserved name ``MODELS_CHANNEL`` (a deployment name starts with a
 letter or digit, so no deployment can take it), which the agent hands here instead of to a replica
 (``agent.py``'s ``_serve_local``), as job messages go to the job service. They travel like every
-request between members: on the CURVE-authenticated, encrypted data plane, so only members ask.
+request between members: on the authenticated, encrypted data plane, so only members ask.
 
 Two operations, each body checked before anything is read:
 

@@ -7,7 +7,7 @@ model mesh-wide: on this node directly, on every other holder by a call on the d
 Removal messages are calls to the reserved name ``MODEL_STORE_CHANNEL`` (no deployment name starts
 with "@"), served by ``serve_peer``: one op, ``remove`` with a model name checked like any name from
 the network, so a peer can only ever name a folder inside this node's store. They travel like every
-request between members, on the CURVE-authenticated, encrypted data plane; the HTTP route that
+request between members, on the authenticated, encrypted data plane; the HTTP route that
 starts them needs an ``admin`` key from another machine.
 """
 

@@ -3,7 +3,7 @@
 Job messages are calls to the reserved name ``JOBS_CHANNEL`` (a deployment name always starts with
 a letter or digit, so no deployment can take it), which the agent hands to the job service instead
 of a replica (``agent.py``'s ``_serve_local``). They travel like every request between members:
-on the CURVE-authenticated, encrypted data plane, one multiplexed connection per peer. A peer that
+on the authenticated, encrypted data plane, one multiplexed connection per peer. A peer that
 does not answer within ``PEER_TIMEOUT_MS`` counts as not answering; callers treat that as "no copy
 there" and the job service's tick tries again later.
 """

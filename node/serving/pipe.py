@@ -15,12 +15,13 @@ replica or speak for one. Each end is read by a ``FramePipe`` on its process's e
   what the socket cannot take yet waits in the transport (the agent's admission bounds what it
   sends, ``mesh/queueing.py``; a worker sends only answers).
 
-Why not ZeroMQ here, as between nodes: each ZeroMQ send wakes libzmq's I/O thread, which then wakes
-the reader's I/O thread, so a message between two processes took four thread wake-ups where a socket
-pair takes one. Measured on one busy core (a round trip of a 200-byte message, both processes
-pinned): 84 µs of CPU with ZeroMQ over ``ipc://`` against 24 µs here, one request at a time; 28 µs
-against 10 µs with 32 in flight. Between nodes ZeroMQ stays: CURVE, reconnection and one socket
-multiplexed over many peers are its strengths, none of which a parent and its child need.
+Why not ZeroMQ here (as between nodes until issue 19): each ZeroMQ send wakes libzmq's I/O thread,
+which then wakes the reader's I/O thread, so a message between two processes took four thread
+wake-ups where a socket pair takes one. Measured on one busy core (a round trip of a 200-byte
+message, both processes pinned): 84 µs of CPU with ZeroMQ over ``ipc://`` against 24 µs here, one
+request at a time; 28 µs against 10 µs with 32 in flight. Between nodes the data plane went the same
+way later, on sealed links (``dataplane/sealed_stream.py``): the encryption, reconnection and
+heartbeats a parent and its child do not need.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What this node holds to prove it belongs: its tokens and every key derived from them.
 
 ``load_trust`` runs once at start: it finds the token (``token.py``), then derives the gossip
-keyring (``keyring.py``) and the data plane's CURVE keys (``curve.py``). The agent hands each part
+keyring (``keyring.py``) and the data plane's key (``sealed.py``). The agent hands each part
 the piece it needs; nothing else reads the token.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from ..config import AgentConfig, default_data_dir
 from ..mesh.keyring_record import KeyringRecord
-from .curve import CurveKeys, client_keys, node_keys
 from .keyring import Keyring
 from .rotation import load_ring, ring_at_start
+from .sealed import NodeKey
 from .token import MeshToken, TokenSource, resolve_token
 
 __all__ = ["MeshTrust", "announce", "load_trust"]
@@ -30,8 +30,7 @@ class MeshTrust:
     token: MeshToken
     tokens: tuple[str, ...] = field(repr=False)
     keyring: Keyring = field(repr=False)
-    server_keys: CurveKeys
-    client: CurveKeys
+    server_keys: NodeKey  # the data plane's, for this run (its public half is gossiped)
     # The ring a rotation last left in the data dir, when it is the one this run starts with.
     saved_ring: KeyringRecord | None = None
 
@@ -53,8 +52,7 @@ def load_trust(config: AgentConfig) -> MeshTrust:
         token=token,
         tokens=tokens,
         keyring=Keyring(tokens, config.mesh_id),
-        server_keys=node_keys(),
-        client=client_keys(tokens[0]),
+        server_keys=NodeKey.fresh(),
         saved_ring=saved if saved is not None and saved.tokens == tokens else None,
     )
 

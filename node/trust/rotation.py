@@ -31,8 +31,8 @@ from ..dataplane.links import PeerLinks
 from ..errors import ConfigError
 from ..membership.runner import GossipRunner
 from ..mesh.keyring_record import KeyringRecord, check_ring
-from .curve import ClientCheck, client_keys
 from .keyring import Keyring, key_id
+from .sealed import ServerKeys
 from .token import TokenSource, write_token_file
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Rotation:
         self._parts: _Parts | None = None
 
     def connect(
-        self, runner: GossipRunner, admit: ClientCheck, links: PeerLinks, publish: Callable[[], None]
+        self, runner: GossipRunner, admit: ServerKeys, links: PeerLinks, publish: Callable[[], None]
     ) -> None:
         """The parts a new ring goes to: gossip, the data plane both ways, the gossiped metadata."""
         self._parts = _Parts(runner, admit, links, publish)
@@ -120,7 +120,7 @@ class Rotation:
         parts = self._parts
         parts.runner.keyring = ring = Keyring(tokens, self._mesh_id)
         parts.admit.allow(tokens)
-        parts.links.client = client_keys(tokens[0])  # links made from now on; live ones stay up
+        parts.links.token = tokens[0]  # links made from now on; live ones stay up
         parts.publish()  # the new key ids, so a rotation sees this node caught up
         log.info("mesh keyring changed: %s (primary first)", ", ".join(ring.key_ids))
         self._in_background(lambda: self._keep(record))
@@ -140,7 +140,7 @@ class Rotation:
 @dataclass(frozen=True)
 class _Parts:
     runner: GossipRunner
-    admit: ClientCheck
+    admit: ServerKeys
     links: PeerLinks
     publish: Callable[[], None]
 

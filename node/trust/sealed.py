@@ -13,7 +13,7 @@ Both ends derive the link's keys from two X25519 agreements and the token's pre-
                 info = LABEL || e_c || e_s || S)  ->  client-to-server key || server-to-client key
 
 where ``S`` is the server node's static key, the one its gossiped metadata announces
-(``NodeMeta.data_key``, the same Curve25519 key ZeroMQ CURVE uses, ``curve.py``). What that gives:
+(``NodeMeta.data_key``, ``NodeKey``). What that gives:
 
 - The client talks to the node that gossip announced or to nobody: only the holder of ``S``'s
   secret derives the keys that open the client's frames and seal the proof.
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography.exceptions import InvalidTag
@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from zmq.utils import z85
 
 from ..mesh.stream_frames import (
     KEY_BYTES,
@@ -54,19 +55,24 @@ from ..mesh.stream_frames import (
 from .keyring import derive_key
 
 __all__ = [
+    "ANNOUNCED_KEY_CHARS",
     "MAX_FRAMES",
     "SEAL_TAG_BYTES",
     "ClientHandshake",
     "Direction",
     "LinkKeys",
+    "NodeKey",
     "SealedError",
     "ServerKeys",
+    "announced_key",
     "data_key_id",
 ]
 
 LABEL = b"meshnode data plane v1"
 SEAL_TAG_BYTES = 16  # what sealing adds to each frame
 MAX_FRAMES = 2**64 - 1  # frames one direction of a link may seal
+
+ANNOUNCED_KEY_CHARS = 40  # a 32-byte key in Z85, as gossip carries it (``NodeMeta.data_key``)
 
 SealedReason = Literal["unknown_key", "forged", "exhausted", "bad_key"]
 
@@ -77,6 +83,31 @@ class SealedError(ValueError):
     def __init__(self, reason: SealedReason, detail: str) -> None:
         super().__init__(detail)
         self.reason: SealedReason = reason
+
+
+@dataclass(frozen=True)
+class NodeKey:
+    """A node's static X25519 key for one run: its public half is gossiped, so a restart changes it."""
+
+    secret: bytes = field(repr=False)
+    public: str  # Z85, ``NodeMeta.data_key``
+
+    @classmethod
+    def fresh(cls) -> NodeKey:
+        """A new key pair."""
+        secret = X25519PrivateKey.generate()
+        public = z85.encode(secret.public_key().public_bytes_raw()).decode("ascii")
+        return cls(secret.private_bytes_raw(), public)
+
+
+def announced_key(data_key: str) -> bytes | None:
+    """The raw key in a gossiped ``data_key``; None when it is not one (a node announcing none)."""
+    if len(data_key) != ANNOUNCED_KEY_CHARS:
+        return None
+    try:
+        return z85.decode(data_key.encode("ascii"))
+    except (ValueError, UnicodeEncodeError, KeyError):
+        return None
 
 
 def data_key_id(token: str) -> bytes:

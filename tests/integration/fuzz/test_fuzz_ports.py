@@ -1,6 +1,6 @@
 """Fuzzing the two ports of a real agent with frames that hypothesis makes (issue 12, item 6).
 
-A holder of the mesh token, who gets past the seal and the CURVE handshake, sends what hypothesis
+A holder of the mesh token, who gets past the seal and the data plane's handshake, sends what hypothesis
 generates: msgpack values of every type at every size the wire can carry (integers up to 2^64 - 1
 and down to -2^63, NaN and infinities, deep nesting, bytes where text belongs), shaped like a
 membership packet or a data-plane envelope, or plain bytes. Every frame must be dropped and counted
@@ -22,11 +22,9 @@ from typing import Any
 import httpx
 import msgpack
 import pytest
-import zmq
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from meshnode.membership.transport import zmq_endpoint
 from meshnode.mesh import wire
 from meshnode.mesh.envelope import (
     ENVELOPE_VERSION,
@@ -36,8 +34,8 @@ from meshnode.mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
-from meshnode.trust.curve import client_keys
 from tests.integration.agents import Mesh, metric, wait_for
+from tests.integration.member_link import MemberLink
 from tests.integration.membership.intruder import INTRUDER, Intruder
 
 EXAMPLES = 150
@@ -182,22 +180,16 @@ def test_mesh_port_survives_fuzzed_packets_sealed_with_the_token(mesh: Mesh) -> 
 def test_data_port_survives_fuzzed_frames_from_a_member(mesh: Mesh) -> None:
     target = mesh.agents[1]
     me = next(m for m in target.view()["members"] if m["id"] == target.node_id)
-    keys = client_keys(mesh.token)
     dropped_before = sum(metric(target, "meshnode_data_dropped_total", "reason").values())
-    with zmq.Context() as context, closing(context.socket(zmq.DEALER)) as dealer:
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.curve_serverkey = me["data_key"].encode()
-        dealer.curve_publickey = keys.public
-        dealer.curve_secretkey = keys.secret
-        dealer.connect(zmq_endpoint(me["data"]))
+    with MemberLink(me["data"], mesh.token, me["data_key"]) as dealer:
         confirmations = iter(range(1_000_000))
 
         def confirm() -> None:
             """A real call after the fuzzed frames: its reply means every frame before it was handled."""
             rid = f"confirm-{next(confirmations)}"
             dealer.send(encode_envelope(Call(rid, DEPLOYMENT, {"text": rid}, None, False, "", 10_000)))
-            while dealer.poll(int(REPLY_TIMEOUT_S * 1000)):
-                answer = decode_envelope(dealer.recv(), max_bytes=1 << 24)
+            while (frame := dealer.receive(REPLY_TIMEOUT_S)) is not None:
+                answer = decode_envelope(frame, max_bytes=1 << 24)
                 if answer.request_id == rid:
                     assert isinstance(answer, Reply), answer
                     return

@@ -38,7 +38,7 @@ from meshnode.testing import (
     replies,
     streams,
 )
-from meshnode.trust.curve import client_keys, node_keys
+from meshnode.trust.sealed import NodeKey
 
 PEER = peer_id("n1")
 MAX_FRAME_BYTES = 1 << 20
@@ -52,7 +52,7 @@ class Side(Protocol):
 
     links: Links
     addr: str
-    key: str  # the peer's data-plane CURVE key, as gossip would announce it
+    key: str  # the peer's data-plane key, as gossip would announce it
     replicas: FakeReplicas
 
     async def call_unreachable(self, call: Call) -> list[Envelope]:
@@ -72,7 +72,7 @@ class FakeSide:
     def __init__(self, replicas: FakeReplicas) -> None:
         self.replicas = replicas
         self.addr = "n1.invalid:9"
-        self.key = node_keys().public.decode()
+        self.key = NodeKey.fresh().public
         self.fake = FakeLinks({PEER: replicas}, max_in_flight_per_peer=LINK_LIMIT)
         self.links: Links = self.fake
 
@@ -102,13 +102,13 @@ class RealSide:
             max_frame_bytes=MAX_FRAME_BYTES,
             max_in_flight_per_peer=64,
             chunk_bytes=CHUNK_BYTES,
-            keys=node_keys(),
+            keys=NodeKey.fresh(),
             tokens=[TOKEN],
         )
         self.addr = f"127.0.0.1:{self.server.bind()}"
         self.key = self.server.public_key
         self.peer_links = PeerLinks(
-            client=client_keys(TOKEN),
+            token=TOKEN,
             max_frame_bytes=MAX_FRAME_BYTES,
             max_in_flight_per_peer=LINK_LIMIT,
             connect_timeout_s=5.0,
@@ -119,7 +119,7 @@ class RealSide:
 
     async def call_unreachable(self, call: Call) -> list[Envelope]:
         links = PeerLinks(
-            client=client_keys(TOKEN),
+            token=TOKEN,
             max_frame_bytes=MAX_FRAME_BYTES,
             max_in_flight_per_peer=4,
             connect_timeout_s=0.2,

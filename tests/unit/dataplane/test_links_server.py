@@ -1,8 +1,8 @@
-"""The real data-plane pair beyond the shared contract: what only ZeroMQ frames and peers' ids show.
+"""The real data-plane pair beyond the shared contract: what only the frames and peers' links show.
 
 ``PeerLinks`` and ``DataPlaneServer`` run in this event loop on 127.0.0.1, serving fake replicas
 (``meshnode.testing``). Where a test needs frames no meshnode part would send, or to see the frames
-themselves, a bare ZeroMQ socket stands in for the other end. The contract both the fake and the
+themselves, a bare sealed link (a member's) stands in for the other end. The contract both the fake and the
 real links keep is in ``test_links_conformance.py``; the real agents' defences against garbage on the
 server's port are in ``tests/integration/dataplane/test_forwarding.py``.
 """
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
-import zmq
+from zmq.utils import z85
 
-from meshnode.dataplane.frames import FrameReader
 from meshnode.dataplane.links import PeerLinks
+from meshnode.dataplane.sealed_stream import SealedListener, SealedStream, StreamLimits, connect
 from meshnode.dataplane.server import DataPlaneServer
 from meshnode.mesh.envelope import (
     ACCEPT_BULK,
@@ -32,36 +30,35 @@ from meshnode.mesh.envelope import (
     encode_envelope,
 )
 from meshnode.testing import JSON, FakeReplica, FakeReplicas, echoes, gated, make_call, peer_id, replies
-from meshnode.trust.curve import client_keys, node_keys
+from meshnode.trust.sealed import ClientHandshake, NodeKey, ServerKeys
 
 PEER = peer_id("n1")
 MAX_FRAME_BYTES = 1 << 20
+LIMITS = StreamLimits(max_frame_bytes=MAX_FRAME_BYTES)
 TOKEN = "a test token of this mesh, long enough"
-SERVER_KEYS = node_keys()
-KEY = SERVER_KEYS.public.decode()
+SERVER_KEYS = NodeKey.fresh()
+KEY = SERVER_KEYS.public
 
 
-class RawSocket:
-    """A bare ZeroMQ socket read by this event loop, for frames no meshnode part would send."""
+class RawLink:
+    """A bare sealed link of a member's, for frames no meshnode part would send."""
 
-    def __init__(self, kind: int) -> None:
-        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = self._ctx.socket(kind)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self._received: asyncio.Queue[list[bytes]] = asyncio.Queue()
-        self._reader = FrameReader(self.sock, self._received.put_nowait)
+    def __init__(self) -> None:
+        self.stream: SealedStream | None = None
+        self._received: asyncio.Queue[bytes] = asyncio.Queue()
 
-    def send(self, frames: list[bytes]) -> None:
-        error = self._reader.send(frames)
+    def take(self, stream: SealedStream, frame: bytes) -> None:
+        self.stream = stream
+        self._received.put_nowait(frame)
+
+    def send(self, frame: bytes) -> None:
+        assert self.stream is not None
+        error = self.stream.send(frame)
         assert error is None, error
 
-    async def receive(self) -> list[bytes]:
+    async def receive(self) -> bytes:
         async with asyncio.timeout(5.0):
             return await self._received.get()
-
-    def close(self) -> None:
-        self._reader.close()
-        self._ctx.term()
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +85,7 @@ async def serving(replicas: FakeReplicas, **limits: int) -> AsyncIterator[tuple[
 @contextlib.asynccontextmanager
 async def links_out(max_in_flight_per_peer: int = 64, idle_s: float = 60.0) -> AsyncIterator[PeerLinks]:
     links = PeerLinks(
-        client=client_keys(TOKEN),
+        token=TOKEN,
         max_frame_bytes=MAX_FRAME_BYTES,
         max_in_flight_per_peer=max_in_flight_per_peer,
         connect_timeout_s=5.0,
@@ -101,18 +98,16 @@ async def links_out(max_in_flight_per_peer: int = 64, idle_s: float = 60.0) -> A
 
 
 @contextlib.asynccontextmanager
-async def raw_dealer(addr: str, token: str = TOKEN) -> AsyncIterator[RawSocket]:
-    """A bare DEALER holding the client key of `token` (a member's, unless told otherwise)."""
-    dealer = RawSocket(zmq.DEALER)
-    client = client_keys(token)
-    dealer.sock.curve_serverkey = SERVER_KEYS.public
-    dealer.sock.curve_publickey = client.public
-    dealer.sock.curve_secretkey = client.secret
-    dealer.sock.connect(f"tcp://{addr}")
+async def raw_dealer(addr: str) -> AsyncIterator[RawLink]:
+    """A bare sealed link to `addr`, dialed as a member."""
+    raw = RawLink()
+    host, port = addr.rsplit(":", 1)
+    dialing = ClientHandshake(TOKEN, z85.decode(KEY))
+    raw.stream = await connect(host, int(port), dialing, LIMITS, raw.take)
     try:
-        yield dealer
+        yield raw
     finally:
-        dealer.close()
+        raw.stream.close()
 
 
 def held_or_echoed(tag: str) -> FakeReplica:
@@ -135,22 +130,8 @@ async def settled(condition: Callable[[], bool], turns: int = 100) -> bool:
     return condition()
 
 
-async def answer_to(dealer: RawSocket) -> Envelope:
-    [frame] = await dealer.receive()
-    return decode_envelope(frame, max_bytes=MAX_FRAME_BYTES)
-
-
-def io_threads(policy: str) -> int:
-    """ZeroMQ I/O threads of this process under the scheduling `policy` (``SCHED_IDLE``...), from /proc."""
-    if not hasattr(os, policy):
-        return 0
-    count = 0
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(OSError):
-            stat = (task / "stat").read_text()
-            name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-            count += name.startswith("ZMQbg/IO") and int(fields[38]) == getattr(os, policy)  # proc(5)
-    return count
+async def answer_to(dealer: RawLink) -> Envelope:
+    return decode_envelope(await dealer.receive(), max_bytes=MAX_FRAME_BYTES)
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -160,10 +141,10 @@ async def test_the_server_sends_a_large_file_as_chunk_frames_then_a_reply_with_t
     data = bytes(range(256)) * 40  # 10,240 bytes: two full frames of 4,096 and the rest
     replicas = FakeReplicas({"png": FakeReplica(replies(data, "image/png"))})
     async with serving(replicas, chunk_bytes=4096) as (_, addr), raw_dealer(addr) as dealer:
-        dealer.send([encode_envelope(make_call("png", request_id="f-1"))])
+        dealer.send(encode_envelope(make_call("png", request_id="f-1")))
         frames = [await answer_to(dealer) for _ in range(3)]
         # A stream's answer is not a file to join: it leaves as it is.
-        dealer.send([encode_envelope(make_call("png", request_id="f-2", stream=True))])
+        dealer.send(encode_envelope(make_call("png", request_id="f-2", stream=True)))
         streamed = await answer_to(dealer)
 
     assert frames == [
@@ -174,21 +155,15 @@ async def test_the_server_sends_a_large_file_as_chunk_frames_then_a_reply_with_t
     assert streamed == Reply("f-2", data, "image/png", 0)
 
 
-async def test_links_join_a_large_file_unless_it_is_a_bulk_transfer_which_takes_an_idle_thread() -> None:
+async def test_links_join_a_large_file_unless_it_is_a_bulk_transfer_which_takes_a_link_of_its_own() -> None:
     data = bytes(range(256)) * 40
     replicas = FakeReplicas({"png": FakeReplica(replies(data, "image/png"))})
-    batch_before = io_threads("SCHED_BATCH")
     async with serving(replicas, chunk_bytes=4096) as (_, addr), links_out() as links:
-        idle_before = io_threads("SCHED_IDLE")
         joined = [m async for m in links.call(PEER, addr, KEY, make_call("png", request_id="j-1"))]
-        assert io_threads("SCHED_IDLE") == idle_before  # serving traffic: not the idle thread
-        if hasattr(os, "SCHED_BATCH"):
-            # The server's and the links' I/O threads: fair share, but they never preempt the loop.
-            assert io_threads("SCHED_BATCH") == batch_before + 2
+        assert links.open_links() == {"serving": 1, "bulk": 0}
         call = make_call("png", request_id="p-1", accept=ACCEPT_BULK)
         pieces = [m async for m in links.call(PEER, addr, KEY, call)]
-        if hasattr(os, "SCHED_IDLE"):
-            assert io_threads("SCHED_IDLE") == idle_before + 1  # the bulk link's own, at idle priority
+        assert links.open_links() == {"serving": 1, "bulk": 1}  # never behind serving traffic
 
     assert joined == [Reply("j-1", data, "image/png", 0)]
     assert pieces == [
@@ -234,11 +209,11 @@ async def test_the_server_refuses_a_request_id_already_running_for_that_peer_and
     replica = held_or_echoed("n1")
     async with serving(FakeReplicas({"echo": replica})) as (server, addr), raw_dealer(addr) as dealer:
         call = encode_envelope(make_call("echo", request_id="hold-1"))
-        dealer.send([call])
+        dealer.send(call)
         await replica.until(lambda: replica.running("hold-1"))
-        dealer.send([call])
+        dealer.send(call)
         conflict = await answer_to(dealer)
-        dealer.send([encode_envelope(Cancel("hold-1"))])
+        dealer.send(encode_envelope(Cancel("hold-1")))
         await replica.until(lambda: replica.cancelled == ["hold-1"])
         assert await settled(lambda: server.running == 0)
 
@@ -249,35 +224,32 @@ async def test_the_server_refuses_a_request_id_already_running_for_that_peer_and
 
 
 async def test_the_links_drop_and_count_bad_frames_from_a_peer_and_still_take_the_answer() -> None:
-    router = RawSocket(zmq.ROUTER)
-    router.sock.curve_server = True  # the peer a member would reach: the key gossip announced
-    router.sock.curve_secretkey = SERVER_KEYS.secret
-    router.sock.curve_publickey = SERVER_KEYS.public
-    port = router.sock.bind_to_random_port("tcp://127.0.0.1")
+    peer = RawLink()  # the peer a member would reach: the key gossip announced
+    listener = SealedListener(ServerKeys(SERVER_KEYS.secret, [TOKEN]), LIMITS, peer.take)
+    port = await listener.listen("127.0.0.1", 0)
     call = make_call("echo", request_id="g-1")
     try:
         async with links_out() as links:
             messages = links.call(PEER, f"127.0.0.1:{port}", KEY, call)
             first = asyncio.create_task(anext(messages))
-            identity, frame = await router.receive()
+            frame = await peer.receive()
             assert decode_envelope(frame, max_bytes=MAX_FRAME_BYTES) == call
             for garbage in (
-                [b"\xc1\xc1"],  # not msgpack
-                [encode_envelope(call)[:-3]],  # cut short
-                [b"one", b"two"],  # two frames where one envelope belongs
-                [encode_envelope(call)],  # a request, where answers belong
-                [encode_envelope(Reply("nobody-waits", 1, JSON))],  # for no request of ours
+                b"\xc1\xc1",  # not msgpack
+                encode_envelope(call)[:-3],  # cut short
+                encode_envelope(call),  # a request, where answers belong
+                encode_envelope(Reply("nobody-waits", 1, JSON)),  # for no request of ours
             ):
-                router.send([identity, *garbage])
-            router.send([identity, encode_envelope(Reply("g-1", "ok", JSON, 0))])
+                peer.send(garbage)
+            peer.send(encode_envelope(Reply("g-1", "ok", JSON, 0)))
             answer = await first
             await messages.aclose()
             dropped = dict(links.dropped)
     finally:
-        router.close()
+        await listener.close()
 
     assert answer == Reply("g-1", "ok", JSON, 0)
-    assert dropped == {"malformed": 2, "frames": 1, "unexpected": 1}  # an answer nobody waits for is no fault
+    assert dropped == {"malformed": 2, "unexpected": 1}  # an answer nobody waits for is no fault
 
 
 async def test_a_peer_that_moved_to_another_address_is_reached_there() -> None:

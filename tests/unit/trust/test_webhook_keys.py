@@ -69,7 +69,7 @@ def test_the_jwks_is_rfc_8037_with_a_short_stable_key_id() -> None:
 
 def test_the_webhook_key_is_not_a_key_the_mesh_uses_for_anything_else() -> None:
     seed = webhook_key(TOKEN).private.private_bytes_raw()
-    assert seed not in (derive_key(TOKEN, b"gossip aead"), derive_key(TOKEN, b"data plane curve client"))
+    assert seed not in (derive_key(TOKEN, b"gossip aead"), derive_key(TOKEN, b"data plane psk"))
     assert TOKEN not in repr(webhook_key(TOKEN)) and seed.hex() not in repr(webhook_key(TOKEN))
 
 

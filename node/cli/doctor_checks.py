@@ -136,8 +136,9 @@ _GOSSIP_DROPS = {
 }
 _DATA_DROPS = {
     "unauthenticated": (
-        "connections to the data port fail its handshake: a node with another token tries to forward here",
-        "give that node this mesh's token",
+        "connections to the data port fail its handshake: a node with another token tries to forward "
+        "here, or another program (a port scanner) talks to the port",
+        "give that node this mesh's token; point any other program elsewhere",
     ),
 }
 

@@ -12,7 +12,7 @@ In the order a request meets them:
 - ``sealed_stream.py``: ``SealedStream``, one link, read and written by the event loop (no I/O
   threads); ``SealedListener`` answers them
 - ``frames.py``: ``FrameReader``, a ZeroMQ socket read from the event loop without a future per
-  message (between an agent and its replica workers)
+  message (the gossip socket's, ``membership/transport.py``)
 
 Nodes nobody can dial (docs/edge.md): ``via_relays.py``, calls to such a node through its relays;
 ``relay.py``, a relay passing them on over the node's own link; ``reverse.py``, the node serving

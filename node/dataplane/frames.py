@@ -1,12 +1,12 @@
 """A plain ZeroMQ socket driven by the event loop, without a future per message.
 
 pyzmq's asyncio sockets wrap every send and receive in a future and re-arm their poller after each
-one; on the data plane's hot path that bookkeeping cost about as much as the rest of the hop
-(a DEALER-ROUTER round trip: 110-170 µs p50 through ``zmq.asyncio``, 67-72 µs this way, both ends
-on one core). ``FrameReader`` instead registers the socket's file descriptor with the loop and, when
-it fires, takes every message that is ready and hands each to a callback. The hop of a request
-that crosses ZeroMQ reads its sockets this way: between an agent and its replica workers
-(``serving/replica.py``, ``serving/worker.py``).
+one; on the data plane's hot path, when it was ZeroMQ, that bookkeeping cost about as much as the
+rest of the hop (a DEALER-ROUTER round trip: 110-170 µs p50 through ``zmq.asyncio``, 67-72 µs this
+way, both ends on one core). ``FrameReader`` instead registers the socket's file descriptor with the
+loop and, when it fires, takes every message that is ready and hands each to a callback. The
+gossip socket is read this way (``membership/transport.py``); the data plane now runs on sealed
+links (``sealed_stream.py``).
 
 ZeroMQ's descriptor is edge-triggered and only means "look at ``ZMQ_EVENTS``", and any operation on
 the socket, a send included, may consume that edge. So every send goes through ``send``, which

@@ -34,6 +34,17 @@ class Member:
             return None
         return Alive(self.node, self.incarnation, self.addr, self.meta_version, self.meta)
 
+    def restored_by(self, incarnation: int, meta_version: int, meta: NodeMeta) -> bool:
+        """Whether `meta`, at the version held, is whole where the copy held lost fields on its way.
+
+        A node of an earlier release passes on what it relays without the fields it does not know,
+        at the owner's version; a node that took that copy first would ignore the owner's own at the
+        same version until the owner changes again (with ``features`` gone, it would also believe
+        the owner takes no load news). ``features`` tells the two copies apart: every release that
+        has the field lists a feature in it."""
+        same = (incarnation, meta_version) == (self.incarnation, self.meta_version)
+        return same and bool(meta.features) and not self.meta.features
+
     def state(self) -> MemberState:
         """This member as a push-pull row."""
         return MemberState(self.node, self.addr, self.incarnation, self.status, self.meta_version, self.meta)

@@ -12,7 +12,8 @@ each own their state in a module of their own:
 - Incarnations. Only a node raises its own incarnation, and only to refute an accusation (or on
   restart). For the same node, news with a higher incarnation wins; at equal incarnation
   ``dead``/``left`` beats ``suspect`` beats ``alive``. Metadata changes do not touch the
-  incarnation: they raise ``meta_version``, which orders ``alive`` messages at equal incarnation.
+  incarnation: they raise ``meta_version``, which orders ``alive`` messages at equal incarnation
+  (at equal version too, a whole copy replaces one an earlier release stripped: ``restored_by``).
   Claims are cut to the bounds first (``bounds.py``, ``admission.py``): no view nears the maximum.
 - Dissemination (``broadcast_queue.py``). Every change is queued once per node, piggybacked and
   gossiped in rounds until sent ``retransmit_limit(N)`` times; news of load only goes after the
@@ -257,6 +258,7 @@ class Membership:
             and known.incarnation == state.incarnation
             and known.meta_version >= state.meta_version
             and known.status == state.status
+            and not known.restored_by(state.incarnation, state.meta_version, state.meta)
         ):
             return  # the common case in a steady mesh: nothing new
         match state.status:
@@ -296,9 +298,10 @@ class Membership:
             effects.append(MemberChanged(alive.node, None, Status.ALIVE))
             return
         newer = alive.incarnation > member.incarnation
+        restored = member.restored_by(alive.incarnation, alive.meta_version, alive.meta)
         meta_only = (
             alive.incarnation == member.incarnation
-            and alive.meta_version > member.meta_version
+            and (alive.meta_version > member.meta_version or restored)
             and not member.status.gone
         )
         if not (newer or meta_only):

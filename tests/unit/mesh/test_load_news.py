@@ -181,3 +181,48 @@ def test_load_news_survives_the_wire_and_a_receiving_core() -> None:
     data = encode(Packet(ME, ME_ADDR, (news,)), "mesh")
     receiver.handle(decode(data, "mesh", max_bytes=65536, max_members=100), 1.0, WALL_MS)
     assert receiver.members[ME].meta == sender.me.meta and receiver.members[ME].meta_version == 2
+
+
+def stripped(meta: NodeMeta) -> NodeMeta:
+    """`meta` as a node of the release before ``features`` relays it: the field it does not know gone."""
+    return replace(meta, features=())
+
+
+def own_news(core: Membership) -> list[type]:
+    """The kinds of news queued about `core`'s own node."""
+    return [type(m) for m in queued(core) if getattr(m, "node", None) == core.node_id]
+
+
+def test_a_copy_an_earlier_release_stripped_gives_way_to_the_whole_one_at_the_same_version() -> None:
+    core = shaped(core_in_mesh(3))
+    node, addr = peer(1)
+    held = core.members[node]
+    whole = Alive(node, 0, addr, 2, replace(SHAPE, name="peer1", zone="z9"))
+    core.handle(packet_from(2, replace(whole, meta=stripped(whole.meta))), 1.0, WALL_MS)  # relayed first
+    assert held.meta_version == 2 and held.meta.features == ()
+    core.update_meta(busier(core.me.meta, 1))
+    assert own_news(core) == [Alive]  # peer1 seems to take no load news: this node's load goes whole
+    core.clear_broadcasts()
+    core.handle(packet_from(1, whole), 1.1, WALL_MS)  # the owner's own, at the same version
+    assert held.meta == whole.meta
+    assert queued(core) == [whole]  # passed on, so the members that took the stripped copy mend too
+    core.update_meta(busier(core.me.meta, 2))
+    assert own_news(core) == [Load]
+    core.clear_broadcasts()
+    # The stripped copy arriving again, by gossip or in a push-pull row, changes nothing now.
+    core.handle(packet_from(2, replace(whole, meta=stripped(whole.meta))), 1.2, WALL_MS)
+    row = MemberState(node, addr, 0, Status.ALIVE, 2, stripped(whole.meta))
+    core.handle(packet_from(2, PushPull(False, False, (row,))), 1.3, WALL_MS)
+    assert held.meta == whole.meta and queued(core) == []
+
+
+def test_a_whole_copy_in_a_push_pull_row_mends_a_stripped_one() -> None:
+    core = core_in_mesh(3)
+    node, addr = peer(1)
+    held = core.members[node]
+    whole = replace(SHAPE, name="peer1", zone="z9")
+    core.handle(packet_from(2, Alive(node, 0, addr, 2, stripped(whole))), 1.0, WALL_MS)
+    assert held.meta.features == ()
+    row = MemberState(node, addr, 0, Status.ALIVE, 2, whole)
+    core.handle(packet_from(1, PushPull(False, False, (row,))), 1.1, WALL_MS)
+    assert held.meta == whole and held.meta_version == 2

@@ -111,7 +111,8 @@ class _AgentCollector(Collector):
         yield data_frames
         data_dropped = CounterMetricFamily(
             "meshnode_data_dropped",
-            "Data-plane frames dropped: frames, malformed, unexpected (requests in), reply_* (answers in).",
+            "Data-plane connections and frames dropped: unauthenticated (connections that failed the "
+            "handshake), malformed, unexpected (requests in), reply_* (answers in).",
             labels=["reason"],
         )
         for reason, count in sorted(stats["data_dropped"].items()):

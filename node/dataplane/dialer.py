@@ -67,12 +67,12 @@ class Dialer:
         """A link is open now."""
         return self._stream is not None and self._stream.opened and not self._stream.closed
 
-    def send(self, payload: bytes) -> str | None:
-        """Send `payload` on the open link; None when taken, else why not (nothing was sent)."""
+    def send(self, payload: bytes, *, flush: bool = False) -> str | None:
+        """Send `payload` on the open link (``SealedStream.send``); None when taken, else why not."""
         stream = self._stream
         if stream is None:
             return f"no link to {self.addr}"
-        return stream.send(payload)
+        return stream.send(payload, flush=flush)
 
     def close(self) -> None:
         """Close the link and dial no more."""

@@ -166,7 +166,9 @@ class PeerLinks:
             self._count(pending)
             finished = False
             try:
-                error = link.send(encode_envelope(call if to is None else RelayCall(rid, to, call)))
+                # The only call on the link leaves at once: nothing else could go with it this turn.
+                frame = encode_envelope(call if to is None else RelayCall(rid, to, call))
+                error = link.send(frame, flush=len(link.pending) == 1)
                 if error is not None:
                     finished = True
                     yield Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error}", True)

@@ -110,9 +110,9 @@ class PeerLink:
         for rid, pending in self.pending.items():
             pending.queue.put_nowait(Failure(rid, kind, message, True))
 
-    def send(self, payload: bytes) -> str | None:
-        """Send one envelope now; None when taken, else why not."""
-        return self.dialer.send(payload)
+    def send(self, payload: bytes, *, flush: bool = False) -> str | None:
+        """Send one envelope (``SealedStream.send``); None when taken, else why not."""
+        return self.dialer.send(payload, flush=flush)
 
     def close(self) -> None:
         self.dialer.close()

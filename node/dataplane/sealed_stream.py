@@ -92,7 +92,7 @@ class SealedStream(asyncio.Protocol):
         self._answering = answering
         self._splitter = FrameSplitter(_HANDSHAKE_FRAME_BYTES)
         self._keys: LinkKeys | None = None
-        self._transport: asyncio.Transport | None = None
+        self._transport: CorkedTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._heard = self._spoke = False
         self._silent_beats = 0
@@ -171,8 +171,11 @@ class SealedStream(asyncio.Protocol):
             self._writable.clear()
             await self._writable.wait()
 
-    def send(self, payload: bytes) -> str | None:
-        """Seal `payload` and write it now; None when taken, else why not (nothing was sent)."""
+    def send(self, payload: bytes, *, flush: bool = False) -> str | None:
+        """Seal `payload` and write it; None when taken, else why not (nothing was sent).
+
+        It leaves with the other frames of this turn of the loop, at its end; with `flush`, at once
+        with them (for a caller that knows nothing more goes on this link this turn)."""
         transport = self._transport
         if not self.opened or self.closed or transport is None:
             return "the link is not open"
@@ -189,7 +192,14 @@ class SealedStream(asyncio.Protocol):
             return str(exc)
         self._spoke = True
         transport.writelines((frame_header(len(sealed)), sealed))
+        if flush:
+            transport.flush()
         return None
+
+    def flush(self) -> None:
+        """Write what this turn's sends gathered now, not at its end."""
+        if self._transport is not None and not self.closed:
+            self._transport.flush()
 
     def pause_reading(self) -> None:
         """Read nothing more until ``resume_reading``: the peer's sends pile up and then refuse."""

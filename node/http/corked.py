@@ -7,7 +7,11 @@ a client gets the header in a packet of its own. ``CorkedHttpToolsProtocol`` is 
 with its transport behind a ``CorkedTransport``, which gathers what is written during one turn of the
 loop and sends it at the end of that turn in one write: the header and the body of an answer go
 together, and a stream's pieces that are ready at once go together too. Nothing waits longer than
-the rest of the current turn, so no latency is added beyond the microseconds of that turn.
+the rest of the current turn, and a complete answer not even that: it leaves as its last byte is
+written (``on_response_complete``), so what remains of the turn (the request's task ending, its
+metrics, the keep-alive timer) runs while the client reads it, off the request's latency. Callers
+that know nothing more goes on a connection this turn ``flush`` too (the data plane's sealed links
+do, for a link's only request).
 
 Everything but writing goes straight to the real transport; closing sends what is gathered first,
 aborting drops it (as the real transport's abort drops its buffer). A connection upgraded to
@@ -17,7 +21,7 @@ WebSocket keeps the corked transport, which its protocol uses as any other.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -32,33 +36,38 @@ class CorkedTransport(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._gathered: list[bytes | bytearray | memoryview] = []
+        self._gathered_bytes = 0  # their length, kept: senders ask it before every frame
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         if not self._gathered:
-            self._loop.call_soon(self._send_gathered)
+            self._loop.call_soon(self.flush)
         self._gathered.append(data)
+        self._gathered_bytes += len(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
-    def _send_gathered(self) -> None:
+    def flush(self) -> None:
+        """Send what was gathered now, not at the end of this turn: nothing more is coming soon."""
         gathered, self._gathered = self._gathered, []
+        self._gathered_bytes = 0
         if gathered and not self._transport.is_closing():
             self._transport.write(gathered[0] if len(gathered) == 1 else b"".join(gathered))
 
     def close(self) -> None:
-        self._send_gathered()
+        self.flush()
         self._transport.close()
 
     def abort(self) -> None:
         self._gathered = []
+        self._gathered_bytes = 0
         self._transport.abort()
 
     def write_eof(self) -> None:
-        self._send_gathered()
+        self.flush()
         self._transport.write_eof()
 
     def can_write_eof(self) -> bool:
@@ -68,7 +77,7 @@ class CorkedTransport(asyncio.Transport):
         return self._transport.is_closing()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._gathered)
+        return self._transport.get_write_buffer_size() + self._gathered_bytes
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()
@@ -100,3 +109,8 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))
+
+    def on_response_complete(self) -> None:
+        # An answer is whole: it leaves now, not at the end of the turn (see the module docstring).
+        cast(CorkedTransport, self.transport).flush()
+        super().on_response_complete()

@@ -178,3 +178,20 @@ async def test_a_peer_that_does_not_read_makes_send_refuse_not_buffer(node: Node
         await asyncio.sleep(0)
     assert refusal == "the peer is not reading what was sent to it"
     stream.close()
+
+
+async def test_frames_leave_at_the_turn_s_end_or_at_once_when_flushed(node: Node) -> None:
+    stream = await connect("127.0.0.1", node.port, node.dial(), LIMITS, lambda _s, _p: None)
+    transport = stream._transport  # corked: what it holds is what is not written yet
+    assert transport is not None
+    assert stream.send(b"first") is None
+    held = transport.get_write_buffer_size()
+    assert held > len(b"first")  # sealed, with its length: not written yet
+    assert stream.send(b"second", flush=True) is None
+    assert transport.get_write_buffer_size() == 0  # both written, in one go
+    stream.send(b"third")
+    stream.flush()
+    assert transport.get_write_buffer_size() == 0
+    await _until(lambda: len(node.heard) == 3)
+    assert node.heard == [b"first", b"second", b"third"]
+    stream.close()

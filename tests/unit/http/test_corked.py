@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from meshnode.http.corked import CorkedTransport
+from starlette.types import Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.server import ServerState
 
-from ..loop_turns import next_turn
+from meshnode.http.corked import CorkedHttpToolsProtocol, CorkedTransport
+
+from ..loop_turns import next_turn, until
 
 
 class Recording(asyncio.Protocol):
@@ -99,3 +103,39 @@ async def test_everything_else_is_the_real_transport_s() -> None:
     assert real.is_reading()
     assert corked.get_protocol() is real.get_protocol()
     corked.close()
+
+
+async def test_flush_writes_what_was_gathered_at_once_and_the_turn_s_end_adds_nothing() -> None:
+    corked, _, reader, writes = await pair()
+    corked.write(b"head ")
+    corked.write(b"body")
+    corked.flush()
+    assert writes == [b"head body"] and corked.get_write_buffer_size() == 0
+    await next_turn()
+    assert writes == [b"head body"]
+    assert await arrived(reader, 9) == b"head body"
+    corked.close()
+
+
+async def test_a_complete_answer_leaves_before_the_app_returns() -> None:
+    """The answer is written when its last byte is sent, not at the end of the turn: the request's
+    task ending, its metrics and the keep-alive timer run while the client reads it."""
+    _, real, reader, writes = await pair()
+    written_when_sent: list[list[bytes]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        assert writes == []  # the header waits for the body
+        await send({"type": "http.response.body", "body": b"ok"})
+        written_when_sent.append(list(writes))
+
+    protocol = CorkedHttpToolsProtocol(Config(app, lifespan="off"), ServerState(), {})
+    protocol.connection_made(real)
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+    await until(lambda: bool(written_when_sent), "the app returned")
+    ((answer,),) = written_when_sent  # header and body, in one write
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok")
+    assert await arrived(reader, len(answer)) == answer
+    protocol.connection_lost(None)
+    real.close()

@@ -97,9 +97,7 @@ class FrameSplitter:
     """Splits a byte stream into frames of at most `max_frame_bytes` each."""
 
     def __init__(self, max_frame_bytes: int) -> None:
-        if not 0 < max_frame_bytes <= MAX_FRAME_LIMIT:
-            raise ValueError(f"a frame limit is 1 to {MAX_FRAME_LIMIT} bytes")
-        self._max = max_frame_bytes
+        self.limit = max_frame_bytes
         self._buffer = bytearray()
 
     @property
@@ -109,7 +107,7 @@ class FrameSplitter:
 
     @limit.setter
     def limit(self, max_frame_bytes: int) -> None:
-        # A handshake frame is small; the link's own limit applies once it is open.
+        # Raised after a handshake (whose frames are small) to the link's own limit.
         if not 0 < max_frame_bytes <= MAX_FRAME_LIMIT:
             raise ValueError(f"a frame limit is 1 to {MAX_FRAME_LIMIT} bytes")
         self._max = max_frame_bytes

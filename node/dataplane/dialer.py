@@ -67,6 +67,12 @@ class Dialer:
         """A link is open now."""
         return self._stream is not None and self._stream.opened and not self._stream.closed
 
+    @property
+    def dialing(self) -> bool:
+        """A connection is being made or a redial is scheduled (never again once closed and settled)."""
+        timer, task = self._timer, self._task
+        return (timer is not None and not timer.cancelled()) or (task is not None and not task.done())
+
     def send(self, payload: bytes, *, flush: bool = False) -> str | None:
         """Send `payload` on the open link (``SealedStream.send``); None when taken, else why not."""
         stream = self._stream

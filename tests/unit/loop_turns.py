@@ -23,3 +23,11 @@ async def until(holds: Callable[[], bool], what: str) -> None:
             return
         await next_turn()
     raise AssertionError(f"never happened: {what}")
+
+
+async def eventually(holds: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait until `holds()`, for what takes real time (sockets, other processes); TimeoutError after
+    `timeout_s`. Looks every 5 ms: the condition has no event to wait on."""
+    async with asyncio.timeout(timeout_s):
+        while not holds():
+            await asyncio.sleep(0.005)

@@ -3,14 +3,14 @@ after a drop, reports a refused handshake, and stops dialing once closed."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshnode.dataplane.dialer import Dialer
 from meshnode.dataplane.sealed_stream import SealedListener, SealedStream, StreamLimits
 from meshnode.trust.sealed import NodeKey, ServerKeys, announced_key
+
+from ..loop_turns import MAX_TURNS, eventually, next_turn
 
 TOKEN = "the token of this test mesh, 32+ characters"
 LIMITS = StreamLimits(max_frame_bytes=1024)
@@ -51,12 +51,6 @@ def listener(streams: list[SealedStream]) -> SealedListener:
     return SealedListener(ServerKeys(KEY.secret, [TOKEN]), LIMITS, echo, on_open=streams.append)
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 async def test_it_dials_until_the_peer_listens_then_redials_after_a_drop() -> None:
     port, heard, streams = free_port(), Heard(), []
     link = dialer(port, heard)
@@ -64,14 +58,14 @@ async def test_it_dials_until_the_peer_listens_then_redials_after_a_drop() -> No
     server = listener(streams)
     try:
         await server.listen("127.0.0.1", port)  # after a few refused connects
-        await _until(lambda: heard.opens == 1)
+        await eventually(lambda: heard.opens == 1)
         assert link.open and link.send(b"hello") is None
-        await _until(lambda: heard.frames == [b"hello"])
+        await eventually(lambda: heard.frames == [b"hello"])
         streams[0].close()  # the peer drops the link
-        await _until(lambda: heard.opens == 2)
+        await eventually(lambda: heard.opens == 2)
         assert heard.drops == [(True, "lost")]
         assert link.send(b"again") is None
-        await _until(lambda: heard.frames == [b"hello", b"again"])
+        await eventually(lambda: heard.frames == [b"hello", b"again"])
     finally:
         link.close()
         await server.close()
@@ -85,13 +79,15 @@ async def test_a_refused_handshake_is_reported_and_closing_stops_the_redials() -
     heard = Heard()
     link = dialer(port, heard, token="another mesh's token, 32+ characters")
     try:
-        await _until(lambda: len(heard.drops) >= 2)  # refused, and tried again
+        await eventually(lambda: len(heard.drops) >= 2)  # refused, and tried again
         assert all(not opened for opened, _ in heard.drops)
         assert heard.opens == 0 and not streams
+        assert link.dialing  # redialing, with a backoff
         link.close()
-        tries = server.refused.get("unknown_key", 0)
-        await asyncio.sleep(0.5)  # several redial intervals: none may come
-        assert server.refused.get("unknown_key", 0) == tries
+        await eventually(lambda: not link.dialing)  # its timer cancelled, a dial under way ended
+        for _ in range(MAX_TURNS):
+            await next_turn()
+            assert not link.dialing  # and nothing schedules another
     finally:
         link.close()
         await server.close()

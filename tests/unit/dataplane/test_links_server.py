@@ -32,6 +32,8 @@ from meshnode.mesh.envelope import (
 from meshnode.testing import JSON, FakeReplica, FakeReplicas, echoes, gated, make_call, peer_id, replies
 from meshnode.trust.sealed import ClientHandshake, NodeKey, ServerKeys
 
+from ..loop_turns import eventually
+
 PEER = peer_id("n1")
 MAX_FRAME_BYTES = 1 << 20
 LIMITS = StreamLimits(max_frame_bytes=MAX_FRAME_BYTES)
@@ -274,14 +276,14 @@ async def test_a_link_no_call_held_for_idle_s_is_closed_and_the_next_call_opens_
     ):
         first = [m async for m in links.call(other_peer, other_addr, KEY, make_call("echo"))]
         holding = asyncio.create_task(_answers(links.call(PEER, held_addr, KEY, make_call("held"))))
-        await _until(lambda: len(held["held"].calls) == 1)
+        await eventually(lambda: len(held["held"].calls) == 1)
         assert links.open_links() == {"serving": 2, "bulk": 0}
 
         # The idle one goes; the one a call holds stays, however long the call takes.
-        await _until(lambda: links.open_links()["serving"] == 1)
+        await eventually(lambda: links.open_links()["serving"] == 1)
         gate.set()
         assert await holding == [Reply(held["held"].calls[0].request_id, {"ok": True}, JSON, 0)]
-        await _until(lambda: links.open_links()["serving"] == 0)  # idle once answered
+        await eventually(lambda: links.open_links()["serving"] == 0)  # idle once answered
 
         again = [m async for m in links.call(other_peer, other_addr, KEY, make_call("echo"))]
         assert links.open_links() == {"serving": 1, "bulk": 0}
@@ -291,9 +293,3 @@ async def test_a_link_no_call_held_for_idle_s_is_closed_and_the_next_call_opens_
 
 async def _answers(messages: AsyncIterator[Envelope]) -> list[Envelope]:
     return [message async for message in messages]
-
-
-async def _until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.01)

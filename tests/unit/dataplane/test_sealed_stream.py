@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,6 +14,8 @@ from zmq.utils import z85
 
 from meshnode.dataplane.sealed_stream import SealedListener, SealedStream, StreamLimits, connect
 from meshnode.trust.sealed import ClientHandshake, ServerKeys
+
+from ..loop_turns import eventually
 
 TOKEN = "the token of this test mesh, 32+ characters"
 LIMITS = StreamLimits(max_frame_bytes=256 * 1024)
@@ -31,12 +33,6 @@ class Node:
 
     def dial(self, token: str = TOKEN, key: bytes | None = None) -> ClientHandshake:
         return ClientHandshake(token, self.public if key is None else key)
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 async def _node(limits: StreamLimits = LIMITS, *, echo: bool = True, max_unopened: int = 256) -> Node:
@@ -73,19 +69,19 @@ async def test_frames_of_every_size_go_both_ways_in_order(node: Node) -> None:
     sent = [os.urandom(size) for size in (1, 200, 70_000, LIMITS.max_frame_bytes, 3)]
     for payload in sent:
         assert stream.send(payload) is None
-    await _until(lambda: len(back) == len(sent))
+    await eventually(lambda: len(back) == len(sent))
     assert back == sent == node.heard
     over = stream.send(bytes(LIMITS.max_frame_bytes + 1))
     assert over is not None and "over the" in over
     stream.close()
-    await _until(lambda: not node.listener.streams)
+    await eventually(lambda: not node.listener.streams)
 
 
 async def test_a_client_with_another_token_is_refused_and_counted(node: Node) -> None:
     dialing = node.dial(token="another mesh's token, 32+ characters")
     with pytest.raises(ConnectionError):
         await connect("127.0.0.1", node.port, dialing, LIMITS, print)
-    await _until(lambda: node.listener.refused.get("unknown_key") == 1)
+    await eventually(lambda: node.listener.refused.get("unknown_key") == 1)
     assert not node.heard and not node.listener.streams
 
 
@@ -93,7 +89,7 @@ async def test_a_client_refuses_a_server_without_the_key_gossip_announced(node: 
     someone_else = z85.decode(zmq.curve_keypair()[0])
     with pytest.raises(ConnectionError, match="forged"):
         await connect("127.0.0.1", node.port, node.dial(key=someone_else), LIMITS, print)
-    await _until(lambda: sum(node.listener.refused.values()) == 1)
+    await eventually(lambda: sum(node.listener.refused.values()) == 1)
     assert not node.listener.streams
 
 
@@ -108,7 +104,7 @@ async def test_bytes_that_are_not_frames_close_the_connection_unread(node: Node)
     reader, writer = await _raw(node.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
     writer.close()
-    await _until(lambda: node.listener.refused.get("frames") == 1)
+    await eventually(lambda: node.listener.refused.get("frames") == 1)
 
 
 async def test_a_connection_that_never_handshakes_is_closed() -> None:
@@ -117,7 +113,7 @@ async def test_a_connection_that_never_handshakes_is_closed() -> None:
         reader, writer = await _raw(node.port, b"")
         assert await asyncio.wait_for(reader.read(), 10) == b""
         writer.close()
-        await _until(lambda: node.listener.refused == {"handshake_timeout": 1})
+        await eventually(lambda: node.listener.refused == {"handshake_timeout": 1})
     finally:
         await node.listener.close()
 
@@ -128,10 +124,10 @@ async def test_connections_past_the_unopened_limit_are_dropped_at_once() -> None
         _, idle = await _raw(node.port, b"")  # holds the one handshake slot
         reader, writer = await _raw(node.port, b"")
         assert await asyncio.wait_for(reader.read(), 10) == b""
-        await _until(lambda: node.listener.refused.get("busy") == 1)
+        await eventually(lambda: node.listener.refused.get("busy") == 1)
         idle.close()
         writer.close()
-        await _until(lambda: node.listener.refused.get("lost") == 1)
+        await eventually(lambda: node.listener.refused.get("lost") == 1)
         # Its slot is free again: a member gets in.
         stream = await connect("127.0.0.1", node.port, node.dial(), LIMITS, print)
         stream.close()
@@ -144,10 +140,10 @@ async def test_an_idle_link_stays_open_on_heartbeats() -> None:
     node = await _node(fast)
     try:
         stream = await connect("127.0.0.1", node.port, node.dial(), fast, print)
-        await _until(lambda: stream.heartbeats >= 6 and node.streams[0].heartbeats >= 6)
+        await eventually(lambda: stream.heartbeats >= 6 and node.streams[0].heartbeats >= 6)
         assert not stream.closed and not node.streams[0].closed  # many timeouts' worth of idleness
         assert stream.send(b"still there") is None
-        await _until(lambda: node.heard == [b"still there"])
+        await eventually(lambda: node.heard == [b"still there"])
     finally:
         await node.listener.close()
 
@@ -159,7 +155,7 @@ async def test_a_peer_that_falls_silent_is_noticed() -> None:
     try:
         closed: list[SealedStream] = []
         await connect("127.0.0.1", node.port, node.dial(), fast, print, on_close=closed.append)
-        await _until(lambda: bool(closed))
+        await eventually(lambda: bool(closed))
         assert closed[0].reason == "silent" and closed[0].opened
     finally:
         await node.listener.close()
@@ -168,7 +164,7 @@ async def test_a_peer_that_falls_silent_is_noticed() -> None:
 async def test_a_peer_that_does_not_read_makes_send_refuse_not_buffer(node: Node) -> None:
     small = StreamLimits(max_frame_bytes=64 * 1024, max_buffered_bytes=1024 * 1024)
     stream = await connect("127.0.0.1", node.port, node.dial(), small, print)
-    await _until(lambda: bool(node.streams))
+    await eventually(lambda: bool(node.streams))
     node.streams[0].pause_reading()
     refusal = None
     for _ in range(10_000):  # kernel buffers fill first, then ours up to its bound
@@ -192,6 +188,6 @@ async def test_frames_leave_at_the_turn_s_end_or_at_once_when_flushed(node: Node
     stream.send(b"third")
     stream.flush()
     assert transport.get_write_buffer_size() == 0
-    await _until(lambda: len(node.heard) == 3)
+    await eventually(lambda: len(node.heard) == 3)
     assert node.heard == [b"first", b"second", b"third"]
     stream.close()

@@ -18,6 +18,8 @@ The handler turns the HTTP request into a ``Call`` envelope and hands it to the 
 - When the client goes away, the request is cancelled in the worker, across a forwarding hop too.
 - Response headers: ``X-Mesh-Route`` (the nodes the request crossed, comma-separated),
   ``X-Request-Id``, and ``X-Mesh-Attempts`` (replicas tried; more than 1 after a failover).
+- The answer goes first: the call's own bookkeeping after its Reply (the link's or the replica's:
+  timers, in-flight counts, measured speed) runs once the answer left (``reply.PlainAnswer.then``).
 """
 
 from __future__ import annotations
@@ -190,8 +192,9 @@ class PredictLane:
                 return EventStream(chunks, keepalive_s=limits.keepalive_s, headers=headers)
             return StreamingResponse(chunks, media_type="application/x-ndjson", headers=headers)
         final = first
-        async for message in messages:
-            final = message
+        if not isinstance(first, Reply):
+            async for message in messages:
+                final = message
         match final:
             case Reply(_, data, content_type):
                 named = (
@@ -199,11 +202,24 @@ class PredictLane:
                     (_ATTEMPTS, attempts.encode()),
                     (_REQUEST_ID, rid.encode("latin-1")),
                 )
-                return reply_answer(data, content_type, named)
+                try:
+                    answer = reply_answer(data, content_type, named)
+                except Exception:
+                    await _drained(messages)
+                    raise
+                # What is left of the call (its bookkeeping after its Reply) runs once the answer
+                # left, off the request's latency (PlainAnswer.then).
+                answer.then = messages
+                return answer
             case Failure(_, kind, text, retryable):
                 raise error_for_failure(kind, text, retryable=retryable)
             case _:
                 raise PredictorError(f"the replica ended request {rid} without an answer")
+
+
+async def _drained(messages: AsyncIterator[Envelope]) -> None:
+    async for _ in messages:
+        pass
 
 
 def _timing_first_chunk(send: Send, series: Series, clock: Callable[[], float], started: float) -> Send:

@@ -13,12 +13,17 @@ writes the raw header list once, with the headers starlette's ``JSONResponse`` a
   500, never a body that is not JSON), and what orjson refuses (keys that are not strings);
 - bytes (a file): as they are, with the content type the predictor gave (``text/...`` with
   ``; charset=utf-8`` added, as starlette does).
+
+An answer may carry ``then``: what is left of the call it came from (the link's or the replica's
+bookkeeping once the Reply was read), run to its end after the answer was sent, while the client
+reads it (with ``http/corked.py``'s flush on completion, the answer has left by then).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
@@ -26,23 +31,34 @@ from starlette.types import Receive, Scope, Send
 
 __all__ = ["PlainAnswer", "json_bytes", "reply_answer"]
 
+log = logging.getLogger(__name__)
+
 _JSON_TYPE = (b"content-type", b"application/json")
 
 
 class PlainAnswer:
     """A complete answer: status, raw headers and body, ready to send."""
 
-    __slots__ = ("body", "raw_headers", "status_code")
+    __slots__ = ("body", "raw_headers", "status_code", "then")
 
     def __init__(self, status_code: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.status_code = status_code
         self.raw_headers = raw_headers
         self.body = body
+        # What is left of the call the answer came from (its bookkeeping once its last message was
+        # read), run to its end after the answer left: off the request's latency.
+        self.then: AsyncIterator[object] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send it: the start, then the whole body."""
+        """Send it: the start, then the whole body; then finish ``then``."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body})
+        if self.then is not None:
+            try:
+                async for _ in self.then:
+                    pass
+            except Exception:  # the client has its answer: this is only bookkeeping
+                log.exception("finishing a call after its answer was sent")
 
 
 def json_bytes(data: Any) -> bytes:

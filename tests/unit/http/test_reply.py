@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given
@@ -86,3 +87,37 @@ def test_nan_or_infinity_in_an_answer_is_refused_as_json_response_refuses_it(num
         JSONResponse({"x": number})
     with pytest.raises(ValueError):
         reply_answer({"x": [number]}, None, RAW)
+
+
+async def test_what_is_left_of_the_call_runs_after_the_answer_left() -> None:
+    messages: list[Message] = []
+    seen_when_finishing: list[int] = []
+
+    async def rest() -> AsyncIterator[object]:
+        seen_when_finishing.append(len(messages))  # the bookkeeping after the call's Reply
+        return
+        yield
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    answer = reply_answer({"x": 1}, None, RAW)
+    answer.then = rest()
+    await answer({"type": "http"}, _nothing_to_read, send)
+    assert seen_when_finishing == [2]  # the start and the whole body were sent first
+
+
+async def test_a_failure_after_the_answer_left_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    async def rest() -> AsyncIterator[object]:
+        raise RuntimeError("bookkeeping broke")
+        yield
+
+    answer = reply_answer("ok", None, RAW)
+    answer.then = rest()
+    messages = await sent(answer)
+    assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"]
+    assert "finishing a call after its answer was sent" in caplog.text
+
+
+async def _nothing_to_read() -> Message:
+    raise AssertionError("an answer reads nothing")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import secrets
 import signal
 import socket
@@ -50,17 +51,39 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _handed_out: set[int] = set()
 
 
+# Ports handed out come from below the kernel's ephemeral range, which it draws from for every
+# outgoing connection and every bind to port 0: an agent's HTTP client, a link, a probe. A port of
+# that range that is free when handed out can be taken by such a connection before the agent (a
+# second later, once Python started) binds it: "port in use" then fails a test now and then.
+_LOWEST_PORT = 20000
+_picks = random.Random(os.getpid())  # parallel runs on one machine draw different ports
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere a guess, checked by the bind below anyway
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port free on ``host`` right now (the kernel's pick), never the same one twice per run."""
-    for _ in range(100):
+    """A TCP port free on ``host`` right now that no outgoing connection will take (see above), never
+    the same one twice per run."""
+    highest = _ephemeral_start() - 1
+    for _ in range(1000):
+        port = _picks.randint(_LOWEST_PORT, highest) if highest > _LOWEST_PORT else 0
+        if port in _handed_out:  # another agent of this run may have it and not have bound it yet
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((host, 0))
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
             port = int(probe.getsockname()[1])
-        # Another agent of this run may have been given this port and not have bound it yet.
         if port not in _handed_out:
             _handed_out.add(port)
             return port
-    raise RuntimeError("the kernel keeps offering ports this test run already handed out")
+    raise RuntimeError("no free port found below the ephemeral range")
 
 
 def wait_for(

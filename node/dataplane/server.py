@@ -235,10 +235,12 @@ class DataPlaneServer:
                         message = Failure(rid, kind, text, retryable, queue)
                 for frame in self._frames(message, call):
                     self._send(peer, frame)
-                if isinstance(message, Reply | Failure) and self._per_peer.get(peer, 0) <= 1:
-                    self._flush(peer)  # the only request of that peer here: its answer leaves now
                 stream = self._peers.get(peer)
-                if stream is not None and stream.writing_paused:
+                if stream is None:
+                    continue
+                if isinstance(message, Reply | Failure) and self._per_peer.get(peer, 0) <= 1:
+                    stream.flush()  # the only request of that peer here: its answer leaves now
+                if stream.writing_paused:
                     await stream.drained()  # a large answer leaves no faster than the peer reads it
         except MeshnodeError as exc:
             queue = self._queue_of(call.deployment)
@@ -273,11 +275,6 @@ class DataPlaneServer:
         if stream is None:
             return "the peer's link is gone"
         return stream.send(frame)
-
-    def _flush(self, peer: bytes) -> None:
-        stream = self._peers.get(peer)
-        if stream is not None:
-            stream.flush()
 
     def _send_soon(self, peer: bytes, message: Envelope) -> None:
         try:

@@ -69,21 +69,31 @@ def _ephemeral_start() -> int:
 def free_port(host: str = HOST) -> int:
     """A TCP port free on ``host`` right now that no outgoing connection will take (see above), never
     the same one twice per run."""
-    highest = _ephemeral_start() - 1
+    return free_port_block(1, host)
+
+
+def free_port_block(size: int, host: str = HOST) -> int:
+    """The first of `size` consecutive ports, each as ``free_port`` gives one (for a command that
+    takes a base port and counts up from it, as ``meshnode demo`` does)."""
+    highest = _ephemeral_start() - size
     for _ in range(1000):
-        port = _picks.randint(_LOWEST_PORT, highest) if highest > _LOWEST_PORT else 0
-        if port in _handed_out:  # another agent of this run may have it and not have bound it yet
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-            port = int(probe.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free port found below the ephemeral range")
+        base = _picks.randint(_LOWEST_PORT, highest) if highest > _LOWEST_PORT else 0
+        block = range(base, base + size)
+        if base == 0 or any(port in _handed_out for port in block):
+            continue  # another agent of this run may have one and not have bound it yet
+        if all(_bindable(host, port) for port in block):
+            _handed_out.update(block)
+            return base
+    raise RuntimeError(f"no {size} free ports in a row found below the ephemeral range")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for(

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from meshnode.cli.demo.command import DEMO_FORM_TIMEOUT_S, DEMO_REFRESH_S
-from tests.integration.agents import wait_for
+from tests.integration.agents import free_port_block, wait_for
 
 DEADLINE_S = 30.0
 # The demo's live view runs this long: a few of its refreshes (DEMO_REFRESH_S).
@@ -26,26 +26,6 @@ LIVE_S = 3 * DEMO_REFRESH_S + 1
 # Graceful leave (AgentConfig.leave_timeout_s) plus shutdown, with slack for a slow machine.
 STOP_TIMEOUT_S = 15.0
 MESHNODE = [sys.executable, "-m", "meshnode"]
-
-
-def free_port_block(size: int) -> int:
-    """A base port whose next ``size`` ports are free right now (the demo scans on past taken ones)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + size < 65536 and all(port_is_free(port) for port in range(base, base + size)):
-            return base
-    raise RuntimeError("no block of free ports found")
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def is_meshnode_process(pid: int) -> bool:

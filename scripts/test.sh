@@ -12,8 +12,10 @@ if [ "$#" -gt 0 ]; then
     .venv/bin/python -m pytest -q -rs --durations=25 "$@"
 else
     # The pure layers on every core, a test file per worker (a module's fixtures are made once);
-    # then the layers of real processes one test at a time: they time agents that a second test
-    # on the same cores would slow down.
+    # the real agents on 127.0.0.1 two test files at a time (each draws its ports from a slice of
+    # its own, and every mesh has its own id); the network namespaces one test at a time: their
+    # faults (loss, partitions, frozen and killed hosts) are timed against the failure detector.
     .venv/bin/python -m pytest -q -rs --durations=10 -n auto --dist loadfile tests/unit tests/sim
-    .venv/bin/python -m pytest -q -rs --durations=25 tests/integration tests/netns
+    .venv/bin/python -m pytest -q -rs --durations=25 -n 2 --dist loadfile tests/integration
+    .venv/bin/python -m pytest -q -rs --durations=25 tests/netns
 fi

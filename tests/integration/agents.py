@@ -75,9 +75,9 @@ def free_port(host: str = HOST) -> int:
 def free_port_block(size: int, host: str = HOST) -> int:
     """The first of `size` consecutive ports, each as ``free_port`` gives one (for a command that
     takes a base port and counts up from it, as ``meshnode demo`` does)."""
-    highest = _ephemeral_start() - size
+    lowest, highest = _worker_ports(size)
     for _ in range(1000):
-        base = _picks.randint(_LOWEST_PORT, highest) if highest > _LOWEST_PORT else 0
+        base = _picks.randint(lowest, highest) if highest > lowest else 0
         block = range(base, base + size)
         if base == 0 or any(port in _handed_out for port in block):
             continue  # another agent of this run may have one and not have bound it yet
@@ -85,6 +85,18 @@ def free_port_block(size: int, host: str = HOST) -> int:
             _handed_out.update(block)
             return base
     raise RuntimeError(f"no {size} free ports in a row found below the ephemeral range")
+
+
+def _worker_ports(size: int) -> tuple[int, int]:
+    """The lowest and highest base port of a block of `size` for this test process: with pytest-xdist,
+    each worker draws from a slice of its own, so two workers never hand out the same port."""
+    lowest, end = _LOWEST_PORT, _ephemeral_start()
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 0:
+        width = (end - lowest) // int(count)
+        lowest += int(worker[2:]) * width
+        end = lowest + width
+    return lowest, end - size
 
 
 def _bindable(host: str, port: int) -> bool:

@@ -3,7 +3,9 @@
 Each frame is one envelope (``mesh/envelope.py``). A ``Call`` from a peer runs on a replica *here*
 (never forwarded again, so a request crosses at most one hop and cannot loop); its ``Chunk``s and its
 ``Reply`` or ``Failure`` go back to the peer's connection as they come. A ``Cancel`` stops the
-request. A file answer larger than ``chunk_bytes`` leaves as several frames (``Chunk``s of bytes,
+request. A call that neither streams nor reports progress is submitted to the replica, which hands
+its last answer back by callback (``serving/submitted.py``): no task per request. A file answer
+larger than ``chunk_bytes`` leaves as several frames (``Chunk``s of bytes,
 then a ``Reply`` with the last piece), so it does not hold up other requests on that connection.
 
 Only members get this far: every connection opens with the sealed handshake (``trust/sealed.py``),
@@ -18,10 +20,12 @@ router tries elsewhere).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from ..addresses import listen_tcp
 from ..errors import MeshnodeError
@@ -47,9 +51,22 @@ from .sealed_stream import SealedListener, SealedStream, StreamLimits
 log = logging.getLogger(__name__)
 
 ServeLocal = Callable[[Call], AsyncIterator[Envelope]]
+# Submits a call that wants only its last answer to the replica here, which hands that answer to
+# the callback (``Replica.submit``); None when no replica here takes it (it goes to ServeLocal).
+SubmitLocal = Callable[[Call, Callable[[Envelope], None]], "Cancellable | None"]
 QueueOf = Callable[[str], int]
+# What a peer is told when serving its request failed here in a way no error of ours names.
+SERVING_FAILED = "the serving node failed (see its log)"
 # Sends one envelope on a link; None when taken, else why not.
 SendOn = Callable[[bytes], str | None]
+
+
+class Cancellable(Protocol):
+    """A peer's request running here: a task, or a call submitted to a replica."""
+
+    def cancel(self) -> object:
+        """Stop it (its answer, if any, never goes back)."""
+        ...
 
 
 class _PeerGone(Exception):
@@ -71,10 +88,12 @@ class DataPlaneServer:
         chunk_bytes: int,
         keys: NodeKey,
         tokens: Sequence[str],
+        submit_local: SubmitLocal | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._serve_local = serve_local
+        self._submit_local = submit_local
         self._queue_of = queue_of
         self._max_frame_bytes = max_frame_bytes
         self._max_in_flight = max_in_flight_per_peer
@@ -92,7 +111,7 @@ class DataPlaneServer:
         self._serving: asyncio.Task[int] | None = None
         self._peers: dict[bytes, SealedStream] = {}  # open links, by the id given when they opened
         self._peer_ids = itertools.count(1)
-        self._running: dict[tuple[bytes, str], asyncio.Task[None]] = {}
+        self._running: dict[tuple[bytes, str], Cancellable] = {}
         self._per_peer: dict[bytes, int] = {}
         # Calls for nodes nobody can dial that chose this node as a relay (``relay.py``).
         self.relays = RelayTable(self._send_frame, max_in_flight_per_peer)
@@ -129,9 +148,9 @@ class DataPlaneServer:
 
     async def close(self) -> None:
         """Stop receiving and cancel peers' requests still running here."""
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
+        tasks = [task for task in self._running.values() if isinstance(task, asyncio.Task)]
+        for key in list(self._running):
+            self._cancel(key)
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._serving is not None:
             await self._serving
@@ -146,9 +165,8 @@ class DataPlaneServer:
         if self._peers.pop(peer, None) is None:
             return
         # Its requests' answers have nowhere to go: stop them now, not at their next answer.
-        for key, task in list(self._running.items()):
-            if key[0] == peer:
-                task.cancel()
+        for key in [key for key in self._running if key[0] == peer]:
+            self._cancel(key)
         self.relays.link_lost(peer)
 
     def _on_frame(self, stream: SealedStream, frame: bytes) -> None:
@@ -165,9 +183,8 @@ class DataPlaneServer:
             case Call():
                 self._start(peer, message)
             case Cancel(rid):
-                task = self._running.get((peer, rid))
-                if task is not None:
-                    task.cancel()
+                if (peer, rid) in self._running:
+                    self._cancel((peer, rid))
                 else:
                     self.relays.cancel(peer, rid)
             case RelayCall() if peer not in self._channels:
@@ -186,9 +203,8 @@ class DataPlaneServer:
     def close_channel(self, channel: bytes) -> None:
         """That link is gone: stop the calls that came on it (their answers have nowhere to go)."""
         self._channels.pop(channel, None)
-        for key, task in list(self._running.items()):
-            if key[0] == channel:
-                task.cancel()
+        for key in [key for key in self._running if key[0] == channel]:
+            self._cancel(key)
 
     def on_channel_frame(self, channel: bytes, frame: bytes) -> None:
         """An envelope from a link of this node's own: a call or cancel for its replicas."""
@@ -204,13 +220,58 @@ class DataPlaneServer:
             message = f"this node already runs {self._max_in_flight} requests for that peer"
             self._send_soon(peer, Failure(call.request_id, "overloaded", message, True))
             return
+        if self._submit_local is not None and not call.stream and not call.progress:
+            # Only its last answer is wanted: the replica hands it over, no task waits for it.
+            try:
+                submitted = self._submit_local(call, functools.partial(self._answered, peer, call))
+            except MeshnodeError as exc:
+                queue = self._queue_of(call.deployment)
+                self._send_soon(peer, Failure(call.request_id, exc.kind, exc.message, exc.retryable, queue))
+                return
+            if submitted is not None:
+                log.debug("running request %s of %s for a peer", call.request_id, call.deployment)
+                self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+                self._running[key] = submitted
+                return
         self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
         task = asyncio.create_task(self._run(peer, call), name=f"dataplane-{call.request_id}")
         self._running[key] = task
-        task.add_done_callback(lambda _: self._finished(peer, key))
+        task.add_done_callback(lambda _: self._finished(key, task))
 
-    def _finished(self, peer: bytes, key: tuple[bytes, str]) -> None:
-        self._running.pop(key, None)
+    def _answered(self, peer: bytes, call: Call, answer: Envelope) -> None:
+        """A submitted call's last answer (the replica counts it no more): back to the peer."""
+        rid = call.request_id
+        alone = self._per_peer.get(peer, 0) <= 1
+        key = (peer, rid)
+        self._finished(key, self._running.get(key))
+        match answer:
+            case Reply(_, data, content_type):
+                answer = Reply(rid, data, content_type, self._queue_of(call.deployment))
+            case Failure(_, kind, text, retryable):
+                answer = Failure(rid, kind, text, retryable, self._queue_of(call.deployment))
+        try:
+            for frame in self._frames(answer, call):
+                self._send(peer, frame)
+        except _PeerGone:
+            log.debug("peer of request %s went away before its answer", rid)
+            return
+        stream = self._peers.get(peer)
+        if alone and stream is not None:
+            stream.flush()  # the only request of that peer here: its answer leaves now
+
+    def _cancel(self, key: tuple[bytes, str]) -> None:
+        """Stop a peer's request running here, and forget it."""
+        running = self._running.get(key)
+        if running is not None:
+            running.cancel()
+            self._finished(key, running)
+
+    def _finished(self, key: tuple[bytes, str], running: Cancellable | None) -> None:
+        """`running`, the request of `key` (peer, request id), ended: forgotten, once."""
+        if running is None or self._running.get(key) is not running:
+            return  # forgotten already (cancelled), or another request took its id since
+        del self._running[key]
+        peer = key[0]
         left = self._per_peer.get(peer, 1) - 1
         if left > 0:
             self._per_peer[peer] = left
@@ -249,7 +310,8 @@ class DataPlaneServer:
             log.debug("peer of request %s went away; stopping it", rid)
         except Exception:
             log.exception("request %s from a peer failed", rid)
-            self._send_soon(peer, Failure(rid, "internal", "the serving node failed (see its log)", False))
+            queue = self._queue_of(call.deployment)
+            self._send_soon(peer, Failure(rid, "internal", SERVING_FAILED, False, queue))
 
     def _frames(self, message: Envelope, call: Call) -> list[Envelope]:
         """Split a large file answer into frames (see the module docstring)."""

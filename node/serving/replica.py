@@ -29,7 +29,7 @@ import socket
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..dataplane.answers import Answers
 from ..errors import Conflict, DeadlineExceeded, NotReady, Overloaded
@@ -50,21 +50,22 @@ from ..mesh.envelope import (
 )
 from ..mesh.queueing import QueueState, admit, counts_as_service
 from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState, known_kinds
-from ..mesh.restarts import NextStart, WorkerExit, next_start
+from ..mesh.restarts import WorkerExit, next_start
 from .pipe import FramePipe, open_pipe
 from .replica_model import ReplicaModel
 from .replica_settings import ReplicaSettings
+from .submitted import Submitted
 from .worker_process import spawn_worker, terminate
-from .worker_run import wait_exit
+from .worker_run import report_exit, wait_exit
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _InFlight:
-    # The worker's answers; None once the deadline passed (one timer per request, not per answer).
-    queue: Answers[Envelope | None]
-    done: bool = False
+class _Sink(Protocol):
+    """Where a request's answers go: a stream's ``Answers``, or a ``Submitted`` call. None once its
+    deadline passed (one timer per request, not per answer)."""
+
+    def put_nowait(self, item: Envelope | None) -> None: ...
 
 
 @dataclass
@@ -72,14 +73,6 @@ class _Worker:
     process: asyncio.subprocess.Process
     pipe: FramePipe
     info: dict[str, Any] = field(default_factory=dict)
-
-
-async def next_answer(queue: Answers[Envelope | None], call: Call) -> Envelope:
-    """The next envelope for `call`, or DeadlineExceeded once its deadline's None is next."""
-    message = await queue.get()
-    if message is None:
-        raise DeadlineExceeded(f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s")
-    return message
 
 
 class Replica:
@@ -122,7 +115,7 @@ class Replica:
         self._backoff = Backoff(settings.restart_initial_s, settings.restart_max_s)
         self._worker: _Worker | None = None
         self._ready = asyncio.Event()  # set by the worker's Hello, cleared when it exits
-        self._in_flight: dict[str, _InFlight] = {}
+        self._in_flight: dict[str, _Sink] = {}
         self._overdue: dict[str, float] = {}  # request id -> deadline, until the worker answers
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -190,6 +183,56 @@ class Replica:
 
     async def call(self, call: Call) -> AsyncGenerator[Envelope, None]:
         """Send one request; yield its chunks and then its Reply or Failure."""
+        worker, found = self._admit(call)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + call.timeout_ms / 1000
+        answers: Answers[Envelope | None] = Answers()
+        timer = self._send(worker, call, answers, deadline)
+        done = False
+        try:
+            while True:
+                message = await answers.get()
+                if message is None:
+                    raise DeadlineExceeded(
+                        f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
+                    )
+                yield message
+                if isinstance(message, Reply | Failure):
+                    done = True
+                    if isinstance(message, Reply):
+                        measured = counts_as_service(found, self.slots)
+                        self.speed.record(started, loop.time(), service=measured)
+                    return
+        finally:
+            timer.cancel()
+            self._in_flight.pop(call.request_id, None)
+            if not done:
+                # The client went away or the deadline passed: stop the work in the worker.
+                self._send_quietly(worker, Cancel(call.request_id))
+
+    def submit(self, call: Call, on_answer: Callable[[Envelope], None]) -> Submitted:
+        """Send a request that wants only its last answer, to `on_answer` (``submitted.py``)."""
+        worker, found = self._admit(call)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + call.timeout_ms / 1000
+        rid = call.request_id
+
+        def finish(answer: Envelope | None) -> None:
+            timer.cancel()
+            self._in_flight.pop(rid, None)
+            if answer is None:  # cancelled, or past its deadline: stop the work in the worker
+                self._send_quietly(worker, Cancel(rid))
+            elif isinstance(answer, Reply):
+                self.speed.record(started, loop.time(), service=counts_as_service(found, self.slots))
+
+        submitted = Submitted(call, on_answer, finish)
+        timer = self._send(worker, call, submitted, deadline)
+        return submitted
+
+    def _admit(self, call: Call) -> tuple[_Worker, int]:
+        """The worker for `call` and the requests in flight before it; NotReady, Overloaded or Conflict."""
         if not self.serving or self._worker is None:
             reason = self.last_error or f"replica of {self.deployment} is {self.state.value}"
             raise NotReady(reason, retry_after_s=2.0)
@@ -200,35 +243,17 @@ class Replica:
             raise Overloaded(refusal.explain(self.deployment, queue), retry_after_s=refusal.retry_after_s)
         if call.request_id in self._in_flight:
             raise Conflict(f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + call.timeout_ms / 1000
-        pending = _InFlight(Answers())
+        return self._worker, found
+
+    def _send(self, worker: _Worker, call: Call, pending: _Sink, deadline: float) -> asyncio.TimerHandle:
+        """Send `call` to `worker`, its answers to go to `pending`; the timer of its deadline."""
+        error = worker.pipe.send(encode_envelope(call))
+        if error is not None:
+            # The worker vanished between admission and send: it never started, so retryable.
+            raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from error
         self._in_flight[call.request_id] = pending
         self._overdue[call.request_id] = deadline
-        timer = loop.call_at(deadline, pending.queue.put_nowait, None)
-        worker = self._worker
-        try:
-            error = worker.pipe.send(encode_envelope(call))
-            if error is not None:
-                # The worker vanished between admission and send: it never started, so retryable.
-                pending.done = True
-                raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from error
-            while True:
-                message = await next_answer(pending.queue, call)
-                yield message
-                if isinstance(message, Reply | Failure):
-                    pending.done = True
-                    if isinstance(message, Reply):
-                        measured = counts_as_service(found, self.slots)
-                        self.speed.record(started, loop.time(), service=measured)
-                    return
-        finally:
-            timer.cancel()
-            self._in_flight.pop(call.request_id, None)
-            if not pending.done:
-                # The client went away or the deadline passed: stop the work in the worker.
-                self._send_quietly(worker, Cancel(call.request_id))
+        return asyncio.get_running_loop().call_at(deadline, pending.put_nowait, None)
 
     async def stop(self) -> None:
         """Drain in-flight requests (bounded), then stop the worker."""
@@ -278,7 +303,8 @@ class Replica:
             if step.held:
                 self._phase = ReplicaState.FAILED
             self._on_change()  # gossiped now: requests anywhere stop waiting for this replica
-            self._report(exited.code, step)
+            label, failures = f"{self.deployment} replica {self.replica_id}", self.setup_failures
+            self._reported = report_exit(label, exited.code, step, self.restarts, failures, self._reported)
             await asyncio.sleep(step.delay_s)
 
     async def _run_worker(self, env: dict[str, str]) -> WorkerExit:
@@ -302,18 +328,6 @@ class Replica:
         finally:
             self._worker = None
             pipe.close()
-
-    def _report(self, code: int, step: NextStart) -> None:
-        """Log every crash, but a failed start once per distinct error, not on every restart."""
-        name = self.deployment
-        if not step.setup_failed:
-            log.warning("%s replica %s exited (%s); restart %d", name, self.replica_id, code, self.restarts)
-        elif step.error != self._reported:
-            log.error("%s: its replica cannot start here: %s", name, step.error)
-        if step.held:
-            failures, delay = self.setup_failures, step.delay_s
-            log.warning("%s: %d failed starts in a row; next try in %g s", name, failures, delay)
-        self._reported = step.error if step.setup_failed else ""
 
     def _log_path(self) -> Path:
         return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
@@ -345,7 +359,7 @@ class Replica:
                     self._overdue.pop(message.request_id, None)
                 pending = self._in_flight.get(message.request_id)
                 if pending is not None:
-                    pending.queue.put_nowait(message)
+                    pending.put_nowait(message)
 
     async def _watch_hangs(self) -> None:
         """Kill a worker still busy with a request `hang_grace_s` past its deadline."""
@@ -368,7 +382,7 @@ class Replica:
     def _fail_in_flight(self, reason: str) -> None:
         self._overdue.clear()
         for rid, pending in list(self._in_flight.items()):
-            pending.queue.put_nowait(Failure(rid, "replica_crashed", reason, True))
+            pending.put_nowait(Failure(rid, "replica_crashed", reason, True))
 
     def _set_hints(self, hints: tuple[str, ...], models: tuple[str, ...]) -> None:
         if (hints, models) != (self.hints, self.models):

@@ -26,6 +26,7 @@ from ..mesh.replica_view import LocalReplica
 from .replica import Replica
 from .replica_model import ModelSource, ReplicaModel
 from .replica_settings import ReplicaSettings
+from .submitted import Submitted
 
 __all__ = ["Replicas"]
 
@@ -161,6 +162,12 @@ class Replicas:
         if replica is None:
             raise NotReady(f"no replica of {call.deployment} here", retry_after_s=1.0)
         return replica.call(call)
+
+    def submit_local(self, call: Call, on_answer: Callable[[Envelope], None]) -> Submitted | None:
+        """A peer's request that wants only its last answer, submitted to the replica here
+        (``Replica.submit``); None without one (the call then goes to ``serve_local``)."""
+        replica = self._table.get(call.deployment)
+        return None if replica is None else replica.submit(call, on_answer)
 
     # -- changing ------------------------------------------------------------------------------
 

@@ -14,10 +14,10 @@ import logging
 from pathlib import Path
 
 from ..inference.worker import EXIT_SETUP_FAILED
-from ..mesh.restarts import WorkerExit
+from ..mesh.restarts import NextStart, WorkerExit
 from .worker_process import last_line
 
-__all__ = ["wait_exit"]
+__all__ = ["report_exit", "wait_exit"]
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +56,15 @@ async def _kill_if_setup_overruns(
             process.kill()
         return True
     return False
+
+
+def report_exit(label: str, code: int, step: NextStart, restarts: int, failures: int, reported: str) -> str:
+    """Log a worker's exit (`label`: whose): every crash, but a failed start once per distinct error,
+    not on every restart (`reported`: the last one logged). Returns the failed start now logged."""
+    if not step.setup_failed:
+        log.warning("%s exited (%s); restart %d", label, code, restarts)
+    elif step.error != reported:
+        log.error("%s cannot start here: %s", label, step.error)
+    if step.held:
+        log.warning("%s: %d failed starts in a row; next try in %g s", label, failures, step.delay_s)
+    return step.error if step.setup_failed else ""

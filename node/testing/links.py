@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ..dataplane.answers import Answers
+from ..dataplane.server import SERVING_FAILED
 from ..errors import DeadlineExceeded, MeshnodeError
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply, decode_envelope, encode_envelope
 from ..mesh.types import NodeId
@@ -225,7 +226,7 @@ class FakeLinks:
             queue = side.queue_of(call.deployment)
             self._answer(node, rid, pending, Failure(rid, exc.kind, exc.message, exc.retryable, queue))
         except Exception:
-            failure = Failure(rid, "internal", "the serving node failed (see its log)", False)
+            failure = Failure(rid, "internal", SERVING_FAILED, False, side.queue_of(call.deployment))
             self._answer(node, rid, pending, failure)
 
     def _answer(self, node: NodeId, rid: str, pending: _Pending, message: Envelope) -> None:

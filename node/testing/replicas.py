@@ -9,17 +9,19 @@ records what happened to it: admitted, answered, or cancelled (the caller went a
 passed, or the data plane cancelled it).
 
 ``FakeReplicas`` is the table, with the parts of ``Replicas`` (``serving/replicas.py``) that the
-forwarder and the data-plane server use: ``get``, ``serve_local``, ``queue_of``, and the gossiped
-``entries`` and ``speeds``.
+forwarder and the data-plane server use: ``get``, ``serve_local``, ``submit_local``, ``queue_of``,
+and the gossiped ``entries`` and ``speeds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
+from ..dataplane.server import SERVING_FAILED
 from ..errors import Conflict, DeadlineExceeded, MeshnodeError, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.envelope import Call, Envelope, Failure, Reply
@@ -28,6 +30,8 @@ from .answers import Answer, replies
 from .changes import Changes
 
 __all__ = ["FakeReplica", "FakeReplicas"]
+
+log = logging.getLogger(__name__)
 
 
 class FakeReplica:
@@ -135,6 +139,16 @@ class FakeReplica:
                 await _close(messages)
             self._changes.notify()
 
+    def submit(self, call: Call, on_answer: Callable[[Envelope], None]) -> asyncio.Task[None]:
+        """Admit `call` as ``Replica.submit`` does (a refusal raised here); its last answer, once the
+        call ended, to `on_answer` (a deadline as its ``Failure``). Cancel the task to cancel it."""
+        refusal = self._refusal(call)
+        if refusal is not None:
+            self.refused.append(call)
+            self._changes.notify()
+            raise refusal
+        return asyncio.ensure_future(_last_answer(self.call(call), call, on_answer))
+
     def _refusal(self, call: Call) -> MeshnodeError | None:
         if not self.serving:
             return NotReady(f"replica of {call.deployment} is {self.state.value}", retry_after_s=2.0)
@@ -148,6 +162,25 @@ class FakeReplica:
                 f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id"
             )
         return None
+
+
+async def _last_answer(
+    messages: AsyncGenerator[Envelope, None], call: Call, on_answer: Callable[[Envelope], None]
+) -> None:
+    last: Envelope | None = None
+    try:
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                if isinstance(message, Reply | Failure):
+                    last = message
+                    break
+    except MeshnodeError as exc:
+        last = Failure(call.request_id, exc.kind, exc.message, exc.retryable)
+    except Exception:  # a serving side's own bug, answered as the data-plane server answers one
+        log.exception("request %s failed", call.request_id)
+        last = Failure(call.request_id, "internal", SERVING_FAILED, False)
+    if last is not None:  # after the call ended, as the replica counts it no more (``Submitted``)
+        on_answer(last)
 
 
 async def _close(messages: AsyncIterator[Envelope]) -> None:
@@ -178,6 +211,11 @@ class FakeReplicas:
         if replica is None:
             raise NotReady(f"no replica of {call.deployment} here", retry_after_s=1.0)
         return replica.call(call)
+
+    def submit_local(self, call: Call, on_answer: Callable[[Envelope], None]) -> asyncio.Task[None] | None:
+        """A peer's request that wants only its last answer, as ``Replicas.submit_local`` takes it."""
+        replica = self.table.get(call.deployment)
+        return None if replica is None else replica.submit(call, on_answer)
 
     def queue_of(self, name: str) -> int:
         """Requests in flight at the replica of `name` (0 without one)."""

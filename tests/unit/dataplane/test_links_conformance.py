@@ -98,6 +98,7 @@ class RealSide:
             "127.0.0.1",
             0,
             serve_local=replicas.serve_local,
+            submit_local=replicas.submit_local,
             queue_of=replicas.queue_of,
             max_frame_bytes=MAX_FRAME_BYTES,
             max_in_flight_per_peer=64,
@@ -219,7 +220,7 @@ async def test_refusals_and_failures_of_the_serving_side_come_back_as_failures(s
 
     assert missing == [Failure("m-1", "not_ready", "no replica of other here", True, 0)]
     assert failed == [Failure("p-1", "predictor", "bad input", False, 0)]
-    assert crashed == [Failure("c-1", "internal", "the serving node failed (see its log)", False)]
+    assert crashed == [Failure("c-1", "internal", "the serving node failed (see its log)", False, 0)]
 
 
 async def test_a_caller_that_stops_early_cancels_the_work_on_the_peer(side: Side) -> None:

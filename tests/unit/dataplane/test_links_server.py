@@ -70,6 +70,7 @@ async def serving(replicas: FakeReplicas, **limits: int) -> AsyncIterator[tuple[
         "127.0.0.1",
         0,
         serve_local=replicas.serve_local,
+        submit_local=replicas.submit_local,
         queue_of=replicas.queue_of,
         max_frame_bytes=MAX_FRAME_BYTES,
         max_in_flight_per_peer=limits.get("max_in_flight_per_peer", 64),
@@ -220,6 +221,22 @@ async def test_the_server_refuses_a_request_id_already_running_for_that_peer_and
         assert await settled(lambda: server.running == 0)
 
     assert conflict == Failure("hold-1", "conflict", "request id already running", False)
+
+
+async def test_a_peers_link_that_closes_stops_its_requests_those_submitted_and_those_streaming() -> None:
+    replica = held_or_echoed("n1")
+    async with serving(FakeReplicas({"echo": replica})) as (server, addr):
+        async with raw_dealer(addr) as dealer:
+            dealer.send(encode_envelope(make_call("echo", request_id="hold-last")))  # wants one answer
+            dealer.send(encode_envelope(make_call("echo", request_id="hold-stream", stream=True)))
+            await replica.until(lambda: replica.running("hold-last") and replica.running("hold-stream"))
+            assert server.running == 2
+        # The link closed: neither answer has anywhere to go.
+        await replica.until(lambda: sorted(replica.cancelled) == ["hold-last", "hold-stream"])
+        assert await settled(lambda: server.running == 0)
+        async with raw_dealer(addr) as dealer:  # the peer's limit counts nothing of them any more
+            dealer.send(encode_envelope(make_call("echo", request_id="after")))
+            assert await answer_to(dealer) == Reply("after", {"tag": "n1"}, JSON, 0)
 
 
 # -- the links -------------------------------------------------------------------------------------

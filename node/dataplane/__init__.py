@@ -7,7 +7,8 @@ In the order a request meets them:
 - ``links.py``: ``PeerLinks``, one multiplexed link per peer (links out)
 - ``peer_link.py``: ``PeerLink``, one such link, its calls, and how long it has been idle
 - ``dialer.py``: ``Dialer``, a link to one peer that redials after every drop
-- ``answers.py``: ``Answers``, one call's answers for the task that awaits them (peer links, replicas)
+- ``answers.py``: ``Answers``, one call's answers for the task that awaits them (peer links, replicas);
+  ``LastAnswer``, only its last one, for a call that neither streams nor reports progress
 - ``server.py``: ``DataPlaneServer``, where peers' requests arrive (server in)
 - ``sealed_stream.py``: ``SealedStream``, one link, read and written by the event loop (no I/O
   threads); ``SealedListener`` answers them

@@ -41,10 +41,11 @@ from typing import Any, Protocol
 
 from ..errors import DeadlineExceeded, MeshnodeError, NotFound, NotReady, Overloaded
 from ..load import SpeedMeter
-from ..mesh.envelope import Call, Envelope, Failure
+from ..mesh.envelope import ACCEPT_BULK, Call, Envelope, Failure
 from ..mesh.member import Member
 from ..mesh.routing import Candidate, Locality, RouteRequest, ranked, retry_after_s
 from ..mesh.types import NodeId, Status
+from .answers import no_more
 from .candidates import REPORT_MAX_AGE_S, CandidateSource
 from .via_relays import RelayedCalls
 
@@ -144,6 +145,10 @@ class Links(Protocol):
 
         With `to`, the peer is a relay of node `to`, which runs the call (docs/edge.md).
         """
+        ...
+
+    def final(self, node: NodeId, addr: str, key: str, call: Call) -> Awaitable[Envelope]:
+        """The last answer of `call` (no stream, no progress): ``call``'s contract, without a stream."""
         ...
 
     def in_flight(self) -> Mapping[NodeId, int]:
@@ -263,6 +268,8 @@ class Forwarder:
         order = found if in_flight is None else self._rank(found, in_flight, call, hint, affinity)
         refusals: list[Failure] = []
         tried: list[str] = []  # names of the candidates that refused, for a failover's report
+        # Only its last answer is wanted: a peer's is awaited without a stream (``PeerLinks.final``).
+        unary = not call.stream and not call.progress and call.accept != ACCEPT_BULK
         for index, candidate in enumerate(order):
             remaining_ms = int((deadline - loop.time()) * 1000)
             if remaining_ms <= 0:
@@ -273,8 +280,12 @@ class Forwarder:
             try:
                 # Only the last candidate waits out a relayed node's move to a new relay: with
                 # another replica to try, failing over at once is sooner.
-                messages = self._attempt(candidate, attempt, crossed, wait=index == len(found) - 1)
-                first = await anext(messages)
+                if unary and not candidate.is_self and self._relayed.relays_of(candidate.node) is None:
+                    link = (candidate.node, candidate.data_addr, candidate.data_key)
+                    first, messages = await self._links.final(*link, attempt), no_more()
+                else:
+                    messages = self._attempt(candidate, attempt, crossed, wait=index == len(found) - 1)
+                    first = await anext(messages)
             except MeshnodeError as exc:
                 if not exc.retryable:
                     raise

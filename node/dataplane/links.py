@@ -59,6 +59,7 @@ from ..mesh.envelope import (
 )
 from ..mesh.types import NodeId
 from ..trust.sealed import announced_key
+from .answers import Answers, LastAnswer, last_of
 from .peer_link import PeerLink, PendingCall, QueueReport
 from .sealed_stream import StreamLimits
 
@@ -160,8 +161,9 @@ class PeerLinks:
                 yield Failure(rid, "peer_unreachable", refusal, True)
                 return
             pieces = link.bulk
-            pending = PendingCall(call.deployment, node if to is None else to)
-            timer = loop.call_at(deadline, pending.queue.put_nowait, None)
+            answers: Answers[Envelope | None] = Answers()
+            pending = PendingCall(call.deployment, node if to is None else to, answers)
+            timer = loop.call_at(deadline, answers.put_nowait, None)
             link.add(rid, pending)
             self._count(pending)
             finished = False
@@ -175,7 +177,7 @@ class PeerLinks:
                     return
                 parts: list[bytes] = []  # a file answer split into frames, joined before it is yielded
                 while True:
-                    message = await pending.queue.get()
+                    message = await answers.get()
                     if message is None:
                         raise DeadlineExceeded(
                             f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
@@ -200,6 +202,50 @@ class PeerLinks:
                     # The caller went away or the deadline passed: stop the work on the peer.
                     link.send(encode_envelope(Cancel(rid)))
         finally:
+            link.release(loop.time())
+
+    async def final(self, node: NodeId, addr: str, key: str, call: Call) -> Envelope:
+        """The last answer of `call`, which neither streams nor reports progress: its Reply or Failure.
+
+        ``call``'s contract (refusals as retryable failures, ``DeadlineExceeded``, a cancelled wait
+        cancels the work on the peer), without a stream to step when the link is open and has room.
+        """
+        link = self._links.get((node, False))
+        if (
+            link is None
+            or not link.connected
+            or (link.addr, link.server_key) != (addr, key)
+            or len(link.pending) >= self._max_in_flight
+            or self._closed
+        ):
+            return await last_of(self.call(node, addr, key, call))  # what it takes to get there
+        loop = asyncio.get_running_loop()
+        rid = call.request_id
+        link.hold()
+        answer = LastAnswer()
+        pending = PendingCall(call.deployment, node, answer)
+        timer = loop.call_at(loop.time() + call.timeout_ms / 1000, answer.put_nowait, None)
+        link.add(rid, pending)
+        self._count(pending)
+        finished = False
+        try:
+            error = link.send(encode_envelope(call), flush=len(link.pending) == 1)
+            if error is not None:
+                finished = True
+                return Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error}", True)
+            message = await answer.wait()
+            if message is None:
+                raise DeadlineExceeded(
+                    f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
+                )
+            finished = True
+            return message
+        finally:
+            timer.cancel()
+            link.remove(rid)
+            self._uncount(pending)
+            if not finished and not link.closed:
+                link.send(encode_envelope(Cancel(rid)))  # the caller went away or the deadline passed
             link.release(loop.time())
 
     def forget(self, node: NodeId, reason: str) -> None:

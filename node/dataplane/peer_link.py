@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from ..mesh.envelope import Envelope, Failure
+from ..mesh.envelope import Failure
 from ..mesh.types import NodeId
-from .answers import Answers
+from .answers import Sink
 from .dialer import Dialer
 from .sealed_stream import StreamLimits
 
@@ -27,8 +27,9 @@ class PendingCall:
 
     deployment: str
     target: NodeId  # the node running it: the link's, or one behind it when the link is a relay
-    # Answers in order; None when the deadline passed (one timer per request, not one per wait).
-    queue: Answers[Envelope | None] = field(default_factory=Answers)
+    # Answers in order (or only the last, ``LastAnswer``); None when the deadline passed (one timer
+    # per request, not one per wait).
+    queue: Sink
     counted: bool = False  # in PeerLinks' outstanding counts (until it ends or its link is forgotten)
 
 

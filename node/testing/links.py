@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from ..dataplane.answers import Answers
+from ..dataplane.answers import Answers, last_of
 from ..dataplane.server import SERVING_FAILED
 from ..errors import DeadlineExceeded, MeshnodeError
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply, decode_envelope, encode_envelope
@@ -177,6 +177,10 @@ class FakeLinks:
                 self.cancelled[node] += 1
                 pending.task.cancel()
             self._changes.notify()
+
+    async def final(self, node: NodeId, addr: str, key: str, call: Call) -> Envelope:
+        """The last answer of `call`, which does not stream (``PeerLinks.final``)."""
+        return await last_of(self.call(node, addr, key, call))
 
     def forget(self, node: NodeId, reason: str) -> None:
         """The peer is dead or left: fail what is outstanding there (retryable), as ``PeerLinks`` does."""

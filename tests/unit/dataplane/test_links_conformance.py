@@ -336,3 +336,69 @@ async def test_forgetting_a_peer_fails_its_outstanding_requests_as_retryable_and
     assert await waiting == Failure("h-1", "peer_lost", "n1 is dead; the request may run elsewhere", True)
     assert side.links.reported_queue(PEER, "echo", now, 5.0) is None
     await messages.aclose()
+
+
+# -- a call that wants only its last answer (``final``): no stream, the same contract --------------
+
+
+async def last(side: Side, call: Call) -> Envelope:
+    return await side.links.final(PEER, side.addr, side.key, call)
+
+
+async def test_the_last_answer_comes_alone_with_the_replicas_other_requests_on_a_new_link_or_an_open_one(
+    side: Side,
+) -> None:
+    image = bytes(range(256)) * 400  # 100 KB: 25 frames on the real data plane, joined again
+
+    first = await last(side, make_call("echo", {"x": 1}, request_id="l-1"))  # the link is made for it
+    again = await last(side, make_call("echo", {"x": 2}, request_id="l-2"))  # the link is open
+    side.replicas["echo"].answer = replies(image, "image/png")
+    file = await last(side, make_call("echo", request_id="l-3"))
+
+    assert first == Reply("l-1", {"tag": "n1", "body": {"x": 1}}, JSON, 0)
+    assert again == Reply("l-2", {"tag": "n1", "body": {"x": 2}}, JSON, 0)
+    assert file == Reply("l-3", image, "image/png", 0)
+    assert side.links.in_flight() == {}
+
+
+async def test_past_its_deadline_the_last_answer_raises_and_the_work_on_the_peer_stops(side: Side) -> None:
+    await last(side, make_call("echo"))  # the link is open
+    replica = side.replicas["echo"]
+    replica.answer = hangs()
+
+    with pytest.raises(DeadlineExceeded):
+        await last(side, make_call("echo", request_id="d-2", timeout_ms=100))
+
+    await replica.until(lambda: replica.cancelled == ["d-2"])
+    assert side.links.in_flight() == {}
+
+
+async def test_a_caller_that_stops_waiting_for_the_last_answer_cancels_the_work_on_the_peer(
+    side: Side,
+) -> None:
+    await last(side, make_call("echo"))  # the link is open
+    replica = side.replicas["echo"]
+    replica.answer = hangs()
+    waiting = asyncio.create_task(last(side, make_call("echo", request_id="x-2")))
+    await replica.until(lambda: replica.running("x-2"))
+
+    waiting.cancel()
+
+    await replica.until(lambda: replica.cancelled == ["x-2"])
+    assert side.links.in_flight() == {}
+
+
+async def test_a_peer_that_vanishes_ends_a_last_answer_awaited_there_as_a_retryable_failure(
+    side: Side,
+) -> None:
+    await last(side, make_call("echo"))  # the link is open
+    replica = side.replicas["echo"]
+    replica.answer = hangs()
+    waiting = asyncio.create_task(last(side, make_call("echo", request_id="v-2")))
+    await replica.until(lambda: replica.running("v-2"))
+
+    await side.vanish()
+
+    assert await waiting == Failure("v-2", "peer_lost", f"the connection to {side.addr} dropped", True)
+    await replica.until(lambda: replica.cancelled == ["v-2"])
+    assert side.links.in_flight() == {}

@@ -373,14 +373,20 @@ async def test_past_its_deadline_the_last_answer_raises_and_the_work_on_the_peer
     assert side.links.in_flight() == {}
 
 
+async def awaited_on_an_open_link(side: Side, rid: str) -> tuple[FakeReplica, asyncio.Task[Envelope]]:
+    """A last answer awaited (in a task) for request `rid`, which the replica holds, on an open link."""
+    await last(side, make_call("echo"))
+    replica = side.replicas["echo"]
+    replica.answer = hangs()
+    waiting = asyncio.create_task(last(side, make_call("echo", request_id=rid)))
+    await replica.until(lambda: replica.running(rid))
+    return replica, waiting
+
+
 async def test_a_caller_that_stops_waiting_for_the_last_answer_cancels_the_work_on_the_peer(
     side: Side,
 ) -> None:
-    await last(side, make_call("echo"))  # the link is open
-    replica = side.replicas["echo"]
-    replica.answer = hangs()
-    waiting = asyncio.create_task(last(side, make_call("echo", request_id="x-2")))
-    await replica.until(lambda: replica.running("x-2"))
+    replica, waiting = await awaited_on_an_open_link(side, "x-2")
 
     waiting.cancel()
 
@@ -391,11 +397,7 @@ async def test_a_caller_that_stops_waiting_for_the_last_answer_cancels_the_work_
 async def test_a_peer_that_vanishes_ends_a_last_answer_awaited_there_as_a_retryable_failure(
     side: Side,
 ) -> None:
-    await last(side, make_call("echo"))  # the link is open
-    replica = side.replicas["echo"]
-    replica.answer = hangs()
-    waiting = asyncio.create_task(last(side, make_call("echo", request_id="v-2")))
-    await replica.until(lambda: replica.running("v-2"))
+    replica, waiting = await awaited_on_an_open_link(side, "v-2")
 
     await side.vanish()
 

@@ -229,7 +229,10 @@ class DataPlaneServer:
                 self._send_soon(peer, Failure(call.request_id, exc.kind, exc.message, exc.retryable, queue))
                 return
             if submitted is not None:
-                log.debug("running request %s of %s for a peer", call.request_id, call.deployment)
+                rid = call.request_id  # no task of its own: the line names its request itself
+                log.debug(
+                    "running request %s of %s for a peer", rid, call.deployment, extra={"request_id": rid}
+                )
                 self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
                 self._running[key] = submitted
                 return
@@ -253,7 +256,7 @@ class DataPlaneServer:
             for frame in self._frames(answer, call):
                 self._send(peer, frame)
         except _PeerGone:
-            log.debug("peer of request %s went away before its answer", rid)
+            log.debug("peer of request %s went away before its answer", rid, extra={"request_id": rid})
             return
         stream = self._peers.get(peer)
         if alone and stream is not None:

@@ -101,8 +101,13 @@ async def probe_seed(seed: str, timeout_s: float) -> str:
 
 
 def _first_peer(runner: GossipRunner) -> str:
-    """The name and address of a peer that is alive, for the joined line."""
-    for member in runner.members():
-        if member.node != runner.core.node_id and member.status == Status.ALIVE:
-            return f"{member.meta.name or member.node[:8]} at {member.addr}"
-    return "a peer"
+    """The name and address of a peer for the joined line: an alive one, else a suspect one (a
+    peer that just started on a busy machine may miss its first probes, yet it answered)."""
+    members = [m for m in runner.members() if m.node != runner.core.node_id and m.status in _JOINED_BY]
+    if not members:
+        return "a peer"
+    member = min(members, key=lambda found: found.status != Status.ALIVE)  # the first alive one
+    return f"{member.meta.name or member.node[:8]} at {member.addr}"
+
+
+_JOINED_BY = (Status.ALIVE, Status.SUSPECT)

@@ -247,17 +247,20 @@ class DataPlaneServer:
         alone = self._per_peer.get(peer, 0) <= 1
         key = (peer, rid)
         self._finished(key, self._running.get(key))
-        match answer:
-            case Reply(_, data, content_type):
-                answer = Reply(rid, data, content_type, self._queue_of(call.deployment))
-            case Failure(_, kind, text, retryable):
-                answer = Failure(rid, kind, text, retryable, self._queue_of(call.deployment))
         try:
+            match answer:
+                case Reply(_, data, content_type):
+                    answer = Reply(rid, data, content_type, self._queue_of(call.deployment))
+                case Failure(_, kind, text, retryable):
+                    answer = Failure(rid, kind, text, retryable, self._queue_of(call.deployment))
             for frame in self._frames(answer, call):
                 self._send(peer, frame)
         except _PeerGone:
             log.debug("peer of request %s went away before its answer", rid, extra={"request_id": rid})
             return
+        except Exception:  # called back from a worker's link: a bug here must not take the link down
+            log.exception("answering request %s of a peer failed", rid, extra={"request_id": rid})
+            self._send_soon(peer, Failure(rid, "internal", SERVING_FAILED, False))
         stream = self._peers.get(peer)
         if alone and stream is not None:
             stream.flush()  # the only request of that peer here: its answer leaves now

@@ -239,6 +239,36 @@ async def test_a_peers_link_that_closes_stops_its_requests_those_submitted_and_t
             assert await answer_to(dealer) == Reply("after", {"tag": "n1"}, JSON, 0)
 
 
+async def test_a_failure_answering_a_submitted_request_answers_it_as_internal_and_serving_goes_on() -> None:
+    replicas = FakeReplicas({"echo": FakeReplica(echoes("n1"), capacity=64)})
+    failing = {"queue": True}
+
+    def queue_of(name: str) -> int:
+        if failing["queue"]:
+            raise RuntimeError("a bug while answering")
+        return replicas.queue_of(name)
+
+    server = DataPlaneServer(
+        "127.0.0.1", 0, serve_local=replicas.serve_local, submit_local=replicas.submit_local,
+        queue_of=queue_of, max_frame_bytes=MAX_FRAME_BYTES, max_in_flight_per_peer=64,
+        chunk_bytes=4096, keys=SERVER_KEYS, tokens=[TOKEN],
+    )  # fmt: skip
+    addr = f"127.0.0.1:{server.bind()}"
+    try:
+        async with raw_dealer(addr) as dealer:
+            dealer.send(encode_envelope(make_call("echo", request_id="b-1")))
+            broken = await answer_to(dealer)
+            failing["queue"] = False
+            dealer.send(encode_envelope(make_call("echo", {"n": 2}, request_id="b-2")))
+            fine = await answer_to(dealer)
+    finally:
+        await server.close()
+
+    assert broken == Failure("b-1", "internal", "the serving node failed (see its log)", False)
+    assert fine == Reply("b-2", {"tag": "n1", "body": {"n": 2}}, JSON, 0)
+    assert server.running == 0
+
+
 # -- the links -------------------------------------------------------------------------------------
 
 

@@ -21,10 +21,10 @@ from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..errors import PredictorError
-from ..mesh.envelope import Chunk, Envelope, Failure, Progress, Reply
+from ..errors import DeadlineExceeded, PredictorError
+from ..mesh.envelope import Call, Chunk, Envelope, Failure, Progress, Reply
 
-__all__ = ["Answers", "LastAnswer", "Sink", "last_of", "no_more"]
+__all__ = ["Answers", "LastAnswer", "Sink", "last_of", "no_more", "past_deadline"]
 
 _T = TypeVar("_T")
 
@@ -114,3 +114,8 @@ async def last_of(messages: AsyncGenerator[Envelope, None]) -> Envelope:
             if isinstance(message, Reply | Failure):
                 return message
     raise PredictorError("the replica ended the request without an answer")
+
+
+def past_deadline(call: Call) -> DeadlineExceeded:
+    """The error of `call` when its deadline passed before its answer (504)."""
+    return DeadlineExceeded(f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s")

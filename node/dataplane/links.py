@@ -41,7 +41,6 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from ..errors import DeadlineExceeded
 from ..mesh.bulk_frames import decode_bulk
 from ..mesh.envelope import (
     ACCEPT_BULK,
@@ -59,7 +58,7 @@ from ..mesh.envelope import (
 )
 from ..mesh.types import NodeId
 from ..trust.sealed import announced_key
-from .answers import Answers, LastAnswer, last_of
+from .answers import Answers, LastAnswer, last_of, past_deadline
 from .peer_link import PeerLink, PendingCall, QueueReport
 from .sealed_stream import StreamLimits
 
@@ -179,9 +178,7 @@ class PeerLinks:
                 while True:
                     message = await answers.get()
                     if message is None:
-                        raise DeadlineExceeded(
-                            f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-                        )
+                        raise past_deadline(call)
                     match message:
                         case Chunk(_, _, bytes() as data) if not call.stream and not pieces:
                             parts.append(data)
@@ -235,9 +232,7 @@ class PeerLinks:
                 return Failure(rid, "peer_unreachable", f"cannot send to {addr}: {error}", True)
             message = await answer.wait()
             if message is None:
-                raise DeadlineExceeded(
-                    f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-                )
+                raise past_deadline(call)
             finished = True
             return message
         finally:

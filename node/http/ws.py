@@ -42,6 +42,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..dataplane.answers import past_deadline
 from ..errors import (
     DeadlineExceeded,
     MeshnodeError,
@@ -215,9 +216,7 @@ class _Session:
                             return
                         message = await anext(rest, None)
         except TimeoutError:
-            raise DeadlineExceeded(
-                f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-            ) from None
+            raise past_deadline(call) from None
         raise PredictorError(f"the replica ended request {self._rid} without an answer")
 
     async def _send_event(self, message: Envelope, route: tuple[str, ...]) -> bool:

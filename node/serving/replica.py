@@ -29,10 +29,10 @@ import socket
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..dataplane.answers import Answers
-from ..errors import Conflict, DeadlineExceeded, NotReady, Overloaded
+from ..dataplane.answers import Answers, Sink, past_deadline
+from ..errors import Conflict, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.backoff import Backoff
 from ..mesh.envelope import (
@@ -59,13 +59,6 @@ from .worker_process import spawn_worker, terminate
 from .worker_run import report_exit, wait_exit
 
 log = logging.getLogger(__name__)
-
-
-class _Sink(Protocol):
-    """Where a request's answers go: a stream's ``Answers``, or a ``Submitted`` call. None once its
-    deadline passed (one timer per request, not per answer)."""
-
-    def put_nowait(self, item: Envelope | None) -> None: ...
 
 
 @dataclass
@@ -115,7 +108,8 @@ class Replica:
         self._backoff = Backoff(settings.restart_initial_s, settings.restart_max_s)
         self._worker: _Worker | None = None
         self._ready = asyncio.Event()  # set by the worker's Hello, cleared when it exits
-        self._in_flight: dict[str, _Sink] = {}
+        # Where each request's answers go: a stream's Answers, or a Submitted call.
+        self._in_flight: dict[str, Sink] = {}
         self._overdue: dict[str, float] = {}  # request id -> deadline, until the worker answers
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -194,9 +188,7 @@ class Replica:
             while True:
                 message = await answers.get()
                 if message is None:
-                    raise DeadlineExceeded(
-                        f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-                    )
+                    raise past_deadline(call)
                 yield message
                 if isinstance(message, Reply | Failure):
                     done = True
@@ -245,7 +237,7 @@ class Replica:
             raise Conflict(f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id")
         return self._worker, found
 
-    def _send(self, worker: _Worker, call: Call, pending: _Sink, deadline: float) -> asyncio.TimerHandle:
+    def _send(self, worker: _Worker, call: Call, pending: Sink, deadline: float) -> asyncio.TimerHandle:
         """Send `call` to `worker`, its answers to go to `pending`; the timer of its deadline."""
         error = worker.pipe.send(encode_envelope(call))
         if error is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..dataplane.answers import past_deadline
 from ..errors import DeadlineExceeded
 from ..mesh.envelope import Call, Envelope, Failure, Reply
 
@@ -53,11 +54,9 @@ class Submitted:
         if self.ended is not None:
             return
         if item is None:
-            call = self._call
-            error = DeadlineExceeded(f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s")
-            self.ended = error
+            error = self.ended = past_deadline(self._call)
             self._finish(None)
-            self._on_answer(Failure(call.request_id, error.kind, error.message, error.retryable))
+            self._on_answer(Failure(self._call.request_id, error.kind, error.message, error.retryable))
         elif isinstance(item, Reply | Failure):
             self.ended = item
             self._finish(item)

@@ -29,9 +29,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from ..dataplane.answers import Answers, last_of
+from ..dataplane.answers import Answers, last_of, past_deadline
 from ..dataplane.server import SERVING_FAILED
-from ..errors import DeadlineExceeded, MeshnodeError
+from ..errors import MeshnodeError
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Reply, decode_envelope, encode_envelope
 from ..mesh.types import NodeId
 from .changes import Changes
@@ -156,9 +156,7 @@ class FakeLinks:
             while True:
                 message = await pending.queue.get()
                 if message is None:
-                    raise DeadlineExceeded(
-                        f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-                    )
+                    raise past_deadline(call)
                 match message:
                     case Chunk(_, _, bytes() as data) if not call.stream:
                         parts.append(data)

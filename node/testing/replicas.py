@@ -21,8 +21,9 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
+from ..dataplane.answers import past_deadline
 from ..dataplane.server import SERVING_FAILED
-from ..errors import Conflict, DeadlineExceeded, MeshnodeError, NotReady, Overloaded
+from ..errors import Conflict, MeshnodeError, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.envelope import Call, Envelope, Failure, Reply
 from ..mesh.replica_state import ReplicaEntry, ReplicaState
@@ -120,9 +121,7 @@ class FakeReplica:
                     return
                 except TimeoutError:
                     self.cancelled.append(rid)
-                    raise DeadlineExceeded(
-                        f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s"
-                    ) from None
+                    raise past_deadline(call) from None
                 answered = isinstance(message, Reply | Failure)
                 if answered:
                     self.answered.append(rid)

@@ -25,7 +25,8 @@ Shared tables
 Routing (docs/architecture.md)
     ``routing.py`` the policy over ``route_types.py`` and ``route_candidates.py``; ``affinity.py``
     (prefix affinity), ``queueing.py`` (a replica's queue and deadlines); ``traffic.py`` (the
-    requests each node gossips it forwarded and served, for the dashboard and ``meshnode top``).
+    requests each node gossips it forwarded and served, for the dashboard and ``meshnode top``);
+    ``deadlines.py`` (the deadlines of the calls in flight, kept for one timer).
 Placement and scaling
     ``placement.py``, ``autoscale.py``, ``prewarm.py``; the replicas as gossiped in
     ``replica_state.py``, ``replica_index.py``, ``replica_view.py``; ``restarts.py`` and

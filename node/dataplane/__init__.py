@@ -9,6 +9,8 @@ In the order a request meets them:
 - ``dialer.py``: ``Dialer``, a link to one peer that redials after every drop
 - ``answers.py``: ``Answers``, one call's answers for the task that awaits them (peer links, replicas);
   ``LastAnswer``, only its last one, for a call that neither streams nor reports progress
+- ``deadline_timer.py``: ``DeadlineTimer``, the deadlines of the calls in flight on one loop timer
+  (links, replicas)
 - ``server.py``: ``DataPlaneServer``, where peers' requests arrive (server in)
 - ``sealed_stream.py``: ``SealedStream``, one link, read and written by the event loop (no I/O
   threads); ``SealedListener`` answers them

@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from ..errors import DeadlineExceeded, PredictorError
 from ..mesh.envelope import Call, Chunk, Envelope, Failure, Progress, Reply
 
-__all__ = ["Answers", "LastAnswer", "Sink", "last_of", "no_more", "past_deadline"]
+__all__ = ["Answers", "LastAnswer", "Sink", "last_of", "no_more", "past_deadline", "time_out"]
 
 _T = TypeVar("_T")
 
@@ -119,3 +119,8 @@ async def last_of(messages: AsyncGenerator[Envelope, None]) -> Envelope:
 def past_deadline(call: Call) -> DeadlineExceeded:
     """The error of `call` when its deadline passed before its answer (504)."""
     return DeadlineExceeded(f"{call.deployment} did not answer within {call.timeout_ms / 1000:g} s")
+
+
+def time_out(sink: Sink) -> None:
+    """A call's deadline passed: None to its sink, which its reader answers with ``past_deadline``."""
+    sink.put_nowait(None)

@@ -58,7 +58,8 @@ from ..mesh.envelope import (
 )
 from ..mesh.types import NodeId
 from ..trust.sealed import announced_key
-from .answers import Answers, LastAnswer, last_of, past_deadline
+from .answers import Answers, LastAnswer, Sink, last_of, past_deadline, time_out
+from .deadline_timer import DeadlineTimer
 from .peer_link import PeerLink, PendingCall, QueueReport
 from .sealed_stream import StreamLimits
 
@@ -100,6 +101,8 @@ class PeerLinks:
         # every request, so it is never counted from the links' pending tables (O(requests) each).
         self._outstanding: dict[NodeId, int] = {}
         self._in_flight_view = MappingProxyType(self._outstanding)
+        # Every outstanding call's deadline, on one timer: its sink gets None when the time comes.
+        self._deadlines: DeadlineTimer[Sink] = DeadlineTimer(time_out)
 
     def reported_queue(self, node: NodeId, deployment: str, now: float, max_age_s: float) -> int | None:
         """Requests of *other* routers at the peer's replica, as of its last answer to us.
@@ -162,7 +165,7 @@ class PeerLinks:
             pieces = link.bulk
             answers: Answers[Envelope | None] = Answers()
             pending = PendingCall(call.deployment, node if to is None else to, answers)
-            timer = loop.call_at(deadline, answers.put_nowait, None)
+            timer = self._deadlines.at(deadline, answers)
             link.add(rid, pending)
             self._count(pending)
             finished = False
@@ -221,7 +224,7 @@ class PeerLinks:
         link.hold()
         answer = LastAnswer()
         pending = PendingCall(call.deployment, node, answer)
-        timer = loop.call_at(loop.time() + call.timeout_ms / 1000, answer.put_nowait, None)
+        timer = self._deadlines.at(loop.time() + call.timeout_ms / 1000, answer)
         link.add(rid, pending)
         self._count(pending)
         finished = False
@@ -266,6 +269,7 @@ class PeerLinks:
         self._closed = True
         if self._sweep is not None:
             self._sweep.cancel()
+        self._deadlines.close()  # the calls outstanding fail with their links, below
         for node in {node for node, _ in self._links}:
             self.forget(node, "this node is stopping")
 

@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..dataplane.answers import Answers, Sink, past_deadline
+from ..dataplane.answers import Answers, Sink, past_deadline, time_out
+from ..dataplane.deadline_timer import DeadlineTimer
 from ..errors import Conflict, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.backoff import Backoff
+from ..mesh.deadlines import Deadline
 from ..mesh.envelope import (
     BatchSizes,
     Call,
@@ -111,6 +113,7 @@ class Replica:
         # Where each request's answers go: a stream's Answers, or a Submitted call.
         self._in_flight: dict[str, Sink] = {}
         self._overdue: dict[str, float] = {}  # request id -> deadline, until the worker answers
+        self._deadlines: DeadlineTimer[Sink] = DeadlineTimer(time_out)  # the calls', on one timer
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -237,15 +240,15 @@ class Replica:
             raise Conflict(f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id")
         return self._worker, found
 
-    def _send(self, worker: _Worker, call: Call, pending: Sink, deadline: float) -> asyncio.TimerHandle:
-        """Send `call` to `worker`, its answers to go to `pending`; the timer of its deadline."""
+    def _send(self, worker: _Worker, call: Call, pending: Sink, deadline: float) -> Deadline[Sink]:
+        """Send `call` to `worker`, its answers to go to `pending`; its deadline, to cancel."""
         error = worker.pipe.send(encode_envelope(call))
         if error is not None:
             # The worker vanished between admission and send: it never started, so retryable.
             raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from error
         self._in_flight[call.request_id] = pending
         self._overdue[call.request_id] = deadline
-        return asyncio.get_running_loop().call_at(deadline, pending.put_nowait, None)
+        return self._deadlines.at(deadline, pending)
 
     async def stop(self) -> None:
         """Drain in-flight requests (bounded), then stop the worker."""
@@ -261,6 +264,7 @@ class Replica:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._deadlines.close()
         self._phase = ReplicaState.STOPPED
         self._on_change()
 

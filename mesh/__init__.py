@@ -15,9 +15,10 @@ Membership (docs/membership.md)
     ``reachability.py`` and ``relay_wire.py`` nodes nobody can dial; ``simulation.py`` runs many
     cores on a seeded event loop.
 Wire
-    ``wire.py`` (gossip packets) and ``wire_fields.py`` (their checked fields), ``envelope.py``
-    and ``bulk_frames.py`` (the data plane), ``stream_frames.py`` (frames on a sealed link's byte
-    stream, and its handshake frames), ``validated.py`` (validation kept by bytes).
+    ``wire.py`` (gossip packets) and ``wire_fields.py`` (their checked fields), ``envelope.py``,
+    ``envelope_frames.py`` (a worker's Reply read as bytes) and ``bulk_frames.py`` (the data
+    plane), ``stream_frames.py`` (frames on a sealed link's byte stream, and its handshake frames),
+    ``validated.py`` (validation kept by bytes).
 Shared tables
     ``records.py`` and ``deployment.py`` (deployments), ``access.py`` (API keys),
     ``keyring_record.py`` (the mesh's tokens), ``jobs.py``, ``job_policy.py``, ``job_listing.py``

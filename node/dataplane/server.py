@@ -35,6 +35,7 @@ from ..mesh.envelope import (
     Call,
     Cancel,
     Chunk,
+    Encoded,
     Envelope,
     EnvelopeError,
     Failure,
@@ -44,6 +45,7 @@ from ..mesh.envelope import (
     decode_envelope,
     encode_envelope,
 )
+from ..mesh.envelope_frames import reply_with_queue
 from ..trust.sealed import NodeKey, ServerKeys
 from .relay import RelayTable
 from .sealed_stream import SealedListener, SealedStream, StreamLimits
@@ -51,9 +53,10 @@ from .sealed_stream import SealedListener, SealedStream, StreamLimits
 log = logging.getLogger(__name__)
 
 ServeLocal = Callable[[Call], AsyncIterator[Envelope]]
-# Submits a call that wants only its last answer to the replica here, which hands that answer to
-# the callback (``Replica.submit``); None when no replica here takes it (it goes to ServeLocal).
-SubmitLocal = Callable[[Call, Callable[[Envelope], None]], "Cancellable | None"]
+# Submits a call that wants only its last answer (and the call as the peer encoded it) to the replica
+# here, which hands that answer to the callback (``Replica.submit``: a Reply as its worker encoded
+# it, ``Encoded``); None when no replica here takes it (the call then goes to ServeLocal).
+SubmitLocal = Callable[[Call, Callable[[Envelope], None], bytes], "Cancellable | None"]
 QueueOf = Callable[[str], int]
 # What a peer is told when serving its request failed here in a way no error of ours names.
 SERVING_FAILED = "the serving node failed (see its log)"
@@ -181,7 +184,7 @@ class DataPlaneServer:
             return
         match message:
             case Call():
-                self._start(peer, message)
+                self._start(peer, message, frame)
             case Cancel(rid):
                 if (peer, rid) in self._running:
                     self._cancel((peer, rid))
@@ -211,7 +214,7 @@ class DataPlaneServer:
         if channel in self._channels:
             self._on_envelope(channel, frame)
 
-    def _start(self, peer: bytes, call: Call) -> None:
+    def _start(self, peer: bytes, call: Call, frame: bytes) -> None:
         key = (peer, call.request_id)
         if key in self._running:
             self._send_soon(peer, Failure(call.request_id, "conflict", "request id already running", False))
@@ -223,7 +226,7 @@ class DataPlaneServer:
         if self._submit_local is not None and not call.stream and not call.progress:
             # Only its last answer is wanted: the replica hands it over, no task waits for it.
             try:
-                submitted = self._submit_local(call, functools.partial(self._answered, peer, call))
+                submitted = self._submit_local(call, functools.partial(self._answered, peer, call), frame)
             except MeshnodeError as exc:
                 queue = self._queue_of(call.deployment)
                 self._send_soon(peer, Failure(call.request_id, exc.kind, exc.message, exc.retryable, queue))
@@ -248,13 +251,8 @@ class DataPlaneServer:
         key = (peer, rid)
         self._finished(key, self._running.get(key))
         try:
-            match answer:
-                case Reply(_, data, content_type):
-                    answer = Reply(rid, data, content_type, self._queue_of(call.deployment))
-                case Failure(_, kind, text, retryable):
-                    answer = Failure(rid, kind, text, retryable, self._queue_of(call.deployment))
-            for frame in self._frames(answer, call):
-                self._send(peer, frame)
+            for frame in self._answer_frames(call, answer, self._queue_of(call.deployment)):
+                self._send_encoded(peer, frame)
         except _PeerGone:
             log.debug("peer of request %s went away before its answer", rid, extra={"request_id": rid})
             return
@@ -264,6 +262,21 @@ class DataPlaneServer:
         stream = self._peers.get(peer)
         if alone and stream is not None:
             stream.flush()  # the only request of that peer here: its answer leaves now
+
+    def _answer_frames(self, call: Call, answer: Envelope, queue: int) -> list[bytes]:
+        """`answer` in the frames that take it back to the peer, this node's `queue` in the last."""
+        if isinstance(answer, Encoded):  # the worker's Reply: back as it is, with the queue added
+            relayed = reply_with_queue(answer.frame, queue)
+            if relayed is not None and len(relayed) <= self._chunk_bytes:
+                return [relayed]
+            # A file to send in pieces (or not the Reply it should be): as any other answer.
+            answer = decode_envelope(answer.frame, max_bytes=self._max_frame_bytes)
+        match answer:
+            case Reply(rid, data, content_type):
+                answer = Reply(rid, data, content_type, queue)
+            case Failure(rid, kind, text, retryable):
+                answer = Failure(rid, kind, text, retryable, queue)
+        return [encode_envelope(message) for message in self._frames(answer, call)]
 
     def _cancel(self, key: tuple[bytes, str]) -> None:
         """Stop a peer's request running here, and forget it."""
@@ -331,7 +344,11 @@ class DataPlaneServer:
 
     def _send(self, peer: bytes, message: Envelope) -> None:
         """Send to `peer` now; _PeerGone if it went away (or stopped reading): its request stops."""
-        error = self._send_frame(peer, encode_envelope(message))
+        self._send_encoded(peer, encode_envelope(message))
+
+    def _send_encoded(self, peer: bytes, frame: bytes) -> None:
+        """``_send`` of an envelope encoded already."""
+        error = self._send_frame(peer, frame)
         if error is not None:
             raise _PeerGone(error)
 

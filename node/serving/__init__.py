@@ -4,6 +4,7 @@
 - ``replica.py``: ``Replica``, supervises one worker process and carries requests to it;
   ``replica_settings.py``: its knobs; ``replica_model.py``: its model from the mesh's stores, here first;
   ``submitted.py``: ``Submitted``, a request that wants only its last answer, handed over by callback
+  ``in_flight.py``: ``InFlight``, its requests at the worker, their answers' sinks and deadlines
 - ``worker_process.py``: the worker as an operating-system process: start, stop, why it failed
 - ``worker_run.py``: one run of a worker until it exits, and how it ended (a failed start or not)
 - ``worker.py``: the worker process's own shell (``python -m meshnode.serving.worker``)

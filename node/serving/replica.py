@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..dataplane.answers import Answers, Sink, past_deadline, time_out
-from ..dataplane.deadline_timer import DeadlineTimer
+from ..dataplane.answers import Answers, Sink, past_deadline
 from ..errors import Conflict, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.backoff import Backoff
@@ -41,6 +40,7 @@ from ..mesh.envelope import (
     BatchSizes,
     Call,
     Cancel,
+    Encoded,
     Envelope,
     EnvelopeError,
     Failure,
@@ -53,6 +53,7 @@ from ..mesh.envelope import (
 from ..mesh.queueing import QueueState, admit, counts_as_service
 from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState, known_kinds
 from ..mesh.restarts import WorkerExit, next_start
+from .in_flight import InFlight
 from .pipe import FramePipe, open_pipe
 from .replica_model import ReplicaModel
 from .replica_settings import ReplicaSettings
@@ -110,10 +111,8 @@ class Replica:
         self._backoff = Backoff(settings.restart_initial_s, settings.restart_max_s)
         self._worker: _Worker | None = None
         self._ready = asyncio.Event()  # set by the worker's Hello, cleared when it exits
-        # Where each request's answers go: a stream's Answers, or a Submitted call.
-        self._in_flight: dict[str, Sink] = {}
-        self._overdue: dict[str, float] = {}  # request id -> deadline, until the worker answers
-        self._deadlines: DeadlineTimer[Sink] = DeadlineTimer(time_out)  # the calls', on one timer
+        # Where each request's answers go (a stream's Answers, or a Submitted call), its deadline.
+        self._in_flight = InFlight()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -201,13 +200,18 @@ class Replica:
                     return
         finally:
             timer.cancel()
-            self._in_flight.pop(call.request_id, None)
+            self._in_flight.forget(call.request_id)
             if not done:
                 # The client went away or the deadline passed: stop the work in the worker.
                 self._send_quietly(worker, Cancel(call.request_id))
 
-    def submit(self, call: Call, on_answer: Callable[[Envelope], None]) -> Submitted:
-        """Send a request that wants only its last answer, to `on_answer` (``submitted.py``)."""
+    def submit(
+        self, call: Call, on_answer: Callable[[Envelope], None], frame: bytes | None = None
+    ) -> Submitted:
+        """Send a peer's request that wants only its last answer, to `on_answer` (``submitted.py``).
+
+        `frame` is `call` as the peer encoded it, sent to the worker as it is. The answer is a
+        ``Failure``, or the ``Reply`` as the worker encoded it (``Encoded``; ``in_flight.py``)."""
         worker, found = self._admit(call)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -216,14 +220,14 @@ class Replica:
 
         def finish(answer: Envelope | None) -> None:
             timer.cancel()
-            self._in_flight.pop(rid, None)
+            self._in_flight.forget(rid)
             if answer is None:  # cancelled, or past its deadline: stop the work in the worker
                 self._send_quietly(worker, Cancel(rid))
-            elif isinstance(answer, Reply):
+            elif isinstance(answer, Reply | Encoded):  # Encoded: the worker's Reply, as it wrote it
                 self.speed.record(started, loop.time(), service=counts_as_service(found, self.slots))
 
         submitted = Submitted(call, on_answer, finish)
-        timer = self._send(worker, call, submitted, deadline)
+        timer = self._send(worker, call, submitted, deadline, frame)
         return submitted
 
     def _admit(self, call: Call) -> tuple[_Worker, int]:
@@ -240,15 +244,15 @@ class Replica:
             raise Conflict(f"request id {call.request_id!r} is already in flight; send a unique X-Request-Id")
         return self._worker, found
 
-    def _send(self, worker: _Worker, call: Call, pending: Sink, deadline: float) -> Deadline[Sink]:
-        """Send `call` to `worker`, its answers to go to `pending`; its deadline, to cancel."""
-        error = worker.pipe.send(encode_envelope(call))
+    def _send(
+        self, worker: _Worker, call: Call, pending: Sink, deadline: float, frame: bytes | None = None
+    ) -> Deadline[Sink]:
+        """Send `call` (encoded already: `frame`) to `worker`, its answers to `pending`; its deadline."""
+        error = worker.pipe.send(encode_envelope(call) if frame is None else frame)
         if error is not None:
             # The worker vanished between admission and send: it never started, so retryable.
             raise NotReady(f"replica of {self.deployment} is restarting", retry_after_s=1.0) from error
-        self._in_flight[call.request_id] = pending
-        self._overdue[call.request_id] = deadline
-        return self._deadlines.at(deadline, pending)
+        return self._in_flight.add(call.request_id, pending, deadline)
 
     async def stop(self) -> None:
         """Drain in-flight requests (bounded), then stop the worker."""
@@ -264,7 +268,7 @@ class Replica:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._deadlines.close()
+        self._in_flight.close()
         self._phase = ReplicaState.STOPPED
         self._on_change()
 
@@ -283,7 +287,7 @@ class Replica:
                 self._on_change()
                 exited = await self._run_worker(env)
             self._ready.clear()
-            self._fail_in_flight(f"the replica's worker exited with code {exited.code}")
+            self._in_flight.fail_all(f"the replica's worker exited with code {exited.code}")
             if self._stopping:
                 return
             step = next_start(
@@ -329,6 +333,8 @@ class Replica:
         return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
 
     def _on_frame(self, frame: bytes | bytearray) -> None:
+        if self._in_flight.take_reply(frame):  # a peer's Reply, on its way back as it is
+            return
         try:
             message = decode_envelope(frame, max_bytes=self.settings.max_frame_bytes)
         except EnvelopeError as exc:
@@ -351,11 +357,7 @@ class Replica:
             case BatchSizes(_, counts):
                 self.batch_sizes = dict(counts)
             case _:
-                if isinstance(message, Reply | Failure):
-                    self._overdue.pop(message.request_id, None)
-                pending = self._in_flight.get(message.request_id)
-                if pending is not None:
-                    pending.put_nowait(message)
+                self._in_flight.answer(message)
 
     async def _watch_hangs(self) -> None:
         """Kill a worker still busy with a request `hang_grace_s` past its deadline."""
@@ -363,22 +365,15 @@ class Replica:
         while True:
             await asyncio.sleep(0.25)
             now = loop.time()
-            hung = [
-                rid for rid, deadline in self._overdue.items() if now > deadline + self.settings.hang_grace_s
-            ]
+            hung = self._in_flight.hung(now, self.settings.hang_grace_s)
             if hung and self._worker is not None:
                 log.warning(
                     "%s replica %s hangs on %s; killing it", self.deployment, self.replica_id, hung[0]
                 )
                 self.last_error = "the worker hung past a request's deadline and was restarted"
-                self._overdue.clear()
+                self._in_flight.forgive()
                 with contextlib.suppress(ProcessLookupError):
                     self._worker.process.kill()
-
-    def _fail_in_flight(self, reason: str) -> None:
-        self._overdue.clear()
-        for rid, pending in list(self._in_flight.items()):
-            pending.put_nowait(Failure(rid, "replica_crashed", reason, True))
 
     def _set_hints(self, hints: tuple[str, ...], models: tuple[str, ...]) -> None:
         if (hints, models) != (self.hints, self.models):

@@ -163,11 +163,13 @@ class Replicas:
             raise NotReady(f"no replica of {call.deployment} here", retry_after_s=1.0)
         return replica.call(call)
 
-    def submit_local(self, call: Call, on_answer: Callable[[Envelope], None]) -> Submitted | None:
-        """A peer's request that wants only its last answer, submitted to the replica here
-        (``Replica.submit``); None without one (the call then goes to ``serve_local``)."""
+    def submit_local(
+        self, call: Call, on_answer: Callable[[Envelope], None], frame: bytes | None = None
+    ) -> Submitted | None:
+        """A peer's request that wants only its last answer (`frame`: as the peer encoded it),
+        submitted to the replica here (``Replica.submit``); None without one (then ``serve_local``)."""
         replica = self._table.get(call.deployment)
-        return None if replica is None else replica.submit(call, on_answer)
+        return None if replica is None else replica.submit(call, on_answer, frame)
 
     # -- changing ------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ to step (a task and a stream cost the serving node about 5 µs per request, in-p
 The replica's answers arrive through ``put_nowait``, as into a stream's ``Answers``:
 
 - a ``Reply`` or ``Failure`` ends the call: the replica's bookkeeping runs (``finish``), then
-  ``on_answer`` gets it;
+  ``on_answer`` gets it; so does an ``Encoded`` one, which the replica gives for a Reply it hands
+  on as the worker wrote it (``in_flight.py``);
 - ``None`` is the deadline's timer: the call ends with the ``DeadlineExceeded`` failure a stream
   would have raised, and the worker is told to stop;
 - anything else (a ``Progress`` or ``Chunk`` nobody asked for) is dropped, as the stream's reader
@@ -26,7 +27,7 @@ from collections.abc import Callable
 
 from ..dataplane.answers import past_deadline
 from ..errors import DeadlineExceeded
-from ..mesh.envelope import Call, Envelope, Failure, Reply
+from ..mesh.envelope import Call, Encoded, Envelope, Failure, Reply
 
 __all__ = ["Submitted"]
 
@@ -57,7 +58,7 @@ class Submitted:
             error = self.ended = past_deadline(self._call)
             self._finish(None)
             self._on_answer(Failure(self._call.request_id, error.kind, error.message, error.retryable))
-        elif isinstance(item, Reply | Failure):
+        elif isinstance(item, Reply | Failure | Encoded):
             self.ended = item
             self._finish(item)
             self._on_answer(item)

@@ -25,7 +25,7 @@ from ..dataplane.answers import past_deadline
 from ..dataplane.server import SERVING_FAILED
 from ..errors import Conflict, MeshnodeError, NotReady, Overloaded
 from ..load import SpeedMeter
-from ..mesh.envelope import Call, Envelope, Failure, Reply
+from ..mesh.envelope import Call, Encoded, Envelope, Failure, Reply, decode_envelope, encode_envelope
 from ..mesh.replica_state import ReplicaEntry, ReplicaState
 from .answers import Answer, replies
 from .changes import Changes
@@ -138,9 +138,15 @@ class FakeReplica:
                 await _close(messages)
             self._changes.notify()
 
-    def submit(self, call: Call, on_answer: Callable[[Envelope], None]) -> asyncio.Task[None]:
+    def submit(
+        self, call: Call, on_answer: Callable[[Envelope], None], frame: bytes | None = None
+    ) -> asyncio.Task[None]:
         """Admit `call` as ``Replica.submit`` does (a refusal raised here); its last answer, once the
-        call ended, to `on_answer` (a deadline as its ``Failure``). Cancel the task to cancel it."""
+        call ended, to `on_answer` (a deadline as its ``Failure``; a ``Reply`` encoded, as a worker
+        wrote it). Cancel the task to cancel it. `frame`, the call as its peer encoded it, must be
+        `call`'s: the real replica sends those bytes to its worker."""
+        if frame is not None and decode_envelope(frame, max_bytes=len(frame)) != call:
+            raise AssertionError(f"the frame given with request {call.request_id} is another call's")
         refusal = self._refusal(call)
         if refusal is not None:
             self.refused.append(call)
@@ -178,6 +184,8 @@ async def _last_answer(
     except Exception:  # a serving side's own bug, answered as the data-plane server answers one
         log.exception("request %s failed", call.request_id)
         last = Failure(call.request_id, "internal", SERVING_FAILED, False)
+    if isinstance(last, Reply) and last.queue is None:  # as the worker wrote it (``serving/in_flight.py``)
+        last = Encoded(last.request_id, encode_envelope(last))
     if last is not None:  # after the call ended, as the replica counts it no more (``Submitted``)
         on_answer(last)
 
@@ -211,10 +219,12 @@ class FakeReplicas:
             raise NotReady(f"no replica of {call.deployment} here", retry_after_s=1.0)
         return replica.call(call)
 
-    def submit_local(self, call: Call, on_answer: Callable[[Envelope], None]) -> asyncio.Task[None] | None:
+    def submit_local(
+        self, call: Call, on_answer: Callable[[Envelope], None], frame: bytes | None = None
+    ) -> asyncio.Task[None] | None:
         """A peer's request that wants only its last answer, as ``Replicas.submit_local`` takes it."""
         replica = self.table.get(call.deployment)
-        return None if replica is None else replica.submit(call, on_answer)
+        return None if replica is None else replica.submit(call, on_answer, frame)
 
     def queue_of(self, name: str) -> int:
         """Requests in flight at the replica of `name` (0 without one)."""

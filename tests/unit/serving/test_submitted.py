@@ -3,7 +3,7 @@ and the replica's bookkeeping runs once, before the answer is handed over."""
 
 from __future__ import annotations
 
-from meshnode.mesh.envelope import Call, Chunk, Envelope, Failure, Progress, Reply
+from meshnode.mesh.envelope import Call, Chunk, Encoded, Envelope, Failure, Progress, Reply, encode_envelope
 from meshnode.serving.submitted import CANCELLED, Submitted
 
 
@@ -76,3 +76,11 @@ def test_a_cancelled_call_is_never_answered_and_stops_the_worker_once() -> None:
 
     assert recorder.events == [("finish", None)]
     assert call.ended is CANCELLED
+
+
+def test_a_reply_as_the_worker_encoded_it_ends_it_as_a_reply_does() -> None:
+    call, recorder = submitted()
+    encoded = Encoded("r-1", encode_envelope(Reply("r-1", {"echo": "hi"}, "application/json")))
+    call.put_nowait(encoded)
+    call.put_nowait(Reply("r-1", {"late": True}, "application/json"))
+    assert recorder.events == [("finish", encoded), ("answer", encoded)]

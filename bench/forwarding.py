@@ -54,7 +54,7 @@ import httpx
 from baseline import BEFORE_SECURITY, Variant, commit_of, security_off, security_on
 from nginx import start_nginx
 from procs import Started, free_port, start, stop, wait
-from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
+from wrk import Run, Sample, measure, run_wrk, wrk_script
 
 VARIANTS = ("on", "off")
 PATHS = ("direct on", "forwarded on", "nginx", "direct off", "forwarded off")
@@ -264,7 +264,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="meshnode-bench-forwarding-"))
     script = root / "post.lua"
-    script.write_text(WRK_SCRIPT.format(body=args.body))
+    script.write_text(wrk_script(args.body))
     ports = {
         f"{n} {v} {kind}": free_port() for n in ("n0", "n1") for v in VARIANTS for kind in ("http", "mesh")
     }

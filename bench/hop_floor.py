@@ -47,7 +47,7 @@ from forwarding import agent_args, replica_ready
 from nginx import start_nginx
 from procs import Started, commit, free_port, progress, start, stop, wait
 from vs_ray_systems import ECHO_BODY, posts_ok, server_env
-from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
+from wrk import Run, Sample, measure, run_wrk, wrk_script
 
 # A frame: length of what follows the header, request id; then the sealed body (nonce = counter).
 HEADER = struct.Struct("!II")
@@ -294,7 +294,7 @@ def main() -> None:
             sys.exit(f"{tool} not found: apt-get install -y nginx wrk util-linux")
     root = Path(tempfile.mkdtemp(prefix="meshnode-bench-hop-floor-"))
     script = root / "post.lua"
-    script.write_text(WRK_SCRIPT.format(body=ECHO_BODY))
+    script.write_text(wrk_script(ECHO_BODY))
     started: list[Started] = []
     try:
         urls = start_all(args, root, started)

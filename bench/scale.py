@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 import psutil
 from procs import Started, commit, free_port, progress, start, stop, wait
-from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
+from wrk import Run, Sample, measure, run_wrk, wrk_script
 
 APP = "meshnode.apps.echo:Echo"
 PATHS = ("direct", "entry to 1 peer", "entry to 10 peers")
@@ -127,7 +127,7 @@ def part_a(args: argparse.Namespace, root: Path, started: list[Started]) -> None
         "entry to 10 peers": f"{entry}/v1/predict/echo",
     }
     script = root / "post.lua"
-    script.write_text(WRK_SCRIPT.format(body=BODY))
+    script.write_text(wrk_script(BODY))
     for path in PATHS:
         run_wrk(predict[path], args.concurrency, 2, script, args.load_cpu)  # warm-up
     run = Run(args.agents_cpu, args.load_cpu, args.duration_s)

@@ -22,7 +22,7 @@ from baseline import at_commit, commit_of
 from forwarding import agent_args
 from procs import Started, free_port, start, wait
 from vs_ray_systems import BARE, ECHO_BODY, MESH, posts_ok, start_bare, stop_trees
-from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
+from wrk import Run, Sample, measure, run_wrk, wrk_script
 
 __all__ = ["echo_only"]
 
@@ -41,7 +41,7 @@ def echo_only(args: argparse.Namespace, root: Path, env: dict[str, str]) -> None
         urls[BARE] = start_bare(args.agents_cpu, root, env, started)
         own = {MESH: started[:1], BARE: started[1:2]}
         script = root / "echo.lua"
-        script.write_text(WRK_SCRIPT.format(body=ECHO_BODY))
+        script.write_text(wrk_script(ECHO_BODY))
         run = Run(args.agents_cpu, args.load_cpu, args.duration_s)
         print(f"# meshnode direct vs bare uvicorn, agents of commit {commit_of(args.meshnode_commit)}\n")
         print(

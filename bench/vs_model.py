@@ -29,7 +29,7 @@ import httpx
 from baseline import at_commit, commit_of
 from procs import Started
 from vs_ray_systems import EMBED_BODY, MODEL, SENTENCE, in_process, start_model, start_n1, stop_trees
-from wrk import WRK_SCRIPT, Run, Sample, core_busy_s, cpu_seconds, measure, run_wrk
+from wrk import Run, Sample, core_busy_s, cpu_seconds, measure, run_wrk, wrk_script
 
 __all__ = ["minilm_only"]
 
@@ -62,7 +62,7 @@ def model_run(model: Started, seconds: int, cpu: int, started: list[Started]) ->
 def minilm_only(args: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     """Every commit's agent and the in-process model, round by round, rotated; then the medians."""
     route, body = ("/v1/embeddings", OPENAI_BODY) if args.openai else ("/v1/predict/embed", EMBED_BODY)
-    (script := root / "MiniLM.lua").write_text(WRK_SCRIPT.format(body=body))
+    (script := root / "MiniLM.lua").write_text(wrk_script(body))
     commits = [args.meshnode_commit, *args.also_commit]
     started: list[Started] = []
     token = os.urandom(24).hex()

@@ -79,7 +79,7 @@ from vs_ray_systems import (
     stop_trees,
     tree_pss_and_cpu,
 )  # fmt: skip
-from wrk import WRK_SCRIPT, Run, Sample, measure, run_wrk
+from wrk import Run, Sample, measure, run_wrk, wrk_script
 
 ECHO_PATHS = (MESH, HOP, RAY, BARE)
 EMBED_PATHS = (MESH, RAY, MODEL)
@@ -206,8 +206,8 @@ def main() -> None:
     # Short: Ray's unix sockets live under it, and a socket path may not pass 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="mnb-vs-ray-", dir="/tmp"))
     scripts = {w: root / f"{w}.lua" for w in ("echo", "MiniLM")}
-    scripts["echo"].write_text(WRK_SCRIPT.format(body=ECHO_BODY))
-    scripts["MiniLM"].write_text(WRK_SCRIPT.format(body=EMBED_BODY))
+    scripts["echo"].write_text(wrk_script(ECHO_BODY))
+    scripts["MiniLM"].write_text(wrk_script(EMBED_BODY))
     env, cpu = server_env(), args.agents_cpu
     ray_extra = ["--no-access-log"] if args.ray_no_access_log else []
     token = os.urandom(24).hex()

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import resource
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' helpers, also when loaded by path
+
 from procs import Started
 
 WRK_TIMEOUT = "10s"
 # wrk prints this line from the script's done(): requests, duration µs, p50 µs, p99 µs, non-2xx, socket errors.
 WRK_SCRIPT = """\
 wrk.method = "POST"
-wrk.body = [[{body}]]
+wrk.body = [{level}[{body}]{level}]
 wrk.headers["Content-Type"] = "application/json"
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -22,6 +26,15 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
 end
 """
+
+
+def wrk_script(body: str) -> str:
+    """WRK_SCRIPT posting `body`, held in a Lua long string whose closing bracket `body` lacks
+    (a JSON body of nested lists holds ``]]``)."""
+    level = ""
+    while f"]{level}]" in body:
+        level += "="
+    return WRK_SCRIPT.format(body=body, level=level)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """nginx as the benchmarks' reference proxy: a config of its own in the run's folder, and its start.
 
 One worker, no master, no daemon, every file under the run's folder (nothing under /etc or /var is
-read or written), keepalive connections to each upstream over HTTP/1.1.
+read or written), keepalive connections to each upstream over HTTP/1.1, request bodies kept in memory.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ error_log {root}/nginx-error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    # Bodies up to 1 MiB stay in memory: with the default (16 KiB) a 30 KB embedding batch went
+    # through a temporary file, 42 ms a request at c=1 here against 1.3 ms in memory.
+    client_body_buffer_size 1m;
     client_body_temp_path {root}/client_body;
     proxy_temp_path {root}/proxy;
     fastcgi_temp_path {root}/fastcgi;

@@ -13,7 +13,7 @@ from starlette.types import Message, Receive
 
 from meshnode.errors import BadRequest, PayloadTooLarge, Unprocessable
 from meshnode.http import body as body_module
-from meshnode.http.body import MAX_DEPTH, parse_json, parse_json_object, receive_body
+from meshnode.http.body import MAX_DEPTH, _loads, parse_json, parse_json_object, receive_body
 
 
 def test_an_object_is_parsed_and_an_empty_body_is_an_empty_object() -> None:
@@ -47,6 +47,8 @@ def test_what_is_not_json_is_a_400(raw: bytes, says: str) -> None:
         pytest.param(b'{"a": [0, -9223372036854775809]}', "$.a[1]", id="integer-under-2^63"),
         pytest.param(b'{"s": "\\ud800"}', "surrogate", id="lone-surrogate"),
         pytest.param(b'{"\\udfff": 1}', "(a key)", id="surrogate-in-a-key"),
+        # A surrogate's UTF-8 bytes: not UTF-8, but json reads them (surrogatepass); msgpack cannot.
+        pytest.param(b'{"s": "\xed\xa0\x80"}', "surrogate", id="surrogate-as-bytes"),
         pytest.param(b'{"a": ' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}", "deeper than", id="too-deep"),
         pytest.param(b"[1, 2]", "must be a JSON object, not an array", id="array"),
         pytest.param(b'"text"', "not a string", id="string"),
@@ -57,6 +59,29 @@ def test_json_the_mesh_cannot_carry_is_a_422_that_says_where(raw: bytes, says: s
         parse_json_object(raw)
     assert refused.value.status == 422
     assert says in refused.value.message
+
+
+def test_containers_nest_64_deep_and_no_deeper() -> None:
+    deepest = json.loads("[" * MAX_DEPTH + "1" + "]" * MAX_DEPTH)  # 64 arrays, a number in the last
+    assert parse_json(json.dumps(deepest).encode()) == deepest
+    many = {"many": [deepest[0][0]] * 100}  # an object, an array, 62 arrays: 64, many brackets
+    assert parse_json(json.dumps(many).encode()) == many
+    with pytest.raises(Unprocessable, match="deeper than 64"):
+        parse_json(json.dumps({"many": [deepest[0]] * 100}).encode())  # 65
+
+
+@pytest.mark.parametrize(
+    ("raw", "long_integer"),
+    [
+        pytest.param(b'{"v": [0.00012345678901234567, 1.2345678901234567e-05]}', False, id="float-digits"),
+        pytest.param(b'{"v": [1e-00000000000000000001, 12345678901234567890.5]}', False, id="float-parts"),
+        pytest.param(b'{"n": 1234567890123456789}', True, id="integer"),
+        pytest.param(b'{"n": -12345678901234567890}', True, id="negative-integer"),
+    ],
+)
+def test_only_a_long_integer_leaves_orjson_for_json(raw: bytes, long_integer: bool) -> None:
+    # orjson reads an integer past 64 bits as a float; a float's many digits it reads as json does.
+    assert _loads(raw) == (json.loads(raw), not long_integer)
 
 
 def test_the_extremes_the_mesh_carries_pass() -> None:

@@ -10,7 +10,9 @@ writes the raw header list once, with the headers starlette's ``JSONResponse`` a
   (0.2 against 5.7 µs for ``{"text": "hello"}``, 10 against 280 µs for a 384-float embedding). What
   orjson would write otherwise goes through ``json.dumps`` as before: ``NaN`` and infinities, which
   orjson writes as ``null`` and ``json.dumps`` refuses (a ``ValueError`` the lane answers with a
-  500, never a body that is not JSON), and what orjson refuses (keys that are not strings);
+  500, never a body that is not JSON), and what orjson refuses (keys that are not strings). Only
+  an answer with a ``null`` in it can hold one, and its data is looked through for one first (its
+  lists of numbers in C): an OpenAI answer (``"logprobs": null``) is no longer made twice;
 - bytes (a file): as they are, with the content type the predictor gave (``text/...`` with
   ``; charset=utf-8`` added, as starlette does).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -34,6 +37,9 @@ __all__ = ["PlainAnswer", "json_bytes", "reply_answer"]
 log = logging.getLogger(__name__)
 
 _JSON_TYPE = (b"content-type", b"application/json")
+# Values that hold no float (``_holds_non_finite``).
+_SCALARS = frozenset((str, int, bool, type(None)))
+_FLOATS = frozenset((float,))
 
 
 class PlainAnswer:
@@ -68,7 +74,40 @@ def json_bytes(data: Any) -> bytes:
     except TypeError:  # orjson's JSONEncodeError: json.dumps's rules decide, as they did
         return _json_dumps(data)
     # A null may be a NaN or an infinity that json.dumps refuses: only then is the body made twice.
-    return _json_dumps(data) if b"null" in body else body
+    if b"null" in body and _holds_non_finite(data) is not False:
+        return _json_dumps(data)
+    return body
+
+
+def _holds_non_finite(data: Any) -> bool | None:
+    """Whether `data` holds a NaN or an infinity (None: a type not looked into, so maybe).
+
+    A list of numbers, an embedding's, is checked in C (``map``), not walked value by value."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            items = list(value.values())
+        elif kind is list or kind is tuple:
+            items = value
+        elif kind is float:
+            if not math.isfinite(value):
+                return True
+            continue
+        elif kind in _SCALARS:
+            continue
+        else:
+            return None
+        kinds = set(map(type, items))
+        if kinds <= _SCALARS:
+            continue
+        if kinds == _FLOATS:
+            if not all(map(math.isfinite, items)):
+                return True
+            continue
+        stack += [item for item in items if type(item) not in _SCALARS]
+    return False
 
 
 def _json_dumps(data: Any) -> bytes:

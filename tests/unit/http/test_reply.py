@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from hypothesis import given
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message
 
-from meshnode.http.reply import reply_answer
+from meshnode.http.reply import json_bytes, reply_answer
 
 NAMED = (("X-Mesh-Route", "n1,n2"), ("X-Mesh-Attempts", "2"))
 RAW = ((b"x-mesh-route", b"n1,n2"), (b"x-mesh-attempts", b"2"), (b"x-request-id", b"abc"))
@@ -87,6 +87,33 @@ def test_nan_or_infinity_in_an_answer_is_refused_as_json_response_refuses_it(num
         JSONResponse({"x": number})
     with pytest.raises(ValueError):
         reply_answer({"x": [number]}, None, RAW)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize(
+    "place",
+    [
+        pytest.param(lambda x: {"vector": [0.5] * 383 + [x], "usage": None}, id="in-a-list-of-floats"),
+        pytest.param(lambda x: {"rows": [[1, "a", None, (0.5, {"deep": [x]})]]}, id="deep-in-mixed-values"),
+        pytest.param(lambda x: (None, x), id="in-a-tuple"),
+    ],
+)
+def test_nan_or_infinity_is_found_wherever_it_is_among_nulls(
+    number: float, place: Callable[[float], object]
+) -> None:
+    with pytest.raises(ValueError):
+        reply_answer(place(number), None, RAW)
+    fine = place(0.25)
+    assert json.loads(json_bytes(fine)) == json.loads(json.dumps(fine))
+
+
+def test_values_of_types_it_does_not_look_into_are_rendered_by_json_dumps() -> None:
+    class Mapping(dict[str, object]):
+        pass
+
+    with pytest.raises(ValueError):
+        json_bytes({"a": None, "b": Mapping(x=math.nan)})
+    assert json.loads(json_bytes({"a": None, "b": Mapping(x=1.5)})) == {"a": None, "b": {"x": 1.5}}
 
 
 async def test_what_is_left_of_the_call_runs_after_the_answer_left() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,11 +15,35 @@ from pathlib import Path
 
 import psutil
 
+# Ports are drawn below the kernel's ephemeral range, which outgoing connections take their source
+# ports from: one handed out from it could be taken by a connection before its server binds it.
+_LOWEST_PORT = 20000
+_picks = random.Random(os.getpid())
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on 127.0.0.1 now, below the ephemeral range, not handed out before in this run."""
+    highest = _ephemeral_start() - 1
+    for _ in range(1000):
+        port = _picks.randint(_LOWEST_PORT, highest)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found below the ephemeral range")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere a guess, checked by the bind anyway
 
 
 @dataclass

@@ -14,23 +14,11 @@ from pathlib import Path
 import pytest
 
 from meshnode.mesh.replica_state import ReplicaState
-from meshnode.serving.replica import Replica, ReplicaSettings
+from meshnode.serving.replica import Replica
+
+from .replica_here import replica_settings
 
 APPS = Path(__file__).parents[1] / "serving_apps.py"
-
-
-def settings(setup_timeout_s: float) -> ReplicaSettings:
-    return ReplicaSettings(
-        setup_timeout_s=setup_timeout_s,
-        queue_size=4,
-        hang_grace_s=5.0,
-        restart_initial_s=0.1,
-        restart_max_s=0.5,
-        setup_attempts=3,
-        failed_hold_s=60.0,
-        drain_timeout_s=1.0,
-        max_frame_bytes=1 << 20,
-    )
 
 
 async def wait_until(predicate: object, timeout_s: float, changed: asyncio.Event) -> None:
@@ -52,7 +40,7 @@ async def test_a_setup_past_the_timeout_is_killed_and_counted_one_within_it_serv
         f"{APPS}:SlowSetup",
         replica_id=f"slow-{os.getpid()}-{overruns}",
         data_dir=tmp_path,
-        settings=settings(timeout_s),
+        settings=replica_settings(timeout_s),
         on_change=changed.set,
     )
     await replica.start()

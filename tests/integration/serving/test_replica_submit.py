@@ -10,19 +10,9 @@ import os
 from pathlib import Path
 
 from meshnode.mesh.envelope import Call, Encoded, Envelope, Failure, Reply, decode_envelope, encode_envelope
-from meshnode.serving.replica import Replica, ReplicaSettings
+from meshnode.serving.replica import Replica
 
-SETTINGS = ReplicaSettings(
-    setup_timeout_s=60.0,
-    queue_size=4,
-    hang_grace_s=5.0,
-    restart_initial_s=0.1,
-    restart_max_s=0.5,
-    setup_attempts=3,
-    failed_hold_s=60.0,
-    drain_timeout_s=1.0,
-    max_frame_bytes=1 << 20,
-)
+from .replica_here import replica_settings
 
 
 async def test_a_submitted_reply_comes_back_as_the_worker_wrote_it_and_a_streamed_one_decoded(
@@ -34,7 +24,7 @@ async def test_a_submitted_reply_comes_back_as_the_worker_wrote_it_and_a_streame
         "meshnode.apps.echo:Echo",
         replica_id=f"echo-{os.getpid()}",
         data_dir=tmp_path,
-        settings=SETTINGS,
+        settings=replica_settings(),
         on_change=changed.set,
     )
     await replica.start()

@@ -38,6 +38,7 @@ def post(agent: AgentProcess, path: str, content: bytes, **headers: str) -> http
         pytest.param(b'{"x": 18446744073709551616}', 422, "$.x", id="integer-past-64-bits"),
         pytest.param(b'{"x": -9223372036854775809}', 422, "$.x", id="integer-below-int64"),
         pytest.param(b'{"text": "\\ud800"}', 422, "surrogate", id="lone-surrogate"),
+        pytest.param(b'{"text": "\xed\xa0\x80"}', 422, "surrogate", id="lone-surrogate-as-bytes"),
         pytest.param(b"[" * DEEP + b"]" * DEEP, 400, "nested too deeply", id="deep-nesting"),
         pytest.param(b'{"a": ' + b"[" * 80 + b"]" * 80 + b"}", 422, "deeper than", id="nesting-past-64"),
     ],

@@ -88,7 +88,7 @@ def _holds_non_finite(data: Any) -> bool | None:
         value = stack.pop()
         kind = type(value)
         if kind is dict:
-            items = list(value.values())
+            items = value.values()
         elif kind is list or kind is tuple:
             items = value
         elif kind is float:

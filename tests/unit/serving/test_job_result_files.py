@@ -114,10 +114,12 @@ async def test_a_copy_gone_bad_on_one_holder_is_read_whole_from_the_other(mesh: 
     stored = (await mesh.nodes[NodeId("a")].keep(result)).stored
     assert stored is not None
     bad = mesh.files[NodeId("a")].folder / stored.sha256
-    bad.write_bytes(b"\0" + bad.read_bytes()[1:])
+    kept = bad.read_bytes()
+    bad.write_bytes(bytes([kept[0] ^ 0xFF]) + kept[1:])  # a byte changed (writing 0 was none when it was 0)
     assert await mesh.nodes[NodeId("c")].read(stored) == result.data
     bad_too = mesh.files[NodeId("b")].folder / stored.sha256
-    bad_too.write_bytes(bad_too.read_bytes()[:-1] + b"\0")
+    kept = bad_too.read_bytes()
+    bad_too.write_bytes(kept[:-1] + bytes([kept[-1] ^ 0xFF]))
     assert await mesh.nodes[NodeId("c")].read(stored) is None  # never bytes that do not match
 
 

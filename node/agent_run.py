@@ -29,12 +29,11 @@ def run_agent(config: AgentConfig) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, agent.request_stop)
         try:
-            await agent.start()
+            await agent.start(settle=settle_heap)
         except (ConfigError, StoreError) as exc:  # the user's to fix: one line, exit code 2
             log.error("%s", exc)
             await agent.close_after_failed_start()
             return 2
-        settle_heap()
         await agent.wait_stopped()
         return 0
 

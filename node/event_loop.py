@@ -43,6 +43,9 @@ REFREEZE_AFTER_S = 0.005
 def settle_heap(refreeze_after_s: float = REFREEZE_AFTER_S) -> None:
     """After start-up: what exists now lives as long as the process, so collections skip it.
 
+    Call it before the process answers anyone: its full collection holds the thread for tens of
+    milliseconds (an agent's, 50-70 ms here; a few times that on a busy machine).
+
     ``gc.freeze`` moves every object made so far (modules, the app, a model's Python objects) out
     of the collector's generations, so an occasional full collection scans what requests made, not
     the whole heap: a full collection of a loaded model's heap takes milliseconds, and a request

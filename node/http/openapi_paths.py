@@ -16,7 +16,7 @@ from typing import Any
 
 from ..mesh.jobs import MAX_KEY_CHARS, MAX_URL_CHARS, JobStatus
 from .api_docs import DOCS_ASSETS
-from .predict import MAX_HINT_CHARS, MAX_TIMEOUT_S
+from .predict import MAX_HINT_CHARS, MAX_TIMEOUT_S, MIN_TIMEOUT_S
 
 __all__ = [
     "ANSWERS",
@@ -86,7 +86,7 @@ _HINT = _header(
 )
 _TIMEOUT = _header(
     "X-Request-Timeout",
-    {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+    {"type": "number", "minimum": MIN_TIMEOUT_S, "maximum": MAX_TIMEOUT_S},
     "the request's deadline in seconds (else the node's request_timeout_s); past it, 504",
 )
 _REQUEST_ID = _header(

@@ -61,6 +61,8 @@ MAX_HINT_CHARS = 128
 # fal's name for the same hint (its ``provide_hints``): fal users' code steers meshnode unchanged.
 FAL_HINT_HEADER = "X-Fal-Runner-Hint"
 MAX_TIMEOUT_S = 3600.0
+# Deadlines travel in whole milliseconds: a shorter one would be zero, and every request past it.
+MIN_TIMEOUT_S = 0.001
 # The headers the lane reads, found in one pass over the request's (ASGI names are lower-case).
 _CONTENT_LENGTH, _ACCEPT = b"content-length", b"accept"
 _TIMEOUT, _HINT, _FAL_HINT = (h.lower().encode() for h in (TIMEOUT_HEADER, HINT_HEADER, FAL_HINT_HEADER))
@@ -275,8 +277,8 @@ def checked_timeout(raw: str, name: str) -> float:
         value = float(raw)
     except ValueError:
         raise BadRequest(f"{name} must be a number of seconds, not {raw[:40]!r}") from None
-    if not 0 < value <= MAX_TIMEOUT_S or math.isnan(value):
-        raise BadRequest(f"{name} must be in (0, {MAX_TIMEOUT_S:g}] seconds")
+    if not MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S or math.isnan(value):
+        raise BadRequest(f"{name} must be {MIN_TIMEOUT_S:g} to {MAX_TIMEOUT_S:g} seconds")
     return value
 
 

@@ -152,6 +152,7 @@ def test_an_answer_in_no_acceptable_type_is_a_406(node: AgentProcess) -> None:
         ("probe", b"[1, 2]", {}, 422),
         ("probe", b"{}", {"X-Request-Timeout": "soon"}, 400),
         ("probe", b"{}", {"X-Request-Timeout": "-1"}, 400),
+        ("probe", b"{}", {"X-Request-Timeout": "1e-9"}, 400),  # under the millisecond deadlines travel in
     ],
 )
 def test_bad_requests_get_their_status_and_json_error(

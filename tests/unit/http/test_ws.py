@@ -185,6 +185,7 @@ async def test_a_file_answer_comes_as_predicts_base64_json(gate: Gate) -> None:
         pytest.param("/v1/ws/predict/t2i", {"do": "fail"}, "predictor", 4500, id="predictor-failed"),
         pytest.param("/v1/ws/predict/t2i?timeout=abc", {}, "bad_request", 4400, id="bad-timeout"),
         pytest.param("/v1/ws/predict/t2i?timeout=99999", {}, "bad_request", 4400, id="endless-timeout"),
+        pytest.param("/v1/ws/predict/t2i?timeout=1e-9", {}, "bad_request", 4400, id="tiny-timeout"),
         pytest.param("/v1/ws/predict/t2i?hint=" + "h" * 200, {}, "bad_request", 4400, id="long-hint"),
     ],
 )

@@ -239,8 +239,8 @@ class Agent:
         settle()
         self._closers.clear()
         await self._jobs.start()  # its copies loaded before any peer can send it more
-        runner.start()
         self._http_task = await serve_http(self._server, sockets.http_socket)
+        runner.start()  # last: what starting costs (imports, a first thread) delays no probe
         self._background += [
             asyncio.create_task(
                 self._meta.refresh_forever(config.load_sample_interval_s, LoadGossip.of(config)),

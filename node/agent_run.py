@@ -11,7 +11,7 @@ import signal
 
 from .config import AgentConfig
 from .errors import ConfigError, StoreError
-from .event_loop import batch_scheduling, run_event_loop, settle_heap
+from .event_loop import run_event_loop, settle_heap
 
 __all__ = ["run_agent"]
 
@@ -37,6 +37,4 @@ def run_agent(config: AgentConfig) -> int:
         await agent.wait_stopped()
         return 0
 
-    if config.batch_scheduling:
-        batch_scheduling()  # before the loop and every thread the agent starts, which inherit it
     return run_event_loop(main(), config.uvloop)

@@ -138,15 +138,6 @@ class AgentConfig:
     # Run the agent's event loop on uvloop when it is installed: less CPU per request on the
     # forwarding path (bench/forwarding.py). Off falls back to the standard asyncio loop.
     uvloop: bool = True
-    # Run the agent's threads under SCHED_BATCH (Linux), as its workers always do: a woken agent
-    # does not preempt what runs on its core (its own workers, the other agents of a machine) but
-    # waits for it to finish its turn or its time slice. Where a request crosses several processes
-    # on one busy core, each then runs its turn whole, and the context switches of being switched
-    # out mid-turn go. Measured (bench/hop_floor.py, docs/benchmarks.md): the hop's p50 at c=1
-    # about 0.06 ms less, forwarded requests/s at c=32 about 5 % more. The price: while a worker
-    # computes on the agent's core, a request to the agent waits up to a slice for it (/health
-    # p50 1.9 against 1.2 ms beside a spinning worker; p99 the same). Off: the normal policy.
-    batch_scheduling: bool = True
     # Deadline of a predict request unless the client sends X-Request-Timeout (seconds).
     request_timeout_s: float = 60.0
     # Largest accepted request body; bigger gets 413 before it is read whole.

@@ -7,15 +7,13 @@ than it needs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import os
 import time
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["GC_YOUNG_THRESHOLD", "REFREEZE_AFTER_S", "batch_scheduling", "run_event_loop", "settle_heap"]
+__all__ = ["GC_YOUNG_THRESHOLD", "REFREEZE_AFTER_S", "run_event_loop", "settle_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +28,6 @@ def run_event_loop(main: Coroutine[Any, Any, int], use_uvloop: bool) -> int:
         else:
             return uvloop.run(main)
     return asyncio.run(main)
-
-
-def batch_scheduling() -> bool:
-    """Run this thread, and every thread it starts later, under ``SCHED_BATCH`` (Linux); whether it did.
-
-    The policy changes no priority and no fair share: it only stops a woken thread from preempting
-    the one running. On a busy core each process then finishes its turn of the loop before the one
-    it woke runs, so what one turn sends arrives together and nobody is switched out mid-turn to be
-    switched back. A worker runs so always (its agent's probes never wait behind inference); the
-    agent by default (``AgentConfig.batch_scheduling`` says what it gains and costs). Refused (a
-    sandbox) or not Linux: nothing changes.
-    """
-    if not hasattr(os, "SCHED_BATCH"):
-        return False
-    with contextlib.suppress(OSError):
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: this thread, on Linux
-        return True
-    return False
 
 
 # Young objects collected after this many more allocations than frees (Python's default: 700). A

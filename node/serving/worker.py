@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..event_loop import batch_scheduling, run_event_loop, settle_heap
+from ..event_loop import run_event_loop, settle_heap
 from ..inference.worker import EXIT_SETUP_FAILED, Worker, set_up
 from ..mesh.envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
 from .pipe import FramePipe, open_pipe
@@ -146,6 +146,20 @@ def exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def yield_to_the_agent() -> None:
+    """Run this worker's threads under ``SCHED_BATCH`` (Linux): a woken worker never preempts the agent.
+
+    Fair share as before (the policy changes no priority), but on a busy core the agent finishes
+    its turn of the loop before the worker it woke runs: its probes and acks never wait behind
+    inference, and the frames a turn sends reach the worker together. Measured direct at c=32 on
+    one core: +7 % requests/s, worker CPU per request 21 -> 18 µs. Refused (a sandbox), nothing
+    changes.
+    """
+    if hasattr(os, "SCHED_BATCH"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: this thread, on Linux
+
+
 async def _run(args: argparse.Namespace) -> int:
     app = set_up(args.app, args.data_dir)
     if app is None:
@@ -169,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     args = parser.parse_args(argv)
-    # First: every thread started later (torch's, the app's) inherits it. A woken worker never
-    # preempts its agent: the agent's probes and acks never wait behind inference, and the frames a
-    # turn of the agent sends reach the worker together (direct at c=32 on one core: +7 % requests/s).
-    batch_scheduling()
+    yield_to_the_agent()  # first: every thread started later (torch's, the app's) inherits it
     for fd in inheritable_fds():  # leaked to us by the agent's spawn (worker_process.py says how)
         if fd != args.link_fd:
             os.close(fd)

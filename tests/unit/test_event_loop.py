@@ -1,16 +1,13 @@
-"""``settle_heap``: what a process holds after start-up leaves the collector's generations;
-``batch_scheduling``: a thread and the threads it starts run under ``SCHED_BATCH``."""
+"""``settle_heap``: what a process holds after start-up leaves the collector's generations."""
 
 from __future__ import annotations
 
 import gc
-import os
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from meshnode.event_loop import GC_YOUNG_THRESHOLD, batch_scheduling, settle_heap
+from meshnode.event_loop import GC_YOUNG_THRESHOLD, settle_heap
 
 
 @pytest.fixture
@@ -60,25 +57,3 @@ def test_a_quick_full_collection_freezes_nothing() -> None:
     gc.collect()
     assert gc.get_freeze_count() == frozen
     assert len(kept) == 1000
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
-def test_batch_scheduling_covers_the_thread_and_those_it_starts_and_no_other() -> None:
-    seen: dict[str, object] = {}
-    before = os.sched_getscheduler(0)
-
-    def child() -> None:
-        seen["child"] = os.sched_getscheduler(0)
-
-    def switched() -> None:  # in a thread of its own: the test process's threads stay as they are
-        seen["applied"] = batch_scheduling()
-        seen["itself"] = os.sched_getscheduler(0)
-        started = threading.Thread(target=child)
-        started.start()
-        started.join()
-
-    thread = threading.Thread(target=switched)
-    thread.start()
-    thread.join()
-    assert seen == {"applied": True, "itself": os.SCHED_BATCH, "child": os.SCHED_BATCH}
-    assert os.sched_getscheduler(0) == before

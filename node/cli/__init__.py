@@ -12,8 +12,8 @@
 - ``top.py``: ``meshnode top``, the live view (``top_data.py`` its rows, ``top_draw.py`` drawing them,
   ``top_rates.py`` rates from two scrapes of every node's ``/metrics``)
 - ``doctor.py``: ``meshnode doctor``; ``doctor_probe.py``, ``doctor_gossip.py``, ``doctor_mdns.py``
-  gather, ``doctor_checks.py`` and ``doctor_net_checks.py`` are its pure checks, ``doctor_facts.py``
-  their records
+  gather, ``doctor_checks.py``, ``doctor_suspicions.py`` and ``doctor_net_checks.py`` are its pure
+  checks, ``doctor_facts.py`` their records
 - ``waiting.py``: the spinner of a command that waits (``predict`` through a cold start)
 - ``jobs.py``: ``meshnode jobs submit|status|result|cancel|ls``; ``job_progress.py``, its progress bar
 - ``models.py``: ``meshnode models`` (the store, the tiny offline diffusion pipeline); ``model_pull.py``:

@@ -8,6 +8,7 @@ each cause it finds (docs/doctor.md lists every check):
 - trust: traffic it dropped as sealed by another token or for another mesh id; whether the
   doctor's own token is the node's;
 - a duplicate node id: peers or seeds holding its id at another address, refutations piling up;
+- stalls: its failure detector running late (a paused or starved process, which peers suspect);
 - ports both ways: the node dials each peer's mesh and data ports, each peer dials the node's;
 - clocks: each peer's wall clock against the node's, against the mesh's bound;
 - each ``--seed``: resolves, takes TCP, answers gossip sealed with this mesh's token and mesh id;
@@ -37,7 +38,7 @@ from ..errors import ConfigError
 from ..trust.keyring import Keyring
 from ..trust.rotation import load_ring, ring_at_start
 from ..trust.token import MeshToken, resolve_token
-from .doctor_checks import drop_findings, duplicate_findings, name_of, token_finding, view_findings
+from .doctor_checks import drop_findings, name_of, token_finding, view_findings
 from .doctor_facts import ClockSample, Finding, Seen
 from .doctor_net_checks import (
     clock_findings,
@@ -47,6 +48,7 @@ from .doctor_net_checks import (
     view_asymmetry_findings,
 )
 from .doctor_probe import Observed, observe
+from .doctor_suspicions import duplicate_findings, stall_findings
 from .node_http import NodeAccess, access_options
 from .params import HostPort, IPAddress, NodeURL, agent_default
 
@@ -166,6 +168,7 @@ def findings(
             refuted = seen.after.refutations - seen.before.refutations
             uptime_s = facts.uptime_s if facts is not None else 0.0
             found += duplicate_findings(me, refuted, seen.window_s, held, seen.after.refutations, uptime_s)
+            found += stall_findings(seen.before, seen.after, seen.window_s, uptime_s)
         relayed = self_entry.get("reach") == "relayed" and bool(self_entry.get("relays"))
         found += firewall_findings(seen.peers, me.name, relayed)
         found += view_asymmetry_findings(seen.peers, me.name)

@@ -11,8 +11,8 @@ Pure functions from what was observed (``doctor_facts.py``) to ``Finding``s:
   probes with it).
 - ``drop_findings``: gossip and data-plane traffic the node dropped because it was not sealed by
   its keys: evidence that a node with another token or mesh id talks to it.
-- ``duplicate_findings``: another process running with the node's id (a copied data dir): peers
-  or seeds holding the id at another address, or refutations piling up.
+
+Why peers doubt the node itself (a duplicate id, its own stalls) is ``doctor_suspicions.py``.
 """
 
 from __future__ import annotations
@@ -24,16 +24,10 @@ from typing import Any
 from ..addresses import parse_host_port
 from ..errors import ConfigError
 from ..mesh.load_news import LOAD_NEWS
-from .doctor_facts import Counters, Finding, Level, Seen
+from .doctor_facts import Counters, Finding, Level
 
-__all__ = ["drop_findings", "duplicate_findings", "token_finding", "view_findings"]
+__all__ = ["drop_findings", "token_finding", "view_findings"]
 
-# A healthy node refutes rarely (a false suspicion after a pause or a restart: a few a day). Two
-# processes with one id refute each other whenever one hears of the other: in bursts, at least once
-# per push-pull interval (10-30 s). Either many while the doctor looks, or a steady rate since start.
-DUPLICATE_REFUTATIONS = 3
-DUPLICATE_TOTAL = 5
-DUPLICATE_PER_HOUR = 60.0
 _VIEW = "this node's view (GET /v1/mesh)"
 
 
@@ -167,78 +161,6 @@ def drop_findings(before: Counters, after: Counters, window_s: float) -> list[Fi
             )
         )
     return found
-
-
-def duplicate_findings(
-    me: Seen,
-    refuted: float,
-    window_s: float,
-    held_elsewhere: Sequence[tuple[str, Seen]],
-    refuted_total: float = 0.0,
-    uptime_s: float = 0.0,
-) -> list[Finding]:
-    """Another process with this node's id.
-
-    `refuted`: refutations while the doctor looked (`window_s`); `refuted_total`: since the node
-    started, `uptime_s` ago; `held_elsewhere`: (who, how it holds this node's id).
-    """
-    tried = (
-        f"this node's refutations (GET /metrics) over {window_s:.0f} s and since it started, and where "
-        f"{len(held_elsewhere)} peer(s) and seed(s) hold its id"
-    )
-    fix = (
-        "a copied data dir gives two nodes one id: start the other with its own --data-dir (or remove "
-        "meshnode.db from its copy, so it makes a new id)"
-    )
-    by_addr: dict[str, list[str]] = {}
-    for who, seen in held_elsewhere:
-        if seen.node == me.node and seen.addr != me.addr:
-            by_addr.setdefault(seen.addr, []).append(who)
-    found = [
-        Finding(
-            "fail",
-            "id",
-            f"{', '.join(whom)} {'holds' if len(whom) == 1 else 'hold'} this node's id ({me.node[:8]}) at "
-            f"{addr}, but this node is at {me.addr}: another process runs with the same node id",
-            tried,
-            fix,
-        )
-        for addr, whom in by_addr.items()
-    ]
-    hourly = refuted_total * 3600 / max(uptime_s, 60.0)
-    if refuted >= DUPLICATE_REFUTATIONS or (
-        refuted_total >= DUPLICATE_TOTAL and hourly >= DUPLICATE_PER_HOUR
-    ):
-        found.append(
-            Finding(
-                "fail",
-                "id",
-                f"this node refuted {_refuted(refuted, window_s, refuted_total, uptime_s)} (a healthy node: "
-                "a few a day): another process is claiming its id",
-                tried,
-                fix,
-            )
-        )
-    elif refuted > 0 and not found:
-        found.append(
-            Finding(
-                "warn",
-                "id",
-                f"this node refuted a claim about itself while the doctor looked ({refuted_total:.0f} since "
-                "it started): normal after a pause, a duplicate id when it goes on",
-                tried,
-                "run the doctor again, or watch meshnode_refutations_total",
-            )
-        )
-    if not found:
-        found.append(Finding("ok", "id", f"no other process claims this node's id ({me.node[:8]})", tried))
-    return found
-
-
-def _refuted(refuted: float, window_s: float, total: float, uptime_s: float) -> str:
-    """How many claims about itself a node refuted, in the doctor's window and since it started."""
-    since = f"{total:.0f} claims about itself since it started {max(uptime_s, 60) / 60:.0f} min ago"
-    return f"{refuted:.0f} claims about itself in {window_s:.0f} s, {since}" if refuted else since
 
 
 def name_of(member: Mapping[str, Any]) -> str:

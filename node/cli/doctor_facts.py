@@ -192,3 +192,4 @@ class Counters:
     gossip_dropped: Mapping[str, float] = field(default_factory=dict)
     data_dropped: Mapping[str, float] = field(default_factory=dict)
     refutations: float = 0.0
+    stalls: float = 0.0

@@ -120,7 +120,7 @@ def parse_counters(text: str) -> Counters:
     """The counters a diagnosis reads, from a ``/metrics`` body (Prometheus text format)."""
     gossip: dict[str, float] = {}
     data: dict[str, float] = {}
-    refutations = 0.0
+    refutations = stalls = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             match sample.name:
@@ -130,7 +130,9 @@ def parse_counters(text: str) -> Counters:
                     data[sample.labels.get("reason", "")] = sample.value
                 case "meshnode_refutations_total":
                     refutations = sample.value
-    return Counters(gossip, data, refutations)
+                case "meshnode_stalls_total":
+                    stalls = sample.value
+    return Counters(gossip, data, refutations, stalls)
 
 
 class _Unanswered(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshnode.cli.doctor import findings
-from meshnode.cli.doctor_checks import drop_findings, duplicate_findings, token_finding, view_findings
+from meshnode.cli.doctor_checks import drop_findings, token_finding, view_findings
 from meshnode.cli.doctor_facts import (
     Counters,
     DialPair,
@@ -17,6 +17,7 @@ from meshnode.cli.doctor_facts import (
     Tried,
 )
 from meshnode.cli.doctor_probe import Observed, parse_counters
+from meshnode.cli.doctor_suspicions import duplicate_findings, stall_findings
 
 
 def member(node: str, status: str = "alive", mesh: str = "10.0.0.1:8471", **extra: Any) -> dict[str, Any]:
@@ -167,10 +168,32 @@ def test_counters_are_read_from_the_prometheus_text() -> None:
         'meshnode_data_dropped_total{reason="unauthenticated"} 2.0\n'
         "# TYPE meshnode_refutations counter\n"
         "meshnode_refutations_total 5.0\n"
+        "# TYPE meshnode_stalls counter\n"
+        "meshnode_stalls_total 2.0\n"
     )
     counters = parse_counters(text)
     assert counters.gossip_dropped == {"unknown_key": 3.0, "forged": 1.0}
     assert counters.data_dropped == {"unauthenticated": 2.0} and counters.refutations == 5.0
+    assert counters.stalls == 2.0
+
+
+def test_stalls_warn_while_the_doctor_looks_or_at_a_steady_rate_and_pauses_pass() -> None:
+    hour = 3600.0
+    [now] = stall_findings(Counters(stalls=4), Counters(stalls=6), 2.0, uptime_s=10 * hour)
+    assert now.level == "warn" and now.check == "stalls"
+    assert "2 while the doctor looked, 6 since it started 600 min ago" in now.detail
+    assert "starved of CPU" in now.detail and "throttling" in now.fix
+    # 12 in an hour: a node its machine keeps starving, though none happened just now.
+    [steady] = stall_findings(Counters(stalls=12), Counters(stalls=12), 2.0, uptime_s=hour)
+    assert steady.level == "warn" and "12 since it started 60 min ago" in steady.detail
+    # Two pauses in a day (a laptop's lid, a debugger) are no starved node.
+    [paused] = stall_findings(Counters(stalls=2), Counters(stalls=2), 2.0, uptime_s=24 * hour)
+    assert paused.level == "ok" and "pauses, not a starved node" in paused.detail
+    [never] = stall_findings(Counters(), Counters(), 2.0, uptime_s=hour)
+    assert (
+        never.level == "ok"
+        and never.detail == "this node's failure detector ran on time while the doctor looked"
+    )
 
 
 def test_one_run_s_observations_become_findings_in_print_order() -> None:
@@ -200,7 +223,17 @@ def test_one_run_s_observations_become_findings_in_print_order() -> None:
         ],
     )
     found = findings(seen, ["k1"], "$MESHNODE_TOKEN", machine=None)
-    assert [f.check for f in found] == ["peers", "reach", "token", "trust", "id", "firewall", "seed", "mdns"]
+    assert [f.check for f in found] == [
+        "peers",
+        "reach",
+        "token",
+        "trust",
+        "id",
+        "stalls",
+        "firewall",
+        "seed",
+        "mdns",
+    ]
     assert {f.level for f in found[:-1]} == {"ok"}
     assert "mDNS not checked" in found[-1].detail
 

@@ -116,6 +116,7 @@ class GossipRunner:
 
     def start(self) -> None:
         """Start receiving and the timer."""
+        self.core.stalls.begin(self.now())  # the core was made a while ago (``mesh/stalls.py``)
         self.transport.start(self._receive, lambda addr: self.relaying.connected(addr, self.now()))
         self._tasks = [asyncio.create_task(self._tick_forever(), name="gossip-tick")]
 

@@ -16,12 +16,14 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.agents import AgentProcess, Mesh, wait_for
+from tests.integration.agents import AgentProcess, Mesh
 
 FORM_TIMEOUT_S = 45.0
-# Longer than the local profile's probe timeout (0.1 s) by far: each pause is one stall.
+# Longer than the local profile's probe timeout (0.1 s) by far. A pause counts as a stall when the
+# node's timers are the first thing it runs on resuming; when a peer's answer is read first, there
+# is nothing late to count (mesh/stalls.py), so it takes a few pauses to see three.
 PAUSE_S = 0.6
-STALL_TIMEOUT_S = 20.0
+MAX_PAUSES = 20
 
 
 def test_a_node_paused_three_times_is_told_it_stalls(
@@ -30,15 +32,13 @@ def test_a_node_paused_three_times_is_told_it_stalls(
     mesh = start_mesh(2)
     mesh.wait_formed(FORM_TIMEOUT_S)
     paused = mesh.agents[0]
-    for count in (1, 2, 3):
+    pauses = 0
+    while stalls(paused) < 3:
+        assert pauses < MAX_PAUSES, f"{pauses} pauses, {stalls(paused)} stalls\n{paused.describe()}"
         paused.send_signal(signal.SIGSTOP)
         time.sleep(PAUSE_S)  # the fault itself: a process that does not run for this long
         paused.send_signal(signal.SIGCONT)
-        wait_for(
-            lambda count=count: stalls(paused) >= count,
-            STALL_TIMEOUT_S,
-            message=lambda: f"stalls counted: {stalls(paused)}\n{paused.describe()}",
-        )
+        pauses += 1
 
     told = doctor(paused)
     assert told.returncode == 0, told.stdout + told.stderr  # a warning, not a failure

@@ -115,3 +115,21 @@ def test_a_node_paused_for_seconds_in_a_busy_mesh_suspects_no_healthy_peer() -> 
         sim.run_for(3.0)
     assert core.stalls.count >= 20
     assert not accused, accused
+
+
+def test_the_wait_between_making_a_core_and_its_first_tick_is_no_stall() -> None:
+    core = core_with_peers(5)  # made at 0: an agent builds its other parts before it gossips
+    started = 10 * CONFIG.probe_interval_s
+    core.stalls.begin(started)
+    core.tick(started + CONFIG.probe_timeout_s / 2)
+    assert core.stalls.count == 0 and core.awareness.score == 0
+    # Once it ticks, a stall counts as before.
+    resumed = started + STALL_S
+    core.tick(resumed)
+    assert core.stalls.count == 1 and core.awareness.score == 1
+
+
+def test_without_begin_the_wait_before_the_first_tick_counts_as_a_stall() -> None:
+    core = core_with_peers(5)
+    core.tick(10 * CONFIG.probe_interval_s)
+    assert core.stalls.count == 1  # what the shell's begin() is for

@@ -61,9 +61,8 @@ def duplicate_findings(
         )
         for addr, whom in by_addr.items()
     ]
-    hourly = refuted_total * 3600 / max(uptime_s, 60.0)
     if refuted >= DUPLICATE_REFUTATIONS or (
-        refuted_total >= DUPLICATE_TOTAL and hourly >= DUPLICATE_PER_HOUR
+        refuted_total >= DUPLICATE_TOTAL and _per_hour(refuted_total, uptime_s) >= DUPLICATE_PER_HOUR
     ):
         found.append(
             Finding(
@@ -93,7 +92,7 @@ def duplicate_findings(
 
 def _refuted(refuted: float, window_s: float, total: float, uptime_s: float) -> str:
     """How many claims about itself a node refuted, in the doctor's window and since it started."""
-    since = f"{total:.0f} claims about itself since it started {max(uptime_s, 60) / 60:.0f} min ago"
+    since = f"{total:.0f} claims about itself {_since_start(uptime_s)}"
     return f"{refuted:.0f} claims about itself in {window_s:.0f} s, {since}" if refuted else since
 
 
@@ -108,9 +107,8 @@ def stall_findings(before: Counters, after: Counters, window_s: float, uptime_s:
     """Whether the node's failure detector ran late: `after` read `window_s` after `before`."""
     tried = f"this node's stalls (GET /metrics) over {window_s:.0f} s and since it started"
     recent = after.stalls - before.stalls
-    hourly = after.stalls * 3600 / max(uptime_s, 60.0)
-    since = f"{after.stalls:.0f} since it started {max(uptime_s, 60) / 60:.0f} min ago"
-    if recent > 0 or (after.stalls >= STALLS_TOTAL and hourly >= STALLS_PER_HOUR):
+    since = f"{after.stalls:.0f} {_since_start(uptime_s)}"
+    if recent > 0 or (after.stalls >= STALLS_TOTAL and _per_hour(after.stalls, uptime_s) >= STALLS_PER_HOUR):
         when = f"{recent:.0f} while the doctor looked, {since}" if recent > 0 else since
         return [
             Finding(
@@ -128,3 +126,12 @@ def stall_findings(before: Counters, after: Counters, window_s: float, uptime_s:
     earlier = f" ({since}: pauses, not a starved node)" if after.stalls else ""
     detail = f"this node's failure detector ran on time while the doctor looked{earlier}"
     return [Finding("ok", "stalls", detail, tried)]
+
+
+def _per_hour(total: float, uptime_s: float) -> float:
+    """`total` events since a start `uptime_s` ago, as a rate per hour (a minute at least)."""
+    return total * 3600 / max(uptime_s, 60.0)
+
+
+def _since_start(uptime_s: float) -> str:
+    return f"since it started {max(uptime_s, 60) / 60:.0f} min ago"

@@ -160,17 +160,13 @@ async def serve_http(server: uvicorn.Server, sock: socket.socket) -> asyncio.Tas
     """Start `server` on the bound `sock`; return its task once it accepts connections."""
     # The first synchronous route (``/metrics``) would import anyio's backend and start its thread
     # pool on the loop, tens of milliseconds (more on a busy machine): done here, at start-up.
-    await anyio.to_thread.run_sync(_nothing)
+    await anyio.to_thread.run_sync(lambda: None)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
     while not server.started:
         if task.done():
             raise ConfigError(f"cannot start the HTTP server on {sock.getsockname()}")
         await asyncio.sleep(0.01)
     return task
-
-
-def _nothing() -> None:
-    pass
 
 
 class _QuietServer(uvicorn.Server):

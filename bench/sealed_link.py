@@ -31,7 +31,8 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from meshnode.dataplane.frames import FrameReader
-from meshnode.dataplane.sealed_stream import SealedListener, SealedStream, StreamLimits, connect
+from meshnode.dataplane.sealed_listener import SealedListener, connect
+from meshnode.dataplane.sealed_stream import SealedStream, StreamLimits
 from meshnode.trust.keyring import derive_key
 from meshnode.trust.sealed import ClientHandshake, ServerKeys
 

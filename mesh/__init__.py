@@ -16,7 +16,8 @@ Membership (docs/membership.md)
     cores on a seeded event loop.
 Wire
     ``wire.py`` (gossip packets) and ``wire_fields.py`` (their checked fields), ``envelope.py``,
-    ``envelope_frames.py`` (a worker's Reply read as bytes) and ``bulk_frames.py`` (the data
+    ``envelope_frames.py`` (a worker's Reply read as bytes), ``reply_pieces.py`` (a file answer in
+    frames), ``worker_link.py`` (a link handed to a worker) and ``bulk_frames.py`` (the data
     plane), ``stream_frames.py`` (frames on a sealed link's byte stream, and its handshake frames),
     ``validated.py`` (validation kept by bytes).
 Shared tables

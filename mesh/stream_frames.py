@@ -117,6 +117,12 @@ class FrameSplitter:
         """Bytes held of a frame not yet complete."""
         return len(self._buffer)
 
+    def take_buffered(self) -> bytes:
+        """The bytes held that make no whole frame yet, given up (a link handed to another process)."""
+        held = bytes(self._buffer)
+        self._buffer.clear()
+        return held
+
     def feed(self, data: bytes, max_frames: int | None = None) -> list[bytes]:
         """The frames `data` completes, in order; FrameError for a length over the limit.
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from . import __version__
 from .addresses import advertise_host, check_derived, join_host_port, parse_host_port, public_host
 from .config import AgentConfig
-from .dataplane.server import DataPlaneServer, QueueOf, ServeLocal, SubmitLocal
+from .dataplane.server import DataPlaneServer, HandLocal, QueueOf, ServeLocal, SubmitLocal
 from .http.server import bind_http
 from .membership.discovery import Advert, Discovery, start_discovery
 from .membership.runner import GossipRunner
@@ -93,6 +93,7 @@ def bind_sockets(
     *,
     serve_local: ServeLocal,
     submit_local: SubmitLocal,
+    hand_local: HandLocal,
     queue_of: QueueOf,
     closers: list[Callable[[], object]],
 ) -> BoundSockets:
@@ -119,6 +120,7 @@ def bind_sockets(
         config.data_port,
         serve_local=serve_local,
         submit_local=submit_local,
+        hand_local=hand_local,
         queue_of=queue_of,
         max_frame_bytes=config.max_frame_bytes,
         max_in_flight_per_peer=config.serve_max_in_flight_per_peer,

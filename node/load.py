@@ -12,6 +12,7 @@ than that threshold, for minutes.
 from __future__ import annotations
 
 import collections
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -138,14 +139,16 @@ class SpeedMeter:
     def record(self, started: float, finished: float, *, service: bool = True) -> None:
         """One request finished; with `service`, ``finished - started`` was all service (no queue)."""
         if service:
-            sample = max(finished - started, 0.0)
-            previous = self.service_s
-            if previous is None:
-                self.service_s = sample
-            else:
-                sample = min(sample, previous * self.OUTLIER_FACTOR) if previous > 0 else sample
-                self.service_s = previous + self.SMOOTHING * (sample - previous)
+            self._smooth(max(finished - started, 0.0))
         self._completions.append(finished)
+        self._expire(finished)
+
+    def record_many(self, finished: float, count: int, service_s: float | None) -> None:
+        """`count` requests measured elsewhere (a worker's lanes) finished by `finished`, with a
+        smoothed service time of `service_s` (one sample, weighed as one request's)."""
+        if service_s is not None and count:
+            self._smooth(service_s)
+        self._completions.extend(itertools.repeat(finished, count))
         self._expire(finished)
 
     def throughput(self, now: float) -> float:
@@ -163,6 +166,14 @@ class SpeedMeter:
         if self.service_s is None:
             return {}
         return {"service_ms": round(self.service_s * 1000, 3), "rps": round(self.throughput(now), 3)}
+
+    def _smooth(self, sample: float) -> None:
+        previous = self.service_s
+        if previous is None:
+            self.service_s = sample
+        else:
+            sample = min(sample, previous * self.OUTLIER_FACTOR) if previous > 0 else sample
+            self.service_s = previous + self.SMOOTHING * (sample - previous)
 
     def _expire(self, now: float) -> None:
         horizon = now - self.WINDOW_S

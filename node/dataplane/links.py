@@ -33,7 +33,6 @@ machine unplugged) in seconds, before the failure detector's verdict.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import AsyncGenerator, Mapping
@@ -60,8 +59,9 @@ from ..mesh.types import NodeId
 from ..trust.sealed import announced_key
 from .answers import Answers, LastAnswer, Sink, last_of, past_deadline, time_out
 from .deadline_timer import DeadlineTimer
-from .peer_link import PeerLink, PendingCall, QueueReport
+from .peer_link import PeerLink, PendingCall, QueueReport, close_idle
 from .sealed_stream import StreamLimits
+from .worker_lanes import WorkerLanes
 
 if TYPE_CHECKING:
     from ..config import AgentConfig
@@ -95,6 +95,7 @@ class PeerLinks:
         self._sweep: asyncio.TimerHandle | None = None
         self.dropped: dict[str, int] = {}
         self._reports: dict[tuple[NodeId, str], QueueReport] = {}
+        self._lanes = WorkerLanes(self._make_lane)  # links straight to peers' workers
         # Set by ``close``: the context is gone, so no link can be made any more.
         self._closed = False
         # Calls outstanding per node running them, kept as they start and end: routing reads it on
@@ -129,9 +130,9 @@ class PeerLinks:
         )
 
     def open_links(self) -> dict[str, int]:
-        """Links open now, by lane: ``serving`` and ``bulk`` (``/metrics``)."""
+        """Links open now, by lane: ``serving``, ``bulk`` and ``worker`` (``/metrics``)."""
         bulk = sum(1 for _, is_bulk in self._links if is_bulk)
-        return {"serving": len(self._links) - bulk, "bulk": bulk}
+        return {"serving": len(self._links) - bulk, "bulk": bulk, "worker": len(self._lanes.links)}
 
     def in_flight(self) -> Mapping[NodeId, int]:
         """Requests outstanding per node running them: routing's in-flight correction (read-only, live)."""
@@ -158,7 +159,7 @@ class PeerLinks:
         rid = call.request_id
         link.hold()
         try:
-            refusal = await self._refusal(link, call, deadline)
+            refusal = await link.refusal(self._max_in_flight, deadline, self._connect_timeout_s)
             if refusal is not None:
                 yield Failure(rid, "peer_unreachable", refusal, True)
                 return
@@ -210,7 +211,10 @@ class PeerLinks:
         ``call``'s contract (refusals as retryable failures, ``DeadlineExceeded``, a cancelled wait
         cancels the work on the peer), without a stream to step when the link is open and has room.
         """
-        link = self._links.get((node, False))
+        loop = asyncio.get_running_loop()
+        link = self._lanes.ready(node, addr, key, call.deployment, loop.time()) if not self._closed else None
+        if link is None or len(link.pending) >= self._max_in_flight:
+            link = self._links.get((node, False))  # the peer's agent relays it to its worker
         if (
             link is None
             or not link.connected
@@ -219,7 +223,6 @@ class PeerLinks:
             or self._closed
         ):
             return await last_of(self.call(node, addr, key, call))  # what it takes to get there
-        loop = asyncio.get_running_loop()
         rid = call.request_id
         link.hold()
         answer = LastAnswer()
@@ -250,8 +253,8 @@ class PeerLinks:
         """The peer is dead or left: fail what is outstanding there (retryable) and close the link."""
         for key in [key for key in self._reports if key[0] == node]:
             del self._reports[key]
-        for lane in (False, True):
-            link = self._links.pop((node, lane), None)
+        gone = [self._links.pop((node, bulk), None) for bulk in (False, True)]
+        for link in [*gone, *self._lanes.forget(node)]:
             if link is not None:
                 for pending in link.pending.values():
                     self._uncount(pending)  # outstanding no more, though its caller has yet to see it
@@ -270,7 +273,7 @@ class PeerLinks:
         if self._sweep is not None:
             self._sweep.cancel()
         self._deadlines.close()  # the calls outstanding fail with their links, below
-        for node in {node for node, _ in self._links}:
+        for node in {node for node, _ in [*self._links, *self._lanes.links]}:
             self.forget(node, "this node is stopping")
 
     # -- internals -------------------------------------------------------------------------
@@ -307,40 +310,31 @@ class PeerLinks:
                 self._sweep = asyncio.get_running_loop().call_later(self._idle_s, self._close_idle)
         return link
 
+    def _make_lane(self, node: NodeId, addr: str, key: str, deployment: str) -> PeerLink | None:
+        """A worker lane to `node` for `deployment` (``worker_lanes.py``), dialing; None for a bad `key`."""
+        raw_key = announced_key(key)
+        if raw_key is None:
+            return None
+        now = asyncio.get_running_loop().time()
+        lane = PeerLink(
+            node, addr, key, raw_key, self._token, self._limits, False, now, self, bind=deployment
+        )
+        if self._sweep is None and self._idle_s > 0:
+            self._sweep = asyncio.get_running_loop().call_later(self._idle_s, self._close_idle)
+        return lane
+
     def _close_idle(self) -> None:
         """Close the links no call has held for ``idle_s``; look again when the next one will be."""
         now = asyncio.get_running_loop().time()
         self._sweep = None
-        next_at = math.inf
-        for key, link in list(self._links.items()):
-            until = link.idle_until(self._idle_s)
-            if until is not None and until <= now:
-                del self._links[key]  # nothing pending on it: nothing to fail
-                link.close()
-            else:
-                next_at = min(next_at, until if until is not None else now + self._idle_s)
+        next_at = min(
+            close_idle(self._links, now, self._idle_s), close_idle(self._lanes.links, now, self._idle_s)
+        )
         if next_at < math.inf:
             # Links that went idle together (a listing asked every node) close in one pass, not one
             # pass over every link each.
             next_at = max(next_at, now + min(self._idle_s, _SWEEP_SPACING_S))
             self._sweep = asyncio.get_running_loop().call_at(next_at, self._close_idle)
-
-    async def _refusal(self, link: PeerLink, call: Call, deadline: float) -> str | None:
-        """Why `call` cannot be sent on `link` now, or None when it can."""
-        if len(link.pending) >= self._max_in_flight:
-            return f"{len(link.pending)} requests already outstanding at {link.addr}"
-        if link.connected:
-            return None
-        if link.handshake.is_set():
-            return f"the connection to {link.addr} dropped"
-        loop = asyncio.get_running_loop()
-        wait_until = min(deadline, loop.time() + self._connect_timeout_s)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(wait_until):
-                await link.handshake.wait()
-        return (
-            None if link.connected else f"no connection to {link.addr} within {self._connect_timeout_s:g} s"
-        )
 
     def _token(self) -> str:
         return self.token
@@ -353,6 +347,9 @@ class PeerLinks:
         except EnvelopeError as exc:
             self._count_drop(link, "malformed")
             log.warning("dropped a bad data-plane frame from %s: %s", link.addr, exc)
+            return
+        if link.bind is not None and not link.connected:  # a worker lane's first frame
+            self._lanes.answered(link, message, asyncio.get_running_loop().time())
             return
         if not isinstance(message, Chunk | Reply | Failure | Progress):
             self._count_drop(link, "unexpected")
@@ -367,13 +364,20 @@ class PeerLinks:
         pending.queue.put_nowait(message)
 
     def link_opened(self, link: PeerLink) -> None:
-        """`link`'s handshake completed: calls waiting for it go."""
+        """`link`'s handshake completed: calls waiting for it go (a worker lane's, once the worker has it)."""
+        if link.bind is not None:
+            self._lanes.opened(link)
+            return
         link.connected = True
         link.handshake.set()
 
     def link_dropped(self, link: PeerLink, opened: bool, reason: str) -> None:
         """`link` dropped (it redials), or its handshake was refused (it is forgotten)."""
         link.handshake.set()  # callers waiting for it move on now
+        if link.bind is not None:  # a worker lane is never redialed: the next call asks anew
+            link.fail_all("peer_lost", f"the link to {link.addr}'s worker dropped ({reason})")
+            self._lanes.dropped(link)
+            return
         if opened:
             link.connected = False
             log.debug("the data-plane link to %s dropped (%s)", link.addr, reason)

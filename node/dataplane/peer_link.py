@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..mesh.envelope import Failure
 from ..mesh.types import NodeId
 from .answers import Sink
 from .dialer import Dialer
 from .sealed_stream import StreamLimits
+
+K = TypeVar("K")
 
 
 @dataclass
@@ -55,8 +59,10 @@ class PeerLink:
         bulk: bool,
         now: float,
         events: LinkEvents,
+        bind: str | None = None,
     ) -> None:
         self.node = node
+        self.bind = bind  # a worker lane's deployment (``worker_lanes.py``); None: the peer's agent
         self.bulk = bulk
         self.addr = addr
         self.server_key = server_key  # as gossip announced it: a restarted peer announces another
@@ -111,12 +117,41 @@ class PeerLink:
         for rid, pending in self.pending.items():
             pending.queue.put_nowait(Failure(rid, kind, message, True))
 
+    async def refusal(self, max_in_flight: int, deadline: float, connect_timeout_s: float) -> str | None:
+        """Why a call cannot be sent on this link now (waiting up to `connect_timeout_s`, never
+        past `deadline`, for it to open), or None when it can."""
+        if len(self.pending) >= max_in_flight:
+            return f"{len(self.pending)} requests already outstanding at {self.addr}"
+        if self.connected:
+            return None
+        if self.handshake.is_set():
+            return f"the connection to {self.addr} dropped"
+        wait_until = min(deadline, asyncio.get_running_loop().time() + connect_timeout_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(wait_until):
+                await self.handshake.wait()
+        return None if self.connected else f"no connection to {self.addr} within {connect_timeout_s:g} s"
+
     def send(self, payload: bytes, *, flush: bool = False) -> str | None:
         """Send one envelope (``SealedStream.send``); None when taken, else why not."""
         return self.dialer.send(payload, flush=flush)
 
     def close(self) -> None:
         self.dialer.close()
+
+
+def close_idle(table: dict[K, PeerLink], now: float, idle_s: float) -> float:
+    """Close and remove the links of `table` no call has held for `idle_s`; when the next one will
+    have been (loop time; infinity when none is left)."""
+    next_at = math.inf
+    for key, link in list(table.items()):
+        until = link.idle_until(idle_s)
+        if until is not None and until <= now:
+            del table[key]  # nothing pending on it: nothing to fail
+            link.close()
+        else:
+            next_at = min(next_at, until if until is not None else now + idle_s)
+    return next_at
 
 
 class LinkEvents(Protocol):
@@ -135,4 +170,4 @@ class LinkEvents(Protocol):
         ...
 
 
-__all__ = ["LinkEvents", "PeerLink", "PendingCall", "QueueReport"]
+__all__ = ["LinkEvents", "PeerLink", "PendingCall", "QueueReport", "close_idle"]

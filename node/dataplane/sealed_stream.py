@@ -29,8 +29,8 @@ Life of a link:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +40,7 @@ from ..http.corked import CorkedTransport
 from ..mesh.stream_frames import FrameError, FrameSplitter, frame_header
 from ..trust.sealed import SEAL_TAG_BYTES, ClientHandshake, LinkKeys, SealedError, ServerKeys
 
-__all__ = ["SealedListener", "SealedStream", "StreamLimits", "connect"]
+__all__ = ["OnClose", "OnFrame", "OnOpen", "SealedStream", "StreamLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,13 @@ class SealedStream(asyncio.Protocol):
         *,
         dialing: ClientHandshake | None = None,
         answering: ServerKeys | None = None,
+        adopted: tuple[LinkKeys, bytes] | None = None,
         on_open: OnOpen = _ignore,
         on_close: OnClose = _ignore,
     ) -> None:
-        if (dialing is None) == (answering is None):
-            raise ValueError("a sealed stream either dials or answers")
+        if sum(side is not None for side in (dialing, answering, adopted)) != 1:
+            raise ValueError("a sealed stream dials, answers, or takes over an open link")
+        self._adopted = adopted
         self._limits = limits
         self._on_frame = on_frame
         self._on_open = on_open
@@ -91,6 +93,8 @@ class SealedStream(asyncio.Protocol):
         self._dialing = dialing
         self._answering = answering
         self._splitter = FrameSplitter(_HANDSHAKE_FRAME_BYTES)
+        self._split: list[bytes] = []  # the frames of the bytes being read
+        self._opened_up_to = 0  # how many of them were opened
         self._keys: LinkKeys | None = None
         self._transport: CorkedTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -118,6 +122,13 @@ class SealedStream(asyncio.Protocol):
         peer = self._transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         loop = asyncio.get_running_loop()
+        if self._adopted is not None:  # opened by another process, which handed it here
+            self._keys, held = self._adopted
+            self._adopted = None
+            self._splitter.limit = self._limits.max_frame_bytes + SEAL_TAG_BYTES
+            self._open()
+            self.data_received(held)
+            return
         self._timer = loop.call_later(self._limits.handshake_timeout_s, self._handshake_late)
         if self._dialing is not None:
             self._write(self._dialing.hello())
@@ -128,13 +139,15 @@ class SealedStream(asyncio.Protocol):
             if self.opened:
                 keys = self._keys
                 assert keys is not None
-                for frame in self._splitter.feed(data):
+                self._split, self._opened_up_to = self._splitter.feed(data), 0
+                for frame in self._split:
                     payload = keys.receive.open(frame)
+                    self._opened_up_to += 1  # the rest is what a hand-over leaves to the new owner
                     if payload:
                         self._on_frame(self, payload)
                     else:
                         self.heartbeats += 1
-                    if self.closed:  # the handler closed the link
+                    if self.closed:  # the handler closed the link (or handed it over)
                         return
             else:
                 self._handshake(data)
@@ -160,6 +173,11 @@ class SealedStream(asyncio.Protocol):
             self.closed = True
             self.reason = "lost"
         self._on_close(self)
+
+    @property
+    def reading(self) -> bool:
+        """Frames of the bytes being read wait to be handled after the one being handled now."""
+        return self._opened_up_to < len(self._split)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -210,6 +228,28 @@ class SealedStream(asyncio.Protocol):
         """Read again after ``pause_reading``."""
         if self._transport is not None and not self.closed:
             self._transport.resume_reading()
+
+    def hand_over(self) -> tuple[socket.socket, LinkKeys, bytes]:
+        """Stop serving this open link here and give up its connection, keys and unread bytes.
+
+        The caller passes them to another process, which resumes the link (``adopted``); this end
+        closes without a word to the peer (``on_close`` runs, with reason ``"handed"``)."""
+        transport, keys = self._transport, self._keys
+        if not self.opened or self.closed or transport is None or keys is None:
+            raise ConnectionError("only an open link can be handed over")
+        transport.flush()  # every frame sealed here must reach the peer before the new owner's
+        if transport.get_write_buffer_size():
+            raise ConnectionError("the link has writes the peer has not taken yet")
+        transport.pause_reading()
+        raw = transport.get_extra_info("socket")
+        sock = socket.socket(fileno=os.dup(raw.fileno()))
+        # Frames read with the one being handled and not opened yet, then a frame's first bytes.
+        unread = self._split[self._opened_up_to :]
+        held = b"".join(frame_header(len(frame)) + frame for frame in unread) + self._splitter.take_buffered()
+        self.closed = True
+        self.reason = "handed"
+        transport.abort()  # closes our descriptor only: the connection lives on in the copy
+        return sock, keys, held
 
     def close(self, reason: str = "closed", detail: str = "") -> None:
         """Close the link; `reason` names why (a drop counter). ``on_close`` follows."""
@@ -287,107 +327,3 @@ class SealedStream(asyncio.Protocol):
             self.send(b"")
         self._heard = self._spoke = False
         self._timer = asyncio.get_running_loop().call_later(limits.heartbeat_interval_s, self._beat)
-
-
-async def connect(
-    host: str,
-    port: int,
-    dialing: ClientHandshake,
-    limits: StreamLimits,
-    on_frame: OnFrame,
-    *,
-    on_close: OnClose = _ignore,
-) -> SealedStream:
-    """Dial `host`:`port` and wait until the link is open; ConnectionError when it does not open."""
-    loop = asyncio.get_running_loop()
-    opened: asyncio.Future[None] = loop.create_future()
-
-    def on_open(_stream: SealedStream) -> None:
-        if not opened.done():
-            opened.set_result(None)
-
-    def closed(stream: SealedStream) -> None:
-        if not opened.done():
-            opened.set_exception(ConnectionError(f"the link to {host}:{port} did not open ({stream.reason})"))
-        on_close(stream)
-
-    stream = SealedStream(limits, on_frame, dialing=dialing, on_open=on_open, on_close=closed)
-    await loop.create_connection(lambda: stream, host, port)
-    try:
-        await opened
-    except asyncio.CancelledError:
-        stream.close()
-        raise
-    return stream
-
-
-class SealedListener:
-    """Answers sealed links on one TCP port; counts what it refused, by reason."""
-
-    def __init__(
-        self,
-        keys: ServerKeys,
-        limits: StreamLimits,
-        on_frame: OnFrame,
-        *,
-        on_open: OnOpen = _ignore,
-        on_close: OnClose = _ignore,
-        max_unopened: int = 256,
-    ) -> None:
-        self.keys = keys
-        self._limits = limits
-        self._on_frame = on_frame
-        self._on_open = on_open
-        self._on_close = on_close
-        self._max_unopened = max_unopened  # connections still in their handshake, at most
-        self._unopened = 0
-        self._server: asyncio.Server | None = None
-        self.streams: set[SealedStream] = set()  # open links
-        self.refused: dict[str, int] = {}  # connections closed before they opened, by reason
-
-    async def listen(self, host: str, port: int) -> int:
-        """Start answering on `host`:`port`; return the bound port."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._stream, host, port, reuse_address=True)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def listen_on(self, sock: socket.socket) -> int:
-        """Start answering on `sock`, bound and listening already; return its port."""
-        self._server = await asyncio.get_running_loop().create_server(self._stream, sock=sock)
-        return int(sock.getsockname()[1])
-
-    async def close(self) -> None:
-        """Stop answering and close every link."""
-        if self._server is not None:
-            self._server.close()
-        for stream in list(self.streams):
-            stream.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-
-    def _stream(self) -> SealedStream:
-        stream = SealedStream(
-            self._limits,
-            self._on_frame,
-            answering=self.keys,
-            on_open=self._opened,
-            on_close=self._closed,
-        )
-        self._unopened += 1
-        if self._unopened > self._max_unopened:
-            stream.close("busy")  # its connection is dropped as soon as it is made
-        return stream
-
-    def _opened(self, stream: SealedStream) -> None:
-        self._unopened -= 1
-        self.streams.add(stream)
-        self._on_open(stream)
-
-    def _closed(self, stream: SealedStream) -> None:
-        if stream.opened:
-            self.streams.discard(stream)
-        else:
-            self._unopened -= 1
-            self.refused[stream.reason] = self.refused.get(stream.reason, 0) + 1
-        self._on_close(stream)

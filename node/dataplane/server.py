@@ -5,16 +5,17 @@ Each frame is one envelope (``mesh/envelope.py``). A ``Call`` from a peer runs o
 ``Reply`` or ``Failure`` go back to the peer's connection as they come. A ``Cancel`` stops the
 request. A call that neither streams nor reports progress is submitted to the replica, which hands
 its last answer back by callback (``serving/submitted.py``): no task per request. A file answer
-larger than ``chunk_bytes`` leaves as several frames (``Chunk``s of bytes,
-then a ``Reply`` with the last piece), so it does not hold up other requests on that connection.
+larger than ``chunk_bytes`` leaves in pieces (``mesh/reply_pieces.py``), so it does not hold up
+other requests on that connection. A link whose first frame asks for the worker of a deployment
+(``mesh/worker_link.py``) is handed to that worker, which serves it from then on
+(``serving/worker_links.py``), or declined and served here.
 
 Only members get this far: every connection opens with the sealed handshake (``trust/sealed.py``),
-which admits only holders of the mesh's tokens; anyone else's connection is closed before any
-frame of it is read, and counted. Hostile or broken input from members never takes the agent down: frames
+which admits only holders of the mesh's tokens; anyone else's connection is closed before any frame
+of it is read, and counted. Hostile or broken input from members never takes the agent down: frames
 are validated like membership packets (size, msgpack, version, field types) and bad ones are
-dropped and counted by reason on ``/metrics``; each peer may have at most
-``max_in_flight_per_peer`` requests running here, the rest are refused as full (retryable, so its
-router tries elsewhere).
+dropped and counted by reason on ``/metrics``; each peer may have at most ``max_in_flight_per_peer``
+requests running here, the rest are refused as full (retryable, so its router tries elsewhere).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import replace
 from typing import Protocol
 
 from ..addresses import listen_tcp
@@ -39,6 +39,7 @@ from ..mesh.envelope import (
     Envelope,
     EnvelopeError,
     Failure,
+    Hello,
     Progress,
     RelayCall,
     Reply,
@@ -46,9 +47,12 @@ from ..mesh.envelope import (
     encode_envelope,
 )
 from ..mesh.envelope_frames import reply_with_queue
+from ..mesh.reply_pieces import reply_pieces
+from ..mesh.worker_link import asked_for, declined
 from ..trust.sealed import NodeKey, ServerKeys
 from .relay import RelayTable
-from .sealed_stream import SealedListener, SealedStream, StreamLimits
+from .sealed_listener import SealedListener
+from .sealed_stream import SealedStream, StreamLimits
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,9 @@ SubmitLocal = Callable[[Call, Callable[[Envelope], None], bytes], "Cancellable |
 QueueOf = Callable[[str], int]
 # What a peer is told when serving its request failed here in a way no error of ours names.
 SERVING_FAILED = "the serving node failed (see its log)"
+# Hands a peer's open link to the worker of a deployment's replica here, with the most calls it may
+# hold for that peer and the size of a file answer's pieces; None when done, else why not.
+HandLocal = Callable[[str, SealedStream, int, int], "str | None"]
 # Sends one envelope on a link; None when taken, else why not.
 SendOn = Callable[[bytes], str | None]
 
@@ -92,6 +99,7 @@ class DataPlaneServer:
         keys: NodeKey,
         tokens: Sequence[str],
         submit_local: SubmitLocal | None = None,
+        hand_local: HandLocal | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -113,6 +121,7 @@ class DataPlaneServer:
         )
         self._serving: asyncio.Task[int] | None = None
         self._peers: dict[bytes, SealedStream] = {}  # open links, by the id given when they opened
+        self._fresh: set[bytes] = set()  # open links that sent no frame yet
         self._peer_ids = itertools.count(1)
         self._running: dict[tuple[bytes, str], Cancellable] = {}
         self._per_peer: dict[bytes, int] = {}
@@ -123,6 +132,9 @@ class DataPlaneServer:
         self._channels: dict[bytes, SendOn] = {}
         self.received = 0
         self.dropped: dict[str, int] = {}
+        # Hands a peer's link to the worker of a deployment's replica here (``serving/worker_links.py``).
+        self.hand_local = hand_local
+        self.handed = 0  # links handed to workers
 
     def bind(self) -> int:
         """Bind and listen (ConfigError naming --data when the port cannot be had); return the port.
@@ -162,9 +174,11 @@ class DataPlaneServer:
     def _on_open(self, stream: SealedStream) -> None:
         stream.link_id = b"peer %d" % next(self._peer_ids)
         self._peers[stream.link_id] = stream
+        self._fresh.add(stream.link_id)
 
     def _on_close(self, stream: SealedStream) -> None:
         peer = stream.link_id
+        self._fresh.discard(peer)
         if self._peers.pop(peer, None) is None:
             return
         # Its requests' answers have nowhere to go: stop them now, not at their next answer.
@@ -177,6 +191,9 @@ class DataPlaneServer:
 
     def _on_envelope(self, peer: bytes, frame: bytes) -> None:
         self.received += 1
+        fresh = peer in self._fresh  # its first frame: only then may it ask for a worker's link
+        if fresh:
+            self._fresh.discard(peer)
         try:
             message = decode_envelope(frame, max_bytes=self._max_frame_bytes)
         except EnvelopeError as exc:
@@ -194,10 +211,27 @@ class DataPlaneServer:
                 self.relays.pass_on(peer, message)
             case Attach() if peer not in self._channels:
                 self.relays.attach(peer, message)
+            case Hello() if fresh and (deployment := asked_for(message)) is not None:
+                self._hand_over(peer, deployment)
             case Chunk() | Reply() | Failure() | Progress() if self.relays.answer(peer, message):
                 pass
             case _:
                 self._drop("unexpected", f"a {type(message).__name__} is not a request")
+
+    def _hand_over(self, peer: bytes, deployment: str) -> None:
+        """A peer asks for a link straight to the worker of `deployment`'s replica here."""
+        stream = self._peers[peer]
+        why = "this node hands no links to its workers"
+        if self.hand_local is not None:
+            del self._peers[peer]  # the worker's from now on: its closing here cancels nothing
+            refused = self.hand_local(deployment, stream, self._max_in_flight, self._chunk_bytes)
+            if refused is None:
+                self.handed += 1
+                return
+            if stream.closed:
+                return  # lost on the way (the worker went away meanwhile): the peer sees it close
+            self._peers[peer], why = stream, refused
+        self._send_soon(peer, declined(why))
 
     def open_channel(self, channel: bytes, send: SendOn) -> None:
         """Serve calls that arrive on a link of this node's own (``on_channel_frames``), answering on it."""
@@ -276,7 +310,7 @@ class DataPlaneServer:
                 answer = Reply(rid, data, content_type, queue)
             case Failure(rid, kind, text, retryable):
                 answer = Failure(rid, kind, text, retryable, queue)
-        return [encode_envelope(message) for message in self._frames(answer, call)]
+        return [encode_envelope(message) for message in reply_pieces(answer, self._chunk_bytes)]
 
     def _cancel(self, key: tuple[bytes, str]) -> None:
         """Stop a peer's request running here, and forget it."""
@@ -313,7 +347,7 @@ class DataPlaneServer:
                     case Failure(_, kind, text, retryable):
                         queue = max(0, self._queue_of(call.deployment) - 1)
                         message = Failure(rid, kind, text, retryable, queue)
-                for frame in self._frames(message, call):
+                for frame in [message] if call.stream else reply_pieces(message, self._chunk_bytes):
                     self._send(peer, frame)
                 stream = self._peers.get(peer)
                 if stream is None:
@@ -331,16 +365,6 @@ class DataPlaneServer:
             log.exception("request %s from a peer failed", rid)
             queue = self._queue_of(call.deployment)
             self._send_soon(peer, Failure(rid, "internal", SERVING_FAILED, False, queue))
-
-    def _frames(self, message: Envelope, call: Call) -> list[Envelope]:
-        """Split a large file answer into frames (see the module docstring)."""
-        match message:
-            case Reply(rid, bytes() as data) if len(data) > self._chunk_bytes and not call.stream:
-                size, view = self._chunk_bytes, memoryview(data)  # slices of it, not copies
-                pieces = [view[i : i + size] for i in range(0, len(data), size)]
-                chunks: list[Envelope] = [Chunk(rid, seq, piece) for seq, piece in enumerate(pieces[:-1])]
-                return [*chunks, replace(message, data=pieces[-1])]
-        return [message]
 
     def _send(self, peer: bytes, message: Envelope) -> None:
         """Send to `peer` now; _PeerGone if it went away (or stopped reading): its request stops."""

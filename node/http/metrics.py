@@ -109,6 +109,11 @@ class _AgentCollector(Collector):
         )
         data_frames.add_metric(["in"], stats["data_received"])
         yield data_frames
+        yield CounterMetricFamily(
+            "meshnode_data_links_handed",
+            "Peers' links this node handed to a replica's worker, which answers their calls itself.",
+            value=stats["data_links_handed"],
+        )
         data_dropped = CounterMetricFamily(
             "meshnode_data_dropped",
             "Data-plane connections and frames dropped: unauthenticated (connections that failed the "
@@ -163,8 +168,8 @@ class _AgentCollector(Collector):
         yield outstanding
         links = GaugeMetricFamily(
             "meshnode_data_links_open",
-            "Data-plane links this node has open to peers, by lane (serving, bulk); a link no request "
-            "used for forward_link_idle_s is closed.",
+            "Data-plane links this node has open to peers, by lane (serving, bulk, worker: straight to "
+            "a peer's worker); a link no request used for forward_link_idle_s is closed.",
             labels=["lane"],
         )
         for lane, count in stats["data_links_open"].items():

@@ -48,6 +48,7 @@ class Parts:
             "forward_in_flight": {names.get(node, node): n for node, n in self.links.in_flight().items()},
             "data_links_open": self.links.open_links(),
             "data_received": dataplane.received,
+            "data_links_handed": dataplane.handed,
             "data_dropped": {
                 **dataplane.dropped,
                 # Connections closed in the sealed handshake: not members (trust/sealed.py). One

@@ -9,6 +9,9 @@
 - ``worker_run.py``: one run of a worker until it exits, and how it ended (a failed start or not)
 - ``worker.py``: the worker process's own shell (``python -m meshnode.serving.worker``)
 - ``pipe.py``: ``FramePipe``, the link between the agent and one worker (a socket pair, framed)
+- ``handoff.py``: what crosses a worker's handoff socket: peers' links down, its reports back;
+  ``handed_links.py``: ``HandedLinks``, the agent's end; ``worker_links.py``: ``WorkerLinks``, the
+  worker's, which answers the calls of the links handed to it
 - ``deployments.py``: ``Deployments``, runs the autoscaler and placement, starts and stops replicas here
 - ``decisions.py``: ``Decisions``, each round's autoscaler, pre-warm forecast and plan per deployment
 - ``plans.py``: placement plans, cached per live host set, and what an app needs of a node

@@ -3,7 +3,8 @@
 The agent never runs model code. For each replica it hosts, a ``Replica`` starts ``python -m
 meshnode.serving.worker`` (``worker.py``, the shell around ``inference/worker.py``) with one end of a
 socket pair of its own (``pipe.py``), and relays ``Call`` envelopes in and ``Chunk``/``Reply``/
-``Failure`` envelopes out (``mesh/envelope.py``), one frame each.
+``Failure`` envelopes out (``mesh/envelope.py``), one frame each. Peers' links may be handed to the
+worker, which serves their calls itself and reports them (``handed_links.py``): they count here.
 
 Invariants:
 
@@ -25,13 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..dataplane.answers import Answers, Sink, past_deadline
+from ..dataplane.sealed_stream import SealedStream
 from ..errors import Conflict, NotReady, Overloaded
 from ..load import SpeedMeter
 from ..mesh.backoff import Backoff
@@ -53,12 +54,13 @@ from ..mesh.envelope import (
 from ..mesh.queueing import QueueState, admit, counts_as_service
 from ..mesh.replica_state import MAX_ERROR_CHARS, ReplicaEntry, ReplicaState, known_kinds
 from ..mesh.restarts import WorkerExit, next_start
+from .handed_links import HandedLinks
 from .in_flight import InFlight
-from .pipe import FramePipe, open_pipe
+from .pipe import FramePipe
 from .replica_model import ReplicaModel
 from .replica_settings import ReplicaSettings
 from .submitted import Submitted
-from .worker_process import spawn_worker, terminate
+from .worker_process import start_worker, terminate
 from .worker_run import report_exit, wait_exit
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 class _Worker:
     process: asyncio.subprocess.Process
     pipe: FramePipe
+    links: HandedLinks  # peers' links handed to it, and its reports on their calls
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -167,8 +170,8 @@ class Replica:
 
     @property
     def in_flight(self) -> int:
-        """Requests admitted and not finished."""
-        return len(self._in_flight)
+        """Requests admitted and not finished: through the agent, and on links handed to the worker."""
+        return len(self._in_flight) + (self._worker.links.in_flight if self._worker else 0)
 
     async def start(self) -> None:
         """Start supervising (returns at once, before the worker is ready)."""
@@ -230,12 +233,19 @@ class Replica:
         timer = self._send(worker, call, submitted, deadline, frame)
         return submitted
 
+    def hand_link(self, stream: SealedStream, max_in_flight: int, chunk_bytes: int) -> None:
+        """Give a peer's open link to the worker (NotReady unless serving; OSError: the worker is gone)."""
+        if not self.serving or self._worker is None:
+            raise NotReady(f"replica of {self.deployment} is {self.state.value}", retry_after_s=1.0)
+        limits = {"capacity": self.capacity, "slots": self.slots, "max_in_flight": max_in_flight}
+        self._worker.links.hand(stream, **limits, chunk_bytes=chunk_bytes)
+
     def _admit(self, call: Call) -> tuple[_Worker, int]:
         """The worker for `call` and the requests in flight before it; NotReady, Overloaded or Conflict."""
         if not self.serving or self._worker is None:
             reason = self.last_error or f"replica of {self.deployment} is {self.state.value}"
             raise NotReady(reason, retry_after_s=2.0)
-        found = len(self._in_flight)
+        found = self.in_flight
         queue = QueueState(found, self.slots, self.capacity, self.speed.service_s)
         refusal = admit(queue, call.timeout_ms / 1000)
         if refusal is not None:
@@ -260,9 +270,11 @@ class Replica:
         if self._phase is ReplicaState.READY:
             self._phase = ReplicaState.DRAINING
             self._on_change()
+        if self._worker is not None:
+            self._worker.links.drain()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_timeout_s
-        while self._in_flight and loop.time() < deadline:
+        while self.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)
         await self._terminate_worker()
         for task in self._tasks:
@@ -309,25 +321,18 @@ class Replica:
 
     async def _run_worker(self, env: dict[str, str]) -> WorkerExit:
         """Start the worker with a link of its own, and wait until it exits."""
-        ours, theirs = socket.socketpair()
-        try:
-            pipe = await open_pipe(ours, self._on_frame, lambda: None, self.settings.max_frame_bytes)
-            process = await spawn_worker(
-                self.app_ref, self.replica_id, theirs.fileno(), self._data_dir, self._log_path(),
-                max_frame_bytes=self.settings.max_frame_bytes, env=env,
-            )  # fmt: skip
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()  # the worker has its own copy; ours alone would keep the link open
-        self._worker = _Worker(process, pipe)
+        process, pipe, links = await start_worker(
+            self.app_ref, self.replica_id, self._data_dir, self._log_path(), self.settings.max_frame_bytes,
+            env=env, on_frame=self._on_frame, speed=self.speed, deployment=self.deployment,
+        )  # fmt: skip
+        self._worker = _Worker(process, pipe, links)
         timeout_s, label = self.settings.setup_timeout_s, f"{self.deployment} replica {self.replica_id}"
         try:
             return await wait_exit(label, process, self._ready, timeout_s, self._log_path())
         finally:
             self._worker = None
             pipe.close()
+            links.close()
 
     def _log_path(self) -> Path:
         return self._data_dir / "logs" / f"{self.deployment}-{self.replica_id}.log"
@@ -366,6 +371,8 @@ class Replica:
             await asyncio.sleep(0.25)
             now = loop.time()
             hung = self._in_flight.hung(now, self.settings.hang_grace_s)
+            if self._worker is not None and self._worker.links.hung(now, self.settings.hang_grace_s):
+                hung = [*hung, "a call on a peer's link"]
             if hung and self._worker is not None:
                 log.warning(
                     "%s replica %s hangs on %s; killing it", self.deployment, self.replica_id, hung[0]

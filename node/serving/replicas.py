@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import AgentConfig
-from ..errors import NotReady
+from ..dataplane.sealed_stream import SealedStream
+from ..errors import MeshnodeError, NotReady
 from ..mesh.envelope import Call, Envelope
 from ..mesh.replica_state import ReplicaEntry
 from ..mesh.replica_view import LocalReplica
@@ -170,6 +171,20 @@ class Replicas:
         submitted to the replica here (``Replica.submit``); None without one (then ``serve_local``)."""
         replica = self._table.get(call.deployment)
         return None if replica is None else replica.submit(call, on_answer, frame)
+
+    def hand_local(
+        self, deployment: str, stream: SealedStream, max_in_flight: int, chunk_bytes: int
+    ) -> str | None:
+        """Hand a peer's link to the worker of `deployment`'s replica here (``Replica.hand_link``);
+        None when done, else why not (the link stays the agent's, unless it closed on the way)."""
+        replica = self._table.get(deployment)
+        if replica is None:
+            return f"no replica of {deployment} here"
+        try:
+            replica.hand_link(stream, max_in_flight, chunk_bytes)
+        except (MeshnodeError, OSError) as exc:
+            return str(exc)
+        return None
 
     # -- changing ------------------------------------------------------------------------------
 

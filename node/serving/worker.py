@@ -6,7 +6,8 @@ replica it hosts. The process loads the app and runs ``setup()`` and ``warmup()`
 agent: the end of a socket pair the agent made for it and passed down as an inherited descriptor
 (``--link-fd``; ``pipe.py``). From then on every frame from the agent is one envelope
 (mesh/envelope.py) handed to the core's ``Worker.handle``, and every envelope the core sends back is
-one frame.
+one frame. A second socket (``--handoff-fd``) brings it peers' links, whose calls it answers itself
+(``worker_links.py``).
 
 Frames are limited to ``--max-frame-bytes``, the agent's ``max_frame_bytes``, both ways. An answer
 over it is never sent: the core reports it as the request's failure. A frame from the agent over it
@@ -42,6 +43,7 @@ from ..event_loop import run_event_loop, settle_heap
 from ..inference.worker import EXIT_SETUP_FAILED, Worker, set_up
 from ..mesh.envelope import Envelope, EnvelopeError, decode_envelope, encode_envelope
 from .pipe import FramePipe, open_pipe
+from .worker_links import WorkerLinks
 from .worker_process import inheritable_fds
 
 __all__ = ["EXIT_AGENT_GONE", "AgentLink", "FrameTooLarge", "main"]
@@ -101,10 +103,15 @@ class AgentLink:
             self._sock.close()
 
 
-async def serve(app: object, replica_id: str, link_fd: int, max_frame_bytes: int) -> None:
-    """Say hello, then answer the agent's calls until the link to it drops or the process is stopped."""
+async def serve(
+    app: object, replica_id: str, link_fd: int, max_frame_bytes: int, handoff_fd: int | None = None
+) -> None:
+    """Say hello, then answer the agent's calls, and those of the peers' links it hands over
+    (``worker_links.py``), until the link to it drops or the process is stopped."""
     link = AgentLink(link_fd, max_frame_bytes)
-    worker = Worker(app, replica_id, link.send)
+    handoff = None if handoff_fd is None else socket.socket(fileno=handoff_fd)
+    peers = WorkerLinks(handoff, lambda message: worker.handle(message), link.send, max_frame_bytes)
+    worker = Worker(app, replica_id, peers.send)
     loop = asyncio.get_running_loop()
     lost: asyncio.Future[bool] = loop.create_future()  # True: the agent asked the worker to stop
 
@@ -114,13 +121,15 @@ async def serve(app: object, replica_id: str, link_fd: int, max_frame_bytes: int
 
     loop.add_signal_handler(signal.SIGTERM, on_lost, True)
     try:
-        await link.start(worker.handle, on_lost)
+        await link.start(peers.from_agent, on_lost)
         link.send(worker.hello())
+        peers.start()
         if not await lost:
             log.error("the connection to the agent dropped (a frame over --max-frame-bytes?); exiting")
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         link.close()
+        peers.close()
         worker.close()
 
 
@@ -165,7 +174,7 @@ async def _run(args: argparse.Namespace) -> int:
     if app is None:
         return EXIT_SETUP_FAILED
     settle_heap()  # the app and its model are here for the worker's life
-    await serve(app, args.replica, args.link_fd, args.max_frame_bytes)
+    await serve(app, args.replica, args.link_fd, args.max_frame_bytes, args.handoff_fd)
     return EXIT_AGENT_GONE
 
 
@@ -177,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--link-fd", type=int, required=True, help="this worker's end of its link to the agent"
     )
+    parser.add_argument("--handoff-fd", type=int, help="where the agent hands it peers' links (none: never)")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument(
         "--max-frame-bytes", type=int, required=True, help="largest frame accepted (the agent's limit)"
@@ -185,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     yield_to_the_agent()  # first: every thread started later (torch's, the app's) inherits it
     for fd in inheritable_fds():  # leaked to us by the agent's spawn (worker_process.py says how)
-        if fd != args.link_fd:
+        if fd not in (args.link_fd, args.handoff_fd):
             os.close(fd)
+    for fd in (args.link_fd, args.handoff_fd):  # ours alone: nothing the app starts may hold them
+        if fd is not None:
+            os.set_inheritable(fd, False)
     if args.parent_pid is not None:
         exit_with_parent(args.parent_pid)
     logging.basicConfig(

@@ -21,13 +21,17 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ..load import SpeedMeter
 from ..mesh.replica_state import MAX_ERROR_CHARS
+from .handed_links import HandedLinks
+from .pipe import FramePipe, open_pipe
 
-__all__ = ["inheritable_fds", "last_line", "spawn_worker", "terminate"]
+__all__ = ["inheritable_fds", "last_line", "spawn_worker", "start_worker", "terminate"]
 
 # A worker asked to stop (SIGTERM) that is still running after this long is killed.
 _TERMINATE_GRACE_S = 5.0
@@ -43,6 +47,7 @@ async def spawn_worker(
     app_ref: str,
     replica_id: str,
     link_fd: int,
+    handoff_fd: int,
     data_dir: Path,
     log_path: Path,
     *,
@@ -59,15 +64,49 @@ async def spawn_worker(
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "meshnode.serving.worker",
             "--app", app_ref, "--replica", replica_id,
-            "--link-fd", str(link_fd), "--data-dir", str(data_dir),
+            "--link-fd", str(link_fd), "--handoff-fd", str(handoff_fd), "--data-dir", str(data_dir),
             "--max-frame-bytes", str(max_frame_bytes),
             "--parent-pid", str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             close_fds=True,  # asyncio's default, said aloud; uvloop ignores it (see the docstring)
-            pass_fds=(link_fd,),
+            pass_fds=(link_fd, handoff_fd),
             # The owner's own settings win; the replica id names an app's container (inference/container.py).
             env={**_WORKER_ENV, **os.environ, **(env or {}), "MESHNODE_REPLICA_ID": replica_id},
         )  # fmt: skip
+
+
+async def start_worker(
+    app_ref: str,
+    replica_id: str,
+    data_dir: Path,
+    log_path: Path,
+    max_frame_bytes: int,
+    *,
+    env: Mapping[str, str],
+    on_frame: Callable[[bytes | bytearray], None],
+    speed: SpeedMeter,
+    deployment: str,
+) -> tuple[asyncio.subprocess.Process, FramePipe, HandedLinks]:
+    """Start a replica's worker with its two sockets: the pipe whose frames go to `on_frame`, and
+    the handoff socket that gives it peers' links (``handed_links.py``; reports go to `speed`)."""
+    ours, theirs = socket.socketpair()
+    handoff, their_handoff = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pipe = await open_pipe(ours, on_frame, lambda: None, max_frame_bytes)
+        process = await spawn_worker(
+            app_ref, replica_id, theirs.fileno(), their_handoff.fileno(), data_dir, log_path,
+            max_frame_bytes=max_frame_bytes, env=env,
+        )  # fmt: skip
+    except BaseException:
+        ours.close()
+        handoff.close()
+        raise
+    finally:
+        theirs.close()  # the worker has its own copies; ours alone would keep its sockets open
+        their_handoff.close()
+    links = HandedLinks(handoff, speed, deployment)
+    links.start()
+    return process, pipe, links
 
 
 async def terminate(process: asyncio.subprocess.Process) -> None:

@@ -119,11 +119,16 @@ def data_key_id(token: str) -> bytes:
 class Direction:
     """One direction of a link: seals (or opens) its frames in order, the counter as the nonce."""
 
-    __slots__ = ("_aead", "_count")
+    __slots__ = ("_aead", "_count", "_key")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, count: int = 0) -> None:
+        self._key = key
         self._aead = AESGCM(key)
-        self._count = 0
+        self._count = count
+
+    def state(self) -> tuple[bytes, int]:
+        """Its key and the next frame's number: what resumes it in another process (a handed link)."""
+        return self._key, self._count
 
     def seal(self, payload: bytes) -> bytes:
         """`payload` sealed as this direction's next frame."""

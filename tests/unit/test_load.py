@@ -124,3 +124,16 @@ def test_the_rule_refuses_thresholds_that_contradict_each_other() -> None:
         LoadGossip(min_gap_s=1, cpu_points=5, max_age_s=10, drift_cpu_points=8)
     with pytest.raises(ValueError, match="max_age_s"):
         LoadGossip(min_gap_s=10, cpu_points=5, max_age_s=5, drift_cpu_points=2)
+
+
+def test_speed_meter_takes_a_workers_report_as_many_completions_and_one_service_sample() -> None:
+    meter = SpeedMeter()
+    meter.record_many(100.0, 0, 0.5)  # nothing answered: the service time means nothing yet
+    assert meter.service_s is None and meter.throughput(100.0) == 0.0
+    meter.record_many(100.0, 50, 0.010)
+    meter.record(100.0, 100.02)  # a request through the agent meanwhile
+    assert meter.service_s == pytest.approx(0.010 + 0.2 * (0.020 - 0.010))
+    assert meter.throughput(100.5) == 51 / SpeedMeter.WINDOW_S
+    meter.record_many(101.0, 10, 10.0)  # one report's outlier counts at most as OUTLIER_FACTOR times
+    assert meter.service_s < 0.05
+    assert meter.throughput(111.0) == 10 / SpeedMeter.WINDOW_S  # the first 51 left the window

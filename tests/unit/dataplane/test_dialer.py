@@ -7,7 +7,8 @@ import socket
 from dataclasses import dataclass, field
 
 from meshnode.dataplane.dialer import Dialer
-from meshnode.dataplane.sealed_stream import SealedListener, SealedStream, StreamLimits
+from meshnode.dataplane.sealed_listener import SealedListener
+from meshnode.dataplane.sealed_stream import SealedStream, StreamLimits
 from meshnode.trust.sealed import NodeKey, ServerKeys, announced_key
 
 from ..loop_turns import MAX_TURNS, eventually, next_turn

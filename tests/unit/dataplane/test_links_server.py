@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from zmq.utils import z85
 
 from meshnode.dataplane.links import PeerLinks
-from meshnode.dataplane.sealed_stream import SealedListener, SealedStream, StreamLimits, connect
+from meshnode.dataplane.sealed_listener import SealedListener, connect
+from meshnode.dataplane.sealed_stream import SealedStream, StreamLimits
 from meshnode.dataplane.server import DataPlaneServer
 from meshnode.mesh.envelope import (
     ACCEPT_BULK,
@@ -163,10 +164,10 @@ async def test_links_join_a_large_file_unless_it_is_a_bulk_transfer_which_takes_
     replicas = FakeReplicas({"png": FakeReplica(replies(data, "image/png"))})
     async with serving(replicas, chunk_bytes=4096) as (_, addr), links_out() as links:
         joined = [m async for m in links.call(PEER, addr, KEY, make_call("png", request_id="j-1"))]
-        assert links.open_links() == {"serving": 1, "bulk": 0}
+        assert links.open_links() == {"serving": 1, "bulk": 0, "worker": 0}
         call = make_call("png", request_id="p-1", accept=ACCEPT_BULK)
         pieces = [m async for m in links.call(PEER, addr, KEY, call)]
-        assert links.open_links() == {"serving": 1, "bulk": 1}  # never behind serving traffic
+        assert links.open_links() == {"serving": 1, "bulk": 1, "worker": 0}  # never behind serving traffic
 
     assert joined == [Reply("j-1", data, "image/png", 0)]
     assert pieces == [
@@ -324,7 +325,7 @@ async def test_a_link_no_call_held_for_idle_s_is_closed_and_the_next_call_opens_
         first = [m async for m in links.call(other_peer, other_addr, KEY, make_call("echo"))]
         holding = asyncio.create_task(_answers(links.call(PEER, held_addr, KEY, make_call("held"))))
         await eventually(lambda: len(held["held"].calls) == 1)
-        assert links.open_links() == {"serving": 2, "bulk": 0}
+        assert links.open_links() == {"serving": 2, "bulk": 0, "worker": 0}
 
         # The idle one goes; the one a call holds stays, however long the call takes.
         await eventually(lambda: links.open_links()["serving"] == 1)
@@ -333,7 +334,7 @@ async def test_a_link_no_call_held_for_idle_s_is_closed_and_the_next_call_opens_
         await eventually(lambda: links.open_links()["serving"] == 0)  # idle once answered
 
         again = [m async for m in links.call(other_peer, other_addr, KEY, make_call("echo"))]
-        assert links.open_links() == {"serving": 1, "bulk": 0}
+        assert links.open_links() == {"serving": 1, "bulk": 0, "worker": 0}
 
     assert [message.data["tag"] for message in first + again] == ["other", "other"]  # type: ignore[union-attr]
 

@@ -12,7 +12,8 @@ import pytest
 import zmq
 from zmq.utils import z85
 
-from meshnode.dataplane.sealed_stream import SealedListener, SealedStream, StreamLimits, connect
+from meshnode.dataplane.sealed_listener import SealedListener, connect
+from meshnode.dataplane.sealed_stream import SealedStream, StreamLimits
 from meshnode.trust.sealed import ClientHandshake, ServerKeys
 
 from ..loop_turns import eventually

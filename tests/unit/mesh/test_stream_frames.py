@@ -73,3 +73,12 @@ def test_hello_and_welcome_round_trip_and_refuse_anything_else() -> None:
             parse_welcome(bad)
     with pytest.raises(ValueError):
         hello_frame(key_id[:4], key)
+
+
+def test_the_bytes_held_short_of_a_frame_are_given_up_whole() -> None:
+    splitter = FrameSplitter(100)
+    whole, partial = frame_header(3) + b"abc", frame_header(5) + b"de"
+    assert splitter.feed(whole + partial) == [b"abc"]
+    assert splitter.take_buffered() == partial  # what another process must read first
+    assert splitter.buffered == 0
+    assert splitter.feed(frame_header(1) + b"z") == [b"z"]

@@ -132,3 +132,15 @@ def test_a_direction_stops_at_its_last_nonce() -> None:
     with pytest.raises(SealedError) as refused:
         direction.seal(b"one too many")
     assert refused.value.reason == "exhausted"
+
+
+def test_a_direction_resumed_from_its_state_goes_on_where_it_stopped() -> None:
+    client, server = _open(OLD, [OLD])
+    for frame in (b"one", b"two"):
+        assert server.receive.open(client.send.seal(frame)) == frame
+    # The server's end moves to another process (a link handed to a worker): its state resumes it.
+    resumed = Direction(*server.receive.state())
+    assert resumed.open(client.send.seal(b"three")) == b"three"
+    replayed = client.send.state()
+    with pytest.raises(SealedError, match="does not open"):
+        Direction(replayed[0], 0).open(client.send.seal(b"four"))  # a state behind the link's

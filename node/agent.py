@@ -109,7 +109,8 @@ class Agent:
         self._replicas = replicas = Replicas(node_id=node_id, config=config, on_change=self._serving_changed)
         self.sockets = sockets = bind_sockets(
             config, trust, serve_local=self._serve_local, submit_local=replicas.submit_local,
-            hand_local=replicas.hand_local, queue_of=replicas.queue_of, closers=self._closers,
+            hand_local=replicas.hand_local if config.serve_worker_lanes else None,
+            queue_of=replicas.queue_of, closers=self._closers,
         )  # fmt: skip
         self._transport = sockets.transport
         self._dataplane = dataplane = sockets.dataplane

@@ -93,7 +93,7 @@ def bind_sockets(
     *,
     serve_local: ServeLocal,
     submit_local: SubmitLocal,
-    hand_local: HandLocal,
+    hand_local: HandLocal | None,
     queue_of: QueueOf,
     closers: list[Callable[[], object]],
 ) -> BoundSockets:

@@ -205,6 +205,11 @@ class AgentConfig:
     # Files larger than this travel between agents as several frames, so one big image does not
     # hold up the other requests multiplexed on the same connection.
     forward_chunk_bytes: int = 256 * 1024
+    # Hand a peer's link for one deployment, once it asks, to the worker of that deployment's
+    # replica here, which answers its calls itself (worker lanes, docs/architecture.md): a forwarded
+    # request then costs this agent nothing and the hop about nothing (bench/forwarding.py). Off:
+    # every peer's request crosses this agent, as it did before; peers that ask are declined.
+    serve_worker_lanes: bool = True
     # Model bytes this node moves per second at most for pulls, in each direction: what all its pulls
     # fetch together, and what it serves to peers pulling from it (docs/models.md). A pull at full
     # speed takes a core for decryption, hashing and writing and fills the link; this bound leaves

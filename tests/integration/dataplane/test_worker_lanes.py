@@ -63,6 +63,21 @@ def test_forwarded_requests_reach_the_worker_without_its_agent_once_the_lane_is_
     assert handed(serving) >= 1
 
 
+def test_a_serving_node_with_worker_lanes_off_serves_every_forwarded_request_itself(tmp_path: Path) -> None:
+    serving_args = {1: [*SERVING[1], "--set", "serve_worker_lanes=false"]}
+    with Mesh(tmp_path, 2, extra_args=serving_args) as started:
+        started.wait_formed()
+        entry, serving = started.agents
+        wait_replicas_seen(entry, {"n1": {"probe"}})
+        wait_for(lambda: post(entry, "probe", {}).status_code == 200, 30, interval=0.1)
+        before = frames_in(serving)
+        answers = [post(entry, "probe", {"n": n}) for n in range(10)]
+
+        assert [response.status_code for response in answers] == [200] * 10
+        assert frames_in(serving) >= before + 10  # each call crossed n1's agent
+        assert handed(serving) == 0 and lanes(entry) == 0
+
+
 def test_the_deadline_holds_over_a_lane_and_the_lane_serves_on(mesh: Mesh) -> None:
     entry, _ = mesh.agents
     lane_open(entry)

@@ -361,12 +361,12 @@ class Agent:
         self._jobs.sync.on_member(change.node, change.previous, change.current)
         if change.current == Status.ALIVE:
             self._joined = True
-        elif change.current.gone:
-            # Requests outstanding there fail over now, not at their deadline.
-            self._links.forget(change.node, f"{name} is {change.current.value}")
-            if change.current == Status.LEFT and member is not None:
-                # A node that left says goodbye for good; a dead one may be reconnected to.
+        elif change.current == Status.LEFT:
+            self._links.retire(change.node)  # it drains: what it runs is answered, nothing new goes
+            if member is not None:  # it said goodbye for good; a dead one may be reconnected to
                 self._transport.forget(member.addr)
+        elif change.current.gone:  # requests outstanding there fail over now, not at their deadline
+            self._links.forget(change.node, f"{name} is {change.current.value}")
 
     # -- internals -------------------------------------------------------------------------
 

@@ -37,7 +37,6 @@ import logging
 import math
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ..mesh.bulk_frames import decode_bulk
@@ -59,7 +58,7 @@ from ..mesh.types import NodeId
 from ..trust.sealed import announced_key
 from .answers import Answers, LastAnswer, Sink, last_of, past_deadline, time_out
 from .deadline_timer import DeadlineTimer
-from .peer_link import PeerLink, PendingCall, QueueReport, close_idle
+from .peer_link import Outstanding, PeerLink, PendingCall, QueueReport, close_idle
 from .sealed_stream import StreamLimits
 from .worker_lanes import WorkerLanes
 
@@ -98,21 +97,14 @@ class PeerLinks:
         self._lanes = WorkerLanes(self._make_lane)  # links straight to peers' workers
         # Set by ``close``: the context is gone, so no link can be made any more.
         self._closed = False
-        # Calls outstanding per node running them, kept as they start and end: routing reads it on
-        # every request, so it is never counted from the links' pending tables (O(requests) each).
-        self._outstanding: dict[NodeId, int] = {}
-        self._in_flight_view = MappingProxyType(self._outstanding)
+        self._outstanding = Outstanding()  # calls outstanding per node running them (routing reads it)
         # Every outstanding call's deadline, on one timer: its sink gets None when the time comes.
         self._deadlines: DeadlineTimer[Sink] = DeadlineTimer(time_out)
 
     def reported_queue(self, node: NodeId, deployment: str, now: float, max_age_s: float) -> int | None:
-        """Requests of *other* routers at the peer's replica, as of its last answer to us.
-
-        Every answer from a peer carries its replica's queue (``Reply.queue``); minus what we still
-        had outstanding there, that is the load the others put on it. Fresher than gossip whenever
-        we talk to the peer often, which is exactly when it matters. None when older than
-        `max_age_s` or never heard.
-        """
+        """Requests of *other* routers at the peer's replica, as of its last answer to us: its queue
+        (``Reply.queue``) less ours, fresher than gossip when we talk to it often, which is when it
+        matters. None when older than `max_age_s` or never heard."""
         report = self._reports.get((node, deployment))
         if report is None or now - report.at > max_age_s:
             return None
@@ -121,13 +113,9 @@ class PeerLinks:
     @classmethod
     def of(cls, config: AgentConfig, token: str) -> PeerLinks:
         """The links of an agent with `config`'s forwarding settings, holding `token` (primary)."""
-        return cls(
-            token=token,
-            max_frame_bytes=config.max_frame_bytes,
-            max_in_flight_per_peer=config.forward_max_in_flight_per_peer,
-            connect_timeout_s=config.forward_connect_timeout_s,
-            idle_s=config.forward_link_idle_s,
-        )
+        in_flight, connect_s = config.forward_max_in_flight_per_peer, config.forward_connect_timeout_s
+        return cls(token=token, max_frame_bytes=config.max_frame_bytes, max_in_flight_per_peer=in_flight,
+                   connect_timeout_s=connect_s, idle_s=config.forward_link_idle_s)  # fmt: skip
 
     def open_links(self) -> dict[str, int]:
         """Links open now, by lane: ``serving``, ``bulk`` and ``worker`` (``/metrics``)."""
@@ -136,7 +124,7 @@ class PeerLinks:
 
     def in_flight(self) -> Mapping[NodeId, int]:
         """Requests outstanding per node running them: routing's in-flight correction (read-only, live)."""
-        return self._in_flight_view
+        return self._outstanding.view
 
     async def call(
         self, node: NodeId, addr: str, key: str, call: Call, *, to: NodeId | None = None
@@ -168,7 +156,7 @@ class PeerLinks:
             pending = PendingCall(call.deployment, node if to is None else to, answers)
             timer = self._deadlines.at(deadline, answers)
             link.add(rid, pending)
-            self._count(pending)
+            self._outstanding.count(pending)
             finished = False
             try:
                 # The only call on the link leaves at once: nothing else could go with it this turn.
@@ -198,12 +186,13 @@ class PeerLinks:
             finally:
                 timer.cancel()
                 link.remove(rid)
-                self._uncount(pending)
+                self._outstanding.uncount(pending)
                 if not finished and not link.closed:
                     # The caller went away or the deadline passed: stop the work on the peer.
                     link.send(encode_envelope(Cancel(rid)))
         finally:
             link.release(loop.time())
+            self._settle(link)
 
     async def final(self, node: NodeId, addr: str, key: str, call: Call) -> Envelope:
         """The last answer of `call`, which neither streams nor reports progress: its Reply or Failure.
@@ -213,10 +202,11 @@ class PeerLinks:
         """
         loop = asyncio.get_running_loop()
         link = self._lanes.ready(node, addr, key, call.deployment, loop.time()) if not self._closed else None
-        if link is None or len(link.pending) >= self._max_in_flight:
+        if link is None or link.retired or len(link.pending) >= self._max_in_flight:
             link = self._links.get((node, False))  # the peer's agent relays it to its worker
         if (
             link is None
+            or link.retired
             or not link.connected
             or (link.addr, link.server_key) != (addr, key)
             or len(link.pending) >= self._max_in_flight
@@ -229,7 +219,7 @@ class PeerLinks:
         pending = PendingCall(call.deployment, node, answer)
         timer = self._deadlines.at(loop.time() + call.timeout_ms / 1000, answer)
         link.add(rid, pending)
-        self._count(pending)
+        self._outstanding.count(pending)
         finished = False
         try:
             error = link.send(encode_envelope(call), flush=len(link.pending) == 1)
@@ -244,20 +234,21 @@ class PeerLinks:
         finally:
             timer.cancel()
             link.remove(rid)
-            self._uncount(pending)
+            self._outstanding.uncount(pending)
             if not finished and not link.closed:
                 link.send(encode_envelope(Cancel(rid)))  # the caller went away or the deadline passed
             link.release(loop.time())
+            self._settle(link)
 
     def forget(self, node: NodeId, reason: str) -> None:
-        """The peer is dead or left: fail what is outstanding there (retryable) and close the link."""
+        """The peer is dead (or this node stops): fail what is outstanding there (retryable), close links."""
         for key in [key for key in self._reports if key[0] == node]:
             del self._reports[key]
         gone = [self._links.pop((node, bulk), None) for bulk in (False, True)]
         for link in [*gone, *self._lanes.forget(node)]:
             if link is not None:
                 for pending in link.pending.values():
-                    self._uncount(pending)  # outstanding no more, though its caller has yet to see it
+                    self._outstanding.uncount(pending)  # though its caller has yet to see it
                 link.fail_all("peer_lost", f"{reason}; the request may run elsewhere")
                 link.close()
         for other in self._links.values():  # its calls through relays
@@ -266,6 +257,16 @@ class PeerLinks:
                     pending.queue.put_nowait(
                         Failure(rid, "peer_lost", f"{reason}; the request may run elsewhere", True)
                     )
+
+    def retire(self, node: NodeId) -> None:
+        """The peer left the mesh: it drains what it runs, so calls outstanding there wait for their
+        answers; no call starts there, and each link closes once no call holds it (or it drops, its
+        calls failing as retryable), never redialed."""
+        self._reports = {key: report for key, report in self._reports.items() if key[0] != node}
+        for (peer, _), link in [*self._links.items(), *self._lanes.links.items()]:
+            if peer == node:
+                link.retired = True
+                self._settle(link)
 
     def close(self) -> None:
         """Close every link (requests outstanding fail as retryable, later ones too)."""
@@ -277,20 +278,6 @@ class PeerLinks:
             self.forget(node, "this node is stopping")
 
     # -- internals -------------------------------------------------------------------------
-
-    def _count(self, pending: PendingCall) -> None:
-        pending.counted = True
-        self._outstanding[pending.target] = self._outstanding.get(pending.target, 0) + 1
-
-    def _uncount(self, pending: PendingCall) -> None:
-        if not pending.counted:
-            return
-        pending.counted = False
-        left = self._outstanding[pending.target] - 1
-        if left:
-            self._outstanding[pending.target] = left
-        else:
-            del self._outstanding[pending.target]
 
     def _link(self, node: NodeId, addr: str, key: str, bulk: bool) -> PeerLink | None:
         """The link to `node` on that lane, made when missing; None when `key` is not a key."""
@@ -309,6 +296,15 @@ class PeerLinks:
             if self._sweep is None and self._idle_s > 0:
                 self._sweep = asyncio.get_running_loop().call_later(self._idle_s, self._close_idle)
         return link
+
+    def _settle(self, link: PeerLink) -> None:  # a retired link no call holds: closed, forgotten
+        if not link.retired or link.users:
+            return
+        if link.bind is not None:
+            self._lanes.dropped(link)
+        elif self._links.get((link.node, link.bulk)) is link:
+            del self._links[(link.node, link.bulk)]
+        link.close()
 
     def _make_lane(self, node: NodeId, addr: str, key: str, deployment: str) -> PeerLink | None:
         """A worker lane to `node` for `deployment` (``worker_lanes.py``), dialing; None for a bad `key`."""
@@ -374,6 +370,11 @@ class PeerLinks:
     def link_dropped(self, link: PeerLink, opened: bool, reason: str) -> None:
         """`link` dropped (it redials), or its handshake was refused (it is forgotten)."""
         link.handshake.set()  # callers waiting for it move on now
+        if link.retired:  # the peer left and now is gone: what it had not answered moves on
+            link.fail_all("peer_lost", f"{link.addr} left the mesh; the request may run elsewhere")
+            link.close()  # never redialed; forgotten once its callers let it go (_settle)
+            self._settle(link)
+            return
         if link.bind is not None:  # a worker lane is never redialed: the next call asks anew
             link.fail_all("peer_lost", f"the link to {link.addr}'s worker dropped ({reason})")
             self._lanes.dropped(link)

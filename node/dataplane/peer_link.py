@@ -12,8 +12,9 @@ import asyncio
 import collections
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol, TypeVar
 
 from ..mesh.envelope import Failure
@@ -72,6 +73,7 @@ class PeerLink:
         self.handshake = asyncio.Event()
         self.dropped = 0  # frames from this peer that failed validation
         self.users = 0  # calls holding the link: waiting for its connection, or outstanding on it
+        self.retired = False  # its peer left the mesh: no call starts on it (``PeerLinks.retire``)
         self.idle_since = now  # loop time its last user let it go (or it was made)
         self.dialer = Dialer(
             addr,
@@ -120,6 +122,8 @@ class PeerLink:
     async def refusal(self, max_in_flight: int, deadline: float, connect_timeout_s: float) -> str | None:
         """Why a call cannot be sent on this link now (waiting up to `connect_timeout_s`, never
         past `deadline`, for it to open), or None when it can."""
+        if self.retired:
+            return f"{self.addr} left the mesh"
         if len(self.pending) >= max_in_flight:
             return f"{len(self.pending)} requests already outstanding at {self.addr}"
         if self.connected:
@@ -138,6 +142,30 @@ class PeerLink:
 
     def close(self) -> None:
         self.dialer.close()
+
+
+class Outstanding:
+    """Calls outstanding per node running them, kept as they start and end: routing reads it on
+    every request, so it is never counted from the links' pending tables (O(requests) each)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[NodeId, int] = {}
+        self.view: Mapping[NodeId, int] = MappingProxyType(self._counts)  # read-only, live
+
+    def count(self, pending: PendingCall) -> None:
+        pending.counted = True
+        self._counts[pending.target] = self._counts.get(pending.target, 0) + 1
+
+    def uncount(self, pending: PendingCall) -> None:
+        """`pending` is outstanding no more (once: a second call changes nothing)."""
+        if not pending.counted:
+            return
+        pending.counted = False
+        left = self._counts[pending.target] - 1
+        if left:
+            self._counts[pending.target] = left
+        else:
+            del self._counts[pending.target]
 
 
 def close_idle(table: dict[K, PeerLink], now: float, idle_s: float) -> float:
@@ -170,4 +198,4 @@ class LinkEvents(Protocol):
         ...
 
 
-__all__ = ["LinkEvents", "PeerLink", "PendingCall", "QueueReport", "close_idle"]
+__all__ = ["LinkEvents", "Outstanding", "PeerLink", "PendingCall", "QueueReport", "close_idle"]

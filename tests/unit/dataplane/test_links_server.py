@@ -341,3 +341,36 @@ async def test_a_link_no_call_held_for_idle_s_is_closed_and_the_next_call_opens_
 
 async def _answers(messages: AsyncIterator[Envelope]) -> list[Envelope]:
     return [message async for message in messages]
+
+
+async def test_a_peer_that_left_answers_what_it_was_running_and_is_sent_nothing_new() -> None:
+    gate = asyncio.Event()
+    held = FakeReplicas({"held": FakeReplica(gated(gate, replies({"ok": True})))})
+    async with serving(held) as (_, addr), links_out() as links:
+        running = asyncio.create_task(links.final(PEER, addr, KEY, make_call("held", request_id="r-1")))
+        await eventually(lambda: len(held["held"].calls) == 1)
+        links.retire(PEER)  # it left the mesh, and drains
+        refused = await links.final(PEER, addr, KEY, make_call("held"))
+        gate.set()
+        answered = await running
+        await eventually(lambda: links.open_links() == {"serving": 0, "bulk": 0, "worker": 0})
+
+    assert answered == Reply("r-1", {"ok": True}, JSON, 0)
+    assert isinstance(refused, Failure) and refused.kind == "peer_unreachable" and refused.retryable
+    assert "left the mesh" in refused.message
+    assert len(held["held"].calls) == 1
+
+
+async def test_a_peer_that_left_and_then_went_away_fails_what_it_had_not_answered_as_retryable() -> None:
+    gate = asyncio.Event()
+    held = FakeReplicas({"held": FakeReplica(gated(gate, replies({"ok": True})))})
+    async with links_out() as links:
+        async with serving(held) as (_, addr):
+            running = asyncio.create_task(links.final(PEER, addr, KEY, make_call("held")))
+            await eventually(lambda: len(held["held"].calls) == 1)
+            links.retire(PEER)
+        lost = await running  # the server closed: the peer is gone before answering
+        await eventually(lambda: links.open_links()["serving"] == 0)  # and never redialed
+
+    assert isinstance(lost, Failure) and lost.kind == "peer_lost" and lost.retryable
+    assert "left the mesh" in lost.message

@@ -48,6 +48,7 @@ class WorkerLanes:
         if lane is not None and (lane.addr, lane.server_key) == (addr, key):
             return lane if lane.connected else None
         if lane is not None:  # the peer restarted: another port, another key
+            lane.fail_all("peer_lost", f"{lane.addr} restarted; the request may run elsewhere")
             self._drop(lane)
         held = self._declined.get((node, deployment))
         if held is not None:

@@ -27,6 +27,7 @@ from meshnode.mesh.worker_link import ask_for_worker, is_bound
 from meshnode.serving.handed_links import HandedLinks
 from meshnode.serving.worker_links import WorkerLinks
 from meshnode.testing import JSON, FakeReplica, FakeReplicas, echoes, make_call
+from meshnode.trust.sealed import NodeKey
 
 from ..loop_turns import eventually
 from .test_links_server import KEY, MAX_FRAME_BYTES, PEER, links_out, raw_dealer, serving
@@ -289,3 +290,16 @@ async def test_frames_read_together_with_the_request_for_a_worker_go_to_the_work
     assert is_bound(bound)
     assert isinstance(answer, Reply) and answer.request_id == "early" and tag(answer) == "worker"
     assert at.server.handed == 1
+
+
+async def test_the_calls_on_a_lane_to_a_peer_that_restarted_fail_over_at_once() -> None:
+    async with node() as at, links_out() as links:
+        await lane_open(links, at)
+        holding = asyncio.create_task(final(links, at, {"hold": True}, timeout_ms=30_000))
+        await eventually(lambda: len(at.core.held) == 1)
+        restarted = NodeKey.fresh().public  # gossip announces another key: the peer restarted
+        refused = await links.final(PEER, at.addr, restarted, make_call("echo", timeout_ms=2_000))
+        lost = await asyncio.wait_for(holding, 5.0)  # not its 30 s deadline
+
+    assert isinstance(lost, Failure) and lost.kind == "peer_lost" and lost.retryable
+    assert isinstance(refused, Failure) and refused.retryable  # no handshake with the old key's holder
